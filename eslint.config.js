@@ -1,0 +1,40 @@
+// @ts-check
+import js from "@eslint/js";
+import tseslint from "typescript-eslint";
+
+export default tseslint.config(
+  { ignores: ["dist/", "coverage/", ".cluster/", "node_modules/", "bench/results/"] },
+  js.configs.recommended,
+  ...tseslint.configs.recommendedTypeChecked,
+  {
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      "@typescript-eslint/no-floating-promises": "error",
+      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      "@typescript-eslint/consistent-type-imports": "error",
+      "no-restricted-properties": [
+        "error",
+        { object: "process", property: "exit", message: "Only src/main.ts may exit the process." },
+        { object: "process", property: "env", message: "Only src/main.ts (and test/bench/hack) read the environment." },
+        { object: "process", property: "argv", message: "Only src/main.ts reads argv." },
+      ],
+    },
+  },
+  {
+    files: ["src/main.ts", "test/**", "hack/**", "bench/**"],
+    rules: { "no-restricted-properties": "off" },
+  },
+  {
+    files: ["**/*.test.ts", "test/**"],
+    rules: {
+      // chai's `expect(x).to.be.true` is an expression statement by design.
+      "@typescript-eslint/no-unused-expressions": "off",
+    },
+  },
+  {
+    files: ["**/*.js"],
+    ...tseslint.configs.disableTypeChecked,
+  },
+);

@@ -1,0 +1,81 @@
+/**
+ * Informers that keep going. `@kubernetes/client-node`'s informer stops for good after a
+ * list or watch error (a dropped connection, an apiserver restart); this wrapper restarts
+ * it with capped exponential backoff until {@link ResilientInformer.stop} is called, and
+ * relists after a 410 Gone (the library's own behaviour).
+ */
+import { type KubeConfig, type KubernetesListObject, type KubernetesObject, makeInformer } from "@kubernetes/client-node";
+import { Backoff } from "../util/backoff.js";
+
+/** Callbacks for one informer; each is called with the object as the cache now holds it. */
+export interface InformerHandlers<T extends KubernetesObject> {
+  add?: (obj: T) => void;
+  update?: (obj: T) => void;
+  delete?: (obj: T) => void;
+  /** Called for every list/watch error before the restart is scheduled. */
+  error?: (err: unknown, retryInMs: number) => void;
+}
+
+/** A started informer over one API path, restarted on errors. */
+export interface ResilientInformer<T extends KubernetesObject> {
+  /** Objects in the cache, all or in one namespace. */
+  list(namespace?: string): T[];
+  /** One object from the cache. */
+  get(name: string, namespace?: string): T | undefined;
+  /** Resolves once the first list has been delivered. */
+  synced: Promise<void>;
+  /** Stops watching; no callback fires afterwards. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts an informer over `path` (e.g. `/api/v1/pods`, `/api/v1/namespaces/x/pods`).
+ * `list` must list the same objects the path watches.
+ */
+export function startInformer<T extends KubernetesObject>(
+  kc: KubeConfig,
+  path: string,
+  list: () => Promise<KubernetesListObject<T>>,
+  handlers: InformerHandlers<T>,
+  opts: { labelSelector?: string; backoff?: Backoff } = {},
+): ResilientInformer<T> {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const backoff = opts.backoff ?? new Backoff({ initialMs: 200, maxMs: 30_000 });
+  let markSynced: () => void = () => {};
+  const synced = new Promise<void>((resolve) => (markSynced = resolve));
+  const informer = makeInformer<T>(
+    kc,
+    path,
+    async () => {
+      const result = await list();
+      backoff.reset();
+      // The cache is filled right after this returns; let that happen first.
+      setImmediate(markSynced);
+      return result;
+    },
+    opts.labelSelector,
+  );
+  if (handlers.add) informer.on("add", handlers.add);
+  if (handlers.update) informer.on("update", handlers.update);
+  if (handlers.delete) informer.on("delete", handlers.delete);
+  informer.on("error", (err: unknown) => {
+    if (stopped) return;
+    const delay = backoff.next();
+    handlers.error?.(err, delay);
+    timer = setTimeout(() => {
+      if (!stopped) informer.start().catch(() => {}); // a failed start reports through "error" again
+    }, delay);
+  });
+  informer.start().catch(() => {});
+  return {
+    list: (namespace) => informer.list(namespace),
+    get: (name, namespace) => informer.get(name, namespace),
+    synced,
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await informer.stop();
+    },
+  };
+}
