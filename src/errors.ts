@@ -6,6 +6,15 @@ export const ErrorCodes = {
   GOV_ERR_CONFIG: "Invalid configuration (flags, environment or kubeconfig).",
   GOV_ERR_KUBE_API: "The Kubernetes API answered with an error.",
   GOV_ERR_CLUSTER: "The local control plane could not be started or reached.",
+  GOV_ERR_SELECTOR: "A label selector could not be parsed (answered as 400 BadRequest).",
+  GOV_ERR_METRIC_NOT_FOUND: "No such metric, or no such object for it (answered as 404 NotFound).",
+  GOV_ERR_METRIC_UNAVAILABLE:
+    "The metric has no current value and no fallback (answered as 503 ServiceUnavailable).",
+  GOV_ERR_METRIC_BAD_REQUEST: "The request does not fit the metric (answered as 400 BadRequest).",
+  GOV_ERR_AUTHN: "The client's credentials were presented but are not valid (answered as 401 Unauthorized).",
+  GOV_ERR_AUTHZ_UNAVAILABLE:
+    "Authentication or authorization could not be checked with the apiserver (answered as 500, never allowed).",
+  GOV_ERR_TLS: "The serving certificate or a CA bundle could not be loaded.",
 } as const;
 
 /** One of the codes in {@link ErrorCodes}. */

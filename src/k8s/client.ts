@@ -68,6 +68,14 @@ export function loadKubeConfig(path?: string): KubeConfig {
 
 const CREDENTIAL_TTL_MS = 30_000;
 
+/** A comparable string for a TLS option (PEM string, Buffer, list of either, boolean). */
+function credentialKey(x: unknown): string {
+  if (x === undefined) return "";
+  if (Buffer.isBuffer(x)) return x.toString("base64");
+  if (Array.isArray(x)) return x.map(credentialKey).join("|");
+  return typeof x === "string" ? x : JSON.stringify(x);
+}
+
 /** See the module comment. */
 export class KubeClient {
   readonly server: URL;
@@ -122,7 +130,10 @@ export class KubeClient {
   }
 
   /** DELETE; resolves quietly when the object is already gone. */
-  async delete(path: string, opts: { gracePeriodSeconds?: number; propagationPolicy?: string } = {}): Promise<void> {
+  async delete(
+    path: string,
+    opts: { gracePeriodSeconds?: number; propagationPolicy?: string } = {},
+  ): Promise<void> {
     try {
       await this.request("DELETE", path, { body: { kind: "DeleteOptions", apiVersion: "v1", ...opts } });
     } catch (err) {
@@ -139,12 +150,18 @@ export class KubeClient {
   ): Promise<T> {
     await this.ensureCredentials();
     const url = new URL(this.server.pathname.replace(/\/$/, "") + path, this.server);
-    for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
-    const body = opts.body === undefined ? undefined : typeof opts.body === "string" ? opts.body : JSON.stringify(opts.body);
+    for (const [k, v] of Object.entries(opts.query ?? {}))
+      if (v !== undefined) url.searchParams.set(k, String(v));
+    const body =
+      opts.body === undefined
+        ? undefined
+        : typeof opts.body === "string"
+          ? opts.body
+          : JSON.stringify(opts.body);
     const res = await this.dispatcher!.request({
       origin: url.origin,
       path: url.pathname + url.search,
-      method: method as Dispatcher.HttpMethod,
+      method,
       headers: {
         ...this.headers,
         accept: "application/json",
@@ -188,11 +205,17 @@ export class KubeClient {
     const opts: RequestOptions = {};
     await this.kubeConfig.applyToHTTPSOptions(opts);
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(opts.headers ?? {})) if (v !== undefined) headers[k.toLowerCase()] = String(v);
+    for (const [k, v] of Object.entries(opts.headers ?? {}))
+      if (v !== undefined) headers[k.toLowerCase()] = String(v);
     if (opts.auth) headers.authorization = `Basic ${Buffer.from(opts.auth).toString("base64")}`;
     this.headers = headers;
-    const tls = { ca: opts.ca, cert: opts.cert, key: opts.key, rejectUnauthorized: opts.rejectUnauthorized } as const;
-    const key = JSON.stringify([tls.ca, tls.cert, tls.key, tls.rejectUnauthorized].map((x) => String(x)));
+    const tls = {
+      ca: opts.ca,
+      cert: opts.cert,
+      key: opts.key,
+      rejectUnauthorized: opts.rejectUnauthorized,
+    } as const;
+    const key = JSON.stringify([tls.ca, tls.cert, tls.key, tls.rejectUnauthorized].map(credentialKey));
     if (!this.dispatcher || key !== this.tlsKey) {
       const old = this.dispatcher;
       this.dispatcher = new Agent({

@@ -4,7 +4,13 @@
  * it with capped exponential backoff until {@link ResilientInformer.stop} is called, and
  * relists after a 410 Gone (the library's own behaviour).
  */
-import { type KubeConfig, type KubernetesListObject, type KubernetesObject, makeInformer } from "@kubernetes/client-node";
+import {
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+  ListWatch,
+  Watch,
+} from "@kubernetes/client-node";
 import { Backoff } from "../util/backoff.js";
 
 /** Callbacks for one informer; each is called with the object as the cache now holds it. */
@@ -19,7 +25,7 @@ export interface InformerHandlers<T extends KubernetesObject> {
 /** A started informer over one API path, restarted on errors. */
 export interface ResilientInformer<T extends KubernetesObject> {
   /** Objects in the cache, all or in one namespace. */
-  list(namespace?: string): T[];
+  list(namespace?: string): readonly T[];
   /** One object from the cache. */
   get(name: string, namespace?: string): T | undefined;
   /** Resolves once the first list has been delivered. */
@@ -37,16 +43,16 @@ export function startInformer<T extends KubernetesObject>(
   path: string,
   list: () => Promise<KubernetesListObject<T>>,
   handlers: InformerHandlers<T>,
-  opts: { labelSelector?: string; backoff?: Backoff } = {},
+  opts: { labelSelector?: string; fieldSelector?: string; backoff?: Backoff } = {},
 ): ResilientInformer<T> {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   const backoff = opts.backoff ?? new Backoff({ initialMs: 200, maxMs: 30_000 });
   let markSynced: () => void = () => {};
   const synced = new Promise<void>((resolve) => (markSynced = resolve));
-  const informer = makeInformer<T>(
-    kc,
+  const informer = new ListWatch<T>(
     path,
+    new Watch(kc),
     async () => {
       const result = await list();
       backoff.reset();
@@ -54,7 +60,9 @@ export function startInformer<T extends KubernetesObject>(
       setImmediate(markSynced);
       return result;
     },
+    false,
     opts.labelSelector,
+    opts.fieldSelector,
   );
   if (handlers.add) informer.on("add", handlers.add);
   if (handlers.update) informer.on("update", handlers.update);

@@ -22,7 +22,10 @@ const WIDGET_CRD = {
             type: "object",
             properties: {
               spec: { type: "object", properties: { replicas: { type: "integer", minimum: 0 } } },
-              status: { type: "object", properties: { replicas: { type: "integer" }, selector: { type: "string" } } },
+              status: {
+                type: "object",
+                properties: { replicas: { type: "integer" }, selector: { type: "string" } },
+              },
             },
           },
         },
@@ -55,9 +58,13 @@ describe("local control plane (integration)", function () {
 
   it("serves a custom resource's /scale subresource that kubectl scale writes through", async () => {
     const { client } = cluster;
-    await client.apply(`/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${WIDGET_CRD.metadata.name}`, WIDGET_CRD, {
-      fieldManager: "governor-tests",
-    });
+    await client.apply(
+      `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${WIDGET_CRD.metadata.name}`,
+      WIDGET_CRD,
+      {
+        fieldManager: "governor-tests",
+      },
+    );
     await eventually(
       async () => {
         const crd = await client.get<{ status?: { conditions?: { type: string; status: string }[] } }>(
@@ -105,10 +112,9 @@ describe("local control plane (integration)", function () {
       });
       const pods = await eventually(
         async () => {
-          const list = await client.get<{ items: (KubeObject & { status: { podIP?: string; phase?: string } })[] }>(
-            `/api/v1/namespaces/${ns.name}/pods`,
-            { labelSelector: "app=web" },
-          );
+          const list = await client.get<{
+            items: (KubeObject & { status: { podIP?: string; phase?: string } })[];
+          }>(`/api/v1/namespaces/${ns.name}/pods`, { labelSelector: "app=web" });
           expect(list.items).to.have.length(3);
           for (const p of list.items) expect(p.status.phase).to.equal("Running");
           return list.items;

@@ -22,7 +22,11 @@ let starting: Promise<TestCluster> | undefined;
 /** Whether this test run brought the control plane up (and so should take it down). */
 export const state = { startedByUs: false, used: false };
 
-function run(cmd: string, args: string[], opts: { stderr?: "inherit" | "pipe"; env?: NodeJS.ProcessEnv } = {}) {
+function run(
+  cmd: string,
+  args: string[],
+  opts: { stderr?: "inherit" | "pipe"; env?: NodeJS.ProcessEnv } = {},
+) {
   return new Promise<{ code: number; stdout: string; stderr: string }>((resolve, reject) => {
     const child = spawn(cmd, args, {
       stdio: ["ignore", "pipe", opts.stderr ?? "pipe"],
@@ -30,7 +34,7 @@ function run(cmd: string, args: string[], opts: { stderr?: "inherit" | "pipe"; e
     });
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stdout?.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
     child.on("error", reject);
     child.on("close", (code) => resolve({ code: code ?? 1, stdout, stderr }));
@@ -63,7 +67,9 @@ export async function stopClusterIfOurs(): Promise<void> {
 
 /** The tail of every component's log, for a failed test's output. */
 export async function clusterLogTails(lines = 25): Promise<string> {
-  const out = await run("bash", [CLUSTER_SH, "logs"], { env: { ...process.env, LINES_PER_LOG: String(lines) } });
+  const out = await run("bash", [CLUSTER_SH, "logs"], {
+    env: { ...process.env, LINES_PER_LOG: String(lines) },
+  });
   return out.stdout;
 }
 
@@ -85,7 +91,11 @@ export async function kubectl(cluster: TestCluster, ...args: string[]): Promise<
 /** Creates a namespace with a unique name; returns it and a function that deletes it. */
 export async function freshNamespace(cluster: TestCluster, prefix: string) {
   const name = `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
-  await cluster.client.create("/api/v1/namespaces", { apiVersion: "v1", kind: "Namespace", metadata: { name } });
+  await cluster.client.create("/api/v1/namespaces", {
+    apiVersion: "v1",
+    kind: "Namespace",
+    metadata: { name },
+  });
   return {
     name,
     delete: () => cluster.client.delete(`/api/v1/namespaces/${name}`),

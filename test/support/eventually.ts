@@ -21,5 +21,7 @@ export async function eventually<T>(
     await new Promise((r) => setTimeout(r, intervalMs));
   }
   const reason = lastError instanceof Error ? lastError.message : String(lastError);
-  throw new Error(`${opts.what ?? "condition"} not met within ${timeoutMs} ms: ${reason}`, { cause: lastError });
+  throw new Error(`${opts.what ?? "condition"} not met within ${timeoutMs} ms: ${reason}`, {
+    cause: lastError,
+  });
 }

@@ -1,5 +1,6 @@
 // Mocha's spec output, then one closing line CI reads: "N passed, N failed[, N skipped]".
 "use strict";
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- mocha loads reporters with require()
 const Mocha = require("mocha");
 
 const { EVENT_RUN_END } = Mocha.Runner.constants;
@@ -10,7 +11,9 @@ class SummaryReporter extends Mocha.reporters.Spec {
     runner.once(EVENT_RUN_END, () => {
       const { passes, failures, pending } = runner.stats ?? this.stats;
       // After Spec's epilogue, so it is the last line of the run.
-      process.stdout.write(`\n${passes} passed, ${failures} failed${pending ? `, ${pending} skipped` : ""}\n`);
+      process.stdout.write(
+        `\n${passes} passed, ${failures} failed${pending ? `, ${pending} skipped` : ""}\n`,
+      );
     });
   }
 }

@@ -1,0 +1,317 @@
+/**
+ * Authentication as an extension apiserver does it (k8s.io/apiserver's delegating
+ * authenticator), in this order:
+ *
+ * 1. A client certificate that chains to `requestheader-client-ca-file` with a CN in
+ *    `requestheader-allowed-names` (any CN when the list is empty): the user is taken from
+ *    the `X-Remote-User`/`X-Remote-Group`/`X-Remote-Extra-*` headers (names configurable).
+ *    Such a certificate with a CN not allowed is rejected (401).
+ * 2. A client certificate that chains to `client-ca-file`: user = CN, groups = O.
+ * 3. A bearer token, checked with a TokenReview (cached).
+ * 4. Nothing: `system:anonymous` in `system:unauthenticated` (authorization decides).
+ *
+ * The request headers are never trusted otherwise. A certificate that chains to neither CA
+ * is a 401, as is a token the apiserver rejects.
+ */
+import { createHash, X509Certificate } from "node:crypto";
+import type { IncomingMessage } from "node:http";
+import type { TLSSocket } from "node:tls";
+import { GovernorError } from "../errors.js";
+
+/** An authenticated (or anonymous) user, as in `user.Info`. */
+export interface UserInfo {
+  name: string;
+  uid?: string;
+  groups: string[];
+  extra: Record<string, string[]>;
+}
+
+/** The anonymous user. */
+export const ANONYMOUS: UserInfo = Object.freeze({
+  name: "system:anonymous",
+  groups: ["system:unauthenticated"],
+  extra: {},
+});
+
+/** Credentials were presented and are not valid (answered 401). */
+export class AuthenticationError extends GovernorError {
+  constructor(message: string) {
+    super("GOV_ERR_AUTHN", message);
+  }
+}
+
+/** Authentication or authorization could not be checked (answered 500; never an allow). */
+export class AuthUnavailableError extends GovernorError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("GOV_ERR_AUTHZ_UNAVAILABLE", message, options);
+  }
+}
+
+/** The contents of ConfigMap `kube-system/extension-apiserver-authentication`, parsed. */
+export interface AuthenticationConfig {
+  /** PEM bundle of `client-ca-file` (empty: no client-certificate users). */
+  clientCA: string;
+  requestHeader?: {
+    /** PEM bundle of `requestheader-client-ca-file`. */
+    clientCA: string;
+    allowedNames: string[];
+    usernameHeaders: string[];
+    groupHeaders: string[];
+    extraHeaderPrefixes: string[];
+  };
+}
+
+/** Parses the `extension-apiserver-authentication` ConfigMap's data. */
+export function parseAuthenticationConfigMap(data: Record<string, string> | undefined): AuthenticationConfig {
+  const d = data ?? {};
+  const list = (key: string): string[] => {
+    const raw = d[key];
+    if (!raw) return [];
+    try {
+      const parsed: unknown = JSON.parse(raw);
+      return Array.isArray(parsed) ? parsed.map(String) : [];
+    } catch {
+      throw new GovernorError(
+        "GOV_ERR_CONFIG",
+        `extension-apiserver-authentication: ${key} is not a JSON list`,
+      );
+    }
+  };
+  const rhCA = d["requestheader-client-ca-file"];
+  return {
+    clientCA: d["client-ca-file"] ?? "",
+    ...(rhCA
+      ? {
+          requestHeader: {
+            clientCA: rhCA,
+            allowedNames: list("requestheader-allowed-names"),
+            usernameHeaders: list("requestheader-username-headers"),
+            groupHeaders: list("requestheader-group-headers"),
+            extraHeaderPrefixes: list("requestheader-extra-headers-prefix"),
+          },
+        }
+      : {}),
+  };
+}
+
+/** Splits a PEM bundle into certificates; invalid blocks are an error. */
+export function parseCertBundle(pem: string): X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  return blocks.map((b) => {
+    try {
+      return new X509Certificate(b);
+    } catch (err) {
+      throw new GovernorError("GOV_ERR_TLS", "a CA bundle holds an invalid certificate", { cause: err });
+    }
+  });
+}
+
+/** Checks bearer tokens (a TokenReview in production). `undefined`: the token is not valid. */
+export interface TokenReviewer {
+  review(token: string): Promise<UserInfo | undefined>;
+}
+
+/** Decides who sent a request. */
+export interface Authenticator {
+  /** The user; throws {@link AuthenticationError} (401) or {@link AuthUnavailableError} (500). */
+  authenticate(req: IncomingMessage): Promise<UserInfo>;
+}
+
+const CLIENT_AUTH_EKU = "1.3.6.1.5.5.7.3.2";
+const ANY_EKU = "2.5.29.37.0";
+
+interface CertIdentity {
+  /** Which CA the certificate chains to. */
+  anchor: "requestheader" | "client" | "none";
+  cn: string;
+  organizations: string[];
+}
+
+/** See the module comment. Configuration is swapped atomically with {@link setConfig}. */
+export class DelegatingAuthenticator implements Authenticator {
+  private clientCAs: X509Certificate[] = [];
+  private requestHeaderCAs: X509Certificate[] = [];
+  private config: AuthenticationConfig = { clientCA: "" };
+  private generation = 0;
+  private readonly socketCache = new WeakMap<TLSSocket, { generation: number; identity: CertIdentity }>();
+  private readonly tokenCache = new Map<string, { user: UserInfo | undefined; expires: number }>();
+
+  /**
+   * @param tokens checks bearer tokens; undefined disables token authentication.
+   * @param opts.tokenCacheTtlMs how long a review is trusted. @default 10000
+   * @param opts.onCache called with "hit" or "miss" for each token lookup (metrics).
+   */
+  constructor(
+    private readonly tokens: TokenReviewer | undefined,
+    private readonly opts: { tokenCacheTtlMs?: number; onCache?: (result: "hit" | "miss") => void } = {},
+  ) {}
+
+  /** Installs a new configuration (e.g. after the ConfigMap changed). */
+  setConfig(config: AuthenticationConfig): void {
+    const clientCAs = parseCertBundle(config.clientCA);
+    const requestHeaderCAs = config.requestHeader ? parseCertBundle(config.requestHeader.clientCA) : [];
+    this.config = config;
+    this.clientCAs = clientCAs;
+    this.requestHeaderCAs = requestHeaderCAs;
+    this.generation++;
+  }
+
+  /** Every CA whose certificates are accepted, as PEM (for the TLS CertificateRequest). */
+  acceptedCAs(): string[] {
+    return [...this.requestHeaderCAs, ...this.clientCAs].map((c) => c.toString());
+  }
+
+  async authenticate(req: IncomingMessage): Promise<UserInfo> {
+    const identity = this.certificateIdentity(req.socket as TLSSocket);
+    if (identity) {
+      if (identity.anchor === "requestheader") {
+        const rh = this.config.requestHeader!;
+        if (rh.allowedNames.length > 0 && !rh.allowedNames.includes(identity.cn)) {
+          throw new AuthenticationError(
+            `client certificate CN "${identity.cn}" is not in requestheader-allowed-names`,
+          );
+        }
+        const user = fromRequestHeaders(req, rh);
+        if (user) return user;
+        // No user header: not a proxied request; fall through like Kubernetes' union authenticator.
+      } else if (identity.anchor === "client") {
+        return { name: identity.cn, groups: [...identity.organizations, "system:authenticated"], extra: {} };
+      } else {
+        throw new AuthenticationError("client certificate does not chain to a trusted CA");
+      }
+    }
+    const auth = req.headers.authorization;
+    if (auth) {
+      const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+      if (!m?.[1]) throw new AuthenticationError("malformed Authorization header");
+      if (!this.tokens) throw new AuthenticationError("bearer tokens are not accepted by this server");
+      const user = await this.reviewCached(m[1]);
+      if (!user) throw new AuthenticationError("invalid bearer token");
+      return user;
+    }
+    return ANONYMOUS;
+  }
+
+  private async reviewCached(token: string): Promise<UserInfo | undefined> {
+    const key = createHash("sha256").update(token).digest("base64");
+    const now = Date.now();
+    const hit = this.tokenCache.get(key);
+    if (hit && hit.expires > now) {
+      this.opts.onCache?.("hit");
+      return hit.user;
+    }
+    this.opts.onCache?.("miss");
+    const user = await this.tokens!.review(token);
+    if (this.tokenCache.size > 10_000) this.tokenCache.clear();
+    this.tokenCache.set(key, { user, expires: now + (this.opts.tokenCacheTtlMs ?? 10_000) });
+    return user;
+  }
+
+  /** The verified identity of the connection's client certificate, cached per TLS connection. */
+  private certificateIdentity(socket: TLSSocket): CertIdentity | undefined {
+    if (typeof socket.getPeerCertificate !== "function") return undefined;
+    const cached = this.socketCache.get(socket);
+    if (cached && cached.generation === this.generation) return cached.identity;
+    const peer = socket.getPeerCertificate(true);
+    if (!peer || !peer.raw) return undefined;
+    const chain: X509Certificate[] = [];
+    let cur: typeof peer | undefined = peer;
+    const seen = new Set<string>();
+    while (cur?.raw && !seen.has(cur.fingerprint256) && chain.length < 10) {
+      seen.add(cur.fingerprint256);
+      chain.push(new X509Certificate(cur.raw));
+      cur = cur.issuerCertificate;
+    }
+    const [leaf, ...intermediates] = chain;
+    const identity: CertIdentity = { anchor: "none", ...subjectOf(leaf!) };
+    if (isUsableClientCert(leaf!)) {
+      if (chainsTo(leaf!, intermediates, this.requestHeaderCAs)) identity.anchor = "requestheader";
+      else if (chainsTo(leaf!, intermediates, this.clientCAs)) identity.anchor = "client";
+    }
+    this.socketCache.set(socket, { generation: this.generation, identity });
+    return identity;
+  }
+}
+
+function isUsableClientCert(cert: X509Certificate): boolean {
+  const now = Date.now();
+  if (Date.parse(cert.validFrom) > now || Date.parse(cert.validTo) < now) return false;
+  const eku = cert.keyUsage; // Node reports extended key usages here
+  return !eku || eku.length === 0 || eku.includes(CLIENT_AUTH_EKU) || eku.includes(ANY_EKU);
+}
+
+function chainsTo(
+  cert: X509Certificate,
+  intermediates: X509Certificate[],
+  roots: X509Certificate[],
+  depth = 0,
+): boolean {
+  if (depth > 5) return false;
+  for (const root of roots) {
+    if (cert.checkIssued(root) && cert.verify(root.publicKey)) return true;
+  }
+  for (const [i, inter] of intermediates.entries()) {
+    if (!inter.ca || !cert.checkIssued(inter) || !cert.verify(inter.publicKey)) continue;
+    const now = Date.now();
+    if (Date.parse(inter.validFrom) > now || Date.parse(inter.validTo) < now) continue;
+    if (
+      chainsTo(
+        inter,
+        intermediates.filter((_, j) => j !== i),
+        roots,
+        depth + 1,
+      )
+    )
+      return true;
+  }
+  return false;
+}
+
+function subjectOf(cert: X509Certificate): { cn: string; organizations: string[] } {
+  let cn = "";
+  const organizations: string[] = [];
+  for (const line of cert.subject.split("\n")) {
+    const eq = line.indexOf("=");
+    const key = line.slice(0, eq);
+    const value = line.slice(eq + 1);
+    if (key === "CN") cn = value;
+    if (key === "O") organizations.push(value);
+  }
+  return { cn, organizations };
+}
+
+function fromRequestHeaders(
+  req: IncomingMessage,
+  rh: NonNullable<AuthenticationConfig["requestHeader"]>,
+): UserInfo | undefined {
+  const values = (name: string): string[] => req.headersDistinct[name.toLowerCase()] ?? [];
+  let name = "";
+  for (const h of rh.usernameHeaders) {
+    const v = values(h).find((x) => x.length > 0);
+    if (v) {
+      name = v;
+      break;
+    }
+  }
+  if (!name) return undefined;
+  const groups = rh.groupHeaders.flatMap((h) => values(h));
+  const extra: Record<string, string[]> = {};
+  for (const [header, vals] of Object.entries(req.headersDistinct)) {
+    for (const prefix of rh.extraHeaderPrefixes) {
+      const p = prefix.toLowerCase();
+      if (header.startsWith(p) && header.length > p.length && vals) {
+        const key = decodeURIComponentSafe(header.slice(p.length)).toLowerCase();
+        (extra[key] ??= []).push(...vals);
+      }
+    }
+  }
+  return { name, groups, extra };
+}
+
+function decodeURIComponentSafe(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}

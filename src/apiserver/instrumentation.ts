@@ -1,0 +1,81 @@
+/**
+ * Prometheus metrics of the metrics API (prom-client), exported on a separate port by
+ * {@link startMetricsServer}: requests by route kind and code, latency, and cache hits of
+ * token and access reviews.
+ */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** What the server records. */
+export interface ApiServerMetrics {
+  observeRequest(kind: string, code: number, seconds: number): void;
+  authnCache(result: "hit" | "miss"): void;
+  authzCache(result: "hit" | "miss"): void;
+}
+
+/** prom-client implementation; `registry` holds these and the process's default metrics. */
+export class PromApiServerMetrics implements ApiServerMetrics {
+  readonly registry: Registry;
+  private readonly requests: Counter<"kind" | "code">;
+  private readonly latency: Histogram<"kind">;
+  private readonly cache: Counter<"cache" | "result">;
+
+  constructor(registry = new Registry(), opts: { defaultMetrics?: boolean } = {}) {
+    this.registry = registry;
+    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: "governor_" });
+    this.requests = new Counter({
+      name: "governor_apiserver_requests_total",
+      help: "Requests to the metrics API by route kind and HTTP status code.",
+      labelNames: ["kind", "code"],
+      registers: [registry],
+    });
+    this.latency = new Histogram({
+      name: "governor_apiserver_request_duration_seconds",
+      help: "Time to answer a metrics API request, by route kind.",
+      labelNames: ["kind"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    });
+    this.cache = new Counter({
+      name: "governor_apiserver_auth_cache_total",
+      help: "Lookups in the TokenReview (authn) and SubjectAccessReview (authz) caches.",
+      labelNames: ["cache", "result"],
+      registers: [registry],
+    });
+  }
+
+  observeRequest(kind: string, code: number, seconds: number): void {
+    this.requests.inc({ kind, code: String(code) });
+    this.latency.observe({ kind }, seconds);
+  }
+  authnCache(result: "hit" | "miss"): void {
+    this.cache.inc({ cache: "authn", result });
+  }
+  authzCache(result: "hit" | "miss"): void {
+    this.cache.inc({ cache: "authz", result });
+  }
+}
+
+/** Serves `GET /metrics` (Prometheus text format) over plain HTTP. */
+export async function startMetricsServer(
+  registry: Registry,
+  port: number,
+  host = "0.0.0.0",
+): Promise<{ server: Server; address: AddressInfo }> {
+  const server = createServer((req, res) => {
+    if (req.url?.split("?")[0] !== "/metrics") {
+      res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
+      return;
+    }
+    registry
+      .metrics()
+      .then((text) => res.writeHead(200, { "content-type": registry.contentType }).end(text))
+      .catch((err: unknown) => res.writeHead(500).end(String(err)));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  return { server, address: server.address() as AddressInfo };
+}

@@ -1,0 +1,267 @@
+/**
+ * Routing and answers of the metrics APIs: discovery, custom metrics (v1beta1, v1beta2),
+ * external metrics (v1beta1), OpenAPI. Takes a method, a URL and an Accept header, asks
+ * the {@link MetricsProvider}, and returns a status code and a JSON body; every failure is
+ * a `metav1.Status`. Knows nothing of TLS, users or sources.
+ */
+import { GovernorError } from "../errors.js";
+import {
+  type CustomMetricValue,
+  type MetricsProvider,
+  MetricBadRequestError,
+  MetricNotFoundError,
+  MetricUnavailableError,
+  parseGroupResource,
+} from "../metrics/provider.js";
+import { LabelSelector, SelectorParseError } from "../selectors/label-selector.js";
+import {
+  CUSTOM_GROUP,
+  EXTERNAL_GROUP,
+  GROUP_VERSIONS,
+  PLACEHOLDER_RESOURCE,
+  apiGroup,
+  apiGroupList,
+  customResourceList,
+  customValueListV1beta1,
+  customValueListV1beta2,
+  externalResourceList,
+  externalValueList,
+  openApiV2,
+  openApiV3Discovery,
+  statusBody,
+} from "./wire.js";
+
+/** What kind of request this was, for metrics and logs (a small fixed set). */
+export const RouteKinds = {
+  Discovery: "discovery",
+  CustomObject: "custom_object",
+  CustomSelector: "custom_selector",
+  External: "external",
+  OpenApi: "openapi",
+  Health: "health",
+  Unknown: "unknown",
+} as const;
+export type RouteKind = (typeof RouteKinds)[keyof typeof RouteKinds];
+
+/** An answer to write. */
+export interface ApiResponse {
+  status: number;
+  body: unknown;
+  kind: RouteKind;
+  /** Number of items in a metric list, for logs. */
+  items?: number;
+}
+
+/** Which groups this server serves (to sit beside KEDA, serve custom only). */
+export interface MetricsApiOptions {
+  custom: boolean;
+  external: boolean;
+}
+
+const NOT_ACCEPTABLE = statusBody(
+  406,
+  "NotAcceptable",
+  'only "application/json" is served here (no aggregated discovery, no protobuf)',
+);
+
+/** See the module comment. */
+export class MetricsApi {
+  constructor(
+    private readonly provider: MetricsProvider,
+    private readonly opts: MetricsApiOptions = { custom: true, external: true },
+  ) {}
+
+  /** The groups served, in discovery order. */
+  get groups(): string[] {
+    return [...(this.opts.custom ? [CUSTOM_GROUP] : []), ...(this.opts.external ? [EXTERNAL_GROUP] : [])];
+  }
+
+  /** Answers one request. Never throws: unexpected errors become a 500 Status. */
+  async handle(method: string, url: URL, accept: string | undefined): Promise<ApiResponse> {
+    try {
+      return await this.route(method, url, accept);
+    } catch (err) {
+      return errorResponse(err, routeKind(url.pathname));
+    }
+  }
+
+  private async route(method: string, url: URL, accept: string | undefined): Promise<ApiResponse> {
+    const segments = url.pathname
+      .split("/")
+      .filter((s) => s !== "")
+      .map((s) => decodeURIComponent(s));
+    if (segments[0] === "openapi") {
+      if (segments[1] === "v2" && segments.length === 2)
+        return ok(openApiV2("Governor metrics API"), RouteKinds.OpenApi);
+      if (segments[1] === "v3" && segments.length === 2) return ok(openApiV3Discovery(), RouteKinds.OpenApi);
+      return notFound(
+        `the server could not find the requested resource (${url.pathname})`,
+        RouteKinds.OpenApi,
+      );
+    }
+    if (segments[0] !== "apis")
+      return notFound(`the server could not find the requested resource (${url.pathname})`);
+    if (method !== "GET" && method !== "HEAD") {
+      return {
+        status: 405,
+        body: statusBody(
+          405,
+          "MethodNotAllowed",
+          `${method} is not supported: the metrics APIs are read-only`,
+        ),
+        kind: RouteKinds.Unknown,
+      };
+    }
+    if (!acceptsJson(accept)) return { status: 406, body: NOT_ACCEPTABLE, kind: RouteKinds.Discovery };
+
+    const [, group, version, ...rest] = segments;
+    if (group === undefined) return ok(apiGroupList(this.groups), RouteKinds.Discovery);
+    if (!this.groups.includes(group))
+      return notFound(`the server could not find the requested resource (${url.pathname})`);
+    if (version === undefined) return ok(apiGroup(group), RouteKinds.Discovery);
+    if (!(GROUP_VERSIONS[group] ?? []).includes(version))
+      return notFound(`the server could not find the requested resource (${group}/${version})`);
+    if (rest.length === 0) {
+      return ok(
+        group === CUSTOM_GROUP
+          ? customResourceList(version, this.provider.listCustomMetrics())
+          : externalResourceList(version, this.provider.listExternalMetrics()),
+        RouteKinds.Discovery,
+      );
+    }
+    return group === CUSTOM_GROUP
+      ? this.custom(version, rest, url.searchParams)
+      : this.external(rest, url.searchParams);
+  }
+
+  private async custom(version: string, rest: string[], query: URLSearchParams): Promise<ApiResponse> {
+    const metricSelector = parseSelector(query.get("metricLabelSelector"), "metricLabelSelector");
+    const echo = metricSelector.empty ? null : metricSelector.toObject();
+    const render = (values: CustomMetricValue[]) =>
+      version === "v1beta1" ? customValueListV1beta1(values, echo) : customValueListV1beta2(values, echo);
+
+    let namespace: string | undefined;
+    let parts = rest;
+    if (parts[0] === "namespaces" && parts.length >= 2) {
+      namespace = parts[1]!;
+      parts = parts.slice(2);
+      if (parts.length === 2 && parts[0] === "metrics") {
+        // Namespace metrics: an object metric on the Namespace object itself.
+        const value = await this.provider.getMetricByName({
+          groupResource: { group: "", resource: "namespaces" },
+          name: namespace,
+          metric: parts[1]!,
+          metricSelector,
+        });
+        return { ...ok(render([value]), RouteKinds.CustomObject), items: 1 };
+      }
+    }
+    if (parts.length !== 3) {
+      return notFound(
+        `the server could not find the requested resource: expected {resource}/{name}/{metric}`,
+      );
+    }
+    const [resource, name, metric] = parts as [string, string, string];
+    if (resource === PLACEHOLDER_RESOURCE || metric === PLACEHOLDER_RESOURCE)
+      return notFound("no metrics are configured yet: create a MetricMapping");
+    const groupResource = parseGroupResource(resource);
+    if (name === "*") {
+      const selector = parseSelector(query.get("labelSelector"), "labelSelector");
+      const values = await this.provider.getMetricBySelector({
+        groupResource,
+        namespace,
+        selector,
+        metric,
+        metricSelector,
+      });
+      return { ...ok(render(values), RouteKinds.CustomSelector), items: values.length };
+    }
+    const value = await this.provider.getMetricByName({
+      groupResource,
+      namespace,
+      name,
+      metric,
+      metricSelector,
+    });
+    return { ...ok(render([value]), RouteKinds.CustomObject), items: 1 };
+  }
+
+  private async external(rest: string[], query: URLSearchParams): Promise<ApiResponse> {
+    if (rest.length !== 3 || rest[0] !== "namespaces") {
+      return notFound(
+        "the server could not find the requested resource: expected namespaces/{namespace}/{metric}",
+        RouteKinds.External,
+      );
+    }
+    const [, namespace, metric] = rest as [string, string, string];
+    if (metric === PLACEHOLDER_RESOURCE)
+      return notFound("no external metrics are configured yet: create a MetricMapping", RouteKinds.External);
+    const metricSelector = parseSelector(query.get("labelSelector"), "labelSelector");
+    const values = await this.provider.getExternalMetric({ namespace, metric, metricSelector });
+    return { ...ok(externalValueList(values), RouteKinds.External), items: values.length };
+  }
+}
+
+/** Classifies a path without serving it (for metrics of requests refused before routing). */
+export function routeKind(pathname: string): RouteKind {
+  const s = pathname.split("/").filter((x) => x !== "");
+  if (s[0] === "openapi") return RouteKinds.OpenApi;
+  if (s[0] !== "apis") return RouteKinds.Unknown;
+  if (s.length <= 3) return RouteKinds.Discovery;
+  if (s[1] === EXTERNAL_GROUP) return RouteKinds.External;
+  if (s[1] === CUSTOM_GROUP) {
+    const rest = s[3] === "namespaces" ? s.slice(5) : s.slice(3);
+    return rest[1] === "*" ? RouteKinds.CustomSelector : RouteKinds.CustomObject;
+  }
+  return RouteKinds.Unknown;
+}
+
+function ok(body: unknown, kind: RouteKind): ApiResponse {
+  return { status: 200, body, kind };
+}
+
+function notFound(message: string, kind: RouteKind = RouteKinds.Unknown): ApiResponse {
+  return { status: 404, body: statusBody(404, "NotFound", message), kind };
+}
+
+function parseSelector(text: string | null, param: string): LabelSelector {
+  if (text === null || text === "") return LabelSelector.everything();
+  try {
+    return LabelSelector.parse(text);
+  } catch (err) {
+    if (err instanceof SelectorParseError)
+      throw new MetricBadRequestError(`invalid ${param} "${text}": ${err.message}`);
+    throw err;
+  }
+}
+
+/** Maps an error to its Status: 400/404/503 for the provider's errors, else 500. */
+export function errorResponse(err: unknown, kind: RouteKind): ApiResponse {
+  const message = err instanceof Error ? err.message : String(err);
+  if (err instanceof MetricBadRequestError)
+    return { status: 400, body: statusBody(400, "BadRequest", message), kind };
+  if (err instanceof MetricNotFoundError)
+    return { status: 404, body: statusBody(404, "NotFound", message), kind };
+  if (err instanceof MetricUnavailableError)
+    return { status: 503, body: statusBody(503, "ServiceUnavailable", message), kind };
+  const code = err instanceof GovernorError ? ` (${err.code})` : "";
+  return { status: 500, body: statusBody(500, "InternalError", `internal error${code}: ${message}`), kind };
+}
+
+/**
+ * Whether the Accept header allows plain JSON. Media ranges are read in order; the
+ * aggregated-discovery types (`;g=apidiscovery.k8s.io…`) and protobuf are not served, so a
+ * header naming only those gets 406 and the aggregator falls back to legacy discovery.
+ */
+export function acceptsJson(accept: string | undefined): boolean {
+  if (!accept || accept.trim() === "") return true;
+  for (const range of accept.split(",")) {
+    const [type = "", ...params] = range.split(";").map((s) => s.trim().toLowerCase());
+    const q = params.find((p) => p.startsWith("q="));
+    if (q && Number(q.slice(2)) === 0) continue;
+    const profiled = params.some((p) => p.startsWith("g=") || p.startsWith("as="));
+    if (profiled) continue;
+    if (type === "application/json" || type === "*/*" || type === "application/*") return true;
+  }
+  return false;
+}

@@ -1,0 +1,512 @@
+import { expect } from "chai";
+import { pino } from "pino";
+import { createCA, issueCertificate, type KeyPair } from "../certs/certs.js";
+import { FakeProvider } from "../metrics/fake-provider.js";
+import { httpsGet, type HttpsGetOptions } from "../testing/https-get.js";
+import { DelegatingAuthenticator, type UserInfo } from "./authn.js";
+import { DelegatingAuthorizer, type SubjectAccessReviewSpec } from "./authz.js";
+import { PromApiServerMetrics } from "./instrumentation.js";
+import { MetricsApi } from "./metrics-api.js";
+import { MetricsApiServer } from "./server.js";
+
+const T = new Date("2026-11-22T10:00:00.123Z");
+const C = "/apis/custom.metrics.k8s.io";
+const E = "/apis/external.metrics.k8s.io/v1beta1";
+
+describe("metrics API server", function () {
+  this.timeout(20_000);
+  let servingCA: KeyPair, clientCA: KeyPair, proxyCA: KeyPair;
+  let admin: KeyPair, alice: KeyPair, proxy: KeyPair, rogueProxy: KeyPair, stranger: KeyPair;
+  let server: MetricsApiServer;
+  let base: string;
+  let metrics: PromApiServerMetrics;
+  const provider = new FakeProvider();
+  const reviews: SubjectAccessReviewSpec[] = [];
+  const allowed = new Set<string>(["proxied-hpa"]);
+  let reviewerDown = false;
+
+  const get = (path: string, creds: KeyPair | null = admin, opts: HttpsGetOptions = {}) =>
+    httpsGet(base + path, {
+      ca: servingCA.cert,
+      servername: "governor.governor-system.svc",
+      ...(creds ? { cert: creds.cert, key: creds.key } : {}),
+      ...opts,
+    });
+
+  before(async () => {
+    [servingCA, clientCA, proxyCA] = await Promise.all([
+      createCA("serving-ca"),
+      createCA("client-ca"),
+      createCA("front-proxy-ca"),
+    ]);
+    const otherCA = await createCA("someone-else");
+    const serving = await issueCertificate(servingCA, {
+      commonName: "governor",
+      dnsNames: ["governor.governor-system.svc"],
+      usage: "server",
+    });
+    [admin, alice, proxy, rogueProxy, stranger] = await Promise.all([
+      issueCertificate(clientCA, { commonName: "admin", organizations: ["system:masters"], usage: "client" }),
+      issueCertificate(clientCA, { commonName: "alice", organizations: ["dev"], usage: "client" }),
+      issueCertificate(proxyCA, { commonName: "front-proxy-client", usage: "client" }),
+      issueCertificate(proxyCA, { commonName: "rogue-proxy", usage: "client" }),
+      issueCertificate(otherCA, { commonName: "admin", organizations: ["system:masters"], usage: "client" }),
+    ]);
+    metrics = new PromApiServerMetrics(undefined, { defaultMetrics: false });
+    const authenticator = new DelegatingAuthenticator(
+      {
+        review: async (token): Promise<UserInfo | undefined> =>
+          token === "good-token" ? { name: "bob", groups: ["system:authenticated"], extra: {} } : undefined,
+      },
+      { onCache: (r) => metrics.authnCache(r) },
+    );
+    authenticator.setConfig({
+      clientCA: clientCA.cert,
+      requestHeader: {
+        clientCA: proxyCA.cert,
+        allowedNames: ["front-proxy-client"],
+        usernameHeaders: ["X-Remote-User"],
+        groupHeaders: ["X-Remote-Group"],
+        extraHeaderPrefixes: ["X-Remote-Extra-"],
+      },
+    });
+    const authorizer = new DelegatingAuthorizer(
+      {
+        review: async (spec) => {
+          if (reviewerDown) throw new Error("connect ECONNREFUSED");
+          reviews.push(spec);
+          return { allowed: allowed.has(spec.user), reason: "" };
+        },
+      },
+      { ttlMs: 200, onCache: (r) => metrics.authzCache(r) },
+    );
+    server = new MetricsApiServer({
+      api: new MetricsApi(provider),
+      authenticator,
+      authorizer,
+      logger: pino({ level: "silent" }),
+      metrics,
+      tls: serving,
+      host: "127.0.0.1",
+      port: 0,
+      shutdownDelayMs: 0,
+    });
+    const addr = await server.listen();
+    base = `https://127.0.0.1:${addr.port}`;
+
+    const pod = (name: string, app: string, value: string) => ({
+      groupResource: { group: "", resource: "pods" },
+      object: { kind: "Pod", namespace: "shop", name, apiVersion: "v1" },
+      labels: { app },
+      metric: "http_requests",
+      value,
+      metricLabels: { code: "200" },
+      timestamp: T,
+      windowSeconds: 60,
+    });
+    provider.objects.push(
+      pod("web-1", "web", "1500m"),
+      pod("web-2", "web", "2"),
+      pod("api-1", "api", "7"),
+      {
+        groupResource: { group: "apps", resource: "deployments" },
+        object: { kind: "Deployment", namespace: "shop", name: "web", apiVersion: "apps/v1" },
+        metric: "queue_depth",
+        value: "42",
+        timestamp: T,
+      },
+      {
+        groupResource: { group: "", resource: "nodes" },
+        object: { kind: "Node", name: "node-1", apiVersion: "v1" },
+        metric: "load",
+        value: "3",
+        timestamp: T,
+      },
+      {
+        groupResource: { group: "", resource: "namespaces" },
+        object: { kind: "Namespace", name: "shop", apiVersion: "v1" },
+        metric: "open_orders",
+        value: "12",
+        timestamp: T,
+      },
+      {
+        groupResource: { group: "", resource: "services" },
+        object: { kind: "Service", namespace: "shop", name: "down", apiVersion: "v1" },
+        metric: "rps",
+        value: "1",
+        unavailable: true,
+      },
+    );
+    provider.external.push(
+      { namespace: "shop", metric: "queue_depth", labels: { queue: "orders" }, value: "30", timestamp: T },
+      { namespace: "shop", metric: "queue_depth", labels: { queue: "emails" }, value: "5", timestamp: T },
+      { namespace: "shop", metric: "stale_queue", value: "5", unavailable: true },
+    );
+  });
+
+  after(async () => {
+    await server?.shutdown();
+  });
+
+  describe("answers every path form with the right status and item count", () => {
+    const table: [string, number, number?][] = [
+      [`${C}/v1beta2/namespaces/shop/pods/web-1/http_requests`, 200, 1],
+      [`${C}/v1beta1/namespaces/shop/pods/web-1/http_requests`, 200, 1],
+      [`${C}/v1beta2/namespaces/shop/pods/*/http_requests?labelSelector=app%3Dweb`, 200, 2],
+      [`${C}/v1beta1/namespaces/shop/pods/*/http_requests?labelSelector=app%3Dweb`, 200, 2],
+      [`${C}/v1beta2/namespaces/shop/pods/*/http_requests`, 200, 3],
+      [`${C}/v1beta2/namespaces/shop/pods/*/http_requests?labelSelector=app%3Dnone`, 200, 0],
+      [
+        `${C}/v1beta2/namespaces/shop/pods/*/http_requests?labelSelector=app%20in%20(web,api)&metricLabelSelector=code%3D200`,
+        200,
+        3,
+      ],
+      [`${C}/v1beta2/namespaces/shop/pods/*/http_requests?metricLabelSelector=code%3D500`, 200, 0],
+      [`${C}/v1beta2/namespaces/shop/deployments.apps/web/queue_depth`, 200, 1],
+      [`${C}/v1beta1/namespaces/shop/deployments.apps/web/queue_depth`, 200, 1],
+      [`${C}/v1beta2/nodes/node-1/load`, 200, 1],
+      [`${C}/v1beta1/nodes/*/load`, 200, 1],
+      [`${C}/v1beta2/namespaces/shop/metrics/open_orders`, 200, 1],
+      [`${C}/v1beta1/namespaces/shop/metrics/open_orders`, 200, 1],
+      [`${E}/namespaces/shop/queue_depth`, 200, 2],
+      [`${E}/namespaces/shop/queue_depth?labelSelector=queue%3Dorders`, 200, 1],
+      [`${E}/namespaces/shop/queue_depth?labelSelector=queue%3Dnone`, 200, 0],
+      // errors
+      [`${C}/v1beta2/namespaces/shop/pods/web-9/http_requests`, 404],
+      [`${C}/v1beta2/namespaces/shop/pods/web-1/no_such_metric`, 404],
+      [`${C}/v1beta2/namespaces/other/deployments.apps/web/queue_depth`, 404],
+      [`${C}/v1beta2/namespaces/shop/pods/*/no_such_metric?labelSelector=app%3Dweb`, 404],
+      [`${C}/v1beta2/namespaces/shop/pods/*/http_requests?labelSelector=app%3D%3D%3Dweb`, 400],
+      [`${C}/v1beta2/namespaces/shop/pods/web-1/http_requests?metricLabelSelector=in%20(`, 400],
+      [`${E}/namespaces/shop/queue_depth?labelSelector=%21`, 400],
+      [`${C}/v1beta2/namespaces/shop/services/down/rps`, 503],
+      [`${E}/namespaces/shop/stale_queue`, 503],
+      [`${E}/namespaces/shop/missing`, 404],
+      [`${C}/v1beta3/namespaces/shop/pods/web-1/http_requests`, 404],
+      [`${C}/v1beta2/namespaces/shop/pods/web-1`, 404],
+      [`${C}/v1beta2/namespaces/shop/pods/web-1/http_requests/extra`, 404],
+      [`${E}/queue_depth`, 404],
+      ["/apis/metrics.k8s.io/v1beta1", 404],
+      ["/api/v1/pods", 404],
+    ];
+    for (const [path, status, items] of table) {
+      it(`GET ${path.replace(/^\/apis\//, "")} → ${status}${items !== undefined ? `, ${items} items` : ""}`, async () => {
+        const res = await get(path);
+        expect(res.status, res.text).to.equal(status);
+        expect(res.headers["content-type"]).to.equal("application/json");
+        if (status === 200) expect(res.json.items).to.have.length(items!);
+        else {
+          expect(res.json).to.include({ kind: "Status", apiVersion: "v1", status: "Failure", code: status });
+          expect(res.json.reason).to.equal(
+            { 400: "BadRequest", 404: "NotFound", 503: "ServiceUnavailable" }[status],
+          );
+          expect(res.json.message).to.be.a("string").and.not.empty;
+        }
+      });
+    }
+  });
+
+  describe("wire format", () => {
+    it("serves v1beta2 bodies as k8s.io/metrics serializes them (metric.name, null selector, windowSeconds)", async () => {
+      const res = await get(`${C}/v1beta2/namespaces/shop/pods/web-1/http_requests`);
+      expect(res.json).to.deep.equal({
+        kind: "MetricValueList",
+        apiVersion: "custom.metrics.k8s.io/v1beta2",
+        metadata: {},
+        items: [
+          {
+            describedObject: { kind: "Pod", namespace: "shop", name: "web-1", apiVersion: "v1" },
+            metric: { name: "http_requests", selector: null },
+            timestamp: "2026-11-22T10:00:00Z",
+            windowSeconds: 60,
+            value: "1500m",
+          },
+        ],
+      });
+    });
+
+    it("serves v1beta1 bodies with metricName, window and a top-level selector echoing metricLabelSelector", async () => {
+      const res = await get(
+        `${C}/v1beta1/namespaces/shop/pods/web-2/http_requests?metricLabelSelector=code%3D200`,
+      );
+      expect(res.json.apiVersion).to.equal("custom.metrics.k8s.io/v1beta1");
+      expect(res.json.items[0]).to.deep.equal({
+        describedObject: { kind: "Pod", namespace: "shop", name: "web-2", apiVersion: "v1" },
+        metricName: "http_requests",
+        timestamp: "2026-11-22T10:00:00Z",
+        window: 60,
+        value: "2",
+        selector: { matchLabels: { code: "200" } },
+      });
+    });
+
+    it("serves external values with metricName and metricLabels, for the HPA to sum", async () => {
+      const res = await get(`${E}/namespaces/shop/queue_depth`);
+      expect(res.json.kind).to.equal("ExternalMetricValueList");
+      expect(res.json.items).to.deep.include({
+        metricName: "queue_depth",
+        metricLabels: { queue: "orders" },
+        timestamp: "2026-11-22T10:00:00Z",
+        value: "30",
+      });
+    });
+
+    it("leaves out the namespace of cluster-scoped objects", async () => {
+      const res = await get(`${C}/v1beta2/nodes/node-1/load`);
+      expect(res.json.items[0].describedObject).to.deep.equal({
+        kind: "Node",
+        name: "node-1",
+        apiVersion: "v1",
+      });
+    });
+
+    it("lists live metrics in discovery, namespaced or not", async () => {
+      const res = await get(`${C}/v1beta2`);
+      expect(res.json.kind).to.equal("APIResourceList");
+      expect(res.json.groupVersion).to.equal("custom.metrics.k8s.io/v1beta2");
+      const byName = Object.fromEntries(
+        (res.json.resources as { name: string; namespaced: boolean }[]).map((r) => [r.name, r]),
+      );
+      expect(byName["pods/http_requests"]).to.deep.include({
+        namespaced: true,
+        kind: "MetricValueList",
+        verbs: ["get"],
+      });
+      expect(byName["deployments.apps/queue_depth"]).to.deep.include({ namespaced: true });
+      expect(byName["nodes/load"]).to.deep.include({ namespaced: false });
+      expect(byName["namespaces/open_orders"]).to.deep.include({ namespaced: false });
+      const ext = await get(E);
+      expect((ext.json.resources as { name: string; kind: string }[]).map((r) => r.name)).to.deep.equal([
+        "queue_depth",
+        "stale_queue",
+      ]);
+      expect(ext.json.resources[0].kind).to.equal("ExternalMetricValueList");
+    });
+
+    it("never lists an empty resources list, even with no metrics at all", async () => {
+      const empty = new MetricsApi(new FakeProvider());
+      const custom = await empty.handle("GET", new URL(`https://x${C}/v1beta1`), undefined);
+      const external = await empty.handle("GET", new URL(`https://x${E}`), undefined);
+      expect((custom.body as { resources: unknown[] }).resources).to.have.length(1);
+      expect((external.body as { resources: unknown[] }).resources).to.have.length(1);
+      const placeholder = await empty.handle(
+        "GET",
+        new URL(`https://x${E}/namespaces/a/governor-no-metrics-yet`),
+        undefined,
+      );
+      expect(placeholder.status).to.equal(404);
+    });
+
+    it("serves group discovery with v1beta2 preferred", async () => {
+      const all = await get("/apis");
+      expect(all.json.kind).to.equal("APIGroupList");
+      expect((all.json.groups as { name: string }[]).map((g) => g.name)).to.deep.equal([
+        "custom.metrics.k8s.io",
+        "external.metrics.k8s.io",
+      ]);
+      const group = await get("/apis/custom.metrics.k8s.io");
+      expect(group.json.preferredVersion).to.deep.equal({
+        groupVersion: "custom.metrics.k8s.io/v1beta2",
+        version: "v1beta2",
+      });
+      expect(group.json.versions).to.have.length(2);
+    });
+
+    it("answers JSON to the HPA's protobuf-first Accept header", async () => {
+      const res = await get(`${C}/v1beta2/namespaces/shop/pods/web-1/http_requests`, admin, {
+        headers: { accept: "application/vnd.kubernetes.protobuf, */*" },
+      });
+      expect(res.status).to.equal(200);
+      expect(res.headers["content-type"]).to.equal("application/json");
+    });
+
+    it("answers 406 to aggregated-discovery-only requests, so the aggregator falls back instead of misreading", async () => {
+      const res = await get("/apis", admin, {
+        headers: {
+          accept:
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList",
+        },
+      });
+      expect(res.status).to.equal(406);
+      expect(res.json.reason).to.equal("NotAcceptable");
+      const withFallback = await get("/apis", admin, {
+        headers: {
+          accept: "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        },
+      });
+      expect(withFallback.status).to.equal(200);
+      expect(withFallback.json.kind).to.equal("APIGroupList");
+    });
+
+    it("serves minimal OpenAPI documents", async () => {
+      const v2 = await get("/openapi/v2");
+      expect(v2.status).to.equal(200);
+      expect(v2.json.swagger).to.equal("2.0");
+      const v3 = await get("/openapi/v3");
+      expect(v3.status).to.equal(200);
+      expect(v3.json.paths).to.deep.equal({});
+    });
+
+    it("refuses writes with 405", async () => {
+      const api = new MetricsApi(provider);
+      const res = await api.handle(
+        "POST",
+        new URL(`https://x${C}/v1beta2/namespaces/shop/pods/web-1/http_requests`),
+        undefined,
+      );
+      expect(res.status).to.equal(405);
+    });
+  });
+
+  describe("authentication and authorization", () => {
+    const podPath = `${C}/v1beta2/namespaces/shop/pods/*/http_requests?labelSelector=app%3Dweb`;
+
+    it("health endpoints need no credentials", async () => {
+      for (const path of ["/healthz", "/livez", "/readyz"]) {
+        const res = await get(path, null);
+        expect(res.status, path).to.equal(200);
+      }
+    });
+
+    it("ignores spoofed X-Remote-User headers without a front-proxy certificate: anonymous → 403", async () => {
+      const res = await get(podPath, null, {
+        headers: { "X-Remote-User": "proxied-hpa", "X-Remote-Group": "system:masters" },
+      });
+      expect(res.status).to.equal(403);
+      expect(res.json.reason).to.equal("Forbidden");
+      expect(res.json.message).to.contain('User "system:anonymous"');
+    });
+
+    it("ignores X-Remote-* headers from an ordinary client certificate", async () => {
+      reviews.length = 0;
+      const res = await get(podPath, alice, {
+        headers: { "X-Remote-User": "proxied-hpa", "X-Remote-Group": "system:masters" },
+      });
+      expect(res.status).to.equal(403);
+      expect(reviews[0]?.user).to.equal("alice");
+    });
+
+    it("rejects a front-proxy certificate whose CN is not allowed with 401", async () => {
+      const res = await get(podPath, rogueProxy, { headers: { "X-Remote-User": "proxied-hpa" } });
+      expect(res.status).to.equal(401);
+      expect(res.json).to.include({ kind: "Status", reason: "Unauthorized", code: 401 });
+    });
+
+    it("rejects a certificate from an unknown CA with 401, whatever it claims", async () => {
+      const res = await get(podPath, stranger);
+      expect(res.status).to.equal(401);
+    });
+
+    it("trusts X-Remote-* from the front proxy and sends kube-apiserver's SubjectAccessReview attributes", async () => {
+      reviews.length = 0;
+      const res = await get(podPath, proxy, {
+        headers: {
+          "X-Remote-User": "proxied-hpa",
+          "X-Remote-Group": ["system:serviceaccounts", "system:authenticated"],
+          "X-Remote-Extra-Scopes": "a",
+        },
+      });
+      expect(res.status, res.text).to.equal(200);
+      expect(reviews[0]).to.deep.equal({
+        user: "proxied-hpa",
+        groups: ["system:serviceaccounts", "system:authenticated"],
+        extra: { scopes: ["a"] },
+        resourceAttributes: {
+          namespace: "shop",
+          verb: "get",
+          group: "custom.metrics.k8s.io",
+          version: "v1beta2",
+          resource: "pods",
+          subresource: "http_requests",
+          name: "*",
+        },
+      });
+    });
+
+    it("reviews external metrics as verb list on the metric's resource", async () => {
+      reviews.length = 0;
+      await get(`${E}/namespaces/shop/queue_depth`, proxy, { headers: { "X-Remote-User": "ext-user" } });
+      expect(reviews[0]?.resourceAttributes).to.deep.include({
+        verb: "list",
+        resource: "queue_depth",
+        namespace: "shop",
+        name: "",
+      });
+    });
+
+    it("members of system:masters need no review", async () => {
+      reviews.length = 0;
+      const res = await get(podPath, proxy, {
+        headers: { "X-Remote-User": "agg", "X-Remote-Group": "system:masters" },
+      });
+      expect(res.status).to.equal(200);
+      expect(reviews).to.have.length(0);
+    });
+
+    it("accepts valid bearer tokens and rejects others with 401", async () => {
+      allowed.add("bob");
+      try {
+        const ok = await get(podPath, null, { headers: { authorization: "Bearer good-token" } });
+        expect(ok.status).to.equal(200);
+        const bad = await get(podPath, null, { headers: { authorization: "Bearer forged" } });
+        expect(bad.status).to.equal(401);
+      } finally {
+        allowed.delete("bob");
+      }
+    });
+
+    it("answers 500, never allows, when the access review cannot be made", async () => {
+      reviewerDown = true;
+      try {
+        const res = await get(`${C}/v1beta2/namespaces/shop/pods/web-2/http_requests`, proxy, {
+          headers: { "X-Remote-User": "fresh-user" },
+        });
+        expect(res.status).to.equal(500);
+        expect(res.json.reason).to.equal("InternalError");
+      } finally {
+        reviewerDown = false;
+      }
+    });
+
+    it("caches decisions, and picks up a new grant once the cache entry expires", async () => {
+      const path = `${C}/v1beta2/namespaces/shop/pods/web-1/http_requests`;
+      const headers = { "X-Remote-User": "late-grant" };
+      expect((await get(path, proxy, { headers })).status).to.equal(403);
+      allowed.add("late-grant");
+      expect((await get(path, proxy, { headers })).status, "still cached").to.equal(403);
+      await new Promise((r) => setTimeout(r, 250));
+      expect((await get(path, proxy, { headers })).status).to.equal(200);
+      const text = await metrics.registry.metrics();
+      expect(text).to.match(/governor_apiserver_auth_cache_total\{cache="authz",result="hit"\} [1-9]/);
+    });
+  });
+
+  describe("operability", () => {
+    it("counts requests by kind and code on /metrics", async () => {
+      const text = await metrics.registry.metrics();
+      expect(text).to.match(/governor_apiserver_requests_total\{kind="custom_selector",code="200"\} [1-9]/);
+      expect(text).to.match(/governor_apiserver_requests_total\{kind="external",code="503"\} 1/);
+      expect(text).to.contain("governor_apiserver_request_duration_seconds_bucket");
+    });
+
+    it("swaps the serving certificate without a restart", async () => {
+      const newCA = await createCA("rotated-ca");
+      const leaf = await issueCertificate(newCA, {
+        commonName: "governor",
+        dnsNames: ["governor.governor-system.svc"],
+        usage: "server",
+      });
+      server.setServingCertificate(leaf.cert, leaf.key);
+      const res = await httpsGet(`${base}/healthz`, {
+        ca: newCA.cert,
+        servername: "governor.governor-system.svc",
+      });
+      expect(res.status).to.equal(200);
+      const old = await httpsGet(`${base}/healthz`, {
+        ca: servingCA.cert,
+        servername: "governor.governor-system.svc",
+      }).catch((e: Error) => e);
+      expect(old).to.be.instanceOf(Error);
+    });
+  });
+});

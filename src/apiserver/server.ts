@@ -1,0 +1,241 @@
+/**
+ * The HTTPS server the kube-aggregator calls: TLS 1.2+, client certificates requested
+ * (verified by the {@link Authenticator}), authentication, authorization, then
+ * {@link MetricsApi}. `/healthz`, `/livez`, `/readyz` are open. The serving certificate
+ * and the accepted client CAs can be swapped while running (new connections use them;
+ * open ones finish). `shutdown()` fails `/readyz` first, waits for the load balancer to
+ * notice, then stops accepting and lets in-flight requests finish.
+ *
+ * This folder depends on the provider interface (`src/metrics/provider.ts`), selectors
+ * and errors only.
+ */
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import { createSecureContext, type SecureContext } from "node:tls";
+import type { Logger } from "pino";
+import { AuthenticationError, type Authenticator } from "./authn.js";
+import type { Authorizer } from "./authz.js";
+import type { ApiServerMetrics } from "./instrumentation.js";
+import { errorResponse, type MetricsApi, RouteKinds, type RouteKind, routeKind } from "./metrics-api.js";
+import { requestInfo } from "./request-info.js";
+import { statusBody } from "./wire.js";
+
+/** Options of {@link MetricsApiServer}. */
+export interface MetricsApiServerOptions {
+  api: MetricsApi;
+  authenticator: Authenticator & { acceptedCAs(): string[] };
+  authorizer: Authorizer;
+  logger: Logger;
+  metrics: ApiServerMetrics;
+  /** PEM serving certificate (chain) and key. */
+  tls: { cert: string; key: string };
+  /** @default "0.0.0.0" */
+  host?: string;
+  /** 0 picks a free port. @default 6443 */
+  port?: number;
+  /** How long /readyz fails before the listener closes on shutdown. @default 5000 */
+  shutdownDelayMs?: number;
+  /** How long in-flight requests may take to finish on shutdown. @default 30000 */
+  drainTimeoutMs?: number;
+  /** Extra readiness check: a reason not to be ready, or undefined. */
+  notReadyReason?: () => string | undefined;
+}
+
+const HEALTH_PATHS = new Set(["/healthz", "/livez", "/readyz"]);
+
+/** See the module comment. */
+export class MetricsApiServer {
+  private readonly server: Server;
+  private context: SecureContext;
+  private tls: { cert: string; key: string };
+  private shuttingDown = false;
+  private inFlight = 0;
+  private drained?: () => void;
+
+  constructor(private readonly opts: MetricsApiServerOptions) {
+    this.tls = opts.tls;
+    this.context = this.buildContext();
+    this.server = createServer(
+      {
+        minVersion: "TLSv1.2",
+        requestCert: true,
+        rejectUnauthorized: false, // verified per request: which CA matters, not just "some CA"
+        SNICallback: (_name, cb) => cb(null, this.context),
+        ...this.contextOptions(),
+        keepAliveTimeout: 65_000,
+        headersTimeout: 30_000,
+        requestTimeout: 60_000,
+      },
+      (req, res) => void this.onRequest(req, res),
+    );
+    this.server.on("tlsClientError", (err) =>
+      opts.logger.debug({ err: err.message }, "TLS handshake failed"),
+    );
+  }
+
+  /** Starts listening; resolves with the bound address. */
+  async listen(): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(this.opts.port ?? 6443, this.opts.host ?? "0.0.0.0", () => {
+        this.server.off("error", reject);
+        resolve();
+      });
+    });
+    return this.server.address() as AddressInfo;
+  }
+
+  /** Serves a new certificate to new connections, without a restart. */
+  setServingCertificate(cert: string, key: string): void {
+    const previous = this.tls;
+    this.tls = { cert, key };
+    try {
+      this.refreshContext();
+    } catch (err) {
+      this.tls = previous;
+      throw err;
+    }
+  }
+
+  /** Re-reads the accepted client CAs from the authenticator (call after its config changed). */
+  refreshClientCAs(): void {
+    this.refreshContext();
+  }
+
+  /** See the module comment. Resolves when in-flight requests have finished (or timed out). */
+  async shutdown(): Promise<void> {
+    if (this.shuttingDown) return;
+    this.shuttingDown = true;
+    this.opts.logger.info("shutting down: /readyz now fails");
+    await new Promise((r) => setTimeout(r, this.opts.shutdownDelayMs ?? 5000));
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    const drained =
+      this.inFlight === 0 ? Promise.resolve() : new Promise<void>((resolve) => (this.drained = resolve));
+    const timeout = new Promise<void>((resolve) =>
+      setTimeout(resolve, this.opts.drainTimeoutMs ?? 30_000).unref(),
+    );
+    await Promise.race([drained, timeout]);
+    this.server.closeAllConnections();
+    await closed;
+    this.opts.logger.info("metrics API stopped");
+  }
+
+  private contextOptions() {
+    const cas = this.opts.authenticator.acceptedCAs();
+    return { cert: this.tls.cert, key: this.tls.key, ...(cas.length > 0 ? { ca: cas } : {}) };
+  }
+
+  private buildContext(): SecureContext {
+    return createSecureContext({ minVersion: "TLSv1.2", ...this.contextOptions() });
+  }
+
+  private refreshContext(): void {
+    const context = this.buildContext();
+    this.context = context;
+    this.server.setSecureContext({ minVersion: "TLSv1.2", ...this.contextOptions() });
+  }
+
+  private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = process.hrtime.bigint();
+    this.inFlight++;
+    const requestId = headerValue(req.headers["audit-id"]) ?? randomUUID();
+    let kind: RouteKind = RouteKinds.Unknown;
+    let status = 500;
+    let user = "";
+    try {
+      const url = new URL(req.url ?? "/", "https://governor.invalid");
+      kind = routeKind(url.pathname);
+      if (HEALTH_PATHS.has(url.pathname)) {
+        kind = RouteKinds.Health;
+        status = this.health(url.pathname, res);
+        return;
+      }
+      let identity;
+      try {
+        identity = await this.opts.authenticator.authenticate(req);
+      } catch (err) {
+        if (err instanceof AuthenticationError) {
+          status = 401;
+          send(res, 401, statusBody(401, "Unauthorized", "Unauthorized"), requestId);
+          this.opts.logger.info(
+            { requestId, reason: err.message, path: url.pathname },
+            "authentication failed",
+          );
+          return;
+        }
+        throw err;
+      }
+      user = identity.name;
+      const info = requestInfo(req.method ?? "GET", url.pathname, url.searchParams);
+      const decision = await this.opts.authorizer.authorize(identity, info);
+      if (!decision.allowed) {
+        status = 403;
+        send(res, 403, forbidden(identity.name, info), requestId);
+        return;
+      }
+      const answer = await this.opts.api.handle(req.method ?? "GET", url, req.headers.accept);
+      kind = answer.kind;
+      status = answer.status;
+      send(res, answer.status, answer.body, requestId, req.method === "HEAD");
+    } catch (err) {
+      const answer = errorResponse(err, kind);
+      status = answer.status;
+      this.opts.logger.error({ requestId, err }, "request failed");
+      if (!res.headersSent) send(res, answer.status, answer.body, requestId);
+      else res.destroy();
+    } finally {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      this.opts.metrics.observeRequest(kind, status, seconds);
+      const line = {
+        requestId,
+        method: req.method,
+        path: req.url,
+        status,
+        kind,
+        user,
+        ms: Math.round(seconds * 1e4) / 10,
+      };
+      if (status >= 500) this.opts.logger.warn(line, "request");
+      else this.opts.logger.debug(line, "request");
+      if (--this.inFlight === 0) this.drained?.();
+    }
+  }
+
+  private health(path: string, res: ServerResponse): number {
+    let reason: string | undefined;
+    if (path === "/readyz") reason = this.shuttingDown ? "shutting down" : this.opts.notReadyReason?.();
+    const status = reason ? 503 : 200;
+    res.writeHead(status, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" });
+    res.end(reason ? `not ready: ${reason}\n` : "ok\n");
+    return status;
+  }
+}
+
+function forbidden(user: string, info: ReturnType<typeof requestInfo>) {
+  const message = info.isResourceRequest
+    ? `${info.resource}${info.subresource ? `/${info.subresource}` : ""}${info.name ? ` "${info.name}"` : ""} is forbidden: User "${user}" cannot ${info.verb} resource "${info.resource}"${info.subresource ? ` (subresource "${info.subresource}")` : ""} in API group "${info.apiGroup}"${info.namespace ? ` in the namespace "${info.namespace}"` : ""}`
+    : `forbidden: User "${user}" cannot ${info.verb} path "${info.path}"`;
+  return statusBody(403, "Forbidden", message, {
+    ...(info.name ? { name: info.name } : {}),
+    group: info.apiGroup,
+    kind: info.resource,
+  });
+}
+
+function send(res: ServerResponse, status: number, body: unknown, requestId: string, headOnly = false): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    "cache-control": "no-cache, private",
+    "audit-id": requestId,
+  });
+  res.end(headOnly ? undefined : text);
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}

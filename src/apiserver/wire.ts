@@ -1,0 +1,184 @@
+/**
+ * The JSON bodies of the metrics APIs, exactly as the Go types in `k8s.io/metrics` and
+ * `k8s.io/apimachinery` serialize: field names, `null` where Go has no `omitempty`,
+ * quantity strings, RFC 3339 timestamps at second precision.
+ */
+import type {
+  CustomMetricInfo,
+  CustomMetricValue,
+  ExternalMetricInfo,
+  ExternalMetricValue,
+} from "../metrics/provider.js";
+import { formatGroupResource } from "../metrics/provider.js";
+import type { LabelSelectorObject } from "../selectors/label-selector.js";
+
+export const CUSTOM_GROUP = "custom.metrics.k8s.io";
+export const EXTERNAL_GROUP = "external.metrics.k8s.io";
+
+/** Served versions per group, preferred first. */
+export const GROUP_VERSIONS: Record<string, readonly string[]> = {
+  [CUSTOM_GROUP]: ["v1beta2", "v1beta1"],
+  [EXTERNAL_GROUP]: ["v1beta1"],
+};
+
+/**
+ * Listed in discovery when a group has no live metric, because clients treat an empty
+ * `resources` list as a failed discovery. A GET of it answers 404.
+ */
+export const PLACEHOLDER_RESOURCE = "governor-no-metrics-yet";
+
+/** RFC 3339 UTC, second precision: what `metav1.Time` marshals to. */
+export function rfc3339(d: Date): string {
+  return d.toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+/** `metav1.Status` for an error. */
+export function statusBody(code: number, reason: string, message: string, details?: Record<string, unknown>) {
+  return {
+    kind: "Status",
+    apiVersion: "v1",
+    metadata: {},
+    status: "Failure",
+    message,
+    reason,
+    ...(details ? { details } : {}),
+    code,
+  };
+}
+
+/** `metav1.APIGroupList` for `GET /apis`. */
+export function apiGroupList(groups: readonly string[]) {
+  return { kind: "APIGroupList", apiVersion: "v1", groups: groups.map((g) => apiGroupEntry(g)) };
+}
+
+/** `metav1.APIGroup` for `GET /apis/{group}`. */
+export function apiGroup(group: string) {
+  return { kind: "APIGroup", apiVersion: "v1", ...apiGroupEntry(group) };
+}
+
+function apiGroupEntry(group: string) {
+  const versions = (GROUP_VERSIONS[group] ?? []).map((v) => ({ groupVersion: `${group}/${v}`, version: v }));
+  return { name: group, versions, preferredVersion: versions[0] };
+}
+
+/** `metav1.APIResourceList` for `GET /apis/custom.metrics.k8s.io/{version}`; never empty. */
+export function customResourceList(version: string, metrics: readonly CustomMetricInfo[]) {
+  const seen = new Set<string>();
+  const resources = [];
+  for (const m of metrics) {
+    const name = `${formatGroupResource(m.groupResource)}/${m.metric}`;
+    if (seen.has(name)) continue;
+    seen.add(name);
+    resources.push({
+      name,
+      singularName: "",
+      namespaced: m.namespaced,
+      kind: "MetricValueList",
+      verbs: ["get"],
+    });
+  }
+  resources.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  if (resources.length === 0) {
+    resources.push({
+      name: PLACEHOLDER_RESOURCE,
+      singularName: "",
+      namespaced: true,
+      kind: "MetricValueList",
+      verbs: ["get"],
+    });
+  }
+  return { kind: "APIResourceList", apiVersion: "v1", groupVersion: `${CUSTOM_GROUP}/${version}`, resources };
+}
+
+/** `metav1.APIResourceList` for `GET /apis/external.metrics.k8s.io/v1beta1`; never empty. */
+export function externalResourceList(version: string, metrics: readonly ExternalMetricInfo[]) {
+  const names = [...new Set(metrics.map((m) => m.metric))].sort();
+  if (names.length === 0) names.push(PLACEHOLDER_RESOURCE);
+  return {
+    kind: "APIResourceList",
+    apiVersion: "v1",
+    groupVersion: `${EXTERNAL_GROUP}/${version}`,
+    resources: names.map((name) => ({
+      name,
+      singularName: "",
+      namespaced: true,
+      kind: "ExternalMetricValueList",
+      verbs: ["get"],
+    })),
+  };
+}
+
+/** `custom_metrics/v1beta2.MetricValueList`. */
+export function customValueListV1beta2(
+  values: readonly CustomMetricValue[],
+  selector: LabelSelectorObject | null,
+) {
+  return {
+    kind: "MetricValueList",
+    apiVersion: `${CUSTOM_GROUP}/v1beta2`,
+    metadata: {},
+    items: values.map((v) => ({
+      describedObject: describedObject(v),
+      metric: { name: v.metric, selector },
+      timestamp: rfc3339(v.timestamp),
+      ...(v.windowSeconds !== undefined ? { windowSeconds: v.windowSeconds } : {}),
+      value: v.value,
+    })),
+  };
+}
+
+/** `custom_metrics/v1beta1.MetricValueList`: `metricName`, `window`, top-level `selector`. */
+export function customValueListV1beta1(
+  values: readonly CustomMetricValue[],
+  selector: LabelSelectorObject | null,
+) {
+  return {
+    kind: "MetricValueList",
+    apiVersion: `${CUSTOM_GROUP}/v1beta1`,
+    metadata: {},
+    items: values.map((v) => ({
+      describedObject: describedObject(v),
+      metricName: v.metric,
+      timestamp: rfc3339(v.timestamp),
+      ...(v.windowSeconds !== undefined ? { window: v.windowSeconds } : {}),
+      value: v.value,
+      selector,
+    })),
+  };
+}
+
+/** `external_metrics/v1beta1.ExternalMetricValueList`. */
+export function externalValueList(values: readonly ExternalMetricValue[]) {
+  return {
+    kind: "ExternalMetricValueList",
+    apiVersion: `${EXTERNAL_GROUP}/v1beta1`,
+    metadata: {},
+    items: values.map((v) => ({
+      metricName: v.metric,
+      metricLabels: v.labels,
+      timestamp: rfc3339(v.timestamp),
+      ...(v.windowSeconds !== undefined ? { window: v.windowSeconds } : {}),
+      value: v.value,
+    })),
+  };
+}
+
+function describedObject(v: CustomMetricValue) {
+  const o = v.describedObject;
+  return {
+    kind: o.kind,
+    ...(o.namespace ? { namespace: o.namespace } : {}),
+    name: o.name,
+    apiVersion: o.apiVersion,
+  };
+}
+
+/** A minimal valid OpenAPI v2 document (the aggregator fetches it after registration). */
+export function openApiV2(title: string) {
+  return { swagger: "2.0", info: { title, version: "v1alpha1" }, paths: {}, definitions: {} };
+}
+
+/** The OpenAPI v3 discovery document: no group-versions published. */
+export function openApiV3Discovery() {
+  return { paths: {} };
+}

@@ -1,0 +1,109 @@
+/**
+ * The Kubernetes side of delegated authentication and authorization: TokenReviews,
+ * SubjectAccessReviews, and following ConfigMap `kube-system/extension-apiserver-authentication`.
+ * Needs the `system:auth-delegator` ClusterRole and the
+ * `extension-apiserver-authentication-reader` Role in kube-system.
+ */
+import {
+  AuthUnavailableError,
+  type AuthenticationConfig,
+  type TokenReviewer,
+  type UserInfo,
+} from "../apiserver/authn.js";
+import { parseAuthenticationConfigMap } from "../apiserver/authn.js";
+import type { AccessReviewer, Decision, SubjectAccessReviewSpec } from "../apiserver/authz.js";
+import type { KubernetesObject } from "@kubernetes/client-node";
+import type { KubeClient } from "./client.js";
+import { startInformer, type ResilientInformer } from "./informer.js";
+
+/** TokenReview through the apiserver. */
+export class KubeTokenReviewer implements TokenReviewer {
+  constructor(private readonly client: KubeClient) {}
+
+  async review(token: string): Promise<UserInfo | undefined> {
+    let res: {
+      status?: {
+        authenticated?: boolean;
+        user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
+      };
+    };
+    try {
+      res = await this.client.create("/apis/authentication.k8s.io/v1/tokenreviews", {
+        apiVersion: "authentication.k8s.io/v1",
+        kind: "TokenReview",
+        spec: { token },
+      });
+    } catch (err) {
+      throw new AuthUnavailableError(`TokenReview failed: ${(err as Error).message}`, { cause: err });
+    }
+    const u = res.status?.user;
+    if (!res.status?.authenticated || !u?.username) return undefined;
+    return { name: u.username, uid: u.uid, groups: u.groups ?? [], extra: u.extra ?? {} };
+  }
+}
+
+/** SubjectAccessReview through the apiserver. */
+export class KubeAccessReviewer implements AccessReviewer {
+  constructor(private readonly client: KubeClient) {}
+
+  async review(spec: SubjectAccessReviewSpec): Promise<Decision> {
+    try {
+      const res = await this.client.create<{
+        status?: { allowed?: boolean; denied?: boolean; reason?: string; evaluationError?: string };
+      }>("/apis/authorization.k8s.io/v1/subjectaccessreviews", {
+        apiVersion: "authorization.k8s.io/v1",
+        kind: "SubjectAccessReview",
+        spec,
+      });
+      return {
+        allowed: res.status?.allowed === true,
+        reason: res.status?.reason ?? res.status?.evaluationError ?? "",
+      };
+    } catch (err) {
+      throw new AuthUnavailableError(`SubjectAccessReview failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+interface ConfigMap extends KubernetesObject {
+  data?: Record<string, string>;
+}
+
+const CONFIGMAP_NS = "kube-system";
+const CONFIGMAP_NAME = "extension-apiserver-authentication";
+
+/**
+ * Watches `kube-system/extension-apiserver-authentication` and calls `onChange` with the
+ * parsed config whenever its data changes (some distributions rotate the CAs daily).
+ * Resolves once the first version has been delivered.
+ */
+export async function followAuthenticationConfig(
+  client: KubeClient,
+  onChange: (config: AuthenticationConfig) => void,
+  onError: (err: unknown) => void,
+): Promise<ResilientInformer<ConfigMap>> {
+  let last = "";
+  const apply = (cm: ConfigMap) => {
+    const data = cm.data;
+    const key = JSON.stringify(data ?? {});
+    if (key === last) return;
+    try {
+      const config = parseAuthenticationConfigMap(data);
+      last = key;
+      onChange(config);
+    } catch (err) {
+      onError(err);
+    }
+  };
+  const path = `/api/v1/namespaces/${CONFIGMAP_NS}/configmaps`;
+  const fieldSelector = `metadata.name=${CONFIGMAP_NAME}`;
+  const informer = startInformer<ConfigMap>(
+    client.kubeConfig,
+    path,
+    () => client.get(path, { fieldSelector }),
+    { add: apply, update: apply, error: onError },
+    { fieldSelector },
+  );
+  await informer.synced;
+  return informer;
+}
