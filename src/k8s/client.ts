@@ -129,6 +129,26 @@ export class KubeClient {
     });
   }
 
+  /**
+   * Create, or replace keeping the current resourceVersion: for APIs that do not support
+   * server-side apply (kube-aggregator's APIServices before Kubernetes 1.21 panic on it).
+   * `path` is the object's own path; the collection is its parent.
+   */
+  async createOrReplace<T extends KubeObject = KubeObject>(path: string, body: KubeObject): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const current = await this.getOrUndefined<KubeObject>(path);
+      try {
+        if (!current) return await this.create<T>(path.slice(0, path.lastIndexOf("/")), body);
+        const metadata = { ...body.metadata, resourceVersion: current.metadata?.resourceVersion };
+        return await this.replace<T>(path, { ...body, metadata });
+      } catch (err) {
+        // Lost a race with another writer: read again (bounded).
+        if (err instanceof KubeApiError && err.statusCode === 409 && attempt < 5) continue;
+        throw err;
+      }
+    }
+  }
+
   /** DELETE; resolves quietly when the object is already gone. */
   async delete(
     path: string,

@@ -5,6 +5,7 @@
  * tails when a test fails and stop the control plane at the end if this run started it.
  */
 import { execFile, spawn } from "node:child_process";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KubeConfig } from "@kubernetes/client-node";
 import { KubeClient } from "../../src/k8s/client.js";
@@ -15,6 +16,8 @@ const CLUSTER_SH = `${ROOT}hack/cluster.sh`;
 /** A running control plane. */
 export interface TestCluster {
   kubeconfigPath: string;
+  /** The control plane's state directory (pki/, logs/ …). */
+  dir: string;
   client: KubeClient;
 }
 
@@ -54,7 +57,7 @@ export function useCluster(): Promise<TestCluster> {
     if (!match?.[1]) throw new Error(`hack/cluster.sh up printed no KUBECONFIG: ${up.stdout}`);
     const kc = new KubeConfig();
     kc.loadFromFile(match[1]);
-    return { kubeconfigPath: match[1], client: new KubeClient(kc) };
+    return { kubeconfigPath: match[1], dir: dirname(match[1]), client: new KubeClient(kc) };
   })();
   return starting;
 }
