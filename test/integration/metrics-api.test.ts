@@ -89,7 +89,10 @@ describe("metrics API through the real kube-aggregator (integration)", function 
     apiServiceNames = apiServices.map((a) => a.metadata.name);
     for (const a of apiServices) {
       // Not server-side apply: the 1.20 aggregator panics on it for APIServices.
-      await cluster.client.createOrReplace(`/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`, a);
+      await cluster.client.createOrReplace(
+        `/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`,
+        a,
+      );
     }
   });
 

@@ -1,0 +1,95 @@
+import { connect } from "node:tls";
+import { expect } from "chai";
+import { pino } from "pino";
+import { createCA, issueCertificate } from "../certs/certs.js";
+import { FakeProvider } from "../metrics/fake-provider.js";
+import type { CustomMetricValue, SelectorMetricRequest } from "../metrics/provider.js";
+import { httpsGet } from "../testing/https-get.js";
+import type { Authenticator } from "./authn.js";
+import { PromApiServerMetrics } from "./instrumentation.js";
+import { MetricsApi } from "./metrics-api.js";
+import { MetricsApiServer } from "./server.js";
+
+/** A provider whose selector queries take `delayMs`. */
+class SlowProvider extends FakeProvider {
+  constructor(private readonly delayMs: number) {
+    super();
+  }
+  override async getMetricBySelector(req: SelectorMetricRequest): Promise<CustomMetricValue[]> {
+    await new Promise((r) => setTimeout(r, this.delayMs));
+    return super.getMetricBySelector(req).catch(() => []);
+  }
+}
+
+const masters: Authenticator & { acceptedCAs(): string[] } = {
+  authenticate: async () => ({ name: "admin", groups: ["system:masters"], extra: {} }),
+  acceptedCAs: () => [],
+};
+
+describe("metrics API server lifecycle", () => {
+  it("on shutdown fails /readyz first, finishes in-flight requests, then stops", async () => {
+    const ca = await createCA("ca");
+    const tls = await issueCertificate(ca, { commonName: "x", dnsNames: ["localhost"], usage: "server" });
+    const server = new MetricsApiServer({
+      api: new MetricsApi(new SlowProvider(600)),
+      authenticator: masters,
+      authorizer: { authorize: async () => ({ allowed: true, reason: "" }) },
+      logger: pino({ level: "silent" }),
+      metrics: new PromApiServerMetrics(undefined, { defaultMetrics: false }),
+      tls,
+      host: "127.0.0.1",
+      port: 0,
+      shutdownDelayMs: 300,
+    });
+    const { port } = await server.listen();
+    const get = (path: string) =>
+      httpsGet(`https://127.0.0.1:${port}${path}`, { ca: ca.cert, servername: "localhost" });
+
+    const slow = get("/apis/custom.metrics.k8s.io/v1beta2/namespaces/a/pods/*/m");
+    await new Promise((r) => setTimeout(r, 100));
+    const stopped = server.shutdown();
+    expect((await get("/readyz")).status).to.equal(503);
+    expect((await get("/livez")).status).to.equal(200);
+    expect((await slow).status, "in-flight request finished").to.equal(200);
+    await stopped;
+    const after = await get("/healthz").catch((e: Error) => e);
+    expect(after).to.be.instanceOf(Error);
+  });
+
+  it("refuses TLS 1.1 clients", async () => {
+    const ca = await createCA("ca");
+    const tls = await issueCertificate(ca, { commonName: "x", dnsNames: ["localhost"], usage: "server" });
+    const server = new MetricsApiServer({
+      api: new MetricsApi(new FakeProvider()),
+      authenticator: masters,
+      authorizer: { authorize: async () => ({ allowed: true, reason: "" }) },
+      logger: pino({ level: "silent" }),
+      metrics: new PromApiServerMetrics(undefined, { defaultMetrics: false }),
+      tls,
+      host: "127.0.0.1",
+      port: 0,
+      shutdownDelayMs: 0,
+    });
+    const { port } = await server.listen();
+    try {
+      const outcome = await new Promise<string>((resolve) => {
+        const socket = connect({
+          host: "127.0.0.1",
+          port,
+          minVersion: "TLSv1",
+          maxVersion: "TLSv1.1",
+          ca: ca.cert,
+          servername: "localhost",
+        });
+        socket.once("secureConnect", () => {
+          socket.destroy();
+          resolve("connected");
+        });
+        socket.once("error", (err) => resolve(`refused: ${err.message}`));
+      });
+      expect(outcome).to.match(/^refused/);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});

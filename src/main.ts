@@ -1,0 +1,148 @@
+#!/usr/bin/env node
+/**
+ * The `governor` command line. The only module that reads argv and the environment or
+ * exits the process: it parses flags once into a frozen, validated config and hands it to
+ * the code that runs.
+ */
+import { readFileSync, watchFile } from "node:fs";
+import { Command, Option } from "commander";
+import { pino, type Logger } from "pino";
+import { z } from "zod";
+import { startMetricsServer } from "./apiserver/instrumentation.js";
+import { serveMetricsApi } from "./app/serve-metrics-api.js";
+import { createCA, issueCertificate } from "./certs/certs.js";
+import { GovernorError } from "./errors.js";
+import { KubeClient, loadKubeConfig } from "./k8s/client.js";
+import { serviceDnsNames } from "./manifests/api-service.js";
+import { NoMetricsProvider } from "./metrics/no-metrics-provider.js";
+
+const VERSION = "0.1.0";
+
+const RunConfig = z.strictObject({
+  kubeconfig: z.string().optional(),
+  namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "must be a valid namespace name"),
+  serviceName: z.string().regex(/^[a-z]([-a-z0-9]*[a-z0-9])?$/, "must be a valid Service name"),
+  bindAddress: z.string().min(1),
+  securePort: z.coerce.number().int().min(0).max(65535),
+  metricsBindAddress: z.string().min(1),
+  metricsPort: z.coerce.number().int().min(0).max(65535),
+  tlsCertFile: z.string().optional(),
+  tlsPrivateKeyFile: z.string().optional(),
+  apis: z.enum(["all", "custom", "external"]),
+  logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]),
+  shutdownDelay: z.coerce.number().int().min(0),
+});
+type RunConfig = z.infer<typeof RunConfig>;
+
+function parseConfig<T extends z.ZodType>(schema: T, raw: unknown): Readonly<z.infer<T>> {
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    const problems = result.error.issues.map((i) => `  --${i.path.join(".").replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: ${i.message}`);
+    throw new GovernorError("GOV_ERR_CONFIG", `invalid configuration:\n${problems.join("\n")}`);
+  }
+  return Object.freeze(result.data);
+}
+
+async function loadServingCert(cfg: RunConfig, log: Logger): Promise<{ cert: string; key: string }> {
+  if (cfg.tlsCertFile && cfg.tlsPrivateKeyFile) {
+    return { cert: readFileSync(cfg.tlsCertFile, "utf8"), key: readFileSync(cfg.tlsPrivateKeyFile, "utf8") };
+  }
+  if (cfg.tlsCertFile || cfg.tlsPrivateKeyFile) {
+    throw new GovernorError("GOV_ERR_CONFIG", "--tls-cert-file and --tls-private-key-file go together");
+  }
+  // Like kube-apiserver without --tls-cert-file: a self-signed certificate for this process.
+  log.warn("no --tls-cert-file given: serving an in-memory self-signed certificate (aggregator registration needs its CA)");
+  const ca = await createCA(`${cfg.serviceName}-selfsigned-ca`, { validDays: 365 });
+  return issueCertificate(ca, {
+    commonName: `${cfg.serviceName}.${cfg.namespace}.svc`,
+    dnsNames: [...serviceDnsNames(cfg.namespace, cfg.serviceName), "localhost"],
+    ipAddresses: ["127.0.0.1"],
+    usage: "server",
+  });
+}
+
+async function run(cfg: RunConfig): Promise<void> {
+  const log = pino({ level: cfg.logLevel, base: { component: "governor" } });
+  const client = new KubeClient(loadKubeConfig(cfg.kubeconfig));
+  const tls = await loadServingCert(cfg, log);
+  const api = await serveMetricsApi({
+    client,
+    provider: new NoMetricsProvider(),
+    logger: log,
+    tls,
+    host: cfg.bindAddress,
+    port: cfg.securePort,
+    apis: { custom: cfg.apis !== "external", external: cfg.apis !== "custom" },
+    shutdownDelayMs: cfg.shutdownDelay * 1000,
+  });
+  if (cfg.tlsCertFile && cfg.tlsPrivateKeyFile) {
+    // Certificates mounted from a Secret change on disk when rotated: serve the new pair.
+    const reload = () => {
+      try {
+        api.server.setServingCertificate(readFileSync(cfg.tlsCertFile!, "utf8"), readFileSync(cfg.tlsPrivateKeyFile!, "utf8"));
+        log.info("serving certificate reloaded");
+      } catch (err) {
+        log.error({ err }, "could not reload the serving certificate; keeping the previous one");
+      }
+    };
+    watchFile(cfg.tlsCertFile, { interval: 5000 }, reload);
+    watchFile(cfg.tlsPrivateKeyFile, { interval: 5000 }, reload);
+  }
+  const metricsServer = await startMetricsServer(api.metrics.registry, cfg.metricsPort, cfg.metricsBindAddress);
+  log.info({ port: metricsServer.address.port }, "serving /metrics");
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "stopping");
+    void (async () => {
+      await api.stop();
+      metricsServer.server.close();
+      await client.close();
+      process.exit(0);
+    })();
+  };
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
+}
+
+function program(): Command {
+  const cmd = new Command("governor")
+    .description("Lets the Horizontal Pod Autoscaler scale on any metric.")
+    .version(VERSION)
+    .showHelpAfterError();
+  cmd
+    .command("run")
+    .description("Run the operator: serve custom.metrics.k8s.io and external.metrics.k8s.io to the kube-aggregator.")
+    .option("--kubeconfig <path>", "kubeconfig to use (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
+    .addOption(new Option("--namespace <ns>", "namespace Governor runs in").env("POD_NAMESPACE").default("governor-system"))
+    .option("--service-name <name>", "name of the Service in front of Governor (certificate DNS names)", "governor")
+    .option("--bind-address <addr>", "address of the HTTPS metrics API", "0.0.0.0")
+    .option("--secure-port <port>", "port of the HTTPS metrics API", "6443")
+    .option("--metrics-bind-address <addr>", "address of the Prometheus /metrics endpoint", "0.0.0.0")
+    .option("--metrics-port <port>", "port of the Prometheus /metrics endpoint (plain HTTP)", "8080")
+    .option("--tls-cert-file <path>", "serving certificate (PEM); reloaded when it changes")
+    .option("--tls-private-key-file <path>", "serving certificate's private key (PEM)")
+    .addOption(new Option("--apis <which>", "which metrics APIs to serve").choices(["all", "custom", "external"]).default("all"))
+    .addOption(new Option("--log-level <level>", "log level").choices(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"))
+    .option("--shutdown-delay <seconds>", "seconds /readyz fails before the server stops on SIGTERM", "5")
+    .action(async (opts: Record<string, unknown>) => {
+      await run(parseConfig(RunConfig, opts));
+    });
+  cmd
+    .command("demo")
+    .description("Run the demo on a local control plane (not yet implemented).")
+    .action(() => {
+      console.log("governor demo: not yet implemented. Run the tests with `npm test`.");
+    });
+  return cmd;
+}
+
+program()
+  .parseAsync(process.argv)
+  .catch((err: unknown) => {
+    if (err instanceof GovernorError) console.error(`governor: ${err.message}`);
+    else console.error(err);
+    process.exit(1);
+  });

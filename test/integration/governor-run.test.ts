@@ -1,0 +1,102 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { request } from "node:http";
+import { expect } from "chai";
+import { ROOT, useCluster, type TestCluster } from "../support/cluster.js";
+import { eventually } from "../support/eventually.js";
+import { freePort } from "../support/ports.js";
+
+function httpGet(url: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    request(url, (res) => {
+      let text = "";
+      res.on("data", (d: Buffer) => (text += d.toString()));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+    })
+      .on("error", reject)
+      .end();
+  });
+}
+
+describe("governor run (integration)", function () {
+  this.timeout(60_000);
+  let cluster: TestCluster;
+  let child: ChildProcess;
+  let output = "";
+
+  before(async function () {
+    this.timeout(60 * 60_000);
+    cluster = await useCluster();
+  });
+  afterEach(function () {
+    if (this.currentTest?.state === "failed")
+      console.error(`--- governor output ---\n${output.slice(-4000)}`);
+    child?.kill("SIGKILL");
+  });
+
+  it("serves health and Prometheus metrics, then on SIGTERM fails /readyz first and exits cleanly", async () => {
+    const [apiPort, metricsPort] = [await freePort(), await freePort()];
+    child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "src/main.ts",
+        "run",
+        "--kubeconfig",
+        cluster.kubeconfigPath,
+        "--bind-address",
+        "127.0.0.1",
+        "--secure-port",
+        String(apiPort),
+        "--metrics-bind-address",
+        "127.0.0.1",
+        "--metrics-port",
+        String(metricsPort),
+        "--shutdown-delay",
+        "2",
+      ],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    child.stdout!.on("data", (d: Buffer) => (output += d.toString()));
+    child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    const api = `https://127.0.0.1:${apiPort}`;
+    await eventually(async () => expect((await insecureGet(`${api}/readyz`)).status).to.equal(200), {
+      timeoutMs: 30_000,
+      what: "readyz",
+    });
+    expect((await insecureGet(`${api}/livez`)).status).to.equal(200);
+
+    const metrics = await httpGet(`http://127.0.0.1:${metricsPort}/metrics`);
+    expect(metrics.status).to.equal(200);
+    expect(metrics.text).to.contain("governor_apiserver_requests_total");
+    expect(metrics.text).to.contain("governor_process_resident_memory_bytes");
+
+    const discovery = await insecureGet(`${api}/apis/custom.metrics.k8s.io/v1beta2`);
+    expect(discovery.status, "anonymous discovery is refused by RBAC").to.equal(403);
+
+    child.kill("SIGTERM");
+    await eventually(async () => expect((await insecureGet(`${api}/readyz`)).status).to.equal(503), {
+      timeoutMs: 1500,
+      intervalMs: 50,
+      what: "readyz failing during shutdown",
+    });
+    expect(await exited).to.equal(0);
+    expect(output).to.contain("shutting down");
+  });
+});
+
+function insecureGet(url: string) {
+  return import("node:https").then(
+    ({ request: req }) =>
+      new Promise<{ status: number; text: string }>((resolve, reject) => {
+        req(url, { rejectUnauthorized: false, agent: false }, (res) => {
+          let text = "";
+          res.on("data", (d: Buffer) => (text += d.toString()));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+        })
+          .on("error", reject)
+          .end();
+      }),
+  );
+}
