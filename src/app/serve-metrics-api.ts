@@ -48,12 +48,13 @@ export async function serveMetricsApi(opts: ServeMetricsApiOptions): Promise<Run
     tokenCacheTtlMs: opts.authCacheTtlMs,
     onCache: (r) => metrics.authnCache(r),
   });
-  let server: MetricsApiServer | undefined;
+  // The server is built after the first config is loaded; later changes refresh its CAs.
+  const live: { server?: MetricsApiServer } = {};
   const authConfig = await followAuthenticationConfig(
     opts.client,
     (config) => {
       authenticator.setConfig(config);
-      server?.refreshClientCAs();
+      live.server?.refreshClientCAs();
       log.info(
         { requestHeaderAllowedNames: config.requestHeader?.allowedNames, clientCA: config.clientCA !== "" },
         "loaded kube-system/extension-apiserver-authentication",
@@ -65,7 +66,7 @@ export async function serveMetricsApi(opts: ServeMetricsApiOptions): Promise<Run
     ttlMs: opts.authCacheTtlMs,
     onCache: (r) => metrics.authzCache(r),
   });
-  server = new MetricsApiServer({
+  const server = new MetricsApiServer({
     api: new MetricsApi(opts.provider, opts.apis),
     authenticator,
     authorizer,
@@ -76,15 +77,15 @@ export async function serveMetricsApi(opts: ServeMetricsApiOptions): Promise<Run
     port: opts.port,
     shutdownDelayMs: opts.shutdownDelayMs,
   });
+  live.server = server;
   const address = await server.listen();
   log.info({ address: address.address, port: address.port }, "metrics API listening");
-  const running = server;
   return {
-    server: running,
+    server,
     address,
     metrics,
     async stop() {
-      await running.shutdown();
+      await server.shutdown();
       await authConfig.stop();
     },
   };
