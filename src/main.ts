@@ -37,7 +37,9 @@ type RunConfig = z.infer<typeof RunConfig>;
 function parseConfig<T extends z.ZodType>(schema: T, raw: unknown): Readonly<z.infer<T>> {
   const result = schema.safeParse(raw);
   if (!result.success) {
-    const problems = result.error.issues.map((i) => `  --${i.path.join(".").replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: ${i.message}`);
+    const problems = result.error.issues.map(
+      (i) => `  --${i.path.join(".").replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: ${i.message}`,
+    );
     throw new GovernorError("GOV_ERR_CONFIG", `invalid configuration:\n${problems.join("\n")}`);
   }
   return Object.freeze(result.data);
@@ -51,7 +53,9 @@ async function loadServingCert(cfg: RunConfig, log: Logger): Promise<{ cert: str
     throw new GovernorError("GOV_ERR_CONFIG", "--tls-cert-file and --tls-private-key-file go together");
   }
   // Like kube-apiserver without --tls-cert-file: a self-signed certificate for this process.
-  log.warn("no --tls-cert-file given: serving an in-memory self-signed certificate (aggregator registration needs its CA)");
+  log.warn(
+    "no --tls-cert-file given: serving an in-memory self-signed certificate (aggregator registration needs its CA)",
+  );
   const ca = await createCA(`${cfg.serviceName}-selfsigned-ca`, { validDays: 365 });
   return issueCertificate(ca, {
     commonName: `${cfg.serviceName}.${cfg.namespace}.svc`,
@@ -79,7 +83,10 @@ async function run(cfg: RunConfig): Promise<void> {
     // Certificates mounted from a Secret change on disk when rotated: serve the new pair.
     const reload = () => {
       try {
-        api.server.setServingCertificate(readFileSync(cfg.tlsCertFile!, "utf8"), readFileSync(cfg.tlsPrivateKeyFile!, "utf8"));
+        api.server.setServingCertificate(
+          readFileSync(cfg.tlsCertFile!, "utf8"),
+          readFileSync(cfg.tlsPrivateKeyFile!, "utf8"),
+        );
         log.info("serving certificate reloaded");
       } catch (err) {
         log.error({ err }, "could not reload the serving certificate; keeping the previous one");
@@ -88,7 +95,11 @@ async function run(cfg: RunConfig): Promise<void> {
     watchFile(cfg.tlsCertFile, { interval: 5000 }, reload);
     watchFile(cfg.tlsPrivateKeyFile, { interval: 5000 }, reload);
   }
-  const metricsServer = await startMetricsServer(api.metrics.registry, cfg.metricsPort, cfg.metricsBindAddress);
+  const metricsServer = await startMetricsServer(
+    api.metrics.registry,
+    cfg.metricsPort,
+    cfg.metricsBindAddress,
+  );
   log.info({ port: metricsServer.address.port }, "serving /metrics");
 
   let stopping = false;
@@ -114,18 +125,39 @@ function program(): Command {
     .showHelpAfterError();
   cmd
     .command("run")
-    .description("Run the operator: serve custom.metrics.k8s.io and external.metrics.k8s.io to the kube-aggregator.")
-    .option("--kubeconfig <path>", "kubeconfig to use (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)")
-    .addOption(new Option("--namespace <ns>", "namespace Governor runs in").env("POD_NAMESPACE").default("governor-system"))
-    .option("--service-name <name>", "name of the Service in front of Governor (certificate DNS names)", "governor")
+    .description(
+      "Run the operator: serve custom.metrics.k8s.io and external.metrics.k8s.io to the kube-aggregator.",
+    )
+    .option(
+      "--kubeconfig <path>",
+      "kubeconfig to use (default: in-cluster, then $KUBECONFIG, then ~/.kube/config)",
+    )
+    .addOption(
+      new Option("--namespace <ns>", "namespace Governor runs in")
+        .env("POD_NAMESPACE")
+        .default("governor-system"),
+    )
+    .option(
+      "--service-name <name>",
+      "name of the Service in front of Governor (certificate DNS names)",
+      "governor",
+    )
     .option("--bind-address <addr>", "address of the HTTPS metrics API", "0.0.0.0")
     .option("--secure-port <port>", "port of the HTTPS metrics API", "6443")
     .option("--metrics-bind-address <addr>", "address of the Prometheus /metrics endpoint", "0.0.0.0")
     .option("--metrics-port <port>", "port of the Prometheus /metrics endpoint (plain HTTP)", "8080")
     .option("--tls-cert-file <path>", "serving certificate (PEM); reloaded when it changes")
     .option("--tls-private-key-file <path>", "serving certificate's private key (PEM)")
-    .addOption(new Option("--apis <which>", "which metrics APIs to serve").choices(["all", "custom", "external"]).default("all"))
-    .addOption(new Option("--log-level <level>", "log level").choices(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"))
+    .addOption(
+      new Option("--apis <which>", "which metrics APIs to serve")
+        .choices(["all", "custom", "external"])
+        .default("all"),
+    )
+    .addOption(
+      new Option("--log-level <level>", "log level")
+        .choices(["fatal", "error", "warn", "info", "debug", "trace"])
+        .default("info"),
+    )
     .option("--shutdown-delay <seconds>", "seconds /readyz fails before the server stops on SIGTERM", "5")
     .action(async (opts: Record<string, unknown>) => {
       await run(parseConfig(RunConfig, opts));

@@ -3,7 +3,10 @@ import { buildApiServices, buildLocalService, serviceDnsNames } from "./api-serv
 
 describe("APIService builders", () => {
   it("registers all three group-versions with a caBundle, and never skips TLS verification", () => {
-    const objs = buildApiServices({ service: { namespace: "gov", name: "governor", port: 443 }, caBundle: "PEM" });
+    const objs = buildApiServices({
+      service: { namespace: "gov", name: "governor", port: 443 },
+      caBundle: "PEM",
+    });
     expect(objs.map((o) => o.metadata.name)).to.deep.equal([
       "v1beta2.custom.metrics.k8s.io",
       "v1beta1.custom.metrics.k8s.io",
@@ -17,7 +20,11 @@ describe("APIService builders", () => {
   });
 
   it("can register custom metrics only, to sit beside KEDA", () => {
-    const objs = buildApiServices({ service: { namespace: "gov", name: "g", port: 1 }, caBundle: "x", apis: ["custom"] });
+    const objs = buildApiServices({
+      service: { namespace: "gov", name: "g", port: 1 },
+      caBundle: "x",
+      apis: ["custom"],
+    });
     expect(objs.every((o) => o.spec.group === "custom.metrics.k8s.io")).to.equal(true);
   });
 

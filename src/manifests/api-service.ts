@@ -56,7 +56,11 @@ export function buildLocalService(opts: { namespace: string; name: string; port:
   return {
     apiVersion: "v1",
     kind: "Service",
-    metadata: { namespace: opts.namespace, name: opts.name, labels: { "app.kubernetes.io/name": "governor" } },
+    metadata: {
+      namespace: opts.namespace,
+      name: opts.name,
+      labels: { "app.kubernetes.io/name": "governor" },
+    },
     spec: {
       type: "ExternalName",
       externalName: "localhost",

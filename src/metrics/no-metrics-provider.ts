@@ -13,13 +13,25 @@ export class NoMetricsProvider implements MetricsProvider {
   listExternalMetrics() {
     return [];
   }
-  async getMetricByName(req: { groupResource: { group: string; resource: string }; metric: string }): Promise<never> {
-    throw new MetricNotFoundError(`no MetricMapping serves "${req.metric}" for ${formatGroupResource(req.groupResource)}`);
+  async getMetricByName(req: {
+    groupResource: { group: string; resource: string };
+    metric: string;
+  }): Promise<never> {
+    throw new MetricNotFoundError(
+      `no MetricMapping serves "${req.metric}" for ${formatGroupResource(req.groupResource)}`,
+    );
   }
-  async getMetricBySelector(req: { groupResource: { group: string; resource: string }; metric: string }): Promise<never> {
-    throw new MetricNotFoundError(`no MetricMapping serves "${req.metric}" for ${formatGroupResource(req.groupResource)}`);
+  async getMetricBySelector(req: {
+    groupResource: { group: string; resource: string };
+    metric: string;
+  }): Promise<never> {
+    throw new MetricNotFoundError(
+      `no MetricMapping serves "${req.metric}" for ${formatGroupResource(req.groupResource)}`,
+    );
   }
   async getExternalMetric(req: { metric: string; namespace: string }): Promise<never> {
-    throw new MetricNotFoundError(`no MetricMapping serves external metric "${req.metric}" in namespace "${req.namespace}"`);
+    throw new MetricNotFoundError(
+      `no MetricMapping serves external metric "${req.metric}" in namespace "${req.namespace}"`,
+    );
   }
 }

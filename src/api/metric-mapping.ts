@@ -1,0 +1,197 @@
+/**
+ * MetricMapping (`mm`): one metric, which objects it describes, and where its value
+ * comes from. The zod schema is the single source of truth for the CRD
+ * (`crds/governor.dev_metricmappings.yaml`).
+ */
+import { z } from "zod";
+import { ConditionSchema, Duration, Quantity, SecretKeyRef, StringMap, exactlyOneOf } from "./common.js";
+
+/** `pods`, `services`, `deployments.apps`, `scalableworkloads.governor.dev`, `namespaces`, `nodes`… */
+export const GROUP_RESOURCE_PATTERN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/** Metric names: no `/` (it separates path segments), at most 253 characters. */
+export const METRIC_NAME_PATTERN = "^[A-Za-z_:][A-Za-z0-9_:.-]*$";
+
+const Subject = exactlyOneOf(
+  z.object({
+    resource: z
+      .string()
+      .regex(
+        new RegExp(GROUP_RESOURCE_PATTERN),
+        "must be a plural resource, qualified by group unless core (pods, deployments.apps)",
+      )
+      .optional()
+      .meta({
+        description:
+          "The kind of object the metric describes, as plural.group: pods, services, deployments.apps, namespaces.",
+      }),
+    external: z
+      .object({
+        labels: StringMap.optional().meta({
+          description: "Labels of the series, matched by the HPA's metric selector.",
+        }),
+      })
+      .optional()
+      .meta({
+        description:
+          "Serve on external.metrics.k8s.io, attached to no object. The metric name must be lower-case.",
+      }),
+  }),
+  ["resource", "external"],
+  "subject",
+).meta({ description: "What the metric describes: exactly one of resource or external." });
+
+const Prometheus = z
+  .object({
+    address: z
+      .url()
+      .meta({ description: "Base URL of the Prometheus server, e.g. http://prometheus.monitoring:9090." }),
+    query: z.string().min(1).meta({
+      description:
+        "PromQL instant query. {{namespace}} is the mapping's namespace, {{names}} a regex alternation of the objects asked for, {{selector}} the HPA's label selector as matchers.",
+    }),
+    nameLabel: z
+      .string()
+      .optional()
+      .meta({
+        description:
+          "Label of the result naming the object (e.g. pod). Unset: the query returns one scalar/sample.",
+      }),
+    timeout: Duration.default("5s"),
+    bearerTokenSecret: SecretKeyRef.optional(),
+    caSecret: SecretKeyRef.optional(),
+  })
+  .meta({ description: "Read the value from a Prometheus instant query." });
+
+const Scrape = z
+  .object({
+    port: z.number().int().min(1).max(65535),
+    path: z.string().regex(/^\//, "must start with /").default("/metrics"),
+    scheme: z.enum(["http", "https"]).default("http"),
+    series: z.string().min(1).meta({ description: "Name of the series to read, e.g. http_requests_total." }),
+    matchLabels: StringMap.optional().meta({ description: "Only samples with these labels." }),
+    aggregate: z
+      .enum(["sum", "avg", "max", "min"])
+      .default("sum")
+      .meta({ description: "How matching samples of one pod combine." }),
+    rate: z
+      .boolean()
+      .default(false)
+      .meta({ description: "Treat the series as a counter and serve its per-second rate." }),
+    timeout: Duration.default("5s"),
+  })
+  .meta({ description: "Read each subject pod's Prometheus text endpoint directly (subject must be pods)." });
+
+const Http = z
+  .object({
+    url: z.url(),
+    jsonPath: z
+      .string()
+      .min(1)
+      .meta({ description: "JSONPath to a number in the response, e.g. $.queue.depth." }),
+    headersSecret: z
+      .object({ name: z.string().min(1) })
+      .optional()
+      .meta({ description: "A Secret whose keys are sent as request headers." }),
+    timeout: Duration.default("5s"),
+  })
+  .meta({ description: "GET a URL and pick a number from its JSON." });
+
+const KubernetesCount = z
+  .object({
+    count: z.object({
+      resource: z
+        .string()
+        .regex(new RegExp(GROUP_RESOURCE_PATTERN))
+        .meta({ description: "What to count: jobs.batch, pods, nodes…" }),
+      labelSelector: z.string().optional(),
+      fieldSelector: z.string().optional(),
+      allNamespaces: z
+        .boolean()
+        .default(false)
+        .meta({ description: "Count cluster-scoped or all namespaces' objects (needs RBAC)." }),
+    }),
+  })
+  .meta({ description: "Count Kubernetes objects." });
+
+const Static = z
+  .object({ value: Quantity })
+  .meta({ description: "A fixed value (tests, demos, manual overrides)." });
+
+/** The kinds of source, in CRD order. */
+export const SOURCE_KINDS = ["prometheus", "scrape", "http", "kubernetes", "static"] as const;
+export type SourceKind = (typeof SOURCE_KINDS)[number];
+
+const Source = exactlyOneOf(
+  z.object({
+    prometheus: Prometheus.optional(),
+    scrape: Scrape.optional(),
+    http: Http.optional(),
+    kubernetes: KubernetesCount.optional(),
+    static: Static.optional(),
+  }),
+  SOURCE_KINDS,
+  "source",
+).meta({ description: "Where the value comes from: exactly one source." });
+
+/** MetricMapping `.spec`. */
+export const MetricMappingSpec = z.object({
+  metric: z
+    .string()
+    .min(1)
+    .max(253)
+    .regex(
+      new RegExp(METRIC_NAME_PATTERN),
+      "must be a metric name: letters, digits, _ : . -, not starting with a digit",
+    )
+    .meta({ description: "The metric name the HPA asks for." }),
+  subject: Subject,
+  source: Source,
+  interval: Duration.default("15s").meta({ description: "How often the source is sampled." }),
+  staleAfter: Duration.default("2m").meta({
+    description: "A value older than this is never served as current.",
+  }),
+  window: Duration.optional().meta({
+    description: "The window a rate is computed over, reported to the HPA.",
+  }),
+  fallback: z
+    .object({ value: Quantity })
+    .optional()
+    .meta({
+      description: "Served once the value is stale. Unset: a stale metric answers 503 and the HPA holds.",
+    }),
+});
+export type MetricMappingSpec = z.infer<typeof MetricMappingSpec>;
+
+/** MetricMapping `.status`. */
+export const MetricMappingStatus = z.object({
+  observedGeneration: z.number().int().optional(),
+  conditions: z.array(ConditionSchema).optional(),
+  value: z
+    .string()
+    .optional()
+    .meta({ description: "Last sampled value, or a summary for per-object metrics." }),
+  objects: z.number().int().optional().meta({ description: "Objects that have a current value." }),
+  lastSampleTime: z.string().optional(),
+  subject: z.string().optional().meta({ description: "The subject resource, or external (for display)." }),
+  source: z.enum(SOURCE_KINDS).optional().meta({ description: "The kind of source (for display)." }),
+});
+export type MetricMappingStatus = z.infer<typeof MetricMappingStatus>;
+
+/** The MetricMapping kind, as the CRD generator and reconciler see it. */
+export const MetricMappingKind = {
+  kind: "MetricMapping",
+  plural: "metricmappings",
+  singular: "metricmapping",
+  shortNames: ["mm"],
+  spec: MetricMappingSpec,
+  status: MetricMappingStatus,
+  printerColumns: [
+    { name: "Metric", type: "string", jsonPath: ".spec.metric" },
+    { name: "Subject", type: "string", jsonPath: ".status.subject" },
+    { name: "Source", type: "string", jsonPath: ".status.source" },
+    { name: "Value", type: "string", jsonPath: ".status.value" },
+    { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+    { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
+  ],
+} as const;

@@ -1,0 +1,119 @@
+/**
+ * ScalableWorkload (`sw`): a scale target with a `/scale` subresource. The HPA (or
+ * `kubectl scale`) sets `.spec.replicas`; Governor carries it onto a Deployment it owns
+ * (from `template`) or onto an existing Deployment/StatefulSet (`workloadRef`), and can
+ * write the HPA itself (`autoscaling`).
+ */
+import { z } from "zod";
+import { ConditionSchema, LabelSelectorSchema, Quantity, exactlyOneOf } from "./common.js";
+
+const MetricTarget = exactlyOneOf(
+  z.object({
+    averageValue: Quantity.optional().meta({
+      description: "Target per pod (Pods metrics) or per replica (Object/External).",
+    }),
+    value: Quantity.optional().meta({ description: "Target for the whole value (Object/External metrics)." }),
+  }),
+  ["averageValue", "value"],
+  "target",
+);
+
+const AutoscalingMetric = z.object({
+  mapping: z.string().min(1).meta({ description: "Name of a MetricMapping in the same namespace." }),
+  object: z
+    .object({ apiVersion: z.string().min(1), kind: z.string().min(1), name: z.string().min(1) })
+    .optional()
+    .meta({
+      description:
+        "For a mapping whose subject is not pods: the object to read the metric of. Default: this ScalableWorkload.",
+    }),
+  target: MetricTarget,
+});
+
+/** ScalableWorkload `.spec`. */
+export const ScalableWorkloadSpec = exactlyOneOf(
+  z.object({
+    replicas: z
+      .number()
+      .int()
+      .min(0)
+      .default(1)
+      .meta({ description: "Desired replicas; the /scale subresource's spec." }),
+    selector: LabelSelectorSchema.optional().meta({
+      description:
+        "Pods of the workload. Required with template (must match its labels); taken from the workload with workloadRef.",
+    }),
+    template: z
+      .looseObject({})
+      .optional()
+      .meta({
+        description: "A PodTemplateSpec: Governor owns a Deployment built from it.",
+        "x-kubernetes-preserve-unknown-fields": true,
+      }),
+    workloadRef: z
+      .object({
+        apiVersion: z.enum(["apps/v1"]),
+        kind: z.enum(["Deployment", "StatefulSet"]),
+        name: z.string().min(1),
+      })
+      .optional()
+      .meta({
+        description: "Drive the replicas of an existing Deployment or StatefulSet in the same namespace.",
+      }),
+    autoscaling: z
+      .object({
+        minReplicas: z.number().int().min(1).default(1),
+        maxReplicas: z.number().int().min(1),
+        metrics: z.array(AutoscalingMetric).min(1),
+        behavior: z.looseObject({}).optional().meta({
+          description: "HorizontalPodAutoscaler behavior, copied as is.",
+          "x-kubernetes-preserve-unknown-fields": true,
+        }),
+      })
+      .optional()
+      .meta({ description: "Governor writes and owns an HPA targeting this ScalableWorkload." }),
+  }),
+  ["template", "workloadRef"],
+  "spec",
+);
+export type ScalableWorkloadSpec = z.infer<typeof ScalableWorkloadSpec>;
+
+/** ScalableWorkload `.status`. */
+export const ScalableWorkloadStatus = z.object({
+  observedGeneration: z.number().int().optional(),
+  replicas: z
+    .number()
+    .int()
+    .optional()
+    .meta({ description: "Current replicas of the workload; the /scale subresource's status." }),
+  readyReplicas: z.number().int().optional(),
+  selector: z
+    .string()
+    .optional()
+    .meta({ description: "The pods' label selector in string form (for the HPA)." }),
+  workload: z.string().optional().meta({ description: "Kind/name of the driven workload (for display)." }),
+  conditions: z.array(ConditionSchema).optional(),
+});
+export type ScalableWorkloadStatus = z.infer<typeof ScalableWorkloadStatus>;
+
+/** The ScalableWorkload kind, as the CRD generator and reconciler see it. */
+export const ScalableWorkloadKind = {
+  kind: "ScalableWorkload",
+  plural: "scalableworkloads",
+  singular: "scalableworkload",
+  shortNames: ["sw"],
+  spec: ScalableWorkloadSpec,
+  status: ScalableWorkloadStatus,
+  scale: {
+    specReplicasPath: ".spec.replicas",
+    statusReplicasPath: ".status.replicas",
+    labelSelectorPath: ".status.selector",
+  },
+  printerColumns: [
+    { name: "Desired", type: "integer", jsonPath: ".spec.replicas" },
+    { name: "Current", type: "integer", jsonPath: ".status.replicas" },
+    { name: "Ready", type: "integer", jsonPath: ".status.readyReplicas" },
+    { name: "Workload", type: "string", jsonPath: ".status.workload" },
+    { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
+  ],
+} as const;
