@@ -9,12 +9,11 @@ import { Command, Option } from "commander";
 import { pino, type Logger } from "pino";
 import { z } from "zod";
 import { startMetricsServer } from "./apiserver/instrumentation.js";
-import { serveMetricsApi } from "./app/serve-metrics-api.js";
+import { startOperator } from "./app/operator.js";
 import { createCA, issueCertificate } from "./certs/certs.js";
 import { GovernorError } from "./errors.js";
 import { KubeClient, loadKubeConfig } from "./k8s/client.js";
 import { serviceDnsNames } from "./manifests/api-service.js";
-import { NoMetricsProvider } from "./metrics/no-metrics-provider.js";
 
 const VERSION = "0.1.0";
 
@@ -31,6 +30,7 @@ const RunConfig = z.strictObject({
   apis: z.enum(["all", "custom", "external"]),
   logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]),
   shutdownDelay: z.coerce.number().int().min(0),
+  leaderElect: z.boolean(),
 });
 type RunConfig = z.infer<typeof RunConfig>;
 
@@ -69,9 +69,10 @@ async function run(cfg: RunConfig): Promise<void> {
   const log = pino({ level: cfg.logLevel, base: { component: "governor" } });
   const client = new KubeClient(loadKubeConfig(cfg.kubeconfig));
   const tls = await loadServingCert(cfg, log);
-  const api = await serveMetricsApi({
+  const operator = await startOperator({
     client,
-    provider: new NoMetricsProvider(),
+    namespace: cfg.namespace,
+    leaderElect: cfg.leaderElect,
     logger: log,
     tls,
     host: cfg.bindAddress,
@@ -79,6 +80,7 @@ async function run(cfg: RunConfig): Promise<void> {
     apis: { custom: cfg.apis !== "external", external: cfg.apis !== "custom" },
     shutdownDelayMs: cfg.shutdownDelay * 1000,
   });
+  const api = operator.api;
   if (cfg.tlsCertFile && cfg.tlsPrivateKeyFile) {
     // Certificates mounted from a Secret change on disk when rotated: serve the new pair.
     const reload = () => {
@@ -108,7 +110,7 @@ async function run(cfg: RunConfig): Promise<void> {
     stopping = true;
     log.info({ signal }, "stopping");
     void (async () => {
-      await api.stop();
+      await operator.stop();
       metricsServer.server.close();
       await client.close();
       process.exit(0);
@@ -159,6 +161,7 @@ function program(): Command {
         .default("info"),
     )
     .option("--shutdown-delay <seconds>", "seconds /readyz fails before the server stops on SIGTERM", "5")
+    .option("--no-leader-elect", "write status without electing a leader (only when a single replica runs)")
     .action(async (opts: Record<string, unknown>) => {
       await run(parseConfig(RunConfig, opts));
     });

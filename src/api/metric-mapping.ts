@@ -50,13 +50,10 @@ const Prometheus = z
       description:
         "PromQL instant query. {{namespace}} is the mapping's namespace, {{names}} a regex alternation of the objects asked for, {{selector}} the HPA's label selector as matchers.",
     }),
-    nameLabel: z
-      .string()
-      .optional()
-      .meta({
-        description:
-          "Label of the result naming the object (e.g. pod). Unset: the query returns one scalar/sample.",
-      }),
+    nameLabel: z.string().optional().meta({
+      description:
+        "Label of the result naming the object (e.g. pod). Unset: the query returns one scalar/sample.",
+    }),
     timeout: Duration.default("5s"),
     bearerTokenSecret: SecretKeyRef.optional(),
     caSecret: SecretKeyRef.optional(),
@@ -154,12 +151,9 @@ export const MetricMappingSpec = z.object({
   window: Duration.optional().meta({
     description: "The window a rate is computed over, reported to the HPA.",
   }),
-  fallback: z
-    .object({ value: Quantity })
-    .optional()
-    .meta({
-      description: "Served once the value is stale. Unset: a stale metric answers 503 and the HPA holds.",
-    }),
+  fallback: z.object({ value: Quantity }).optional().meta({
+    description: "Served once the value is stale. Unset: a stale metric answers 503 and the HPA holds.",
+  }),
 });
 export type MetricMappingSpec = z.infer<typeof MetricMappingSpec>;
 

@@ -43,13 +43,10 @@ export const ScalableWorkloadSpec = exactlyOneOf(
       description:
         "Pods of the workload. Required with template (must match its labels); taken from the workload with workloadRef.",
     }),
-    template: z
-      .looseObject({})
-      .optional()
-      .meta({
-        description: "A PodTemplateSpec: Governor owns a Deployment built from it.",
-        "x-kubernetes-preserve-unknown-fields": true,
-      }),
+    template: z.looseObject({}).optional().meta({
+      description: "A PodTemplateSpec: Governor owns a Deployment built from it.",
+      "x-kubernetes-preserve-unknown-fields": true,
+    }),
     workloadRef: z
       .object({
         apiVersion: z.enum(["apps/v1"]),

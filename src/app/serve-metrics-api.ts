@@ -29,6 +29,8 @@ export interface ServeMetricsApiOptions {
   shutdownDelayMs?: number;
   /** Authorization cache TTL. @default 10000 */
   authCacheTtlMs?: number;
+  /** A reason not to be ready yet (e.g. mappings still loading). */
+  notReadyReason?: () => string | undefined;
 }
 
 /** A running metrics API. */
@@ -76,6 +78,7 @@ export async function serveMetricsApi(opts: ServeMetricsApiOptions): Promise<Run
     host: opts.host,
     port: opts.port,
     shutdownDelayMs: opts.shutdownDelayMs,
+    notReadyReason: opts.notReadyReason,
   });
   live.server = server;
   const address = await server.listen();

@@ -1,0 +1,131 @@
+/**
+ * The whole operator in one process, as `governor run` starts it: the metrics API over
+ * the MetricMapping-backed provider (every replica), and the reconcilers whose writes are
+ * guarded by leader election (one replica at a time).
+ */
+import { hostname } from "node:os";
+import type { Logger } from "pino";
+import { Counter, Histogram } from "prom-client";
+import { PromApiServerMetrics } from "../apiserver/instrumentation.js";
+import { EventRecorder } from "../controller/events.js";
+import { LeaderElector } from "../controller/leader-election.js";
+import { MetricMappingReconciler } from "../controller/metric-mapping-reconciler.js";
+import type { KubeClient } from "../k8s/client.js";
+import { InformerPodIndex } from "../k8s/pod-index.js";
+import { DiscoveryResourceMapper } from "../k8s/resource-mapper.js";
+import { KubeSubjectLister } from "../k8s/subject-lister.js";
+import { MappingProvider } from "../metrics/mapping-provider.js";
+import { formatQuantity } from "../metrics/quantity.js";
+import { serveMetricsApi, type RunningMetricsApi } from "./serve-metrics-api.js";
+
+/** Options of {@link startOperator}. */
+export interface OperatorOptions {
+  client: KubeClient;
+  logger: Logger;
+  namespace: string;
+  tls: { cert: string; key: string };
+  host: string;
+  port: number;
+  apis: { custom: boolean; external: boolean };
+  /** Elect a leader with a Lease; false: this process always writes. @default true */
+  leaderElect?: boolean;
+  /** @default "governor-leader" */
+  leaseName?: string;
+  shutdownDelayMs?: number;
+  authCacheTtlMs?: number;
+}
+
+/** A running operator. */
+export interface RunningOperator {
+  api: RunningMetricsApi;
+  provider: MappingProvider;
+  isLeader(): boolean;
+  stop(): Promise<void>;
+}
+
+/** See the module comment. */
+export async function startOperator(opts: OperatorOptions): Promise<RunningOperator> {
+  const log = opts.logger;
+  const metrics = new PromApiServerMetrics();
+  const samples = new Counter({
+    name: "governor_sampler_samples_total",
+    help: "Samples taken by MetricMapping samplers, by outcome.",
+    labelNames: ["outcome"],
+    registers: [metrics.registry],
+  });
+  const sampleSeconds = new Histogram({
+    name: "governor_sampler_sample_duration_seconds",
+    help: "Time a source took to answer one sample.",
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [metrics.registry],
+  });
+  const pods = new InformerPodIndex(opts.client, log);
+  const mapper = new DiscoveryResourceMapper(opts.client);
+  const provider = new MappingProvider(new KubeSubjectLister(opts.client, mapper, pods), formatQuantity);
+  const events = new EventRecorder(opts.client, "governor", log);
+
+  let leading = opts.leaderElect === false;
+  const reconciler = new MetricMappingReconciler({
+    client: opts.client,
+    provider,
+    mapper,
+    pods,
+    events,
+    logger: log,
+    isLeader: () => leading,
+    observeSample: (outcome, seconds) => {
+      samples.inc({ outcome });
+      sampleSeconds.observe(seconds);
+    },
+  });
+  const elector =
+    opts.leaderElect === false
+      ? undefined
+      : new LeaderElector(
+          opts.client,
+          {
+            namespace: opts.namespace,
+            name: opts.leaseName ?? "governor-leader",
+            identity: `${hostname()}_${process.pid}`,
+            onStartedLeading: () => {
+              leading = true;
+              reconciler.resyncAll();
+            },
+            onStoppedLeading: () => {
+              leading = false;
+            },
+          },
+          log,
+        );
+
+  await pods.synced;
+  const controller = reconciler.start();
+  elector?.start();
+  const api = await serveMetricsApi({
+    client: opts.client,
+    provider,
+    logger: log,
+    tls: opts.tls,
+    host: opts.host,
+    port: opts.port,
+    apis: opts.apis,
+    metrics,
+    shutdownDelayMs: opts.shutdownDelayMs,
+    authCacheTtlMs: opts.authCacheTtlMs,
+    notReadyReason: () =>
+      provider.size === 0 && controller.queue.stats.processed === 0 && controller.informer.list().length > 0
+        ? "loading MetricMappings"
+        : undefined,
+  });
+  return {
+    api,
+    provider,
+    isLeader: () => leading,
+    async stop() {
+      await api.stop();
+      await elector?.stop();
+      await reconciler.stop();
+      await pods.stop();
+    },
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * A controller: an informer feeding `namespace/name` keys into a {@link WorkQueue}, and
+ * workers running a level-based reconcile for each key. Reconcilers read the informer's
+ * cache and converge; they never see the event type.
+ */
+import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import type { KubeClient } from "../k8s/client.js";
+import { startInformer, type ResilientInformer } from "../k8s/informer.js";
+import { type ReconcileResult, WorkQueue, runWorkers } from "./work-queue.js";
+
+/** `namespace/name` (or `name` for cluster-scoped objects). */
+export function objectKey(obj: KubernetesObject): string {
+  const ns = obj.metadata?.namespace;
+  return ns ? `${ns}/${obj.metadata?.name ?? ""}` : (obj.metadata?.name ?? "");
+}
+
+/** Splits an {@link objectKey}. */
+export function splitKey(key: string): { namespace: string; name: string } {
+  const i = key.indexOf("/");
+  return i === -1 ? { namespace: "", name: key } : { namespace: key.slice(0, i), name: key.slice(i + 1) };
+}
+
+/** Options of {@link startController}. */
+export interface ControllerOptions {
+  name: string;
+  client: KubeClient;
+  /** Watched collection path, e.g. `/apis/governor.dev/v1alpha1/metricmappings`. */
+  path: string;
+  reconcile: (key: string) => Promise<ReconcileResult | void>;
+  logger: Logger;
+  /** @default 4 */
+  concurrency?: number;
+}
+
+/** A running controller. */
+export interface Controller<T extends KubernetesObject> {
+  informer: ResilientInformer<T>;
+  queue: WorkQueue;
+  /** Resolves after the first list has been queued. */
+  synced: Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** See the module comment. */
+export function startController<T extends KubernetesObject>(opts: ControllerOptions): Controller<T> {
+  const queue = new WorkQueue();
+  const log = opts.logger.child({ controller: opts.name });
+  const enqueue = (obj: T) => queue.add(objectKey(obj));
+  const informer = startInformer<T>(
+    opts.client.kubeConfig,
+    opts.path,
+    () => opts.client.get<KubernetesListObject<T>>(opts.path),
+    {
+      add: enqueue,
+      update: enqueue,
+      delete: enqueue,
+      error: (err, retryIn) => log.warn({ err: String(err), retryIn }, "watch failed; restarting"),
+    },
+  );
+  const workers = runWorkers(queue, opts.concurrency ?? 4, opts.reconcile, (key, err, retryIn) =>
+    log.warn(
+      { key, err: err instanceof Error ? err.message : String(err), retryIn },
+      "reconcile failed; will retry",
+    ),
+  );
+  return {
+    informer,
+    queue,
+    synced: informer.synced,
+    async stop() {
+      queue.shutDown();
+      await informer.stop();
+      await workers;
+    },
+  };
+}

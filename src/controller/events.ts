@@ -1,0 +1,63 @@
+/**
+ * Kubernetes Events for state changes (`kubectl describe` shows them). Repeats of the same
+ * event for the same object within 10 minutes bump `count` instead of creating new Events,
+ * as client-go's event correlator does. Failures to record are logged, never thrown.
+ */
+import type { Logger } from "pino";
+import type { KubeClient } from "../k8s/client.js";
+
+/** The object an Event is about. */
+export interface EventSubject {
+  apiVersion: string;
+  kind: string;
+  namespace: string;
+  name: string;
+  uid?: string;
+}
+
+/** See the module comment. */
+export class EventRecorder {
+  private readonly recent = new Map<string, { name: string; count: number; first: string; at: number }>();
+
+  constructor(
+    private readonly client: KubeClient,
+    private readonly component: string,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Records an event (fire and forget). */
+  record(subject: EventSubject, type: "Normal" | "Warning", reason: string, message: string): void {
+    void this.post(subject, type, reason, message).catch((err: unknown) =>
+      this.logger.debug({ err, reason }, "could not record event"),
+    );
+  }
+
+  private async post(subject: EventSubject, type: string, reason: string, message: string): Promise<void> {
+    const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+    const key = `${subject.uid ?? `${subject.namespace}/${subject.name}`}|${type}|${reason}|${message}`;
+    const seen = this.recent.get(key);
+    const base = `/api/v1/namespaces/${subject.namespace}/events`;
+    if (seen && Date.now() - seen.at < 10 * 60_000) {
+      seen.count++;
+      seen.at = Date.now();
+      await this.client.mergePatch(`${base}/${seen.name}`, { count: seen.count, lastTimestamp: now });
+      return;
+    }
+    if (this.recent.size > 5000) this.recent.clear();
+    const name = `${subject.name}.${Date.now().toString(16)}${Math.floor(Math.random() * 0xfff).toString(16)}`;
+    this.recent.set(key, { name, count: 1, first: now, at: Date.now() });
+    await this.client.create(base, {
+      apiVersion: "v1",
+      kind: "Event",
+      metadata: { name, namespace: subject.namespace },
+      involvedObject: subject,
+      reason,
+      message: message.slice(0, 1024),
+      type,
+      source: { component: this.component },
+      firstTimestamp: now,
+      lastTimestamp: now,
+      count: 1,
+    });
+  }
+}

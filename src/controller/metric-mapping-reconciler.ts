@@ -1,0 +1,438 @@
+/**
+ * The MetricMapping reconciler. For each mapping: validate what the CRD schema cannot
+ * (external names lower-case, the subject resource exists and is namespaced), pick the
+ * winner among mappings claiming the same (namespace, subject, metric) — the oldest — and
+ * make the {@link MappingProvider} serve it with a running sampler; write `status`
+ * (conditions Ready and SourceHealthy, value, objects, lastSampleTime) and Events on
+ * transitions. Every replica serves; only the leader writes status and Events.
+ */
+import { createHash } from "node:crypto";
+import type { KubernetesObject } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import type { Condition } from "../api/common.js";
+import { API_VERSION, durationMs } from "../api/common.js";
+import { MetricMappingSpec, type MetricMappingStatus } from "../api/metric-mapping.js";
+import type { KubeClient } from "../k8s/client.js";
+import { KubeApiError } from "../k8s/client.js";
+import type { PodIndex } from "../k8s/pod-index.js";
+import type { ResourceMapper } from "../k8s/resource-mapper.js";
+import type { ActiveMapping, MappingProvider } from "../metrics/mapping-provider.js";
+import { parseGroupResource, type GroupResource } from "../metrics/provider.js";
+import { formatQuantity, parseQuantity } from "../metrics/quantity.js";
+import { Sampler, type SamplerState } from "../metrics/sampler.js";
+import { buildSource, sourceKind } from "../sources/index.js";
+import { SourceConfigError } from "../sources/source.js";
+import { findCondition, sameConditions, setCondition, type ConditionUpdate } from "./conditions.js";
+import { type Controller, objectKey, splitKey, startController } from "./controller.js";
+import type { EventRecorder } from "./events.js";
+import type { ReconcileResult } from "./work-queue.js";
+
+/** A MetricMapping as stored. */
+export interface MetricMappingObject extends KubernetesObject {
+  spec?: unknown;
+  status?: MetricMappingStatus;
+}
+
+/** Options of {@link MetricMappingReconciler}. */
+export interface MetricMappingReconcilerOptions {
+  client: KubeClient;
+  provider: MappingProvider;
+  mapper: ResourceMapper;
+  pods: PodIndex;
+  events: EventRecorder;
+  logger: Logger;
+  /** Whether this replica writes status (the leader). */
+  isLeader: () => boolean;
+  /** Sampler outcomes, for /metrics. */
+  observeSample?: (outcome: "ok" | "error", seconds: number) => void;
+  /** Minimum time between status writes that only change the value. @default 10000 */
+  statusValueIntervalMs?: number;
+}
+
+interface Running {
+  hash: string;
+  active: ActiveMapping;
+}
+
+const PATH = "/apis/governor.dev/v1alpha1/metricmappings";
+
+/** See the module comment. */
+export class MetricMappingReconciler {
+  private controller?: Controller<MetricMappingObject>;
+  private readonly running = new Map<string, Running>();
+  private readonly lastStatusWrite = new Map<string, number>();
+  private readonly log: Logger;
+
+  constructor(private readonly opts: MetricMappingReconcilerOptions) {
+    this.log = opts.logger.child({ controller: "metricmapping" });
+  }
+
+  /** Starts watching MetricMappings. */
+  start(): Controller<MetricMappingObject> {
+    this.controller = startController<MetricMappingObject>({
+      name: "metricmapping",
+      client: this.opts.client,
+      path: PATH,
+      reconcile: (key) => this.reconcile(key),
+      logger: this.opts.logger,
+    });
+    return this.controller;
+  }
+
+  /** Stops watching and every sampler. */
+  async stop(): Promise<void> {
+    await this.controller?.stop();
+    for (const [key, r] of this.running) {
+      this.opts.provider.deactivate(key);
+      await r.active.sampler.stop();
+    }
+    this.running.clear();
+  }
+
+  /** Re-runs every mapping (e.g. after becoming leader, to write status). */
+  resyncAll(): void {
+    for (const m of this.controller?.informer.list() ?? []) this.controller?.queue.add(objectKey(m));
+  }
+
+  private async reconcile(key: string): Promise<ReconcileResult | void> {
+    const { namespace, name } = splitKey(key);
+    const obj = this.controller!.informer.get(name, namespace);
+    if (!obj || obj.metadata?.deletionTimestamp) {
+      await this.retire(key);
+      this.enqueueRivals(namespace, key);
+      return;
+    }
+    const parsed = MetricMappingSpec.safeParse(obj.spec);
+    if (!parsed.success) {
+      await this.retire(key);
+      const message = parsed.error.issues
+        .map((i) => `${i.path.join(".") || "spec"}: ${i.message}`)
+        .join("; ");
+      return this.writeStatus(obj, { ready: { status: "False", reason: "InvalidSpec", message } });
+    }
+    const spec = parsed.data;
+    const claim = await this.claimOf(namespace, spec);
+    if ("problem" in claim) {
+      await this.retire(key);
+      return this.writeStatus(
+        obj,
+        { ready: { status: "False", reason: claim.reason, message: claim.problem }, spec },
+        claim.retryMs,
+      );
+    }
+    const winner = this.winnerFor(namespace, claim.id);
+    if (winner && objectKey(winner) !== key) {
+      await this.retire(key);
+      return this.writeStatus(obj, {
+        spec,
+        ready: {
+          status: "False",
+          reason: "Conflict",
+          message: `metric "${spec.metric}" for ${claim.describe} is already served by MetricMapping ${winner.metadata?.name} (the older mapping wins)`,
+        },
+      });
+    }
+
+    const hash = createHash("sha256").update(JSON.stringify(spec)).digest("hex");
+    let running = this.running.get(key);
+    if (!running || running.hash !== hash) {
+      let active: ActiveMapping;
+      try {
+        active = this.build(key, namespace, spec, claim.subject);
+      } catch (err) {
+        if (!(err instanceof SourceConfigError)) throw err;
+        await this.retire(key);
+        return this.writeStatus(obj, {
+          spec,
+          ready: { status: "False", reason: "InvalidSource", message: err.message },
+        });
+      }
+      const previous = running;
+      running = { hash, active };
+      this.running.set(key, running);
+      this.opts.provider.activate(active);
+      active.sampler.start();
+      if (previous) await previous.active.sampler.stop();
+      this.log.info({ mapping: key, metric: spec.metric }, "serving metric");
+    }
+    this.enqueueRivals(namespace, key);
+    return this.writeStatus(obj, { spec, active: running.active });
+  }
+
+  private build(
+    key: string,
+    namespace: string,
+    spec: MetricMappingSpec,
+    subject: ActiveMapping["subject"],
+  ): ActiveMapping {
+    const source = buildSource(spec, { namespace });
+    const isPods =
+      subject.kind === "resource" &&
+      subject.groupResource.group === "" &&
+      subject.groupResource.resource === "pods";
+    const sampler = new Sampler(source, {
+      intervalMs: durationMs(spec.interval),
+      request: () => ({
+        namespace,
+        ...(source.needsObjects && isPods
+          ? {
+              objects: this.opts.pods
+                .list(namespace)
+                .filter((p) => !p.terminating)
+                .map((p) => ({ name: p.name, ip: p.ip, labels: p.labels })),
+            }
+          : {}),
+      }),
+      onSample: () => this.controller?.queue.add(key),
+      observe: this.opts.observeSample,
+    });
+    const fallback = spec.fallback ? parseQuantity(spec.fallback.value) : undefined;
+    return {
+      key,
+      namespace,
+      metric: spec.metric,
+      subject,
+      sampler,
+      staleAfterMs: durationMs(spec.staleAfter),
+      ...(fallback !== undefined ? { fallback: { value: fallback, text: spec.fallback!.value } } : {}),
+      ...(spec.window ? { windowSeconds: Math.round(durationMs(spec.window) / 1000) } : {}),
+    };
+  }
+
+  private async retire(key: string): Promise<void> {
+    const r = this.running.get(key);
+    if (!r) return;
+    this.running.delete(key);
+    this.opts.provider.deactivate(key);
+    await r.active.sampler.stop();
+    this.log.info({ mapping: key }, "stopped serving metric");
+  }
+
+  /** What a mapping claims, or why it cannot claim anything. */
+  private async claimOf(
+    namespace: string,
+    spec: MetricMappingSpec,
+  ): Promise<
+    | { id: string; describe: string; subject: ActiveMapping["subject"] }
+    | { problem: string; reason: string; retryMs?: number }
+  > {
+    if (spec.subject.external) {
+      if (spec.metric !== spec.metric.toLowerCase()) {
+        return {
+          reason: "InvalidMetricName",
+          problem: `external metric names must be lower-case: the HPA (client-go) lower-cases them before asking, so "${spec.metric}" could never be found`,
+        };
+      }
+      return {
+        id: `external|${spec.metric}`,
+        describe: "external metrics",
+        subject: { kind: "external", labels: spec.subject.external.labels ?? {} },
+      };
+    }
+    const gr: GroupResource = parseGroupResource(spec.subject.resource!);
+    let mapping;
+    try {
+      mapping = await this.opts.mapper.lookup(gr);
+    } catch (err) {
+      return {
+        reason: "DiscoveryFailed",
+        problem: `could not look up ${spec.subject.resource}: ${(err as Error).message}`,
+        retryMs: 10_000,
+      };
+    }
+    if (!mapping) {
+      return {
+        reason: "UnknownResource",
+        problem: `the cluster serves no resource "${spec.subject.resource}" (write plural.group, e.g. deployments.apps)`,
+        retryMs: 30_000,
+      };
+    }
+    const isNamespaces = gr.group === "" && gr.resource === "namespaces";
+    if (!mapping.namespaced && !isNamespaces) {
+      return {
+        reason: "ClusterScopedSubject",
+        problem: `${spec.subject.resource} are cluster-scoped; a MetricMapping serves objects of its own namespace (use an external metric, e.g. a kubernetes count, instead)`,
+      };
+    }
+    return {
+      id: `resource|${gr.resource}.${gr.group}|${spec.metric}`,
+      describe: spec.subject.resource!,
+      subject: { kind: "resource", groupResource: gr },
+    };
+  }
+
+  /** The oldest valid mapping in `namespace` with claim `id`. */
+  private winnerFor(namespace: string, id: string): MetricMappingObject | undefined {
+    const rivals = this.controller!.informer.list(namespace).filter((o) => {
+      if (o.metadata?.deletionTimestamp) return false;
+      const p = MetricMappingSpec.safeParse(o.spec);
+      if (!p.success) return false;
+      const s = p.data;
+      const cid = s.subject.external
+        ? `external|${s.metric}`
+        : `resource|${(() => {
+            const gr = parseGroupResource(s.subject.resource!);
+            return `${gr.resource}.${gr.group}`;
+          })()}|${s.metric}`;
+      return cid === id;
+    });
+    rivals.sort((a, b) => {
+      const ta = String(a.metadata?.creationTimestamp ?? "");
+      const tb = String(b.metadata?.creationTimestamp ?? "");
+      return ta < tb ? -1 : ta > tb ? 1 : (a.metadata?.name ?? "") < (b.metadata?.name ?? "") ? -1 : 1;
+    });
+    return rivals[0];
+  }
+
+  private enqueueRivals(namespace: string, except: string): void {
+    for (const o of this.controller?.informer.list(namespace) ?? []) {
+      const k = objectKey(o);
+      if (k === except) continue;
+      const s = o.status?.conditions?.find((c) => c.type === "Ready");
+      if (s?.reason === "Conflict" || this.running.has(k)) this.controller?.queue.add(k);
+    }
+  }
+
+  /** Computes and (as leader, when it changed) writes status; returns when to look again. */
+  private async writeStatus(
+    obj: MetricMappingObject,
+    what: { spec?: MetricMappingSpec; active?: ActiveMapping; ready?: Omit<ConditionUpdate, "type"> },
+    retryMs?: number,
+  ): Promise<ReconcileResult> {
+    const key = objectKey(obj);
+    const generation = obj.metadata?.generation;
+    const old = obj.status ?? {};
+    let conditions: Condition[] = old.conditions ?? [];
+    const status: MetricMappingStatus = { observedGeneration: generation };
+    if (what.spec) {
+      status.subject = what.spec.subject.external ? "external" : what.spec.subject.resource;
+      status.source = sourceKind(what.spec.source) as MetricMappingStatus["source"];
+    }
+    let requeue = retryMs;
+    if (what.active) {
+      const state = what.active.sampler.state;
+      const health = sourceHealth(state);
+      conditions = setCondition(conditions, { type: "SourceHealthy", ...health }, generation);
+      conditions = setCondition(
+        conditions,
+        { type: "Ready", ...readiness(what.active, state, Date.now()) },
+        generation,
+      );
+      if (state.last) {
+        const v = state.last.value;
+        if (v.kind === "scalar") {
+          status.value = formatQuantity(v.value);
+        } else {
+          const values = [...v.values.values()];
+          status.objects = values.length;
+          status.value = values.length
+            ? `avg ${formatQuantity(values.reduce((a, b) => a + b, 0) / values.length)}`
+            : "no objects";
+        }
+        status.lastSampleTime = state.last.at.toISOString().replace(/\.\d+Z$/, "Z");
+      }
+      // Staleness changes with time alone: look again when it would flip.
+      if (state.last)
+        requeue = Math.max(1000, what.active.staleAfterMs - (Date.now() - state.last.at.getTime()) + 100);
+    } else if (what.ready) {
+      conditions = setCondition(conditions, { type: "Ready", ...what.ready }, generation);
+      conditions = conditions.filter((c) => c.type !== "SourceHealthy");
+    }
+    status.conditions = conditions;
+    if (!this.opts.isLeader()) return requeue !== undefined ? { requeueAfterMs: requeue } : {};
+
+    const conditionsChanged =
+      !sameConditions(old.conditions, conditions) || old.observedGeneration !== generation;
+    const valueChanged =
+      old.value !== status.value ||
+      old.objects !== status.objects ||
+      old.subject !== status.subject ||
+      old.source !== status.source;
+    if (!conditionsChanged && !valueChanged) return requeue !== undefined ? { requeueAfterMs: requeue } : {};
+    const interval = this.opts.statusValueIntervalMs ?? 10_000;
+    const since = Date.now() - (this.lastStatusWrite.get(key) ?? 0);
+    if (!conditionsChanged && since < interval) return { requeueAfterMs: interval - since };
+
+    this.announce(obj, old.conditions, conditions);
+    try {
+      await this.opts.client.mergePatch(
+        `${PATH.replace("/metricmappings", "")}/namespaces/${obj.metadata?.namespace}/metricmappings/${obj.metadata?.name}/status`,
+        {
+          status: {
+            ...status,
+            value: status.value ?? null,
+            objects: status.objects ?? null,
+            lastSampleTime: status.lastSampleTime ?? null,
+          },
+        },
+      );
+      this.lastStatusWrite.set(key, Date.now());
+    } catch (err) {
+      if (err instanceof KubeApiError && err.statusCode === 404) return {};
+      throw err;
+    }
+    return requeue !== undefined ? { requeueAfterMs: requeue } : {};
+  }
+
+  private announce(
+    obj: MetricMappingObject,
+    before: readonly Condition[] | undefined,
+    after: readonly Condition[],
+  ): void {
+    const subject = {
+      apiVersion: API_VERSION,
+      kind: "MetricMapping",
+      namespace: obj.metadata?.namespace ?? "",
+      name: obj.metadata?.name ?? "",
+      uid: obj.metadata?.uid,
+    };
+    for (const type of ["Ready", "SourceHealthy"]) {
+      const was = findCondition(before, type);
+      const now = findCondition(after, type);
+      if (!now || (was?.status === now.status && was?.reason === now.reason)) continue;
+      if (now.status === "False") this.opts.events.record(subject, "Warning", now.reason, now.message);
+      else if (now.status === "True" && was)
+        this.opts.events.record(subject, "Normal", now.reason, now.message);
+    }
+  }
+}
+
+function sourceHealth(state: SamplerState): Omit<ConditionUpdate, "type"> {
+  if (!state.attemptedAt)
+    return { status: "Unknown", reason: "Sampling", message: "waiting for the first sample" };
+  if (state.error)
+    return {
+      status: "False",
+      reason: "SourceError",
+      message: `${state.failures} consecutive failure(s): ${state.error}`,
+    };
+  return { status: "True", reason: "Sampled", message: "the last sample succeeded" };
+}
+
+function readiness(m: ActiveMapping, state: SamplerState, now: number): Omit<ConditionUpdate, "type"> {
+  const what = m.subject.kind === "external" ? `external metric "${m.metric}"` : `metric "${m.metric}"`;
+  const age = state.last ? now - state.last.at.getTime() : Infinity;
+  if (state.last && age <= m.staleAfterMs)
+    return { status: "True", reason: "Serving", message: `serving ${what}` };
+  if (m.fallback) {
+    return {
+      status: "True",
+      reason: "ServingFallback",
+      message: `serving the fallback value ${m.fallback.text} for ${what}: ${state.last ? "the last value is stale" : "no value sampled yet"}`,
+    };
+  }
+  if (!state.last) {
+    return state.attemptedAt
+      ? {
+          status: "False",
+          reason: "NoValue",
+          message: `no value sampled yet for ${what}; requests get 503 until one is`,
+        }
+      : { status: "Unknown", reason: "Sampling", message: `waiting for the first sample of ${what}` };
+  }
+  return {
+    status: "False",
+    reason: "Stale",
+    message: `the last value of ${what} is ${Math.round(age / 1000)}s old (staleAfter ${Math.round(m.staleAfterMs / 1000)}s) and no fallback is set: requests get 503 and the HPA holds`,
+  };
+}

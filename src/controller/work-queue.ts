@@ -1,0 +1,155 @@
+/**
+ * A keyed work queue in the manner of client-go's workqueue: a key is queued at most once
+ * at a time, a key being processed is never handed to a second worker (a new add marks it
+ * dirty and it is queued again when the first run is done), failures are retried with
+ * per-key exponential backoff, and `addAfter` schedules a delayed add (earliest wins).
+ */
+import { Backoff } from "../util/backoff.js";
+
+/** What a reconcile asks for after it ran. */
+export interface ReconcileResult {
+  /** Run again after this many ms even if nothing changes (polling, expiry). */
+  requeueAfterMs?: number;
+}
+
+/** Counters for observability. */
+export interface QueueStats {
+  depth: number;
+  adds: number;
+  retries: number;
+  processed: number;
+}
+
+/** See the module comment. */
+export class WorkQueue {
+  private readonly queue: string[] = [];
+  private readonly queued = new Set<string>();
+  private readonly processing = new Set<string>();
+  private readonly dirty = new Set<string>();
+  private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  private readonly backoffs = new Map<string, Backoff>();
+  private readonly waiters: (() => void)[] = [];
+  private stopped = false;
+  readonly stats: QueueStats = { depth: 0, adds: 0, retries: 0, processed: 0 };
+
+  /**
+   * @param opts.initialBackoffMs first retry delay. @default 100
+   * @param opts.maxBackoffMs retry delay cap. @default 60000
+   */
+  constructor(private readonly opts: { initialBackoffMs?: number; maxBackoffMs?: number } = {}) {}
+
+  /** Queues `key` now (no-op if already queued; re-queued after the current run if processing). */
+  add(key: string): void {
+    if (this.stopped) return;
+    this.stats.adds++;
+    if (this.processing.has(key)) {
+      this.dirty.add(key);
+      return;
+    }
+    if (this.queued.has(key)) return;
+    this.queued.add(key);
+    this.queue.push(key);
+    this.stats.depth = this.queue.length;
+    this.waiters.shift()?.();
+  }
+
+  /** Queues `key` after `ms`; an earlier pending schedule for the key is kept. */
+  addAfter(key: string, ms: number): void {
+    if (this.stopped) return;
+    if (ms <= 0) return this.add(key);
+    const at = Date.now() + ms;
+    const existing = this.timers.get(key);
+    if (existing && existing.at <= at) return;
+    if (existing) clearTimeout(existing.timer);
+    const timer = setTimeout(() => {
+      this.timers.delete(key);
+      this.add(key);
+    }, ms);
+    timer.unref();
+    this.timers.set(key, { at, timer });
+  }
+
+  /** Queues `key` after its next backoff delay (for failures). */
+  addRateLimited(key: string): number {
+    let b = this.backoffs.get(key);
+    if (!b) {
+      b = new Backoff({
+        initialMs: this.opts.initialBackoffMs ?? 100,
+        maxMs: this.opts.maxBackoffMs ?? 60_000,
+      });
+      this.backoffs.set(key, b);
+    }
+    const delay = b.next();
+    this.stats.retries++;
+    this.addAfter(key, delay);
+    return delay;
+  }
+
+  /** Forgets a key's failures (after a success). */
+  forget(key: string): void {
+    this.backoffs.delete(key);
+  }
+
+  /** The next key, waiting if none; `undefined` once shut down. Call {@link done} after. */
+  async get(): Promise<string | undefined> {
+    while (this.queue.length === 0) {
+      if (this.stopped) return undefined;
+      await new Promise<void>((resolve) => this.waiters.push(resolve));
+    }
+    if (this.stopped) return undefined;
+    const key = this.queue.shift()!;
+    this.stats.depth = this.queue.length;
+    this.queued.delete(key);
+    this.processing.add(key);
+    return key;
+  }
+
+  /** Marks `key` processed; re-queues it if it was added meanwhile. */
+  done(key: string): void {
+    this.processing.delete(key);
+    this.stats.processed++;
+    if (this.dirty.delete(key)) this.add(key);
+  }
+
+  /** Number of keys waiting. */
+  get length(): number {
+    return this.queue.length;
+  }
+
+  /** Stops handing out keys; pending timers are cancelled. */
+  shutDown(): void {
+    this.stopped = true;
+    for (const { timer } of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
+    for (const w of this.waiters.splice(0)) w();
+  }
+}
+
+/**
+ * Runs `reconcile` for queued keys with `concurrency` workers until the queue shuts down.
+ * A throw requeues the key with backoff; success forgets its failures and honours
+ * `requeueAfterMs`. `onError` sees every failure.
+ */
+export async function runWorkers(
+  queue: WorkQueue,
+  concurrency: number,
+  reconcile: (key: string) => Promise<ReconcileResult | void>,
+  onError: (key: string, err: unknown, retryInMs: number) => void,
+): Promise<void> {
+  const worker = async () => {
+    for (;;) {
+      const key = await queue.get();
+      if (key === undefined) return;
+      try {
+        const result = await reconcile(key);
+        queue.forget(key);
+        if (result?.requeueAfterMs !== undefined) queue.addAfter(key, result.requeueAfterMs);
+      } catch (err) {
+        onError(key, err, queue.addRateLimited(key));
+      } finally {
+        queue.done(key);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}

@@ -1,0 +1,72 @@
+/**
+ * The pods of the cluster, from one informer: what `pods` metrics are served for (one
+ * item per pod matching the HPA's selector) and where `scrape` sources find pod IPs.
+ */
+import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import type { KubeClient } from "./client.js";
+import { startInformer, type ResilientInformer } from "./informer.js";
+
+/** The parts of a pod Governor uses. */
+export interface PodInfo {
+  name: string;
+  namespace: string;
+  labels: Record<string, string>;
+  ip?: string;
+  phase?: string;
+  ready: boolean;
+  terminating: boolean;
+}
+
+interface Pod extends KubernetesObject {
+  status?: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
+}
+
+/** Lists pods by namespace. */
+export interface PodIndex {
+  list(namespace: string): PodInfo[];
+  get(namespace: string, name: string): PodInfo | undefined;
+}
+
+function toInfo(p: Pod): PodInfo {
+  return {
+    name: p.metadata?.name ?? "",
+    namespace: p.metadata?.namespace ?? "",
+    labels: p.metadata?.labels ?? {},
+    ip: p.status?.podIP,
+    phase: p.status?.phase,
+    ready: p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false,
+    terminating: Boolean(p.metadata?.deletionTimestamp),
+  };
+}
+
+/** A {@link PodIndex} backed by a cluster-wide pod informer. */
+export class InformerPodIndex implements PodIndex {
+  private readonly informer: ResilientInformer<Pod>;
+
+  constructor(client: KubeClient, logger: Logger) {
+    this.informer = startInformer<Pod>(
+      client.kubeConfig,
+      "/api/v1/pods",
+      () => client.get<KubernetesListObject<Pod>>("/api/v1/pods"),
+      { error: (err, retryIn) => logger.warn({ err, retryIn }, "pod watch failed; restarting") },
+    );
+  }
+
+  get synced(): Promise<void> {
+    return this.informer.synced;
+  }
+
+  list(namespace: string): PodInfo[] {
+    return this.informer.list(namespace).map(toInfo);
+  }
+
+  get(namespace: string, name: string): PodInfo | undefined {
+    const p = this.informer.get(name, namespace);
+    return p ? toInfo(p) : undefined;
+  }
+
+  stop(): Promise<void> {
+    return this.informer.stop();
+  }
+}

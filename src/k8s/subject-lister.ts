@@ -1,0 +1,75 @@
+/**
+ * Finds the objects a metric describes: pods from the pod index (no API call per
+ * request; terminating pods left out, as the HPA does), other resources with a LIST by
+ * label selector, cached for 2 s so a burst of HPA requests makes one call.
+ */
+import type { LabelSelector } from "../selectors/label-selector.js";
+import type { SubjectLister, SubjectObject } from "../metrics/mapping-provider.js";
+import type { GroupResource } from "../metrics/provider.js";
+import type { KubeClient, KubeObject } from "./client.js";
+import type { PodIndex } from "./pod-index.js";
+import { DiscoveryResourceMapper, type ResourceMapper } from "./resource-mapper.js";
+
+const isPods = (gr: GroupResource) => gr.group === "" && gr.resource === "pods";
+
+/** See the module comment. */
+export class KubeSubjectLister implements SubjectLister {
+  private readonly cache = new Map<string, { at: number; objects: Promise<SubjectObject[]> }>();
+
+  constructor(
+    private readonly client: KubeClient,
+    private readonly mapper: ResourceMapper,
+    private readonly pods: PodIndex,
+  ) {}
+
+  async describe(gr: GroupResource) {
+    const m = await this.mapper.lookup(gr);
+    return m && { kind: m.kind, apiVersion: m.apiVersion, namespaced: m.namespaced };
+  }
+
+  async list(gr: GroupResource, namespace: string, selector: LabelSelector): Promise<SubjectObject[]> {
+    if (isPods(gr)) {
+      return this.pods
+        .list(namespace)
+        .filter((p) => !p.terminating && selector.matches(p.labels))
+        .map((p) => ({ name: p.name, labels: p.labels }));
+    }
+    const key = `${gr.resource}.${gr.group}|${namespace}|${selector.toString()}`;
+    const hit = this.cache.get(key);
+    if (hit && Date.now() - hit.at < 2000) return hit.objects;
+    const objects = this.fetch(gr, namespace, selector);
+    if (this.cache.size > 1000) this.cache.clear();
+    this.cache.set(key, { at: Date.now(), objects });
+    objects.catch(() => this.cache.delete(key));
+    return objects;
+  }
+
+  async get(gr: GroupResource, namespace: string, name: string): Promise<SubjectObject | undefined> {
+    if (isPods(gr)) {
+      const p = this.pods.get(namespace, name);
+      return p && !p.terminating ? { name: p.name, labels: p.labels } : undefined;
+    }
+    const m = await this.mapper.lookup(gr);
+    if (!m) return undefined;
+    const obj = await this.client.getOrUndefined<KubeObject>(
+      `${DiscoveryResourceMapper.collectionPath(m, namespace)}/${name}`,
+    );
+    return obj && { name, labels: obj.metadata?.labels ?? {} };
+  }
+
+  private async fetch(
+    gr: GroupResource,
+    namespace: string,
+    selector: LabelSelector,
+  ): Promise<SubjectObject[]> {
+    const m = await this.mapper.lookup(gr);
+    if (!m) return [];
+    const list = await this.client.get<{ items: KubeObject[] }>(
+      DiscoveryResourceMapper.collectionPath(m, namespace),
+      {
+        labelSelector: selector.empty ? undefined : selector.toString(),
+      },
+    );
+    return list.items.map((o) => ({ name: o.metadata?.name ?? "", labels: o.metadata?.labels ?? {} }));
+  }
+}

@@ -1,0 +1,298 @@
+/**
+ * The provider backed by the live set of MetricMappings. The MetricMapping reconciler
+ * `activate`s the winning mapping for each (namespace, subject, metric) with its sampler
+ * and `deactivate`s it when it goes away; this class answers the metrics API from the
+ * samplers' last good values. It never calls a source on the request path unless no value
+ * has been sampled yet. A value older than `staleAfter` is served as the mapping's
+ * fallback, or refused with 503 — never invented.
+ *
+ * A mapping serves objects of its own namespace only (its namespace is the one bound into
+ * its source's queries).
+ */
+import { LabelSelector } from "../selectors/label-selector.js";
+import type { Sampler } from "./sampler.js";
+import {
+  type CustomMetricInfo,
+  type CustomMetricValue,
+  type DescribedObject,
+  type ExternalMetricInfo,
+  type ExternalMetricRequest,
+  type ExternalMetricValue,
+  type GroupResource,
+  type MetricsProvider,
+  type ObjectMetricRequest,
+  type SelectorMetricRequest,
+  MetricBadRequestError,
+  MetricNotFoundError,
+  MetricUnavailableError,
+  formatGroupResource,
+} from "./provider.js";
+
+/** A mapping the provider serves. */
+export interface ActiveMapping {
+  /** `namespace/name` of the MetricMapping. */
+  key: string;
+  namespace: string;
+  metric: string;
+  subject:
+    { kind: "resource"; groupResource: GroupResource } | { kind: "external"; labels: Record<string, string> };
+  sampler: Sampler;
+  staleAfterMs: number;
+  fallback?: { value: number; text: string };
+  windowSeconds?: number;
+}
+
+/** An object the metric can describe. */
+export interface SubjectObject {
+  name: string;
+  labels: Record<string, string>;
+}
+
+/** Finds the objects of a subject (pods from the pod index; others by a list call). */
+export interface SubjectLister {
+  /** Kind and apiVersion for `describedObject`, or undefined if the cluster has no such resource. */
+  describe(gr: GroupResource): Promise<{ kind: string; apiVersion: string; namespaced: boolean } | undefined>;
+  /** Objects in `namespace` matching `selector`. */
+  list(gr: GroupResource, namespace: string, selector: LabelSelector): Promise<SubjectObject[]>;
+  /** One object, or undefined when it does not exist. */
+  get(gr: GroupResource, namespace: string, name: string): Promise<SubjectObject | undefined>;
+}
+
+type Formatter = (value: number) => string;
+
+const customKey = (namespace: string, gr: GroupResource, metric: string) =>
+  `${namespace}|${formatGroupResource(gr)}|${metric}`;
+const externalKey = (namespace: string, metric: string) => `${namespace}|${metric}`;
+
+/** See the module comment. */
+export class MappingProvider implements MetricsProvider {
+  private readonly custom = new Map<string, ActiveMapping>();
+  private readonly external = new Map<string, ActiveMapping>();
+  private readonly byMappingKey = new Map<string, string>();
+  private customList?: CustomMetricInfo[];
+  private externalList?: ExternalMetricInfo[];
+
+  constructor(
+    private readonly subjects: SubjectLister,
+    private readonly format: Formatter,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Serves `m` (replacing whatever it served before under its key). */
+  activate(m: ActiveMapping): void {
+    this.deactivate(m.key);
+    const k =
+      m.subject.kind === "external"
+        ? externalKey(m.namespace, m.metric)
+        : customKey(m.namespace, m.subject.groupResource, m.metric);
+    (m.subject.kind === "external" ? this.external : this.custom).set(k, m);
+    this.byMappingKey.set(m.key, `${m.subject.kind}:${k}`);
+    this.customList = this.externalList = undefined;
+  }
+
+  /** Stops serving the mapping `key` (`namespace/name`); returns what it served, if anything. */
+  deactivate(key: string): ActiveMapping | undefined {
+    const where = this.byMappingKey.get(key);
+    if (!where) return undefined;
+    this.byMappingKey.delete(key);
+    const [kind, k] = [where.slice(0, where.indexOf(":")), where.slice(where.indexOf(":") + 1)];
+    const map = kind === "external" ? this.external : this.custom;
+    const m = map.get(k);
+    map.delete(k);
+    this.customList = this.externalList = undefined;
+    return m;
+  }
+
+  /** The active mapping of a MetricMapping key, if it is served. */
+  active(key: string): ActiveMapping | undefined {
+    const where = this.byMappingKey.get(key);
+    if (!where) return undefined;
+    const k = where.slice(where.indexOf(":") + 1);
+    return where.startsWith("external:") ? this.external.get(k) : this.custom.get(k);
+  }
+
+  /** Number of mappings served. */
+  get size(): number {
+    return this.byMappingKey.size;
+  }
+
+  listCustomMetrics(): CustomMetricInfo[] {
+    if (!this.customList) {
+      const seen = new Map<string, CustomMetricInfo>();
+      for (const m of this.custom.values()) {
+        if (m.subject.kind !== "resource") continue;
+        const gr = m.subject.groupResource;
+        const id = `${formatGroupResource(gr)}/${m.metric}`;
+        // Namespace metrics describe the Namespace object itself: cluster-scoped in discovery.
+        if (!seen.has(id))
+          seen.set(id, {
+            groupResource: gr,
+            namespaced: !(gr.group === "" && gr.resource === "namespaces"),
+            metric: m.metric,
+          });
+      }
+      this.customList = [...seen.values()];
+    }
+    return this.customList;
+  }
+
+  listExternalMetrics(): ExternalMetricInfo[] {
+    this.externalList ??= [...new Set([...this.external.values()].map((m) => m.metric))].map((metric) => ({
+      metric,
+    }));
+    return this.externalList;
+  }
+
+  async getMetricByName(req: ObjectMetricRequest): Promise<CustomMetricValue> {
+    const isNamespace = req.groupResource.group === "" && req.groupResource.resource === "namespaces";
+    const namespace = isNamespace ? req.name : req.namespace;
+    if (namespace === undefined)
+      throw new MetricNotFoundError(
+        `metrics of cluster-scoped ${formatGroupResource(req.groupResource)} are not served (a MetricMapping serves its own namespace)`,
+      );
+    const m = this.customMapping(namespace, req.groupResource, req.metric);
+    const described = await this.describedObject(
+      req.groupResource,
+      isNamespace ? undefined : namespace,
+      req.name,
+    );
+    if (
+      !isNamespace &&
+      m.subject.kind === "resource" &&
+      m.subject.groupResource.resource === "pods" &&
+      m.subject.groupResource.group === ""
+    ) {
+      if (!(await this.subjects.get(req.groupResource, namespace, req.name))) {
+        throw new MetricNotFoundError(`pods "${req.name}" not found in namespace "${namespace}"`);
+      }
+    }
+    const sample = await this.current(m);
+    const value = sample.scalar ?? sample.values?.get(req.name);
+    if (value === undefined)
+      throw new MetricNotFoundError(
+        `${formatGroupResource(req.groupResource)} "${req.name}" has no value for metric "${req.metric}"`,
+      );
+    return this.customValue(m, described, value, sample.at);
+  }
+
+  async getMetricBySelector(req: SelectorMetricRequest): Promise<CustomMetricValue[]> {
+    if (req.namespace === undefined)
+      throw new MetricNotFoundError(
+        `metrics of cluster-scoped ${formatGroupResource(req.groupResource)} are not served (a MetricMapping serves its own namespace)`,
+      );
+    const m = this.customMapping(req.namespace, req.groupResource, req.metric);
+    const info = await this.subjects.describe(req.groupResource);
+    if (!info)
+      throw new MetricNotFoundError(`the server has no resource ${formatGroupResource(req.groupResource)}`);
+    const [objects, sample] = await Promise.all([
+      this.subjects.list(req.groupResource, req.namespace, req.selector),
+      this.current(m),
+    ]);
+    const out: CustomMetricValue[] = [];
+    for (const o of objects) {
+      const value = sample.scalar ?? sample.values?.get(o.name);
+      if (value === undefined) continue;
+      out.push(
+        this.customValue(
+          m,
+          { kind: info.kind, apiVersion: info.apiVersion, namespace: req.namespace, name: o.name },
+          value,
+          sample.at,
+        ),
+      );
+    }
+    return out;
+  }
+
+  async getExternalMetric(req: ExternalMetricRequest): Promise<ExternalMetricValue[]> {
+    const m = this.external.get(externalKey(req.namespace, req.metric));
+    if (!m || m.subject.kind !== "external") {
+      throw new MetricNotFoundError(
+        `no MetricMapping serves external metric "${req.metric}" in namespace "${req.namespace}"`,
+      );
+    }
+    const baseLabels = m.subject.labels;
+    const sample = await this.current(m);
+    const series: { labels: Record<string, string>; value: number }[] =
+      sample.scalar !== undefined
+        ? [{ labels: baseLabels, value: sample.scalar }]
+        : [...(sample.values ?? new Map<string, number>())].map(([name, value]) => ({
+            labels: { ...baseLabels, name },
+            value,
+          }));
+    return series
+      .filter((s) => req.metricSelector.matches(s.labels))
+      .map((s) => ({
+        metric: req.metric,
+        labels: s.labels,
+        timestamp: sample.at,
+        ...(m.windowSeconds !== undefined ? { windowSeconds: m.windowSeconds } : {}),
+        value: this.format(s.value),
+      }));
+  }
+
+  private customMapping(namespace: string, gr: GroupResource, metric: string): ActiveMapping {
+    const m = this.custom.get(customKey(namespace, gr, metric));
+    if (!m)
+      throw new MetricNotFoundError(
+        `no MetricMapping serves metric "${metric}" for ${formatGroupResource(gr)} in namespace "${namespace}"`,
+      );
+    return m;
+  }
+
+  private async describedObject(
+    gr: GroupResource,
+    namespace: string | undefined,
+    name: string,
+  ): Promise<DescribedObject> {
+    const info = await this.subjects.describe(gr);
+    if (!info) throw new MetricNotFoundError(`the server has no resource ${formatGroupResource(gr)}`);
+    return {
+      kind: info.kind,
+      apiVersion: info.apiVersion,
+      ...(namespace !== undefined ? { namespace } : {}),
+      name,
+    };
+  }
+
+  private customValue(m: ActiveMapping, o: DescribedObject, value: number, at: Date): CustomMetricValue {
+    return {
+      describedObject: o,
+      metric: m.metric,
+      timestamp: at,
+      ...(m.windowSeconds !== undefined ? { windowSeconds: m.windowSeconds } : {}),
+      value: this.format(value),
+    };
+  }
+
+  /** The value to serve now: current, or the fallback once stale, or 503. */
+  private async current(
+    m: ActiveMapping,
+  ): Promise<{ scalar?: number; values?: ReadonlyMap<string, number>; at: Date }> {
+    if (!m.sampler.state.last) await m.sampler.sampleNow();
+    const state = m.sampler.state;
+    const last = state.last;
+    const age = last ? this.now() - last.at.getTime() : Infinity;
+    if (last && age <= m.staleAfterMs) {
+      return last.value.kind === "scalar"
+        ? { scalar: last.value.value, at: last.at }
+        : { values: last.value.values, at: last.at };
+    }
+    if (m.fallback) return { scalar: m.fallback.value, at: new Date(this.now()) };
+    const why = state.error ? `: ${state.error}` : "";
+    throw new MetricUnavailableError(
+      last
+        ? `metric "${m.metric}" (MetricMapping ${m.key}) is stale: last sampled ${Math.round(age / 1000)}s ago, staleAfter is ${Math.round(m.staleAfterMs / 1000)}s, and no fallback is set${why}`
+        : `metric "${m.metric}" (MetricMapping ${m.key}) has no value yet${why}`,
+    );
+  }
+}
+
+/** Checks a selector text; used where a selector comes from a CR rather than a request. */
+export function parseSelectorOrThrow(text: string | undefined): LabelSelector {
+  try {
+    return text ? LabelSelector.parse(text) : LabelSelector.everything();
+  } catch (err) {
+    throw new MetricBadRequestError((err as Error).message);
+  }
+}

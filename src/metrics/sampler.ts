@@ -1,0 +1,124 @@
+/**
+ * One sampler per MetricMapping: polls its source every `interval` (with ±10 % jitter so
+ * thousands of mappings do not fire together), one query in flight at a time however many
+ * requests wait for it, each bounded by a timeout; keeps the last good value with its
+ * sample time and the last error. Readers never trigger a query except the very first.
+ */
+import type { MetricSource, SampleRequest, SampleValue } from "../sources/source.js";
+
+/** The last good sample. */
+export interface GoodSample {
+  value: SampleValue;
+  /** When the sample was taken. */
+  at: Date;
+}
+
+/** What a sampler knows now. */
+export interface SamplerState {
+  last?: GoodSample;
+  /** The error of the latest attempt, if it failed. */
+  error?: string;
+  /** Consecutive failures. */
+  failures: number;
+  /** When the latest attempt finished. */
+  attemptedAt?: Date;
+}
+
+/** Options of {@link Sampler}. */
+export interface SamplerOptions {
+  intervalMs: number;
+  /** @default min(interval, 10 s) */
+  timeoutMs?: number;
+  /** Builds the request (e.g. the current pods). */
+  request: (signal: AbortSignal) => Omit<SampleRequest, "signal">;
+  /** Called after every attempt (success or failure). */
+  onSample?: (state: SamplerState) => void;
+  /** Counters for /metrics. */
+  observe?: (outcome: "ok" | "error", seconds: number) => void;
+  /** @default Math.random */
+  random?: () => number;
+}
+
+/** See the module comment. */
+export class Sampler {
+  readonly state: SamplerState = { failures: 0 };
+  private inFlight?: Promise<void>;
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private readonly abort = new AbortController();
+
+  constructor(
+    readonly source: MetricSource,
+    private readonly opts: SamplerOptions,
+  ) {}
+
+  /** Samples at once, then every interval. */
+  start(): void {
+    void this.sampleNow().finally(() => this.schedule());
+  }
+
+  /** Takes a sample now, or joins the one in flight. */
+  sampleNow(): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    this.inFlight ??= this.attempt().finally(() => (this.inFlight = undefined));
+    return this.inFlight;
+  }
+
+  /** Stops polling and aborts an in-flight query. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.abort.abort();
+    await this.source.close?.();
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    const jitter = 0.9 + 0.2 * (this.opts.random ?? Math.random)();
+    this.timer = setTimeout(() => {
+      void this.sampleNow().finally(() => this.schedule());
+    }, this.opts.intervalMs * jitter);
+    this.timer.unref();
+  }
+
+  private async attempt(): Promise<void> {
+    const started = process.hrtime.bigint();
+    const timeoutMs = this.opts.timeoutMs ?? Math.min(this.opts.intervalMs, 10_000);
+    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]);
+    try {
+      const value = await raceAbort(
+        this.source.sample({ ...this.opts.request(signal), signal }),
+        signal,
+        timeoutMs,
+      );
+      if (this.stopped) return;
+      this.state.last = { value, at: new Date() };
+      this.state.error = undefined;
+      this.state.failures = 0;
+      this.opts.observe?.("ok", Number(process.hrtime.bigint() - started) / 1e9);
+    } catch (err) {
+      if (this.stopped) return;
+      this.state.error = err instanceof Error ? err.message : String(err);
+      this.state.failures++;
+      this.opts.observe?.("error", Number(process.hrtime.bigint() - started) / 1e9);
+    }
+    this.state.attemptedAt = new Date();
+    this.opts.onSample?.(this.state);
+  }
+}
+
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal, timeoutMs: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () =>
+      reject(
+        new Error(
+          signal.reason instanceof Error && signal.reason.name === "TimeoutError"
+            ? `timed out after ${timeoutMs} ms`
+            : "aborted",
+        ),
+      );
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}

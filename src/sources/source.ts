@@ -1,0 +1,34 @@
+/**
+ * The one interface every metric source implements. A source is sampled in the
+ * background by a Sampler (src/metrics/sampler.ts), never on the request path (except for
+ * the very first value). It answers either one value for the whole subject (scalar) or one
+ * value per object name (per-object), and throws on failure with a message for
+ * `status.conditions`.
+ */
+
+/** What a sample is asked for. */
+export interface SampleRequest {
+  /** The mapping's namespace (bound into every query; no cross-namespace reads). */
+  namespace: string;
+  /** Names of the subject objects currently known (e.g. pods), when the source needs them. */
+  objects?: readonly { name: string; ip?: string; labels?: Record<string, string> }[];
+  /** Aborted on timeout or when the mapping goes away. */
+  signal: AbortSignal;
+}
+
+/** One value for the whole subject, or one per object name. */
+export type SampleValue =
+  { kind: "scalar"; value: number } | { kind: "objects"; values: ReadonlyMap<string, number> };
+
+/** A source of metric values. */
+export interface MetricSource {
+  /** Samples now. Throws (with a message for users) on failure. */
+  sample(req: SampleRequest): Promise<SampleValue>;
+  /** Whether the source needs the subject's objects (pods to scrape, names to query). */
+  readonly needsObjects: boolean;
+  /** Releases connections and watches. */
+  close?(): Promise<void> | void;
+}
+
+/** A source that failed in a way the user must fix (bad config) rather than a transient error. */
+export class SourceConfigError extends Error {}

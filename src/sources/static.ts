@@ -1,0 +1,22 @@
+/**
+ * `static`: a fixed value, for tests, demos and manual overrides. It doubles as the
+ * reference implementation of {@link MetricSource}.
+ */
+import { parseQuantity } from "../metrics/quantity.js";
+import { type MetricSource, type SampleValue, SourceConfigError } from "./source.js";
+
+/** See the module comment. */
+export class StaticSource implements MetricSource {
+  readonly needsObjects = false;
+  private readonly value: number;
+
+  constructor(spec: { value: string }) {
+    const v = parseQuantity(spec.value);
+    if (v === undefined) throw new SourceConfigError(`static value "${spec.value}" is not a quantity`);
+    this.value = v;
+  }
+
+  async sample(): Promise<SampleValue> {
+    return { kind: "scalar", value: this.value };
+  }
+}
