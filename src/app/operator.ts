@@ -10,6 +10,7 @@ import { PromApiServerMetrics } from "../apiserver/instrumentation.js";
 import { EventRecorder } from "../controller/events.js";
 import { LeaderElector } from "../controller/leader-election.js";
 import { MetricMappingReconciler } from "../controller/metric-mapping-reconciler.js";
+import { ScalableWorkloadReconciler } from "../controller/scalable-workload-reconciler.js";
 import type { KubeClient } from "../k8s/client.js";
 import { InformerPodIndex } from "../k8s/pod-index.js";
 import { DiscoveryResourceMapper } from "../k8s/resource-mapper.js";
@@ -65,6 +66,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   const events = new EventRecorder(opts.client, "governor", log);
 
   let leading = opts.leaderElect === false;
+  let workloads: ScalableWorkloadReconciler | undefined;
   const reconciler = new MetricMappingReconciler({
     client: opts.client,
     provider,
@@ -77,6 +79,14 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
       samples.inc({ outcome });
       sampleSeconds.observe(seconds);
     },
+    onSpecChange: (namespace) => workloads?.mappingChanged(namespace),
+  });
+  workloads = new ScalableWorkloadReconciler({
+    client: opts.client,
+    events,
+    logger: log,
+    getMapping: (namespace, name) => reconciler.get(namespace, name),
+    isLeader: () => leading,
   });
   const elector =
     opts.leaderElect === false
@@ -90,6 +100,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
             onStartedLeading: () => {
               leading = true;
               reconciler.resyncAll();
+              workloads?.resyncAll();
             },
             onStoppedLeading: () => {
               leading = false;
@@ -100,6 +111,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
 
   await pods.synced;
   const controller = reconciler.start();
+  workloads.start();
   elector?.start();
   const api = await serveMetricsApi({
     client: opts.client,
@@ -124,6 +136,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     async stop() {
       await api.stop();
       await elector?.stop();
+      await workloads?.stop();
       await reconciler.stop();
       await pods.stop();
     },

@@ -47,6 +47,8 @@ export interface MetricMappingReconcilerOptions {
   observeSample?: (outcome: "ok" | "error", seconds: number) => void;
   /** Minimum time between status writes that only change the value. @default 10000 */
   statusValueIntervalMs?: number;
+  /** Called when a mapping's spec may have changed (HPAs built from mappings follow). */
+  onSpecChange?: (namespace: string) => void;
 }
 
 interface Running {
@@ -94,9 +96,21 @@ export class MetricMappingReconciler {
     for (const m of this.controller?.informer.list() ?? []) this.controller?.queue.add(objectKey(m));
   }
 
+  /** A MetricMapping from the cache. */
+  get(namespace: string, name: string): MetricMappingObject | undefined {
+    return this.controller?.informer.get(name, namespace);
+  }
+
+  private readonly seenGenerations = new Map<string, number | undefined>();
+
   private async reconcile(key: string): Promise<ReconcileResult | void> {
     const { namespace, name } = splitKey(key);
     const obj = this.controller!.informer.get(name, namespace);
+    if (this.seenGenerations.get(key) !== obj?.metadata?.generation || !obj) {
+      this.seenGenerations.set(key, obj?.metadata?.generation);
+      if (!obj) this.seenGenerations.delete(key);
+      this.opts.onSpecChange?.(namespace);
+    }
     if (!obj || obj.metadata?.deletionTimestamp) {
       await this.retire(key);
       this.enqueueRivals(namespace, key);

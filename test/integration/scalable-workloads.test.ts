@@ -1,0 +1,279 @@
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { expect } from "chai";
+import { pino } from "pino";
+import { startOperator, type RunningOperator } from "../../src/app/operator.js";
+import { createCA, issueCertificate } from "../../src/certs/certs.js";
+import { startStandInKubelet, type StandInKubelet } from "../../src/devcluster/stand-in-kubelet.js";
+import { buildApiServices, buildLocalService, serviceDnsNames } from "../../src/manifests/api-service.js";
+import { ROOT, freshNamespace, kubectl, useCluster, type TestCluster } from "../support/cluster.js";
+import { eventually } from "../support/eventually.js";
+
+interface Sw {
+  metadata: { uid: string };
+  spec: { replicas: number };
+  status?: {
+    replicas?: number;
+    readyReplicas?: number;
+    selector?: string;
+    conditions?: { type: string; status: string; reason: string; message: string }[];
+  };
+}
+interface Dep {
+  metadata: { ownerReferences?: { kind: string; name: string; uid: string }[] };
+  spec: { replicas: number };
+  status?: { readyReplicas?: number };
+}
+
+const SVC = "governor-sw";
+
+describe("ScalableWorkloads (integration)", function () {
+  this.timeout(180_000);
+  let cluster: TestCluster;
+  let ns: Awaited<ReturnType<typeof freshNamespace>>;
+  let operator: RunningOperator;
+  let kubelet: StandInKubelet;
+  let apiServiceNames: string[] = [];
+  const applyYaml = (yaml: string) => {
+    const r = spawnSync("kubectl", ["apply", "-n", ns.name, "-f", "-"], {
+      input: yaml,
+      env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
+      encoding: "utf8",
+    });
+    if (r.status !== 0) throw new Error(r.stderr);
+  };
+  const sw = (name: string) =>
+    cluster.client.get<Sw>(`/apis/governor.dev/v1alpha1/namespaces/${ns.name}/scalableworkloads/${name}`);
+  const dep = (name: string) =>
+    cluster.client.get<Dep>(`/apis/apps/v1/namespaces/${ns.name}/deployments/${name}`);
+
+  before(async function () {
+    this.timeout(60 * 60_000);
+    cluster = await useCluster();
+    await kubectl(cluster, "apply", "-k", join(ROOT, "crds"));
+    await kubectl(
+      cluster,
+      "wait",
+      "--for=condition=Established",
+      "crd/metricmappings.governor.dev",
+      "crd/scalableworkloads.governor.dev",
+    );
+    ns = await freshNamespace(cluster, "workloads");
+    kubelet = startStandInKubelet(cluster.client, { namespace: ns.name });
+    const ca = await createCA("sw-test");
+    const tls = await issueCertificate(ca, {
+      commonName: SVC,
+      dnsNames: serviceDnsNames(ns.name, SVC),
+      usage: "server",
+    });
+    operator = await startOperator({
+      client: cluster.client,
+      logger: pino({ level: "silent" }),
+      namespace: ns.name,
+      tls,
+      host: "127.0.0.1",
+      port: 0,
+      apis: { custom: true, external: true },
+      leaderElect: true,
+      leaseName: `governor-test-${ns.name}`,
+      shutdownDelayMs: 0,
+    });
+    await cluster.client.create(
+      `/api/v1/namespaces/${ns.name}/services`,
+      buildLocalService({ namespace: ns.name, name: SVC, port: operator.api.address.port }),
+    );
+    const apiServices = buildApiServices({
+      service: { namespace: ns.name, name: SVC, port: operator.api.address.port },
+      caBundle: ca.cert,
+    });
+    apiServiceNames = apiServices.map((a) => a.metadata.name);
+    for (const a of apiServices)
+      await cluster.client.createOrReplace(
+        `/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`,
+        a,
+      );
+    await eventually(() => expect(operator.isLeader()).to.equal(true), {
+      timeoutMs: 10_000,
+      what: "leader elected",
+    });
+  });
+
+  after(async () => {
+    for (const name of apiServiceNames)
+      await cluster?.client.delete(`/apis/apiregistration.k8s.io/v1/apiservices/${name}`);
+    await operator?.stop();
+    await kubelet?.stop();
+    await ns?.delete();
+  });
+
+  it("owns a Deployment built from its template and reports replicas, ready replicas and selector", async () => {
+    applyYaml(`apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: worker}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: worker}}
+  template:
+    metadata: {labels: {app: worker}}
+    spec: {containers: [{name: worker, image: example.invalid/worker:1}]}
+`);
+    await eventually(
+      async () => {
+        const s = await sw("worker");
+        const d = await dep("worker");
+        expect(d.metadata.ownerReferences?.[0]).to.include({
+          kind: "ScalableWorkload",
+          name: "worker",
+          uid: s.metadata.uid,
+        });
+        expect(s.status).to.include({ replicas: 2, readyReplicas: 2, selector: "app=worker" });
+        expect(s.status?.conditions?.find((c) => c.type === "Ready")?.status).to.equal("True");
+      },
+      { timeoutMs: 30_000, what: "worker ready" },
+    );
+  });
+
+  it("carries kubectl scale through the /scale subresource onto the Deployment and its status", async () => {
+    await kubectl(cluster, "scale", "-n", ns.name, "sw/worker", "--replicas=4");
+    await eventually(
+      async () => {
+        expect((await dep("worker")).spec.replicas).to.equal(4);
+        const s = await sw("worker");
+        expect(s.status).to.include({ replicas: 4, readyReplicas: 4 });
+      },
+      { timeoutMs: 30_000, what: "scaled to 4" },
+    );
+    const scale = JSON.parse(
+      await kubectl(
+        cluster,
+        "get",
+        "--raw",
+        `/apis/governor.dev/v1alpha1/namespaces/${ns.name}/scalableworkloads/worker/scale`,
+      ),
+    );
+    expect(scale.status).to.deep.include({ replicas: 4, selector: "app=worker" });
+    const events = await kubectl(
+      cluster,
+      "get",
+      "events",
+      "-n",
+      ns.name,
+      "--field-selector",
+      "involvedObject.name=worker,reason=Scaled",
+      "-o",
+      "jsonpath={.items[*].message}",
+    );
+    expect(events).to.contain("from 2 to 4");
+  });
+
+  it("drives an existing Deployment named by workloadRef", async () => {
+    await cluster.client.create(`/apis/apps/v1/namespaces/${ns.name}/deployments`, {
+      apiVersion: "apps/v1",
+      kind: "Deployment",
+      metadata: { name: "db" },
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: { app: "db" } },
+        template: {
+          metadata: { labels: { app: "db" } },
+          spec: { containers: [{ name: "db", image: "example.invalid/db" }] },
+        },
+      },
+    });
+    applyYaml(`apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: db}
+spec:
+  replicas: 3
+  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: db}
+`);
+    await eventually(
+      async () => {
+        expect((await dep("db")).spec.replicas).to.equal(3);
+        expect((await sw("db")).status).to.include({ replicas: 3, readyReplicas: 3, selector: "app=db" });
+      },
+      { timeoutMs: 30_000, what: "db at 3" },
+    );
+  });
+
+  it("writes an HPA for spec.autoscaling that the real HPA controller uses to scale it", async () => {
+    applyYaml(`apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: load}
+spec:
+  metric: load_per_pod
+  subject: {resource: pods}
+  source: {static: {value: "2"}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: scaled}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: scaled}}
+  template:
+    metadata: {labels: {app: scaled}}
+    spec: {containers: [{name: app, image: example.invalid/app}]}
+  autoscaling:
+    minReplicas: 1
+    maxReplicas: 3
+    metrics: [{mapping: load, target: {averageValue: "1"}}]
+`);
+    const hpa = await eventually(
+      async () => {
+        const h = await cluster.client.get<{
+          apiVersion: string;
+          spec: { scaleTargetRef: unknown; metrics: unknown[] };
+        }>(`/apis/autoscaling/v2beta2/namespaces/${ns.name}/horizontalpodautoscalers/scaled`);
+        return h;
+      },
+      { timeoutMs: 15_000, what: "HPA written" },
+    );
+    expect(hpa.spec.scaleTargetRef).to.deep.equal({
+      apiVersion: "governor.dev/v1alpha1",
+      kind: "ScalableWorkload",
+      name: "scaled",
+    });
+    // 2 per pod against a target of 1 per pod: the HPA doubles the replicas, up to the maximum.
+    await eventually(
+      async () => {
+        expect((await sw("scaled")).spec.replicas).to.equal(3);
+        expect((await dep("scaled")).spec.replicas).to.equal(3);
+      },
+      { timeoutMs: 90_000, intervalMs: 1000, what: "HPA scaled the ScalableWorkload to 3" },
+    );
+  });
+
+  it("reports a selector that does not select its own template", async () => {
+    applyYaml(`apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: broken}
+spec:
+  selector: {matchLabels: {app: other}}
+  template:
+    metadata: {labels: {app: broken}}
+    spec: {containers: [{name: app, image: x}]}
+`);
+    await eventually(async () => {
+      const ready = (await sw("broken")).status?.conditions?.find((c) => c.type === "Ready");
+      expect(ready).to.include({ status: "False", reason: "InvalidSelector" });
+    });
+  });
+
+  it("garbage-collects its Deployment and HPA when deleted", async () => {
+    await kubectl(cluster, "delete", "sw", "-n", ns.name, "scaled");
+    await eventually(
+      async () => {
+        expect(
+          await cluster.client.getOrUndefined(`/apis/apps/v1/namespaces/${ns.name}/deployments/scaled`),
+        ).to.equal(undefined);
+        expect(
+          await cluster.client.getOrUndefined(
+            `/apis/autoscaling/v2beta2/namespaces/${ns.name}/horizontalpodautoscalers/scaled`,
+          ),
+        ).to.equal(undefined);
+      },
+      { timeoutMs: 60_000, intervalMs: 500, what: "owned objects deleted" },
+    );
+  });
+});
