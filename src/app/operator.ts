@@ -66,7 +66,6 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   const events = new EventRecorder(opts.client, "governor", log);
 
   let leading = opts.leaderElect === false;
-  let workloads: ScalableWorkloadReconciler | undefined;
   const reconciler = new MetricMappingReconciler({
     client: opts.client,
     provider,
@@ -79,9 +78,10 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
       samples.inc({ outcome });
       sampleSeconds.observe(seconds);
     },
-    onSpecChange: (namespace) => workloads?.mappingChanged(namespace),
+    // Called only from reconciles, which start after `workloads` exists.
+    onSpecChange: (namespace) => workloads.mappingChanged(namespace),
   });
-  workloads = new ScalableWorkloadReconciler({
+  const workloads = new ScalableWorkloadReconciler({
     client: opts.client,
     events,
     logger: log,
@@ -100,7 +100,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
             onStartedLeading: () => {
               leading = true;
               reconciler.resyncAll();
-              workloads?.resyncAll();
+              workloads.resyncAll();
             },
             onStoppedLeading: () => {
               leading = false;
@@ -136,7 +136,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     async stop() {
       await api.stop();
       await elector?.stop();
-      await workloads?.stop();
+      await workloads.stop();
       await reconciler.stop();
       await pods.stop();
     },
