@@ -31,6 +31,9 @@ const RunConfig = z.strictObject({
   logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]),
   shutdownDelay: z.coerce.number().int().min(0),
   leaderElect: z.boolean(),
+  registration: z.enum(["cluster", "local", "none"]),
+  servicePort: z.coerce.number().int().min(1).max(65535).optional(),
+  takeOverApiservices: z.boolean(),
 });
 type RunConfig = z.infer<typeof RunConfig>;
 
@@ -45,7 +48,19 @@ function parseConfig<T extends z.ZodType>(schema: T, raw: unknown): Readonly<z.i
   return Object.freeze(result.data);
 }
 
-async function loadServingCert(cfg: RunConfig, log: Logger): Promise<{ cert: string; key: string }> {
+async function loadServingCert(
+  cfg: RunConfig,
+  log: Logger,
+): Promise<{ cert: string; key: string } | undefined> {
+  if (cfg.registration !== "none") {
+    if (cfg.tlsCertFile || cfg.tlsPrivateKeyFile) {
+      throw new GovernorError(
+        "GOV_ERR_CONFIG",
+        "--tls-cert-file/--tls-private-key-file need --registration=none (otherwise Governor manages the certificate)",
+      );
+    }
+    return undefined;
+  }
   if (cfg.tlsCertFile && cfg.tlsPrivateKeyFile) {
     return { cert: readFileSync(cfg.tlsCertFile, "utf8"), key: readFileSync(cfg.tlsPrivateKeyFile, "utf8") };
   }
@@ -73,6 +88,12 @@ async function run(cfg: RunConfig): Promise<void> {
     client,
     namespace: cfg.namespace,
     leaderElect: cfg.leaderElect,
+    registration: {
+      mode: cfg.registration,
+      serviceName: cfg.serviceName,
+      port: cfg.servicePort ?? (cfg.registration === "local" ? cfg.securePort : 443),
+      takeOver: cfg.takeOverApiservices,
+    },
     logger: log,
     tls,
     host: cfg.bindAddress,
@@ -162,6 +183,23 @@ function program(): Command {
     )
     .option("--shutdown-delay <seconds>", "seconds /readyz fails before the server stops on SIGTERM", "5")
     .option("--no-leader-elect", "write status without electing a leader (only when a single replica runs)")
+    .addOption(
+      new Option(
+        "--registration <mode>",
+        "cluster: manage Secret, ClusterIP Service and APIServices; local: same with an ExternalName Service to localhost; none: ship them yourself",
+      )
+        .choices(["cluster", "local", "none"])
+        .default("cluster"),
+    )
+    .option(
+      "--service-port <port>",
+      "port of the Service the APIServices point at (default: 443; local: --secure-port)",
+    )
+    .option(
+      "--take-over-apiservices",
+      "replace APIServices that point at another Service (e.g. a previous adapter)",
+      false,
+    )
     .action(async (opts: Record<string, unknown>) => {
       await run(parseConfig(RunConfig, opts));
     });

@@ -41,6 +41,8 @@ export interface MetricsApiServerOptions {
   drainTimeoutMs?: number;
   /** Extra readiness check: a reason not to be ready, or undefined. */
   notReadyReason?: () => string | undefined;
+  /** Warnings shown in the /readyz body without failing it (e.g. an APIService conflict). */
+  readinessWarnings?: () => string[];
 }
 
 const HEALTH_PATHS = new Set(["/healthz", "/livez", "/readyz"]);
@@ -209,7 +211,8 @@ export class MetricsApiServer {
     if (path === "/readyz") reason = this.shuttingDown ? "shutting down" : this.opts.notReadyReason?.();
     const status = reason ? 503 : 200;
     res.writeHead(status, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" });
-    res.end(reason ? `not ready: ${reason}\n` : "ok\n");
+    const warnings = path === "/readyz" ? (this.opts.readinessWarnings?.() ?? []) : [];
+    res.end((reason ? `not ready: ${reason}\n` : "ok\n") + warnings.map((w) => `warning: ${w}\n`).join(""));
     return status;
   }
 }

@@ -9,6 +9,7 @@ import { Counter, Histogram } from "prom-client";
 import { PromApiServerMetrics } from "../apiserver/instrumentation.js";
 import { EventRecorder } from "../controller/events.js";
 import { LeaderElector } from "../controller/leader-election.js";
+import { Registration, type RegistrationMode } from "../controller/registration.js";
 import { MetricMappingReconciler } from "../controller/metric-mapping-reconciler.js";
 import { ScalableWorkloadReconciler } from "../controller/scalable-workload-reconciler.js";
 import type { KubeClient } from "../k8s/client.js";
@@ -24,7 +25,17 @@ export interface OperatorOptions {
   client: KubeClient;
   logger: Logger;
   namespace: string;
-  tls: { cert: string; key: string };
+  /** The serving certificate; required when registration is "none", else it comes from the Secret. */
+  tls?: { cert: string; key: string };
+  registration: {
+    mode: RegistrationMode;
+    serviceName: string;
+    /** Service port: 443 in cluster mode; the local HTTPS port in local mode. */
+    port: number;
+    takeOver?: boolean;
+    caPropagationMs?: number;
+    resyncMs?: number;
+  };
   host: string;
   port: number;
   apis: { custom: boolean; external: boolean };
@@ -39,6 +50,7 @@ export interface OperatorOptions {
 /** A running operator. */
 export interface RunningOperator {
   api: RunningMetricsApi;
+  registration?: Registration;
   provider: MappingProvider;
   isLeader(): boolean;
   stop(): Promise<void>;
@@ -101,6 +113,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
               leading = true;
               reconciler.resyncAll();
               workloads.resyncAll();
+              void registration?.syncNow().catch(() => {});
             },
             onStoppedLeading: () => {
               leading = false;
@@ -108,6 +121,33 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
           },
           log,
         );
+
+  const apiList = [
+    ...(opts.apis.custom ? (["custom"] as const) : []),
+    ...(opts.apis.external ? (["external"] as const) : []),
+  ];
+  const live: { api?: RunningMetricsApi } = {};
+  const registration =
+    opts.registration.mode === "none"
+      ? undefined
+      : new Registration({
+          client: opts.client,
+          logger: log,
+          events,
+          mode: opts.registration.mode,
+          namespace: opts.namespace,
+          serviceName: opts.registration.serviceName,
+          port: opts.registration.port,
+          targetPort: opts.port,
+          apis: apiList,
+          takeOver: opts.registration.takeOver,
+          caPropagationMs: opts.registration.caPropagationMs,
+          resyncMs: opts.registration.resyncMs,
+          isLeader: () => leading,
+          onServingCertificate: (pair) => live.api?.server.setServingCertificate(pair.cert, pair.key),
+        });
+  const tls = registration ? await registration.init() : opts.tls;
+  if (!tls) throw new Error("a serving certificate is required when registration is none");
 
   await pods.synced;
   const controller = reconciler.start();
@@ -117,23 +157,28 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     client: opts.client,
     provider,
     logger: log,
-    tls: opts.tls,
+    tls,
     host: opts.host,
     port: opts.port,
     apis: opts.apis,
     metrics,
     shutdownDelayMs: opts.shutdownDelayMs,
     authCacheTtlMs: opts.authCacheTtlMs,
+    readinessWarnings: () => [...(registration?.conflicts.values() ?? [])],
     notReadyReason: () =>
       provider.size === 0 && controller.queue.stats.processed === 0 && controller.informer.list().length > 0
         ? "loading MetricMappings"
         : undefined,
   });
+  live.api = api;
+  registration?.start();
   return {
     api,
+    registration,
     provider,
     isLeader: () => leading,
     async stop() {
+      await registration?.stop();
       await api.stop();
       await elector?.stop();
       await workloads.stop();

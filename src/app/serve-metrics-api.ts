@@ -31,6 +31,8 @@ export interface ServeMetricsApiOptions {
   authCacheTtlMs?: number;
   /** A reason not to be ready yet (e.g. mappings still loading). */
   notReadyReason?: () => string | undefined;
+  /** Warnings for the /readyz body. */
+  readinessWarnings?: () => string[];
 }
 
 /** A running metrics API. */
@@ -79,6 +81,7 @@ export async function serveMetricsApi(opts: ServeMetricsApiOptions): Promise<Run
     port: opts.port,
     shutdownDelayMs: opts.shutdownDelayMs,
     notReadyReason: opts.notReadyReason,
+    readinessWarnings: opts.readinessWarnings,
   });
   live.server = server;
   const address = await server.listen();

@@ -22,7 +22,7 @@ async function keyPair() {
 
 async function keyPem(key: webcrypto.CryptoKey): Promise<string> {
   const der = await webcrypto.subtle.exportKey("pkcs8", key);
-  return x509.PemConverter.encode(der, "PRIVATE KEY");
+  return pem(x509.PemConverter.encode(der, "PRIVATE KEY"));
 }
 
 async function importKey(pem: string): Promise<webcrypto.CryptoKey> {
@@ -59,7 +59,12 @@ export async function createCA(
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return { cert: cert.toString("pem"), key: await keyPem(keys.privateKey) };
+  return { cert: pem(cert.toString("pem")), key: await keyPem(keys.privateKey) };
+}
+
+/** PEM text always ends with a newline, so bundles can be concatenated safely. */
+function pem(text: string): string {
+  return text.endsWith("\n") ? text : `${text}\n`;
 }
 
 /** What a leaf certificate is for. */
@@ -111,9 +116,45 @@ export async function issueCertificate(ca: KeyPair, opts: LeafOptions): Promise<
       ...(names.length > 0 ? [new x509.SubjectAlternativeNameExtension(names)] : []),
     ],
   });
-  return { cert: cert.toString("pem"), key: await keyPem(keys.privateKey) };
+  return { cert: pem(cert.toString("pem")), key: await keyPem(keys.privateKey) };
 }
 
 function escapeDn(value: string): string {
   return value.replace(/([,+"\\<>;=])/g, "\\$1");
+}
+
+/** Validity window of a PEM certificate (the first in a bundle). */
+export function validity(pem: string): { notBefore: Date; notAfter: Date } {
+  const c = new x509.X509Certificate(pem);
+  return { notBefore: c.notBefore, notAfter: c.notAfter };
+}
+
+/** Whether `leafPem` is signed by the CA `caPem`. */
+export async function isSignedBy(leafPem: string, caPem: string): Promise<boolean> {
+  try {
+    const leaf = new x509.X509Certificate(leafPem);
+    const ca = new x509.X509Certificate(caPem);
+    return (
+      leaf.issuer === ca.subject &&
+      (await leaf.verify({ publicKey: await ca.publicKey.export(), signatureOnly: true }))
+    );
+  } catch {
+    return false;
+  }
+}
+
+/** DNS names in a certificate's subjectAltName. */
+export function dnsNamesOf(pem: string): string[] {
+  const c = new x509.X509Certificate(pem);
+  const san = c.getExtension(x509.SubjectAlternativeNameExtension);
+  return san ? san.names.items.filter((n) => n.type === "dns").map((n) => n.value) : [];
+}
+
+/** Splits a PEM bundle into its certificates. */
+export function splitPem(bundle: string): string[] {
+  return (
+    bundle
+      .match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g)
+      ?.map((s) => s.trim() + "\n") ?? []
+  );
 }

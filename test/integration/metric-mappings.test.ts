@@ -81,6 +81,7 @@ ${extra}`;
       port: 0,
       apis: { custom: true, external: true },
       leaderElect: false,
+      registration: { mode: "none", serviceName: "governor", port: 0 },
       shutdownDelayMs: 0,
     });
     for (const name of ["web-1", "web-2"]) {

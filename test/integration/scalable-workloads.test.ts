@@ -3,11 +3,10 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { pino } from "pino";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
-import { createCA, issueCertificate } from "../../src/certs/certs.js";
 import { startStandInKubelet, type StandInKubelet } from "../../src/devcluster/stand-in-kubelet.js";
-import { buildApiServices, buildLocalService, serviceDnsNames } from "../../src/manifests/api-service.js";
 import { ROOT, freshNamespace, kubectl, useCluster, type TestCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
+import { freePort } from "../support/ports.js";
 
 interface Sw {
   metadata: { uid: string };
@@ -33,7 +32,6 @@ describe("ScalableWorkloads (integration)", function () {
   let ns: Awaited<ReturnType<typeof freshNamespace>>;
   let operator: RunningOperator;
   let kubelet: StandInKubelet;
-  let apiServiceNames: string[] = [];
   const applyYaml = (yaml: string) => {
     const r = spawnSync("kubectl", ["apply", "-n", ns.name, "-f", "-"], {
       input: yaml,
@@ -60,38 +58,19 @@ describe("ScalableWorkloads (integration)", function () {
     );
     ns = await freshNamespace(cluster, "workloads");
     kubelet = startStandInKubelet(cluster.client, { namespace: ns.name });
-    const ca = await createCA("sw-test");
-    const tls = await issueCertificate(ca, {
-      commonName: SVC,
-      dnsNames: serviceDnsNames(ns.name, SVC),
-      usage: "server",
-    });
+    const port = await freePort();
     operator = await startOperator({
       client: cluster.client,
       logger: pino({ level: "silent" }),
       namespace: ns.name,
-      tls,
+      registration: { mode: "local", serviceName: SVC, port },
       host: "127.0.0.1",
-      port: 0,
+      port,
       apis: { custom: true, external: true },
       leaderElect: true,
       leaseName: `governor-test-${ns.name}`,
       shutdownDelayMs: 0,
     });
-    await cluster.client.create(
-      `/api/v1/namespaces/${ns.name}/services`,
-      buildLocalService({ namespace: ns.name, name: SVC, port: operator.api.address.port }),
-    );
-    const apiServices = buildApiServices({
-      service: { namespace: ns.name, name: SVC, port: operator.api.address.port },
-      caBundle: ca.cert,
-    });
-    apiServiceNames = apiServices.map((a) => a.metadata.name);
-    for (const a of apiServices)
-      await cluster.client.createOrReplace(
-        `/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`,
-        a,
-      );
     await eventually(() => expect(operator.isLeader()).to.equal(true), {
       timeoutMs: 10_000,
       what: "leader elected",
@@ -99,9 +78,8 @@ describe("ScalableWorkloads (integration)", function () {
   });
 
   after(async () => {
-    for (const name of apiServiceNames)
-      await cluster?.client.delete(`/apis/apiregistration.k8s.io/v1/apiservices/${name}`);
     await operator?.stop();
+    await operator?.registration?.uninstall();
     await kubelet?.stop();
     await ns?.delete();
   });

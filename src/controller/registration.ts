@@ -1,0 +1,422 @@
+/**
+ * Governor registers itself as the cluster's metrics API: a Secret holding a CA and a
+ * serving certificate (ECDSA P-256), the Service the aggregator dials, and the
+ * APIServices with that CA as `caBundle`.
+ *
+ * - **One CA, however many replicas start at once**: the Secret is created with a plain
+ *   create; a replica that loses the race (409) adopts the winner's.
+ * - **Reused across restarts**; the leaf is **rotated** when a third of its life is left,
+ *   the CA when a fifth is left (or on demand). A new CA is first *added* to `caBundle`
+ *   (old and new both trusted), and only after the aggregator has had time to load it is
+ *   a leaf from the new CA issued; every replica hot-swaps the leaf when the Secret
+ *   changes. No request fails across a rotation.
+ * - **Never takes over someone else's APIService**: one pointing at another Service (KEDA,
+ *   prometheus-adapter…) is left alone and reported (log, Event, `/readyz` detail) unless
+ *   `takeOver` is set.
+ *
+ * Modes: `cluster` (ClusterIP Service on the operator's pods), `local` (ExternalName
+ * Service → localhost, for a process outside the pod network), `none` (GitOps installs
+ * ship these objects themselves).
+ */
+import type { Logger } from "pino";
+import {
+  createCA,
+  dnsNamesOf,
+  isSignedBy,
+  issueCertificate,
+  splitPem,
+  validity,
+  type KeyPair,
+} from "../certs/certs.js";
+import { KubeApiError, type KubeClient, type KubeObject } from "../k8s/client.js";
+import { buildApiServices, buildLocalService, serviceDnsNames } from "../manifests/api-service.js";
+import type { EventRecorder } from "./events.js";
+
+/** How Governor registers. */
+export const RegistrationModes = ["cluster", "local", "none"] as const;
+export type RegistrationMode = (typeof RegistrationModes)[number];
+
+/** Options of {@link Registration}. */
+export interface RegistrationOptions {
+  client: KubeClient;
+  logger: Logger;
+  events?: EventRecorder;
+  mode: RegistrationMode;
+  namespace: string;
+  serviceName: string;
+  /** The Service port (cluster: 443 → targetPort; local: the local HTTPS port). */
+  port: number;
+  /** cluster mode: the container port the Service targets. @default 6443 */
+  targetPort?: number;
+  apis: readonly ("custom" | "external")[];
+  /** Take over APIServices that point at another Service. @default false */
+  takeOver?: boolean;
+  /** Called with the serving certificate whenever it changes. */
+  onServingCertificate: (pair: KeyPair) => void;
+  /** Whether this replica may write (the leader). */
+  isLeader: () => boolean;
+  /** @default 365 */
+  leafDays?: number;
+  /** @default 3650 */
+  caDays?: number;
+  /** How long a new CA sits in caBundle before a leaf from it is served. @default 15000 */
+  caPropagationMs?: number;
+  /** How often the loop runs. @default 30000 */
+  resyncMs?: number;
+}
+
+interface SecretData {
+  caBundle: string;
+  caKey: string;
+  cert: string;
+  key: string;
+  /** When a new CA was added to the bundle (its leaf waits for propagation). */
+  caAddedAt?: number;
+}
+
+const b64 = (s: string) => Buffer.from(s).toString("base64");
+const unb64 = (s: string | undefined) => (s ? Buffer.from(s, "base64").toString("utf8") : "");
+
+/** See the module comment. */
+export class Registration {
+  private current?: SecretData;
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private running?: Promise<void>;
+  private forceCA = false;
+  private forceLeaf = false;
+  /** APIServices left alone because another Service owns them. */
+  readonly conflicts = new Map<string, string>();
+  private readonly log: Logger;
+
+  constructor(private readonly opts: RegistrationOptions) {
+    this.log = opts.logger.child({ component: "registration" });
+  }
+
+  private get secretName() {
+    return `${this.opts.serviceName}-serving-cert`;
+  }
+  private get secretPath() {
+    return `/api/v1/namespaces/${this.opts.namespace}/secrets/${this.secretName}`;
+  }
+  private get dnsNames() {
+    return [
+      ...serviceDnsNames(this.opts.namespace, this.opts.serviceName),
+      ...(this.opts.mode === "local" ? ["localhost"] : []),
+    ];
+  }
+
+  /**
+   * Loads (or creates) the Secret and returns the serving certificate to start with.
+   * Every replica calls this; exactly one CA results.
+   */
+  async init(): Promise<KeyPair> {
+    let data = await this.readSecret();
+    if (!data) {
+      const fresh = await this.generate();
+      try {
+        await this.opts.client.create(
+          `/api/v1/namespaces/${this.opts.namespace}/secrets`,
+          this.secretBody(fresh),
+        );
+        this.log.info({ secret: this.secretName }, "created the serving certificate");
+        data = fresh;
+      } catch (err) {
+        if (!(err instanceof KubeApiError && err.statusCode === 409)) throw err;
+        data = await this.readSecret(); // another replica won the race: use its CA
+        if (!data) throw err;
+      }
+    }
+    this.current = data;
+    return { cert: data.cert, key: data.key };
+  }
+
+  /** The CA bundle the APIServices should carry now. */
+  get caBundle(): string {
+    return this.current?.caBundle ?? "";
+  }
+
+  /** Starts the loop: follow the Secret; as leader rotate and keep Service and APIServices. */
+  start(): void {
+    const tick = () => {
+      if (this.stopped) return;
+      this.running = this.sync()
+        .catch((err: unknown) =>
+          this.log.warn(
+            { err: err instanceof Error ? err.message : String(err) },
+            "registration sync failed; retrying",
+          ),
+        )
+        .finally(() => {
+          if (!this.stopped) this.timer = setTimeout(tick, this.opts.resyncMs ?? 30_000);
+        });
+    };
+    tick();
+  }
+
+  /** Runs one sync now (tests, and right after becoming leader). */
+  async syncNow(): Promise<void> {
+    await this.running;
+    await this.sync();
+  }
+
+  /** Rotates on the next syncs: the leaf, or the CA and then the leaf. */
+  requestRotation(what: { ca?: boolean } = {}): void {
+    if (what.ca) this.forceCA = true;
+    else this.forceLeaf = true;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** Removes the APIServices (first, so discovery never breaks), then the Service and Secret. */
+  async uninstall(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const a of buildApiServices({
+      service: { namespace: this.opts.namespace, name: this.opts.serviceName, port: this.opts.port },
+      caBundle: "",
+      apis: this.opts.apis,
+    })) {
+      const path = `/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`;
+      const existing = await this.opts.client.getOrUndefined<{
+        spec?: { service?: { namespace?: string; name?: string } };
+      }>(path);
+      if (!existing) continue;
+      if (
+        existing.spec?.service?.namespace !== this.opts.namespace ||
+        existing.spec?.service?.name !== this.opts.serviceName
+      ) {
+        this.log.info(
+          { apiService: a.metadata.name },
+          "not removing an APIService that points at another Service",
+        );
+        continue;
+      }
+      await this.opts.client.delete(path);
+      removed.push(`apiservice/${a.metadata.name}`);
+    }
+    await this.opts.client.delete(
+      `/api/v1/namespaces/${this.opts.namespace}/services/${this.opts.serviceName}`,
+    );
+    removed.push(`service/${this.opts.serviceName}`);
+    await this.opts.client.delete(this.secretPath);
+    removed.push(`secret/${this.secretName}`);
+    return removed;
+  }
+
+  private async sync(): Promise<void> {
+    const data = await this.readSecret();
+    if (
+      data &&
+      (!this.current || data.cert !== this.current.cert || data.caBundle !== this.current.caBundle)
+    ) {
+      const servedChanged = !this.current || data.cert !== this.current.cert;
+      this.current = data;
+      if (servedChanged) {
+        this.opts.onServingCertificate({ cert: data.cert, key: data.key });
+        this.log.info({ notAfter: validity(data.cert).notAfter }, "serving a new certificate");
+      }
+    }
+    if (!this.opts.isLeader() || !this.current) return;
+    await this.rotateIfDue();
+    if (this.opts.mode === "none") return;
+    await this.ensureService();
+    await this.ensureApiServices();
+  }
+
+  private async rotateIfDue(): Promise<void> {
+    const cur = this.current!;
+    const now = Date.now();
+    const caPem = splitPem(cur.caBundle)[0] ?? "";
+    const ca = validity(caPem);
+    const caLife = ca.notAfter.getTime() - ca.notBefore.getTime();
+    if (this.forceCA || ca.notAfter.getTime() - now < caLife / 5) {
+      this.forceCA = false;
+      const next = await createCA(`${this.opts.serviceName}.${this.opts.namespace} CA`, {
+        validDays: this.opts.caDays ?? 3650,
+      });
+      // Keep still-valid older CAs trusted: the leaf in use is signed by one of them.
+      const keep = splitPem(cur.caBundle)
+        .filter((pem) => validity(pem).notAfter.getTime() > now)
+        .slice(0, 2);
+      await this.writeSecret({
+        ...cur,
+        caBundle: [...splitPem(next.cert), ...keep].join(""),
+        caKey: next.key,
+        caAddedAt: now,
+      });
+      this.log.info("rotating the CA: new CA added to caBundle; its leaf follows once the aggregator has it");
+      return;
+    }
+    const leaf = validity(cur.cert);
+    const leafLife = leaf.notAfter.getTime() - leaf.notBefore.getTime();
+    const signedByCurrent = await isSignedBy(cur.cert, caPem);
+    const namesOk = this.dnsNames.every((n) => dnsNamesOf(cur.cert).includes(n));
+    const propagated = !cur.caAddedAt || now - cur.caAddedAt >= (this.opts.caPropagationMs ?? 15_000);
+    if (!signedByCurrent && !propagated) return; // wait: the new CA is not in every caBundle yet
+    if (this.forceLeaf || !signedByCurrent || !namesOk || leaf.notAfter.getTime() - now < leafLife / 3) {
+      this.forceLeaf = false;
+      const pair = await issueCertificate(
+        { cert: caPem, key: cur.caKey },
+        {
+          commonName: `${this.opts.serviceName}.${this.opts.namespace}.svc`,
+          dnsNames: this.dnsNames,
+          ...(this.opts.mode === "local" ? { ipAddresses: ["127.0.0.1"] } : {}),
+          usage: "server",
+          validDays: this.opts.leafDays ?? 365,
+        },
+      );
+      const next: SecretData = { caBundle: cur.caBundle, caKey: cur.caKey, cert: pair.cert, key: pair.key };
+      await this.writeSecret(next);
+      this.current = next;
+      this.opts.onServingCertificate(pair);
+      this.log.info({ notAfter: validity(pair.cert).notAfter }, "issued a new serving certificate");
+    }
+  }
+
+  private async generate(): Promise<SecretData> {
+    const ca = await createCA(`${this.opts.serviceName}.${this.opts.namespace} CA`, {
+      validDays: this.opts.caDays ?? 3650,
+    });
+    const leaf = await issueCertificate(ca, {
+      commonName: `${this.opts.serviceName}.${this.opts.namespace}.svc`,
+      dnsNames: this.dnsNames,
+      ...(this.opts.mode === "local" ? { ipAddresses: ["127.0.0.1"] } : {}),
+      usage: "server",
+      validDays: this.opts.leafDays ?? 365,
+    });
+    return { caBundle: ca.cert, caKey: ca.key, cert: leaf.cert, key: leaf.key };
+  }
+
+  private secretBody(d: SecretData) {
+    return {
+      apiVersion: "v1",
+      kind: "Secret",
+      type: "kubernetes.io/tls",
+      metadata: {
+        name: this.secretName,
+        namespace: this.opts.namespace,
+        labels: { "app.kubernetes.io/name": "governor", "app.kubernetes.io/component": "serving-cert" },
+        annotations: d.caAddedAt ? { "governor.dev/ca-added-at": new Date(d.caAddedAt).toISOString() } : {},
+      },
+      data: {
+        "ca.crt": b64(d.caBundle),
+        "ca.key": b64(d.caKey),
+        "tls.crt": b64(d.cert),
+        "tls.key": b64(d.key),
+      },
+    };
+  }
+
+  private async readSecret(): Promise<SecretData | undefined> {
+    const s = await this.opts.client.getOrUndefined<KubeObject & { data?: Record<string, string> }>(
+      this.secretPath,
+    );
+    if (!s?.data) return undefined;
+    const d: SecretData = {
+      caBundle: unb64(s.data["ca.crt"]),
+      caKey: unb64(s.data["ca.key"]),
+      cert: unb64(s.data["tls.crt"]),
+      key: unb64(s.data["tls.key"]),
+    };
+    const added = s.metadata?.annotations?.["governor.dev/ca-added-at"];
+    if (added) d.caAddedAt = Date.parse(added);
+    if (!d.caBundle || !d.caKey || !d.cert || !d.key) return undefined;
+    return d;
+  }
+
+  private async writeSecret(d: SecretData): Promise<void> {
+    const existing = await this.opts.client.get<KubeObject>(this.secretPath);
+    const body = this.secretBody(d);
+    await this.opts.client.replace(this.secretPath, {
+      ...body,
+      metadata: { ...body.metadata, resourceVersion: existing.metadata?.resourceVersion },
+    });
+    this.current = d;
+  }
+
+  private async ensureService(): Promise<void> {
+    const body =
+      this.opts.mode === "local"
+        ? buildLocalService({
+            namespace: this.opts.namespace,
+            name: this.opts.serviceName,
+            port: this.opts.port,
+          })
+        : {
+            apiVersion: "v1",
+            kind: "Service",
+            metadata: {
+              namespace: this.opts.namespace,
+              name: this.opts.serviceName,
+              labels: { "app.kubernetes.io/name": "governor" },
+            },
+            spec: {
+              type: "ClusterIP",
+              selector: { "app.kubernetes.io/name": "governor", "app.kubernetes.io/component": "operator" },
+              ports: [
+                {
+                  name: "https",
+                  port: this.opts.port,
+                  targetPort: this.opts.targetPort ?? 6443,
+                  protocol: "TCP",
+                },
+              ],
+            },
+          };
+    await this.opts.client.apply(
+      `/api/v1/namespaces/${this.opts.namespace}/services/${this.opts.serviceName}`,
+      body,
+      { fieldManager: "governor" },
+    );
+  }
+
+  private async ensureApiServices(): Promise<void> {
+    const wanted = buildApiServices({
+      service: { namespace: this.opts.namespace, name: this.opts.serviceName, port: this.opts.port },
+      caBundle: this.caBundle,
+      apis: this.opts.apis,
+    });
+    for (const a of wanted) {
+      const path = `/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`;
+      const existing = await this.opts.client.getOrUndefined<{
+        spec?: { service?: { namespace?: string; name?: string; port?: number } | null; caBundle?: string };
+      }>(path);
+      const svc = existing?.spec?.service;
+      const foreign =
+        existing && (!svc || svc.namespace !== this.opts.namespace || svc.name !== this.opts.serviceName);
+      if (foreign && !this.opts.takeOver) {
+        const owner = svc ? `Service ${svc.namespace}/${svc.name}` : "the local apiserver";
+        const message = `APIService ${a.metadata.name} points at ${owner}; Governor leaves it alone (start with --take-over-apiservices to replace it)`;
+        if (this.conflicts.get(a.metadata.name) !== message) {
+          this.log.warn({ apiService: a.metadata.name, owner }, message);
+          this.opts.events?.record(
+            {
+              apiVersion: "v1",
+              kind: "Service",
+              namespace: this.opts.namespace,
+              name: this.opts.serviceName,
+            },
+            "Warning",
+            "APIServiceConflict",
+            message,
+          );
+        }
+        this.conflicts.set(a.metadata.name, message);
+        continue;
+      }
+      this.conflicts.delete(a.metadata.name);
+      if (existing && svc?.port === a.spec.service.port && existing.spec?.caBundle === a.spec.caBundle)
+        continue;
+      // Not server-side apply: the aggregator of Kubernetes ≤ 1.20 panics on it for APIServices.
+      await this.opts.client.createOrReplace(path, a);
+      this.log.info(
+        { apiService: a.metadata.name },
+        foreign ? "took over APIService" : "registered APIService",
+      );
+    }
+  }
+}

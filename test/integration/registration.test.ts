@@ -1,0 +1,230 @@
+import { connect } from "node:tls";
+import { X509Certificate } from "node:crypto";
+import { expect } from "chai";
+import { pino } from "pino";
+import { startOperator, type RunningOperator } from "../../src/app/operator.js";
+import { splitPem } from "../../src/certs/certs.js";
+import { Registration } from "../../src/controller/registration.js";
+import { httpsGet } from "../../src/testing/https-get.js";
+import { freshNamespace, useCluster, type TestCluster } from "../support/cluster.js";
+import { eventually } from "../support/eventually.js";
+import { freePort } from "../support/ports.js";
+
+const SVC = "governor-reg";
+const log = pino({ level: process.env.GOVERNOR_TEST_LOG ?? "silent" });
+
+/** The certificate a TLS server presents. */
+function servedCertificate(port: number): Promise<X509Certificate> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: "127.0.0.1", port, rejectUnauthorized: false, servername: "localhost" }, () => {
+      const raw = s.getPeerCertificate().raw;
+      s.end();
+      resolve(new X509Certificate(raw));
+    });
+    s.on("error", reject);
+  });
+}
+
+describe("self-registration: certificate Secret, Service, APIServices (integration)", function () {
+  this.timeout(180_000);
+  let cluster: TestCluster;
+  let ns: Awaited<ReturnType<typeof freshNamespace>>;
+  let operator: RunningOperator | undefined;
+  const registration = (extra: Partial<ConstructorParameters<typeof Registration>[0]> = {}) =>
+    new Registration({
+      client: cluster.client,
+      logger: log,
+      mode: "local",
+      namespace: ns.name,
+      serviceName: SVC,
+      port: 1,
+      apis: ["custom", "external"],
+      isLeader: () => false,
+      onServingCertificate: () => {},
+      ...extra,
+    });
+  const apiService = (name: string) =>
+    cluster.client.get<{
+      spec: { service: { namespace: string; name: string }; caBundle: string };
+      status?: { conditions?: { type: string; status: string }[] };
+    }>(`/apis/apiregistration.k8s.io/v1/apiservices/${name}`);
+
+  before(async function () {
+    this.timeout(60 * 60_000);
+    cluster = await useCluster();
+    ns = await freshNamespace(cluster, "registration");
+  });
+
+  after(async () => {
+    await operator?.stop();
+    await operator?.registration?.uninstall();
+    await cluster.client.delete(
+      "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.external.metrics.k8s.io",
+    );
+    await ns?.delete();
+  });
+
+  it("ends with one CA when several replicas start at once, and keeps it across restarts", async () => {
+    const pairs = await Promise.all([registration().init(), registration().init(), registration().init()]);
+    expect(new Set(pairs.map((p) => p.cert)).size, "one serving certificate").to.equal(1);
+    const restarted = registration();
+    const again = await restarted.init();
+    expect(again.cert).to.equal(pairs[0]!.cert);
+    const leaf = new X509Certificate(again.cert);
+    expect(leaf.subjectAltName).to.contain(`DNS:${SVC}.${ns.name}.svc`);
+    expect(leaf.subjectAltName).to.contain(`DNS:${SVC}.${ns.name}.svc.cluster.local`);
+    expect(leaf.publicKey.asymmetricKeyDetails?.namedCurve).to.equal("prime256v1");
+  });
+
+  it("registers the APIServices with the generated CA, and the aggregator marks them Available", async () => {
+    const port = await freePort();
+    operator = await startOperator({
+      client: cluster.client,
+      logger: log,
+      namespace: ns.name,
+      registration: { mode: "local", serviceName: SVC, port, caPropagationMs: 3000, resyncMs: 1000 },
+      host: "127.0.0.1",
+      port,
+      apis: { custom: true, external: true },
+      leaderElect: false,
+      shutdownDelayMs: 0,
+    });
+    await eventually(
+      async () => {
+        for (const name of [
+          "v1beta2.custom.metrics.k8s.io",
+          "v1beta1.custom.metrics.k8s.io",
+          "v1beta1.external.metrics.k8s.io",
+        ]) {
+          const a = await apiService(name);
+          expect(a.spec.service).to.include({ namespace: ns.name, name: SVC });
+          expect(Buffer.from(a.spec.caBundle, "base64").toString()).to.equal(
+            operator!.registration!.caBundle,
+          );
+          expect(a.status?.conditions?.find((c) => c.type === "Available")?.status, name).to.equal("True");
+        }
+        // Available=True precedes the aggregator's proxy picking the APIService up by a moment.
+        await cluster.client.get("/apis/custom.metrics.k8s.io/v1beta2");
+      },
+      { timeoutMs: 60_000, intervalMs: 500, what: "APIServices Available" },
+    );
+  });
+
+  it("rotates the CA and the serving certificate under a polling client with zero failed requests", async () => {
+    const port = operator!.api.address.port;
+    const before = await servedCertificate(port);
+    let ok = 0;
+    const failures: string[] = [];
+    let polling = true;
+    const poller = (async () => {
+      while (polling) {
+        try {
+          await cluster.client.get(`/apis/custom.metrics.k8s.io/v1beta2`);
+          ok++;
+        } catch (err) {
+          failures.push(`${new Date().toISOString()} ${(err as Error).message}`);
+        }
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    })();
+    try {
+      operator!.registration!.requestRotation({ ca: true });
+      await eventually(
+        async () => {
+          const served = await servedCertificate(port);
+          expect(served.fingerprint256).to.not.equal(before.fingerprint256);
+          const newCA = new X509Certificate(splitPem(operator!.registration!.caBundle)[0]!);
+          expect(
+            served.checkIssued(newCA) && served.verify(newCA.publicKey),
+            "served leaf signed by the new CA",
+          ).to.equal(true);
+        },
+        { timeoutMs: 30_000, intervalMs: 250, what: "new CA and leaf served" },
+      );
+      await new Promise((r) => setTimeout(r, 2000)); // keep polling on the new certificate
+    } finally {
+      polling = false;
+      await poller;
+    }
+    console.log(`      ${ok} requests through the aggregator during the rotation, ${failures.length} failed`);
+    expect(failures, failures.join("\n")).to.deep.equal([]);
+    expect(ok).to.be.greaterThan(20);
+    const bundle = splitPem(
+      Buffer.from((await apiService("v1beta2.custom.metrics.k8s.io")).spec.caBundle, "base64").toString(),
+    );
+    expect(bundle.length, "old and new CA both trusted during the transition").to.equal(2);
+  });
+
+  it("leaves an APIService that points at another adapter alone, reports it, and takes it over only when told", async () => {
+    await operator?.stop();
+    await operator?.registration?.uninstall();
+    operator = undefined;
+    await cluster.client.createOrReplace(
+      "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.external.metrics.k8s.io",
+      {
+        apiVersion: "apiregistration.k8s.io/v1",
+        kind: "APIService",
+        metadata: { name: "v1beta1.external.metrics.k8s.io" },
+        spec: {
+          group: "external.metrics.k8s.io",
+          version: "v1beta1",
+          service: { namespace: "keda", name: "keda-operator-metrics-apiserver", port: 443 },
+          insecureSkipTLSVerify: true,
+          groupPriorityMinimum: 100,
+          versionPriority: 100,
+        },
+      },
+    );
+    const port = await freePort();
+    operator = await startOperator({
+      client: cluster.client,
+      logger: log,
+      namespace: ns.name,
+      registration: { mode: "local", serviceName: SVC, port, resyncMs: 1000 },
+      host: "127.0.0.1",
+      port,
+      apis: { custom: true, external: true },
+      leaderElect: false,
+      shutdownDelayMs: 0,
+    });
+    await eventually(async () => {
+      expect(operator!.registration!.conflicts.size).to.equal(1);
+      expect((await apiService("v1beta2.custom.metrics.k8s.io")).spec.service.name).to.equal(SVC);
+    });
+    expect((await apiService("v1beta1.external.metrics.k8s.io")).spec.service.name).to.equal(
+      "keda-operator-metrics-apiserver",
+    );
+    const readyz = await httpsGet(`https://127.0.0.1:${port}/readyz`, {
+      ca: operator.registration!.caBundle,
+      servername: "localhost",
+    });
+    expect(readyz.status).to.equal(200);
+    expect(readyz.text).to.contain(
+      "warning: APIService v1beta1.external.metrics.k8s.io points at Service keda/keda-operator-metrics-apiserver",
+    );
+    await eventually(async () => {
+      const events = await cluster.client.get<{ items: { reason: string }[] }>(
+        `/api/v1/namespaces/${ns.name}/events`,
+      );
+      expect(events.items.map((e) => e.reason)).to.include("APIServiceConflict");
+    });
+
+    const removed = await operator.registration!.uninstall();
+    expect(removed.filter((r) => r.startsWith("apiservice/"))).to.deep.equal([
+      "apiservice/v1beta2.custom.metrics.k8s.io",
+      "apiservice/v1beta1.custom.metrics.k8s.io",
+    ]);
+    expect(
+      (await apiService("v1beta1.external.metrics.k8s.io")).spec.service.name,
+      "uninstall leaves others' APIServices",
+    ).to.equal("keda-operator-metrics-apiserver");
+    await operator.stop();
+
+    const takeOver = registration({ takeOver: true, isLeader: () => true, port });
+    await takeOver.init();
+    await takeOver.syncNow();
+    expect((await apiService("v1beta1.external.metrics.k8s.io")).spec.service.name).to.equal(SVC);
+    await takeOver.uninstall();
+    operator = undefined;
+  });
+});
