@@ -136,7 +136,7 @@ export async function isSignedBy(leafPem: string, caPem: string): Promise<boolea
     const ca = new x509.X509Certificate(caPem);
     return (
       leaf.issuer === ca.subject &&
-      (await leaf.verify({ publicKey: await ca.publicKey.export(), signatureOnly: true }))
+      (await leaf.verify({ publicKey: ca, signatureOnly: true }))
     );
   } catch {
     return false;

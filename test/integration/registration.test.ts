@@ -69,7 +69,7 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
     expect(new Set(pairs.map((p) => p.cert)).size, "one serving certificate").to.equal(1);
     const restarted = registration();
     const again = await restarted.init();
-    expect(again.cert).to.equal(pairs[0]!.cert);
+    expect(again.cert).to.equal(pairs[0].cert);
     const leaf = new X509Certificate(again.cert);
     expect(leaf.subjectAltName).to.contain(`DNS:${SVC}.${ns.name}.svc`);
     expect(leaf.subjectAltName).to.contain(`DNS:${SVC}.${ns.name}.svc.cluster.local`);
