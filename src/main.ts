@@ -11,6 +11,7 @@ import { z } from "zod";
 import { startMetricsServer } from "./apiserver/instrumentation.js";
 import { startOperator } from "./app/operator.js";
 import { createCA, issueCertificate } from "./certs/certs.js";
+import { Registration } from "./controller/registration.js";
 import { GovernorError } from "./errors.js";
 import { KubeClient, loadKubeConfig } from "./k8s/client.js";
 import { serviceDnsNames } from "./manifests/api-service.js";
@@ -202,6 +203,42 @@ function program(): Command {
     )
     .action(async (opts: Record<string, unknown>) => {
       await run(parseConfig(RunConfig, opts));
+    });
+  cmd
+    .command("uninstall")
+    .description(
+      "Remove what Governor registered at run time: the APIServices first (so cluster discovery never breaks), then its Service and certificate Secret.",
+    )
+    .option("--kubeconfig <path>", "kubeconfig to use")
+    .addOption(
+      new Option("--namespace <ns>", "namespace Governor runs in")
+        .env("POD_NAMESPACE")
+        .default("governor-system"),
+    )
+    .option("--service-name <name>", "name of Governor's Service", "governor")
+    .action(async (opts: Record<string, unknown>) => {
+      const cfg = parseConfig(
+        z.strictObject({
+          kubeconfig: z.string().optional(),
+          namespace: z.string().min(1),
+          serviceName: z.string().min(1),
+        }),
+        opts,
+      );
+      const client = new KubeClient(loadKubeConfig(cfg.kubeconfig));
+      const registration = new Registration({
+        client,
+        logger: pino({ level: "warn" }),
+        mode: "cluster",
+        namespace: cfg.namespace,
+        serviceName: cfg.serviceName,
+        port: 443,
+        apis: ["custom", "external"],
+        isLeader: () => true,
+        onServingCertificate: () => {},
+      });
+      for (const removed of await registration.uninstall()) console.log(`removed ${removed}`);
+      await client.close();
     });
   cmd
     .command("demo")

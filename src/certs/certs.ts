@@ -134,10 +134,7 @@ export async function isSignedBy(leafPem: string, caPem: string): Promise<boolea
   try {
     const leaf = new x509.X509Certificate(leafPem);
     const ca = new x509.X509Certificate(caPem);
-    return (
-      leaf.issuer === ca.subject &&
-      (await leaf.verify({ publicKey: ca, signatureOnly: true }))
-    );
+    return leaf.issuer === ca.subject && (await leaf.verify({ publicKey: ca, signatureOnly: true }));
   } catch {
     return false;
   }

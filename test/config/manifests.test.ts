@@ -1,0 +1,152 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { expect } from "chai";
+import { parseAllDocuments } from "yaml";
+import { ROOT, kubectl, useCluster } from "../support/cluster.js";
+
+interface Rule {
+  apiGroups?: string[];
+  resources?: string[];
+  resourceNames?: string[];
+  verbs: string[];
+}
+interface Obj {
+  kind: string;
+  metadata: { name: string; namespace?: string };
+  rules?: Rule[];
+  roleRef?: { kind: string; name: string };
+  spec?: Record<string, unknown>;
+}
+
+const render = (dir: string): Obj[] =>
+  parseAllDocuments(execFileSync("kubectl", ["kustomize", join(ROOT, dir)], { encoding: "utf8" }))
+    .map((d) => d.toJSON() as Obj)
+    .filter(Boolean);
+
+describe("config/ (kustomize)", () => {
+  const objects = render("config/default");
+  const rules = objects
+    .filter((o) => o.kind === "ClusterRole" || o.kind === "Role")
+    .flatMap((o) => (o.rules ?? []).map((r) => ({ owner: o, rule: r })));
+
+  it("renders the CRDs, RBAC, namespace, Deployment and PodDisruptionBudget", () => {
+    const kinds = objects.map((o) => `${o.kind}/${o.metadata.name}`);
+    expect(kinds).to.include.members([
+      "CustomResourceDefinition/metricmappings.governor.dev",
+      "CustomResourceDefinition/scalableworkloads.governor.dev",
+      "Namespace/governor-system",
+      "Deployment/governor",
+      "PodDisruptionBudget/governor",
+      "ServiceAccount/governor",
+    ]);
+  });
+
+  it("grants no wildcard verbs, resources or groups", () => {
+    for (const { owner, rule } of rules) {
+      for (const field of [rule.verbs, rule.resources ?? [], rule.apiGroups ?? []]) {
+        expect(field, `${owner.kind}/${owner.metadata.name}`).to.not.include("*");
+      }
+    }
+  });
+
+  it("reads Secrets only in its own namespace, and only its own certificate Secret", () => {
+    const secretRules = rules.filter(({ rule }) => rule.resources?.includes("secrets"));
+    expect(secretRules.length).to.be.greaterThan(0);
+    for (const { owner, rule } of secretRules) {
+      expect(owner.kind).to.equal("Role");
+      expect(owner.metadata.namespace).to.equal("governor-system");
+      const reads = rule.verbs.filter((v) => ["get", "list", "watch", "update", "delete"].includes(v));
+      if (reads.length) expect(rule.resourceNames).to.deep.equal(["governor-serving-cert"]);
+    }
+  });
+
+  it("limits APIService access to its three APIServices (create aside, which RBAC cannot limit by name)", () => {
+    for (const { rule } of rules.filter(({ rule }) => rule.resources?.includes("apiservices"))) {
+      if (rule.verbs.some((v) => v !== "create")) {
+        expect(rule.resourceNames).to.have.members([
+          "v1beta1.custom.metrics.k8s.io",
+          "v1beta2.custom.metrics.k8s.io",
+          "v1beta1.external.metrics.k8s.io",
+        ]);
+      }
+    }
+  });
+
+  it("binds system:auth-delegator and the extension-apiserver-authentication reader in kube-system", () => {
+    const crb = objects.find(
+      (o) => o.kind === "ClusterRoleBinding" && o.roleRef?.name === "system:auth-delegator",
+    );
+    expect(crb).to.not.equal(undefined);
+    const rb = objects.find(
+      (o) => o.kind === "RoleBinding" && o.roleRef?.name === "extension-apiserver-authentication-reader",
+    );
+    expect(rb?.metadata.namespace).to.equal("kube-system");
+  });
+
+  it("runs two replicas with probes, resource requests and a restricted security context", () => {
+    const d = objects.find((o) => o.kind === "Deployment") as unknown as {
+      spec: {
+        replicas: number;
+        template: { spec: { securityContext: Record<string, unknown>; containers: Record<string, any>[] } };
+      };
+    };
+    expect(d.spec.replicas).to.equal(2);
+    const pod = d.spec.template.spec;
+    expect(pod.securityContext).to.include({ runAsNonRoot: true });
+    const c = pod.containers[0]!;
+    expect(c.readinessProbe.httpGet.path).to.equal("/readyz");
+    expect(c.livenessProbe.httpGet.path).to.equal("/livez");
+    expect(c.resources.requests).to.have.keys("cpu", "memory");
+    expect(c.securityContext).to.deep.include({
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ["ALL"] },
+    });
+  });
+
+  describe("on the real apiserver (integration)", function () {
+    this.timeout(120_000);
+    before(async function () {
+      this.timeout(60 * 60_000);
+      const cluster = await useCluster();
+      await kubectl(cluster, "apply", "-k", join(ROOT, "config/crd"));
+      await kubectl(cluster, "apply", "-f", join(ROOT, "config/manager/namespace.yaml"));
+      await kubectl(cluster, "apply", "-k", join(ROOT, "config/rbac"));
+    });
+
+    /** "yes" or "no" (kubectl exits 1 for "no"). */
+    const can = async (...args: string[]) => {
+      const cluster = await useCluster();
+      const r = spawnSync(
+        "kubectl",
+        ["auth", "can-i", "--as=system:serviceaccount:governor-system:governor", ...args],
+        {
+          env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
+          encoding: "utf8",
+        },
+      );
+      return r.stdout.trim();
+    };
+
+    it("lets Governor's service account do what it needs, and nothing broader", async () => {
+      expect(await can("create", "subjectaccessreviews.authorization.k8s.io")).to.equal("yes");
+      expect(await can("create", "tokenreviews.authentication.k8s.io")).to.equal("yes");
+      expect(await can("get", "configmaps/extension-apiserver-authentication", "-n", "kube-system")).to.equal(
+        "yes",
+      );
+      expect(
+        await can("patch", "metricmappings.governor.dev", "--subresource=status", "-n", "shop"),
+      ).to.equal("yes");
+      expect(await can("get", "secrets/governor-serving-cert", "-n", "governor-system")).to.equal("yes");
+      expect(
+        await can("update", "apiservices.apiregistration.k8s.io/v1beta1.external.metrics.k8s.io"),
+      ).to.equal("yes");
+      expect(await can("get", "secrets", "-n", "shop")).to.equal("no");
+      expect(await can("get", "secrets/other", "-n", "governor-system")).to.equal("no");
+      expect(await can("update", "apiservices.apiregistration.k8s.io/v1beta1.metrics.k8s.io")).to.match(
+        /^no/,
+      );
+      expect(await can("delete", "pods", "-n", "shop")).to.equal("no");
+    });
+  });
+});
