@@ -18,6 +18,7 @@ import { DiscoveryResourceMapper } from "../k8s/resource-mapper.js";
 import { KubeSubjectLister } from "../k8s/subject-lister.js";
 import { MappingProvider } from "../metrics/mapping-provider.js";
 import { formatQuantity } from "../metrics/quantity.js";
+import { KubeSecretReader } from "../sources/secrets.js";
 import { serveMetricsApi, type RunningMetricsApi } from "./serve-metrics-api.js";
 
 /** Options of {@link startOperator}. */
@@ -85,6 +86,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     pods,
     events,
     logger: log,
+    secrets: new KubeSecretReader(opts.client),
     isLeader: () => leading,
     observeSample: (outcome, seconds) => {
       samples.inc({ outcome });

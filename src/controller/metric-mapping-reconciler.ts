@@ -21,6 +21,7 @@ import { parseGroupResource, type GroupResource } from "../metrics/provider.js";
 import { formatQuantity, parseQuantity } from "../metrics/quantity.js";
 import { Sampler, type SamplerState } from "../metrics/sampler.js";
 import { buildSource, sourceKind } from "../sources/index.js";
+import type { SecretReader } from "../sources/secrets.js";
 import { SourceConfigError } from "../sources/source.js";
 import { findCondition, sameConditions, setCondition, type ConditionUpdate } from "./conditions.js";
 import { type Controller, objectKey, splitKey, startController } from "./controller.js";
@@ -41,6 +42,8 @@ export interface MetricMappingReconcilerOptions {
   pods: PodIndex;
   events: EventRecorder;
   logger: Logger;
+  /** Reads Secrets that sources reference. */
+  secrets: SecretReader;
   /** Whether this replica writes status (the leader). */
   isLeader: () => boolean;
   /** Sampler outcomes, for /metrics. */
@@ -179,7 +182,7 @@ export class MetricMappingReconciler {
     spec: MetricMappingSpec,
     subject: ActiveMapping["subject"],
   ): ActiveMapping {
-    const source = buildSource(spec, { namespace });
+    const source = buildSource(spec, { namespace, client: this.opts.client, mapper: this.opts.mapper, secrets: this.opts.secrets });
     const isPods =
       subject.kind === "resource" &&
       subject.groupResource.group === "" &&
@@ -209,7 +212,12 @@ export class MetricMappingReconciler {
       sampler,
       staleAfterMs: durationMs(spec.staleAfter),
       ...(fallback !== undefined ? { fallback: { value: fallback, text: spec.fallback!.value } } : {}),
-      ...(spec.window ? { windowSeconds: Math.round(durationMs(spec.window) / 1000) } : {}),
+      // A rate's window: as declared, else (scrape rates) the time between two samples.
+      ...(spec.window
+        ? { windowSeconds: Math.round(durationMs(spec.window) / 1000) }
+        : spec.source.scrape?.rate
+          ? { windowSeconds: Math.round(durationMs(spec.interval) / 1000) }
+          : {}),
     };
   }
 

@@ -3,6 +3,13 @@
  * the cluster (Secrets, informers) get it through {@link SourceContext}.
  */
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
+import type { KubeClient } from "../k8s/client.js";
+import type { ResourceMapper } from "../k8s/resource-mapper.js";
+import { HttpSource } from "./http.js";
+import { KubernetesCountSource } from "./kubernetes.js";
+import { PrometheusSource } from "./prometheus.js";
+import { ScrapeSource } from "./scrape.js";
+import type { SecretReader } from "./secrets.js";
 import type { MetricSource } from "./source.js";
 import { SourceConfigError } from "./source.js";
 import { StaticSource } from "./static.js";
@@ -10,6 +17,9 @@ import { StaticSource } from "./static.js";
 /** What sources may use besides their spec. */
 export interface SourceContext {
   namespace: string;
+  client?: KubeClient;
+  mapper?: ResourceMapper;
+  secrets?: SecretReader;
 }
 
 /** The kind of source a spec selects. */
@@ -18,8 +28,25 @@ export function sourceKind(spec: MetricMappingSpec["source"]): string {
 }
 
 /** Builds a source; throws {@link SourceConfigError} for a spec it cannot run. */
-export function buildSource(spec: MetricMappingSpec, _ctx: SourceContext): MetricSource {
+export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): MetricSource {
   const s = spec.source;
   if (s.static) return new StaticSource(s.static);
-  throw new SourceConfigError(`the ${sourceKind(s)} source is not available in this version of Governor`);
+  if (s.scrape) {
+    if (spec.subject.resource !== "pods") throw new SourceConfigError("the scrape source reads pods: set subject.resource to pods");
+    return new ScrapeSource(s.scrape);
+  }
+  const need = <T>(v: T | undefined, what: string): T => {
+    if (v === undefined) throw new SourceConfigError(`the ${sourceKind(s)} source needs ${what}`);
+    return v;
+  };
+  if (s.prometheus) return new PrometheusSource(s.prometheus, { namespace: ctx.namespace, secrets: need(ctx.secrets, "Secret access") });
+  if (s.http) return new HttpSource(s.http, { namespace: ctx.namespace, secrets: need(ctx.secrets, "Secret access") });
+  if (s.kubernetes) {
+    return new KubernetesCountSource(s.kubernetes, {
+      namespace: ctx.namespace,
+      client: need(ctx.client, "a Kubernetes client"),
+      mapper: need(ctx.mapper, "API discovery"),
+    });
+  }
+  throw new SourceConfigError("spec.source names no source");
 }

@@ -1,0 +1,67 @@
+/**
+ * `kubernetes`: counts objects of any resource by label and field selector ("jobs
+ * pending", "nodes ready"), from an informer kept for the mapping's lifetime — one watch,
+ * not a list per sample. Counts the mapping's namespace, or every namespace (and
+ * cluster-scoped resources) with `allNamespaces`.
+ */
+import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
+import type { MetricMappingSpec } from "../api/metric-mapping.js";
+import type { KubeClient } from "../k8s/client.js";
+import { startInformer, type ResilientInformer } from "../k8s/informer.js";
+import { DiscoveryResourceMapper, type ResourceMapper } from "../k8s/resource-mapper.js";
+import { parseGroupResource } from "../metrics/provider.js";
+import type { MetricSource, SampleValue } from "./source.js";
+import { SourceConfigError } from "./source.js";
+
+type Spec = NonNullable<MetricMappingSpec["source"]["kubernetes"]>;
+
+/** See the module comment. */
+export class KubernetesCountSource implements MetricSource {
+  readonly needsObjects = false;
+  private informer?: ResilientInformer<KubernetesObject>;
+  private starting?: Promise<void>;
+  private lastError?: string;
+
+  constructor(
+    private readonly spec: Spec,
+    private readonly ctx: { namespace: string; client: KubeClient; mapper: ResourceMapper },
+  ) {}
+
+  async sample(): Promise<SampleValue> {
+    this.starting ??= this.start();
+    await this.starting;
+    await Promise.race([
+      this.informer!.synced,
+      new Promise((_, reject) => setTimeout(() => reject(new Error(this.lastError ?? "the first list has not completed")), 5000).unref()),
+    ]);
+    if (this.lastError) throw new Error(this.lastError);
+    return { kind: "scalar", value: this.informer!.list().length };
+  }
+
+  async close(): Promise<void> {
+    await this.informer?.stop();
+  }
+
+  private async start(): Promise<void> {
+    const c = this.spec.count;
+    const gr = parseGroupResource(c.resource);
+    const m = await this.ctx.mapper.lookup(gr);
+    if (!m) {
+      this.starting = undefined;
+      throw new SourceConfigError(`the cluster serves no resource "${c.resource}"`);
+    }
+    const path = DiscoveryResourceMapper.collectionPath(m, c.allNamespaces ? undefined : this.ctx.namespace);
+    const query = { labelSelector: c.labelSelector, fieldSelector: c.fieldSelector };
+    this.informer = startInformer<KubernetesObject>(
+      this.ctx.client.kubeConfig,
+      path,
+      async () => {
+        const list = await this.ctx.client.get<KubernetesListObject<KubernetesObject>>(path, query);
+        this.lastError = undefined;
+        return list;
+      },
+      { error: (err) => (this.lastError = `watching ${c.resource}: ${err instanceof Error ? err.message : String(err)}`) },
+      { labelSelector: c.labelSelector, fieldSelector: c.fieldSelector },
+    );
+  }
+}

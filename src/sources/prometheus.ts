@@ -1,0 +1,101 @@
+/**
+ * `prometheus`: an instant query (`/api/v1/query`) over a keep-alive pool. The query is a
+ * template: `{{namespace}}` is the mapping's namespace (always bound: no tenant reads
+ * another namespace through a mapping), `{{names}}` a regex alternation of the subject
+ * objects' names (escaped; `.+` when the subject's objects are not tracked). A vector
+ * result maps to objects by `nameLabel`; a scalar, or a single sample without
+ * `nameLabel`, is one value for the whole subject. No data is an error, never a 0.
+ */
+import type { MetricMappingSpec } from "../api/metric-mapping.js";
+import { durationMs } from "../api/common.js";
+import { getText } from "./http-client.js";
+import type { SecretReader } from "./secrets.js";
+import { secretKey } from "./secrets.js";
+import type { MetricSource, SampleRequest, SampleValue } from "./source.js";
+
+type Spec = NonNullable<MetricMappingSpec["source"]["prometheus"]>;
+
+interface PromResponse {
+  status: "success" | "error";
+  error?: string;
+  errorType?: string;
+  data?: {
+    resultType: "vector" | "scalar" | "matrix" | "string";
+    result: unknown;
+  };
+}
+
+/** Escapes text for use inside a PromQL regex inside a double-quoted string. */
+export function promRegexEscape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/\\/g, "\\\\").replace(/"/g, '\\"');
+}
+
+/** Renders the query template. */
+export function renderQuery(template: string, vars: { namespace: string; names?: readonly string[] }): string {
+  const names = vars.names && vars.names.length > 0 ? vars.names.map(promRegexEscape).join("|") : ".+";
+  return template.replaceAll("{{namespace}}", vars.namespace).replaceAll("{{names}}", names);
+}
+
+/** Converts a Prometheus answer to a sample value. */
+export function toSampleValue(body: PromResponse, nameLabel: string | undefined): SampleValue {
+  if (body.status !== "success" || !body.data) throw new Error(`Prometheus: ${body.errorType ?? "error"}: ${body.error ?? "no data"}`);
+  const { resultType, result } = body.data;
+  if (resultType === "scalar") return { kind: "scalar", value: Number((result as [number, string])[1]) };
+  if (resultType !== "vector") throw new Error(`Prometheus returned a ${resultType}; an instant vector or scalar is needed`);
+  const vector = result as { metric: Record<string, string>; value: [number, string] }[];
+  if (!nameLabel) {
+    if (vector.length === 0) throw new Error("the query returned no data");
+    if (vector.length > 1) throw new Error(`the query returned ${vector.length} series; set nameLabel or aggregate (e.g. sum(...))`);
+    return { kind: "scalar", value: Number(vector[0]!.value[1]) };
+  }
+  const values = new Map<string, number>();
+  for (const s of vector) {
+    const name = s.metric[nameLabel];
+    if (name === undefined) continue;
+    const v = Number(s.value[1]);
+    if (Number.isFinite(v)) values.set(name, (values.get(name) ?? 0) + v);
+  }
+  return { kind: "objects", values };
+}
+
+/** See the module comment. */
+export class PrometheusSource implements MetricSource {
+  readonly needsObjects: boolean;
+  private readonly timeoutMs: number;
+
+  constructor(
+    private readonly spec: Spec,
+    private readonly ctx: { namespace: string; secrets: SecretReader },
+  ) {
+    this.needsObjects = spec.query.includes("{{names}}");
+    this.timeoutMs = durationMs(spec.timeout);
+  }
+
+  async sample(req: SampleRequest): Promise<SampleValue> {
+    const query = renderQuery(this.spec.query, { namespace: req.namespace, names: req.objects?.map((o) => o.name) });
+    const headers: Record<string, string> = { accept: "application/json" };
+    if (this.spec.bearerTokenSecret) {
+      headers.authorization = `Bearer ${(await secretKey(this.ctx.secrets, this.ctx.namespace, this.spec.bearerTokenSecret)).trim()}`;
+    }
+    const ca = this.spec.caSecret ? await secretKey(this.ctx.secrets, this.ctx.namespace, this.spec.caSecret) : undefined;
+    const url = new URL("api/v1/query", this.spec.address.endsWith("/") ? this.spec.address : `${this.spec.address}/`);
+    url.searchParams.set("query", query);
+    url.searchParams.set("timeout", `${Math.max(1, Math.floor(this.timeoutMs / 1000))}s`);
+    let text: string;
+    try {
+      text = await getText(url.toString(), { headers, signal: req.signal, timeoutMs: this.timeoutMs, ca });
+    } catch (err) {
+      // Prometheus explains bad queries in a JSON body with HTTP 400/422.
+      const m = /HTTP (400|422): (.*)$/s.exec((err as Error).message);
+      if (m) {
+        try {
+          return toSampleValue(JSON.parse(m[2]!) as PromResponse, this.spec.nameLabel);
+        } catch (inner) {
+          throw inner instanceof Error && inner.message.startsWith("Prometheus:") ? inner : err;
+        }
+      }
+      throw err;
+    }
+    return toSampleValue(JSON.parse(text) as PromResponse, this.spec.nameLabel);
+  }
+}

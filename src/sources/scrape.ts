@@ -1,0 +1,115 @@
+/**
+ * `scrape`: reads each subject pod's Prometheus text endpoint directly (no Prometheus),
+ * at most 16 pods at a time, picks the series by name and labels, aggregates the matching
+ * samples of a pod (sum/avg/max/min), and with `rate: true` turns a counter into a
+ * per-second rate over the last two scrapes, treating a decrease as a counter reset (as
+ * Prometheus' rate() does). A pod that cannot be read is left out; if none can, the
+ * sample fails with the first error.
+ */
+import type { MetricMappingSpec } from "../api/metric-mapping.js";
+import { durationMs } from "../api/common.js";
+import { parseExposition } from "./exposition.js";
+import { getText } from "./http-client.js";
+import type { MetricSource, SampleRequest, SampleValue } from "./source.js";
+
+type Spec = NonNullable<MetricMappingSpec["source"]["scrape"]>;
+
+const CONCURRENCY = 16;
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
+  const results: PromiseSettledResult<R>[] = new Array<PromiseSettledResult<R>>(items.length);
+  let next = 0;
+  const worker = async () => {
+    for (;;) {
+      const i = next++;
+      if (i >= items.length) return;
+      try {
+        results[i] = { status: "fulfilled", value: await fn(items[i]!) };
+      } catch (reason) {
+        results[i] = { status: "rejected", reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/** Per-second rate between two counter readings, reset-aware. */
+export function counterRate(prev: { value: number; at: number }, cur: { value: number; at: number }): number | undefined {
+  const dt = (cur.at - prev.at) / 1000;
+  if (dt <= 0) return undefined;
+  const increase = cur.value >= prev.value ? cur.value - prev.value : cur.value; // a reset starts from 0
+  return increase / dt;
+}
+
+/** See the module comment. */
+export class ScrapeSource implements MetricSource {
+  readonly needsObjects = true;
+  private readonly previous = new Map<string, { value: number; at: number; ip: string }>();
+  private readonly timeoutMs: number;
+
+  constructor(private readonly spec: Spec) {
+    this.timeoutMs = durationMs(spec.timeout);
+  }
+
+  async sample(req: SampleRequest): Promise<SampleValue> {
+    const pods = (req.objects ?? []).filter((o): o is typeof o & { ip: string } => Boolean(o.ip));
+    if (pods.length === 0) return { kind: "objects", values: new Map() };
+    const results = await mapLimit(pods, CONCURRENCY, async (pod) => {
+      const host = pod.ip.includes(":") ? `[${pod.ip}]` : pod.ip;
+      const text = await getText(`${this.spec.scheme}://${host}:${this.spec.port}${this.spec.path}`, {
+        signal: req.signal,
+        timeoutMs: this.timeoutMs,
+        headers: { accept: "text/plain;version=0.0.4" },
+      });
+      return { pod, value: this.select(text), at: Date.now() };
+    });
+    const values = new Map<string, number>();
+    const seen = new Set<string>();
+    let firstError: string | undefined;
+    for (const r of results) {
+      if (r.status === "rejected") {
+        firstError ??= (r.reason as Error).message;
+        continue;
+      }
+      const { pod, value, at } = r.value;
+      seen.add(pod.name);
+      if (value === undefined) continue;
+      if (!this.spec.rate) {
+        values.set(pod.name, value);
+        continue;
+      }
+      const prev = this.previous.get(pod.name);
+      this.previous.set(pod.name, { value, at, ip: pod.ip });
+      // A pod that got a new IP is a new process: its counter is not comparable.
+      if (prev && prev.ip === pod.ip) {
+        const rate = counterRate(prev, { value, at });
+        if (rate !== undefined) values.set(pod.name, rate);
+      }
+    }
+    for (const name of this.previous.keys()) if (!seen.has(name) && !pods.some((p) => p.name === name)) this.previous.delete(name);
+    if (values.size === 0 && firstError && seen.size === 0) throw new Error(`no pod could be scraped: ${firstError}`);
+    return { kind: "objects", values };
+  }
+
+  /** The aggregated value of the selected series in one exposition body, if present. */
+  private select(text: string): number | undefined {
+    const match = this.spec.matchLabels ?? {};
+    const picked = parseExposition(text)
+      .filter((s) => s.name === this.spec.series && Object.entries(match).every(([k, v]) => s.labels[k] === v))
+      .map((s) => s.value)
+      .filter((v) => Number.isFinite(v));
+    if (picked.length === 0) return undefined;
+    switch (this.spec.aggregate) {
+      case "sum":
+        return picked.reduce((a, b) => a + b, 0);
+      case "avg":
+        return picked.reduce((a, b) => a + b, 0) / picked.length;
+      case "max":
+        return Math.max(...picked);
+      case "min":
+        return Math.min(...picked);
+    }
+  }
+}

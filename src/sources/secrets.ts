@@ -1,0 +1,55 @@
+/**
+ * Reads keys of Secrets that sources reference, with least privilege: only the named
+ * Secret, only in the mapping's own namespace, by GET (never list or watch), cached for
+ * 30 s so rotated credentials are picked up. Values are never logged or put in errors.
+ */
+import type { KubeClient } from "../k8s/client.js";
+import { KubeApiError } from "../k8s/client.js";
+import { SourceConfigError } from "./source.js";
+
+/** Reads Secret data. */
+export interface SecretReader {
+  /** All keys of a Secret, decoded. */
+  read(namespace: string, name: string): Promise<Record<string, string>>;
+}
+
+/** A {@link SecretReader} over the Kubernetes API. */
+export class KubeSecretReader implements SecretReader {
+  private readonly cache = new Map<string, { at: number; data: Promise<Record<string, string>> }>();
+
+  constructor(private readonly client: KubeClient) {}
+
+  read(namespace: string, name: string): Promise<Record<string, string>> {
+    const key = `${namespace}/${name}`;
+    const hit = this.cache.get(key);
+    if (hit && Date.now() - hit.at < 30_000) return hit.data;
+    const data = this.fetch(namespace, name);
+    this.cache.set(key, { at: Date.now(), data });
+    data.catch(() => this.cache.delete(key));
+    return data;
+  }
+
+  private async fetch(namespace: string, name: string): Promise<Record<string, string>> {
+    try {
+      const s = await this.client.get<{ data?: Record<string, string> }>(`/api/v1/namespaces/${namespace}/secrets/${name}`);
+      return Object.fromEntries(Object.entries(s.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]));
+    } catch (err) {
+      if (err instanceof KubeApiError && (err.statusCode === 404 || err.statusCode === 403)) {
+        throw new SourceConfigError(
+          err.statusCode === 404
+            ? `Secret ${namespace}/${name} not found`
+            : `Governor may not read Secret ${namespace}/${name}: grant its ServiceAccount "get" on it (see README: Secrets)`,
+        );
+      }
+      throw err;
+    }
+  }
+}
+
+/** One key of a Secret, or a clear error. */
+export async function secretKey(reader: SecretReader, namespace: string, ref: { name: string; key: string }): Promise<string> {
+  const data = await reader.read(namespace, ref.name);
+  const value = data[ref.key];
+  if (value === undefined) throw new SourceConfigError(`Secret ${namespace}/${ref.name} has no key "${ref.key}"`);
+  return value;
+}

@@ -1,0 +1,237 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { expect } from "chai";
+import { Counter, Registry } from "prom-client";
+import { HttpSource, pickNumber } from "./http.js";
+import { PrometheusSource, renderQuery } from "./prometheus.js";
+import { ScrapeSource, counterRate } from "./scrape.js";
+import type { SecretReader } from "./secrets.js";
+import { StaticSource } from "./static.js";
+
+function serve(
+  handler: (
+    url: URL,
+    headers: Record<string, string | string[] | undefined>,
+  ) => { status?: number; body: string },
+  host = "127.0.0.1",
+) {
+  return new Promise<{ server: Server; base: string; port: number }>((resolve) => {
+    const server = createServer((req, res) => {
+      const r = handler(new URL(req.url ?? "/", "http://x"), req.headers);
+      res.writeHead(r.status ?? 200, { "content-type": "application/json" }).end(r.body);
+    });
+    server.listen(0, host, () => {
+      const { port } = server.address() as AddressInfo;
+      resolve({ server, base: `http://${host}:${port}`, port });
+    });
+  });
+}
+const signal = () => AbortSignal.timeout(5000);
+const secrets: SecretReader = {
+  read: async (_ns, name): Promise<Record<string, string>> =>
+    name === "prom-token" ? { token: "s3cret\n" } : { "X-Api-Key": "k" },
+};
+
+describe("sources", () => {
+  describe("static", () => {
+    it("serves its quantity as a number", async () => {
+      expect(await new StaticSource({ value: "1500m" }).sample()).to.deep.equal({
+        kind: "scalar",
+        value: 1.5,
+      });
+    });
+  });
+
+  describe("prometheus", () => {
+    it("binds the namespace and an escaped alternation of object names into the query", () => {
+      expect(
+        renderQuery('sum by (pod) (rate(x{namespace="{{namespace}}",pod=~"{{names}}"}[1m]))', {
+          namespace: "shop",
+          names: ["web-1", "a.b"],
+        }),
+      ).to.equal('sum by (pod) (rate(x{namespace="shop",pod=~"web-1|a\\\\.b"}[1m]))');
+      expect(renderQuery('x{pod=~"{{names}}"}', { namespace: "n" })).to.equal('x{pod=~".+"}');
+    });
+
+    it("maps a vector to objects by nameLabel, sends the bearer token, and reports Prometheus' own errors", async () => {
+      let auth: string | undefined;
+      const { server, base } = await serve((url, headers) => {
+        auth = headers.authorization as string;
+        const q = url.searchParams.get("query") ?? "";
+        if (q.includes("bad("))
+          return {
+            status: 400,
+            body: JSON.stringify({ status: "error", errorType: "bad_data", error: "parse error at char 4" }),
+          };
+        if (q.includes("empty"))
+          return { body: JSON.stringify({ status: "success", data: { resultType: "vector", result: [] } }) };
+        return {
+          body: JSON.stringify({
+            status: "success",
+            data: {
+              resultType: "vector",
+              result: [
+                { metric: { pod: "web-1" }, value: [1, "2.5"] },
+                { metric: { pod: "web-2" }, value: [1, "4"] },
+              ],
+            },
+          }),
+        };
+      });
+      try {
+        const src = (query: string, nameLabel?: string) =>
+          new PrometheusSource(
+            {
+              address: base,
+              query,
+              nameLabel,
+              timeout: "2s",
+              bearerTokenSecret: { name: "prom-token", key: "token" },
+            },
+            { namespace: "shop", secrets },
+          );
+        const v = await src("sum by (pod) (x)", "pod").sample({ namespace: "shop", signal: signal() });
+        expect(v.kind).to.equal("objects");
+        expect(v.kind === "objects" && Object.fromEntries(v.values)).to.deep.equal({
+          "web-1": 2.5,
+          "web-2": 4,
+        });
+        expect(auth).to.equal("Bearer s3cret");
+        const err = await src("bad(")
+          .sample({ namespace: "shop", signal: signal() })
+          .catch((e: Error) => e.message);
+        expect(err).to.equal("Prometheus: bad_data: parse error at char 4");
+        const empty = await src("empty")
+          .sample({ namespace: "shop", signal: signal() })
+          .catch((e: Error) => e.message);
+        expect(empty).to.equal("the query returned no data");
+      } finally {
+        server.close();
+      }
+    });
+
+    it("fails with the address when Prometheus is down", async () => {
+      const src = new PrometheusSource(
+        { address: "http://127.0.0.1:9", query: "up", timeout: "1s" },
+        { namespace: "n", secrets },
+      );
+      const err = await src.sample({ namespace: "n", signal: signal() }).catch((e: Error) => e.message);
+      expect(err).to.match(/^GET http:\/\/127\.0\.0\.1:9\/api\/v1\/query: ECONNREFUSED/);
+    });
+  });
+
+  describe("http", () => {
+    it("picks one number by JSONPath and sends headers from the Secret", async () => {
+      let key: unknown;
+      const { server, base } = await serve((_u, h) => {
+        key = h["x-api-key"];
+        return { body: JSON.stringify({ queue: { depth: 17, name: "orders" }, items: [1, 2] }) };
+      });
+      try {
+        const src = new HttpSource(
+          { url: `${base}/stats`, jsonPath: "$.queue.depth", timeout: "2s", headersSecret: { name: "hdrs" } },
+          { namespace: "n", secrets },
+        );
+        expect(await src.sample({ namespace: "n", signal: signal() })).to.deep.equal({
+          kind: "scalar",
+          value: 17,
+        });
+        expect(key).to.equal("k");
+      } finally {
+        server.close();
+      }
+    });
+
+    it("refuses paths that match nothing, several values, or no number", () => {
+      const doc = { a: { b: "12" }, list: [1, 2], s: "x" };
+      expect(pickNumber(doc, "$.a.b")).to.equal(12);
+      expect(() => pickNumber(doc, "$.missing")).to.throw(/matched nothing/);
+      expect(() => pickNumber(doc, "$.list[*]")).to.throw(/matched 2 values/);
+      expect(() => pickNumber(doc, "$.s")).to.throw(/not a number/);
+    });
+  });
+
+  describe("scrape", () => {
+    it("computes a reset-aware per-second rate", () => {
+      expect(counterRate({ value: 10, at: 0 }, { value: 30, at: 2000 })).to.equal(10);
+      expect(counterRate({ value: 100, at: 0 }, { value: 6, at: 2000 })).to.equal(3);
+      expect(counterRate({ value: 1, at: 5 }, { value: 2, at: 5 })).to.equal(undefined);
+    });
+
+    it("reads each pod's prom-client endpoint and turns its counter into a rate", async () => {
+      const pods: { registry: Registry; counter: Counter; server: Server; ip: string; port: number }[] = [];
+      for (const ip of ["127.0.0.21", "127.0.0.22"]) {
+        const registry = new Registry();
+        const counter = new Counter({
+          name: "http_requests_total",
+          help: "h",
+          labelNames: ["code"],
+          registers: [registry],
+        });
+        const server = createServer((_req, res) => {
+          void registry
+            .metrics()
+            .then((t) => res.writeHead(200, { "content-type": registry.contentType }).end(t));
+        });
+        await new Promise<void>((r) => server.listen(0, ip, () => r()));
+        pods.push({ registry, counter, server, ip, port: (server.address() as AddressInfo).port });
+      }
+      try {
+        // Both pods listen on their own port here; a real pod set shares one port. Scrape one at a time.
+        const sample = async (i: number, src: ScrapeSource) =>
+          src.sample({ namespace: "n", objects: [{ name: `pod-${i}`, ip: pods[i]!.ip }], signal: signal() });
+        const src0 = new ScrapeSource({
+          port: pods[0]!.port,
+          path: "/metrics",
+          scheme: "http",
+          series: "http_requests_total",
+          matchLabels: { code: "200" },
+          aggregate: "sum",
+          rate: true,
+          timeout: "2s",
+        });
+        pods[0]!.counter.inc({ code: "200" }, 100);
+        pods[0]!.counter.inc({ code: "500" }, 1000);
+        const first = await sample(0, src0);
+        expect(first.kind === "objects" && first.values.size).to.equal(0); // one reading is no rate yet
+        await new Promise((r) => setTimeout(r, 500));
+        pods[0]!.counter.inc({ code: "200" }, 50);
+        const second = await sample(0, src0);
+        const rate = second.kind === "objects" ? second.values.get("pod-0")! : NaN;
+        expect(rate).to.be.within(50 / 0.7, 50 / 0.45);
+
+        const gauge = new ScrapeSource({
+          port: pods[1]!.port,
+          path: "/metrics",
+          scheme: "http",
+          series: "http_requests_total",
+          aggregate: "sum",
+          rate: false,
+          timeout: "2s",
+        });
+        pods[1]!.counter.inc({ code: "200" }, 7);
+        pods[1]!.counter.inc({ code: "404" }, 3);
+        const raw = await sample(1, gauge);
+        expect(raw.kind === "objects" && raw.values.get("pod-1")).to.equal(10);
+      } finally {
+        for (const p of pods) p.server.close();
+      }
+    });
+
+    it("fails with the first error when no pod can be scraped", async () => {
+      const src = new ScrapeSource({
+        port: 9,
+        path: "/metrics",
+        scheme: "http",
+        series: "x",
+        aggregate: "sum",
+        rate: false,
+        timeout: "1s",
+      });
+      const err = await src
+        .sample({ namespace: "n", objects: [{ name: "p", ip: "127.0.0.1" }], signal: signal() })
+        .catch((e: Error) => e.message);
+      expect(err).to.match(/^no pod could be scraped: GET http:\/\/127\.0\.0\.1:9\/metrics: ECONNREFUSED/);
+    });
+  });
+});
