@@ -182,7 +182,12 @@ export class MetricMappingReconciler {
     spec: MetricMappingSpec,
     subject: ActiveMapping["subject"],
   ): ActiveMapping {
-    const source = buildSource(spec, { namespace, client: this.opts.client, mapper: this.opts.mapper, secrets: this.opts.secrets });
+    const source = buildSource(spec, {
+      namespace,
+      client: this.opts.client,
+      mapper: this.opts.mapper,
+      secrets: this.opts.secrets,
+    });
     const isPods =
       subject.kind === "resource" &&
       subject.groupResource.group === "" &&

@@ -9,13 +9,17 @@ describe("Prometheus text exposition parser", () => {
       'http_requests_total{code="200",path="/a \\"q\\" \\\\ x\\ny"} 1027 1395066363000',
       'http_requests_total{code="500"} 3',
       "process_start_time_seconds 1.7e9",
-      'weird_empty{} +Inf',
+      "weird_empty{} +Inf",
       'trailing_comma{a="b",} NaN',
       "",
     ].join("\n");
     const samples = parseExposition(text);
     expect(samples).to.have.length(5);
-    expect(samples[0]).to.deep.equal({ name: "http_requests_total", labels: { code: "200", path: '/a "q" \\ x\ny' }, value: 1027 });
+    expect(samples[0]).to.deep.equal({
+      name: "http_requests_total",
+      labels: { code: "200", path: '/a "q" \\ x\ny' },
+      value: 1027,
+    });
     expect(samples[2]!.value).to.equal(1.7e9);
     expect(samples[3]!.value).to.equal(Infinity);
     expect(samples[4]!.value).to.be.NaN;
@@ -28,8 +32,27 @@ describe("Prometheus text exposition parser", () => {
 
   it("fuzzing: never throws anything but ExpositionError", () => {
     let seed = 42;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-    const alphabet = ['"', "{", "}", ",", "=", "\\", " ", "\n", "a", "_", "1", ".", "e", "-", "+", "#", "N", "I"];
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const alphabet = [
+      '"',
+      "{",
+      "}",
+      ",",
+      "=",
+      "\\",
+      " ",
+      "\n",
+      "a",
+      "_",
+      "1",
+      ".",
+      "e",
+      "-",
+      "+",
+      "#",
+      "N",
+      "I",
+    ];
     const base = 'http_requests_total{code="200",m="x"} 12.5 1700000000\n# TYPE x counter\nx 1\n';
     for (let i = 0; i < 20_000; i++) {
       const chars = [...base];
@@ -41,7 +64,8 @@ describe("Prometheus text exposition parser", () => {
       try {
         parseExposition(chars.join(""));
       } catch (err) {
-        if (!(err instanceof ExpositionError)) throw new Error(`threw ${String(err)} for ${JSON.stringify(chars.join(""))}`);
+        if (!(err instanceof ExpositionError))
+          throw new Error(`threw ${String(err)} for ${JSON.stringify(chars.join(""))}`);
       }
     }
   });

@@ -29,7 +29,9 @@ export function parseExposition(text: string): ExpositionSample[] {
     try {
       out.push(parseLine(line));
     } catch (err) {
-      throw new ExpositionError(`line ${i + 1}: ${(err as Error).message}: ${JSON.stringify(line.slice(0, 120))}`);
+      throw new ExpositionError(
+        `line ${i + 1}: ${(err as Error).message}: ${JSON.stringify(line.slice(0, 120))}`,
+      );
     }
   }
   return out;
@@ -78,7 +80,8 @@ function parseLine(line: string): ExpositionSample {
     }
   }
   const fields = rest.trim().split(/\s+/);
-  if (fields.length < 1 || fields.length > 2 || fields[0] === "") throw new Error("expected a value (and an optional timestamp)");
+  if (fields.length < 1 || fields.length > 2 || fields[0] === "")
+    throw new Error("expected a value (and an optional timestamp)");
   const value = parseNumber(fields[0]!);
   if (value === undefined) throw new Error(`invalid value ${JSON.stringify(fields[0])}`);
   if (fields[1] !== undefined && !/^-?[0-9]+$/.test(fields[1])) throw new Error("invalid timestamp");

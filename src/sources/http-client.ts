@@ -36,7 +36,9 @@ export async function getText(
     });
   } catch (err) {
     const e = err as { code?: string; message?: string };
-    throw new Error(`GET ${redact(url)}: ${e.code ?? ""} ${e.message ?? String(err)}`.replace(/\s+/g, " ").trim());
+    throw new Error(
+      `GET ${redact(url)}: ${e.code ?? ""} ${e.message ?? String(err)}`.replace(/\s+/g, " ").trim(),
+    );
   }
   const text = await res.body.text();
   if (res.statusCode < 200 || res.statusCode >= 300) {

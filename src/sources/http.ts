@@ -17,10 +17,12 @@ type Spec = NonNullable<MetricMappingSpec["source"]["http"]>;
 export function pickNumber(json: unknown, path: string): number {
   const matches = JSONPath({ path, json: json as object, wrap: true, eval: false }) as unknown[];
   if (matches.length === 0) throw new Error(`jsonPath ${path} matched nothing`);
-  if (matches.length > 1) throw new Error(`jsonPath ${path} matched ${matches.length} values; it must select one`);
+  if (matches.length > 1)
+    throw new Error(`jsonPath ${path} matched ${matches.length} values; it must select one`);
   const v = matches[0];
   const n = typeof v === "number" ? v : typeof v === "string" && v.trim() !== "" ? Number(v) : NaN;
-  if (!Number.isFinite(n)) throw new Error(`jsonPath ${path} selected ${JSON.stringify(v)?.slice(0, 60)}, not a number`);
+  if (!Number.isFinite(n))
+    throw new Error(`jsonPath ${path} selected ${JSON.stringify(v)?.slice(0, 60)}, not a number`);
   return n;
 }
 
@@ -38,7 +40,8 @@ export class HttpSource implements MetricSource {
 
   async sample(req: SampleRequest): Promise<SampleValue> {
     const headers: Record<string, string> = { accept: "application/json" };
-    if (this.spec.headersSecret) Object.assign(headers, await this.ctx.secrets.read(this.ctx.namespace, this.spec.headersSecret.name));
+    if (this.spec.headersSecret)
+      Object.assign(headers, await this.ctx.secrets.read(this.ctx.namespace, this.spec.headersSecret.name));
     const text = await getText(this.spec.url, { headers, signal: req.signal, timeoutMs: this.timeoutMs });
     let json: unknown;
     try {

@@ -32,15 +32,21 @@ export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): Metric
   const s = spec.source;
   if (s.static) return new StaticSource(s.static);
   if (s.scrape) {
-    if (spec.subject.resource !== "pods") throw new SourceConfigError("the scrape source reads pods: set subject.resource to pods");
+    if (spec.subject.resource !== "pods")
+      throw new SourceConfigError("the scrape source reads pods: set subject.resource to pods");
     return new ScrapeSource(s.scrape);
   }
   const need = <T>(v: T | undefined, what: string): T => {
     if (v === undefined) throw new SourceConfigError(`the ${sourceKind(s)} source needs ${what}`);
     return v;
   };
-  if (s.prometheus) return new PrometheusSource(s.prometheus, { namespace: ctx.namespace, secrets: need(ctx.secrets, "Secret access") });
-  if (s.http) return new HttpSource(s.http, { namespace: ctx.namespace, secrets: need(ctx.secrets, "Secret access") });
+  if (s.prometheus)
+    return new PrometheusSource(s.prometheus, {
+      namespace: ctx.namespace,
+      secrets: need(ctx.secrets, "Secret access"),
+    });
+  if (s.http)
+    return new HttpSource(s.http, { namespace: ctx.namespace, secrets: need(ctx.secrets, "Secret access") });
   if (s.kubernetes) {
     return new KubernetesCountSource(s.kubernetes, {
       namespace: ctx.namespace,

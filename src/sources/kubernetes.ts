@@ -32,7 +32,12 @@ export class KubernetesCountSource implements MetricSource {
     await this.starting;
     await Promise.race([
       this.informer!.synced,
-      new Promise((_, reject) => setTimeout(() => reject(new Error(this.lastError ?? "the first list has not completed")), 5000).unref()),
+      new Promise((_, reject) =>
+        setTimeout(
+          () => reject(new Error(this.lastError ?? "the first list has not completed")),
+          5000,
+        ).unref(),
+      ),
     ]);
     if (this.lastError) throw new Error(this.lastError);
     return { kind: "scalar", value: this.informer!.list().length };
@@ -60,7 +65,10 @@ export class KubernetesCountSource implements MetricSource {
         this.lastError = undefined;
         return list;
       },
-      { error: (err) => (this.lastError = `watching ${c.resource}: ${err instanceof Error ? err.message : String(err)}`) },
+      {
+        error: (err) =>
+          (this.lastError = `watching ${c.resource}: ${err instanceof Error ? err.message : String(err)}`),
+      },
       { labelSelector: c.labelSelector, fieldSelector: c.fieldSelector },
     );
   }

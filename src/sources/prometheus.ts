@@ -27,25 +27,36 @@ interface PromResponse {
 
 /** Escapes text for use inside a PromQL regex inside a double-quoted string. */
 export function promRegexEscape(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/\\/g, "\\\\").replace(/"/g, '\\"');
+  return text
+    .replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+    .replace(/\\/g, "\\\\")
+    .replace(/"/g, '\\"');
 }
 
 /** Renders the query template. */
-export function renderQuery(template: string, vars: { namespace: string; names?: readonly string[] }): string {
+export function renderQuery(
+  template: string,
+  vars: { namespace: string; names?: readonly string[] },
+): string {
   const names = vars.names && vars.names.length > 0 ? vars.names.map(promRegexEscape).join("|") : ".+";
   return template.replaceAll("{{namespace}}", vars.namespace).replaceAll("{{names}}", names);
 }
 
 /** Converts a Prometheus answer to a sample value. */
 export function toSampleValue(body: PromResponse, nameLabel: string | undefined): SampleValue {
-  if (body.status !== "success" || !body.data) throw new Error(`Prometheus: ${body.errorType ?? "error"}: ${body.error ?? "no data"}`);
+  if (body.status !== "success" || !body.data)
+    throw new Error(`Prometheus: ${body.errorType ?? "error"}: ${body.error ?? "no data"}`);
   const { resultType, result } = body.data;
   if (resultType === "scalar") return { kind: "scalar", value: Number((result as [number, string])[1]) };
-  if (resultType !== "vector") throw new Error(`Prometheus returned a ${resultType}; an instant vector or scalar is needed`);
+  if (resultType !== "vector")
+    throw new Error(`Prometheus returned a ${resultType}; an instant vector or scalar is needed`);
   const vector = result as { metric: Record<string, string>; value: [number, string] }[];
   if (!nameLabel) {
     if (vector.length === 0) throw new Error("the query returned no data");
-    if (vector.length > 1) throw new Error(`the query returned ${vector.length} series; set nameLabel or aggregate (e.g. sum(...))`);
+    if (vector.length > 1)
+      throw new Error(
+        `the query returned ${vector.length} series; set nameLabel or aggregate (e.g. sum(...))`,
+      );
     return { kind: "scalar", value: Number(vector[0]!.value[1]) };
   }
   const values = new Map<string, number>();
@@ -72,13 +83,21 @@ export class PrometheusSource implements MetricSource {
   }
 
   async sample(req: SampleRequest): Promise<SampleValue> {
-    const query = renderQuery(this.spec.query, { namespace: req.namespace, names: req.objects?.map((o) => o.name) });
+    const query = renderQuery(this.spec.query, {
+      namespace: req.namespace,
+      names: req.objects?.map((o) => o.name),
+    });
     const headers: Record<string, string> = { accept: "application/json" };
     if (this.spec.bearerTokenSecret) {
       headers.authorization = `Bearer ${(await secretKey(this.ctx.secrets, this.ctx.namespace, this.spec.bearerTokenSecret)).trim()}`;
     }
-    const ca = this.spec.caSecret ? await secretKey(this.ctx.secrets, this.ctx.namespace, this.spec.caSecret) : undefined;
-    const url = new URL("api/v1/query", this.spec.address.endsWith("/") ? this.spec.address : `${this.spec.address}/`);
+    const ca = this.spec.caSecret
+      ? await secretKey(this.ctx.secrets, this.ctx.namespace, this.spec.caSecret)
+      : undefined;
+    const url = new URL(
+      "api/v1/query",
+      this.spec.address.endsWith("/") ? this.spec.address : `${this.spec.address}/`,
+    );
     url.searchParams.set("query", query);
     url.searchParams.set("timeout", `${Math.max(1, Math.floor(this.timeoutMs / 1000))}s`);
     let text: string;

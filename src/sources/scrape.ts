@@ -17,7 +17,11 @@ type Spec = NonNullable<MetricMappingSpec["source"]["scrape"]>;
 const CONCURRENCY = 16;
 
 /** Runs `fn` over `items` with at most `limit` in flight. */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
+export async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<PromiseSettledResult<R>[]> {
   const results: PromiseSettledResult<R>[] = new Array<PromiseSettledResult<R>>(items.length);
   let next = 0;
   const worker = async () => {
@@ -36,7 +40,10 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
 }
 
 /** Per-second rate between two counter readings, reset-aware. */
-export function counterRate(prev: { value: number; at: number }, cur: { value: number; at: number }): number | undefined {
+export function counterRate(
+  prev: { value: number; at: number },
+  cur: { value: number; at: number },
+): number | undefined {
   const dt = (cur.at - prev.at) / 1000;
   if (dt <= 0) return undefined;
   const increase = cur.value >= prev.value ? cur.value - prev.value : cur.value; // a reset starts from 0
@@ -88,8 +95,10 @@ export class ScrapeSource implements MetricSource {
         if (rate !== undefined) values.set(pod.name, rate);
       }
     }
-    for (const name of this.previous.keys()) if (!seen.has(name) && !pods.some((p) => p.name === name)) this.previous.delete(name);
-    if (values.size === 0 && firstError && seen.size === 0) throw new Error(`no pod could be scraped: ${firstError}`);
+    for (const name of this.previous.keys())
+      if (!seen.has(name) && !pods.some((p) => p.name === name)) this.previous.delete(name);
+    if (values.size === 0 && firstError && seen.size === 0)
+      throw new Error(`no pod could be scraped: ${firstError}`);
     return { kind: "objects", values };
   }
 
@@ -97,7 +106,9 @@ export class ScrapeSource implements MetricSource {
   private select(text: string): number | undefined {
     const match = this.spec.matchLabels ?? {};
     const picked = parseExposition(text)
-      .filter((s) => s.name === this.spec.series && Object.entries(match).every(([k, v]) => s.labels[k] === v))
+      .filter(
+        (s) => s.name === this.spec.series && Object.entries(match).every(([k, v]) => s.labels[k] === v),
+      )
       .map((s) => s.value)
       .filter((v) => Number.isFinite(v));
     if (picked.length === 0) return undefined;

@@ -31,8 +31,12 @@ export class KubeSecretReader implements SecretReader {
 
   private async fetch(namespace: string, name: string): Promise<Record<string, string>> {
     try {
-      const s = await this.client.get<{ data?: Record<string, string> }>(`/api/v1/namespaces/${namespace}/secrets/${name}`);
-      return Object.fromEntries(Object.entries(s.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]));
+      const s = await this.client.get<{ data?: Record<string, string> }>(
+        `/api/v1/namespaces/${namespace}/secrets/${name}`,
+      );
+      return Object.fromEntries(
+        Object.entries(s.data ?? {}).map(([k, v]) => [k, Buffer.from(v, "base64").toString("utf8")]),
+      );
     } catch (err) {
       if (err instanceof KubeApiError && (err.statusCode === 404 || err.statusCode === 403)) {
         throw new SourceConfigError(
@@ -47,9 +51,14 @@ export class KubeSecretReader implements SecretReader {
 }
 
 /** One key of a Secret, or a clear error. */
-export async function secretKey(reader: SecretReader, namespace: string, ref: { name: string; key: string }): Promise<string> {
+export async function secretKey(
+  reader: SecretReader,
+  namespace: string,
+  ref: { name: string; key: string },
+): Promise<string> {
   const data = await reader.read(namespace, ref.name);
   const value = data[ref.key];
-  if (value === undefined) throw new SourceConfigError(`Secret ${namespace}/${ref.name} has no key "${ref.key}"`);
+  if (value === undefined)
+    throw new SourceConfigError(`Secret ${namespace}/${ref.name} has no key "${ref.key}"`);
   return value;
 }

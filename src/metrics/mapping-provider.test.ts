@@ -1,0 +1,109 @@
+import { expect } from "chai";
+import { LabelSelector } from "../selectors/label-selector.js";
+import type { MetricSource, SampleValue } from "../sources/source.js";
+import { MappingProvider, type ActiveMapping, type SubjectLister } from "./mapping-provider.js";
+import { MetricUnavailableError } from "./provider.js";
+import { formatQuantity } from "./quantity.js";
+import { Sampler } from "./sampler.js";
+
+/** A source whose answers the test controls, counting queries. */
+class ScriptedSource implements MetricSource {
+  readonly needsObjects = false;
+  queries = 0;
+  fail?: string;
+  value = 5;
+  delayMs = 0;
+  async sample(): Promise<SampleValue> {
+    this.queries++;
+    if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
+    if (this.fail) throw new Error(this.fail);
+    return { kind: "scalar", value: this.value };
+  }
+}
+
+const pods: SubjectLister = {
+  describe: async () => ({ kind: "Pod", apiVersion: "v1", namespaced: true }),
+  list: async (_gr, _ns, sel) =>
+    [
+      { name: "web-1", labels: { app: "web" } },
+      { name: "db-1", labels: { app: "db" } },
+    ].filter((p) => sel.matches(p.labels)),
+  get: async (_gr, _ns, name) => ({ name, labels: {} }),
+};
+
+describe("MappingProvider and samplers", () => {
+  let now = 1_000_000;
+  const clock = () => now;
+  const setup = (extra: Partial<ActiveMapping> = {}) => {
+    const source = new ScriptedSource();
+    const sampler = new Sampler(source, { intervalMs: 60_000, request: () => ({ namespace: "shop" }) });
+    const provider = new MappingProvider(pods, formatQuantity, clock);
+    provider.activate({
+      key: "shop/rps",
+      namespace: "shop",
+      metric: "rps",
+      subject: { kind: "resource", groupResource: { group: "", resource: "pods" } },
+      sampler,
+      staleAfterMs: 120_000,
+      ...extra,
+    });
+    return { source, sampler, provider };
+  };
+  const ask = (p: MappingProvider) =>
+    p.getMetricBySelector({
+      groupResource: { group: "", resource: "pods" },
+      namespace: "shop",
+      selector: LabelSelector.parse("app=web"),
+      metric: "rps",
+      metricSelector: LabelSelector.everything(),
+    });
+
+  it("coalesces 100 concurrent first requests into exactly one source query", async () => {
+    const { source, provider } = setup();
+    source.delayMs = 50;
+    const answers = await Promise.all(Array.from({ length: 100 }, () => ask(provider)));
+    expect(source.queries).to.equal(1);
+    expect(answers.every((a) => a.length === 1 && a[0]!.value === "5")).to.equal(true);
+  });
+
+  it("serves the last good value while the source fails, until staleAfter; then 503, never a 0", async () => {
+    const { source, sampler, provider } = setup();
+    now = 1_000_000;
+    await sampler.sampleNow();
+    const sampledAt = sampler.state.last!.at.getTime();
+    now = sampledAt;
+    source.fail = "connect ECONNREFUSED 10.0.0.9:9090";
+    await sampler.sampleNow();
+    now = sampledAt + 119_000;
+    const held = await ask(provider);
+    expect(held[0]!.value).to.equal("5");
+    expect(held[0]!.timestamp.getTime(), "the time the value was sampled").to.equal(sampledAt);
+    now = sampledAt + 121_000;
+    const err = await ask(provider).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(MetricUnavailableError);
+    expect((err as Error).message).to.match(/is stale: last sampled 121s ago.*no fallback.*ECONNREFUSED/);
+  });
+
+  it("serves the explicit fallback once stale, and fresh values again when the source returns", async () => {
+    const { source, sampler, provider } = setup({ fallback: { value: 10, text: "10" } });
+    await sampler.sampleNow();
+    const t = sampler.state.last!.at.getTime();
+    source.fail = "down";
+    now = t + 500_000;
+    expect((await ask(provider))[0]!.value).to.equal("10");
+    source.fail = undefined;
+    source.value = 7;
+    await sampler.sampleNow();
+    now = sampler.state.last!.at.getTime();
+    expect((await ask(provider))[0]!.value).to.equal("7");
+  });
+
+  it("lists a mapping in discovery while active and forgets it when deactivated", () => {
+    const { provider } = setup();
+    expect(provider.listCustomMetrics()).to.deep.equal([
+      { groupResource: { group: "", resource: "pods" }, namespaced: true, metric: "rps" },
+    ]);
+    provider.deactivate("shop/rps");
+    expect(provider.listCustomMetrics()).to.deep.equal([]);
+  });
+});

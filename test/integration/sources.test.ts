@@ -1,0 +1,314 @@
+import { spawnSync } from "node:child_process";
+import { createServer, type Server } from "node:http";
+import { join } from "node:path";
+import { expect } from "chai";
+import { pino } from "pino";
+import { Counter, Registry } from "prom-client";
+import { startOperator, type RunningOperator } from "../../src/app/operator.js";
+import {
+  POD_IP_ANNOTATION,
+  startStandInKubelet,
+  type StandInKubelet,
+} from "../../src/devcluster/stand-in-kubelet.js";
+import { KubeApiError } from "../../src/k8s/client.js";
+import { ROOT, freshNamespace, kubectl, useCluster, type TestCluster } from "../support/cluster.js";
+import { eventually } from "../support/eventually.js";
+import { freePort } from "../support/ports.js";
+import { TestPrometheus } from "../support/prometheus.js";
+
+interface Item {
+  describedObject: { name: string };
+  value: string;
+}
+const milli = (q: string) => (q.endsWith("m") ? Number(q.slice(0, -1)) / 1000 : Number(q));
+
+/** A "pod": a prom-client app on a loopback IP, counting requests at a steady rate. */
+class FakePod {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: "http_requests_total",
+    help: "Requests served.",
+    labelNames: ["code"],
+    registers: [this.registry],
+  });
+  private server?: Server;
+  private timer?: NodeJS.Timeout;
+  constructor(
+    readonly name: string,
+    readonly ip: string,
+    readonly port: number,
+    readonly perSecond: number,
+  ) {}
+  async start() {
+    this.server = createServer((_req, res) => {
+      void this.registry
+        .metrics()
+        .then((t) => res.writeHead(200, { "content-type": this.registry.contentType }).end(t));
+    });
+    await new Promise<void>((r) => this.server!.listen(this.port, this.ip, () => r()));
+    this.timer = setInterval(() => this.requests.inc({ code: "200" }, this.perSecond / 10), 100);
+  }
+  stop() {
+    clearInterval(this.timer);
+    this.server?.close();
+    this.server?.closeAllConnections();
+  }
+}
+
+describe("metric sources against real components (integration)", function () {
+  this.timeout(240_000);
+  let cluster: TestCluster;
+  let ns: Awaited<ReturnType<typeof freshNamespace>>;
+  let kubelet: StandInKubelet;
+  let operator: RunningOperator;
+  let prometheus: TestPrometheus;
+  const pods: FakePod[] = [];
+  const applyYaml = (yaml: string) => {
+    const r = spawnSync("kubectl", ["apply", "-n", ns.name, "-f", "-"], {
+      input: yaml,
+      env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
+      encoding: "utf8",
+    });
+    if (r.status !== 0) throw new Error(r.stderr);
+  };
+  /** Through the aggregator, as the HPA asks. */
+  const podValues = async (metric: string) => {
+    const list = await cluster.client.get<{ items: Item[] }>(
+      `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/*/${metric}`,
+      { labelSelector: "app=web" },
+    );
+    return Object.fromEntries(list.items.map((i) => [i.describedObject.name, milli(i.value)]));
+  };
+  const condition = async (name: string, type: string) => {
+    const mm = await cluster.client.get<{
+      status?: { conditions?: { type: string; status: string; reason: string; message: string }[] };
+    }>(`/apis/governor.dev/v1alpha1/namespaces/${ns.name}/metricmappings/${name}`);
+    return mm.status?.conditions?.find((c) => c.type === type);
+  };
+
+  before(async function () {
+    this.timeout(60 * 60_000);
+    cluster = await useCluster();
+    await kubectl(cluster, "apply", "-k", join(ROOT, "crds"));
+    await kubectl(cluster, "wait", "--for=condition=Established", "crd/metricmappings.governor.dev");
+    ns = await freshNamespace(cluster, "sources");
+    kubelet = startStandInKubelet(cluster.client, { namespace: ns.name });
+    const podPort = await freePort();
+    pods.push(
+      new FakePod("web-1", "127.0.0.41", podPort, 20),
+      new FakePod("web-2", "127.0.0.42", podPort, 40),
+    );
+    for (const p of pods) {
+      await p.start();
+      await cluster.client.create(`/api/v1/namespaces/${ns.name}/pods`, {
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: p.name, labels: { app: "web" }, annotations: { [POD_IP_ANNOTATION]: p.ip } },
+        spec: { containers: [{ name: "web", image: "example.invalid/web" }] },
+      });
+    }
+    prometheus = new TestPrometheus(
+      pods.map((p) => ({ address: `${p.ip}:${p.port}`, labels: { namespace: ns.name, pod: p.name } })),
+    );
+    await prometheus.start();
+    await eventually(async () => {
+      for (const p of pods) expect(kubelet.ipOf(ns.name, p.name)).to.equal(p.ip);
+    });
+    const port = await freePort();
+    operator = await startOperator({
+      client: cluster.client,
+      logger: pino({ level: "silent" }),
+      namespace: ns.name,
+      registration: { mode: "local", serviceName: "governor-src", port },
+      host: "127.0.0.1",
+      port,
+      apis: { custom: true, external: true },
+      leaderElect: false,
+      shutdownDelayMs: 0,
+    });
+    applyYaml(`apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: scraped}
+spec:
+  metric: http_requests
+  subject: {resource: pods}
+  interval: 2s
+  source: {scrape: {port: ${podPort}, series: http_requests_total, matchLabels: {code: "200"}, rate: true}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: from-prometheus}
+spec:
+  metric: http_requests_prom
+  subject: {resource: pods}
+  interval: 1s
+  staleAfter: 6s
+  source:
+    prometheus:
+      address: ${prometheus.url}
+      query: 'sum by (pod) (rate(http_requests_total{namespace="{{namespace}}",pod=~"{{names}}",code="200"}[10s]))'
+      nameLabel: pod
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: total-with-fallback}
+spec:
+  metric: total_rps
+  subject: {external: {}}
+  interval: 1s
+  staleAfter: 6s
+  fallback: {value: "100"}
+  source:
+    prometheus:
+      address: ${prometheus.url}
+      query: 'sum(rate(http_requests_total{namespace="{{namespace}}"}[10s]))'
+`);
+    await eventually(() => cluster.client.get("/apis/custom.metrics.k8s.io/v1beta2"), {
+      timeoutMs: 30_000,
+      what: "aggregator proxy ready",
+    });
+  });
+
+  after(async () => {
+    await operator?.stop();
+    await operator?.registration?.uninstall();
+    await prometheus?.stop();
+    for (const p of pods) p.stop();
+    await kubelet?.stop();
+    await ns?.delete();
+  });
+
+  it("serves pods/http_requests as a per-second rate from scrape and from Prometheus, agreeing within 10%", async () => {
+    const [scraped, prom] = await eventually(
+      async () => {
+        const s = await podValues("http_requests");
+        const p = await podValues("http_requests_prom");
+        for (const v of [s, p]) {
+          expect(v["web-1"], "web-1 ≈ 20/s").to.be.within(17, 23);
+          expect(v["web-2"], "web-2 ≈ 40/s").to.be.within(34, 46);
+        }
+        return [s, p];
+      },
+      { timeoutMs: 60_000, intervalMs: 1000, what: "both sources report the injected rates" },
+    );
+    for (const pod of ["web-1", "web-2"]) {
+      const a = scraped[pod]!;
+      const b = prom[pod]!;
+      expect(Math.abs(a - b) / Math.max(a, b), `${pod}: scrape ${a} vs prometheus ${b}`).to.be.below(0.1);
+    }
+    const list = await cluster.client.get<{ items: { windowSeconds?: number }[] }>(
+      `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/*/http_requests`,
+    );
+    expect(list.items[0]!.windowSeconds).to.equal(2);
+  });
+
+  it("when Prometheus dies: holds the last value until staleAfter, then 503 (or the fallback), and says why", async () => {
+    await eventually(
+      async () => expect((await condition("from-prometheus", "SourceHealthy"))?.status).to.equal("True"),
+      { timeoutMs: 15_000 },
+    );
+    await eventually(
+      async () =>
+        expect(
+          await cluster.client.get(`/apis/external.metrics.k8s.io/v1beta1/namespaces/${ns.name}/total_rps`),
+        ).to.be.ok,
+    );
+    await prometheus.stop();
+    const stoppedAt = Date.now();
+
+    // Within staleAfter (6 s) the last good value is still served.
+    const held = await podValues("http_requests_prom");
+    expect(held["web-1"]).to.be.within(17, 23);
+    expect(Date.now() - stoppedAt).to.be.below(6000);
+
+    await eventually(
+      async () => {
+        const err = await podValues("http_requests_prom").then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).to.be.instanceOf(KubeApiError);
+        expect((err as KubeApiError).statusCode).to.equal(503);
+      },
+      { timeoutMs: 20_000, intervalMs: 500, what: "503 once stale" },
+    );
+    const ext = await cluster.client.get<{ items: { value: string }[] }>(
+      `/apis/external.metrics.k8s.io/v1beta1/namespaces/${ns.name}/total_rps`,
+    );
+    expect(ext.items[0]!.value, "the explicit fallback").to.equal("100");
+
+    await eventually(
+      async () => {
+        const health = await condition("from-prometheus", "SourceHealthy");
+        expect(health).to.include({ status: "False", reason: "SourceError" });
+        expect(health!.message).to.contain("ECONNREFUSED");
+        expect(await condition("from-prometheus", "Ready")).to.include({ status: "False", reason: "Stale" });
+        expect(await condition("total-with-fallback", "Ready")).to.include({
+          status: "True",
+          reason: "ServingFallback",
+        });
+      },
+      { timeoutMs: 20_000, intervalMs: 500, what: "status explains the outage" },
+    );
+    // The scrape source does not depend on Prometheus.
+    expect((await podValues("http_requests"))["web-2"]).to.be.within(34, 46);
+  });
+
+  it("recovers when Prometheus returns: fresh values and SourceHealthy=True again", async () => {
+    await prometheus.start();
+    await eventually(
+      async () => {
+        const v = await podValues("http_requests_prom");
+        expect(v["web-2"]).to.be.within(34, 46);
+        expect(await condition("from-prometheus", "SourceHealthy")).to.include({ status: "True" });
+        expect(await condition("from-prometheus", "Ready")).to.include({ status: "True", reason: "Serving" });
+      },
+      { timeoutMs: 60_000, intervalMs: 1000, what: "recovery" },
+    );
+  });
+
+  it("counts Kubernetes objects and reads numbers from HTTP JSON", async () => {
+    const server = createServer((_req, res) =>
+      res
+        .writeHead(200, { "content-type": "application/json" })
+        .end(JSON.stringify({ queue: { depth: 42 } })),
+    );
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const port = (server.address() as { port: number }).port;
+    try {
+      applyYaml(`apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: pod-count}
+spec:
+  metric: web_pods
+  subject: {external: {}}
+  interval: 1s
+  source: {kubernetes: {count: {resource: pods, labelSelector: app=web}}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: queue}
+spec:
+  metric: queue_depth
+  subject: {external: {}}
+  interval: 1s
+  source: {http: {url: "http://127.0.0.1:${port}/stats", jsonPath: "$.queue.depth"}}
+`);
+      await eventually(
+        async () => {
+          const count = await cluster.client.get<{ items: { value: string }[] }>(
+            `/apis/external.metrics.k8s.io/v1beta1/namespaces/${ns.name}/web_pods`,
+          );
+          expect(count.items[0]!.value).to.equal("2");
+          const q = await cluster.client.get<{ items: { value: string }[] }>(
+            `/apis/external.metrics.k8s.io/v1beta1/namespaces/${ns.name}/queue_depth`,
+          );
+          expect(q.items[0]!.value).to.equal("42");
+        },
+        { timeoutMs: 20_000, intervalMs: 500, what: "count and JSON values" },
+      );
+    } finally {
+      server.close();
+    }
+  });
+});
