@@ -15,7 +15,7 @@ type Spec = NonNullable<MetricMappingSpec["source"]["http"]>;
 
 /** Picks the single number `path` selects in `json`. */
 export function pickNumber(json: unknown, path: string): number {
-  const matches = JSONPath({ path, json: json as object, wrap: true, eval: false }) as unknown[];
+  const matches = JSONPath<unknown[]>({ path, json: json as object, wrap: true, eval: false });
   if (matches.length === 0) throw new Error(`jsonPath ${path} matched nothing`);
   if (matches.length > 1)
     throw new Error(`jsonPath ${path} matched ${matches.length} values; it must select one`);
