@@ -23,6 +23,7 @@ import { Sampler, type SamplerState } from "../metrics/sampler.js";
 import { buildSource, sourceKind } from "../sources/index.js";
 import type { SecretReader } from "../sources/secrets.js";
 import { SourceConfigError } from "../sources/source.js";
+import type { LabelSelector } from "../selectors/label-selector.js";
 import { findCondition, sameConditions, setCondition, type ConditionUpdate } from "./conditions.js";
 import { type Controller, objectKey, splitKey, startController } from "./controller.js";
 import type { EventRecorder } from "./events.js";
@@ -176,40 +177,32 @@ export class MetricMappingReconciler {
     return this.writeStatus(obj, { spec, active: running.active });
   }
 
-  private build(
-    key: string,
-    namespace: string,
-    spec: MetricMappingSpec,
-    subject: ActiveMapping["subject"],
-  ): ActiveMapping {
-    const source = buildSource(spec, {
-      namespace,
-      client: this.opts.client,
-      mapper: this.opts.mapper,
-      secrets: this.opts.secrets,
-    });
-    const isPods =
-      subject.kind === "resource" &&
-      subject.groupResource.group === "" &&
-      subject.groupResource.resource === "pods";
-    const sampler = new Sampler(source, {
-      intervalMs: durationMs(spec.interval),
-      request: () => ({
-        namespace,
-        ...(source.needsObjects && isPods
-          ? {
-              objects: this.opts.pods
-                .list(namespace)
-                .filter((p) => !p.terminating)
-                .map((p) => ({ name: p.name, ip: p.ip, labels: p.labels })),
-            }
-          : {}),
-      }),
-      onSample: () => this.controller?.queue.add(key),
-      observe: this.opts.observeSample,
-    });
+  private build(key: string, namespace: string, spec: MetricMappingSpec, subject: ActiveMapping["subject"]): ActiveMapping {
+    const ctx = { namespace, client: this.opts.client, mapper: this.opts.mapper, secrets: this.opts.secrets };
+    const source = buildSource(spec, ctx);
+    const isPods = subject.kind === "resource" && subject.groupResource.group === "" && subject.groupResource.resource === "pods";
+    const intervalMs = durationMs(spec.interval);
+    const samplerFor = (src: typeof source, selector?: LabelSelector, onSample?: () => void) =>
+      new Sampler(src, {
+        intervalMs,
+        request: () => ({
+          namespace,
+          ...(selector ? { selector } : {}),
+          ...(src.needsObjects && isPods
+            ? {
+                objects: this.opts.pods
+                  .list(namespace)
+                  .filter((p) => !p.terminating && (!selector || selector.matches(p.labels)))
+                  .map((p) => ({ name: p.name, ip: p.ip, labels: p.labels })),
+              }
+            : {}),
+        }),
+        onSample,
+        observe: this.opts.observeSample,
+      });
+    const sampler = samplerFor(source, undefined, () => this.controller?.queue.add(key));
     const fallback = spec.fallback ? parseQuantity(spec.fallback.value) : undefined;
-    return {
+    const active: ActiveMapping = {
       key,
       namespace,
       metric: spec.metric,
@@ -221,9 +214,39 @@ export class MetricMappingReconciler {
       ...(spec.window
         ? { windowSeconds: Math.round(durationMs(spec.window) / 1000) }
         : spec.source.scrape?.rate
-          ? { windowSeconds: Math.round(durationMs(spec.interval) / 1000) }
+          ? { windowSeconds: Math.round(intervalMs / 1000) }
           : {}),
     };
+    if (source.perSelector) {
+      // One sampler per selector the HPAs ask with; one left unused for 10 intervals stops.
+      const bySelector = new Map<string, { sampler: Sampler; usedAt: number }>();
+      active.forSelector = (selector) => {
+        const k = selector.toString();
+        let entry = bySelector.get(k);
+        if (!entry) {
+          entry = { sampler: samplerFor(buildSource(spec, ctx), selector), usedAt: 0 };
+          bySelector.set(k, entry);
+          entry.sampler.start();
+        }
+        entry.usedAt = Date.now();
+        return entry.sampler;
+      };
+      const sweep = setInterval(() => {
+        for (const [k, e] of bySelector) {
+          if (Date.now() - e.usedAt > 10 * intervalMs) {
+            bySelector.delete(k);
+            void e.sampler.stop();
+          }
+        }
+      }, intervalMs * 10);
+      sweep.unref();
+      sampler.onStop(async () => {
+        clearInterval(sweep);
+        await Promise.all([...bySelector.values()].map((e) => e.sampler.stop()));
+        bySelector.clear();
+      });
+    }
+    return active;
   }
 
   private async retire(key: string): Promise<void> {

@@ -37,6 +37,8 @@ export interface ActiveMapping {
   subject:
     { kind: "resource"; groupResource: GroupResource } | { kind: "external"; labels: Record<string, string> };
   sampler: Sampler;
+  /** For sources narrowed by the HPA's selector: the sampler for one selector (created on first use). */
+  forSelector?: (selector: LabelSelector) => Sampler;
   staleAfterMs: number;
   fallback?: { value: number; text: string };
   windowSeconds?: number;
@@ -184,9 +186,10 @@ export class MappingProvider implements MetricsProvider {
     const info = await this.subjects.describe(req.groupResource);
     if (!info)
       throw new MetricNotFoundError(`the server has no resource ${formatGroupResource(req.groupResource)}`);
+    const sampler = m.forSelector && !req.selector.empty ? m.forSelector(req.selector) : m.sampler;
     const [objects, sample] = await Promise.all([
       this.subjects.list(req.groupResource, req.namespace, req.selector),
-      this.current(m),
+      this.current(m, sampler),
     ]);
     const out: CustomMetricValue[] = [];
     for (const o of objects) {
@@ -268,9 +271,10 @@ export class MappingProvider implements MetricsProvider {
   /** The value to serve now: current, or the fallback once stale, or 503. */
   private async current(
     m: ActiveMapping,
+    sampler: Sampler = m.sampler,
   ): Promise<{ scalar?: number; values?: ReadonlyMap<string, number>; at: Date }> {
-    if (!m.sampler.state.last) await m.sampler.sampleNow();
-    const state = m.sampler.state;
+    if (!sampler.state.last) await sampler.sampleNow();
+    const state = sampler.state;
     const last = state.last;
     const age = last ? this.now() - last.at.getTime() : Infinity;
     if (last && age <= m.staleAfterMs) {

@@ -46,6 +46,7 @@ export class Sampler {
   private timer?: NodeJS.Timeout;
   private stopped = false;
   private readonly abort = new AbortController();
+  private readonly cleanups: (() => Promise<void> | void)[] = [];
 
   constructor(
     readonly source: MetricSource,
@@ -64,11 +65,17 @@ export class Sampler {
     return this.inFlight;
   }
 
+  /** Runs `fn` when the sampler stops (for resources that live as long as it). */
+  onStop(fn: () => Promise<void> | void): void {
+    this.cleanups.push(fn);
+  }
+
   /** Stops polling and aborts an in-flight query. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
     this.abort.abort();
+    await Promise.all(this.cleanups.splice(0).map((fn) => fn()));
     await this.source.close?.();
   }
 

@@ -8,6 +8,7 @@
  */
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import { durationMs } from "../api/common.js";
+import type { LabelSelector } from "../selectors/label-selector.js";
 import { getText } from "./http-client.js";
 import type { SecretReader } from "./secrets.js";
 import { secretKey } from "./secrets.js";
@@ -33,13 +34,56 @@ export function promRegexEscape(text: string): string {
     .replace(/"/g, '\\"');
 }
 
+/** Escapes text for a double-quoted PromQL string. */
+function promString(text: string): string {
+  return text.replace(/\\/g, "\\\\").replace(/"/g, '\\"');
+}
+
+/**
+ * PromQL label matchers for a Kubernetes selector, comma-joined, to put inside `{…}`.
+ * Label keys become Prometheus label names the way Kubernetes service discovery
+ * relabelling does (`app.kubernetes.io/name` → `app_kubernetes_io_name`).
+ */
+export function selectorMatchers(selector: LabelSelector | undefined): string {
+  if (!selector) return "";
+  const name = (key: string) => key.replace(/[^a-zA-Z0-9_]/g, "_").replace(/^([0-9])/, "_$1");
+  const alternation = (values: readonly string[]) => values.map(promRegexEscape).join("|");
+  return selector.requirements
+    .map((r) => {
+      const k = name(r.key);
+      const v = r.values[0] ?? "";
+      switch (r.operator) {
+        case "=":
+        case "==":
+          return `${k}="${promString(v)}"`;
+        case "!=":
+          return `${k}!="${promString(v)}"`;
+        case "in":
+          return `${k}=~"${alternation(r.values)}"`;
+        case "notin":
+          return `${k}!~"${alternation(r.values)}"`;
+        case "exists":
+          return `${k}!=""`;
+        case "!":
+          return `${k}=""`;
+        case "gt":
+        case "lt":
+          return `${k}=~"-?[0-9]+"`; // the comparison itself is applied to the objects afterwards
+      }
+    })
+    .join(",");
+}
+
 /** Renders the query template. */
 export function renderQuery(
   template: string,
-  vars: { namespace: string; names?: readonly string[] },
+  vars: { namespace: string; names?: readonly string[]; selector?: LabelSelector },
 ): string {
   const names = vars.names && vars.names.length > 0 ? vars.names.map(promRegexEscape).join("|") : ".+";
-  return template.replaceAll("{{namespace}}", vars.namespace).replaceAll("{{names}}", names);
+  return template
+    .replaceAll("{{namespace}}", vars.namespace)
+    .replaceAll("{{names}}", names)
+    .replaceAll("{{selector}}", selectorMatchers(vars.selector));
 }
 
 /** Converts a Prometheus answer to a sample value. */
@@ -72,6 +116,7 @@ export function toSampleValue(body: PromResponse, nameLabel: string | undefined)
 /** See the module comment. */
 export class PrometheusSource implements MetricSource {
   readonly needsObjects: boolean;
+  readonly perSelector: boolean;
   private readonly timeoutMs: number;
 
   constructor(
@@ -79,6 +124,7 @@ export class PrometheusSource implements MetricSource {
     private readonly ctx: { namespace: string; secrets: SecretReader },
   ) {
     this.needsObjects = spec.query.includes("{{names}}");
+    this.perSelector = spec.query.includes("{{selector}}");
     this.timeoutMs = durationMs(spec.timeout);
   }
 
@@ -86,6 +132,7 @@ export class PrometheusSource implements MetricSource {
     const query = renderQuery(this.spec.query, {
       namespace: req.namespace,
       names: req.objects?.map((o) => o.name),
+      selector: req.selector,
     });
     const headers: Record<string, string> = { accept: "application/json" };
     if (this.spec.bearerTokenSecret) {

@@ -5,6 +5,7 @@
  * value per object name (per-object), and throws on failure with a message for
  * `status.conditions`.
  */
+import type { LabelSelector } from "../selectors/label-selector.js";
 
 /** What a sample is asked for. */
 export interface SampleRequest {
@@ -12,6 +13,8 @@ export interface SampleRequest {
   namespace: string;
   /** Names of the subject objects currently known (e.g. pods), when the source needs them. */
   objects?: readonly { name: string; ip?: string; labels?: Record<string, string> }[];
+  /** The HPA's label selector, for sources whose query is narrowed by it (`{{selector}}`). */
+  selector?: LabelSelector;
   /** Aborted on timeout or when the mapping goes away. */
   signal: AbortSignal;
 }
@@ -26,6 +29,8 @@ export interface MetricSource {
   sample(req: SampleRequest): Promise<SampleValue>;
   /** Whether the source needs the subject's objects (pods to scrape, names to query). */
   readonly needsObjects: boolean;
+  /** Whether values depend on the HPA's selector (then one sampler runs per selector asked for). */
+  readonly perSelector?: boolean;
   /** Releases connections and watches. */
   close?(): Promise<void> | void;
 }

@@ -235,3 +235,15 @@ describe("sources", () => {
     });
   });
 });
+
+describe("prometheus {{selector}}", () => {
+  it("turns the HPA's label selector into PromQL matchers, with Kubernetes-style label names", async () => {
+    const { LabelSelector } = await import("../selectors/label-selector.js");
+    const { selectorMatchers } = await import("./prometheus.js");
+    expect(
+      selectorMatchers(
+        LabelSelector.parse("app.kubernetes.io/name=web,tier in (a,b.c),env!=prod,!canary,track"),
+      ),
+    ).to.equal(String.raw`app_kubernetes_io_name="web",canary="",env!="prod",tier=~"a|b\\.c",track!=""`);
+  });
+});
