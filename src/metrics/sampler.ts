@@ -75,7 +75,7 @@ export class Sampler {
     this.stopped = true;
     clearTimeout(this.timer);
     this.abort.abort();
-    await Promise.all(this.cleanups.splice(0).map((fn) => fn()));
+    for (const fn of this.cleanups.splice(0)) await fn();
     await this.source.close?.();
   }
 
