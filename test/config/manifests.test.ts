@@ -150,3 +150,32 @@ describe("config/ (kustomize)", () => {
     });
   });
 });
+
+describe("config/samples (integration)", function () {
+  this.timeout(120_000);
+  it("are accepted by the real apiserver: one MetricMapping per source kind and a ScalableWorkload with autoscaling", async function () {
+    this.timeout(60 * 60_000);
+    const cluster = await useCluster();
+    await kubectl(cluster, "apply", "-k", join(ROOT, "crds"));
+    await kubectl(
+      cluster,
+      "wait",
+      "--for=condition=Established",
+      "crd/metricmappings.governor.dev",
+      "crd/scalableworkloads.governor.dev",
+    );
+    const out = await kubectl(
+      cluster,
+      "apply",
+      "--dry-run=server",
+      "-n",
+      "default",
+      "-k",
+      join(ROOT, "config/samples"),
+    );
+    expect(out).to.contain("scalableworkload.governor.dev/worker created (server dry run)");
+    const samples = render("config/samples").filter((o) => o.kind === "MetricMapping");
+    const kinds = samples.map((o) => Object.keys((o.spec as { source: object }).source)[0]).sort();
+    expect(kinds).to.deep.equal(["http", "kubernetes", "prometheus", "scrape", "static"]);
+  });
+});
