@@ -12,6 +12,7 @@ import { startMetricsServer } from "./apiserver/instrumentation.js";
 import { startOperator } from "./app/operator.js";
 import { createCA, issueCertificate } from "./certs/certs.js";
 import { Registration } from "./controller/registration.js";
+import { runDemo } from "./demo/demo.js";
 import { GovernorError } from "./errors.js";
 import { KubeClient, loadKubeConfig } from "./k8s/client.js";
 import { serviceDnsNames } from "./manifests/api-service.js";
@@ -242,9 +243,16 @@ function program(): Command {
     });
   cmd
     .command("demo")
-    .description("Run the demo on a local control plane (not yet implemented).")
-    .action(() => {
-      console.log("governor demo: not yet implemented. Run the tests with `npm test`.");
+    .description(
+      "Run the demo on a local control plane: Governor, a sample app, and the real HPA scaling it (needs a checkout of the repository).",
+    )
+    .action(async () => {
+      const ok = await runDemo({
+        governorCommand: [process.execPath, ...process.execArgv, process.argv[1]!],
+        out: (line) => console.log(line),
+        env: process.env,
+      });
+      process.exitCode = ok ? 0 : 1;
     });
   return cmd;
 }

@@ -177,10 +177,18 @@ export class MetricMappingReconciler {
     return this.writeStatus(obj, { spec, active: running.active });
   }
 
-  private build(key: string, namespace: string, spec: MetricMappingSpec, subject: ActiveMapping["subject"]): ActiveMapping {
+  private build(
+    key: string,
+    namespace: string,
+    spec: MetricMappingSpec,
+    subject: ActiveMapping["subject"],
+  ): ActiveMapping {
     const ctx = { namespace, client: this.opts.client, mapper: this.opts.mapper, secrets: this.opts.secrets };
     const source = buildSource(spec, ctx);
-    const isPods = subject.kind === "resource" && subject.groupResource.group === "" && subject.groupResource.resource === "pods";
+    const isPods =
+      subject.kind === "resource" &&
+      subject.groupResource.group === "" &&
+      subject.groupResource.resource === "pods";
     const intervalMs = durationMs(spec.interval);
     const samplerFor = (src: typeof source, selector?: LabelSelector, onSample?: () => void) =>
       new Sampler(src, {
