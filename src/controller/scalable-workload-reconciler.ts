@@ -51,6 +51,17 @@ export interface ScalableWorkloadReconcilerOptions {
 }
 
 const SW_PATH = "/apis/governor.dev/v1alpha1/scalableworkloads";
+
+/** The ScalableWorkload as the subject of an Event. */
+function eventSubject(sw: ScalableWorkloadObject) {
+  return {
+    apiVersion: API_VERSION,
+    kind: "ScalableWorkload",
+    namespace: sw.metadata?.namespace ?? "",
+    name: sw.metadata?.name ?? "",
+    uid: sw.metadata?.uid,
+  };
+}
 const WORKLOAD_PATHS = { Deployment: "deployments", StatefulSet: "statefulsets" } as const;
 
 /** See the module comment. */
@@ -269,13 +280,7 @@ export class ScalableWorkloadReconciler {
     to: number,
   ): void {
     this.opts.events.record(
-      {
-        apiVersion: API_VERSION,
-        kind: "ScalableWorkload",
-        namespace: sw.metadata?.namespace ?? "",
-        name: sw.metadata?.name ?? "",
-        uid: sw.metadata?.uid,
-      },
+      eventSubject(sw),
       "Normal",
       "Scaled",
       `scaled ${kind} ${name} from ${from ?? 0} to ${to} replicas`,
@@ -358,18 +363,7 @@ export class ScalableWorkloadReconciler {
     if (!same) {
       const before = findCondition(old.conditions, "Ready");
       if (ready.status === "False" && (before?.status !== "False" || before.reason !== ready.reason)) {
-        this.opts.events.record(
-          {
-            apiVersion: API_VERSION,
-            kind: "ScalableWorkload",
-            namespace: sw.metadata?.namespace ?? "",
-            name: sw.metadata?.name ?? "",
-            uid: sw.metadata?.uid,
-          },
-          "Warning",
-          ready.reason,
-          ready.message,
-        );
+        this.opts.events.record(eventSubject(sw), "Warning", ready.reason, ready.message);
       }
       try {
         await this.opts.client.mergePatch(

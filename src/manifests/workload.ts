@@ -26,17 +26,22 @@ function ownerReference(owner: Owner) {
   };
 }
 
+/** Name, labels and controller reference of an object a ScalableWorkload owns. */
+function ownedMetadata(owner: Owner) {
+  return {
+    name: owner.name,
+    namespace: owner.namespace,
+    labels: { [OWNER_LABEL]: owner.name, "app.kubernetes.io/managed-by": "governor" },
+    ownerReferences: [ownerReference(owner)],
+  };
+}
+
 /** The Deployment for a ScalableWorkload with a template (server-side applied). */
 export function buildDeployment(owner: Owner, spec: ScalableWorkloadSpec) {
   return {
     apiVersion: "apps/v1",
     kind: "Deployment",
-    metadata: {
-      name: owner.name,
-      namespace: owner.namespace,
-      labels: { [OWNER_LABEL]: owner.name, "app.kubernetes.io/managed-by": "governor" },
-      ownerReferences: [ownerReference(owner)],
-    },
+    metadata: ownedMetadata(owner),
     spec: {
       replicas: spec.replicas,
       selector: spec.selector,
@@ -83,12 +88,7 @@ export function buildHpa(
   return {
     apiVersion,
     kind: "HorizontalPodAutoscaler",
-    metadata: {
-      name: owner.name,
-      namespace: owner.namespace,
-      labels: { [OWNER_LABEL]: owner.name, "app.kubernetes.io/managed-by": "governor" },
-      ownerReferences: [ownerReference(owner)],
-    },
+    metadata: ownedMetadata(owner),
     spec: {
       scaleTargetRef: { apiVersion: API_VERSION, kind: "ScalableWorkload", name: owner.name },
       minReplicas: a.minReplicas,

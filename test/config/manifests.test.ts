@@ -2,7 +2,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { expect } from "chai";
 import { parseAllDocuments } from "yaml";
-import { ROOT, kubectl, useCluster } from "../support/cluster.js";
+import { installCrds, kubectl, ROOT, useCluster } from "../support/cluster.js";
 
 interface Rule {
   apiGroups?: string[];
@@ -156,14 +156,7 @@ describe("config/samples (integration)", function () {
   it("are accepted by the real apiserver: one MetricMapping per source kind and a ScalableWorkload with autoscaling", async function () {
     this.timeout(60 * 60_000);
     const cluster = await useCluster();
-    await kubectl(cluster, "apply", "-k", join(ROOT, "crds"));
-    await kubectl(
-      cluster,
-      "wait",
-      "--for=condition=Established",
-      "crd/metricmappings.governor.dev",
-      "crd/scalableworkloads.governor.dev",
-    );
+    await installCrds(cluster);
     const out = await kubectl(
       cluster,
       "apply",

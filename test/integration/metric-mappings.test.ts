@@ -1,4 +1,3 @@
-import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -6,7 +5,14 @@ import { pino } from "pino";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
 import { createCA, issueCertificate, type KeyPair } from "../../src/certs/certs.js";
 import { httpsGet } from "../../src/testing/https-get.js";
-import { ROOT, freshNamespace, kubectl, useCluster, type TestCluster } from "../support/cluster.js";
+import {
+  applyYaml,
+  freshNamespace,
+  installCrds,
+  kubectl,
+  type TestCluster,
+  useCluster,
+} from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 
 interface Status {
@@ -29,14 +35,7 @@ describe("MetricMappings drive the metrics API (integration)", function () {
   });
   const get = (path: string) =>
     httpsGet(`https://127.0.0.1:${operator.api.address.port}${path}`, asAggregator());
-  const applyYaml = async (yaml: string) => {
-    const r = spawnSync("kubectl", ["apply", "-n", ns.name, "-f", "-"], {
-      input: yaml,
-      env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
-      encoding: "utf8",
-    });
-    if (r.status !== 0) throw new Error(r.stderr);
-  };
+  const apply = (yaml: string) => applyYaml(cluster, ns.name, yaml);
   const mm = (name: string, metric: string, subject: string, value: string, extra = "") =>
     `apiVersion: governor.dev/v1alpha1
 kind: MetricMapping
@@ -57,14 +56,7 @@ ${extra}`;
   before(async function () {
     this.timeout(60 * 60_000);
     cluster = await useCluster();
-    await kubectl(cluster, "apply", "-k", join(ROOT, "crds"));
-    await kubectl(
-      cluster,
-      "wait",
-      "--for=condition=Established",
-      "crd/metricmappings.governor.dev",
-      "crd/scalableworkloads.governor.dev",
-    );
+    await installCrds(cluster);
     ns = await freshNamespace(cluster, "mappings");
     ca = await createCA("mm-test");
     const tls = await issueCertificate(ca, {
@@ -101,7 +93,7 @@ ${extra}`;
 
   it("serves a new mapping in discovery and answers it within one second of kubectl apply", async () => {
     const started = Date.now();
-    await applyYaml(mm("rps", "http_requests", "{resource: pods}", "1500m"));
+    apply(mm("rps", "http_requests", "{resource: pods}", "1500m"));
     await eventually(
       async () => {
         const d = await get("/apis/custom.metrics.k8s.io/v1beta2");
@@ -131,7 +123,7 @@ ${extra}`;
   });
 
   it("serves an edited mapping's new value at once", async () => {
-    await applyYaml(mm("rps", "http_requests", "{resource: pods}", "4"));
+    apply(mm("rps", "http_requests", "{resource: pods}", "4"));
     await eventually(
       async () => {
         const v = await get(
@@ -144,7 +136,7 @@ ${extra}`;
   });
 
   it("gives a metric claimed twice to the older mapping; the newer says why, and takes over when the older goes", async () => {
-    await applyYaml(mm("rps-copy", "http_requests", "{resource: pods}", "99"));
+    apply(mm("rps-copy", "http_requests", "{resource: pods}", "99"));
     await eventually(async () => {
       const s = await status("rps-copy");
       expect(condition(s, "Ready")).to.include({ status: "False", reason: "Conflict" });
@@ -176,7 +168,7 @@ ${extra}`;
   });
 
   it("serves external metrics, object metrics by name and by selector, and namespace metrics", async () => {
-    await applyYaml(
+    apply(
       [
         mm("queue", "queue_depth", "{external: {labels: {queue: orders}}}", "30"),
         mm("svc", "requests_per_second", "{resource: services}", "250"),
@@ -222,7 +214,7 @@ ${extra}`;
   });
 
   it("reports what only the operator can judge in status.conditions", async () => {
-    await applyYaml(
+    apply(
       [
         mm("upper", "QueueDepth", "{external: {}}", "1"),
         mm("nowhere", "x", "{resource: widgets.example.com}", "1"),

@@ -1,10 +1,15 @@
-import { spawnSync } from "node:child_process";
-import { join } from "node:path";
 import { expect } from "chai";
 import { pino } from "pino";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
 import { startStandInKubelet, type StandInKubelet } from "../../src/devcluster/stand-in-kubelet.js";
-import { ROOT, freshNamespace, kubectl, useCluster, type TestCluster } from "../support/cluster.js";
+import {
+  applyYaml,
+  freshNamespace,
+  installCrds,
+  kubectl,
+  type TestCluster,
+  useCluster,
+} from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 import { freePort } from "../support/ports.js";
 
@@ -32,14 +37,7 @@ describe("ScalableWorkloads (integration)", function () {
   let ns: Awaited<ReturnType<typeof freshNamespace>>;
   let operator: RunningOperator;
   let kubelet: StandInKubelet;
-  const applyYaml = (yaml: string) => {
-    const r = spawnSync("kubectl", ["apply", "-n", ns.name, "-f", "-"], {
-      input: yaml,
-      env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
-      encoding: "utf8",
-    });
-    if (r.status !== 0) throw new Error(r.stderr);
-  };
+  const apply = (yaml: string) => applyYaml(cluster, ns.name, yaml);
   const sw = (name: string) =>
     cluster.client.get<Sw>(`/apis/governor.dev/v1alpha1/namespaces/${ns.name}/scalableworkloads/${name}`);
   const dep = (name: string) =>
@@ -48,14 +46,7 @@ describe("ScalableWorkloads (integration)", function () {
   before(async function () {
     this.timeout(60 * 60_000);
     cluster = await useCluster();
-    await kubectl(cluster, "apply", "-k", join(ROOT, "crds"));
-    await kubectl(
-      cluster,
-      "wait",
-      "--for=condition=Established",
-      "crd/metricmappings.governor.dev",
-      "crd/scalableworkloads.governor.dev",
-    );
+    await installCrds(cluster);
     ns = await freshNamespace(cluster, "workloads");
     kubelet = startStandInKubelet(cluster.client, { namespace: ns.name });
     const port = await freePort();
@@ -85,7 +76,7 @@ describe("ScalableWorkloads (integration)", function () {
   });
 
   it("owns a Deployment built from its template and reports replicas, ready replicas and selector", async () => {
-    applyYaml(`apiVersion: governor.dev/v1alpha1
+    apply(`apiVersion: governor.dev/v1alpha1
 kind: ScalableWorkload
 metadata: {name: worker}
 spec:
@@ -158,7 +149,7 @@ spec:
         },
       },
     });
-    applyYaml(`apiVersion: governor.dev/v1alpha1
+    apply(`apiVersion: governor.dev/v1alpha1
 kind: ScalableWorkload
 metadata: {name: db}
 spec:
@@ -175,7 +166,7 @@ spec:
   });
 
   it("writes an HPA for spec.autoscaling that the real HPA controller uses to scale it", async () => {
-    applyYaml(`apiVersion: governor.dev/v1alpha1
+    apply(`apiVersion: governor.dev/v1alpha1
 kind: MetricMapping
 metadata: {name: load}
 spec:
@@ -223,7 +214,7 @@ spec:
   });
 
   it("reports a selector that does not select its own template", async () => {
-    applyYaml(`apiVersion: governor.dev/v1alpha1
+    apply(`apiVersion: governor.dev/v1alpha1
 kind: ScalableWorkload
 metadata: {name: broken}
 spec:

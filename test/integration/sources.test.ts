@@ -1,4 +1,3 @@
-import { spawnSync } from "node:child_process";
 import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -11,7 +10,14 @@ import {
   type StandInKubelet,
 } from "../../src/devcluster/stand-in-kubelet.js";
 import { KubeApiError } from "../../src/k8s/client.js";
-import { ROOT, freshNamespace, kubectl, useCluster, type TestCluster } from "../support/cluster.js";
+import {
+  applyYaml,
+  freshNamespace,
+  kubectl,
+  ROOT,
+  type TestCluster,
+  useCluster,
+} from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 import { freePort } from "../support/ports.js";
 import { TestPrometheus } from "../support/prometheus.js";
@@ -63,14 +69,7 @@ describe("metric sources against real components (integration)", function () {
   let operator: RunningOperator;
   let prometheus: TestPrometheus;
   const pods: FakePod[] = [];
-  const applyYaml = (yaml: string) => {
-    const r = spawnSync("kubectl", ["apply", "-n", ns.name, "-f", "-"], {
-      input: yaml,
-      env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
-      encoding: "utf8",
-    });
-    if (r.status !== 0) throw new Error(r.stderr);
-  };
+  const apply = (yaml: string) => applyYaml(cluster, ns.name, yaml);
   /** Through the aggregator, as the HPA asks. */
   const podValues = async (metric: string) => {
     const list = await cluster.client.get<{ items: Item[] }>(
@@ -129,7 +128,7 @@ describe("metric sources against real components (integration)", function () {
       leaderElect: false,
       shutdownDelayMs: 0,
     });
-    applyYaml(`apiVersion: governor.dev/v1alpha1
+    apply(`apiVersion: governor.dev/v1alpha1
 kind: MetricMapping
 metadata: {name: scraped}
 spec:
@@ -295,7 +294,7 @@ spec:
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
     const port = (server.address() as { port: number }).port;
     try {
-      applyYaml(`apiVersion: governor.dev/v1alpha1
+      apply(`apiVersion: governor.dev/v1alpha1
 kind: MetricMapping
 metadata: {name: pod-count}
 spec:

@@ -4,7 +4,7 @@
  * and hands out a client; the root hooks in `mocha-hooks.ts` print the components' log
  * tails when a test fails and stop the control plane at the end if this run started it.
  */
-import { execFile, spawn } from "node:child_process";
+import { execFile, spawn, spawnSync } from "node:child_process";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KubeConfig } from "@kubernetes/client-node";
@@ -103,4 +103,26 @@ export async function freshNamespace(cluster: TestCluster, prefix: string) {
     name,
     delete: () => cluster.client.delete(`/api/v1/namespaces/${name}`),
   };
+}
+
+/** `kubectl apply -n namespace -f -` of a YAML text; throws with kubectl's stderr. */
+export function applyYaml(cluster: TestCluster, namespace: string, yaml: string): void {
+  const r = spawnSync("kubectl", ["apply", "-n", namespace, "-f", "-"], {
+    input: yaml,
+    env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
+    encoding: "utf8",
+  });
+  if (r.status !== 0) throw new Error(`kubectl apply: ${r.stderr}`);
+}
+
+/** Applies Governor's CRDs and waits until they are served. */
+export async function installCrds(cluster: TestCluster): Promise<void> {
+  await kubectl(cluster, "apply", "-k", `${ROOT}crds`);
+  await kubectl(
+    cluster,
+    "wait",
+    "--for=condition=Established",
+    "crd/metricmappings.governor.dev",
+    "crd/scalableworkloads.governor.dev",
+  );
 }

@@ -1,0 +1,348 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { expect } from "chai";
+import { pino } from "pino";
+import { FakeApp } from "../../src/demo/fake-app.js";
+import { startStandInKubelet, type StandInKubelet } from "../../src/devcluster/stand-in-kubelet.js";
+import { InformerPodIndex } from "../../src/k8s/pod-index.js";
+import { applyYaml, freshNamespace, kubectl, type TestCluster, useCluster } from "../support/cluster.js";
+import { eventually } from "../support/eventually.js";
+import { GovernorProcess } from "../support/governor-process.js";
+import { freePort } from "../support/ports.js";
+
+interface Hpa {
+  status?: {
+    currentReplicas?: number;
+    desiredReplicas?: number;
+    conditions?: { type: string; status: string; reason: string; message: string }[];
+  };
+}
+
+/** A JSON endpoint whose value the test sets, that can go away and come back on the same port. */
+class JsonEndpoint {
+  value = 0;
+  port = 0;
+  private server?: Server;
+  async start(): Promise<void> {
+    this.server = createServer((_req, res) =>
+      res
+        .writeHead(200, { "content-type": "application/json" })
+        .end(JSON.stringify({ stats: { value: this.value } })),
+    );
+    await new Promise<void>((r) => this.server!.listen(this.port, "127.0.0.1", () => r()));
+    this.port = (this.server.address() as AddressInfo).port;
+  }
+  stop(): void {
+    this.server?.close();
+    this.server?.closeAllConnections();
+  }
+  get url(): string {
+    return `http://127.0.0.1:${this.port}/stats`;
+  }
+}
+
+describe("the real HPA scales real targets on Governor's metrics (e2e)", function () {
+  this.timeout(300_000);
+  let cluster: TestCluster;
+  let governor: GovernorProcess;
+  let kubelet: StandInKubelet;
+  let pods: InformerPodIndex;
+  let ns: Awaited<ReturnType<typeof freshNamespace>> | undefined;
+  const json = new JsonEndpoint();
+
+  const apply = (yaml: string) => applyYaml(cluster, ns!.name, yaml);
+  const hpa = (name: string) =>
+    cluster.client.get<Hpa>(
+      `/apis/autoscaling/v2beta2/namespaces/${ns!.name}/horizontalpodautoscalers/${name}`,
+    );
+  const swReplicas = async (name: string) =>
+    (
+      await cluster.client.get<{ spec: { replicas: number } }>(
+        `/apis/governor.dev/v1alpha1/namespaces/${ns!.name}/scalableworkloads/${name}`,
+      )
+    ).spec.replicas;
+  const condition = async (name: string, type: string) =>
+    (await hpa(name)).status?.conditions?.find((c) => c.type === type);
+
+  before(async function () {
+    this.timeout(60 * 60_000);
+    cluster = await useCluster();
+    governor = new GovernorProcess(cluster);
+    await governor.start();
+    kubelet = startStandInKubelet(cluster.client);
+    pods = new InformerPodIndex(cluster.client, pino({ level: "silent" }));
+    await pods.synced;
+  });
+  beforeEach(async function () {
+    ns = await freshNamespace(cluster, "e2e");
+  });
+  afterEach(async function () {
+    if (this.currentTest?.state === "failed" && ns) {
+      const describe = await kubectl(cluster, "describe", "hpa", "-n", ns.name).catch(
+        (e: Error) => e.message,
+      );
+      const events = await kubectl(cluster, "get", "events", "-n", ns.name, "--sort-by=.lastTimestamp").catch(
+        (e: Error) => e.message,
+      );
+      const mms = await kubectl(cluster, "get", "mm", "-n", ns.name, "-o", "yaml").catch(
+        (e: Error) => e.message,
+      );
+      console.error(
+        `--- Governor log tail ---\n${governor.tail()}\n--- kubectl describe hpa ---\n${describe}\n--- events ---\n${events}\n--- MetricMappings ---\n${mms}`,
+      );
+    }
+    await ns?.delete();
+    ns = undefined;
+  });
+  after(async () => {
+    json.stop();
+    await governor?.stop();
+    await kubelet?.stop();
+    await pods?.stop();
+  });
+
+  it("Pods metric from a request counter: replicas rise in proportion to load, and fall back to the minimum when it stops", async () => {
+    const port = await freePort();
+    const app = new FakeApp(pods, ns!.name, { app: "web" }, port);
+    app.start();
+    try {
+      apply(`apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: http-requests}
+spec:
+  metric: http_requests
+  subject: {resource: pods}
+  interval: 2s
+  source: {scrape: {port: ${port}, series: http_requests_total, rate: true}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: example.invalid/web}]}
+---
+apiVersion: autoscaling/v2beta2
+kind: HorizontalPodAutoscaler
+metadata: {name: web}
+spec:
+  scaleTargetRef: {apiVersion: governor.dev/v1alpha1, kind: ScalableWorkload, name: web}
+  minReplicas: 1
+  maxReplicas: 8
+  metrics: [{type: Pods, pods: {metric: {name: http_requests}, target: {type: AverageValue, averageValue: "10"}}}]
+  behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
+`);
+      app.rate = 45;
+      await eventually(async () => expect(await swReplicas("web")).to.equal(5), {
+        timeoutMs: 90_000,
+        intervalMs: 1000,
+        what: "45 req/s at 10 per pod → 5 replicas",
+      });
+      expect(await condition("web", "AbleToScale")).to.include({ status: "True" });
+      expect(await condition("web", "ScalingActive")).to.include({
+        status: "True",
+        reason: "ValidMetricFound",
+      });
+      const printed = await kubectl(cluster, "get", "hpa", "web", "-n", ns!.name);
+      expect(printed).to.match(/ScalableWorkload\/web\s+\d+(\.\d+)?m?\/10\s+1\s+8\s+5/);
+      app.rate = 0;
+      await eventually(async () => expect(await swReplicas("web")).to.equal(1), {
+        timeoutMs: 90_000,
+        intervalMs: 1000,
+        what: "back to the minimum",
+      });
+    } finally {
+      await app.stop();
+    }
+  });
+
+  it("Object metric on a Service (HTTP JSON) with a Value target scales a Deployment", async () => {
+    json.value = 250;
+    if (!json.port) await json.start();
+    apply(`apiVersion: v1
+kind: Service
+metadata: {name: frontend}
+spec: {ports: [{port: 80}], selector: {app: frontend}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: frontend}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: frontend}}
+  template:
+    metadata: {labels: {app: frontend}}
+    spec: {containers: [{name: web, image: example.invalid/frontend}]}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: frontend-rps}
+spec:
+  metric: requests_per_second
+  subject: {resource: services}
+  interval: 1s
+  source: {http: {url: "${json.url}", jsonPath: "$.stats.value"}}
+---
+apiVersion: autoscaling/v2beta2
+kind: HorizontalPodAutoscaler
+metadata: {name: frontend}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: frontend}
+  minReplicas: 1
+  maxReplicas: 4
+  metrics:
+    - type: Object
+      object:
+        describedObject: {apiVersion: v1, kind: Service, name: frontend}
+        metric: {name: requests_per_second}
+        target: {type: Value, value: "100"}
+  behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
+`);
+    const deployment = async () =>
+      (
+        await cluster.client.get<{ spec: { replicas: number } }>(
+          `/apis/apps/v1/namespaces/${ns!.name}/deployments/frontend`,
+        )
+      ).spec.replicas;
+    await eventually(async () => expect(await deployment()).to.equal(4), {
+      timeoutMs: 90_000,
+      intervalMs: 1000,
+      what: "250 against 100 → up to the maximum of 4",
+    });
+    json.value = 20;
+    await eventually(async () => expect(await deployment()).to.equal(1), {
+      timeoutMs: 90_000,
+      intervalMs: 1000,
+      what: "20 against 100 → the minimum",
+    });
+  });
+
+  it("a ScalableWorkload as the scale target, on a count of Kubernetes objects, with kubectl scale by hand in between", async () => {
+    // Counting a kind Governor cannot read by default: grant it, as the README says.
+    apply(`apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: governor-e2e-count-configmaps
+  labels: {governor.dev/aggregate-to-subject-reader: "true"}
+rules: [{apiGroups: [""], resources: [configmaps], verbs: [get, list, watch]}]
+`);
+    apply(`apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: pending-work}
+spec:
+  metric: pending_work
+  subject: {external: {}}
+  interval: 1s
+  source: {kubernetes: {count: {resource: configmaps, labelSelector: "work=pending"}}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: worker}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: worker}}
+  template:
+    metadata: {labels: {app: worker}}
+    spec: {containers: [{name: worker, image: example.invalid/worker}]}
+---
+apiVersion: autoscaling/v2beta2
+kind: HorizontalPodAutoscaler
+metadata: {name: worker}
+spec:
+  scaleTargetRef: {apiVersion: governor.dev/v1alpha1, kind: ScalableWorkload, name: worker}
+  minReplicas: 1
+  maxReplicas: 10
+  metrics: [{type: External, external: {metric: {name: pending_work}, target: {type: AverageValue, averageValue: "2"}}}]
+  behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
+`);
+    for (let i = 0; i < 6; i++) {
+      await cluster.client.create(`/api/v1/namespaces/${ns!.name}/configmaps`, {
+        apiVersion: "v1",
+        kind: "ConfigMap",
+        metadata: { name: `item-${i}`, labels: { work: "pending" } },
+      });
+    }
+    await eventually(async () => expect(await swReplicas("worker")).to.equal(3), {
+      timeoutMs: 90_000,
+      intervalMs: 1000,
+      what: "6 items at 2 per replica → 3",
+    });
+    await kubectl(cluster, "scale", "-n", ns!.name, "sw/worker", "--replicas=1");
+    expect(await swReplicas("worker")).to.equal(1);
+    await eventually(async () => expect(await swReplicas("worker")).to.equal(3), {
+      timeoutMs: 60_000,
+      intervalMs: 1000,
+      what: "the HPA corrects the manual scale",
+    });
+    await kubectl(cluster, "delete", "configmaps", "-n", ns!.name, "-l", "work=pending");
+    await eventually(async () => expect(await swReplicas("worker")).to.equal(1), {
+      timeoutMs: 90_000,
+      intervalMs: 1000,
+      what: "no work → the minimum",
+    });
+  });
+
+  it("an external metric with spec.autoscaling (Governor writes the HPA); when the source goes away the HPA holds, and it resumes when it returns", async () => {
+    json.value = 30;
+    if (!json.port) await json.start();
+    apply(`apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: queue-depth}
+spec:
+  metric: queue_depth
+  subject: {external: {labels: {queue: orders}}}
+  interval: 1s
+  staleAfter: 5s
+  source: {http: {url: "${json.url}", jsonPath: "$.stats.value"}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: consumer}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: consumer}}
+  template:
+    metadata: {labels: {app: consumer}}
+    spec: {containers: [{name: consumer, image: example.invalid/consumer}]}
+  autoscaling:
+    minReplicas: 1
+    maxReplicas: 10
+    metrics: [{mapping: queue-depth, target: {averageValue: "10"}}]
+    behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
+`);
+    await eventually(async () => expect(await swReplicas("consumer")).to.equal(3), {
+      timeoutMs: 90_000,
+      intervalMs: 1000,
+      what: "30 queued at 10 per replica → 3",
+    });
+
+    json.stop();
+    await eventually(
+      async () => {
+        const active = await condition("consumer", "ScalingActive");
+        expect(active).to.include({ status: "False", reason: "FailedGetExternalMetric" });
+      },
+      { timeoutMs: 60_000, intervalMs: 1000, what: "the HPA reports it cannot get the metric" },
+    );
+    const mm = await cluster.client.get<{
+      status?: { conditions?: { type: string; status: string; message: string }[] };
+    }>(`/apis/governor.dev/v1alpha1/namespaces/${ns!.name}/metricmappings/queue-depth`);
+    expect(mm.status?.conditions?.find((c) => c.type === "SourceHealthy")).to.include({ status: "False" });
+    expect(mm.status?.conditions?.find((c) => c.type === "Ready")).to.include({ status: "False" });
+    for (let i = 0; i < 10; i++) {
+      expect(await swReplicas("consumer"), "the HPA holds; no scale-down to the minimum").to.equal(3);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+
+    json.value = 50;
+    await json.start();
+    await eventually(async () => expect(await swReplicas("consumer")).to.equal(5), {
+      timeoutMs: 90_000,
+      intervalMs: 1000,
+      what: "scaling resumes: 50 → 5",
+    });
+  });
+});

@@ -1,0 +1,135 @@
+/**
+ * Governor as users run it, for e2e tests: the manifests of `config/local` applied with
+ * kubectl, and `governor run --registration=local` started as its own process with the
+ * credentials of the `governor-system/governor` ServiceAccount — so the shipped RBAC is
+ * what it runs with.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { stringify } from "yaml";
+import { ROOT, kubectl, type TestCluster } from "./cluster.js";
+import { eventually } from "./eventually.js";
+import { freePort } from "./ports.js";
+
+export class GovernorProcess {
+  private child?: ChildProcess;
+  log = "";
+  port = 0;
+
+  constructor(private readonly cluster: TestCluster) {}
+
+  /** Applies config/local, then starts `governor run` and waits until the aggregator serves it. */
+  async start(): Promise<void> {
+    await kubectl(this.cluster, "apply", "-k", join(ROOT, "config/local"));
+    await kubectl(
+      this.cluster,
+      "wait",
+      "--for=condition=Established",
+      "crd/metricmappings.governor.dev",
+      "crd/scalableworkloads.governor.dev",
+    );
+    const kubeconfig = await this.serviceAccountKubeconfig();
+    this.port = await freePort();
+    this.child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        join(ROOT, "src/main.ts"),
+        "run",
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        "governor-system",
+        "--registration",
+        "local",
+        "--bind-address",
+        "127.0.0.1",
+        "--secure-port",
+        String(this.port),
+        "--metrics-bind-address",
+        "127.0.0.1",
+        "--metrics-port",
+        String(await freePort()),
+        "--shutdown-delay",
+        "0",
+        "--take-over-apiservices",
+      ],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    const keep = (d: Buffer) => (this.log = (this.log + d.toString()).slice(-200_000));
+    this.child.stdout!.on("data", keep);
+    this.child.stderr!.on("data", keep);
+    await eventually(() => this.cluster.client.get("/apis/custom.metrics.k8s.io/v1beta2"), {
+      timeoutMs: 60_000,
+      intervalMs: 500,
+      what: "Governor served through the aggregator",
+    });
+  }
+
+  /** The last lines of Governor's log. */
+  tail(lines = 40): string {
+    return this.log.trimEnd().split("\n").slice(-lines).join("\n");
+  }
+
+  /** SIGTERM, then removes what it registered (as `governor uninstall` would). */
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (child && child.exitCode === null) {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await exited;
+    }
+    const r = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        join(ROOT, "src/main.ts"),
+        "uninstall",
+        "--kubeconfig",
+        this.cluster.kubeconfigPath,
+        "--namespace",
+        "governor-system",
+      ],
+      { cwd: ROOT, stdio: "ignore" },
+    );
+    await new Promise((res) => r.once("exit", res));
+  }
+
+  private async serviceAccountKubeconfig(): Promise<string> {
+    const token = await eventually(
+      async () => {
+        const sa = await this.cluster.client.get<{ secrets?: { name: string }[] }>(
+          "/api/v1/namespaces/governor-system/serviceaccounts/governor",
+        );
+        const name = sa.secrets?.[0]?.name;
+        if (!name) throw new Error("no token Secret yet");
+        const secret = await this.cluster.client.get<{ data?: { token?: string } }>(
+          `/api/v1/namespaces/governor-system/secrets/${name}`,
+        );
+        if (!secret.data?.token) throw new Error("token not filled in yet");
+        return Buffer.from(secret.data.token, "base64").toString("utf8");
+      },
+      { timeoutMs: 30_000, what: "the governor ServiceAccount's token" },
+    );
+    const admin = readFileSync(this.cluster.kubeconfigPath, "utf8");
+    const server = /server: (\S+)/.exec(admin)![1]!;
+    const ca = /certificate-authority-data: (\S+)/.exec(admin)![1]!;
+    const file = join(mkdtempSync(join(tmpdir(), "governor-sa-")), "kubeconfig");
+    writeFileSync(
+      file,
+      stringify({
+        apiVersion: "v1",
+        kind: "Config",
+        clusters: [{ name: "local", cluster: { server, "certificate-authority-data": ca } }],
+        users: [{ name: "governor", user: { token } }],
+        contexts: [{ name: "governor", context: { cluster: "local", user: "governor" } }],
+        "current-context": "governor",
+      }),
+    );
+    return file;
+  }
+}
