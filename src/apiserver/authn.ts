@@ -172,7 +172,7 @@ export class DelegatingAuthenticator implements Authenticator {
           );
         }
         const user = fromRequestHeaders(req, rh);
-        if (user) return user;
+        if (user) return withAuthenticatedGroup(user);
         // No user header: not a proxied request; fall through like Kubernetes' union authenticator.
       } else if (identity.anchor === "client") {
         return { name: identity.cn, groups: [...identity.organizations, "system:authenticated"], extra: {} };
@@ -187,7 +187,7 @@ export class DelegatingAuthenticator implements Authenticator {
       if (!this.tokens) throw new AuthenticationError("bearer tokens are not accepted by this server");
       const user = await this.reviewCached(m[1]);
       if (!user) throw new AuthenticationError("invalid bearer token");
-      return user;
+      return withAuthenticatedGroup(user);
     }
     return ANONYMOUS;
   }
@@ -231,6 +231,16 @@ export class DelegatingAuthenticator implements Authenticator {
     this.socketCache.set(socket, { generation: this.generation, identity });
     return identity;
   }
+}
+
+/**
+ * Every authenticated user is in `system:authenticated`, as k8s.io/apiserver's
+ * AuthenticatedGroupAdder makes it (the aggregator, for one, sends no groups for
+ * `system:aggregator`, whose `/openapi/v2` access comes from that group).
+ */
+function withAuthenticatedGroup(user: UserInfo): UserInfo {
+  if (user.groups.includes("system:authenticated")) return user;
+  return { ...user, groups: [...user.groups, "system:authenticated"] };
 }
 
 function isUsableClientCert(cert: X509Certificate): boolean {

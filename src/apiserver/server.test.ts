@@ -434,6 +434,13 @@ describe("metrics API server", function () {
       });
     });
 
+    it("puts every authenticated user in system:authenticated, as kube-apiserver does (the aggregator sends no groups)", async () => {
+      reviews.length = 0;
+      await get("/openapi/v2", proxy, { headers: { "X-Remote-User": "system:aggregator" } });
+      expect(reviews[0]).to.deep.include({ user: "system:aggregator", groups: ["system:authenticated"] });
+      expect(reviews[0]?.nonResourceAttributes).to.deep.equal({ path: "/openapi/v2", verb: "get" });
+    });
+
     it("members of system:masters need no review", async () => {
       reviews.length = 0;
       const res = await get(podPath, proxy, {

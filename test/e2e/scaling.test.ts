@@ -146,8 +146,19 @@ spec:
         status: "True",
         reason: "ValidMetricFound",
       });
-      const printed = await kubectl(cluster, "get", "hpa", "web", "-n", ns!.name);
-      expect(printed).to.match(/ScalableWorkload\/web\s+\d+(\.\d+)?m?\/10\s+1\s+8\s+5/);
+      await eventually(async () => {
+        const row = (await kubectl(cluster, "get", "hpa", "web", "-n", ns!.name, "--no-headers"))
+          .trim()
+          .split(/\s+/);
+        const [, reference, targets, min, max, replicas] = row;
+        expect({ reference, min, max, replicas }).to.deep.equal({
+          reference: "ScalableWorkload/web",
+          min: "1",
+          max: "8",
+          replicas: "5",
+        });
+        expect(targets).to.match(/^\d+m?\/10$/);
+      });
       app.rate = 0;
       await eventually(async () => expect(await swReplicas("web")).to.equal(1), {
         timeoutMs: 90_000,
