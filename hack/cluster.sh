@@ -146,7 +146,7 @@ up() {
     --authentication-kubeconfig="$DIR/kube-controller-manager.kubeconfig" \
     --authorization-kubeconfig="$DIR/kube-controller-manager.kubeconfig" \
     --leader-elect=false --use-service-account-credentials=true \
-    --controllers=horizontalpodautoscaling,deployment,replicaset,garbagecollector,namespace,serviceaccount,serviceaccount-token \
+    --controllers=horizontalpodautoscaling,deployment,replicaset,garbagecollector,namespace,serviceaccount,serviceaccount-token,clusterrole-aggregation \
     --horizontal-pod-autoscaler-sync-period=2s \
     --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
     --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --port=0 \

@@ -56,6 +56,10 @@ const Prometheus = z
     }),
     timeout: Duration.default("5s"),
     bearerTokenSecret: SecretKeyRef.optional(),
+    basicAuthSecret: z
+      .object({ name: z.string().min(1) })
+      .optional()
+      .meta({ description: "A Secret with keys username and password, sent as HTTP basic auth." }),
     caSecret: SecretKeyRef.optional(),
   })
   .meta({ description: "Read the value from a Prometheus instant query." });

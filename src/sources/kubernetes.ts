@@ -21,6 +21,7 @@ export class KubernetesCountSource implements MetricSource {
   private informer?: ResilientInformer<KubernetesObject>;
   private starting?: Promise<void>;
   private lastError?: string;
+  private synced = false;
 
   constructor(
     private readonly spec: Spec,
@@ -30,16 +31,20 @@ export class KubernetesCountSource implements MetricSource {
   async sample(): Promise<SampleValue> {
     this.starting ??= this.start();
     await this.starting;
-    await Promise.race([
-      this.informer!.synced,
-      new Promise((_, reject) =>
-        setTimeout(
-          () => reject(new Error(this.lastError ?? "the first list has not completed")),
-          5000,
-        ).unref(),
-      ),
-    ]);
-    if (this.lastError) throw new Error(this.lastError);
+    if (!this.synced) {
+      // Not listed yet: report why at once (e.g. RBAC), else give the first list a moment.
+      if (this.lastError) throw new Error(this.lastError);
+      await Promise.race([
+        this.informer!.synced,
+        new Promise((_, reject) =>
+          setTimeout(
+            () => reject(new Error(this.lastError ?? "the first list has not completed")),
+            5000,
+          ).unref(),
+        ),
+      ]);
+    }
+    // Once listed, a dropped watch is restarted by the informer; the cache stays current enough.
     return { kind: "scalar", value: this.informer!.list().length };
   }
 
@@ -71,5 +76,6 @@ export class KubernetesCountSource implements MetricSource {
       },
       { labelSelector: c.labelSelector, fieldSelector: c.fieldSelector },
     );
+    void this.informer.synced.then(() => (this.synced = true));
   }
 }

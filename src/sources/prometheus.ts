@@ -138,6 +138,15 @@ export class PrometheusSource implements MetricSource {
     if (this.spec.bearerTokenSecret) {
       headers.authorization = `Bearer ${(await secretKey(this.ctx.secrets, this.ctx.namespace, this.spec.bearerTokenSecret)).trim()}`;
     }
+    if (this.spec.basicAuthSecret) {
+      const ref = this.spec.basicAuthSecret;
+      const user = await secretKey(this.ctx.secrets, this.ctx.namespace, { name: ref.name, key: "username" });
+      const password = await secretKey(this.ctx.secrets, this.ctx.namespace, {
+        name: ref.name,
+        key: "password",
+      });
+      headers.authorization = `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+    }
     const ca = this.spec.caSecret
       ? await secretKey(this.ctx.secrets, this.ctx.namespace, this.spec.caSecret)
       : undefined;

@@ -29,7 +29,11 @@ function serve(
 const signal = () => AbortSignal.timeout(5000);
 const secrets: SecretReader = {
   read: async (_ns, name): Promise<Record<string, string>> =>
-    name === "prom-token" ? { token: "s3cret\n" } : { "X-Api-Key": "k" },
+    name === "prom-token"
+      ? { token: "s3cret\n" }
+      : name === "prom-basic"
+        ? { username: "gov", password: "pw" }
+        : { "X-Api-Key": "k" },
 };
 
 describe("sources", () => {
@@ -101,6 +105,18 @@ describe("sources", () => {
           .sample({ namespace: "shop", signal: signal() })
           .catch((e: Error) => e.message);
         expect(err).to.equal("Prometheus: bad_data: parse error at char 4");
+        const basic = new PrometheusSource(
+          {
+            address: base,
+            query: "sum by (pod) (x)",
+            nameLabel: "pod",
+            timeout: "2s",
+            basicAuthSecret: { name: "prom-basic" },
+          },
+          { namespace: "shop", secrets },
+        );
+        await basic.sample({ namespace: "shop", signal: signal() });
+        expect(auth).to.equal(`Basic ${Buffer.from("gov:pw").toString("base64")}`);
         const empty = await src("empty")
           .sample({ namespace: "shop", signal: signal() })
           .catch((e: Error) => e.message);

@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -247,6 +248,77 @@ ${extra}`;
       "jsonpath={.items[*].reason}",
     );
     expect(events).to.contain("InvalidMetricName");
+  });
+
+  describe("admission: the CRD schema rejects bad MetricMappings with a clear message", () => {
+    const cases: [string, string, RegExp][] = [
+      [
+        "no metric",
+        "spec: {subject: {resource: pods}, source: {static: {value: '1'}}}",
+        /spec.metric: Required value/,
+      ],
+      [
+        "two sources",
+        "spec: {metric: x, subject: {resource: pods}, source: {static: {value: '1'}, http: {url: 'http://q/s', jsonPath: '$.a'}}}",
+        /spec.source.*must validate one and only one schema \(oneOf\)/,
+      ],
+      [
+        "no source",
+        "spec: {metric: x, subject: {resource: pods}, source: {}}",
+        /spec.source.*must validate one and only one schema \(oneOf\)/,
+      ],
+      [
+        "a bad interval",
+        "spec: {metric: x, interval: soon, subject: {external: {}}, source: {static: {value: '1'}}}",
+        /spec.interval in body should match/,
+      ],
+      [
+        "a bad quantity",
+        "spec: {metric: x, subject: {external: {}}, source: {static: {value: five}}}",
+        /spec.source.static.value in body should match/,
+      ],
+      [
+        "a bad subject resource",
+        "spec: {metric: x, subject: {resource: Pods}, source: {static: {value: '1'}}}",
+        /spec.subject.resource in body should match/,
+      ],
+      [
+        "a metric name with a slash",
+        "spec: {metric: a/b, subject: {external: {}}, source: {static: {value: '1'}}}",
+        /spec.metric in body should match/,
+      ],
+    ];
+    for (const [what, spec, message] of cases) {
+      it(`rejects ${what}`, async () => {
+        const yaml = `apiVersion: governor.dev/v1alpha1\nkind: MetricMapping\nmetadata: {name: bad}\n${spec}\n`;
+        const r = spawnSync("kubectl", ["create", "--validate=false", "-n", ns.name, "-f", "-"], {
+          input: yaml,
+          env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
+          encoding: "utf8",
+        });
+        expect(r.status).to.not.equal(0);
+        expect(r.stderr).to.match(message);
+      });
+    }
+
+    it("rejects a ScalableWorkload with a bad selector operator, or both a template and a workloadRef", async () => {
+      const create = (spec: string) =>
+        spawnSync("kubectl", ["create", "--validate=false", "-n", ns.name, "-f", "-"], {
+          input: `apiVersion: governor.dev/v1alpha1\nkind: ScalableWorkload\nmetadata: {name: bad}\n${spec}\n`,
+          env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
+          encoding: "utf8",
+        }).stderr;
+      expect(
+        create(
+          "spec: {selector: {matchExpressions: [{key: a, operator: Near}]}, workloadRef: {apiVersion: apps/v1, kind: Deployment, name: x}}",
+        ),
+      ).to.match(/spec.selector.matchExpressions.operator: Unsupported value: "Near"/);
+      expect(
+        create(
+          "spec: {selector: {matchLabels: {a: b}}, template: {}, workloadRef: {apiVersion: apps/v1, kind: Deployment, name: x}}",
+        ),
+      ).to.match(/must validate one and only one schema \(oneOf\)/);
+    });
   });
 
   it("never serves another namespace's mapping", async () => {

@@ -1,0 +1,110 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { KubeConfig } from "@kubernetes/client-node";
+import { expect } from "chai";
+import { Backoff } from "../util/backoff.js";
+import { startInformer } from "./informer.js";
+
+/**
+ * A minimal apiserver for one collection: lists return the current pods; the first watch
+ * is cut off mid-stream, the second answers 410 Gone (resourceVersion too old), later ones
+ * stream an ADDED event and stay open.
+ */
+function fakeApiserver() {
+  let lists = 0;
+  let watches = 0;
+  const pods = [{ metadata: { name: "a", namespace: "ns", resourceVersion: "1" } }];
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://x");
+    if (url.searchParams.get("watch") !== "true") {
+      lists++;
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify({
+          kind: "PodList",
+          apiVersion: "v1",
+          metadata: { resourceVersion: String(lists * 10) },
+          items: pods,
+        }),
+      );
+      return;
+    }
+    watches++;
+    if (watches === 1) {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write("");
+      setTimeout(() => res.socket?.destroy(), 50); // connection dropped
+      return;
+    }
+    if (watches === 2) {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify({
+          type: "ERROR",
+          object: { kind: "Status", code: 410, reason: "Expired", message: "too old resource version" },
+        }) + "\n",
+      );
+      return;
+    }
+    res.writeHead(200, { "content-type": "application/json" });
+    res.write(
+      JSON.stringify({
+        type: "ADDED",
+        object: { metadata: { name: "b", namespace: "ns", resourceVersion: "99" } },
+      }) + "\n",
+    );
+  });
+  return { server, stats: () => ({ lists, watches }) };
+}
+
+describe("startInformer", () => {
+  let server: Server;
+  afterEach(() => {
+    server?.closeAllConnections();
+    server?.close();
+  });
+
+  it("keeps watching through dropped connections and 410 Gone, relisting, until stopped", async () => {
+    const fake = fakeApiserver();
+    server = fake.server;
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [
+        {
+          name: "c",
+          server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+          skipTLSVerify: true,
+        },
+      ],
+      users: [{ name: "u" }],
+      contexts: [{ name: "x", cluster: "c", user: "u" }],
+      currentContext: "x",
+    });
+    const errors: unknown[] = [];
+    const seen: string[] = [];
+    const informer = startInformer<{ metadata: { name: string; namespace: string } }>(
+      kc,
+      "/api/v1/pods",
+      async () => {
+        const res = await fetch(`${kc.getCurrentCluster()!.server}/api/v1/pods`);
+        return (await res.json()) as never;
+      },
+      { add: (p) => seen.push(p.metadata.name), error: (e) => errors.push(e) },
+      { backoff: new Backoff({ initialMs: 10, maxMs: 50 }) },
+    );
+    await informer.synced;
+    const deadline = Date.now() + 5000;
+    while (!seen.includes("b") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await informer.stop();
+    expect(seen).to.include.members(["a", "b"]);
+    expect(fake.stats().watches).to.be.at.least(3);
+    expect(fake.stats().lists, "relisted after the 410").to.be.at.least(2);
+    expect(
+      informer
+        .list()
+        .map((p) => p.metadata.name)
+        .sort(),
+    ).to.deep.equal(["a", "b"]);
+  });
+});
