@@ -95,6 +95,9 @@ describe("the real HPA scales real targets on Governor's metrics (e2e)", functio
     ns = undefined;
   });
   after(async () => {
+    await cluster?.client.delete(
+      "/apis/rbac.authorization.k8s.io/v1/clusterroles/governor-e2e-count-configmaps",
+    );
     json.stop();
     await governor?.stop();
     await kubelet?.stop();
@@ -338,11 +341,21 @@ spec:
       },
       { timeoutMs: 60_000, intervalMs: 1000, what: "the HPA reports it cannot get the metric" },
     );
-    const mm = await cluster.client.get<{
-      status?: { conditions?: { type: string; status: string; message: string }[] };
-    }>(`/apis/governor.dev/v1alpha1/namespaces/${ns!.name}/metricmappings/queue-depth`);
-    expect(mm.status?.conditions?.find((c) => c.type === "SourceHealthy")).to.include({ status: "False" });
-    expect(mm.status?.conditions?.find((c) => c.type === "Ready")).to.include({ status: "False" });
+    await eventually(
+      async () => {
+        const mm = await cluster.client.get<{
+          status?: { conditions?: { type: string; status: string; message: string }[] };
+        }>(`/apis/governor.dev/v1alpha1/namespaces/${ns!.name}/metricmappings/queue-depth`);
+        expect(mm.status?.conditions?.find((c) => c.type === "SourceHealthy")).to.include({
+          status: "False",
+        });
+        expect(mm.status?.conditions?.find((c) => c.type === "Ready")).to.include({
+          status: "False",
+          reason: "Stale",
+        });
+      },
+      { timeoutMs: 10_000, what: "the MetricMapping says why" },
+    );
     for (let i = 0; i < 10; i++) {
       expect(await swReplicas("consumer"), "the HPA holds; no scale-down to the minimum").to.equal(3);
       await new Promise((r) => setTimeout(r, 1000));
