@@ -26,22 +26,28 @@ const masters: Authenticator & { acceptedCAs(): string[] } = {
   acceptedCAs: () => [],
 };
 
+/** A server on a free loopback port that lets everyone in, with its CA. */
+async function startServer(provider: FakeProvider, shutdownDelayMs: number) {
+  const ca = await createCA("ca");
+  const tls = await issueCertificate(ca, { commonName: "x", dnsNames: ["localhost"], usage: "server" });
+  const server = new MetricsApiServer({
+    api: new MetricsApi(provider),
+    authenticator: masters,
+    authorizer: { authorize: async () => ({ allowed: true, reason: "" }) },
+    logger: pino({ level: "silent" }),
+    metrics: new PromApiServerMetrics(undefined, { defaultMetrics: false }),
+    tls,
+    host: "127.0.0.1",
+    port: 0,
+    shutdownDelayMs,
+  });
+  const { port } = await server.listen();
+  return { ca, server, port };
+}
+
 describe("metrics API server lifecycle", () => {
   it("on shutdown fails /readyz first, finishes in-flight requests, then stops", async () => {
-    const ca = await createCA("ca");
-    const tls = await issueCertificate(ca, { commonName: "x", dnsNames: ["localhost"], usage: "server" });
-    const server = new MetricsApiServer({
-      api: new MetricsApi(new SlowProvider(600)),
-      authenticator: masters,
-      authorizer: { authorize: async () => ({ allowed: true, reason: "" }) },
-      logger: pino({ level: "silent" }),
-      metrics: new PromApiServerMetrics(undefined, { defaultMetrics: false }),
-      tls,
-      host: "127.0.0.1",
-      port: 0,
-      shutdownDelayMs: 300,
-    });
-    const { port } = await server.listen();
+    const { ca, server, port } = await startServer(new SlowProvider(600), 300);
     const get = (path: string) =>
       httpsGet(`https://127.0.0.1:${port}${path}`, { ca: ca.cert, servername: "localhost" });
 
@@ -57,20 +63,7 @@ describe("metrics API server lifecycle", () => {
   });
 
   it("refuses TLS 1.1 clients", async () => {
-    const ca = await createCA("ca");
-    const tls = await issueCertificate(ca, { commonName: "x", dnsNames: ["localhost"], usage: "server" });
-    const server = new MetricsApiServer({
-      api: new MetricsApi(new FakeProvider()),
-      authenticator: masters,
-      authorizer: { authorize: async () => ({ allowed: true, reason: "" }) },
-      logger: pino({ level: "silent" }),
-      metrics: new PromApiServerMetrics(undefined, { defaultMetrics: false }),
-      tls,
-      host: "127.0.0.1",
-      port: 0,
-      shutdownDelayMs: 0,
-    });
-    const { port } = await server.listen();
+    const { ca, server, port } = await startServer(new FakeProvider(), 0);
     try {
       const outcome = await new Promise<string>((resolve) => {
         const socket = connect({

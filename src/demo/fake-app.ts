@@ -8,6 +8,24 @@ import { createServer, type Server } from "node:http";
 import { Counter, Registry } from "prom-client";
 import type { PodIndex } from "../k8s/pod-index.js";
 
+/**
+ * One replica of the sample app, not yet listening: a prom-client registry with an
+ * `http_requests_total{code}` counter, and an HTTP server answering with its exposition.
+ */
+export function requestCounterApp(): Replica {
+  const registry = new Registry();
+  const counter = new Counter({
+    name: "http_requests_total",
+    help: "Requests served.",
+    labelNames: ["code"],
+    registers: [registry],
+  });
+  const server = createServer((_req, res) => {
+    void registry.metrics().then((t) => res.writeHead(200, { "content-type": registry.contentType }).end(t));
+  });
+  return { registry, counter, server };
+}
+
 interface Replica {
   server: Server;
   counter: Counter;
@@ -71,18 +89,7 @@ export class FakeApp {
     }
     for (const ip of want) {
       if (this.replicas.has(ip)) continue;
-      const registry = new Registry();
-      const counter = new Counter({
-        name: "http_requests_total",
-        help: "Requests served.",
-        labelNames: ["code"],
-        registers: [registry],
-      });
-      const server = createServer((_req, res) => {
-        void registry
-          .metrics()
-          .then((t) => res.writeHead(200, { "content-type": registry.contentType }).end(t));
-      });
+      const { registry, counter, server } = requestCounterApp();
       this.replicas.set(ip, { server, counter, registry });
       await new Promise<void>((resolve) => {
         server.once("error", () => resolve());

@@ -1,7 +1,8 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { expect } from "chai";
-import { Counter, Registry } from "prom-client";
+import type { Counter, Registry } from "prom-client";
+import { requestCounterApp } from "../demo/fake-app.js";
 import { HttpSource, pickNumber } from "./http.js";
 import { PrometheusSource, renderQuery } from "./prometheus.js";
 import { ScrapeSource, counterRate } from "./scrape.js";
@@ -177,18 +178,7 @@ describe("sources", () => {
     it("reads each pod's prom-client endpoint and turns its counter into a rate", async () => {
       const pods: { registry: Registry; counter: Counter; server: Server; ip: string; port: number }[] = [];
       for (const ip of ["127.0.0.21", "127.0.0.22"]) {
-        const registry = new Registry();
-        const counter = new Counter({
-          name: "http_requests_total",
-          help: "h",
-          labelNames: ["code"],
-          registers: [registry],
-        });
-        const server = createServer((_req, res) => {
-          void registry
-            .metrics()
-            .then((t) => res.writeHead(200, { "content-type": registry.contentType }).end(t));
-        });
+        const { registry, counter, server } = requestCounterApp();
         await new Promise<void>((r) => server.listen(0, ip, () => r()));
         pods.push({ registry, counter, server, ip, port: (server.address() as AddressInfo).port });
       }

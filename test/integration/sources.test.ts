@@ -1,9 +1,9 @@
-import { createServer, type Server } from "node:http";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { expect } from "chai";
 import { pino } from "pino";
-import { Counter, Registry } from "prom-client";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
+import { requestCounterApp } from "../../src/demo/fake-app.js";
 import {
   POD_IP_ANNOTATION,
   startStandInKubelet,
@@ -30,14 +30,7 @@ const milli = (q: string) => (q.endsWith("m") ? Number(q.slice(0, -1)) / 1000 : 
 
 /** A "pod": a prom-client app on a loopback IP, counting requests at a steady rate. */
 class FakePod {
-  readonly registry = new Registry();
-  readonly requests = new Counter({
-    name: "http_requests_total",
-    help: "Requests served.",
-    labelNames: ["code"],
-    registers: [this.registry],
-  });
-  private server?: Server;
+  private readonly app = requestCounterApp();
   private timer?: NodeJS.Timeout;
   constructor(
     readonly name: string,
@@ -46,18 +39,13 @@ class FakePod {
     readonly perSecond: number,
   ) {}
   async start() {
-    this.server = createServer((_req, res) => {
-      void this.registry
-        .metrics()
-        .then((t) => res.writeHead(200, { "content-type": this.registry.contentType }).end(t));
-    });
-    await new Promise<void>((r) => this.server!.listen(this.port, this.ip, () => r()));
-    this.timer = setInterval(() => this.requests.inc({ code: "200" }, this.perSecond / 10), 100);
+    await new Promise<void>((r) => this.app.server.listen(this.port, this.ip, () => r()));
+    this.timer = setInterval(() => this.app.counter.inc({ code: "200" }, this.perSecond / 10), 100);
   }
   stop() {
     clearInterval(this.timer);
-    this.server?.close();
-    this.server?.closeAllConnections();
+    this.app.server.close();
+    this.app.server.closeAllConnections();
   }
 }
 
