@@ -20,6 +20,8 @@ export class PromApiServerMetrics implements ApiServerMetrics {
   private readonly requests: Counter<"kind" | "code">;
   private readonly latency: Histogram<"kind">;
   private readonly cache: Counter<"cache" | "result">;
+  private readonly requestChildren = new Map<string, { inc(): void }>();
+  private readonly latencyChildren = new Map<string, { observe(v: number): void }>();
 
   constructor(registry = new Registry(), opts: { defaultMetrics?: boolean } = {}) {
     this.registry = registry;
@@ -46,8 +48,14 @@ export class PromApiServerMetrics implements ApiServerMetrics {
   }
 
   observeRequest(kind: string, code: number, seconds: number): void {
-    this.requests.inc({ kind, code: String(code) });
-    this.latency.observe({ kind }, seconds);
+    // Label children are looked up once: prom-client hashes a label object on every call.
+    const key = `${kind}|${code}`;
+    let counter = this.requestChildren.get(key);
+    if (!counter) this.requestChildren.set(key, (counter = this.requests.labels(kind, String(code))));
+    counter.inc();
+    let histogram = this.latencyChildren.get(kind);
+    if (!histogram) this.latencyChildren.set(kind, (histogram = this.latency.labels(kind)));
+    histogram.observe(seconds);
   }
   authnCache(result: "hit" | "miss"): void {
     this.cache.inc({ cache: "authn", result });
