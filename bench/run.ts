@@ -18,6 +18,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { createCA, issueCertificate } from "../src/certs/certs.js";
 import { KubeClient } from "../src/k8s/client.js";
 import { httpsGet } from "../src/testing/https-get.js";
+import { freePort } from "../src/util/ports.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const NS = "governor-bench";
@@ -45,15 +46,6 @@ async function waitForLine(child: ChildProcess): Promise<string> {
       if (buf.includes("\n") && line) resolve(line.trim());
     });
     child.once("exit", (code) => reject(new Error(`exited with ${code}`)));
-  });
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
   });
 }
 

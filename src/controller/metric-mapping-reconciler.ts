@@ -106,6 +106,10 @@ export class MetricMappingReconciler {
   }
 
   private readonly seenGenerations = new Map<string, number | undefined>();
+  /** `namespace/name` → `namespace|claim` of each mapping that claims a metric. */
+  private readonly claims = new Map<string, string>();
+  /** `namespace|claim` → the mappings claiming it (the oldest is served). */
+  private readonly claimants = new Map<string, Set<string>>();
 
   private async reconcile(key: string): Promise<ReconcileResult | void> {
     const { namespace, name } = splitKey(key);
@@ -117,12 +121,13 @@ export class MetricMappingReconciler {
     }
     if (!obj || obj.metadata?.deletionTimestamp) {
       await this.retire(key);
-      this.enqueueRivals(namespace, key);
+      this.setClaim(key, namespace, undefined);
       return;
     }
     const parsed = MetricMappingSpec.safeParse(obj.spec);
     if (!parsed.success) {
       await this.retire(key);
+      this.setClaim(key, namespace, undefined);
       const message = parsed.error.issues
         .map((i) => `${i.path.join(".") || "spec"}: ${i.message}`)
         .join("; ");
@@ -132,12 +137,14 @@ export class MetricMappingReconciler {
     const claim = await this.claimOf(namespace, spec);
     if ("problem" in claim) {
       await this.retire(key);
+      this.setClaim(key, namespace, undefined);
       return this.writeStatus(
         obj,
         { ready: { status: "False", reason: claim.reason, message: claim.problem }, spec },
         claim.retryMs,
       );
     }
+    this.setClaim(key, namespace, claim.id);
     const winner = this.winnerFor(namespace, claim.id);
     if (winner && objectKey(winner) !== key) {
       await this.retire(key);
@@ -173,7 +180,6 @@ export class MetricMappingReconciler {
       if (previous) await previous.active.sampler.stop();
       this.log.info({ mapping: key, metric: spec.metric }, "serving metric");
     }
-    this.enqueueRivals(namespace, key);
     return this.writeStatus(obj, { spec, active: running.active });
   }
 
@@ -319,36 +325,47 @@ export class MetricMappingReconciler {
     };
   }
 
-  /** The oldest valid mapping in `namespace` with claim `id`. */
+  /**
+   * Records what `key` claims (undefined: nothing). When that changes, the mappings that
+   * share the old or the new claim are reconciled again: one of them may now win or lose.
+   * Reconciles that change nothing enqueue nobody.
+   */
+  private setClaim(key: string, namespace: string, id: string | undefined): void {
+    const next = id === undefined ? undefined : `${namespace}|${id}`;
+    const previous = this.claims.get(key);
+    if (previous === next) return;
+    if (previous) {
+      const set = this.claimants.get(previous);
+      set?.delete(key);
+      if (set?.size === 0) this.claimants.delete(previous);
+    }
+    if (next) {
+      this.claims.set(key, next);
+      let set = this.claimants.get(next);
+      if (!set) this.claimants.set(next, (set = new Set()));
+      set.add(key);
+    } else {
+      this.claims.delete(key);
+    }
+    for (const claim of [previous, next]) {
+      for (const k of (claim && this.claimants.get(claim)) || [])
+        if (k !== key) this.controller?.queue.add(k);
+    }
+  }
+
+  /** The oldest mapping in `namespace` that claims `id`. */
   private winnerFor(namespace: string, id: string): MetricMappingObject | undefined {
-    const rivals = this.controller!.informer.list(namespace).filter((o) => {
-      if (o.metadata?.deletionTimestamp) return false;
-      const p = MetricMappingSpec.safeParse(o.spec);
-      if (!p.success) return false;
-      const s = p.data;
-      const cid = s.subject.external
-        ? `external|${s.metric}`
-        : `resource|${(() => {
-            const gr = parseGroupResource(s.subject.resource!);
-            return `${gr.resource}.${gr.group}`;
-          })()}|${s.metric}`;
-      return cid === id;
-    });
+    const rivals: MetricMappingObject[] = [];
+    for (const key of this.claimants.get(`${namespace}|${id}`) ?? []) {
+      const o = this.controller!.informer.get(splitKey(key).name, namespace);
+      if (o && !o.metadata?.deletionTimestamp) rivals.push(o);
+    }
     rivals.sort((a, b) => {
       const ta = String(a.metadata?.creationTimestamp ?? "");
       const tb = String(b.metadata?.creationTimestamp ?? "");
       return ta < tb ? -1 : ta > tb ? 1 : (a.metadata?.name ?? "") < (b.metadata?.name ?? "") ? -1 : 1;
     });
     return rivals[0];
-  }
-
-  private enqueueRivals(namespace: string, except: string): void {
-    for (const o of this.controller?.informer.list(namespace) ?? []) {
-      const k = objectKey(o);
-      if (k === except) continue;
-      const s = o.status?.conditions?.find((c) => c.type === "Ready");
-      if (s?.reason === "Conflict" || this.running.has(k)) this.controller?.queue.add(k);
-    }
   }
 
   /** Computes and (as leader, when it changed) writes status; returns when to look again. */

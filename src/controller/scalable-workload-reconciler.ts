@@ -13,7 +13,7 @@ import { MetricMappingSpec } from "../api/metric-mapping.js";
 import { ScalableWorkloadSpec, type ScalableWorkloadStatus } from "../api/scalable-workload.js";
 import { KubeApiError, type KubeClient } from "../k8s/client.js";
 import { startInformer, type ResilientInformer } from "../k8s/informer.js";
-import { buildDeployment, buildHpa, OWNER_LABEL, type ResolvedMetric } from "../manifests/workload.js";
+import { buildDeployment, buildHpa, type ResolvedMetric } from "../manifests/workload.js";
 import { LabelSelector } from "../selectors/label-selector.js";
 import { findCondition, sameConditions, setCondition, type ConditionUpdate } from "./conditions.js";
 import { type Controller, objectKey, splitKey, startController } from "./controller.js";
@@ -245,7 +245,7 @@ export class ScalableWorkloadReconciler {
       }
     }
 
-    const hpaProblem = await this.reconcileHpa(sw, owner, spec);
+    const hpaProblem = await this.reconcileHpa(owner, spec);
     const status: ScalableWorkloadStatus = {
       replicas: workload.status?.replicas ?? 0,
       readyReplicas: workload.status?.readyReplicas ?? 0,
@@ -289,7 +289,6 @@ export class ScalableWorkloadReconciler {
 
   /** Applies or deletes the owned HPA; returns a problem to report, if any. */
   private async reconcileHpa(
-    sw: ScalableWorkloadObject,
     owner: { name: string; namespace: string; uid: string },
     spec: ScalableWorkloadSpec,
   ) {
@@ -325,7 +324,6 @@ export class ScalableWorkloadReconciler {
         });
       }
     }
-    void sw;
     await this.opts.client.apply(path, buildHpa(owner, spec, metrics, version), {
       fieldManager: this.opts.fieldManager ?? "governor",
     });
@@ -377,5 +375,3 @@ export class ScalableWorkloadReconciler {
     return requeueMs !== undefined ? { requeueAfterMs: requeueMs } : {};
   }
 }
-
-export { OWNER_LABEL };

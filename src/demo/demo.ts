@@ -9,13 +9,13 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { KubeConfig } from "@kubernetes/client-node";
 import { pino } from "pino";
 import { startStandInKubelet } from "../devcluster/stand-in-kubelet.js";
 import { KubeClient } from "../k8s/client.js";
 import { InformerPodIndex } from "../k8s/pod-index.js";
+import { freePort } from "../util/ports.js";
 import { FakeApp } from "./fake-app.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -33,17 +33,6 @@ export interface DemoOptions {
   env: NodeJS.ProcessEnv;
   /** Load phases: [seconds, total requests/s]. @default warm-up, surge, calm */
   phases?: [number, number][];
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function run(

@@ -90,7 +90,7 @@ export class KubeClient {
     this.server = new URL(cluster.server);
   }
 
-  /** GET a path; `undefined` on 404 when `allowNotFound` is set. */
+  /** GET a path; a 404 is a {@link KubeApiError} (see {@link getOrUndefined}). */
   async get<T = KubeObject>(path: string, query?: Query): Promise<T> {
     return this.request<T>("GET", path, { query });
   }

@@ -8,7 +8,7 @@ import { InformerPodIndex } from "../../src/k8s/pod-index.js";
 import { applyYaml, freshNamespace, kubectl, type TestCluster, useCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 import { GovernorProcess } from "../support/governor-process.js";
-import { freePort } from "../support/ports.js";
+import { freePort } from "../../src/util/ports.js";
 
 interface Hpa {
   status?: {

@@ -3,7 +3,7 @@ import { request } from "node:http";
 import { expect } from "chai";
 import { ROOT, useCluster, type TestCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
-import { freePort } from "../support/ports.js";
+import { freePort } from "../../src/util/ports.js";
 
 function httpGet(url: string): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {

@@ -305,9 +305,36 @@ describe("metrics API through the real kube-aggregator (integration)", function 
       expect(Date.now() - started).to.be.below(15_000);
     });
 
-    it("kubectl through the aggregator as a user without RBAC is refused", async () => {
+    it("kubectl through the aggregator as a user without RBAC is refused, and served once granted (Governor sees the forwarded user)", async () => {
       const err = await kubectl(cluster, "get", "--raw", path(), "--as=dave").catch((e: Error) => e.message);
       expect(err).to.match(/forbidden/i);
+      await cluster.client.createOrReplace(
+        `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns.name}/roles/dave-reads-metrics`,
+        {
+          apiVersion: "rbac.authorization.k8s.io/v1",
+          kind: "Role",
+          metadata: { name: "dave-reads-metrics", namespace: ns.name },
+          rules: [
+            { apiGroups: ["custom.metrics.k8s.io"], resources: ["pods/http_requests"], verbs: ["get"] },
+          ],
+        },
+      );
+      await cluster.client.createOrReplace(
+        `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns.name}/rolebindings/dave-reads-metrics`,
+        {
+          apiVersion: "rbac.authorization.k8s.io/v1",
+          kind: "RoleBinding",
+          metadata: { name: "dave-reads-metrics", namespace: ns.name },
+          roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: "dave-reads-metrics" },
+          subjects: [{ apiGroup: "rbac.authorization.k8s.io", kind: "User", name: "dave" }],
+        },
+      );
+      const served = await eventually(() => raw(path(), "--as=dave"), {
+        timeoutMs: 15_000,
+        intervalMs: 250,
+        what: "dave served",
+      });
+      expect(served.items[0].value).to.equal("1500m");
     });
   });
 });

@@ -11,7 +11,7 @@ import {
   useCluster,
 } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
-import { freePort } from "../support/ports.js";
+import { freePort } from "../../src/util/ports.js";
 
 interface Sw {
   metadata: { uid: string };

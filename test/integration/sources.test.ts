@@ -19,7 +19,7 @@ import {
   useCluster,
 } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
-import { freePort } from "../support/ports.js";
+import { freePort } from "../../src/util/ports.js";
 import { TestPrometheus } from "../support/prometheus.js";
 
 interface Item {

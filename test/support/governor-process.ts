@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { stringify } from "yaml";
 import { ROOT, kubectl, type TestCluster } from "./cluster.js";
 import { eventually } from "./eventually.js";
-import { freePort } from "./ports.js";
+import { freePort } from "../../src/util/ports.js";
 
 export class GovernorProcess {
   private child?: ChildProcess;
