@@ -31,3 +31,5 @@ server.listen(0, "127.0.0.1", () => {
   const addr = server.address();
   console.log(typeof addr === "object" && addr ? addr.port : 0);
 });
+// Exit normally on a signal, so `--cpu-prof` writes its profile.
+for (const signal of ["SIGTERM", "SIGINT"] as const) process.once(signal, () => process.exit(0));

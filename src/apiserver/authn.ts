@@ -113,8 +113,12 @@ export interface TokenReviewer {
 
 /** Decides who sent a request. */
 export interface Authenticator {
-  /** The user; throws {@link AuthenticationError} (401) or {@link AuthUnavailableError} (500). */
-  authenticate(req: IncomingMessage): Promise<UserInfo>;
+  /**
+   * The user; throws (or rejects with) {@link AuthenticationError} (401) or
+   * {@link AuthUnavailableError} (500). Synchronous when no remote call is needed (client
+   * certificates, the front proxy's headers): the hot path takes no extra promise.
+   */
+  authenticate(req: IncomingMessage): UserInfo | Promise<UserInfo>;
 }
 
 const CLIENT_AUTH_EKU = "1.3.6.1.5.5.7.3.2";
@@ -161,7 +165,7 @@ export class DelegatingAuthenticator implements Authenticator {
     return [...this.requestHeaderCAs, ...this.clientCAs].map((c) => c.toString());
   }
 
-  async authenticate(req: IncomingMessage): Promise<UserInfo> {
+  authenticate(req: IncomingMessage): UserInfo | Promise<UserInfo> {
     const identity = this.certificateIdentity(req.socket as TLSSocket);
     if (identity) {
       if (identity.anchor === "requestheader") {
@@ -185,9 +189,10 @@ export class DelegatingAuthenticator implements Authenticator {
       const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
       if (!m?.[1]) throw new AuthenticationError("malformed Authorization header");
       if (!this.tokens) throw new AuthenticationError("bearer tokens are not accepted by this server");
-      const user = await this.reviewCached(m[1]);
-      if (!user) throw new AuthenticationError("invalid bearer token");
-      return withAuthenticatedGroup(user);
+      return this.reviewCached(m[1]).then((user) => {
+        if (!user) throw new AuthenticationError("invalid bearer token");
+        return withAuthenticatedGroup(user);
+      });
     }
     return ANONYMOUS;
   }
@@ -294,27 +299,40 @@ function fromRequestHeaders(
   req: IncomingMessage,
   rh: NonNullable<AuthenticationConfig["requestHeader"]>,
 ): UserInfo | undefined {
-  const values = (name: string): string[] => req.headersDistinct[name.toLowerCase()] ?? [];
+  // One pass over the raw headers (no header objects built): values of the configured
+  // headers, in the order they came, each header name matched case-insensitively.
+  const wanted = new Map<string, string[]>();
+  const extra: Record<string, string[]> = {};
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const header = raw[i]!.toLowerCase();
+    const value = raw[i + 1]!;
+    if (
+      rh.usernameHeaders.some((h) => h.toLowerCase() === header) ||
+      rh.groupHeaders.some((h) => h.toLowerCase() === header)
+    ) {
+      const list = wanted.get(header);
+      if (list) list.push(value);
+      else wanted.set(header, [value]);
+    }
+    for (const prefix of rh.extraHeaderPrefixes) {
+      const p = prefix.toLowerCase();
+      if (header.length > p.length && header.startsWith(p)) {
+        const key = decodeURIComponentSafe(header.slice(p.length)).toLowerCase();
+        (extra[key] ??= []).push(value);
+      }
+    }
+  }
   let name = "";
   for (const h of rh.usernameHeaders) {
-    const v = values(h).find((x) => x.length > 0);
+    const v = wanted.get(h.toLowerCase())?.find((x) => x.length > 0);
     if (v) {
       name = v;
       break;
     }
   }
   if (!name) return undefined;
-  const groups = rh.groupHeaders.flatMap((h) => values(h));
-  const extra: Record<string, string[]> = {};
-  for (const [header, vals] of Object.entries(req.headersDistinct)) {
-    for (const prefix of rh.extraHeaderPrefixes) {
-      const p = prefix.toLowerCase();
-      if (header.startsWith(p) && header.length > p.length && vals) {
-        const key = decodeURIComponentSafe(header.slice(p.length)).toLowerCase();
-        (extra[key] ??= []).push(...vals);
-      }
-    }
-  }
+  const groups = rh.groupHeaders.flatMap((h) => wanted.get(h.toLowerCase()) ?? []);
   return { name, groups, extra };
 }
 

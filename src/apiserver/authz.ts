@@ -39,7 +39,7 @@ export interface AccessReviewer {
 
 /** Decides whether a user may make a request. */
 export interface Authorizer {
-  authorize(user: UserInfo, info: RequestInfo): Promise<Decision>;
+  authorize(user: UserInfo, info: RequestInfo): Decision | Promise<Decision>;
 }
 
 /** Builds the SubjectAccessReview spec kube-apiserver would send for this request. */
@@ -79,7 +79,8 @@ export class DelegatingAuthorizer implements Authorizer {
     private readonly opts: { ttlMs?: number; onCache?: (result: "hit" | "miss") => void } = {},
   ) {}
 
-  async authorize(user: UserInfo, info: RequestInfo): Promise<Decision> {
+  /** Synchronous for system:masters and cached decisions; a promise when a review is needed. */
+  authorize(user: UserInfo, info: RequestInfo): Decision | Promise<Decision> {
     if (user.groups.includes("system:masters")) return { allowed: true, reason: "system:masters" };
     const spec = accessReviewSpec(user, info);
     const key = JSON.stringify(spec);
@@ -90,9 +91,10 @@ export class DelegatingAuthorizer implements Authorizer {
       return hit.decision;
     }
     this.opts.onCache?.("miss");
-    const decision = await this.reviewer.review(spec);
-    if (this.cache.size > 10_000) this.cache.clear();
-    this.cache.set(key, { decision, expires: now + (this.opts.ttlMs ?? 10_000) });
-    return decision;
+    return this.reviewer.review(spec).then((decision) => {
+      if (this.cache.size > 10_000) this.cache.clear();
+      this.cache.set(key, { decision, expires: now + (this.opts.ttlMs ?? 10_000) });
+      return decision;
+    });
   }
 }

@@ -52,6 +52,12 @@ export interface ApiResponse {
   items?: number;
 }
 
+/** The parts of a request target the API reads (a `URL` has them). */
+export interface RequestTarget {
+  pathname: string;
+  searchParams: URLSearchParams;
+}
+
 /** Which groups this server serves (to sit beside KEDA, serve custom only). */
 export interface MetricsApiOptions {
   custom: boolean;
@@ -76,8 +82,11 @@ export class MetricsApi {
     return [...(this.opts.custom ? [CUSTOM_GROUP] : []), ...(this.opts.external ? [EXTERNAL_GROUP] : [])];
   }
 
-  /** Answers one request. Never throws: unexpected errors become a 500 Status. */
-  async handle(method: string, url: URL, accept: string | undefined): Promise<ApiResponse> {
+  /**
+   * Answers one request (`url` is a URL or the server's split request target). Never
+   * throws: unexpected errors become a 500 Status.
+   */
+  async handle(method: string, url: RequestTarget, accept: string | undefined): Promise<ApiResponse> {
     try {
       return await this.route(method, url, accept);
     } catch (err) {
@@ -85,11 +94,11 @@ export class MetricsApi {
     }
   }
 
-  private async route(method: string, url: URL, accept: string | undefined): Promise<ApiResponse> {
+  private async route(method: string, url: RequestTarget, accept: string | undefined): Promise<ApiResponse> {
     const segments = url.pathname
       .split("/")
       .filter((s) => s !== "")
-      .map((s) => decodeURIComponent(s));
+      .map((s) => (s.includes("%") ? decodeURIComponent(s) : s));
     if (segments[0] === "openapi") {
       if (segments[1] === "v2" && segments.length === 2)
         return ok(openApiV2("Governor metrics API"), RouteKinds.OpenApi);

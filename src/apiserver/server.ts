@@ -148,22 +148,27 @@ export class MetricsApiServer {
     let status = 500;
     let user = "";
     try {
-      const url = new URL(req.url ?? "/", "https://governor.invalid");
-      kind = routeKind(url.pathname);
-      if (HEALTH_PATHS.has(url.pathname)) {
+      // The raw path, as routing and authorization both read it (no URL normalisation that
+      // one of them could see differently).
+      const target = splitTarget(req.url ?? "/");
+      kind = routeKind(target.pathname);
+      if (HEALTH_PATHS.has(target.pathname)) {
         kind = RouteKinds.Health;
-        status = this.health(url.pathname, res);
+        status = this.health(target.pathname, res);
         return;
       }
+      // Authentication and authorization answer synchronously when nothing remote is
+      // needed: no promise on the hot path.
       let identity;
       try {
-        identity = await this.opts.authenticator.authenticate(req);
+        const pending = this.opts.authenticator.authenticate(req);
+        identity = pending instanceof Promise ? await pending : pending;
       } catch (err) {
         if (err instanceof AuthenticationError) {
           status = 401;
           send(res, 401, statusBody(401, "Unauthorized", "Unauthorized"), requestId);
           this.opts.logger.info(
-            { requestId, reason: err.message, path: url.pathname },
+            { requestId, reason: err.message, path: target.pathname },
             "authentication failed",
           );
           return;
@@ -171,14 +176,15 @@ export class MetricsApiServer {
         throw err;
       }
       user = identity.name;
-      const info = requestInfo(req.method ?? "GET", url.pathname, url.searchParams);
-      const decision = await this.opts.authorizer.authorize(identity, info);
+      const info = requestInfo(req.method ?? "GET", target.pathname, target.searchParams);
+      const pending = this.opts.authorizer.authorize(identity, info);
+      const decision = pending instanceof Promise ? await pending : pending;
       if (!decision.allowed) {
         status = 403;
         send(res, 403, forbidden(identity.name, info), requestId);
         return;
       }
-      const answer = await this.opts.api.handle(req.method ?? "GET", url, req.headers.accept);
+      const answer = await this.opts.api.handle(req.method ?? "GET", target, req.headers.accept);
       kind = answer.kind;
       status = answer.status;
       send(res, answer.status, answer.body, requestId, req.method === "HEAD");
@@ -191,17 +197,19 @@ export class MetricsApiServer {
     } finally {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       this.opts.metrics.observeRequest(kind, status, seconds);
-      const line = {
-        requestId,
-        method: req.method,
-        path: req.url,
-        status,
-        kind,
-        user,
-        ms: Math.round(seconds * 1e4) / 10,
-      };
-      if (status >= 500) this.opts.logger.warn(line, "request");
-      else this.opts.logger.debug(line, "request");
+      if (status >= 500 || this.opts.logger.isLevelEnabled("debug")) {
+        const line = {
+          requestId,
+          method: req.method,
+          path: req.url,
+          status,
+          kind,
+          user,
+          ms: Math.round(seconds * 1e4) / 10,
+        };
+        if (status >= 500) this.opts.logger.warn(line, "request");
+        else this.opts.logger.debug(line, "request");
+      }
       if (--this.inFlight === 0) this.drained?.();
     }
   }
@@ -237,6 +245,15 @@ function send(res: ServerResponse, status: number, body: unknown, requestId: str
     "audit-id": requestId,
   });
   res.end(headOnly ? undefined : text);
+}
+
+const NO_QUERY = new URLSearchParams();
+
+/** A request target split into its path and query, without building a URL. */
+function splitTarget(target: string): { pathname: string; searchParams: URLSearchParams } {
+  const q = target.indexOf("?");
+  if (q < 0) return { pathname: target, searchParams: NO_QUERY };
+  return { pathname: target.slice(0, q), searchParams: new URLSearchParams(target.slice(q + 1)) };
 }
 
 function headerValue(v: string | string[] | undefined): string | undefined {

@@ -29,8 +29,15 @@ export const PLACEHOLDER_RESOURCE = "governor-no-metrics-yet";
 
 /** RFC 3339 UTC, second precision: what `metav1.Time` marshals to. */
 export function rfc3339(d: Date): string {
-  return d.toISOString().replace(/\.\d{3}Z$/, "Z");
+  // Every item of a selector answer carries the same sample time: format it once.
+  const ms = d.getTime();
+  if (ms !== lastFormatted.ms) {
+    lastFormatted.ms = ms;
+    lastFormatted.text = d.toISOString().replace(/\.\d{3}Z$/, "Z");
+  }
+  return lastFormatted.text;
 }
+const lastFormatted = { ms: NaN, text: "" };
 
 /** `metav1.Status` for an error. */
 export function statusBody(code: number, reason: string, message: string, details?: Record<string, unknown>) {

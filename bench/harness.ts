@@ -1,0 +1,302 @@
+/**
+ * What every benchmark of `npm run bench` shares: the local control plane, the TLS
+ * material (one bench CA; the front-proxy client certificate the aggregator uses), a
+ * Governor process, a bare node:https server as the platform's limit, autocannon, and the
+ * rows of the table. Each figure is printed next to a baseline measured in the same run.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import autocannon from "autocannon";
+import { KubeConfig } from "@kubernetes/client-node";
+import { createCA, issueCertificate } from "../src/certs/certs.js";
+import { KubeClient } from "../src/k8s/client.js";
+import { type HttpsGetOptions, httpsGet } from "../src/testing/https-get.js";
+import { freePort } from "../src/util/ports.js";
+
+export const ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** The namespace every benchmark object lives in (deleted before and after). */
+export const NS = "governor-bench";
+/** The Services the aggregator dials for Governor and for the Go sample-apiserver. */
+export const SERVICES = { governor: "governor-bench", wardle: "wardle-bench" } as const;
+
+/** One line of the table. */
+export interface Row {
+  name: string;
+  figure: string;
+  baseline: string;
+  ratio: string;
+}
+
+export const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
+export const ratio = (figure: number, baseline: number) =>
+  baseline > 0 && Number.isFinite(figure) ? fmt(figure / baseline, 2) : "n/a";
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
+}
+
+/** Runs `fn(i)` for i in [0, n) with at most `concurrency` in flight. */
+export async function pool(n: number, concurrency: number, fn: (i: number) => Promise<unknown>) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(n, concurrency) }, async () => {
+      while (next < n) await fn(next++);
+    }),
+  );
+}
+
+/** The shared state of one `npm run bench`. */
+export interface Bench {
+  kubeconfig: string;
+  env: NodeJS.ProcessEnv;
+  client: KubeClient;
+  apiserver: string;
+  etcd: string;
+  /** Directory for files of this run (certificates, bodies). */
+  dir: string;
+  /** The bench CA (signs the serving certificate of Governor, the bare server, the Go peer). */
+  ca: { cert: string; key: string };
+  /** Serving certificate + key files, valid for localhost and both Services' DNS names. */
+  servingCert: { certFile: string; keyFile: string; pem: string };
+  /** The front-proxy client certificate: what kube-apiserver presents to aggregated servers. */
+  frontProxy: { cert: string; key: string };
+  /** The headers the aggregator would add for an admin. */
+  proxyHeaders: Record<string, string>;
+  /** The admin's client certificate for requests to kube-apiserver. */
+  admin: { cert: string; key: string; ca: string };
+  rows: Row[];
+}
+
+/** Starts (or reuses) the control plane and makes a fresh benchmark namespace. */
+export async function setUp(): Promise<Bench> {
+  const up = execFileSync("bash", [join(ROOT, "hack/cluster.sh"), "up"], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const kubeconfig = /export KUBECONFIG=(\S+)/.exec(up)![1]!;
+  const env = { ...process.env, KUBECONFIG: kubeconfig };
+  const kc = new KubeConfig();
+  kc.loadFromFile(kubeconfig);
+  const client = new KubeClient(kc);
+  execFileSync("kubectl", ["apply", "-k", join(ROOT, "crds")], { env, stdio: "ignore" });
+  execFileSync("kubectl", ["wait", "--for=condition=Established", "crd/metricmappings.governor.dev"], {
+    env,
+    stdio: "ignore",
+  });
+  await deleteNamespace(client);
+  await client.create("/api/v1/namespaces", { apiVersion: "v1", kind: "Namespace", metadata: { name: NS } });
+
+  const dir = mkdtempSync(join(tmpdir(), "governor-bench-"));
+  const ca = await createCA("governor-bench");
+  const serviceNames = Object.values(SERVICES).flatMap((s) => [
+    `${s}.${NS}.svc`,
+    `${s}.${NS}.svc.cluster.local`,
+  ]);
+  const leaf = await issueCertificate(ca, {
+    commonName: "localhost",
+    dnsNames: ["localhost", ...serviceNames],
+    ipAddresses: ["127.0.0.1"],
+    usage: "server",
+  });
+  const certFile = join(dir, "tls.crt");
+  const keyFile = join(dir, "tls.key");
+  writeFileSync(certFile, leaf.cert);
+  writeFileSync(keyFile, leaf.key);
+  const pki = join(kubeconfig, "..", "pki");
+  const read = (f: string) => readFileSync(join(pki, f), "utf8");
+  return {
+    kubeconfig,
+    env,
+    client,
+    apiserver: kc.getCurrentCluster()!.server,
+    etcd: `http://127.0.0.1:${process.env.GOVERNOR_ETCD_PORT ?? "23790"}`,
+    dir,
+    ca,
+    servingCert: { certFile, keyFile, pem: leaf.cert },
+    frontProxy: { cert: read("front-proxy-client.crt"), key: read("front-proxy-client.key") },
+    proxyHeaders: { "X-Remote-User": "system:admin", "X-Remote-Group": "system:masters" },
+    admin: { cert: read("admin.crt"), key: read("admin.key"), ca: read("ca.crt") },
+    rows: [],
+  };
+}
+
+export async function deleteNamespace(client: KubeClient): Promise<void> {
+  await client.delete(`/api/v1/namespaces/${NS}`).catch(() => {});
+  for (let i = 0; i < 240 && (await client.getOrUndefined(`/api/v1/namespaces/${NS}`)); i++) await sleep(500);
+}
+
+/** GET options for a request straight to a server of this run, as the aggregator would send it. */
+export function proxied(b: Bench): HttpsGetOptions {
+  return { cert: b.frontProxy.cert, key: b.frontProxy.key, ca: b.ca.cert, headers: b.proxyHeaders };
+}
+
+/** A child process of this run; `stop()` ends it and waits. */
+export interface Child {
+  process: ChildProcess;
+  port: number;
+  log: () => string;
+  stop(): Promise<void>;
+}
+
+function child(cp: ChildProcess, port: number): Child {
+  let log = "";
+  const keep = (d: Buffer) => (log = (log + d.toString()).slice(-100_000));
+  cp.stdout?.on("data", keep);
+  cp.stderr?.on("data", keep);
+  return {
+    process: cp,
+    port,
+    log: () => log,
+    async stop() {
+      if (cp.exitCode !== null || cp.signalCode !== null) return;
+      const exited = new Promise((r) => cp.once("exit", r));
+      cp.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/** Polls `url` until it answers 200 (or `what` fails after `timeoutMs`). */
+export async function waitFor200(url: string, opts: HttpsGetOptions, what: string, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await httpsGet(url, opts).catch(() => undefined);
+    if (r?.status === 200) return r;
+    if (Date.now() > deadline) throw new Error(`${what}: no 200 from ${url} after ${timeoutMs} ms`);
+    await sleep(100);
+  }
+}
+
+/**
+ * `governor run` as its own process with the bench's serving certificate and the admin
+ * kubeconfig (`--registration none`: the bench registers it like the Go peer). Extra
+ * `nodeArgs` go to node (e.g. `--cpu-prof`).
+ */
+export async function startGovernor(
+  b: Bench,
+  nodeArgs: string[] = [],
+): Promise<Child & { metricsPort: number }> {
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const cp = spawn(
+    process.execPath,
+    [
+      ...nodeArgs,
+      "--import",
+      "tsx",
+      join(ROOT, "src/main.ts"),
+      "run",
+      "--kubeconfig",
+      b.kubeconfig,
+      "--registration",
+      "none",
+      "--no-leader-elect",
+      "--tls-cert-file",
+      b.servingCert.certFile,
+      "--tls-private-key-file",
+      b.servingCert.keyFile,
+      "--bind-address",
+      "127.0.0.1",
+      "--secure-port",
+      String(port),
+      "--metrics-port",
+      String(metricsPort),
+      "--metrics-bind-address",
+      "127.0.0.1",
+      "--log-level",
+      "warn",
+      "--shutdown-delay",
+      "0",
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const g = { ...child(cp, port), metricsPort };
+  await waitFor200(`https://127.0.0.1:${port}/readyz`, { ca: b.ca.cert }, "Governor ready").catch((err) => {
+    throw new Error(`${(err as Error).message}\n${g.log()}`);
+  });
+  return g;
+}
+
+/** A bare node:https server answering every request with the bytes of `body` (the platform's limit). */
+export async function startBare(b: Bench, body: string): Promise<Child> {
+  const bodyFile = join(b.dir, `body-${Date.now()}.json`);
+  writeFileSync(bodyFile, body);
+  const cp = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      join(ROOT, "bench/bare-server.ts"),
+      b.servingCert.certFile,
+      b.servingCert.keyFile,
+      bodyFile,
+    ],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    let buf = "";
+    cp.stdout!.on("data", (d: Buffer) => {
+      buf += d.toString();
+      if (buf.includes("\n")) resolve(Number(buf.split("\n")[0]));
+    });
+    cp.once("exit", (code) => reject(new Error(`bare server exited with ${code}`)));
+  });
+  return child(cp, port);
+}
+
+/** Resident set size of a process, in MB. */
+export function rssMB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** autocannon with a client certificate; throws when any answer was not 2xx. */
+export async function load(
+  url: string,
+  opts: {
+    connections: number;
+    seconds: number;
+    tls: { cert: string; key: string };
+    headers?: Record<string, string>;
+  },
+): Promise<autocannon.Result> {
+  const r = await autocannon({
+    url,
+    connections: opts.connections,
+    duration: opts.seconds,
+    headers: opts.headers ?? {},
+    tlsOptions: { cert: opts.tls.cert, key: opts.tls.key },
+  });
+  if (r.non2xx || r.errors || r.timeouts)
+    throw new Error(`${url}: ${r.non2xx} non-2xx answers, ${r.errors} errors, ${r.timeouts} timeouts`);
+  return r;
+}
+
+/** Rows comparing two autocannon results: requests/s and p50 / p99. */
+export function loadRows(
+  name: string,
+  g: autocannon.Result,
+  b: autocannon.Result,
+  baselineName: string,
+): Row[] {
+  return [
+    {
+      name: `${name}: req/s`,
+      figure: fmt(g.requests.average, 0),
+      baseline: `${fmt(b.requests.average, 0)} (${baselineName})`,
+      ratio: ratio(g.requests.average, b.requests.average),
+    },
+    {
+      name: `${name}: p50 / p99 ms`,
+      figure: `${g.latency.p50} / ${g.latency.p99}`,
+      baseline: `${b.latency.p50} / ${b.latency.p99}`,
+      // autocannon reports whole milliseconds: a 0 ms baseline has no meaningful ratio.
+      ratio: `${ratio(g.latency.p50, b.latency.p50)} / ${ratio(g.latency.p99, b.latency.p99)}`,
+    },
+  ];
+}
