@@ -81,8 +81,8 @@ async function startSampleApiserver(b: Bench, port: number): Promise<Child> {
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   let log = "";
-  cp.stdout!.on("data", (d: Buffer) => (log = (log + d.toString()).slice(-50_000)));
-  cp.stderr!.on("data", (d: Buffer) => (log = (log + d.toString()).slice(-50_000)));
+  cp.stdout.on("data", (d: Buffer) => (log = (log + d.toString()).slice(-50_000)));
+  cp.stderr.on("data", (d: Buffer) => (log = (log + d.toString()).slice(-50_000)));
   const stop = async () => {
     if (cp.exitCode !== null || cp.signalCode !== null) return;
     const exited = new Promise((r) => cp.once("exit", r));

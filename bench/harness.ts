@@ -173,7 +173,8 @@ export async function waitFor200(url: string, opts: HttpsGetOptions, what: strin
 }
 
 /**
- * `governor run` as its own process with the bench's serving certificate and the admin
+ * `governor run` as its own process, compiled (`dist/`, as the image runs it; `npm run
+ * bench` builds first), with the bench's serving certificate and the admin
  * kubeconfig (`--registration none`: the bench registers it like the Go peer). Extra
  * `nodeArgs` go to node (e.g. `--cpu-prof`).
  */
@@ -187,9 +188,7 @@ export async function startGovernor(
     process.execPath,
     [
       ...nodeArgs,
-      "--import",
-      "tsx",
-      join(ROOT, "src/main.ts"),
+      join(ROOT, "dist/main.js"),
       "run",
       "--kubeconfig",
       b.kubeconfig,
@@ -240,7 +239,7 @@ export async function startBare(b: Bench, body: string): Promise<Child> {
   );
   const port = await new Promise<number>((resolve, reject) => {
     let buf = "";
-    cp.stdout!.on("data", (d: Buffer) => {
+    cp.stdout.on("data", (d: Buffer) => {
       buf += d.toString();
       if (buf.includes("\n")) resolve(Number(buf.split("\n")[0]));
     });

@@ -6,6 +6,7 @@
  */
 import { GovernorError } from "../errors.js";
 import {
+  type CustomMetricInfo,
   type CustomMetricValue,
   type MetricsProvider,
   MetricBadRequestError,
@@ -18,6 +19,7 @@ import {
   CUSTOM_GROUP,
   EXTERNAL_GROUP,
   GROUP_VERSIONS,
+  JsonText,
   PLACEHOLDER_RESOURCE,
   apiGroup,
   apiGroupList,
@@ -72,6 +74,8 @@ const NOT_ACCEPTABLE = statusBody(
 
 /** See the module comment. */
 export class MetricsApi {
+  private readonly discoveryCache = new Map<string, { list: readonly unknown[]; body: JsonText }>();
+
   constructor(
     private readonly provider: MetricsProvider,
     private readonly opts: MetricsApiOptions = { custom: true, external: true },
@@ -130,17 +134,32 @@ export class MetricsApi {
     if (version === undefined) return ok(apiGroup(group), RouteKinds.Discovery);
     if (!(GROUP_VERSIONS[group] ?? []).includes(version))
       return notFound(`the server could not find the requested resource (${group}/${version})`);
-    if (rest.length === 0) {
-      return ok(
-        group === CUSTOM_GROUP
-          ? customResourceList(version, this.provider.listCustomMetrics())
-          : externalResourceList(version, this.provider.listExternalMetrics()),
-        RouteKinds.Discovery,
-      );
-    }
+    if (rest.length === 0) return ok(this.resourceList(group, version), RouteKinds.Discovery);
     return group === CUSTOM_GROUP
       ? this.custom(version, rest, url.searchParams)
       : this.external(rest, url.searchParams);
+  }
+
+  /**
+   * A group-version's resource list, serialized once per change of the provider's metric
+   * list (the provider hands out the same array until it changes): with 10,000 mappings it
+   * is a megabyte of JSON, and discovery is asked often.
+   */
+  private resourceList(group: string, version: string): JsonText {
+    const list =
+      group === CUSTOM_GROUP ? this.provider.listCustomMetrics() : this.provider.listExternalMetrics();
+    const key = `${group}/${version}`;
+    const hit = this.discoveryCache.get(key);
+    if (hit?.list === list) return hit.body;
+    const body = new JsonText(
+      JSON.stringify(
+        group === CUSTOM_GROUP
+          ? customResourceList(version, list as CustomMetricInfo[])
+          : externalResourceList(version, list),
+      ),
+    );
+    this.discoveryCache.set(key, { list, body });
+    return body;
   }
 
   private async custom(version: string, rest: string[], query: URLSearchParams): Promise<ApiResponse> {

@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import type { JsonText } from "./wire.js";
 import { pino } from "pino";
 import { createCA, issueCertificate, type KeyPair } from "../certs/certs.js";
 import { FakeProvider } from "../metrics/fake-provider.js";
@@ -287,14 +288,32 @@ describe("metrics API server", function () {
       const empty = new MetricsApi(new FakeProvider());
       const custom = await empty.handle("GET", new URL(`https://x${C}/v1beta1`), undefined);
       const external = await empty.handle("GET", new URL(`https://x${E}`), undefined);
-      expect((custom.body as { resources: unknown[] }).resources).to.have.length(1);
-      expect((external.body as { resources: unknown[] }).resources).to.have.length(1);
+      const resources = (body: unknown) =>
+        (JSON.parse((body as JsonText).text) as { resources: unknown[] }).resources;
+      expect(resources(custom.body)).to.have.length(1);
+      expect(resources(external.body)).to.have.length(1);
       const placeholder = await empty.handle(
         "GET",
         new URL(`https://x${E}/namespaces/a/governor-no-metrics-yet`),
         undefined,
       );
       expect(placeholder.status).to.equal(404);
+    });
+
+    it("keeps serving discovery from one serialized body until the metric list changes", async () => {
+      let list = [{ groupResource: { group: "", resource: "pods" }, namespaced: true, metric: "a" }];
+      const provider = Object.assign(new FakeProvider(), { listCustomMetrics: () => list });
+      const api = new MetricsApi(provider);
+      const get = async () => (await api.handle("GET", new URL(`https://x${C}/v1beta2`), undefined)).body;
+      const first = await get();
+      expect(await get()).to.equal(first);
+      list = [...list, { groupResource: { group: "", resource: "pods" }, namespaced: true, metric: "b" }];
+      const changed = (await get()) as JsonText;
+      expect(changed).to.not.equal(first);
+      expect(JSON.parse(changed.text).resources.map((r: { name: string }) => r.name)).to.deep.equal([
+        "pods/a",
+        "pods/b",
+      ]);
     });
 
     it("serves group discovery with v1beta2 preferred", async () => {

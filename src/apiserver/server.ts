@@ -20,7 +20,7 @@ import type { Authorizer } from "./authz.js";
 import type { ApiServerMetrics } from "./instrumentation.js";
 import { errorResponse, type MetricsApi, RouteKinds, type RouteKind, routeKind } from "./metrics-api.js";
 import { requestInfo } from "./request-info.js";
-import { statusBody } from "./wire.js";
+import { JsonText, statusBody } from "./wire.js";
 
 /** Options of {@link MetricsApiServer}. */
 export interface MetricsApiServerOptions {
@@ -237,7 +237,7 @@ function forbidden(user: string, info: ReturnType<typeof requestInfo>) {
 }
 
 function send(res: ServerResponse, status: number, body: unknown, requestId: string, headOnly = false): void {
-  const text = JSON.stringify(body);
+  const text = body instanceof JsonText ? body.text : JSON.stringify(body);
   res.writeHead(status, {
     "content-type": "application/json",
     "content-length": Buffer.byteLength(text),

@@ -39,6 +39,11 @@ export function rfc3339(d: Date): string {
 }
 const lastFormatted = { ms: NaN, text: "" };
 
+/** A body already serialized to JSON (sent as is). */
+export class JsonText {
+  constructor(readonly text: string) {}
+}
+
 /** `metav1.Status` for an error. */
 export function statusBody(code: number, reason: string, message: string, details?: Record<string, unknown>) {
   return {

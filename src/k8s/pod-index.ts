@@ -24,7 +24,8 @@ interface Pod extends KubernetesObject {
 
 /** Lists pods by namespace. */
 export interface PodIndex {
-  list(namespace: string): PodInfo[];
+  /** Pods of `namespace`; with `where`, only those whose labels it accepts (checked before anything is copied). */
+  list(namespace: string, where?: (labels: Record<string, string>) => boolean): PodInfo[];
   get(namespace: string, name: string): PodInfo | undefined;
 }
 
@@ -57,8 +58,12 @@ export class InformerPodIndex implements PodIndex {
     return this.informer.synced;
   }
 
-  list(namespace: string): PodInfo[] {
-    return this.informer.list(namespace).map(toInfo);
+  list(namespace: string, where?: (labels: Record<string, string>) => boolean): PodInfo[] {
+    const out: PodInfo[] = [];
+    for (const p of this.informer.list(namespace)) {
+      if (!where || where(p.metadata?.labels ?? {})) out.push(toInfo(p));
+    }
+    return out;
   }
 
   get(namespace: string, name: string): PodInfo | undefined {

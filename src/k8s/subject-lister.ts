@@ -30,8 +30,8 @@ export class KubeSubjectLister implements SubjectLister {
   async list(gr: GroupResource, namespace: string, selector: LabelSelector): Promise<SubjectObject[]> {
     if (isPods(gr)) {
       return this.pods
-        .list(namespace)
-        .filter((p) => !p.terminating && selector.matches(p.labels))
+        .list(namespace, (labels) => selector.matches(labels))
+        .filter((p) => !p.terminating)
         .map((p) => ({ name: p.name, labels: p.labels }));
     }
     const key = `${gr.resource}.${gr.group}|${namespace}|${selector.toString()}`;

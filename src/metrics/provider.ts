@@ -86,7 +86,10 @@ export interface ExternalMetricRequest {
 
 /** What the metrics API needs from whoever knows the values. */
 export interface MetricsProvider {
-  /** Every custom metric servable now, for discovery. Never throws; cheap. */
+  /**
+   * Every custom metric servable now, for discovery. Never throws; cheap. Return the same
+   * array while nothing changed: the API reuses its serialized discovery body until then.
+   */
   listCustomMetrics(): CustomMetricInfo[];
   /** Every external metric servable now, for discovery. Never throws; cheap. */
   listExternalMetrics(): ExternalMetricInfo[];

@@ -1,0 +1,115 @@
+/**
+ * "Selector query at scale": `pods/*\/metric?labelSelector=…` over 5,000 pods whose values
+ * come from Debian's real Prometheus (one series per pod, scraped from an exposition
+ * endpoint of this process), as the HPA asks it for a 5,000-replica workload; and the
+ * same namespace queried with a selector matching 50 of them. Baseline: a bare
+ * node:https server returning the same bytes.
+ */
+import { createServer } from "node:http";
+import { TestPrometheus } from "../test/support/prometheus.js";
+import {
+  type Bench,
+  type Child,
+  NS,
+  load,
+  loadRows,
+  pool,
+  proxied,
+  sleep,
+  startBare,
+  waitFor200,
+} from "./harness.js";
+
+const PODS = 5000;
+const SHARD = 100; // pods per `shard` label value: a 50-of-5,000 selector needs half a shard
+const podName = (i: number) => `load-${String(i).padStart(4, "0")}`;
+
+export async function createPods(b: Bench, n = PODS): Promise<void> {
+  await pool(n, 32, (i) =>
+    b.client.create(`/api/v1/namespaces/${NS}/pods`, {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: {
+        name: podName(i),
+        labels: { app: "load", shard: String(Math.floor(i / SHARD)), half: String(i % 2) },
+      },
+      spec: { containers: [{ name: "app", image: "registry.invalid/load:1" }] },
+    }),
+  );
+}
+
+export async function selectorRows(b: Bench, governor: Child, seconds = 5): Promise<void> {
+  const exposition = [
+    "# TYPE bench_pod_load gauge",
+    ...Array.from({ length: PODS }, (_, i) => `bench_pod_load{pod="${podName(i)}"} ${i % 97}`),
+    "",
+  ].join("\n");
+  const target = createServer((_req, res) =>
+    res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(exposition),
+  );
+  await new Promise<void>((r) => target.listen(0, "127.0.0.1", () => r()));
+  const prometheus = new TestPrometheus([
+    { address: `127.0.0.1:${(target.address() as { port: number }).port}`, labels: { namespace: NS } },
+  ]);
+  let bare: Child | undefined;
+  try {
+    await Promise.all([prometheus.start(), createPods(b)]);
+    await b.client.create(`/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings`, {
+      apiVersion: "governor.dev/v1alpha1",
+      kind: "MetricMapping",
+      metadata: { name: "pod-load" },
+      spec: {
+        metric: "pod_load",
+        subject: { resource: "pods" },
+        interval: "5s",
+        source: {
+          prometheus: {
+            address: prometheus.url,
+            query: `bench_pod_load{namespace="{{namespace}}"}`,
+            nameLabel: "pod",
+          },
+        },
+      },
+    });
+    const base = `https://127.0.0.1:${governor.port}/apis/custom.metrics.k8s.io/v1beta2/namespaces/${NS}/pods/*/pod_load`;
+    for (const [label, selector, expected] of [
+      [`all ${PODS} pods`, "app=load", PODS],
+      [`50 of ${PODS} pods`, "shard=7,half=0", SHARD / 2],
+    ] as const) {
+      const url = `${base}?labelSelector=${encodeURIComponent(selector)}`;
+      // Until Prometheus has scraped and Governor's pod cache holds every pod.
+      let body = "";
+      for (let i = 0; ; i++) {
+        const r = await waitFor200(url, proxied(b), "the selector query", 120_000);
+        const items = (r.json as { items: unknown[] }).items.length;
+        if (items === expected) {
+          body = r.text;
+          break;
+        }
+        if (i > 600) throw new Error(`selector ${selector}: ${items} items, expected ${expected}`);
+        await sleep(200);
+      }
+      bare = await startBare(b, body);
+      const opts = { connections: 1, seconds, tls: b.frontProxy, headers: b.proxyHeaders };
+      const bareUrl = `https://127.0.0.1:${bare.port}/`;
+      await load(bareUrl, { ...opts, seconds: 1 }); // warm-up, both
+      await load(url, { ...opts, seconds: 1 });
+      const baseline = await load(bareUrl, opts);
+      const g = await load(url, opts);
+      b.rows.push(
+        ...loadRows(
+          `selector query, ${label} (${Math.round(body.length / 1024)} KiB), 1 conn`,
+          g,
+          baseline,
+          "bare node:https, same bytes",
+        ),
+      );
+      await bare.stop();
+      bare = undefined;
+    }
+  } finally {
+    await bare?.stop();
+    await prometheus.stop();
+    target.close();
+  }
+}
