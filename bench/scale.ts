@@ -4,7 +4,8 @@
  * until discovery lists all of them and until every status says Ready (against the
  * apiserver's own time to create them, measured just before), Governor's RSS once settled
  * (against the same Governor's RSS with a handful of mappings, earlier in the run), and
- * discovery p99 (against a bare server returning the same bytes).
+ * discovery p99 (against a bare server returning the same bytes); then the RSS of a
+ * Governor started with `node --optimize-for-size`.
  */
 import type { KubernetesListObject } from "@kubernetes/client-node";
 import { startInformer } from "../src/k8s/informer.js";
@@ -121,5 +122,25 @@ export async function scaleRows(b: Bench, idleRssMB: number, n = MAPPINGS, secon
   } finally {
     await informer.stop();
     await governor.stop();
+  }
+
+  // The same 10,000 with V8 told to favour size (NODE_OPTIONS for memory-tight installs).
+  const small = await startGovernor(b, ["--optimize-for-size"]);
+  try {
+    const discovery = `https://127.0.0.1:${small.port}/apis/custom.metrics.k8s.io/v1beta2`;
+    for (let listed = 0; listed < n; await sleep(250)) {
+      const r = await httpsGet(discovery, proxied(b));
+      listed = ((r.json as { resources?: unknown[] }).resources ?? []).length;
+    }
+    await sleep(5000);
+    const rss = rssMB(small.process.pid!);
+    b.rows.push({
+      name: `${n} MetricMappings: Governor RSS with node --optimize-for-size, MB`,
+      figure: fmt(rss, 0),
+      baseline: `${fmt(idleRssMB, 0)} (default flags, a handful of mappings)`,
+      ratio: ratio(rss, idleRssMB),
+    });
+  } finally {
+    await small.stop();
   }
 }

@@ -90,12 +90,10 @@ export class MetricsApi {
    * Answers one request (`url` is a URL or the server's split request target). Never
    * throws: unexpected errors become a 500 Status.
    */
-  async handle(method: string, url: RequestTarget, accept: string | undefined): Promise<ApiResponse> {
-    try {
-      return await this.route(method, url, accept);
-    } catch (err) {
-      return errorResponse(err, routeKind(url.pathname));
-    }
+  handle(method: string, url: RequestTarget, accept: string | undefined): Promise<ApiResponse> {
+    return this.route(method, url, accept).catch((err: unknown) =>
+      errorResponse(err, routeKind(url.pathname)),
+    );
   }
 
   private async route(method: string, url: RequestTarget, accept: string | undefined): Promise<ApiResponse> {

@@ -237,7 +237,7 @@ function forbidden(user: string, info: ReturnType<typeof requestInfo>) {
 }
 
 function send(res: ServerResponse, status: number, body: unknown, requestId: string, headOnly = false): void {
-  const text = body instanceof JsonText ? body.text : JSON.stringify(body);
+  const text = body instanceof JsonText ? body.bytes : JSON.stringify(body);
   res.writeHead(status, {
     "content-type": "application/json",
     "content-length": Buffer.byteLength(text),

@@ -39,9 +39,13 @@ export function rfc3339(d: Date): string {
 }
 const lastFormatted = { ms: NaN, text: "" };
 
-/** A body already serialized to JSON (sent as is). */
+/** A body already serialized to JSON (sent as is; its bytes encoded once, when first sent). */
 export class JsonText {
+  private encoded?: Buffer;
   constructor(readonly text: string) {}
+  get bytes(): Buffer {
+    return (this.encoded ??= Buffer.from(this.text, "utf8"));
+  }
 }
 
 /** `metav1.Status` for an error. */

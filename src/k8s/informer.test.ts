@@ -1,6 +1,6 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
 import { expect } from "chai";
 import { Backoff } from "../util/backoff.js";
 import { startInformer } from "./informer.js";
@@ -13,7 +13,18 @@ import { startInformer } from "./informer.js";
 function fakeApiserver() {
   let lists = 0;
   let watches = 0;
-  const pods = [{ metadata: { name: "a", namespace: "ns", resourceVersion: "1" } }];
+  const managedFields = [{ manager: "kubectl", operation: "Apply", fieldsV1: { "f:metadata": {} } }];
+  const pods = [
+    {
+      metadata: {
+        name: "a",
+        namespace: "ns",
+        resourceVersion: "1",
+        managedFields,
+        annotations: { "kubectl.kubernetes.io/last-applied-configuration": "{}", keep: "yes" },
+      },
+    },
+  ];
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://x");
     if (url.searchParams.get("watch") !== "true") {
@@ -50,7 +61,7 @@ function fakeApiserver() {
     res.write(
       JSON.stringify({
         type: "ADDED",
-        object: { metadata: { name: "b", namespace: "ns", resourceVersion: "99" } },
+        object: { metadata: { name: "b", namespace: "ns", resourceVersion: "99", managedFields } },
       }) + "\n",
     );
   });
@@ -106,5 +117,40 @@ describe("startInformer", () => {
         .map((p) => p.metadata.name)
         .sort(),
     ).to.deep.equal(["a", "b"]);
+  });
+
+  it("caches objects without managedFields and kubectl's last-applied copy, keeping other annotations", async () => {
+    const fake = fakeApiserver();
+    server = fake.server;
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [
+        {
+          name: "c",
+          server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+          skipTLSVerify: true,
+        },
+      ],
+      users: [{ name: "u" }],
+      contexts: [{ name: "x", cluster: "c", user: "u" }],
+      currentContext: "x",
+    });
+    const informer = startInformer<KubernetesObject>(
+      kc,
+      "/api/v1/pods",
+      async () => (await (await fetch(`${kc.getCurrentCluster()!.server}/api/v1/pods`)).json()) as never,
+      {},
+      { backoff: new Backoff({ initialMs: 10, maxMs: 50 }) },
+    );
+    const deadline = Date.now() + 8000;
+    const named = (name: string) => informer.list().find((o) => o.metadata?.name === name);
+    while (!named("b") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await informer.stop();
+    const [a, b] = [named("a"), named("b")];
+    expect(a?.metadata?.managedFields, "listed").to.equal(undefined);
+    expect(a?.metadata?.annotations).to.deep.equal({ keep: "yes" });
+    expect(b, "watched").to.not.equal(undefined);
+    expect(b?.metadata?.managedFields, "watched").to.equal(undefined);
   });
 });

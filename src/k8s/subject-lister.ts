@@ -44,11 +44,23 @@ export class KubeSubjectLister implements SubjectLister {
     return objects;
   }
 
-  async get(gr: GroupResource, namespace: string, name: string): Promise<SubjectObject | undefined> {
+  get(
+    gr: GroupResource,
+    namespace: string,
+    name: string,
+  ): SubjectObject | undefined | Promise<SubjectObject | undefined> {
     if (isPods(gr)) {
       const p = this.pods.get(namespace, name);
       return p && !p.terminating ? { name: p.name, labels: p.labels } : undefined;
     }
+    return this.fetchOne(gr, namespace, name);
+  }
+
+  private async fetchOne(
+    gr: GroupResource,
+    namespace: string,
+    name: string,
+  ): Promise<SubjectObject | undefined> {
     const m = await this.mapper.lookup(gr);
     if (!m) return undefined;
     const obj = await this.client.getOrUndefined<KubeObject>(

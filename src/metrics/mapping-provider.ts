@@ -56,11 +56,21 @@ export interface SubjectLister {
   describe(gr: GroupResource): Promise<{ kind: string; apiVersion: string; namespaced: boolean } | undefined>;
   /** Objects in `namespace` matching `selector`. */
   list(gr: GroupResource, namespace: string, selector: LabelSelector): Promise<SubjectObject[]>;
-  /** One object, or undefined when it does not exist. */
-  get(gr: GroupResource, namespace: string, name: string): Promise<SubjectObject | undefined>;
+  /** One object, or undefined when it does not exist (synchronous when it is known locally, e.g. pods). */
+  get(
+    gr: GroupResource,
+    namespace: string,
+    name: string,
+  ): SubjectObject | undefined | Promise<SubjectObject | undefined>;
 }
 
 type Formatter = (value: number) => string;
+type Described = { kind: string; apiVersion: string; namespaced: boolean };
+/** What {@link MappingProvider} serves for one request: one value, or one per object name. */
+type Served = { scalar?: number; values?: ReadonlyMap<string, number>; at: Date };
+
+/** How long a resource's kind/apiVersion is reused before asking the resource mapper again. */
+const DESCRIBED_TTL_MS = 30_000;
 
 const customKey = (namespace: string, gr: GroupResource, metric: string) =>
   `${namespace}|${formatGroupResource(gr)}|${metric}`;
@@ -72,6 +82,7 @@ export class MappingProvider implements MetricsProvider {
   private readonly external = new Map<string, ActiveMapping>();
   private readonly byMappingKey = new Map<string, string>();
   private customList?: CustomMetricInfo[];
+  private readonly described = new Map<string, { info: Described; at: number }>();
   private externalList?: ExternalMetricInfo[];
 
   constructor(
@@ -153,22 +164,27 @@ export class MappingProvider implements MetricsProvider {
         `metrics of cluster-scoped ${formatGroupResource(req.groupResource)} are not served (a MetricMapping serves its own namespace)`,
       );
     const m = this.customMapping(namespace, req.groupResource, req.metric);
-    const described = await this.describedObject(
-      req.groupResource,
-      isNamespace ? undefined : namespace,
-      req.name,
-    );
+    // Warm requests take no await below: the kind is remembered, pods are looked up in the
+    // local index, and the sampler already holds a value.
+    const info = this.describedNow(req.groupResource) ?? (await this.describe(req.groupResource));
+    const described: DescribedObject = {
+      kind: info.kind,
+      apiVersion: info.apiVersion,
+      ...(isNamespace ? {} : { namespace }),
+      name: req.name,
+    };
     if (
       !isNamespace &&
       m.subject.kind === "resource" &&
       m.subject.groupResource.resource === "pods" &&
       m.subject.groupResource.group === ""
     ) {
-      if (!(await this.subjects.get(req.groupResource, namespace, req.name))) {
+      const pod = this.subjects.get(req.groupResource, namespace, req.name);
+      if (!(pod instanceof Promise ? await pod : pod)) {
         throw new MetricNotFoundError(`pods "${req.name}" not found in namespace "${namespace}"`);
       }
     }
-    const sample = await this.current(m);
+    const sample = m.sampler.state.last ? this.evaluate(m, m.sampler) : await this.current(m);
     const value = sample.scalar ?? sample.values?.get(req.name);
     if (value === undefined)
       throw new MetricNotFoundError(
@@ -183,9 +199,7 @@ export class MappingProvider implements MetricsProvider {
         `metrics of cluster-scoped ${formatGroupResource(req.groupResource)} are not served (a MetricMapping serves its own namespace)`,
       );
     const m = this.customMapping(req.namespace, req.groupResource, req.metric);
-    const info = await this.subjects.describe(req.groupResource);
-    if (!info)
-      throw new MetricNotFoundError(`the server has no resource ${formatGroupResource(req.groupResource)}`);
+    const info = this.describedNow(req.groupResource) ?? (await this.describe(req.groupResource));
     const sampler = m.forSelector && !req.selector.empty ? m.forSelector(req.selector) : m.sampler;
     const [objects, sample] = await Promise.all([
       this.subjects.list(req.groupResource, req.namespace, req.selector),
@@ -243,19 +257,18 @@ export class MappingProvider implements MetricsProvider {
     return m;
   }
 
-  private async describedObject(
-    gr: GroupResource,
-    namespace: string | undefined,
-    name: string,
-  ): Promise<DescribedObject> {
+  /** Kind and apiVersion of a resource, if looked up in the last 30 s. */
+  private describedNow(gr: GroupResource): Described | undefined {
+    const hit = this.described.get(formatGroupResource(gr));
+    return hit && this.now() - hit.at < DESCRIBED_TTL_MS ? hit.info : undefined;
+  }
+
+  private async describe(gr: GroupResource): Promise<Described> {
     const info = await this.subjects.describe(gr);
     if (!info) throw new MetricNotFoundError(`the server has no resource ${formatGroupResource(gr)}`);
-    return {
-      kind: info.kind,
-      apiVersion: info.apiVersion,
-      ...(namespace !== undefined ? { namespace } : {}),
-      name,
-    };
+    if (this.described.size > 1000) this.described.clear();
+    this.described.set(formatGroupResource(gr), { info, at: this.now() });
+    return info;
   }
 
   private customValue(m: ActiveMapping, o: DescribedObject, value: number, at: Date): CustomMetricValue {
@@ -269,11 +282,13 @@ export class MappingProvider implements MetricsProvider {
   }
 
   /** The value to serve now: current, or the fallback once stale, or 503. */
-  private async current(
-    m: ActiveMapping,
-    sampler: Sampler = m.sampler,
-  ): Promise<{ scalar?: number; values?: ReadonlyMap<string, number>; at: Date }> {
+  private async current(m: ActiveMapping, sampler: Sampler = m.sampler): Promise<Served> {
     if (!sampler.state.last) await sampler.sampleNow();
+    return this.evaluate(m, sampler);
+  }
+
+  /** {@link current} once the sampler has been asked at least once. */
+  private evaluate(m: ActiveMapping, sampler: Sampler): Served {
     const state = sampler.state;
     const last = state.last;
     const age = last ? this.now() - last.at.getTime() : Infinity;
