@@ -75,6 +75,7 @@ const NOT_ACCEPTABLE = statusBody(
 /** See the module comment. */
 export class MetricsApi {
   private readonly discoveryCache = new Map<string, { list: readonly unknown[]; body: JsonText }>();
+  private readonly rendered = new WeakMap<CustomMetricValue, Map<string, JsonText>>();
 
   constructor(
     private readonly provider: MetricsProvider,
@@ -165,6 +166,18 @@ export class MetricsApi {
     const echo = metricSelector.empty ? null : metricSelector.toObject();
     const render = (values: CustomMetricValue[]) =>
       version === "v1beta1" ? customValueListV1beta1(values, echo) : customValueListV1beta2(values, echo);
+    // One value: serialized once per answer object (the provider hands out the same object
+    // while the answer is unchanged), per version and metricLabelSelector.
+    const renderOne = (value: CustomMetricValue): JsonText => {
+      const key = `${version}|${query.get("metricLabelSelector") ?? ""}`;
+      let forValue = this.rendered.get(value);
+      const hit = forValue?.get(key);
+      if (hit) return hit;
+      const body = new JsonText(JSON.stringify(render([value])));
+      if (!forValue) this.rendered.set(value, (forValue = new Map<string, JsonText>()));
+      forValue.set(key, body);
+      return body;
+    };
 
     let namespace: string | undefined;
     let parts = rest;
@@ -179,7 +192,7 @@ export class MetricsApi {
           metric: parts[1]!,
           metricSelector,
         });
-        return { ...ok(render([value]), RouteKinds.CustomObject), items: 1 };
+        return { ...ok(renderOne(value), RouteKinds.CustomObject), items: 1 };
       }
     }
     if (parts.length !== 3) {
@@ -209,7 +222,7 @@ export class MetricsApi {
       metric,
       metricSelector,
     });
-    return { ...ok(render([value]), RouteKinds.CustomObject), items: 1 };
+    return { ...ok(renderOne(value), RouteKinds.CustomObject), items: 1 };
   }
 
   private async external(rest: string[], query: URLSearchParams): Promise<ApiResponse> {

@@ -98,6 +98,33 @@ describe("MappingProvider and samplers", () => {
     expect((await ask(provider))[0]!.value).to.equal("7");
   });
 
+  it("answers an object metric with the same value object until the next sample or a fallback", async () => {
+    const { source, sampler, provider } = setup({ fallback: { value: 10, text: "10" } });
+    const one = () =>
+      provider.getMetricByName({
+        groupResource: { group: "", resource: "pods" },
+        namespace: "shop",
+        name: "web-1",
+        metric: "rps",
+        metricSelector: LabelSelector.everything(),
+      });
+    await sampler.sampleNow();
+    now = sampler.state.last!.at.getTime();
+    const first = await one();
+    expect(await one(), "unchanged sample").to.equal(first);
+    source.value = 6;
+    await sampler.sampleNow();
+    now = sampler.state.last!.at.getTime();
+    const next = await one();
+    expect(next).to.not.equal(first);
+    expect(next.value).to.equal("6");
+    now += 500_000; // stale: the fallback, stamped now, is never reused
+    const fallback = await one();
+    expect(fallback.value).to.equal("10");
+    now += 1000;
+    expect(await one()).to.not.equal(fallback);
+  });
+
   it("lists a mapping in discovery while active and forgets it when deactivated", () => {
     const { provider } = setup();
     expect(provider.listCustomMetrics()).to.deep.equal([

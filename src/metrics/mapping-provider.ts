@@ -69,6 +69,8 @@ type Described = { kind: string; apiVersion: string; namespaced: boolean };
 /** What {@link MappingProvider} serves for one request: one value, or one per object name. */
 type Served = { scalar?: number; values?: ReadonlyMap<string, number>; at: Date };
 
+type HandedOut = { at: Date; info: Described; raw: number; value: CustomMetricValue };
+
 /** How long a resource's kind/apiVersion is reused before asking the resource mapper again. */
 const DESCRIBED_TTL_MS = 30_000;
 
@@ -83,6 +85,8 @@ export class MappingProvider implements MetricsProvider {
   private readonly byMappingKey = new Map<string, string>();
   private customList?: CustomMetricInfo[];
   private readonly described = new Map<string, { info: Described; at: number }>();
+  /** The last object metric handed out per mapping and object name (see getMetricByName). */
+  private readonly handedOut = new WeakMap<ActiveMapping, Map<string, HandedOut>>();
   private externalList?: ExternalMetricInfo[];
 
   constructor(
@@ -167,12 +171,6 @@ export class MappingProvider implements MetricsProvider {
     // Warm requests take no await below: the kind is remembered, pods are looked up in the
     // local index, and the sampler already holds a value.
     const info = this.describedNow(req.groupResource) ?? (await this.describe(req.groupResource));
-    const described: DescribedObject = {
-      kind: info.kind,
-      apiVersion: info.apiVersion,
-      ...(isNamespace ? {} : { namespace }),
-      name: req.name,
-    };
     if (
       !isNamespace &&
       m.subject.kind === "resource" &&
@@ -190,7 +188,21 @@ export class MappingProvider implements MetricsProvider {
       throw new MetricNotFoundError(
         `${formatGroupResource(req.groupResource)} "${req.name}" has no value for metric "${req.metric}"`,
       );
-    return this.customValue(m, described, value, sample.at);
+    // The same answer object while sample and kind are unchanged: the API reuses its bytes.
+    let memo = this.handedOut.get(m);
+    if (!memo) this.handedOut.set(m, (memo = new Map<string, HandedOut>()));
+    const hit = memo.get(req.name);
+    if (hit && hit.at === sample.at && hit.info === info && hit.raw === value) return hit.value;
+    const described: DescribedObject = {
+      kind: info.kind,
+      apiVersion: info.apiVersion,
+      ...(isNamespace ? {} : { namespace }),
+      name: req.name,
+    };
+    const out = this.customValue(m, described, value, sample.at);
+    if (memo.size > 10_000) memo.clear();
+    memo.set(req.name, { at: sample.at, info, raw: value, value: out });
+    return out;
   }
 
   async getMetricBySelector(req: SelectorMetricRequest): Promise<CustomMetricValue[]> {

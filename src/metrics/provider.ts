@@ -93,7 +93,11 @@ export interface MetricsProvider {
   listCustomMetrics(): CustomMetricInfo[];
   /** Every external metric servable now, for discovery. Never throws; cheap. */
   listExternalMetrics(): ExternalMetricInfo[];
-  /** Exactly one value, or {@link MetricNotFoundError} / {@link MetricUnavailableError}. */
+  /**
+   * Exactly one value, or {@link MetricNotFoundError} / {@link MetricUnavailableError}.
+   * May return the same (never mutated) object while the answer is unchanged: the API
+   * then reuses its serialized body.
+   */
   getMetricByName(req: ObjectMetricRequest): Promise<CustomMetricValue>;
   /** One value per matching object that has one (possibly none). */
   getMetricBySelector(req: SelectorMetricRequest): Promise<CustomMetricValue[]>;
