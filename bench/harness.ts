@@ -291,11 +291,16 @@ export function loadRows(
       ratio: ratio(g.requests.average, b.requests.average),
     },
     {
-      name: `${name}: p50 / p99 ms`,
-      figure: `${g.latency.p50} / ${g.latency.p99}`,
-      baseline: `${b.latency.p50} / ${b.latency.p99}`,
-      // autocannon reports whole milliseconds: a 0 ms baseline has no meaningful ratio.
-      ratio: `${ratio(g.latency.p50, b.latency.p50)} / ${ratio(g.latency.p99, b.latency.p99)}`,
+      // autocannon's percentiles are whole milliseconds (0 means under 1 ms, and has no
+      // meaningful ratio); its mean is not rounded.
+      name: `${name}: mean / p50 / p99 ms`,
+      figure: `${fmt(g.latency.mean, 2)} / ${g.latency.p50} / ${g.latency.p99}`,
+      baseline: `${fmt(b.latency.mean, 2)} / ${b.latency.p50} / ${b.latency.p99}`,
+      ratio: [
+        ratio(g.latency.mean, b.latency.mean),
+        g.latency.p50 > 0 ? ratio(g.latency.p50, b.latency.p50) : "n/a",
+        g.latency.p99 > 0 ? ratio(g.latency.p99, b.latency.p99) : "n/a",
+      ].join(" / "),
     },
   ];
 }

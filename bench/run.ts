@@ -4,11 +4,13 @@
  * Needs the local control plane (started if it is not running) and builds the Go
  * sample-apiserver once. Load comes from autocannon. Takes about 10 minutes on 2 cores.
  *
+ * A full run also puts the table into the README (between its bench markers).
  * `npm run bench -- --quick` runs shorter loads and 1,000 instead of 10,000 mappings (to
- * try a change; the README's table comes from a full run).
+ * try a change; it leaves the README alone).
  */
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
+import prettier from "prettier";
 import { join } from "node:path";
 import { aggregatorRows } from "./aggregator.js";
 import { applyWarmMetric, directRows, WARM_PATH } from "./direct.js";
@@ -60,7 +62,23 @@ async function main() {
     "",
   ].join("\n");
   writeFileSync(join(ROOT, "bench/results/latest.md"), table);
+  if (!quick) await updateReadme(table);
   console.log(table);
+}
+
+/** Puts the table between the README's bench markers (formatted as `npm run verify` expects). */
+async function updateReadme(table: string): Promise<void> {
+  const file = join(ROOT, "README.md");
+  const readme = readFileSync(file, "utf8");
+  const [open, close] = ["<!-- bench:start -->", "<!-- bench:end -->"];
+  const start = readme.indexOf(open);
+  const end = readme.indexOf(close);
+  if (start < 0 || end < start) return;
+  const [title, , ...rows] = table.trim().split("\n");
+  const section = `${open}\n\nLatest run — ${title!.replace("Governor benchmarks — ", "")}:\n\n${rows.join("\n")}\n\n`;
+  const updated = readme.slice(0, start) + section + readme.slice(end);
+  const options = (await prettier.resolveConfig(file)) ?? {};
+  writeFileSync(file, await prettier.format(updated, { ...options, filepath: file }));
 }
 
 main().catch((err: unknown) => {
