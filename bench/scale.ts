@@ -20,6 +20,7 @@ import {
   proxied,
   ratio,
   rssMB,
+  cpuSeconds,
   sleep,
   startBare,
   startGovernor,
@@ -52,6 +53,7 @@ export async function scaleRows(b: Bench, idleRssMB: number, n = MAPPINGS, secon
 
   // Watch statuses from here (cheaper than listing 10,000 objects over and over).
   const ready = new Set<string>();
+  let updates = 0;
   const track = (m: Mapping) => {
     const name = m.metadata?.name ?? "";
     if (name.startsWith("many-") && isReady(m)) ready.add(name);
@@ -60,7 +62,13 @@ export async function scaleRows(b: Bench, idleRssMB: number, n = MAPPINGS, secon
     b.client.kubeConfig,
     PATH,
     () => b.client.get<KubernetesListObject<Mapping & { metadata: object }>>(PATH),
-    { add: track, update: track },
+    {
+      add: track,
+      update: (m) => {
+        updates++;
+        track(m);
+      },
+    },
   );
   await informer.synced;
 
@@ -87,7 +95,12 @@ export async function scaleRows(b: Bench, idleRssMB: number, n = MAPPINGS, secon
         throw new Error(`after 15 min: ${ready.size} of ${n} mappings Ready\n${governor.log()}`);
       await sleep(250);
     }
-    await sleep(5000); // let the first samples and status writes settle
+    // Steady state: nothing changes, so nothing should be written; CPU is sampling alone.
+    await sleep(10_000);
+    const [cpu0, updates0] = [cpuSeconds(governor.process.pid!), updates];
+    await sleep(20_000);
+    const steadyCpu = ((cpuSeconds(governor.process.pid!) - cpu0) / 20) * 100;
+    const steadyWrites = (updates - updates0) / 20;
     const rss = rssMB(governor.process.pid!);
     const bare = await startBare(b, body);
     try {
@@ -102,6 +115,12 @@ export async function scaleRows(b: Bench, idleRssMB: number, n = MAPPINGS, secon
           figure: `${fmt(servedMs / 1000)} / ${fmt(readyMs / 1000)}`,
           baseline: `${fmt(createMs / 1000)} (apiserver: create them, 32 in flight)`,
           ratio: `${ratio(servedMs, createMs)} / ${ratio(readyMs, createMs)}`,
+        },
+        {
+          name: `${n} MetricMappings, steady (values unchanged): Governor CPU % of a core / status writes per s`,
+          figure: `${fmt(steadyCpu)} / ${fmt(steadyWrites)}`,
+          baseline: `0 writes/s needed; ${fmt(n / 15, 0)} samples/s (15 s interval)`,
+          ratio: "n/a",
         },
         {
           name: `${n} MetricMappings: Governor RSS, MB`,

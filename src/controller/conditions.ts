@@ -43,10 +43,29 @@ export function findCondition(
   return conditions?.find((c) => c.type === type);
 }
 
-/** Whether two condition lists say the same thing (ignoring nothing: times included). */
+/**
+ * Whether two condition lists say the same thing, field by field (times included). Key
+ * order does not matter: the apiserver hands conditions back with their keys sorted, so
+ * comparing serialized text made every read-back differ, and every reconcile wrote
+ * status again.
+ */
 export function sameConditions(
   a: readonly Condition[] | undefined,
   b: readonly Condition[] | undefined,
 ): boolean {
-  return JSON.stringify(a ?? []) === JSON.stringify(b ?? []);
+  const text = (list: readonly Condition[] | undefined) =>
+    (list ?? [])
+      .map((c) =>
+        JSON.stringify([
+          c.type,
+          c.status,
+          c.reason,
+          c.message,
+          c.observedGeneration ?? null,
+          c.lastTransitionTime,
+        ]),
+      )
+      .sort()
+      .join("\n");
+  return text(a) === text(b);
 }

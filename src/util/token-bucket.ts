@@ -1,0 +1,25 @@
+/** A token bucket: up to `burst` actions at once, `perSecond` on average. */
+export class TokenBucket {
+  private tokens: number;
+  private at: number;
+
+  /** @param now clock in ms; injectable for tests. @default Date.now */
+  constructor(
+    private readonly perSecond: number,
+    private readonly burst: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.tokens = burst;
+    this.at = now();
+  }
+
+  /** Spends a token if one is left; false means "not now". */
+  take(): boolean {
+    const t = this.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((t - this.at) / 1000) * this.perSecond);
+    this.at = t;
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
+  }
+}
