@@ -10,7 +10,18 @@ import { join } from "node:path";
 import { KubeApiError } from "../src/k8s/client.js";
 import { buildApiServices, buildLocalService } from "../src/manifests/api-service.js";
 import { WARM_PATH } from "./direct.js";
-import { type Bench, type Child, NS, ROOT, SERVICES, load, loadRows, sleep, waitFor200 } from "./harness.js";
+import {
+  type Bench,
+  type Child,
+  NS,
+  ROOT,
+  SERVICES,
+  child,
+  load,
+  loadRows,
+  sleep,
+  waitFor200,
+} from "./harness.js";
 
 const WARDLE_APISERVICE = "v1alpha1.wardle.example.com";
 const GOVERNOR_APISERVICES = [
@@ -80,21 +91,13 @@ async function startSampleApiserver(b: Bench, port: number): Promise<Child> {
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
-  let log = "";
-  cp.stdout.on("data", (d: Buffer) => (log = (log + d.toString()).slice(-50_000)));
-  cp.stderr.on("data", (d: Buffer) => (log = (log + d.toString()).slice(-50_000)));
-  const stop = async () => {
-    if (cp.exitCode !== null || cp.signalCode !== null) return;
-    const exited = new Promise((r) => cp.once("exit", r));
-    cp.kill("SIGTERM");
-    await exited;
-  };
+  const wardle = child(cp, port);
   await waitFor200(`https://127.0.0.1:${port}/healthz`, { ca: b.ca.cert }, "sample-apiserver healthy").catch(
     (err) => {
-      throw new Error(`${(err as Error).message}\n${log}`);
+      throw new Error(`${(err as Error).message}\n${wardle.log()}`);
     },
   );
-  return { process: cp, port, log: () => log, stop };
+  return wardle;
 }
 
 export async function aggregatorRows(

@@ -144,7 +144,8 @@ export interface Child {
   stop(): Promise<void>;
 }
 
-function child(cp: ChildProcess, port: number): Child {
+/** Keeps the tail of a child process's output and stops it on demand. */
+export function child(cp: ChildProcess, port: number): Child {
   let log = "";
   const keep = (d: Buffer) => (log = (log + d.toString()).slice(-100_000));
   cp.stdout?.on("data", keep);

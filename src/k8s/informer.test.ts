@@ -68,6 +68,25 @@ function fakeApiserver() {
   return { server, stats: () => ({ lists, watches }) };
 }
 
+/** Starts `server` on a free loopback port and returns a kubeconfig pointing at it. */
+async function listenAndConnect(server: Server): Promise<KubeConfig> {
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [
+      {
+        name: "c",
+        server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        skipTLSVerify: true,
+      },
+    ],
+    users: [{ name: "u" }],
+    contexts: [{ name: "x", cluster: "c", user: "u" }],
+    currentContext: "x",
+  });
+  return kc;
+}
+
 describe("startInformer", () => {
   let server: Server;
   afterEach(() => {
@@ -78,20 +97,7 @@ describe("startInformer", () => {
   it("keeps watching through dropped connections and 410 Gone, relisting, until stopped", async () => {
     const fake = fakeApiserver();
     server = fake.server;
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [
-        {
-          name: "c",
-          server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-          skipTLSVerify: true,
-        },
-      ],
-      users: [{ name: "u" }],
-      contexts: [{ name: "x", cluster: "c", user: "u" }],
-      currentContext: "x",
-    });
+    const kc = await listenAndConnect(server);
     const errors: unknown[] = [];
     const seen: string[] = [];
     const informer = startInformer<{ metadata: { name: string; namespace: string } }>(
@@ -122,20 +128,7 @@ describe("startInformer", () => {
   it("caches objects without managedFields and kubectl's last-applied copy, keeping other annotations", async () => {
     const fake = fakeApiserver();
     server = fake.server;
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-    const kc = new KubeConfig();
-    kc.loadFromOptions({
-      clusters: [
-        {
-          name: "c",
-          server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-          skipTLSVerify: true,
-        },
-      ],
-      users: [{ name: "u" }],
-      contexts: [{ name: "x", cluster: "c", user: "u" }],
-      currentContext: "x",
-    });
+    const kc = await listenAndConnect(server);
     const informer = startInformer<KubernetesObject>(
       kc,
       "/api/v1/pods",
