@@ -15,6 +15,8 @@ export const ErrorCodes = {
   GOV_ERR_AUTHZ_UNAVAILABLE:
     "Authentication or authorization could not be checked with the apiserver (answered as 500, never allowed).",
   GOV_ERR_TLS: "The serving certificate or a CA bundle could not be loaded.",
+  GOV_ERR_UNSAFE_PATH:
+    "A name from a custom resource is not a plain object name (`..`, `/`, `%` …); the request was not sent.",
 } as const;
 
 /** One of the codes in {@link ErrorCodes}. */

@@ -64,9 +64,39 @@ export const ConditionSchema = z.object({
 });
 export type Condition = z.infer<typeof ConditionSchema>;
 
+/**
+ * A DNS-1123 subdomain, the name rule of Secrets, Deployments, MetricMappings and most
+ * other objects: lower-case alphanumerics, `-` and `.`, at most 253 characters. It can
+ * never be `.`, `..` or contain `/` or `%`, so a name from a CR is always exactly one
+ * path segment.
+ */
+export const DNS_SUBDOMAIN_PATTERN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/** The name of an object in the same namespace (see {@link DNS_SUBDOMAIN_PATTERN}). */
+export const ObjectName = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(
+    new RegExp(DNS_SUBDOMAIN_PATTERN),
+    "must be an object name: lower-case letters, digits, '-' and '.', at most 253 characters",
+  );
+
+/** A key of a Secret's `data`: what Kubernetes itself allows (`[-._a-zA-Z0-9]+`). */
+export const SecretDataKey = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[-._a-zA-Z0-9]+$/, "must be a Secret key: letters, digits, '-', '_' and '.'");
+
+/** A reference to a Secret in the object's own namespace. */
+export const SecretRef = z
+  .object({ name: ObjectName })
+  .meta({ description: "A Secret in the same namespace." });
+
 /** A reference to a key of a Secret in the object's own namespace. */
 export const SecretKeyRef = z
-  .object({ name: z.string().min(1), key: z.string().min(1) })
+  .object({ name: ObjectName, key: SecretDataKey })
   .meta({ description: "A key of a Secret in the same namespace." });
 
 /**

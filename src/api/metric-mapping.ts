@@ -4,10 +4,19 @@
  * (`crds/governor.dev_metricmappings.yaml`).
  */
 import { z } from "zod";
-import { ConditionSchema, Duration, Quantity, SecretKeyRef, StringMap, exactlyOneOf } from "./common.js";
+import {
+  ConditionSchema,
+  DNS_SUBDOMAIN_PATTERN,
+  Duration,
+  Quantity,
+  SecretKeyRef,
+  SecretRef,
+  StringMap,
+  exactlyOneOf,
+} from "./common.js";
 
 /** `pods`, `services`, `deployments.apps`, `scalableworkloads.governor.dev`, `namespaces`, `nodes`… */
-export const GROUP_RESOURCE_PATTERN = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+export const GROUP_RESOURCE_PATTERN = DNS_SUBDOMAIN_PATTERN;
 
 /** Metric names: no `/` (it separates path segments), at most 253 characters. */
 export const METRIC_NAME_PATTERN = "^[A-Za-z_:][A-Za-z0-9_:.-]*$";
@@ -56,10 +65,9 @@ const Prometheus = z
     }),
     timeout: Duration.default("5s"),
     bearerTokenSecret: SecretKeyRef.optional(),
-    basicAuthSecret: z
-      .object({ name: z.string().min(1) })
-      .optional()
-      .meta({ description: "A Secret with keys username and password, sent as HTTP basic auth." }),
+    basicAuthSecret: SecretRef.optional().meta({
+      description: "A Secret with keys username and password, sent as HTTP basic auth.",
+    }),
     caSecret: SecretKeyRef.optional(),
   })
   .meta({ description: "Read the value from a Prometheus instant query." });
@@ -90,10 +98,9 @@ const Http = z
       .string()
       .min(1)
       .meta({ description: "JSONPath to a number in the response, e.g. $.queue.depth." }),
-    headersSecret: z
-      .object({ name: z.string().min(1) })
-      .optional()
-      .meta({ description: "A Secret whose keys are sent as request headers." }),
+    headersSecret: SecretRef.optional().meta({
+      description: "A Secret whose keys are sent as request headers.",
+    }),
     timeout: Duration.default("5s"),
   })
   .meta({ description: "GET a URL and pick a number from its JSON." });

@@ -5,7 +5,7 @@
  * write the HPA itself (`autoscaling`).
  */
 import { z } from "zod";
-import { ConditionSchema, LabelSelectorSchema, Quantity, exactlyOneOf } from "./common.js";
+import { ConditionSchema, LabelSelectorSchema, ObjectName, Quantity, exactlyOneOf } from "./common.js";
 
 const MetricTarget = exactlyOneOf(
   z.object({
@@ -19,9 +19,9 @@ const MetricTarget = exactlyOneOf(
 );
 
 const AutoscalingMetric = z.object({
-  mapping: z.string().min(1).meta({ description: "Name of a MetricMapping in the same namespace." }),
+  mapping: ObjectName.meta({ description: "Name of a MetricMapping in the same namespace." }),
   object: z
-    .object({ apiVersion: z.string().min(1), kind: z.string().min(1), name: z.string().min(1) })
+    .object({ apiVersion: z.string().min(1), kind: z.string().min(1), name: ObjectName })
     .optional()
     .meta({
       description:
@@ -51,7 +51,7 @@ export const ScalableWorkloadSpec = exactlyOneOf(
       .object({
         apiVersion: z.enum(["apps/v1"]),
         kind: z.enum(["Deployment", "StatefulSet"]),
-        name: z.string().min(1),
+        name: ObjectName,
       })
       .optional()
       .meta({

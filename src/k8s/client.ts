@@ -10,6 +10,7 @@ import type { RequestOptions } from "node:https";
 import { KubeConfig } from "@kubernetes/client-node";
 import { Agent, type Dispatcher } from "undici";
 import { GovernorError } from "../errors.js";
+import { assertPlainPath } from "./paths.js";
 
 /** The apiserver answered with an error status. */
 export class KubeApiError extends GovernorError {
@@ -168,6 +169,8 @@ export class KubeClient {
     path: string,
     opts: { body?: unknown; query?: Query; contentType?: string; timeoutMs?: number } = {},
   ): Promise<T> {
+    // Never let URL normalization turn a path built from CR fields into another object's.
+    assertPlainPath(path);
     await this.ensureCredentials();
     const url = new URL(this.server.pathname.replace(/\/$/, "") + path, this.server);
     for (const [k, v] of Object.entries(opts.query ?? {}))

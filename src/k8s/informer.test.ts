@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
-import { KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import type { KubernetesObject } from "@kubernetes/client-node";
 import { expect } from "chai";
+import { listenAndConnect } from "../testing/loopback-kubeconfig.js";
 import { Backoff } from "../util/backoff.js";
 import { startInformer } from "./informer.js";
 
@@ -66,25 +66,6 @@ function fakeApiserver() {
     );
   });
   return { server, stats: () => ({ lists, watches }) };
-}
-
-/** Starts `server` on a free loopback port and returns a kubeconfig pointing at it. */
-async function listenAndConnect(server: Server): Promise<KubeConfig> {
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [
-      {
-        name: "c",
-        server: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-        skipTLSVerify: true,
-      },
-    ],
-    users: [{ name: "u" }],
-    contexts: [{ name: "x", cluster: "c", user: "u" }],
-    currentContext: "x",
-  });
-  return kc;
 }
 
 describe("startInformer", () => {

@@ -2,9 +2,12 @@
  * Reads keys of Secrets that sources reference, with least privilege: only the named
  * Secret, only in the mapping's own namespace, by GET (never list or watch), cached for
  * 30 s so rotated credentials are picked up. Values are never logged or put in errors.
+ * A name that is not a DNS-1123 object name (e.g. `../../shop/secrets/token`) is refused
+ * before any request, whatever the CRD in the cluster let through.
  */
 import type { KubeClient } from "../k8s/client.js";
 import { KubeApiError } from "../k8s/client.js";
+import { DNS_SUBDOMAIN_PATTERN } from "../api/common.js";
 import { SourceConfigError } from "./source.js";
 
 /** Reads Secret data. */
@@ -20,6 +23,12 @@ export class KubeSecretReader implements SecretReader {
   constructor(private readonly client: KubeClient) {}
 
   read(namespace: string, name: string): Promise<Record<string, string>> {
+    if (!isObjectName(namespace) || !isObjectName(name))
+      return Promise.reject(
+        new SourceConfigError(
+          `Secret name ${JSON.stringify(name.slice(0, 64))} is not a valid object name: a mapping reads only a Secret of its own namespace, by name`,
+        ),
+      );
     const key = `${namespace}/${name}`;
     const hit = this.cache.get(key);
     if (hit && Date.now() - hit.at < 30_000) return hit.data;
@@ -48,6 +57,11 @@ export class KubeSecretReader implements SecretReader {
       throw err;
     }
   }
+}
+
+const OBJECT_NAME = new RegExp(DNS_SUBDOMAIN_PATTERN);
+function isObjectName(s: string): boolean {
+  return s.length <= 253 && OBJECT_NAME.test(s);
 }
 
 /** One key of a Secret, or a clear error. */

@@ -283,6 +283,16 @@ ${extra}`;
         /spec.subject.resource in body should match/,
       ],
       [
+        "a Secret name that climbs into another namespace",
+        "spec: {metric: x, subject: {external: {}}, source: {http: {url: 'http://q/s', jsonPath: '$.a', headersSecret: {name: '../../victim/secrets/creds'}}}}",
+        /spec.source.http.headersSecret.name in body should match/,
+      ],
+      [
+        "a bearer-token Secret name with a slash",
+        "spec: {metric: x, subject: {external: {}}, source: {prometheus: {address: 'http://p:9090', query: up, bearerTokenSecret: {name: 'governor-system/governor-serving-cert', key: tls.key}}}}",
+        /spec.source.prometheus.bearerTokenSecret.name in body should match/,
+      ],
+      [
         "a metric name with a slash",
         "spec: {metric: a/b, subject: {external: {}}, source: {static: {value: '1'}}}",
         /spec.metric in body should match/,
