@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane on loopback: etcd, kube-apiserver (with the full
-# aggregation / front-proxy flag set) and kube-controller-manager (HPA every 2 s,
-# deployment, replicaset, garbage collector, namespace, service-account controllers).
+# A real Kubernetes control plane on loopback, of a current release built from Go modules
+# (hack/k8s-binaries.sh; GOVERNOR_K8S_VERSION picks the minor, default 1.37): etcd,
+# kube-apiserver (with the full aggregation / front-proxy flag set), kube-controller-manager
+# (HPA every 2 s with its default tolerance; deployment, replicaset, endpoint-slice,
+# disruption, garbage collector, namespace, service-account and root-CA publisher
+# controllers) and kube-scheduler, with one registered Node so pods are scheduled.
 #
 #   hack/cluster.sh up       start (or confirm) the control plane; prints `export KUBECONFIG=…`
+#                            and `export PATH=…` (the kubectl of the same release first)
 #   hack/cluster.sh down     stop exactly the processes `up` started
 #   hack/cluster.sh status   say what runs
 #   hack/cluster.sh logs     print the tail of every component's log
+#   hack/cluster.sh reset    down, then delete the state directory
 #
 # State lives in $GOVERNOR_CLUSTER_DIR (default: <repo>/.cluster): pki/, etcd data,
-# logs/, pids/, kubeconfig and env. Binaries come from hack/k8s-binaries.sh.
+# logs/, pids/, kubeconfig and env. A state directory made for another Kubernetes version
+# is reset on `up` (etcd data does not move between minors here).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +27,9 @@ PKI="$DIR/pki"
 LOGS="$DIR/logs"
 PIDS="$DIR/pids"
 KUBECONFIG_FILE="$DIR/kubeconfig"
-COMPONENTS=(etcd kube-apiserver kube-controller-manager)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+SCHED_PORT="${GOVERNOR_SCHEDULER_PORT:-10259}"
+NODE_NAME=governor-local-node
 
 log() { echo "[cluster] $*" >&2; }
 
@@ -63,6 +71,7 @@ gen_pki() {
     sign front-proxy-client front-proxy-ca "/CN=front-proxy-client" "$client_ext"
     sign admin ca "/O=system:masters/CN=admin" "$client_ext"
     sign kube-controller-manager ca "/CN=system:kube-controller-manager" "$client_ext"
+    sign kube-scheduler ca "/CN=system:kube-scheduler" "$client_ext"
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
@@ -71,12 +80,12 @@ gen_pki() {
 write_kubeconfig() { # file user
   local file=$1 user=$2
   rm -f "$file"
-  KUBECONFIG="$file" kubectl config set-cluster local --server="https://127.0.0.1:$APISERVER_PORT" \
+  KUBECONFIG="$file" "$BIN/kubectl" config set-cluster local --server="https://127.0.0.1:$APISERVER_PORT" \
     --certificate-authority="$PKI/ca.crt" --embed-certs=true >/dev/null
-  KUBECONFIG="$file" kubectl config set-credentials "$user" --client-certificate="$PKI/$user.crt" \
+  KUBECONFIG="$file" "$BIN/kubectl" config set-credentials "$user" --client-certificate="$PKI/$user.crt" \
     --client-key="$PKI/$user.key" --embed-certs=true >/dev/null
-  KUBECONFIG="$file" kubectl config set-context local --cluster=local --user="$user" >/dev/null
-  KUBECONFIG="$file" kubectl config use-context local >/dev/null
+  KUBECONFIG="$file" "$BIN/kubectl" config set-context local --cluster=local --user="$user" >/dev/null
+  KUBECONFIG="$file" "$BIN/kubectl" config use-context local >/dev/null
 }
 
 start() { # name cmd...
@@ -93,6 +102,11 @@ wait_for() { # what seconds cmd...
   shift 2
   for ((i = 0; i < secs * 5; i++)); do
     if "$@" >/dev/null 2>&1; then return 0; fi
+    if ! running_pid "$what" >/dev/null; then
+      log "$what exited; log tail:"
+      tail -n 40 "$LOGS/$what.log" >&2 || true
+      return 1
+    fi
     sleep 0.2
   done
   log "$what did not become ready in ${secs}s; log tail:"
@@ -105,26 +119,64 @@ apiserver_ready() {
     "https://127.0.0.1:$APISERVER_PORT/readyz" | grep -q ok
 }
 
+# The one Node pods are scheduled onto. Nothing runs a kubelet for it: the stand-in
+# kubelet (src/devcluster) plays that part for pods, and no node-lifecycle controller runs,
+# so the Node stays Ready and untainted.
+register_node() {
+  local k=("$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE")
+  "${k[@]}" get node "$NODE_NAME" >/dev/null 2>&1 && return 0
+  log "registering Node $NODE_NAME"
+  "${k[@]}" apply -f - >/dev/null <<NODE
+apiVersion: v1
+kind: Node
+metadata:
+  name: $NODE_NAME
+  labels: { kubernetes.io/hostname: $NODE_NAME, kubernetes.io/os: linux, kubernetes.io/arch: amd64 }
+NODE
+  "${k[@]}" patch node "$NODE_NAME" --subresource=status --type=merge -p "$(
+    cat <<STATUS
+{"status": {
+  "capacity": {"cpu": "16", "memory": "64Gi", "pods": "250"},
+  "allocatable": {"cpu": "16", "memory": "64Gi", "pods": "250"},
+  "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": "$NODE_NAME"}],
+  "conditions": [{"type": "Ready", "status": "True", "reason": "GovernorLocalNode",
+    "message": "the local control plane's node (no kubelet; see src/devcluster)",
+    "lastHeartbeatTime": "$(date -u +%FT%TZ)", "lastTransitionTime": "$(date -u +%FT%TZ)"}]
+}}
+STATUS
+  )" >/dev/null
+}
+
 up() {
-  local bin
-  bin="$("$ROOT/hack/k8s-binaries.sh")"
+  BIN="$("$ROOT/hack/k8s-binaries.sh")"
+  local version
+  version=$(basename "$(dirname "$BIN")")
   command -v curl >/dev/null || { log "curl is required"; exit 1; }
+  if [[ -f $DIR/version && $(<"$DIR/version") != "$version" ]]; then
+    log "$DIR was made for $(<"$DIR/version"), not $version: resetting it"
+    down
+    rm -rf "$DIR"
+  fi
   mkdir -p "$DIR" "$LOGS" "$PIDS" "$DIR/etcd"
+  echo "$version" >"$DIR/version"
   gen_pki
   [[ -f $KUBECONFIG_FILE ]] || write_kubeconfig "$KUBECONFIG_FILE" admin
-  [[ -f $DIR/kube-controller-manager.kubeconfig ]] ||
-    write_kubeconfig "$DIR/kube-controller-manager.kubeconfig" kube-controller-manager
+  local c
+  for c in kube-controller-manager kube-scheduler; do
+    [[ -f $DIR/$c.kubeconfig ]] || write_kubeconfig "$DIR/$c.kubeconfig" "$c"
+  done
 
-  start etcd etcd --name governor-local --data-dir "$DIR/etcd" \
+  start etcd "$BIN/etcd" --name governor-local --data-dir "$DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
     --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
     --initial-cluster "governor-local=http://127.0.0.1:$((ETCD_PORT + 1))"
   wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
-  start kube-apiserver "$bin/kube-apiserver" \
+  start kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --endpoint-reconciler-type=none \
     --service-cluster-ip-range=10.0.0.0/24 \
     --client-ca-file="$PKI/ca.crt" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
@@ -141,21 +193,30 @@ up() {
     --cert-dir="$DIR/apiserver-certs"
   wait_for kube-apiserver 60 apiserver_ready
 
-  start kube-controller-manager "$bin/kube-controller-manager" \
+  start kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig="$DIR/kube-controller-manager.kubeconfig" \
     --authentication-kubeconfig="$DIR/kube-controller-manager.kubeconfig" \
     --authorization-kubeconfig="$DIR/kube-controller-manager.kubeconfig" \
     --leader-elect=false --use-service-account-credentials=true \
-    --controllers=horizontalpodautoscaling,deployment,replicaset,garbagecollector,namespace,serviceaccount,serviceaccount-token,clusterrole-aggregation \
+    --controllers=horizontal-pod-autoscaler-controller,deployment-controller,replicaset-controller,endpointslice-controller,disruption-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,root-ca-certificate-publisher-controller \
     --horizontal-pod-autoscaler-sync-period=2s \
     --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
-    --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --port=0 \
+    --bind-address=127.0.0.1 --secure-port="$KCM_PORT" \
     --cert-dir="$DIR/kcm-certs"
   wait_for kube-controller-manager 30 curl -sfk "https://127.0.0.1:$KCM_PORT/healthz"
 
-  echo "export KUBECONFIG=$KUBECONFIG_FILE" >"$DIR/env"
-  log "control plane is up"
-  echo "export KUBECONFIG=$KUBECONFIG_FILE"
+  start kube-scheduler "$BIN/kube-scheduler" \
+    --kubeconfig="$DIR/kube-scheduler.kubeconfig" \
+    --authentication-kubeconfig="$DIR/kube-scheduler.kubeconfig" \
+    --authorization-kubeconfig="$DIR/kube-scheduler.kubeconfig" \
+    --leader-elect=false --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" \
+    --cert-dir="$DIR/scheduler-certs"
+  wait_for kube-scheduler 30 curl -sfk "https://127.0.0.1:$SCHED_PORT/healthz"
+  register_node
+
+  printf 'export KUBECONFIG=%s\nexport PATH=%s:$PATH\n' "$KUBECONFIG_FILE" "$BIN" >"$DIR/env"
+  log "control plane is up (Kubernetes ${version#k8s-})"
+  cat "$DIR/env"
 }
 
 down() {

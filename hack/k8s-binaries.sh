@@ -1,104 +1,119 @@
 #!/usr/bin/env bash
-# Make sure kube-apiserver and kube-controller-manager (Kubernetes 1.20.2, built from
-# Debian's `kubernetes` source package) and etcd are available, and print the directory
-# holding the two Kubernetes binaries. Builds once and caches outside the work tree;
-# later calls take milliseconds. See docs/adr/0002-local-control-plane.md for why.
+# Make sure the local control plane's binaries — kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl and etcd — of one Kubernetes version are built, and print the
+# directory holding them. They are built from the published Go modules (never a copy of
+# Kubernetes' source in this repository): a small build module of our own requires
+# `k8s.io/kubernetes`, with the `replace` lines every consumer of it needs (upstream
+# requires its staging modules at v0.0.0 and points them into ./staging, which only
+# applies inside Kubernetes' own repository). Those lines are generated from the
+# downloaded go.mod, not copied by hand. etcd is built in the same module graph, at the
+# version that Kubernetes release pins. Everything is cached per version outside the work
+# tree; a warm call takes milliseconds. See docs/adr/0006-current-kubernetes-from-go-modules.md.
 #
-# --with-sample-apiserver also builds the Go `sample-apiserver` from the same source tree
-# (about a minute more): the Go aggregated API server `npm run bench` compares with.
+#   GOVERNOR_K8S_VERSION   minor (1.37) or exact (1.37.2) version; default 1.37
+#   GOVERNOR_CACHE         cache root; default ~/.cache/governor
+#
+# --with-sample-apiserver also builds the Go `sample-apiserver` of the same release (the
+# Go aggregated API server `npm run bench` compares with).
 set -euo pipefail
 
-K8S_VERSION=1.20.2
+# The newest patch release of each supported minor that the Go module proxy serves.
+# Update a row with: go list -m -versions k8s.io/kubernetes
+declare -A PATCH=([1.34]=1.34.4 [1.35]=1.35.4 [1.36]=1.36.3 [1.37]=1.37.2)
+WANT="${GOVERNOR_K8S_VERSION:-1.37}"
+if [[ $WANT =~ ^[0-9]+\.[0-9]+$ ]]; then
+  [[ -n ${PATCH[$WANT]:-} ]] || {
+    echo "[k8s-binaries] unsupported Kubernetes version $WANT (supported: ${!PATCH[*]})" >&2
+    exit 2
+  }
+  VERSION=${PATCH[$WANT]}
+elif [[ $WANT =~ ^([0-9]+)\.([0-9]+)\.[0-9]+$ ]]; then
+  VERSION=$WANT
+else
+  echo "[k8s-binaries] GOVERNOR_K8S_VERSION must look like 1.37 or 1.37.2, not '$WANT'" >&2
+  exit 2
+fi
+MINOR=${VERSION#*.}
+MINOR=${MINOR%%.*}
+STAGING_VERSION="v0.$MINOR.${VERSION##*.}"
+
 CACHE_ROOT="${GOVERNOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/governor}"
-BIN_DIR="$CACHE_ROOT/k8s-$K8S_VERSION/bin"
+BIN_DIR="$CACHE_ROOT/k8s-$VERSION/bin"
+MOD_DIR="$CACHE_ROOT/k8s-$VERSION/build"
 log() { echo "[k8s-binaries] $*" >&2; }
 
-BINARIES=(kube-apiserver kube-controller-manager)
-TARGETS=(cmd/kube-apiserver cmd/kube-controller-manager)
-if [[ ${1:-} == --with-sample-apiserver ]]; then
-  BINARIES+=(sample-apiserver)
-  TARGETS+=(vendor/k8s.io/sample-apiserver)
-fi
-all_built() {
-  for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
-}
-
-if all_built && command -v etcd >/dev/null; then
-  echo "$BIN_DIR"
-  exit 0
-fi
-
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-
-apt_install() {
-  local missing=()
-  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
-  if ((${#missing[@]})); then
-    log "installing Debian packages: ${missing[*]}"
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-  fi
-}
-
-SRC_LIST=/etc/apt/sources.list.d/governor-deb-src.sources
-if [[ ! -f $SRC_LIST ]]; then
-  log "adding a deb-src entry for bookworm main ($SRC_LIST)"
-  $SUDO tee "$SRC_LIST" >/dev/null <<'SRC'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-fi
-log "apt-get update"
-$SUDO apt-get update -qq >&2 || log "apt-get update reported errors (continuing: only Debian's archive is needed)"
-apt_install etcd-server golang-go rsync jq openssl dpkg-dev make \
-  golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev
-
-if all_built; then
-  echo "$BIN_DIR"
-  exit 0
-fi
-
-WORK="$CACHE_ROOT/build"
-TREE="$WORK/src"
-# The unpacked, patched tree is kept after a build, so a later --with-sample-apiserver
-# only compiles; without it (or half-made), start over.
-if [[ ! -f "$TREE/.governor-patched" ]]; then
-  rm -rf "$WORK"
-  mkdir -p "$WORK"
-  cd "$WORK"
-  log "downloading Debian's kubernetes source package"
-  apt-get source --download-only kubernetes >&2
-  log "unpacking (about 30 s)"
-  dpkg-source --no-check -x kubernetes_*.dsc src >/dev/null
-
-  log "replacing vendored reflect2 and json-iterator with Debian's (Go 1.19 crash fix)"
-  for pair in "github.com/modern-go/reflect2" "github.com/json-iterator/go"; do
-    dst="$TREE/vendor/$pair"
-    src="/usr/share/gocode/src/$pair"
-    find "$dst" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' \) -delete
-    find "$src" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' \) ! -name '*_test.go' -exec cp {} "$dst/" \;
-  done
-  touch "$TREE/.governor-patched"
-fi
-
-log "building ${BINARIES[*]} (a few minutes on 2 cores the first time)"
-mkdir -p "$WORK/.go/src/k8s.io"
-ln -sfn "$TREE" "$WORK/.go/src/k8s.io/kubernetes"
-(
-  cd "$WORK/.go/src/k8s.io/kubernetes"
-  export GOPATH="$WORK/.go" CGO_ENABLED=0 GOFLAGS=-mod=vendor GO111MODULE=on GOCACHE="$WORK/.gocache"
-  export KUBE_GIT_VERSION="v$K8S_VERSION" KUBE_GIT_TREE_STATE=clean
-  make WHAT="${TARGETS[*]}" >&2
+# binary name → Go package
+declare -A PKG=(
+  [kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver
+  [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
+  [kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
+  [kubectl]=k8s.io/kubernetes/cmd/kubectl
+  [etcd]=go.etcd.io/etcd/server/v3
 )
-mkdir -p "$BIN_DIR"
-for b in "${BINARIES[@]}"; do
-  # Copy then rename: a running binary (the control plane is up) cannot be overwritten.
-  cp "$TREE/_output/local/bin/linux/amd64/$b" "$BIN_DIR/.$b.new"
-  mv -f "$BIN_DIR/.$b.new" "$BIN_DIR/$b"
+BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
+if [[ ${1:-} == --with-sample-apiserver ]]; then
+  PKG[sample-apiserver]=k8s.io/sample-apiserver
+  BINARIES+=(sample-apiserver)
+fi
+
+missing=()
+for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || missing+=("$b"); done
+if ((${#missing[@]} == 0)); then
+  echo "$BIN_DIR"
+  exit 0
+fi
+
+command -v go >/dev/null || {
+  log "Go is required to build Kubernetes $VERSION (the machine's Go, with the Go module proxy)"
+  exit 1
+}
+
+log "Kubernetes $VERSION: building ${missing[*]} from Go modules (about 10 minutes on 2 cores the first time)"
+mkdir -p "$MOD_DIR" "$BIN_DIR"
+upstream_mod=$(go mod download -json "k8s.io/kubernetes@v$VERSION" | sed -nE 's/^\s*"GoMod": "(.*)",?$/\1/p')
+[[ -f $upstream_mod ]] || {
+  log "could not download k8s.io/kubernetes@v$VERSION"
+  exit 1
+}
+go_line=$(grep -m1 -E '^go [0-9.]+' "$upstream_mod")
+{
+  echo "// Generated by hack/k8s-binaries.sh from k8s.io/kubernetes@v$VERSION's go.mod. Do not edit."
+  echo "module governor.local/k8s-build"
+  echo
+  echo "$go_line"
+  echo
+  echo "require k8s.io/kubernetes v$VERSION"
+  echo
+  echo "replace ("
+  sed -nE "s#^\s*(k8s\.io/[a-z0-9-]+) => \./staging/src/k8s\.io/[a-z0-9-]+\s*\$#\t\1 => \1 $STAGING_VERSION#p" "$upstream_mod"
+  echo ")"
+} >"$MOD_DIR/go.mod.new"
+if ! cmp -s "$MOD_DIR/go.mod.new" "$MOD_DIR/go.mod"; then
+  mv "$MOD_DIR/go.mod.new" "$MOD_DIR/go.mod"
+  rm -f "$MOD_DIR/go.sum"
+else
+  rm -f "$MOD_DIR/go.mod.new"
+fi
+log "$(grep -c "=> k8s.io/" "$MOD_DIR/go.mod") staging modules mapped to $STAGING_VERSION; $go_line"
+
+# What `kubectl version` and /version report (the release's own build scripts set these).
+V=k8s.io/component-base/version
+ldflags="-s -w -X $V.gitVersion=v$VERSION -X $V.gitMajor=1 -X $V.gitMinor=$MINOR -X $V.gitTreeState=clean"
+ldflags+=" -X $V.buildDate=1970-01-01T00:00:00Z"
+
+start=$SECONDS
+pkgs=()
+for b in "${missing[@]}"; do pkgs+=("${PKG[$b]}"); done
+rm -rf "$BIN_DIR/.new"
+(
+  cd "$MOD_DIR"
+  CGO_ENABLED=0 GOFLAGS=-mod=mod go build -ldflags "$ldflags" -o "$BIN_DIR/.new/" "${pkgs[@]}"
+)
+for b in "${missing[@]}"; do
+  out=${PKG[$b]%/v[0-9]*} # go names a binary after the package path without its /vN suffix
+  # Rename into place: a running binary (the control plane is up) cannot be overwritten.
+  mv -f "$BIN_DIR/.new/${out##*/}" "$BIN_DIR/$b"
 done
-log "cached in $BIN_DIR"
+rmdir "$BIN_DIR/.new"
+log "built in $((SECONDS - start)) s; cached in $BIN_DIR"
 echo "$BIN_DIR"

@@ -71,7 +71,6 @@ export class ScalableWorkloadReconciler {
   private statefulSets?: ResilientInformer<Workload>;
   /** `Kind/namespace/name` of a referenced workload → keys of ScalableWorkloads referencing it. */
   private readonly refs = new Map<string, Set<string>>();
-  private hpaVersion?: "autoscaling/v2" | "autoscaling/v2beta2";
   private readonly log: Logger;
 
   constructor(private readonly opts: ScalableWorkloadReconcilerOptions) {
@@ -292,8 +291,7 @@ export class ScalableWorkloadReconciler {
     owner: { name: string; namespace: string; uid: string },
     spec: ScalableWorkloadSpec,
   ) {
-    const version = await this.hpaApiVersion();
-    const path = `/apis/${version}/namespaces/${owner.namespace}/horizontalpodautoscalers/${owner.name}`;
+    const path = `/apis/autoscaling/v2/namespaces/${owner.namespace}/horizontalpodautoscalers/${owner.name}`;
     if (!spec.autoscaling) {
       const existing = await this.opts.client.getOrUndefined<KubernetesObject>(path);
       if (existing?.metadata?.ownerReferences?.some((r) => r.uid === owner.uid))
@@ -324,21 +322,10 @@ export class ScalableWorkloadReconciler {
         });
       }
     }
-    await this.opts.client.apply(path, buildHpa(owner, spec, metrics, version), {
+    await this.opts.client.apply(path, buildHpa(owner, spec, metrics), {
       fieldManager: this.opts.fieldManager ?? "governor",
     });
     return undefined;
-  }
-
-  /** `autoscaling/v2` where served (Kubernetes ≥ 1.23), else `autoscaling/v2beta2`. */
-  private async hpaApiVersion(): Promise<"autoscaling/v2" | "autoscaling/v2beta2"> {
-    if (!this.hpaVersion) {
-      const group = await this.opts.client.get<{ versions: { version: string }[] }>("/apis/autoscaling");
-      this.hpaVersion = group.versions.some((v) => v.version === "v2")
-        ? "autoscaling/v2"
-        : "autoscaling/v2beta2";
-    }
-    return this.hpaVersion;
   }
 
   private async writeStatus(

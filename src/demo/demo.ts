@@ -163,15 +163,9 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     await pods.synced;
     app.start();
     await waitFor("the HPA to find its metric", 90_000, async () => {
-      const hpa = await client
-        .get<{ status?: { conditions?: { type: string; status: string }[] } }>(
-          `/apis/autoscaling/v2beta2/namespaces/${NS}/horizontalpodautoscalers/web`,
-        )
-        .catch(() =>
-          client.get<{ status?: { conditions?: { type: string; status: string }[] } }>(
-            `/apis/autoscaling/v2/namespaces/${NS}/horizontalpodautoscalers/web`,
-          ),
-        );
+      const hpa = await client.get<{ status?: { conditions?: { type: string; status: string }[] } }>(
+        `/apis/autoscaling/v2/namespaces/${NS}/horizontalpodautoscalers/web`,
+      );
       if (hpa.status?.conditions?.find((c) => c.type === "ScalingActive")?.status !== "True")
         throw new Error("not yet");
     });

@@ -28,22 +28,17 @@ describe("workload builders", () => {
   });
 
   it("builds an HPA on the /scale subresource with Pods, External and Object metrics", () => {
-    const hpa = buildHpa(
-      owner,
-      spec,
-      [
-        { type: "Pods", metric: "http_requests", target: { averageValue: "500m" } },
-        { type: "External", metric: "queue_depth", labels: { queue: "orders" }, target: { value: "30" } },
-        {
-          type: "Object",
-          metric: "rps",
-          object: { apiVersion: "v1", kind: "Service", name: "web" },
-          target: { value: "100" },
-        },
-      ],
-      "autoscaling/v2beta2",
-    );
-    expect(hpa.apiVersion).to.equal("autoscaling/v2beta2");
+    const hpa = buildHpa(owner, spec, [
+      { type: "Pods", metric: "http_requests", target: { averageValue: "500m" } },
+      { type: "External", metric: "queue_depth", labels: { queue: "orders" }, target: { value: "30" } },
+      {
+        type: "Object",
+        metric: "rps",
+        object: { apiVersion: "v1", kind: "Service", name: "web" },
+        target: { value: "100" },
+      },
+    ]);
+    expect(hpa.apiVersion).to.equal("autoscaling/v2");
     expect(hpa.spec.scaleTargetRef).to.deep.equal({
       apiVersion: "governor.dev/v1alpha1",
       kind: "ScalableWorkload",

@@ -74,19 +74,13 @@ function target(t: Target) {
 }
 
 /**
- * The HPA targeting the ScalableWorkload's /scale subresource. `apiVersion` is
- * `autoscaling/v2` or, on clusters before 1.23, `autoscaling/v2beta2`: the fields used
- * here are the same in both.
+ * The `autoscaling/v2` HPA targeting the ScalableWorkload's /scale subresource (the only
+ * HPA API of every supported Kubernetes version; v2beta2 was removed in 1.26).
  */
-export function buildHpa(
-  owner: Owner,
-  spec: ScalableWorkloadSpec,
-  metrics: ResolvedMetric[],
-  apiVersion: "autoscaling/v2" | "autoscaling/v2beta2",
-) {
+export function buildHpa(owner: Owner, spec: ScalableWorkloadSpec, metrics: ResolvedMetric[]) {
   const a = spec.autoscaling!;
   return {
-    apiVersion,
+    apiVersion: "autoscaling/v2",
     kind: "HorizontalPodAutoscaler",
     metadata: ownedMetadata(owner),
     spec: {

@@ -52,9 +52,7 @@ describe("the real HPA scales real targets on Governor's metrics (e2e)", functio
 
   const apply = (yaml: string) => applyYaml(cluster, ns!.name, yaml);
   const hpa = (name: string) =>
-    cluster.client.get<Hpa>(
-      `/apis/autoscaling/v2beta2/namespaces/${ns!.name}/horizontalpodautoscalers/${name}`,
-    );
+    cluster.client.get<Hpa>(`/apis/autoscaling/v2/namespaces/${ns!.name}/horizontalpodautoscalers/${name}`);
   const swReplicas = async (name: string) =>
     (
       await cluster.client.get<{ spec: { replicas: number } }>(
@@ -128,7 +126,7 @@ spec:
     metadata: {labels: {app: web}}
     spec: {containers: [{name: web, image: example.invalid/web}]}
 ---
-apiVersion: autoscaling/v2beta2
+apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata: {name: web}
 spec:
@@ -200,7 +198,7 @@ spec:
   interval: 1s
   source: {http: {url: "${json.url}", jsonPath: "$.stats.value"}}
 ---
-apiVersion: autoscaling/v2beta2
+apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata: {name: frontend}
 spec:
@@ -262,7 +260,7 @@ spec:
     metadata: {labels: {app: worker}}
     spec: {containers: [{name: worker, image: example.invalid/worker}]}
 ---
-apiVersion: autoscaling/v2beta2
+apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata: {name: worker}
 spec:

@@ -322,7 +322,7 @@ ${extra}`;
         create(
           "spec: {selector: {matchExpressions: [{key: a, operator: Near}]}, workloadRef: {apiVersion: apps/v1, kind: Deployment, name: x}}",
         ),
-      ).to.match(/spec.selector.matchExpressions.operator: Unsupported value: "Near"/);
+      ).to.match(/spec.selector.matchExpressions\[0\].operator: Unsupported value: "Near"/);
       expect(
         create(
           "spec: {selector: {matchLabels: {a: b}}, template: {}, workloadRef: {apiVersion: apps/v1, kind: Deployment, name: x}}",

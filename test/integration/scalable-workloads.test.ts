@@ -193,7 +193,7 @@ spec:
         const h = await cluster.client.get<{
           apiVersion: string;
           spec: { scaleTargetRef: unknown; metrics: unknown[] };
-        }>(`/apis/autoscaling/v2beta2/namespaces/${ns.name}/horizontalpodautoscalers/scaled`);
+        }>(`/apis/autoscaling/v2/namespaces/${ns.name}/horizontalpodautoscalers/scaled`);
         return h;
       },
       { timeoutMs: 15_000, what: "HPA written" },
@@ -238,7 +238,7 @@ spec:
         ).to.equal(undefined);
         expect(
           await cluster.client.getOrUndefined(
-            `/apis/autoscaling/v2beta2/namespaces/${ns.name}/horizontalpodautoscalers/scaled`,
+            `/apis/autoscaling/v2/namespaces/${ns.name}/horizontalpodautoscalers/scaled`,
           ),
         ).to.equal(undefined);
       },

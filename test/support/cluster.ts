@@ -55,6 +55,10 @@ export function useCluster(): Promise<TestCluster> {
     if (up.code !== 0) throw new Error(`hack/cluster.sh up failed (exit ${up.code})`);
     const match = /export KUBECONFIG=(\S+)/.exec(up.stdout);
     if (!match?.[1]) throw new Error(`hack/cluster.sh up printed no KUBECONFIG: ${up.stdout}`);
+    // kubectl of the same release as the control plane, for every kubectl a test runs.
+    const bin = /export PATH=([^:\s]+):/.exec(up.stdout)?.[1];
+    if (bin && !process.env.PATH?.startsWith(`${bin}:`))
+      process.env.PATH = `${bin}:${process.env.PATH ?? ""}`;
     const kc = new KubeConfig();
     kc.loadFromFile(match[1]);
     return { kubeconfigPath: match[1], dir: dirname(match[1]), client: new KubeClient(kc) };

@@ -100,20 +100,23 @@ export class GovernorProcess {
   }
 
   private async serviceAccountKubeconfig(): Promise<string> {
+    // A bound token from the TokenRequest API, as `kubectl create token` gets one (no
+    // token Secrets are made for ServiceAccounts since Kubernetes 1.24). It may take the
+    // ServiceAccount a moment to exist after the manifests are applied.
     const token = await eventually(
       async () => {
-        const sa = await this.cluster.client.get<{ secrets?: { name: string }[] }>(
-          "/api/v1/namespaces/governor-system/serviceaccounts/governor",
+        const review = await this.cluster.client.create<{ status?: { token?: string } }>(
+          "/api/v1/namespaces/governor-system/serviceaccounts/governor/token",
+          {
+            apiVersion: "authentication.k8s.io/v1",
+            kind: "TokenRequest",
+            spec: { expirationSeconds: 24 * 3600 },
+          },
         );
-        const name = sa.secrets?.[0]?.name;
-        if (!name) throw new Error("no token Secret yet");
-        const secret = await this.cluster.client.get<{ data?: { token?: string } }>(
-          `/api/v1/namespaces/governor-system/secrets/${name}`,
-        );
-        if (!secret.data?.token) throw new Error("token not filled in yet");
-        return Buffer.from(secret.data.token, "base64").toString("utf8");
+        if (!review.status?.token) throw new Error("the TokenRequest returned no token");
+        return review.status.token;
       },
-      { timeoutMs: 30_000, what: "the governor ServiceAccount's token" },
+      { timeoutMs: 30_000, what: "a token for the governor ServiceAccount" },
     );
     const admin = readFileSync(this.cluster.kubeconfigPath, "utf8");
     const server = /server: (\S+)/.exec(admin)![1]!;

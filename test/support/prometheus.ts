@@ -1,5 +1,5 @@
 /**
- * Debian's real prometheus server for tests: scrapes the given static targets every
+ * A real Prometheus 3 server for tests (built by hack/prometheus.sh): scrapes the given static targets every
  * second, on a free loopback port, with its own temporary data directory. `stop()` kills
  * it; `start()` again brings it back on the same port and data.
  */
