@@ -14,9 +14,10 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 /** `15s`, `1m30s`, `500ms`, `2h`: Go duration syntax without the units nobody needs. */
 export const DURATION_PATTERN = "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$";
 
-/** A duration string, e.g. `15s`. */
+/** A duration string, e.g. `15s` (at most 32 characters, which bounds the CEL rules' cost). */
 export const Duration = z
   .string()
+  .max(32)
   .regex(new RegExp(DURATION_PATTERN), "must be a duration such as 15s, 2m or 1h30m");
 
 /** Parses a {@link Duration} to milliseconds. */
@@ -99,24 +100,60 @@ export const SecretKeyRef = z
   .object({ name: ObjectName, key: SecretDataKey })
   .meta({ description: "A key of a Secret in the same namespace." });
 
-/**
- * Marks an object schema as "exactly one of these keys": the operator checks it, and the
- * generated CRD expresses it as `oneOf: [{required: [a]}, {required: [b]}, …]`, which
- * Kubernetes enforces at admission (CEL is not available before 1.25).
- */
-export const ONE_OF_KEY = "x-governor-exactly-one-of";
+/** The CRD schema key for CEL validation rules (Kubernetes ≥ 1.25; GA in 1.29). */
+export const VALIDATIONS_KEY = "x-kubernetes-validations";
 
-/** Adds the zod check and the CRD marker for "exactly one of `keys`". */
-export function exactlyOneOf<T extends z.ZodObject>(schema: T, keys: readonly string[], what: string) {
+/**
+ * A validation rule stated once with two evaluators: `rule` is CEL, which the apiserver
+ * enforces at admission (`kubectl apply` fails with `message`), and `check` is the same
+ * rule in TypeScript, which the operator enforces through zod (for objects written
+ * before the rule existed). A test runs both over the same cases.
+ */
+export interface ValidationRule<T> {
+  /** CEL over `self` (the value the rule is attached to). */
+  rule: string;
+  /** What the user is told, at admission and in `status.conditions`. */
+  message: string;
+  /** The field the message is about, relative to `self` (`.staleAfter`). */
+  fieldPath?: string;
+  check: (self: T) => boolean;
+}
+
+/** Attaches {@link ValidationRule}s: a zod refinement each, and the CRD's `x-kubernetes-validations`. */
+export function withRules<T extends z.ZodType>(schema: T, rules: readonly ValidationRule<z.output<T>>[]) {
   return schema
-    .superRefine((value: Record<string, unknown>, ctx) => {
-      const set = keys.filter((k) => value[k] !== undefined);
-      if (set.length !== 1) {
-        ctx.addIssue({
-          code: "custom",
-          message: `${what}: set exactly one of ${keys.join(", ")} (found ${set.length === 0 ? "none" : set.join(", ")})`,
-        });
-      }
+    .superRefine((value, ctx) => {
+      for (const r of rules)
+        if (!r.check(value))
+          ctx.addIssue({
+            code: "custom",
+            message: r.message,
+            path: r.fieldPath ? r.fieldPath.slice(1).split(".") : [],
+          });
     })
-    .meta({ [ONE_OF_KEY]: [...keys] });
+    .meta({
+      [VALIDATIONS_KEY]: rules.map(({ rule, message, fieldPath }) => ({
+        rule,
+        message,
+        ...(fieldPath ? { fieldPath } : {}),
+      })),
+    });
+}
+
+/** The rule "exactly one of `keys` is set" for an object schema. */
+export function exactlyOne(keys: readonly string[], what: string): ValidationRule<Record<string, unknown>> {
+  return {
+    rule: `[${keys.map((k) => `has(self.${k})`).join(", ")}].exists_one(x, x)`,
+    message: `${what}: set exactly one of ${keys.join(", ")}`,
+    check: (self) => keys.filter((k) => self[k] !== undefined).length === 1,
+  };
+}
+
+/** The rule "a duration between `min` and `max`" for a {@link Duration}. */
+export function durationBetween(min: string, max: string, what: string): ValidationRule<string> {
+  return {
+    rule: `duration(self) >= duration('${min}') && duration(self) <= duration('${max}')`,
+    message: `${what} must be between ${min} and ${max}`,
+    check: (self) => durationMs(self) >= durationMs(min) && durationMs(self) <= durationMs(max),
+  };
 }

@@ -1,11 +1,11 @@
 /**
  * Generates CustomResourceDefinitions from the zod schemas: a structural OpenAPI v3
- * schema (no `additionalProperties: false`, no JSON-Schema-only keywords), "exactly one of"
- * as `oneOf: [{required: [a]}, …]`, defaults, descriptions, printer columns, short names,
+ * schema (no `additionalProperties: false`, no JSON-Schema-only keywords), CEL validation
+ * rules (`x-kubernetes-validations`), defaults, descriptions, printer columns, short names,
  * the `governor` category, and the status (and scale) subresources.
  */
 import { z } from "zod";
-import { GROUP, ONE_OF_KEY, VERSION } from "./common.js";
+import { GROUP, VERSION } from "./common.js";
 
 /** What the generator needs to know about a kind. */
 export interface KindDefinition {
@@ -62,10 +62,6 @@ export function toStructural(node: unknown): unknown {
     )
       continue;
     if (key === "format" && !KUBERNETES_FORMATS.has(String(value))) continue;
-    if (key === ONE_OF_KEY) {
-      out.oneOf = (value as string[]).map((k) => ({ required: [k] }));
-      continue;
-    }
     out[key] = toStructural(value);
   }
   if (out["x-kubernetes-preserve-unknown-fields"] === true) delete out.properties;

@@ -12,7 +12,10 @@ import {
   SecretKeyRef,
   SecretRef,
   StringMap,
-  exactlyOneOf,
+  durationBetween,
+  durationMs,
+  exactlyOne,
+  withRules,
 } from "./common.js";
 
 /** `pods`, `services`, `deployments.apps`, `scalableworkloads.governor.dev`, `namespaces`, `nodes`… */
@@ -21,7 +24,7 @@ export const GROUP_RESOURCE_PATTERN = DNS_SUBDOMAIN_PATTERN;
 /** Metric names: no `/` (it separates path segments), at most 253 characters. */
 export const METRIC_NAME_PATTERN = "^[A-Za-z_:][A-Za-z0-9_:.-]*$";
 
-const Subject = exactlyOneOf(
+const Subject = withRules(
   z.object({
     resource: z
       .string()
@@ -46,9 +49,13 @@ const Subject = exactlyOneOf(
           "Serve on external.metrics.k8s.io, attached to no object. The metric name must be lower-case.",
       }),
   }),
-  ["resource", "external"],
-  "subject",
+  [exactlyOne(["resource", "external"], "subject")],
 ).meta({ description: "What the metric describes: exactly one of resource or external." });
+
+/** How long one source request may take. */
+const Timeout = withRules(Duration, [durationBetween("100ms", "1m", "timeout")])
+  .default("5s")
+  .meta({ description: "How long one request to the source may take (100ms to 1m)." });
 
 const Prometheus = z
   .object({
@@ -63,7 +70,7 @@ const Prometheus = z
       description:
         "Label of the result naming the object (e.g. pod). Unset: the query returns one scalar/sample.",
     }),
-    timeout: Duration.default("5s"),
+    timeout: Timeout,
     bearerTokenSecret: SecretKeyRef.optional(),
     basicAuthSecret: SecretRef.optional().meta({
       description: "A Secret with keys username and password, sent as HTTP basic auth.",
@@ -87,7 +94,7 @@ const Scrape = z
       .boolean()
       .default(false)
       .meta({ description: "Treat the series as a counter and serve its per-second rate." }),
-    timeout: Duration.default("5s"),
+    timeout: Timeout,
   })
   .meta({ description: "Read each subject pod's Prometheus text endpoint directly (subject must be pods)." });
 
@@ -101,7 +108,7 @@ const Http = z
     headersSecret: SecretRef.optional().meta({
       description: "A Secret whose keys are sent as request headers.",
     }),
-    timeout: Duration.default("5s"),
+    timeout: Timeout,
   })
   .meta({ description: "GET a URL and pick a number from its JSON." });
 
@@ -130,7 +137,7 @@ const Static = z
 export const SOURCE_KINDS = ["prometheus", "scrape", "http", "kubernetes", "static"] as const;
 export type SourceKind = (typeof SOURCE_KINDS)[number];
 
-const Source = exactlyOneOf(
+const Source = withRules(
   z.object({
     prometheus: Prometheus.optional(),
     scrape: Scrape.optional(),
@@ -138,34 +145,62 @@ const Source = exactlyOneOf(
     kubernetes: KubernetesCount.optional(),
     static: Static.optional(),
   }),
-  SOURCE_KINDS,
-  "source",
+  [exactlyOne(SOURCE_KINDS, "source")],
 ).meta({ description: "Where the value comes from: exactly one source." });
 
 /** MetricMapping `.spec`. */
-export const MetricMappingSpec = z.object({
-  metric: z
-    .string()
-    .min(1)
-    .max(253)
-    .regex(
-      new RegExp(METRIC_NAME_PATTERN),
-      "must be a metric name: letters, digits, _ : . -, not starting with a digit",
-    )
-    .meta({ description: "The metric name the HPA asks for." }),
-  subject: Subject,
-  source: Source,
-  interval: Duration.default("15s").meta({ description: "How often the source is sampled." }),
-  staleAfter: Duration.default("2m").meta({
-    description: "A value older than this is never served as current.",
+export const MetricMappingSpec = withRules(
+  z.object({
+    metric: z
+      .string()
+      .min(1)
+      .max(253)
+      .regex(
+        new RegExp(METRIC_NAME_PATTERN),
+        "must be a metric name: letters, digits, _ : . -, not starting with a digit",
+      )
+      .meta({ description: "The metric name the HPA asks for." }),
+    subject: Subject,
+    source: Source,
+    interval: withRules(Duration, [durationBetween("1s", "1h", "interval")])
+      .default("15s")
+      .meta({ description: "How often the source is sampled (1s to 1h)." }),
+    staleAfter: withRules(Duration, [durationBetween("1s", "24h", "staleAfter")])
+      .default("2m")
+      .meta({
+        description: "A value older than this is never served as current (1s to 24h, at least interval).",
+      }),
+    window: withRules(Duration, [durationBetween("1s", "24h", "window")])
+      .optional()
+      .meta({
+        description: "The window a rate is computed over, reported to the HPA (1s to 24h).",
+      }),
+    fallback: z.object({ value: Quantity }).optional().meta({
+      description: "Served once the value is stale. Unset: a stale metric answers 503 and the HPA holds.",
+    }),
   }),
-  window: Duration.optional().meta({
-    description: "The window a rate is computed over, reported to the HPA.",
-  }),
-  fallback: z.object({ value: Quantity }).optional().meta({
-    description: "Served once the value is stale. Unset: a stale metric answers 503 and the HPA holds.",
-  }),
-});
+  [
+    {
+      rule: "!has(self.interval) || !has(self.staleAfter) || duration(self.staleAfter) >= duration(self.interval)",
+      message: "staleAfter must be at least interval: every value would be stale before the next sample",
+      fieldPath: ".staleAfter",
+      check: (self) => durationMs(self.staleAfter) >= durationMs(self.interval),
+    },
+    {
+      rule: "!has(self.subject.external) || self.metric == self.metric.lowerAscii()",
+      message:
+        "an external metric's name must be lower-case: the HPA (client-go) lower-cases it before asking, so it could never be found",
+      fieldPath: ".metric",
+      check: (self) => !self.subject.external || self.metric === self.metric.toLowerCase(),
+    },
+    {
+      rule: "!has(self.source.scrape) || (has(self.subject.resource) && self.subject.resource == 'pods')",
+      message: "the scrape source reads pods: set subject.resource to pods",
+      fieldPath: ".source.scrape",
+      check: (self) => !self.source.scrape || self.subject.resource === "pods",
+    },
+  ],
+);
 export type MetricMappingSpec = z.infer<typeof MetricMappingSpec>;
 
 /** MetricMapping `.status`. */

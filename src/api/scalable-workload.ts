@@ -5,17 +5,23 @@
  * write the HPA itself (`autoscaling`).
  */
 import { z } from "zod";
-import { ConditionSchema, LabelSelectorSchema, ObjectName, Quantity, exactlyOneOf } from "./common.js";
+import {
+  ConditionSchema,
+  LabelSelectorSchema,
+  ObjectName,
+  Quantity,
+  exactlyOne,
+  withRules,
+} from "./common.js";
 
-const MetricTarget = exactlyOneOf(
+const MetricTarget = withRules(
   z.object({
     averageValue: Quantity.optional().meta({
       description: "Target per pod (Pods metrics) or per replica (Object/External).",
     }),
     value: Quantity.optional().meta({ description: "Target for the whole value (Object/External metrics)." }),
   }),
-  ["averageValue", "value"],
-  "target",
+  [exactlyOne(["averageValue", "value"], "target")],
 );
 
 const AutoscalingMetric = z.object({
@@ -31,7 +37,7 @@ const AutoscalingMetric = z.object({
 });
 
 /** ScalableWorkload `.spec`. */
-export const ScalableWorkloadSpec = exactlyOneOf(
+export const ScalableWorkloadSpec = withRules(
   z.object({
     replicas: z
       .number()
@@ -57,21 +63,37 @@ export const ScalableWorkloadSpec = exactlyOneOf(
       .meta({
         description: "Drive the replicas of an existing Deployment or StatefulSet in the same namespace.",
       }),
-    autoscaling: z
-      .object({
+    autoscaling: withRules(
+      z.object({
         minReplicas: z.number().int().min(1).default(1),
         maxReplicas: z.number().int().min(1),
-        metrics: z.array(AutoscalingMetric).min(1),
+        metrics: z.array(AutoscalingMetric).min(1).max(16),
         behavior: z.looseObject({}).optional().meta({
           description: "HorizontalPodAutoscaler behavior, copied as is.",
           "x-kubernetes-preserve-unknown-fields": true,
         }),
-      })
+      }),
+      [
+        {
+          rule: "self.minReplicas <= self.maxReplicas",
+          message: "minReplicas must not exceed maxReplicas",
+          fieldPath: ".minReplicas",
+          check: (self) => self.minReplicas <= self.maxReplicas,
+        },
+      ],
+    )
       .optional()
       .meta({ description: "Governor writes and owns an HPA targeting this ScalableWorkload." }),
   }),
-  ["template", "workloadRef"],
-  "spec",
+  [
+    exactlyOne(["template", "workloadRef"], "spec"),
+    {
+      rule: "!has(self.template) || has(self.selector)",
+      message: "spec.selector is required with spec.template (it must select the template's labels)",
+      fieldPath: ".selector",
+      check: (self) => !self.template || self.selector !== undefined,
+    },
+  ],
 );
 export type ScalableWorkloadSpec = z.infer<typeof ScalableWorkloadSpec>;
 

@@ -1,6 +1,6 @@
 /**
  * The MetricMapping reconciler. For each mapping: validate what the CRD schema cannot
- * (external names lower-case, the subject resource exists and is namespaced), pick the
+ * (the subject resource exists and is namespaced), pick the
  * winner among mappings claiming the same (namespace, subject, metric) — the oldest — and
  * make the {@link MappingProvider} serve it with a running sampler; write `status`
  * (conditions Ready and SourceHealthy, value, objects, lastSampleTime) and Events on
@@ -308,12 +308,7 @@ export class MetricMappingReconciler {
     | { problem: string; reason: string; retryMs?: number }
   > {
     if (spec.subject.external) {
-      if (spec.metric !== spec.metric.toLowerCase()) {
-        return {
-          reason: "InvalidMetricName",
-          problem: `external metric names must be lower-case: the HPA (client-go) lower-cases them before asking, so "${spec.metric}" could never be found`,
-        };
-      }
+      // (Lower-case external names are a schema rule: see MetricMappingSpec.)
       return {
         id: `external|${spec.metric}`,
         describe: "external metrics",

@@ -154,14 +154,8 @@ export class ScalableWorkloadReconciler {
 
     if (spec.template) {
       kind = "Deployment";
-      if (!spec.selector)
-        return this.writeStatus(
-          sw,
-          {},
-          { status: "False", reason: "InvalidSpec", message: "spec.selector is required with spec.template" },
-        );
       try {
-        selector = LabelSelector.fromObject(spec.selector);
+        selector = LabelSelector.fromObject(spec.selector); // required with template: a schema rule
       } catch (err) {
         return this.writeStatus(
           sw,

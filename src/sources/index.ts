@@ -31,11 +31,7 @@ export function sourceKind(spec: MetricMappingSpec["source"]): string {
 export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): MetricSource {
   const s = spec.source;
   if (s.static) return new StaticSource(s.static);
-  if (s.scrape) {
-    if (spec.subject.resource !== "pods")
-      throw new SourceConfigError("the scrape source reads pods: set subject.resource to pods");
-    return new ScrapeSource(s.scrape);
-  }
+  if (s.scrape) return new ScrapeSource(s.scrape); // subject pods: a MetricMappingSpec rule
   const need = <T>(v: T | undefined, what: string): T => {
     if (v === undefined) throw new SourceConfigError(`the ${sourceKind(s)} source needs ${what}`);
     return v;

@@ -133,7 +133,7 @@ describe("config/ (kustomize)", () => {
       return r.stdout.trim();
     };
 
-    it("lets the HPA controller read external metrics, which the 1.20 built-in role does not", async () => {
+    it("lets the HPA controller read external metrics, which its built-in role does not (custom metrics only)", async () => {
       const cluster = await useCluster();
       const review = await cluster.client.create<{ status: { allowed: boolean } }>(
         "/apis/authorization.k8s.io/v1/subjectaccessreviews",
