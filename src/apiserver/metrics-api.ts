@@ -1,9 +1,11 @@
 /**
  * Routing and answers of the metrics APIs: discovery, custom metrics (v1beta1, v1beta2),
- * external metrics (v1beta1), OpenAPI. Takes a method, a URL and an Accept header, asks
- * the {@link MetricsProvider}, and returns a status code and a JSON body; every failure is
- * a `metav1.Status`. Knows nothing of TLS, users or sources.
+ * external metrics (v1beta1), aggregated discovery (apidiscovery.k8s.io/v2), OpenAPI. Takes
+ * a method, a URL, the Accept and If-None-Match headers, asks the {@link MetricsProvider},
+ * and returns a status code and a JSON body; every failure is a `metav1.Status`. Knows
+ * nothing of TLS, users or sources.
  */
+import { createHash } from "node:crypto";
 import { GovernorError } from "../errors.js";
 import {
   type CustomMetricInfo,
@@ -16,11 +18,13 @@ import {
 } from "../metrics/provider.js";
 import { LabelSelector, SelectorParseError } from "../selectors/label-selector.js";
 import {
+  AGGREGATED_DISCOVERY_V2,
   CUSTOM_GROUP,
   EXTERNAL_GROUP,
   GROUP_VERSIONS,
   JsonText,
   PLACEHOLDER_RESOURCE,
+  aggregatedDiscovery,
   apiGroup,
   apiGroupList,
   customResourceList,
@@ -36,6 +40,7 @@ import {
 /** What kind of request this was, for metrics and logs (a small fixed set). */
 export const RouteKinds = {
   Discovery: "discovery",
+  AggregatedDiscovery: "aggregated_discovery",
   CustomObject: "custom_object",
   CustomSelector: "custom_selector",
   External: "external",
@@ -50,6 +55,10 @@ export interface ApiResponse {
   status: number;
   body: unknown;
   kind: RouteKind;
+  /** @default "application/json" */
+  contentType?: string;
+  /** An entity tag: a later request with `If-None-Match` equal to it gets a 304. */
+  etag?: string;
   /** Number of items in a metric list, for logs. */
   items?: number;
 }
@@ -69,12 +78,18 @@ export interface MetricsApiOptions {
 const NOT_ACCEPTABLE = statusBody(
   406,
   "NotAcceptable",
-  'only "application/json" is served here (no aggregated discovery, no protobuf)',
+  'only "application/json" is served here, and aggregated discovery (apidiscovery.k8s.io/v2) at /apis; no protobuf',
 );
 
 /** See the module comment. */
 export class MetricsApi {
   private readonly discoveryCache = new Map<string, { list: readonly unknown[]; body: JsonText }>();
+  private aggregated?: {
+    custom: readonly unknown[];
+    external: readonly unknown[];
+    body: JsonText;
+    etag: string;
+  };
   private readonly rendered = new WeakMap<CustomMetricValue, Map<string, JsonText>>();
 
   constructor(
@@ -91,13 +106,23 @@ export class MetricsApi {
    * Answers one request (`url` is a URL or the server's split request target). Never
    * throws: unexpected errors become a 500 Status.
    */
-  handle(method: string, url: RequestTarget, accept: string | undefined): Promise<ApiResponse> {
-    return this.route(method, url, accept).catch((err: unknown) =>
+  handle(
+    method: string,
+    url: RequestTarget,
+    accept: string | undefined,
+    ifNoneMatch?: string,
+  ): Promise<ApiResponse> {
+    return this.route(method, url, accept, ifNoneMatch).catch((err: unknown) =>
       errorResponse(err, routeKind(url.pathname)),
     );
   }
 
-  private async route(method: string, url: RequestTarget, accept: string | undefined): Promise<ApiResponse> {
+  private async route(
+    method: string,
+    url: RequestTarget,
+    accept: string | undefined,
+    ifNoneMatch: string | undefined,
+  ): Promise<ApiResponse> {
     const segments = url.pathname
       .split("/")
       .filter((s) => s !== "")
@@ -124,9 +149,10 @@ export class MetricsApi {
         kind: RouteKinds.Unknown,
       };
     }
-    if (!acceptsJson(accept)) return { status: 406, body: NOT_ACCEPTABLE, kind: RouteKinds.Discovery };
-
     const [, group, version, ...rest] = segments;
+    const media = negotiate(accept, group === undefined);
+    if (media === undefined) return { status: 406, body: NOT_ACCEPTABLE, kind: RouteKinds.Discovery };
+    if (media === "aggregated") return this.aggregatedDiscovery(ifNoneMatch);
     if (group === undefined) return ok(apiGroupList(this.groups), RouteKinds.Discovery);
     if (!this.groups.includes(group))
       return notFound(`the server could not find the requested resource (${url.pathname})`);
@@ -159,6 +185,28 @@ export class MetricsApi {
     );
     this.discoveryCache.set(key, { list, body });
     return body;
+  }
+
+  /** The aggregated discovery document, serialized and hashed once per change of the metric lists. */
+  private aggregatedDiscovery(ifNoneMatch: string | undefined): ApiResponse {
+    const custom = this.opts.custom ? this.provider.listCustomMetrics() : [];
+    const external = this.opts.external ? this.provider.listExternalMetrics() : [];
+    const hit = this.aggregated;
+    const doc =
+      hit?.custom === custom && hit.external === external
+        ? hit
+        : (() => {
+            const text = JSON.stringify(aggregatedDiscovery(this.groups, custom, external));
+            const etag = `"${createHash("sha256").update(text).digest("hex").slice(0, 32)}"`;
+            return (this.aggregated = { custom, external, body: new JsonText(text), etag });
+          })();
+    const common = {
+      kind: RouteKinds.AggregatedDiscovery,
+      contentType: AGGREGATED_DISCOVERY_V2,
+      etag: doc.etag,
+    };
+    if (ifNoneMatch === doc.etag) return { status: 304, body: undefined, ...common };
+    return { status: 200, body: doc.body, ...common };
   }
 
   private async custom(version: string, rest: string[], query: URLSearchParams): Promise<ApiResponse> {
@@ -288,19 +336,30 @@ export function errorResponse(err: unknown, kind: RouteKind): ApiResponse {
 }
 
 /**
- * Whether the Accept header allows plain JSON. Media ranges are read in order; the
- * aggregated-discovery types (`;g=apidiscovery.k8s.io…`) and protobuf are not served, so a
- * header naming only those gets 406 and the aggregator falls back to legacy discovery.
+ * The media type to answer with, from the Accept header's ranges in order: `"json"` for
+ * plain `application/json` or a wildcard range (so the HPA's protobuf-first header gets
+ * JSON), `"aggregated"` for aggregated discovery v2 where it is served (`GET /apis`),
+ * `undefined` when nothing acceptable is served (406: other profiles, v2beta1, protobuf).
  */
-export function acceptsJson(accept: string | undefined): boolean {
-  if (!accept || accept.trim() === "") return true;
+export function negotiate(
+  accept: string | undefined,
+  aggregatedServed: boolean,
+): "json" | "aggregated" | undefined {
+  if (!accept || accept.trim() === "") return "json";
   for (const range of accept.split(",")) {
     const [type = "", ...params] = range.split(";").map((s) => s.trim().toLowerCase());
     const q = params.find((p) => p.startsWith("q="));
     if (q && Number(q.slice(2)) === 0) continue;
-    const profiled = params.some((p) => p.startsWith("g=") || p.startsWith("as="));
-    if (profiled) continue;
-    if (type === "application/json" || type === "*/*" || type === "application/*") return true;
+    const profile = params.filter((p) => /^(g|v|as)=/.test(p));
+    if (profile.length > 0) {
+      const v2 =
+        profile.includes("g=apidiscovery.k8s.io") &&
+        profile.includes("v=v2") &&
+        profile.includes("as=apigroupdiscoverylist");
+      if (v2 && aggregatedServed && type === "application/json") return "aggregated";
+      continue;
+    }
+    if (type === "application/json" || type === "*/*" || type === "application/*") return "json";
   }
-  return false;
+  return undefined;
 }

@@ -339,22 +339,57 @@ describe("metrics API server", function () {
       expect(res.headers["content-type"]).to.equal("application/json");
     });
 
-    it("answers 406 to aggregated-discovery-only requests, so the aggregator falls back instead of misreading", async () => {
-      const res = await get("/apis", admin, {
-        headers: {
-          accept:
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList",
-        },
+    it("serves aggregated discovery v2 at /apis with an ETag, 304 while unchanged, and 406 for what it does not serve", async () => {
+      const v2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+      const res = await get("/apis", admin, { headers: { accept: v2 } });
+      expect(res.status).to.equal(200);
+      expect(res.headers["content-type"]).to.equal(v2);
+      expect(res.json.kind).to.equal("APIGroupDiscoveryList");
+      const custom = res.json.items[0];
+      expect(custom.metadata.name).to.equal("custom.metrics.k8s.io");
+      expect(custom.versions.map((v: { version: string }) => v.version)).to.deep.equal([
+        "v1beta2",
+        "v1beta1",
+      ]);
+      const pods = custom.versions[0].resources.find((r: { resource: string }) => r.resource === "pods");
+      expect(pods.scope).to.equal("Namespaced");
+      expect(pods.verbs, "a parent of metrics only has no verbs of its own").to.equal(undefined);
+      expect(pods.subresources).to.deep.include({
+        subresource: "http_requests",
+        responseKind: { group: "", version: "", kind: "MetricValueList" },
+        verbs: ["get"],
       });
-      expect(res.status).to.equal(406);
-      expect(res.json.reason).to.equal("NotAcceptable");
-      const withFallback = await get("/apis", admin, {
-        headers: {
-          accept: "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
-        },
+      const external = res.json.items[1].versions[0].resources.map((r: { resource: string }) => r.resource);
+      expect(external).to.include("queue_depth");
+
+      const etag = res.headers.etag as string;
+      expect(etag).to.match(/^"[0-9a-f]{32}"$/);
+      const again = await get("/apis", admin, { headers: { accept: v2, "if-none-match": etag } });
+      expect(again.status).to.equal(304);
+      expect(again.text).to.equal("");
+
+      const v2beta1Only = await get("/apis", admin, {
+        headers: { accept: "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList" },
+      });
+      expect(v2beta1Only.status).to.equal(406);
+      expect(v2beta1Only.json.reason).to.equal("NotAcceptable");
+      const notHere = await get(`${C}/v1beta2`, admin, { headers: { accept: v2 } });
+      expect(notHere.status, "aggregated discovery is served at /apis only").to.equal(406);
+      const withFallback = await get(`${C}/v1beta2`, admin, {
+        headers: { accept: `${v2},application/json` },
       });
       expect(withFallback.status).to.equal(200);
-      expect(withFallback.json.kind).to.equal("APIGroupList");
+      expect(withFallback.json.kind).to.equal("APIResourceList");
+    });
+
+    it("changes the aggregated discovery ETag when the metrics change", async () => {
+      const v2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+      const before = (await get("/apis", admin, { headers: { accept: v2 } })).headers.etag;
+      const api = new MetricsApi(new FakeProvider());
+      const empty = await api.handle("GET", new URL("https://x/apis"), v2);
+      expect(empty.etag).to.not.equal(before);
+      const cached = await api.handle("GET", new URL("https://x/apis"), v2, empty.etag);
+      expect(cached.status).to.equal(304);
     });
 
     it("serves minimal OpenAPI documents", async () => {

@@ -184,10 +184,15 @@ export class MetricsApiServer {
         send(res, 403, forbidden(identity.name, info), requestId);
         return;
       }
-      const answer = await this.opts.api.handle(req.method ?? "GET", target, req.headers.accept);
+      const answer = await this.opts.api.handle(
+        req.method ?? "GET",
+        target,
+        req.headers.accept,
+        req.headers["if-none-match"],
+      );
       kind = answer.kind;
       status = answer.status;
-      send(res, answer.status, answer.body, requestId, req.method === "HEAD");
+      send(res, answer.status, answer.body, requestId, req.method === "HEAD", answer);
     } catch (err) {
       const answer = errorResponse(err, kind);
       status = answer.status;
@@ -236,15 +241,23 @@ function forbidden(user: string, info: ReturnType<typeof requestInfo>) {
   });
 }
 
-function send(res: ServerResponse, status: number, body: unknown, requestId: string, headOnly = false): void {
-  const text = body instanceof JsonText ? body.bytes : JSON.stringify(body);
+function send(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  requestId: string,
+  headOnly = false,
+  meta: { contentType?: string; etag?: string } = {},
+): void {
+  const text = body === undefined ? "" : body instanceof JsonText ? body.bytes : JSON.stringify(body);
   res.writeHead(status, {
-    "content-type": "application/json",
-    "content-length": Buffer.byteLength(text),
+    "content-type": meta.contentType ?? "application/json",
+    ...(status === 304 ? {} : { "content-length": Buffer.byteLength(text) }),
     "cache-control": "no-cache, private",
+    ...(meta.etag ? { etag: meta.etag } : {}),
     "audit-id": requestId,
   });
-  res.end(headOnly ? undefined : text);
+  res.end(headOnly || status === 304 ? undefined : text);
 }
 
 const NO_QUERY = new URLSearchParams();

@@ -124,6 +124,83 @@ export function externalResourceList(version: string, metrics: readonly External
   };
 }
 
+/** The media type of aggregated discovery (Kubernetes ≥ 1.30 asks `GET /apis` for it). */
+export const AGGREGATED_DISCOVERY_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+const NO_KIND = { group: "", version: "", kind: "" };
+
+/**
+ * `apidiscovery.k8s.io/v2` `APIGroupDiscoveryList` for `GET /apis`: every group, version
+ * and resource in one document, so the aggregator makes one request per refresh (a 304
+ * while nothing changed) instead of one per group-version. Resources are built from the
+ * same lists as the legacy documents and shaped as kube-apiserver converts those lists
+ * itself: a custom metric `pods/http_requests` is the subresource `http_requests` of a
+ * parent `pods` that has no verbs of its own (so `kubectl api-resources` lists external
+ * metrics, not custom ones — as with any custom metrics adapter).
+ */
+export function aggregatedDiscovery(
+  groups: readonly string[],
+  custom: readonly CustomMetricInfo[],
+  external: readonly ExternalMetricInfo[],
+) {
+  const versionsOf = (group: string) =>
+    (GROUP_VERSIONS[group] ?? []).map((version) => {
+      const list =
+        group === CUSTOM_GROUP
+          ? customResourceList(version, custom)
+          : externalResourceList(version, external);
+      return { version, resources: toResourceDiscovery(list.resources), freshness: "Current" };
+    });
+  return {
+    kind: "APIGroupDiscoveryList",
+    apiVersion: "apidiscovery.k8s.io/v2",
+    metadata: {},
+    items: groups.map((name) => ({ metadata: { name }, versions: versionsOf(name) })),
+  };
+}
+
+/** Legacy `APIResource`s → `APIResourceDiscovery`s, as kube-apiserver converts them. */
+function toResourceDiscovery(
+  list: readonly { name: string; namespaced: boolean; kind: string; verbs: readonly string[] }[],
+) {
+  const scopeOf = (namespaced: boolean) => (namespaced ? "Namespaced" : "Cluster");
+  type Parent = {
+    resource: string;
+    responseKind: typeof NO_KIND;
+    scope: string;
+    singularResource: string;
+    verbs?: readonly string[];
+    subresources?: { subresource: string; responseKind: typeof NO_KIND; verbs: readonly string[] }[];
+  };
+  const parents = new Map<string, Parent>();
+  for (const r of list) {
+    if (r.name.includes("/")) continue;
+    parents.set(r.name, {
+      resource: r.name,
+      responseKind: { ...NO_KIND, kind: r.kind },
+      scope: scopeOf(r.namespaced),
+      singularResource: "",
+      verbs: r.verbs,
+    });
+  }
+  for (const r of list) {
+    const slash = r.name.indexOf("/");
+    if (slash < 0) continue;
+    const name = r.name.slice(0, slash);
+    let parent = parents.get(name);
+    if (!parent) {
+      parent = { resource: name, responseKind: NO_KIND, scope: scopeOf(r.namespaced), singularResource: "" };
+      parents.set(name, parent);
+    }
+    (parent.subresources ??= []).push({
+      subresource: r.name.slice(slash + 1),
+      responseKind: { ...NO_KIND, kind: r.kind },
+      verbs: r.verbs,
+    });
+  }
+  return [...parents.values()];
+}
+
 /** `custom_metrics/v1beta2.MetricValueList`. */
 export function customValueListV1beta2(
   values: readonly CustomMetricValue[],

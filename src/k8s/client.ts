@@ -167,7 +167,7 @@ export class KubeClient {
   async request<T>(
     method: string,
     path: string,
-    opts: { body?: unknown; query?: Query; contentType?: string; timeoutMs?: number } = {},
+    opts: { body?: unknown; query?: Query; contentType?: string; accept?: string; timeoutMs?: number } = {},
   ): Promise<T> {
     // Never let URL normalization turn a path built from CR fields into another object's.
     assertPlainPath(path);
@@ -187,7 +187,7 @@ export class KubeClient {
       method,
       headers: {
         ...this.headers,
-        accept: "application/json",
+        accept: opts.accept ?? "application/json",
         ...(body !== undefined ? { "content-type": opts.contentType ?? "application/json" } : {}),
       },
       body,

@@ -17,6 +17,8 @@ export class GovernorProcess {
   private child?: ChildProcess;
   log = "";
   port = 0;
+  /** The plain-HTTP port of Governor's own /metrics. */
+  metricsPort = 0;
 
   constructor(private readonly cluster: TestCluster) {}
 
@@ -52,7 +54,7 @@ export class GovernorProcess {
         "--metrics-bind-address",
         "127.0.0.1",
         "--metrics-port",
-        String(await freePort()),
+        String((this.metricsPort = await freePort())),
         "--shutdown-delay",
         "0",
         "--take-over-apiservices",
