@@ -1,7 +1,7 @@
 /**
  * "Through the aggregator": the warm metric GET via kube-apiserver, against a GET of a
  * comparable small object (a `Flunder`) from the Go `sample-apiserver` — built from the
- * same Debian kubernetes tree, on the same `k8s.io/apiserver` authn/authz stack as
+ * same Kubernetes release's modules as the control plane, on the same `k8s.io/apiserver` authn/authz stack as
  * prometheus-adapter and KEDA — registered the same way (ExternalName Service to
  * localhost, APIService with the bench CA) and loaded in the same run.
  */
@@ -60,7 +60,7 @@ async function register(b: Bench, governor: Child, wardle: Child): Promise<void>
       },
     },
   ];
-  // create/replace, not server-side apply: the 1.20 aggregator panics on SSA of APIServices.
+  // create/replace, as Governor's registration writes APIServices (ADR 0004).
   for (const a of apiServices)
     await b.client.createOrReplace(`/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`, a);
 }

@@ -1,6 +1,6 @@
 /**
  * "Selector query at scale": `pods/*\/metric?labelSelector=…` over 5,000 pods whose values
- * come from Debian's real Prometheus (one series per pod, scraped from an exposition
+ * come from a real Prometheus 3 (one series per pod, scraped from an exposition
  * endpoint of this process), as the HPA asks it for a 5,000-replica workload; and the
  * same namespace queried with a selector matching 50 of them. Baseline: a bare
  * node:https server returning the same bytes.
