@@ -17,6 +17,7 @@ import { createHash, X509Certificate } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { TLSSocket } from "node:tls";
 import { GovernorError } from "../errors.js";
+import { tryDecodeURIComponent } from "../util/uri.js";
 
 /** An authenticated (or anonymous) user, as in `user.Info`. */
 export interface UserInfo {
@@ -318,7 +319,7 @@ function fromRequestHeaders(
     for (const prefix of rh.extraHeaderPrefixes) {
       const p = prefix.toLowerCase();
       if (header.length > p.length && header.startsWith(p)) {
-        const key = decodeURIComponentSafe(header.slice(p.length)).toLowerCase();
+        const key = (tryDecodeURIComponent(header.slice(p.length)) ?? header.slice(p.length)).toLowerCase();
         (extra[key] ??= []).push(value);
       }
     }
@@ -334,12 +335,4 @@ function fromRequestHeaders(
   if (!name) return undefined;
   const groups = rh.groupHeaders.flatMap((h) => wanted.get(h.toLowerCase()) ?? []);
   return { name, groups, extra };
-}
-
-function decodeURIComponentSafe(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
 }

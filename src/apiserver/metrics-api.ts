@@ -17,6 +17,7 @@ import {
   parseGroupResource,
 } from "../metrics/provider.js";
 import { LabelSelector, SelectorParseError } from "../selectors/label-selector.js";
+import { tryDecodeURIComponent } from "../util/uri.js";
 import {
   AGGREGATED_DISCOVERY_V2,
   CUSTOM_GROUP,
@@ -123,10 +124,17 @@ export class MetricsApi {
     accept: string | undefined,
     ifNoneMatch: string | undefined,
   ): Promise<ApiResponse> {
-    const segments = url.pathname
+    const decoded = url.pathname
       .split("/")
       .filter((s) => s !== "")
-      .map((s) => (s.includes("%") ? decodeURIComponent(s) : s));
+      .map(tryDecodeURIComponent);
+    if (decoded.includes(undefined))
+      return {
+        status: 400,
+        body: statusBody(400, "BadRequest", "the path holds a malformed %-escape"),
+        kind: routeKind(url.pathname),
+      };
+    const segments = decoded as string[];
     if (segments[0] === "openapi") {
       if (segments[1] === "v2" && segments.length === 2)
         return ok(openApiV2("Governor metrics API"), RouteKinds.OpenApi);

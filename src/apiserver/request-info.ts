@@ -5,6 +5,7 @@
  * `/apis/{group}/{version}/…` get namespace, resource, name, subresource and verb;
  * everything else is a non-resource request (path + verb).
  */
+import { tryDecodeURIComponent } from "../util/uri.js";
 
 /** The authorization attributes of one request. */
 export interface RequestInfo {
@@ -96,10 +97,5 @@ export function requestInfo(
 }
 
 function safeDecode(segment: string): string {
-  if (!segment.includes("%")) return segment;
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    return segment;
-  }
+  return tryDecodeURIComponent(segment) ?? segment;
 }

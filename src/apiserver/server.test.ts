@@ -173,6 +173,8 @@ describe("metrics API server", function () {
       [`${E}/namespaces/shop/queue_depth?labelSelector=queue%3Dorders`, 200, 1],
       [`${E}/namespaces/shop/queue_depth?labelSelector=queue%3Dnone`, 200, 0],
       // errors
+      [`${C}/v1beta2/namespaces/shop/pods/web-%zz/http_requests`, 400],
+      [`${C}/v1beta2/namespaces/shop/pods/*/http%E0%A4%A`, 400],
       [`${C}/v1beta2/namespaces/shop/pods/web-9/http_requests`, 404],
       [`${C}/v1beta2/namespaces/shop/pods/web-1/no_such_metric`, 404],
       [`${C}/v1beta2/namespaces/other/deployments.apps/web/queue_depth`, 404],

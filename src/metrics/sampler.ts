@@ -93,10 +93,8 @@ export class Sampler {
     const timeoutMs = this.opts.timeoutMs ?? Math.min(this.opts.intervalMs, 10_000);
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]);
     try {
-      const value = await raceAbort(
-        this.source.sample({ ...this.opts.request(signal), signal }),
-        signal,
-        timeoutMs,
+      const value = finiteOnly(
+        await raceAbort(this.source.sample({ ...this.opts.request(signal), signal }), signal, timeoutMs),
       );
       if (this.stopped) return;
       this.state.last = { value, at: new Date() };
@@ -112,6 +110,28 @@ export class Sampler {
     this.state.attemptedAt = new Date();
     this.opts.onSample?.(this.state);
   }
+}
+
+/**
+ * Only finite numbers are values: a scalar NaN or ±Inf (a Prometheus division by zero, a
+ * `NaN` sample in an exposition) is a source error, and such an object of a per-object
+ * answer has no value (it is left out, as if the source had not returned it) — a value
+ * the HPA could never read must not count as a good sample.
+ */
+export function finiteOnly(value: SampleValue): SampleValue {
+  if (value.kind === "scalar") {
+    if (!Number.isFinite(value.value))
+      throw new Error(`the source returned ${value.value}, not a finite number`);
+    return value;
+  }
+  for (const v of value.values.values()) {
+    if (Number.isFinite(v)) continue;
+    return {
+      kind: "objects",
+      values: new Map([...value.values].filter(([, x]) => Number.isFinite(x))),
+    };
+  }
+  return value;
 }
 
 function raceAbort<T>(p: Promise<T>, signal: AbortSignal, timeoutMs: number): Promise<T> {

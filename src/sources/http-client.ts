@@ -1,7 +1,7 @@
 /**
  * The HTTP client sources share: undici with keep-alive pools, a timeout per request,
- * an optional CA, and errors that say what failed (status, URL, body start) without
- * leaking credentials.
+ * an optional CA, bounded response sizes, and errors that say what failed (status, URL)
+ * without leaking credentials or response bytes.
  */
 import { Agent, type Dispatcher, request } from "undici";
 
@@ -19,10 +19,38 @@ export function dispatcherFor(ca?: string): Dispatcher {
   return a;
 }
 
-/** GETs `url`; resolves with the body text of a 2xx answer, rejects with a readable error otherwise. */
+/** The most a source may answer (bytes): a larger answer is an error, never buffered whole. */
+export const MAX_RESPONSE_BYTES = 10 * 1024 * 1024;
+
+/**
+ * A non-2xx answer. The message says the status only — response bytes from an address a
+ * MetricMapping's author chose never reach status conditions or Events; `body` (bounded)
+ * is for callers that know the format, such as Prometheus' JSON errors.
+ */
+export class HttpStatusError extends Error {
+  constructor(
+    url: string,
+    readonly statusCode: number,
+    readonly body: string,
+  ) {
+    super(`GET ${redact(url)}: HTTP ${statusCode}`);
+  }
+}
+
+/**
+ * GETs `url`; resolves with the body text of a 2xx answer, rejects with a readable error
+ * otherwise. At most `maxBytes` are read (default {@link MAX_RESPONSE_BYTES}): a longer
+ * answer is cut off and rejected.
+ */
 export async function getText(
   url: string,
-  opts: { headers?: Record<string, string>; signal: AbortSignal; timeoutMs: number; ca?: string },
+  opts: {
+    headers?: Record<string, string>;
+    signal: AbortSignal;
+    timeoutMs: number;
+    ca?: string;
+    maxBytes?: number;
+  },
 ): Promise<string> {
   let res;
   try {
@@ -40,11 +68,37 @@ export async function getText(
       `GET ${redact(url)}: ${e.code ?? ""} ${e.message ?? String(err)}`.replace(/\s+/g, " ").trim(),
     );
   }
-  const text = await res.body.text();
-  if (res.statusCode < 200 || res.statusCode >= 300) {
-    throw new Error(`GET ${redact(url)}: HTTP ${res.statusCode}: ${text.slice(0, 200)}`);
+  const ok = res.statusCode >= 200 && res.statusCode < 300;
+  // An error body is only ever read in part (its start says what went wrong).
+  const limit = ok ? (opts.maxBytes ?? MAX_RESPONSE_BYTES) : 4096;
+  const tooLarge = () =>
+    new Error(
+      `GET ${redact(url)}: the response is larger than ${formatBytes(limit)}, the limit for a source`,
+    );
+  const declared = Number(res.headers["content-length"]);
+  if (ok && declared > limit) {
+    res.body.destroy();
+    throw tooLarge();
   }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of res.body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) {
+      res.body.destroy();
+      if (ok) throw tooLarge();
+      chunks.push(chunk.subarray(0, chunk.length - (size - limit)));
+      break;
+    }
+    chunks.push(chunk);
+  }
+  const text = Buffer.concat(chunks).toString("utf8");
+  if (!ok) throw new HttpStatusError(url, res.statusCode, text);
   return text;
+}
+
+function formatBytes(n: number): string {
+  return n >= 1024 * 1024 ? `${Math.round(n / 1024 / 1024)} MiB` : `${Math.round(n / 1024)} KiB`;
 }
 
 /** The URL without credentials or query (queries can be long and carry tokens). */

@@ -7,7 +7,7 @@
 import { JSONPath } from "jsonpath-plus";
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import { durationMs } from "../api/common.js";
-import { getText } from "./http-client.js";
+import { getText, redact } from "./http-client.js";
 import type { SecretReader } from "./secrets.js";
 import type { MetricSource, SampleRequest, SampleValue } from "./source.js";
 
@@ -22,7 +22,9 @@ export function pickNumber(json: unknown, path: string): number {
   const v = matches[0];
   const n = typeof v === "number" ? v : typeof v === "string" && v.trim() !== "" ? Number(v) : NaN;
   if (!Number.isFinite(n))
-    throw new Error(`jsonPath ${path} selected ${JSON.stringify(v)?.slice(0, 60)}, not a number`);
+    throw new Error(
+      `jsonPath ${path} selected ${v === null ? "null" : Array.isArray(v) ? "an array" : `a ${typeof v}`}, not a number`,
+    );
   return n;
 }
 
@@ -47,7 +49,7 @@ export class HttpSource implements MetricSource {
     try {
       json = JSON.parse(text);
     } catch {
-      throw new Error(`the response of ${this.spec.url} is not JSON: ${text.slice(0, 80)}`);
+      throw new Error(`the response of ${redact(this.spec.url)} is not JSON (${text.length} characters)`);
     }
     return { kind: "scalar", value: pickNumber(json, this.spec.jsonPath) };
   }

@@ -9,7 +9,7 @@
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import { durationMs } from "../api/common.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
-import { getText } from "./http-client.js";
+import { HttpStatusError, getText } from "./http-client.js";
 import type { SecretReader } from "./secrets.js";
 import { secretKey } from "./secrets.js";
 import type { MetricSource, SampleRequest, SampleValue } from "./source.js";
@@ -86,6 +86,17 @@ export function renderQuery(
     .replaceAll("{{selector}}", selectorMatchers(vars.selector));
 }
 
+/** The short explanation in a Prometheus API error body, if the body is one. */
+export function prometheusError(body: string): string | undefined {
+  try {
+    const b = JSON.parse(body) as Partial<PromResponse>;
+    if (b.status !== "error" || typeof b.error !== "string") return undefined;
+    return `Prometheus: ${String(b.errorType ?? "error").slice(0, 40)}: ${b.error.slice(0, 200)}`;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Converts a Prometheus answer to a sample value. */
 export function toSampleValue(body: PromResponse, nameLabel: string | undefined): SampleValue {
   if (body.status !== "success" || !body.data)
@@ -160,14 +171,11 @@ export class PrometheusSource implements MetricSource {
     try {
       text = await getText(url.toString(), { headers, signal: req.signal, timeoutMs: this.timeoutMs, ca });
     } catch (err) {
-      // Prometheus explains bad queries in a JSON body with HTTP 400/422.
-      const m = /HTTP (400|422): (.*)$/s.exec((err as Error).message);
-      if (m) {
-        try {
-          return toSampleValue(JSON.parse(m[2]!) as PromResponse, this.spec.nameLabel);
-        } catch (inner) {
-          throw inner instanceof Error && inner.message.startsWith("Prometheus:") ? inner : err;
-        }
+      // Prometheus explains bad queries in a JSON error body with HTTP 400/422: say that
+      // (a short, Prometheus-shaped message), never other bytes of the answer.
+      if (err instanceof HttpStatusError && (err.statusCode === 400 || err.statusCode === 422)) {
+        const explained = prometheusError(err.body);
+        if (explained) throw new Error(explained);
       }
       throw err;
     }

@@ -1,0 +1,67 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { expect } from "chai";
+import { HttpStatusError, getText } from "./http-client.js";
+
+describe("the sources' HTTP client", () => {
+  let server: Server;
+  let base: string;
+  let sent = 0;
+  before(async () => {
+    server = createServer((req, res) => {
+      const chunk = Buffer.alloc(64 * 1024, "x");
+      if (req.url === "/huge-declared") {
+        res.writeHead(200, { "content-length": String(200 * 1024 * 1024) });
+        res.write(chunk);
+        return; // never finishes: the client must not wait for it
+      }
+      if (req.url === "/huge-chunked") {
+        // no content-length: keeps sending until the client hangs up
+        res.writeHead(200);
+        const pump = () => {
+          while (res.write(chunk)) sent += chunk.length;
+          sent += chunk.length;
+        };
+        res.on("drain", pump);
+        res.on("close", () => res.off("drain", pump));
+        pump();
+        return;
+      }
+      if (req.url === "/secret-error") {
+        res.writeHead(500).end("internal token=hunter2 at 10.0.0.7");
+        return;
+      }
+      res.writeHead(200).end("42");
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const get = (path: string, maxBytes?: number) =>
+    getText(`${base}${path}`, { signal: AbortSignal.timeout(10_000), timeoutMs: 10_000, maxBytes });
+
+  it("reads a normal answer", async () => {
+    expect(await get("/ok")).to.equal("42");
+  });
+
+  it("refuses an answer that declares more than the limit, without reading it", async () => {
+    const err = await get("/huge-declared").catch((e: unknown) => e);
+    expect((err as Error).message).to.match(/larger than 10 MiB, the limit for a source/);
+  });
+
+  it("stops reading an endless answer at the limit", async () => {
+    const err = await get("/huge-chunked", 1024 * 1024).catch((e: unknown) => e);
+    expect((err as Error).message).to.match(/larger than 1 MiB/);
+    expect(sent, "bytes the server got out before the client hung up").to.be.lessThan(64 * 1024 * 1024);
+  });
+
+  it("says the status of an error answer, never its bytes", async () => {
+    const err = await get("/secret-error").catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(HttpStatusError);
+    expect((err as Error).message).to.equal(`GET ${base}/secret-error: HTTP 500`);
+    expect((err as HttpStatusError).body).to.contain("hunter2"); // for callers that know the format
+  });
+});
