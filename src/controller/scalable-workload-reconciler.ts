@@ -286,12 +286,19 @@ export class ScalableWorkloadReconciler {
     spec: ScalableWorkloadSpec,
   ) {
     const path = `/apis/autoscaling/v2/namespaces/${owner.namespace}/horizontalpodautoscalers/${owner.name}`;
+    const existing = await this.opts.client.getOrUndefined<KubernetesObject>(path);
+    const ours = existing?.metadata?.ownerReferences?.some((r) => r.uid === owner.uid) ?? false;
     if (!spec.autoscaling) {
-      const existing = await this.opts.client.getOrUndefined<KubernetesObject>(path);
-      if (existing?.metadata?.ownerReferences?.some((r) => r.uid === owner.uid))
-        await this.opts.client.delete(path);
+      if (ours) await this.opts.client.delete(path);
       return undefined;
     }
+    // Never adopt: an HPA of the same name that this ScalableWorkload did not create may
+    // be another team's, and applying over it would take it over.
+    if (existing && !ours)
+      return {
+        reason: "HorizontalPodAutoscalerExists",
+        message: `spec.autoscaling: a HorizontalPodAutoscaler named ${owner.name} exists and is not owned by this ScalableWorkload; Governor leaves it alone (delete it, or drop spec.autoscaling)`,
+      };
     const metrics: ResolvedMetric[] = [];
     for (const entry of spec.autoscaling.metrics) {
       const mapping = this.opts.getMapping(owner.namespace, entry.mapping);

@@ -229,6 +229,46 @@ spec:
     });
   });
 
+  it("never takes over another team's HPA of the same name, and says so in its status", async () => {
+    apply(`apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: shared-name}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: someone-elses}
+  minReplicas: 2
+  maxReplicas: 9
+  metrics: [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 70}}}]
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: load-shared}
+spec: {metric: load_shared, subject: {resource: pods}, source: {static: {value: "2"}}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: shared-name}
+spec:
+  selector: {matchLabels: {app: shared-name}}
+  template:
+    metadata: {labels: {app: shared-name}}
+    spec: {containers: [{name: app, image: example.invalid/app}]}
+  autoscaling: {maxReplicas: 3, metrics: [{mapping: load-shared, target: {averageValue: "1"}}]}
+`);
+    await eventually(async () => {
+      const ready = (await sw("shared-name")).status?.conditions?.find((c) => c.type === "Ready");
+      expect(ready).to.include({ status: "False", reason: "HorizontalPodAutoscalerExists" });
+      expect(ready?.message).to.match(/not owned by this ScalableWorkload; Governor leaves it alone/);
+    });
+    const hpa = await cluster.client.get<{
+      metadata: { ownerReferences?: unknown[]; managedFields?: { manager: string }[] };
+      spec: { scaleTargetRef: { name: string }; maxReplicas: number };
+    }>(`/apis/autoscaling/v2/namespaces/${ns.name}/horizontalpodautoscalers/shared-name`);
+    expect(hpa.metadata.ownerReferences).to.equal(undefined);
+    expect(hpa.spec.scaleTargetRef.name).to.equal("someone-elses");
+    expect(hpa.spec.maxReplicas).to.equal(9);
+    expect(hpa.metadata.managedFields?.map((f) => f.manager)).to.not.include("governor");
+  });
+
   it("garbage-collects its Deployment and HPA when deleted", async () => {
     await kubectl(cluster, "delete", "sw", "-n", ns.name, "scaled");
     await eventually(
