@@ -28,4 +28,25 @@ describe("conditions", () => {
     expect(sameConditions(readBack, changed)).to.equal(false);
     expect(sameConditions(readBack, [])).to.equal(false);
   });
+
+  it("tells a message-only change (written under the write budget) from a transition (written at once)", () => {
+    const at = new Date("2026-11-22T10:00:00Z");
+    const failing = (message: string) =>
+      setCondition(
+        undefined,
+        { type: "SourceHealthy", status: "False", reason: "SourceError", message },
+        1,
+        at,
+      );
+    const a = failing("the last sample failed: connection refused");
+    const b = failing("the last sample failed: timed out after 5000 ms");
+    expect(sameConditions(a, b)).to.equal(false);
+    expect(sameConditions(a, b, { ignoreMessages: true })).to.equal(true);
+    const healthy = setCondition(
+      a,
+      { type: "SourceHealthy", status: "True", reason: "Sampled", message: "ok" },
+      1,
+    );
+    expect(sameConditions(a, healthy, { ignoreMessages: true })).to.equal(false);
+  });
 });

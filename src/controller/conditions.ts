@@ -52,6 +52,7 @@ export function findCondition(
 export function sameConditions(
   a: readonly Condition[] | undefined,
   b: readonly Condition[] | undefined,
+  opts: { ignoreMessages?: boolean } = {},
 ): boolean {
   const text = (list: readonly Condition[] | undefined) =>
     (list ?? [])
@@ -60,7 +61,7 @@ export function sameConditions(
           c.type,
           c.status,
           c.reason,
-          c.message,
+          opts.ignoreMessages ? null : c.message,
           c.observedGeneration ?? null,
           c.lastTransitionTime,
         ]),

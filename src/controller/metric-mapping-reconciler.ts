@@ -428,9 +428,10 @@ export class MetricMappingReconciler {
         }
         status.lastSampleTime = state.last.at.toISOString().replace(/\.\d+Z$/, "Z");
       }
-      // Staleness changes with time alone: look again when it would flip.
-      if (state.last)
-        requeue = Math.max(1000, what.active.staleAfterMs - (Date.now() - state.last.at.getTime()) + 100);
+      // Staleness changes with time alone: look again when it would flip (once; a stale
+      // value stays stale until a new sample, which brings the mapping back by itself).
+      const untilStale = state.last ? what.active.staleAfterMs - (Date.now() - state.last.at.getTime()) : -1;
+      if (untilStale >= 0) requeue = Math.max(1000, untilStale + 100);
     } else if (what.ready) {
       conditions = setCondition(conditions, { type: "Ready", ...what.ready }, generation);
       conditions = conditions.filter((c) => c.type !== "SourceHealthy");
@@ -438,13 +439,18 @@ export class MetricMappingReconciler {
     status.conditions = conditions;
     if (!this.opts.isLeader()) return requeue !== undefined ? { requeueAfterMs: requeue } : {};
 
+    // A transition (status or reason of a condition, or a new generation) is written at
+    // once; a changed message or value only under the value cadence and write budget, so a
+    // source outage over many mappings costs one write each, not one per failed sample.
     const conditionsChanged =
-      !sameConditions(old.conditions, conditions) || old.observedGeneration !== generation;
+      !sameConditions(old.conditions, conditions, { ignoreMessages: true }) ||
+      old.observedGeneration !== generation;
     const valueChanged =
       old.value !== status.value ||
       old.objects !== status.objects ||
       old.subject !== status.subject ||
-      old.source !== status.source;
+      old.source !== status.source ||
+      !sameConditions(old.conditions, conditions);
     if (!conditionsChanged && !valueChanged) return requeue !== undefined ? { requeueAfterMs: requeue } : {};
     const interval = this.opts.statusValueIntervalMs ?? 10_000;
     const since = Date.now() - (this.lastStatusWrite.get(key) ?? 0);
@@ -508,7 +514,7 @@ function statusFingerprint(state: SamplerState): string {
     for (const x of v.values.values()) sum += x;
     value = `${v.values.size}:${sum}`;
   }
-  return `${state.attemptedAt ? 1 : 0}|${state.failures}|${state.error ?? ""}|${value}`;
+  return `${state.attemptedAt ? 1 : 0}|${state.error ?? ""}|${value}`;
 }
 
 function sourceHealth(state: SamplerState): Omit<ConditionUpdate, "type"> {
@@ -518,7 +524,7 @@ function sourceHealth(state: SamplerState): Omit<ConditionUpdate, "type"> {
     return {
       status: "False",
       reason: "SourceError",
-      message: `${state.failures} consecutive failure(s): ${state.error}`,
+      message: `the last sample failed: ${state.error}`,
     };
   return { status: "True", reason: "Sampled", message: "the last sample succeeded" };
 }
@@ -547,6 +553,6 @@ function readiness(m: ActiveMapping, state: SamplerState, now: number): Omit<Con
   return {
     status: "False",
     reason: "Stale",
-    message: `the last value of ${what} is ${Math.round(age / 1000)}s old (staleAfter ${Math.round(m.staleAfterMs / 1000)}s) and no fallback is set: requests get 503 and the HPA holds`,
+    message: `the last value of ${what} (status.lastSampleTime) is older than staleAfter (${Math.round(m.staleAfterMs / 1000)}s) and no fallback is set: requests get 503 and the HPA holds`,
   };
 }
