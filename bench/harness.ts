@@ -223,6 +223,9 @@ export async function startGovernor(
       String(metricsPort),
       "--metrics-bind-address",
       "127.0.0.1",
+      // the bench's Prometheus and endpoints listen on loopback
+      "--source-allow-cidrs",
+      "127.0.0.0/8",
       "--log-level",
       "warn",
       "--shutdown-delay",

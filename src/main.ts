@@ -4,6 +4,7 @@
  * exits the process: it parses flags once into a frozen, validated config and hands it to
  * the code that runs.
  */
+import { destinationPolicy } from "./sources/destination-policy.js";
 import { readFileSync, watchFile } from "node:fs";
 import { Command, Option } from "commander";
 import { pino, type Logger } from "pino";
@@ -18,6 +19,24 @@ import { KubeClient, loadKubeConfig } from "./k8s/client.js";
 import { serviceDnsNames } from "./manifests/api-service.js";
 
 const VERSION = "0.1.0";
+
+/** A comma-separated list of CIDRs, each checked by building the policy. */
+const CidrList = z
+  .string()
+  .default("")
+  .transform((s) =>
+    s
+      .split(",")
+      .map((c) => c.trim())
+      .filter((c) => c !== ""),
+  )
+  .superRefine((list, ctx) => {
+    try {
+      destinationPolicy({ allow: list });
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: (err as Error).message });
+    }
+  });
 
 const RunConfig = z.strictObject({
   kubeconfig: z.string().optional(),
@@ -36,6 +55,8 @@ const RunConfig = z.strictObject({
   registration: z.enum(["cluster", "local", "none"]),
   servicePort: z.coerce.number().int().min(1).max(65535).optional(),
   takeOverApiservices: z.boolean(),
+  sourceAllowCidrs: CidrList,
+  sourceDenyCidrs: CidrList,
 });
 type RunConfig = z.infer<typeof RunConfig>;
 
@@ -102,6 +123,7 @@ async function run(cfg: RunConfig): Promise<void> {
     port: cfg.securePort,
     apis: { custom: cfg.apis !== "external", external: cfg.apis !== "custom" },
     shutdownDelayMs: cfg.shutdownDelay * 1000,
+    sourcePolicy: destinationPolicy({ allow: cfg.sourceAllowCidrs, deny: cfg.sourceDenyCidrs }),
   });
   const api = operator.api;
   if (cfg.tlsCertFile && cfg.tlsPrivateKeyFile) {
@@ -196,6 +218,14 @@ function program(): Command {
     .option(
       "--service-port <port>",
       "port of the Service the APIServices point at (default: 443; local: --secure-port)",
+    )
+    .option(
+      "--source-allow-cidrs <cidrs>",
+      "comma-separated CIDRs sources may reach although refused by default (loopback, link-local/metadata, unspecified, multicast), e.g. 127.0.0.0/8 on a laptop",
+    )
+    .option(
+      "--source-deny-cidrs <cidrs>",
+      "comma-separated CIDRs sources may never reach (e.g. the node network); wins over --source-allow-cidrs",
     )
     .option(
       "--take-over-apiservices",

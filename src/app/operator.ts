@@ -18,6 +18,7 @@ import { DiscoveryResourceMapper } from "../k8s/resource-mapper.js";
 import { KubeSubjectLister } from "../k8s/subject-lister.js";
 import { MappingProvider } from "../metrics/mapping-provider.js";
 import { formatQuantity } from "../metrics/quantity.js";
+import type { DestinationPolicy } from "../sources/destination-policy.js";
 import { KubeSecretReader } from "../sources/secrets.js";
 import { serveMetricsApi, type RunningMetricsApi } from "./serve-metrics-api.js";
 
@@ -46,6 +47,8 @@ export interface OperatorOptions {
   leaseName?: string;
   shutdownDelayMs?: number;
   authCacheTtlMs?: number;
+  /** Where HTTP sources may connect. @default DEFAULT_DESTINATION_POLICY */
+  sourcePolicy?: DestinationPolicy;
 }
 
 /** A running operator. */
@@ -87,6 +90,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     events,
     logger: log,
     secrets: new KubeSecretReader(opts.client),
+    sourcePolicy: opts.sourcePolicy,
     isLeader: () => leading,
     observeSample: (outcome, seconds) => {
       samples.inc({ outcome });

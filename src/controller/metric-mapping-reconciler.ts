@@ -22,6 +22,7 @@ import { parseGroupResource, type GroupResource } from "../metrics/provider.js";
 import { formatQuantity, parseQuantity } from "../metrics/quantity.js";
 import { Sampler, type SamplerState } from "../metrics/sampler.js";
 import { buildSource, sourceKind } from "../sources/index.js";
+import type { DestinationPolicy } from "../sources/destination-policy.js";
 import type { SecretReader } from "../sources/secrets.js";
 import { SourceConfigError } from "../sources/source.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
@@ -46,6 +47,8 @@ export interface MetricMappingReconcilerOptions {
   logger: Logger;
   /** Reads Secrets that sources reference. */
   secrets: SecretReader;
+  /** Where HTTP sources may connect. @default DEFAULT_DESTINATION_POLICY */
+  sourcePolicy?: DestinationPolicy;
   /** Whether this replica writes status (the leader). */
   isLeader: () => boolean;
   /** Sampler outcomes, for /metrics. */
@@ -203,7 +206,13 @@ export class MetricMappingReconciler {
     spec: MetricMappingSpec,
     subject: ActiveMapping["subject"],
   ): ActiveMapping {
-    const ctx = { namespace, client: this.opts.client, mapper: this.opts.mapper, secrets: this.opts.secrets };
+    const ctx = {
+      namespace,
+      client: this.opts.client,
+      mapper: this.opts.mapper,
+      secrets: this.opts.secrets,
+      policy: this.opts.sourcePolicy,
+    };
     const source = buildSource(spec, ctx);
     const isPods =
       subject.kind === "resource" &&

@@ -142,6 +142,8 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
         "--shutdown-delay",
         "0",
         "--take-over-apiservices",
+        "--source-allow-cidrs",
+        "127.0.0.0/8",
       ],
       { stdio: ["ignore", "pipe", "pipe"] },
     );

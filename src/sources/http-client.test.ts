@@ -1,6 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { expect } from "chai";
+import { destinationPolicy } from "./destination-policy.js";
 import { HttpStatusError, getText } from "./http-client.js";
 
 describe("the sources' HTTP client", () => {
@@ -41,7 +42,12 @@ describe("the sources' HTTP client", () => {
     server.close();
   });
   const get = (path: string, maxBytes?: number) =>
-    getText(`${base}${path}`, { signal: AbortSignal.timeout(10_000), timeoutMs: 10_000, maxBytes });
+    getText(`${base}${path}`, {
+      signal: AbortSignal.timeout(10_000),
+      timeoutMs: 10_000,
+      maxBytes,
+      policy: destinationPolicy({ allow: ["127.0.0.0/8"] }),
+    });
 
   it("reads a normal answer", async () => {
     expect(await get("/ok")).to.equal("42");

@@ -1,20 +1,30 @@
 /**
  * The HTTP client sources share: undici with keep-alive pools, a timeout per request,
- * an optional CA, bounded response sizes, and errors that say what failed (status, URL)
+ * an optional CA, the destination policy on every connection, bounded response sizes, and errors that say what failed (status, URL)
  * without leaking credentials or response bytes.
  */
 import { Agent, type Dispatcher, request } from "undici";
+import {
+  DEFAULT_DESTINATION_POLICY,
+  type DestinationPolicy,
+  guardedConnector,
+} from "./destination-policy.js";
 
-const shared = new Agent({ keepAliveTimeout: 30_000, connections: 64 });
-const withCA = new Map<string, Agent>();
+/** Keep-alive pools per destination policy and CA (a process has one policy, and few CAs). */
+const pools = new WeakMap<DestinationPolicy, Map<string, Agent>>();
 
-/** A dispatcher trusting `ca` in addition to nothing else (or the shared one). */
-export function dispatcherFor(ca?: string): Dispatcher {
-  if (!ca) return shared;
-  let a = withCA.get(ca);
+/** A dispatcher that applies `policy` to every connection and trusts `ca` if given. */
+export function dispatcherFor(policy: DestinationPolicy, ca?: string): Dispatcher {
+  let byCA = pools.get(policy);
+  if (!byCA) pools.set(policy, (byCA = new Map<string, Agent>()));
+  let a = byCA.get(ca ?? "");
   if (!a) {
-    a = new Agent({ keepAliveTimeout: 30_000, connect: { ca } });
-    withCA.set(ca, a);
+    a = new Agent({
+      keepAliveTimeout: 30_000,
+      connections: 64,
+      connect: guardedConnector(policy, ca ? { ca } : {}),
+    });
+    byCA.set(ca ?? "", a);
   }
   return a;
 }
@@ -50,6 +60,8 @@ export async function getText(
     timeoutMs: number;
     ca?: string;
     maxBytes?: number;
+    /** @default DEFAULT_DESTINATION_POLICY */
+    policy?: DestinationPolicy;
   },
 ): Promise<string> {
   let res;
@@ -58,7 +70,7 @@ export async function getText(
       method: "GET",
       headers: opts.headers,
       signal: opts.signal,
-      dispatcher: dispatcherFor(opts.ca),
+      dispatcher: dispatcherFor(opts.policy ?? DEFAULT_DESTINATION_POLICY, opts.ca),
       headersTimeout: opts.timeoutMs,
       bodyTimeout: opts.timeoutMs,
     });

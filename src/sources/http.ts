@@ -7,6 +7,7 @@
 import { JSONPath } from "jsonpath-plus";
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import { durationMs } from "../api/common.js";
+import type { DestinationPolicy } from "./destination-policy.js";
 import { getText, redact } from "./http-client.js";
 import type { SecretReader } from "./secrets.js";
 import type { MetricSource, SampleRequest, SampleValue } from "./source.js";
@@ -35,7 +36,7 @@ export class HttpSource implements MetricSource {
 
   constructor(
     private readonly spec: Spec,
-    private readonly ctx: { namespace: string; secrets: SecretReader },
+    private readonly ctx: { namespace: string; secrets: SecretReader; policy?: DestinationPolicy },
   ) {
     this.timeoutMs = durationMs(spec.timeout);
   }
@@ -44,7 +45,12 @@ export class HttpSource implements MetricSource {
     const headers: Record<string, string> = { accept: "application/json" };
     if (this.spec.headersSecret)
       Object.assign(headers, await this.ctx.secrets.read(this.ctx.namespace, this.spec.headersSecret.name));
-    const text = await getText(this.spec.url, { headers, signal: req.signal, timeoutMs: this.timeoutMs });
+    const text = await getText(this.spec.url, {
+      headers,
+      signal: req.signal,
+      timeoutMs: this.timeoutMs,
+      policy: this.ctx.policy,
+    });
     let json: unknown;
     try {
       json = JSON.parse(text);

@@ -9,6 +9,7 @@ import { HttpSource } from "./http.js";
 import { KubernetesCountSource } from "./kubernetes.js";
 import { PrometheusSource } from "./prometheus.js";
 import { ScrapeSource } from "./scrape.js";
+import type { DestinationPolicy } from "./destination-policy.js";
 import type { SecretReader } from "./secrets.js";
 import type { MetricSource } from "./source.js";
 import { SourceConfigError } from "./source.js";
@@ -20,6 +21,8 @@ export interface SourceContext {
   client?: KubeClient;
   mapper?: ResourceMapper;
   secrets?: SecretReader;
+  /** Where HTTP sources may connect. @default DEFAULT_DESTINATION_POLICY */
+  policy?: DestinationPolicy;
 }
 
 /** The kind of source a spec selects. */
@@ -31,7 +34,7 @@ export function sourceKind(spec: MetricMappingSpec["source"]): string {
 export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): MetricSource {
   const s = spec.source;
   if (s.static) return new StaticSource(s.static);
-  if (s.scrape) return new ScrapeSource(s.scrape); // subject pods: a MetricMappingSpec rule
+  if (s.scrape) return new ScrapeSource(s.scrape, ctx.policy); // subject pods: a MetricMappingSpec rule
   const need = <T>(v: T | undefined, what: string): T => {
     if (v === undefined) throw new SourceConfigError(`the ${sourceKind(s)} source needs ${what}`);
     return v;
@@ -40,9 +43,14 @@ export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): Metric
     return new PrometheusSource(s.prometheus, {
       namespace: ctx.namespace,
       secrets: need(ctx.secrets, "Secret access"),
+      policy: ctx.policy,
     });
   if (s.http)
-    return new HttpSource(s.http, { namespace: ctx.namespace, secrets: need(ctx.secrets, "Secret access") });
+    return new HttpSource(s.http, {
+      namespace: ctx.namespace,
+      secrets: need(ctx.secrets, "Secret access"),
+      policy: ctx.policy,
+    });
   if (s.kubernetes) {
     return new KubernetesCountSource(s.kubernetes, {
       namespace: ctx.namespace,

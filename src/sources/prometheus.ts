@@ -9,6 +9,7 @@
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import { durationMs } from "../api/common.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
+import type { DestinationPolicy } from "./destination-policy.js";
 import { HttpStatusError, getText } from "./http-client.js";
 import type { SecretReader } from "./secrets.js";
 import { secretKey } from "./secrets.js";
@@ -132,7 +133,7 @@ export class PrometheusSource implements MetricSource {
 
   constructor(
     private readonly spec: Spec,
-    private readonly ctx: { namespace: string; secrets: SecretReader },
+    private readonly ctx: { namespace: string; secrets: SecretReader; policy?: DestinationPolicy },
   ) {
     this.needsObjects = spec.query.includes("{{names}}");
     this.perSelector = spec.query.includes("{{selector}}");
@@ -169,7 +170,13 @@ export class PrometheusSource implements MetricSource {
     url.searchParams.set("timeout", `${Math.max(1, Math.floor(this.timeoutMs / 1000))}s`);
     let text: string;
     try {
-      text = await getText(url.toString(), { headers, signal: req.signal, timeoutMs: this.timeoutMs, ca });
+      text = await getText(url.toString(), {
+        headers,
+        signal: req.signal,
+        timeoutMs: this.timeoutMs,
+        ca,
+        policy: this.ctx.policy,
+      });
     } catch (err) {
       // Prometheus explains bad queries in a JSON error body with HTTP 400/422: say that
       // (a short, Prometheus-shaped message), never other bytes of the answer.

@@ -6,6 +6,7 @@
  * Prometheus' rate() does). A pod that cannot be read is left out; if none can, the
  * sample fails with the first error.
  */
+import type { DestinationPolicy } from "./destination-policy.js";
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import { durationMs } from "../api/common.js";
 import { parseExposition } from "./exposition.js";
@@ -56,7 +57,10 @@ export class ScrapeSource implements MetricSource {
   private readonly previous = new Map<string, { value: number; at: number; ip: string }>();
   private readonly timeoutMs: number;
 
-  constructor(private readonly spec: Spec) {
+  constructor(
+    private readonly spec: Spec,
+    private readonly policy?: DestinationPolicy,
+  ) {
     this.timeoutMs = durationMs(spec.timeout);
   }
 
@@ -69,6 +73,7 @@ export class ScrapeSource implements MetricSource {
         signal: req.signal,
         timeoutMs: this.timeoutMs,
         headers: { accept: "text/plain;version=0.0.4" },
+        policy: this.policy,
       });
       return { pod, value: this.select(text), at: Date.now() };
     });

@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import { expect } from "chai";
 import type { Counter, Registry } from "prom-client";
 import { requestCounterApp } from "../demo/fake-app.js";
+import { destinationPolicy } from "./destination-policy.js";
 import { HttpSource, pickNumber } from "./http.js";
 import { PrometheusSource, renderQuery } from "./prometheus.js";
 import { ScrapeSource, counterRate } from "./scrape.js";
@@ -28,6 +29,8 @@ function serve(
   });
 }
 const signal = () => AbortSignal.timeout(5000);
+/** These tests' sources listen on loopback, which the default policy refuses. */
+const loopback = destinationPolicy({ allow: ["127.0.0.0/8"] });
 const secrets: SecretReader = {
   read: async (_ns, name): Promise<Record<string, string>> =>
     name === "prom-token"
@@ -93,7 +96,7 @@ describe("sources", () => {
               timeout: "2s",
               bearerTokenSecret: { name: "prom-token", key: "token" },
             },
-            { namespace: "shop", secrets },
+            { namespace: "shop", secrets, policy: loopback },
           );
         const v = await src("sum by (pod) (x)", "pod").sample({ namespace: "shop", signal: signal() });
         expect(v.kind).to.equal("objects");
@@ -114,7 +117,7 @@ describe("sources", () => {
             timeout: "2s",
             basicAuthSecret: { name: "prom-basic" },
           },
-          { namespace: "shop", secrets },
+          { namespace: "shop", secrets, policy: loopback },
         );
         await basic.sample({ namespace: "shop", signal: signal() });
         expect(auth).to.equal(`Basic ${Buffer.from("gov:pw").toString("base64")}`);
@@ -130,7 +133,7 @@ describe("sources", () => {
     it("fails with the address when Prometheus is down", async () => {
       const src = new PrometheusSource(
         { address: "http://127.0.0.1:9", query: "up", timeout: "1s" },
-        { namespace: "n", secrets },
+        { namespace: "n", secrets, policy: loopback },
       );
       const err = await src.sample({ namespace: "n", signal: signal() }).catch((e: Error) => e.message);
       expect(err).to.match(/^GET http:\/\/127\.0\.0\.1:9\/api\/v1\/query: ECONNREFUSED/);
@@ -147,7 +150,7 @@ describe("sources", () => {
       try {
         const src = new HttpSource(
           { url: `${base}/stats`, jsonPath: "$.queue.depth", timeout: "2s", headersSecret: { name: "hdrs" } },
-          { namespace: "n", secrets },
+          { namespace: "n", secrets, policy: loopback },
         );
         expect(await src.sample({ namespace: "n", signal: signal() })).to.deep.equal({
           kind: "scalar",
@@ -186,16 +189,19 @@ describe("sources", () => {
         // Both pods listen on their own port here; a real pod set shares one port. Scrape one at a time.
         const sample = async (i: number, src: ScrapeSource) =>
           src.sample({ namespace: "n", objects: [{ name: `pod-${i}`, ip: pods[i]!.ip }], signal: signal() });
-        const src0 = new ScrapeSource({
-          port: pods[0]!.port,
-          path: "/metrics",
-          scheme: "http",
-          series: "http_requests_total",
-          matchLabels: { code: "200" },
-          aggregate: "sum",
-          rate: true,
-          timeout: "2s",
-        });
+        const src0 = new ScrapeSource(
+          {
+            port: pods[0]!.port,
+            path: "/metrics",
+            scheme: "http",
+            series: "http_requests_total",
+            matchLabels: { code: "200" },
+            aggregate: "sum",
+            rate: true,
+            timeout: "2s",
+          },
+          loopback,
+        );
         pods[0]!.counter.inc({ code: "200" }, 100);
         pods[0]!.counter.inc({ code: "500" }, 1000);
         const first = await sample(0, src0);
@@ -206,15 +212,18 @@ describe("sources", () => {
         const rate = second.kind === "objects" ? second.values.get("pod-0")! : NaN;
         expect(rate).to.be.within(50 / 0.7, 50 / 0.45);
 
-        const gauge = new ScrapeSource({
-          port: pods[1]!.port,
-          path: "/metrics",
-          scheme: "http",
-          series: "http_requests_total",
-          aggregate: "sum",
-          rate: false,
-          timeout: "2s",
-        });
+        const gauge = new ScrapeSource(
+          {
+            port: pods[1]!.port,
+            path: "/metrics",
+            scheme: "http",
+            series: "http_requests_total",
+            aggregate: "sum",
+            rate: false,
+            timeout: "2s",
+          },
+          loopback,
+        );
         pods[1]!.counter.inc({ code: "200" }, 7);
         pods[1]!.counter.inc({ code: "404" }, 3);
         const raw = await sample(1, gauge);
@@ -225,15 +234,18 @@ describe("sources", () => {
     });
 
     it("fails with the first error when no pod can be scraped", async () => {
-      const src = new ScrapeSource({
-        port: 9,
-        path: "/metrics",
-        scheme: "http",
-        series: "x",
-        aggregate: "sum",
-        rate: false,
-        timeout: "1s",
-      });
+      const src = new ScrapeSource(
+        {
+          port: 9,
+          path: "/metrics",
+          scheme: "http",
+          series: "x",
+          aggregate: "sum",
+          rate: false,
+          timeout: "1s",
+        },
+        loopback,
+      );
       const err = await src
         .sample({ namespace: "n", objects: [{ name: "p", ip: "127.0.0.1" }], signal: signal() })
         .catch((e: Error) => e.message);

@@ -16,6 +16,7 @@ import {
   kubectl,
   type TestCluster,
   useCluster,
+  LOOPBACK_SOURCES,
 } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 
@@ -69,6 +70,7 @@ ${extra}`;
       usage: "server",
     });
     operator = await startOperator({
+      sourcePolicy: LOOPBACK_SOURCES,
       client: cluster.client,
       logger: pino({ level: "silent" }),
       namespace: ns.name,

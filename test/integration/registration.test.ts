@@ -6,7 +6,7 @@ import { startOperator, type RunningOperator } from "../../src/app/operator.js";
 import { splitPem } from "../../src/certs/certs.js";
 import { Registration } from "../../src/controller/registration.js";
 import { httpsGet } from "../../src/testing/https-get.js";
-import { freshNamespace, useCluster, type TestCluster } from "../support/cluster.js";
+import { freshNamespace, useCluster, type TestCluster, LOOPBACK_SOURCES } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 import { freePort } from "../../src/util/ports.js";
 
@@ -79,6 +79,7 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
   it("registers the APIServices with the generated CA, and the aggregator marks them Available", async () => {
     const port = await freePort();
     operator = await startOperator({
+      sourcePolicy: LOOPBACK_SOURCES,
       client: cluster.client,
       logger: log,
       namespace: ns.name,
@@ -177,6 +178,7 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
     );
     const port = await freePort();
     operator = await startOperator({
+      sourcePolicy: LOOPBACK_SOURCES,
       client: cluster.client,
       logger: log,
       namespace: ns.name,

@@ -9,6 +9,7 @@ import {
   kubectl,
   type TestCluster,
   useCluster,
+  LOOPBACK_SOURCES,
 } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 import { freePort } from "../../src/util/ports.js";
@@ -51,6 +52,7 @@ describe("ScalableWorkloads (integration)", function () {
     kubelet = startStandInKubelet(cluster.client, { namespace: ns.name });
     const port = await freePort();
     operator = await startOperator({
+      sourcePolicy: LOOPBACK_SOURCES,
       client: cluster.client,
       logger: pino({ level: "silent" }),
       namespace: ns.name,

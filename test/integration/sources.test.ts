@@ -17,6 +17,7 @@ import {
   ROOT,
   type TestCluster,
   useCluster,
+  LOOPBACK_SOURCES,
 } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 import { freePort } from "../../src/util/ports.js";
@@ -106,6 +107,7 @@ describe("metric sources against real components (integration)", function () {
     });
     const port = await freePort();
     operator = await startOperator({
+      sourcePolicy: LOOPBACK_SOURCES,
       client: cluster.client,
       logger: pino({ level: "silent" }),
       namespace: ns.name,

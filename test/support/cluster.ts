@@ -9,6 +9,14 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KubeConfig } from "@kubernetes/client-node";
 import { KubeClient } from "../../src/k8s/client.js";
+import { destinationPolicy } from "../../src/sources/destination-policy.js";
+
+/**
+ * The local control plane has no pod network: pods, Prometheus and test endpoints listen
+ * on loopback, which Governor's sources refuse by default. Tests opt in, as an admin of
+ * such a cluster would (`--source-allow-cidrs=127.0.0.0/8`).
+ */
+export const LOOPBACK_SOURCES = destinationPolicy({ allow: ["127.0.0.0/8"] });
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const CLUSTER_SH = `${ROOT}hack/cluster.sh`;

@@ -58,6 +58,8 @@ export class GovernorProcess {
         "--shutdown-delay",
         "0",
         "--take-over-apiservices",
+        "--source-allow-cidrs",
+        "127.0.0.0/8",
       ],
       { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
     );

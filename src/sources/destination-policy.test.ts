@@ -1,0 +1,73 @@
+import { createServer, type Server } from "node:net";
+import type { AddressInfo } from "node:net";
+import { expect } from "chai";
+import { destinationPolicy, DEFAULT_DESTINATION_POLICY } from "./destination-policy.js";
+import { getText } from "./http-client.js";
+
+describe("where sources may connect", () => {
+  describe("classifies addresses (values only: nothing is contacted)", () => {
+    const refused: [string, RegExp][] = [
+      ["127.0.0.1", /loopback/],
+      ["127.9.9.9", /loopback/],
+      ["::1", /loopback/],
+      ["::ffff:127.0.0.1", /loopback/],
+      ["169.254.169.254", /cloud metadata/],
+      ["fd00:ec2::254", /cloud metadata/],
+      ["fe80::1", /link-local/],
+      ["0.0.0.0", /unspecified/],
+      ["::", /unspecified/],
+      ["224.0.0.1", /multicast/],
+    ];
+    for (const [address, why] of refused)
+      it(`refuses ${address} by default`, () => {
+        expect(DEFAULT_DESTINATION_POLICY.refusal(address)).to.match(why);
+      });
+    for (const address of ["10.0.0.5", "172.16.3.4", "192.168.1.1", "203.0.113.7", "fd12::1", "2001:db8::1"])
+      it(`allows ${address} by default (cluster and external services)`, () => {
+        expect(DEFAULT_DESTINATION_POLICY.refusal(address)).to.equal(undefined);
+      });
+
+    it("lets an admin allow a refused range, and deny any range; deny wins", () => {
+      const p = destinationPolicy({ allow: ["127.0.0.0/8", "10.0.0.0/8"], deny: ["10.96.0.0/12"] });
+      expect(p.refusal("127.0.0.1")).to.equal(undefined);
+      expect(p.refusal("169.254.169.254")).to.match(/metadata/);
+      expect(p.refusal("10.1.2.3")).to.equal(undefined);
+      expect(p.refusal("10.96.0.10")).to.match(/denied by --source-deny-cidrs/);
+    });
+
+    it("refuses malformed CIDRs with a readable message", () => {
+      for (const bad of ["10.0.0.0", "10.0.0.0/33", "fd00::/129", "example.com/8"])
+        expect(() => destinationPolicy({ allow: [bad] }), bad).to.throw(/is not a CIDR/);
+    });
+  });
+
+  describe("at connect time, against a loopback listener that counts connections", () => {
+    let server: Server;
+    let port: number;
+    let connections = 0;
+    before(async () => {
+      server = createServer((socket) => {
+        connections++;
+        socket.end("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n42");
+      });
+      await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+      port = (server.address() as AddressInfo).port;
+    });
+    after(() => server.close());
+    const get = (host: string, policy = DEFAULT_DESTINATION_POLICY) =>
+      getText(`http://${host}:${port}/`, { signal: AbortSignal.timeout(5000), timeoutMs: 5000, policy });
+
+    it("never contacts a refused address, given as an IP or as a name that resolves to it", async () => {
+      for (const host of ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"]) {
+        const err = await get(host).catch((e: unknown) => e);
+        expect((err as Error).message, host).to.match(/refused by Governor's source policy \(loopback/);
+      }
+      expect(connections).to.equal(0);
+    });
+
+    it("connects once an admin allows the range", async () => {
+      expect(await get("127.0.0.1", destinationPolicy({ allow: ["127.0.0.0/8"] }))).to.equal("42");
+      expect(connections).to.equal(1);
+    });
+  });
+});
