@@ -6,7 +6,6 @@
  * nothing of TLS, users or sources.
  */
 import { createHash } from "node:crypto";
-import { GovernorError } from "../errors.js";
 import {
   type CustomMetricInfo,
   type CustomMetricValue,
@@ -60,6 +59,8 @@ export interface ApiResponse {
   contentType?: string;
   /** An entity tag: a later request with `If-None-Match` equal to it gets a 304. */
   etag?: string;
+  /** For a 500: what went wrong, for the log only (the body never says). */
+  cause?: unknown;
   /** Number of items in a metric list, for logs. */
   items?: number;
 }
@@ -339,8 +340,8 @@ export function errorResponse(err: unknown, kind: RouteKind): ApiResponse {
     return { status: 404, body: statusBody(404, "NotFound", message), kind };
   if (err instanceof MetricUnavailableError)
     return { status: 503, body: statusBody(503, "ServiceUnavailable", message), kind };
-  const code = err instanceof GovernorError ? ` (${err.code})` : "";
-  return { status: 500, body: statusBody(500, "InternalError", `internal error${code}: ${message}`), kind };
+  // Internal details (apiserver errors, stack traces) are for the log, not for callers.
+  return { status: 500, body: statusBody(500, "InternalError", "internal error"), kind, cause: err };
 }
 
 /**

@@ -526,8 +526,64 @@ describe("metrics API server", function () {
         });
         expect(res.status).to.equal(500);
         expect(res.json.reason).to.equal("InternalError");
+        expect(res.json.message, "no internal detail reaches the caller").to.not.match(/ECONNREFUSED/);
+        expect(res.json.message).to.match(
+          /^internal error \(request [-0-9a-f]+; the details are in Governor's log\)$/,
+        );
       } finally {
         reviewerDown = false;
+      }
+    });
+
+    it("answers 429 with Retry-After beyond its in-flight limit, and health checks still", async () => {
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      class SlowApi extends MetricsApi {
+        override async handle(...args: Parameters<MetricsApi["handle"]>) {
+          await gate;
+          return super.handle(...args);
+        }
+      }
+      const authenticator = new DelegatingAuthenticator({ review: async () => undefined });
+      authenticator.setConfig({ clientCA: clientCA.cert });
+      const limited = new MetricsApiServer({
+        api: new SlowApi(provider),
+        authenticator,
+        authorizer: new DelegatingAuthorizer({ review: async () => ({ allowed: true, reason: "" }) }),
+        logger: pino({ level: "silent" }),
+        metrics: new PromApiServerMetrics(undefined, { defaultMetrics: false }),
+        tls: await issueCertificate(servingCA, {
+          commonName: "governor",
+          dnsNames: ["governor.governor-system.svc"],
+          usage: "server",
+        }),
+        host: "127.0.0.1",
+        port: 0,
+        shutdownDelayMs: 0,
+        maxInFlight: 2,
+      });
+      const { port } = await limited.listen();
+      try {
+        const opts = {
+          ca: servingCA.cert,
+          servername: "governor.governor-system.svc",
+          cert: admin.cert,
+          key: admin.key,
+        };
+        const url = `https://127.0.0.1:${port}${C}/v1beta2`;
+        const held = [httpsGet(url, opts), httpsGet(url, opts)];
+        await new Promise((r) => setTimeout(r, 300)); // both are in flight, waiting at the gate
+        const refused = await httpsGet(url, opts);
+        expect(refused.status).to.equal(429);
+        expect(refused.headers["retry-after"]).to.equal("1");
+        expect(refused.json.reason).to.equal("TooManyRequests");
+        expect((await httpsGet(`https://127.0.0.1:${port}/healthz`, opts)).status).to.equal(200);
+        release();
+        expect((await Promise.all(held)).map((r) => r.status)).to.deep.equal([200, 200]);
+        expect((await httpsGet(url, opts)).status, "served again once below the limit").to.equal(200);
+      } finally {
+        release();
+        await limited.shutdown();
       }
     });
 

@@ -43,6 +43,11 @@ export interface MetricsApiServerOptions {
   notReadyReason?: () => string | undefined;
   /** Warnings shown in the /readyz body without failing it (e.g. an APIService conflict). */
   readinessWarnings?: () => string[];
+  /**
+   * Requests served at once; more get 429 with `Retry-After` (health checks excepted), as
+   * kube-apiserver's `--max-requests-inflight` does. @default 400
+   */
+  maxInFlight?: number;
 }
 
 const HEALTH_PATHS = new Set(["/healthz", "/livez", "/readyz"]);
@@ -157,6 +162,19 @@ export class MetricsApiServer {
         status = this.health(target.pathname, res);
         return;
       }
+      if (this.inFlight > (this.opts.maxInFlight ?? 400)) {
+        status = 429;
+        res.setHeader("retry-after", "1");
+        send(
+          res,
+          429,
+          statusBody(429, "TooManyRequests", "too many requests at once, please try again later", {
+            retryAfterSeconds: 1,
+          }),
+          requestId,
+        );
+        return;
+      }
       // Authentication and authorization answer synchronously when nothing remote is
       // needed: no promise on the hot path.
       let identity;
@@ -192,12 +210,16 @@ export class MetricsApiServer {
       );
       kind = answer.kind;
       status = answer.status;
-      send(res, answer.status, answer.body, requestId, req.method === "HEAD", answer);
+      if (status === 500) {
+        this.opts.logger.error({ requestId, err: answer.cause }, "request failed");
+        send(res, 500, internalError(requestId), requestId);
+      } else send(res, answer.status, answer.body, requestId, req.method === "HEAD", answer);
     } catch (err) {
       const answer = errorResponse(err, kind);
       status = answer.status;
       this.opts.logger.error({ requestId, err }, "request failed");
-      if (!res.headersSent) send(res, answer.status, answer.body, requestId);
+      if (!res.headersSent)
+        send(res, answer.status, status === 500 ? internalError(requestId) : answer.body, requestId);
       else res.destroy();
     } finally {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -228,6 +250,15 @@ export class MetricsApiServer {
     res.end((reason ? `not ready: ${reason}\n` : "ok\n") + warnings.map((w) => `warning: ${w}\n`).join(""));
     return status;
   }
+}
+
+/** A 500's body: no internal detail, the request id to find it in the log. */
+function internalError(requestId: string) {
+  return statusBody(
+    500,
+    "InternalError",
+    `internal error (request ${requestId}; the details are in Governor's log)`,
+  );
 }
 
 function forbidden(user: string, info: ReturnType<typeof requestInfo>) {
