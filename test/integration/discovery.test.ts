@@ -40,7 +40,7 @@ function requestCounts(port: number): Promise<Map<string, number>> {
 }
 
 describe("discovery of Governor's metrics on Kubernetes 1.3x (integration)", function () {
-  this.timeout(180_000);
+  this.timeout(300_000);
   let cluster: TestCluster;
   let governor: GovernorProcess;
   let ns: Awaited<ReturnType<typeof freshNamespace>>;
@@ -72,6 +72,9 @@ spec: {metric: queue_depth, subject: {external: {}}, source: {static: {value: "7
   });
 
   it("appears in kube-apiserver's aggregated discovery: custom metrics under their resource, external ones by name", async () => {
+    // kube-apiserver refetches an aggregated server's discovery once a minute per
+    // APIService (and backs off after a failed fetch): allow two cycles.
+    const started = Date.now();
     await eventually(
       async () => {
         const list = await cluster.client.request<{ items: GroupDiscovery[] }>("GET", "/apis", {
@@ -84,8 +87,9 @@ spec: {metric: queue_depth, subject: {external: {}}, source: {static: {value: "7
         const external = list.items.find((g) => g.metadata.name === "external.metrics.k8s.io");
         expect(external?.versions[0]?.resources.map((r) => r.resource)).to.include("queue_depth");
       },
-      { timeoutMs: 90_000, what: "the new metrics in the aggregated discovery document" },
+      { timeoutMs: 150_000, intervalMs: 500, what: "the new metrics in the aggregated discovery document" },
     );
+    console.log(`      in kube-apiserver's discovery after ${((Date.now() - started) / 1000).toFixed(0)} s`);
   });
 
   it("is asked for aggregated discovery v2 by the aggregator, and never answers it 406", async () => {
