@@ -57,6 +57,7 @@ const RunConfig = z.strictObject({
   takeOverApiservices: z.boolean(),
   sourceAllowCidrs: CidrList,
   sourceDenyCidrs: CidrList,
+  allowClusterWideCounts: z.boolean(),
 });
 type RunConfig = z.infer<typeof RunConfig>;
 
@@ -124,6 +125,7 @@ async function run(cfg: RunConfig): Promise<void> {
     apis: { custom: cfg.apis !== "external", external: cfg.apis !== "custom" },
     shutdownDelayMs: cfg.shutdownDelay * 1000,
     sourcePolicy: destinationPolicy({ allow: cfg.sourceAllowCidrs, deny: cfg.sourceDenyCidrs }),
+    clusterWideCounts: cfg.allowClusterWideCounts,
   });
   const api = operator.api;
   if (cfg.tlsCertFile && cfg.tlsPrivateKeyFile) {
@@ -226,6 +228,11 @@ function program(): Command {
     .option(
       "--source-deny-cidrs <cidrs>",
       "comma-separated CIDRs sources may never reach (e.g. the node network); wins over --source-allow-cidrs",
+    )
+    .option(
+      "--allow-cluster-wide-counts",
+      "let kubernetes-count sources read all namespaces or cluster-scoped resources (with Governor's rights, which it then needs)",
+      false,
     )
     .option(
       "--take-over-apiservices",

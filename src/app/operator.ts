@@ -49,6 +49,8 @@ export interface OperatorOptions {
   authCacheTtlMs?: number;
   /** Where HTTP sources may connect. @default DEFAULT_DESTINATION_POLICY */
   sourcePolicy?: DestinationPolicy;
+  /** Whether `kubernetes` counts may read beyond a mapping's namespace. @default false */
+  clusterWideCounts?: boolean;
 }
 
 /** A running operator. */
@@ -91,6 +93,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     logger: log,
     secrets: new KubeSecretReader(opts.client),
     sourcePolicy: opts.sourcePolicy,
+    clusterWideCounts: opts.clusterWideCounts,
     isLeader: () => leading,
     observeSample: (outcome, seconds) => {
       samples.inc({ outcome });

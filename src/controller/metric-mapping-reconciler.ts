@@ -49,6 +49,8 @@ export interface MetricMappingReconcilerOptions {
   secrets: SecretReader;
   /** Where HTTP sources may connect. @default DEFAULT_DESTINATION_POLICY */
   sourcePolicy?: DestinationPolicy;
+  /** Whether `kubernetes` counts may read beyond a mapping's namespace. @default false */
+  clusterWideCounts?: boolean;
   /** Whether this replica writes status (the leader). */
   isLeader: () => boolean;
   /** Sampler outcomes, for /metrics. */
@@ -212,6 +214,7 @@ export class MetricMappingReconciler {
       mapper: this.opts.mapper,
       secrets: this.opts.secrets,
       policy: this.opts.sourcePolicy,
+      clusterWideCounts: this.opts.clusterWideCounts,
     };
     const source = buildSource(spec, ctx);
     const isPods =

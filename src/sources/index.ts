@@ -23,6 +23,8 @@ export interface SourceContext {
   secrets?: SecretReader;
   /** Where HTTP sources may connect. @default DEFAULT_DESTINATION_POLICY */
   policy?: DestinationPolicy;
+  /** Whether `kubernetes` counts may read beyond the mapping's namespace. @default false */
+  clusterWideCounts?: boolean;
 }
 
 /** The kind of source a spec selects. */
@@ -56,6 +58,7 @@ export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): Metric
       namespace: ctx.namespace,
       client: need(ctx.client, "a Kubernetes client"),
       mapper: need(ctx.mapper, "API discovery"),
+      clusterWide: ctx.clusterWideCounts,
     });
   }
   throw new SourceConfigError("spec.source names no source");

@@ -1,8 +1,10 @@
 /**
  * `kubernetes`: counts objects of any resource by label and field selector ("jobs
  * pending", "nodes ready"), from an informer kept for the mapping's lifetime — one watch,
- * not a list per sample. Counts the mapping's namespace, or every namespace (and
- * cluster-scoped resources) with `allNamespaces`.
+ * not a list per sample. Counts the mapping's namespace; every namespace
+ * (`allNamespaces`) or a cluster-scoped resource (nodes…) only where the admin allows
+ * reads beyond the mapping's namespace (`--allow-cluster-wide-counts`), since they run
+ * with Governor's rights, not the mapping author's.
  */
 import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
@@ -25,7 +27,13 @@ export class KubernetesCountSource implements MetricSource {
 
   constructor(
     private readonly spec: Spec,
-    private readonly ctx: { namespace: string; client: KubeClient; mapper: ResourceMapper },
+    private readonly ctx: {
+      namespace: string;
+      client: KubeClient;
+      mapper: ResourceMapper;
+      /** Whether counts beyond the mapping's namespace are allowed. @default false */
+      clusterWide?: boolean;
+    },
   ) {}
 
   async sample(): Promise<SampleValue> {
@@ -59,6 +67,12 @@ export class KubernetesCountSource implements MetricSource {
     if (!m) {
       this.starting = undefined;
       throw new SourceConfigError(`the cluster serves no resource "${c.resource}"`);
+    }
+    if ((c.allNamespaces || !m.namespaced) && !this.ctx.clusterWide) {
+      this.starting = undefined;
+      throw new SourceConfigError(
+        `counting ${c.resource} ${m.namespaced ? "in all namespaces" : "(cluster-scoped)"} reads beyond this namespace with Governor's rights, which this cluster does not allow (an admin can with --allow-cluster-wide-counts)`,
+      );
     }
     const path = DiscoveryResourceMapper.collectionPath(m, c.allNamespaces ? undefined : this.ctx.namespace);
     const query = { labelSelector: c.labelSelector, fieldSelector: c.fieldSelector };

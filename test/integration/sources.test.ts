@@ -292,6 +292,49 @@ spec:
     );
   });
 
+  it("never counts beyond the mapping's namespace unless the admin allows it", async () => {
+    apply(`apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: all-pods}
+spec:
+  metric: all_pods
+  subject: {external: {}}
+  interval: 1s
+  source: {kubernetes: {count: {resource: pods, allNamespaces: true}}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: node-count}
+spec:
+  metric: node_count
+  subject: {external: {}}
+  interval: 1s
+  source: {kubernetes: {count: {resource: nodes}}}
+`);
+    await eventually(
+      async () => {
+        for (const [name, what] of [
+          ["all-pods", "pods in all namespaces"],
+          ["node-count", "nodes \\(cluster-scoped\\)"],
+        ] as const) {
+          expect((await condition(name, "Ready"))?.status, name).to.equal("False");
+          const health = await condition(name, "SourceHealthy");
+          expect(health?.status, name).to.equal("False");
+          expect(health?.message, name).to.match(
+            new RegExp(`counting ${what} reads beyond this namespace .*--allow-cluster-wide-counts`),
+          );
+        }
+      },
+      { timeoutMs: 15_000, intervalMs: 250, what: "both mappings to say why they count nothing" },
+    );
+    for (const metric of ["all_pods", "node_count"]) {
+      const err = await cluster.client
+        .get(`/apis/external.metrics.k8s.io/v1beta1/namespaces/${ns.name}/${metric}`)
+        .catch((e: unknown) => e);
+      expect((err as KubeApiError).statusCode, metric).to.be.oneOf([404, 503]);
+    }
+  });
+
   it("counts Kubernetes objects and reads numbers from HTTP JSON", async () => {
     const server = createServer((_req, res) =>
       res
