@@ -4,6 +4,7 @@
  * exits the process: it parses flags once into a frozen, validated config and hands it to
  * the code that runs.
  */
+import { DEFAULT_LEASE_NAME, currentLeaseHolder } from "./controller/leader-election.js";
 import { destinationPolicy } from "./sources/destination-policy.js";
 import { readFileSync, watchFile } from "node:fs";
 import { Command, Option } from "commander";
@@ -254,16 +255,30 @@ function program(): Command {
         .default("governor-system"),
     )
     .option("--service-name <name>", "name of Governor's Service", "governor")
+    .option("--lease-name <name>", "name of Governor's leader Lease", DEFAULT_LEASE_NAME)
+    .option("--force", "remove even while a Governor is running (it will register again)", false)
     .action(async (opts: Record<string, unknown>) => {
       const cfg = parseConfig(
         z.strictObject({
           kubeconfig: z.string().optional(),
           namespace: z.string().min(1),
           serviceName: z.string().min(1),
+          leaseName: z.string().min(1),
+          force: z.boolean(),
         }),
         opts,
       );
       const client = new KubeClient(loadKubeConfig(cfg.kubeconfig));
+      // A running Governor registers again within seconds, and then the namespace's
+      // deletion hangs on discovery: stop it first.
+      const holder = await currentLeaseHolder(client, cfg.namespace, cfg.leaseName);
+      if (holder && !cfg.force) {
+        await client.close();
+        throw new GovernorError(
+          "GOV_ERR_CONFIG",
+          `a Governor is still running in ${cfg.namespace} (${holder} holds Lease ${cfg.leaseName}): it would register its APIServices again. Stop it first (kubectl -n ${cfg.namespace} delete deployment governor, or stop the process), then run uninstall again; --force removes anyway`,
+        );
+      }
       const registration = new Registration({
         client,
         logger: pino({ level: "warn" }),
@@ -275,7 +290,9 @@ function program(): Command {
         isLeader: () => true,
         onServingCertificate: () => {},
       });
-      for (const removed of await registration.uninstall()) console.log(`removed ${removed}`);
+      const removed = await registration.uninstall();
+      for (const r of removed) console.log(`removed ${r}`);
+      if (removed.length === 0) console.log("nothing to remove");
       await client.close();
     });
   cmd

@@ -8,7 +8,7 @@ import type { Logger } from "pino";
 import { Counter, Histogram } from "prom-client";
 import { PromApiServerMetrics } from "../apiserver/instrumentation.js";
 import { EventRecorder } from "../controller/events.js";
-import { LeaderElector } from "../controller/leader-election.js";
+import { DEFAULT_LEASE_NAME, LeaderElector } from "../controller/leader-election.js";
 import { Registration, type RegistrationMode } from "../controller/registration.js";
 import { MetricMappingReconciler } from "../controller/metric-mapping-reconciler.js";
 import { ScalableWorkloadReconciler } from "../controller/scalable-workload-reconciler.js";
@@ -116,7 +116,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
           opts.client,
           {
             namespace: opts.namespace,
-            name: opts.leaseName ?? "governor-leader",
+            name: opts.leaseName ?? DEFAULT_LEASE_NAME,
             identity: `${hostname()}_${process.pid}`,
             onStartedLeading: () => {
               leading = true;

@@ -35,6 +35,29 @@ interface Lease {
 
 const microTime = (d: Date) => d.toISOString().replace("Z", "000Z");
 
+/** The default name of Governor's leader Lease. */
+export const DEFAULT_LEASE_NAME = "governor-leader";
+
+/**
+ * Who holds the Lease `namespace/name` right now: the holder's identity while the lease is
+ * unexpired (renewed within its duration), else `undefined` (no Lease, released, or left
+ * to expire by a holder that is gone).
+ */
+export async function currentLeaseHolder(
+  client: KubeClient,
+  namespace: string,
+  name: string,
+  now = Date.now(),
+): Promise<string | undefined> {
+  const lease = await client.getOrUndefined<Lease>(
+    `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases/${name}`,
+  );
+  const holder = lease?.spec?.holderIdentity;
+  const renewed = Date.parse(lease?.spec?.renewTime ?? "");
+  if (!holder || Number.isNaN(renewed)) return undefined;
+  return renewed + (lease?.spec?.leaseDurationSeconds ?? 15) * 1000 > now ? holder : undefined;
+}
+
 /** See the module comment. */
 export class LeaderElector {
   private timer?: NodeJS.Timeout;

@@ -195,15 +195,15 @@ export class Registration {
         );
         continue;
       }
-      await this.opts.client.delete(path);
-      removed.push(`apiservice/${a.metadata.name}`);
+      if (await this.opts.client.delete(path)) removed.push(`apiservice/${a.metadata.name}`);
     }
-    await this.opts.client.delete(
-      `/api/v1/namespaces/${this.opts.namespace}/services/${this.opts.serviceName}`,
-    );
-    removed.push(`service/${this.opts.serviceName}`);
-    await this.opts.client.delete(this.secretPath);
-    removed.push(`secret/${this.secretName}`);
+    if (
+      await this.opts.client.delete(
+        `/api/v1/namespaces/${this.opts.namespace}/services/${this.opts.serviceName}`,
+      )
+    )
+      removed.push(`service/${this.opts.serviceName}`);
+    if (await this.opts.client.delete(this.secretPath)) removed.push(`secret/${this.secretName}`);
     return removed;
   }
 

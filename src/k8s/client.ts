@@ -150,15 +150,16 @@ export class KubeClient {
     }
   }
 
-  /** DELETE; resolves quietly when the object is already gone. */
+  /** DELETE; resolves `false` (quietly) when the object is already gone, else `true`. */
   async delete(
     path: string,
     opts: { gracePeriodSeconds?: number; propagationPolicy?: string } = {},
-  ): Promise<void> {
+  ): Promise<boolean> {
     try {
       await this.request("DELETE", path, { body: { kind: "DeleteOptions", apiVersion: "v1", ...opts } });
+      return true;
     } catch (err) {
-      if (err instanceof KubeApiError && err.statusCode === 404) return;
+      if (err instanceof KubeApiError && err.statusCode === 404) return false;
       throw err;
     }
   }

@@ -80,12 +80,22 @@ export class GovernorProcess {
 
   /** SIGTERM, then removes what it registered (as `governor uninstall` would). */
   async stop(): Promise<void> {
+    await this.terminate();
+    await this.uninstall();
+  }
+
+  /** SIGTERM, and wait for the process to exit (it releases its Lease on the way out). */
+  async terminate(): Promise<void> {
     const child = this.child;
     if (child && child.exitCode === null) {
       const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");
       await exited;
     }
+  }
+
+  /** `governor uninstall` with the admin kubeconfig: its exit code and output. */
+  uninstall(): Promise<{ code: number | null; output: string }> {
     const r = spawn(
       process.execPath,
       [
@@ -98,9 +108,12 @@ export class GovernorProcess {
         "--namespace",
         "governor-system",
       ],
-      { cwd: ROOT, stdio: "ignore" },
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
     );
-    await new Promise((res) => r.once("exit", res));
+    let output = "";
+    r.stdout.on("data", (d: Buffer) => (output += d.toString()));
+    r.stderr.on("data", (d: Buffer) => (output += d.toString()));
+    return new Promise((resolve) => r.once("exit", (code) => resolve({ code, output })));
   }
 
   private async serviceAccountKubeconfig(): Promise<string> {
