@@ -295,7 +295,7 @@ export class MappingProvider implements MetricsProvider {
 
   /** The value to serve now: current, or the fallback once stale, or 503. */
   private async current(m: ActiveMapping, sampler: Sampler = m.sampler): Promise<Served> {
-    if (!sampler.state.last) await sampler.sampleNow();
+    if (!sampler.state.last) await sampler.sampleIfDue();
     return this.evaluate(m, sampler);
   }
 

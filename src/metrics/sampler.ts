@@ -2,7 +2,8 @@
  * One sampler per MetricMapping: polls its source every `interval` (with ±10 % jitter so
  * thousands of mappings do not fire together), one query in flight at a time however many
  * requests wait for it, each bounded by a timeout; keeps the last good value with its
- * sample time and the last error. Readers never trigger a query except the very first.
+ * sample time and the last error. Readers never trigger a query except while no value
+ * was ever sampled, and then at most one per interval ({@link Sampler.sampleIfDue}).
  */
 import type { MetricSource, SampleRequest, SampleValue } from "../sources/source.js";
 
@@ -63,6 +64,19 @@ export class Sampler {
     if (this.stopped) return Promise.resolve();
     this.inFlight ??= this.attempt().finally(() => (this.inFlight = undefined));
     return this.inFlight;
+  }
+
+  /**
+   * For readers that find no value yet: joins the attempt in flight, or starts one unless
+   * the last attempt finished less than an interval ago (its error stands until the next
+   * scheduled attempt). However many requests arrive, the source is asked at most once
+   * per interval.
+   */
+  sampleIfDue(now = Date.now()): Promise<void> {
+    if (this.inFlight) return this.inFlight;
+    const last = this.state.attemptedAt?.getTime();
+    if (last !== undefined && now - last < this.opts.intervalMs) return Promise.resolve();
+    return this.sampleNow();
   }
 
   /** Runs `fn` when the sampler stops (for resources that live as long as it). */
