@@ -9,6 +9,7 @@
  * This folder depends on the provider interface (`src/metrics/provider.ts`), selectors
  * and errors only.
  */
+import { GovernorError } from "../errors.js";
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
@@ -82,12 +83,24 @@ export class MetricsApiServer {
     );
   }
 
-  /** Starts listening; resolves with the bound address. */
+  /** Starts listening; resolves with the bound address (a port in use is a config error). */
   async listen(): Promise<AddressInfo> {
+    const port = this.opts.port ?? 6443;
+    const host = this.opts.host ?? "0.0.0.0";
     await new Promise<void>((resolve, reject) => {
-      this.server.once("error", reject);
-      this.server.listen(this.opts.port ?? 6443, this.opts.host ?? "0.0.0.0", () => {
-        this.server.off("error", reject);
+      const onError = (err: NodeJS.ErrnoException) =>
+        reject(
+          err.code === "EADDRINUSE" || err.code === "EADDRNOTAVAIL" || err.code === "EACCES"
+            ? new GovernorError(
+                "GOV_ERR_CONFIG",
+                `cannot serve the metrics API on ${host}:${port} (${err.code}): choose another --secure-port or --bind-address`,
+                { cause: err },
+              )
+            : err,
+        );
+      this.server.once("error", onError);
+      this.server.listen(port, host, () => {
+        this.server.off("error", onError);
         resolve();
       });
     });
