@@ -1,7 +1,7 @@
 /**
  * The MetricMapping reconciler. For each mapping: validate what the CRD schema cannot
- * (the subject resource exists and is namespaced), pick the
- * winner among mappings claiming the same (namespace, subject, metric) — the oldest — and
+ * (the subject resource exists and is namespaced), pick the winner among mappings
+ * claiming the same (namespace, subject, metric) — the oldest — and
  * make the {@link MappingProvider} serve it with a running sampler; write `status`
  * (conditions Ready and SourceHealthy, value, objects, lastSampleTime) and Events on
  * transitions. Every replica serves; only the leader writes status and Events.
