@@ -5,7 +5,14 @@
  */
 import { request } from "node:http";
 import { expect } from "chai";
-import { applyYaml, freshNamespace, kubectl, type TestCluster, useCluster } from "../support/cluster.js";
+import {
+  applyYaml,
+  freshNamespace,
+  installCrds,
+  kubectl,
+  type TestCluster,
+  useCluster,
+} from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 import { GovernorProcess } from "../support/governor-process.js";
 
@@ -40,7 +47,7 @@ function requestCounts(port: number): Promise<Map<string, number>> {
 }
 
 describe("discovery of Governor's metrics on Kubernetes 1.3x (integration)", function () {
-  this.timeout(300_000);
+  this.timeout(360_000);
   let cluster: TestCluster;
   let governor: GovernorProcess;
   let ns: Awaited<ReturnType<typeof freshNamespace>>;
@@ -48,8 +55,9 @@ describe("discovery of Governor's metrics on Kubernetes 1.3x (integration)", fun
   before(async function () {
     this.timeout(240_000);
     cluster = await useCluster();
-    governor = new GovernorProcess(cluster);
-    await governor.start();
+    // The mappings exist before Governor starts, so the aggregator's first fetch of its
+    // discovery (when the APIServices appear) can already list them.
+    await installCrds(cluster);
     ns = await freshNamespace(cluster, "discovery");
     applyYaml(
       cluster,
@@ -65,6 +73,8 @@ metadata: {name: queue}
 spec: {metric: queue_depth, subject: {external: {}}, source: {static: {value: "7"}}}
 `,
     );
+    governor = new GovernorProcess(cluster);
+    await governor.start();
   });
   after(async () => {
     await ns?.delete();
@@ -73,7 +83,7 @@ spec: {metric: queue_depth, subject: {external: {}}, source: {static: {value: "7
 
   it("appears in kube-apiserver's aggregated discovery: custom metrics under their resource, external ones by name", async () => {
     // kube-apiserver refetches an aggregated server's discovery once a minute per
-    // APIService (and backs off after a failed fetch): allow two cycles.
+    // APIService (and backs off after a failed fetch): allow three cycles.
     const started = Date.now();
     await eventually(
       async () => {
@@ -87,7 +97,7 @@ spec: {metric: queue_depth, subject: {external: {}}, source: {static: {value: "7
         const external = list.items.find((g) => g.metadata.name === "external.metrics.k8s.io");
         expect(external?.versions[0]?.resources.map((r) => r.resource)).to.include("queue_depth");
       },
-      { timeoutMs: 150_000, intervalMs: 500, what: "the new metrics in the aggregated discovery document" },
+      { timeoutMs: 200_000, intervalMs: 500, what: "the new metrics in the aggregated discovery document" },
     );
     console.log(`      in kube-apiserver's discovery after ${((Date.now() - started) / 1000).toFixed(0)} s`);
   });
