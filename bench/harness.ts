@@ -4,6 +4,7 @@
  * Governor process, a bare node:https server as the platform's limit, autocannon, and the
  * rows of the table. Each figure is printed next to a baseline measured in the same run.
  */
+import { STAND_IN_NAMESPACE_ANNOTATIONS } from "../src/devcluster/stand-in-kubelet.js";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -90,7 +91,12 @@ export async function setUp(): Promise<Bench> {
     stdio: "ignore",
   });
   await deleteNamespace(client);
-  await client.create("/api/v1/namespaces", { apiVersion: "v1", kind: "Namespace", metadata: { name: NS } });
+  // Its pods are objects only: keep them off the node agent's Nodes (they would really run).
+  await client.create("/api/v1/namespaces", {
+    apiVersion: "v1",
+    kind: "Namespace",
+    metadata: { name: NS, annotations: STAND_IN_NAMESPACE_ANNOTATIONS },
+  });
 
   const dir = mkdtempSync(join(tmpdir(), "governor-bench-"));
   const ca = await createCA("governor-bench");

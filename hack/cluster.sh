@@ -4,14 +4,22 @@
 # kube-apiserver (with the full aggregation / front-proxy flag set), kube-controller-manager
 # (HPA every 2 s with its default tolerance; deployment, replicaset, endpoint-slice,
 # disruption, garbage collector, namespace, service-account and root-CA publisher
-# controllers) and kube-scheduler, with one registered Node so pods are scheduled.
+# controllers) and kube-scheduler; and, when run as root, the node agent
+# (src/devcluster/node-agent): Nodes governor-node-a and governor-node-b whose pods really run
+# as processes in network namespaces on the pod network $GOVERNOR_POD_CIDR (default
+# 10.213.0.0/16), with a service proxy for ClusterIPs. One more Node, governor-local-node
+# (tainted), belongs to the stand-in kubelet that tests and the demo run for imaginary pods.
 #
-#   hack/cluster.sh up       start (or confirm) the control plane; prints `export KUBECONFIG=…`
-#                            and `export PATH=…` (the kubectl of the same release first)
-#   hack/cluster.sh down     stop exactly the processes `up` started
-#   hack/cluster.sh status   say what runs
-#   hack/cluster.sh logs     print the tail of every component's log
-#   hack/cluster.sh reset    down, then delete the state directory
+#   hack/cluster.sh up         start (or confirm) the control plane; prints `export KUBECONFIG=…`
+#                              and `export PATH=…` (the kubectl of the same release first)
+#   hack/cluster.sh down       stop exactly the processes `up` started, and remove every network
+#                              namespace, veth and bridge the node agent made (also after a crash)
+#   hack/cluster.sh status     say what runs
+#   hack/cluster.sh logs       print the tail of every component's log
+#   hack/cluster.sh lose-node  N  kill every pod on Node N at once, cut them off, make N NotReady
+#   hack/cluster.sh reset      down, then delete the state directory
+#
+# GOVERNOR_NODE_AGENT=0 skips the node agent (it is skipped, with a message, when not root).
 #
 # State lives in $GOVERNOR_CLUSTER_DIR (default: <repo>/.cluster): pki/, etcd data,
 # logs/, pids/, kubeconfig and env. A state directory made for another Kubernetes version
@@ -27,9 +35,12 @@ PKI="$DIR/pki"
 LOGS="$DIR/logs"
 PIDS="$DIR/pids"
 KUBECONFIG_FILE="$DIR/kubeconfig"
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler node-agent)
 SCHED_PORT="${GOVERNOR_SCHEDULER_PORT:-10259}"
 NODE_NAME=governor-local-node
+POD_CIDR="${GOVERNOR_POD_CIDR:-10.213.0.0/16}"
+AGENT_DIR="$DIR/node-agent"
+AGENT_NODES=governor-node-a,governor-node-b
 
 log() { echo "[cluster] $*" >&2; }
 
@@ -119,20 +130,24 @@ apiserver_ready() {
     "https://127.0.0.1:$APISERVER_PORT/readyz" | grep -q ok
 }
 
-# The one Node pods are scheduled onto. Nothing runs a kubelet for it: the stand-in
-# kubelet (src/devcluster) plays that part for pods, and no node-lifecycle controller runs,
-# so the Node stays Ready and untainted.
+# The stand-in kubelet's Node. Nothing runs a kubelet for it: the stand-in kubelet
+# (src/devcluster) binds and plays the pods of namespaces annotated for it (PodNodeSelector),
+# and no node-lifecycle controller runs, so the Node stays Ready. Its taint keeps every
+# other pod (those that must really run) off it.
 register_node() {
   local k=("$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE")
-  "${k[@]}" get node "$NODE_NAME" >/dev/null 2>&1 && return 0
-  log "registering Node $NODE_NAME"
   "${k[@]}" apply -f - >/dev/null <<NODE
 apiVersion: v1
 kind: Node
 metadata:
   name: $NODE_NAME
-  labels: { kubernetes.io/hostname: $NODE_NAME, kubernetes.io/os: linux, kubernetes.io/arch: amd64 }
+  labels: { kubernetes.io/hostname: $NODE_NAME, kubernetes.io/os: linux, kubernetes.io/arch: amd64, governor.dev/stand-in: "true" }
+spec:
+  taints: [{ key: governor.dev/stand-in, value: "true", effect: NoSchedule }]
 NODE
+  # Exactly our taint: the apiserver adds node.kubernetes.io/not-ready to a new Node.
+  "${k[@]}" patch node "$NODE_NAME" --type=merge \
+    -p '{"spec":{"taints":[{"key":"governor.dev/stand-in","value":"true","effect":"NoSchedule"}]}}' >/dev/null
   "${k[@]}" patch node "$NODE_NAME" --subresource=status --type=merge -p "$(
     cat <<STATUS
 {"status": {
@@ -145,6 +160,46 @@ NODE
 }}
 STATUS
   )" >/dev/null
+}
+
+agent_ready() {
+  curl -sf --unix-socket "$AGENT_DIR/agent.sock" http://agent/healthz | grep -q ok
+}
+
+start_node_agent() { # version
+  if [[ ${GOVERNOR_NODE_AGENT:-1} == 0 ]]; then return 0; fi
+  if [[ $EUID -ne 0 ]]; then
+    log "not root: no node agent (pods that must really run stay Pending; see README)"
+    return 0
+  fi
+  if [[ ! -f $ROOT/node_modules/tsx/package.json ]]; then
+    log "node_modules is missing: run npm ci first for the node agent"
+    return 1
+  fi
+  mkdir -p "$AGENT_DIR"
+  start node-agent node --import tsx "$ROOT/hack/node-agent.ts" \
+    --kubeconfig "$KUBECONFIG_FILE" --state-dir "$AGENT_DIR" --ca-file "$PKI/ca.crt" \
+    --apiserver "127.0.0.1:$APISERVER_PORT" --nodes "$AGENT_NODES" --pod-cidr "$POD_CIDR" \
+    --version "v${1#k8s-}"
+  wait_for node-agent 60 agent_ready
+}
+
+# What the node agent made (prefix "gov": namespaces gov-<id>, veths gov<id>, bridge govbr0),
+# removed whether or not the agent stopped cleanly.
+cleanup_pod_network() {
+  command -v ip >/dev/null && [[ $EUID -eq 0 ]] || return 0
+  local ns pid link
+  for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^gov-[0-9a-f]{8}$/ {print $1}'); do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(govbr0|gov[0-9a-f]{8})$'); do
+    ip link del "$link" 2>/dev/null || true
+  done
+}
+
+lose_node() { # name
+  curl -sf -X POST --unix-socket "$AGENT_DIR/agent.sock" "http://agent/nodes/$1/lose"
 }
 
 up() {
@@ -183,6 +238,7 @@ up() {
     --service-account-issuer=https://kubernetes.default.svc \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --authorization-mode=Node,RBAC --disable-admission-plugins=ServiceAccount \
+    --enable-admission-plugins=PodNodeSelector \
     --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
     --requestheader-allowed-names=front-proxy-client \
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
@@ -213,6 +269,7 @@ up() {
     --cert-dir="$DIR/scheduler-certs"
   wait_for kube-scheduler 30 curl -sfk "https://127.0.0.1:$SCHED_PORT/healthz"
   register_node
+  start_node_agent "$version"
 
   printf 'export KUBECONFIG=%s\nexport PATH=%s:$PATH\n' "$KUBECONFIG_FILE" "$BIN" >"$DIR/env"
   log "control plane is up (Kubernetes ${version#k8s-})"
@@ -231,12 +288,15 @@ down() {
     fi
     rm -f "$PIDS/$name.pid"
   done
+  cleanup_pod_network
 }
 
 status() {
   local name pid rc=0
   for name in "${COMPONENTS[@]}"; do
-    if pid=$(running_pid "$name"); then echo "$name: running (pid $pid)"; else echo "$name: stopped"; rc=1; fi
+    if pid=$(running_pid "$name"); then echo "$name: running (pid $pid)"
+    elif [[ $name == node-agent ]] && { [[ $EUID -ne 0 ]] || [[ ${GOVERNOR_NODE_AGENT:-1} == 0 ]]; }; then echo "$name: not used"
+    else echo "$name: stopped"; rc=1; fi
   done
   return $rc
 }
@@ -254,6 +314,7 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   logs) logs ;;
+  lose-node) lose_node "${2:?usage: $0 lose-node NODE}" ;;
   reset) down; rm -rf "$DIR" ;;
-  *) echo "usage: $0 up|down|status|logs|reset" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|logs|lose-node NODE|reset" >&2; exit 2 ;;
 esac

@@ -12,7 +12,7 @@ import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { KubeConfig } from "@kubernetes/client-node";
 import { pino } from "pino";
-import { startStandInKubelet } from "../devcluster/stand-in-kubelet.js";
+import { STAND_IN_NAMESPACE_ANNOTATIONS, startStandInKubelet } from "../devcluster/stand-in-kubelet.js";
 import { KubeClient } from "../k8s/client.js";
 import { InformerPodIndex } from "../k8s/pod-index.js";
 import { freePort } from "../util/ports.js";
@@ -110,7 +110,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       await client.create("/api/v1/namespaces", {
         apiVersion: "v1",
         kind: "Namespace",
-        metadata: { name: ns },
+        metadata: { name: ns, ...(ns === NS ? { annotations: STAND_IN_NAMESPACE_ANNOTATIONS } : {}) },
       });
     }
 

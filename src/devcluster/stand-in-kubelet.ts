@@ -1,9 +1,17 @@
 /**
- * A stand-in kubelet for the local control plane, which has no nodes: it watches pods
- * and plays the kubelet's part in their status — phase Running, Ready, a loopback
- * `podIP` — so controllers and the HPA see ready pods, and it finishes graceful
- * deletions (which otherwise wait for a kubelet forever). A process listening on the
- * pod's loopback address can then "be" the pod. Used by integration/e2e tests and the demo.
+ * A stand-in kubelet for the local control plane's Node `governor-local-node`, whose pods
+ * are imaginary: it plays the kubelet's part in their status — phase Running, Ready, a
+ * loopback `podIP` — so controllers and the HPA see ready pods, and it finishes graceful
+ * deletions (which otherwise wait for a kubelet forever). A process listening on the pod's
+ * loopback address can then "be" the pod. Used by integration/e2e tests and the demo.
+ * (Pods that must really run — Governor's own Deployment, sample apps — go to the node
+ * agent's Nodes instead: src/devcluster/node-agent.)
+ *
+ * Which pods are its own: those of namespaces created with
+ * {@link STAND_IN_NAMESPACE_ANNOTATIONS} (the PodNodeSelector admission plugin gives them
+ * a node selector only the stand-in Node matches). That Node is tainted so nothing else is
+ * scheduled there — nor are these pods, so the stand-in kubelet binds them itself, as a
+ * scheduler would.
  *
  * The pod IP is the pod's `governor.dev/pod-ip` annotation when set, otherwise the next
  * free address from 127.0.1.1 upwards.
@@ -15,8 +23,21 @@ import { startInformer, type ResilientInformer } from "../k8s/informer.js";
 /** The annotation that chooses a pod's loopback IP. */
 export const POD_IP_ANNOTATION = "governor.dev/pod-ip";
 
+/** The Node the stand-in kubelet plays (registered by hack/cluster.sh). */
+export const STAND_IN_NODE = "governor-local-node";
+const STAND_IN_LABEL = "governor.dev/stand-in";
+
+/** Annotations of a namespace whose pods the stand-in kubelet runs. */
+export const STAND_IN_NAMESPACE_ANNOTATIONS = {
+  "scheduler.alpha.kubernetes.io/node-selector": `${STAND_IN_LABEL}=true`,
+} as const;
+
 interface Pod extends KubernetesObject {
-  spec?: { containers?: { name: string; image?: string }[] };
+  spec?: {
+    nodeName?: string;
+    nodeSelector?: Record<string, string>;
+    containers?: { name: string; image?: string }[];
+  };
   status?: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
 }
 
@@ -63,6 +84,21 @@ export function startStandInKubelet(
     const { name, namespace, deletionTimestamp } = pod.metadata ?? {};
     if (!name || !namespace) return;
     const path = `/api/v1/namespaces/${namespace}/pods/${name}`;
+    const nodeName = pod.spec?.nodeName;
+    if (!nodeName && pod.spec?.nodeSelector?.[STAND_IN_LABEL] === "true" && !deletionTimestamp) {
+      await client.create(`${path}/binding`, {
+        apiVersion: "v1",
+        kind: "Binding",
+        metadata: { name, namespace },
+        target: { apiVersion: "v1", kind: "Node", name: STAND_IN_NODE },
+      });
+      return; // the bound pod comes back through the watch
+    }
+    if (
+      nodeName !== STAND_IN_NODE &&
+      !(deletionTimestamp && !nodeName && pod.spec?.nodeSelector?.[STAND_IN_LABEL])
+    )
+      return;
     if (deletionTimestamp) {
       // A kubelet confirms graceful deletion once containers are gone; ours are imaginary.
       await client.delete(path, { gracePeriodSeconds: 0 });
@@ -77,6 +113,7 @@ export function startStandInKubelet(
       status: {
         phase: "Running",
         hostIP: "127.0.0.1",
+        hostIPs: [{ ip: "127.0.0.1" }],
         podIP: ip,
         podIPs: [{ ip }],
         startTime: now,

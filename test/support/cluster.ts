@@ -9,6 +9,7 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KubeConfig } from "@kubernetes/client-node";
 import { KubeClient } from "../../src/k8s/client.js";
+import { STAND_IN_NAMESPACE_ANNOTATIONS } from "../../src/devcluster/stand-in-kubelet.js";
 import { destinationPolicy } from "../../src/sources/destination-policy.js";
 
 /**
@@ -103,13 +104,17 @@ export async function kubectl(cluster: TestCluster, ...args: string[]): Promise<
   });
 }
 
-/** Creates a namespace with a unique name; returns it and a function that deletes it. */
-export async function freshNamespace(cluster: TestCluster, prefix: string) {
+/**
+ * Creates a namespace with a unique name; returns it and a function that deletes it. Its
+ * pods go to the stand-in kubelet's Node (imaginary, loopback IPs) unless `podNetwork` is
+ * set: then they are scheduled onto the node agent's Nodes and really run.
+ */
+export async function freshNamespace(cluster: TestCluster, prefix: string, opts: { podNetwork?: boolean } = {}) {
   const name = `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
   await cluster.client.create("/api/v1/namespaces", {
     apiVersion: "v1",
     kind: "Namespace",
-    metadata: { name },
+    metadata: { name, ...(opts.podNetwork ? {} : { annotations: STAND_IN_NAMESPACE_ANNOTATIONS }) },
   });
   return {
     name,
