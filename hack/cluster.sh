@@ -17,6 +17,7 @@
 #   hack/cluster.sh status     say what runs
 #   hack/cluster.sh logs       print the tail of every component's log
 #   hack/cluster.sh lose-node  N  kill every pod on Node N at once, cut them off, make N NotReady
+#   hack/cluster.sh rejoin-node N bring a lost Node back, as after a reboot
 #   hack/cluster.sh reset      down, then delete the state directory
 #
 # GOVERNOR_NODE_AGENT=0 skips the node agent (it is skipped, with a message, when not root).
@@ -198,8 +199,8 @@ cleanup_pod_network() {
   done
 }
 
-lose_node() { # name
-  curl -sf -X POST --unix-socket "$AGENT_DIR/agent.sock" "http://agent/nodes/$1/lose"
+node_control() { # name lose|rejoin
+  curl -sf -X POST --unix-socket "$AGENT_DIR/agent.sock" "http://agent/nodes/$1/$2"
 }
 
 up() {
@@ -314,7 +315,8 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   logs) logs ;;
-  lose-node) lose_node "${2:?usage: $0 lose-node NODE}" ;;
+  lose-node) node_control "${2:?usage: $0 lose-node NODE}" lose ;;
+  rejoin-node) node_control "${2:?usage: $0 rejoin-node NODE}" rejoin ;;
   reset) down; rm -rf "$DIR" ;;
-  *) echo "usage: $0 up|down|status|logs|lose-node NODE|reset" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|logs|lose-node NODE|rejoin-node NODE|reset" >&2; exit 2 ;;
 esac

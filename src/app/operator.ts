@@ -5,7 +5,7 @@
  */
 import { hostname } from "node:os";
 import type { Logger } from "pino";
-import { Counter, Histogram } from "prom-client";
+import { Counter, Gauge, Histogram } from "prom-client";
 import { PromApiServerMetrics } from "../apiserver/instrumentation.js";
 import { EventRecorder } from "../controller/events.js";
 import { DEFAULT_LEASE_NAME, LeaderElector } from "../controller/leader-election.js";
@@ -84,6 +84,14 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   const events = new EventRecorder(opts.client, "governor", log);
 
   let leading = opts.leaderElect === false;
+  new Gauge({
+    name: "governor_leader",
+    help: "1 while this replica is the leader: the one that writes status, Deployments, HPAs and registrations.",
+    registers: [metrics.registry],
+    collect() {
+      this.set(leading ? 1 : 0);
+    },
+  });
   const reconciler = new MetricMappingReconciler({
     client: opts.client,
     provider,

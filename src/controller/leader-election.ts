@@ -1,8 +1,12 @@
 /**
  * Leader election with a `coordination.k8s.io/v1` Lease, as client-go's leaderelection
- * does: the holder renews every `retryPeriod`; others take over once the lease has not
- * been renewed for `leaseDuration`; a leader that cannot renew within `renewDeadline`
- * steps down. Writes use the Lease's resourceVersion, so two candidates cannot both win.
+ * does: the holder renews every `retryPeriod`; others take over once the Lease record has
+ * not changed for `leaseDuration` *as measured on their own clock from when they saw it
+ * change* (clock skew between replicas does not matter); a leader whose renew has not
+ * succeeded within `renewDeadline` of when that renew started steps down at once, even
+ * while the request is still in flight (`renewDeadline` < `leaseDuration`, so it has stopped
+ * before anyone else can take over). Writes use the Lease's resourceVersion, so two
+ * candidates cannot both win.
  */
 import type { Logger } from "pino";
 import { KubeApiError, type KubeClient } from "../k8s/client.js";
@@ -61,19 +65,32 @@ export async function currentLeaseHolder(
 /** See the module comment. */
 export class LeaderElector {
   private timer?: NodeJS.Timeout;
+  private watchdog?: NodeJS.Timeout;
   private leading = false;
-  private lastRenew = 0;
+  /** Local time at which the last successful renew *started*. */
+  private renewStartedAt = 0;
+  /** The Lease spec as last read, and the local time it was first seen so. */
+  private observed?: { record: string; at: number };
   private stopped = false;
 
   constructor(
     private readonly client: KubeClient,
     private readonly opts: LeaderElectionOptions,
     private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
   ) {}
 
   /** Whether this process holds the lease now. */
   get isLeader(): boolean {
     return this.leading;
+  }
+
+  private get leaseDurationMs() {
+    return this.opts.leaseDurationMs ?? 15_000;
+  }
+
+  private get renewDeadlineMs() {
+    return this.opts.renewDeadlineMs ?? 10_000;
   }
 
   /** Starts trying to acquire and then renewing. */
@@ -85,6 +102,7 @@ export class LeaderElector {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.watchdog);
     if (this.leading) {
       this.setLeading(false);
       try {
@@ -113,59 +131,105 @@ export class LeaderElector {
       if (!(err instanceof KubeApiError && err.statusCode === 409))
         this.logger.warn({ err }, "leader election");
     }
-    if (this.leading && Date.now() - this.lastRenew > (this.opts.renewDeadlineMs ?? 10_000)) {
-      this.logger.warn("could not renew the lease in time: stepping down");
-      this.setLeading(false);
-    }
     if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.opts.retryPeriodMs ?? 2000);
   }
 
+  /**
+   * One attempt. Every request is bounded so that a leader's renew cannot outlive its renew
+   * deadline; the watchdog ends leadership at that deadline whatever is still in flight.
+   */
   private async tryAcquireOrRenew(): Promise<void> {
-    const now = new Date();
-    const durationSeconds = Math.ceil((this.opts.leaseDurationMs ?? 15_000) / 1000);
-    const lease = await this.client.getOrUndefined<Lease>(this.path());
-    if (!lease) {
-      await this.client.create(`/apis/coordination.k8s.io/v1/namespaces/${this.opts.namespace}/leases`, {
-        apiVersion: "coordination.k8s.io/v1",
-        kind: "Lease",
-        metadata: { name: this.opts.name, namespace: this.opts.namespace },
-        spec: {
-          holderIdentity: this.opts.identity,
-          leaseDurationSeconds: durationSeconds,
-          acquireTime: microTime(now),
-          renewTime: microTime(now),
-          leaseTransitions: 0,
-        },
+    const started = this.now();
+    // A leader has until its renew deadline; a follower, one renew deadline per attempt.
+    const budget = this.leading ? this.renewStartedAt + this.renewDeadlineMs - started : this.renewDeadlineMs;
+    const timeoutMs = Math.max(1, budget);
+    const durationSeconds = Math.ceil(this.leaseDurationMs / 1000);
+    const lease = await this.client
+      .request<Lease>("GET", this.path(), { timeoutMs })
+      .catch((err: unknown) => {
+        if (err instanceof KubeApiError && err.statusCode === 404) return undefined;
+        throw err;
       });
-      this.renewed();
+    const at = microTime(new Date(started));
+    if (!lease) {
+      const spec = {
+        holderIdentity: this.opts.identity,
+        leaseDurationSeconds: durationSeconds,
+        acquireTime: at,
+        renewTime: at,
+        leaseTransitions: 0,
+      };
+      await this.client.request(
+        "POST",
+        `/apis/coordination.k8s.io/v1/namespaces/${this.opts.namespace}/leases`,
+        {
+          body: {
+            apiVersion: "coordination.k8s.io/v1",
+            kind: "Lease",
+            metadata: { name: this.opts.name, namespace: this.opts.namespace },
+            spec,
+          },
+          timeoutMs,
+        },
+      );
+      this.observe(spec);
+      this.renewed(started);
       return;
     }
     const spec = lease.spec ?? {};
+    this.observe(spec);
     const holder = spec.holderIdentity ?? "";
-    const renewedAt = spec.renewTime ? Date.parse(spec.renewTime) : 0;
-    const expired = renewedAt + (spec.leaseDurationSeconds ?? durationSeconds) * 1000 < now.getTime();
-    if (holder && holder !== this.opts.identity && !expired) {
+    const mine = holder === this.opts.identity;
+    // Expiry as client-go judges it: from when *this* replica saw the record change, by its
+    // own clock — never the holder's renewTime against the local clock.
+    const duration = (spec.leaseDurationSeconds ?? durationSeconds) * 1000;
+    if (holder && !mine && this.observed!.at + duration > this.now()) {
       if (this.leading) this.setLeading(false);
       return;
     }
-    const mine = holder === this.opts.identity;
-    await this.client.replace(this.path(), {
-      apiVersion: "coordination.k8s.io/v1",
-      kind: "Lease",
-      metadata: lease.metadata,
-      spec: {
-        holderIdentity: this.opts.identity,
-        leaseDurationSeconds: durationSeconds,
-        acquireTime: mine ? spec.acquireTime : microTime(now),
-        renewTime: microTime(now),
-        leaseTransitions: (spec.leaseTransitions ?? 0) + (mine ? 0 : 1),
-      },
+    const next = {
+      holderIdentity: this.opts.identity,
+      leaseDurationSeconds: durationSeconds,
+      acquireTime: mine ? spec.acquireTime : at,
+      renewTime: at,
+      leaseTransitions: (spec.leaseTransitions ?? 0) + (mine ? 0 : 1),
+    };
+    await this.client.request("PUT", this.path(), {
+      body: { apiVersion: "coordination.k8s.io/v1", kind: "Lease", metadata: lease.metadata, spec: next },
+      timeoutMs: Math.max(1, timeoutMs - (this.now() - started)),
     });
-    this.renewed();
+    this.observe(next);
+    this.renewed(started);
   }
 
-  private renewed() {
-    this.lastRenew = Date.now();
+  private observe(spec: NonNullable<Lease["spec"]>) {
+    const record = JSON.stringify([
+      spec.holderIdentity,
+      spec.leaseDurationSeconds,
+      spec.acquireTime,
+      spec.renewTime,
+      spec.leaseTransitions,
+    ]);
+    if (this.observed?.record !== record) this.observed = { record, at: this.now() };
+  }
+
+  /** A renew that started at `started` succeeded: leadership lasts until `started` + renew deadline. */
+  private renewed(started: number) {
+    if (this.stopped) return;
+    // Succeeded, but too late to count: the watchdog already ended leadership; the next
+    // attempt (still the holder) starts it again on a fresh renew.
+    if (this.now() - started >= this.renewDeadlineMs) return;
+    this.renewStartedAt = started;
+    clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(
+      () => {
+        if (this.leading && this.now() - this.renewStartedAt >= this.renewDeadlineMs) {
+          this.logger.warn("could not renew the lease within the renew deadline: stepping down");
+          this.setLeading(false);
+        }
+      },
+      Math.max(0, started + this.renewDeadlineMs - this.now()),
+    );
     if (!this.leading) this.setLeading(true);
   }
 

@@ -4,7 +4,7 @@
  * of the pod CIDR, renews their Leases, and runs the pods bound to them (pod.ts) on a pod
  * network of network namespaces (network.ts), with a user-space service proxy for
  * ClusterIPs (service-proxy.ts). A small HTTP control endpoint on a Unix socket lets
- * tests "lose" a Node. Started and stopped by `hack/cluster.sh` (needs root).
+ * tests "lose" a Node (and bring it back). Started and stopped by `hack/cluster.sh` (needs root).
  */
 import { mkdirSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -55,6 +55,8 @@ export interface NodeAgent {
   proxy: ServiceProxy;
   /** Kills every pod on `node` at once, cuts them off and makes the Node NotReady. */
   lose(node: string): Promise<void>;
+  /** Brings a lost Node back, as after a reboot. */
+  rejoin(node: string): Promise<void>;
   /** Stops every pod (2 s grace) and removes the pod network. */
   stop(): Promise<void>;
 }
@@ -132,7 +134,8 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
     releaseIP: (ip: string) => node.used.delete(ip),
   });
 
-  for (const node of nodes) {
+  const startNode = async (node: NodeState) => {
+    node.lost = false;
     await registerNode(client, node, network.gateway, opts.version);
     await renewLease(client, node.name).catch((err: unknown) => log("node lease", { err: String(err) }));
     node.heartbeat = setInterval(() => {
@@ -166,13 +169,19 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
       },
       { fieldSelector },
     );
-  }
-  await proxy.synced;
-  await Promise.all(nodes.map((n) => n.informer!.synced));
-
-  const lose = async (name: string) => {
+    await node.informer.synced;
+  };
+  const nodeNamed = (name: string) => {
     const node = nodes.find((n) => n.name === name);
     if (!node) throw new Error(`no node ${name} here (nodes: ${nodes.map((n) => n.name).join(", ")})`);
+    return node;
+  };
+
+  await proxy.synced;
+  for (const node of nodes) await startNode(node);
+
+  const lose = async (name: string) => {
+    const node = nodeNamed(name);
     node.lost = true;
     clearInterval(node.heartbeat);
     await node.informer?.stop();
@@ -185,17 +194,29 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
     log("node lost", { node: name });
   };
 
+  /** A lost Node comes back as after a reboot: its pods' sandboxes are made again. */
+  const rejoin = async (name: string) => {
+    const node = nodeNamed(name);
+    if (!node.lost) return;
+    const stale = [...runners.entries()].filter(([, r]) => r.nodeName === name);
+    for (const [uid, r] of stale) {
+      runners.delete(uid);
+      await r.shutdown(0);
+    }
+    await startNode(node);
+    log("node rejoined", { node: name });
+  };
   const socket = join(opts.stateDir, "agent.sock");
   rmSync(socket, { force: true });
   const control: Server = createServer((req, res) => {
-    const m = /^\/nodes\/([a-z0-9.-]+)\/lose$/.exec(req.url ?? "");
+    const m = /^\/nodes\/([a-z0-9.-]+)\/(lose|rejoin)$/.exec(req.url ?? "");
     if (req.method === "GET" && req.url === "/healthz") return void res.end("ok");
     if (req.method === "POST" && m)
-      return void lose(m[1]!).then(
-        () => res.end(`node ${m[1]} lost\n`),
+      return void (m[2] === "lose" ? lose(m[1]!) : rejoin(m[1]!)).then(
+        () => res.end(`node ${m[1]} ${m[2] === "lose" ? "lost" : "rejoined"}\n`),
         (err: Error) => res.writeHead(404).end(`${err.message}\n`),
       );
-    res.writeHead(404).end("GET /healthz, POST /nodes/<name>/lose\n");
+    res.writeHead(404).end("GET /healthz, POST /nodes/<name>/lose, POST /nodes/<name>/rejoin\n");
   });
   await new Promise<void>((resolve) => control.listen(socket, resolve));
 
@@ -203,6 +224,7 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
     socket,
     proxy,
     lose,
+    rejoin,
     async stop() {
       control.close();
       for (const node of nodes) {

@@ -1,0 +1,342 @@
+import { expect } from "chai";
+import {
+  ROOT,
+  applyYaml,
+  freshNamespace,
+  kubectl,
+  useCluster,
+  type TestCluster,
+} from "../support/cluster.js";
+import { eventually } from "../support/eventually.js";
+import {
+  AGENT_NODES,
+  LeaderSampler,
+  MetricLoad,
+  buildOnce,
+  nodeControl,
+  requireNodeAgent,
+  type LoadReport,
+} from "../support/in-cluster.js";
+import { spawn } from "node:child_process";
+import { join } from "node:path";
+
+const SYSTEM = "governor-system";
+
+interface Pod {
+  metadata: { name: string; deletionTimestamp?: string };
+  spec: { nodeName?: string };
+  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
+}
+
+const ready = (p: Pod) =>
+  p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
+
+function report(what: string, r: LoadReport, extra = ""): void {
+  const reasons = Object.entries(r.reasons)
+    .map(([k, v]) => `${v}× ${k}`)
+    .join(", ");
+  console.log(
+    `      [figures] ${what}: ${r.sent} requests at 50/s, ${r.failed} failed${reasons ? ` (${reasons})` : ""}; ` +
+      `latency p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms${extra}`,
+  );
+}
+
+describe("Governor installed in-cluster with kubectl apply -k config/default, two replicas on the pod network (e2e)", function () {
+  this.timeout(240_000);
+  let cluster: TestCluster;
+  let app: Awaited<ReturnType<typeof freshNamespace>>;
+  let metricPath: string;
+
+  const governorPods = async () =>
+    (
+      await cluster.client.get<{ items: Pod[] }>(`/api/v1/namespaces/${SYSTEM}/pods`, {
+        labelSelector: "app.kubernetes.io/name=governor",
+      })
+    ).items;
+  const readyGovernors = async () =>
+    (await governorPods()).filter((p) => ready(p) && !p.metadata.deletionTimestamp);
+  const leaseHolder = async () =>
+    (
+      await cluster.client.get<{ spec: { holderIdentity?: string } }>(
+        `/apis/coordination.k8s.io/v1/namespaces/${SYSTEM}/leases/governor-leader`,
+      )
+    ).spec.holderIdentity ?? "";
+  const twoReady = () =>
+    eventually(
+      async () => {
+        const pods = await readyGovernors();
+        expect(pods, "Ready Governor pods").to.have.length(2);
+        return pods;
+      },
+      { timeoutMs: 120_000, intervalMs: 500, what: "two Ready Governor replicas" },
+    );
+
+  before(async function () {
+    this.timeout(60 * 60_000);
+    cluster = await useCluster();
+    await requireNodeAgent(cluster);
+    buildOnce();
+    // README, "Install on a real cluster", step 2 (the node agent maps the image to this build).
+    await kubectl(cluster, "apply", "-k", join(ROOT, "config/default"));
+    app = await freshNamespace(cluster, "incluster", { podNetwork: true });
+    metricPath = `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${app.name}/pods/*/http_requests`;
+  });
+
+  after(async function () {
+    this.timeout(180_000);
+    // README, "Uninstall": stop the Deployment, then `governor uninstall`. The CRDs, RBAC and
+    // namespace stay for the suites that run Governor as a local process (config/local).
+    await app?.delete();
+    await kubectl(
+      cluster,
+      "delete",
+      "-n",
+      SYSTEM,
+      "deployment/governor",
+      "pdb/governor",
+      "--ignore-not-found",
+      "--wait=true",
+      "--timeout=120s",
+    );
+    await eventually(async () => expect(await governorPods()).to.have.length(0), {
+      timeoutMs: 120_000,
+      what: "Governor pods gone",
+    });
+    const uninstall = spawn(
+      process.execPath,
+      [
+        join(ROOT, "dist/main.js"),
+        "uninstall",
+        "--kubeconfig",
+        cluster.kubeconfigPath,
+        "--namespace",
+        SYSTEM,
+      ],
+      {
+        stdio: "inherit",
+      },
+    );
+    await new Promise((r) => uninstall.once("exit", r));
+  });
+
+  it("runs two Ready replicas on two Nodes behind a ClusterIP Service, and the APIServices are Available with the generated CA", async () => {
+    const pods = await twoReady();
+    expect(new Set(pods.map((p) => p.spec.nodeName))).to.deep.equal(new Set(AGENT_NODES));
+    for (const p of pods) expect(p.status?.podIP).to.match(/^10\.213\./);
+    const svc = await cluster.client.get<{ spec: { type: string; clusterIP: string } }>(
+      `/api/v1/namespaces/${SYSTEM}/services/governor`,
+    );
+    expect(svc.spec.type).to.equal("ClusterIP");
+    expect(svc.spec.clusterIP).to.match(/^10\.0\.0\.\d+$/);
+    const secret = await cluster.client.get<{ data: Record<string, string> }>(
+      `/api/v1/namespaces/${SYSTEM}/secrets/governor-serving-cert`,
+    );
+    // README step 3.
+    await eventually(
+      async () => {
+        for (const name of [
+          "v1beta2.custom.metrics.k8s.io",
+          "v1beta1.custom.metrics.k8s.io",
+          "v1beta1.external.metrics.k8s.io",
+        ]) {
+          const apiService = await cluster.client.get<{
+            spec: { caBundle: string; service: { name: string } };
+            status?: { conditions?: { type: string; status: string }[] };
+          }>(`/apis/apiregistration.k8s.io/v1/apiservices/${name}`);
+          expect(apiService.spec.service.name).to.equal("governor");
+          expect(apiService.spec.caBundle, `${name} caBundle`).to.equal(secret.data["ca.crt"]);
+          expect(
+            apiService.status?.conditions?.find((c) => c.type === "Available")?.status,
+            `${name} Available`,
+          ).to.equal("True");
+        }
+      },
+      { timeoutMs: 60_000, intervalMs: 500, what: "APIServices Available" },
+    );
+    const discovery = JSON.parse(
+      await kubectl(cluster, "get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2"),
+    ) as {
+      resources: { name: string }[];
+    };
+    expect(discovery.resources.length).to.be.greaterThan(0);
+  });
+
+  it("the real HPA scales a Deployment on a metric scraped from its pods' IPs, and a ScalableWorkload on an external metric", async () => {
+    applyYaml(
+      cluster,
+      app.name,
+      `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: governor-sample-app:dev
+        args: ["--port", "8080", "--rps", "40"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: http-requests}
+spec:
+  metric: http_requests
+  subject: {resource: pods}
+  interval: 2s
+  source:
+    scrape: {port: 8080, path: /metrics, series: http_requests_total, matchLabels: {code: "200"}, rate: true}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 1
+  maxReplicas: 3
+  metrics:
+  - type: Pods
+    pods:
+      metric: {name: http_requests}
+      target: {type: AverageValue, averageValue: "20"}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: backlog}
+spec:
+  metric: backlog
+  subject: {external: {}}
+  source: {static: {value: "25"}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: worker}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: worker}}
+  template:
+    metadata: {labels: {app: worker}}
+    spec:
+      containers:
+      - name: worker
+        image: governor-sample-app:dev
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+  autoscaling:
+    minReplicas: 1
+    maxReplicas: 3
+    metrics:
+    - mapping: backlog
+      target: {averageValue: "10"}
+`,
+    );
+    // 40 requests/s per pod against a target of 20: the HPA doubles, and again up to 3.
+    await eventually(
+      async () => {
+        const items = (
+          JSON.parse(await kubectl(cluster, "get", "--raw", metricPath)) as { items: { value: string }[] }
+        ).items;
+        expect(items.length).to.be.greaterThan(0);
+      },
+      { timeoutMs: 60_000, intervalMs: 1000, what: "the scraped metric served through the aggregator" },
+    );
+    await eventually(
+      async () => {
+        const d = await cluster.client.get<{ status: { readyReplicas?: number } }>(
+          `/apis/apps/v1/namespaces/${app.name}/deployments/web`,
+        );
+        expect(d.status.readyReplicas).to.equal(3);
+      },
+      { timeoutMs: 120_000, intervalMs: 1000, what: "Deployment web scaled to 3 Ready pods" },
+    );
+    // backlog 25 over a target of 10 per replica: ceil(2.5) = 3.
+    await eventually(
+      async () => {
+        const d = await cluster.client.get<{ status: { readyReplicas?: number } }>(
+          `/apis/apps/v1/namespaces/${app.name}/deployments/worker`,
+        );
+        expect(d.status.readyReplicas).to.equal(3);
+      },
+      { timeoutMs: 120_000, intervalMs: 1000, what: "ScalableWorkload worker's Deployment at 3 Ready pods" },
+    );
+  });
+
+  it("a rolling restart under a steady 50 metric requests/s loses no request", async () => {
+    await twoReady();
+    const load = new MetricLoad(cluster, metricPath);
+    load.start();
+    const t0 = Date.now();
+    await kubectl(cluster, "rollout", "restart", "-n", SYSTEM, "deployment/governor");
+    await kubectl(cluster, "rollout", "status", "-n", SYSTEM, "deployment/governor", "--timeout=180s");
+    await new Promise((r) => setTimeout(r, 5000));
+    const r = await load.stop();
+    report("rolling restart", r, `; rollout took ${((Date.now() - t0 - 5000) / 1000).toFixed(1)} s`);
+    expect(r.sent).to.be.greaterThan(500);
+    expect(r.failed, JSON.stringify(r.reasons)).to.equal(0);
+  });
+
+  it("kill -9 of the leader: a follower leads within the lease duration plus two renew periods, never two at once", async () => {
+    await twoReady();
+    const holder = await eventually(async () => {
+      const h = await leaseHolder();
+      expect(h).to.match(/_\d+$/);
+      return h;
+    });
+    const [leaderPod, pid] = [
+      holder.slice(0, holder.lastIndexOf("_")),
+      Number(holder.slice(holder.lastIndexOf("_") + 1)),
+    ];
+    const sampler = new LeaderSampler(cluster, SYSTEM, leaderPod);
+    sampler.start();
+    const load = new MetricLoad(cluster, metricPath);
+    load.start();
+    await new Promise((r) => setTimeout(r, 2000));
+    const killedAt = Date.now();
+    process.kill(pid, "SIGKILL");
+    await eventually(() => expect(sampler.newLeaderAt).to.be.a("number"), {
+      timeoutMs: 40_000,
+      intervalMs: 100,
+      what: "a new leader",
+    });
+    const failoverMs = sampler.newLeaderAt! - killedAt;
+    await new Promise((r) => setTimeout(r, 3000));
+    sampler.stop();
+    const r = await load.stop();
+    report(
+      "kill -9 of the leader",
+      r,
+      `; ${sampler.newLeader} led ${(failoverMs / 1000).toFixed(1)} s after the kill (lease 15 s, renew period 2 s); ` +
+        `${sampler.samples} leader samples, at most ${sampler.maxLeaders} leader at once`,
+    );
+    expect(sampler.maxLeaders, "replicas acting as leader at one instant").to.equal(1);
+    expect(failoverMs).to.be.below(15_000 + 2 * 2000 + 1000);
+    expect(await leaseHolder()).to.not.equal(holder);
+    // The killed container restarts (restartPolicy Always) and both replicas are Ready again.
+    await twoReady();
+  });
+
+  it("a lost Node: its replica's pods die and it goes NotReady, the other replica keeps serving", async () => {
+    const pods = await twoReady();
+    const holder = await leaseHolder();
+    // Lose the Node of the follower, so that serving (not failover) is what is measured.
+    const follower = pods.find((p) => !holder.startsWith(`${p.metadata.name}_`)) ?? pods[0]!;
+    const load = new MetricLoad(cluster, metricPath);
+    load.start();
+    await new Promise((r) => setTimeout(r, 2000));
+    let r: LoadReport;
+    try {
+      await nodeControl(cluster, follower.spec.nodeName!, "lose");
+      await new Promise((r) => setTimeout(r, 15_000));
+    } finally {
+      r = await load.stop();
+      // Back, as after a reboot: later suites (and this one's cleanup) need both Nodes.
+      await nodeControl(cluster, follower.spec.nodeName!, "rejoin");
+    }
+    report("a lost Node", r, ` (Node ${follower.spec.nodeName} lost with replica ${follower.metadata.name})`);
+    expect(r.failed, JSON.stringify(r.reasons)).to.equal(0);
+  });
+});
