@@ -18,6 +18,7 @@
 #   hack/cluster.sh logs       print the tail of every component's log
 #   hack/cluster.sh lose-node  N  kill every pod on Node N at once, cut them off, make N NotReady
 #   hack/cluster.sh rejoin-node N bring a lost Node back, as after a reboot
+#   hack/cluster.sh restart-apiserver  stop kube-apiserver and start it again
 #   hack/cluster.sh reset      down, then delete the state directory
 #
 # GOVERNOR_NODE_AGENT=0 skips the node agent (it is skipped, with a message, when not root).
@@ -199,8 +200,38 @@ cleanup_pod_network() {
   done
 }
 
+# Restarts kube-apiserver with the same flags (a fault the in-cluster suite injects).
+restart_apiserver() {
+  BIN="$("$ROOT/hack/k8s-binaries.sh")"
+  stop_component kube-apiserver
+  start_apiserver
+}
+
 node_control() { # name lose|rejoin
   curl -sf -X POST --unix-socket "$AGENT_DIR/agent.sock" "http://agent/nodes/$1/$2"
+}
+
+start_apiserver() {
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --endpoint-reconciler-type=none \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --client-ca-file="$PKI/ca.crt" \
+    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --service-account-issuer=https://kubernetes.default.svc \
+    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+    --authorization-mode=Node,RBAC --disable-admission-plugins=ServiceAccount \
+    --enable-admission-plugins=PodNodeSelector \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --requestheader-group-headers=X-Remote-Group \
+    --requestheader-username-headers=X-Remote-User \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file="$PKI/front-proxy-client.key" \
+    --cert-dir="$DIR/apiserver-certs"
+  wait_for kube-apiserver 60 apiserver_ready
 }
 
 up() {
@@ -229,26 +260,7 @@ up() {
     --initial-cluster "governor-local=http://127.0.0.1:$((ETCD_PORT + 1))"
   wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
-  start kube-apiserver "$BIN/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
-    --endpoint-reconciler-type=none \
-    --service-cluster-ip-range=10.0.0.0/24 \
-    --client-ca-file="$PKI/ca.crt" \
-    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
-    --service-account-issuer=https://kubernetes.default.svc \
-    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --authorization-mode=Node,RBAC --disable-admission-plugins=ServiceAccount \
-    --enable-admission-plugins=PodNodeSelector \
-    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
-    --requestheader-allowed-names=front-proxy-client \
-    --requestheader-extra-headers-prefix=X-Remote-Extra- \
-    --requestheader-group-headers=X-Remote-Group \
-    --requestheader-username-headers=X-Remote-User \
-    --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
-    --proxy-client-key-file="$PKI/front-proxy-client.key" \
-    --cert-dir="$DIR/apiserver-certs"
-  wait_for kube-apiserver 60 apiserver_ready
+  start_apiserver
 
   start kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig="$DIR/kube-controller-manager.kubeconfig" \
@@ -277,18 +289,21 @@ up() {
   cat "$DIR/env"
 }
 
+stop_component() { # name
+  local name=$1 pid
+  if pid=$(running_pid "$name"); then
+    log "stopping $name (pid $pid)"
+    kill -CONT "$pid" 2>/dev/null || true # a paused etcd cannot exit
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+    [[ -d /proc/$pid ]] && kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$PIDS/$name.pid"
+}
+
 down() {
-  local name pid i
-  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-    name=${COMPONENTS[$i]}
-    if pid=$(running_pid "$name"); then
-      log "stopping $name (pid $pid)"
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
-      [[ -d /proc/$pid ]] && kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$PIDS/$name.pid"
-  done
+  local i
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop_component "${COMPONENTS[$i]}"; done
   cleanup_pod_network
 }
 
@@ -316,7 +331,8 @@ case "${1:-}" in
   status) status ;;
   logs) logs ;;
   lose-node) node_control "${2:?usage: $0 lose-node NODE}" lose ;;
+  restart-apiserver) restart_apiserver ;;
   rejoin-node) node_control "${2:?usage: $0 rejoin-node NODE}" rejoin ;;
   reset) down; rm -rf "$DIR" ;;
-  *) echo "usage: $0 up|down|status|logs|lose-node NODE|rejoin-node NODE|reset" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|logs|lose-node NODE|rejoin-node NODE|restart-apiserver|reset" >&2; exit 2 ;;
 esac

@@ -67,6 +67,8 @@ export interface LoadReport {
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
+  /** When each failed request was sent (epoch ms). */
+  failedSentAt: number[];
 }
 
 /**
@@ -78,6 +80,7 @@ export class MetricLoad {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly latencies: number[] = [];
   private readonly reasons: Record<string, number> = {};
+  private readonly failedSentAt: number[] = [];
   private sent = 0;
   private failed = 0;
 
@@ -101,6 +104,7 @@ export class MetricLoad {
   private fire(): void {
     this.sent++;
     const t0 = performance.now();
+    const sentAt = Date.now();
     const p = this.cluster.client
       .request("GET", this.path, { timeoutMs: 10_000 })
       .then(
@@ -109,6 +113,7 @@ export class MetricLoad {
         },
         (err: unknown) => {
           this.failed++;
+          this.failedSentAt.push(sentAt);
           const code = (err as { statusCode?: number }).statusCode;
           const reason = code ? `HTTP ${code}` : ((err as Error).message ?? String(err)).slice(0, 80);
           this.reasons[reason] = (this.reasons[reason] ?? 0) + 1;
@@ -132,6 +137,7 @@ export class MetricLoad {
       p50Ms: at(0.5),
       p99Ms: at(0.99),
       maxMs: Math.round(sorted[sorted.length - 1] ?? 0),
+      failedSentAt: this.failedSentAt,
     };
   }
 }
