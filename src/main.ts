@@ -300,11 +300,16 @@ function program(): Command {
     .description(
       "Run the demo on a local control plane: Governor, a sample app, and the real HPA scaling it (needs a checkout of the repository).",
     )
-    .action(async () => {
+    .option(
+      "--in-cluster",
+      "install Governor as users do (kubectl apply -k config/default: two replicas as real pods on the node agent's Nodes; needs root)",
+    )
+    .action(async (flags: { inCluster?: boolean }) => {
       const ok = await runDemo({
         governorCommand: [process.execPath, ...process.execArgv, process.argv[1]!],
         out: (line) => console.log(line),
         env: process.env,
+        inCluster: flags.inCluster === true,
       });
       process.exitCode = ok ? 0 : 1;
     });

@@ -6,6 +6,10 @@
  * whose HPA scales on the pods' request rate, drives load up and down, and prints a live
  * table while the real HPA scales it. Then it cleans up. Resolves to true when it saw the
  * HPA scale up and back down.
+ *
+ * `--in-cluster` shows the production install instead: `kubectl apply -k config/default`
+ * (two replicas run as real pods by the control plane's node agent, which needs root), and
+ * a sample app whose pods are real processes on the pod network.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
@@ -15,12 +19,17 @@ import { pino } from "pino";
 import { STAND_IN_NAMESPACE_ANNOTATIONS, startStandInKubelet } from "../devcluster/stand-in-kubelet.js";
 import { KubeClient } from "../k8s/client.js";
 import { InformerPodIndex } from "../k8s/pod-index.js";
+import { NODE_AGENT_LABEL } from "../devcluster/node-agent/agent.js";
 import { freePort } from "../util/ports.js";
 import { FakeApp } from "./fake-app.js";
+import { PodLoad } from "./pod-load.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const NS = "governor-demo";
-const SYSTEM_NS = "governor-demo-system";
+const LOCAL_SYSTEM_NS = "governor-demo-system";
+/** config/default's namespace. */
+const CLUSTER_SYSTEM_NS = "governor-system";
+const SAMPLE_APP_PORT = 8080;
 const TARGET_PER_POD = 10;
 
 /** How to start another `governor` process (the demo runs `governor run` as a child). */
@@ -33,6 +42,8 @@ export interface DemoOptions {
   env: NodeJS.ProcessEnv;
   /** Load phases: [seconds, total requests/s]. @default warm-up, surge, calm */
   phases?: [number, number][];
+  /** Install with `kubectl apply -k config/default` onto the node agent's Nodes. @default false */
+  inCluster?: boolean;
 }
 
 function run(
@@ -78,6 +89,8 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
   if (up.code !== 0 || !kubeconfig)
     throw new Error(`the control plane did not start:\n${up.stderr.slice(-2000)}`);
   const env = { ...opts.env, KUBECONFIG: kubeconfig };
+  const inCluster = opts.inCluster ?? false;
+  const SYSTEM_NS = inCluster ? CLUSTER_SYSTEM_NS : LOCAL_SYSTEM_NS;
   const kubectl = async (...args: string[]) => {
     const r = await run("kubectl", args, { env });
     if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${r.stderr}`);
@@ -89,12 +102,15 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
   const quiet = pino({ level: "silent" });
   let governor: ChildProcess | undefined;
   let governorLog = "";
-  const kubelet = startStandInKubelet(client, { namespace: NS });
+  const kubelet = inCluster ? undefined : startStandInKubelet(client, { namespace: NS });
   const pods = new InformerPodIndex(client, quiet);
-  const appPort = await freePort();
-  const app = new FakeApp(pods, NS, { app: "web" }, appPort);
+  const appPort = inCluster ? SAMPLE_APP_PORT : await freePort();
+  const app = inCluster
+    ? new PodLoad(pods, NS, { app: "web" }, appPort)
+    : new FakeApp(pods, NS, { app: "web" }, appPort);
   let ok = false;
   try {
+    if (inCluster) await requireAgentNodes(client);
     say("Installing Governor's CRDs (kubectl apply -k crds)");
     await kubectl("apply", "-k", `${ROOT}crds`);
     await kubectl(
@@ -103,52 +119,70 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       "crd/metricmappings.governor.dev",
       "crd/scalableworkloads.governor.dev",
     );
-    for (const ns of [NS, SYSTEM_NS]) {
+    for (const ns of inCluster ? [NS] : [NS, SYSTEM_NS]) {
       await client.delete(`/api/v1/namespaces/${ns}`);
       for (let i = 0; i < 120 && (await client.getOrUndefined(`/api/v1/namespaces/${ns}`)); i++)
         await new Promise((r) => setTimeout(r, 500));
       await client.create("/api/v1/namespaces", {
         apiVersion: "v1",
         kind: "Namespace",
-        metadata: { name: ns, ...(ns === NS ? { annotations: STAND_IN_NAMESPACE_ANNOTATIONS } : {}) },
+        metadata: {
+          name: ns,
+          ...(ns === NS && !inCluster ? { annotations: STAND_IN_NAMESPACE_ANNOTATIONS } : {}),
+        },
       });
     }
 
-    const port = await freePort();
-    say(
-      `Starting Governor: governor run --registration=local --secure-port=${port} (it creates its certificate, Service and APIServices)`,
-    );
-    const [cmd, ...prefix] = opts.governorCommand;
-    governor = spawn(
-      cmd!,
-      [
-        ...prefix,
-        "run",
-        "--kubeconfig",
-        kubeconfig,
-        "--namespace",
-        SYSTEM_NS,
-        "--registration",
-        "local",
-        "--bind-address",
-        "127.0.0.1",
-        "--secure-port",
-        String(port),
-        "--metrics-port",
-        String(await freePort()),
-        "--metrics-bind-address",
-        "127.0.0.1",
-        "--no-leader-elect",
-        "--shutdown-delay",
-        "0",
-        "--take-over-apiservices",
-        "--source-allow-cidrs",
-        "127.0.0.0/8",
-      ],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    governor.stdout!.on("data", (d: Buffer) => (governorLog = (governorLog + d.toString()).slice(-20_000)));
-    governor.stderr!.on("data", (d: Buffer) => (governorLog = (governorLog + d.toString()).slice(-20_000)));
+    if (inCluster) {
+      say("Building dist/ (npm run build): the node agent runs the governor image from it");
+      const built = await run("npm", ["run", "build"], { env: opts.env });
+      if (built.code !== 0) throw new Error(`npm run build failed:\n${built.stdout}${built.stderr}`);
+      say(
+        "Installing Governor as users do: kubectl apply -k config/default (two replicas, leader election, a PodDisruptionBudget)",
+      );
+      opts.out(indent(await kubectl("apply", "-k", `${ROOT}config/default`)));
+      await waitFor("two Ready Governor replicas", 180_000, async () => {
+        await kubectl("rollout", "status", "-n", SYSTEM_NS, "deployment/governor", "--timeout=5s");
+      });
+      say(`kubectl get pods -n ${SYSTEM_NS} -o wide`);
+      opts.out(indent(await kubectl("get", "pods", "-n", SYSTEM_NS, "-o", "wide")));
+    } else {
+      const port = await freePort();
+      say(
+        `Starting Governor: governor run --registration=local --secure-port=${port} (it creates its certificate, Service and APIServices)`,
+      );
+      const [cmd, ...prefix] = opts.governorCommand;
+      governor = spawn(
+        cmd!,
+        [
+          ...prefix,
+          "run",
+          "--kubeconfig",
+          kubeconfig,
+          "--namespace",
+          SYSTEM_NS,
+          "--registration",
+          "local",
+          "--bind-address",
+          "127.0.0.1",
+          "--secure-port",
+          String(port),
+          "--metrics-port",
+          String(await freePort()),
+          "--metrics-bind-address",
+          "127.0.0.1",
+          "--no-leader-elect",
+          "--shutdown-delay",
+          "0",
+          "--take-over-apiservices",
+          "--source-allow-cidrs",
+          "127.0.0.0/8",
+        ],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
+      governor.stdout!.on("data", (d: Buffer) => (governorLog = (governorLog + d.toString()).slice(-20_000)));
+      governor.stderr!.on("data", (d: Buffer) => (governorLog = (governorLog + d.toString()).slice(-20_000)));
+    }
     await waitFor("the custom metrics API to be served through the aggregator", 60_000, async () => {
       await client.get("/apis/custom.metrics.k8s.io/v1beta2");
     });
@@ -158,7 +192,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     say(
       "Deploying the sample app: a MetricMapping (requests/s read from each pod's /metrics) and a ScalableWorkload whose HPA targets 10 requests/s per pod",
     );
-    const manifests = demoManifests(appPort);
+    const manifests = demoManifests(appPort, inCluster);
     opts.out(indent(manifests));
     const applied = await run("kubectl", ["apply", "-n", NS, "-f", "-"], { env, input: manifests });
     if (applied.code !== 0) throw new Error(applied.stderr);
@@ -211,18 +245,38 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
   } finally {
     say("Cleaning up");
     await app.stop();
-    await kubelet.stop();
+    await kubelet?.stop();
     await pods.stop();
     if (governor && governor.exitCode === null) {
       governor.kill("SIGTERM");
       await Promise.race([once(governor, "exit"), new Promise((r) => setTimeout(r, 10_000))]);
+    }
+    if (inCluster) {
+      // README, Uninstall: the Deployment first (it would register again), then uninstall.
+      await run(
+        "kubectl",
+        [
+          "delete",
+          "-n",
+          SYSTEM_NS,
+          "deployment/governor",
+          "pdb/governor",
+          "--ignore-not-found",
+          "--wait=true",
+        ],
+        { env },
+      );
+      await waitFor("the Governor pods to stop", 120_000, async () => {
+        const left = await client.get<{ items: unknown[] }>(`/api/v1/namespaces/${SYSTEM_NS}/pods`);
+        if (left.items.length) throw new Error(`${left.items.length} left`);
+      }).catch(() => undefined);
     }
     const [cmd, ...prefix] = opts.governorCommand;
     await run(cmd!, [...prefix, "uninstall", "--kubeconfig", kubeconfig, "--namespace", SYSTEM_NS], {
       env: opts.env,
     });
     await client.delete(`/api/v1/namespaces/${NS}`).catch(() => {});
-    await client.delete(`/api/v1/namespaces/${SYSTEM_NS}`).catch(() => {});
+    if (!inCluster) await client.delete(`/api/v1/namespaces/${SYSTEM_NS}`).catch(() => {});
     await client.close();
     if (!wasUp) await run("bash", [`${ROOT}hack/cluster.sh`, "down"], { env: opts.env });
     say(
@@ -234,7 +288,12 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
   return ok;
 }
 
-function demoManifests(appPort: number): string {
+function demoManifests(appPort: number, inCluster: boolean): string {
+  // In-cluster the pods are real processes of the sample-app image; otherwise imaginary pods
+  // (the stand-in kubelet's) served by prom-client servers on their loopback IPs.
+  const podSpec = inCluster
+    ? `{containers: [{name: web, image: governor-sample-app:demo, args: ["--port", "${appPort}"], readinessProbe: {httpGet: {path: /healthz, port: ${appPort}}, periodSeconds: 1}}]}`
+    : "{containers: [{name: web, image: example.invalid/web:1}]}";
   return `apiVersion: governor.dev/v1alpha1
 kind: MetricMapping
 metadata: {name: http-requests}
@@ -253,7 +312,7 @@ spec:
   selector: {matchLabels: {app: web}}
   template:
     metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: example.invalid/web:1}]}
+    spec: ${podSpec}
   autoscaling:
     minReplicas: 1
     maxReplicas: 6
@@ -281,6 +340,17 @@ async function snapshot(client: KubeClient): Promise<{ value: string; desired: n
     value = "n/a";
   }
   return { value, desired: sw.spec.replicas, current: sw.status?.replicas ?? 0 };
+}
+
+/** The in-cluster demo needs the node agent's Nodes (hack/cluster.sh starts it as root). */
+async function requireAgentNodes(client: KubeClient): Promise<void> {
+  const nodes = await client.get<{ items: { metadata: { labels?: Record<string, string> } }[] }>(
+    "/api/v1/nodes",
+  );
+  if (!nodes.items.some((n) => n.metadata.labels?.[NODE_AGENT_LABEL] === "true"))
+    throw new Error(
+      "--in-cluster needs the node agent's Nodes, which hack/cluster.sh starts only as root: run the demo as root",
+    );
 }
 
 async function waitFor(what: string, timeoutMs: number, fn: () => Promise<void>): Promise<void> {
