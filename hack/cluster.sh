@@ -41,6 +41,9 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler node-agen
 SCHED_PORT="${GOVERNOR_SCHEDULER_PORT:-10259}"
 NODE_NAME=governor-local-node
 POD_CIDR="${GOVERNOR_POD_CIDR:-10.213.0.0/16}"
+SERVICE_CIDR="${GOVERNOR_SERVICE_CIDR:-10.0.0.0/24}"
+KUBERNETES_SVC_IP="${SERVICE_CIDR%.*/*}.1" # the first address: the kubernetes Service
+AGENT_PREFIX="${GOVERNOR_NODE_AGENT_PREFIX:-gov}"
 AGENT_DIR="$DIR/node-agent"
 AGENT_NODES=governor-node-a,governor-node-b
 
@@ -79,7 +82,7 @@ gen_pki() {
     ca front-proxy-ca governor-local-front-proxy-ca
     sign apiserver ca "/CN=kube-apiserver" "$(printf '%s\n' \
       'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=serverAuth' \
-      'subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:10.0.0.1')"
+      'subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:$KUBERNETES_SVC_IP')"
     client_ext="$(printf '%s\n' 'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=clientAuth')"
     sign front-proxy-client front-proxy-ca "/CN=front-proxy-client" "$client_ext"
     sign admin ca "/O=system:masters/CN=admin" "$client_ext"
@@ -181,21 +184,22 @@ start_node_agent() { # version
   mkdir -p "$AGENT_DIR"
   start node-agent node --import tsx "$ROOT/hack/node-agent.ts" \
     --kubeconfig "$KUBECONFIG_FILE" --state-dir "$AGENT_DIR" --ca-file "$PKI/ca.crt" \
-    --apiserver "127.0.0.1:$APISERVER_PORT" --nodes "$AGENT_NODES" --pod-cidr "$POD_CIDR" \
+    --apiserver "127.0.0.1:$APISERVER_PORT" --kubernetes-service "$KUBERNETES_SVC_IP:443" \
+    --nodes "$AGENT_NODES" --pod-cidr "$POD_CIDR" --prefix "$AGENT_PREFIX" \
     --version "v${1#k8s-}"
   wait_for node-agent 60 agent_ready
 }
 
-# What the node agent made (prefix "gov": namespaces gov-<id>, veths gov<id>, bridge govbr0),
-# removed whether or not the agent stopped cleanly.
+# What the node agent made (prefix "gov" by default: namespaces gov-<id>, veths gov<id>,
+# bridge govbr0), removed whether or not the agent stopped cleanly.
 cleanup_pod_network() {
   command -v ip >/dev/null && [[ $EUID -eq 0 ]] || return 0
   local ns pid link
-  for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^gov-[0-9a-f]{8}$/ {print $1}'); do
+  for ns in $(ip netns list 2>/dev/null | awk -v p="^$AGENT_PREFIX-[0-9a-f]{8}\$" '$1 ~ p {print $1}'); do
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
-  for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(govbr0|gov[0-9a-f]{8})$'); do
+  for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E "^(${AGENT_PREFIX}br0|$AGENT_PREFIX[0-9a-f]{8})\$"); do
     ip link del "$link" 2>/dev/null || true
   done
 }
@@ -216,7 +220,7 @@ start_apiserver() {
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
     --endpoint-reconciler-type=none \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
     --client-ca-file="$PKI/ca.crt" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --service-account-issuer=https://kubernetes.default.svc \

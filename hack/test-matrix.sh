@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (`npm test`) once per Kubernetes version, each on a control
-# plane of its own (state in .cluster-<minor>/, ports of its own, so a control plane you
-# keep up on the default ports is not disturbed), one after the other. Ends with the
+# plane of its own (state in .cluster-<minor>/, ports, pod and service networks of its own,
+# so a control plane you keep up with the defaults is not disturbed), one after the other. Ends with the
 # totals over all versions: "N passed, N failed".
 #
 #   npm run test:matrix                         the oldest supported and the default version
@@ -23,6 +23,8 @@ for v in "${VERSIONS[@]}"; do
   GOVERNOR_K8S_VERSION=$v GOVERNOR_CLUSTER_DIR="$ROOT/.cluster-$v" \
     GOVERNOR_ETCD_PORT=$((23700 + 2 * minor)) GOVERNOR_APISERVER_PORT=$((6400 + minor)) \
     GOVERNOR_KCM_PORT=$((11000 + minor)) GOVERNOR_SCHEDULER_PORT=$((11100 + minor)) \
+    GOVERNOR_POD_CIDR="10.2$minor.0.0/16" GOVERNOR_SERVICE_CIDR="10.96.$minor.0/24" \
+    GOVERNOR_NODE_AGENT_PREFIX="g$minor" \
     npm test 2>&1 | tee "$log"
   set -e
   line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1 || true)

@@ -79,8 +79,8 @@ export class PodNetwork {
   constructor(opts: PodNetworkOptions) {
     this.cidr = parsePodCidr(opts.cidr);
     this.prefix = opts.prefix ?? "gov";
-    if (!/^[a-z]{1,4}$/.test(this.prefix))
-      throw new Error(`prefix ${this.prefix}: want 1-4 lower-case letters`);
+    if (!/^[a-z][a-z0-9]{0,3}$/.test(this.prefix))
+      throw new Error(`prefix ${this.prefix}: want 1-4 lower-case letters or digits, a letter first`);
     this.bridge = `${this.prefix}br0`;
     this.gateway = intToIp(this.cidr.base + 1);
   }
