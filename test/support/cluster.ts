@@ -109,7 +109,11 @@ export async function kubectl(cluster: TestCluster, ...args: string[]): Promise<
  * pods go to the stand-in kubelet's Node (imaginary, loopback IPs) unless `podNetwork` is
  * set: then they are scheduled onto the node agent's Nodes and really run.
  */
-export async function freshNamespace(cluster: TestCluster, prefix: string, opts: { podNetwork?: boolean } = {}) {
+export async function freshNamespace(
+  cluster: TestCluster,
+  prefix: string,
+  opts: { podNetwork?: boolean } = {},
+) {
   const name = `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
   await cluster.client.create("/api/v1/namespaces", {
     apiVersion: "v1",
