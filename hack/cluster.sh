@@ -82,7 +82,7 @@ gen_pki() {
     ca front-proxy-ca governor-local-front-proxy-ca
     sign apiserver ca "/CN=kube-apiserver" "$(printf '%s\n' \
       'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=serverAuth' \
-      'subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:$KUBERNETES_SVC_IP')"
+      "subjectAltName=DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:$KUBERNETES_SVC_IP")"
     client_ext="$(printf '%s\n' 'basicConstraints=CA:FALSE' 'keyUsage=digitalSignature,keyEncipherment' 'extendedKeyUsage=clientAuth')"
     sign front-proxy-client front-proxy-ca "/CN=front-proxy-client" "$client_ext"
     sign admin ca "/O=system:masters/CN=admin" "$client_ext"
@@ -193,7 +193,7 @@ start_node_agent() { # version
 # What the node agent made (prefix "gov" by default: namespaces gov-<id>, veths gov<id>,
 # bridge govbr0), removed whether or not the agent stopped cleanly.
 cleanup_pod_network() {
-  command -v ip >/dev/null && [[ $EUID -eq 0 ]] || return 0
+  command -v ip >/dev/null && [[ $EUID -eq 0 && -d $AGENT_DIR ]] || return 0
   local ns pid link
   for ns in $(ip netns list 2>/dev/null | awk -v p="^$AGENT_PREFIX-[0-9a-f]{8}\$" '$1 ~ p {print $1}'); do
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
