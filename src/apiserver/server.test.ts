@@ -535,6 +535,22 @@ describe("metrics API server", function () {
       }
     });
 
+    it("echoes the apiserver's Audit-ID, but replaces one that is long or odd with a fresh id", async () => {
+      const path = `${C}/v1beta2/namespaces/shop/pods/web-1/http_requests`;
+      const uuid = "3f2b9c1e-0d6a-4f7e-9a51-2c8e5b7d4a10";
+      const echoed = await get(path, proxy, {
+        headers: { "X-Remote-User": "proxied-hpa", "Audit-ID": uuid },
+      });
+      expect(echoed.headers["audit-id"]).to.equal(uuid);
+      for (const odd of ["x".repeat(4000), "a b", "id;drop"]) {
+        const res = await get(path, proxy, { headers: { "X-Remote-User": "proxied-hpa", "Audit-ID": odd } });
+        expect(res.status).to.equal(200);
+        expect(res.headers["audit-id"]).to.match(
+          /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/,
+        );
+      }
+    });
+
     it("answers 429 with Retry-After beyond its in-flight limit, and health checks still", async () => {
       let release!: () => void;
       const gate = new Promise<void>((r) => (release = r));

@@ -161,7 +161,10 @@ export class MetricsApiServer {
   private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
     this.inFlight++;
-    const requestId = headerValue(req.headers["audit-id"]) ?? randomUUID();
+    // The apiserver's Audit-ID (a UUID) ties our log to its audit log; anything else a
+    // caller sends (8 KB of junk) is not worth logging or echoing: a fresh id instead.
+    const supplied = headerValue(req.headers["audit-id"]);
+    const requestId = supplied && AUDIT_ID.test(supplied) ? supplied : randomUUID();
     let kind: RouteKind = RouteKinds.Unknown;
     let status = 500;
     let user = "";
@@ -312,6 +315,8 @@ function splitTarget(target: string): { pathname: string; searchParams: URLSearc
   if (q < 0) return { pathname: target, searchParams: NO_QUERY };
   return { pathname: target.slice(0, q), searchParams: new URLSearchParams(target.slice(q + 1)) };
 }
+
+const AUDIT_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 function headerValue(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;

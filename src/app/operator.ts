@@ -182,10 +182,13 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     shutdownDelayMs: opts.shutdownDelayMs,
     authCacheTtlMs: opts.authCacheTtlMs,
     readinessWarnings: () => [...(registration?.conflicts.values() ?? [])],
-    notReadyReason: () =>
-      provider.size === 0 && controller.queue.stats.processed === 0 && controller.informer.list().length > 0
-        ? "loading MetricMappings"
-        : undefined,
+    // Ready once every MetricMapping of the first list has been loaded (a replica that
+    // answered before would tell the HPA "no such metric" for the ones still loading).
+    notReadyReason: () => {
+      const p = controller.initialProgress();
+      if (!p) return "listing MetricMappings";
+      return p.done < p.total ? `loading MetricMappings (${p.done} of ${p.total})` : undefined;
+    },
   });
   live.api = api;
   registration?.start();

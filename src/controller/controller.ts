@@ -39,6 +39,11 @@ export interface Controller<T extends KubernetesObject> {
   queue: WorkQueue;
   /** Resolves after the first list has been queued. */
   synced: Promise<void>;
+  /**
+   * How many objects of the first list have been reconciled at least once (successfully
+   * or not), of how many; `undefined` before the first list arrives.
+   */
+  initialProgress(): { done: number; total: number } | undefined;
   stop(): Promise<void>;
 }
 
@@ -58,7 +63,23 @@ export function startController<T extends KubernetesObject>(opts: ControllerOpti
       error: (err, retryIn) => log.warn({ err: String(err), retryIn }, "watch failed; restarting"),
     },
   );
-  const workers = runWorkers(queue, opts.concurrency ?? 4, opts.reconcile, (key, err, retryIn) =>
+  // Keys attempted before the first list is in, then the first list's keys not yet attempted.
+  const attempted = new Set<string>();
+  let initial: { pending: Set<string>; total: number } | undefined;
+  void informer.synced.then(() => {
+    const keys = informer.list().map(objectKey);
+    initial = { pending: new Set(keys.filter((k) => !attempted.has(k))), total: keys.length };
+    attempted.clear();
+  });
+  const reconcile = async (key: string) => {
+    try {
+      return await opts.reconcile(key);
+    } finally {
+      if (initial) initial.pending.delete(key);
+      else attempted.add(key);
+    }
+  };
+  const workers = runWorkers(queue, opts.concurrency ?? 4, reconcile, (key, err, retryIn) =>
     log.warn(
       { key, err: err instanceof Error ? err.message : String(err), retryIn },
       "reconcile failed; will retry",
@@ -68,6 +89,7 @@ export function startController<T extends KubernetesObject>(opts: ControllerOpti
     informer,
     queue,
     synced: informer.synced,
+    initialProgress: () => initial && { done: initial.total - initial.pending.size, total: initial.total },
     async stop() {
       queue.shutDown();
       await informer.stop();
