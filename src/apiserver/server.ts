@@ -16,7 +16,7 @@ import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { createSecureContext, type SecureContext } from "node:tls";
 import type { Logger } from "pino";
-import { AuthenticationError, type Authenticator } from "./authn.js";
+import { ANONYMOUS, AuthenticationError, type Authenticator } from "./authn.js";
 import type { Authorizer } from "./authz.js";
 import type { ApiServerMetrics } from "./instrumentation.js";
 import { errorResponse, type MetricsApi, RouteKinds, type RouteKind, routeKind } from "./metrics-api.js";
@@ -49,6 +49,14 @@ export interface MetricsApiServerOptions {
    * kube-apiserver's `--max-requests-inflight` does. @default 400
    */
   maxInFlight?: number;
+  /**
+   * Let unauthenticated requests through to authorization (a SubjectAccessReview for
+   * `system:anonymous`). Off: they are answered 401 at once. Nobody legitimate calls the
+   * metrics APIs unauthenticated (the aggregator and the HPA always present credentials),
+   * and every unique anonymous path would otherwise cost the apiserver a review.
+   * @default false
+   */
+  anonymous?: boolean;
 }
 
 const HEALTH_PATHS = new Set(["/healthz", "/livez", "/readyz"]);
@@ -210,6 +218,11 @@ export class MetricsApiServer {
         throw err;
       }
       user = identity.name;
+      if (identity === ANONYMOUS && !this.opts.anonymous) {
+        status = 401;
+        send(res, 401, statusBody(401, "Unauthorized", "Unauthorized: no credentials"), requestId);
+        return;
+      }
       const info = requestInfo(req.method ?? "GET", target.pathname, target.searchParams);
       const pending = this.opts.authorizer.authorize(identity, info);
       const decision = pending instanceof Promise ? await pending : pending;

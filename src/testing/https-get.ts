@@ -2,7 +2,7 @@
  * A tiny HTTPS GET for tests and the demo: optional client certificate, extra headers,
  * the answer's status, headers and parsed JSON (or text).
  */
-import { request } from "node:https";
+import { type Agent, request } from "node:https";
 
 /** Options of {@link httpsGet}. */
 export interface HttpsGetOptions {
@@ -12,6 +12,8 @@ export interface HttpsGetOptions {
   headers?: Record<string, string | string[]>;
   servername?: string;
   timeoutMs?: number;
+  /** A keep-alive agent to reuse connections. @default a fresh connection per request */
+  agent?: Agent;
 }
 
 /** The answer of {@link httpsGet}. */
@@ -30,7 +32,7 @@ export function httpsGet(url: string, opts: HttpsGetOptions = {}): Promise<Https
       url,
       {
         method: "GET",
-        agent: false,
+        agent: opts.agent ?? false,
         ca: opts.ca,
         cert: opts.cert,
         key: opts.key,

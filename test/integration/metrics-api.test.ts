@@ -209,12 +209,12 @@ describe("metrics API through the real kube-aggregator (integration)", function 
   describe("auth matrix against the cluster's real authentication config and RBAC", () => {
     const path = () => `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/web-1/http_requests`;
 
-    it("spoofed X-Remote-* headers without a client certificate → anonymous → 403", async () => {
+    it("spoofed X-Remote-* headers without a client certificate → anonymous → 401", async () => {
       const res = await direct(path(), {
         headers: { "X-Remote-User": "admin", "X-Remote-Group": "system:masters" },
       });
-      expect(res.status, res.text).to.equal(403);
-      expect(res.json.message).to.contain("system:anonymous");
+      expect(res.status, res.text).to.equal(401);
+      expect(res.json.reason).to.equal("Unauthorized");
     });
 
     it("a front-proxy-CA certificate whose CN is not in requestheader-allowed-names → 401", async () => {

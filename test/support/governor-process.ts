@@ -20,7 +20,14 @@ export class GovernorProcess {
   /** The plain-HTTP port of Governor's own /metrics. */
   metricsPort = 0;
 
-  constructor(private readonly cluster: TestCluster) {}
+  /**
+   * @param opts.sourceAllowCidrs `--source-allow-cidrs` (the local control plane's pods and
+   * test endpoints listen on loopback). @default ["127.0.0.0/8"]; `[]` keeps the default policy.
+   */
+  constructor(
+    private readonly cluster: TestCluster,
+    private readonly opts: { sourceAllowCidrs?: string[] } = {},
+  ) {}
 
   /** Applies config/local, then starts `governor run` and waits until the aggregator serves it. */
   async start(): Promise<void> {
@@ -58,8 +65,7 @@ export class GovernorProcess {
         "--shutdown-delay",
         "0",
         "--take-over-apiservices",
-        "--source-allow-cidrs",
-        "127.0.0.0/8",
+        ...(this.opts.sourceAllowCidrs ?? ["127.0.0.0/8"]).flatMap((c) => ["--source-allow-cidrs", c]),
       ],
       { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
     );
@@ -71,6 +77,11 @@ export class GovernorProcess {
       intervalMs: 500,
       what: "Governor served through the aggregator",
     });
+  }
+
+  /** The process id, while it runs. */
+  get pid(): number | undefined {
+    return this.child?.exitCode === null ? this.child.pid : undefined;
   }
 
   /** The last lines of Governor's log. */

@@ -1,0 +1,415 @@
+import { expect } from "chai";
+import { readFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { Agent } from "node:https";
+import { join } from "node:path";
+import { httpsGet } from "../../src/testing/https-get.js";
+import { applyYaml, freshNamespace, useCluster, type TestCluster } from "../support/cluster.js";
+import { eventually } from "../support/eventually.js";
+import { GovernorProcess } from "../support/governor-process.js";
+import { MetricLoad, requireNodeAgent } from "../support/in-cluster.js";
+
+/**
+ * Application teams are hostile until proven otherwise: each attack of issue #13, against a
+ * Governor running with the default source policy, over the real aggregator and directly.
+ * Prints a table (README: Reliability → Hostile input) with what each attack got, Governor's
+ * peak RSS and the p99 of metric requests through the aggregator while it ran.
+ */
+describe("hostile tenants: attacks over the aggregator and directly, with the default source policy (e2e)", function () {
+  this.timeout(300_000);
+  let cluster: TestCluster;
+  let governor: GovernorProcess;
+  let ns: Awaited<ReturnType<typeof freshNamespace>>;
+  let hostile: Server;
+  let hostileBase: string;
+  let bigBytesSent = 0;
+  let loopback: Server;
+  let loopbackConnections = 0;
+  let peakRssMB = 0;
+  let rssTimer: NodeJS.Timeout | undefined;
+  const rows: { attack: string; got: string; p99Ms?: number; failed?: number; rssMB?: number }[] = [];
+  /** The attacker reuses connections (as a client that wants many requests would). */
+  const keepAlive = new Agent({ keepAlive: true, maxSockets: 50 });
+  let baselineP99 = 0;
+  let legitPath = "";
+  let totalFailed = 0;
+  let worstRssMB = 0;
+  /** Governor's CA (from the Secret it made), to verify its serving certificate. */
+  let servingCA = "";
+  let load: MetricLoad;
+  const pki = (f: string) => readFileSync(join(cluster.dir, "pki", f), "utf8");
+  const direct = (path: string, authenticated = true) =>
+    httpsGet(`https://127.0.0.1:${governor.port}${path}`, {
+      agent: keepAlive,
+      ca: servingCA,
+      servername: "governor.governor-system.svc",
+      ...(authenticated
+        ? {
+            cert: pki("front-proxy-client.crt"),
+            key: pki("front-proxy-client.key"),
+            headers: { "X-Remote-User": "admin", "X-Remote-Group": "system:masters" },
+          }
+        : {}),
+    });
+  const condition = async (name: string, type: string) =>
+    (
+      await cluster.client.get<{
+        status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] };
+      }>(`/apis/governor.dev/v1alpha1/namespaces/${ns.name}/metricmappings/${name}`)
+    ).status?.conditions?.find((c) => c.type === type);
+  const sampleRss = () => {
+    const pid = governor.pid;
+    if (!pid) return;
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    if (m) peakRssMB = Math.max(peakRssMB, Number(m[1]) / 1024);
+  };
+  /**
+   * Sends `fire(i)` 50 at a time with ever new `i` until at least `count` were sent and
+   * `minMs` passed (so the legitimate load has a window to be measured in); counts statuses.
+   */
+  const sustain = async (count: number, minMs: number, fire: (i: number) => Promise<{ status: number }>) => {
+    const counts = new Map<number, number>();
+    const started = Date.now();
+    for (let i = 0; i < count || Date.now() - started < minMs; i += 50) {
+      const batch = await Promise.all(Array.from({ length: 50 }, (_, j) => fire(i + j)));
+      for (const r of batch) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
+    }
+    return counts;
+  };
+  const describeCounts = (counts: Map<number, number>) =>
+    [...counts].map(([s, n]) => `${n.toLocaleString("en")}× ${s}`).join(", ");
+  /** kubectl apply's error message, or "ACCEPTED". */
+  const refusedAtAdmission = (yaml: string): string => {
+    try {
+      applyYaml(cluster, ns.name, yaml);
+      return "ACCEPTED";
+    } catch (e) {
+      return (e as Error).message;
+    }
+  };
+
+  before(async function () {
+    this.timeout(60 * 60_000);
+    cluster = await useCluster();
+    await requireNodeAgent(cluster);
+    ns = await freshNamespace(cluster, "attacks");
+    // The default source policy: loopback, link-local and metadata addresses are refused.
+    governor = new GovernorProcess(cluster, { sourceAllowCidrs: [] });
+    await governor.start();
+    const secret = await cluster.client.get<{ data: Record<string, string> }>(
+      "/api/v1/namespaces/governor-system/secrets/governor-serving-cert",
+    );
+    servingCA = Buffer.from(secret.data["ca.crt"]!, "base64").toString();
+    rssTimer = setInterval(sampleRss, 200);
+    // An endpoint the attacker controls, on an address the default policy allows (the pod
+    // network's gateway: a private address, like a pod's): /ok answers, /big streams 1 GiB.
+    const node = await cluster.client.get<{ status: { addresses: { type: string; address: string }[] } }>(
+      "/api/v1/nodes/governor-node-a",
+    );
+    const address = node.status.addresses.find((a) => a.type === "InternalIP")!.address;
+    hostile = createServer((req, res) => {
+      if (req.url === "/ok") return void res.end('{"v": 5}');
+      res.writeHead(200, { "content-type": "application/json" });
+      const chunk = Buffer.alloc(1 << 20, 0x20);
+      let sent = 0;
+      const pump = () => {
+        while (sent < 1024) {
+          sent++;
+          bigBytesSent += chunk.length; // handed to the socket (its buffers hold a little)
+          if (!res.write(chunk)) return void res.once("drain", pump);
+        }
+        res.end();
+      };
+      res.on("close", () => res.removeAllListeners("drain"));
+      pump();
+    });
+    await new Promise<void>((r) => hostile.listen(0, address, r));
+    hostileBase = `http://${address}:${(hostile.address() as { port: number }).port}`;
+    loopback = createServer((_req, res) => res.end('{"v": 1}'));
+    loopback.on("connection", () => loopbackConnections++);
+    await new Promise<void>((r) => loopback.listen(0, "127.0.0.1", r));
+
+    // A legitimate metric the "HPA" keeps reading all along.
+    applyYaml(
+      cluster,
+      ns.name,
+      `
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: legit}
+spec:
+  metric: legit
+  subject: {external: {}}
+  interval: 2s
+  source: {http: {url: "${hostileBase}/ok", jsonPath: "$.v"}}
+---
+# Custom metrics for selector and object-name queries to land on.
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: pod-load}
+spec:
+  metric: pod_load
+  subject: {resource: pods}
+  source: {static: {value: "1"}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: service-load}
+spec:
+  metric: service_load
+  subject: {resource: services}
+  source: {static: {value: "1"}}
+`,
+    );
+    const path = `/apis/external.metrics.k8s.io/v1beta1/namespaces/${ns.name}/legit`;
+    await eventually(() => cluster.client.get(path), {
+      timeoutMs: 30_000,
+      what: "the legitimate metric served",
+    });
+    const quiet = new MetricLoad(cluster, path, 20);
+    quiet.start();
+    await new Promise((r) => setTimeout(r, 5000));
+    baselineP99 = (await quiet.stop()).p99Ms;
+    legitPath = path;
+  });
+
+  // The "HPA" reads the legitimate metric all along; each attack's row gets its figures.
+  beforeEach(() => {
+    load = new MetricLoad(cluster, legitPath, 20);
+    load.start();
+    peakRssMB = 0;
+  });
+  afterEach(async () => {
+    sampleRss();
+    const r = await load.stop();
+    const row = rows[rows.length - 1];
+    // A p99 of fewer than 50 requests (an attack over in a moment) says nothing.
+    if (row && row.failed === undefined)
+      Object.assign(row, {
+        p99Ms: r.sent >= 50 ? r.p99Ms : undefined,
+        failed: r.failed,
+        rssMB: Math.round(peakRssMB),
+      });
+    totalFailed += r.failed;
+    worstRssMB = Math.max(worstRssMB, peakRssMB);
+  });
+
+  after(async () => {
+    clearInterval(rssTimer);
+    keepAlive.destroy();
+    hostile?.close();
+    hostile?.closeAllConnections();
+    loopback?.close();
+    console.log(
+      `      [figures] attack | what it got | legitimate metric through the aggregator at 20/s while it ran: failed, p99 (unloaded ${baselineP99} ms) | Governor peak RSS`,
+    );
+    for (const row of rows)
+      console.log(
+        `      [figures] ${row.attack} | ${row.got} | ${row.failed ?? "-"} failed, p99 ${row.p99Ms ?? "-"} ms | ${row.rssMB ?? "-"} MiB`,
+      );
+    await governor?.stop();
+    await ns?.delete();
+  });
+
+  it("a Secret name that climbs out of the namespace is refused at admission", async () => {
+    const got = refusedAtAdmission(`
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: traversal}
+spec:
+  metric: traversal
+  subject: {external: {}}
+  source: {http: {url: "${hostileBase}/ok", jsonPath: "$.v", headersSecret: {name: "../../governor-system/secrets/governor-serving-cert"}}}
+`);
+    expect(got).to.match(/headersSecret.name in body should match/);
+    rows.push({
+      attack: "Secret name `../../governor-system/secrets/…`",
+      got: "refused at admission (DNS-1123 name)",
+    });
+  });
+
+  it("intervals of 0s, 1ms and 600h are refused at admission", async () => {
+    for (const interval of ["0s", "1ms", "600h"]) {
+      const got = refusedAtAdmission(`
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: interval-${interval}}
+spec:
+  metric: x
+  subject: {external: {}}
+  interval: ${interval}
+  source: {static: {value: "1"}}
+`);
+      expect(got, interval).to.match(/interval/);
+    }
+    rows.push({ attack: "`interval: 0s`, `1ms`, `600h`", got: "refused at admission (1s–1h)" });
+  });
+
+  it("metadata and loopback URLs are refused before any connection, and say so in status", async () => {
+    applyYaml(
+      cluster,
+      ns.name,
+      `
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: metadata-url}
+spec:
+  metric: metadata_url
+  subject: {external: {}}
+  source: {http: {url: "http://169.254.169.254/latest/meta-data/", jsonPath: "$.v"}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: loopback-url}
+spec:
+  metric: loopback_url
+  subject: {external: {}}
+  source: {http: {url: "http://127.0.0.1:${(loopback.address() as { port: number }).port}/", jsonPath: "$.v"}}
+`,
+    );
+    for (const name of ["metadata-url", "loopback-url"])
+      await eventually(
+        async () => {
+          const c = await condition(name, "SourceHealthy");
+          expect(c?.status).to.equal("False");
+          expect(c?.message).to.match(/refused by Governor's source policy/);
+        },
+        { timeoutMs: 30_000, what: `${name} refused` },
+      );
+    expect(loopbackConnections, "connections to the loopback listener").to.equal(0);
+    const c = await condition("metadata-url", "SourceHealthy");
+    rows.push({
+      attack: "URL at `169.254.169.254` and at loopback",
+      got: `condition SourceHealthy=False (${c?.reason}); 0 connections made`,
+    });
+  });
+
+  it("a 1 GiB answer is cut off at the response limit and Governor's memory stays bounded", async () => {
+    applyYaml(
+      cluster,
+      ns.name,
+      `
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: big-answer}
+spec:
+  metric: big_answer
+  subject: {external: {}}
+  interval: 2s
+  source: {http: {url: "${hostileBase}/big", jsonPath: "$.v"}}
+`,
+    );
+    await eventually(
+      async () => {
+        const c = await condition("big-answer", "SourceHealthy");
+        expect(c?.status).to.equal("False");
+        expect(c?.message).to.match(/larger than 10 MiB/);
+      },
+      { timeoutMs: 30_000, what: "big-answer refused" },
+    );
+    await new Promise((r) => setTimeout(r, 6000)); // a few more intervals of it
+    rows.push({
+      attack: "a 1 GiB answer, every 2 s",
+      got: `condition SourceHealthy=False; ${Math.round(bigBytesSent / 2 ** 20)} MiB sent over all attempts`,
+    });
+  });
+
+  it("10,000 unique label selectors and 10,000 unique object names get 200 or 4xx, never a 5xx", async () => {
+    const base = `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}`;
+    const counts = await sustain(10_000, 5000, (i) =>
+      direct(
+        i % 2
+          ? `${base}/pods/*/pod_load?labelSelector=${encodeURIComponent(`app=a${i},tier in (x${i})`)}`
+          : `${base}/services/svc-${i}/service_load`,
+      ),
+    );
+    rows.push({
+      attack: "≥ 10,000 unique selectors and object names (direct, for ≥ 5 s)",
+      got: describeCounts(counts),
+    });
+    expect([...counts.keys()].filter((s) => s >= 500)).to.deep.equal([]);
+  });
+
+  it("10,000 unique paths without credentials are all refused with 401, without asking the apiserver", async () => {
+    const counts = await sustain(10_000, 5000, (i) =>
+      direct(`/apis/custom.metrics.k8s.io/v1beta2/namespaces/n${i}/pods/*/m${i}`, false),
+    );
+    rows.push({
+      attack: "≥ 10,000 unique anonymous paths (direct, for ≥ 5 s)",
+      got: describeCounts(counts),
+    });
+    expect(
+      [...counts.keys()].every((s) => s === 401),
+      JSON.stringify([...counts]),
+    ).to.equal(true);
+  });
+
+  it("a malformed %-escape is a 400 over the aggregator and directly", async () => {
+    const path = `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/%zz/legit`;
+    const viaAggregator = await cluster.client.request("GET", path).then(
+      () => 200,
+      (e: { statusCode?: number }) => e.statusCode ?? 0,
+    );
+    const directly = (await direct(path)).status;
+    rows.push({
+      attack: "malformed `%zz` in the path",
+      got: `aggregator ${viaAggregator}, direct ${directly}`,
+    });
+    expect(directly).to.equal(400);
+    expect(viaAggregator).to.be.within(400, 499);
+  });
+
+  it("another team's HPA of the same name is not taken over: the ScalableWorkload says so", async () => {
+    applyYaml(
+      cluster,
+      ns.name,
+      `
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: victim}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: theirs}
+  minReplicas: 1
+  maxReplicas: 2
+  metrics: [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}}]
+---
+apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: victim}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: victim}}
+  template:
+    metadata: {labels: {app: victim}}
+    spec: {containers: [{name: app, image: example.invalid/app}]}
+  autoscaling: {minReplicas: 1, maxReplicas: 5, metrics: [{mapping: legit, target: {averageValue: "1"}}]}
+`,
+    );
+    const ready = await eventually(
+      async () => {
+        const sw = await cluster.client.get<{
+          status?: { conditions?: { type: string; status: string; reason?: string }[] };
+        }>(`/apis/governor.dev/v1alpha1/namespaces/${ns.name}/scalableworkloads/victim`);
+        const c = sw.status?.conditions?.find((x) => x.type === "Ready");
+        expect(c?.reason).to.equal("HorizontalPodAutoscalerExists");
+        return c!;
+      },
+      { timeoutMs: 30_000, what: "the ScalableWorkload to report the foreign HPA" },
+    );
+    const hpa = await cluster.client.get<{ spec: { scaleTargetRef: { name: string }; maxReplicas: number } }>(
+      `/apis/autoscaling/v2/namespaces/${ns.name}/horizontalpodautoscalers/victim`,
+    );
+    expect(hpa.spec.scaleTargetRef.name).to.equal("theirs");
+    expect(hpa.spec.maxReplicas).to.equal(2);
+    rows.push({
+      attack: "a ScalableWorkload named like another team's HPA",
+      got: `HPA untouched; Ready=${ready.status} (${ready.reason})`,
+    });
+  });
+
+  it("throughout the attacks the legitimate metric never failed and Governor stayed below the Deployment's 512 MiB limit", () => {
+    expect(totalFailed, "legitimate metric requests failed").to.equal(0);
+    expect(worstRssMB).to.be.below(512);
+    expect(governor.pid, "Governor still running").to.be.a("number");
+  });
+});
