@@ -33,7 +33,7 @@ export async function createPods(b: Bench, n = PODS): Promise<void> {
         name: podName(i),
         labels: { app: "load", shard: String(Math.floor(i / SHARD)), half: String(i % 2) },
       },
-      spec: { containers: [{ name: "app", image: "registry.invalid/load:1" }] },
+      spec: { containers: [{ name: "app", image: "example.invalid/load:1" }] },
     }),
   );
 }
