@@ -18,6 +18,7 @@ import { createHash, X509Certificate } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { TLSSocket } from "node:tls";
 import { GovernorError } from "../errors.js";
+import { ByteLru, stringBytes } from "../util/lru.js";
 import { tryDecodeURIComponent } from "../util/uri.js";
 
 /** An authenticated (or anonymous) user, as in `user.Info`. */
@@ -140,7 +141,11 @@ export class DelegatingAuthenticator implements Authenticator {
   private config: AuthenticationConfig = { clientCA: "" };
   private generation = 0;
   private readonly socketCache = new WeakMap<TLSSocket, { generation: number; identity: CertIdentity }>();
-  private readonly tokenCache = new Map<string, { user: UserInfo | undefined; expires: number }>();
+  /** Reviews by token hash: bounded in bytes, least recently used out first. */
+  private readonly tokenCache = new ByteLru<string, { user: UserInfo | undefined; expires: number }>({
+    maxBytes: 4 << 20,
+    sizeOf: (key, v) => stringBytes(key) + 200 + (v.user ? stringBytes(JSON.stringify(v.user)) : 0),
+  });
 
   /**
    * @param tokens checks bearer tokens; undefined disables token authentication.
@@ -209,7 +214,6 @@ export class DelegatingAuthenticator implements Authenticator {
     }
     this.opts.onCache?.("miss");
     const user = await this.tokens!.review(token);
-    if (this.tokenCache.size > 10_000) this.tokenCache.clear();
     this.tokenCache.set(key, { user, expires: now + (this.opts.tokenCacheTtlMs ?? 10_000) });
     return user;
   }

@@ -5,6 +5,7 @@
  * kube-apiserver's privileged-group authorizer does); decisions are cached for 10 s.
  * A review that cannot be made is an {@link AuthUnavailableError}: never an allow.
  */
+import { ByteLru, stringBytes } from "../util/lru.js";
 import type { UserInfo } from "./authn.js";
 import type { RequestInfo } from "./request-info.js";
 
@@ -68,7 +69,11 @@ export function accessReviewSpec(user: UserInfo, info: RequestInfo): SubjectAcce
 
 /** See the module comment. */
 export class DelegatingAuthorizer implements Authorizer {
-  private readonly cache = new Map<string, { decision: Decision; expires: number }>();
+  /** Decisions by review spec: bounded in bytes, least recently used out first. */
+  private readonly cache = new ByteLru<string, { decision: Decision; expires: number }>({
+    maxBytes: 8 << 20,
+    sizeOf: (key, v) => stringBytes(key) + 100 + stringBytes(v.decision.reason),
+  });
 
   /**
    * @param opts.ttlMs how long a decision (allow or deny) is reused. @default 10000
@@ -92,7 +97,6 @@ export class DelegatingAuthorizer implements Authorizer {
     }
     this.opts.onCache?.("miss");
     return this.reviewer.review(spec).then((decision) => {
-      if (this.cache.size > 10_000) this.cache.clear();
       this.cache.set(key, { decision, expires: now + (this.opts.ttlMs ?? 10_000) });
       return decision;
     });

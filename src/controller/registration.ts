@@ -82,7 +82,10 @@ export class Registration {
   private current?: SecretData;
   private timer?: NodeJS.Timeout;
   private stopped = false;
-  private running?: Promise<void>;
+  /** Syncs run one at a time (the timer and syncNow() alike), in order. */
+  private running: Promise<void> = Promise.resolve();
+  /** The Secret's resourceVersion as last read: a write based on it fails if it changed since. */
+  private secretVersion?: string;
   private forceCA = false;
   private forceLeaf = false;
   /** APIServices left alone because another Service owns them. */
@@ -115,10 +118,11 @@ export class Registration {
     if (!data) {
       const fresh = await this.generate();
       try {
-        await this.opts.client.create(
+        const created = await this.opts.client.create<KubeObject>(
           `/api/v1/namespaces/${this.opts.namespace}/secrets`,
           this.secretBody(fresh),
         );
+        this.secretVersion = created.metadata?.resourceVersion;
         this.log.info({ secret: this.secretName }, "created the serving certificate");
         data = fresh;
       } catch (err) {
@@ -140,7 +144,7 @@ export class Registration {
   start(): void {
     const tick = () => {
       if (this.stopped) return;
-      this.running = this.sync()
+      this.serially()
         .catch((err: unknown) =>
           this.log.warn(
             { err: err instanceof Error ? err.message : String(err) },
@@ -156,8 +160,14 @@ export class Registration {
 
   /** Runs one sync now (tests, and right after becoming leader). */
   async syncNow(): Promise<void> {
-    await this.running;
-    await this.sync();
+    await this.serially();
+  }
+
+  /** Queues one sync after any that runs: never two at once. */
+  private serially(): Promise<void> {
+    const next = this.running.then(() => this.sync());
+    this.running = next.catch(() => undefined);
+    return next;
   }
 
   /** Rotates on the next syncs: the leaf, or the CA and then the leaf. */
@@ -316,6 +326,7 @@ export class Registration {
       this.secretPath,
     );
     if (!s?.data) return undefined;
+    this.secretVersion = s.metadata?.resourceVersion;
     const d: SecretData = {
       caBundle: unb64(s.data["ca.crt"]),
       caKey: unb64(s.data["ca.key"]),
@@ -328,13 +339,18 @@ export class Registration {
     return d;
   }
 
+  /**
+   * Replaces the Secret, on condition that it is still the version this decision was read
+   * from: if another writer (a second leader in a split, a person) changed it meanwhile, the
+   * apiserver answers 409 and the next sync reads again and decides again.
+   */
   private async writeSecret(d: SecretData): Promise<void> {
-    const existing = await this.opts.client.get<KubeObject>(this.secretPath);
     const body = this.secretBody(d);
-    await this.opts.client.replace(this.secretPath, {
+    const written = await this.opts.client.replace<KubeObject>(this.secretPath, {
       ...body,
-      metadata: { ...body.metadata, resourceVersion: existing.metadata?.resourceVersion },
+      metadata: { ...body.metadata, resourceVersion: this.secretVersion },
     });
+    this.secretVersion = written.metadata?.resourceVersion;
     this.current = d;
   }
 

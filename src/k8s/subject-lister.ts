@@ -7,6 +7,7 @@ import type { LabelSelector } from "../selectors/label-selector.js";
 import type { SubjectLister, SubjectObject } from "../metrics/mapping-provider.js";
 import type { GroupResource } from "../metrics/provider.js";
 import type { KubeClient, KubeObject } from "./client.js";
+import { ByteLru, stringBytes } from "../util/lru.js";
 import type { PodIndex } from "./pod-index.js";
 import { DiscoveryResourceMapper, type ResourceMapper } from "./resource-mapper.js";
 
@@ -14,7 +15,14 @@ const isPods = (gr: GroupResource) => gr.group === "" && gr.resource === "pods";
 
 /** See the module comment. */
 export class KubeSubjectLister implements SubjectLister {
-  private readonly cache = new Map<string, { at: number; objects: Promise<SubjectObject[]> }>();
+  /**
+   * Lists by resource, namespace and (caller-chosen) selector, reused for 2 s: bounded,
+   * least recently used out first (an entry is counted at a typical list's size).
+   */
+  private readonly cache = new ByteLru<string, { at: number; objects: Promise<SubjectObject[]> }>({
+    maxBytes: 4 << 20,
+    sizeOf: (key) => stringBytes(key) + 2048,
+  });
 
   constructor(
     private readonly client: KubeClient,
@@ -38,7 +46,6 @@ export class KubeSubjectLister implements SubjectLister {
     const hit = this.cache.get(key);
     if (hit && Date.now() - hit.at < 2000) return hit.objects;
     const objects = this.fetch(gr, namespace, selector);
-    if (this.cache.size > 1000) this.cache.clear();
     this.cache.set(key, { at: Date.now(), objects });
     objects.catch(() => this.cache.delete(key));
     return objects;

@@ -10,6 +10,7 @@
  * its source's queries).
  */
 import { LabelSelector } from "../selectors/label-selector.js";
+import { ByteLru, stringBytes } from "../util/lru.js";
 import type { Sampler } from "./sampler.js";
 import {
   type CustomMetricInfo,
@@ -69,7 +70,7 @@ type Described = { kind: string; apiVersion: string; namespaced: boolean };
 /** What {@link MappingProvider} serves for one request: one value, or one per object name. */
 type Served = { scalar?: number; values?: ReadonlyMap<string, number>; at: Date };
 
-type HandedOut = { at: Date; info: Described; raw: number; value: CustomMetricValue };
+type HandedOut = { m: ActiveMapping; at: Date; info: Described; raw: number; value: CustomMetricValue };
 
 /** How long a resource's kind/apiVersion is reused before asking the resource mapper again. */
 const DESCRIBED_TTL_MS = 30_000;
@@ -86,7 +87,14 @@ export class MappingProvider implements MetricsProvider {
   private customList?: CustomMetricInfo[];
   private readonly described = new Map<string, { info: Described; at: number }>();
   /** The last object metric handed out per mapping and object name (see getMetricByName). */
-  private readonly handedOut = new WeakMap<ActiveMapping, Map<string, HandedOut>>();
+  /**
+   * Answers handed out by name, keyed `mapping key NUL object name`: one budget across all
+   * mappings, least recently used out first, so unique object names cannot grow it.
+   */
+  private readonly handedOut = new ByteLru<string, HandedOut>({
+    maxBytes: 16 << 20,
+    sizeOf: (key) => stringBytes(key) * 2 + 400,
+  });
   private externalList?: ExternalMetricInfo[];
 
   constructor(
@@ -189,10 +197,10 @@ export class MappingProvider implements MetricsProvider {
         `${formatGroupResource(req.groupResource)} "${req.name}" has no value for metric "${req.metric}"`,
       );
     // The same answer object while sample and kind are unchanged: the API reuses its bytes.
-    let memo = this.handedOut.get(m);
-    if (!memo) this.handedOut.set(m, (memo = new Map<string, HandedOut>()));
-    const hit = memo.get(req.name);
-    if (hit && hit.at === sample.at && hit.info === info && hit.raw === value) return hit.value;
+    const memoKey = `${m.key}\u0000${req.name}`;
+    const hit = this.handedOut.get(memoKey);
+    if (hit && hit.m === m && hit.at === sample.at && hit.info === info && hit.raw === value)
+      return hit.value;
     const described: DescribedObject = {
       kind: info.kind,
       apiVersion: info.apiVersion,
@@ -200,8 +208,7 @@ export class MappingProvider implements MetricsProvider {
       name: req.name,
     };
     const out = this.customValue(m, described, value, sample.at);
-    if (memo.size > 10_000) memo.clear();
-    memo.set(req.name, { at: sample.at, info, raw: value, value: out });
+    this.handedOut.set(memoKey, { m, at: sample.at, info, raw: value, value: out });
     return out;
   }
 

@@ -76,7 +76,7 @@ describe("governor run (integration)", function () {
     expect(metrics.text).to.contain("governor_process_resident_memory_bytes");
 
     const discovery = await insecureGet(`${api}/apis/custom.metrics.k8s.io/v1beta2`);
-    expect(discovery.status, "anonymous discovery is refused by RBAC").to.equal(403);
+    expect(discovery.status, "anonymous discovery is refused (no credentials: 401)").to.equal(401);
 
     child.kill("SIGTERM");
     await eventually(async () => expect((await insecureGet(`${api}/readyz`)).status).to.equal(503), {

@@ -76,6 +76,48 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
     expect(leaf.publicKey.asymmetricKeyDetails?.namedCurve).to.equal("prime256v1");
   });
 
+  it("does not overwrite a serving Secret that another writer changed after it was read (optimistic concurrency)", async () => {
+    const name = "governor-occ";
+    const path = `/api/v1/namespaces/${ns.name}/secrets/${name}-serving-cert`;
+    let interfered = false;
+    // A client whose first replace of the Secret is overtaken by another writer.
+    const client = new Proxy(cluster.client, {
+      get(target, prop, receiver) {
+        if (prop === "replace")
+          return async (p: string, body: unknown) => {
+            if (p === path && !interfered) {
+              interfered = true;
+              await target.mergePatch(path, {
+                metadata: { annotations: { "example.com/touched-by": "someone" } },
+              });
+            }
+            return target.replace(p, body);
+          };
+        const value: unknown = Reflect.get(target, prop, receiver);
+        return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const r = registration({ client, serviceName: name, mode: "none", isLeader: () => true });
+    const first = await r.init();
+    r.requestRotation();
+    const err = await r.syncNow().then(
+      () => undefined,
+      (e: { statusCode?: number }) => e,
+    );
+    expect(err?.statusCode, "the stale write is refused").to.equal(409);
+    const secret = await cluster.client.get<{
+      metadata: { annotations?: Record<string, string> };
+      data: Record<string, string>;
+    }>(path);
+    expect(secret.metadata.annotations?.["example.com/touched-by"]).to.equal("someone");
+    expect(Buffer.from(secret.data["tls.crt"]!, "base64").toString()).to.equal(first.cert);
+    // The next sync reads the Secret again and rotates on top of what is there now.
+    r.requestRotation();
+    await r.syncNow();
+    const rotated = await cluster.client.get<{ data: Record<string, string> }>(path);
+    expect(Buffer.from(rotated.data["tls.crt"]!, "base64").toString()).to.not.equal(first.cert);
+  });
+
   it("registers the APIServices with the generated CA, and the aggregator marks them Available", async () => {
     const port = await freePort();
     operator = await startOperator({
