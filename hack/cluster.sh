@@ -195,7 +195,7 @@ start_node_agent() { # version
 cleanup_pod_network() {
   command -v ip >/dev/null && [[ $EUID -eq 0 && -d $AGENT_DIR ]] || return 0
   local ns pid link
-  for ns in $(ip netns list 2>/dev/null | awk -v p="^$AGENT_PREFIX-[0-9a-f]{8}\$" '$1 ~ p {print $1}'); do
+  for ns in $(ip netns list 2>/dev/null | cut -d' ' -f1 | grep -E "^$AGENT_PREFIX-[0-9a-f]{8}\$"); do
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
