@@ -53,8 +53,12 @@ export interface NodeAgent {
   /** The control socket's path. */
   socket: string;
   proxy: ServiceProxy;
-  /** Kills every pod on `node` at once, cuts them off and makes the Node NotReady. */
-  lose(node: string): Promise<void>;
+  /**
+   * Kills every pod on `node` at once, cuts them off and makes the Node NotReady. Resolves to
+   * the number of service-proxy connections that were open to its pods at that moment (the
+   * most requests the loss can strand).
+   */
+  lose(node: string): Promise<number>;
   /** Brings a lost Node back, as after a reboot. */
   rejoin(node: string): Promise<void>;
   /** Stops every pod (2 s grace) and removes the pod network. */
@@ -185,13 +189,16 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
     node.lost = true;
     clearInterval(node.heartbeat);
     await node.informer?.stop();
-    await Promise.all([...runners.values()].filter((r) => r.nodeName === name).map((r) => r.lose()));
+    const pods = [...runners.values()].filter((r) => r.nodeName === name);
+    const stranded = proxy.openTo(pods.flatMap((r) => (r.podIP ? [r.podIP] : [])));
+    await Promise.all(pods.map((r) => r.lose()));
     await setNodeReady(client, name, "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.");
     // What the node-lifecycle controller would add: nothing new is scheduled there.
     await client.mergePatch(`/api/v1/nodes/${name}`, {
       spec: { taints: [{ key: "node.kubernetes.io/unreachable", effect: "NoSchedule" }] },
     });
-    log("node lost", { node: name });
+    log("node lost", { node: name, proxiedConnections: stranded });
+    return stranded;
   };
 
   /** A lost Node comes back as after a reboot: its pods' sandboxes are made again. */
@@ -212,8 +219,13 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
     const m = /^\/nodes\/([a-z0-9.-]+)\/(lose|rejoin)$/.exec(req.url ?? "");
     if (req.method === "GET" && req.url === "/healthz") return void res.end("ok");
     if (req.method === "POST" && m)
-      return void (m[2] === "lose" ? lose(m[1]!) : rejoin(m[1]!)).then(
-        () => res.end(`node ${m[1]} ${m[2] === "lose" ? "lost" : "rejoined"}\n`),
+      return void (m[2] === "lose" ? lose(m[1]!) : rejoin(m[1]!).then(() => undefined)).then(
+        (stranded) =>
+          res.end(
+            stranded === undefined
+              ? `node ${m[1]} rejoined\n`
+              : `node ${m[1]} lost; ${stranded} proxied connections were open to its pods\n`,
+          ),
         (err: Error) => res.writeHead(404).end(`${err.message}\n`),
       );
     res.writeHead(404).end("GET /healthz, POST /nodes/<name>/lose, POST /nodes/<name>/rejoin\n");

@@ -253,13 +253,15 @@ export class PodRunner {
   /** The node is lost: every process dies at once and the pod is cut off; nothing more is reported. */
   async lose(): Promise<void> {
     this.lost = true;
+    // The link first: a lost machine sends nothing more, not even the FIN or RST its dying
+    // processes' sockets would.
+    if (this.sandboxReady)
+      await this.ctx.network.setSandboxLink(this.sandboxId, false).catch(() => undefined);
     for (const c of this.containers) {
       clearTimeout(c.restartTimer);
       c.clearProbes();
       this.signal(c, "SIGKILL");
     }
-    if (this.sandboxReady)
-      await this.ctx.network.setSandboxLink(this.sandboxId, false).catch(() => undefined);
   }
 
   /** The agent stops: containers get `graceMs` after SIGTERM; the sandbox is removed; the pod object is left. */

@@ -54,6 +54,8 @@ export interface ServiceProxy {
   synced: Promise<void>;
   /** Connections piped so far, and dials that failed over to another endpoint. */
   stats(): { connections: number; failovers: number; refused: number };
+  /** Connections piped right now to any of these backend addresses. */
+  openTo(addresses: readonly string[]): number;
   stop(): Promise<void>;
 }
 
@@ -66,6 +68,7 @@ export function startServiceProxy(
   const listeners = new Map<string, Listener>(); // "ip:port"
   const addresses = new Set<string>();
   const stats = { connections: 0, failovers: 0, refused: 0 };
+  const open = new Map<string, number>(); // backend address → connections piped to it now
   const [apiHost, apiPort] = splitHostPort(opts.apiserver);
   let pending: Promise<void> = Promise.resolve();
   let stopped = false;
@@ -121,8 +124,13 @@ export function startServiceProxy(
     dial(backends, start, 0).then(
       (upstream) => {
         stats.connections++;
+        const backend = upstream.remoteAddress ?? "";
+        open.set(backend, (open.get(backend) ?? 0) + 1);
         downstream.pipe(upstream).pipe(downstream);
+        let closed = false;
         const close = () => {
+          if (!closed) open.set(backend, (open.get(backend) ?? 1) - 1);
+          closed = true;
           upstream.destroy();
           downstream.destroy();
         };
@@ -228,6 +236,7 @@ export function startServiceProxy(
       return pending;
     }),
     stats: () => ({ ...stats }),
+    openTo: (addresses) => addresses.reduce((n, a) => n + (open.get(a) ?? 0), 0),
     async stop() {
       stopped = true;
       await Promise.all([services.stop(), slices.stop()]);
