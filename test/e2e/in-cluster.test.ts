@@ -455,6 +455,14 @@ spec:
     // tells the aggregator that connection is dead (as on a real cluster, until the Node is
     // declared lost). Each such connection strands at most one request (the aggregator drops
     // it when the caller gives up); every other request is answered by the other replica.
+    if (process.env.GOVERNOR_AGGREGATOR_ROUTING === "true") {
+      // With --enable-aggregator-routing the aggregator dials a ready endpoint's IP itself,
+      // per request; the lost replica's endpoint stays ready until its pods are marked
+      // NotReady (by the node-lifecycle controller, which this control plane does not run),
+      // so about half the requests go to it and fail. The other replica answers the rest.
+      expect(r.sent - r.failed, "requests the other replica answered").to.be.greaterThan(r.sent / 4);
+      return;
+    }
     const timeouts = Object.entries(r.reasons).filter(([k]) => /timeout/i.test(k));
     expect(
       timeouts.reduce((n, [, v]) => n + v, 0),
