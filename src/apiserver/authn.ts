@@ -141,6 +141,7 @@ export class DelegatingAuthenticator implements Authenticator {
   private config: AuthenticationConfig = { clientCA: "" };
   private generation = 0;
   private readonly socketCache = new WeakMap<TLSSocket, { generation: number; identity: CertIdentity }>();
+  private readonly reviewsInFlight = new Map<string, Promise<UserInfo | undefined>>();
   /** Reviews by token hash: bounded in bytes, least recently used out first. */
   private readonly tokenCache = new ByteLru<string, { user: UserInfo | undefined; expires: number }>({
     maxBytes: 4 << 20,
@@ -213,9 +214,18 @@ export class DelegatingAuthenticator implements Authenticator {
       return hit.user;
     }
     this.opts.onCache?.("miss");
-    const user = await this.tokens!.review(token);
-    this.tokenCache.set(key, { user, expires: now + (this.opts.tokenCacheTtlMs ?? 10_000) });
-    return user;
+    // Concurrent misses for the same token share one TokenReview.
+    let pending = this.reviewsInFlight.get(key);
+    if (!pending) {
+      pending = this.tokens!.review(token)
+        .then((user) => {
+          this.tokenCache.set(key, { user, expires: now + (this.opts.tokenCacheTtlMs ?? 10_000) });
+          return user;
+        })
+        .finally(() => this.reviewsInFlight.delete(key));
+      this.reviewsInFlight.set(key, pending);
+    }
+    return pending;
   }
 
   /** The verified identity of the connection's client certificate, cached per TLS connection. */

@@ -75,6 +75,8 @@ export class DelegatingAuthorizer implements Authorizer {
     sizeOf: (key, v) => stringBytes(key) + 100 + stringBytes(v.decision.reason),
   });
 
+  private readonly inFlight = new Map<string, Promise<Decision>>();
+
   /**
    * @param opts.ttlMs how long a decision (allow or deny) is reused. @default 10000
    * @param opts.onCache "hit"/"miss" per lookup, for metrics.
@@ -96,9 +98,17 @@ export class DelegatingAuthorizer implements Authorizer {
       return hit.decision;
     }
     this.opts.onCache?.("miss");
-    return this.reviewer.review(spec).then((decision) => {
-      this.cache.set(key, { decision, expires: now + (this.opts.ttlMs ?? 10_000) });
-      return decision;
-    });
+    // Concurrent misses for the same review share one SubjectAccessReview.
+    const pending = this.inFlight.get(key);
+    if (pending) return pending;
+    const review = this.reviewer
+      .review(spec)
+      .then((decision) => {
+        this.cache.set(key, { decision, expires: now + (this.opts.ttlMs ?? 10_000) });
+        return decision;
+      })
+      .finally(() => this.inFlight.delete(key));
+    this.inFlight.set(key, review);
+    return review;
   }
 }

@@ -16,6 +16,13 @@ import type { KubernetesObject } from "@kubernetes/client-node";
 import type { KubeClient } from "./client.js";
 import { startInformer, type ResilientInformer } from "./informer.js";
 
+/**
+ * How long a TokenReview or SubjectAccessReview may take (k8s.io/apiserver's delegating
+ * authenticator and authorizer use the same): a slow apiserver makes a request fail (500,
+ * never allowed), not hang.
+ */
+const REVIEW_TIMEOUT_MS = 10_000;
+
 /** TokenReview through the apiserver. */
 export class KubeTokenReviewer implements TokenReviewer {
   constructor(private readonly client: KubeClient) {}
@@ -28,10 +35,9 @@ export class KubeTokenReviewer implements TokenReviewer {
       };
     };
     try {
-      res = await this.client.create("/apis/authentication.k8s.io/v1/tokenreviews", {
-        apiVersion: "authentication.k8s.io/v1",
-        kind: "TokenReview",
-        spec: { token },
+      res = await this.client.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", {
+        body: { apiVersion: "authentication.k8s.io/v1", kind: "TokenReview", spec: { token } },
+        timeoutMs: REVIEW_TIMEOUT_MS,
       });
     } catch (err) {
       throw new AuthUnavailableError(`TokenReview failed: ${(err as Error).message}`, { cause: err });
@@ -48,12 +54,11 @@ export class KubeAccessReviewer implements AccessReviewer {
 
   async review(spec: SubjectAccessReviewSpec): Promise<Decision> {
     try {
-      const res = await this.client.create<{
+      const res = await this.client.request<{
         status?: { allowed?: boolean; denied?: boolean; reason?: string; evaluationError?: string };
-      }>("/apis/authorization.k8s.io/v1/subjectaccessreviews", {
-        apiVersion: "authorization.k8s.io/v1",
-        kind: "SubjectAccessReview",
-        spec,
+      }>("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", {
+        body: { apiVersion: "authorization.k8s.io/v1", kind: "SubjectAccessReview", spec },
+        timeoutMs: REVIEW_TIMEOUT_MS,
       });
       return {
         allowed: res.status?.allowed === true,
