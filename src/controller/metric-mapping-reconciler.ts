@@ -18,7 +18,7 @@ import { KubeApiError } from "../k8s/client.js";
 import type { PodIndex } from "../k8s/pod-index.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
 import type { ActiveMapping, MappingProvider } from "../metrics/mapping-provider.js";
-import { parseGroupResource, type GroupResource } from "../metrics/provider.js";
+import { MetricUnavailableError, parseGroupResource, type GroupResource } from "../metrics/provider.js";
 import { formatQuantity, parseQuantity } from "../metrics/quantity.js";
 import { Sampler, type SamplerState } from "../metrics/sampler.js";
 import { buildSource, sourceKind } from "../sources/index.js";
@@ -74,6 +74,9 @@ interface Running {
 }
 
 const PATH = "/apis/governor.dev/v1alpha1/metricmappings";
+
+/** Samplers one MetricMapping with `{{selector}}` runs at once (one per distinct selector). */
+export const MAX_SELECTOR_SAMPLERS = 32;
 
 /** See the module comment. */
 export class MetricMappingReconciler {
@@ -272,10 +275,16 @@ export class MetricMappingReconciler {
     };
     if (source.perSelector) {
       // One sampler per selector the HPAs ask with; one left unused for 10 intervals stops.
+      // At most MAX_SELECTOR_SAMPLERS at once: each queries the source every interval, and
+      // the selectors come from whoever can call the metrics API.
       const bySelector = new Map<string, { sampler: Sampler; usedAt: number }>();
       active.forSelector = (selector) => {
         const k = selector.toString();
         let entry = bySelector.get(k);
+        if (!entry && bySelector.size >= MAX_SELECTOR_SAMPLERS)
+          throw new MetricUnavailableError(
+            `MetricMapping ${key} already samples ${MAX_SELECTOR_SAMPLERS} different label selectors, its limit; a selector unused for 10 intervals is released`,
+          );
         if (!entry) {
           entry = { sampler: samplerFor(buildSource(spec, ctx), selector), usedAt: 0 };
           bySelector.set(k, entry);

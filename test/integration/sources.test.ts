@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { pino } from "pino";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
+import { MAX_SELECTOR_SAMPLERS } from "../../src/controller/metric-mapping-reconciler.js";
 import { requestCounterApp } from "../../src/demo/fake-app.js";
 import {
   POD_IP_ANNOTATION,
@@ -208,6 +209,31 @@ spec:
       `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/*/http_requests`,
     );
     expect(list.items[0]!.windowSeconds).to.equal(2);
+  });
+
+  it("a {{selector}} mapping samples at most 32 different label selectors at once; beyond that a clear 503, and the ones in use keep answering", async () => {
+    const path = `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/*/http_requests_sel`;
+    const statuses: number[] = [];
+    let refusal = "";
+    for (let i = 0; i < 40; i++) {
+      await cluster.client.get(path, { labelSelector: `app=web,shard=s${i}` }).then(
+        () => statuses.push(200),
+        (err: KubeApiError) => {
+          statuses.push(err.statusCode);
+          if (err.statusCode === 503) refusal = err.message;
+        },
+      );
+    }
+    expect(statuses.filter((s) => s === 200).length, JSON.stringify(statuses)).to.be.at.most(
+      MAX_SELECTOR_SAMPLERS,
+    );
+    expect(
+      statuses.filter((s) => s !== 200 && s !== 503),
+      JSON.stringify(statuses),
+    ).to.deep.equal([]);
+    expect(refusal).to.match(/already samples 32 different label selectors, its limit/);
+    // A selector already sampled is still served.
+    await cluster.client.get(path, { labelSelector: "app=web,shard=s0" });
   });
 
   it("when Prometheus dies: holds the last value until staleAfter, then 503 (or the fallback), and says why", async () => {
