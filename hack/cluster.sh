@@ -26,7 +26,7 @@
 #
 # State lives in $GOVERNOR_CLUSTER_DIR (default: <repo>/.cluster): pki/, etcd data,
 # logs/, pids/, kubeconfig and env. A state directory made for another Kubernetes version
-# is reset on `up` (etcd data does not move between minors here).
+# (or another service CIDR) is reset on `up` (etcd data does not move between minors here).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -189,8 +189,7 @@ start_node_agent() { # version
   mkdir -p "$AGENT_DIR"
   start node-agent node --import tsx "$ROOT/hack/node-agent.ts" \
     --kubeconfig "$KUBECONFIG_FILE" --state-dir "$AGENT_DIR" --ca-file "$PKI/ca.crt" \
-    --apiserver "127.0.0.1:$APISERVER_PORT" --kubernetes-service "$KUBERNETES_SVC_IP:443" \
-    --nodes "$AGENT_NODES" --pod-cidr "$POD_CIDR" --prefix "$AGENT_PREFIX" \
+    --apiserver "127.0.0.1:$APISERVER_PORT" --nodes "$AGENT_NODES" --pod-cidr "$POD_CIDR" --prefix "$AGENT_PREFIX" \
     --version "v${1#k8s-}"
   wait_for node-agent 60 agent_ready
 }
@@ -249,13 +248,16 @@ up() {
   local version
   version=$(basename "$(dirname "$BIN")")
   command -v curl >/dev/null || { log "curl is required"; exit 1; }
-  if [[ -f $DIR/version && $(<"$DIR/version") != "$version" ]]; then
-    log "$DIR was made for $(<"$DIR/version"), not $version: resetting it"
+  # etcd data and certificates belong to one release and one service CIDR (the kubernetes
+  # Service's ClusterIP is stored, and named in the apiserver certificate).
+  local made_for="$version services=$SERVICE_CIDR"
+  if [[ -f $DIR/version && $(<"$DIR/version") != "$made_for" ]]; then
+    log "$DIR was made for $(<"$DIR/version"), not $made_for: resetting it"
     down
     rm -rf "$DIR"
   fi
   mkdir -p "$DIR" "$LOGS" "$PIDS" "$DIR/etcd"
-  echo "$version" >"$DIR/version"
+  echo "$made_for" >"$DIR/version"
   # A running apiserver started with the other routing setting is restarted with this one.
   if [[ -f $DIR/aggregator-routing && $(<"$DIR/aggregator-routing") != "$AGGREGATOR_ROUTING" ]] &&
     running_pid kube-apiserver >/dev/null; then

@@ -19,7 +19,6 @@ const opts = new Command("node-agent")
   .option("--nodes <names>", "comma-separated Node names", "governor-node-a,governor-node-b")
   .option("--pod-cidr <cidr>", "the pod network (one /24 per Node)", "10.213.0.0/16")
   .option("--version <v>", "the kubelet version Nodes report", "v0.0.0")
-  .option("--kubernetes-service <ip:port>", "the kubernetes Service's ClusterIP and port", "10.0.0.1:443")
   .option("--prefix <p>", "prefix of the network namespaces, veths and bridge made", "gov")
   .parse()
   .opts<{
@@ -30,7 +29,6 @@ const opts = new Command("node-agent")
     nodes: string;
     podCidr: string;
     version: string;
-    kubernetesService: string;
     prefix: string;
   }>();
 
@@ -47,10 +45,6 @@ const agent = await startNodeAgent({
   nodeBinary: process.execPath,
   apiserver: opts.apiserver,
   version: opts.version,
-  kubernetesService: {
-    host: opts.kubernetesService.split(":")[0]!,
-    port: Number(opts.kubernetesService.split(":")[1] ?? 443),
-  },
   prefix: opts.prefix,
   log,
 });

@@ -39,8 +39,6 @@ export interface NodeAgentOptions {
   nodeBinary: string;
   /** Where the `kubernetes` Service's connections go (`host:port` of the apiserver). */
   apiserver: string;
-  /** The `kubernetes` Service's ClusterIP and port. @default 10.0.0.1:443 */
-  kubernetesService?: { host: string; port: number };
   /** Reported as the Nodes' kubelet version. */
   version: string;
   /** Restart back-off. @default 10 s doubling to 300 s */
@@ -91,7 +89,7 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
   rmSync(podsDir, { recursive: true, force: true });
   mkdirSync(podsDir, { recursive: true, mode: 0o755 });
   const images = new ImageTable(opts.root, opts.nodeBinary);
-  const kubernetesService = opts.kubernetesService ?? { host: "10.0.0.1", port: 443 };
+  const kubernetesService = await kubernetesServiceAddress(client);
   const proxy = startServiceProxy(client, network, {
     apiserver: opts.apiserver,
     onError: (err) => log("service proxy", { err: String(err) }),
@@ -252,6 +250,22 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
 }
 
 const stamp = () => new Date().toISOString().replace(/\.\d+Z$/, "Z");
+
+/**
+ * `default/kubernetes`'s ClusterIP and port, as the apiserver made it (pods'
+ * `KUBERNETES_SERVICE_HOST`/`_PORT`); waits up to 30 s for a fresh apiserver to create it.
+ */
+async function kubernetesServiceAddress(client: KubeClient): Promise<{ host: string; port: number }> {
+  for (let i = 0; ; i++) {
+    const svc = await client.getOrUndefined<{ spec?: { clusterIP?: string; ports?: { port: number }[] } }>(
+      "/api/v1/namespaces/default/services/kubernetes",
+    );
+    const host = svc?.spec?.clusterIP;
+    if (host) return { host, port: svc.spec?.ports?.[0]?.port ?? 443 };
+    if (i >= 60) throw new Error("the apiserver has made no default/kubernetes Service in 30 s");
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
 
 async function registerNode(
   client: KubeClient,

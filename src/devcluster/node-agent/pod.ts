@@ -145,6 +145,8 @@ exec setpriv --reuid="$uid" --regid="$gid" --clear-groups "$@"`;
 
 const now = () => new Date().toISOString().replace(/\.\d+Z$/, "Z");
 
+const NO_STATE = { waiting: null, running: null, terminated: null };
+
 class Container {
   restartCount = 0;
   state: ContainerState = { waiting: { reason: "ContainerCreating" } };
@@ -747,8 +749,10 @@ export class PodRunner {
         ready: c.ready,
         started: "running" in c.state && c.started,
         restartCount: c.restartCount,
-        state: c.state,
-        lastState: c.lastState,
+        // A strategic merge patch merges maps: the states not current are sent as null, or an
+        // old `waiting` would stay beside the new `running`.
+        state: { ...NO_STATE, ...c.state },
+        lastState: { ...NO_STATE, ...c.lastState },
       })),
     };
   }
