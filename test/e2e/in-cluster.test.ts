@@ -289,12 +289,18 @@ spec:
   });
 
   it("kill -9 of the leader: a follower leads within the lease duration plus two renew periods, never two at once", async () => {
-    await twoReady();
-    const holder = await eventually(async () => {
-      const h = await leaseHolder();
-      expect(h).to.match(/_\d+$/);
-      return h;
-    });
+    // The leader must be one of the two serving replicas: right after the rolling restart an
+    // old replica may still hold the Lease while it drains, and exit on its own.
+    const holder = await eventually(
+      async () => {
+        const serving = (await twoReady()).map((p) => p.metadata.name);
+        const h = await leaseHolder();
+        expect(h).to.match(/_\d+$/);
+        expect(serving).to.include(h.slice(0, h.lastIndexOf("_")));
+        return h;
+      },
+      { timeoutMs: 60_000, intervalMs: 500, what: "a serving replica holding the Lease" },
+    );
     const [leaderPod, pid] = [
       holder.slice(0, holder.lastIndexOf("_")),
       Number(holder.slice(holder.lastIndexOf("_") + 1)),
@@ -304,6 +310,7 @@ spec:
     const load = new MetricLoad(cluster, metricPath);
     load.start();
     await new Promise((r) => setTimeout(r, 2000));
+    expect(await leaseHolder(), "the leader has not changed meanwhile").to.equal(holder);
     const killedAt = Date.now();
     process.kill(pid, "SIGKILL");
     await eventually(() => expect(sampler.newLeaderAt).to.be.a("number"), {
