@@ -8,8 +8,7 @@
  *    Such a certificate with a CN not allowed is rejected (401).
  * 2. A client certificate that chains to `client-ca-file`: user = CN, groups = O.
  * 3. A bearer token, checked with a TokenReview (cached).
- * 4. Nothing: `system:anonymous` in `system:unauthenticated` (the server answers 401
- *    unless it lets anonymous requests through to authorization).
+ * 4. Nothing: `system:anonymous` in `system:unauthenticated` (the server answers 401).
  *
  * The request headers are never trusted otherwise. A certificate that chains to neither CA
  * is a 401, as is a token the apiserver rejects.

@@ -49,14 +49,6 @@ export interface MetricsApiServerOptions {
    * kube-apiserver's `--max-requests-inflight` does. @default 400
    */
   maxInFlight?: number;
-  /**
-   * Let unauthenticated requests through to authorization (a SubjectAccessReview for
-   * `system:anonymous`). Off: they are answered 401 at once. Nobody legitimate calls the
-   * metrics APIs unauthenticated (the aggregator and the HPA always present credentials),
-   * and every unique anonymous path would otherwise cost the apiserver a review.
-   * @default false
-   */
-  anonymous?: boolean;
 }
 
 const HEALTH_PATHS = new Set(["/healthz", "/livez", "/readyz"]);
@@ -218,7 +210,10 @@ export class MetricsApiServer {
         throw err;
       }
       user = identity.name;
-      if (identity === ANONYMOUS && !this.opts.anonymous) {
+      // Unauthenticated requests are answered 401 at once, never reviewed: nobody legitimate
+      // calls the metrics APIs without credentials (the aggregator and the HPA always present
+      // them), and every unique anonymous path would otherwise cost the apiserver a review.
+      if (identity === ANONYMOUS) {
         status = 401;
         send(res, 401, statusBody(401, "Unauthorized", "Unauthorized: no credentials"), requestId);
         return;

@@ -32,6 +32,16 @@ interface Replica {
   registry: Registry;
 }
 
+/** IPs of the Ready, not terminating pods of `namespace` that carry all of `labels`. */
+export function servingPodIPs(pods: PodIndex, namespace: string, labels: Record<string, string>): string[] {
+  return pods
+    .list(namespace)
+    .filter(
+      (p) => p.ready && !p.terminating && p.ip && Object.entries(labels).every(([k, v]) => p.labels[k] === v),
+    )
+    .map((p) => p.ip!);
+}
+
 /** See the module comment. */
 export class FakeApp {
   private readonly replicas = new Map<string, Replica>(); // by pod IP
@@ -68,18 +78,7 @@ export class FakeApp {
   }
 
   private async reconcile(): Promise<void> {
-    const want = new Set(
-      this.pods
-        .list(this.namespace)
-        .filter(
-          (p) =>
-            p.ready &&
-            !p.terminating &&
-            p.ip &&
-            Object.entries(this.labels).every(([k, v]) => p.labels[k] === v),
-        )
-        .map((p) => p.ip!),
-    );
+    const want = new Set(servingPodIPs(this.pods, this.namespace, this.labels));
     for (const [ip, r] of this.replicas) {
       if (!want.has(ip)) {
         this.replicas.delete(ip);

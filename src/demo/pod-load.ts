@@ -5,6 +5,7 @@
  * would, whenever the rate or the set of pods changes.
  */
 import type { PodIndex } from "../k8s/pod-index.js";
+import { servingPodIPs } from "./fake-app.js";
 
 /** See the module comment. */
 export class PodLoad {
@@ -35,16 +36,7 @@ export class PodLoad {
   }
 
   private async sync(): Promise<void> {
-    const ips = this.pods
-      .list(this.namespace)
-      .filter(
-        (p) =>
-          p.ready &&
-          !p.terminating &&
-          p.ip &&
-          Object.entries(this.labels).every(([k, v]) => p.labels[k] === v),
-      )
-      .map((p) => p.ip!);
+    const ips = servingPodIPs(this.pods, this.namespace, this.labels);
     const share = ips.length ? this.rate / ips.length : 0;
     for (const ip of [...this.told.keys()]) if (!ips.includes(ip)) this.told.delete(ip);
     await Promise.all(
