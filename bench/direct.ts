@@ -1,13 +1,28 @@
 /**
  * "Direct API, warm": GET of a cached object metric straight to Governor's port over mTLS
  * with the front-proxy client certificate, at 1, 16 and 64 connections, against a bare
- * node:https server returning the same bytes with the same TLS settings.
+ * node:https server returning the same bytes with the same TLS settings; and the run's
+ * noise check, the same bare server measured against itself.
  */
 import { execFileSync } from "node:child_process";
-import { type Bench, type Child, NS, load, loadRows, proxied, startBare, waitFor200 } from "./harness.js";
+import {
+  type Bench,
+  type Child,
+  NS,
+  comparisonRows,
+  interleave,
+  pinned,
+  proxied,
+  startBare,
+  waitFor200,
+} from "./harness.js";
+import { showSpread, spread } from "./stats.js";
 
 /** The metric every request benchmark reads: a static value on the bench namespace. */
 export const WARM_PATH = `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${NS}/metrics/bench_value`;
+
+/** How far the noise check's median ratio may stray from 1 before the run is called noisy. */
+export const NOISE_MARGIN = 0.05;
 
 export function applyWarmMetric(b: Bench): void {
   execFileSync("kubectl", ["apply", "-n", NS, "-f", "-"], {
@@ -16,25 +31,40 @@ export function applyWarmMetric(b: Bench): void {
   });
 }
 
-export async function directRows(
-  b: Bench,
-  governor: Child,
-  connections = [1, 16, 64],
-  seconds = 5,
-): Promise<void> {
+const contender = (b: Bench, url: string) => ({ url, tls: b.frontProxy, headers: b.proxyHeaders });
+
+export async function directRows(b: Bench, governor: Child, connections = [1, 16, 64]): Promise<void> {
   const url = `https://127.0.0.1:${governor.port}${WARM_PATH}`;
   const body = (await waitFor200(url, proxied(b), "the warm metric")).text;
   const bare = await startBare(b, body);
   try {
-    const opts = (c: number) => ({ connections: c, seconds, tls: b.frontProxy, headers: b.proxyHeaders });
-    for (const c of connections) {
-      const bareUrl = `https://127.0.0.1:${bare.port}${WARM_PATH}`;
-      await load(bareUrl, { ...opts(c), seconds: 2 }); // warm-up, both
-      await load(url, { ...opts(c), seconds: 2 });
-      const base = await load(bareUrl, opts(c));
-      const g = await load(url, opts(c));
-      b.rows.push(...loadRows(`direct API, warm, ${c} conn`, g, base, "bare node:https"));
-    }
+    await pinned(b, [governor.process.pid!, bare.process.pid!], async () => {
+      for (const c of connections) {
+        const bareUrl = `https://127.0.0.1:${bare.port}${WARM_PATH}`;
+        const m = await interleave(b, contender(b, url), contender(b, bareUrl), c);
+        b.rows.push(...comparisonRows(`direct API, warm, ${c} conn`, m, "bare node:https"));
+      }
+    });
+  } finally {
+    await bare.stop();
+  }
+}
+
+/**
+ * The noise check: one bare server measured against itself, interleaved as every row
+ * is, at 16 connections. Its ratio should be 1; the returned line says how far it was
+ * and whether that is beyond `NOISE_MARGIN` (then the run's figures are suspect).
+ */
+export async function noiseCheck(b: Bench): Promise<string> {
+  const bare = await startBare(b, '{"kind":"MetricValueList"}');
+  try {
+    const target = contender(b, `https://127.0.0.1:${bare.port}/`);
+    const m = await pinned(b, [bare.process.pid!], () => interleave(b, target, target, 16));
+    const [row] = comparisonRows("noise check: the same bare server twice, 16 conn", m, "itself");
+    b.rows.push(row!);
+    const r = spread(row!.series!.ratio!);
+    const noisy = Math.abs(r.median - 1) > NOISE_MARGIN;
+    return `noise check ${noisy ? "FAILED" : "passed"}: the same bare server against itself ${showSpread(row!.series!.ratio!, 2)}× (margin ±${NOISE_MARGIN * 100} %)${noisy ? " — this run's ratios are suspect" : ""}`;
   } finally {
     await bare.stop();
   }

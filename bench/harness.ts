@@ -7,16 +7,17 @@
 import { STAND_IN_NAMESPACE_ANNOTATIONS } from "../src/devcluster/stand-in-kubelet.js";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import autocannon from "autocannon";
+import { cpus, tmpdir } from "node:os";
 import { parseAllDocuments } from "yaml";
 import { KubeConfig } from "@kubernetes/client-node";
 import { createCA, issueCertificate } from "../src/certs/certs.js";
 import { KubeClient } from "../src/k8s/client.js";
 import { type HttpsGetOptions, httpsGet } from "../src/testing/https-get.js";
 import { freePort } from "../src/util/ports.js";
+import type { LoadRequest, LoadResult } from "./loadgen.js";
+import { pairedRatios, showSpread } from "./stats.js";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** The namespace every benchmark object lives in (deleted before and after). */
@@ -30,17 +31,14 @@ export interface Row {
   figure: string;
   baseline: string;
   ratio: string;
+  /** The raw figures behind the row (per round or per sample), by name, for the JSON results. */
+  series?: Record<string, number[]>;
 }
 
 export const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
 export const ratio = (figure: number, baseline: number) =>
   baseline > 0 && Number.isFinite(figure) ? fmt(figure / baseline, 2) : "n/a";
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-export function percentile(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
-}
 
 /** Runs `fn(i)` for i in [0, n) with at most `concurrency` in flight. */
 export async function pool(n: number, concurrency: number, fn: (i: number) => Promise<unknown>) {
@@ -71,11 +69,14 @@ export interface Bench {
   proxyHeaders: Record<string, string>;
   /** The admin's client certificate for requests to kube-apiserver. */
   admin: { cert: string; key: string; ca: string };
+  /** The load generator every request row uses. */
+  load: LoadGen;
+  rounds: Rounds;
   rows: Row[];
 }
 
 /** Starts (or reuses) the control plane and makes a fresh benchmark namespace. */
-export async function setUp(): Promise<Bench> {
+export async function setUp(rounds: Rounds): Promise<Bench> {
   const up = execFileSync("bash", [join(ROOT, "hack/cluster.sh"), "up"], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],
@@ -128,6 +129,8 @@ export async function setUp(): Promise<Bench> {
     frontProxy: { cert: read("front-proxy-client.crt"), key: read("front-proxy-client.key") },
     proxyHeaders: { "X-Remote-User": "system:admin", "X-Remote-Group": "system:masters" },
     admin: { cert: read("admin.crt"), key: read("admin.key"), ca: read("ca.crt") },
+    load: startLoadGen(),
+    rounds,
     rows: [],
   };
 }
@@ -285,51 +288,188 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s)
 }
 
-/** autocannon with a client certificate; throws when any answer was not 2xx. */
-export async function load(
-  url: string,
-  opts: {
-    connections: number;
-    seconds: number;
-    tls: { cert: string; key: string };
-    headers?: Record<string, string>;
-  },
-): Promise<autocannon.Result> {
-  const r = await autocannon({
-    url,
-    connections: opts.connections,
-    duration: opts.seconds,
-    headers: opts.headers ?? {},
-    tlsOptions: { cert: opts.tls.cert, key: opts.tls.key },
+/**
+ * Where pinned rows run (ADR 0005): the load generator on one core, the server under
+ * test (and its bare baseline) on another, so neither steals the other's core. Undefined
+ * on a single-core machine, where nothing is pinned.
+ */
+export const CORES = cpus().length >= 2 ? { load: "0", server: "1" } : undefined;
+
+/** Restricts every thread of `pid` to `cores` (a taskset list; all cores when undefined). */
+export function pin(pid: number, cores?: string): void {
+  if (!CORES) return;
+  execFileSync("taskset", ["-a", "-p", "-c", cores ?? `0-${cpus().length - 1}`, String(pid)], {
+    stdio: "ignore",
   });
-  if (r.non2xx || r.errors || r.timeouts)
-    throw new Error(`${url}: ${r.non2xx} non-2xx answers, ${r.errors} errors, ${r.timeouts} timeouts`);
-  return r;
 }
 
-/** Rows comparing two autocannon results: requests/s and p50 / p99. */
-export function loadRows(
+/** The load generator process (bench/loadgen.ts): one load at a time. */
+export interface LoadGen {
+  pid: number;
+  run(r: LoadRequest): Promise<LoadResult>;
+  stop(): Promise<void>;
+}
+
+/** Starts a load generator (unpinned: `pinned()` moves it for the rows that pin). */
+export function startLoadGen(): LoadGen {
+  const cp = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bench/loadgen.ts")], {
+    cwd: ROOT,
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  const waiting: ((line: string) => void)[] = [];
+  let buf = "";
+  cp.stdout.on("data", (d: Buffer) => {
+    buf += d.toString();
+    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      waiting.shift()?.(line);
+    }
+  });
+  const exited = new Promise<void>((r) => cp.once("exit", () => r()));
+  let queue = Promise.resolve();
+  return {
+    pid: cp.pid!,
+    run(r) {
+      const answer = queue.then(
+        () =>
+          new Promise<LoadResult>((resolve, reject) => {
+            const onExit = () => reject(new Error("the load generator exited"));
+            cp.once("exit", onExit);
+            waiting.push((line) => {
+              cp.off("exit", onExit);
+              const out = JSON.parse(line) as LoadResult & { error?: string };
+              if (out.error) reject(new Error(`${r.url}: ${out.error}`));
+              else if (out.non2xx || out.errors || out.timeouts)
+                reject(
+                  new Error(
+                    `${r.url}: ${out.non2xx} non-2xx answers, ${out.errors} errors, ${out.timeouts} timeouts`,
+                  ),
+                );
+              else resolve(out);
+            });
+            cp.stdin.write(`${JSON.stringify(r)}\n`);
+          }),
+      );
+      queue = answer.then(
+        () => undefined,
+        () => undefined,
+      );
+      return answer;
+    },
+    async stop() {
+      cp.stdin.end();
+      await exited;
+    },
+  };
+}
+
+/**
+ * Runs `fn` with the load generator on its core and `servers` (pids) on theirs, then lets
+ * them all use every core again.
+ */
+export async function pinned<T>(b: Bench, servers: number[], fn: () => Promise<T>): Promise<T> {
+  pin(b.load.pid, CORES?.load);
+  for (const pid of servers) pin(pid, CORES?.server);
+  try {
+    return await fn();
+  } finally {
+    for (const pid of [b.load.pid, ...servers]) pin(pid);
+  }
+}
+
+/** One side of an interleaved comparison. */
+export interface Contender {
+  url: string;
+  tls: { cert: string; key: string };
+  headers?: Record<string, string>;
+}
+
+/** How many rounds and how long each: the whole run's settings (`--quick` shortens them). */
+export interface Rounds {
+  rounds: number;
+  seconds: number;
+  warmupSeconds: number;
+}
+
+/**
+ * Measures `a` and `b` in turns — a discarded warm-up of each, then `rounds` rounds,
+ * A B, B A, A B … (alternating who goes first, so a drift in the machine lands on both)
+ * — and returns each side's result per round.
+ */
+export async function interleave(
+  b: Bench,
+  a: Contender,
+  base: Contender,
+  connections: number,
+): Promise<{ a: LoadResult[]; b: LoadResult[] }> {
+  const { rounds, seconds, warmupSeconds } = b.rounds;
+  const req = (c: Contender, s: number): LoadRequest => ({ ...c, connections, seconds: s });
+  await b.load.run(req(a, warmupSeconds));
+  await b.load.run(req(base, warmupSeconds));
+  const out = { a: [] as LoadResult[], b: [] as LoadResult[] };
+  for (let i = 0; i < rounds; i++) {
+    for (const side of i % 2 === 0 ? (["a", "b"] as const) : (["b", "a"] as const))
+      out[side].push(await b.load.run(req(side === "a" ? a : base, seconds)));
+  }
+  return out;
+}
+
+/**
+ * The two rows of an interleaved comparison: requests/s and p50 / p99 latency, each side
+ * as the median across rounds with its min–max, the ratio as the median of the
+ * round-by-round ratios with theirs. The raw figures go with them into the JSON results.
+ */
+export function comparisonRows(
   name: string,
-  g: autocannon.Result,
-  b: autocannon.Result,
+  m: { a: LoadResult[]; b: LoadResult[] },
   baselineName: string,
 ): Row[] {
+  const col = (xs: LoadResult[], k: "rps" | "p50" | "p99") => xs.map((x) => x[k]);
+  const [rpsA, rpsB, p50A, p50B, p99A, p99B] = [
+    col(m.a, "rps"),
+    col(m.b, "rps"),
+    col(m.a, "p50"),
+    col(m.b, "p50"),
+    col(m.a, "p99"),
+    col(m.b, "p99"),
+  ];
+  const [rpsRatio, p50Ratio, p99Ratio] = [
+    pairedRatios(rpsA, rpsB),
+    pairedRatios(p50A, p50B),
+    pairedRatios(p99A, p99B),
+  ];
   return [
     {
       name: `${name}: req/s`,
-      figure: fmt(g.requests.average, 0),
-      baseline: `${fmt(b.requests.average, 0)} (${baselineName})`,
-      ratio: ratio(g.requests.average, b.requests.average),
+      figure: showSpread(rpsA),
+      baseline: `${showSpread(rpsB)} (${baselineName})`,
+      ratio: showSpread(rpsRatio, 2),
+      series: { Governor: rpsA, baseline: rpsB, ratio: rpsRatio },
     },
     {
       name: `${name}: p50 / p99 ms`,
-      figure: `${g.latency.p50} / ${g.latency.p99}`,
-      baseline: `${b.latency.p50} / ${b.latency.p99}`,
-      // autocannon reports whole milliseconds: 0 means under 1 ms and has no meaningful ratio.
-      ratio: [
-        g.latency.p50 > 0 ? ratio(g.latency.p50, b.latency.p50) : "n/a",
-        g.latency.p99 > 0 ? ratio(g.latency.p99, b.latency.p99) : "n/a",
-      ].join(" / "),
+      figure: `${showSpread(p50A)} / ${showSpread(p99A)}`,
+      baseline: `${showSpread(p50B)} / ${showSpread(p99B)}`,
+      ratio: `${showSpread(p50Ratio, 2)} / ${showSpread(p99Ratio, 2)}`,
+      series: {
+        "Governor p50": p50A,
+        "Governor p99": p99A,
+        "baseline p50": p50B,
+        "baseline p99": p99B,
+        "ratio p50": p50Ratio,
+        "ratio p99": p99Ratio,
+      },
     },
   ];
+}
+
+/** Samples `pid`'s RSS (MB) `n` times, `everyMs` apart. */
+export async function sampleRss(pid: number, n: number, everyMs: number): Promise<number[]> {
+  const xs: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (i) await sleep(everyMs);
+    xs.push(rssMB(pid));
+  }
+  return xs;
 }

@@ -6,7 +6,8 @@
 import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import { httpsGet } from "../src/testing/https-get.js";
-import { type Bench, type Child, NS, fmt, percentile, proxied, ratio, sleep } from "./harness.js";
+import { type Bench, type Child, NS, fmt, proxied, ratio, sleep } from "./harness.js";
+import { percentile } from "./stats.js";
 
 export async function applyToServableRows(b: Bench, governor: Child, n = 50): Promise<void> {
   const servable: number[] = [];
@@ -48,6 +49,7 @@ export async function applyToServableRows(b: Bench, governor: Child, n = 50): Pr
     figure: `${fmt(s50)} / ${fmt(s99)}`,
     baseline: `${fmt(c50)} / ${fmt(c99)} (apiserver create round-trip)`,
     ratio: `${ratio(s50, c50)} / ${ratio(s99, c99)}`,
+    series: { Governor: servable, baseline: creates },
   });
 }
 
@@ -62,7 +64,7 @@ export async function coalescingRows(b: Bench, governor: Child, clients = 100): 
     const sourcePort = (source.address() as { port: number }).port;
     execFileSync("kubectl", ["apply", "-n", NS, "-f", "-"], {
       env: b.env,
-      input: `apiVersion: governor.dev/v1alpha1\nkind: MetricMapping\nmetadata: {name: coalesce}\nspec: {metric: coalesce, subject: {external: {}}, interval: 10m, source: {http: {url: "http://127.0.0.1:${sourcePort}/", jsonPath: "$.v"}}}\n`,
+      input: `apiVersion: governor.dev/v1alpha1\nkind: MetricMapping\nmetadata: {name: coalesce}\nspec: {metric: coalesce, subject: {external: {}}, interval: 10m, staleAfter: 30m, source: {http: {url: "http://127.0.0.1:${sourcePort}/", jsonPath: "$.v"}}}\n`,
     });
     const url = `https://127.0.0.1:${governor.port}/apis/external.metrics.k8s.io/v1beta1/namespaces/${NS}/coalesce`;
     // Ask as soon as the mapping is served: the first requests find no sample yet.
@@ -76,6 +78,7 @@ export async function coalescingRows(b: Bench, governor: Child, clients = 100): 
       figure: String(hits),
       baseline: "1 (one query per interval)",
       ratio: ratio(hits, 1),
+      series: { Governor: [hits] },
     });
   } finally {
     source.close();

@@ -1,68 +1,121 @@
 /**
  * `npm run bench`: Governor's speed and size, each figure next to a baseline measured in
- * the same run, printed as one markdown table and written to bench/results/latest.md.
- * Needs the local control plane (started if it is not running) and builds the Go
- * sample-apiserver once. Load comes from autocannon. Takes about 10 minutes on 2 cores.
+ * the same run — interleaved rounds, medians with their min–max — printed as one markdown
+ * table and written to bench/results/latest.md, with the raw per-round figures in
+ * latest.json (and, for a full run, a JSON file named after the run's time, which
+ * `npm run bench:compare` reads). Needs the local control plane (started if it is not
+ * running) and builds the Go sample-apiserver once. Load comes from autocannon in its
+ * own process (bench/loadgen.ts). How and why: ADR 0005.
  *
  * A full run also puts the table into the README (between its bench markers).
- * `npm run bench -- --quick` runs shorter loads and 1,000 instead of 10,000 mappings (to
- * try a change; it leaves the README alone).
+ * `npm run bench -- --quick` runs 1-second rounds and 1,000 instead of 10,000 mappings
+ * (to try a change; it leaves the README alone).
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import prettier from "prettier";
 import { join } from "node:path";
 import { aggregatorRows } from "./aggregator.js";
-import { applyWarmMetric, directRows, WARM_PATH } from "./direct.js";
-import { NS, ROOT, deleteNamespace, proxied, rssMB, setUp, startGovernor, waitFor200 } from "./harness.js";
+import { applyWarmMetric, directRows, noiseCheck, WARM_PATH } from "./direct.js";
+import {
+  NS,
+  ROOT,
+  deleteNamespace,
+  proxied,
+  sampleRss,
+  setUp,
+  startGovernor,
+  waitFor200,
+} from "./harness.js";
 import { applyToServableRows, coalescingRows } from "./lifecycle.js";
 import { scaleRows } from "./scale.js";
 import { selectorRows } from "./selector.js";
+import type { RunResults } from "./stats.js";
 import { freePort } from "../src/util/ports.js";
 
 const quick = process.argv.includes("--quick");
-const seconds = quick ? 2 : 5;
+/** Rounds of every comparison (ADR 0005): at least 5 after a discarded warm-up. */
+const ROUNDS = quick
+  ? { rounds: 5, seconds: 1, warmupSeconds: 1 }
+  : { rounds: 7, seconds: 3, warmupSeconds: 2 };
 
 async function main() {
   const started = Date.now();
-  const b = await setUp();
+  const b = await setUp(ROUNDS);
+  let noise = "";
+  /** Runs one part of the bench, then prints the rows it added (so a long run shows progress). */
+  const part = async (what: string, fn: () => Promise<unknown>) => {
+    console.error(`[bench] ${what}`);
+    const before = b.rows.length;
+    await fn();
+    for (const r of b.rows.slice(before))
+      console.error(`  ${r.name}: ${r.figure} | ${r.baseline} | ${r.ratio}`);
+  };
   try {
+    await part("noise check", async () => (noise = await noiseCheck(b)));
     const governor = await startGovernor(b);
-    let idleRss: number;
+    let idleRss: number[] = [];
     try {
       applyWarmMetric(b);
       await waitFor200(`https://127.0.0.1:${governor.port}${WARM_PATH}`, proxied(b), "the warm metric");
-      idleRss = rssMB(governor.process.pid!);
-      console.error("[bench] direct API");
-      await directRows(b, governor, [1, 16, 64], seconds);
-      console.error("[bench] through the aggregator");
-      await aggregatorRows(b, governor, await freePort(), [1, 16], seconds);
-      console.error("[bench] apply → servable, coalescing");
-      await applyToServableRows(b, governor);
-      await coalescingRows(b, governor);
-      console.error("[bench] selector queries over 5,000 pods");
-      await selectorRows(b, governor, seconds);
+      idleRss = await sampleRss(governor.process.pid!, 6, 1000);
+      await part("direct API", () => directRows(b, governor, [1, 16, 64]));
+      await part("through the aggregator", async () =>
+        aggregatorRows(b, governor, await freePort(), [1, 16]),
+      );
+      await part("apply → servable, coalescing", async () => {
+        await applyToServableRows(b, governor);
+        await coalescingRows(b, governor);
+      });
+      await part("selector queries over 5,000 pods", () => selectorRows(b, governor));
     } finally {
       await governor.stop();
     }
-    await b.client.delete(`/api/v1/namespaces/${NS}/pods`);
-    console.error(`[bench] ${quick ? "1,000" : "10,000"} MetricMappings`);
-    await scaleRows(b, idleRss, quick ? 1000 : 10_000, seconds);
+    // A fresh Governor loads the mappings below: without the 5,000 pods in its cache. Deleting
+    // them all takes the apiserver longer than the client's default 30 s.
+    await b.client.request("DELETE", `/api/v1/namespaces/${NS}/pods`, { timeoutMs: 300_000 });
+    await part(`${quick ? "1,000" : "10,000"} MetricMappings`, () =>
+      scaleRows(b, idleRss, quick ? 1000 : 10_000),
+    );
   } finally {
+    await b.load.stop();
     await deleteNamespace(b.client);
     await b.client.close();
   }
 
+  const when = new Date().toISOString();
+  const title = `Governor benchmarks — ${when.slice(0, 16)}Z, Node ${process.version}, ${cpus().length} cores${quick ? " (--quick)" : ""}, ${Math.round((Date.now() - started) / 60000)} min, ${ROUNDS.rounds} rounds of ${ROUNDS.seconds} s`;
   const table = [
-    `Governor benchmarks — ${new Date().toISOString().slice(0, 16)}Z, Node ${process.version}, ${cpus().length} cores${quick ? " (--quick)" : ""}, ${Math.round((Date.now() - started) / 60000)} min`,
+    title,
+    "",
+    `${noise}. Each figure: median across rounds (min–max); each ratio: median of the round-by-round ratios (min–max).`,
     "",
     "| row | Governor | baseline (same run) | ratio |",
     "| --- | --- | --- | --- |",
     ...b.rows.map((r) => `| ${r.name} | ${r.figure} | ${r.baseline} | ${r.ratio} |`),
     "",
   ].join("\n");
-  writeFileSync(join(ROOT, "bench/results/latest.md"), table);
-  if (!quick) await updateReadme(table);
+  const raw: RunResults = {
+    title,
+    when,
+    quick,
+    node: process.version,
+    cores: cpus().length,
+    rounds: ROUNDS,
+    noise,
+    rows: b.rows.map((r) => ({ name: r.name, series: r.series ?? {} })),
+  };
+  const results = join(ROOT, "bench/results");
+  writeFileSync(join(results, "latest.md"), table);
+  writeFileSync(join(results, "latest.json"), `${JSON.stringify(raw, null, 1)}\n`);
+  if (!quick) {
+    // Full runs are kept, so a later run can be compared with them round for round.
+    writeFileSync(
+      join(results, `${when.slice(0, 16).replace(":", "")}Z.json`),
+      `${JSON.stringify(raw, null, 1)}\n`,
+    );
+    await updateReadme(table);
+  }
   console.log(table);
 }
 
@@ -74,8 +127,8 @@ async function updateReadme(table: string): Promise<void> {
   const start = readme.indexOf(open);
   const end = readme.indexOf(close);
   if (start < 0 || end < start) return;
-  const [title, , ...rows] = table.trim().split("\n");
-  const section = `${open}\n\nLatest run — ${title!.replace("Governor benchmarks — ", "")}:\n\n${rows.join("\n")}\n\n`;
+  const [title, , noise, , ...rows] = table.trim().split("\n");
+  const section = `${open}\n\nLatest run — ${title!.replace("Governor benchmarks — ", "")}. ${noise}\n\n${rows.join("\n")}\n\n`;
   const updated = readme.slice(0, start) + section + readme.slice(end);
   const options = (await prettier.resolveConfig(file)) ?? {};
   writeFileSync(file, await prettier.format(updated, { ...options, filepath: file }));

@@ -13,18 +13,20 @@ import { httpsGet } from "../src/testing/https-get.js";
 import {
   type Bench,
   NS,
+  comparisonRows,
+  cpuSeconds,
   fmt,
-  load,
-  loadRows,
+  interleave,
+  pinned,
   pool,
   proxied,
   ratio,
-  rssMB,
-  cpuSeconds,
+  sampleRss,
   sleep,
   startBare,
   startGovernor,
 } from "./harness.js";
+import { showSpread, spread } from "./stats.js";
 
 const MAPPINGS = 10_000;
 const PATH = `/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings`;
@@ -38,8 +40,20 @@ const isReady = (m: Mapping) =>
   m.status?.observedGeneration === m.metadata?.generation &&
   (m.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
 
-/** `idleRssMB`: Governor's RSS earlier in the run, with a handful of mappings. */
-export async function scaleRows(b: Bench, idleRssMB: number, n = MAPPINGS, seconds = 5): Promise<void> {
+/** The RSS row: steady samples against the idle samples; the ratio per sample against the idle median. */
+function rssRow(name: string, rss: number[], idle: number[], baseline: string) {
+  const ratios = rss.map((x) => x / spread(idle).median);
+  return {
+    name,
+    figure: showSpread(rss),
+    baseline: `${showSpread(idle)} (${baseline})`,
+    ratio: showSpread(ratios, 2),
+    series: { Governor: rss, baseline: idle, ratio: ratios },
+  };
+}
+
+/** `idleRss`: Governor's RSS samples earlier in the run, with a handful of mappings. */
+export async function scaleRows(b: Bench, idleRss: number[], n = MAPPINGS): Promise<void> {
   const t0 = performance.now();
   await pool(n, 32, (i) =>
     b.client.create(PATH, {
@@ -97,41 +111,45 @@ export async function scaleRows(b: Bench, idleRssMB: number, n = MAPPINGS, secon
     }
     // Steady state: nothing changes, so nothing should be written; CPU is sampling alone.
     await sleep(10_000);
-    const [cpu0, updates0] = [cpuSeconds(governor.process.pid!), updates];
-    await sleep(20_000);
-    const steadyCpu = ((cpuSeconds(governor.process.pid!) - cpu0) / 20) * 100;
-    const steadyWrites = (updates - updates0) / 20;
-    const rss = rssMB(governor.process.pid!);
+    const [cpu0, updates0, t0] = [cpuSeconds(governor.process.pid!), updates, performance.now()];
+    const rss = await sampleRss(governor.process.pid!, 21, 1000); // over the 20 s of the CPU window
+    const window = (performance.now() - t0) / 1000;
+    const steadyCpu = ((cpuSeconds(governor.process.pid!) - cpu0) / window) * 100;
+    const steadyWrites = (updates - updates0) / window;
     const bare = await startBare(b, body);
     try {
-      const opts = { connections: 1, seconds, tls: b.frontProxy, headers: b.proxyHeaders };
-      await load(`https://127.0.0.1:${bare.port}/`, { ...opts, seconds: 1 }); // warm-up, both
-      await load(discovery, { ...opts, seconds: 1 });
-      const baseline = await load(`https://127.0.0.1:${bare.port}/`, opts);
-      const g = await load(discovery, opts);
+      const tls = { tls: b.frontProxy, headers: b.proxyHeaders };
+      const m = await pinned(b, [governor.process.pid!, bare.process.pid!], () =>
+        interleave(b, { url: discovery, ...tls }, { url: `https://127.0.0.1:${bare.port}/`, ...tls }, 1),
+      );
       b.rows.push(
         {
           name: `${n} MetricMappings: loaded → all listed in discovery / all Ready, s`,
           figure: `${fmt(servedMs / 1000)} / ${fmt(readyMs / 1000)}`,
           baseline: `${fmt(createMs / 1000)} (apiserver: create them, 32 in flight)`,
           ratio: `${ratio(servedMs, createMs)} / ${ratio(readyMs, createMs)}`,
+          series: {
+            "Governor listed": [servedMs / 1000],
+            "Governor Ready": [readyMs / 1000],
+            baseline: [createMs / 1000],
+          },
         },
         {
           name: `${n} MetricMappings, steady (values unchanged): Governor CPU % of a core / status writes per s`,
           figure: `${fmt(steadyCpu)} / ${fmt(steadyWrites)}`,
           baseline: `0 writes/s needed; ${fmt(n / 15, 0)} samples/s (15 s interval)`,
           ratio: "n/a",
+          series: { "Governor CPU": [steadyCpu], "Governor writes": [steadyWrites] },
         },
-        {
-          name: `${n} MetricMappings, steady: Governor RSS (shipped NODE_OPTIONS), MB`,
-          figure: fmt(rss, 0),
-          baseline: `${fmt(idleRssMB, 0)} (same flags, a handful of mappings)`,
-          ratio: ratio(rss, idleRssMB),
-        },
-        ...loadRows(
+        rssRow(
+          `${n} MetricMappings, steady: Governor RSS (shipped NODE_OPTIONS), MB, 21 samples over 20 s`,
+          rss,
+          idleRss,
+          "same flags, a handful of mappings",
+        ),
+        ...comparisonRows(
           `${n} MetricMappings: discovery (${Math.round(body.length / 1024)} KiB), 1 conn`,
-          g,
-          baseline,
+          m,
           "bare node:https, same bytes",
         ),
       );
@@ -151,14 +169,16 @@ export async function scaleRows(b: Bench, idleRssMB: number, n = MAPPINGS, secon
       const r = await httpsGet(discovery, proxied(b));
       listed = ((r.json as { resources?: unknown[] }).resources ?? []).length;
     }
-    await sleep(30_000);
-    const rss = rssMB(plain.process.pid!);
-    b.rows.push({
-      name: `${n} MetricMappings, steady: Governor RSS on plain node (no NODE_OPTIONS), MB`,
-      figure: fmt(rss, 0),
-      baseline: `${fmt(idleRssMB, 0)} (shipped flags, a handful of mappings)`,
-      ratio: ratio(rss, idleRssMB),
-    });
+    await sleep(20_000);
+    const rss = await sampleRss(plain.process.pid!, 11, 1000);
+    b.rows.push(
+      rssRow(
+        `${n} MetricMappings, steady: Governor RSS on plain node (no NODE_OPTIONS), MB, 11 samples over 10 s`,
+        rss,
+        idleRss,
+        "shipped flags, a handful of mappings",
+      ),
+    );
   } finally {
     await plain.stop();
   }

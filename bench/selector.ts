@@ -11,8 +11,9 @@ import {
   type Bench,
   type Child,
   NS,
-  load,
-  loadRows,
+  comparisonRows,
+  interleave,
+  pinned,
   pool,
   proxied,
   sleep,
@@ -38,7 +39,7 @@ export async function createPods(b: Bench, n = PODS): Promise<void> {
   );
 }
 
-export async function selectorRows(b: Bench, governor: Child, seconds = 5): Promise<void> {
+export async function selectorRows(b: Bench, governor: Child): Promise<void> {
   const exposition = [
     "# TYPE bench_pod_load gauge",
     ...Array.from({ length: PODS }, (_, i) => `bench_pod_load{pod="${podName(i)}"} ${i % 97}`),
@@ -90,17 +91,15 @@ export async function selectorRows(b: Bench, governor: Child, seconds = 5): Prom
         await sleep(200);
       }
       bare = await startBare(b, body);
-      const opts = { connections: 1, seconds, tls: b.frontProxy, headers: b.proxyHeaders };
+      const tls = { tls: b.frontProxy, headers: b.proxyHeaders };
       const bareUrl = `https://127.0.0.1:${bare.port}/`;
-      await load(bareUrl, { ...opts, seconds: 1 }); // warm-up, both
-      await load(url, { ...opts, seconds: 1 });
-      const baseline = await load(bareUrl, opts);
-      const g = await load(url, opts);
+      const m = await pinned(b, [governor.process.pid!, bare.process.pid!], () =>
+        interleave(b, { url, ...tls }, { url: bareUrl, ...tls }, 1),
+      );
       b.rows.push(
-        ...loadRows(
+        ...comparisonRows(
           `selector query, ${label} (${Math.round(body.length / 1024)} KiB), 1 conn`,
-          g,
-          baseline,
+          m,
           "bare node:https, same bytes",
         ),
       );

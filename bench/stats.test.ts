@@ -1,0 +1,84 @@
+import { expect } from "chai";
+import { renderComparison } from "./compare.js";
+import {
+  compareRuns,
+  figure,
+  overlaps,
+  pairedRatios,
+  percentile,
+  type RunResults,
+  showSpread,
+  spread,
+} from "./stats.js";
+
+describe("bench statistics", () => {
+  it("summarises rounds as the median with min–max, ignoring rounds that measured nothing", () => {
+    expect(spread([5, 1, 3])).to.deep.equal({ median: 3, min: 1, max: 5 });
+    expect(spread([4, 1, 3, 2])).to.deep.equal({ median: 2.5, min: 1, max: 4 });
+    expect(spread([2, NaN, 4])).to.deep.equal({ median: 3, min: 2, max: 4 });
+    expect(Number.isNaN(spread([]).median)).to.equal(true);
+  });
+
+  it("takes percentiles by nearest rank", () => {
+    const xs = Array.from({ length: 100 }, (_, i) => i + 1);
+    expect(percentile(xs, 50)).to.equal(50);
+    expect(percentile(xs, 99)).to.equal(99);
+    expect(percentile(xs, 100)).to.equal(100);
+    expect(percentile([7], 99)).to.equal(7);
+  });
+
+  it("pairs ratios round by round, so a slow round slows both sides and not the ratio", () => {
+    // Round 2 ran while the machine was busy: both sides halved, the ratio did not move.
+    expect(pairedRatios([80, 40, 80], [100, 50, 100])).to.deep.equal([0.8, 0.8, 0.8]);
+    expect(() => pairedRatios([1, 2], [1])).to.throw(/differ in length/);
+  });
+
+  it("prints sub-millisecond latencies with their digits, not as 0", () => {
+    expect(figure(0.213)).to.equal("0.21");
+    expect(figure(12.34)).to.equal("12.3");
+    expect(figure(27805.4)).to.equal("27805");
+    expect(showSpread([0.21, 0.2, 0.25])).to.equal("0.21 (0.20–0.25)");
+    expect(showSpread([0.71, 0.69, 0.74], 2)).to.equal("0.71 (0.69–0.74)");
+    expect(showSpread([1, 1, 1])).to.equal("1.00");
+  });
+
+  it("calls a change beyond the spread only when the two runs' ranges do not overlap", () => {
+    expect(overlaps({ median: 1, min: 0.9, max: 1.1 }, { median: 1.05, min: 1.0, max: 1.2 })).to.equal(true);
+    expect(overlaps({ median: 1, min: 0.9, max: 1.1 }, { median: 1.3, min: 1.2, max: 1.4 })).to.equal(false);
+  });
+
+  it("compares two runs series by series, matching rows by name and skipping rows one run lacks", () => {
+    const run = (rows: RunResults["rows"], title: string): RunResults => ({
+      title,
+      when: "",
+      quick: false,
+      node: "v20",
+      cores: 2,
+      rounds: { rounds: 3, seconds: 1, warmupSeconds: 1 },
+      noise: "noise check passed",
+      rows,
+    });
+    const before = run(
+      [
+        { name: "direct", series: { ratio: [0.7, 0.72, 0.71] } },
+        { name: "gone", series: { ratio: [1] } },
+      ],
+      "first",
+    );
+    const after = run(
+      [
+        { name: "direct", series: { ratio: [0.9, 0.92, 0.91] } },
+        { name: "new", series: { ratio: [1] } },
+      ],
+      "second",
+    );
+    const [change, ...rest] = compareRuns(before.rows, after.rows);
+    expect(rest).to.have.length(0);
+    expect(change!.row).to.equal("direct");
+    expect(change!.change).to.be.closeTo(0.91 / 0.71 - 1, 1e-9);
+    expect(change!.beyondSpread).to.equal(true);
+    const table = renderComparison(before, after);
+    expect(table).to.contain("| direct | ratio | 0.71 (0.70–0.72) | 0.91 (0.90–0.92) | +28.2 % | **yes** |");
+    expect(table).to.contain("1 of 1 series changed beyond their spread.");
+  });
+});

@@ -1,0 +1,118 @@
+/**
+ * The arithmetic of `npm run bench` and `npm run bench:compare`, kept apart from any I/O
+ * so it has unit tests: a series of per-round figures is summarised as its median with
+ * its min–max, two contenders measured in the same rounds give a series of paired
+ * ratios, and two runs are compared series by series.
+ */
+
+/** Figures of one quantity, one per round (or per sample), in the order measured. */
+export type Series = readonly number[];
+
+/** A series summarised: its median and its extremes. */
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+/** Median, min and max of the finite values of `xs` (NaN for all three when there are none). */
+export function spread(xs: Series): Spread {
+  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (s.length === 0) return { median: NaN, min: NaN, max: NaN };
+  const mid = Math.floor(s.length / 2);
+  const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+  return { median, min: s[0]!, max: s[s.length - 1]! };
+}
+
+/** The `p`th percentile (nearest rank) of `xs`; NaN when empty. */
+export function percentile(xs: Series, p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+/** Round-by-round ratios of two series measured in the same rounds (`a[i] / b[i]`). */
+export function pairedRatios(a: Series, b: Series): number[] {
+  if (a.length !== b.length) throw new Error(`paired series differ in length: ${a.length} vs ${b.length}`);
+  return a.map((x, i) => (b[i]! > 0 ? x / b[i]! : NaN));
+}
+
+/** Whether two spreads share any value (a change smaller than the rounds' own scatter). */
+export function overlaps(a: Spread, b: Spread): boolean {
+  return a.min <= b.max && b.min <= a.max;
+}
+
+/**
+ * A number with as many digits as it needs to be read: whole numbers from 100 up, one
+ * decimal from 10, two below (so sub-millisecond latencies show, e.g. 0.21).
+ */
+export function figure(x: number): string {
+  if (!Number.isFinite(x)) return "n/a";
+  const a = Math.abs(x);
+  return x.toFixed(a >= 100 ? 0 : a >= 10 ? 1 : 2);
+}
+
+/** `median (min–max)`, or the value alone for a series of one. */
+export function showSpread(xs: Series, digits?: number): string {
+  const s = spread(xs);
+  const f = (x: number) =>
+    digits === undefined ? figure(x) : Number.isFinite(x) ? x.toFixed(digits) : "n/a";
+  if (!Number.isFinite(s.median)) return "n/a";
+  return xs.length < 2 || s.min === s.max ? f(s.median) : `${f(s.median)} (${f(s.min)}–${f(s.max)})`;
+}
+
+/** One row of a run as written to the JSON results: its name and raw series by name. */
+export interface RawRow {
+  name: string;
+  series: Record<string, number[]>;
+}
+
+/** What `npm run bench` writes beside its table (bench/results/latest.json and, for full runs, one file per run). */
+export interface RunResults {
+  title: string;
+  /** ISO time the run ended. */
+  when: string;
+  quick: boolean;
+  node: string;
+  cores: number;
+  rounds: { rounds: number; seconds: number; warmupSeconds: number };
+  /** The noise check's verdict, as printed. */
+  noise: string;
+  rows: RawRow[];
+}
+
+/** One line of `npm run bench:compare`: a series of a row in two runs. */
+export interface Change {
+  row: string;
+  series: string;
+  before: Spread;
+  after: Spread;
+  /** after.median / before.median − 1 */
+  change: number;
+  /** The two ranges do not overlap: the change is larger than either run's scatter. */
+  beyondSpread: boolean;
+}
+
+/** Every series present in both runs, matched by row name and series name, in `after`'s order. */
+export function compareRuns(before: readonly RawRow[], after: readonly RawRow[]): Change[] {
+  const old = new Map(before.map((r) => [r.name, r.series]));
+  const changes: Change[] = [];
+  for (const row of after) {
+    const prev = old.get(row.name);
+    if (!prev) continue;
+    for (const [name, values] of Object.entries(row.series)) {
+      const was = prev[name];
+      if (!was) continue;
+      const [b, a] = [spread(was), spread(values)];
+      changes.push({
+        row: row.name,
+        series: name,
+        before: b,
+        after: a,
+        change: b.median !== 0 ? a.median / b.median - 1 : NaN,
+        beyondSpread: !overlaps(a, b),
+      });
+    }
+  }
+  return changes;
+}
