@@ -6,7 +6,7 @@
  */
 import { STAND_IN_NAMESPACE_ANNOTATIONS } from "../src/devcluster/stand-in-kubelet.js";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { cpus, tmpdir } from "node:os";
@@ -364,17 +364,27 @@ export function startLoadGen(): LoadGen {
   };
 }
 
+/** The local control plane's processes (etcd, kube-apiserver, …) from `hack/cluster.sh`'s pid files. */
+function controlPlanePids(b: Bench): number[] {
+  const dir = join(b.kubeconfig, "..", "pids");
+  return readdirSync(dir)
+    .map((f) => Number(readFileSync(join(dir, f), "utf8").trim()))
+    .filter((pid) => pid > 0 && existsSync(`/proc/${pid}`));
+}
+
 /**
- * Runs `fn` with the load generator on its core and `servers` (pids) on theirs, then lets
- * them all use every core again.
+ * Runs `fn` with `servers` (pids: the server under test and its baseline) alone on the
+ * server core, and everything else this run started — the load generator, this process,
+ * the control plane — on the load core; then lets them all use every core again.
  */
 export async function pinned<T>(b: Bench, servers: number[], fn: () => Promise<T>): Promise<T> {
-  pin(b.load.pid, CORES?.load);
+  const rest = [b.load.pid, process.pid, ...controlPlanePids(b)];
+  for (const pid of rest) pin(pid, CORES?.load);
   for (const pid of servers) pin(pid, CORES?.server);
   try {
     return await fn();
   } finally {
-    for (const pid of [b.load.pid, ...servers]) pin(pid);
+    for (const pid of [...rest, ...servers]) pin(pid);
   }
 }
 
