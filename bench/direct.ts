@@ -22,7 +22,7 @@ import { showSpread, spread } from "./stats.js";
 export const WARM_PATH = `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${NS}/metrics/bench_value`;
 
 /** How far the noise check's median ratio may stray from 1 before the run is called noisy. */
-export const NOISE_MARGIN = 0.05;
+export const NOISE_MARGIN = 0.1;
 
 export function applyWarmMetric(b: Bench): void {
   execFileSync("kubectl", ["apply", "-n", NS, "-f", "-"], {

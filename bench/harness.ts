@@ -200,12 +200,13 @@ export function shippedNodeOptions(): string[] {
 /**
  * `governor run` as its own process, compiled (`dist/`, as the image runs it; `npm run
  * bench` builds first), with the bench's serving certificate and the admin
- * kubeconfig (`--registration none`: the bench registers it like the Go peer). Extra
- * `nodeArgs` go to node (e.g. `--cpu-prof`).
+ * kubeconfig (`--registration none`: the bench registers it like the Go peer). `nodeArgs`
+ * go to node: by default the V8 flags of the shipped Deployment (an empty list runs plain
+ * node; add e.g. `--cpu-prof` to profile).
  */
 export async function startGovernor(
   b: Bench,
-  nodeArgs: string[] = [],
+  nodeArgs: string[] = shippedNodeOptions(),
 ): Promise<Child & { metricsPort: number }> {
   const port = await freePort();
   const metricsPort = await freePort();

@@ -28,16 +28,17 @@ import {
   waitFor200,
 } from "./harness.js";
 import { applyToServableRows, coalescingRows } from "./lifecycle.js";
+import { outageRows } from "./outage.js";
 import { scaleRows } from "./scale.js";
 import { selectorRows } from "./selector.js";
 import type { RunResults } from "./stats.js";
 import { freePort } from "../src/util/ports.js";
 
 const quick = process.argv.includes("--quick");
-/** Rounds of every comparison (ADR 0005): at least 5 after a discarded warm-up. */
+/** Rounds of every comparison (ADR 0005): an even number (as many A-first as B-first), after a discarded warm-up. */
 const ROUNDS = quick
-  ? { rounds: 5, seconds: 1, warmupSeconds: 1 }
-  : { rounds: 7, seconds: 3, warmupSeconds: 2 };
+  ? { rounds: 6, seconds: 1, warmupSeconds: 1 }
+  : { rounds: 8, seconds: 3, warmupSeconds: 2 };
 
 async function main() {
   const started = Date.now();
@@ -68,6 +69,14 @@ async function main() {
         await coalescingRows(b, governor);
       });
       await part("selector queries over 5,000 pods", () => selectorRows(b, governor));
+      await part("a source outage", () =>
+        outageRows(
+          b,
+          quick
+            ? { n: 200, outageS: 60, interval: "5s", staleAfter: "20s" }
+            : { n: 1000, outageS: 300, interval: "15s", staleAfter: "2m" },
+        ),
+      );
     } finally {
       await governor.stop();
     }

@@ -112,7 +112,7 @@ export async function scaleRows(b: Bench, idleRss: number[], n = MAPPINGS): Prom
     // Steady state: nothing changes, so nothing should be written; CPU is sampling alone.
     await sleep(10_000);
     const [cpu0, updates0, t0] = [cpuSeconds(governor.process.pid!), updates, performance.now()];
-    const rss = await sampleRss(governor.process.pid!, 21, 1000); // over the 20 s of the CPU window
+    const rss = await sampleRss(governor.process.pid!, 31, 2000); // over the 60 s of the CPU window
     const window = (performance.now() - t0) / 1000;
     const steadyCpu = ((cpuSeconds(governor.process.pid!) - cpu0) / window) * 100;
     const steadyWrites = (updates - updates0) / window;
@@ -142,7 +142,7 @@ export async function scaleRows(b: Bench, idleRss: number[], n = MAPPINGS): Prom
           series: { "Governor CPU": [steadyCpu], "Governor writes": [steadyWrites] },
         },
         rssRow(
-          `${n} MetricMappings, steady: Governor RSS (shipped NODE_OPTIONS), MB, 21 samples over 20 s`,
+          `${n} MetricMappings, steady: Governor RSS (shipped NODE_OPTIONS), MB, 31 samples over 60 s`,
           rss,
           idleRss,
           "same flags, a handful of mappings",
@@ -170,10 +170,10 @@ export async function scaleRows(b: Bench, idleRss: number[], n = MAPPINGS): Prom
       listed = ((r.json as { resources?: unknown[] }).resources ?? []).length;
     }
     await sleep(20_000);
-    const rss = await sampleRss(plain.process.pid!, 11, 1000);
+    const rss = await sampleRss(plain.process.pid!, 31, 2000);
     b.rows.push(
       rssRow(
-        `${n} MetricMappings, steady: Governor RSS on plain node (no NODE_OPTIONS), MB, 11 samples over 10 s`,
+        `${n} MetricMappings, steady: Governor RSS on plain node (no NODE_OPTIONS), MB, 31 samples over 60 s`,
         rss,
         idleRss,
         "shipped flags, a handful of mappings",
