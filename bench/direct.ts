@@ -38,7 +38,7 @@ export async function directRows(b: Bench, governor: Child, connections = [1, 16
   const body = (await waitFor200(url, proxied(b), "the warm metric")).text;
   const bare = await startBare(b, body);
   try {
-    await pinned(b, [governor.process.pid!, bare.process.pid!], async () => {
+    await pinned(b, [governor.process.pid!, bare.process.pid!], [], async () => {
       for (const c of connections) {
         const bareUrl = `https://127.0.0.1:${bare.port}${WARM_PATH}`;
         const m = await interleave(b, contender(b, url), contender(b, bareUrl), c);
@@ -59,7 +59,7 @@ export async function noiseCheck(b: Bench): Promise<string> {
   const bare = await startBare(b, '{"kind":"MetricValueList"}');
   try {
     const target = contender(b, `https://127.0.0.1:${bare.port}/`);
-    const m = await pinned(b, [bare.process.pid!], () => interleave(b, target, target, 16));
+    const m = await pinned(b, [bare.process.pid!], [], () => interleave(b, target, target, 16));
     const [row] = comparisonRows("noise check: the same bare server twice, 16 conn", m, "itself");
     b.rows.push(row!);
     const r = spread(row!.series!.ratio!);

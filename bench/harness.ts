@@ -376,10 +376,16 @@ function controlPlanePids(b: Bench): number[] {
 /**
  * Runs `fn` with `servers` (pids: the server under test and its baseline) alone on the
  * server core, and everything else this run started — the load generator, this process,
- * the control plane — on the load core; then lets them all use every core again.
+ * the control plane, any `others` (e.g. Prometheus) — on the load core; then lets them all
+ * use every core again.
  */
-export async function pinned<T>(b: Bench, servers: number[], fn: () => Promise<T>): Promise<T> {
-  const rest = [b.load.pid, process.pid, ...controlPlanePids(b)];
+export async function pinned<T>(
+  b: Bench,
+  servers: number[],
+  others: number[],
+  fn: () => Promise<T>,
+): Promise<T> {
+  const rest = [b.load.pid, process.pid, ...controlPlanePids(b), ...others];
   for (const pid of rest) pin(pid, CORES?.load);
   for (const pid of servers) pin(pid, CORES?.server);
   try {

@@ -119,7 +119,7 @@ export async function scaleRows(b: Bench, idleRss: number[], n = MAPPINGS): Prom
     const bare = await startBare(b, body);
     try {
       const tls = { tls: b.frontProxy, headers: b.proxyHeaders };
-      const m = await pinned(b, [governor.process.pid!, bare.process.pid!], () =>
+      const m = await pinned(b, [governor.process.pid!, bare.process.pid!], [], () =>
         interleave(b, { url: discovery, ...tls }, { url: `https://127.0.0.1:${bare.port}/`, ...tls }, 1),
       );
       b.rows.push(

@@ -14,6 +14,10 @@ export const ErrorCodes = {
   GOV_ERR_AUTHN: "The client's credentials were presented but are not valid (answered as 401 Unauthorized).",
   GOV_ERR_AUTHZ_UNAVAILABLE:
     "Authentication or authorization could not be checked with the apiserver (answered as 500, never allowed).",
+  GOV_ERR_REQUEST_TIMEOUT:
+    "A metrics request did not complete within its deadline, e.g. waiting for a first sample (answered as 504 Timeout).",
+  GOV_ERR_CLIENT_GONE:
+    "The client closed the connection before the answer was ready; the request stopped waiting and nothing was sent.",
   GOV_ERR_TLS: "The serving certificate or a CA bundle could not be loaded.",
   GOV_ERR_UNSAFE_PATH:
     "A name from a custom resource is not a plain object name (`..`, `/`, `%` …); the request was not sent.",

@@ -39,6 +39,20 @@ const CidrList = z
     }
   });
 
+/** A size in bytes: a whole number, optionally with a binary suffix (`512Ki`, `10Mi`, `1Gi`). */
+const ByteSize = (min: number, max: number) =>
+  z
+    .string()
+    .regex(
+      /^\d{1,12}(Ki|Mi|Gi)?$/,
+      "must be a whole number of bytes, optionally with Ki, Mi or Gi (e.g. 10Mi)",
+    )
+    .transform((s) => {
+      const unit = { Ki: 1 << 10, Mi: 1 << 20, Gi: 1 << 30 }[s.slice(-2)] ?? 1;
+      return Number.parseInt(s, 10) * unit;
+    })
+    .refine((n) => n >= min && n <= max, `must be between ${min >> 10}Ki and ${max >> 20}Mi`);
+
 const RunConfig = z.strictObject({
   kubeconfig: z.string().optional(),
   namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "must be a valid namespace name"),
@@ -58,6 +72,7 @@ const RunConfig = z.strictObject({
   takeOverApiservices: z.boolean(),
   sourceAllowCidrs: CidrList,
   sourceDenyCidrs: CidrList,
+  sourceMaxResponseBytes: ByteSize(1 << 10, 256 << 20),
   allowClusterWideCounts: z.boolean(),
 });
 type RunConfig = z.infer<typeof RunConfig>;
@@ -126,6 +141,7 @@ async function run(cfg: RunConfig): Promise<void> {
     apis: { custom: cfg.apis !== "external", external: cfg.apis !== "custom" },
     shutdownDelayMs: cfg.shutdownDelay * 1000,
     sourcePolicy: destinationPolicy({ allow: cfg.sourceAllowCidrs, deny: cfg.sourceDenyCidrs }),
+    sourceMaxResponseBytes: cfg.sourceMaxResponseBytes,
     clusterWideCounts: cfg.allowClusterWideCounts,
   });
   const api = operator.api;
@@ -229,6 +245,11 @@ function program(): Command {
     .option(
       "--source-deny-cidrs <cidrs>",
       "comma-separated CIDRs sources may never reach (e.g. the node network); wins over --source-allow-cidrs",
+    )
+    .option(
+      "--source-max-response-bytes <size>",
+      "the most a source may answer (Prometheus, HTTP, one scraped pod), 1Ki to 256Mi; a larger answer is a source error, never buffered whole. Up to 16 pods are scraped at once per mapping: keep 16 × this well inside the memory limit",
+      "10Mi",
     )
     .option(
       "--allow-cluster-wide-counts",

@@ -16,6 +16,7 @@ import {
   parseGroupResource,
 } from "../metrics/provider.js";
 import { LabelSelector, SelectorParseError } from "../selectors/label-selector.js";
+import { type Cancellation, ClientGoneError, DeadlineExceededError } from "../util/deadline.js";
 import { tryDecodeURIComponent } from "../util/uri.js";
 import {
   AGGREGATED_DISCOVERY_V2,
@@ -105,18 +106,21 @@ export class MetricsApi {
   }
 
   /**
-   * Answers one request (`url` is a URL or the server's split request target). Never
-   * throws: unexpected errors become a 500 Status.
+   * Answers one request (`url` is a URL or the server's split request target). Throws
+   * only {@link ClientGoneError} (`cancel` aborted because the client left); a passed
+   * deadline is a 504 Status, unexpected errors a 500 Status.
    */
   handle(
     method: string,
     url: RequestTarget,
     accept: string | undefined,
     ifNoneMatch?: string,
+    cancel?: Cancellation,
   ): Promise<ApiResponse> {
-    return this.route(method, url, accept, ifNoneMatch).catch((err: unknown) =>
-      errorResponse(err, routeKind(url.pathname)),
-    );
+    return this.route(method, url, accept, ifNoneMatch, cancel).catch((err: unknown) => {
+      if (err instanceof ClientGoneError) throw err; // nobody to answer: the server drops it
+      return errorResponse(err, routeKind(url.pathname));
+    });
   }
 
   private async route(
@@ -124,6 +128,7 @@ export class MetricsApi {
     url: RequestTarget,
     accept: string | undefined,
     ifNoneMatch: string | undefined,
+    cancel: Cancellation | undefined,
   ): Promise<ApiResponse> {
     const decoded = url.pathname
       .split("/")
@@ -170,8 +175,8 @@ export class MetricsApi {
       return notFound(`the server could not find the requested resource (${group}/${version})`);
     if (rest.length === 0) return ok(this.resourceList(group, version), RouteKinds.Discovery);
     return group === CUSTOM_GROUP
-      ? this.custom(version, rest, url.searchParams)
-      : this.external(rest, url.searchParams);
+      ? this.custom(version, rest, url.searchParams, cancel)
+      : this.external(rest, url.searchParams, cancel);
   }
 
   /**
@@ -218,7 +223,12 @@ export class MetricsApi {
     return { status: 200, body: doc.body, ...common };
   }
 
-  private async custom(version: string, rest: string[], query: URLSearchParams): Promise<ApiResponse> {
+  private async custom(
+    version: string,
+    rest: string[],
+    query: URLSearchParams,
+    cancel: Cancellation | undefined,
+  ): Promise<ApiResponse> {
     const metricSelector = parseSelector(query.get("metricLabelSelector"), "metricLabelSelector");
     const echo = metricSelector.empty ? null : metricSelector.toObject();
     const render = (values: CustomMetricValue[]) =>
@@ -248,6 +258,7 @@ export class MetricsApi {
           name: namespace,
           metric: parts[1]!,
           metricSelector,
+          cancel,
         });
         return { ...ok(renderOne(value), RouteKinds.CustomObject), items: 1 };
       }
@@ -269,6 +280,7 @@ export class MetricsApi {
         selector,
         metric,
         metricSelector,
+        cancel,
       });
       return { ...ok(render(values), RouteKinds.CustomSelector), items: values.length };
     }
@@ -278,11 +290,16 @@ export class MetricsApi {
       name,
       metric,
       metricSelector,
+      cancel,
     });
     return { ...ok(renderOne(value), RouteKinds.CustomObject), items: 1 };
   }
 
-  private async external(rest: string[], query: URLSearchParams): Promise<ApiResponse> {
+  private async external(
+    rest: string[],
+    query: URLSearchParams,
+    cancel: Cancellation | undefined,
+  ): Promise<ApiResponse> {
     if (rest.length !== 3 || rest[0] !== "namespaces") {
       return notFound(
         "the server could not find the requested resource: expected namespaces/{namespace}/{metric}",
@@ -293,7 +310,7 @@ export class MetricsApi {
     if (metric === PLACEHOLDER_RESOURCE)
       return notFound("no external metrics are configured yet: create a MetricMapping", RouteKinds.External);
     const metricSelector = parseSelector(query.get("labelSelector"), "labelSelector");
-    const values = await this.provider.getExternalMetric({ namespace, metric, metricSelector });
+    const values = await this.provider.getExternalMetric({ namespace, metric, metricSelector, cancel });
     return { ...ok(externalValueList(values), RouteKinds.External), items: values.length };
   }
 }
@@ -340,6 +357,8 @@ export function errorResponse(err: unknown, kind: RouteKind): ApiResponse {
     return { status: 404, body: statusBody(404, "NotFound", message), kind };
   if (err instanceof MetricUnavailableError)
     return { status: 503, body: statusBody(503, "ServiceUnavailable", message), kind };
+  if (err instanceof DeadlineExceededError)
+    return { status: 504, body: statusBody(504, "Timeout", message), kind };
   // Internal details (apiserver errors, stack traces) are for the log, not for callers.
   return { status: 500, body: statusBody(500, "InternalError", "internal error"), kind, cause: err };
 }

@@ -9,6 +9,8 @@ import { DelegatingAuthorizer, type SubjectAccessReviewSpec } from "./authz.js";
 import { PromApiServerMetrics } from "./instrumentation.js";
 import { MetricsApi } from "./metrics-api.js";
 import { MetricsApiServer } from "./server.js";
+import type { GovernorError } from "../errors.js";
+import { untilCancelled } from "../util/deadline.js";
 
 const T = new Date("2026-11-22T10:00:00.123Z");
 const C = "/apis/custom.metrics.k8s.io";
@@ -601,6 +603,60 @@ describe("metrics API server", function () {
       } finally {
         release();
         await limited.shutdown();
+      }
+    });
+
+    it("answers 504 Timeout when no value comes within the request's deadline, and stops waiting at once when the client leaves", async () => {
+      const ended: string[] = [];
+      class WaitingProvider extends FakeProvider {
+        // As the MetricMapping provider waits for a first sample that does not come.
+        override getExternalMetric(req: Parameters<FakeProvider["getExternalMetric"]>[0]) {
+          return untilCancelled(new Promise<never>(() => {}), req.cancel).catch((err: GovernorError) => {
+            ended.push(err.code);
+            throw err;
+          });
+        }
+      }
+      const authenticator = new DelegatingAuthenticator({ review: async () => undefined });
+      authenticator.setConfig({ clientCA: clientCA.cert });
+      const waiting = new MetricsApiServer({
+        api: new MetricsApi(new WaitingProvider()),
+        authenticator,
+        authorizer: new DelegatingAuthorizer({ review: async () => ({ allowed: true, reason: "" }) }),
+        logger: pino({ level: "silent" }),
+        metrics: new PromApiServerMetrics(undefined, { defaultMetrics: false }),
+        tls: await issueCertificate(servingCA, {
+          commonName: "governor",
+          dnsNames: ["governor.governor-system.svc"],
+          usage: "server",
+        }),
+        host: "127.0.0.1",
+        port: 0,
+        shutdownDelayMs: 0,
+        requestDeadlineMs: 1500,
+      });
+      const { port } = await waiting.listen();
+      try {
+        const opts = {
+          ca: servingCA.cert,
+          servername: "governor.governor-system.svc",
+          cert: admin.cert,
+          key: admin.key,
+        };
+        const url = `https://127.0.0.1:${port}${E}/namespaces/shop/queue_depth`;
+        const t0 = Date.now();
+        await httpsGet(url, { ...opts, timeoutMs: 200 }).catch(() => undefined); // the client gives up
+        while (ended.length === 0 && Date.now() - t0 < 1200) await new Promise((r) => setTimeout(r, 20));
+        expect(ended).to.deep.equal(["GOV_ERR_CLIENT_GONE"]);
+        expect(Date.now() - t0, "stopped long before the deadline").to.be.below(1200);
+
+        const timedOut = await httpsGet(url, opts);
+        expect(timedOut.status).to.equal(504);
+        expect(timedOut.json.reason).to.equal("Timeout");
+        expect(timedOut.json.message).to.equal("the request did not complete within 1.5s");
+        expect(ended).to.deep.equal(["GOV_ERR_CLIENT_GONE", "GOV_ERR_REQUEST_TIMEOUT"]);
+      } finally {
+        await waiting.shutdown();
       }
     });
 

@@ -20,6 +20,7 @@ import { ANONYMOUS, AuthenticationError, type Authenticator } from "./authn.js";
 import type { Authorizer } from "./authz.js";
 import type { ApiServerMetrics } from "./instrumentation.js";
 import { errorResponse, type MetricsApi, RouteKinds, type RouteKind, routeKind } from "./metrics-api.js";
+import { ClientGoneError, RequestDeadline, untilCancelled } from "../util/deadline.js";
 import { requestInfo } from "./request-info.js";
 import { JsonText, statusBody } from "./wire.js";
 
@@ -49,6 +50,11 @@ export interface MetricsApiServerOptions {
    * kube-apiserver's `--max-requests-inflight` does. @default 400
    */
   maxInFlight?: number;
+  /**
+   * How long a request may wait (for a first sample, a review, discovery) before it is
+   * answered 504 Timeout; a client that goes away stops the wait at once. @default 30000
+   */
+  requestDeadlineMs?: number;
 }
 
 const HEALTH_PATHS = new Set(["/healthz", "/livez", "/readyz"]);
@@ -168,6 +174,7 @@ export class MetricsApiServer {
     let kind: RouteKind = RouteKinds.Unknown;
     let status = 500;
     let user = "";
+    const deadline = new RequestDeadline(res, this.opts.requestDeadlineMs ?? 30_000);
     try {
       // The raw path, as routing and authorization both read it (no URL normalisation that
       // one of them could see differently).
@@ -196,7 +203,7 @@ export class MetricsApiServer {
       let identity;
       try {
         const pending = this.opts.authenticator.authenticate(req);
-        identity = pending instanceof Promise ? await pending : pending;
+        identity = pending instanceof Promise ? await untilCancelled(pending, deadline) : pending;
       } catch (err) {
         if (err instanceof AuthenticationError) {
           status = 401;
@@ -220,7 +227,7 @@ export class MetricsApiServer {
       }
       const info = requestInfo(req.method ?? "GET", target.pathname, target.searchParams);
       const pending = this.opts.authorizer.authorize(identity, info);
-      const decision = pending instanceof Promise ? await pending : pending;
+      const decision = pending instanceof Promise ? await untilCancelled(pending, deadline) : pending;
       if (!decision.allowed) {
         status = 403;
         send(res, 403, forbidden(identity.name, info), requestId);
@@ -231,6 +238,7 @@ export class MetricsApiServer {
         target,
         req.headers.accept,
         req.headers["if-none-match"],
+        deadline,
       );
       kind = answer.kind;
       status = answer.status;
@@ -239,6 +247,11 @@ export class MetricsApiServer {
         send(res, 500, internalError(requestId), requestId);
       } else send(res, answer.status, answer.body, requestId, req.method === "HEAD", answer);
     } catch (err) {
+      if (err instanceof ClientGoneError) {
+        status = 499; // nginx's "client closed request": nobody is left to answer
+        res.destroy();
+        return;
+      }
       const answer = errorResponse(err, kind);
       status = answer.status;
       this.opts.logger.error({ requestId, err }, "request failed");
@@ -246,6 +259,7 @@ export class MetricsApiServer {
         send(res, answer.status, status === 500 ? internalError(requestId) : answer.body, requestId);
       else res.destroy();
     } finally {
+      deadline.dispose();
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       this.opts.metrics.observeRequest(kind, status, seconds);
       if (status >= 500 || this.opts.logger.isLevelEnabled("debug")) {

@@ -49,6 +49,8 @@ export interface OperatorOptions {
   authCacheTtlMs?: number;
   /** Where HTTP sources may connect. @default DEFAULT_DESTINATION_POLICY */
   sourcePolicy?: DestinationPolicy;
+  /** The most an HTTP source may read from one answer, in bytes. @default MAX_RESPONSE_BYTES */
+  sourceMaxResponseBytes?: number;
   /** Whether `kubernetes` counts may read beyond a mapping's namespace. @default false */
   clusterWideCounts?: boolean;
 }
@@ -101,6 +103,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     logger: log,
     secrets: new KubeSecretReader(opts.client),
     sourcePolicy: opts.sourcePolicy,
+    sourceMaxResponseBytes: opts.sourceMaxResponseBytes,
     clusterWideCounts: opts.clusterWideCounts,
     isLeader: () => leading,
     observeSample: (outcome, seconds) => {

@@ -49,6 +49,8 @@ export interface MetricMappingReconcilerOptions {
   secrets: SecretReader;
   /** Where HTTP sources may connect. @default DEFAULT_DESTINATION_POLICY */
   sourcePolicy?: DestinationPolicy;
+  /** The most an HTTP source may read from one answer, in bytes. @default MAX_RESPONSE_BYTES */
+  sourceMaxResponseBytes?: number;
   /** Whether `kubernetes` counts may read beyond a mapping's namespace. @default false */
   clusterWideCounts?: boolean;
   /** Whether this replica writes status (the leader). */
@@ -217,6 +219,7 @@ export class MetricMappingReconciler {
       mapper: this.opts.mapper,
       secrets: this.opts.secrets,
       policy: this.opts.sourcePolicy,
+      maxResponseBytes: this.opts.sourceMaxResponseBytes,
       clusterWideCounts: this.opts.clusterWideCounts,
     };
     const source = buildSource(spec, ctx);

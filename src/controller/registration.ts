@@ -5,11 +5,14 @@
  *
  * - **One CA, however many replicas start at once**: the Secret is created with a plain
  *   create; a replica that loses the race (409) adopts the winner's.
- * - **Reused across restarts**; the leaf is **rotated** when a third of its life is left,
- *   the CA when a fifth is left (or on demand). A new CA is first *added* to `caBundle`
- *   (old and new both trusted), and only after the aggregator has had time to load it is
- *   a leaf from the new CA issued; every replica hot-swaps the leaf when the Secret
- *   changes. No request fails across a rotation.
+ * - **Reused across restarts**; **rotated** when a third of the leaf's life is left (or on
+ *   demand). **No CA key is kept**: each CA signs exactly one leaf and its key is dropped
+ *   at once, so the Secret holds nothing that could mint another certificate the
+ *   aggregator trusts. A rotation makes a new CA and its leaf together; the CA is *added*
+ *   to `caBundle` (old and new both trusted) and the leaf waits in the Secret
+ *   (`next-tls.crt`/`next-tls.key`) until the aggregator has had time to load the CA; then
+ *   it becomes `tls.crt`/`tls.key` and every replica hot-swaps it. No request fails across
+ *   a rotation. (Secrets written before this kept `ca.key`; the leader drops it.)
  * - **Never takes over someone else's APIService**: one pointing at another Service (KEDA,
  *   prometheus-adapter…) is left alone and reported (log, Event, `/readyz` detail) unless
  *   `takeOver` is set.
@@ -19,15 +22,7 @@
  * ship these objects themselves).
  */
 import type { Logger } from "pino";
-import {
-  createCA,
-  dnsNamesOf,
-  isSignedBy,
-  issueCertificate,
-  splitPem,
-  validity,
-  type KeyPair,
-} from "../certs/certs.js";
+import { createCA, dnsNamesOf, issueCertificate, splitPem, validity, type KeyPair } from "../certs/certs.js";
 import { KubeApiError, type KubeClient, type KubeObject } from "../k8s/client.js";
 import { buildApiServices, buildLocalService, serviceDnsNames } from "../manifests/api-service.js";
 import type { EventRecorder } from "./events.js";
@@ -57,8 +52,6 @@ export interface RegistrationOptions {
   isLeader: () => boolean;
   /** @default 365 */
   leafDays?: number;
-  /** @default 3650 */
-  caDays?: number;
   /** How long a new CA sits in caBundle before a leaf from it is served. @default 15000 */
   caPropagationMs?: number;
   /** How often the loop runs. @default 30000 */
@@ -67,11 +60,14 @@ export interface RegistrationOptions {
 
 interface SecretData {
   caBundle: string;
-  caKey: string;
   cert: string;
   key: string;
-  /** When a new CA was added to the bundle (its leaf waits for propagation). */
+  /** The leaf of the newest CA, waiting until that CA has reached every caBundle. */
+  next?: KeyPair;
+  /** When the newest CA was added to the bundle. */
   caAddedAt?: number;
+  /** Read from a Secret that still holds a CA key (written before keys were dropped). */
+  legacyCaKey?: boolean;
 }
 
 const b64 = (s: string) => Buffer.from(s).toString("base64");
@@ -86,8 +82,7 @@ export class Registration {
   private running: Promise<void> = Promise.resolve();
   /** The Secret's resourceVersion as last read: a write based on it fails if it changed since. */
   private secretVersion?: string;
-  private forceCA = false;
-  private forceLeaf = false;
+  private forceRotation = false;
   /** APIServices left alone because another Service owns them. */
   readonly conflicts = new Map<string, string>();
   private readonly log: Logger;
@@ -170,10 +165,9 @@ export class Registration {
     return next;
   }
 
-  /** Rotates on the next syncs: the leaf, or the CA and then the leaf. */
-  requestRotation(what: { ca?: boolean } = {}): void {
-    if (what.ca) this.forceCA = true;
-    else this.forceLeaf = true;
+  /** Rotates on the next syncs: a new CA into the bundle, then its leaf served. */
+  requestRotation(): void {
+    this.forceRotation = true;
   }
 
   async stop(): Promise<void> {
@@ -219,10 +213,8 @@ export class Registration {
 
   private async sync(): Promise<void> {
     const data = await this.readSecret();
-    if (
-      data &&
-      (!this.current || data.cert !== this.current.cert || data.caBundle !== this.current.caBundle)
-    ) {
+    if (data) {
+      // Always what the Secret says now (a pending leaf, a CA key to drop), not only on a change.
       const servedChanged = !this.current || data.cert !== this.current.cert;
       this.current = data;
       if (servedChanged) {
@@ -240,65 +232,56 @@ export class Registration {
   private async rotateIfDue(): Promise<void> {
     const cur = this.current!;
     const now = Date.now();
-    const caPem = splitPem(cur.caBundle)[0] ?? "";
-    const ca = validity(caPem);
-    const caLife = ca.notAfter.getTime() - ca.notBefore.getTime();
-    if (this.forceCA || ca.notAfter.getTime() - now < caLife / 5) {
-      this.forceCA = false;
-      const next = await createCA(`${this.opts.serviceName}.${this.opts.namespace} CA`, {
-        validDays: this.opts.caDays ?? 3650,
-      });
+    if (cur.next) {
+      const propagated = now - (cur.caAddedAt ?? 0) >= (this.opts.caPropagationMs ?? 15_000);
+      if (!propagated) return; // wait: the new CA is not in every caBundle yet
+      const next: SecretData = { caBundle: cur.caBundle, cert: cur.next.cert, key: cur.next.key };
+      await this.writeSecret(next);
+      this.opts.onServingCertificate(cur.next);
+      this.log.info({ notAfter: validity(next.cert).notAfter }, "serving the new CA's certificate");
+      return;
+    }
+    const leaf = validity(cur.cert);
+    const life = leaf.notAfter.getTime() - leaf.notBefore.getTime();
+    const namesOk = this.dnsNames.every((n) => dnsNamesOf(cur.cert).includes(n));
+    if (this.forceRotation || !namesOk || leaf.notAfter.getTime() - now < life / 3) {
+      this.forceRotation = false;
+      const fresh = await this.generate();
       // Keep still-valid older CAs trusted: the leaf in use is signed by one of them.
       const keep = splitPem(cur.caBundle)
         .filter((pem) => validity(pem).notAfter.getTime() > now)
         .slice(0, 2);
       await this.writeSecret({
         ...cur,
-        caBundle: [...splitPem(next.cert), ...keep].join(""),
-        caKey: next.key,
+        caBundle: [...splitPem(fresh.caBundle), ...keep].join(""),
+        next: { cert: fresh.cert, key: fresh.key },
         caAddedAt: now,
       });
-      this.log.info("rotating the CA: new CA added to caBundle; its leaf follows once the aggregator has it");
+      this.log.info(
+        "rotating: a new CA added to caBundle; its certificate is served once the aggregator has it",
+      );
       return;
     }
-    const leaf = validity(cur.cert);
-    const leafLife = leaf.notAfter.getTime() - leaf.notBefore.getTime();
-    const signedByCurrent = await isSignedBy(cur.cert, caPem);
-    const namesOk = this.dnsNames.every((n) => dnsNamesOf(cur.cert).includes(n));
-    const propagated = !cur.caAddedAt || now - cur.caAddedAt >= (this.opts.caPropagationMs ?? 15_000);
-    if (!signedByCurrent && !propagated) return; // wait: the new CA is not in every caBundle yet
-    if (this.forceLeaf || !signedByCurrent || !namesOk || leaf.notAfter.getTime() - now < leafLife / 3) {
-      this.forceLeaf = false;
-      const pair = await issueCertificate(
-        { cert: caPem, key: cur.caKey },
-        {
-          commonName: `${this.opts.serviceName}.${this.opts.namespace}.svc`,
-          dnsNames: this.dnsNames,
-          ...(this.opts.mode === "local" ? { ipAddresses: ["127.0.0.1"] } : {}),
-          usage: "server",
-          validDays: this.opts.leafDays ?? 365,
-        },
-      );
-      const next: SecretData = { caBundle: cur.caBundle, caKey: cur.caKey, cert: pair.cert, key: pair.key };
-      await this.writeSecret(next);
-      this.current = next;
-      this.opts.onServingCertificate(pair);
-      this.log.info({ notAfter: validity(pair.cert).notAfter }, "issued a new serving certificate");
+    if (cur.legacyCaKey) {
+      await this.writeSecret({ ...cur, legacyCaKey: false });
+      this.log.info("dropped the CA key an older version kept in the Secret");
     }
   }
 
+  /** A new CA and its one leaf; the CA's key is not kept (see the module comment). */
   private async generate(): Promise<SecretData> {
+    const leafDays = this.opts.leafDays ?? 365;
     const ca = await createCA(`${this.opts.serviceName}.${this.opts.namespace} CA`, {
-      validDays: this.opts.caDays ?? 3650,
+      validDays: leafDays + 1,
     });
     const leaf = await issueCertificate(ca, {
       commonName: `${this.opts.serviceName}.${this.opts.namespace}.svc`,
       dnsNames: this.dnsNames,
       ...(this.opts.mode === "local" ? { ipAddresses: ["127.0.0.1"] } : {}),
       usage: "server",
-      validDays: this.opts.leafDays ?? 365,
+      validDays: leafDays,
     });
-    return { caBundle: ca.cert, caKey: ca.key, cert: leaf.cert, key: leaf.key };
+    return { caBundle: ca.cert, cert: leaf.cert, key: leaf.key };
   }
 
   private secretBody(d: SecretData) {
@@ -314,9 +297,9 @@ export class Registration {
       },
       data: {
         "ca.crt": b64(d.caBundle),
-        "ca.key": b64(d.caKey),
         "tls.crt": b64(d.cert),
         "tls.key": b64(d.key),
+        ...(d.next ? { "next-tls.crt": b64(d.next.cert), "next-tls.key": b64(d.next.key) } : {}),
       },
     };
   }
@@ -329,13 +312,15 @@ export class Registration {
     this.secretVersion = s.metadata?.resourceVersion;
     const d: SecretData = {
       caBundle: unb64(s.data["ca.crt"]),
-      caKey: unb64(s.data["ca.key"]),
       cert: unb64(s.data["tls.crt"]),
       key: unb64(s.data["tls.key"]),
     };
+    const [nextCert, nextKey] = [unb64(s.data["next-tls.crt"]), unb64(s.data["next-tls.key"])];
+    if (nextCert && nextKey) d.next = { cert: nextCert, key: nextKey };
+    if (s.data["ca.key"]) d.legacyCaKey = true;
     const added = s.metadata?.annotations?.["governor.dev/ca-added-at"];
     if (added) d.caAddedAt = Date.parse(added);
-    if (!d.caBundle || !d.caKey || !d.cert || !d.key) return undefined;
+    if (!d.caBundle || !d.cert || !d.key) return undefined;
     return d;
   }
 

@@ -11,6 +11,7 @@
  */
 import { LabelSelector } from "../selectors/label-selector.js";
 import { ByteLru, stringBytes } from "../util/lru.js";
+import { untilCancelled } from "../util/deadline.js";
 import type { Sampler } from "./sampler.js";
 import {
   type CustomMetricInfo,
@@ -178,7 +179,9 @@ export class MappingProvider implements MetricsProvider {
     const m = this.customMapping(namespace, req.groupResource, req.metric);
     // Warm requests take no await below: the kind is remembered, pods are looked up in the
     // local index, and the sampler already holds a value.
-    const info = this.describedNow(req.groupResource) ?? (await this.describe(req.groupResource));
+    const info =
+      this.describedNow(req.groupResource) ??
+      (await untilCancelled(this.describe(req.groupResource), req.cancel));
     if (
       !isNamespace &&
       m.subject.kind === "resource" &&
@@ -186,11 +189,13 @@ export class MappingProvider implements MetricsProvider {
       m.subject.groupResource.group === ""
     ) {
       const pod = this.subjects.get(req.groupResource, namespace, req.name);
-      if (!(pod instanceof Promise ? await pod : pod)) {
+      if (!(pod instanceof Promise ? await untilCancelled(pod, req.cancel) : pod)) {
         throw new MetricNotFoundError(`pods "${req.name}" not found in namespace "${namespace}"`);
       }
     }
-    const sample = m.sampler.state.last ? this.evaluate(m, m.sampler) : await this.current(m);
+    const sample = m.sampler.state.last
+      ? this.evaluate(m, m.sampler)
+      : await untilCancelled(this.current(m), req.cancel);
     const value = sample.scalar ?? sample.values?.get(req.name);
     if (value === undefined)
       throw new MetricNotFoundError(
@@ -218,12 +223,17 @@ export class MappingProvider implements MetricsProvider {
         `metrics of cluster-scoped ${formatGroupResource(req.groupResource)} are not served (a MetricMapping serves its own namespace)`,
       );
     const m = this.customMapping(req.namespace, req.groupResource, req.metric);
-    const info = this.describedNow(req.groupResource) ?? (await this.describe(req.groupResource));
+    const info =
+      this.describedNow(req.groupResource) ??
+      (await untilCancelled(this.describe(req.groupResource), req.cancel));
     const sampler = m.forSelector && !req.selector.empty ? m.forSelector(req.selector) : m.sampler;
-    const [objects, sample] = await Promise.all([
-      this.subjects.list(req.groupResource, req.namespace, req.selector),
-      this.current(m, sampler),
-    ]);
+    const [objects, sample] = await untilCancelled(
+      Promise.all([
+        this.subjects.list(req.groupResource, req.namespace, req.selector),
+        this.current(m, sampler),
+      ]),
+      req.cancel,
+    );
     const out: CustomMetricValue[] = [];
     for (const o of objects) {
       const value = sample.scalar ?? sample.values?.get(o.name);
@@ -248,7 +258,9 @@ export class MappingProvider implements MetricsProvider {
       );
     }
     const baseLabels = m.subject.labels;
-    const sample = await this.current(m);
+    const sample = m.sampler.state.last
+      ? this.evaluate(m, m.sampler)
+      : await untilCancelled(this.current(m), req.cancel);
     const series: { labels: Record<string, string>; value: number }[] =
       sample.scalar !== undefined
         ? [{ labels: baseLabels, value: sample.scalar }]

@@ -6,6 +6,7 @@
  */
 import { GovernorError } from "../errors.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
+import type { Cancellation } from "../util/deadline.js";
 
 /** A resource and its API group (`""` for the core group), e.g. `{group: "apps", resource: "deployments"}`. */
 export interface GroupResource {
@@ -64,6 +65,11 @@ export interface ObjectMetricRequest {
   metric: string;
   /** The `metricLabelSelector` parameter (empty when absent). */
   metricSelector: LabelSelector;
+  /**
+   * Stops waiting when the request's deadline passes or its client goes away. Read
+   * `cancel.signal` only just before waiting: reading it arms the deadline.
+   */
+  cancel?: Cancellation;
 }
 
 /** A request for the metric of every object matching a label selector. */
@@ -74,6 +80,11 @@ export interface SelectorMetricRequest {
   selector: LabelSelector;
   metric: string;
   metricSelector: LabelSelector;
+  /**
+   * Stops waiting when the request's deadline passes or its client goes away. Read
+   * `cancel.signal` only just before waiting: reading it arms the deadline.
+   */
+  cancel?: Cancellation;
 }
 
 /** A request for an external metric. */
@@ -82,6 +93,11 @@ export interface ExternalMetricRequest {
   metric: string;
   /** The `labelSelector` parameter (which series of the metric). */
   metricSelector: LabelSelector;
+  /**
+   * Stops waiting when the request's deadline passes or its client goes away. Read
+   * `cancel.signal` only just before waiting: reading it arms the deadline.
+   */
+  cancel?: Cancellation;
 }
 
 /** What the metrics API needs from whoever knows the values. */

@@ -36,7 +36,12 @@ export class HttpSource implements MetricSource {
 
   constructor(
     private readonly spec: Spec,
-    private readonly ctx: { namespace: string; secrets: SecretReader; policy?: DestinationPolicy },
+    private readonly ctx: {
+      namespace: string;
+      secrets: SecretReader;
+      policy?: DestinationPolicy;
+      maxResponseBytes?: number;
+    },
   ) {
     this.timeoutMs = durationMs(spec.timeout);
   }
@@ -50,6 +55,7 @@ export class HttpSource implements MetricSource {
       signal: req.signal,
       timeoutMs: this.timeoutMs,
       policy: this.ctx.policy,
+      maxBytes: this.ctx.maxResponseBytes,
     });
     let json: unknown;
     try {

@@ -23,6 +23,8 @@ export interface SourceContext {
   secrets?: SecretReader;
   /** Where HTTP sources may connect. @default DEFAULT_DESTINATION_POLICY */
   policy?: DestinationPolicy;
+  /** The most an HTTP source may read from one answer, in bytes. @default MAX_RESPONSE_BYTES */
+  maxResponseBytes?: number;
   /** Whether `kubernetes` counts may read beyond the mapping's namespace. @default false */
   clusterWideCounts?: boolean;
 }
@@ -36,7 +38,8 @@ export function sourceKind(spec: MetricMappingSpec["source"]): string {
 export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): MetricSource {
   const s = spec.source;
   if (s.static) return new StaticSource(s.static);
-  if (s.scrape) return new ScrapeSource(s.scrape, ctx.policy); // subject pods: a MetricMappingSpec rule
+  // subject pods: a MetricMappingSpec rule
+  if (s.scrape) return new ScrapeSource(s.scrape, ctx.policy, ctx.maxResponseBytes);
   const need = <T>(v: T | undefined, what: string): T => {
     if (v === undefined) throw new SourceConfigError(`the ${sourceKind(s)} source needs ${what}`);
     return v;
@@ -46,12 +49,14 @@ export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): Metric
       namespace: ctx.namespace,
       secrets: need(ctx.secrets, "Secret access"),
       policy: ctx.policy,
+      maxResponseBytes: ctx.maxResponseBytes,
     });
   if (s.http)
     return new HttpSource(s.http, {
       namespace: ctx.namespace,
       secrets: need(ctx.secrets, "Secret access"),
       policy: ctx.policy,
+      maxResponseBytes: ctx.maxResponseBytes,
     });
   if (s.kubernetes) {
     return new KubernetesCountSource(s.kubernetes, {

@@ -98,6 +98,13 @@ export function prometheusError(body: string): string | undefined {
   }
 }
 
+/**
+ * The most series one answer may carry: a mapping describes at most this many objects (an
+ * HPA's pods, a namespace's Services). Beyond it the answer is a source error, before any
+ * per-series work — the response size limit bounds the bytes, this the values kept.
+ */
+export const MAX_SERIES = 50_000;
+
 /** Converts a Prometheus answer to a sample value. */
 export function toSampleValue(body: PromResponse, nameLabel: string | undefined): SampleValue {
   if (body.status !== "success" || !body.data)
@@ -107,6 +114,10 @@ export function toSampleValue(body: PromResponse, nameLabel: string | undefined)
   if (resultType !== "vector")
     throw new Error(`Prometheus returned a ${resultType}; an instant vector or scalar is needed`);
   const vector = result as { metric: Record<string, string>; value: [number, string] }[];
+  if (vector.length > MAX_SERIES)
+    throw new Error(
+      `the query returned ${vector.length} series; a mapping uses at most ${MAX_SERIES} (narrow the query, or aggregate)`,
+    );
   if (!nameLabel) {
     if (vector.length === 0) throw new Error("the query returned no data");
     if (vector.length > 1)
@@ -133,7 +144,12 @@ export class PrometheusSource implements MetricSource {
 
   constructor(
     private readonly spec: Spec,
-    private readonly ctx: { namespace: string; secrets: SecretReader; policy?: DestinationPolicy },
+    private readonly ctx: {
+      namespace: string;
+      secrets: SecretReader;
+      policy?: DestinationPolicy;
+      maxResponseBytes?: number;
+    },
   ) {
     this.needsObjects = spec.query.includes("{{names}}");
     this.perSelector = spec.query.includes("{{selector}}");
@@ -176,6 +192,7 @@ export class PrometheusSource implements MetricSource {
         timeoutMs: this.timeoutMs,
         ca,
         policy: this.ctx.policy,
+        maxBytes: this.ctx.maxResponseBytes,
       });
     } catch (err) {
       // Prometheus explains bad queries in a JSON error body with HTTP 400/422: say that

@@ -60,6 +60,8 @@ export class ScrapeSource implements MetricSource {
   constructor(
     private readonly spec: Spec,
     private readonly policy?: DestinationPolicy,
+    /** The most one pod's answer may be, in bytes. @default MAX_RESPONSE_BYTES */
+    private readonly maxResponseBytes?: number,
   ) {
     this.timeoutMs = durationMs(spec.timeout);
   }
@@ -74,6 +76,7 @@ export class ScrapeSource implements MetricSource {
         timeoutMs: this.timeoutMs,
         headers: { accept: "text/plain;version=0.0.4" },
         policy: this.policy,
+        maxBytes: this.maxResponseBytes,
       });
       return { pod, value: this.select(text), at: Date.now() };
     });

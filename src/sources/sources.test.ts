@@ -3,9 +3,11 @@ import type { AddressInfo } from "node:net";
 import { expect } from "chai";
 import type { Counter, Registry } from "prom-client";
 import { requestCounterApp } from "../demo/fake-app.js";
+import { MetricMappingSpec } from "../api/metric-mapping.js";
 import { destinationPolicy } from "./destination-policy.js";
+import { buildSource } from "./index.js";
 import { HttpSource, pickNumber } from "./http.js";
-import { PrometheusSource, renderQuery } from "./prometheus.js";
+import { MAX_SERIES, PrometheusSource, renderQuery, toSampleValue } from "./prometheus.js";
 import { ScrapeSource, counterRate } from "./scrape.js";
 import type { SecretReader } from "./secrets.js";
 import { StaticSource } from "./static.js";
@@ -59,6 +61,21 @@ describe("sources", () => {
         }),
       ).to.equal('sum by (pod) (rate(x{namespace="shop",pod=~"web-1|a\\\\.b"}[1m]))');
       expect(renderQuery('x{pod=~"{{names}}"}', { namespace: "n" })).to.equal('x{pod=~".+"}');
+    });
+
+    it("refuses an answer with more series than a mapping may describe, before keeping any", () => {
+      const series = (n: number) => ({
+        status: "success" as const,
+        data: {
+          resultType: "vector" as const,
+          result: Array.from({ length: n }, (_, i) => ({ metric: { pod: `p${i}` }, value: [0, "1"] })),
+        },
+      });
+      expect(() => toSampleValue(series(MAX_SERIES + 1), "pod")).to.throw(
+        `the query returned ${MAX_SERIES + 1} series; a mapping uses at most ${MAX_SERIES}`,
+      );
+      const ok = toSampleValue(series(MAX_SERIES), "pod");
+      expect(ok.kind === "objects" && ok.values.size).to.equal(MAX_SERIES);
     });
 
     it("maps a vector to objects by nameLabel, sends the bearer token, and reports Prometheus' own errors", async () => {
@@ -251,6 +268,37 @@ describe("sources", () => {
         .catch((e: Error) => e.message);
       expect(err).to.match(/^no pod could be scraped: GET http:\/\/127\.0\.0\.1:9\/metrics: ECONNREFUSED/);
     });
+  });
+
+  it("reads no more than the admin's --source-max-response-bytes from any HTTP source", async () => {
+    const big = "x".repeat(4096);
+    const { server, base, port } = await serve((u) =>
+      u.pathname === "/api/v1/query"
+        ? { body: JSON.stringify({ status: "success", data: { resultType: "vector", result: [] }, big }) }
+        : u.pathname === "/metrics"
+          ? { body: `# ${big}\nx 1\n` }
+          : { body: JSON.stringify({ v: 1, big }) },
+    );
+    try {
+      const ctx = { namespace: "n", secrets, policy: loopback, maxResponseBytes: 1024 };
+      const specs = [
+        { metric: "m", subject: { external: {} }, source: { prometheus: { address: base, query: "up" } } },
+        { metric: "m", subject: { external: {} }, source: { http: { url: `${base}/v`, jsonPath: "$.v" } } },
+        { metric: "m", subject: { resource: "pods" }, source: { scrape: { port, series: "x" } } },
+      ];
+      for (const spec of specs) {
+        const src = buildSource(MetricMappingSpec.parse(spec), ctx);
+        const err = await src
+          .sample({ namespace: "n", objects: [{ name: "p", ip: "127.0.0.1" }], signal: signal() })
+          .then(
+            () => "no error",
+            (e: Error) => e.message,
+          );
+        expect(err, Object.keys(spec.source)[0]).to.match(/larger than 1 KiB, the limit for a source/);
+      }
+    } finally {
+      server.close();
+    }
   });
 });
 

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { request } from "node:http";
 import { expect } from "chai";
 import { ROOT, useCluster, type TestCluster } from "../support/cluster.js";
@@ -31,6 +31,21 @@ describe("governor run (integration)", function () {
     if (this.currentTest?.state === "failed")
       console.error(`--- governor output ---\n${output.slice(-4000)}`);
     child?.kill("SIGKILL");
+  });
+
+  it("refuses a --source-max-response-bytes it cannot honour, naming the flag, before it connects anywhere", () => {
+    for (const [value, problem] of [
+      ["1Gi", "must be between 1Ki and 256Mi"],
+      ["10MB", "must be a whole number of bytes, optionally with Ki, Mi or Gi"],
+    ]) {
+      const r = spawnSync(
+        process.execPath,
+        ["--import", "tsx", "src/main.ts", "run", "--source-max-response-bytes", value!],
+        { cwd: ROOT, encoding: "utf8", timeout: 30_000 },
+      );
+      expect(r.status, r.stderr).to.equal(1);
+      expect(r.stderr).to.contain(`--source-max-response-bytes: ${problem}`);
+    }
   });
 
   it("serves health and Prometheus metrics, then on SIGTERM fails /readyz first and exits cleanly", async () => {

@@ -97,7 +97,13 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
         return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
       },
     });
-    const r = registration({ client, serviceName: name, mode: "none", isLeader: () => true });
+    const r = registration({
+      client,
+      serviceName: name,
+      mode: "none",
+      isLeader: () => true,
+      caPropagationMs: 0,
+    });
     const first = await r.init();
     r.requestRotation();
     const err = await r.syncNow().then(
@@ -111,8 +117,9 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
     }>(path);
     expect(secret.metadata.annotations?.["example.com/touched-by"]).to.equal("someone");
     expect(Buffer.from(secret.data["tls.crt"]!, "base64").toString()).to.equal(first.cert);
-    // The next sync reads the Secret again and rotates on top of what is there now.
+    // The next syncs read the Secret again and rotate on top of what is there now.
     r.requestRotation();
+    await r.syncNow();
     await r.syncNow();
     const rotated = await cluster.client.get<{ data: Record<string, string> }>(path);
     expect(Buffer.from(rotated.data["tls.crt"]!, "base64").toString()).to.not.equal(first.cert);
@@ -171,7 +178,7 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
       }
     })();
     try {
-      operator!.registration!.requestRotation({ ca: true });
+      operator!.registration!.requestRotation();
       await eventually(
         async () => {
           const served = await servedCertificate(port);
@@ -196,6 +203,46 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
       Buffer.from((await apiService("v1beta2.custom.metrics.k8s.io")).spec.caBundle, "base64").toString(),
     );
     expect(bundle.length, "old and new CA both trusted during the transition").to.equal(2);
+  });
+
+  it("keeps no CA key in the Secret: each CA signs one certificate, and an older Secret's key is dropped", async () => {
+    const name = "governor-nokey";
+    const path = `/api/v1/namespaces/${ns.name}/secrets/${name}-serving-cert`;
+    const r = registration({ serviceName: name, mode: "none", isLeader: () => true, caPropagationMs: 0 });
+    const first = await r.init();
+    type Secret = { data: Record<string, string> };
+    const keys = async () => Object.keys((await cluster.client.get<Secret>(path)).data).sort();
+    expect(await keys()).to.deep.equal(["ca.crt", "tls.crt", "tls.key"]);
+
+    // As a Secret written by an earlier version looks: with the CA's private key.
+    await cluster.client.mergePatch(path, {
+      data: { "ca.key": Buffer.from("old CA key").toString("base64") },
+    });
+    await r.syncNow();
+    expect(await keys(), "the leader drops the CA key").to.deep.equal(["ca.crt", "tls.crt", "tls.key"]);
+    const pem = (s: Secret, k: string) => Buffer.from(s.data[k]!, "base64").toString();
+    expect(pem(await cluster.client.get<Secret>(path), "tls.crt"), "the served certificate is kept").to.equal(
+      first.cert,
+    );
+
+    r.requestRotation();
+    await r.syncNow(); // a new CA joins the bundle; its certificate waits beside the served one
+    const pending = await cluster.client.get<Secret>(path);
+    expect(Object.keys(pending.data).sort()).to.deep.equal([
+      "ca.crt",
+      "next-tls.crt",
+      "next-tls.key",
+      "tls.crt",
+      "tls.key",
+    ]);
+    expect(splitPem(pem(pending, "ca.crt"))).to.have.length(2);
+    await r.syncNow(); // propagated (0 ms here): the new certificate is served
+    const rotated = await cluster.client.get<Secret>(path);
+    expect(Object.keys(rotated.data).sort()).to.deep.equal(["ca.crt", "tls.crt", "tls.key"]);
+    expect(pem(rotated, "tls.crt")).to.equal(pem(pending, "next-tls.crt"));
+    const newCA = new X509Certificate(splitPem(pem(rotated, "ca.crt"))[0]!);
+    expect(new X509Certificate(pem(rotated, "tls.crt")).checkIssued(newCA)).to.equal(true);
+    await r.uninstall();
   });
 
   it("leaves an APIService that points at another adapter alone, reports it, and takes it over only when told", async () => {

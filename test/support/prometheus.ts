@@ -26,6 +26,11 @@ export class TestPrometheus {
 
   constructor(private readonly targets: Target[]) {}
 
+  /** The running Prometheus process's id (undefined when stopped). */
+  get pid(): number | undefined {
+    return this.child?.exitCode === null ? this.child.pid : undefined;
+  }
+
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
   }
