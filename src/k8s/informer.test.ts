@@ -127,4 +127,33 @@ describe("startInformer", () => {
     expect(b, "watched").to.not.equal(undefined);
     expect(b?.metadata?.managedFields, "watched").to.equal(undefined);
   });
+
+  it("with identityOnly keeps each object's name, namespace and resourceVersion only, and still relists after 410 Gone", async () => {
+    const fake = fakeApiserver();
+    server = fake.server;
+    const kc = await listenAndConnect(server);
+    const informer = startInformer<KubernetesObject>(
+      kc,
+      "/api/v1/pods",
+      async () => (await (await fetch(`${kc.getCurrentCluster()!.server}/api/v1/pods`)).json()) as never,
+      {},
+      { backoff: new Backoff({ initialMs: 10, maxMs: 50 }), identityOnly: true },
+    );
+    const deadline = Date.now() + 8000;
+    const named = (name: string) => informer.list().find((o) => o.metadata?.name === name);
+    while (!named("b") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await informer.stop();
+    expect(fake.stats().lists, "the 410 Status reached the informer whole: it relisted").to.be.at.least(2);
+    expect(named("a")).to.deep.equal({
+      apiVersion: undefined,
+      kind: undefined,
+      metadata: { name: "a", namespace: "ns", uid: undefined, resourceVersion: "1" },
+    });
+    expect(named("b")?.metadata).to.deep.equal({
+      name: "b",
+      namespace: "ns",
+      uid: undefined,
+      resourceVersion: "99",
+    });
+  });
 });

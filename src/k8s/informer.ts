@@ -47,8 +47,18 @@ export function startInformer<T extends KubernetesObject>(
   path: string,
   list: () => Promise<KubernetesListObject<T>>,
   handlers: InformerHandlers<T>,
-  opts: { labelSelector?: string; fieldSelector?: string; backoff?: Backoff } = {},
+  opts: {
+    labelSelector?: string;
+    fieldSelector?: string;
+    backoff?: Backoff;
+    /**
+     * Keep only each object's identity (kind, name, namespace, uid, resourceVersion): for
+     * users that count objects or know which exist, never read their contents.
+     */
+    identityOnly?: boolean;
+  } = {},
 ): ResilientInformer<T> {
+  const strip = opts.identityOnly ? identity : slim;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   const backoff = opts.backoff ?? new Backoff({ initialMs: 200, maxMs: 30_000 });
@@ -56,10 +66,10 @@ export function startInformer<T extends KubernetesObject>(
   const synced = new Promise<void>((resolve) => (markSynced = resolve));
   const informer = new ListWatch<T>(
     path,
-    new SlimWatch(kc),
+    new SlimWatch(kc, strip),
     async () => {
       const result = await list();
-      for (const item of result.items) slim(item);
+      result.items = result.items.map((item) => strip(item));
       backoff.reset();
       // The cache is filled right after this returns; let that happen first.
       setImmediate(markSynced);
@@ -105,8 +115,25 @@ export function slim<T extends KubernetesObject>(obj: T): T {
   return obj;
 }
 
+/** An object reduced to what says which object it is (see `identityOnly`). */
+export function identity<T extends KubernetesObject>(obj: T): T {
+  const m = obj.metadata ?? {};
+  return {
+    apiVersion: obj.apiVersion,
+    kind: obj.kind,
+    metadata: { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion },
+  } as T;
+}
+
 /** A Watch whose events carry slimmed objects. */
 class SlimWatch extends Watch {
+  constructor(
+    kc: KubeConfig,
+    private readonly strip: <T extends KubernetesObject>(obj: T) => T,
+  ) {
+    super(kc);
+  }
+
   override watch(
     path: string,
     queryParams: Record<string, string | number | boolean | undefined>,
@@ -117,7 +144,12 @@ class SlimWatch extends Watch {
       path,
       queryParams,
       (phase, obj: KubernetesObject | undefined, watchObj) =>
-        callback(phase, obj && typeof obj === "object" ? slim(obj) : obj, watchObj),
+        // An ERROR event carries a Status (its `code` 410 means: relist), not an object.
+        callback(
+          phase,
+          obj && typeof obj === "object" && phase !== "ERROR" ? this.strip(obj) : obj,
+          watchObj,
+        ),
       done,
     );
   }

@@ -2,7 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { expect } from "chai";
 import { destinationPolicy } from "./destination-policy.js";
-import { HttpStatusError, getText } from "./http-client.js";
+import { HttpStatusError, MAX_POOLS, dispatcherFor, getText } from "./http-client.js";
 
 describe("the sources' HTTP client", () => {
   let server: Server;
@@ -69,5 +69,18 @@ describe("the sources' HTTP client", () => {
     expect(err).to.be.instanceOf(HttpStatusError);
     expect((err as Error).message).to.equal(`GET ${base}/secret-error: HTTP 500`);
     expect((err as HttpStatusError).body).to.contain("hunter2"); // for callers that know the format
+  });
+
+  it("keeps at most MAX_POOLS connection pools however many CAs mappings bring, the recently used ones", () => {
+    const policy = destinationPolicy();
+    const first = dispatcherFor(policy, "ca-0");
+    const hot = dispatcherFor(policy, "ca-hot");
+    for (let i = 1; i <= MAX_POOLS * 3; i++) {
+      dispatcherFor(policy, `ca-${i}`);
+      expect(dispatcherFor(policy, "ca-hot"), "a pool in use is kept").to.equal(hot);
+    }
+    expect(dispatcherFor(policy, "ca-0"), "the least recently used pool was closed: a new one").to.not.equal(
+      first,
+    );
   });
 });

@@ -13,18 +13,33 @@ import {
 /** Keep-alive pools per destination policy and CA (a process has one policy, and few CAs). */
 const pools = new WeakMap<DestinationPolicy, Map<string, Agent>>();
 
+/**
+ * The most CA-specific pools kept per policy. CAs come from MetricMappings' Secrets, so a
+ * tenant could make one per mapping; beyond this the least recently used pool is closed
+ * (its requests in flight finish first).
+ */
+export const MAX_POOLS = 32;
+
 /** A dispatcher that applies `policy` to every connection and trusts `ca` if given. */
 export function dispatcherFor(policy: DestinationPolicy, ca?: string): Dispatcher {
   let byCA = pools.get(policy);
   if (!byCA) pools.set(policy, (byCA = new Map<string, Agent>()));
-  let a = byCA.get(ca ?? "");
-  if (!a) {
+  const key = ca ?? "";
+  let a = byCA.get(key);
+  if (a) {
+    byCA.delete(key); // most recently used last
+  } else {
     a = new Agent({
       keepAliveTimeout: 30_000,
       connections: 64,
       connect: guardedConnector(policy, ca ? { ca } : {}),
     });
-    byCA.set(ca ?? "", a);
+  }
+  byCA.set(key, a);
+  for (const [oldest, agent] of byCA) {
+    if (byCA.size <= MAX_POOLS) break;
+    byCA.delete(oldest);
+    void agent.close().catch(() => {});
   }
   return a;
 }

@@ -1,7 +1,9 @@
 /**
  * `kubernetes`: counts objects of any resource by label and field selector ("jobs
- * pending", "nodes ready"), from an informer kept for the mapping's lifetime — one watch,
- * not a list per sample. Counts the mapping's namespace; every namespace
+ * pending", "nodes ready"), from a watch kept while any mapping counts the same
+ * collection with the same selectors — one watch shared by all of them, not a list per
+ * sample — that keeps each object's identity only (name, uid, resourceVersion), never
+ * its contents. Counts the mapping's namespace; every namespace
  * (`allNamespaces`) or a cluster-scoped resource (nodes…) only where the admin allows
  * reads beyond the mapping's namespace (`--allow-cluster-wide-counts`), since they run
  * with Governor's rights, not the mapping author's.
@@ -17,13 +19,71 @@ import { SourceConfigError } from "./source.js";
 
 type Spec = NonNullable<MetricMappingSpec["source"]["kubernetes"]>;
 
+/** One watch of one collection and selectors, shared by every mapping that counts it. */
+interface SharedCount {
+  readonly informer: ResilientInformer<KubernetesObject>;
+  readonly synced: () => boolean;
+  readonly lastError: () => string | undefined;
+  /** Gives up this user's share; the watch stops with the last one. */
+  release(): Promise<void>;
+}
+
+/** Shared watches by client, then by collection path and selectors (see the module comment). */
+const shared = new WeakMap<KubeClient, Map<string, { count: SharedCount; users: number }>>();
+
+/** A share of the watch of `path` with these selectors, started by its first user. */
+function acquire(
+  client: KubeClient,
+  path: string,
+  labelSelector?: string,
+  fieldSelector?: string,
+): SharedCount {
+  let byKey = shared.get(client);
+  if (!byKey) shared.set(client, (byKey = new Map<string, { count: SharedCount; users: number }>()));
+  const key = `${path}?l=${labelSelector ?? ""}&f=${fieldSelector ?? ""}`;
+  const hit = byKey.get(key);
+  if (hit) {
+    hit.users++;
+    return hit.count;
+  }
+  let synced = false;
+  let lastError: string | undefined;
+  const query = { labelSelector, fieldSelector };
+  const informer = startInformer<KubernetesObject>(
+    client.kubeConfig,
+    path,
+    async () => {
+      const list = await client.get<KubernetesListObject<KubernetesObject>>(path, query);
+      lastError = undefined;
+      return list;
+    },
+    { error: (err) => (lastError = err instanceof Error ? err.message : String(err)) },
+    { labelSelector, fieldSelector, identityOnly: true },
+  );
+  void informer.synced.then(() => (synced = true));
+  const entry = {
+    users: 1,
+    count: {
+      informer,
+      synced: () => synced,
+      lastError: () => lastError,
+      async release() {
+        if (--entry.users > 0) return;
+        byKey.delete(key);
+        await informer.stop();
+      },
+    },
+  };
+  byKey.set(key, entry);
+  return entry.count;
+}
+
 /** See the module comment. */
 export class KubernetesCountSource implements MetricSource {
   readonly needsObjects = false;
-  private informer?: ResilientInformer<KubernetesObject>;
-  private starting?: Promise<void>;
-  private lastError?: string;
-  private synced = false;
+  private watch?: SharedCount;
+  private starting?: Promise<SharedCount>;
+  private closed = false;
 
   constructor(
     private readonly spec: Spec,
@@ -38,29 +98,35 @@ export class KubernetesCountSource implements MetricSource {
 
   async sample(): Promise<SampleValue> {
     this.starting ??= this.start();
-    await this.starting;
-    if (!this.synced) {
+    const watch = await this.starting;
+    const c = this.spec.count;
+    const why = () => {
+      const err = watch.lastError();
+      return err ? `watching ${c.resource}: ${err}` : undefined;
+    };
+    if (!watch.synced()) {
       // Not listed yet: report why at once (e.g. RBAC), else give the first list a moment.
-      if (this.lastError) throw new Error(this.lastError);
+      const err = why();
+      if (err) throw new Error(err);
       await Promise.race([
-        this.informer!.synced,
+        watch.informer.synced,
         new Promise((_, reject) =>
-          setTimeout(
-            () => reject(new Error(this.lastError ?? "the first list has not completed")),
-            5000,
-          ).unref(),
+          setTimeout(() => reject(new Error(why() ?? "the first list has not completed")), 5000).unref(),
         ),
       ]);
     }
     // Once listed, a dropped watch is restarted by the informer; the cache stays current enough.
-    return { kind: "scalar", value: this.informer!.list().length };
+    return { kind: "scalar", value: watch.informer.list().length };
   }
 
   async close(): Promise<void> {
-    await this.informer?.stop();
+    this.closed = true;
+    const watch = this.watch;
+    this.watch = undefined;
+    await watch?.release();
   }
 
-  private async start(): Promise<void> {
+  private async start(): Promise<SharedCount> {
     const c = this.spec.count;
     const gr = parseGroupResource(c.resource);
     const m = await this.ctx.mapper.lookup(gr);
@@ -74,22 +140,9 @@ export class KubernetesCountSource implements MetricSource {
         `counting ${c.resource} ${m.namespaced ? "in all namespaces" : "(cluster-scoped)"} reads beyond this namespace with Governor's rights, which this cluster does not allow (an admin can with --allow-cluster-wide-counts)`,
       );
     }
+    if (this.closed) throw new SourceConfigError("the source is closed");
     const path = DiscoveryResourceMapper.collectionPath(m, c.allNamespaces ? undefined : this.ctx.namespace);
-    const query = { labelSelector: c.labelSelector, fieldSelector: c.fieldSelector };
-    this.informer = startInformer<KubernetesObject>(
-      this.ctx.client.kubeConfig,
-      path,
-      async () => {
-        const list = await this.ctx.client.get<KubernetesListObject<KubernetesObject>>(path, query);
-        this.lastError = undefined;
-        return list;
-      },
-      {
-        error: (err) =>
-          (this.lastError = `watching ${c.resource}: ${err instanceof Error ? err.message : String(err)}`),
-      },
-      { labelSelector: c.labelSelector, fieldSelector: c.fieldSelector },
-    );
-    void this.informer.synced.then(() => (this.synced = true));
+    this.watch = acquire(this.ctx.client, path, c.labelSelector, c.fieldSelector);
+    return this.watch;
   }
 }
