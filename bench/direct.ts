@@ -41,7 +41,8 @@ export async function directRows(b: Bench, governor: Child, connections = [1, 16
     await pinned(b, [governor.process.pid!, bare.process.pid!], [], async () => {
       for (const c of connections) {
         const bareUrl = `https://127.0.0.1:${bare.port}${WARM_PATH}`;
-        const m = await interleave(b, contender(b, url), contender(b, bareUrl), c);
+        const quiet = [governor.process.pid!];
+        const m = await interleave(b, contender(b, url), { ...contender(b, bareUrl), quiet }, c);
         b.rows.push(...comparisonRows(`direct API, warm, ${c} conn`, m, "bare node:https"));
       }
     });

@@ -166,6 +166,7 @@ export function child(cp: ChildProcess, port: number): Child {
     async stop() {
       if (cp.exitCode !== null || cp.signalCode !== null) return;
       const exited = new Promise((r) => cp.once("exit", r));
+      cp.kill("SIGCONT"); // in case a measurement left it paused
       cp.kill("SIGTERM");
       await exited;
     },
@@ -400,6 +401,12 @@ export interface Contender {
   url: string;
   tls: { cert: string; key: string };
   headers?: Record<string, string>;
+  /**
+   * Processes paused (SIGSTOP) while this side is measured: a baseline sharing the server
+   * core with Governor measures the platform on a quiet core, not the platform minus
+   * Governor's background sampling (ADR 0005).
+   */
+  quiet?: number[];
 }
 
 /** How many rounds and how long each: the whole run's settings (`--quick` shortens them). */
@@ -421,13 +428,21 @@ export async function interleave(
   connections: number,
 ): Promise<{ a: LoadResult[]; b: LoadResult[] }> {
   const { rounds, seconds, warmupSeconds } = b.rounds;
-  const req = (c: Contender, s: number): LoadRequest => ({ ...c, connections, seconds: s });
-  await b.load.run(req(a, warmupSeconds));
-  await b.load.run(req(base, warmupSeconds));
+  const run = async (c: Contender, s: number): Promise<LoadResult> => {
+    const { quiet = [], ...target } = c;
+    for (const pid of quiet) process.kill(pid, "SIGSTOP");
+    try {
+      return await b.load.run({ ...target, connections, seconds: s });
+    } finally {
+      for (const pid of quiet) process.kill(pid, "SIGCONT");
+    }
+  };
+  await run(a, warmupSeconds);
+  await run(base, warmupSeconds);
   const out = { a: [] as LoadResult[], b: [] as LoadResult[] };
   for (let i = 0; i < rounds; i++) {
     for (const side of i % 2 === 0 ? (["a", "b"] as const) : (["b", "a"] as const))
-      out[side].push(await b.load.run(req(side === "a" ? a : base, seconds)));
+      out[side].push(await run(side === "a" ? a : base, seconds));
   }
   return out;
 }

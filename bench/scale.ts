@@ -120,7 +120,12 @@ export async function scaleRows(b: Bench, idleRss: number[], n = MAPPINGS): Prom
     try {
       const tls = { tls: b.frontProxy, headers: b.proxyHeaders };
       const m = await pinned(b, [governor.process.pid!, bare.process.pid!], [], () =>
-        interleave(b, { url: discovery, ...tls }, { url: `https://127.0.0.1:${bare.port}/`, ...tls }, 1),
+        interleave(
+          b,
+          { url: discovery, ...tls },
+          { url: `https://127.0.0.1:${bare.port}/`, ...tls, quiet: [governor.process.pid!] },
+          1,
+        ),
       );
       b.rows.push(
         {

@@ -95,7 +95,7 @@ export async function selectorRows(b: Bench, governor: Child): Promise<void> {
       const bareUrl = `https://127.0.0.1:${bare.port}/`;
       // Prometheus (scraping 5,000 series a second) works beside the load generator, off the server core.
       const m = await pinned(b, [governor.process.pid!, bare.process.pid!], [prometheus.pid!], () =>
-        interleave(b, { url, ...tls }, { url: bareUrl, ...tls }, 1),
+        interleave(b, { url, ...tls }, { url: bareUrl, ...tls, quiet: [governor.process.pid!] }, 1),
       );
       b.rows.push(
         ...comparisonRows(
