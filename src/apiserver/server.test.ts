@@ -36,6 +36,39 @@ describe("metrics API server", function () {
       ...opts,
     });
 
+  /** A server of its own for one test (client certificates only, everyone allowed), and how to call it as admin. */
+  const ownServer = async (
+    api: MetricsApi,
+    extra: Partial<ConstructorParameters<typeof MetricsApiServer>[0]>,
+  ) => {
+    const authenticator = new DelegatingAuthenticator({ review: async () => undefined });
+    authenticator.setConfig({ clientCA: clientCA.cert });
+    const own = new MetricsApiServer({
+      api,
+      authenticator,
+      authorizer: new DelegatingAuthorizer({ review: async () => ({ allowed: true, reason: "" }) }),
+      logger: pino({ level: "silent" }),
+      metrics: new PromApiServerMetrics(undefined, { defaultMetrics: false }),
+      tls: await issueCertificate(servingCA, {
+        commonName: "governor",
+        dnsNames: ["governor.governor-system.svc"],
+        usage: "server",
+      }),
+      host: "127.0.0.1",
+      port: 0,
+      shutdownDelayMs: 0,
+      ...extra,
+    });
+    const { port } = await own.listen();
+    const opts = {
+      ca: servingCA.cert,
+      servername: "governor.governor-system.svc",
+      cert: admin.cert,
+      key: admin.key,
+    };
+    return { server: own, port, opts };
+  };
+
   before(async () => {
     [servingCA, clientCA, proxyCA] = await Promise.all([
       createCA("serving-ca"),
@@ -563,32 +596,8 @@ describe("metrics API server", function () {
           return super.handle(...args);
         }
       }
-      const authenticator = new DelegatingAuthenticator({ review: async () => undefined });
-      authenticator.setConfig({ clientCA: clientCA.cert });
-      const limited = new MetricsApiServer({
-        api: new SlowApi(provider),
-        authenticator,
-        authorizer: new DelegatingAuthorizer({ review: async () => ({ allowed: true, reason: "" }) }),
-        logger: pino({ level: "silent" }),
-        metrics: new PromApiServerMetrics(undefined, { defaultMetrics: false }),
-        tls: await issueCertificate(servingCA, {
-          commonName: "governor",
-          dnsNames: ["governor.governor-system.svc"],
-          usage: "server",
-        }),
-        host: "127.0.0.1",
-        port: 0,
-        shutdownDelayMs: 0,
-        maxInFlight: 2,
-      });
-      const { port } = await limited.listen();
+      const { server: limited, port, opts } = await ownServer(new SlowApi(provider), { maxInFlight: 2 });
       try {
-        const opts = {
-          ca: servingCA.cert,
-          servername: "governor.governor-system.svc",
-          cert: admin.cert,
-          key: admin.key,
-        };
         const url = `https://127.0.0.1:${port}${C}/v1beta2`;
         const held = [httpsGet(url, opts), httpsGet(url, opts)];
         await new Promise((r) => setTimeout(r, 300)); // both are in flight, waiting at the gate
@@ -617,32 +626,14 @@ describe("metrics API server", function () {
           });
         }
       }
-      const authenticator = new DelegatingAuthenticator({ review: async () => undefined });
-      authenticator.setConfig({ clientCA: clientCA.cert });
-      const waiting = new MetricsApiServer({
-        api: new MetricsApi(new WaitingProvider()),
-        authenticator,
-        authorizer: new DelegatingAuthorizer({ review: async () => ({ allowed: true, reason: "" }) }),
-        logger: pino({ level: "silent" }),
-        metrics: new PromApiServerMetrics(undefined, { defaultMetrics: false }),
-        tls: await issueCertificate(servingCA, {
-          commonName: "governor",
-          dnsNames: ["governor.governor-system.svc"],
-          usage: "server",
-        }),
-        host: "127.0.0.1",
-        port: 0,
-        shutdownDelayMs: 0,
+      const {
+        server: waiting,
+        port,
+        opts,
+      } = await ownServer(new MetricsApi(new WaitingProvider()), {
         requestDeadlineMs: 1500,
       });
-      const { port } = await waiting.listen();
       try {
-        const opts = {
-          ca: servingCA.cert,
-          servername: "governor.governor-system.svc",
-          cert: admin.cert,
-          key: admin.key,
-        };
         const url = `https://127.0.0.1:${port}${E}/namespaces/shop/queue_depth`;
         const t0 = Date.now();
         await httpsGet(url, { ...opts, timeoutMs: 200 }).catch(() => undefined); // the client gives up

@@ -75,6 +75,25 @@ describe("startInformer", () => {
     server?.close();
   });
 
+  /** An informer over the fake apiserver's pods, stopped once it has watched pod "b". */
+  const untilWatched = async (opts: { identityOnly?: boolean }) => {
+    const fake = fakeApiserver();
+    server = fake.server;
+    const kc = await listenAndConnect(server);
+    const informer = startInformer<KubernetesObject>(
+      kc,
+      "/api/v1/pods",
+      async () => (await (await fetch(`${kc.getCurrentCluster()!.server}/api/v1/pods`)).json()) as never,
+      {},
+      { backoff: new Backoff({ initialMs: 10, maxMs: 50 }), ...opts },
+    );
+    const deadline = Date.now() + 8000;
+    const named = (name: string) => informer.list().find((o) => o.metadata?.name === name);
+    while (!named("b") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await informer.stop();
+    return { fake, named };
+  };
+
   it("keeps watching through dropped connections and 410 Gone, relisting, until stopped", async () => {
     const fake = fakeApiserver();
     server = fake.server;
@@ -107,20 +126,7 @@ describe("startInformer", () => {
   });
 
   it("caches objects without managedFields and kubectl's last-applied copy, keeping other annotations", async () => {
-    const fake = fakeApiserver();
-    server = fake.server;
-    const kc = await listenAndConnect(server);
-    const informer = startInformer<KubernetesObject>(
-      kc,
-      "/api/v1/pods",
-      async () => (await (await fetch(`${kc.getCurrentCluster()!.server}/api/v1/pods`)).json()) as never,
-      {},
-      { backoff: new Backoff({ initialMs: 10, maxMs: 50 }) },
-    );
-    const deadline = Date.now() + 8000;
-    const named = (name: string) => informer.list().find((o) => o.metadata?.name === name);
-    while (!named("b") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    await informer.stop();
+    const { named } = await untilWatched({});
     const [a, b] = [named("a"), named("b")];
     expect(a?.metadata?.managedFields, "listed").to.equal(undefined);
     expect(a?.metadata?.annotations).to.deep.equal({ keep: "yes" });
@@ -129,20 +135,7 @@ describe("startInformer", () => {
   });
 
   it("with identityOnly keeps each object's name, namespace and resourceVersion only, and still relists after 410 Gone", async () => {
-    const fake = fakeApiserver();
-    server = fake.server;
-    const kc = await listenAndConnect(server);
-    const informer = startInformer<KubernetesObject>(
-      kc,
-      "/api/v1/pods",
-      async () => (await (await fetch(`${kc.getCurrentCluster()!.server}/api/v1/pods`)).json()) as never,
-      {},
-      { backoff: new Backoff({ initialMs: 10, maxMs: 50 }), identityOnly: true },
-    );
-    const deadline = Date.now() + 8000;
-    const named = (name: string) => informer.list().find((o) => o.metadata?.name === name);
-    while (!named("b") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    await informer.stop();
+    const { fake, named } = await untilWatched({ identityOnly: true });
     expect(fake.stats().lists, "the 410 Status reached the informer whole: it relisted").to.be.at.least(2);
     expect(named("a")).to.deep.equal({
       apiVersion: undefined,
