@@ -19,6 +19,7 @@ import type { TLSSocket } from "node:tls";
 import { GovernorError } from "../errors.js";
 import { ByteLru, stringBytes } from "../util/lru.js";
 import { tryDecodeURIComponent } from "../util/uri.js";
+import { coalesce } from "../util/in-flight.js";
 
 /** An authenticated (or anonymous) user, as in `user.Info`. */
 export interface UserInfo {
@@ -214,17 +215,12 @@ export class DelegatingAuthenticator implements Authenticator {
     }
     this.opts.onCache?.("miss");
     // Concurrent misses for the same token share one TokenReview.
-    let pending = this.reviewsInFlight.get(key);
-    if (!pending) {
-      pending = this.tokens!.review(token)
-        .then((user) => {
-          this.tokenCache.set(key, { user, expires: now + (this.opts.tokenCacheTtlMs ?? 10_000) });
-          return user;
-        })
-        .finally(() => this.reviewsInFlight.delete(key));
-      this.reviewsInFlight.set(key, pending);
-    }
-    return pending;
+    return coalesce(this.reviewsInFlight, key, () =>
+      this.tokens!.review(token).then((user) => {
+        this.tokenCache.set(key, { user, expires: now + (this.opts.tokenCacheTtlMs ?? 10_000) });
+        return user;
+      }),
+    );
   }
 
   /** The verified identity of the connection's client certificate, cached per TLS connection. */

@@ -6,6 +6,7 @@
  * A review that cannot be made is an {@link AuthUnavailableError}: never an allow.
  */
 import { ByteLru, stringBytes } from "../util/lru.js";
+import { coalesce } from "../util/in-flight.js";
 import type { UserInfo } from "./authn.js";
 import type { RequestInfo } from "./request-info.js";
 
@@ -99,16 +100,11 @@ export class DelegatingAuthorizer implements Authorizer {
     }
     this.opts.onCache?.("miss");
     // Concurrent misses for the same review share one SubjectAccessReview.
-    const pending = this.inFlight.get(key);
-    if (pending) return pending;
-    const review = this.reviewer
-      .review(spec)
-      .then((decision) => {
+    return coalesce(this.inFlight, key, () =>
+      this.reviewer.review(spec).then((decision) => {
         this.cache.set(key, { decision, expires: now + (this.opts.ttlMs ?? 10_000) });
         return decision;
-      })
-      .finally(() => this.inFlight.delete(key));
-    this.inFlight.set(key, review);
-    return review;
+      }),
+    );
   }
 }
