@@ -2,7 +2,7 @@
 # A real Kubernetes control plane on loopback, of a current release built from Go modules
 # (hack/k8s-binaries.sh; GOVERNOR_K8S_VERSION picks the minor, default 1.37): etcd,
 # kube-apiserver (with the full aggregation / front-proxy flag set), kube-controller-manager
-# (HPA every 2 s with its default tolerance; deployment, replicaset, endpoint-slice,
+# (HPA every 2 s with its default tolerance; deployment, replicaset, job, endpoint-slice,
 # disruption, garbage collector, namespace, service-account and root-CA publisher
 # controllers) and kube-scheduler; and, when run as root, the node agent
 # (src/devcluster/node-agent): Nodes governor-node-a and governor-node-b whose pods really run
@@ -286,7 +286,7 @@ up() {
     --authentication-kubeconfig="$DIR/kube-controller-manager.kubeconfig" \
     --authorization-kubeconfig="$DIR/kube-controller-manager.kubeconfig" \
     --leader-elect=false --use-service-account-credentials=true \
-    --controllers=horizontal-pod-autoscaler-controller,deployment-controller,replicaset-controller,endpointslice-controller,disruption-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,root-ca-certificate-publisher-controller \
+    --controllers=horizontal-pod-autoscaler-controller,deployment-controller,job-controller,replicaset-controller,endpointslice-controller,disruption-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,clusterrole-aggregation-controller,root-ca-certificate-publisher-controller \
     --horizontal-pod-autoscaler-sync-period=2s \
     --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
     --bind-address=127.0.0.1 --secure-port="$KCM_PORT" \

@@ -12,11 +12,11 @@ echo "== format"
 npx prettier --check . >/dev/null || { npx prettier --list-different .; echo "run: npm run format" >&2; exit 1; }
 echo "== generated files"
 npm run --silent generate >/dev/null
-if ! git diff --exit-code --stat -- crds docs config; then
+if ! git diff --exit-code --stat -- crds docs config charts; then
   echo "generated files are out of date: run 'npm run generate' and commit the result" >&2
   exit 1
 fi
-untracked=$(git ls-files --others --exclude-standard -- crds docs config)
+untracked=$(git ls-files --others --exclude-standard -- crds docs config charts)
 if [[ -n $untracked ]]; then
   echo "generated files not committed: $untracked" >&2
   exit 1

@@ -4,7 +4,7 @@
  * exits the process: it parses flags once into a frozen, validated config and hands it to
  * the code that runs.
  */
-import { DEFAULT_LEASE_NAME, currentLeaseHolder } from "./controller/leader-election.js";
+import { DEFAULT_LEASE_NAME } from "./controller/leader-election.js";
 import { destinationPolicy } from "./sources/destination-policy.js";
 import { readFileSync, watchFile } from "node:fs";
 import { Command, Option } from "commander";
@@ -12,11 +12,14 @@ import { pino, type Logger } from "pino";
 import { z } from "zod";
 import { startMetricsServer } from "./apiserver/instrumentation.js";
 import { startOperator } from "./app/operator.js";
+import { uninstall } from "./app/uninstall.js";
+import { durationMs } from "./api/common.js";
 import { createCA, issueCertificate } from "./certs/certs.js";
-import { Registration } from "./controller/registration.js";
 import { runDemo } from "./demo/demo.js";
 import { GovernorError } from "./errors.js";
+import { DEFAULT_HPA_USER, broken, explain, render } from "./explain/explain.js";
 import { KubeClient, loadKubeConfig } from "./k8s/client.js";
+import { serviceAccountKubeconfig } from "./k8s/service-account-kubeconfig.js";
 import { serviceDnsNames } from "./manifests/api-service.js";
 
 const VERSION = "0.1.0";
@@ -58,7 +61,7 @@ const RunConfig = z.strictObject({
   namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "must be a valid namespace name"),
   serviceName: z.string().regex(/^[a-z]([-a-z0-9]*[a-z0-9])?$/, "must be a valid Service name"),
   bindAddress: z.string().min(1),
-  securePort: z.coerce.number().int().min(0).max(65535),
+  securePort: z.coerce.number().int().min(0).max(65535).optional(),
   metricsBindAddress: z.string().min(1),
   metricsPort: z.coerce.number().int().min(0).max(65535),
   tlsCertFile: z.string().optional(),
@@ -121,8 +124,11 @@ async function loadServingCert(
 }
 
 async function run(cfg: RunConfig): Promise<void> {
-  const log = pino({ level: cfg.logLevel, base: { component: "governor" } });
+  // ISO 8601 times (what people grep for); `component` is set once, by each part's child logger.
+  const log = pino({ level: cfg.logLevel, timestamp: pino.stdTimeFunctions.isoTime });
   const client = new KubeClient(loadKubeConfig(cfg.kubeconfig));
+  // Run beside a local apiserver (which has 6443), Governor takes the next usual port.
+  const securePort = cfg.securePort ?? (cfg.registration === "local" ? 8443 : 6443);
   const tls = await loadServingCert(cfg, log);
   const operator = await startOperator({
     client,
@@ -131,13 +137,13 @@ async function run(cfg: RunConfig): Promise<void> {
     registration: {
       mode: cfg.registration,
       serviceName: cfg.serviceName,
-      port: cfg.servicePort ?? (cfg.registration === "local" ? cfg.securePort : 443),
+      port: cfg.servicePort ?? (cfg.registration === "local" ? securePort : 443),
       takeOver: cfg.takeOverApiservices,
     },
     logger: log,
     tls,
     host: cfg.bindAddress,
-    port: cfg.securePort,
+    port: securePort,
     apis: { custom: cfg.apis !== "external", external: cfg.apis !== "custom" },
     shutdownDelayMs: cfg.shutdownDelay * 1000,
     sourcePolicy: destinationPolicy({ allow: cfg.sourceAllowCidrs, deny: cfg.sourceDenyCidrs }),
@@ -209,7 +215,10 @@ function program(): Command {
       "governor",
     )
     .option("--bind-address <addr>", "address of the HTTPS metrics API", "0.0.0.0")
-    .option("--secure-port <port>", "port of the HTTPS metrics API", "6443")
+    .option(
+      "--secure-port <port>",
+      "port of the HTTPS metrics API (default: 6443; with --registration=local 8443, as a local apiserver has 6443)",
+    )
     .option("--metrics-bind-address <addr>", "address of the Prometheus /metrics endpoint", "0.0.0.0")
     .option("--metrics-port <port>", "port of the Prometheus /metrics endpoint (plain HTTP)", "8080")
     .option("--tls-cert-file <path>", "serving certificate (PEM); reloaded when it changes")
@@ -278,6 +287,10 @@ function program(): Command {
     .option("--service-name <name>", "name of Governor's Service", "governor")
     .option("--lease-name <name>", "name of Governor's leader Lease", DEFAULT_LEASE_NAME)
     .option("--force", "remove even while a Governor is running (it will register again)", false)
+    .option(
+      "--stop-deployment <name>",
+      "first delete this Deployment of Governor (in --namespace) and wait until its pods are gone; for the Helm chart's pre-delete hook",
+    )
     .action(async (opts: Record<string, unknown>) => {
       const cfg = parseConfig(
         z.strictObject({
@@ -286,35 +299,130 @@ function program(): Command {
           serviceName: z.string().min(1),
           leaseName: z.string().min(1),
           force: z.boolean(),
+          stopDeployment: z
+            .string()
+            .regex(/^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/, "must be a Deployment name")
+            .optional(),
         }),
         opts,
       );
       const client = new KubeClient(loadKubeConfig(cfg.kubeconfig));
-      // A running Governor registers again within seconds, and then the namespace's
-      // deletion hangs on discovery: stop it first.
-      const holder = await currentLeaseHolder(client, cfg.namespace, cfg.leaseName);
-      if (holder && !cfg.force) {
+      try {
+        const removed = await uninstall(client, { ...cfg, progress: (line) => console.error(line) });
+        for (const r of removed) console.log(`removed ${r}`);
+        if (removed.length === 0) console.log("nothing to remove");
+      } finally {
         await client.close();
-        throw new GovernorError(
-          "GOV_ERR_CONFIG",
-          `a Governor is still running in ${cfg.namespace} (${holder} holds Lease ${cfg.leaseName}): it would register its APIServices again. Stop it first (kubectl -n ${cfg.namespace} delete deployment governor, or stop the process), then run uninstall again; --force removes anyway`,
-        );
       }
-      const registration = new Registration({
-        client,
-        logger: pino({ level: "warn" }),
-        mode: "cluster",
-        namespace: cfg.namespace,
-        serviceName: cfg.serviceName,
-        port: 443,
-        apis: ["custom", "external"],
-        isLeader: () => true,
-        onServingCertificate: () => {},
-      });
-      const removed = await registration.uninstall();
-      for (const r of removed) console.log(`removed ${r}`);
-      if (removed.length === 0) console.log("nothing to remove");
-      await client.close();
+    });
+  cmd
+    .command("kubeconfig")
+    .description(
+      "Print a kubeconfig for Governor's ServiceAccount (a bound token from the TokenRequest API), to run Governor outside the cluster with the RBAC its Deployment has.",
+    )
+    .option(
+      "--kubeconfig <path>",
+      "kubeconfig of someone allowed to create tokens (default: $KUBECONFIG, ~/.kube/config)",
+    )
+    .addOption(
+      new Option("--namespace <ns>", "namespace of the ServiceAccount")
+        .env("POD_NAMESPACE")
+        .default("governor-system"),
+    )
+    .option("--service-account <name>", "the ServiceAccount", "governor")
+    .option(
+      "--duration <duration>",
+      "how long the token is valid, 10m to 48h (the apiserver may shorten it)",
+      "24h",
+    )
+    .action(async (opts: Record<string, unknown>) => {
+      const cfg = parseConfig(
+        z.strictObject({
+          kubeconfig: z.string().optional(),
+          namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "must be a valid namespace name"),
+          serviceAccount: z
+            .string()
+            .regex(/^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/, "must be a valid ServiceAccount name"),
+          duration: z
+            .string()
+            .regex(/^([0-9]+(s|m|h))+$/, "must be a duration such as 30m or 24h")
+            .transform((d) => Math.round(durationMs(d) / 1000))
+            .refine((s) => s >= 600 && s <= 48 * 3600, "must be between 10m and 48h"),
+        }),
+        opts,
+      );
+      const client = new KubeClient(loadKubeConfig(cfg.kubeconfig));
+      try {
+        process.stdout.write(
+          await serviceAccountKubeconfig(client, {
+            namespace: cfg.namespace,
+            serviceAccount: cfg.serviceAccount,
+            expirationSeconds: cfg.duration,
+          }),
+        );
+      } finally {
+        await client.close();
+      }
+    });
+  cmd
+    .command("explain")
+    .description(
+      "Follow the chain an HPA uses for each of its metrics (APIService, discovery, MetricMapping, value, RBAC, scale target) and print each link ✓/✗ with the fix. Exits 1 if a link is broken.",
+    )
+    .argument("<target>", "hpa/NAME, mm/NAME or sw/NAME")
+    .option(
+      "-n, --namespace <ns>",
+      "the target's namespace (default: the kubeconfig context's, else default)",
+    )
+    .option("--kubeconfig <path>", "kubeconfig to use")
+    .option("--governor-namespace <ns>", "namespace of Governor's Service", "governor-system")
+    .option("--service-name <name>", "Governor's Service", "governor")
+    .option("--hpa-user <user>", "the identity the HPA controller reads metrics as", DEFAULT_HPA_USER.name)
+    .action(async (target: string, opts: Record<string, unknown>) => {
+      const cfg = parseConfig(
+        z.strictObject({
+          target: z
+            .string()
+            .regex(
+              /^(hpa|horizontalpodautoscaler|mm|metricmapping|sw|scalableworkload)s?\/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/,
+              "must be hpa/NAME, mm/NAME or sw/NAME",
+            ),
+          namespace: z
+            .string()
+            .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "must be a namespace name")
+            .optional(),
+          kubeconfig: z.string().optional(),
+          governorNamespace: z.string().min(1),
+          serviceName: z.string().min(1),
+          hpaUser: z.string().min(1),
+        }),
+        { ...opts, target },
+      );
+      const kc = loadKubeConfig(cfg.kubeconfig);
+      const [kindText = "", name = ""] = cfg.target.split("/");
+      const kind = kindText.startsWith("h") ? "hpa" : kindText.startsWith("m") ? "mm" : "sw";
+      const namespace = cfg.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? "default";
+      const sa = /^system:serviceaccount:([^:]+):[^:]+$/.exec(cfg.hpaUser);
+      const client = new KubeClient(kc);
+      try {
+        const sections = await explain(
+          client,
+          { kind, name, namespace },
+          {
+            hpaUser: {
+              name: cfg.hpaUser,
+              groups: sa
+                ? ["system:serviceaccounts", `system:serviceaccounts:${sa[1]}`, "system:authenticated"]
+                : ["system:authenticated"],
+            },
+            governorService: { namespace: cfg.governorNamespace, name: cfg.serviceName },
+          },
+        );
+        process.stdout.write(render(sections));
+        process.exitCode = broken(sections) ? 1 : 0;
+      } finally {
+        await client.close();
+      }
     });
   cmd
     .command("demo")

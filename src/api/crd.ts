@@ -15,7 +15,14 @@ export interface KindDefinition {
   shortNames: readonly string[];
   spec: z.ZodType;
   status: z.ZodType;
-  printerColumns: readonly { name: string; type: string; jsonPath: string; description?: string }[];
+  /** `priority: 1` columns are shown by `kubectl get -o wide` only. */
+  printerColumns: readonly {
+    name: string;
+    type: string;
+    jsonPath: string;
+    description?: string;
+    priority?: number;
+  }[];
   scale?: { specReplicasPath: string; statusReplicasPath: string; labelSelectorPath: string };
 }
 

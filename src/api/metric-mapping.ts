@@ -232,6 +232,30 @@ export const MetricMappingKind = {
     { name: "Source", type: "string", jsonPath: ".status.source" },
     { name: "Value", type: "string", jsonPath: ".status.value" },
     { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+    {
+      name: "Reason",
+      type: "string",
+      jsonPath: '.status.conditions[?(@.type=="Ready")].reason',
+      description: "Why it is (not) ready: Serving, ServingFallback, Stale, InvalidSource…",
+    },
+    {
+      name: "Source-Healthy",
+      type: "string",
+      jsonPath: '.status.conditions[?(@.type=="SourceHealthy")].status',
+      description: "Whether the source's last sample succeeded (False while a fallback is served).",
+    },
     { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
+    {
+      name: "Last-Sample",
+      type: "date",
+      priority: 1,
+      jsonPath: ".status.lastSampleTime",
+    },
+    {
+      name: "Message",
+      type: "string",
+      priority: 1,
+      jsonPath: '.status.conditions[?(@.type=="Ready")].message',
+    },
   ],
 } as const;

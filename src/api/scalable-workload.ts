@@ -100,6 +100,10 @@ export type ScalableWorkloadSpec = z.infer<typeof ScalableWorkloadSpec>;
 /** ScalableWorkload `.status`. */
 export const ScalableWorkloadStatus = z.object({
   observedGeneration: z.number().int().optional(),
+  mode: z.enum(["Owned", "Reference"]).optional().meta({
+    description:
+      "Owned: Governor owns a Deployment built from spec.template; Reference: it drives spec.workloadRef.",
+  }),
   replicas: z
     .number()
     .int()
@@ -129,10 +133,30 @@ export const ScalableWorkloadKind = {
     labelSelectorPath: ".status.selector",
   },
   printerColumns: [
+    { name: "Mode", type: "string", jsonPath: ".status.mode" },
+    { name: "Workload", type: "string", jsonPath: ".status.workload" },
     { name: "Desired", type: "integer", jsonPath: ".spec.replicas" },
     { name: "Current", type: "integer", jsonPath: ".status.replicas" },
     { name: "Ready", type: "integer", jsonPath: ".status.readyReplicas" },
-    { name: "Workload", type: "string", jsonPath: ".status.workload" },
+    {
+      name: "Status",
+      type: "string",
+      jsonPath: '.status.conditions[?(@.type=="Ready")].reason',
+      description: "The Ready condition's reason: Reconciled, or what is wrong.",
+    },
+    {
+      name: "Autoscaling",
+      type: "string",
+      jsonPath: '.status.conditions[?(@.type=="Autoscaling")].reason',
+      description:
+        "What the owned HPA says (ValidMetricFound, or why it cannot scale); empty without spec.autoscaling.",
+    },
     { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
+    {
+      name: "Message",
+      type: "string",
+      priority: 1,
+      jsonPath: '.status.conditions[?(@.type=="Ready")].message',
+    },
   ],
 } as const;

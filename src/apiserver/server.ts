@@ -113,6 +113,11 @@ export class MetricsApiServer {
     return this.server.address() as AddressInfo;
   }
 
+  /** The serving certificate (PEM) new connections get. */
+  get servingCertificate(): string {
+    return this.tls.cert;
+  }
+
   /** Serves a new certificate to new connections, without a restart. */
   setServingCertificate(cert: string, key: string): void {
     const previous = this.tls;

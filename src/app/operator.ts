@@ -15,6 +15,7 @@ import { ScalableWorkloadReconciler } from "../controller/scalable-workload-reco
 import type { KubeClient } from "../k8s/client.js";
 import { InformerPodIndex } from "../k8s/pod-index.js";
 import { DiscoveryResourceMapper } from "../k8s/resource-mapper.js";
+import { validity } from "../certs/certs.js";
 import { KubeSubjectLister } from "../k8s/subject-lister.js";
 import { MappingProvider } from "../metrics/mapping-provider.js";
 import { formatQuantity } from "../metrics/quantity.js";
@@ -111,13 +112,16 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
       sampleSeconds.observe(seconds);
     },
     // Called only from reconciles, which start after `workloads` exists.
-    onSpecChange: (namespace) => workloads.mappingChanged(namespace),
+    onMappingChange: (namespace) => workloads.mappingChanged(namespace),
   });
   const workloads = new ScalableWorkloadReconciler({
     client: opts.client,
     events,
     logger: log,
-    getMapping: (namespace, name) => reconciler.get(namespace, name),
+    getMapping: (namespace, name) => {
+      const mapping = reconciler.get(namespace, name);
+      return mapping && { spec: mapping.spec, problem: reconciler.problem(namespace, name) };
+    },
     isLeader: () => leading,
   });
   const elector =
@@ -195,6 +199,28 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   });
   live.api = api;
   registration?.start();
+  new Gauge({
+    name: "governor_serving_certificate_expiry_timestamp_seconds",
+    help: "When the serving certificate this replica serves expires (Unix seconds).",
+    registers: [metrics.registry],
+    collect() {
+      const pem = live.api?.server.servingCertificate;
+      if (pem) this.set(validity(pem).notAfter.getTime() / 1000);
+    },
+  });
+  new Gauge({
+    name: "governor_metricmappings",
+    help: "MetricMappings by their Ready condition (status and reason) as the leader last wrote it.",
+    labelNames: ["ready", "reason"],
+    registers: [metrics.registry],
+    collect() {
+      this.reset();
+      for (const m of controller.informer.list()) {
+        const ready = m.status?.conditions?.find((c) => c.type === "Ready");
+        this.inc({ ready: ready?.status ?? "Unknown", reason: ready?.reason ?? "" });
+      }
+    },
+  });
   return {
     api,
     registration,

@@ -66,8 +66,11 @@ export interface MetricMappingReconcilerOptions {
    * @default 20
    */
   statusValueWritesPerSecond?: number;
-  /** Called when a mapping's spec may have changed (HPAs built from mappings follow). */
-  onSpecChange?: (namespace: string) => void;
+  /**
+   * Called when a mapping's spec may have changed, or whether it can serve at all (see
+   * {@link MetricMappingReconciler.problem}): HPAs built from mappings follow.
+   */
+  onMappingChange?: (namespace: string) => void;
 }
 
 interface Running {
@@ -75,7 +78,18 @@ interface Running {
   active: ActiveMapping;
 }
 
-const PATH = "/apis/governor.dev/v1alpha1/metricmappings";
+const PATH = `/apis/${API_VERSION}/metricmappings`;
+
+/**
+ * `Ready` reasons that mean a mapping can never serve as written, until someone edits it
+ * (a source that fails or a conflict are passing states: the HPA holds meanwhile).
+ */
+const CONFIGURATION_PROBLEMS = new Set([
+  "InvalidSpec",
+  "InvalidSource",
+  "UnknownResource",
+  "ClusterScopedSubject",
+]);
 
 /** Samplers one MetricMapping with `{{selector}}` runs at once (one per distinct selector). */
 export const MAX_SELECTOR_SAMPLERS = 32;
@@ -129,6 +143,58 @@ export class MetricMappingReconciler {
     return this.controller?.informer.get(name, namespace);
   }
 
+  /** Why a mapping can never serve as written (see CONFIGURATION_PROBLEMS), if it cannot. */
+  problem(namespace: string, name: string): { reason: string; message: string } | undefined {
+    return this.problems.get(`${namespace}/${name}`);
+  }
+
+  private readonly problems = new Map<string, { reason: string; message: string }>();
+  /** `namespace/name` → the Ready and SourceHealthy states last logged. */
+  private readonly logged = new Map<string, { ready?: string; health?: string }>();
+
+  /** Records whether `key` has a configuration problem; a change is news for HPAs. */
+  private noteProblem(
+    key: string,
+    namespace: string,
+    ready: Omit<ConditionUpdate, "type"> | undefined,
+  ): void {
+    const next =
+      ready && CONFIGURATION_PROBLEMS.has(ready.reason)
+        ? { reason: ready.reason, message: ready.message }
+        : undefined;
+    const previous = this.problems.get(key);
+    if (previous?.reason === next?.reason && previous?.message === next?.message) return;
+    if (next) this.problems.set(key, next);
+    else this.problems.delete(key);
+    this.opts.onMappingChange?.(namespace);
+  }
+
+  /**
+   * Logs a mapping's Ready and SourceHealthy transitions, once each (every replica logs
+   * what it sees; only the leader writes status): warn for what needs a look, info when
+   * it serves again.
+   */
+  private logTransitions(key: string, conditions: readonly Condition[]): void {
+    const seen = this.logged.get(key) ?? {};
+    const ready = findCondition(conditions, "Ready");
+    const health = findCondition(conditions, "SourceHealthy");
+    const readyNow = ready && `${ready.status}/${ready.reason}`;
+    if (ready && readyNow !== seen.ready) {
+      const fields = { mapping: key, reason: ready.reason };
+      if (ready.status === "True" && ready.reason === "Serving") this.log.info(fields, ready.message);
+      else if (ready.status === "Unknown") this.log.debug(fields, ready.message);
+      else this.log.warn(fields, ready.message);
+    }
+    const healthNow = health && `${health.status}/${health.reason}`;
+    if (health && healthNow !== seen.health) {
+      const fields = { mapping: key, reason: health.reason };
+      if (health.status === "False") this.log.warn(fields, `source failing: ${health.message}`);
+      else if (health.status === "True" && seen.health?.startsWith("False"))
+        this.log.info(fields, "source recovered: the last sample succeeded");
+    }
+    this.logged.set(key, { ready: readyNow, health: healthNow });
+  }
+
   private readonly seenGenerations = new Map<string, number | undefined>();
   /** `namespace/name` → `namespace|claim` of each mapping that claims a metric. */
   private readonly claims = new Map<string, string>();
@@ -141,11 +207,14 @@ export class MetricMappingReconciler {
     if (this.seenGenerations.get(key) !== obj?.metadata?.generation || !obj) {
       this.seenGenerations.set(key, obj?.metadata?.generation);
       if (!obj) this.seenGenerations.delete(key);
-      this.opts.onSpecChange?.(namespace);
+      this.opts.onMappingChange?.(namespace);
     }
     if (!obj || obj.metadata?.deletionTimestamp) {
       await this.retire(key);
       this.setClaim(key, namespace, undefined);
+      this.noteProblem(key, namespace, undefined);
+      this.logged.delete(key);
+      this.lastStatusWrite.delete(key);
       return;
     }
     const parsed = MetricMappingSpec.safeParse(obj.spec);
@@ -202,7 +271,7 @@ export class MetricMappingReconciler {
       this.opts.provider.activate(active);
       active.sampler.start();
       if (previous) await previous.active.sampler.stop();
-      this.log.info({ mapping: key, metric: spec.metric }, "serving metric");
+      this.log.debug({ mapping: key, metric: spec.metric }, "sampler started");
     }
     return this.writeStatus(obj, { spec, active: running.active });
   }
@@ -320,7 +389,7 @@ export class MetricMappingReconciler {
     this.running.delete(key);
     this.opts.provider.deactivate(key);
     await r.active.sampler.stop();
-    this.log.info({ mapping: key }, "stopped serving metric");
+    this.log.info({ mapping: key }, "stopped serving the metric");
   }
 
   /** What a mapping claims, or why it cannot claim anything. */
@@ -461,6 +530,8 @@ export class MetricMappingReconciler {
       conditions = conditions.filter((c) => c.type !== "SourceHealthy");
     }
     status.conditions = conditions;
+    this.noteProblem(key, obj.metadata?.namespace ?? "", what.active ? undefined : what.ready);
+    this.logTransitions(key, conditions);
     if (!this.opts.isLeader()) return requeue !== undefined ? { requeueAfterMs: requeue } : {};
 
     // A transition (status or reason of a condition, or a new generation) is written at
@@ -487,7 +558,7 @@ export class MetricMappingReconciler {
     this.announce(obj, old.conditions, conditions);
     try {
       await this.opts.client.mergePatch(
-        `${PATH.replace("/metricmappings", "")}/namespaces/${obj.metadata?.namespace}/metricmappings/${obj.metadata?.name}/status`,
+        `/apis/${API_VERSION}/namespaces/${obj.metadata?.namespace}/metricmappings/${obj.metadata?.name}/status`,
         {
           status: {
             ...status,

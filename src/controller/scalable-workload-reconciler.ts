@@ -13,7 +13,7 @@ import { MetricMappingSpec } from "../api/metric-mapping.js";
 import { ScalableWorkloadSpec, type ScalableWorkloadStatus } from "../api/scalable-workload.js";
 import { KubeApiError, type KubeClient } from "../k8s/client.js";
 import { startInformer, type ResilientInformer } from "../k8s/informer.js";
-import { buildDeployment, buildHpa, type ResolvedMetric } from "../manifests/workload.js";
+import { buildDeployment, buildHpa, type Owner, type ResolvedMetric } from "../manifests/workload.js";
 import { LabelSelector } from "../selectors/label-selector.js";
 import { findCondition, sameConditions, setCondition, type ConditionUpdate } from "./conditions.js";
 import { type Controller, objectKey, splitKey, startController } from "./controller.js";
@@ -37,20 +37,33 @@ interface Workload extends KubernetesObject {
   status?: { replicas?: number; readyReplicas?: number; observedGeneration?: number };
 }
 
+interface Hpa extends KubernetesObject {
+  status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] };
+}
+
 /** Options of {@link ScalableWorkloadReconciler}. */
 export interface ScalableWorkloadReconcilerOptions {
   client: KubeClient;
   events: EventRecorder;
   logger: Logger;
-  /** The MetricMapping `namespace/name`, from the MetricMapping informer. */
-  getMapping: (namespace: string, name: string) => { spec?: unknown } | undefined;
+  /**
+   * A MetricMapping as the MetricMapping reconciler sees it: its spec, and the problem
+   * that keeps it from ever serving (an invalid source, an unknown resource…), if any.
+   */
+  getMapping: (
+    namespace: string,
+    name: string,
+  ) => { spec?: unknown; problem?: { reason: string; message: string } } | undefined;
   /** Whether this replica may write (the leader). */
   isLeader: () => boolean;
   /** @default "governor" */
   fieldManager?: string;
 }
 
-const SW_PATH = "/apis/governor.dev/v1alpha1/scalableworkloads";
+const SW_PATH = `/apis/${API_VERSION}/scalableworkloads`;
+const HPA_PATH = "/apis/autoscaling/v2/horizontalpodautoscalers";
+/** A condition this reconciler decides (the type is added where it is set). */
+type Problem = Omit<ConditionUpdate, "type">;
 
 /** The ScalableWorkload as the subject of an Event. */
 function eventSubject(sw: ScalableWorkloadObject) {
@@ -69,6 +82,9 @@ export class ScalableWorkloadReconciler {
   private controller?: Controller<ScalableWorkloadObject>;
   private deployments?: ResilientInformer<Workload>;
   private statefulSets?: ResilientInformer<Workload>;
+  private hpas?: ResilientInformer<Hpa>;
+  /** `namespace/name` of an owned HPA → {@link hpaFingerprint} when last seen. */
+  private readonly hpaSeen = new Map<string, string>();
   /** `Kind/namespace/name` of a referenced workload → keys of ScalableWorkloads referencing it. */
   private readonly refs = new Map<string, Set<string>>();
   private readonly log: Logger;
@@ -98,6 +114,31 @@ export class ScalableWorkloadReconciler {
     };
     this.deployments = watch("Deployment");
     this.statefulSets = watch("StatefulSet");
+    // Owned HPAs: their conditions are the ScalableWorkload's Autoscaling condition. Their
+    // status changes with every metric reading; only a change of the conditions is news.
+    const onHpa = (h: Hpa, deleted = false) => {
+      const key = objectKey(h);
+      const seen = deleted ? undefined : hpaFingerprint(h);
+      if (this.hpaSeen.get(key) === seen) return;
+      if (seen === undefined) this.hpaSeen.delete(key);
+      else this.hpaSeen.set(key, seen);
+      this.enqueueOwners(h);
+    };
+    this.hpas = startInformer<Hpa>(
+      client.kubeConfig,
+      HPA_PATH,
+      () => client.get<KubernetesListObject<Hpa>>(HPA_PATH),
+      {
+        add: (h) => onHpa(h),
+        update: (h) => onHpa(h),
+        delete: (h) => onHpa(h, true),
+        error: (err, retryIn) =>
+          this.log.warn(
+            { err: String(err), retryIn, kind: "HorizontalPodAutoscaler" },
+            "watch failed; restarting",
+          ),
+      },
+    );
     this.controller = startController<ScalableWorkloadObject>({
       name: "scalableworkload",
       client,
@@ -122,15 +163,21 @@ export class ScalableWorkloadReconciler {
     await this.controller?.stop();
     await this.deployments?.stop();
     await this.statefulSets?.stop();
+    await this.hpas?.stop();
   }
 
   private enqueueFor(kind: string, w: Workload): void {
-    for (const ref of w.metadata?.ownerReferences ?? []) {
-      if (ref.kind === "ScalableWorkload" && ref.apiVersion === API_VERSION)
-        this.controller?.queue.add(`${w.metadata?.namespace}/${ref.name}`);
-    }
+    this.enqueueOwners(w);
     for (const key of this.refs.get(`${kind}/${w.metadata?.namespace}/${w.metadata?.name}`) ?? [])
       this.controller?.queue.add(key);
+  }
+
+  /** Reconciles the ScalableWorkload that owns `o`, if one does. */
+  private enqueueOwners(o: KubernetesObject): void {
+    for (const ref of o.metadata?.ownerReferences ?? []) {
+      if (ref.kind === "ScalableWorkload" && ref.apiVersion === API_VERSION)
+        this.controller?.queue.add(`${o.metadata?.namespace}/${ref.name}`);
+    }
   }
 
   private async reconcile(key: string): Promise<ReconcileResult | void> {
@@ -139,6 +186,8 @@ export class ScalableWorkloadReconciler {
     for (const set of this.refs.values()) set.delete(key);
     if (!sw || sw.metadata?.deletionTimestamp) return; // owned objects are garbage-collected
     if (!this.opts.isLeader()) return;
+    // "Not in the cache" must mean "does not exist" before anything is created or adopted.
+    await Promise.all([this.deployments!.synced, this.statefulSets!.synced, this.hpas!.synced]);
     const owner = { name, namespace, uid: sw.metadata?.uid ?? "" };
     const parsed = ScalableWorkloadSpec.safeParse(sw.spec);
     if (!parsed.success) {
@@ -148,115 +197,118 @@ export class ScalableWorkloadReconciler {
       return this.writeStatus(sw, {}, { status: "False", reason: "InvalidSpec", message });
     }
     const spec = parsed.data;
-    let workload: Workload | undefined;
-    let kind: "Deployment" | "StatefulSet";
-    let selector: LabelSelector;
+    const resolved = await this.resolveWorkload(sw, key, owner, spec);
+    if ("problem" in resolved) return this.writeStatus(sw, {}, resolved.problem, resolved.retryMs);
+    const { kind, workload, selector } = resolved;
 
-    if (spec.template) {
-      kind = "Deployment";
-      try {
-        selector = LabelSelector.fromObject(spec.selector); // required with template: a schema rule
-      } catch (err) {
-        return this.writeStatus(
-          sw,
-          {},
-          { status: "False", reason: "InvalidSelector", message: (err as Error).message },
-        );
-      }
-      const labels =
-        (spec.template as { metadata?: { labels?: Record<string, string> } }).metadata?.labels ?? {};
-      if (selector.empty || !selector.matches(labels)) {
-        return this.writeStatus(
-          sw,
-          {},
-          {
-            status: "False",
-            reason: "InvalidSelector",
-            message: `spec.selector (${selector.toString() || "empty"}) must select the template's labels`,
-          },
-        );
-      }
-      const path = `/apis/apps/v1/namespaces/${namespace}/deployments/${name}`;
-      const existing = this.deployments!.get(name, namespace);
-      const foreign = existing && !existing.metadata?.ownerReferences?.some((r) => r.uid === owner.uid);
-      if (foreign) {
-        return this.writeStatus(
-          sw,
-          {},
-          {
-            status: "False",
-            reason: "DeploymentExists",
-            message: `a Deployment named ${name} exists and is not owned by this ScalableWorkload; use spec.workloadRef to drive it`,
-          },
-        );
-      }
-      workload = await this.opts.client.apply<Workload>(path, buildDeployment(owner, spec), {
-        fieldManager: this.opts.fieldManager ?? "governor",
-      });
-      if (existing?.spec?.replicas !== undefined && existing.spec.replicas !== spec.replicas) {
-        this.scaled(sw, "Deployment", name, existing.spec.replicas, spec.replicas);
-      }
-    } else {
-      const ref = spec.workloadRef!;
-      kind = ref.kind;
-      this.track(`${kind}/${namespace}/${ref.name}`, key);
-      const informer = kind === "Deployment" ? this.deployments! : this.statefulSets!;
-      workload = informer.get(ref.name, namespace);
-      if (!workload) {
-        return this.writeStatus(
-          sw,
-          {},
-          {
-            status: "False",
-            reason: "WorkloadNotFound",
-            message: `${kind} ${ref.name} not found in namespace ${namespace}`,
-          },
-          30_000,
-        );
-      }
-      try {
-        selector = LabelSelector.fromObject(workload.spec?.selector);
-      } catch (err) {
-        return this.writeStatus(
-          sw,
-          {},
-          {
-            status: "False",
-            reason: "InvalidSelector",
-            message: `${kind} ${ref.name}: ${(err as Error).message}`,
-          },
-        );
-      }
-      if (workload.spec?.replicas !== spec.replicas) {
-        await this.opts.client.mergePatch(
-          `/apis/apps/v1/namespaces/${namespace}/${WORKLOAD_PATHS[kind]}/${ref.name}/scale`,
-          {
-            spec: { replicas: spec.replicas },
-          },
-        );
-        this.scaled(sw, kind, ref.name, workload.spec?.replicas, spec.replicas);
-      }
-    }
-
-    const hpaProblem = await this.reconcileHpa(owner, spec);
+    const hpa = await this.reconcileHpa(owner, spec);
     const status: ScalableWorkloadStatus = {
+      mode: spec.template ? "Owned" : "Reference",
       replicas: workload.status?.replicas ?? 0,
       readyReplicas: workload.status?.readyReplicas ?? 0,
       selector: selector.toString(),
       workload: `${kind}/${workload.metadata?.name ?? name}`,
     };
-    if (hpaProblem)
-      return this.writeStatus(
-        sw,
-        status,
-        { status: "False", reason: hpaProblem.reason, message: hpaProblem.message },
-        30_000,
+    if (hpa.problem) return this.writeStatus(sw, status, hpa.problem, 30_000, hpa.autoscaling);
+    return this.writeStatus(
+      sw,
+      status,
+      {
+        status: "True",
+        reason: "Reconciled",
+        message: `${kind} ${workload.metadata?.name ?? name}: ${status.readyReplicas}/${spec.replicas} ready`,
+      },
+      undefined,
+      hpa.autoscaling,
+    );
+  }
+
+  /**
+   * The workload to drive, with its replicas carried over: the owned Deployment (applied
+   * from the template) or the referenced one; or why there is none.
+   */
+  private async resolveWorkload(
+    sw: ScalableWorkloadObject,
+    key: string,
+    owner: Owner,
+    spec: ScalableWorkloadSpec,
+  ): Promise<
+    | { kind: "Deployment" | "StatefulSet"; workload: Workload; selector: LabelSelector }
+    | { problem: Problem; retryMs?: number }
+  > {
+    const { name, namespace } = owner;
+    if (spec.template) {
+      let selector: LabelSelector;
+      try {
+        selector = LabelSelector.fromObject(spec.selector); // required with template: a schema rule
+      } catch (err) {
+        return { problem: { status: "False", reason: "InvalidSelector", message: (err as Error).message } };
+      }
+      const labels =
+        (spec.template as { metadata?: { labels?: Record<string, string> } }).metadata?.labels ?? {};
+      if (selector.empty || !selector.matches(labels)) {
+        return {
+          problem: {
+            status: "False",
+            reason: "InvalidSelector",
+            message: `spec.selector (${selector.toString() || "empty"}) must select the template's labels`,
+          },
+        };
+      }
+      const path = `/apis/apps/v1/namespaces/${namespace}/deployments/${name}`;
+      const existing = this.deployments!.get(name, namespace);
+      if (existing && !existing.metadata?.ownerReferences?.some((r) => r.uid === owner.uid)) {
+        return {
+          problem: {
+            status: "False",
+            reason: "DeploymentExists",
+            message: `a Deployment named ${name} exists and is not owned by this ScalableWorkload; use spec.workloadRef to drive it`,
+          },
+        };
+      }
+      const workload = await this.opts.client.apply<Workload>(path, buildDeployment(owner, spec), {
+        fieldManager: this.opts.fieldManager ?? "governor",
+      });
+      if (existing?.spec?.replicas !== undefined && existing.spec.replicas !== spec.replicas) {
+        this.scaled(sw, "Deployment", name, existing.spec.replicas, spec.replicas);
+      }
+      return { kind: "Deployment", workload, selector };
+    }
+    const ref = spec.workloadRef!;
+    const kind = ref.kind;
+    this.track(`${kind}/${namespace}/${ref.name}`, key);
+    const informer = kind === "Deployment" ? this.deployments! : this.statefulSets!;
+    const workload = informer.get(ref.name, namespace);
+    if (!workload) {
+      return {
+        problem: {
+          status: "False",
+          reason: "WorkloadNotFound",
+          message: `${kind} ${ref.name} not found in namespace ${namespace}`,
+        },
+        retryMs: 30_000,
+      };
+    }
+    let selector: LabelSelector;
+    try {
+      selector = LabelSelector.fromObject(workload.spec?.selector);
+    } catch (err) {
+      return {
+        problem: {
+          status: "False",
+          reason: "InvalidSelector",
+          message: `${kind} ${ref.name}: ${(err as Error).message}`,
+        },
+      };
+    }
+    if (workload.spec?.replicas !== spec.replicas) {
+      await this.opts.client.mergePatch(
+        `/apis/apps/v1/namespaces/${namespace}/${WORKLOAD_PATHS[kind]}/${ref.name}/scale`,
+        { spec: { replicas: spec.replicas } },
       );
-    return this.writeStatus(sw, status, {
-      status: "True",
-      reason: "Reconciled",
-      message: `${kind} ${workload.metadata?.name ?? name}: ${status.readyReplicas}/${spec.replicas} ready`,
-    });
+      this.scaled(sw, kind, ref.name, workload.spec?.replicas, spec.replicas);
+    }
+    return { kind, workload, selector };
   }
 
   private track(refKey: string, swKey: string): void {
@@ -280,80 +332,122 @@ export class ScalableWorkloadReconciler {
     );
   }
 
-  /** Applies or deletes the owned HPA; returns a problem to report, if any. */
+  /**
+   * Applies the owned HPA with the metrics whose MetricMapping can serve, and deletes it
+   * when none can (or `spec.autoscaling` is gone): an HPA metric that can never be read
+   * only makes the HPA fail. Returns a problem for `Ready`, if any, and the `Autoscaling`
+   * condition, read from the HPA's own status.
+   */
   private async reconcileHpa(
-    owner: { name: string; namespace: string; uid: string },
+    owner: Owner,
     spec: ScalableWorkloadSpec,
-  ) {
+  ): Promise<{ problem?: Problem; autoscaling?: Problem }> {
     const path = `/apis/autoscaling/v2/namespaces/${owner.namespace}/horizontalpodautoscalers/${owner.name}`;
-    const existing = await this.opts.client.getOrUndefined<KubernetesObject>(path);
+    const existing = this.hpas!.get(owner.name, owner.namespace);
     const ours = existing?.metadata?.ownerReferences?.some((r) => r.uid === owner.uid) ?? false;
     if (!spec.autoscaling) {
       if (ours) await this.opts.client.delete(path);
-      return undefined;
+      return {};
     }
     // Never adopt: an HPA of the same name that this ScalableWorkload did not create may
     // be another team's, and applying over it would take it over.
     if (existing && !ours)
       return {
-        reason: "HorizontalPodAutoscalerExists",
-        message: `spec.autoscaling: a HorizontalPodAutoscaler named ${owner.name} exists and is not owned by this ScalableWorkload; Governor leaves it alone (delete it, or drop spec.autoscaling)`,
+        problem: {
+          status: "False",
+          reason: "HorizontalPodAutoscalerExists",
+          message: `spec.autoscaling: a HorizontalPodAutoscaler named ${owner.name} exists and is not owned by this ScalableWorkload; Governor leaves it alone (delete it, or drop spec.autoscaling)`,
+        },
       };
     const metrics: ResolvedMetric[] = [];
+    const unusable: string[] = [];
+    let missing = false;
     for (const entry of spec.autoscaling.metrics) {
       const mapping = this.opts.getMapping(owner.namespace, entry.mapping);
       const parsed = MetricMappingSpec.safeParse(mapping?.spec);
-      if (!mapping || !parsed.success) {
-        return {
-          reason: "MappingNotFound",
-          message: `spec.autoscaling: MetricMapping ${entry.mapping} ${mapping ? "is invalid" : "not found"} in namespace ${owner.namespace}`,
-        };
-      }
-      const m = parsed.data;
-      const target = entry.target;
-      if (m.subject.external)
-        metrics.push({ type: "External", metric: m.metric, labels: m.subject.external.labels ?? {}, target });
-      else if (m.subject.resource === "pods") metrics.push({ type: "Pods", metric: m.metric, target });
-      else {
-        metrics.push({
-          type: "Object",
-          metric: m.metric,
-          object: entry.object ?? { apiVersion: API_VERSION, kind: "ScalableWorkload", name: owner.name },
-          target,
-        });
+      if (!mapping) {
+        missing = true;
+        unusable.push(`MetricMapping ${entry.mapping} not found`);
+      } else if (!parsed.success) {
+        unusable.push(`MetricMapping ${entry.mapping} is invalid (InvalidSpec)`);
+      } else if (mapping.problem) {
+        unusable.push(
+          `MetricMapping ${entry.mapping} cannot serve (${mapping.problem.reason}: ${mapping.problem.message})`,
+        );
+      } else {
+        metrics.push(resolveMetric(parsed.data, entry, owner.name));
       }
     }
-    await this.opts.client.apply(path, buildHpa(owner, spec, metrics), {
-      fieldManager: this.opts.fieldManager ?? "governor",
-    });
-    return undefined;
+    if (metrics.length > 0) {
+      await this.opts.client.apply(path, buildHpa(owner, spec, metrics), {
+        fieldManager: this.opts.fieldManager ?? "governor",
+      });
+    } else if (ours) {
+      await this.opts.client.delete(path);
+    }
+    const autoscaling: Problem =
+      metrics.length > 0
+        ? hpaHealth(ours ? existing : undefined)
+        : {
+            status: "False",
+            reason: "NoUsableMetric",
+            message:
+              "no metric of spec.autoscaling can be served, so no HorizontalPodAutoscaler is kept; the replicas stay as they are",
+          };
+    if (unusable.length === 0) return { autoscaling };
+    return {
+      autoscaling,
+      problem: {
+        status: "False",
+        reason: missing ? "MappingNotFound" : "MappingInvalid",
+        message: `spec.autoscaling: ${unusable.join("; ")} (namespace ${owner.namespace}); ${
+          metrics.length > 0
+            ? `the HorizontalPodAutoscaler scales on the other ${metrics.length} metric(s)`
+            : "no HorizontalPodAutoscaler is kept until one can serve"
+        }`,
+      },
+    };
   }
 
   private async writeStatus(
     sw: ScalableWorkloadObject,
     status: ScalableWorkloadStatus,
-    ready: Omit<ConditionUpdate, "type">,
+    ready: Problem,
     requeueMs?: number,
+    autoscaling?: Problem,
   ): Promise<ReconcileResult> {
     const generation = sw.metadata?.generation;
     const old = sw.status ?? {};
-    const conditions = setCondition(old.conditions, { type: "Ready", ...ready }, generation);
+    let conditions = setCondition(old.conditions, { type: "Ready", ...ready }, generation);
+    conditions = autoscaling
+      ? setCondition(conditions, { type: "Autoscaling", ...autoscaling }, generation)
+      : conditions.filter((c) => c.type !== "Autoscaling");
     const next = { ...status, observedGeneration: generation, conditions };
     const same =
       sameConditions(old.conditions, conditions) &&
       old.observedGeneration === generation &&
+      old.mode === next.mode &&
       old.replicas === next.replicas &&
       old.readyReplicas === next.readyReplicas &&
       old.selector === next.selector &&
       old.workload === next.workload;
     if (!same) {
-      const before = findCondition(old.conditions, "Ready");
-      if (ready.status === "False" && (before?.status !== "False" || before.reason !== ready.reason)) {
-        this.opts.events.record(eventSubject(sw), "Warning", ready.reason, ready.message);
+      for (const [type, now] of [
+        ["Ready", ready],
+        ["Autoscaling", autoscaling],
+      ] as const) {
+        const before = findCondition(old.conditions, type);
+        if (now?.status === "False" && (before?.status !== "False" || before.reason !== now.reason)) {
+          this.opts.events.record(eventSubject(sw), "Warning", now.reason, now.message);
+          this.log.warn(
+            { scalableWorkload: objectKey(sw), condition: type, reason: now.reason },
+            now.message,
+          );
+        }
       }
       try {
         await this.opts.client.mergePatch(
-          `${SW_PATH.replace("/scalableworkloads", "")}/namespaces/${sw.metadata?.namespace}/scalableworkloads/${sw.metadata?.name}/status`,
+          `/apis/${API_VERSION}/namespaces/${sw.metadata?.namespace}/scalableworkloads/${sw.metadata?.name}/status`,
           { status: next },
         );
       } catch (err) {
@@ -362,4 +456,57 @@ export class ScalableWorkloadReconciler {
     }
     return requeueMs !== undefined ? { requeueAfterMs: requeueMs } : {};
   }
+}
+
+/** How the HPA reads one `spec.autoscaling.metrics` entry, from its MetricMapping's subject. */
+function resolveMetric(
+  m: MetricMappingSpec,
+  entry: NonNullable<ScalableWorkloadSpec["autoscaling"]>["metrics"][number],
+  ownerName: string,
+): ResolvedMetric {
+  const target = entry.target;
+  if (m.subject.external)
+    return { type: "External", metric: m.metric, labels: m.subject.external.labels ?? {}, target };
+  if (m.subject.resource === "pods") return { type: "Pods", metric: m.metric, target };
+  return {
+    type: "Object",
+    metric: m.metric,
+    object: entry.object ?? { apiVersion: API_VERSION, kind: "ScalableWorkload", name: ownerName },
+    target,
+  };
+}
+
+/** What the HPA's own conditions say: whether it can scale and read its metrics. */
+function hpaHealth(hpa: Hpa | undefined): Problem {
+  const conditions = hpa?.status?.conditions ?? [];
+  const able = conditions.find((c) => c.type === "AbleToScale");
+  const active = conditions.find((c) => c.type === "ScalingActive");
+  if (!able || !active)
+    return {
+      status: "Unknown",
+      reason: "Pending",
+      message: "the HorizontalPodAutoscaler has not evaluated its metrics yet",
+    };
+  for (const c of [able, active]) {
+    if (c.status !== "True")
+      return {
+        status: "False",
+        reason: c.reason || c.type,
+        message: `HorizontalPodAutoscaler ${c.type}: ${c.message ?? ""}`.trim(),
+      };
+  }
+  return {
+    status: "True",
+    reason: active.reason || "ValidMetricFound",
+    message: `HorizontalPodAutoscaler ScalingActive: ${active.message ?? ""}`.trim(),
+  };
+}
+
+/** The HPA fields that decide {@link hpaHealth}: a change of anything else is not news. */
+function hpaFingerprint(hpa: Hpa): string {
+  return (hpa.status?.conditions ?? [])
+    .filter((c) => c.type === "AbleToScale" || c.type === "ScalingActive")
+    .map((c) => `${c.type}=${c.status}/${c.reason ?? ""}`)
+    .sort()
+    .join(",");
 }

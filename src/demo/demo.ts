@@ -242,6 +242,9 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     );
     say("kubectl get mm,sw,hpa -n governor-demo");
     opts.out(indent(await kubectl("get", "mm,sw,hpa", "-n", NS)));
+    opts.out(
+      "    (Values are Kubernetes quantities, as the HPA reads them: 5086m is 5.086 requests/s, the m meaning thousandths.)",
+    );
   } finally {
     say("Cleaning up");
     await app.stop();

@@ -90,10 +90,7 @@ export async function getText(
       bodyTimeout: opts.timeoutMs,
     });
   } catch (err) {
-    const e = err as { code?: string; message?: string };
-    throw new Error(
-      `GET ${redact(url)}: ${e.code ?? ""} ${e.message ?? String(err)}`.replace(/\s+/g, " ").trim(),
-    );
+    throw new Error(`GET ${redact(url)}: ${networkErrorText(err)}`);
   }
   const ok = res.statusCode >= 200 && res.statusCode < 300;
   // An error body is only ever read in part (its start says what went wrong).
@@ -122,6 +119,39 @@ export async function getText(
   const text = Buffer.concat(chunks).toString("utf8");
   if (!ok) throw new HttpStatusError(url, res.statusCode, text);
   return text;
+}
+
+/**
+ * A connection error as a person reads it: what failed, then the code once
+ * (`getaddrinfo ENOTFOUND prom.example` → `cannot resolve prom.example (ENOTFOUND)`).
+ */
+export function networkErrorText(err: unknown): string {
+  const e = (err ?? {}) as {
+    code?: string;
+    message?: string;
+    hostname?: string;
+    address?: string;
+    port?: number;
+  };
+  const code = typeof e.code === "string" ? e.code : undefined;
+  const message = (e.message ?? String(err)).replace(/\s+/g, " ").trim();
+  const peer = e.address ? `${e.address}${e.port ? `:${e.port}` : ""}` : undefined;
+  switch (code) {
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+      return `cannot resolve ${e.hostname ?? "the host name"} (${code})`;
+    case "ECONNREFUSED":
+      return `connection refused${peer ? ` by ${peer}` : ""} (${code})`;
+    case "ECONNRESET":
+      return `connection reset by the server (${code})`;
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+      return `no route to ${peer ?? "the host"} (${code})`;
+    case "ETIMEDOUT":
+      return `connecting${peer ? ` to ${peer}` : ""} timed out (${code})`;
+  }
+  if (!code || message.includes(code)) return message;
+  return `${message} (${code})`;
 }
 
 function formatBytes(n: number): string {

@@ -153,7 +153,20 @@ describe("sources", () => {
         { namespace: "n", secrets, policy: loopback },
       );
       const err = await src.sample({ namespace: "n", signal: signal() }).catch((e: Error) => e.message);
-      expect(err).to.match(/^GET http:\/\/127\.0\.0\.1:9\/api\/v1\/query: ECONNREFUSED/);
+      expect(err).to.equal(
+        "GET http://127.0.0.1:9/api/v1/query: connection refused by 127.0.0.1:9 (ECONNREFUSED)",
+      );
+    });
+
+    it("says a host name that does not resolve once, in words", async () => {
+      const src = new PrometheusSource(
+        { address: "http://prometheus.governor-test.invalid:9090", query: "up", timeout: "1s" },
+        { namespace: "n", secrets, policy: loopback },
+      );
+      const err = await src.sample({ namespace: "n", signal: signal() }).catch((e: Error) => e.message);
+      expect(err).to.match(
+        /^GET http:\/\/prometheus\.governor-test\.invalid:9090\/api\/v1\/query: cannot resolve prometheus\.governor-test\.invalid \((ENOTFOUND|EAI_AGAIN)\)$/,
+      );
     });
   });
 
@@ -266,7 +279,9 @@ describe("sources", () => {
       const err = await src
         .sample({ namespace: "n", objects: [{ name: "p", ip: "127.0.0.1" }], signal: signal() })
         .catch((e: Error) => e.message);
-      expect(err).to.match(/^no pod could be scraped: GET http:\/\/127\.0\.0\.1:9\/metrics: ECONNREFUSED/);
+      expect(err).to.match(
+        /^no pod could be scraped: GET http:\/\/127\.0\.0\.1:9\/metrics: connection refused by 127\.0\.0\.1:9 \(ECONNREFUSED\)/,
+      );
     });
   });
 

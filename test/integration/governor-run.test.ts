@@ -3,6 +3,8 @@ import { request } from "node:http";
 import { expect } from "chai";
 import { ROOT, useCluster, type TestCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
+import { buildOnce } from "../support/in-cluster.js";
+import { governorMetricsUsed } from "../support/monitoring.js";
 import { freePort } from "../../src/util/ports.js";
 
 function httpGet(url: string): Promise<{ status: number; text: string }> {
@@ -31,6 +33,13 @@ describe("governor run (integration)", function () {
     if (this.currentTest?.state === "failed")
       console.error(`--- governor output ---\n${output.slice(-4000)}`);
     child?.kill("SIGKILL");
+  });
+
+  it("runs as npx governor from a checkout once it is built (the package's bin, with its run bit)", () => {
+    buildOnce();
+    const r = spawnSync("npx", ["--no-install", "governor", "--version"], { cwd: ROOT, encoding: "utf8" });
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout.trim()).to.match(/^\d+\.\d+\.\d+$/);
   });
 
   it("refuses a --source-max-response-bytes it cannot honour, naming the flag, before it connects anywhere", () => {
@@ -89,6 +98,9 @@ describe("governor run (integration)", function () {
     expect(metrics.status).to.equal(200);
     expect(metrics.text).to.contain("governor_apiserver_requests_total");
     expect(metrics.text).to.contain("governor_process_resident_memory_bytes");
+    // Every metric config/prometheus's alerts and dashboard use is one Governor exports.
+    const exported = new Set([...metrics.text.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]));
+    for (const name of governorMetricsUsed()) expect(exported, `${name} is exported`).to.include(name);
 
     const discovery = await insecureGet(`${api}/apis/custom.metrics.k8s.io/v1beta2`);
     expect(discovery.status, "anonymous discovery is refused (no credentials: 401)").to.equal(401);
@@ -101,6 +113,22 @@ describe("governor run (integration)", function () {
     });
     expect(await exited).to.equal(0);
     expect(output).to.contain("shutting down");
+  });
+
+  it("logs JSON lines a log pipeline keeps whole: ISO 8601 times and each key once", () => {
+    const lines = output
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .slice(0, 50);
+    expect(lines.length).to.be.greaterThan(2);
+    for (const line of lines) {
+      const entry = JSON.parse(line) as { time?: unknown };
+      expect(entry.time, line).to.match(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      // JSON.parse keeps the last of duplicate keys; count them in the text.
+      const keys = [...line.matchAll(/[{,]"([a-zA-Z_]+)":/g)].map((m) => m[1]);
+      for (const key of ["component", "controller", "level", "time", "msg"])
+        expect(keys.filter((k) => k === key).length, `${key} in ${line}`).to.be.at.most(1);
+    }
   });
 });
 

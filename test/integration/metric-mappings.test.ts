@@ -248,6 +248,18 @@ ${extra}`;
       "jsonpath={.items[*].reason}",
     );
     expect(events).to.contain("UnknownResource");
+    // kubectl get says why without -o yaml; -o wide adds the message.
+    const table = (await kubectl(cluster, "get", "mm", "nowhere", "-n", ns.name)).split("\n");
+    expect(table[0]).to.match(
+      /^NAME\s+METRIC\s+SUBJECT\s+SOURCE\s+VALUE\s+READY\s+REASON\s+SOURCE-HEALTHY\s+AGE$/,
+    );
+    expect(table[1]).to.match(
+      /^nowhere\s+x\s+widgets\.example\.com\s+static\s+(?:<none>\s+)?False\s+UnknownResource\s/,
+    );
+    const wide = await kubectl(cluster, "get", "mm", "nowhere", "-n", ns.name, "-o", "wide");
+    expect(wide)
+      .to.match(/LAST-SAMPLE\s+MESSAGE/)
+      .and.to.contain('the cluster serves no resource "widgets.example.com"');
   });
 
   const ANY_VALUE = '(?:"[^"]*": )?';

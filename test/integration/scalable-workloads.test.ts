@@ -213,6 +213,98 @@ spec:
       },
       { timeoutMs: 90_000, intervalMs: 1000, what: "HPA scaled the ScalableWorkload to 3" },
     );
+    // What the HPA itself says is on the ScalableWorkload, and kubectl get shows it.
+    await eventually(
+      async () => {
+        const autoscaling = (await sw("scaled")).status?.conditions?.find((c) => c.type === "Autoscaling");
+        expect(autoscaling).to.include({ status: "True", reason: "ValidMetricFound" });
+      },
+      { timeoutMs: 60_000, intervalMs: 1000, what: "Autoscaling condition from the HPA" },
+    );
+    await eventually(async () => {
+      const table = await kubectl(cluster, "get", "sw", "scaled", "-n", ns.name);
+      expect(table.split("\n")[0]).to.match(
+        /^NAME\s+MODE\s+WORKLOAD\s+DESIRED\s+CURRENT\s+READY\s+STATUS\s+AUTOSCALING\s+AGE$/,
+      );
+      expect(table.split("\n")[1]).to.match(
+        /^scaled\s+Owned\s+Deployment\/scaled\s+3\s+3\s+3\s+Reconciled\s+ValidMetricFound\s/,
+      );
+    });
+  });
+
+  it("keeps an HPA metric only while its MetricMapping can serve, and says which one cannot", async () => {
+    const hpaMetrics = async () =>
+      (
+        await cluster.client.getOrUndefined<{ spec: { metrics: { pods?: { metric: { name: string } } }[] } }>(
+          `/apis/autoscaling/v2/namespaces/${ns.name}/horizontalpodautoscalers/mixed`,
+        )
+      )?.spec.metrics.map((m) => m.pods?.metric.name);
+    const ready = async () => (await sw("mixed")).status?.conditions?.find((c) => c.type === "Ready");
+    apply(`apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: usable}
+spec: {metric: usable_load, subject: {resource: pods}, source: {static: {value: "1"}}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: unusable}
+spec: {metric: unusable_load, subject: {resource: nosuchthings.example.com}, source: {static: {value: "1"}}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: mixed}
+spec:
+  selector: {matchLabels: {app: mixed}}
+  template:
+    metadata: {labels: {app: mixed}}
+    spec: {containers: [{name: app, image: example.invalid/app}]}
+  autoscaling:
+    maxReplicas: 2
+    metrics:
+      - {mapping: usable, target: {averageValue: "1"}}
+      - {mapping: unusable, target: {averageValue: "1"}}
+`);
+    await eventually(
+      async () => {
+        expect(await ready()).to.include({ status: "False", reason: "MappingInvalid" });
+        expect((await ready())?.message).to.match(
+          /MetricMapping unusable cannot serve \(UnknownResource: .*\); the HorizontalPodAutoscaler scales on the other 1 metric\(s\)/,
+        );
+        expect(await hpaMetrics()).to.deep.equal(["usable_load"]);
+      },
+      { timeoutMs: 30_000, what: "only the usable metric in the HPA" },
+    );
+
+    // The last usable mapping deleted: no HPA is kept (it could only fail), and status says so.
+    await kubectl(cluster, "delete", "mm", "usable", "-n", ns.name);
+    await eventually(
+      async () => {
+        expect(await ready()).to.include({ status: "False", reason: "MappingNotFound" });
+        const autoscaling = (await sw("mixed")).status?.conditions?.find((c) => c.type === "Autoscaling");
+        expect(autoscaling).to.include({ status: "False", reason: "NoUsableMetric" });
+        expect(await hpaMetrics()).to.equal(undefined);
+      },
+      { timeoutMs: 30_000, what: "HPA removed with its last usable metric" },
+    );
+
+    // Both mended: the HPA comes back with both metrics, and the ScalableWorkload is Ready.
+    apply(`apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: usable}
+spec: {metric: usable_load, subject: {resource: pods}, source: {static: {value: "1"}}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: unusable}
+spec: {metric: unusable_load, subject: {resource: pods}, source: {static: {value: "1"}}}
+`);
+    await eventually(
+      async () => {
+        expect(await ready()).to.include({ status: "True", reason: "Reconciled" });
+        expect(await hpaMetrics()).to.deep.equal(["usable_load", "unusable_load"]);
+      },
+      { timeoutMs: 30_000, what: "HPA with both metrics again" },
+    );
   });
 
   it("reports a selector that does not select its own template", async () => {

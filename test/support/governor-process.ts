@@ -4,14 +4,16 @@
  * credentials of the `governor-system/governor` ServiceAccount — so the shipped RBAC is
  * what it runs with.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { stringify } from "yaml";
+import { promisify } from "node:util";
 import { ROOT, kubectl, type TestCluster } from "./cluster.js";
 import { eventually } from "./eventually.js";
 import { freePort } from "../../src/util/ports.js";
+
+const execFileP = promisify(execFile);
 
 export class GovernorProcess {
   private child?: ChildProcess;
@@ -127,40 +129,29 @@ export class GovernorProcess {
     return new Promise((resolve) => r.once("exit", (code) => resolve({ code, output })));
   }
 
+  /** The README's `governor kubeconfig`, run from the checkout with the admin kubeconfig. */
   private async serviceAccountKubeconfig(): Promise<string> {
-    // A bound token from the TokenRequest API, as `kubectl create token` gets one (no
-    // token Secrets are made for ServiceAccounts since Kubernetes 1.24). It may take the
-    // ServiceAccount a moment to exist after the manifests are applied.
-    const token = await eventually(
-      async () => {
-        const review = await this.cluster.client.create<{ status?: { token?: string } }>(
-          "/api/v1/namespaces/governor-system/serviceaccounts/governor/token",
-          {
-            apiVersion: "authentication.k8s.io/v1",
-            kind: "TokenRequest",
-            spec: { expirationSeconds: 24 * 3600 },
-          },
-        );
-        if (!review.status?.token) throw new Error("the TokenRequest returned no token");
-        return review.status.token;
-      },
-      { timeoutMs: 30_000, what: "a token for the governor ServiceAccount" },
+    // The ServiceAccount may take a moment to exist after the manifests are applied.
+    const text = await eventually(
+      async () =>
+        (
+          await execFileP(
+            process.execPath,
+            [
+              "--import",
+              "tsx",
+              join(ROOT, "src/main.ts"),
+              "kubeconfig",
+              "--kubeconfig",
+              this.cluster.kubeconfigPath,
+            ],
+            { cwd: ROOT },
+          )
+        ).stdout,
+      { timeoutMs: 30_000, what: "a kubeconfig for the governor ServiceAccount" },
     );
-    const admin = readFileSync(this.cluster.kubeconfigPath, "utf8");
-    const server = /server: (\S+)/.exec(admin)![1]!;
-    const ca = /certificate-authority-data: (\S+)/.exec(admin)![1]!;
     const file = join(mkdtempSync(join(tmpdir(), "governor-sa-")), "kubeconfig");
-    writeFileSync(
-      file,
-      stringify({
-        apiVersion: "v1",
-        kind: "Config",
-        clusters: [{ name: "local", cluster: { server, "certificate-authority-data": ca } }],
-        users: [{ name: "governor", user: { token } }],
-        contexts: [{ name: "governor", context: { cluster: "local", user: "governor" } }],
-        "current-context": "governor",
-      }),
-    );
+    writeFileSync(file, text);
     return file;
   }
 }
