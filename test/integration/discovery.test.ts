@@ -77,7 +77,8 @@ spec: {metric: queue_depth, subject: {external: {}}, source: {static: {value: "7
     await governor.start();
   });
   after(async () => {
-    await ns?.delete();
+    // Gone before Governor stops: later suites must not see this namespace's mappings.
+    await ns?.deleteAndWait();
     await governor?.stop();
   });
 

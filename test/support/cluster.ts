@@ -11,6 +11,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { KubeClient } from "../../src/k8s/client.js";
 import { STAND_IN_NAMESPACE_ANNOTATIONS } from "../../src/devcluster/stand-in-kubelet.js";
 import { destinationPolicy } from "../../src/sources/destination-policy.js";
+import { eventually } from "./eventually.js";
 
 /**
  * The local control plane has no pod network: pods, Prometheus and test endpoints listen
@@ -123,6 +124,18 @@ export async function freshNamespace(
   return {
     name,
     delete: () => cluster.client.delete(`/api/v1/namespaces/${name}`),
+    /** Deletes it and waits until it is gone (its objects with it), e.g. before the
+     * metrics APIs go away: a namespace being deleted needs their discovery. */
+    deleteAndWait: async () => {
+      await cluster.client.delete(`/api/v1/namespaces/${name}`);
+      await eventually(
+        async () => {
+          if (await cluster.client.getOrUndefined(`/api/v1/namespaces/${name}`))
+            throw new Error("still there");
+        },
+        { timeoutMs: 60_000, intervalMs: 250, what: `namespace ${name} deleted` },
+      );
+    },
   };
 }
 
