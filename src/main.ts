@@ -2,7 +2,8 @@
 /**
  * The `governor` command line. The only module that reads argv and the environment or
  * exits the process: it parses flags once into a frozen, validated config and hands it to
- * the code that runs.
+ * the code that runs. (Longer than most modules: every command's flags and their
+ * validation are here, so that nothing else reads argv.)
  */
 import { DEFAULT_LEASE_NAME } from "./controller/leader-election.js";
 import { destinationPolicy } from "./sources/destination-policy.js";
@@ -13,7 +14,7 @@ import { z } from "zod";
 import { startMetricsServer } from "./apiserver/instrumentation.js";
 import { startOperator } from "./app/operator.js";
 import { uninstall } from "./app/uninstall.js";
-import { durationMs } from "./api/common.js";
+import { ObjectName, durationMs } from "./api/common.js";
 import { createCA, issueCertificate } from "./certs/certs.js";
 import { runDemo } from "./demo/demo.js";
 import { GovernorError } from "./errors.js";
@@ -23,6 +24,12 @@ import { serviceAccountKubeconfig } from "./k8s/service-account-kubeconfig.js";
 import { serviceDnsNames } from "./manifests/api-service.js";
 
 const VERSION = "0.1.0";
+
+/** A namespace's name (a DNS-1123 label). */
+const NamespaceName = z
+  .string()
+  .max(63)
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "must be a valid namespace name");
 
 /** A comma-separated list of CIDRs, each checked by building the policy. */
 const CidrList = z
@@ -58,7 +65,7 @@ const ByteSize = (min: number, max: number) =>
 
 const RunConfig = z.strictObject({
   kubeconfig: z.string().optional(),
-  namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "must be a valid namespace name"),
+  namespace: NamespaceName,
   serviceName: z.string().regex(/^[a-z]([-a-z0-9]*[a-z0-9])?$/, "must be a valid Service name"),
   bindAddress: z.string().min(1),
   securePort: z.coerce.number().int().min(0).max(65535).optional(),
@@ -299,10 +306,7 @@ function program(): Command {
           serviceName: z.string().min(1),
           leaseName: z.string().min(1),
           force: z.boolean(),
-          stopDeployment: z
-            .string()
-            .regex(/^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/, "must be a Deployment name")
-            .optional(),
+          stopDeployment: ObjectName.optional(),
         }),
         opts,
       );
@@ -339,10 +343,8 @@ function program(): Command {
       const cfg = parseConfig(
         z.strictObject({
           kubeconfig: z.string().optional(),
-          namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "must be a valid namespace name"),
-          serviceAccount: z
-            .string()
-            .regex(/^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/, "must be a valid ServiceAccount name"),
+          namespace: NamespaceName,
+          serviceAccount: ObjectName,
           duration: z
             .string()
             .regex(/^([0-9]+(s|m|h))+$/, "must be a duration such as 30m or 24h")
@@ -387,10 +389,7 @@ function program(): Command {
               /^(hpa|horizontalpodautoscaler|mm|metricmapping|sw|scalableworkload)s?\/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/,
               "must be hpa/NAME, mm/NAME or sw/NAME",
             ),
-          namespace: z
-            .string()
-            .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, "must be a namespace name")
-            .optional(),
+          namespace: NamespaceName.optional(),
           kubeconfig: z.string().optional(),
           governorNamespace: z.string().min(1),
           serviceName: z.string().min(1),

@@ -137,7 +137,14 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
               leading = true;
               reconciler.resyncAll();
               workloads.resyncAll();
-              void registration?.syncNow().catch(() => {});
+              void registration
+                ?.syncNow()
+                .catch((err: unknown) =>
+                  log.warn(
+                    { err: String(err) },
+                    "registration sync on becoming leader failed; the periodic resync retries",
+                  ),
+                );
             },
             onStoppedLeading: () => {
               leading = false;

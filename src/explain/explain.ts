@@ -280,7 +280,7 @@ async function explainWorkload(
     sections.push(
       (
         await scaleTarget(client, namespace, {
-          apiVersion: "governor.dev/v1alpha1",
+          apiVersion: API_VERSION,
           kind: "ScalableWorkload",
           name,
         })
