@@ -16,6 +16,7 @@
 import { API_VERSION } from "../api/common.js";
 import type { KubeClient } from "../k8s/client.js";
 import { KubeApiError } from "../k8s/client.js";
+import { accessReviewSpec } from "../apiserver/authz.js";
 import { requestInfo } from "../apiserver/request-info.js";
 import { LabelSelector } from "../selectors/label-selector.js";
 
@@ -609,19 +610,8 @@ async function accessLink(
     {
       apiVersion: "authorization.k8s.io/v1",
       kind: "SubjectAccessReview",
-      spec: {
-        user: opts.hpaUser.name,
-        groups: opts.hpaUser.groups,
-        resourceAttributes: {
-          namespace: info.namespace,
-          verb: info.verb,
-          group: info.apiGroup,
-          version: info.apiVersion,
-          resource: info.resource,
-          subresource: info.subresource,
-          name: info.name,
-        },
-      },
+      // The review Governor itself sends for this request, for the HPA controller.
+      spec: accessReviewSpec({ ...opts.hpaUser, extra: {} }, info),
     },
   );
   const what = `${info.verb} ${info.resource}${info.subresource ? `/${info.subresource}` : ""} in ${info.apiGroup} (namespace ${info.namespace})`;

@@ -97,15 +97,17 @@ ${extra}`;
     await ns?.delete();
   });
 
+  // The metric's name is this suite's own: discovery lists every namespace's metrics, and a
+  // namespace another suite is still deleting must not make these assertions pass or fail.
   it("serves a new mapping in discovery and answers it within one second of kubectl apply", async () => {
-    apply(mm("rps", "http_requests", "{resource: pods}", "1500m"));
+    apply(mm("rps", "mm_suite_requests", "{resource: pods}", "1500m"));
     const started = Date.now(); // the apply has returned: the object is stored
     await eventually(
       async () => {
         const d = await get("/apis/custom.metrics.k8s.io/v1beta2");
-        expect(d.json.resources.map((r: { name: string }) => r.name)).to.include("pods/http_requests");
+        expect(d.json.resources.map((r: { name: string }) => r.name)).to.include("pods/mm_suite_requests");
         const v = await get(
-          `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/*/http_requests?labelSelector=app%3Dweb`,
+          `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/*/mm_suite_requests?labelSelector=app%3Dweb`,
         );
         expect(v.status).to.equal(200);
         expect(v.json.items).to.have.length(2);
@@ -125,15 +127,15 @@ ${extra}`;
       expect(condition(s, "SourceHealthy")).to.include({ status: "True" });
     });
     const printed = await kubectl(cluster, "get", "mm", "-n", ns.name, "rps");
-    expect(printed).to.match(/rps\s+http_requests\s+pods\s+static\s+1500m\s+True/);
+    expect(printed).to.match(/rps\s+mm_suite_requests\s+pods\s+static\s+1500m\s+True/);
   });
 
   it("serves an edited mapping's new value at once", async () => {
-    apply(mm("rps", "http_requests", "{resource: pods}", "4"));
+    apply(mm("rps", "mm_suite_requests", "{resource: pods}", "4"));
     await eventually(
       async () => {
         const v = await get(
-          `/apis/custom.metrics.k8s.io/v1beta1/namespaces/${ns.name}/pods/web-1/http_requests`,
+          `/apis/custom.metrics.k8s.io/v1beta1/namespaces/${ns.name}/pods/web-1/mm_suite_requests`,
         );
         expect(v.json.items[0].value).to.equal("4");
       },
@@ -142,19 +144,21 @@ ${extra}`;
   });
 
   it("gives a metric claimed twice to the older mapping; the newer says why, and takes over when the older goes", async () => {
-    apply(mm("rps-copy", "http_requests", "{resource: pods}", "99"));
+    apply(mm("rps-copy", "mm_suite_requests", "{resource: pods}", "99"));
     await eventually(async () => {
       const s = await status("rps-copy");
       expect(condition(s, "Ready")).to.include({ status: "False", reason: "Conflict" });
       expect(condition(s, "Ready")!.message).to.contain("already served by MetricMapping rps");
     });
-    const v = await get(`/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/web-1/http_requests`);
+    const v = await get(
+      `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/web-1/mm_suite_requests`,
+    );
     expect(v.json.items[0].value).to.equal("4");
 
     await kubectl(cluster, "delete", "mm", "-n", ns.name, "rps");
     await eventually(async () => {
       const w = await get(
-        `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/web-1/http_requests`,
+        `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/web-1/mm_suite_requests`,
       );
       expect(w.json.items[0].value).to.equal("99");
       expect(condition(await status("rps-copy"), "Ready")).to.include({ status: "True" });
@@ -165,11 +169,11 @@ ${extra}`;
     await kubectl(cluster, "delete", "mm", "-n", ns.name, "rps-copy");
     await eventually(async () => {
       const v = await get(
-        `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/web-1/http_requests`,
+        `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/web-1/mm_suite_requests`,
       );
       expect(v.status).to.equal(404);
       const d = await get("/apis/custom.metrics.k8s.io/v1beta2");
-      expect(d.json.resources.map((r: { name: string }) => r.name)).to.not.include("pods/http_requests");
+      expect(d.json.resources.map((r: { name: string }) => r.name)).to.not.include("pods/mm_suite_requests");
     });
   });
 

@@ -240,7 +240,8 @@ spec:
         )
       )?.spec.metrics.map((m) => m.pods?.metric.name);
     const ready = async () => (await sw("mixed")).status?.conditions?.find((c) => c.type === "Ready");
-    apply(`apiVersion: governor.dev/v1alpha1
+    /** Mapping `usable` on pods, and `unusable` on `resource`. */
+    const mappings = (resource: string) => `apiVersion: governor.dev/v1alpha1
 kind: MetricMapping
 metadata: {name: usable}
 spec: {metric: usable_load, subject: {resource: pods}, source: {static: {value: "1"}}}
@@ -248,8 +249,9 @@ spec: {metric: usable_load, subject: {resource: pods}, source: {static: {value: 
 apiVersion: governor.dev/v1alpha1
 kind: MetricMapping
 metadata: {name: unusable}
-spec: {metric: unusable_load, subject: {resource: nosuchthings.example.com}, source: {static: {value: "1"}}}
----
+spec: {metric: unusable_load, subject: {resource: ${resource}}, source: {static: {value: "1"}}}
+`;
+    apply(`${mappings("nosuchthings.example.com")}---
 apiVersion: governor.dev/v1alpha1
 kind: ScalableWorkload
 metadata: {name: mixed}
@@ -288,16 +290,7 @@ spec:
     );
 
     // Both mended: the HPA comes back with both metrics, and the ScalableWorkload is Ready.
-    apply(`apiVersion: governor.dev/v1alpha1
-kind: MetricMapping
-metadata: {name: usable}
-spec: {metric: usable_load, subject: {resource: pods}, source: {static: {value: "1"}}}
----
-apiVersion: governor.dev/v1alpha1
-kind: MetricMapping
-metadata: {name: unusable}
-spec: {metric: unusable_load, subject: {resource: pods}, source: {static: {value: "1"}}}
-`);
+    apply(mappings("pods"));
     await eventually(
       async () => {
         expect(await ready()).to.include({ status: "True", reason: "Reconciled" });
