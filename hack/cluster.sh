@@ -123,7 +123,9 @@ wait_for() { # what seconds cmd...
   shift 2
   for ((i = 0; i < secs * 5; i++)); do
     if "$@" >/dev/null 2>&1; then return 0; fi
-    if ! running_pid "$what" >/dev/null; then
+    # The process itself, not running_pid: just after `start`, the pid may still be the
+    # forked shell on its way to exec (its command line not yet the component's).
+    if ! kill -0 "$(cat "$PIDS/$what.pid" 2>/dev/null)" 2>/dev/null; then
       log "$what exited; log tail:"
       tail -n 40 "$LOGS/$what.log" >&2 || true
       return 1
