@@ -17,16 +17,7 @@ import prettier from "prettier";
 import { join } from "node:path";
 import { aggregatorRows } from "./aggregator.js";
 import { applyWarmMetric, directRows, noiseCheck, WARM_PATH } from "./direct.js";
-import {
-  NS,
-  ROOT,
-  deleteNamespace,
-  proxied,
-  sampleRss,
-  setUp,
-  startGovernor,
-  waitFor200,
-} from "./harness.js";
+import { NS, ROOT, deleteNamespace, proxied, setUp, startGovernor, waitFor200 } from "./harness.js";
 import { applyToServableRows, coalescingRows } from "./lifecycle.js";
 import { outageRows } from "./outage.js";
 import { scaleRows } from "./scale.js";
@@ -55,11 +46,9 @@ async function main() {
   try {
     await part("noise check", async () => (noise = await noiseCheck(b)));
     const governor = await startGovernor(b);
-    let idleRss: number[] = [];
     try {
       applyWarmMetric(b);
       await waitFor200(`https://127.0.0.1:${governor.port}${WARM_PATH}`, proxied(b), "the warm metric");
-      idleRss = await sampleRss(governor.process.pid!, 6, 1000);
       await part("direct API", () => directRows(b, governor, [1, 16, 64]));
       await part("through the aggregator", async () =>
         aggregatorRows(b, governor, await freePort(), [1, 16]),
@@ -83,9 +72,7 @@ async function main() {
     // A fresh Governor loads the mappings below: without the 5,000 pods in its cache. Deleting
     // them all takes the apiserver longer than the client's default 30 s.
     await b.client.request("DELETE", `/api/v1/namespaces/${NS}/pods`, { timeoutMs: 300_000 });
-    await part(`${quick ? "1,000" : "10,000"} MetricMappings`, () =>
-      scaleRows(b, idleRss, quick ? 1000 : 10_000),
-    );
+    await part(`${quick ? "1,000" : "10,000"} MetricMappings`, () => scaleRows(b, quick ? 1000 : 10_000));
   } finally {
     await b.load.stop();
     await deleteNamespace(b.client);

@@ -3,7 +3,7 @@
  * before Governor starts; then a fresh Governor process loads them. Figures: the time
  * until discovery lists all of them and until every status says Ready (against the
  * apiserver's own time to create them, measured just before), Governor's RSS once settled
- * (against the same Governor's RSS with a handful of mappings, earlier in the run), and
+ * (against fresh Governors' RSS with a handful of mappings, three processes), and
  * discovery p99 (against a bare server returning the same bytes), CPU and status writes
  * once steady; then the RSS of a Governor on plain node, without the shipped V8 flags.
  */
@@ -40,20 +40,49 @@ const isReady = (m: Mapping) =>
   m.status?.observedGeneration === m.metadata?.generation &&
   (m.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True");
 
-/** The RSS row: steady samples against the idle samples; the ratio per sample against the idle median. */
-function rssRow(name: string, rss: number[], idle: number[], baseline: string) {
-  const ratios = rss.map((x) => x / spread(idle).median);
+const IDLE_PROCESSES = 3;
+
+/**
+ * The baseline for the RSS rows: Governor's RSS with a handful of mappings, in
+ * `IDLE_PROCESSES` fresh processes one after the other, each settled as long as the steady
+ * rows settle and then sampled. One process is not enough: an idle Governor's RSS differs
+ * by a few MB from one process to the next (where the heap stood at its last GC), and a
+ * baseline from one process moved the ratio outside the previous run's range.
+ */
+async function idleRss(b: Bench): Promise<number[][]> {
+  const perProcess: number[][] = [];
+  for (let i = 0; i < IDLE_PROCESSES; i++) {
+    const governor = await startGovernor(b);
+    try {
+      await sleep(20_000);
+      perProcess.push(await sampleRss(governor.process.pid!, 11, 2000));
+    } finally {
+      await governor.stop();
+    }
+  }
+  return perProcess;
+}
+
+/**
+ * The RSS row: steady samples against the idle processes' samples. The ratios are every
+ * steady sample over every idle process's median, so their range carries the baseline's
+ * process-to-process spread as well as the steady process's own.
+ */
+function rssRow(name: string, rss: number[], idle: number[][], baseline: string) {
+  const ratios = idle.flatMap((p) => rss.map((x) => x / spread(p).median));
+  const medians = idle.map((p) => spread(p).median);
   return {
     name,
     figure: showSpread(rss),
-    baseline: `${showSpread(idle)} (${baseline})`,
+    baseline: `${showSpread(idle.flat())} (${baseline}; ${idle.length} processes, medians ${medians.map((m) => fmt(m)).join(", ")})`,
     ratio: showSpread(ratios, 2),
-    series: { Governor: rss, baseline: idle, ratio: ratios },
+    series: { Governor: rss, baseline: idle.flat(), ratio: ratios },
   };
 }
 
-/** `idleRss`: Governor's RSS samples earlier in the run, with a handful of mappings. */
-export async function scaleRows(b: Bench, idleRss: number[], n = MAPPINGS): Promise<void> {
+export async function scaleRows(b: Bench, n = MAPPINGS): Promise<void> {
+  // Before the many mappings exist: the namespace holds the warm mapping and the earlier rows' few.
+  const idle = await idleRss(b);
   const t0 = performance.now();
   await pool(n, 32, (i) =>
     b.client.create(PATH, {
@@ -149,7 +178,7 @@ export async function scaleRows(b: Bench, idleRss: number[], n = MAPPINGS): Prom
         rssRow(
           `${n} MetricMappings, steady: Governor RSS (shipped NODE_OPTIONS), MB, 31 samples over 60 s`,
           rss,
-          idleRss,
+          idle,
           "same flags, a handful of mappings",
         ),
         ...comparisonRows(
@@ -180,7 +209,7 @@ export async function scaleRows(b: Bench, idleRss: number[], n = MAPPINGS): Prom
       rssRow(
         `${n} MetricMappings, steady: Governor RSS on plain node (no NODE_OPTIONS), MB, 31 samples over 60 s`,
         rss,
-        idleRss,
+        idle,
         "shipped flags, a handful of mappings",
       ),
     );
