@@ -21,6 +21,7 @@ import { NS, ROOT, deleteNamespace, proxied, setUp, startGovernor, waitFor200 } 
 import { applyToServableRows, coalescingRows } from "./lifecycle.js";
 import { outageRows } from "./outage.js";
 import { scaleRows } from "./scale.js";
+import { scaleFromZeroRows } from "./scale-from-zero.js";
 import { selectorRows } from "./selector.js";
 import type { RunResults } from "./stats.js";
 import { freePort } from "../src/util/ports.js";
@@ -57,6 +58,7 @@ async function main() {
         await applyToServableRows(b, governor);
         await coalescingRows(b, governor);
       });
+      await part("scale from zero", () => scaleFromZeroRows(b, quick ? 2 : 6));
       await part("selector queries over 5,000 pods", () => selectorRows(b, governor));
       await part("a source outage", () =>
         outageRows(

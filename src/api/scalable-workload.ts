@@ -7,9 +7,11 @@
 import { z } from "zod";
 import {
   ConditionSchema,
+  Duration,
   LabelSelectorSchema,
   ObjectName,
   Quantity,
+  durationBetween,
   exactlyOne,
   withRules,
 } from "./common.js";
@@ -24,17 +26,46 @@ const MetricTarget = withRules(
   [exactlyOne(["averageValue", "value"], "target")],
 );
 
+const MetricObject = z
+  .object({ apiVersion: z.string().min(1).max(253), kind: z.string().min(1).max(63), name: ObjectName })
+  .optional()
+  .meta({
+    description:
+      "For a mapping whose subject is not pods: the object to read the metric of. Default: this ScalableWorkload.",
+  });
+
 const AutoscalingMetric = z.object({
   mapping: ObjectName.meta({ description: "Name of a MetricMapping in the same namespace." }),
-  object: z
-    .object({ apiVersion: z.string().min(1), kind: z.string().min(1), name: ObjectName })
-    .optional()
-    .meta({
-      description:
-        "For a mapping whose subject is not pods: the object to read the metric of. Default: this ScalableWorkload.",
-    }),
+  object: MetricObject,
   target: MetricTarget,
 });
+
+/**
+ * What wakes a workload at 0 replicas and lets it go back there (`minReplicas: 0`).
+ * Governor moves 0 → 1 and back to 0 itself; the HPA scales between 1 and maxReplicas.
+ */
+const Activation = z
+  .object({
+    mapping: ObjectName.meta({
+      description:
+        "Name of a MetricMapping in the same namespace whose subject is external or an object (not pods: with no pods there is nothing to read).",
+    }),
+    object: MetricObject,
+    threshold: Quantity.default("0").meta({
+      description:
+        "The workload is active while the value is above this (default 0), separate from the HPA's targets.",
+    }),
+    cooldown: withRules(Duration, [durationBetween("0s", "24h", "cooldown")])
+      .default("5m")
+      .meta({
+        description:
+          "How long the value must stay at or below the threshold before the workload goes to 0 (0s to 24h).",
+      }),
+  })
+  .meta({
+    description:
+      "With minReplicas 0: the metric that wakes the workload (0 → 1) and, after the cooldown at or below its threshold, lets it go back to 0. A failing or stale value never changes the replicas.",
+  });
 
 /** ScalableWorkload `.spec`. */
 export const ScalableWorkloadSpec = withRules(
@@ -65,8 +96,11 @@ export const ScalableWorkloadSpec = withRules(
       }),
     autoscaling: withRules(
       z.object({
-        minReplicas: z.number().int().min(1).default(1),
+        minReplicas: z.number().int().min(0).default(1).meta({
+          description: "0 lets the workload idle at no replicas: needs activation.",
+        }),
         maxReplicas: z.number().int().min(1),
+        activation: Activation.optional(),
         metrics: z.array(AutoscalingMetric).min(1).max(16),
         behavior: z.looseObject({}).optional().meta({
           description: "HorizontalPodAutoscaler behavior, copied as is.",
@@ -79,6 +113,13 @@ export const ScalableWorkloadSpec = withRules(
           message: "minReplicas must not exceed maxReplicas",
           fieldPath: ".minReplicas",
           check: (self) => self.minReplicas <= self.maxReplicas,
+        },
+        {
+          rule: "self.minReplicas == 0 ? has(self.activation) : !has(self.activation)",
+          message:
+            "minReplicas 0 needs activation (the External or Object metric that wakes the workload), and activation needs minReplicas 0",
+          fieldPath: ".activation",
+          check: (self) => (self.minReplicas === 0) === (self.activation !== undefined),
         },
       ],
     )
@@ -115,6 +156,19 @@ export const ScalableWorkloadStatus = z.object({
     .optional()
     .meta({ description: "The pods' label selector in string form (for the HPA)." }),
   workload: z.string().optional().meta({ description: "Kind/name of the driven workload (for display)." }),
+  activation: z
+    .object({
+      value: z
+        .string()
+        .optional()
+        .meta({ description: "The activation metric's value when it last changed sides." }),
+      belowThresholdSince: z.string().optional().meta({
+        description:
+          "Since when every reading has been at or below the threshold (the cooldown runs from here).",
+      }),
+    })
+    .optional()
+    .meta({ description: "With spec.autoscaling.activation: what the Active condition is decided from." }),
   conditions: z.array(ConditionSchema).optional(),
 });
 export type ScalableWorkloadStatus = z.infer<typeof ScalableWorkloadStatus>;
@@ -145,6 +199,13 @@ export const ScalableWorkloadKind = {
       description: "The Ready condition's reason: Reconciled, or what is wrong.",
     },
     {
+      name: "Active",
+      type: "string",
+      jsonPath: '.status.conditions[?(@.type=="Active")].status',
+      description:
+        "With minReplicas 0: whether the workload is awake (True) or idle at 0 (False); Unknown while its activation metric cannot be read.",
+    },
+    {
       name: "Autoscaling",
       type: "string",
       jsonPath: '.status.conditions[?(@.type=="Autoscaling")].reason',
@@ -157,6 +218,14 @@ export const ScalableWorkloadKind = {
       type: "string",
       priority: 1,
       jsonPath: '.status.conditions[?(@.type=="Ready")].message',
+    },
+    {
+      name: "Activation",
+      type: "string",
+      priority: 1,
+      jsonPath: '.status.conditions[?(@.type=="Active")].message',
+      description:
+        "Why the workload is (not) active: the value against the threshold, when the cooldown ends.",
     },
   ],
 } as const;

@@ -19,6 +19,7 @@ import { validity } from "../certs/certs.js";
 import { KubeSubjectLister } from "../k8s/subject-lister.js";
 import { MappingProvider } from "../metrics/mapping-provider.js";
 import { formatQuantity } from "../metrics/quantity.js";
+import { readActivation } from "../controller/activation.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
 import { KubeSecretReader } from "../sources/secrets.js";
 import { serveMetricsApi, type RunningMetricsApi } from "./serve-metrics-api.js";
@@ -113,6 +114,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     },
     // Called only from reconciles, which start after `workloads` exists.
     onMappingChange: (namespace) => workloads.mappingChanged(namespace),
+    onSampled: (namespace, name) => workloads.activationSampled(namespace, name),
   });
   const workloads = new ScalableWorkloadReconciler({
     client: opts.client,
@@ -121,6 +123,17 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     getMapping: (namespace, name) => {
       const mapping = reconciler.get(namespace, name);
       return mapping && { spec: mapping.spec, problem: reconciler.problem(namespace, name) };
+    },
+    readActivation: (namespace, name, objectName) => {
+      const mapping = reconciler.get(namespace, name);
+      const key = `${namespace}/${name}`;
+      return readActivation({
+        key,
+        mapping: mapping && { spec: mapping.spec, problem: reconciler.problem(namespace, name) },
+        served: provider.active(key),
+        objectName,
+        now: new Date(),
+      });
     },
     isLeader: () => leading,
   });

@@ -71,6 +71,8 @@ export interface MetricMappingReconcilerOptions {
    * {@link MetricMappingReconciler.problem}): HPAs built from mappings follow.
    */
   onMappingChange?: (namespace: string) => void;
+  /** Called after every attempt of a mapping's sampler (ScalableWorkloads that scale to zero read it). */
+  onSampled?: (namespace: string, name: string) => void;
 }
 
 interface Running {
@@ -324,6 +326,7 @@ export class MetricMappingReconciler {
     // Staleness is time-driven and has its own requeue.
     let shown: string | undefined;
     const sampler = samplerFor(source, undefined, (state) => {
+      this.opts.onSampled?.(namespace, splitKey(key).name);
       const now = statusFingerprint(state);
       if (now === shown) return;
       shown = now;

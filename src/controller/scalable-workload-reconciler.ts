@@ -3,18 +3,22 @@
  * `kubectl scale` through the /scale subresource) onto a Deployment it owns (built from
  * `template`, server-side applied) or onto the referenced Deployment/StatefulSet (through
  * its /scale subresource); keeps `status.replicas/readyReplicas/selector` current from
- * the workload; and writes and owns the HPA when `spec.autoscaling` is set. Everything it
+ * the workload; and writes and owns the HPA when `spec.autoscaling` is set. With
+ * `minReplicas: 0` it also moves the workload 0 ↔ 1 on its activation metric (the rule is
+ * in `activation.ts`), re-deciding after every sample of that metric. Everything it
  * creates carries an owner reference, so deleting the ScalableWorkload garbage-collects it.
  */
 import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { API_VERSION } from "../api/common.js";
+import { API_VERSION, durationMs } from "../api/common.js";
 import { MetricMappingSpec } from "../api/metric-mapping.js";
 import { ScalableWorkloadSpec, type ScalableWorkloadStatus } from "../api/scalable-workload.js";
 import { KubeApiError, type KubeClient } from "../k8s/client.js";
 import { startInformer, type ResilientInformer } from "../k8s/informer.js";
 import { buildDeployment, buildHpa, type Owner, type ResolvedMetric } from "../manifests/workload.js";
+import { formatQuantity, parseQuantity } from "../metrics/quantity.js";
 import { LabelSelector } from "../selectors/label-selector.js";
+import { type ActivationDecision, type ActivationReading, decideActivation } from "./activation.js";
 import { findCondition, sameConditions, setCondition, type ConditionUpdate } from "./conditions.js";
 import { type Controller, objectKey, splitKey, startController } from "./controller.js";
 import type { EventRecorder } from "./events.js";
@@ -56,6 +60,13 @@ export interface ScalableWorkloadReconcilerOptions {
   ) => { spec?: unknown; problem?: { reason: string; message: string } } | undefined;
   /** Whether this replica may write (the leader). */
   isLeader: () => boolean;
+  /**
+   * Reads the activation metric of a ScalableWorkload that scales to zero: the MetricMapping
+   * `mapping` in `namespace`, for the object `objectName` (see `readActivation`).
+   */
+  readActivation?: (namespace: string, mapping: string, objectName: string) => ActivationReading;
+  /** @default () => new Date() */
+  now?: () => Date;
   /** @default "governor" */
   fieldManager?: string;
 }
@@ -87,6 +98,8 @@ export class ScalableWorkloadReconciler {
   private readonly hpaSeen = new Map<string, string>();
   /** `Kind/namespace/name` of a referenced workload → keys of ScalableWorkloads referencing it. */
   private readonly refs = new Map<string, Set<string>>();
+  /** `namespace/name` of an activation MetricMapping → keys of ScalableWorkloads it wakes. */
+  private readonly activations = new Map<string, Set<string>>();
   private readonly log: Logger;
 
   constructor(private readonly opts: ScalableWorkloadReconcilerOptions) {
@@ -166,6 +179,53 @@ export class ScalableWorkloadReconciler {
     await this.hpas?.stop();
   }
 
+  /**
+   * After every sample of a MetricMapping: the ScalableWorkloads it activates are
+   * reconciled when the activation rule would now move them or say something new (most
+   * samples change neither, and a reconcile applies the workload and the HPA).
+   */
+  activationSampled(namespace: string, name: string): void {
+    if (!this.opts.isLeader()) return;
+    for (const key of this.activations.get(`${namespace}/${name}`) ?? []) {
+      const { namespace: ns, name: swName } = splitKey(key);
+      const sw = this.controller?.informer.get(swName, ns);
+      const parsed = ScalableWorkloadSpec.safeParse(sw?.spec);
+      const d = sw && parsed.success ? this.decideActivation(sw, parsed.data) : undefined;
+      if (!d) continue;
+      const was = findCondition(sw!.status?.conditions, "Active");
+      if (
+        d.replicas !== undefined ||
+        was?.status !== d.condition.status ||
+        was.reason !== d.condition.reason ||
+        sw!.status?.activation?.belowThresholdSince !== d.status.belowThresholdSince
+      )
+        this.controller?.queue.add(key);
+    }
+  }
+
+  /** The activation rule for `sw` now, if it scales to zero. */
+  private decideActivation(
+    sw: ScalableWorkloadObject,
+    spec: ScalableWorkloadSpec,
+  ): ActivationDecision | undefined {
+    const a = spec.autoscaling?.activation;
+    if (!a || !this.opts.readActivation) return undefined;
+    const namespace = sw.metadata?.namespace ?? "";
+    return decideActivation({
+      now: this.opts.now?.() ?? new Date(),
+      replicas: spec.replicas,
+      metric: a.mapping,
+      threshold: parseQuantity(a.threshold) ?? 0,
+      thresholdText: a.threshold,
+      cooldownMs: durationMs(a.cooldown),
+      cooldownText: a.cooldown,
+      reading: this.opts.readActivation(namespace, a.mapping, a.object?.name ?? sw.metadata?.name ?? ""),
+      previous: sw.status?.activation,
+      previousCondition: findCondition(sw.status?.conditions, "Active"),
+      format: formatQuantity,
+    });
+  }
+
   private enqueueFor(kind: string, w: Workload): void {
     this.enqueueOwners(w);
     for (const key of this.refs.get(`${kind}/${w.metadata?.namespace}/${w.metadata?.name}`) ?? [])
@@ -182,8 +242,9 @@ export class ScalableWorkloadReconciler {
 
   private async reconcile(key: string): Promise<ReconcileResult | void> {
     const { namespace, name } = splitKey(key);
-    const sw = this.controller!.informer.get(name, namespace);
+    let sw = this.controller!.informer.get(name, namespace);
     for (const set of this.refs.values()) set.delete(key);
+    for (const set of this.activations.values()) set.delete(key);
     if (!sw || sw.metadata?.deletionTimestamp) return; // owned objects are garbage-collected
     if (!this.opts.isLeader()) return;
     // "Not in the cache" must mean "does not exist" before anything is created or adopted.
@@ -194,11 +255,27 @@ export class ScalableWorkloadReconciler {
       const message = parsed.error.issues
         .map((i) => `${i.path.join(".") || "spec"}: ${i.message}`)
         .join("; ");
-      return this.writeStatus(sw, {}, { status: "False", reason: "InvalidSpec", message });
+      return this.writeStatus(sw, {}, { ready: { status: "False", reason: "InvalidSpec", message } });
     }
-    const spec = parsed.data;
+    let spec = parsed.data;
+    const activation = this.decideActivation(sw, spec);
+    if (activation) {
+      this.track(this.activations, `${namespace}/${spec.autoscaling!.activation!.mapping}`, key);
+      if (activation.replicas !== undefined && activation.replicas !== spec.replicas) {
+        sw = await this.moveReplicas(sw, activation.replicas);
+        spec = { ...spec, replicas: activation.replicas };
+      }
+      if (activation.event) {
+        const e = activation.event;
+        this.opts.events.record(eventSubject(sw), e.type, e.reason, e.message);
+      }
+    }
+    const extra = activation
+      ? { active: activation.condition, activation: activation.status, recheckMs: activation.recheckInMs }
+      : {};
     const resolved = await this.resolveWorkload(sw, key, owner, spec);
-    if ("problem" in resolved) return this.writeStatus(sw, {}, resolved.problem, resolved.retryMs);
+    if ("problem" in resolved)
+      return this.writeStatus(sw, {}, { ready: resolved.problem, ...extra }, resolved.retryMs);
     const { kind, workload, selector } = resolved;
 
     const hpa = await this.reconcileHpa(owner, spec);
@@ -209,17 +286,33 @@ export class ScalableWorkloadReconciler {
       selector: selector.toString(),
       workload: `${kind}/${workload.metadata?.name ?? name}`,
     };
-    if (hpa.problem) return this.writeStatus(sw, status, hpa.problem, 30_000, hpa.autoscaling);
-    return this.writeStatus(
-      sw,
-      status,
-      {
+    if (hpa.problem)
+      return this.writeStatus(
+        sw,
+        status,
+        { ready: hpa.problem, autoscaling: hpa.autoscaling, ...extra },
+        30_000,
+      );
+    return this.writeStatus(sw, status, {
+      ready: {
         status: "True",
         reason: "Reconciled",
         message: `${kind} ${workload.metadata?.name ?? name}: ${status.readyReplicas}/${spec.replicas} ready`,
       },
-      undefined,
-      hpa.autoscaling,
+      autoscaling: hpa.autoscaling,
+      ...extra,
+    });
+  }
+
+  /**
+   * Sets `spec.replicas` for the activation rule, on the object the rule was decided from:
+   * if the HPA or a user changed it since, the apiserver refuses (409) and the reconcile
+   * runs again on what is there now.
+   */
+  private async moveReplicas(sw: ScalableWorkloadObject, replicas: number): Promise<ScalableWorkloadObject> {
+    return this.opts.client.mergePatch<ScalableWorkloadObject>(
+      `/apis/${API_VERSION}/namespaces/${sw.metadata?.namespace}/scalableworkloads/${sw.metadata?.name}`,
+      { metadata: { resourceVersion: sw.metadata?.resourceVersion }, spec: { replicas } },
     );
   }
 
@@ -276,7 +369,7 @@ export class ScalableWorkloadReconciler {
     }
     const ref = spec.workloadRef!;
     const kind = ref.kind;
-    this.track(`${kind}/${namespace}/${ref.name}`, key);
+    this.track(this.refs, `${kind}/${namespace}/${ref.name}`, key);
     const informer = kind === "Deployment" ? this.deployments! : this.statefulSets!;
     const workload = informer.get(ref.name, namespace);
     if (!workload) {
@@ -311,9 +404,9 @@ export class ScalableWorkloadReconciler {
     return { kind, workload, selector };
   }
 
-  private track(refKey: string, swKey: string): void {
-    let set = this.refs.get(refKey);
-    if (!set) this.refs.set(refKey, (set = new Set()));
+  private track(index: Map<string, Set<string>>, refKey: string, swKey: string): void {
+    let set = index.get(refKey);
+    if (!set) index.set(refKey, (set = new Set()));
     set.add(swKey);
   }
 
@@ -387,7 +480,14 @@ export class ScalableWorkloadReconciler {
     }
     const autoscaling: Problem =
       metrics.length > 0
-        ? hpaHealth(ours ? existing : undefined)
+        ? spec.replicas === 0 && spec.autoscaling.activation
+          ? {
+              status: "True",
+              reason: "ScaledToZero",
+              message:
+                "the workload is at 0 replicas: the HorizontalPodAutoscaler stands still (ScalingDisabled) until the activation metric wakes it",
+            }
+          : hpaHealth(ours ? existing : undefined)
         : {
             status: "False",
             reason: "NoUsableMetric",
@@ -409,20 +509,41 @@ export class ScalableWorkloadReconciler {
     };
   }
 
+  /**
+   * Writes `status` with the `Ready` condition, and `Autoscaling` and `Active` where they
+   * apply (each removed where it does not), if anything changed. `recheckMs`: when the
+   * activation rule changes with time alone; `requeueMs`: a retry for a problem.
+   */
   private async writeStatus(
     sw: ScalableWorkloadObject,
     status: ScalableWorkloadStatus,
-    ready: Problem,
+    c: {
+      ready: Problem;
+      autoscaling?: Problem;
+      active?: Problem;
+      activation?: ScalableWorkloadStatus["activation"];
+      recheckMs?: number;
+    },
     requeueMs?: number,
-    autoscaling?: Problem,
   ): Promise<ReconcileResult> {
+    const { ready, autoscaling } = c;
     const generation = sw.metadata?.generation;
     const old = sw.status ?? {};
     let conditions = setCondition(old.conditions, { type: "Ready", ...ready }, generation);
-    conditions = autoscaling
-      ? setCondition(conditions, { type: "Autoscaling", ...autoscaling }, generation)
-      : conditions.filter((c) => c.type !== "Autoscaling");
-    const next = { ...status, observedGeneration: generation, conditions };
+    for (const [type, update] of [
+      ["Autoscaling", autoscaling],
+      ["Active", c.active],
+    ] as const) {
+      conditions = update
+        ? setCondition(conditions, { type, ...update }, generation)
+        : conditions.filter((x) => x.type !== type);
+    }
+    const next: ScalableWorkloadStatus = {
+      ...status,
+      ...(c.activation ? { activation: c.activation } : {}),
+      observedGeneration: generation,
+      conditions,
+    };
     const same =
       sameConditions(old.conditions, conditions) &&
       old.observedGeneration === generation &&
@@ -430,7 +551,8 @@ export class ScalableWorkloadReconciler {
       old.replicas === next.replicas &&
       old.readyReplicas === next.readyReplicas &&
       old.selector === next.selector &&
-      old.workload === next.workload;
+      old.workload === next.workload &&
+      JSON.stringify(old.activation ?? null) === JSON.stringify(next.activation ?? null);
     if (!same) {
       for (const [type, now] of [
         ["Ready", ready],
@@ -448,13 +570,15 @@ export class ScalableWorkloadReconciler {
       try {
         await this.opts.client.mergePatch(
           `/apis/${API_VERSION}/namespaces/${sw.metadata?.namespace}/scalableworkloads/${sw.metadata?.name}/status`,
-          { status: next },
+          // null removes what a merge patch would otherwise keep
+          { status: { ...next, activation: next.activation ?? null } },
         );
       } catch (err) {
         if (!(err instanceof KubeApiError && err.statusCode === 404)) throw err;
       }
     }
-    return requeueMs !== undefined ? { requeueAfterMs: requeueMs } : {};
+    const after = [requeueMs, c.recheckMs].filter((x) => x !== undefined);
+    return after.length ? { requeueAfterMs: Math.min(...after) } : {};
   }
 }
 

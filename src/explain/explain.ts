@@ -192,7 +192,8 @@ async function explainHpa(
       title: `hpa/${name}: what the HPA itself says`,
       links: [
         {
-          state: active.status === "True" ? "ok" : "fail",
+          // At 0 replicas the HPA disables itself: that is scale to zero at rest, not a fault.
+          state: active.status === "True" ? "ok" : active.reason === "ScalingDisabled" ? "warn" : "fail",
           text: `ScalingActive=${active.status} (${active.reason ?? ""}): ${active.message ?? ""}`,
         },
       ],
@@ -276,6 +277,20 @@ async function explainWorkload(
             : "start Governor (its leader writes status)",
         },
   );
+  const active = sw.status?.conditions?.find((c) => c.type === "Active");
+  if (active)
+    links.push(
+      active.status === "Unknown"
+        ? {
+            state: "fail",
+            text: `scale to zero is holding the replicas (${active.reason ?? ""}): ${active.message ?? ""}`,
+            fix: "fix the activation MetricMapping: governor explain mm/<spec.autoscaling.activation.mapping>",
+          }
+        : {
+            state: "ok",
+            text: `${active.status === "True" ? "active" : "idle at 0"} (${active.reason ?? ""}): ${active.message ?? ""}`,
+          },
+    );
   const sections: Section[] = [{ title, links }];
   if (!sw.spec?.autoscaling) {
     sections.push(
@@ -309,7 +324,7 @@ async function scaleTarget(
       },
     };
   const base = ref.apiVersion?.includes("/") ? `/apis/${ref.apiVersion}` : `/api/${ref.apiVersion ?? "v1"}`;
-  let scale: { status?: { selector?: string; replicas?: number } };
+  let scale: { spec?: { replicas?: number }; status?: { selector?: string; replicas?: number } };
   try {
     scale = await client.get(`${base}/namespaces/${namespace}/${resource}/${ref.name}/scale`);
   } catch (err) {
@@ -347,6 +362,19 @@ async function scaleTarget(
     items: { status?: { conditions?: Condition[] }; metadata?: { deletionTimestamp?: string } }[];
   }>(`/api/v1/namespaces/${namespace}/pods`, { labelSelector: selector });
   const live = pods.items.filter((p) => !p.metadata?.deletionTimestamp);
+  if (scale.spec?.replicas === 0 && live.length === 0)
+    return {
+      section: {
+        title,
+        links: [
+          {
+            state: "skip",
+            text: `at 0 replicas, so no pods (the HPA stands still at 0 until something scales it up)`,
+          },
+        ],
+      },
+      selector,
+    };
   const readyCount = live.filter((p) =>
     p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
   ).length;

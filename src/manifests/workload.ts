@@ -85,7 +85,9 @@ export function buildHpa(owner: Owner, spec: ScalableWorkloadSpec, metrics: Reso
     metadata: ownedMetadata(owner),
     spec: {
       scaleTargetRef: { apiVersion: API_VERSION, kind: "ScalableWorkload", name: owner.name },
-      minReplicas: a.minReplicas,
+      // At least 1: the HPA takes 0 only behind the HPAScaleToZero feature gate. With
+      // minReplicas 0, Governor itself moves the workload 0 ↔ 1 (ADR 0009).
+      minReplicas: Math.max(1, a.minReplicas),
       maxReplicas: a.maxReplicas,
       metrics: metrics.map((m) => {
         switch (m.type) {

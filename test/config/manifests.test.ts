@@ -180,7 +180,7 @@ describe("config/ (kustomize)", () => {
 
 describe("config/samples (integration)", function () {
   this.timeout(120_000);
-  it("are accepted by the real apiserver: one MetricMapping per source kind and a ScalableWorkload with autoscaling", async function () {
+  it("are accepted by the real apiserver: one MetricMapping per source kind, a ScalableWorkload with autoscaling and one that scales to zero", async function () {
     this.timeout(60 * 60_000);
     const cluster = await useCluster();
     await installCrds(cluster);
@@ -194,6 +194,7 @@ describe("config/samples (integration)", function () {
       join(ROOT, "config/samples"),
     );
     expect(out).to.contain("scalableworkload.governor.dev/worker created (server dry run)");
+    expect(out).to.contain("scalableworkload.governor.dev/batch-consumer created (server dry run)");
     const samples = render("config/samples").filter((o) => o.kind === "MetricMapping");
     const kinds = samples.map((o) => Object.keys((o.spec as { source: object }).source)[0]).sort();
     expect(kinds).to.deep.equal(["http", "kubernetes", "prometheus", "scrape", "static"]);

@@ -1,5 +1,3 @@
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { expect } from "chai";
 import { pino } from "pino";
 import { FakeApp } from "../../src/demo/fake-app.js";
@@ -8,6 +6,7 @@ import { InformerPodIndex } from "../../src/k8s/pod-index.js";
 import { applyYaml, freshNamespace, kubectl, type TestCluster, useCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 import { GovernorProcess } from "../support/governor-process.js";
+import { JsonEndpoint } from "../support/json-endpoint.js";
 import { freePort } from "../../src/util/ports.js";
 
 interface Hpa {
@@ -16,29 +15,6 @@ interface Hpa {
     desiredReplicas?: number;
     conditions?: { type: string; status: string; reason: string; message: string }[];
   };
-}
-
-/** A JSON endpoint whose value the test sets, that can go away and come back on the same port. */
-class JsonEndpoint {
-  value = 0;
-  port = 0;
-  private server?: Server;
-  async start(): Promise<void> {
-    this.server = createServer((_req, res) =>
-      res
-        .writeHead(200, { "content-type": "application/json" })
-        .end(JSON.stringify({ stats: { value: this.value } })),
-    );
-    await new Promise<void>((r) => this.server!.listen(this.port, "127.0.0.1", () => r()));
-    this.port = (this.server.address() as AddressInfo).port;
-  }
-  stop(): void {
-    this.server?.close();
-    this.server?.closeAllConnections();
-  }
-  get url(): string {
-    return `http://127.0.0.1:${this.port}/stats`;
-  }
 }
 
 describe("the real HPA scales real targets on Governor's metrics (e2e)", function () {

@@ -407,6 +407,27 @@ ${extra}`;
         /minReplicas must not exceed maxReplicas/,
       ],
       [
+        "minReplicas 0 without an activation metric",
+        "ScalableWorkload",
+        "{workloadRef: {apiVersion: apps/v1, kind: Deployment, name: x}, autoscaling: {minReplicas: 0, maxReplicas: 2, metrics: [{mapping: m, target: {value: '1'}}]}}",
+        /spec.autoscaling.activation: Invalid value: (?:"[^"]*": )?minReplicas 0 needs activation/,
+        /minReplicas 0 needs activation/,
+      ],
+      [
+        "an activation metric without minReplicas 0",
+        "ScalableWorkload",
+        "{workloadRef: {apiVersion: apps/v1, kind: Deployment, name: x}, autoscaling: {maxReplicas: 2, metrics: [{mapping: m, target: {value: '1'}}], activation: {mapping: m}}}",
+        /spec.autoscaling.activation: Invalid value: (?:"[^"]*": )?minReplicas 0 needs activation/,
+        /activation needs minReplicas 0/,
+      ],
+      [
+        "an activation cooldown of two days",
+        "ScalableWorkload",
+        "{workloadRef: {apiVersion: apps/v1, kind: Deployment, name: x}, autoscaling: {minReplicas: 0, maxReplicas: 2, metrics: [{mapping: m, target: {value: '1'}}], activation: {mapping: m, cooldown: 48h}}}",
+        /spec.autoscaling.activation.cooldown: Invalid value: (?:"[^"]*": )?cooldown must be between 0s and 24h/,
+        /cooldown must be between 0s and 24h/,
+      ],
+      [
         "a metric target with both value and averageValue",
         "ScalableWorkload",
         "{workloadRef: {apiVersion: apps/v1, kind: Deployment, name: x}, autoscaling: {maxReplicas: 2, metrics: [{mapping: m, target: {value: '1', averageValue: '1'}}]}}",
