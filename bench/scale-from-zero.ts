@@ -5,11 +5,15 @@
  * Deployment; against the platform's own time to take a Deployment of the same pods from
  * 0 to 1 Ready replica (a /scale patch, as the HPA would write). The two alternate, round
  * by round, after a discarded warm-up round; each round starts with no pod left.
- * Governor's figure includes the wait for its next sample (up to one interval).
+ * Governor's figure includes the wait for its next sample (up to one interval). The pods
+ * really start (the node agent runs them), so both figures include a Node.js start-up.
  */
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { type Bench, NS, sleep } from "./harness.js";
+import { type Bench, sleep } from "./harness.js";
+
+/** Its own namespace, without the stand-in annotations: these pods really run (node agent). */
+const NS = "governor-bench-wake";
 import { pairedRatios, showSpread } from "./stats.js";
 
 const POD_SPEC = {
@@ -17,7 +21,6 @@ const POD_SPEC = {
     {
       name: "app",
       image: "governor-sample-app:bench",
-      args: ["--rps", "-1"],
       ports: [{ containerPort: 8080 }],
       readinessProbe: { tcpSocket: { port: 8080 }, periodSeconds: 1 },
     },
@@ -38,6 +41,11 @@ export async function scaleFromZeroRows(b: Bench, rounds: number): Promise<void>
   const apps = `/apis/apps/v1/namespaces/${NS}/deployments`;
   const gov = `/apis/governor.dev/v1alpha1/namespaces/${NS}`;
   try {
+    await b.client.create("/api/v1/namespaces", {
+      apiVersion: "v1",
+      kind: "Namespace",
+      metadata: { name: NS },
+    });
     await b.client.create(`${gov}/metricmappings`, {
       apiVersion: "governor.dev/v1alpha1",
       kind: "MetricMapping",
@@ -143,8 +151,6 @@ export async function scaleFromZeroRows(b: Bench, rounds: number): Promise<void>
     value = 0;
     source.close();
     source.closeAllConnections();
-    await b.client.delete(`${gov}/scalableworkloads/wake`).catch(() => undefined);
-    await b.client.delete(`${gov}/metricmappings/wake-queue`).catch(() => undefined);
-    await b.client.delete(`${apps}/plain`).catch(() => undefined);
+    await b.client.delete(`/api/v1/namespaces/${NS}`).catch(() => undefined);
   }
 }

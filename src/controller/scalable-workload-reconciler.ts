@@ -187,6 +187,8 @@ export class ScalableWorkloadReconciler {
   activationSampled(namespace: string, name: string): void {
     if (!this.opts.isLeader()) return;
     for (const key of this.activations.get(`${namespace}/${name}`) ?? []) {
+      // One that failed waits for its backoff: a sample every second must not undo it.
+      if (this.controller?.queue.failing(key)) continue;
       const { namespace: ns, name: swName } = splitKey(key);
       const sw = this.controller?.informer.get(swName, ns);
       const parsed = ScalableWorkloadSpec.safeParse(sw?.spec);
@@ -242,7 +244,7 @@ export class ScalableWorkloadReconciler {
 
   private async reconcile(key: string): Promise<ReconcileResult | void> {
     const { namespace, name } = splitKey(key);
-    let sw = this.controller!.informer.get(name, namespace);
+    const sw = this.controller!.informer.get(name, namespace);
     for (const set of this.refs.values()) set.delete(key);
     for (const set of this.activations.values()) set.delete(key);
     if (!sw || sw.metadata?.deletionTimestamp) return; // owned objects are garbage-collected
@@ -262,7 +264,7 @@ export class ScalableWorkloadReconciler {
     if (activation) {
       this.track(this.activations, `${namespace}/${spec.autoscaling!.activation!.mapping}`, key);
       if (activation.replicas !== undefined && activation.replicas !== spec.replicas) {
-        sw = await this.moveReplicas(sw, activation.replicas);
+        await this.moveReplicas(sw, activation.replicas);
         spec = { ...spec, replicas: activation.replicas };
       }
       if (activation.event) {
@@ -305,13 +307,13 @@ export class ScalableWorkloadReconciler {
   }
 
   /**
-   * Sets `spec.replicas` for the activation rule, on the object the rule was decided from:
-   * if the HPA or a user changed it since, the apiserver refuses (409) and the reconcile
-   * runs again on what is there now.
+   * Sets the replicas for the activation rule through the /scale subresource (as the HPA
+   * does), on the version the rule was decided from: if the HPA or a user changed it since,
+   * the apiserver refuses (409) and the reconcile runs again on what is there now.
    */
-  private async moveReplicas(sw: ScalableWorkloadObject, replicas: number): Promise<ScalableWorkloadObject> {
-    return this.opts.client.mergePatch<ScalableWorkloadObject>(
-      `/apis/${API_VERSION}/namespaces/${sw.metadata?.namespace}/scalableworkloads/${sw.metadata?.name}`,
+  private async moveReplicas(sw: ScalableWorkloadObject, replicas: number): Promise<void> {
+    await this.opts.client.mergePatch(
+      `/apis/${API_VERSION}/namespaces/${sw.metadata?.namespace}/scalableworkloads/${sw.metadata?.name}/scale`,
       { metadata: { resourceVersion: sw.metadata?.resourceVersion }, spec: { replicas } },
     );
   }
@@ -570,8 +572,19 @@ export class ScalableWorkloadReconciler {
       try {
         await this.opts.client.mergePatch(
           `/apis/${API_VERSION}/namespaces/${sw.metadata?.namespace}/scalableworkloads/${sw.metadata?.name}/status`,
-          // null removes what a merge patch would otherwise keep
-          { status: { ...next, activation: next.activation ?? null } },
+          // A merge patch keeps what it does not mention: null removes it (a cooldown's
+          // start left behind would cut the next cooldown short).
+          {
+            status: {
+              ...next,
+              activation: next.activation
+                ? {
+                    value: next.activation.value ?? null,
+                    belowThresholdSince: next.activation.belowThresholdSince ?? null,
+                  }
+                : null,
+            },
+          },
         );
       } catch (err) {
         if (!(err instanceof KubeApiError && err.statusCode === 404)) throw err;

@@ -62,6 +62,27 @@ describe("WorkQueue", () => {
     expect(q.addRateLimited("k")).to.be.at.most(10);
   });
 
+  it("says a key is failing from its first failure until its next success", async () => {
+    const q = new WorkQueue({ initialBackoffMs: 5, maxBackoffMs: 50 });
+    let runs = 0;
+    q.add("k");
+    const seen: boolean[] = [];
+    const workers = runWorkers(
+      q,
+      1,
+      async () => {
+        seen.push(q.failing("k"));
+        if (++runs < 2) throw new Error("conflict");
+      },
+      () => undefined,
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    q.shutDown();
+    await workers;
+    expect(seen).to.deep.equal([false, true]);
+    expect(q.failing("k")).to.equal(false);
+  });
+
   it("keeps the earliest of several delayed adds", async () => {
     const q = new WorkQueue();
     q.addAfter("k", 500);

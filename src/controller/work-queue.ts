@@ -85,6 +85,11 @@ export class WorkQueue {
     return delay;
   }
 
+  /** Whether `key` failed and has not succeeded since (it is waiting out a backoff). */
+  failing(key: string): boolean {
+    return this.backoffs.has(key);
+  }
+
   /** Forgets a key's failures (after a success). */
   forget(key: string): void {
     this.backoffs.delete(key);

@@ -362,7 +362,8 @@ async function scaleTarget(
     items: { status?: { conditions?: Condition[] }; metadata?: { deletionTimestamp?: string } }[];
   }>(`/api/v1/namespaces/${namespace}/pods`, { labelSelector: selector });
   const live = pods.items.filter((p) => !p.metadata?.deletionTimestamp);
-  if (scale.spec?.replicas === 0 && live.length === 0)
+  // Scale's spec.replicas is omitempty: absent means 0.
+  if ((scale.spec?.replicas ?? 0) === 0 && live.length === 0)
     return {
       section: {
         title,

@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { expect } from "chai";
 import type { Condition } from "../../src/api/common.js";
@@ -59,20 +59,17 @@ describe("scale to zero and back with the real HPA (e2e)", function () {
     ).spec.replicas;
   const until = (what: string, check: () => Promise<unknown>, timeoutMs: number) =>
     eventually(check, { timeoutMs, intervalMs: 500, what });
-  /** `governor explain sw/worker`, as a user runs it. */
-  const explain = () => {
-    const r = spawnSync(
-      process.execPath,
-      ["--import", "tsx", join(ROOT, "src/main.ts"), "explain", "sw/worker", "-n", ns!.name],
-      {
-        cwd: ROOT,
-        env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
-        encoding: "utf8",
-        timeout: 60_000,
-      },
+  /** `governor explain sw/worker`, as a user runs it (not spawnSync: the queue endpoint lives in this process). */
+  const explain = () =>
+    new Promise<{ code: number; out: string }>((resolve) =>
+      execFile(
+        process.execPath,
+        ["--import", "tsx", join(ROOT, "src/main.ts"), "explain", "sw/worker", "-n", ns!.name],
+        { cwd: ROOT, env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath }, timeout: 60_000 },
+        (err, stdout) =>
+          resolve({ code: typeof err?.code === "number" ? err.code : err ? -1 : 0, out: stdout }),
+      ),
     );
-    return { code: r.status, out: r.stdout };
-  };
   /** Asserts the replicas stay at `n` for `seconds`. */
   const holds = async (n: number, seconds: number, why: string) => {
     for (let i = 0; i < seconds; i++) {
@@ -89,7 +86,7 @@ describe("scale to zero and back with the real HPA (e2e)", function () {
     await queue.start();
   });
   beforeEach(async () => {
-    ns = await freshNamespace(cluster, "zero");
+    ns = await freshNamespace(cluster, "zero", { podNetwork: true });
   });
   afterEach(async function () {
     if (this.currentTest?.state === "failed" && ns) {
@@ -128,7 +125,6 @@ spec:
       containers:
       - name: app
         image: governor-sample-app:test
-        args: ["--rps", "-1"]
         ports: [{containerPort: 8080}]
         readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
   autoscaling:
@@ -177,8 +173,10 @@ spec:
       30_000,
     );
     await holds(0, 5, "the HPA does not fight 0 (its minReplicas is 1)");
-    const idle = explain();
-    expect(idle.out).to.contain("idle at 0 (ScaledToZero)").and.to.contain("at 0 replicas, so no pods");
+    const idle = await explain();
+    expect(idle.out, idle.out)
+      .to.contain("idle at 0 (ScaledToZero)")
+      .and.to.contain("at 0 replicas, so no pods");
     expect(idle.code, `explain finds nothing broken at 0:\n${idle.out}`).to.equal(0);
 
     const woke = Date.now();
@@ -265,7 +263,7 @@ spec:
       30_000,
     );
     await holds(0, 5, "no value wakes nothing");
-    const held = explain();
+    const held = await explain();
     expect(held.code).to.equal(1);
     expect(held.out).to.contain("scale to zero is holding the replicas (ActivationMetricUnavailable)");
     const hint = await kubectl(cluster, "get", "sw", "worker", "-n", ns!.name, "-o", "wide");

@@ -224,10 +224,10 @@ spec:
     await eventually(async () => {
       const table = await kubectl(cluster, "get", "sw", "scaled", "-n", ns.name);
       expect(table.split("\n")[0]).to.match(
-        /^NAME\s+MODE\s+WORKLOAD\s+DESIRED\s+CURRENT\s+READY\s+STATUS\s+AUTOSCALING\s+AGE$/,
+        /^NAME\s+MODE\s+WORKLOAD\s+DESIRED\s+CURRENT\s+READY\s+STATUS\s+ACTIVE\s+AUTOSCALING\s+AGE$/,
       );
       expect(table.split("\n")[1]).to.match(
-        /^scaled\s+Owned\s+Deployment\/scaled\s+3\s+3\s+3\s+Reconciled\s+ValidMetricFound\s/,
+        /^scaled\s+Owned\s+Deployment\/scaled\s+3\s+3\s+3\s+Reconciled\s+<none>\s+ValidMetricFound\s/,
       );
     });
   });
