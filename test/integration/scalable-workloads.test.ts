@@ -227,7 +227,7 @@ spec:
         /^NAME\s+MODE\s+WORKLOAD\s+DESIRED\s+CURRENT\s+READY\s+STATUS\s+ACTIVE\s+AUTOSCALING\s+AGE$/,
       );
       expect(table.split("\n")[1]).to.match(
-        /^scaled\s+Owned\s+Deployment\/scaled\s+3\s+3\s+3\s+Reconciled\s+<none>\s+ValidMetricFound\s/,
+        /^scaled\s+Owned\s+Deployment\/scaled\s+3\s+3\s+3\s+Reconciled\s+ValidMetricFound\s/,
       );
     });
   });
