@@ -9,6 +9,7 @@ import {
   type Bench,
   type Child,
   NS,
+  type Row,
   comparisonRows,
   interleave,
   pinned,
@@ -16,7 +17,7 @@ import {
   startBare,
   waitFor200,
 } from "./harness.js";
-import { showSpread, spread } from "./stats.js";
+import { baselineDrift, showSpread, spread } from "./stats.js";
 
 /** The metric every request benchmark reads: a static value on the bench namespace. */
 export const WARM_PATH = `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${NS}/metrics/bench_value`;
@@ -49,6 +50,26 @@ export async function directRows(b: Bench, governor: Child, connections = [1, 16
   } finally {
     await bare.stop();
   }
+}
+
+/**
+ * The baseline check, after the direct-API rows: their bare server at 16 connections
+ * against the noise check's (a body of the same size, the same connections, minutes
+ * earlier). In the 13:14Z run of 2026-12-01 it ran at 19,622 req/s against 33,608 in the
+ * noise check, and the direct ratios read 0.89× instead of about 0.5×. Beyond
+ * `NOISE_MARGIN` the direct rows' ratios are marked suspect; the returned line says which.
+ */
+export function baselineCheck(rows: Row[]): string {
+  const noise = rows.find((r) => r.name.startsWith("noise check"))?.series?.baseline;
+  const direct = rows.find((r) => r.name === "direct API, warm, 16 conn: req/s")?.series?.baseline;
+  if (!noise || !direct) return "baseline check not run";
+  const drift = baselineDrift(noise, direct);
+  const text = `${drift >= 0 ? "+" : "−"}${Math.round(Math.abs(drift) * 100)} %`;
+  if (Math.abs(drift) <= NOISE_MARGIN)
+    return `baseline check passed: the direct-API rows' bare server ${text} from the noise check's at 16 conn`;
+  for (const r of rows)
+    if (r.name.startsWith("direct API")) r.ratio += ` (suspect: baseline ${text} from the noise check)`;
+  return `baseline check FAILED: the direct-API rows' bare server ran ${text} from the noise check's at 16 conn — their ratios are suspect`;
 }
 
 /**

@@ -16,7 +16,7 @@ import { cpus } from "node:os";
 import prettier from "prettier";
 import { join } from "node:path";
 import { aggregatorRows } from "./aggregator.js";
-import { applyWarmMetric, directRows, noiseCheck, WARM_PATH } from "./direct.js";
+import { applyWarmMetric, baselineCheck, directRows, noiseCheck, WARM_PATH } from "./direct.js";
 import { NS, ROOT, deleteNamespace, proxied, setUp, startGovernor, waitFor200 } from "./harness.js";
 import { applyToServableRows, coalescingRows } from "./lifecycle.js";
 import { outageRows } from "./outage.js";
@@ -50,7 +50,10 @@ async function main() {
     try {
       applyWarmMetric(b);
       await waitFor200(`https://127.0.0.1:${governor.port}${WARM_PATH}`, proxied(b), "the warm metric");
-      await part("direct API", () => directRows(b, governor, [1, 16, 64]));
+      await part("direct API", async () => {
+        await directRows(b, governor, [1, 16, 64]);
+        noise = `${noise}; ${baselineCheck(b.rows)}`;
+      });
       await part("through the aggregator", async () =>
         aggregatorRows(b, governor, await freePort(), [1, 16]),
       );

@@ -1,5 +1,6 @@
 import { expect } from "chai";
 import { renderComparison } from "./compare.js";
+import { baselineCheck } from "./direct.js";
 import {
   compareRuns,
   figure,
@@ -80,5 +81,38 @@ describe("bench statistics", () => {
     const table = renderComparison(before, after);
     expect(table).to.contain("| direct | ratio | 0.71 (0.70–0.72) | 0.91 (0.90–0.92) | +28.2 % | **yes** |");
     expect(table).to.contain("1 of 1 series changed beyond their spread.");
+  });
+
+  it("marks the direct-API ratios suspect when their bare server strays from the noise check's (13:14Z: 19,622 against 33,608 req/s)", () => {
+    const rows = (direct: number[]) => [
+      {
+        name: "noise check: the same bare server twice, 16 conn: req/s",
+        figure: "",
+        baseline: "",
+        ratio: "0.99",
+        series: { baseline: [33608, 31208, 35314] },
+      },
+      {
+        name: "direct API, warm, 16 conn: req/s",
+        figure: "",
+        baseline: "",
+        ratio: "0.89",
+        series: { baseline: direct },
+      },
+      {
+        name: "direct API, warm, 64 conn: req/s",
+        figure: "",
+        baseline: "",
+        ratio: "0.96",
+        series: { baseline: direct },
+      },
+    ];
+    const drifted = rows([19622, 17856, 21741]);
+    expect(baselineCheck(drifted)).to.match(/^baseline check FAILED: .* −42 % /);
+    expect(drifted[1]!.ratio).to.equal("0.89 (suspect: baseline −42 % from the noise check)");
+    expect(drifted[2]!.ratio).to.contain("suspect");
+    const steady = rows([34112, 32192, 34817]);
+    expect(baselineCheck(steady)).to.match(/^baseline check passed: .* \+1 % /);
+    expect(steady[1]!.ratio).to.equal("0.89");
   });
 });

@@ -61,6 +61,16 @@ export function showSpread(xs: Series, digits?: number): string {
   return xs.length < 2 || s.min === s.max ? f(s.median) : `${f(s.median)} (${f(s.min)}–${f(s.max)})`;
 }
 
+/**
+ * How far a baseline measured in a row strays from the same kind of server measured in
+ * the noise check (`row median / noise median − 1`): interleaving protects a ratio from
+ * noise that hits both sides of a round, not from a baseline that runs into another limit
+ * for a whole row.
+ */
+export function baselineDrift(noiseBaseline: Series, rowBaseline: Series): number {
+  return spread(rowBaseline).median / spread(noiseBaseline).median - 1;
+}
+
 /** One row of a run as written to the JSON results: its name and raw series by name. */
 export interface RawRow {
   name: string;
