@@ -362,8 +362,9 @@ async function scaleTarget(
     items: { status?: { conditions?: Condition[] }; metadata?: { deletionTimestamp?: string } }[];
   }>(`/api/v1/namespaces/${namespace}/pods`, { labelSelector: selector });
   const live = pods.items.filter((p) => !p.metadata?.deletionTimestamp);
-  // Scale's spec.replicas is omitempty: absent means 0.
-  if ((scale.spec?.replicas ?? 0) === 0 && live.length === 0)
+  // Scale's spec.replicas is omitempty: absent means 0. At 0 on purpose (a ScalableWorkload
+  // that scales to zero) no pods is right; anything else at 0 has the HPA disabled.
+  if ((scale.spec?.replicas ?? 0) === 0 && live.length === 0 && (await scalesToZero(client, namespace, ref)))
     return {
       section: {
         title,
@@ -391,6 +392,19 @@ async function scaleTarget(
           text: `its /scale selector (${selector}) matches ${live.length} pod(s), ${readyCount} Ready`,
         };
   return { section: { title, links: [link] }, selector };
+}
+
+/** Whether `ref` is a ScalableWorkload with `minReplicas: 0` (it idles at 0 replicas by design). */
+async function scalesToZero(
+  client: KubeClient,
+  namespace: string,
+  ref: { apiVersion?: string; kind: string; name: string },
+): Promise<boolean> {
+  if (ref.kind !== "ScalableWorkload" || ref.apiVersion !== API_VERSION) return false;
+  const sw = await client.getOrUndefined<{ spec?: { autoscaling?: { minReplicas?: number } } }>(
+    `${GOVERNOR}/namespaces/${namespace}/scalableworkloads/${ref.name}`,
+  );
+  return sw?.spec?.autoscaling?.minReplicas === 0;
 }
 
 /** The metrics-API request the HPA makes for `m`, or undefined for resource metrics. */

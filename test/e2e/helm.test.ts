@@ -172,10 +172,16 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
         },
         { timeoutMs: 90_000, intervalMs: 500, what: "APIServices Available" },
       );
-      const discovery = await cluster.client.get<{ resources: unknown[] }>(
-        "/apis/custom.metrics.k8s.io/v1beta2",
+      // The aggregator's proxy can still answer 503 for a moment after Available turns True.
+      await eventually(
+        async () => {
+          const discovery = await cluster.client.get<{ resources: unknown[] }>(
+            "/apis/custom.metrics.k8s.io/v1beta2",
+          );
+          expect(discovery.resources.length).to.be.greaterThan(0);
+        },
+        { timeoutMs: 30_000, intervalMs: 500, what: "discovery through the aggregator" },
       );
-      expect(discovery.resources.length).to.be.greaterThan(0);
     });
 
     it("helm upgrade rolls the replicas onto the new values and keeps the APIServices Available", async () => {
