@@ -18,6 +18,7 @@ import {
   SERVICES,
   child,
   comparisonRows,
+  controlPlanePids,
   interleave,
   sleep,
   waitFor200,
@@ -131,8 +132,15 @@ export async function aggregatorRows(
     await waitFor200(wardleUrl, admin, "sample-apiserver through the aggregator");
     // Not pinned: kube-apiserver, etcd, the server under test and the load generator all
     // take part in every request; any split of two cores starves one of them (ADR 0005).
+    const path = controlPlanePids(b, ["kube-apiserver", "etcd"]);
     for (const c of connections) {
-      const m = await interleave(b, { url: governorUrl, tls: admin }, { url: wardleUrl, tls: admin }, c);
+      const m = await interleave(
+        b,
+        { url: governorUrl, tls: admin, pids: [governor.process.pid!] },
+        { url: wardleUrl, tls: admin, pids: [wardle.process.pid!] },
+        c,
+        path,
+      );
       b.rows.push(
         ...comparisonRows(`through the aggregator, ${c} conn`, m, "Go sample-apiserver, GET flunder"),
       );

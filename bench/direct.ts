@@ -32,7 +32,12 @@ export function applyWarmMetric(b: Bench): void {
   });
 }
 
-const contender = (b: Bench, url: string) => ({ url, tls: b.frontProxy, headers: b.proxyHeaders });
+const contender = (b: Bench, url: string, server: Child) => ({
+  url,
+  tls: b.frontProxy,
+  headers: b.proxyHeaders,
+  pids: [server.process.pid!],
+});
 
 export async function directRows(b: Bench, governor: Child, connections = [1, 16, 64]): Promise<void> {
   const url = `https://127.0.0.1:${governor.port}${WARM_PATH}`;
@@ -43,7 +48,12 @@ export async function directRows(b: Bench, governor: Child, connections = [1, 16
       for (const c of connections) {
         const bareUrl = `https://127.0.0.1:${bare.port}${WARM_PATH}`;
         const quiet = [governor.process.pid!];
-        const m = await interleave(b, contender(b, url), { ...contender(b, bareUrl), quiet }, c);
+        const m = await interleave(
+          b,
+          contender(b, url, governor),
+          { ...contender(b, bareUrl, bare), quiet },
+          c,
+        );
         b.rows.push(...comparisonRows(`direct API, warm, ${c} conn`, m, "bare node:https"));
       }
     });
@@ -80,7 +90,7 @@ export function baselineCheck(rows: Row[]): string {
 export async function noiseCheck(b: Bench): Promise<string> {
   const bare = await startBare(b, '{"kind":"MetricValueList"}');
   try {
-    const target = contender(b, `https://127.0.0.1:${bare.port}/`);
+    const target = contender(b, `https://127.0.0.1:${bare.port}/`, bare);
     const m = await pinned(b, [bare.process.pid!], [], () => interleave(b, target, target, 16));
     const [row] = comparisonRows("noise check: the same bare server twice, 16 conn", m, "itself");
     b.rows.push(row!);

@@ -17,6 +17,7 @@ import { KubeClient } from "../src/k8s/client.js";
 import { type HttpsGetOptions, httpsGet } from "../src/testing/https-get.js";
 import { freePort } from "../src/util/ports.js";
 import type { LoadRequest, LoadResult } from "./loadgen.js";
+import { DISTURBED_CORES, MAX_REDOS, outsideCores, settle, snapshot } from "./disturbance.js";
 import { pairedRatios, showSpread } from "./stats.js";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -73,6 +74,8 @@ export interface Bench {
   load: LoadGen;
   rounds: Rounds;
   rows: Row[];
+  /** Rounds measured, redone and kept disturbed, and rows the machine never settled for (bench/disturbance.ts). */
+  disturbance: { rounds: number; redone: number; disturbed: number; unsettled: number };
 }
 
 /** Starts (or reuses) the control plane and makes a fresh benchmark namespace. */
@@ -132,6 +135,7 @@ export async function setUp(rounds: Rounds): Promise<Bench> {
     load: startLoadGen(),
     rounds,
     rows: [],
+    disturbance: { rounds: 0, redone: 0, disturbed: 0, unsettled: 0 },
   };
 }
 
@@ -366,10 +370,11 @@ export function startLoadGen(): LoadGen {
   };
 }
 
-/** The local control plane's processes (etcd, kube-apiserver, …) from `hack/cluster.sh`'s pid files. */
-function controlPlanePids(b: Bench): number[] {
+/** The local control plane's processes (etcd, kube-apiserver, …) from `hack/cluster.sh`'s pid files, or the named ones. */
+export function controlPlanePids(b: Bench, names?: string[]): number[] {
   const dir = join(b.kubeconfig, "..", "pids");
   return readdirSync(dir)
+    .filter((f) => !names || names.includes(f.replace(/\.pid$/, "")))
     .map((f) => Number(readFileSync(join(dir, f), "utf8").trim()))
     .filter((pid) => pid > 0 && existsSync(`/proc/${pid}`));
 }
@@ -401,6 +406,8 @@ export interface Contender {
   url: string;
   tls: { cert: string; key: string };
   headers?: Record<string, string>;
+  /** The processes that answer this side's requests: their CPU is the work measured, not a disturbance. */
+  pids: number[];
   /**
    * Processes paused (SIGSTOP) while this side is measured: a baseline sharing the server
    * core with Governor measures the platform on a quiet core, not the platform minus
@@ -416,34 +423,64 @@ export interface Rounds {
   warmupSeconds: number;
 }
 
+/** What one interleaved comparison measured: each side per round, and the outside work in each of those rounds. */
+export interface Interleaved {
+  a: LoadResult[];
+  b: LoadResult[];
+  /** Outside work (cores) during each kept round, per side. */
+  outside: { a: number[]; b: number[] };
+  /** Rounds kept although still disturbed after `MAX_REDOS` more tries. */
+  disturbed: number;
+}
+
 /**
  * Measures `a` and `b` in turns — a discarded warm-up of each, then `rounds` rounds,
  * A B, B A, A B … (alternating who goes first, so a drift in the machine lands on both)
- * — and returns each side's result per round.
+ * — and returns each side's result per round. First the machine settles; a round with
+ * more than `DISTURBED_CORES` of work outside the row (anything but the load generator,
+ * this process, the side's `pids` and `background`) is measured again, at most
+ * `MAX_REDOS` times (bench/disturbance.ts). Redone and still-disturbed rounds are
+ * counted on `b.disturbance`.
  */
 export async function interleave(
   b: Bench,
   a: Contender,
   base: Contender,
   connections: number,
-): Promise<{ a: LoadResult[]; b: LoadResult[] }> {
+  background: number[] = [],
+): Promise<Interleaved> {
   const { rounds, seconds, warmupSeconds } = b.rounds;
-  const run = async (c: Contender, s: number): Promise<LoadResult> => {
-    const { quiet = [], ...target } = c;
+  const expected = (c: Contender) => [b.load.pid, process.pid, ...c.pids, ...background];
+  const run = async (c: Contender, s: number): Promise<{ result: LoadResult; outside: number }> => {
+    const { quiet = [], pids: _pids, ...target } = c;
     for (const pid of quiet) process.kill(pid, "SIGSTOP");
+    const before = snapshot(expected(c));
     try {
-      return await b.load.run({ ...target, connections, seconds: s });
+      const result = await b.load.run({ ...target, connections, seconds: s });
+      return { result, outside: outsideCores(before, snapshot(expected(c))) };
     } finally {
       for (const pid of quiet) process.kill(pid, "SIGCONT");
     }
   };
+  const settled = await settle([...new Set([...expected(a), ...base.pids])]);
+  if (!settled.settled) b.disturbance.unsettled++;
   await run(a, warmupSeconds);
   await run(base, warmupSeconds);
-  const out = { a: [] as LoadResult[], b: [] as LoadResult[] };
+  const out: Interleaved = { a: [], b: [], outside: { a: [], b: [] }, disturbed: 0 };
   for (let i = 0; i < rounds; i++) {
-    for (const side of i % 2 === 0 ? (["a", "b"] as const) : (["b", "a"] as const))
-      out[side].push(await run(side === "a" ? a : base, seconds));
+    for (const side of i % 2 === 0 ? (["a", "b"] as const) : (["b", "a"] as const)) {
+      let round = await run(side === "a" ? a : base, seconds);
+      for (let redo = 0; round.outside > DISTURBED_CORES && redo < MAX_REDOS; redo++) {
+        b.disturbance.redone++;
+        round = await run(side === "a" ? a : base, seconds);
+      }
+      if (round.outside > DISTURBED_CORES) out.disturbed++;
+      out[side].push(round.result);
+      out.outside[side].push(round.outside);
+    }
   }
+  b.disturbance.rounds += 2 * rounds;
+  b.disturbance.disturbed += out.disturbed;
   return out;
 }
 
@@ -452,11 +489,7 @@ export async function interleave(
  * as the median across rounds with its min–max, the ratio as the median of the
  * round-by-round ratios with theirs. The raw figures go with them into the JSON results.
  */
-export function comparisonRows(
-  name: string,
-  m: { a: LoadResult[]; b: LoadResult[] },
-  baselineName: string,
-): Row[] {
+export function comparisonRows(name: string, m: Interleaved, baselineName: string): Row[] {
   const col = (xs: LoadResult[], k: "rps" | "p50" | "p99") => xs.map((x) => x[k]);
   const [rpsA, rpsB, p50A, p50B, p99A, p99B] = [
     col(m.a, "rps"),
@@ -476,8 +509,14 @@ export function comparisonRows(
       name: `${name}: req/s`,
       figure: showSpread(rpsA),
       baseline: `${showSpread(rpsB)} (${baselineName})`,
-      ratio: showSpread(rpsRatio, 2),
-      series: { Governor: rpsA, baseline: rpsB, ratio: rpsRatio },
+      ratio: `${showSpread(rpsRatio, 2)}${m.disturbed ? ` (${m.disturbed} disturbed round${m.disturbed > 1 ? "s" : ""} kept)` : ""}`,
+      series: {
+        Governor: rpsA,
+        baseline: rpsB,
+        ratio: rpsRatio,
+        "outside cores, Governor": m.outside.a,
+        "outside cores, baseline": m.outside.b,
+      },
     },
     {
       name: `${name}: p50 / p99 ms`,

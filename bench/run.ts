@@ -16,6 +16,7 @@ import { cpus } from "node:os";
 import prettier from "prettier";
 import { join } from "node:path";
 import { aggregatorRows } from "./aggregator.js";
+import { DISTURBED_CORES } from "./disturbance.js";
 import { applyWarmMetric, baselineCheck, directRows, noiseCheck, WARM_PATH } from "./direct.js";
 import { NS, ROOT, deleteNamespace, proxied, setUp, startGovernor, waitFor200 } from "./harness.js";
 import { applyToServableRows, coalescingRows } from "./lifecycle.js";
@@ -84,6 +85,8 @@ async function main() {
     await b.client.close();
   }
 
+  const d = b.disturbance;
+  noise = `${noise}; ${d.redone} of ${d.rounds} rounds measured again for more than ${DISTURBED_CORES} cores of outside work, ${d.disturbed} kept disturbed${d.unsettled ? `, ${d.unsettled} rows started on a machine that never settled` : ""}`;
   const when = new Date().toISOString();
   const title = `Governor benchmarks — ${when.slice(0, 16)}Z, Node ${process.version}, ${cpus().length} cores${quick ? " (--quick)" : ""}, ${Math.round((Date.now() - started) / 60000)} min, ${ROUNDS.rounds} rounds of ${ROUNDS.seconds} s`;
   const table = [
@@ -104,6 +107,7 @@ async function main() {
     cores: cpus().length,
     rounds: ROUNDS,
     noise,
+    disturbance: d,
     rows: b.rows.map((r) => ({ name: r.name, series: r.series ?? {} })),
   };
   const results = join(ROOT, "bench/results");

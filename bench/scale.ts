@@ -151,8 +151,13 @@ export async function scaleRows(b: Bench, n = MAPPINGS): Promise<void> {
       const m = await pinned(b, [governor.process.pid!, bare.process.pid!], [], () =>
         interleave(
           b,
-          { url: discovery, ...tls },
-          { url: `https://127.0.0.1:${bare.port}/`, ...tls, quiet: [governor.process.pid!] },
+          { url: discovery, ...tls, pids: [governor.process.pid!] },
+          {
+            url: `https://127.0.0.1:${bare.port}/`,
+            ...tls,
+            pids: [bare.process.pid!],
+            quiet: [governor.process.pid!],
+          },
           1,
         ),
       );

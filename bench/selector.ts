@@ -93,9 +93,11 @@ export async function selectorRows(b: Bench, governor: Child): Promise<void> {
       bare = await startBare(b, body);
       const tls = { tls: b.frontProxy, headers: b.proxyHeaders };
       const bareUrl = `https://127.0.0.1:${bare.port}/`;
-      // Prometheus (scraping 5,000 series a second) works beside the load generator, off the server core.
-      const m = await pinned(b, [governor.process.pid!, bare.process.pid!], [prometheus.pid!], () =>
-        interleave(b, { url, ...tls }, { url: bareUrl, ...tls, quiet: [governor.process.pid!] }, 1),
+      // Prometheus (scraping 5,000 series a second) works beside the load generator, off the
+      // server core, for both sides alike: the row's background, not a disturbance.
+      const [g, p, q] = [governor.process.pid!, prometheus.pid!, bare.process.pid!];
+      const m = await pinned(b, [g, q], [p], () =>
+        interleave(b, { url, ...tls, pids: [g] }, { url: bareUrl, ...tls, pids: [q], quiet: [g] }, 1, [p]),
       );
       b.rows.push(
         ...comparisonRows(

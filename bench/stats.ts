@@ -88,6 +88,8 @@ export interface RunResults {
   rounds: { rounds: number; seconds: number; warmupSeconds: number };
   /** The noise check's verdict, as printed. */
   noise: string;
+  /** Rounds measured, measured again for outside work, kept disturbed; rows started unsettled (absent before 2026-12-01T15Z). */
+  disturbance?: { rounds: number; redone: number; disturbed: number; unsettled: number };
   rows: RawRow[];
 }
 

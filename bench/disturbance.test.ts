@@ -1,0 +1,34 @@
+import { expect } from "chai";
+import { busyTicks, type CpuSnapshot, outsideCores, processTicks } from "./disturbance.js";
+
+describe("bench disturbance", () => {
+  it("counts a machine's busy ticks without idle and iowait", () => {
+    // user nice system idle iowait irq softirq steal guest guest_nice
+    expect(busyTicks("cpu  100 5 50 9000 300 2 3 1 0 0")).to.equal(161);
+  });
+
+  it("reads a process's user and system ticks even when its name holds spaces and parentheses", () => {
+    const rest = "S 1 2 3 4 5 6 7 8 9 10 250 40 0 0 20 0 4 0 100";
+    expect(processTicks(`42 (node) ${rest}`)).to.equal(290);
+    expect(processTicks(`42 (a (b) c) ${rest}`)).to.equal(290);
+  });
+
+  it("calls outside work what the machine did beyond the row's own processes", () => {
+    const before: CpuSnapshot = { atMs: 0, busy: 1000, pids: { 10: 500, 11: 200 } };
+    // 2 s: the machine used 300 ticks, the load generator 150, the server 100 → 50 ticks outside
+    const after: CpuSnapshot = { atMs: 2000, busy: 1300, pids: { 10: 650, 11: 300 } };
+    expect(outsideCores(before, after)).to.be.closeTo(0.25, 1e-9);
+  });
+
+  it("counts a process that exited during the round as outside work", () => {
+    const before: CpuSnapshot = { atMs: 0, busy: 0, pids: { 10: 0, 11: 0 } };
+    const after: CpuSnapshot = { atMs: 1000, busy: 100, pids: { 10: 60 } };
+    expect(outsideCores(before, after)).to.be.closeTo(0.4, 1e-9);
+  });
+
+  it("never reports negative outside work when the counters disagree by a tick", () => {
+    const before: CpuSnapshot = { atMs: 0, busy: 0, pids: { 10: 0 } };
+    const after: CpuSnapshot = { atMs: 1000, busy: 99, pids: { 10: 100 } };
+    expect(outsideCores(before, after)).to.equal(0);
+  });
+});
