@@ -25,10 +25,15 @@ export interface CpuSnapshot {
   pids: Record<number, number>;
 }
 
-/** Busy ticks of the machine from the first (`cpu …`) line of /proc/stat: all but idle and iowait. */
+/**
+ * Busy ticks of the machine from the first (`cpu …`) line of /proc/stat: time in
+ * processes (user, nice, system) and time the hypervisor gave to someone else (steal, a
+ * disturbance on a VM). Interrupt time is left out: on loopback most of it is the row's
+ * own network traffic, which no process is charged for.
+ */
 export function busyTicks(statLine: string): number {
-  const [user, nice, system, , , irq, softirq, steal] = statLine.trim().split(/\s+/).slice(1).map(Number);
-  return user! + nice! + system! + irq! + softirq! + (steal ?? 0);
+  const [user, nice, system, , , , , steal] = statLine.trim().split(/\s+/).slice(1).map(Number);
+  return user! + nice! + system! + (steal ?? 0);
 }
 
 /** User + system ticks of one process (all its threads) from its /proc/<pid>/stat. */
