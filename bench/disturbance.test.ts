@@ -1,10 +1,10 @@
 import { expect } from "chai";
-import { busyTicks, type CpuSnapshot, outsideCores, processTicks } from "./disturbance.js";
+import { busyTicks, coresOf, type CpuSnapshot, outsideCores, processTicks } from "./disturbance.js";
 
 describe("bench disturbance", () => {
-  it("counts a machine's busy ticks in processes and stolen by the hypervisor, not idle, iowait or interrupts", () => {
+  it("counts a machine's busy ticks, interrupts and steal included, idle and iowait not", () => {
     // user nice system idle iowait irq softirq steal guest guest_nice
-    expect(busyTicks("cpu  100 5 50 9000 300 2 3 1 0 0")).to.equal(156);
+    expect(busyTicks("cpu  100 5 50 9000 300 2 3 1 0 0")).to.equal(161);
   });
 
   it("reads a process's user and system ticks even when its name holds spaces and parentheses", () => {
@@ -24,6 +24,14 @@ describe("bench disturbance", () => {
     const before: CpuSnapshot = { atMs: 0, busy: 0, pids: { 10: 0, 11: 0 } };
     const after: CpuSnapshot = { atMs: 1000, busy: 100, pids: { 10: 60 } };
     expect(outsideCores(before, after)).to.be.closeTo(0.4, 1e-9);
+  });
+
+  it("tells how much of a core a round's server used", () => {
+    const before: CpuSnapshot = { atMs: 0, busy: 0, pids: { 10: 100, 11: 0 } };
+    const after: CpuSnapshot = { atMs: 4000, busy: 500, pids: { 10: 400, 11: 100 } };
+    expect(coresOf(before, after, [10])).to.be.closeTo(0.75, 1e-9);
+    expect(coresOf(before, after, [10, 11])).to.be.closeTo(1, 1e-9);
+    expect(coresOf(before, after, [12])).to.equal(0);
   });
 
   it("never reports negative outside work when the counters disagree by a tick", () => {

@@ -11,7 +11,7 @@
 import { readFileSync } from "node:fs";
 
 /** Outside work (cores, averaged over a round) above which a round is disturbed. */
-export const DISTURBED_CORES = 0.15;
+export const DISTURBED_CORES = 0.25;
 /** How many times a disturbed round is measured again before it is kept as it is. */
 export const MAX_REDOS = 3;
 
@@ -26,14 +26,16 @@ export interface CpuSnapshot {
 }
 
 /**
- * Busy ticks of the machine from the first (`cpu …`) line of /proc/stat: time in
- * processes (user, nice, system) and time the hypervisor gave to someone else (steal, a
- * disturbance on a VM). Interrupt time is left out: on loopback most of it is the row's
- * own network traffic, which no process is charged for.
+ * Busy ticks of the machine from the first (`cpu …`) line of /proc/stat: all but idle and
+ * iowait. Interrupt time stays in: the kernel files a tick spent in an interrupt under
+ * irq/softirq here but also charges it to the process it interrupted (on loopback, the
+ * sender runs its own packets' softirq), so leaving it out makes the row's own processes
+ * look bigger than the machine's busy time and hides real outside work. Steal (the
+ * hypervisor running someone else) counts as outside work.
  */
 export function busyTicks(statLine: string): number {
-  const [user, nice, system, , , , , steal] = statLine.trim().split(/\s+/).slice(1).map(Number);
-  return user! + nice! + system! + (steal ?? 0);
+  const [user, nice, system, , , irq, softirq, steal] = statLine.trim().split(/\s+/).slice(1).map(Number);
+  return user! + nice! + system! + irq! + softirq! + (steal ?? 0);
 }
 
 /** User + system ticks of one process (all its threads) from its /proc/<pid>/stat. */
@@ -73,6 +75,17 @@ export function outsideCores(before: CpuSnapshot, after: CpuSnapshot): number {
     if (was !== undefined) expected += ticks - was;
   }
   return Math.max(0, after.busy - before.busy - expected) / TICKS / seconds;
+}
+
+/** Cores' worth of CPU that `pids` used between two snapshots (those present in both). */
+export function coresOf(before: CpuSnapshot, after: CpuSnapshot, pids: readonly number[]): number {
+  const seconds = (after.atMs - before.atMs) / 1000;
+  let ticks = 0;
+  for (const pid of pids) {
+    const [was, is] = [before.pids[pid], after.pids[pid]];
+    if (was !== undefined && is !== undefined) ticks += is - was;
+  }
+  return seconds > 0 ? ticks / TICKS / seconds : 0;
 }
 
 /**

@@ -17,7 +17,7 @@ import { KubeClient } from "../src/k8s/client.js";
 import { type HttpsGetOptions, httpsGet } from "../src/testing/https-get.js";
 import { freePort } from "../src/util/ports.js";
 import type { LoadRequest, LoadResult } from "./loadgen.js";
-import { DISTURBED_CORES, MAX_REDOS, outsideCores, settle, snapshot } from "./disturbance.js";
+import { DISTURBED_CORES, MAX_REDOS, coresOf, outsideCores, settle, snapshot } from "./disturbance.js";
 import { pairedRatios, showSpread } from "./stats.js";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -408,6 +408,8 @@ export interface Contender {
   headers?: Record<string, string>;
   /** The processes that answer this side's requests: their CPU is the work measured, not a disturbance. */
   pids: number[];
+  /** Run (untimed) before each of this side's rounds, e.g. to point the aggregator at it. */
+  prepare?: () => Promise<void>;
   /**
    * Processes paused (SIGSTOP) while this side is measured: a baseline sharing the server
    * core with Governor measures the platform on a quiet core, not the platform minus
@@ -429,6 +431,12 @@ export interface Interleaved {
   b: LoadResult[];
   /** Outside work (cores) during each kept round, per side. */
   outside: { a: number[]; b: number[] };
+  /**
+   * CPU (cores) of the side's server and of the load generator during each kept round:
+   * a server well below 1 while the load generator is near 1 was limited by the load, not
+   * by itself.
+   */
+  cpu: { a: { server: number[]; load: number[] }; b: { server: number[]; load: number[] } };
   /** Rounds kept although still disturbed after `MAX_REDOS` more tries. */
   disturbed: number;
 }
@@ -451,13 +459,21 @@ export async function interleave(
 ): Promise<Interleaved> {
   const { rounds, seconds, warmupSeconds } = b.rounds;
   const expected = (c: Contender) => [b.load.pid, process.pid, ...c.pids, ...background];
-  const run = async (c: Contender, s: number): Promise<{ result: LoadResult; outside: number }> => {
-    const { quiet = [], pids: _pids, ...target } = c;
+  type Round = { result: LoadResult; outside: number; server: number; load: number };
+  const run = async (c: Contender, s: number): Promise<Round> => {
+    const { quiet = [], pids: _pids, prepare, ...target } = c;
+    await prepare?.();
     for (const pid of quiet) process.kill(pid, "SIGSTOP");
     const before = snapshot(expected(c));
     try {
       const result = await b.load.run({ ...target, connections, seconds: s });
-      return { result, outside: outsideCores(before, snapshot(expected(c))) };
+      const after = snapshot(expected(c));
+      return {
+        result,
+        outside: outsideCores(before, after),
+        server: coresOf(before, after, c.pids),
+        load: coresOf(before, after, [b.load.pid]),
+      };
     } finally {
       for (const pid of quiet) process.kill(pid, "SIGCONT");
     }
@@ -466,7 +482,13 @@ export async function interleave(
   if (!settled.settled) b.disturbance.unsettled++;
   await run(a, warmupSeconds);
   await run(base, warmupSeconds);
-  const out: Interleaved = { a: [], b: [], outside: { a: [], b: [] }, disturbed: 0 };
+  const out: Interleaved = {
+    a: [],
+    b: [],
+    outside: { a: [], b: [] },
+    cpu: { a: { server: [], load: [] }, b: { server: [], load: [] } },
+    disturbed: 0,
+  };
   for (let i = 0; i < rounds; i++) {
     for (const side of i % 2 === 0 ? (["a", "b"] as const) : (["b", "a"] as const)) {
       let round = await run(side === "a" ? a : base, seconds);
@@ -477,6 +499,8 @@ export async function interleave(
       if (round.outside > DISTURBED_CORES) out.disturbed++;
       out[side].push(round.result);
       out.outside[side].push(round.outside);
+      out.cpu[side].server.push(round.server);
+      out.cpu[side].load.push(round.load);
     }
   }
   b.disturbance.rounds += 2 * rounds;
@@ -516,6 +540,10 @@ export function comparisonRows(name: string, m: Interleaved, baselineName: strin
         ratio: rpsRatio,
         "outside cores, Governor": m.outside.a,
         "outside cores, baseline": m.outside.b,
+        "server cores, Governor": m.cpu.a.server,
+        "server cores, baseline": m.cpu.b.server,
+        "load generator cores, Governor": m.cpu.a.load,
+        "load generator cores, baseline": m.cpu.b.load,
       },
     },
     {

@@ -9,7 +9,8 @@
  *
  * A full run also puts the table into the README (between its bench markers).
  * `npm run bench -- --quick` runs 1-second rounds and 1,000 instead of 10,000 mappings
- * (to try a change; it leaves the README alone).
+ * (to try a change; it leaves the README alone). `--only <text>` runs only the parts whose
+ * name contains the text, e.g. `npm run bench -- --quick --only prometheus-adapter`.
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -21,6 +22,7 @@ import { applyWarmMetric, baselineCheck, directRows, noiseCheck, WARM_PATH } fro
 import { NS, ROOT, deleteNamespace, proxied, setUp, startGovernor, waitFor200 } from "./harness.js";
 import { applyToServableRows, coalescingRows } from "./lifecycle.js";
 import { outageRows } from "./outage.js";
+import { peerRows } from "./peers.js";
 import { scaleRows } from "./scale.js";
 import { scaleFromZeroRows } from "./scale-from-zero.js";
 import { selectorRows } from "./selector.js";
@@ -28,6 +30,9 @@ import type { RunResults } from "./stats.js";
 import { freePort } from "../src/util/ports.js";
 
 const quick = process.argv.includes("--quick");
+/** `--only <text>`: run only the parts whose name contains it (and the noise check); implies `--quick`'s leaving the README and the kept results alone. */
+const onlyAt = process.argv.indexOf("--only");
+const only = onlyAt > 0 ? process.argv[onlyAt + 1] : undefined;
 /** Rounds of every comparison (ADR 0005): an even number (as many A-first as B-first), after a discarded warm-up. */
 const ROUNDS = quick
   ? { rounds: 6, seconds: 1, warmupSeconds: 1 }
@@ -39,6 +44,7 @@ async function main() {
   let noise = "";
   /** Runs one part of the bench, then prints the rows it added (so a long run shows progress). */
   const part = async (what: string, fn: () => Promise<unknown>) => {
+    if (only && what !== "noise check" && !what.includes(only)) return;
     console.error(`[bench] ${what}`);
     const before = b.rows.length;
     await fn();
@@ -58,6 +64,7 @@ async function main() {
       await part("through the aggregator", async () =>
         aggregatorRows(b, governor, await freePort(), [1, 16]),
       );
+      await part("against prometheus-adapter", () => peerRows(b, governor, [1, 16, 64]));
       await part("apply → servable, coalescing", async () => {
         await applyToServableRows(b, governor);
         await coalescingRows(b, governor);
@@ -88,7 +95,7 @@ async function main() {
   const d = b.disturbance;
   noise = `${noise}; ${d.redone} of ${d.rounds} rounds measured again for more than ${DISTURBED_CORES} cores of outside work, ${d.disturbed} kept disturbed${d.unsettled ? `, ${d.unsettled} rows started on a machine that never settled` : ""}`;
   const when = new Date().toISOString();
-  const title = `Governor benchmarks — ${when.slice(0, 16)}Z, Node ${process.version}, ${cpus().length} cores${quick ? " (--quick)" : ""}, ${Math.round((Date.now() - started) / 60000)} min, ${ROUNDS.rounds} rounds of ${ROUNDS.seconds} s`;
+  const title = `Governor benchmarks — ${when.slice(0, 16)}Z, Node ${process.version}, ${cpus().length} cores${quick ? " (--quick)" : ""}${only ? ` (--only ${only})` : ""}, ${Math.round((Date.now() - started) / 60000)} min, ${ROUNDS.rounds} rounds of ${ROUNDS.seconds} s`;
   const table = [
     title,
     "",
@@ -113,7 +120,7 @@ async function main() {
   const results = join(ROOT, "bench/results");
   writeFileSync(join(results, "latest.md"), table);
   writeFileSync(join(results, "latest.json"), `${JSON.stringify(raw, null, 1)}\n`);
-  if (!quick) {
+  if (!quick && !only) {
     // Full runs are kept, so a later run can be compared with them round for round.
     writeFileSync(
       join(results, `${when.slice(0, 16).replace(":", "")}Z.json`),

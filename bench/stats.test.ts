@@ -108,11 +108,11 @@ describe("bench statistics", () => {
       },
     ];
     const drifted = rows([19622, 17856, 21741]);
-    expect(baselineCheck(drifted)).to.match(/^baseline check FAILED: .* −42 % /);
-    expect(drifted[1]!.ratio).to.equal("0.89 (suspect: baseline −42 % from the noise check)");
-    expect(drifted[2]!.ratio).to.contain("suspect");
+    expect(baselineCheck(drifted)).to.match(/^baseline check: .* ran −42 % .* \(the machine's speed moved/);
+    expect(drifted[1]!.ratio).to.equal("0.89");
     const steady = rows([34112, 32192, 34817]);
-    expect(baselineCheck(steady)).to.match(/^baseline check passed: .* \+1 % /);
-    expect(steady[1]!.ratio).to.equal("0.89");
+    expect(baselineCheck(steady)).to.match(
+      /^baseline check: .* ran \+1 % from the noise check's at 16 conn$/,
+    );
   });
 });

@@ -1,6 +1,6 @@
 /**
  * A real Prometheus 3 server for tests (built by hack/prometheus.sh): scrapes the given static targets every
- * second, on a free loopback port, with its own temporary data directory. `stop()` kills
+ * second (or `scrapeInterval`), on a free loopback port, with its own temporary data directory. `stop()` kills
  * it; `start()` again brings it back on the same port and data.
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
@@ -24,7 +24,10 @@ export class TestPrometheus {
   log = "";
   port = 0;
 
-  constructor(private readonly targets: Target[]) {}
+  constructor(
+    private readonly targets: Target[],
+    private readonly scrapeInterval = "1s",
+  ) {}
 
   /** The running Prometheus process's id (undefined when stopped). */
   get pid(): number | undefined {
@@ -44,7 +47,7 @@ export class TestPrometheus {
     writeFileSync(
       join(this.dir, "prometheus.yml"),
       stringify({
-        global: { scrape_interval: "1s", evaluation_interval: "1s" },
+        global: { scrape_interval: this.scrapeInterval, evaluation_interval: this.scrapeInterval },
         scrape_configs: [
           {
             job_name: "pods",

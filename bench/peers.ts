@@ -1,0 +1,231 @@
+/**
+ * "Against the peers": the request the HPA makes for a per-pod request rate —
+ * `pods/*\/bench_http_requests_per_second?labelSelector=app=peer` over 50 pods — through
+ * kube-apiserver's aggregator, answered by Governor and by prometheus-adapter (built from
+ * its Go module, `hack/peers.sh`), both reading the same real Prometheus. Only one server
+ * can hold the `custom.metrics.k8s.io` APIServices at a time, so before each round the
+ * APIServices are pointed at that round's side and the round starts once the aggregator
+ * routes there (ADR 0005). Also: how many Prometheus queries 100 such requests cause.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import { join } from "node:path";
+import { TestPrometheus } from "../test/support/prometheus.js";
+import { buildApiServices, buildLocalService } from "../src/manifests/api-service.js";
+import { httpsGet } from "../src/testing/https-get.js";
+import { freePort } from "../src/util/ports.js";
+import { WARM_PATH } from "./direct.js";
+import {
+  type Bench,
+  type Child,
+  type Contender,
+  NS,
+  ROOT,
+  SERVICES,
+  child,
+  comparisonRows,
+  controlPlanePids,
+  interleave,
+  pool,
+  sleep,
+  waitFor200,
+} from "./harness.js";
+import { unregister } from "./aggregator.js";
+
+const PODS = 50;
+const METRIC = "bench_http_requests_per_second";
+const podName = (i: number) => `peer-${String(i).padStart(2, "0")}`;
+
+/** The adapter's rules: the usual `_total` → `_per_second` rule of its docs, over the bench's counter. */
+const ADAPTER_CONFIG = `rules:
+- seriesQuery: 'bench_http_requests_total{namespace!="",pod!=""}'
+  resources:
+    overrides:
+      namespace: {resource: namespace}
+      pod: {resource: pod}
+  name:
+    matches: "^(.*)_total$"
+    as: "\${1}_per_second"
+  metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)'
+`;
+
+/** prometheus-adapter serving with the bench's certificate, the admin kubeconfig and `prometheusUrl`. */
+async function startPrometheusAdapter(b: Bench, prometheusUrl: string): Promise<Child & { version: string }> {
+  const bin = execFileSync("bash", [join(ROOT, "hack/peers.sh"), "prometheus-adapter"], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+  }).trim();
+  const version = /prometheus-adapter-(v[\d.]+)/.exec(bin)?.[1] ?? "?";
+  const config = join(b.dir, "prometheus-adapter.yaml");
+  writeFileSync(config, ADAPTER_CONFIG);
+  const port = await freePort();
+  const cp = spawn(
+    bin,
+    [
+      `--secure-port=${port}`,
+      "--bind-address=127.0.0.1",
+      `--tls-cert-file=${b.servingCert.certFile}`,
+      `--tls-private-key-file=${b.servingCert.keyFile}`,
+      `--lister-kubeconfig=${b.kubeconfig}`,
+      `--authentication-kubeconfig=${b.kubeconfig}`,
+      `--authorization-kubeconfig=${b.kubeconfig}`,
+      `--prometheus-url=${prometheusUrl}`,
+      `--config=${config}`,
+      "--metrics-relist-interval=10s",
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const adapter = child(cp, port);
+  await waitFor200(
+    `https://127.0.0.1:${port}/healthz`,
+    { ca: b.ca.cert },
+    "prometheus-adapter healthy",
+  ).catch((err) => {
+    throw new Error(`${(err as Error).message}\n${adapter.log()}`);
+  });
+  return { ...adapter, version };
+}
+
+/** Prometheus's count of instant queries answered so far (`/api/v1/query`, any code). */
+async function prometheusQueries(prometheusUrl: string): Promise<number> {
+  const text = await (await fetch(`${prometheusUrl}/metrics`)).text();
+  let n = 0;
+  for (const m of text.matchAll(
+    /^prometheus_http_requests_total\{[^}]*handler="\/api\/v1\/query"[^}]*\} (\S+)$/gm,
+  ))
+    n += Number(m[1]);
+  return n;
+}
+
+export async function peerRows(b: Bench, governor: Child, connections = [1, 16, 64]): Promise<void> {
+  const started = performance.now();
+  // Each pod's counter grows at (i % 7 + 1) requests a second.
+  const target = createServer((_req, res) => {
+    const t = (performance.now() - started) / 1000;
+    const lines = Array.from(
+      { length: PODS },
+      (_, i) => `bench_http_requests_total{pod="${podName(i)}"} ${Math.floor(t * ((i % 7) + 1))}`,
+    );
+    res
+      .writeHead(200, { "content-type": "text/plain; version=0.0.4" })
+      .end(["# TYPE bench_http_requests_total counter", ...lines, ""].join("\n"));
+  });
+  await new Promise<void>((r) => target.listen(0, "127.0.0.1", () => r()));
+  const prometheus = new TestPrometheus([
+    { address: `127.0.0.1:${(target.address() as { port: number }).port}`, labels: { namespace: NS } },
+  ]);
+  let adapter: (Child & { version: string }) | undefined;
+  try {
+    await prometheus.start();
+    await pool(PODS, 16, (i) =>
+      b.client.create(`/api/v1/namespaces/${NS}/pods`, {
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: podName(i), labels: { app: "peer" } },
+        spec: { containers: [{ name: "app", image: "example.invalid/peer:1" }] },
+      }),
+    );
+    await b.client.create(`/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings`, {
+      apiVersion: "governor.dev/v1alpha1",
+      kind: "MetricMapping",
+      metadata: { name: "peer-rps" },
+      spec: {
+        metric: METRIC,
+        subject: { resource: "pods" },
+        interval: "5s",
+        source: {
+          prometheus: {
+            address: prometheus.url,
+            query: `sum by (pod) (rate(bench_http_requests_total{namespace="{{namespace}}"}[1m]))`,
+            nameLabel: "pod",
+          },
+        },
+      },
+    });
+    adapter = await startPrometheusAdapter(b, prometheus.url);
+    const peer = adapter;
+    // One Service with a port per server; the APIServices name the port of the side being measured.
+    const service = buildLocalService({ namespace: NS, name: SERVICES.governor, port: governor.port });
+    service.spec.ports.push({ name: "peer", port: peer.port, protocol: "TCP" });
+    await b.client.createOrReplace(`/api/v1/namespaces/${NS}/services/${SERVICES.governor}`, service);
+
+    const admin = { ca: b.admin.ca, cert: b.admin.cert, key: b.admin.key };
+    const url = `${b.apiserver}/apis/custom.metrics.k8s.io/v1beta2/namespaces/${NS}/pods/*/${METRIC}?labelSelector=app%3Dpeer`;
+    /**
+     * Points the metrics APIServices at `port` and returns once the aggregator routes there:
+     * Governor knows the warm metric (200), the adapter does not (404), three times in a row.
+     */
+    const routeTo = async (port: number, probeStatus: number) => {
+      for (const a of buildApiServices({
+        service: { namespace: NS, name: SERVICES.governor, port },
+        caBundle: b.ca.cert,
+      }))
+        await b.client.createOrReplace(`/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`, a);
+      const deadline = Date.now() + 60_000;
+      for (let inARow = 0; inARow < 3;) {
+        const r = await httpsGet(`${b.apiserver}${WARM_PATH}`, admin).catch(() => undefined);
+        inARow = r?.status === probeStatus ? inARow + 1 : 0;
+        if (Date.now() > deadline)
+          throw new Error(`the aggregator never routed to port ${port} (last answer ${r?.status})`);
+        if (inARow < 3) await sleep(50);
+      }
+    };
+    const sides: { governor: Contender; peer: Contender } = {
+      governor: {
+        url,
+        tls: admin,
+        pids: [governor.process.pid!],
+        prepare: () => routeTo(governor.port, 200),
+      },
+      peer: { url, tls: admin, pids: [peer.process.pid!], prepare: () => routeTo(peer.port, 404) },
+    };
+    // Both answer all 50 pods before anything is measured (the adapter after its relist).
+    for (const side of [sides.peer, sides.governor]) {
+      await side.prepare!();
+      for (let i = 0; ; i++) {
+        const r = await httpsGet(url, admin).catch(() => undefined);
+        const items = r?.status === 200 ? (r.json as { items: unknown[] }).items.length : -1;
+        if (items === PODS) break;
+        if (i > 600) throw new Error(`${url}: ${items} items, expected ${PODS}\n${peer.log()}`);
+        await sleep(200);
+      }
+    }
+
+    // Not pinned, as the aggregator rows; Prometheus answers the adapter's queries and
+    // Governor's background samples, kube-apiserver and etcd carry every request.
+    const background = [...controlPlanePids(b, ["kube-apiserver", "etcd"]), prometheus.pid!];
+    const name = `prometheus-adapter ${adapter.version}`;
+    for (const c of connections) {
+      const m = await interleave(b, sides.governor, sides.peer, c, background);
+      b.rows.push(
+        ...comparisonRows(
+          `vs ${name}: pods/* of ${PODS} pods through the aggregator, ${c} conn`,
+          m,
+          `${name}, same query, same Prometheus`,
+        ),
+      );
+    }
+
+    // Prometheus queries per 100 requests, one at a time as the HPA controller asks.
+    const queries: Record<"governor" | "peer", number> = { governor: 0, peer: 0 };
+    for (const side of ["governor", "peer"] as const) {
+      await sides[side].prepare!();
+      const before = await prometheusQueries(prometheus.url);
+      for (let i = 0; i < 100; i++) await httpsGet(url, admin);
+      queries[side] = (await prometheusQueries(prometheus.url)) - before;
+    }
+    b.rows.push({
+      name: `vs ${name}: Prometheus queries per 100 HPA requests (Governor's include its background samples in the window)`,
+      figure: String(queries.governor),
+      baseline: `${queries.peer} (${name})`,
+      ratio: queries.peer > 0 ? (queries.governor / queries.peer).toFixed(2) : "n/a",
+      series: { Governor: [queries.governor], baseline: [queries.peer] },
+    });
+  } finally {
+    await unregister(b);
+    await adapter?.stop();
+    await prometheus.stop();
+    target.close();
+  }
+}
