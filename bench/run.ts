@@ -47,9 +47,12 @@ async function main() {
     if (only && what !== "noise check" && !what.includes(only)) return;
     console.error(`[bench] ${what}`);
     const before = b.rows.length;
-    await fn();
-    for (const r of b.rows.slice(before))
-      console.error(`  ${r.name}: ${r.figure} | ${r.baseline} | ${r.ratio}`);
+    try {
+      await fn();
+    } finally {
+      for (const r of b.rows.slice(before))
+        console.error(`  ${r.name}: ${r.figure} | ${r.baseline} | ${r.ratio}`);
+    }
   };
   try {
     await part("noise check", async () => (noise = await noiseCheck(b)));
