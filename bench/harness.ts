@@ -18,7 +18,7 @@ import { type HttpsGetOptions, httpsGet } from "../src/testing/https-get.js";
 import { freePort } from "../src/util/ports.js";
 import type { LoadRequest, LoadResult } from "./loadgen.js";
 import { DISTURBED_CORES, MAX_REDOS, coresOf, outsideCores, settle, snapshot } from "./disturbance.js";
-import { pairedRatios, showSpread } from "./stats.js";
+import { loadBound, pairedRatios, showSpread, spread } from "./stats.js";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** The namespace every benchmark object lives in (deleted before and after). */
@@ -513,6 +513,21 @@ export async function interleave(
  * as the median across rounds with its min–max, the ratio as the median of the
  * round-by-round ratios with theirs. The raw figures go with them into the JSON results.
  */
+/** What a row's ratio cell adds about its rounds: disturbed rounds kept, a side held by the load generator. */
+function notes(m: Interleaved): string {
+  const out: string[] = [];
+  if (m.disturbed) out.push(`${m.disturbed} disturbed round${m.disturbed > 1 ? "s" : ""} kept`);
+  for (const [side, label] of [
+    ["b", "baseline"],
+    ["a", "Governor"],
+  ] as const)
+    if (loadBound(m.cpu[side].server, m.cpu[side].load))
+      out.push(
+        `${label} held by the load generator: server at ${spread(m.cpu[side].server).median.toFixed(2)} of a core`,
+      );
+  return out.length ? ` (${out.join("; ")})` : "";
+}
+
 export function comparisonRows(name: string, m: Interleaved, baselineName: string): Row[] {
   const col = (xs: LoadResult[], k: "rps" | "p50" | "p99") => xs.map((x) => x[k]);
   const [rpsA, rpsB, p50A, p50B, p99A, p99B] = [
@@ -533,7 +548,7 @@ export function comparisonRows(name: string, m: Interleaved, baselineName: strin
       name: `${name}: req/s`,
       figure: showSpread(rpsA),
       baseline: `${showSpread(rpsB)} (${baselineName})`,
-      ratio: `${showSpread(rpsRatio, 2)}${m.disturbed ? ` (${m.disturbed} disturbed round${m.disturbed > 1 ? "s" : ""} kept)` : ""}`,
+      ratio: `${showSpread(rpsRatio, 2)}${notes(m)}`,
       series: {
         Governor: rpsA,
         baseline: rpsB,

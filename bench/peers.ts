@@ -32,6 +32,7 @@ import {
   waitFor200,
 } from "./harness.js";
 import { unregister } from "./aggregator.js";
+import { coresOf, snapshot } from "./disturbance.js";
 
 const PODS = 50;
 const METRIC = "bench_http_requests_per_second";
@@ -135,6 +136,21 @@ async function drained(url: string, tls: HttpsGetOptions, peer: Child): Promise<
   }
 }
 
+/**
+ * Waits until `server` uses less than 5 % of a core over half a second: the adapter keeps
+ * working through requests queued in its last round after the load generator stops, and
+ * that work must not land in Governor's next round.
+ */
+async function idle(server: Child): Promise<void> {
+  const pid = server.process.pid!;
+  for (let i = 0; i < 120; i++) {
+    const before = snapshot([pid]);
+    await sleep(500);
+    if (coresOf(before, snapshot([pid]), [pid]) < 0.05) return;
+  }
+  throw new Error(`the peer stayed busy for a minute after its round\n${server.log().slice(-3000)}`);
+}
+
 export async function peerRows(b: Bench, governor: Child, connections = [1, 16, 64]): Promise<void> {
   const started = performance.now();
   // Each pod's counter grows at (i % 7 + 1) requests a second.
@@ -218,7 +234,10 @@ export async function peerRows(b: Bench, governor: Child, connections = [1, 16, 
           url,
           tls: admin,
           pids: [governor.process.pid!],
-          prepare: () => routeTo(governor.port, 200),
+          prepare: async () => {
+            await routeTo(governor.port, 200);
+            await idle(peer);
+          },
         },
         peer: {
           url,

@@ -3,6 +3,7 @@ import { renderComparison } from "./compare.js";
 import { baselineCheck } from "./direct.js";
 import {
   compareRuns,
+  loadBound,
   figure,
   overlaps,
   pairedRatios,
@@ -13,6 +14,15 @@ import {
 } from "./stats.js";
 
 describe("bench statistics", () => {
+  it("tells a side held by the load generator from one held by its server", () => {
+    // the 16:07Z run's bare server at 16 connections: load generator 0.94, server 0.61
+    expect(loadBound([0.61, 0.58, 0.65], [0.95, 0.94, 0.92])).to.equal(true);
+    // the noise check of the same run: both near a core — the server is the limit too
+    expect(loadBound([0.86, 0.85, 0.84], [0.92, 0.91, 0.92])).to.equal(false);
+    // through the aggregator: neither near a core
+    expect(loadBound([0.25, 0.24], [0.14, 0.14])).to.equal(false);
+  });
+
   it("summarises rounds as the median with min–max, ignoring rounds that measured nothing", () => {
     expect(spread([5, 1, 3])).to.deep.equal({ median: 3, min: 1, max: 5 });
     expect(spread([4, 1, 3, 2])).to.deep.equal({ median: 2.5, min: 1, max: 4 });

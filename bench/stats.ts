@@ -71,6 +71,17 @@ export function baselineDrift(noiseBaseline: Series, rowBaseline: Series): numbe
   return spread(rowBaseline).median / spread(noiseBaseline).median - 1;
 }
 
+/**
+ * Whether a side's rounds measured the load generator rather than the server: the load
+ * generator near a whole core while the server had CPU to spare (medians across rounds).
+ * On this VM the load generator's core runs at varying speed (its CPU per request doubled
+ * between the noise check and the direct rows of the 16:07Z run of 2026-12-01, with no
+ * outside work), so such a side's figure is the load generator's limit at that moment.
+ */
+export function loadBound(serverCores: Series, loadCores: Series): boolean {
+  return spread(loadCores).median >= 0.8 && spread(serverCores).median < 0.75;
+}
+
 /** One row of a run as written to the JSON results: its name and raw series by name. */
 export interface RawRow {
   name: string;
