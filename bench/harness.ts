@@ -508,11 +508,6 @@ export async function interleave(
   return out;
 }
 
-/**
- * The two rows of an interleaved comparison: requests/s and p50 / p99 latency, each side
- * as the median across rounds with its min–max, the ratio as the median of the
- * round-by-round ratios with theirs. The raw figures go with them into the JSON results.
- */
 /** What a row's ratio cell adds about its rounds: disturbed rounds kept, a side held by the load generator. */
 function notes(m: Interleaved): string {
   const out: string[] = [];
@@ -528,6 +523,11 @@ function notes(m: Interleaved): string {
   return out.length ? ` (${out.join("; ")})` : "";
 }
 
+/**
+ * The two rows of an interleaved comparison: requests/s and p50 / p99 latency, each side
+ * as the median across rounds with its min–max, the ratio as the median of the
+ * round-by-round ratios with theirs. The raw figures go with them into the JSON results.
+ */
 export function comparisonRows(name: string, m: Interleaved, baselineName: string): Row[] {
   const col = (xs: LoadResult[], k: "rps" | "p50" | "p99") => xs.map((x) => x[k]);
   const [rpsA, rpsB, p50A, p50B, p99A, p99B] = [
