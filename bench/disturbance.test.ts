@@ -1,5 +1,12 @@
 import { expect } from "chai";
-import { busyTicks, coresOf, type CpuSnapshot, outsideCores, processTicks } from "./disturbance.js";
+import {
+  busyTicks,
+  coreSpeeds,
+  coresOf,
+  type CpuSnapshot,
+  outsideCores,
+  processTicks,
+} from "./disturbance.js";
 
 describe("bench disturbance", () => {
   it("counts a machine's busy ticks, interrupts and steal included, idle and iowait not", () => {
@@ -38,5 +45,19 @@ describe("bench disturbance", () => {
     const before: CpuSnapshot = { atMs: 0, busy: 0, pids: { 10: 0 } };
     const after: CpuSnapshot = { atMs: 1000, busy: 99, pids: { 10: 100 } };
     expect(outsideCores(before, after)).to.equal(0);
+  });
+
+  it("reads a core probed at half its usual speed as 0.5, against the 90th percentile of its probes", () => {
+    const history = [
+      [600, 700, 690, 680, 710, 695, 705, 650, 500, 700],
+      [650, 660, 670, 655, 640, 665, 675, 660, 650, 670],
+    ];
+    const [core0, core1] = coreSpeeds(history, [352.5, 670]);
+    expect(core0).to.be.closeTo(0.5, 1e-9); // usual: 705 (9th of 10)
+    expect(core1).to.be.closeTo(1, 1e-9); // usual: 670
+  });
+
+  it("takes a core with no probes yet as running at its usual speed", () => {
+    expect(coreSpeeds([], [123])).to.deep.equal([1]);
   });
 });

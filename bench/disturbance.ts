@@ -105,3 +105,25 @@ export async function settle(
     if (waitedMs > timeoutMs) return { waitedMs, settled: false };
   }
 }
+
+/**
+ * A round during which a core ran below this fraction of its usual speed is measured
+ * again. On this kind of VM a core sometimes runs at about half speed for minutes with
+ * no steal time reported (ADR 0005), which no CPU accounting sees; only timing a fixed
+ * piece of work on the core does. Probes scatter by about ±10 % on a quiet core.
+ */
+export const SLOWED = 0.7;
+
+/**
+ * How fast each core runs now relative to its usual speed: the 90th percentile of all
+ * probes of that core so far (`history[i]` holds core i's). 1 is usual; an empty history
+ * reads as usual.
+ */
+export function coreSpeeds(history: readonly (readonly number[])[], now: readonly number[]): number[] {
+  return now.map((speed, core) => {
+    const seen = [...(history[core] ?? [])].sort((x, y) => x - y);
+    if (!seen.length) return 1;
+    const usual = seen[Math.min(seen.length - 1, Math.ceil(0.9 * seen.length) - 1)]!;
+    return usual > 0 ? speed / usual : 1;
+  });
+}

@@ -1,8 +1,8 @@
 /**
  * What every benchmark of `npm run bench` shares: the local control plane, the TLS
  * material (one bench CA; the front-proxy client certificate the aggregator uses), a
- * Governor process, a bare node:https server as the platform's limit, autocannon, and the
- * rows of the table. Each figure is printed next to a baseline measured in the same run.
+ * Governor process, a bare node:https server as the platform's limit, the load generator
+ * and core probes (bench/loadgen.ts), and the rows of the table. Each figure is printed next to a baseline measured in the same run.
  */
 import { STAND_IN_NAMESPACE_ANNOTATIONS } from "../src/devcluster/stand-in-kubelet.js";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
@@ -16,8 +16,17 @@ import { createCA, issueCertificate } from "../src/certs/certs.js";
 import { KubeClient } from "../src/k8s/client.js";
 import { type HttpsGetOptions, httpsGet } from "../src/testing/https-get.js";
 import { freePort } from "../src/util/ports.js";
-import type { LoadRequest, LoadResult } from "./loadgen.js";
-import { DISTURBED_CORES, MAX_REDOS, coresOf, outsideCores, settle, snapshot } from "./disturbance.js";
+import { type CoreProbes, type LoadGen, type LoadResult, startCoreProbes, startLoadGen } from "./loadgen.js";
+import {
+  DISTURBED_CORES,
+  MAX_REDOS,
+  SLOWED,
+  coreSpeeds,
+  coresOf,
+  outsideCores,
+  settle,
+  snapshot,
+} from "./disturbance.js";
 import { loadBound, pairedRatios, showSpread, spread } from "./stats.js";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -72,10 +81,15 @@ export interface Bench {
   admin: { cert: string; key: string; ca: string };
   /** The load generator every request row uses. */
   load: LoadGen;
+  /** One probe per core, timed before and after every round; `history[i]` holds core i's probes so far. */
+  probes: CoreProbes & { history: number[][] };
   rounds: Rounds;
   rows: Row[];
-  /** Rounds measured, redone and kept disturbed, and rows the machine never settled for (bench/disturbance.ts). */
-  disturbance: { rounds: number; redone: number; disturbed: number; unsettled: number };
+  /**
+   * Rounds measured, redone (`slowed` of them for a slow core) and kept disturbed, and rows
+   * the machine never settled for (bench/disturbance.ts).
+   */
+  disturbance: { rounds: number; redone: number; slowed: number; disturbed: number; unsettled: number };
 }
 
 /** Starts (or reuses) the control plane and makes a fresh benchmark namespace. */
@@ -133,10 +147,30 @@ export async function setUp(rounds: Rounds): Promise<Bench> {
     proxyHeaders: { "X-Remote-User": "system:admin", "X-Remote-Group": "system:masters" },
     admin: { cert: read("admin.crt"), key: read("admin.key"), ca: read("ca.crt") },
     load: startLoadGen(),
+    probes: await calibratedProbes(),
     rounds,
     rows: [],
-    disturbance: { rounds: 0, redone: 0, disturbed: 0, unsettled: 0 },
+    disturbance: { rounds: 0, redone: 0, slowed: 0, disturbed: 0, unsettled: 0 },
   };
+}
+
+/** Core probes with ten probes of each core behind them, so a round's speed has a usual to compare with. */
+async function calibratedProbes(): Promise<Bench["probes"]> {
+  const probes = startCoreProbes(cpus().map((_, i) => String(i)));
+  const history: number[][] = cpus().map(() => []);
+  for (let i = 0; i < 10; i++) {
+    if (i) await sleep(200);
+    (await probes.speeds()).forEach((s, core) => history[core]!.push(s));
+  }
+  return { ...probes, history };
+}
+
+/** The slowest core's speed now relative to its usual (1 = usual), the probes kept in the history. */
+async function slowestCore(b: Bench): Promise<number> {
+  const now = await b.probes.speeds();
+  const relative = coreSpeeds(b.probes.history, now);
+  now.forEach((s, core) => b.probes.history[core]!.push(s));
+  return Math.min(...relative);
 }
 
 export async function deleteNamespace(client: KubeClient): Promise<void> {
@@ -309,67 +343,6 @@ export function pin(pid: number, cores?: string): void {
   });
 }
 
-/** The load generator process (bench/loadgen.ts): one load at a time. */
-export interface LoadGen {
-  pid: number;
-  run(r: LoadRequest): Promise<LoadResult>;
-  stop(): Promise<void>;
-}
-
-/** Starts a load generator (unpinned: `pinned()` moves it for the rows that pin). */
-export function startLoadGen(): LoadGen {
-  const cp = spawn(process.execPath, ["--import", "tsx", join(ROOT, "bench/loadgen.ts")], {
-    cwd: ROOT,
-    stdio: ["pipe", "pipe", "inherit"],
-  });
-  const waiting: ((line: string) => void)[] = [];
-  let buf = "";
-  cp.stdout.on("data", (d: Buffer) => {
-    buf += d.toString();
-    for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      waiting.shift()?.(line);
-    }
-  });
-  const exited = new Promise<void>((r) => cp.once("exit", () => r()));
-  let queue = Promise.resolve();
-  return {
-    pid: cp.pid!,
-    run(r) {
-      const answer = queue.then(
-        () =>
-          new Promise<LoadResult>((resolve, reject) => {
-            const onExit = () => reject(new Error("the load generator exited"));
-            cp.once("exit", onExit);
-            waiting.push((line) => {
-              cp.off("exit", onExit);
-              const out = JSON.parse(line) as LoadResult & { error?: string };
-              if (out.error) reject(new Error(`${r.url}: ${out.error}`));
-              else if (out.non2xx || out.errors || out.timeouts)
-                reject(
-                  new Error(
-                    `${r.url}: ${out.non2xx} non-2xx answers, ${out.errors} errors, ${out.timeouts} timeouts`,
-                  ),
-                );
-              else resolve(out);
-            });
-            cp.stdin.write(`${JSON.stringify(r)}\n`);
-          }),
-      );
-      queue = answer.then(
-        () => undefined,
-        () => undefined,
-      );
-      return answer;
-    },
-    async stop() {
-      cp.stdin.end();
-      await exited;
-    },
-  };
-}
-
 /** The local control plane's processes (etcd, kube-apiserver, …) from `hack/cluster.sh`'s pid files, or the named ones. */
 export function controlPlanePids(b: Bench, names?: string[]): number[] {
   const dir = join(b.kubeconfig, "..", "pids");
@@ -437,6 +410,8 @@ export interface Interleaved {
    * by itself.
    */
   cpu: { a: { server: number[]; load: number[] }; b: { server: number[]; load: number[] } };
+  /** The slowest core's speed relative to its usual (1 = usual) during each kept round, per side. */
+  speed: { a: number[]; b: number[] };
   /** Rounds kept although still disturbed after `MAX_REDOS` more tries. */
   disturbed: number;
 }
@@ -446,7 +421,8 @@ export interface Interleaved {
  * A B, B A, A B … (alternating who goes first, so a drift in the machine lands on both)
  * — and returns each side's result per round. First the machine settles; a round with
  * more than `DISTURBED_CORES` of work outside the row (anything but the load generator,
- * this process, the side's `pids` and `background`) is measured again, at most
+ * this process, the side's `pids` and `background`), or with a core probed below
+ * `SLOWED` of its usual speed just before or after it, is measured again, at most
  * `MAX_REDOS` times (bench/disturbance.ts). Redone and still-disturbed rounds are
  * counted on `b.disturbance`.
  */
@@ -459,16 +435,18 @@ export async function interleave(
 ): Promise<Interleaved> {
   const { rounds, seconds, warmupSeconds } = b.rounds;
   const expected = (c: Contender) => [b.load.pid, process.pid, ...c.pids, ...background];
-  type Round = { result: LoadResult; outside: number; server: number; load: number };
+  type Round = { result: LoadResult; outside: number; server: number; load: number; speed: number };
   const run = async (c: Contender, s: number): Promise<Round> => {
     const { quiet = [], pids: _pids, prepare, ...target } = c;
     await prepare?.();
+    const speedBefore = await slowestCore(b);
     for (const pid of quiet) process.kill(pid, "SIGSTOP");
     const before = snapshot(expected(c));
+    let round: Omit<Round, "speed">;
     try {
       const result = await b.load.run({ ...target, connections, seconds: s });
       const after = snapshot(expected(c));
-      return {
+      round = {
         result,
         outside: outsideCores(before, after),
         server: coresOf(before, after, c.pids),
@@ -477,7 +455,9 @@ export async function interleave(
     } finally {
       for (const pid of quiet) process.kill(pid, "SIGCONT");
     }
+    return { ...round, speed: Math.min(speedBefore, await slowestCore(b)) };
   };
+  const disturbed = (r: Round) => r.outside > DISTURBED_CORES || r.speed < SLOWED;
   const settled = await settle([...new Set([...expected(a), ...base.pids])]);
   if (!settled.settled) b.disturbance.unsettled++;
   await run(a, warmupSeconds);
@@ -487,20 +467,23 @@ export async function interleave(
     b: [],
     outside: { a: [], b: [] },
     cpu: { a: { server: [], load: [] }, b: { server: [], load: [] } },
+    speed: { a: [], b: [] },
     disturbed: 0,
   };
   for (let i = 0; i < rounds; i++) {
     for (const side of i % 2 === 0 ? (["a", "b"] as const) : (["b", "a"] as const)) {
       let round = await run(side === "a" ? a : base, seconds);
-      for (let redo = 0; round.outside > DISTURBED_CORES && redo < MAX_REDOS; redo++) {
+      for (let redo = 0; disturbed(round) && redo < MAX_REDOS; redo++) {
         b.disturbance.redone++;
+        if (round.speed < SLOWED) b.disturbance.slowed++;
         round = await run(side === "a" ? a : base, seconds);
       }
-      if (round.outside > DISTURBED_CORES) out.disturbed++;
+      if (disturbed(round)) out.disturbed++;
       out[side].push(round.result);
       out.outside[side].push(round.outside);
       out.cpu[side].server.push(round.server);
       out.cpu[side].load.push(round.load);
+      out.speed[side].push(round.speed);
     }
   }
   b.disturbance.rounds += 2 * rounds;
@@ -559,6 +542,8 @@ export function comparisonRows(name: string, m: Interleaved, baselineName: strin
         "server cores, baseline": m.cpu.b.server,
         "load generator cores, Governor": m.cpu.a.load,
         "load generator cores, baseline": m.cpu.b.load,
+        "slowest core speed, Governor": m.speed.a,
+        "slowest core speed, baseline": m.speed.b,
       },
     },
     {

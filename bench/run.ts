@@ -4,8 +4,8 @@
  * table and written to bench/results/latest.md, with the raw per-round figures in
  * latest.json (and, for a full run, a JSON file named after the run's time, which
  * `npm run bench:compare` reads). Needs the local control plane (started if it is not
- * running) and builds the Go sample-apiserver once. Load comes from autocannon in its
- * own process (bench/loadgen.ts). How and why: ADR 0005.
+ * running) and builds the Go sample-apiserver once. Load comes from a Go load generator in
+ * its own process (bench/loadgen.ts). How and why: ADR 0005.
  *
  * A full run also puts the table into the README (between its bench markers).
  * `npm run bench -- --quick` runs 1-second rounds and 1,000 instead of 10,000 mappings
@@ -17,7 +17,7 @@ import { cpus } from "node:os";
 import prettier from "prettier";
 import { join } from "node:path";
 import { aggregatorRows } from "./aggregator.js";
-import { DISTURBED_CORES } from "./disturbance.js";
+import { DISTURBED_CORES, SLOWED } from "./disturbance.js";
 import { applyWarmMetric, baselineCheck, directRows, noiseCheck, WARM_PATH } from "./direct.js";
 import { NS, ROOT, deleteNamespace, proxied, setUp, startGovernor, waitFor200 } from "./harness.js";
 import { applyToServableRows, coalescingRows } from "./lifecycle.js";
@@ -91,12 +91,13 @@ async function main() {
     await part(`${quick ? "1,000" : "10,000"} MetricMappings`, () => scaleRows(b, quick ? 1000 : 10_000));
   } finally {
     await b.load.stop();
+    await b.probes.stop();
     await deleteNamespace(b.client);
     await b.client.close();
   }
 
   const d = b.disturbance;
-  noise = `${noise}; ${d.redone} of ${d.rounds} rounds measured again for more than ${DISTURBED_CORES} cores of outside work, ${d.disturbed} kept disturbed${d.unsettled ? `, ${d.unsettled} rows started on a machine that never settled` : ""}`;
+  noise = `${noise}; ${d.redone} of ${d.rounds} rounds measured again (${d.redone - d.slowed} for more than ${DISTURBED_CORES} cores of outside work, ${d.slowed} for a core below ${SLOWED} of its usual speed), ${d.disturbed} kept disturbed${d.unsettled ? `, ${d.unsettled} rows started on a machine that never settled` : ""}`;
   const when = new Date().toISOString();
   const title = `Governor benchmarks — ${when.slice(0, 16)}Z, Node ${process.version}, ${cpus().length} cores${quick ? " (--quick)" : ""}${only ? ` (--only ${only})` : ""}, ${Math.round((Date.now() - started) / 60000)} min, ${ROUNDS.rounds} rounds of ${ROUNDS.seconds} s`;
   const table = [

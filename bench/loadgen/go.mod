@@ -1,0 +1,3 @@
+module governor.local/loadgen
+
+go 1.22
