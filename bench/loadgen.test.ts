@@ -1,6 +1,7 @@
 import { expect } from "chai";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
+import type { TLSSocket } from "node:tls";
 import { createCA, issueCertificate } from "../src/certs/certs.js";
 import { type LoadGen, loadgenBinary, startCoreProbes, startLoadGen } from "./loadgen.js";
 
@@ -21,7 +22,7 @@ describe("bench load generator (Go)", function () {
     });
     client = await issueCertificate(ca, { commonName: "bench", usage: "client" });
     server = createServer({ ...leaf, requestCert: true, rejectUnauthorized: false }, (req, res) => {
-      const clientCert = Boolean((req.socket as import("node:tls").TLSSocket).getPeerCertificate()?.subject);
+      const clientCert = Boolean((req.socket as TLSSocket).getPeerCertificate()?.subject);
       seen.push({ path: req.url!, header: req.headers["x-remote-user"] as string | undefined, clientCert });
       res.writeHead(req.url === "/fail" ? 503 : 200, { "content-type": "application/json" });
       res.end(JSON.stringify({ kind: "MetricValueList", items: [] }));
