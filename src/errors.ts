@@ -1,27 +1,64 @@
 /**
  * Every error Governor raises on purpose carries a stable `code` (`GOV_ERR_*`), listed
- * here with what it means; `docs/errors.md` is kept in step by a test.
+ * here with what it means and, for the errors a metrics request can end in, the HTTP
+ * status and `metav1.Status` reason it is answered with. This table is the one source of
+ * both: the API's error responder (`errorResponse` in src/apiserver/metrics-api.ts) reads
+ * it, and `npm run generate` writes `docs/errors.md` from it.
  */
+
+/** How a request that ends in an error of some code is answered. */
+export interface ErrorAnswer {
+  status: number;
+  /** The `metav1.Status` reason (a `StatusReason` of k8s.io/apimachinery). */
+  reason: string;
+}
+
+interface ErrorCodeEntry {
+  meaning: string;
+  /** Absent: a request that ends in it is answered 500 InternalError with no detail. */
+  answer?: ErrorAnswer;
+}
+
 export const ErrorCodes = {
-  GOV_ERR_CONFIG: "Invalid configuration (flags, environment or kubeconfig).",
-  GOV_ERR_KUBE_API: "The Kubernetes API answered with an error.",
-  GOV_ERR_CLUSTER: "The local control plane could not be started or reached.",
-  GOV_ERR_SELECTOR: "A label selector could not be parsed (answered as 400 BadRequest).",
-  GOV_ERR_METRIC_NOT_FOUND: "No such metric, or no such object for it (answered as 404 NotFound).",
-  GOV_ERR_METRIC_UNAVAILABLE:
-    "The metric has no current value and no fallback (answered as 503 ServiceUnavailable).",
-  GOV_ERR_METRIC_BAD_REQUEST: "The request does not fit the metric (answered as 400 BadRequest).",
-  GOV_ERR_AUTHN: "The client's credentials were presented but are not valid (answered as 401 Unauthorized).",
-  GOV_ERR_AUTHZ_UNAVAILABLE:
-    "Authentication or authorization could not be checked with the apiserver (answered as 500, never allowed).",
-  GOV_ERR_REQUEST_TIMEOUT:
-    "A metrics request did not complete within its deadline, e.g. waiting for a first sample (answered as 504 Timeout).",
-  GOV_ERR_CLIENT_GONE:
-    "The client closed the connection before the answer was ready; the request stopped waiting and nothing was sent.",
-  GOV_ERR_TLS: "The serving certificate or a CA bundle could not be loaded.",
-  GOV_ERR_UNSAFE_PATH:
-    "A name from a custom resource is not a plain object name (`..`, `/`, `%` …); the request was not sent.",
-} as const;
+  GOV_ERR_CONFIG: { meaning: "Invalid configuration (flags, environment or kubeconfig)." },
+  GOV_ERR_KUBE_API: { meaning: "The Kubernetes API answered with an error." },
+  GOV_ERR_SELECTOR: {
+    meaning: "A label selector could not be parsed.",
+    answer: { status: 400, reason: "BadRequest" },
+  },
+  GOV_ERR_METRIC_NOT_FOUND: {
+    meaning: "No such metric, or no such object for it.",
+    answer: { status: 404, reason: "NotFound" },
+  },
+  GOV_ERR_METRIC_UNAVAILABLE: {
+    meaning: "The metric has no current value and no fallback.",
+    answer: { status: 503, reason: "ServiceUnavailable" },
+  },
+  GOV_ERR_METRIC_BAD_REQUEST: {
+    meaning: "The request does not fit the metric.",
+    answer: { status: 400, reason: "BadRequest" },
+  },
+  GOV_ERR_AUTHN: {
+    meaning: "The client's credentials were presented but are not valid.",
+    answer: { status: 401, reason: "Unauthorized" },
+  },
+  GOV_ERR_AUTHZ_UNAVAILABLE: {
+    meaning: "Authentication or authorization could not be checked with the apiserver (never allowed).",
+  },
+  GOV_ERR_REQUEST_TIMEOUT: {
+    meaning: "A metrics request did not complete within its deadline, e.g. waiting for a first sample.",
+    answer: { status: 504, reason: "Timeout" },
+  },
+  GOV_ERR_CLIENT_GONE: {
+    meaning:
+      "The client closed the connection before the answer was ready; the request stopped waiting and nothing was sent.",
+  },
+  GOV_ERR_TLS: { meaning: "The serving certificate or a CA bundle could not be loaded." },
+  GOV_ERR_UNSAFE_PATH: {
+    meaning:
+      "A name from a custom resource is not a plain object name (`..`, `/`, `%` …); the request was not sent.",
+  },
+} as const satisfies Record<string, ErrorCodeEntry>;
 
 /** One of the codes in {@link ErrorCodes}. */
 export type ErrorCode = keyof typeof ErrorCodes;
@@ -36,4 +73,15 @@ export class GovernorError extends Error {
     super(message, options);
     this.name = new.target.name;
   }
+}
+
+/**
+ * How a request that ended in `err` is answered: its code's status and reason with its
+ * message, or undefined (answer 500 InternalError, details for the log only) for every
+ * other error.
+ */
+export function answerFor(err: unknown): (ErrorAnswer & { message: string }) | undefined {
+  if (!(err instanceof GovernorError)) return undefined;
+  const entry: ErrorCodeEntry = ErrorCodes[err.code];
+  return entry.answer && { ...entry.answer, message: err.message };
 }

@@ -20,6 +20,14 @@ export const Duration = z
   .max(32)
   .regex(new RegExp(DURATION_PATTERN), "must be a duration such as 15s, 2m or 1h30m");
 
+/**
+ * What is wrong with a spec, for an `InvalidSpec` condition: each problem as
+ * `path.to.field: message` (`spec` for the spec as a whole), joined by "; ".
+ */
+export function specProblems(error: z.ZodError): string {
+  return error.issues.map((i) => `${i.path.join(".") || "spec"}: ${i.message}`).join("; ");
+}
+
 /** Parses a {@link Duration} to milliseconds. */
 export function durationMs(text: string): number {
   let total = 0;

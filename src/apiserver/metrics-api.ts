@@ -11,12 +11,11 @@ import {
   type CustomMetricValue,
   type MetricsProvider,
   MetricBadRequestError,
-  MetricNotFoundError,
-  MetricUnavailableError,
   parseGroupResource,
 } from "../metrics/provider.js";
+import { answerFor } from "../errors.js";
 import { LabelSelector, SelectorParseError } from "../selectors/label-selector.js";
-import { type Cancellation, ClientGoneError, DeadlineExceededError } from "../util/deadline.js";
+import { type Cancellation, ClientGoneError } from "../util/deadline.js";
 import { tryDecodeURIComponent } from "../util/uri.js";
 import {
   AGGREGATED_DISCOVERY_V2,
@@ -348,17 +347,11 @@ function parseSelector(text: string | null, param: string): LabelSelector {
   }
 }
 
-/** Maps an error to its Status: 400/404/503 for the provider's errors, else 500. */
+/** Maps an error to its Status by its code (the table in src/errors.ts); anything else is a 500. */
 export function errorResponse(err: unknown, kind: RouteKind): ApiResponse {
-  const message = err instanceof Error ? err.message : String(err);
-  if (err instanceof MetricBadRequestError)
-    return { status: 400, body: statusBody(400, "BadRequest", message), kind };
-  if (err instanceof MetricNotFoundError)
-    return { status: 404, body: statusBody(404, "NotFound", message), kind };
-  if (err instanceof MetricUnavailableError)
-    return { status: 503, body: statusBody(503, "ServiceUnavailable", message), kind };
-  if (err instanceof DeadlineExceededError)
-    return { status: 504, body: statusBody(504, "Timeout", message), kind };
+  const answer = answerFor(err);
+  if (answer)
+    return { status: answer.status, body: statusBody(answer.status, answer.reason, answer.message), kind };
   // Internal details (apiserver errors, stack traces) are for the log, not for callers.
   return { status: 500, body: statusBody(500, "InternalError", "internal error"), kind, cause: err };
 }

@@ -1,7 +1,7 @@
 /**
  * The HTTPS server the kube-aggregator calls: TLS 1.2+, client certificates requested
  * (verified by the {@link Authenticator}), authentication, authorization, then
- * {@link MetricsApi}. `/healthz`, `/livez`, `/readyz` are open. The serving certificate
+ * {@link MetricsApi} in the user's turn ({@link FairDispatch}). `/healthz`, `/livez`, `/readyz` are open. The serving certificate
  * and the accepted client CAs can be swapped while running (new connections use them;
  * open ones finish). `shutdown()` fails `/readyz` first, waits for the load balancer to
  * notice, then stops accepting and lets in-flight requests finish.
@@ -21,6 +21,7 @@ import type { Authorizer } from "./authz.js";
 import type { ApiServerMetrics } from "./instrumentation.js";
 import { errorResponse, type MetricsApi, RouteKinds, type RouteKind, routeKind } from "./metrics-api.js";
 import { ClientGoneError, RequestDeadline, untilCancelled } from "../util/deadline.js";
+import { FairDispatch, type FairDispatchOptions } from "./fair-dispatch.js";
 import { requestInfo } from "./request-info.js";
 import { JsonText, statusBody } from "./wire.js";
 
@@ -55,6 +56,8 @@ export interface MetricsApiServerOptions {
    * answered 504 Timeout; a client that goes away stops the wait at once. @default 30000
    */
   requestDeadlineMs?: number;
+  /** How requests are shared out among users (fair-dispatch.ts). */
+  fairness?: FairDispatchOptions;
 }
 
 const HEALTH_PATHS = new Set(["/healthz", "/livez", "/readyz"]);
@@ -67,8 +70,10 @@ export class MetricsApiServer {
   private shuttingDown = false;
   private inFlight = 0;
   private drained?: () => void;
+  private readonly fair: FairDispatch;
 
   constructor(private readonly opts: MetricsApiServerOptions) {
+    this.fair = new FairDispatch(opts.fairness);
     this.tls = opts.tls;
     this.context = this.buildContext();
     this.server = createServer(
@@ -191,16 +196,7 @@ export class MetricsApiServer {
         return;
       }
       if (this.inFlight > (this.opts.maxInFlight ?? 400)) {
-        status = 429;
-        res.setHeader("retry-after", "1");
-        send(
-          res,
-          429,
-          statusBody(429, "TooManyRequests", "too many requests at once, please try again later", {
-            retryAfterSeconds: 1,
-          }),
-          requestId,
-        );
+        status = tooManyRequests(res, requestId, "too many requests at once, please try again later");
         return;
       }
       // Authentication and authorization answer synchronously when nothing remote is
@@ -238,19 +234,20 @@ export class MetricsApiServer {
         send(res, 403, forbidden(identity.name, info), requestId);
         return;
       }
-      const answer = await this.opts.api.handle(
-        req.method ?? "GET",
-        target,
-        req.headers.accept,
-        req.headers["if-none-match"],
+      const answered = this.fair.submit(
+        user,
+        () => this.answer(req, res, target, requestId, deadline),
         deadline,
       );
-      kind = answer.kind;
-      status = answer.status;
-      if (status === 500) {
-        this.opts.logger.error({ requestId, err: answer.cause }, "request failed");
-        send(res, 500, internalError(requestId), requestId);
-      } else send(res, answer.status, answer.body, requestId, req.method === "HEAD", answer);
+      if (!answered) {
+        status = tooManyRequests(
+          res,
+          requestId,
+          `too many requests of ${user} waiting, please try again later`,
+        );
+        return;
+      }
+      ({ kind, status } = await answered);
     } catch (err) {
       if (err instanceof ClientGoneError) {
         status = 499; // nginx's "client closed request": nobody is left to answer
@@ -284,6 +281,28 @@ export class MetricsApiServer {
     }
   }
 
+  /** Answers an authorized request (in its user's turn: see fair-dispatch.ts). */
+  private async answer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: ReturnType<typeof splitTarget>,
+    requestId: string,
+    deadline: RequestDeadline,
+  ): Promise<{ kind: RouteKind; status: number }> {
+    const answer = await this.opts.api.handle(
+      req.method ?? "GET",
+      target,
+      req.headers.accept,
+      req.headers["if-none-match"],
+      deadline,
+    );
+    if (answer.status === 500) {
+      this.opts.logger.error({ requestId, err: answer.cause }, "request failed");
+      send(res, 500, internalError(requestId), requestId);
+    } else send(res, answer.status, answer.body, requestId, req.method === "HEAD", answer);
+    return { kind: answer.kind, status: answer.status };
+  }
+
   private health(path: string, res: ServerResponse): number {
     let reason: string | undefined;
     if (path === "/readyz") reason = this.shuttingDown ? "shutting down" : this.opts.notReadyReason?.();
@@ -293,6 +312,13 @@ export class MetricsApiServer {
     res.end((reason ? `not ready: ${reason}\n` : "ok\n") + warnings.map((w) => `warning: ${w}\n`).join(""));
     return status;
   }
+}
+
+/** Answers 429 with `Retry-After: 1`; returns the status. */
+function tooManyRequests(res: ServerResponse, requestId: string, message: string): number {
+  res.setHeader("retry-after", "1");
+  send(res, 429, statusBody(429, "TooManyRequests", message, { retryAfterSeconds: 1 }), requestId);
+  return 429;
 }
 
 /** A 500's body: no internal detail, the request id to find it in the log. */

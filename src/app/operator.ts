@@ -10,6 +10,7 @@ import { PromApiServerMetrics } from "../apiserver/instrumentation.js";
 import { EventRecorder } from "../controller/events.js";
 import { DEFAULT_LEASE_NAME, LeaderElector } from "../controller/leader-election.js";
 import { Registration, type RegistrationMode } from "../controller/registration.js";
+import { ControllerMetrics } from "../controller/controller-metrics.js";
 import { MetricMappingReconciler } from "../controller/metric-mapping-reconciler.js";
 import { ScalableWorkloadReconciler } from "../controller/scalable-workload-reconciler.js";
 import type { KubeClient } from "../k8s/client.js";
@@ -96,6 +97,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
       this.set(leading ? 1 : 0);
     },
   });
+  const controllerMetrics = new ControllerMetrics(metrics.registry);
   const reconciler = new MetricMappingReconciler({
     client: opts.client,
     provider,
@@ -112,6 +114,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
       samples.inc({ outcome });
       sampleSeconds.observe(seconds);
     },
+    observeReconcile: controllerMetrics.observeReconcile,
     // Called only from reconciles, which start after `workloads` exists.
     onMappingChange: (namespace) => workloads.mappingChanged(namespace),
     onSampled: (namespace, name) => workloads.activationSampled(namespace, name),
@@ -120,6 +123,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     client: opts.client,
     events,
     logger: log,
+    observeReconcile: controllerMetrics.observeReconcile,
     getMapping: (namespace, name) => {
       const mapping = reconciler.get(namespace, name);
       return mapping && { spec: mapping.spec, problem: reconciler.problem(namespace, name) };
@@ -195,7 +199,8 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
 
   await pods.synced;
   const controller = reconciler.start();
-  workloads.start();
+  controllerMetrics.watchQueue("metricmapping", controller.queue.stats);
+  controllerMetrics.watchQueue("scalableworkload", workloads.start().queue.stats);
   elector?.start();
   const api = await serveMetricsApi({
     client: opts.client,

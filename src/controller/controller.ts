@@ -31,6 +31,8 @@ export interface ControllerOptions {
   logger: Logger;
   /** @default 4 */
   concurrency?: number;
+  /** Sees every reconcile's duration and whether it failed (for /metrics). */
+  observeReconcile?: (controller: string, seconds: number, failed: boolean) => void;
 }
 
 /** A running controller. */
@@ -72,9 +74,14 @@ export function startController<T extends KubernetesObject>(opts: ControllerOpti
     attempted.clear();
   });
   const reconcile = async (key: string) => {
+    const start = performance.now();
+    let failed = true;
     try {
-      return await opts.reconcile(key);
+      const result = await opts.reconcile(key);
+      failed = false;
+      return result;
     } finally {
+      opts.observeReconcile?.(opts.name, (performance.now() - start) / 1000, failed);
       if (initial) initial.pending.delete(key);
       else attempted.add(key);
     }

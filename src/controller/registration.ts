@@ -5,14 +5,9 @@
  *
  * - **One CA, however many replicas start at once**: the Secret is created with a plain
  *   create; a replica that loses the race (409) adopts the winner's.
- * - **Reused across restarts**; **rotated** when a third of the leaf's life is left (or on
- *   demand). **No CA key is kept**: each CA signs exactly one leaf and its key is dropped
- *   at once, so the Secret holds nothing that could mint another certificate the
- *   aggregator trusts. A rotation makes a new CA and its leaf together; the CA is *added*
- *   to `caBundle` (old and new both trusted) and the leaf waits in the Secret
- *   (`next-tls.crt`/`next-tls.key`) until the aggregator has had time to load the CA; then
- *   it becomes `tls.crt`/`tls.key` and every replica hot-swaps it. No request fails across
- *   a rotation. (Secrets written before this kept `ca.key`; the leader drops it.)
+ * - **Reused across restarts**; **rotated** by the leader as `src/certs/serving-secret.ts`
+ *   decides (no CA key kept; a new CA trusted before its leaf is served), and every
+ *   replica hot-swaps the leaf the Secret serves. No request fails across a rotation.
  * - **Never takes over someone else's APIService**: one pointing at another Service (KEDA,
  *   prometheus-adapter…) is left alone and reported (log, Event, `/readyz` detail) unless
  *   `takeOver` is set.
@@ -22,9 +17,22 @@
  * ship these objects themselves).
  */
 import type { Logger } from "pino";
-import { createCA, dnsNamesOf, issueCertificate, splitPem, validity, type KeyPair } from "../certs/certs.js";
+import { validity, type KeyPair } from "../certs/certs.js";
+import {
+  type ServingSecret,
+  newServingSecret,
+  nextRotationStep,
+  parseServingSecret,
+  servingSecretObject,
+  withNewCA,
+} from "../certs/serving-secret.js";
 import { KubeApiError, type KubeClient, type KubeObject } from "../k8s/client.js";
-import { buildApiServices, buildLocalService, serviceDnsNames } from "../manifests/api-service.js";
+import {
+  buildApiServices,
+  buildClusterService,
+  buildLocalService,
+  serviceDnsNames,
+} from "../manifests/api-service.js";
 import type { EventRecorder } from "./events.js";
 
 /** How Governor registers. */
@@ -58,24 +66,9 @@ export interface RegistrationOptions {
   resyncMs?: number;
 }
 
-interface SecretData {
-  caBundle: string;
-  cert: string;
-  key: string;
-  /** The leaf of the newest CA, waiting until that CA has reached every caBundle. */
-  next?: KeyPair;
-  /** When the newest CA was added to the bundle. */
-  caAddedAt?: number;
-  /** Read from a Secret that still holds a CA key (written before keys were dropped). */
-  legacyCaKey?: boolean;
-}
-
-const b64 = (s: string) => Buffer.from(s).toString("base64");
-const unb64 = (s: string | undefined) => (s ? Buffer.from(s, "base64").toString("utf8") : "");
-
 /** See the module comment. */
 export class Registration {
-  private current?: SecretData;
+  private current?: ServingSecret;
   private timer?: NodeJS.Timeout;
   private stopped = false;
   /** Syncs run one at a time (the timer and syncNow() alike), in order. */
@@ -232,96 +225,56 @@ export class Registration {
   private async rotateIfDue(): Promise<void> {
     const cur = this.current!;
     const now = Date.now();
-    if (cur.next) {
-      const propagated = now - (cur.caAddedAt ?? 0) >= (this.opts.caPropagationMs ?? 15_000);
-      if (!propagated) return; // wait: the new CA is not in every caBundle yet
-      const next: SecretData = { caBundle: cur.caBundle, cert: cur.next.cert, key: cur.next.key };
-      await this.writeSecret(next);
-      this.opts.onServingCertificate(cur.next);
-      this.log.info({ notAfter: validity(next.cert).notAfter }, "serving the new CA's certificate");
-      return;
-    }
-    const leaf = validity(cur.cert);
-    const life = leaf.notAfter.getTime() - leaf.notBefore.getTime();
-    const namesOk = this.dnsNames.every((n) => dnsNamesOf(cur.cert).includes(n));
-    if (this.forceRotation || !namesOk || leaf.notAfter.getTime() - now < life / 3) {
-      this.forceRotation = false;
-      const fresh = await this.generate();
-      // Keep still-valid older CAs trusted: the leaf in use is signed by one of them.
-      const keep = splitPem(cur.caBundle)
-        .filter((pem) => validity(pem).notAfter.getTime() > now)
-        .slice(0, 2);
-      await this.writeSecret({
-        ...cur,
-        caBundle: [...splitPem(fresh.caBundle), ...keep].join(""),
-        next: { cert: fresh.cert, key: fresh.key },
-        caAddedAt: now,
-      });
-      this.log.info(
-        "rotating: a new CA added to caBundle; its certificate is served once the aggregator has it",
-      );
-      return;
-    }
-    if (cur.legacyCaKey) {
-      await this.writeSecret({ ...cur, legacyCaKey: false });
-      this.log.info("dropped the CA key an older version kept in the Secret");
+    const next = nextRotationStep(cur, {
+      now,
+      caPropagationMs: this.opts.caPropagationMs ?? 15_000,
+      dnsNames: this.dnsNames,
+      force: this.forceRotation,
+    });
+    switch (next.step) {
+      case "promote":
+        await this.writeSecret(next.secret);
+        this.opts.onServingCertificate({ cert: next.secret.cert, key: next.secret.key });
+        this.log.info({ notAfter: validity(next.secret.cert).notAfter }, "serving the new CA's certificate");
+        return;
+      case "rotate":
+        this.forceRotation = false;
+        await this.writeSecret(withNewCA(cur, await this.generate(), now));
+        this.log.info(
+          "rotating: a new CA added to caBundle; its certificate is served once the aggregator has it",
+        );
+        return;
+      case "drop-ca-key":
+        await this.writeSecret(next.secret);
+        this.log.info("dropped the CA key an older version kept in the Secret");
+        return;
+      case "wait": // the new CA is not in every caBundle yet
+      case "none":
+        return;
     }
   }
 
-  /** A new CA and its one leaf; the CA's key is not kept (see the module comment). */
-  private async generate(): Promise<SecretData> {
-    const leafDays = this.opts.leafDays ?? 365;
-    const ca = await createCA(`${this.opts.serviceName}.${this.opts.namespace} CA`, {
-      validDays: leafDays + 1,
-    });
-    const leaf = await issueCertificate(ca, {
-      commonName: `${this.opts.serviceName}.${this.opts.namespace}.svc`,
+  private generate(): Promise<ServingSecret> {
+    return newServingSecret({
+      serviceName: this.opts.serviceName,
+      namespace: this.opts.namespace,
       dnsNames: this.dnsNames,
       ...(this.opts.mode === "local" ? { ipAddresses: ["127.0.0.1"] } : {}),
-      usage: "server",
-      validDays: leafDays,
+      leafDays: this.opts.leafDays,
     });
-    return { caBundle: ca.cert, cert: leaf.cert, key: leaf.key };
   }
 
-  private secretBody(d: SecretData) {
-    return {
-      apiVersion: "v1",
-      kind: "Secret",
-      type: "kubernetes.io/tls",
-      metadata: {
-        name: this.secretName,
-        namespace: this.opts.namespace,
-        labels: { "app.kubernetes.io/name": "governor", "app.kubernetes.io/component": "serving-cert" },
-        annotations: d.caAddedAt ? { "governor.dev/ca-added-at": new Date(d.caAddedAt).toISOString() } : {},
-      },
-      data: {
-        "ca.crt": b64(d.caBundle),
-        "tls.crt": b64(d.cert),
-        "tls.key": b64(d.key),
-        ...(d.next ? { "next-tls.crt": b64(d.next.cert), "next-tls.key": b64(d.next.key) } : {}),
-      },
-    };
+  private secretBody(d: ServingSecret) {
+    return servingSecretObject({ namespace: this.opts.namespace, name: this.secretName }, d);
   }
 
-  private async readSecret(): Promise<SecretData | undefined> {
+  private async readSecret(): Promise<ServingSecret | undefined> {
     const s = await this.opts.client.getOrUndefined<KubeObject & { data?: Record<string, string> }>(
       this.secretPath,
     );
     if (!s?.data) return undefined;
     this.secretVersion = s.metadata?.resourceVersion;
-    const d: SecretData = {
-      caBundle: unb64(s.data["ca.crt"]),
-      cert: unb64(s.data["tls.crt"]),
-      key: unb64(s.data["tls.key"]),
-    };
-    const [nextCert, nextKey] = [unb64(s.data["next-tls.crt"]), unb64(s.data["next-tls.key"])];
-    if (nextCert && nextKey) d.next = { cert: nextCert, key: nextKey };
-    if (s.data["ca.key"]) d.legacyCaKey = true;
-    const added = s.metadata?.annotations?.["governor.dev/ca-added-at"];
-    if (added) d.caAddedAt = Date.parse(added);
-    if (!d.caBundle || !d.cert || !d.key) return undefined;
-    return d;
+    return parseServingSecret(s);
   }
 
   /**
@@ -329,7 +282,7 @@ export class Registration {
    * from: if another writer (a second leader in a split, a person) changed it meanwhile, the
    * apiserver answers 409 and the next sync reads again and decides again.
    */
-  private async writeSecret(d: SecretData): Promise<void> {
+  private async writeSecret(d: ServingSecret): Promise<void> {
     const body = this.secretBody(d);
     const written = await this.opts.client.replace<KubeObject>(this.secretPath, {
       ...body,
@@ -347,27 +300,12 @@ export class Registration {
             name: this.opts.serviceName,
             port: this.opts.port,
           })
-        : {
-            apiVersion: "v1",
-            kind: "Service",
-            metadata: {
-              namespace: this.opts.namespace,
-              name: this.opts.serviceName,
-              labels: { "app.kubernetes.io/name": "governor" },
-            },
-            spec: {
-              type: "ClusterIP",
-              selector: { "app.kubernetes.io/name": "governor", "app.kubernetes.io/component": "operator" },
-              ports: [
-                {
-                  name: "https",
-                  port: this.opts.port,
-                  targetPort: this.opts.targetPort ?? 6443,
-                  protocol: "TCP",
-                },
-              ],
-            },
-          };
+        : buildClusterService({
+            namespace: this.opts.namespace,
+            name: this.opts.serviceName,
+            port: this.opts.port,
+            targetPort: this.opts.targetPort ?? 6443,
+          });
     await this.opts.client.apply(
       `/api/v1/namespaces/${this.opts.namespace}/services/${this.opts.serviceName}`,
       body,

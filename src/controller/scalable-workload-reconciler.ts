@@ -10,19 +10,20 @@
  */
 import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import { API_VERSION, durationMs } from "../api/common.js";
-import { MetricMappingSpec } from "../api/metric-mapping.js";
+import { API_VERSION, durationMs, specProblems } from "../api/common.js";
 import { ScalableWorkloadSpec, type ScalableWorkloadStatus } from "../api/scalable-workload.js";
 import { KubeApiError, type KubeClient } from "../k8s/client.js";
 import { startInformer, type ResilientInformer } from "../k8s/informer.js";
-import { buildDeployment, buildHpa, type Owner, type ResolvedMetric } from "../manifests/workload.js";
+import { buildDeployment, buildHpa, type Owner } from "../manifests/workload.js";
 import { formatQuantity, parseQuantity } from "../metrics/quantity.js";
 import { LabelSelector } from "../selectors/label-selector.js";
 import { type ActivationDecision, type ActivationReading, decideActivation } from "./activation.js";
-import { findCondition, sameConditions, setCondition, type ConditionUpdate } from "./conditions.js";
+import { findCondition } from "./conditions.js";
+import { type Hpa, type MappingView, type Problem, hpaFingerprint, planHpa } from "./hpa.js";
 import { type Controller, objectKey, splitKey, startController } from "./controller.js";
 import type { EventRecorder } from "./events.js";
 import type { ReconcileResult } from "./work-queue.js";
+import { type WorkloadConditions, workloadStatus } from "./workload-status.js";
 
 /** A ScalableWorkload as stored. */
 interface ScalableWorkloadObject extends KubernetesObject {
@@ -41,10 +42,6 @@ interface Workload extends KubernetesObject {
   status?: { replicas?: number; readyReplicas?: number; observedGeneration?: number };
 }
 
-interface Hpa extends KubernetesObject {
-  status?: { conditions?: { type: string; status: string; reason?: string; message?: string }[] };
-}
-
 /** Options of {@link ScalableWorkloadReconciler}. */
 export interface ScalableWorkloadReconcilerOptions {
   client: KubeClient;
@@ -54,10 +51,7 @@ export interface ScalableWorkloadReconcilerOptions {
    * A MetricMapping as the MetricMapping reconciler sees it: its spec, and the problem
    * that keeps it from ever serving (an invalid source, an unknown resource…), if any.
    */
-  getMapping: (
-    namespace: string,
-    name: string,
-  ) => { spec?: unknown; problem?: { reason: string; message: string } } | undefined;
+  getMapping: (namespace: string, name: string) => MappingView;
   /** Whether this replica may write (the leader). */
   isLeader: () => boolean;
   /**
@@ -69,12 +63,12 @@ export interface ScalableWorkloadReconcilerOptions {
   now?: () => Date;
   /** @default "governor" */
   fieldManager?: string;
+  /** Reconcile durations and failures, for /metrics. */
+  observeReconcile?: (controller: string, seconds: number, failed: boolean) => void;
 }
 
 const SW_PATH = `/apis/${API_VERSION}/scalableworkloads`;
 const HPA_PATH = "/apis/autoscaling/v2/horizontalpodautoscalers";
-/** A condition this reconciler decides (the type is added where it is set). */
-type Problem = Omit<ConditionUpdate, "type">;
 
 /** The ScalableWorkload as the subject of an Event. */
 function eventSubject(sw: ScalableWorkloadObject) {
@@ -158,6 +152,7 @@ export class ScalableWorkloadReconciler {
       path: SW_PATH,
       reconcile: (key) => this.reconcile(key),
       logger: this.opts.logger,
+      observeReconcile: this.opts.observeReconcile,
     });
     return this.controller;
   }
@@ -254,9 +249,7 @@ export class ScalableWorkloadReconciler {
     const owner = { name, namespace, uid: sw.metadata?.uid ?? "" };
     const parsed = ScalableWorkloadSpec.safeParse(sw.spec);
     if (!parsed.success) {
-      const message = parsed.error.issues
-        .map((i) => `${i.path.join(".") || "spec"}: ${i.message}`)
-        .join("; ");
+      const message = specProblems(parsed.error);
       return this.writeStatus(sw, {}, { ready: { status: "False", reason: "InvalidSpec", message } });
     }
     let spec = parsed.data;
@@ -454,120 +447,41 @@ export class ScalableWorkloadReconciler {
           message: `spec.autoscaling: a HorizontalPodAutoscaler named ${owner.name} exists and is not owned by this ScalableWorkload; Governor leaves it alone (delete it, or drop spec.autoscaling)`,
         },
       };
-    const metrics: ResolvedMetric[] = [];
-    const unusable: string[] = [];
-    let missing = false;
-    for (const entry of spec.autoscaling.metrics) {
-      const mapping = this.opts.getMapping(owner.namespace, entry.mapping);
-      const parsed = MetricMappingSpec.safeParse(mapping?.spec);
-      if (!mapping) {
-        missing = true;
-        unusable.push(`MetricMapping ${entry.mapping} not found`);
-      } else if (!parsed.success) {
-        unusable.push(`MetricMapping ${entry.mapping} is invalid (InvalidSpec)`);
-      } else if (mapping.problem) {
-        unusable.push(
-          `MetricMapping ${entry.mapping} cannot serve (${mapping.problem.reason}: ${mapping.problem.message})`,
-        );
-      } else {
-        metrics.push(resolveMetric(parsed.data, entry, owner.name));
-      }
-    }
-    if (metrics.length > 0) {
-      await this.opts.client.apply(path, buildHpa(owner, spec, metrics), {
+    const plan = planHpa(
+      owner,
+      { ...spec, autoscaling: spec.autoscaling },
+      this.opts.getMapping,
+      ours ? existing : undefined,
+    );
+    if (plan.metrics.length > 0) {
+      await this.opts.client.apply(path, buildHpa(owner, spec, plan.metrics), {
         fieldManager: this.opts.fieldManager ?? "governor",
       });
     } else if (ours) {
       await this.opts.client.delete(path);
     }
-    const autoscaling: Problem =
-      metrics.length > 0
-        ? spec.replicas === 0 && spec.autoscaling.activation
-          ? {
-              status: "True",
-              reason: "ScaledToZero",
-              message:
-                "the workload is at 0 replicas: the HorizontalPodAutoscaler stands still (ScalingDisabled) until the activation metric wakes it",
-            }
-          : hpaHealth(ours ? existing : undefined)
-        : {
-            status: "False",
-            reason: "NoUsableMetric",
-            message:
-              "no metric of spec.autoscaling can be served, so no HorizontalPodAutoscaler is kept; the replicas stay as they are",
-          };
-    if (unusable.length === 0) return { autoscaling };
-    return {
-      autoscaling,
-      problem: {
-        status: "False",
-        reason: missing ? "MappingNotFound" : "MappingInvalid",
-        message: `spec.autoscaling: ${unusable.join("; ")} (namespace ${owner.namespace}); ${
-          metrics.length > 0
-            ? `the HorizontalPodAutoscaler scales on the other ${metrics.length} metric(s)`
-            : "no HorizontalPodAutoscaler is kept until one can serve"
-        }`,
-      },
-    };
+    return { problem: plan.problem, autoscaling: plan.autoscaling };
   }
 
   /**
-   * Writes `status` with the `Ready` condition, and `Autoscaling` and `Active` where they
-   * apply (each removed where it does not), if anything changed. `recheckMs`: when the
-   * activation rule changes with time alone; `requeueMs`: a retry for a problem.
+   * Writes `status` with the conditions (workload-status.ts), if anything changed, and
+   * announces new failures. `recheckMs`: when the activation rule changes with time alone;
+   * `requeueMs`: a retry for a problem.
    */
   private async writeStatus(
     sw: ScalableWorkloadObject,
     status: ScalableWorkloadStatus,
-    c: {
-      ready: Problem;
-      autoscaling?: Problem;
-      active?: Problem;
-      activation?: ScalableWorkloadStatus["activation"];
-      recheckMs?: number;
-    },
+    c: WorkloadConditions & { recheckMs?: number },
     requeueMs?: number,
   ): Promise<ReconcileResult> {
-    const { ready, autoscaling } = c;
-    const generation = sw.metadata?.generation;
-    const old = sw.status ?? {};
-    let conditions = setCondition(old.conditions, { type: "Ready", ...ready }, generation);
-    for (const [type, update] of [
-      ["Autoscaling", autoscaling],
-      ["Active", c.active],
-    ] as const) {
-      conditions = update
-        ? setCondition(conditions, { type, ...update }, generation)
-        : conditions.filter((x) => x.type !== type);
-    }
-    const next: ScalableWorkloadStatus = {
-      ...status,
-      ...(c.activation ? { activation: c.activation } : {}),
-      observedGeneration: generation,
-      conditions,
-    };
-    const same =
-      sameConditions(old.conditions, conditions) &&
-      old.observedGeneration === generation &&
-      old.mode === next.mode &&
-      old.replicas === next.replicas &&
-      old.readyReplicas === next.readyReplicas &&
-      old.selector === next.selector &&
-      old.workload === next.workload &&
-      JSON.stringify(old.activation ?? null) === JSON.stringify(next.activation ?? null);
-    if (!same) {
-      for (const [type, now] of [
-        ["Ready", ready],
-        ["Autoscaling", autoscaling],
-      ] as const) {
-        const before = findCondition(old.conditions, type);
-        if (now?.status === "False" && (before?.status !== "False" || before.reason !== now.reason)) {
-          this.opts.events.record(eventSubject(sw), "Warning", now.reason, now.message);
-          this.log.warn(
-            { scalableWorkload: objectKey(sw), condition: type, reason: now.reason },
-            now.message,
-          );
-        }
+    const { next, changed, failures } = workloadStatus(sw.status ?? {}, sw.metadata?.generation, status, c);
+    if (changed) {
+      for (const { type, condition } of failures) {
+        this.opts.events.record(eventSubject(sw), "Warning", condition.reason, condition.message);
+        this.log.warn(
+          { scalableWorkload: objectKey(sw), condition: type, reason: condition.reason },
+          condition.message,
+        );
       }
       try {
         await this.opts.client.mergePatch(
@@ -593,57 +507,4 @@ export class ScalableWorkloadReconciler {
     const after = [requeueMs, c.recheckMs].filter((x) => x !== undefined);
     return after.length ? { requeueAfterMs: Math.min(...after) } : {};
   }
-}
-
-/** How the HPA reads one `spec.autoscaling.metrics` entry, from its MetricMapping's subject. */
-function resolveMetric(
-  m: MetricMappingSpec,
-  entry: NonNullable<ScalableWorkloadSpec["autoscaling"]>["metrics"][number],
-  ownerName: string,
-): ResolvedMetric {
-  const target = entry.target;
-  if (m.subject.external)
-    return { type: "External", metric: m.metric, labels: m.subject.external.labels ?? {}, target };
-  if (m.subject.resource === "pods") return { type: "Pods", metric: m.metric, target };
-  return {
-    type: "Object",
-    metric: m.metric,
-    object: entry.object ?? { apiVersion: API_VERSION, kind: "ScalableWorkload", name: ownerName },
-    target,
-  };
-}
-
-/** What the HPA's own conditions say: whether it can scale and read its metrics. */
-function hpaHealth(hpa: Hpa | undefined): Problem {
-  const conditions = hpa?.status?.conditions ?? [];
-  const able = conditions.find((c) => c.type === "AbleToScale");
-  const active = conditions.find((c) => c.type === "ScalingActive");
-  if (!able || !active)
-    return {
-      status: "Unknown",
-      reason: "Pending",
-      message: "the HorizontalPodAutoscaler has not evaluated its metrics yet",
-    };
-  for (const c of [able, active]) {
-    if (c.status !== "True")
-      return {
-        status: "False",
-        reason: c.reason || c.type,
-        message: `HorizontalPodAutoscaler ${c.type}: ${c.message ?? ""}`.trim(),
-      };
-  }
-  return {
-    status: "True",
-    reason: active.reason || "ValidMetricFound",
-    message: `HorizontalPodAutoscaler ScalingActive: ${active.message ?? ""}`.trim(),
-  };
-}
-
-/** The HPA fields that decide {@link hpaHealth}: a change of anything else is not news. */
-function hpaFingerprint(hpa: Hpa): string {
-  return (hpa.status?.conditions ?? [])
-    .filter((c) => c.type === "AbleToScale" || c.type === "ScalingActive")
-    .map((c) => `${c.type}=${c.status}/${c.reason ?? ""}`)
-    .sort()
-    .join(",");
 }

@@ -12,12 +12,14 @@ export interface ReconcileResult {
   requeueAfterMs?: number;
 }
 
-/** Counters for observability. */
+/** Counters exported on /metrics (src/controller/controller-metrics.ts). */
 export interface QueueStats {
+  /** Keys waiting now. */
   depth: number;
+  /** Every `add`, including those of a key already queued. */
   adds: number;
+  /** Failures requeued with backoff. */
   retries: number;
-  processed: number;
 }
 
 /** See the module comment. */
@@ -30,7 +32,7 @@ export class WorkQueue {
   private readonly backoffs = new Map<string, Backoff>();
   private readonly waiters: (() => void)[] = [];
   private stopped = false;
-  readonly stats: QueueStats = { depth: 0, adds: 0, retries: 0, processed: 0 };
+  readonly stats: QueueStats = { depth: 0, adds: 0, retries: 0 };
 
   /**
    * @param opts.initialBackoffMs first retry delay. @default 100
@@ -112,7 +114,6 @@ export class WorkQueue {
   /** Marks `key` processed; re-queues it if it was added meanwhile. */
   done(key: string): void {
     this.processing.delete(key);
-    this.stats.processed++;
     if (this.dirty.delete(key)) this.add(key);
   }
 

@@ -13,13 +13,12 @@ export interface PodInfo {
   namespace: string;
   labels: Record<string, string>;
   ip?: string;
-  phase?: string;
   ready: boolean;
   terminating: boolean;
 }
 
 interface Pod extends KubernetesObject {
-  status?: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
+  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
 }
 
 /** Lists pods by namespace. */
@@ -35,7 +34,6 @@ function toInfo(p: Pod): PodInfo {
     namespace: p.metadata?.namespace ?? "",
     labels: p.metadata?.labels ?? {},
     ip: p.status?.podIP,
-    phase: p.status?.phase,
     ready: p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false,
     terminating: Boolean(p.metadata?.deletionTimestamp),
   };

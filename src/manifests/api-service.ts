@@ -48,6 +48,32 @@ export function buildApiServices(opts: ApiServiceOptions) {
 }
 
 /**
+ * The ClusterIP Service the aggregator dials in the `cluster` registration mode: port
+ * `port` → the operator pods' `targetPort` (the Deployment's pod labels select them).
+ */
+export function buildClusterService(opts: {
+  namespace: string;
+  name: string;
+  port: number;
+  targetPort: number;
+}) {
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: {
+      namespace: opts.namespace,
+      name: opts.name,
+      labels: { "app.kubernetes.io/name": "governor" },
+    },
+    spec: {
+      type: "ClusterIP",
+      selector: { "app.kubernetes.io/name": "governor", "app.kubernetes.io/component": "operator" },
+      ports: [{ name: "https", port: opts.port, targetPort: opts.targetPort, protocol: "TCP" }],
+    },
+  };
+}
+
+/**
  * A Service of type ExternalName → `localhost`, for a Governor process running outside the
  * cluster's pod network (the local control plane, a developer's laptop): the aggregator
  * dials `localhost:<port>` while verifying the certificate for `<name>.<namespace>.svc`.

@@ -9,7 +9,7 @@
  * A mapping serves objects of its own namespace only (its namespace is the one bound into
  * its source's queries).
  */
-import { LabelSelector } from "../selectors/label-selector.js";
+import type { LabelSelector } from "../selectors/label-selector.js";
 import { ByteLru, stringBytes } from "../util/lru.js";
 import { untilCancelled } from "../util/deadline.js";
 import type { Sampler } from "./sampler.js";
@@ -24,7 +24,6 @@ import {
   type MetricsProvider,
   type ObjectMetricRequest,
   type SelectorMetricRequest,
-  MetricBadRequestError,
   MetricNotFoundError,
   MetricUnavailableError,
   formatGroupResource,
@@ -335,14 +334,5 @@ export class MappingProvider implements MetricsProvider {
         ? `metric "${m.metric}" (MetricMapping ${m.key}) is stale: last sampled ${Math.round(age / 1000)}s ago, staleAfter is ${Math.round(m.staleAfterMs / 1000)}s, and no fallback is set${why}`
         : `metric "${m.metric}" (MetricMapping ${m.key}) has no value yet${why}`,
     );
-  }
-}
-
-/** Checks a selector text; used where a selector comes from a CR rather than a request. */
-export function parseSelectorOrThrow(text: string | undefined): LabelSelector {
-  try {
-    return text ? LabelSelector.parse(text) : LabelSelector.everything();
-  } catch (err) {
-    throw new MetricBadRequestError((err as Error).message);
   }
 }

@@ -10,6 +10,11 @@ import { KubeApiError } from "../k8s/client.js";
 import { DNS_SUBDOMAIN_PATTERN } from "../api/common.js";
 import { SourceConfigError } from "./source.js";
 
+/** How long a Secret read is reused (rotated credentials are picked up after this). */
+const TTL_MS = 30_000;
+/** The most Secrets kept: mapping specs name them, so their number is the tenants' choice. */
+const MAX_CACHED = 10_000;
+
 /** Reads Secret data. */
 export interface SecretReader {
   /** All keys of a Secret, decoded. */
@@ -31,11 +36,22 @@ export class KubeSecretReader implements SecretReader {
       );
     const key = `${namespace}/${name}`;
     const hit = this.cache.get(key);
-    if (hit && Date.now() - hit.at < 30_000) return hit.data;
+    if (hit && Date.now() - hit.at < TTL_MS) return hit.data;
     const data = this.fetch(namespace, name);
+    if (this.cache.size >= MAX_CACHED) this.evict();
     this.cache.set(key, { at: Date.now(), data });
     data.catch(() => this.cache.delete(key));
     return data;
+  }
+
+  /** Drops expired entries, then the oldest ones while the cache is still full. */
+  private evict(): void {
+    const now = Date.now();
+    for (const [key, hit] of this.cache) if (now - hit.at >= TTL_MS) this.cache.delete(key);
+    for (const key of this.cache.keys()) {
+      if (this.cache.size < MAX_CACHED) break;
+      this.cache.delete(key);
+    }
   }
 
   private async fetch(namespace: string, name: string): Promise<Record<string, string>> {

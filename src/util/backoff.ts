@@ -1,4 +1,9 @@
-/** Capped exponential backoff with full jitter, as client-go's workqueue rate limiters do. */
+/**
+ * Capped exponential backoff with "equal jitter": each delay is drawn between half and all
+ * of min(max, initial·2^attempt), so retries of many keys spread out yet never come back
+ * sooner than half the ceiling. (client-go's per-item workqueue limiter doubles the same way
+ * but without jitter; its informers' watch restarts use jittered backoff, as here.)
+ */
 export class Backoff {
   private attempt = 0;
   private readonly initialMs: number;

@@ -98,6 +98,14 @@ describe("governor run (integration)", function () {
     expect(metrics.status).to.equal(200);
     expect(metrics.text).to.contain("governor_apiserver_requests_total");
     expect(metrics.text).to.contain("governor_process_resident_memory_bytes");
+    for (const controller of ["metricmapping", "scalableworkload"]) {
+      expect(metrics.text).to.match(
+        new RegExp(`^governor_workqueue_depth\\{controller="${controller}"\\} \\d+$`, "m"),
+      );
+      expect(metrics.text).to.match(
+        new RegExp(`^governor_reconcile_errors_total\\{controller="${controller}"\\} \\d+$`, "m"),
+      );
+    }
     // Every metric config/prometheus's alerts and dashboard use is one Governor exports.
     const exported = new Set([...metrics.text.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]));
     for (const name of governorMetricsUsed()) expect(exported, `${name} is exported`).to.include(name);

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { pino } from "pino";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
-import { MAX_SELECTOR_SAMPLERS } from "../../src/controller/metric-mapping-reconciler.js";
+import { MAX_SELECTOR_SAMPLERS } from "../../src/controller/mapping-runtime.js";
 import { requestCounterApp } from "../../src/demo/fake-app.js";
 import {
   POD_IP_ANNOTATION,

@@ -1,0 +1,55 @@
+import { expect } from "chai";
+import { Registry } from "prom-client";
+import { ControllerMetrics } from "./controller-metrics.js";
+import { WorkQueue } from "./work-queue.js";
+
+/** The value of one exported series, from the text exposition. */
+async function value(registry: Registry, series: string): Promise<number | undefined> {
+  const line = (await registry.metrics()).split("\n").find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+describe("controller metrics", () => {
+  it("exports each controller's queue depth, adds and retries as the queue counts them, at every scrape", async () => {
+    const registry = new Registry();
+    const m = new ControllerMetrics(registry);
+    const queue = new WorkQueue();
+    m.watchQueue("metricmapping", queue.stats);
+    queue.add("shop/a");
+    queue.add("shop/a"); // already waiting: counted, not queued twice
+    queue.add("shop/b");
+    queue.addRateLimited("shop/c");
+    const series = (name: string) => `${name}{controller="metricmapping"}`;
+    for (let scrape = 0; scrape < 2; scrape++) {
+      expect(await value(registry, series("governor_workqueue_depth"))).to.equal(2);
+      expect(await value(registry, series("governor_workqueue_adds_total"))).to.equal(3);
+      expect(await value(registry, series("governor_workqueue_retries_total"))).to.equal(1);
+    }
+    queue.shutDown();
+  });
+
+  it("counts reconciles and failures per controller, and shows both controllers at 0 before any", async () => {
+    const registry = new Registry();
+    const m = new ControllerMetrics(registry);
+    m.watchQueue("metricmapping", new WorkQueue().stats);
+    m.watchQueue("scalableworkload", new WorkQueue().stats);
+    expect(await value(registry, 'governor_reconcile_errors_total{controller="scalableworkload"}')).to.equal(
+      0,
+    );
+    m.observeReconcile("metricmapping", 0.02, false);
+    m.observeReconcile("metricmapping", 1.5, true);
+    expect(
+      await value(registry, 'governor_reconcile_duration_seconds_count{controller="metricmapping"}'),
+    ).to.equal(2);
+    expect(
+      await value(
+        registry,
+        'governor_reconcile_duration_seconds_bucket{le="0.025",controller="metricmapping"}',
+      ),
+    ).to.equal(1);
+    expect(await value(registry, 'governor_reconcile_errors_total{controller="metricmapping"}')).to.equal(1);
+    expect(await value(registry, 'governor_reconcile_errors_total{controller="scalableworkload"}')).to.equal(
+      0,
+    );
+  });
+});

@@ -1,0 +1,73 @@
+/**
+ * The controllers' health on /metrics, named after client-go's workqueue metrics and
+ * controller-runtime's reconcile metrics: how many keys wait, how many were added and
+ * retried, how long reconciles take and how many fail, per controller.
+ */
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import type { QueueStats } from "./work-queue.js";
+
+/** See the module comment. One per registry; each controller's queue is added with {@link watchQueue}. */
+export class ControllerMetrics {
+  private readonly queues = new Map<string, QueueStats>();
+  private readonly seconds: Histogram<"controller">;
+  private readonly errors: Counter<"controller">;
+
+  constructor(registry: Registry) {
+    const queues = this.queues;
+    new Gauge({
+      name: "governor_workqueue_depth",
+      help: "Keys waiting in a controller's work queue.",
+      labelNames: ["controller"],
+      registers: [registry],
+      collect() {
+        for (const [controller, stats] of queues) this.set({ controller }, stats.depth);
+      },
+    });
+    // The queues count for themselves; these counters show their totals at each scrape.
+    for (const [name, help, field] of [
+      [
+        "governor_workqueue_adds_total",
+        "Keys added to a controller's work queue (a key already waiting counts too).",
+        "adds",
+      ],
+      ["governor_workqueue_retries_total", "Failed reconciles requeued with backoff.", "retries"],
+    ] as const)
+      new Counter({
+        name,
+        help,
+        labelNames: ["controller"],
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const [controller, stats] of queues) this.inc({ controller }, stats[field]);
+        },
+      });
+    this.seconds = new Histogram({
+      name: "governor_reconcile_duration_seconds",
+      help: "Time one reconcile took, failed ones included.",
+      labelNames: ["controller"],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    });
+    this.errors = new Counter({
+      name: "governor_reconcile_errors_total",
+      help: "Reconciles that failed (each is retried with backoff).",
+      labelNames: ["controller"],
+      registers: [registry],
+    });
+  }
+
+  /** Exports the queue of `controller` (its depth, adds and retries). */
+  watchQueue(controller: string, stats: QueueStats): void {
+    this.queues.set(controller, stats);
+    // Present at 0 before the first reconcile, so a rate() over them starts at once.
+    this.seconds.zero({ controller });
+    this.errors.inc({ controller }, 0);
+  }
+
+  /** Records one reconcile of `controller`. */
+  readonly observeReconcile = (controller: string, seconds: number, failed: boolean): void => {
+    this.seconds.observe({ controller }, seconds);
+    if (failed) this.errors.inc({ controller });
+  };
+}

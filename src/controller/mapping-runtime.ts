@@ -1,0 +1,145 @@
+/**
+ * What serving one MetricMapping takes at run time, built from its validated spec (the
+ * analogue of KEDA's scalers builder): its source, the sampler that polls it, and for
+ * sources narrowed by the HPA's selector one sampler per selector asked for. Builds only:
+ * the samplers start when the reconciler hands the mapping to the provider.
+ */
+import { durationMs } from "../api/common.js";
+import type { MetricMappingSpec } from "../api/metric-mapping.js";
+import type { KubeClient } from "../k8s/client.js";
+import type { PodIndex } from "../k8s/pod-index.js";
+import type { ResourceMapper } from "../k8s/resource-mapper.js";
+import type { ActiveMapping } from "../metrics/mapping-provider.js";
+import { MetricUnavailableError } from "../metrics/provider.js";
+import { parseQuantity } from "../metrics/quantity.js";
+import { Sampler, type SamplerState } from "../metrics/sampler.js";
+import type { LabelSelector } from "../selectors/label-selector.js";
+import type { DestinationPolicy } from "../sources/destination-policy.js";
+import { buildSource } from "../sources/index.js";
+import type { SecretReader } from "../sources/secrets.js";
+
+/** Samplers one MetricMapping with `{{selector}}` runs at once (one per distinct selector). */
+export const MAX_SELECTOR_SAMPLERS = 32;
+
+/** What building a mapping's runtime needs from the operator. */
+export interface RuntimeDeps {
+  client: KubeClient;
+  mapper: ResourceMapper;
+  pods: PodIndex;
+  secrets: SecretReader;
+  sourcePolicy?: DestinationPolicy;
+  sourceMaxResponseBytes?: number;
+  clusterWideCounts?: boolean;
+  /** Sampler outcomes, for /metrics. */
+  observeSample?: (outcome: "ok" | "error", seconds: number) => void;
+}
+
+/** One mapping to build: its key, namespace, validated spec and resolved subject. */
+export interface RuntimeSpec {
+  key: string;
+  namespace: string;
+  spec: MetricMappingSpec;
+  subject: ActiveMapping["subject"];
+}
+
+/**
+ * Builds the mapping's runtime; `onSample` sees every attempt of its main sampler. Throws
+ * `SourceConfigError` for a source that cannot be built as written.
+ */
+export function buildActiveMapping(
+  deps: RuntimeDeps,
+  m: RuntimeSpec,
+  onSample: (state: SamplerState) => void,
+): ActiveMapping {
+  const { key, namespace, spec, subject } = m;
+  const ctx = {
+    namespace,
+    client: deps.client,
+    mapper: deps.mapper,
+    secrets: deps.secrets,
+    policy: deps.sourcePolicy,
+    maxResponseBytes: deps.sourceMaxResponseBytes,
+    clusterWideCounts: deps.clusterWideCounts,
+  };
+  const source = buildSource(spec, ctx);
+  const isPods =
+    subject.kind === "resource" &&
+    subject.groupResource.group === "" &&
+    subject.groupResource.resource === "pods";
+  const intervalMs = durationMs(spec.interval);
+  const samplerFor = (
+    src: typeof source,
+    selector?: LabelSelector,
+    onState?: (state: SamplerState) => void,
+  ) =>
+    new Sampler(src, {
+      intervalMs,
+      request: () => ({
+        namespace,
+        ...(selector ? { selector } : {}),
+        ...(src.needsObjects && isPods
+          ? {
+              objects: deps.pods
+                .list(namespace, selector && ((labels) => selector.matches(labels)))
+                .filter((p) => !p.terminating)
+                .map((p) => ({ name: p.name, ip: p.ip, labels: p.labels })),
+            }
+          : {}),
+      }),
+      onSample: onState,
+      observe: deps.observeSample,
+    });
+  const sampler = samplerFor(source, undefined, onSample);
+  const fallback = spec.fallback ? parseQuantity(spec.fallback.value) : undefined;
+  const active: ActiveMapping = {
+    key,
+    namespace,
+    metric: spec.metric,
+    subject,
+    sampler,
+    staleAfterMs: durationMs(spec.staleAfter),
+    ...(fallback !== undefined ? { fallback: { value: fallback, text: spec.fallback!.value } } : {}),
+    // A rate's window: as declared, else (scrape rates) the time between two samples.
+    ...(spec.window
+      ? { windowSeconds: Math.round(durationMs(spec.window) / 1000) }
+      : spec.source.scrape?.rate
+        ? { windowSeconds: Math.round(intervalMs / 1000) }
+        : {}),
+  };
+  if (source.perSelector) {
+    // One sampler per selector the HPAs ask with; one left unused for 10 intervals stops.
+    // At most MAX_SELECTOR_SAMPLERS at once: each queries the source every interval, and
+    // the selectors come from whoever can call the metrics API.
+    const bySelector = new Map<string, { sampler: Sampler; usedAt: number }>();
+    active.forSelector = (selector) => {
+      const k = selector.toString();
+      let entry = bySelector.get(k);
+      if (!entry && bySelector.size >= MAX_SELECTOR_SAMPLERS)
+        throw new MetricUnavailableError(
+          `MetricMapping ${key} already samples ${MAX_SELECTOR_SAMPLERS} different label selectors, its limit; a selector unused for 10 intervals is released`,
+        );
+      if (!entry) {
+        entry = { sampler: samplerFor(buildSource(spec, ctx), selector), usedAt: 0 };
+        bySelector.set(k, entry);
+        entry.sampler.start();
+      }
+      entry.usedAt = Date.now();
+      return entry.sampler;
+    };
+    const sweep = setInterval(() => {
+      for (const [k, e] of bySelector) {
+        if (Date.now() - e.usedAt > 10 * intervalMs) {
+          bySelector.delete(k);
+          void e.sampler.stop();
+        }
+      }
+    }, intervalMs * 10);
+    sweep.unref();
+    sampler.onStop(async () => {
+      clearInterval(sweep);
+      await Promise.all([...bySelector.values()].map((e) => e.sampler.stop()));
+      bySelector.clear();
+    });
+  }
+  return active;
+}

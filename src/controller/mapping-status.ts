@@ -1,0 +1,171 @@
+/**
+ * A MetricMapping's status as pure functions: what it should say now (`computeStatus`:
+ * conditions Ready and SourceHealthy, value, objects, lastSampleTime, and when time alone
+ * will change it) and whether the leader writes it now (`statusWrite`: transitions at
+ * once, value-only changes under a cadence and a write budget). The reconciler
+ * (metric-mapping-reconciler.ts) reads the cache, calls these and does the write.
+ */
+import type { Condition } from "../api/common.js";
+import type { MetricMappingSpec, MetricMappingStatus } from "../api/metric-mapping.js";
+import type { ActiveMapping } from "../metrics/mapping-provider.js";
+import { formatQuantity } from "../metrics/quantity.js";
+import type { SamplerState } from "../metrics/sampler.js";
+import { sourceKind } from "../sources/index.js";
+import { sameConditions, setCondition, type ConditionUpdate } from "./conditions.js";
+
+/** What the reconciler knows about a mapping: a serving one (`active`), or why it does not serve (`ready`). */
+export interface StatusInput {
+  spec?: MetricMappingSpec;
+  /** A mapping being served: its sampler's state decides the conditions. */
+  active?: Pick<ActiveMapping, "metric" | "subject" | "staleAfterMs" | "fallback"> & { state: SamplerState };
+  /** A mapping that does not serve: its Ready condition. */
+  ready?: Omit<ConditionUpdate, "type">;
+}
+
+/** The status to show now, and in how many ms to look again because time alone changes it. */
+export interface ComputedStatus {
+  status: MetricMappingStatus;
+  requeueAfterMs?: number;
+}
+
+/** See the module comment. `old` is the stored status; `now` in ms since the epoch. */
+export function computeStatus(
+  old: MetricMappingStatus,
+  generation: number | undefined,
+  what: StatusInput,
+  now: number,
+): ComputedStatus {
+  let conditions: Condition[] = old.conditions ?? [];
+  const status: MetricMappingStatus = { observedGeneration: generation };
+  if (what.spec) {
+    status.subject = what.spec.subject.external ? "external" : what.spec.subject.resource;
+    status.source = sourceKind(what.spec.source) as MetricMappingStatus["source"];
+  }
+  let requeueAfterMs: number | undefined;
+  const at = new Date(now);
+  if (what.active) {
+    const { state } = what.active;
+    conditions = setCondition(conditions, { type: "SourceHealthy", ...sourceHealth(state) }, generation, at);
+    conditions = setCondition(
+      conditions,
+      { type: "Ready", ...readiness(what.active, state, now) },
+      generation,
+      at,
+    );
+    if (state.last) {
+      const v = state.last.value;
+      if (v.kind === "scalar") {
+        status.value = formatQuantity(v.value);
+      } else {
+        const values = [...v.values.values()];
+        status.objects = values.length;
+        status.value = values.length
+          ? `avg ${formatQuantity(values.reduce((a, b) => a + b, 0) / values.length)}`
+          : "no objects";
+      }
+      status.lastSampleTime = state.last.at.toISOString().replace(/\.\d+Z$/, "Z");
+    }
+    // Staleness changes with time alone: look again when it would flip (once; a stale
+    // value stays stale until a new sample, which brings the mapping back by itself).
+    const untilStale = state.last ? what.active.staleAfterMs - (now - state.last.at.getTime()) : -1;
+    if (untilStale >= 0) requeueAfterMs = Math.max(1000, untilStale + 100);
+  } else if (what.ready) {
+    conditions = setCondition(conditions, { type: "Ready", ...what.ready }, generation, at);
+    conditions = conditions.filter((c) => c.type !== "SourceHealthy");
+  }
+  status.conditions = conditions;
+  return { status, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };
+}
+
+/** What the leader does with a computed status. */
+export type StatusWrite =
+  | { write: true }
+  /** Nothing to write, or held back: look again after this many ms (if set). */
+  | { write: false; requeueAfterMs?: number };
+
+/**
+ * Whether to write `next` over `old` now. A transition (a condition's status or reason,
+ * or a new generation) is written at once; a changed message or value only when
+ * `valueIntervalMs` has passed since this mapping's last write (`sinceLastWriteMs`) and
+ * `takeBudget()` grants one of the shared value writes — so a source outage over many
+ * mappings costs one write each, not one per failed sample. Out of budget, the mapping
+ * is not requeued at once (10,000 requeues would be their own storm): the next changed
+ * sample or the staleness check brings it back.
+ */
+export function statusWrite(
+  old: MetricMappingStatus,
+  next: MetricMappingStatus,
+  opts: { sinceLastWriteMs: number; valueIntervalMs: number; takeBudget: () => boolean },
+): StatusWrite {
+  const transition =
+    !sameConditions(old.conditions, next.conditions, { ignoreMessages: true }) ||
+    old.observedGeneration !== next.observedGeneration;
+  if (transition) return { write: true };
+  const changed =
+    old.value !== next.value ||
+    old.objects !== next.objects ||
+    old.subject !== next.subject ||
+    old.source !== next.source ||
+    !sameConditions(old.conditions, next.conditions);
+  if (!changed) return { write: false };
+  if (opts.sinceLastWriteMs < opts.valueIntervalMs)
+    return { write: false, requeueAfterMs: opts.valueIntervalMs - opts.sinceLastWriteMs };
+  return opts.takeBudget() ? { write: true } : { write: false };
+}
+
+/** What of a sampler's state the status shows: equal text, equal status (so no reconcile). */
+export function statusFingerprint(state: SamplerState): string {
+  const v = state.last?.value;
+  let value = "";
+  if (v?.kind === "scalar") value = String(v.value);
+  else if (v) {
+    let sum = 0;
+    for (const x of v.values.values()) sum += x;
+    value = `${v.values.size}:${sum}`;
+  }
+  return `${state.attemptedAt ? 1 : 0}|${state.error ?? ""}|${value}`;
+}
+
+function sourceHealth(state: SamplerState): Omit<ConditionUpdate, "type"> {
+  if (!state.attemptedAt)
+    return { status: "Unknown", reason: "Sampling", message: "waiting for the first sample" };
+  if (state.error)
+    return {
+      status: "False",
+      reason: "SourceError",
+      message: `the last sample failed: ${state.error}`,
+    };
+  return { status: "True", reason: "Sampled", message: "the last sample succeeded" };
+}
+
+function readiness(
+  m: NonNullable<StatusInput["active"]>,
+  state: SamplerState,
+  now: number,
+): Omit<ConditionUpdate, "type"> {
+  const what = m.subject.kind === "external" ? `external metric "${m.metric}"` : `metric "${m.metric}"`;
+  const age = state.last ? now - state.last.at.getTime() : Infinity;
+  if (state.last && age <= m.staleAfterMs)
+    return { status: "True", reason: "Serving", message: `serving ${what}` };
+  if (m.fallback) {
+    return {
+      status: "True",
+      reason: "ServingFallback",
+      message: `serving the fallback value ${m.fallback.text} for ${what}: ${state.last ? "the last value is stale" : "no value sampled yet"}`,
+    };
+  }
+  if (!state.last) {
+    return state.attemptedAt
+      ? {
+          status: "False",
+          reason: "NoValue",
+          message: `no value sampled yet for ${what}; requests get 503 until one is`,
+        }
+      : { status: "Unknown", reason: "Sampling", message: `waiting for the first sample of ${what}` };
+  }
+  return {
+    status: "False",
+    reason: "Stale",
+    message: `the last value of ${what} (status.lastSampleTime) is older than staleAfter (${Math.round(m.staleAfterMs / 1000)}s) and no fallback is set: requests get 503 and the HPA holds`,
+  };
+}
