@@ -26,7 +26,7 @@ import {
   servingSecretObject,
   withNewCA,
 } from "../certs/serving-secret.js";
-import { KubeApiError, type KubeClient, type KubeObject } from "../k8s/client.js";
+import { KubeApiError, type KubeApi, type KubeObject } from "../k8s/client.js";
 import {
   buildApiServices,
   buildClusterService,
@@ -41,7 +41,7 @@ export type RegistrationMode = (typeof RegistrationModes)[number];
 
 /** Options of {@link Registration}. */
 export interface RegistrationOptions {
-  client: KubeClient;
+  client: KubeApi;
   logger: Logger;
   events?: EventRecorder;
   mode: RegistrationMode;
@@ -238,8 +238,8 @@ export class Registration {
         this.log.info({ notAfter: validity(next.secret.cert).notAfter }, "serving the new CA's certificate");
         return;
       case "rotate":
-        this.forceRotation = false;
         await this.writeSecret(withNewCA(cur, await this.generate(), now));
+        this.forceRotation = false; // only once written: a lost write (409) rotates next time
         this.log.info(
           "rotating: a new CA added to caBundle; its certificate is served once the aggregator has it",
         );

@@ -58,6 +58,15 @@ export interface KubeObject {
   [k: string]: unknown;
 }
 
+/**
+ * The reads and writes a controller makes, as an interface: {@link KubeClient} against a
+ * real apiserver, `FakeKube` (src/testing/fake-kube.ts) in unit tests.
+ */
+export type KubeApi = Pick<
+  KubeClient,
+  "get" | "getOrUndefined" | "create" | "replace" | "mergePatch" | "apply" | "createOrReplace" | "delete"
+>;
+
 /** Loads a KubeConfig: from `path` if given, else in-cluster or `$KUBECONFIG` / `~/.kube/config`. */
 export function loadKubeConfig(path?: string): KubeConfig {
   const kc = new KubeConfig();

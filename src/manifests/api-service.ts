@@ -47,6 +47,19 @@ export function buildApiServices(opts: ApiServiceOptions) {
   );
 }
 
+/** Kind, name and labels of the Service the APIServices point at, in either mode. */
+function serviceHeader(opts: { namespace: string; name: string }) {
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: {
+      namespace: opts.namespace,
+      name: opts.name,
+      labels: { "app.kubernetes.io/name": "governor" },
+    },
+  };
+}
+
 /**
  * The ClusterIP Service the aggregator dials in the `cluster` registration mode: port
  * `port` → the operator pods' `targetPort` (the Deployment's pod labels select them).
@@ -58,13 +71,7 @@ export function buildClusterService(opts: {
   targetPort: number;
 }) {
   return {
-    apiVersion: "v1",
-    kind: "Service",
-    metadata: {
-      namespace: opts.namespace,
-      name: opts.name,
-      labels: { "app.kubernetes.io/name": "governor" },
-    },
+    ...serviceHeader(opts),
     spec: {
       type: "ClusterIP",
       selector: { "app.kubernetes.io/name": "governor", "app.kubernetes.io/component": "operator" },
@@ -80,13 +87,7 @@ export function buildClusterService(opts: {
  */
 export function buildLocalService(opts: { namespace: string; name: string; port: number }) {
   return {
-    apiVersion: "v1",
-    kind: "Service",
-    metadata: {
-      namespace: opts.namespace,
-      name: opts.name,
-      labels: { "app.kubernetes.io/name": "governor" },
-    },
+    ...serviceHeader(opts),
     spec: {
       type: "ExternalName",
       externalName: "localhost",
