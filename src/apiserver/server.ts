@@ -1,9 +1,9 @@
 /**
  * The HTTPS server the kube-aggregator calls: TLS 1.2+, client certificates requested
  * (verified by the {@link Authenticator}), authentication, authorization, then
- * {@link MetricsApi} in the user's turn ({@link FairDispatch}). `/healthz`, `/livez`, `/readyz` are open. The serving certificate
- * and the accepted client CAs can be swapped while running (new connections use them;
- * open ones finish). `shutdown()` fails `/readyz` first, waits for the load balancer to
+ * {@link MetricsApi} in the user's turn ({@link FairDispatch}). `/healthz`, `/livez`,
+ * `/readyz` are open. The serving certificate and the accepted client CAs can be swapped
+ * while running (new connections use them; open ones finish). `shutdown()` fails `/readyz` first, waits for the load balancer to
  * notice, then stops accepting and lets in-flight requests finish.
  *
  * This folder depends on the provider interface (`src/metrics/provider.ts`), selectors
