@@ -77,6 +77,7 @@ const RunConfig = z.strictObject({
   logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]),
   shutdownDelay: z.coerce.number().int().min(0),
   leaderElect: z.boolean(),
+  fairDispatch: z.boolean(),
   registration: z.enum(["cluster", "local", "none"]),
   servicePort: z.coerce.number().int().min(1).max(65535).optional(),
   takeOverApiservices: z.boolean(),
@@ -141,6 +142,7 @@ async function run(cfg: RunConfig): Promise<void> {
     client,
     namespace: cfg.namespace,
     leaderElect: cfg.leaderElect,
+    fairDispatch: cfg.fairDispatch,
     registration: {
       mode: cfg.registration,
       serviceName: cfg.serviceName,
@@ -242,6 +244,10 @@ function program(): Command {
     )
     .option("--shutdown-delay <seconds>", "seconds /readyz fails before the server stops on SIGTERM", "5")
     .option("--no-leader-elect", "write status without electing a leader (only when a single replica runs)")
+    .option(
+      "--no-fair-dispatch",
+      "answer requests in arrival order instead of sharing the event loop out fairly among users (ADR 0010)",
+    )
     .addOption(
       new Option(
         "--registration <mode>",

@@ -95,4 +95,14 @@ describe("fair dispatch across users", () => {
     await fair.submit("u", () => Promise.reject(new Error("boom")))!.catch((e: unknown) => (err = e));
     expect((err as Error).message).to.equal("boom");
   });
+
+  it("when turned off, runs every request as it arrives", () => {
+    const ran: string[] = [];
+    const fair = new FairDispatch({ enabled: false, defer: () => expect.fail("no turn is scheduled") });
+    for (const id of ["t1", "t2", "t3"])
+      void fair.submit("tenant", async () => {
+        ran.push(id);
+      });
+    expect(ran).to.deep.equal(["t1", "t2", "t3"]);
+  });
 });

@@ -19,6 +19,8 @@ import type { Cancellation } from "../util/deadline.js";
 
 /** Options of {@link FairDispatch}. */
 export interface FairDispatchOptions {
+  /** Off: every request runs as it arrives (`governor run --no-fair-dispatch`). @default true */
+  enabled?: boolean;
   /** Longest run of queued requests before the loop polls I/O again. @default 2 */
   sliceMs?: number;
   /** Requests one user may have waiting; more are refused. @default 256 */
@@ -48,8 +50,10 @@ export class FairDispatch {
   private readonly maxQueued: number;
   private readonly now: () => number;
   private readonly defer: (fn: () => void) => void;
+  private readonly enabled: boolean;
 
   constructor(opts: FairDispatchOptions = {}) {
+    this.enabled = opts.enabled ?? true;
     this.sliceMs = opts.sliceMs ?? 2;
     this.maxQueued = opts.maxQueuedPerUser ?? 256;
     this.now = opts.now ?? (() => performance.now());
@@ -70,6 +74,7 @@ export class FairDispatch {
    * queue and rejects with the cancellation's reason; `run` is never called for it.
    */
   submit<T>(user: string, run: () => Promise<T>, cancel?: Cancellation): Promise<T> | undefined {
+    if (!this.enabled) return run();
     const queue = this.queues.get(user);
     if (!queue && !this.ranThisTurn.has(user)) {
       this.ranThisTurn.add(user);

@@ -50,6 +50,8 @@ export interface OperatorOptions {
   leaseName?: string;
   shutdownDelayMs?: number;
   authCacheTtlMs?: number;
+  /** @default true */
+  fairDispatch?: boolean;
   /** Where HTTP sources may connect. @default DEFAULT_DESTINATION_POLICY */
   sourcePolicy?: DestinationPolicy;
   /** The most an HTTP source may read from one answer, in bytes. @default MAX_RESPONSE_BYTES */
@@ -213,6 +215,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     metrics,
     shutdownDelayMs: opts.shutdownDelayMs,
     authCacheTtlMs: opts.authCacheTtlMs,
+    fairDispatch: opts.fairDispatch,
     readinessWarnings: () => [...(registration?.conflicts.values() ?? [])],
     // Ready once every MetricMapping of the first list has been loaded (a replica that
     // answered before would tell the HPA "no such metric" for the ones still loading).

@@ -29,6 +29,8 @@ export interface ServeMetricsApiOptions {
   shutdownDelayMs?: number;
   /** Authorization cache TTL. @default 10000 */
   authCacheTtlMs?: number;
+  /** Share requests out fairly among users (src/apiserver/fair-dispatch.ts). @default true */
+  fairDispatch?: boolean;
   /** A reason not to be ready yet (e.g. mappings still loading). */
   notReadyReason?: () => string | undefined;
   /** Warnings for the /readyz body. */
@@ -80,6 +82,7 @@ export async function serveMetricsApi(opts: ServeMetricsApiOptions): Promise<Run
     host: opts.host,
     port: opts.port,
     shutdownDelayMs: opts.shutdownDelayMs,
+    fairness: { enabled: opts.fairDispatch ?? true },
     notReadyReason: opts.notReadyReason,
     readinessWarnings: opts.readinessWarnings,
   });

@@ -96,7 +96,11 @@ describe("hostile tenants: attacks over the aggregator and directly, with the de
     await requireNodeAgent(cluster);
     ns = await freshNamespace(cluster, "attacks");
     // The default source policy: loopback, link-local and metadata addresses are refused.
-    governor = new GovernorProcess(cluster, { sourceAllowCidrs: [] });
+    // GOVERNOR_ATTACKS_ARGS adds flags, e.g. `--no-fair-dispatch` to compare (ADR 0010).
+    governor = new GovernorProcess(cluster, {
+      sourceAllowCidrs: [],
+      extraArgs: process.env.GOVERNOR_ATTACKS_ARGS?.split(" ").filter(Boolean),
+    });
     await governor.start();
     const secret = await cluster.client.get<{ data: Record<string, string> }>(
       "/api/v1/namespaces/governor-system/secrets/governor-serving-cert",

@@ -25,10 +25,11 @@ export class GovernorProcess {
   /**
    * @param opts.sourceAllowCidrs `--source-allow-cidrs` (the local control plane's pods and
    * test endpoints listen on loopback). @default ["127.0.0.0/8"]; `[]` keeps the default policy.
+   * @param opts.extraArgs more `governor run` flags.
    */
   constructor(
     private readonly cluster: TestCluster,
-    private readonly opts: { sourceAllowCidrs?: string[] } = {},
+    private readonly opts: { sourceAllowCidrs?: string[]; extraArgs?: string[] } = {},
   ) {}
 
   /** Applies config/local, then starts `governor run` and waits until the aggregator serves it. */
@@ -68,6 +69,7 @@ export class GovernorProcess {
         "0",
         "--take-over-apiservices",
         ...(this.opts.sourceAllowCidrs ?? ["127.0.0.0/8"]).flatMap((c) => ["--source-allow-cidrs", c]),
+        ...(this.opts.extraArgs ?? []),
       ],
       { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
     );
