@@ -414,10 +414,42 @@ export interface Interleaved {
   speed: { a: number[]; b: number[] };
   /** Rounds kept although still disturbed after `MAX_REDOS` more tries. */
   disturbed: number;
+  /** When the rounds came from several Governor processes: each one's median ratio (req/s). */
+  processes?: number[];
 }
 
 /**
- * Measures `a` and `b` in turns — a discarded warm-up of each, then `rounds` rounds,
+ * One comparison measured over several Governor processes (each an `Interleaved` of its
+ * own rounds), as one: every round kept, and each process's median ratio noted. Two
+ * Governor processes can differ by more than the rounds inside one do (ADR 0005).
+ */
+export function combine(parts: Interleaved[]): Interleaved {
+  const cat = <T>(f: (m: Interleaved) => T[]) => parts.flatMap(f);
+  return {
+    a: cat((m) => m.a),
+    b: cat((m) => m.b),
+    outside: { a: cat((m) => m.outside.a), b: cat((m) => m.outside.b) },
+    cpu: {
+      a: { server: cat((m) => m.cpu.a.server), load: cat((m) => m.cpu.a.load) },
+      b: { server: cat((m) => m.cpu.b.server), load: cat((m) => m.cpu.b.load) },
+    },
+    speed: { a: cat((m) => m.speed.a), b: cat((m) => m.speed.b) },
+    disturbed: parts.reduce((n, m) => n + m.disturbed, 0),
+    processes: parts.map(
+      (m) =>
+        spread(
+          pairedRatios(
+            m.a.map((x) => x.rps),
+            m.b.map((x) => x.rps),
+          ),
+        ).median,
+    ),
+  };
+}
+
+/**
+ * Measures `a` and `b` in turns — a discarded warm-up of each, then `rounds` rounds (the
+ * run's setting unless given),
  * A B, B A, A B … (alternating who goes first, so a drift in the machine lands on both)
  * — and returns each side's result per round. First the machine settles; a round with
  * more than `DISTURBED_CORES` of work outside the row (anything but the load generator,
@@ -432,8 +464,9 @@ export async function interleave(
   base: Contender,
   connections: number,
   background: number[] = [],
+  rounds = b.rounds.rounds,
 ): Promise<Interleaved> {
-  const { rounds, seconds, warmupSeconds } = b.rounds;
+  const { seconds, warmupSeconds } = b.rounds;
   const expected = (c: Contender) => [b.load.pid, process.pid, ...c.pids, ...background];
   type Round = { result: LoadResult; outside: number; server: number; load: number; speed: number };
   const run = async (c: Contender, s: number): Promise<Round> => {
@@ -495,6 +528,8 @@ export async function interleave(
 function notes(m: Interleaved): string {
   const out: string[] = [];
   if (m.disturbed) out.push(`${m.disturbed} disturbed round${m.disturbed > 1 ? "s" : ""} kept`);
+  if (m.processes)
+    out.push(`${m.processes.length} Governor processes: ${m.processes.map((r) => r.toFixed(2)).join(", ")}`);
   for (const [side, label] of [
     ["b", "baseline"],
     ["a", "Governor"],
@@ -544,6 +579,7 @@ export function comparisonRows(name: string, m: Interleaved, baselineName: strin
         "load generator cores, baseline": m.cpu.b.load,
         "slowest core speed, Governor": m.speed.a,
         "slowest core speed, baseline": m.speed.b,
+        ...(m.processes ? { "ratio per Governor process": m.processes } : {}),
       },
     },
     {
