@@ -10,6 +10,7 @@
  */
 import type { Logger } from "pino";
 import { KubeApiError, type KubeClient } from "../k8s/client.js";
+import { type Clock, systemClock } from "../util/clock.js";
 
 /** Options of {@link LeaderElector}. */
 export interface LeaderElectionOptions {
@@ -64,8 +65,8 @@ export async function currentLeaseHolder(
 
 /** See the module comment. */
 export class LeaderElector {
-  private timer?: NodeJS.Timeout;
-  private watchdog?: NodeJS.Timeout;
+  private cancelTick?: () => void;
+  private cancelWatchdog?: () => void;
   private leading = false;
   /** Local time at which the last successful renew *started*. */
   private renewStartedAt = 0;
@@ -77,8 +78,12 @@ export class LeaderElector {
     private readonly client: KubeClient,
     private readonly opts: LeaderElectionOptions,
     private readonly logger: Logger,
-    private readonly now: () => number = Date.now,
+    private readonly clock: Clock = systemClock,
   ) {}
+
+  private now(): number {
+    return this.clock.now();
+  }
 
   /** Whether this process holds the lease now. */
   get isLeader(): boolean {
@@ -101,8 +106,8 @@ export class LeaderElector {
   /** Stops; releases the lease if held, so another replica takes over at once. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
-    clearTimeout(this.watchdog);
+    this.cancelTick?.();
+    this.cancelWatchdog?.();
     if (this.leading) {
       this.setLeading(false);
       try {
@@ -131,7 +136,8 @@ export class LeaderElector {
       if (!(err instanceof KubeApiError && err.statusCode === 409))
         this.logger.warn({ err }, "leader election");
     }
-    if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.opts.retryPeriodMs ?? 2000);
+    if (!this.stopped)
+      this.cancelTick = this.clock.after(this.opts.retryPeriodMs ?? 2000, () => void this.tick());
   }
 
   /**
@@ -220,16 +226,13 @@ export class LeaderElector {
     // attempt (still the holder) starts it again on a fresh renew.
     if (this.now() - started >= this.renewDeadlineMs) return;
     this.renewStartedAt = started;
-    clearTimeout(this.watchdog);
-    this.watchdog = setTimeout(
-      () => {
-        if (this.leading && this.now() - this.renewStartedAt >= this.renewDeadlineMs) {
-          this.logger.warn("could not renew the lease within the renew deadline: stepping down");
-          this.setLeading(false);
-        }
-      },
-      Math.max(0, started + this.renewDeadlineMs - this.now()),
-    );
+    this.cancelWatchdog?.();
+    this.cancelWatchdog = this.clock.after(Math.max(0, started + this.renewDeadlineMs - this.now()), () => {
+      if (this.leading && this.now() - this.renewStartedAt >= this.renewDeadlineMs) {
+        this.logger.warn("could not renew the lease within the renew deadline: stepping down");
+        this.setLeading(false);
+      }
+    });
     if (!this.leading) this.setLeading(true);
   }
 

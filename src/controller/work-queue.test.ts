@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { FakeClock } from "../testing/fake-clock.js";
 import { WorkQueue, runWorkers } from "./work-queue.js";
 
 describe("WorkQueue", () => {
@@ -38,32 +39,52 @@ describe("WorkQueue", () => {
     expect(runs).to.equal(2);
   });
 
-  it("retries a failing key with growing delays, then forgets the failures after a success", async () => {
-    const q = new WorkQueue({ initialBackoffMs: 10, maxBackoffMs: 1000 });
-    const at: number[] = [];
+  it("retries a failing key after delays that double up to the cap, then forgets the failures after a success", async () => {
+    const clock = new FakeClock();
+    // The jitter at its top: each delay is its whole ceiling (10, 20, 40 … capped at 100).
+    const q = new WorkQueue({ initialBackoffMs: 10, maxBackoffMs: 100, clock, random: () => 0.9999 });
+    const start = clock.now();
+    const ranAt: number[] = [];
     const delays: number[] = [];
     q.add("k");
     const workers = runWorkers(
       q,
       1,
       async () => {
-        at.push(Date.now());
-        if (at.length < 4) throw new Error("apiserver unavailable");
+        ranAt.push(clock.now() - start);
+        if (ranAt.length < 6) throw new Error("apiserver unavailable");
       },
       (_k, _e, retryIn) => delays.push(retryIn),
     );
-    await new Promise((r) => setTimeout(r, 300));
+    await clock.advance(10_000);
     q.shutDown();
     await workers;
-    expect(at).to.have.length(4);
-    expect(delays).to.have.length(3);
-    expect(delays[1]!).to.be.greaterThan(delays[0]! - 1);
-    expect(delays[2]!).to.be.greaterThan(delays[1]! - 1);
-    expect(q.addRateLimited("k")).to.be.at.most(10);
+    expect(delays).to.deep.equal([10, 20, 40, 80, 100]);
+    expect(ranAt).to.deep.equal([0, 10, 30, 70, 150, 250]);
+    expect(q.failing("k")).to.equal(false);
+    expect(q.addRateLimited("k"), "a success starts over at the first delay").to.equal(10);
+  });
+
+  it("never retries sooner than half a delay's ceiling, however the jitter falls", async () => {
+    for (const r of [0, 0.5, 0.9999]) {
+      const q = new WorkQueue({
+        initialBackoffMs: 100,
+        maxBackoffMs: 800,
+        clock: new FakeClock(),
+        random: () => r,
+      });
+      const delays = Array.from({ length: 6 }, () => q.addRateLimited("k"));
+      const ceilings = [100, 200, 400, 800, 800, 800];
+      delays.forEach((d, i) =>
+        expect(d, `retry ${i + 1} at jitter ${r}`).to.be.within(ceilings[i]! / 2, ceilings[i]!),
+      );
+      q.shutDown();
+    }
   });
 
   it("says a key is failing from its first failure until its next success", async () => {
-    const q = new WorkQueue({ initialBackoffMs: 5, maxBackoffMs: 50 });
+    const clock = new FakeClock();
+    const q = new WorkQueue({ initialBackoffMs: 5, maxBackoffMs: 50, clock });
     let runs = 0;
     q.add("k");
     const seen: boolean[] = [];
@@ -76,21 +97,27 @@ describe("WorkQueue", () => {
       },
       () => undefined,
     );
-    await new Promise((r) => setTimeout(r, 100));
+    await clock.advance(100);
     q.shutDown();
     await workers;
     expect(seen).to.deep.equal([false, true]);
     expect(q.failing("k")).to.equal(false);
   });
 
-  it("keeps the earliest of several delayed adds", async () => {
-    const q = new WorkQueue();
+  it("keeps the earliest of several delayed adds, and adds the key once", async () => {
+    const clock = new FakeClock();
+    const q = new WorkQueue({ clock });
     q.addAfter("k", 500);
     q.addAfter("k", 10);
     q.addAfter("k", 300);
-    const started = Date.now();
+    await clock.advance(9);
+    expect(q.length).to.equal(0);
+    await clock.advance(1);
+    expect(q.length).to.equal(1);
+    await clock.advance(1000);
+    expect(q.length).to.equal(1);
+    expect(clock.waiting).to.equal(0);
     expect(await q.get()).to.equal("k");
-    expect(Date.now() - started).to.be.below(200);
     q.shutDown();
   });
 });

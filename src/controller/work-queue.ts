@@ -5,6 +5,7 @@
  * per-key exponential backoff, and `addAfter` schedules a delayed add (earliest wins).
  */
 import { Backoff } from "../util/backoff.js";
+import { type Clock, systemClock } from "../util/clock.js";
 
 /** What a reconcile asks for after it ran. */
 export interface ReconcileResult {
@@ -28,7 +29,7 @@ export class WorkQueue {
   private readonly queued = new Set<string>();
   private readonly processing = new Set<string>();
   private readonly dirty = new Set<string>();
-  private readonly timers = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  private readonly timers = new Map<string, { at: number; cancel: () => void }>();
   private readonly backoffs = new Map<string, Backoff>();
   private readonly waiters: (() => void)[] = [];
   private stopped = false;
@@ -37,8 +38,21 @@ export class WorkQueue {
   /**
    * @param opts.initialBackoffMs first retry delay. @default 100
    * @param opts.maxBackoffMs retry delay cap. @default 60000
+   * @param opts.clock time and timers (a fake in tests). @default systemClock
+   * @param opts.random jitter source of the backoff. @default Math.random
    */
-  constructor(private readonly opts: { initialBackoffMs?: number; maxBackoffMs?: number } = {}) {}
+  constructor(
+    private readonly opts: {
+      initialBackoffMs?: number;
+      maxBackoffMs?: number;
+      clock?: Clock;
+      random?: () => number;
+    } = {},
+  ) {
+    this.clock = opts.clock ?? systemClock;
+  }
+
+  private readonly clock: Clock;
 
   /** Queues `key` now (no-op if already queued; re-queued after the current run if processing). */
   add(key: string): void {
@@ -59,16 +73,15 @@ export class WorkQueue {
   addAfter(key: string, ms: number): void {
     if (this.stopped) return;
     if (ms <= 0) return this.add(key);
-    const at = Date.now() + ms;
+    const at = this.clock.now() + ms;
     const existing = this.timers.get(key);
     if (existing && existing.at <= at) return;
-    if (existing) clearTimeout(existing.timer);
-    const timer = setTimeout(() => {
+    existing?.cancel();
+    const cancel = this.clock.after(ms, () => {
       this.timers.delete(key);
       this.add(key);
-    }, ms);
-    timer.unref();
-    this.timers.set(key, { at, timer });
+    });
+    this.timers.set(key, { at, cancel });
   }
 
   /** Queues `key` after its next backoff delay (for failures). */
@@ -78,6 +91,7 @@ export class WorkQueue {
       b = new Backoff({
         initialMs: this.opts.initialBackoffMs ?? 100,
         maxMs: this.opts.maxBackoffMs ?? 60_000,
+        ...(this.opts.random ? { random: this.opts.random } : {}),
       });
       this.backoffs.set(key, b);
     }
@@ -125,7 +139,7 @@ export class WorkQueue {
   /** Stops handing out keys; pending timers are cancelled. */
   shutDown(): void {
     this.stopped = true;
-    for (const { timer } of this.timers.values()) clearTimeout(timer);
+    for (const { cancel } of this.timers.values()) cancel();
     this.timers.clear();
     for (const w of this.waiters.splice(0)) w();
   }

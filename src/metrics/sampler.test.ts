@@ -1,5 +1,6 @@
 import { expect } from "chai";
 import type { MetricSource } from "../sources/source.js";
+import { FakeClock } from "../testing/fake-clock.js";
 import { Sampler, finiteOnly } from "./sampler.js";
 
 describe("samples", () => {
@@ -48,5 +49,71 @@ describe("samples", () => {
     } finally {
       await sampler.stop();
     }
+  });
+
+  it("polls its source every interval, ±10 % jitter, and never two queries at once", async () => {
+    const clock = new FakeClock();
+    const started: number[] = [];
+    let inFlight = 0;
+    let most = 0;
+    const slow: MetricSource = {
+      needsObjects: false,
+      sample: async () => {
+        started.push(clock.now());
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => clock.after(300, () => r(undefined)));
+        inFlight--;
+        return { kind: "scalar", value: 1 };
+      },
+    };
+    for (const [random, gap] of [
+      [0, 900 + 300],
+      [0.5, 1000 + 300],
+      [0.9999, 1100 + 300],
+    ] as const) {
+      started.length = 0;
+      const sampler = new Sampler(slow, {
+        intervalMs: 1000,
+        request: () => ({ namespace: "n" }),
+        clock,
+        random: () => random,
+      });
+      sampler.start();
+      await clock.advance(10_000);
+      await sampler.stop();
+      // The next interval starts when the last query has finished (here 300 ms each).
+      const gaps = started.slice(1).map((t, i) => Math.round(t - started[i]!));
+      expect(gaps, `jitter ${random}`).to.deep.equal(Array(gaps.length).fill(gap));
+      expect(gaps.length).to.equal(Math.floor(10_000 / gap));
+    }
+    expect(most).to.equal(1);
+  });
+
+  it("gives up on a source that does not answer within its timeout, and says so", async () => {
+    const clock = new FakeClock();
+    let aborted = false;
+    const hanging: MetricSource = {
+      needsObjects: false,
+      sample: (req) =>
+        new Promise((_, reject) =>
+          req.signal!.addEventListener("abort", () => {
+            aborted = true;
+            reject(new Error("aborted"));
+          }),
+        ),
+    };
+    const sampler = new Sampler(hanging, {
+      intervalMs: 15_000,
+      timeoutMs: 2000,
+      request: () => ({ namespace: "n" }),
+      clock,
+    });
+    sampler.start();
+    await clock.advance(1999);
+    expect(sampler.state.failures).to.equal(0);
+    await clock.advance(1);
+    expect(sampler.state).to.include({ failures: 1, error: "timed out after 2000 ms" });
+    expect(aborted, "the source's request is cancelled").to.equal(true);
+    await sampler.stop();
   });
 });

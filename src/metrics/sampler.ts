@@ -6,6 +6,7 @@
  * was ever sampled, and then at most one per interval ({@link Sampler.sampleIfDue}).
  */
 import type { MetricSource, SampleRequest, SampleValue } from "../sources/source.js";
+import { type Clock, systemClock } from "../util/clock.js";
 
 /** The last good sample. */
 export interface GoodSample {
@@ -38,21 +39,27 @@ export interface SamplerOptions {
   observe?: (outcome: "ok" | "error", seconds: number) => void;
   /** @default Math.random */
   random?: () => number;
+  /** Time and timers (a fake in tests). @default systemClock */
+  clock?: Clock;
 }
 
 /** See the module comment. */
 export class Sampler {
   readonly state: SamplerState = { failures: 0 };
   private inFlight?: Promise<void>;
-  private timer?: NodeJS.Timeout;
+  private cancelTimer?: () => void;
   private stopped = false;
   private readonly abort = new AbortController();
   private readonly cleanups: (() => Promise<void> | void)[] = [];
 
+  private readonly clock: Clock;
+
   constructor(
     readonly source: MetricSource,
     private readonly opts: SamplerOptions,
-  ) {}
+  ) {
+    this.clock = opts.clock ?? systemClock;
+  }
 
   /** Samples at once, then every interval. */
   start(): void {
@@ -72,7 +79,7 @@ export class Sampler {
    * scheduled attempt). However many requests arrive, the source is asked at most once
    * per interval.
    */
-  sampleIfDue(now = Date.now()): Promise<void> {
+  sampleIfDue(now = this.clock.now()): Promise<void> {
     if (this.inFlight) return this.inFlight;
     const last = this.state.attemptedAt?.getTime();
     if (last !== undefined && now - last < this.opts.intervalMs) return Promise.resolve();
@@ -87,7 +94,7 @@ export class Sampler {
   /** Stops polling and aborts an in-flight query. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
+    this.cancelTimer?.();
     this.abort.abort();
     for (const fn of this.cleanups.splice(0)) await fn();
     await this.source.close?.();
@@ -96,22 +103,25 @@ export class Sampler {
   private schedule(): void {
     if (this.stopped) return;
     const jitter = 0.9 + 0.2 * (this.opts.random ?? Math.random)();
-    this.timer = setTimeout(() => {
+    this.cancelTimer = this.clock.after(this.opts.intervalMs * jitter, () => {
       void this.sampleNow().finally(() => this.schedule());
-    }, this.opts.intervalMs * jitter);
-    this.timer.unref();
+    });
   }
 
   private async attempt(): Promise<void> {
     const started = process.hrtime.bigint();
     const timeoutMs = this.opts.timeoutMs ?? Math.min(this.opts.intervalMs, 10_000);
-    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]);
+    const timeout = new AbortController();
+    const cancelTimeout = this.clock.after(timeoutMs, () =>
+      timeout.abort(new DOMException(`timed out after ${timeoutMs} ms`, "TimeoutError")),
+    );
+    const signal = AbortSignal.any([this.abort.signal, timeout.signal]);
     try {
       const value = finiteOnly(
         await raceAbort(this.source.sample({ ...this.opts.request(signal), signal }), signal, timeoutMs),
       );
       if (this.stopped) return;
-      this.state.last = { value, at: new Date() };
+      this.state.last = { value, at: new Date(this.clock.now()) };
       this.state.error = undefined;
       this.state.failures = 0;
       this.opts.observe?.("ok", Number(process.hrtime.bigint() - started) / 1e9);
@@ -120,8 +130,10 @@ export class Sampler {
       this.state.error = err instanceof Error ? err.message : String(err);
       this.state.failures++;
       this.opts.observe?.("error", Number(process.hrtime.bigint() - started) / 1e9);
+    } finally {
+      cancelTimeout();
     }
-    this.state.attemptedAt = new Date();
+    this.state.attemptedAt = new Date(this.clock.now());
     this.opts.onSample?.(this.state);
   }
 }

@@ -18,6 +18,8 @@ describe("leader election with a Lease (integration)", function () {
 
   it("elects exactly one of several replicas, and another takes over when the leader stops", async () => {
     const leading = new Set<string>();
+    /** The most replicas that believed they led at one moment, by their own callbacks. */
+    let most = 0;
     const electors = ["a", "b", "c"].map(
       (id) =>
         new LeaderElector(
@@ -29,7 +31,10 @@ describe("leader election with a Lease (integration)", function () {
             leaseDurationMs: 3000,
             renewDeadlineMs: 2000,
             retryPeriodMs: 200,
-            onStartedLeading: () => leading.add(id),
+            onStartedLeading: () => {
+              leading.add(id);
+              most = Math.max(most, leading.size);
+            },
             onStoppedLeading: () => leading.delete(id),
           },
           pino({ level: "silent" }),
@@ -54,6 +59,7 @@ describe("leader election with a Lease (integration)", function () {
         },
         { timeoutMs: 10_000, what: "a new leader" },
       );
+      expect(most, "never two leaders at once, through election and hand-over").to.equal(1);
     } finally {
       for (const e of electors) await e.stop();
     }
