@@ -97,7 +97,7 @@ export async function selectorRows(b: Bench, governor: Child): Promise<void> {
         const url = `https://127.0.0.1:${g.port}/apis/custom.metrics.k8s.io/v1beta2/namespaces/${NS}/pods/*/pod_load?labelSelector=${encodeURIComponent(selector)}`;
         const body = await fullAnswer(b, url, selector, expected);
         bodies[k] ??= body;
-        bare = await startBare(b, bodies[k]!);
+        bare = await startBare(b, bodies[k]);
         const tls = { tls: b.frontProxy, headers: b.proxyHeaders };
         const bareUrl = `https://127.0.0.1:${bare.port}/`;
         // Prometheus (scraping 5,000 series every 5 s) works beside the load generator, off the

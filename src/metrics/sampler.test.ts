@@ -96,7 +96,7 @@ describe("samples", () => {
       needsObjects: false,
       sample: (req) =>
         new Promise((_, reject) =>
-          req.signal!.addEventListener("abort", () => {
+          req.signal.addEventListener("abort", () => {
             aborted = true;
             reject(new Error("aborted"));
           }),
