@@ -17,7 +17,7 @@ import { createHash, X509Certificate } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { TLSSocket } from "node:tls";
 import { GovernorError } from "../errors.js";
-import { ByteLru, stringBytes } from "../util/lru.js";
+import { byteBoundedCache, stringBytes } from "../util/lru.js";
 import { tryDecodeURIComponent } from "../util/uri.js";
 import { coalesce } from "../util/in-flight.js";
 
@@ -143,7 +143,7 @@ export class DelegatingAuthenticator implements Authenticator {
   private readonly socketCache = new WeakMap<TLSSocket, { generation: number; identity: CertIdentity }>();
   private readonly reviewsInFlight = new Map<string, Promise<UserInfo | undefined>>();
   /** Reviews by token hash: bounded in bytes, least recently used out first. */
-  private readonly tokenCache = new ByteLru<string, { user: UserInfo | undefined; expires: number }>({
+  private readonly tokenCache = byteBoundedCache<string, { user: UserInfo | undefined; expires: number }>({
     maxBytes: 4 << 20,
     sizeOf: (key, v) => stringBytes(key) + 200 + (v.user ? stringBytes(JSON.stringify(v.user)) : 0),
   });

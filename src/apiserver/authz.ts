@@ -5,7 +5,7 @@
  * kube-apiserver's privileged-group authorizer does); decisions are cached for 10 s.
  * A review that cannot be made is an {@link AuthUnavailableError}: never an allow.
  */
-import { ByteLru, stringBytes } from "../util/lru.js";
+import { byteBoundedCache, stringBytes } from "../util/lru.js";
 import { coalesce } from "../util/in-flight.js";
 import type { UserInfo } from "./authn.js";
 import type { RequestInfo } from "./request-info.js";
@@ -71,7 +71,7 @@ export function accessReviewSpec(user: UserInfo, info: RequestInfo): SubjectAcce
 /** See the module comment. */
 export class DelegatingAuthorizer implements Authorizer {
   /** Decisions by review spec: bounded in bytes, least recently used out first. */
-  private readonly cache = new ByteLru<string, { decision: Decision; expires: number }>({
+  private readonly cache = byteBoundedCache<string, { decision: Decision; expires: number }>({
     maxBytes: 8 << 20,
     sizeOf: (key, v) => stringBytes(key) + 100 + stringBytes(v.decision.reason),
   });

@@ -4,6 +4,7 @@
  * as client-go's event correlator does. Failures to record are logged, never thrown.
  */
 import type { Logger } from "pino";
+import { LRUCache } from "lru-cache";
 import type { KubeClient } from "../k8s/client.js";
 
 /** The object an Event is about. */
@@ -17,7 +18,10 @@ export interface EventSubject {
 
 /** See the module comment. */
 export class EventRecorder {
-  private readonly recent = new Map<string, { name: string; count: number; first: string; at: number }>();
+  /** The events recorded lately, by object and content: the 5,000 most recent. */
+  private readonly recent = new LRUCache<string, { name: string; count: number; first: string; at: number }>({
+    max: 5000,
+  });
 
   constructor(
     private readonly client: KubeClient,
@@ -43,7 +47,6 @@ export class EventRecorder {
       await this.client.mergePatch(`${base}/${seen.name}`, { count: seen.count, lastTimestamp: now });
       return;
     }
-    if (this.recent.size > 5000) this.recent.clear();
     const name = `${subject.name}.${Date.now().toString(16)}${Math.floor(Math.random() * 0xfff).toString(16)}`;
     this.recent.set(key, { name, count: 1, first: now, at: Date.now() });
     await this.client.create(base, {

@@ -7,7 +7,7 @@ import type { LabelSelector } from "../selectors/label-selector.js";
 import type { SubjectLister, SubjectObject } from "../metrics/mapping-provider.js";
 import type { GroupResource } from "../metrics/provider.js";
 import type { KubeClient, KubeObject } from "./client.js";
-import { ByteLru, stringBytes } from "../util/lru.js";
+import { byteBoundedCache, stringBytes } from "../util/lru.js";
 import type { PodIndex } from "./pod-index.js";
 import { DiscoveryResourceMapper, type ResourceMapper } from "./resource-mapper.js";
 
@@ -19,7 +19,7 @@ export class KubeSubjectLister implements SubjectLister {
    * Lists by resource, namespace and (caller-chosen) selector, reused for 2 s: bounded,
    * least recently used out first (an entry is counted at a typical list's size).
    */
-  private readonly cache = new ByteLru<string, { at: number; objects: Promise<SubjectObject[]> }>({
+  private readonly cache = byteBoundedCache<string, { at: number; objects: Promise<SubjectObject[]> }>({
     maxBytes: 4 << 20,
     sizeOf: (key) => stringBytes(key) + 2048,
   });

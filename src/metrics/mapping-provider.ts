@@ -10,7 +10,8 @@
  * its source's queries).
  */
 import type { LabelSelector } from "../selectors/label-selector.js";
-import { ByteLru, stringBytes } from "../util/lru.js";
+import { LRUCache } from "lru-cache";
+import { byteBoundedCache, stringBytes } from "../util/lru.js";
 import { untilCancelled } from "../util/deadline.js";
 import type { Sampler } from "./sampler.js";
 import {
@@ -85,13 +86,14 @@ export class MappingProvider implements MetricsProvider {
   private readonly external = new Map<string, ActiveMapping>();
   private readonly byMappingKey = new Map<string, string>();
   private customList?: CustomMetricInfo[];
-  private readonly described = new Map<string, { info: Described; at: number }>();
+  /** Resources' kinds by group/resource, the 1,000 most recent (requests name them). */
+  private readonly described = new LRUCache<string, { info: Described; at: number }>({ max: 1000 });
   /** The last object metric handed out per mapping and object name (see getMetricByName). */
   /**
    * Answers handed out by name, keyed `mapping key NUL object name`: one budget across all
    * mappings, least recently used out first, so unique object names cannot grow it.
    */
-  private readonly handedOut = new ByteLru<string, HandedOut>({
+  private readonly handedOut = byteBoundedCache<string, HandedOut>({
     maxBytes: 16 << 20,
     sizeOf: (key) => stringBytes(key) * 2 + 400,
   });
@@ -296,7 +298,6 @@ export class MappingProvider implements MetricsProvider {
   private async describe(gr: GroupResource): Promise<Described> {
     const info = await this.subjects.describe(gr);
     if (!info) throw new MetricNotFoundError(`the server has no resource ${formatGroupResource(gr)}`);
-    if (this.described.size > 1000) this.described.clear();
     this.described.set(formatGroupResource(gr), { info, at: this.now() });
     return info;
   }

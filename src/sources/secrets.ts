@@ -5,6 +5,7 @@
  * A name that is not a DNS-1123 object name (e.g. `../../shop/secrets/token`) is refused
  * before any request, whatever the CRD in the cluster let through.
  */
+import { LRUCache } from "lru-cache";
 import type { KubeClient } from "../k8s/client.js";
 import { KubeApiError } from "../k8s/client.js";
 import { DNS_SUBDOMAIN_PATTERN } from "../api/common.js";
@@ -23,7 +24,9 @@ export interface SecretReader {
 
 /** A {@link SecretReader} over the Kubernetes API. */
 export class KubeSecretReader implements SecretReader {
-  private readonly cache = new Map<string, { at: number; data: Promise<Record<string, string>> }>();
+  private readonly cache = new LRUCache<string, { at: number; data: Promise<Record<string, string>> }>({
+    max: MAX_CACHED,
+  });
 
   constructor(private readonly client: KubeClient) {}
 
@@ -38,20 +41,9 @@ export class KubeSecretReader implements SecretReader {
     const hit = this.cache.get(key);
     if (hit && Date.now() - hit.at < TTL_MS) return hit.data;
     const data = this.fetch(namespace, name);
-    if (this.cache.size >= MAX_CACHED) this.evict();
     this.cache.set(key, { at: Date.now(), data });
     data.catch(() => this.cache.delete(key));
     return data;
-  }
-
-  /** Drops expired entries, then the oldest ones while the cache is still full. */
-  private evict(): void {
-    const now = Date.now();
-    for (const [key, hit] of this.cache) if (now - hit.at >= TTL_MS) this.cache.delete(key);
-    for (const key of this.cache.keys()) {
-      if (this.cache.size < MAX_CACHED) break;
-      this.cache.delete(key);
-    }
   }
 
   private async fetch(namespace: string, name: string): Promise<Record<string, string>> {

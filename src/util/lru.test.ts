@@ -1,9 +1,9 @@
 import { expect } from "chai";
-import { ByteLru, stringBytes } from "./lru.js";
+import { byteBoundedCache, stringBytes } from "./lru.js";
 
-describe("ByteLru", () => {
+describe("byte-bounded caches", () => {
   const cache = () =>
-    new ByteLru<string, string>({ maxBytes: 100, sizeOf: (k, v) => stringBytes(k) + stringBytes(v) });
+    byteBoundedCache<string, string>({ maxBytes: 100, sizeOf: (k, v) => stringBytes(k) + stringBytes(v) });
 
   it("keeps what fits, and evicts the least recently used first when a new entry does not", () => {
     const c = cache();
@@ -14,7 +14,7 @@ describe("ByteLru", () => {
     expect(c.get("b")).to.equal(undefined);
     expect(c.get("a")).to.have.length(19);
     expect(c.get("c")).to.have.length(19);
-    expect(c.bytes).to.equal(80);
+    expect(c.calculatedSize).to.equal(80);
   });
 
   it("holds at most its budget however many unique keys arrive, and keeps the hot one", () => {
@@ -23,7 +23,7 @@ describe("ByteLru", () => {
     for (let i = 0; i < 10_000; i++) {
       c.set(`k${i}`, "v");
       c.get("hot");
-      expect(c.bytes).to.be.at.most(100);
+      expect(c.calculatedSize).to.be.at.most(100);
     }
     expect(c.get("hot")).to.equal("v");
   });
@@ -34,6 +34,6 @@ describe("ByteLru", () => {
     expect(c.size).to.equal(0);
     c.set("a", "x".repeat(10));
     c.set("a", "y");
-    expect(c.bytes).to.equal(4);
+    expect(c.calculatedSize).to.equal(4);
   });
 });
