@@ -3,10 +3,10 @@
  * workers running a level-based reconcile for each key. Reconcilers read the informer's
  * cache and converge; they never see the event type.
  */
-import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
+import type { KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import type { KubeClient } from "../k8s/client.js";
-import { startInformer, type ResilientInformer } from "../k8s/informer.js";
+import type { KubeApi } from "../k8s/client.js";
+import type { ResilientInformer } from "../k8s/informer.js";
 import { type ReconcileResult, WorkQueue, runWorkers } from "./work-queue.js";
 
 /** `namespace/name` (or `name` for cluster-scoped objects). */
@@ -24,7 +24,7 @@ export function splitKey(key: string): { namespace: string; name: string } {
 /** Options of {@link startController}. */
 export interface ControllerOptions {
   name: string;
-  client: KubeClient;
+  client: KubeApi;
   /** Watched collection path, e.g. `/apis/governor.dev/v1alpha1/metricmappings`. */
   path: string;
   reconcile: (key: string) => Promise<ReconcileResult | void>;
@@ -54,17 +54,12 @@ export function startController<T extends KubernetesObject>(opts: ControllerOpti
   const queue = new WorkQueue();
   const log = opts.logger.child({ controller: opts.name });
   const enqueue = (obj: T) => queue.add(objectKey(obj));
-  const informer = startInformer<T>(
-    opts.client.kubeConfig,
-    opts.path,
-    () => opts.client.get<KubernetesListObject<T>>(opts.path),
-    {
-      add: enqueue,
-      update: enqueue,
-      delete: enqueue,
-      error: (err, retryIn) => log.warn({ err: String(err), retryIn }, "watch failed; restarting"),
-    },
-  );
+  const informer = opts.client.informer<T>(opts.path, {
+    add: enqueue,
+    update: enqueue,
+    delete: enqueue,
+    error: (err, retryIn) => log.warn({ err: String(err), retryIn }, "watch failed; restarting"),
+  });
   // Keys attempted before the first list is in, then the first list's keys not yet attempted.
   const attempted = new Set<string>();
   let initial: { pending: Set<string>; total: number } | undefined;

@@ -5,7 +5,7 @@
  */
 import type { Logger } from "pino";
 import { LRUCache } from "lru-cache";
-import type { KubeClient } from "../k8s/client.js";
+import type { KubeApi } from "../k8s/client.js";
 
 /** The object an Event is about. */
 export interface EventSubject {
@@ -24,7 +24,7 @@ export class EventRecorder {
   });
 
   constructor(
-    private readonly client: KubeClient,
+    private readonly client: KubeApi,
     private readonly component: string,
     private readonly logger: Logger,
   ) {}

@@ -6,7 +6,7 @@
  */
 import { durationMs } from "../api/common.js";
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
-import type { KubeClient } from "../k8s/client.js";
+import type { KubeApi } from "../k8s/client.js";
 import type { PodIndex } from "../k8s/pod-index.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
 import type { ActiveMapping } from "../metrics/mapping-provider.js";
@@ -23,7 +23,7 @@ export const MAX_SELECTOR_SAMPLERS = 32;
 
 /** What building a mapping's runtime needs from the operator. */
 export interface RuntimeDeps {
-  client: KubeClient;
+  client: KubeApi;
   mapper: ResourceMapper;
   pods: PodIndex;
   secrets: SecretReader;

@@ -8,12 +8,12 @@
  * in `activation.ts`), re-deciding after every sample of that metric. Everything it
  * creates carries an owner reference, so deleting the ScalableWorkload garbage-collects it.
  */
-import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
+import type { KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { API_VERSION, durationMs, specProblems } from "../api/common.js";
 import { ScalableWorkloadSpec, type ScalableWorkloadStatus } from "../api/scalable-workload.js";
-import { KubeApiError, type KubeClient } from "../k8s/client.js";
-import { startInformer, type ResilientInformer } from "../k8s/informer.js";
+import { KubeApiError, type KubeApi } from "../k8s/client.js";
+import type { ResilientInformer } from "../k8s/informer.js";
 import { buildDeployment, buildHpa, type Owner } from "../manifests/workload.js";
 import { formatQuantity, parseQuantity } from "../metrics/quantity.js";
 import { LabelSelector } from "../selectors/label-selector.js";
@@ -44,7 +44,7 @@ interface Workload extends KubernetesObject {
 
 /** Options of {@link ScalableWorkloadReconciler}. */
 export interface ScalableWorkloadReconcilerOptions {
-  client: KubeClient;
+  client: KubeApi;
   events: EventRecorder;
   logger: Logger;
   /**
@@ -106,18 +106,13 @@ export class ScalableWorkloadReconciler {
     const watch = (kind: "Deployment" | "StatefulSet") => {
       const path = `/apis/apps/v1/${WORKLOAD_PATHS[kind]}`;
       const onChange = (w: Workload) => this.enqueueFor(kind, w);
-      return startInformer<Workload>(
-        client.kubeConfig,
-        path,
-        () => client.get<KubernetesListObject<Workload>>(path),
-        {
-          add: onChange,
-          update: onChange,
-          delete: onChange,
-          error: (err, retryIn) =>
-            this.log.warn({ err: String(err), retryIn, kind }, "watch failed; restarting"),
-        },
-      );
+      return client.informer<Workload>(path, {
+        add: onChange,
+        update: onChange,
+        delete: onChange,
+        error: (err, retryIn) =>
+          this.log.warn({ err: String(err), retryIn, kind }, "watch failed; restarting"),
+      });
     };
     this.deployments = watch("Deployment");
     this.statefulSets = watch("StatefulSet");
@@ -131,21 +126,16 @@ export class ScalableWorkloadReconciler {
       else this.hpaSeen.set(key, seen);
       this.enqueueOwners(h);
     };
-    this.hpas = startInformer<Hpa>(
-      client.kubeConfig,
-      HPA_PATH,
-      () => client.get<KubernetesListObject<Hpa>>(HPA_PATH),
-      {
-        add: (h) => onHpa(h),
-        update: (h) => onHpa(h),
-        delete: (h) => onHpa(h, true),
-        error: (err, retryIn) =>
-          this.log.warn(
-            { err: String(err), retryIn, kind: "HorizontalPodAutoscaler" },
-            "watch failed; restarting",
-          ),
-      },
-    );
+    this.hpas = client.informer<Hpa>(HPA_PATH, {
+      add: (h) => onHpa(h),
+      update: (h) => onHpa(h),
+      delete: (h) => onHpa(h, true),
+      error: (err, retryIn) =>
+        this.log.warn(
+          { err: String(err), retryIn, kind: "HorizontalPodAutoscaler" },
+          "watch failed; restarting",
+        ),
+    });
     this.controller = startController<ScalableWorkloadObject>({
       name: "scalableworkload",
       client,

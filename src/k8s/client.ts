@@ -7,10 +7,16 @@
  * tokens are picked up.
  */
 import type { RequestOptions } from "node:https";
-import { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig, type KubernetesListObject, type KubernetesObject } from "@kubernetes/client-node";
 import { Agent, type Dispatcher } from "undici";
 import { GovernorError } from "../errors.js";
 import { assertPlainPath } from "./paths.js";
+import {
+  type InformerHandlers,
+  type InformerOptions,
+  type ResilientInformer,
+  startInformer,
+} from "./informer.js";
 
 /** The apiserver answered with an error status. */
 export class KubeApiError extends GovernorError {
@@ -64,7 +70,15 @@ export interface KubeObject {
  */
 export type KubeApi = Pick<
   KubeClient,
-  "get" | "getOrUndefined" | "create" | "replace" | "mergePatch" | "apply" | "createOrReplace" | "delete"
+  | "get"
+  | "getOrUndefined"
+  | "create"
+  | "replace"
+  | "mergePatch"
+  | "apply"
+  | "createOrReplace"
+  | "delete"
+  | "informer"
 >;
 
 /** Loads a KubeConfig: from `path` if given, else in-cluster or `$KUBECONFIG` / `~/.kube/config`. */
@@ -98,6 +112,25 @@ export class KubeClient {
     const cluster = kubeConfig.getCurrentCluster();
     if (!cluster) throw new GovernorError("GOV_ERR_CONFIG", "kubeconfig has no current cluster");
     this.server = new URL(cluster.server);
+  }
+
+  /**
+   * An informer over the collection `path` (all namespaces, or one: `/api/v1/namespaces/x/pods`):
+   * lists it (with the options' selectors), then watches, restarted on errors.
+   */
+  informer<T extends KubernetesObject>(
+    path: string,
+    handlers: InformerHandlers<T>,
+    opts: InformerOptions = {},
+  ): ResilientInformer<T> {
+    const query = { labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector };
+    return startInformer<T>(
+      this.kubeConfig,
+      path,
+      () => this.get<KubernetesListObject<T>>(path, query),
+      handlers,
+      opts,
+    );
   }
 
   /** GET a path; a 404 is a {@link KubeApiError} (see {@link getOrUndefined}). */

@@ -24,6 +24,20 @@ export interface InformerHandlers<T extends KubernetesObject> {
   delete?: (obj: T) => void;
   /** Called for every list/watch error before the restart is scheduled. */
   error?: (err: unknown, retryInMs: number) => void;
+  /** Called after every successful list (the first, and each relist after an error). */
+  listed?: () => void;
+}
+
+/** What an informer watches beyond its path, and what it keeps. */
+export interface InformerOptions {
+  labelSelector?: string;
+  fieldSelector?: string;
+  backoff?: Backoff;
+  /**
+   * Keep only each object's identity (kind, name, namespace, uid, resourceVersion): for
+   * users that count objects or know which exist, never read their contents.
+   */
+  identityOnly?: boolean;
 }
 
 /** A started informer over one API path, restarted on errors. */
@@ -47,16 +61,7 @@ export function startInformer<T extends KubernetesObject>(
   path: string,
   list: () => Promise<KubernetesListObject<T>>,
   handlers: InformerHandlers<T>,
-  opts: {
-    labelSelector?: string;
-    fieldSelector?: string;
-    backoff?: Backoff;
-    /**
-     * Keep only each object's identity (kind, name, namespace, uid, resourceVersion): for
-     * users that count objects or know which exist, never read their contents.
-     */
-    identityOnly?: boolean;
-  } = {},
+  opts: InformerOptions = {},
 ): ResilientInformer<T> {
   const strip = opts.identityOnly ? identity : slim;
   let stopped = false;
@@ -71,6 +76,7 @@ export function startInformer<T extends KubernetesObject>(
       const result = await list();
       result.items = result.items.map((item) => strip(item));
       backoff.reset();
+      handlers.listed?.();
       // The cache is filled right after this returns; let that happen first.
       setImmediate(markSynced);
       return result;

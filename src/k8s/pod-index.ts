@@ -2,10 +2,10 @@
  * The pods of the cluster, from one informer: what `pods` metrics are served for (one
  * item per pod matching the HPA's selector) and where `scrape` sources find pod IPs.
  */
-import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
+import type { KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import type { KubeClient } from "./client.js";
-import { startInformer, type ResilientInformer } from "./informer.js";
+import type { KubeApi } from "./client.js";
+import type { ResilientInformer } from "./informer.js";
 
 /** The parts of a pod Governor uses. */
 export interface PodInfo {
@@ -43,13 +43,10 @@ function toInfo(p: Pod): PodInfo {
 export class InformerPodIndex implements PodIndex {
   private readonly informer: ResilientInformer<Pod>;
 
-  constructor(client: KubeClient, logger: Logger) {
-    this.informer = startInformer<Pod>(
-      client.kubeConfig,
-      "/api/v1/pods",
-      () => client.get<KubernetesListObject<Pod>>("/api/v1/pods"),
-      { error: (err, retryIn) => logger.warn({ err, retryIn }, "pod watch failed; restarting") },
-    );
+  constructor(client: KubeApi, logger: Logger) {
+    this.informer = client.informer<Pod>("/api/v1/pods", {
+      error: (err, retryIn) => logger.warn({ err, retryIn }, "pod watch failed; restarting"),
+    });
   }
 
   get synced(): Promise<void> {

@@ -3,7 +3,7 @@
  * the cluster (Secrets, informers) get it through {@link SourceContext}.
  */
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
-import type { KubeClient } from "../k8s/client.js";
+import type { KubeApi } from "../k8s/client.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
 import { HttpSource } from "./http.js";
 import { KubernetesCountSource } from "./kubernetes.js";
@@ -18,7 +18,7 @@ import { StaticSource } from "./static.js";
 /** What sources may use besides their spec. */
 export interface SourceContext {
   namespace: string;
-  client?: KubeClient;
+  client?: KubeApi;
   mapper?: ResourceMapper;
   secrets?: SecretReader;
   /** Where HTTP sources may connect. @default DEFAULT_DESTINATION_POLICY */

@@ -8,10 +8,10 @@
  * reads beyond the mapping's namespace (`--allow-cluster-wide-counts`), since they run
  * with Governor's rights, not the mapping author's.
  */
-import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
+import type { KubernetesObject } from "@kubernetes/client-node";
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
-import type { KubeClient } from "../k8s/client.js";
-import { startInformer, type ResilientInformer } from "../k8s/informer.js";
+import type { KubeApi } from "../k8s/client.js";
+import type { ResilientInformer } from "../k8s/informer.js";
 import { DiscoveryResourceMapper, type ResourceMapper } from "../k8s/resource-mapper.js";
 import { parseGroupResource } from "../metrics/provider.js";
 import type { MetricSource, SampleValue } from "./source.js";
@@ -29,15 +29,10 @@ interface SharedCount {
 }
 
 /** Shared watches by client, then by collection path and selectors (see the module comment). */
-const shared = new WeakMap<KubeClient, Map<string, { count: SharedCount; users: number }>>();
+const shared = new WeakMap<KubeApi, Map<string, { count: SharedCount; users: number }>>();
 
 /** A share of the watch of `path` with these selectors, started by its first user. */
-function acquire(
-  client: KubeClient,
-  path: string,
-  labelSelector?: string,
-  fieldSelector?: string,
-): SharedCount {
+function acquire(client: KubeApi, path: string, labelSelector?: string, fieldSelector?: string): SharedCount {
   let byKey = shared.get(client);
   if (!byKey) shared.set(client, (byKey = new Map<string, { count: SharedCount; users: number }>()));
   const key = `${path}?l=${labelSelector ?? ""}&f=${fieldSelector ?? ""}`;
@@ -48,16 +43,12 @@ function acquire(
   }
   let synced = false;
   let lastError: string | undefined;
-  const query = { labelSelector, fieldSelector };
-  const informer = startInformer<KubernetesObject>(
-    client.kubeConfig,
+  const informer = client.informer<KubernetesObject>(
     path,
-    async () => {
-      const list = await client.get<KubernetesListObject<KubernetesObject>>(path, query);
-      lastError = undefined;
-      return list;
+    {
+      listed: () => (lastError = undefined),
+      error: (err) => (lastError = err instanceof Error ? err.message : String(err)),
     },
-    { error: (err) => (lastError = err instanceof Error ? err.message : String(err)) },
     { labelSelector, fieldSelector, identityOnly: true },
   );
   void informer.synced.then(() => (synced = true));
@@ -89,7 +80,7 @@ export class KubernetesCountSource implements MetricSource {
     private readonly spec: Spec,
     private readonly ctx: {
       namespace: string;
-      client: KubeClient;
+      client: KubeApi;
       mapper: ResourceMapper;
       /** Whether counts beyond the mapping's namespace are allowed. @default false */
       clusterWide?: boolean;

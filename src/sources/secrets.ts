@@ -6,7 +6,7 @@
  * before any request, whatever the CRD in the cluster let through.
  */
 import { LRUCache } from "lru-cache";
-import type { KubeClient } from "../k8s/client.js";
+import type { KubeApi } from "../k8s/client.js";
 import { KubeApiError } from "../k8s/client.js";
 import { DNS_SUBDOMAIN_PATTERN } from "../api/common.js";
 import { SourceConfigError } from "./source.js";
@@ -28,7 +28,7 @@ export class KubeSecretReader implements SecretReader {
     max: MAX_CACHED,
   });
 
-  constructor(private readonly client: KubeClient) {}
+  constructor(private readonly client: KubeApi) {}
 
   read(namespace: string, name: string): Promise<Record<string, string>> {
     if (!isObjectName(namespace) || !isObjectName(name))

@@ -4,11 +4,24 @@
  * reconcilers' writes). It keeps what the apiserver guarantees and such code relies on:
  * create answers 409 when the object exists; replace with a `resourceVersion` answers 409
  * when the object changed since (optimistic concurrency); a missing object is a 404
- * {@link KubeApiError}; every write bumps `resourceVersion`. Merge patch follows RFC 7386;
- * server-side apply is modelled as create-or-merge (no field ownership). Tests can make
- * the next matching call fail, and read back every call made.
+ * {@link KubeApiError}; every write bumps `resourceVersion`, and `generation` when more than
+ * metadata and status changed. Merge patch follows RFC 7386;
+ * server-side apply is modelled as create-or-merge (no field ownership). A `…/status` path
+ * reads and writes only the object's `status`. Informers list then watch as the real ones
+ * do: the first list and every later change arrive as add/update/delete callbacks on a later
+ * turn of the event loop, in the order the writes were made, with the informer's cache
+ * updated just before each (a label selector narrows what it sees). Tests can make the next
+ * matching call fail, and read back every call made.
  */
+import type { KubernetesObject } from "@kubernetes/client-node";
 import { type ApplyOptions, KubeApiError, type KubeApi, type KubeObject } from "../k8s/client.js";
+import {
+  type InformerHandlers,
+  type InformerOptions,
+  type ResilientInformer,
+  identity,
+} from "../k8s/informer.js";
+import { LabelSelector } from "../selectors/label-selector.js";
 
 /** One call made to the fake. */
 export interface FakeCall {
@@ -18,6 +31,28 @@ export interface FakeCall {
 
 const REASONS: Record<number, string> = { 404: "NotFound", 409: "Conflict", 500: "InternalError" };
 
+/** An object or collection path taken apart: `/api/v1` or `/apis/group/version`, namespace, resource, name. */
+interface ParsedPath {
+  prefix: string;
+  namespace?: string;
+  resource: string;
+  name?: string;
+}
+
+function parsePath(path: string): ParsedPath | undefined {
+  const m = /^(\/api\/v1|\/apis\/[^/]+\/[^/]+)\/(?:namespaces\/([^/]+)\/)?([^/]+)(?:\/([^/]+))?$/.exec(path);
+  return m ? { prefix: m[1]!, namespace: m[2], resource: m[3]!, name: m[4] } : undefined;
+}
+
+/** One informer's view: which stored paths it sees, what it holds, whom it tells. */
+interface Watcher {
+  sees: (path: string, obj: KubeObject) => boolean;
+  cache: Map<string, KubernetesObject>;
+  handlers: InformerHandlers<KubernetesObject>;
+  keep: (obj: KubernetesObject) => KubernetesObject;
+  stopped: boolean;
+}
+
 /** See the module comment. */
 export class FakeKube implements KubeApi {
   private readonly objects = new Map<string, KubeObject>();
@@ -25,6 +60,7 @@ export class FakeKube implements KubeApi {
   private uids = 0;
   readonly calls: FakeCall[] = [];
   private readonly faults: { method?: FakeCall["method"]; path?: string; status: number }[] = [];
+  private readonly watchers = new Set<Watcher>();
 
   /** The stored object at `path` (a copy), or undefined. */
   peek<T = KubeObject>(path: string): T | undefined {
@@ -32,9 +68,12 @@ export class FakeKube implements KubeApi {
     return o && (structuredClone(o) as T);
   }
 
-  /** Stores `obj` at `path` as if someone else had written it (bumps its resourceVersion). */
+  /**
+   * Stores `obj` at `path` as if someone else had written it (bumps its resourceVersion);
+   * a `creationTimestamp` it carries is kept (to set up who is older).
+   */
   seed(path: string, obj: KubeObject): void {
-    this.objects.set(path, this.stamp(path, structuredClone(obj), this.objects.get(path)));
+    this.store(path, structuredClone(obj), obj.metadata?.creationTimestamp);
   }
 
   /** Paths of the stored objects under `prefix`. */
@@ -49,7 +88,7 @@ export class FakeKube implements KubeApi {
 
   async get<T = KubeObject>(path: string): Promise<T> {
     this.record("get", path);
-    const o = this.objects.get(path);
+    const o = this.objects.get(objectPath(path));
     if (!o) throw notFound(path);
     return structuredClone(o) as T;
   }
@@ -73,24 +112,25 @@ export class FakeKube implements KubeApi {
 
   async replace<T = KubeObject>(path: string, body: unknown): Promise<T> {
     this.record("replace", path);
-    const current = this.objects.get(path);
+    const current = this.objects.get(objectPath(path));
     if (!current) throw notFound(path);
     const obj = structuredClone(body) as KubeObject;
     const expected = obj.metadata?.resourceVersion;
     if (expected !== undefined && expected !== current.metadata?.resourceVersion)
       throw conflict(path, expected, current);
-    return this.store(path, obj) as T;
+    return this.store(path, isStatus(path) ? { ...current, status: obj.status } : obj) as T;
   }
 
   async mergePatch<T = KubeObject>(path: string, body: unknown): Promise<T> {
     this.record("mergePatch", path);
-    const current = this.objects.get(path);
+    const current = this.objects.get(objectPath(path));
     if (!current) throw notFound(path);
     const patch = body as KubeObject;
     const expected = patch.metadata?.resourceVersion;
     if (expected !== undefined && expected !== current.metadata?.resourceVersion)
       throw conflict(path, expected, current);
-    return this.store(path, mergePatch(current, patch) as KubeObject) as T;
+    const applied = isStatus(path) ? { status: patch.status ?? null } : patch;
+    return this.store(path, mergePatch(current, applied) as KubeObject) as T;
   }
 
   async apply<T = KubeObject>(path: string, body: unknown, _opts: ApplyOptions): Promise<T> {
@@ -111,7 +151,81 @@ export class FakeKube implements KubeApi {
 
   async delete(path: string): Promise<boolean> {
     this.record("delete", path);
-    return this.objects.delete(path);
+    const gone = this.objects.delete(path);
+    if (gone) this.notify(path, undefined);
+    return gone;
+  }
+
+  informer<T extends KubernetesObject>(
+    path: string,
+    handlers: InformerHandlers<T>,
+    opts: InformerOptions = {},
+  ): ResilientInformer<T> {
+    const collection = parsePath(path);
+    if (!collection || collection.name !== undefined) throw new Error(`not a collection path: ${path}`);
+    const selector = opts.labelSelector ? LabelSelector.parse(opts.labelSelector) : undefined;
+    const w: Watcher = {
+      sees: (p, obj) => {
+        const o = parsePath(p);
+        return (
+          o?.name !== undefined &&
+          o.prefix === collection.prefix &&
+          o.resource === collection.resource &&
+          (collection.namespace === undefined || o.namespace === collection.namespace) &&
+          (!selector || selector.matches(obj.metadata?.labels ?? {}))
+        );
+      },
+      cache: new Map(),
+      handlers: handlers as InformerHandlers<KubernetesObject>,
+      keep: opts.identityOnly ? identity : (o) => o,
+      stopped: false,
+    };
+    this.watchers.add(w);
+    // The first list: what is stored now, delivered after the caller has wired itself up.
+    const listed = [...this.objects].filter(([p, o]) => w.sees(p, o));
+    const synced = new Promise<void>((resolve) =>
+      setImmediate(() => {
+        if (w.stopped) return resolve();
+        for (const [p, o] of listed) this.deliver(w, p, o);
+        w.handlers.listed?.();
+        resolve();
+      }),
+    );
+    const all = () => [...w.cache.values()] as T[];
+    return {
+      list: (namespace) =>
+        all().filter((o) => namespace === undefined || o.metadata?.namespace === namespace),
+      get: (name, namespace) =>
+        all().find((o) => o.metadata?.name === name && (o.metadata?.namespace ?? "") === (namespace ?? "")),
+      synced,
+      stop: async () => {
+        w.stopped = true;
+        this.watchers.delete(w);
+      },
+    };
+  }
+
+  /** Tells every informer that sees `path` (or saw it) about its new state (`undefined`: deleted), on a later turn. */
+  private notify(path: string, obj: KubeObject | undefined): void {
+    for (const w of this.watchers) {
+      if (!w.cache.has(path) && !(obj && w.sees(path, obj))) continue;
+      const copy = obj && structuredClone(obj);
+      setImmediate(() => {
+        if (!w.stopped) this.deliver(w, path, copy);
+      });
+    }
+  }
+
+  private deliver(w: Watcher, path: string, obj: KubeObject | undefined): void {
+    const before = w.cache.get(path);
+    if (obj && w.sees(path, obj)) {
+      const kept = w.keep(structuredClone(obj) as KubernetesObject);
+      w.cache.set(path, kept);
+      (before ? w.handlers.update : w.handlers.add)?.(kept);
+    } else if (before) {
+      w.cache.delete(path);
+      w.handlers.delete?.(before);
+    }
   }
 
   private record(method: FakeCall["method"], path: string): void {
@@ -128,13 +242,20 @@ export class FakeKube implements KubeApi {
     );
   }
 
-  private store(path: string, obj: KubeObject): KubeObject {
-    const stored = this.stamp(path, obj, this.objects.get(path));
-    this.objects.set(path, stored);
+  private store(path: string, obj: KubeObject, created?: string): KubeObject {
+    const at = objectPath(path);
+    const stored = this.stamp(at, obj, this.objects.get(at), created);
+    this.objects.set(at, stored);
+    this.notify(at, stored);
     return structuredClone(stored);
   }
 
-  private stamp(path: string, obj: KubeObject, current: KubeObject | undefined): KubeObject {
+  private stamp(
+    path: string,
+    obj: KubeObject,
+    current: KubeObject | undefined,
+    created?: string,
+  ): KubeObject {
     const name = path.slice(path.lastIndexOf("/") + 1);
     const namespace = /\/namespaces\/([^/]+)\//.exec(path)?.[1];
     obj.metadata = {
@@ -142,12 +263,21 @@ export class FakeKube implements KubeApi {
       name,
       ...(namespace ? { namespace } : {}),
       uid: current?.metadata?.uid ?? `uid-${++this.uids}`,
-      creationTimestamp: current?.metadata?.creationTimestamp ?? new Date().toISOString(),
+      creationTimestamp: current?.metadata?.creationTimestamp ?? created ?? new Date().toISOString(),
       resourceVersion: String(++this.version),
+      generation: !current
+        ? 1
+        : (current.metadata?.generation ?? 1) + (specOf(current) === specOf(obj) ? 0 : 1),
     };
     return obj;
   }
 }
+
+/** What `metadata.generation` counts changes of: everything but metadata and status. */
+const specOf = ({ metadata: _m, status: _s, ...rest }: KubeObject) => JSON.stringify(rest);
+const isStatus = (path: string) => path.endsWith("/status");
+/** The object a path names: a `…/status` subresource is its object's. */
+const objectPath = (path: string) => (isStatus(path) ? path.slice(0, -"/status".length) : path);
 
 function notFound(path: string): KubeApiError {
   return new KubeApiError(404, "NotFound", `${path} not found`);

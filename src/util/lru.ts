@@ -8,7 +8,7 @@
 import { LRUCache } from "lru-cache";
 
 /** A cache of at most `maxBytes` by `sizeOf`; an entry larger than the whole budget is not kept. */
-export function byteBoundedCache<K extends {}, V extends {}>(opts: {
+export function byteBoundedCache<K extends NonNullable<unknown>, V extends NonNullable<unknown>>(opts: {
   maxBytes: number;
   /** An estimate of one entry's size in bytes (key and value). */
   sizeOf: (key: K, value: V) => number;

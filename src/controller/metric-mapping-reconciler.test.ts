@@ -1,0 +1,194 @@
+import { expect } from "chai";
+import { pino } from "pino";
+import type { Condition } from "../api/common.js";
+import { MappingProvider, type SubjectLister } from "../metrics/mapping-provider.js";
+import { formatQuantity } from "../metrics/quantity.js";
+import { FakeKube } from "../testing/fake-kube.js";
+import { EventRecorder } from "./events.js";
+import { MetricMappingReconciler, type MetricMappingObject } from "./metric-mapping-reconciler.js";
+
+const NS = "shop";
+const MAPPINGS = `/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings`;
+
+const pods: SubjectLister = {
+  describe: async () => ({ kind: "Pod", apiVersion: "v1", namespaced: true }),
+  list: async () => [],
+  get: () => undefined,
+};
+
+/** A MetricMapping reconciler on an in-memory apiserver, with the cluster serving pods and nodes. */
+function setUp(opts: { leader?: boolean } = {}) {
+  const kube = new FakeKube();
+  const provider = new MappingProvider(pods, formatQuantity);
+  let leader = opts.leader ?? true;
+  const reconciler = new MetricMappingReconciler({
+    client: kube,
+    provider,
+    mapper: {
+      lookup: async (gr) =>
+        gr.group === "" && gr.resource === "pods"
+          ? { group: "", version: "v1", resource: "pods", kind: "Pod", namespaced: true, apiVersion: "v1" }
+          : gr.group === "" && gr.resource === "nodes"
+            ? {
+                group: "",
+                version: "v1",
+                resource: "nodes",
+                kind: "Node",
+                namespaced: false,
+                apiVersion: "v1",
+              }
+            : undefined,
+    },
+    pods: { list: () => [], get: () => undefined },
+    secrets: { read: async () => ({}) },
+    events: new EventRecorder(kube, "governor", pino({ level: "silent" })),
+    logger: pino({ level: "silent" }),
+    isLeader: () => leader,
+  });
+  const controller = reconciler.start();
+  const mapping = (name: string, spec: Record<string, unknown>, created?: string) =>
+    kube.seed(`${MAPPINGS}/${name}`, {
+      apiVersion: "governor.dev/v1alpha1",
+      kind: "MetricMapping",
+      metadata: { name, namespace: NS, ...(created ? { creationTimestamp: created } : {}) },
+      spec,
+    });
+  const stored = (name: string) => kube.peek<MetricMappingObject>(`${MAPPINGS}/${name}`);
+  const ready = (name: string): Condition | undefined =>
+    stored(name)?.status?.conditions?.find((c) => c.type === "Ready");
+  const statusWrites = (name: string) =>
+    kube.calls.filter((c) => c.path === `${MAPPINGS}/${name}/status`).length;
+  return {
+    kube,
+    provider,
+    reconciler,
+    controller,
+    mapping,
+    stored,
+    ready,
+    statusWrites,
+    becomeLeader: () => {
+      leader = true;
+      reconciler.resyncAll();
+    },
+  };
+}
+
+const staticSpec = (metric: string, value = "5") => ({
+  metric,
+  subject: { resource: "pods" },
+  source: { static: { value } },
+});
+
+/** Polls `check` (every few ms, 2 s at most) until it stops throwing. */
+async function eventually(check: () => void): Promise<void> {
+  const deadline = Date.now() + 2000;
+  for (;;) {
+    try {
+      return check();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+}
+
+/** Lets queued watch events and reconciles run to completion. */
+const quiet = () => new Promise((r) => setTimeout(r, 50));
+
+describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
+  let t: ReturnType<typeof setUp>;
+  afterEach(async () => t?.reconciler.stop());
+
+  it("serves a new mapping and says Ready with its value, observing the spec's generation", async () => {
+    t = setUp();
+    t.mapping("requests", staticSpec("requests_per_second", "7"));
+    await eventually(() => expect(t.ready("requests")).to.include({ status: "True", reason: "Serving" }));
+    expect(t.provider.active(`${NS}/requests`)?.metric).to.equal("requests_per_second");
+    expect(t.stored("requests")?.status).to.include({ value: "7", observedGeneration: 1 });
+  });
+
+  it("writes a steady mapping's status once, not again on every resync", async () => {
+    t = setUp();
+    t.mapping("requests", staticSpec("requests_per_second"));
+    await eventually(() => expect(t.ready("requests")?.status).to.equal("True"));
+    await quiet();
+    const writes = t.statusWrites("requests");
+    for (let i = 0; i < 5; i++) t.reconciler.resyncAll();
+    await quiet();
+    expect(t.statusWrites("requests")).to.equal(writes);
+  });
+
+  it("says what is wrong with a spec the schema let through, and serves nothing for it", async () => {
+    t = setUp();
+    t.mapping("broken", { metric: "Not A Metric Name", subject: { resource: "pods" }, source: {} });
+    await eventually(() => expect(t.ready("broken")).to.include({ status: "False", reason: "InvalidSpec" }));
+    expect(t.ready("broken")?.message).to.match(/metric/);
+    expect(t.provider.active(`${NS}/broken`)).to.equal(undefined);
+  });
+
+  it("refuses a cluster-scoped subject and one the cluster does not serve, naming each", async () => {
+    t = setUp();
+    t.mapping("nodes", { ...staticSpec("x"), subject: { resource: "nodes" } });
+    t.mapping("widgets", { ...staticSpec("y"), subject: { resource: "widgets.example.com" } });
+    await eventually(() => {
+      expect(t.ready("nodes")?.reason).to.equal("ClusterScopedSubject");
+      expect(t.ready("widgets")?.reason).to.equal("UnknownResource");
+    });
+    expect(t.reconciler.problem(NS, "nodes")?.reason).to.equal("ClusterScopedSubject");
+  });
+
+  it("of two mappings for one metric the older serves and the younger reports Conflict, until the older is deleted", async () => {
+    t = setUp();
+    t.mapping("first", staticSpec("queue_depth", "1"), "2026-01-01T00:00:00Z");
+    t.mapping("second", staticSpec("queue_depth", "2"), "2026-01-02T00:00:00Z");
+    await eventually(() => {
+      expect(t.ready("first")?.reason).to.equal("Serving");
+      expect(t.ready("second")).to.include({ status: "False", reason: "Conflict" });
+    });
+    expect(t.ready("second")?.message).to.include("MetricMapping first");
+    expect(t.provider.active(`${NS}/first`)).to.not.equal(undefined);
+    expect(t.provider.active(`${NS}/second`)).to.equal(undefined);
+
+    await t.kube.delete(`${MAPPINGS}/first`);
+    await eventually(() => expect(t.ready("second")?.reason).to.equal("Serving"));
+    expect(t.provider.active(`${NS}/first`)).to.equal(undefined);
+    expect(t.stored("second")?.status?.value).to.equal("2");
+  });
+
+  it("a replica that is not the leader serves but writes no status; once leader, it writes", async () => {
+    t = setUp({ leader: false });
+    t.mapping("requests", staticSpec("requests_per_second"));
+    await eventually(() => expect(t.provider.active(`${NS}/requests`)).to.not.equal(undefined));
+    await quiet();
+    expect(t.statusWrites("requests")).to.equal(0);
+    t.becomeLeader();
+    await eventually(() => expect(t.ready("requests")?.status).to.equal("True"));
+  });
+
+  it("follows an edit of the spec: the new value is served and the new generation observed", async () => {
+    t = setUp();
+    t.mapping("requests", staticSpec("requests_per_second", "5"));
+    await eventually(() => expect(t.stored("requests")?.status?.value).to.equal("5"));
+    t.mapping("requests", staticSpec("requests_per_second", "9"));
+    await eventually(() =>
+      expect(t.stored("requests")?.status).to.include({ value: "9", observedGeneration: 2 }),
+    );
+  });
+
+  it("stops serving a deleted mapping", async () => {
+    t = setUp();
+    t.mapping("requests", staticSpec("requests_per_second"));
+    await eventually(() => expect(t.provider.active(`${NS}/requests`)).to.not.equal(undefined));
+    await t.kube.delete(`${MAPPINGS}/requests`);
+    await eventually(() => expect(t.provider.active(`${NS}/requests`)).to.equal(undefined));
+  });
+
+  it("keeps going when a status write fails: the next attempt writes it", async () => {
+    t = setUp();
+    t.kube.failNext(500, { method: "mergePatch", path: `${MAPPINGS}/requests/status` });
+    t.mapping("requests", staticSpec("requests_per_second"));
+    await eventually(() => expect(t.ready("requests")?.status).to.equal("True"));
+    expect(t.statusWrites("requests")).to.be.at.least(2);
+  });
+});
