@@ -108,6 +108,15 @@ export async function setUp(rounds: Rounds): Promise<Bench> {
     env,
     stdio: "ignore",
   });
+  // A run that was killed leaves its APIServices behind, pointing into the namespace: the
+  // namespace controller cannot finish deleting a namespace while an aggregated API is
+  // unavailable (NamespaceDeletionDiscoveryFailure), so they go first.
+  const services = await client.get<{
+    items: { metadata: { name: string }; spec?: { service?: { namespace?: string } } }[];
+  }>("/apis/apiregistration.k8s.io/v1/apiservices");
+  for (const a of services.items)
+    if (a.spec?.service?.namespace === NS)
+      await client.delete(`/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`).catch(() => {});
   await deleteNamespace(client);
   // Its pods are objects only: keep them off the node agent's Nodes (they would really run).
   await client.create("/api/v1/namespaces", {
@@ -246,6 +255,7 @@ export function shippedNodeOptions(): string[] {
 export async function startGovernor(
   b: Bench,
   nodeArgs: string[] = shippedNodeOptions(),
+  extraArgs: string[] = [],
 ): Promise<Child & { metricsPort: number }> {
   const port = await freePort();
   const metricsPort = await freePort();
@@ -279,6 +289,7 @@ export async function startGovernor(
       "warn",
       "--shutdown-delay",
       "0",
+      ...extraArgs,
     ],
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -389,6 +400,12 @@ export interface Contender {
    * Governor's background sampling (ADR 0005).
    */
   quiet?: number[];
+  /**
+   * Other load started with each of this side's rounds and awaited after it (e.g. another
+   * user's flood while the measured requests are a victim's), given the round's seconds.
+   * Its process belongs in the comparison's `background`.
+   */
+  beside?: (seconds: number) => Promise<LoadResult>;
 }
 
 /** How many rounds and how long each: the whole run's settings (`--quick` shortens them). */
@@ -412,6 +429,8 @@ export interface Interleaved {
   cpu: { a: { server: number[]; load: number[] }; b: { server: number[]; load: number[] } };
   /** The slowest core's speed relative to its usual (1 = usual) during each kept round, per side. */
   speed: { a: number[]; b: number[] };
+  /** What each side's `beside` load measured in each kept round (empty without one). */
+  beside: { a: LoadResult[]; b: LoadResult[] };
   /** Rounds kept although still disturbed after `MAX_REDOS` more tries. */
   disturbed: number;
   /** When the rounds came from several Governor processes: each one's median ratio (req/s). */
@@ -434,6 +453,7 @@ export function combine(parts: Interleaved[]): Interleaved {
       b: { server: cat((m) => m.cpu.b.server), load: cat((m) => m.cpu.b.load) },
     },
     speed: { a: cat((m) => m.speed.a), b: cat((m) => m.speed.b) },
+    beside: { a: cat((m) => m.beside.a), b: cat((m) => m.beside.b) },
     disturbed: parts.reduce((n, m) => n + m.disturbed, 0),
     processes: parts.map(
       (m) =>
@@ -468,19 +488,29 @@ export async function interleave(
 ): Promise<Interleaved> {
   const { seconds, warmupSeconds } = b.rounds;
   const expected = (c: Contender) => [b.load.pid, process.pid, ...c.pids, ...background];
-  type Round = { result: LoadResult; outside: number; server: number; load: number; speed: number };
+  type Round = {
+    result: LoadResult;
+    outside: number;
+    server: number;
+    load: number;
+    speed: number;
+    beside?: LoadResult;
+  };
   const run = async (c: Contender, s: number): Promise<Round> => {
-    const { quiet = [], pids: _pids, prepare, ...target } = c;
+    const { quiet = [], pids: _pids, prepare, beside, ...target } = c;
     await prepare?.();
     const speedBefore = await slowestCore(b);
     for (const pid of quiet) process.kill(pid, "SIGSTOP");
     const before = snapshot(expected(c));
     let round: Omit<Round, "speed">;
     try {
+      const alongside = beside?.(s);
       const result = await b.load.run({ ...target, connections, seconds: s });
+      const besideResult = await alongside;
       const after = snapshot(expected(c));
       round = {
         result,
+        ...(besideResult ? { beside: besideResult } : {}),
         outside: outsideCores(before, after),
         server: coresOf(before, after, c.pids),
         load: coresOf(before, after, [b.load.pid]),
@@ -501,6 +531,7 @@ export async function interleave(
     outside: { a: [], b: [] },
     cpu: { a: { server: [], load: [] }, b: { server: [], load: [] } },
     speed: { a: [], b: [] },
+    beside: { a: [], b: [] },
     disturbed: 0,
   };
   for (let i = 0; i < rounds; i++) {
@@ -517,6 +548,7 @@ export async function interleave(
       out.cpu[side].server.push(round.server);
       out.cpu[side].load.push(round.load);
       out.speed[side].push(round.speed);
+      if (round.beside) out.beside[side].push(round.beside);
     }
   }
   b.disturbance.rounds += 2 * rounds;

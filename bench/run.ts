@@ -18,6 +18,7 @@ import prettier from "prettier";
 import { join } from "node:path";
 import { aggregatorRows } from "./aggregator.js";
 import { DISTURBED_CORES, SLOWED } from "./disturbance.js";
+import { fairDispatchRows } from "./fair-dispatch.js";
 import { applyWarmMetric, baselineCheck, directRows, noiseCheck, WARM_PATH } from "./direct.js";
 import { NS, ROOT, deleteNamespace, proxied, setUp, startGovernor, waitFor200 } from "./harness.js";
 import { applyToServableRows, coalescingRows } from "./lifecycle.js";
@@ -74,6 +75,7 @@ async function main() {
       });
       await part("scale from zero", () => scaleFromZeroRows(b, quick ? 2 : 6));
       await part("selector queries over 5,000 pods", () => selectorRows(b, governor));
+      await part("fair dispatch under a flood", () => fairDispatchRows(b, governor));
       await part("a source outage", () =>
         outageRows(
           b,

@@ -89,6 +89,29 @@ describe("fair dispatch across users", () => {
     expect(ran).to.deep.equal(["a"]);
   });
 
+  it("drops a request whose client left while it waited at its turn, without arming a deadline for it", async () => {
+    const { submit, turn, ran } = rig();
+    void submit("u", "a");
+    const client: { gone?: Error } = {};
+    let signalReads = 0;
+    const cancel: Cancellation = {
+      get signal() {
+        signalReads++;
+        return new AbortController().signal;
+      },
+      reason: () => client.gone,
+    };
+    const waiting = submit("u", "b", cancel);
+    void submit("u", "c");
+    client.gone = new Error("client gone");
+    let reason: unknown;
+    await turn();
+    await waiting!.catch((e: unknown) => (reason = e));
+    expect((reason as Error).message).to.equal("client gone");
+    expect(ran).to.deep.equal(["a", "c"]);
+    expect(signalReads, "a queued request arms nothing").to.equal(0);
+  });
+
   it("passes a failing answer's error to its caller", async () => {
     const fair = new FairDispatch({ defer: (fn) => setImmediate(fn) });
     let err: unknown;

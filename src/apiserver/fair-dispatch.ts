@@ -70,8 +70,10 @@ export class FairDispatch {
   /**
    * Runs `run` for `user` now or in its turn and settles like it; undefined when the user
    * already has `maxQueuedPerUser` waiting (answer 429). A request cancelled while it waits
-   * (deadline, client gone: `cancel.signal`, read only when it has to wait) leaves the
-   * queue and rejects with the cancellation's reason; `run` is never called for it.
+   * (deadline, client gone) rejects with the cancellation's reason and `run` is never
+   * called for it: at its turn when the cancellation can say why without being armed
+   * (`cancel.reason()`, a request's deadline — a queued request costs no timer and no
+   * listener), else as soon as `cancel.signal` aborts.
    */
   submit<T>(user: string, run: () => Promise<T>, cancel?: Cancellation): Promise<T> | undefined {
     if (!this.enabled) return run();
@@ -84,7 +86,7 @@ export class FairDispatch {
     if (queue && queue.length >= this.maxQueued) return undefined;
     return new Promise<T>((resolve, reject) => {
       const w: Waiting = { run, resolve: resolve as (v: unknown) => void, reject, cancel };
-      if (cancel) {
+      if (cancel && !cancel.reason) {
         const signal = cancel.signal;
         if (signal.aborted) return reject(signal.reason as Error);
         w.onAbort = () => {
@@ -124,6 +126,11 @@ export class FairDispatch {
       this.queues.delete(user);
       if (queue.length > 0) this.queues.set(user, queue); // to the end: round-robin
       if (w.onAbort) w.cancel!.signal.removeEventListener("abort", w.onAbort);
+      const cancelled = w.cancel?.reason?.();
+      if (cancelled) {
+        w.reject(cancelled);
+        continue;
+      }
       try {
         w.run().then(w.resolve, w.reject);
       } catch (err) {

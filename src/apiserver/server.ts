@@ -8,6 +8,10 @@
  *
  * This folder depends on the provider interface (`src/metrics/provider.ts`), selectors
  * and errors only.
+ *
+ * (A little over 350 lines: the request pipeline — limits, authentication, authorization,
+ * fair dispatch, routing, the answer — in the order a request meets it; each stage's logic
+ * is in its own module beside this one.)
  */
 import { GovernorError } from "../errors.js";
 import { randomUUID } from "node:crypto";

@@ -3,6 +3,7 @@ import { pino } from "pino";
 import type { Condition } from "../api/common.js";
 import { MappingProvider, type SubjectLister } from "../metrics/mapping-provider.js";
 import { formatQuantity } from "../metrics/quantity.js";
+import { eventually as poll } from "../testing/eventually.js";
 import { FakeKube } from "../testing/fake-kube.js";
 import { EventRecorder } from "./events.js";
 import { MetricMappingReconciler, type MetricMappingObject } from "./metric-mapping-reconciler.js";
@@ -80,18 +81,8 @@ const staticSpec = (metric: string, value = "5") => ({
   source: { static: { value } },
 });
 
-/** Polls `check` (every few ms, 2 s at most) until it stops throwing. */
-async function eventually(check: () => void): Promise<void> {
-  const deadline = Date.now() + 2000;
-  for (;;) {
-    try {
-      return check();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  }
-}
+/** Polls `check` every few ms, 2 s at most, until it stops throwing. */
+const eventually = (check: () => void) => poll(check, { timeoutMs: 2000, intervalMs: 5 });
 
 /** Lets queued watch events and reconciles run to completion. */
 const quiet = () => new Promise((r) => setTimeout(r, 50));

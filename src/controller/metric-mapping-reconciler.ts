@@ -5,6 +5,10 @@
  * make the {@link MappingProvider} serve it with a running sampler; write `status`
  * (conditions Ready and SourceHealthy, value, objects, lastSampleTime) and Events on
  * transitions. Every replica serves; only the leader writes status and Events.
+ *
+ * Layout: the claim index in claims.ts, the runtime builder in mapping-runtime.ts, status
+ * and its write policy in mapping-status.ts. (A little over 350 lines: what stays is the
+ * reconcile, its status write and the transition logs, which share the reconciler's state.)
  */
 import { TokenBucket } from "../util/token-bucket.js";
 import { createHash } from "node:crypto";

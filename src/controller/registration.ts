@@ -15,6 +15,10 @@
  * Modes: `cluster` (ClusterIP Service on the operator's pods), `local` (ExternalName
  * Service → localhost, for a process outside the pod network), `none` (GitOps installs
  * ship these objects themselves).
+ *
+ * (A little over 350 lines: the loop's order — Secret, Service, APIServices, rotation,
+ * uninstall — reads top to bottom here; the certificate steps it takes are pure functions
+ * in src/certs/serving-secret.ts and the objects it writes are built in src/manifests.)
  */
 import type { Logger } from "pino";
 import { validity, type KeyPair } from "../certs/certs.js";

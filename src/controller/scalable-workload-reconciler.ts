@@ -7,6 +7,11 @@
  * `minReplicas: 0` it also moves the workload 0 ↔ 1 on its activation metric (the rule is
  * in `activation.ts`), re-deciding after every sample of that metric. Everything it
  * creates carries an owner reference, so deleting the ScalableWorkload garbage-collects it.
+ *
+ * Layout: the writes to the workload and the HPA are in workload-target.ts, the HPA's plan
+ * in hpa.ts, the conditions in workload-status.ts, the activation rule in activation.ts.
+ * (A little over 350 lines: what stays is the reconcile, activation's re-decisions and the
+ * status write, which share the reconciler's informers and its indexes of references.)
  */
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
@@ -14,32 +19,26 @@ import { API_VERSION, durationMs, specProblems } from "../api/common.js";
 import { ScalableWorkloadSpec, type ScalableWorkloadStatus } from "../api/scalable-workload.js";
 import { KubeApiError, type KubeApi } from "../k8s/client.js";
 import type { ResilientInformer } from "../k8s/informer.js";
-import { buildDeployment, buildHpa, type Owner } from "../manifests/workload.js";
 import { formatQuantity, parseQuantity } from "../metrics/quantity.js";
-import { LabelSelector } from "../selectors/label-selector.js";
 import { type ActivationDecision, type ActivationReading, decideActivation } from "./activation.js";
 import { findCondition } from "./conditions.js";
-import { type Hpa, type MappingView, type Problem, hpaFingerprint, planHpa } from "./hpa.js";
+import { type Hpa, type MappingView, hpaFingerprint } from "./hpa.js";
 import { type Controller, objectKey, splitKey, startController } from "./controller.js";
 import type { EventRecorder } from "./events.js";
 import type { ReconcileResult } from "./work-queue.js";
+import {
+  type TargetDeps,
+  type Workload,
+  WORKLOAD_PATHS,
+  reconcileHpa,
+  resolveWorkload,
+} from "./workload-target.js";
 import { type WorkloadConditions, workloadStatus } from "./workload-status.js";
 
 /** A ScalableWorkload as stored. */
 interface ScalableWorkloadObject extends KubernetesObject {
   spec?: unknown;
   status?: ScalableWorkloadStatus;
-}
-
-interface Workload extends KubernetesObject {
-  spec?: {
-    replicas?: number;
-    selector?: {
-      matchLabels?: Record<string, string>;
-      matchExpressions?: { key: string; operator: string; values?: string[] }[];
-    };
-  };
-  status?: { replicas?: number; readyReplicas?: number; observedGeneration?: number };
 }
 
 /** Options of {@link ScalableWorkloadReconciler}. */
@@ -80,7 +79,6 @@ function eventSubject(sw: ScalableWorkloadObject) {
     uid: sw.metadata?.uid,
   };
 }
-const WORKLOAD_PATHS = { Deployment: "deployments", StatefulSet: "statefulsets" } as const;
 
 /** See the module comment. */
 export class ScalableWorkloadReconciler {
@@ -258,12 +256,13 @@ export class ScalableWorkloadReconciler {
     const extra = activation
       ? { active: activation.condition, activation: activation.status, recheckMs: activation.recheckInMs }
       : {};
-    const resolved = await this.resolveWorkload(sw, key, owner, spec);
+    const target = this.targetDeps(sw, key);
+    const resolved = await resolveWorkload(target, owner, spec);
     if ("problem" in resolved)
       return this.writeStatus(sw, {}, { ready: resolved.problem, ...extra }, resolved.retryMs);
     const { kind, workload, selector } = resolved;
 
-    const hpa = await this.reconcileHpa(owner, spec);
+    const hpa = await reconcileHpa(target, owner, spec);
     const status: ScalableWorkloadStatus = {
       mode: spec.template ? "Owned" : "Reference",
       replicas: workload.status?.replicas ?? 0,
@@ -301,92 +300,18 @@ export class ScalableWorkloadReconciler {
     );
   }
 
-  /**
-   * The workload to drive, with its replicas carried over: the owned Deployment (applied
-   * from the template) or the referenced one; or why there is none.
-   */
-  private async resolveWorkload(
-    sw: ScalableWorkloadObject,
-    key: string,
-    owner: Owner,
-    spec: ScalableWorkloadSpec,
-  ): Promise<
-    | { kind: "Deployment" | "StatefulSet"; workload: Workload; selector: LabelSelector }
-    | { problem: Problem; retryMs?: number }
-  > {
-    const { name, namespace } = owner;
-    if (spec.template) {
-      let selector: LabelSelector;
-      try {
-        selector = LabelSelector.fromObject(spec.selector); // required with template: a schema rule
-      } catch (err) {
-        return { problem: { status: "False", reason: "InvalidSelector", message: (err as Error).message } };
-      }
-      const labels =
-        (spec.template as { metadata?: { labels?: Record<string, string> } }).metadata?.labels ?? {};
-      if (selector.empty || !selector.matches(labels)) {
-        return {
-          problem: {
-            status: "False",
-            reason: "InvalidSelector",
-            message: `spec.selector (${selector.toString() || "empty"}) must select the template's labels`,
-          },
-        };
-      }
-      const path = `/apis/apps/v1/namespaces/${namespace}/deployments/${name}`;
-      const existing = this.deployments!.get(name, namespace);
-      if (existing && !existing.metadata?.ownerReferences?.some((r) => r.uid === owner.uid)) {
-        return {
-          problem: {
-            status: "False",
-            reason: "DeploymentExists",
-            message: `a Deployment named ${name} exists and is not owned by this ScalableWorkload; use spec.workloadRef to drive it`,
-          },
-        };
-      }
-      const workload = await this.opts.client.apply<Workload>(path, buildDeployment(owner, spec), {
-        fieldManager: this.opts.fieldManager ?? "governor",
-      });
-      if (existing?.spec?.replicas !== undefined && existing.spec.replicas !== spec.replicas) {
-        this.scaled(sw, "Deployment", name, existing.spec.replicas, spec.replicas);
-      }
-      return { kind: "Deployment", workload, selector };
-    }
-    const ref = spec.workloadRef!;
-    const kind = ref.kind;
-    this.track(this.refs, `${kind}/${namespace}/${ref.name}`, key);
-    const informer = kind === "Deployment" ? this.deployments! : this.statefulSets!;
-    const workload = informer.get(ref.name, namespace);
-    if (!workload) {
-      return {
-        problem: {
-          status: "False",
-          reason: "WorkloadNotFound",
-          message: `${kind} ${ref.name} not found in namespace ${namespace}`,
-        },
-        retryMs: 30_000,
-      };
-    }
-    let selector: LabelSelector;
-    try {
-      selector = LabelSelector.fromObject(workload.spec?.selector);
-    } catch (err) {
-      return {
-        problem: {
-          status: "False",
-          reason: "InvalidSelector",
-          message: `${kind} ${ref.name}: ${(err as Error).message}`,
-        },
-      };
-    }
-    if (workload.spec?.replicas !== spec.replicas) {
-      await this.opts.client.mergePatch(
-        `/apis/apps/v1/namespaces/${namespace}/${WORKLOAD_PATHS[kind]}/${ref.name}/scale`,
-        { spec: { replicas: spec.replicas } },
-      );
-      this.scaled(sw, kind, ref.name, workload.spec?.replicas, spec.replicas);
-    }
-    return { kind, workload, selector };
+  /** What workload-target.ts needs to resolve and write `sw`'s workload and HPA. */
+  private targetDeps(sw: ScalableWorkloadObject, key: string): TargetDeps {
+    return {
+      client: this.opts.client,
+      fieldManager: this.opts.fieldManager ?? "governor",
+      deployments: this.deployments!,
+      statefulSets: this.statefulSets!,
+      hpas: this.hpas!,
+      getMapping: this.opts.getMapping,
+      track: (refKey) => this.track(this.refs, refKey, key),
+      scaled: (kind, name, from, to) => this.scaled(sw, kind, name, from, to),
+    };
   }
 
   private track(index: Map<string, Set<string>>, refKey: string, swKey: string): void {
@@ -408,49 +333,6 @@ export class ScalableWorkloadReconciler {
       "Scaled",
       `scaled ${kind} ${name} from ${from ?? 0} to ${to} replicas`,
     );
-  }
-
-  /**
-   * Applies the owned HPA with the metrics whose MetricMapping can serve, and deletes it
-   * when none can (or `spec.autoscaling` is gone): an HPA metric that can never be read
-   * only makes the HPA fail. Returns a problem for `Ready`, if any, and the `Autoscaling`
-   * condition, read from the HPA's own status.
-   */
-  private async reconcileHpa(
-    owner: Owner,
-    spec: ScalableWorkloadSpec,
-  ): Promise<{ problem?: Problem; autoscaling?: Problem }> {
-    const path = `/apis/autoscaling/v2/namespaces/${owner.namespace}/horizontalpodautoscalers/${owner.name}`;
-    const existing = this.hpas!.get(owner.name, owner.namespace);
-    const ours = existing?.metadata?.ownerReferences?.some((r) => r.uid === owner.uid) ?? false;
-    if (!spec.autoscaling) {
-      if (ours) await this.opts.client.delete(path);
-      return {};
-    }
-    // Never adopt: an HPA of the same name that this ScalableWorkload did not create may
-    // be another team's, and applying over it would take it over.
-    if (existing && !ours)
-      return {
-        problem: {
-          status: "False",
-          reason: "HorizontalPodAutoscalerExists",
-          message: `spec.autoscaling: a HorizontalPodAutoscaler named ${owner.name} exists and is not owned by this ScalableWorkload; Governor leaves it alone (delete it, or drop spec.autoscaling)`,
-        },
-      };
-    const plan = planHpa(
-      owner,
-      { ...spec, autoscaling: spec.autoscaling },
-      this.opts.getMapping,
-      ours ? existing : undefined,
-    );
-    if (plan.metrics.length > 0) {
-      await this.opts.client.apply(path, buildHpa(owner, spec, plan.metrics), {
-        fieldManager: this.opts.fieldManager ?? "governor",
-      });
-    } else if (ours) {
-      await this.opts.client.delete(path);
-    }
-    return { problem: plan.problem, autoscaling: plan.autoscaling };
   }
 
   /**

@@ -10,6 +10,8 @@
  * `--in-cluster` shows the production install instead: `kubectl apply -k config/default`
  * (two replicas run as real pods by the control plane's node agent, which needs root), and
  * a sample app whose pods are real processes on the pod network.
+ *
+ * (A little over 350 lines: a script, read top to bottom as the steps it prints.)
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";

@@ -5,6 +5,9 @@
  * to `metav1.LabelSelector` (what the metrics API echoes). Keys and values are checked
  * with the same syntax and length rules as the apiserver; any violation is a
  * {@link SelectorParseError} naming the problem, and nothing else is ever thrown.
+ *
+ * (About 400 lines: one grammar's lexer, parser, validation and matcher, as upstream keeps
+ * them in one `selector.go`; the fuzz test in src/apiserver holds them to that promise.)
  */
 import { GovernorError } from "../errors.js";
 

@@ -7,7 +7,8 @@
  * {@link KubeApiError}; every write bumps `resourceVersion`, and `generation` when more than
  * metadata and status changed. Merge patch follows RFC 7386;
  * server-side apply is modelled as create-or-merge (no field ownership). A `…/status` path
- * reads and writes only the object's `status`. Informers list then watch as the real ones
+ * reads and writes only the object's `status`; a merge patch of `…/scale` sets only its
+ * `spec.replicas` (with the patch's resourceVersion as a precondition, as the HPA sends it). Informers list then watch as the real ones
  * do: the first list and every later change arrive as add/update/delete callbacks on a later
  * turn of the event loop, in the order the writes were made, with the informer's cache
  * updated just before each (a label selector narrows what it sees). Tests can make the next
@@ -129,7 +130,11 @@ export class FakeKube implements KubeApi {
     const expected = patch.metadata?.resourceVersion;
     if (expected !== undefined && expected !== current.metadata?.resourceVersion)
       throw conflict(path, expected, current);
-    const applied = isStatus(path) ? { status: patch.status ?? null } : patch;
+    const applied = isStatus(path)
+      ? { status: patch.status ?? null }
+      : isScale(path)
+        ? { spec: { replicas: (patch.spec as { replicas?: number } | undefined)?.replicas } }
+        : patch;
     return this.store(path, mergePatch(current, applied) as KubeObject) as T;
   }
 
@@ -276,8 +281,9 @@ export class FakeKube implements KubeApi {
 /** What `metadata.generation` counts changes of: everything but metadata and status. */
 const specOf = ({ metadata: _m, status: _s, ...rest }: KubeObject) => JSON.stringify(rest);
 const isStatus = (path: string) => path.endsWith("/status");
-/** The object a path names: a `…/status` subresource is its object's. */
-const objectPath = (path: string) => (isStatus(path) ? path.slice(0, -"/status".length) : path);
+const isScale = (path: string) => path.endsWith("/scale");
+/** The object a path names: a `…/status` or `…/scale` subresource is its object's. */
+const objectPath = (path: string) => path.replace(/\/(status|scale)$/, "");
 
 function notFound(path: string): KubeApiError {
   return new KubeApiError(404, "NotFound", `${path} not found`);

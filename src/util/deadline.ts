@@ -9,8 +9,13 @@ import { GovernorError } from "../errors.js";
 
 /** What a waiting step reads to stop waiting. */
 export interface Cancellation {
-  /** Aborted with {@link DeadlineExceededError} or {@link ClientGoneError}. */
+  /** Aborted with {@link DeadlineExceededError} or {@link ClientGoneError}. Reading it arms it. */
   readonly signal: AbortSignal;
+  /**
+   * Why to stop now, if the request should — read without arming anything, for a step that
+   * only needs to know at its start (a request leaving the fair-dispatch queue).
+   */
+  reason?(): Error | undefined;
 }
 
 /** The request ran out of time (answered as 504 Timeout). */
@@ -48,6 +53,13 @@ export class RequestDeadline implements Cancellation {
       if (!this.res.writableFinished) c.abort(new ClientGoneError());
     });
     return c.signal;
+  }
+
+  reason(): Error | undefined {
+    if (this.controller?.signal.aborted) return this.controller.signal.reason as Error;
+    if (Date.now() - this.startedAt >= this.timeoutMs) return new DeadlineExceededError(this.timeoutMs);
+    if (this.res.destroyed || this.res.socket?.destroyed) return new ClientGoneError();
+    return undefined;
   }
 
   dispose(): void {

@@ -3,13 +3,16 @@
  * namespace with the pod's IP), the ServiceAccount token, CA and namespace at the
  * in-cluster path (a bound token from the TokenRequest API, refreshed), each container
  * as a local process of a known image (see images.ts) in its own mount and UTS namespace
- * as the container's user, its `env` (values, `$(VAR)` references, downward-API
- * `fieldRef`s, ConfigMap and Secret keys) and the `KUBERNETES_SERVICE_*` variables.
+ * as the container's user, with the environment a kubelet gives it (pod-env.ts).
  *
  * Probes run as written (startup, then liveness and readiness); `restartPolicy` with the
  * kubelet's back-off (10 s doubling to 5 min, reset after 10 min running); deletion sends
  * SIGTERM, then SIGKILL after the grace period, then removes the pod object. Status is
  * written with strategic merge patches, as the kubelet's status manager does.
+ *
+ * (Test rig only, and long: a pod's lifecycle — sandbox, token, start, probes, restarts,
+ * termination, status — is one state machine over the containers' shared state, read top
+ * to bottom; what needs none of that state is in pod-spec.ts and pod-env.ts.)
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
@@ -18,69 +21,11 @@ import type { KubeClient } from "../../k8s/client.js";
 import { KubeApiError } from "../../k8s/client.js";
 import type { ImageTable } from "./images.js";
 import type { PodNetwork } from "./network.js";
-import { probeTiming, runProbe, type Probe } from "./probes.js";
+import { containerEnvironment, expand } from "./pod-env.js";
+import type { ContainerSpec, Pod, SecurityContext } from "./pod-spec.js";
+import { type Probe, probeTiming, runProbe } from "./probes.js";
 
-/** The parts of a Pod the agent reads. */
-export interface Pod {
-  metadata: {
-    name: string;
-    namespace: string;
-    uid: string;
-    labels?: Record<string, string>;
-    annotations?: Record<string, string>;
-    /** Set once deletion was requested (a string on the wire; only its presence matters). */
-    deletionTimestamp?: Date;
-    deletionGracePeriodSeconds?: number;
-  };
-  spec: {
-    nodeName?: string;
-    serviceAccountName?: string;
-    automountServiceAccountToken?: boolean;
-    restartPolicy?: "Always" | "OnFailure" | "Never";
-    terminationGracePeriodSeconds?: number;
-    securityContext?: SecurityContext;
-    initContainers?: ContainerSpec[];
-    containers: ContainerSpec[];
-  };
-  status?: { podIP?: string; containerStatuses?: { name: string; restartCount?: number }[] };
-}
-
-interface SecurityContext {
-  runAsUser?: number;
-  runAsGroup?: number;
-  runAsNonRoot?: boolean;
-  readOnlyRootFilesystem?: boolean;
-  allowPrivilegeEscalation?: boolean;
-}
-
-interface EnvVar {
-  name: string;
-  value?: string;
-  valueFrom?: {
-    fieldRef?: { fieldPath: string };
-    configMapKeyRef?: { name: string; key: string; optional?: boolean };
-    secretKeyRef?: { name: string; key: string; optional?: boolean };
-    resourceFieldRef?: unknown;
-  };
-}
-
-interface ContainerSpec {
-  name: string;
-  image?: string;
-  command?: string[];
-  args?: string[];
-  env?: EnvVar[];
-  envFrom?: {
-    prefix?: string;
-    configMapRef?: { name: string; optional?: boolean };
-    secretRef?: { name: string; optional?: boolean };
-  }[];
-  ports?: { name?: string; containerPort: number }[];
-  readinessProbe?: Probe;
-  livenessProbe?: Probe;
-  startupProbe?: Probe;
-  securityContext?: SecurityContext;
-}
+export type { Pod } from "./pod-spec.js";
 
 /** What a pod needs from its agent. */
 export interface PodContext {
@@ -119,7 +64,6 @@ type ContainerState =
 const RESET_BACKOFF_AFTER_MS = 10 * 60_000;
 const TOKEN_SECONDS = 3607;
 const SA_MOUNT = "/run/secrets/kubernetes.io/serviceaccount";
-const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const SIGNALS: Record<string, number> = {
   SIGTERM: 15,
   SIGKILL: 9,
@@ -360,7 +304,7 @@ export class PodRunner {
     try {
       if (sc.runAsNonRoot && uid === 0)
         throw new Error("container has runAsNonRoot and image will run as root");
-      env = await this.environment(c.spec);
+      env = await containerEnvironment(this.ctx, this.pod, this.ip, c.spec);
     } catch (err) {
       c.state = { waiting: { reason: "CreateContainerConfigError", message: (err as Error).message } };
       this.markDirty();
@@ -634,84 +578,6 @@ export class PodRunner {
     rmSync(join(this.dir, "serviceaccount"), { recursive: true, force: true });
   }
 
-  private async environment(c: ContainerSpec): Promise<Record<string, string>> {
-    const { kubernetesService: svc } = this.ctx;
-    const env: Record<string, string> = {
-      PATH: DEFAULT_PATH,
-      HOSTNAME: this.pod.metadata.name,
-      KUBERNETES_SERVICE_HOST: svc.host,
-      KUBERNETES_SERVICE_PORT: String(svc.port),
-      KUBERNETES_SERVICE_PORT_HTTPS: String(svc.port),
-      KUBERNETES_PORT: `tcp://${svc.host}:${svc.port}`,
-      KUBERNETES_PORT_443_TCP: `tcp://${svc.host}:${svc.port}`,
-      KUBERNETES_PORT_443_TCP_PROTO: "tcp",
-      KUBERNETES_PORT_443_TCP_PORT: String(svc.port),
-      KUBERNETES_PORT_443_TCP_ADDR: svc.host,
-    };
-    const ns = this.pod.metadata.namespace;
-    for (const from of c.envFrom ?? []) {
-      const ref = from.configMapRef ?? from.secretRef;
-      if (!ref) continue;
-      const data = await this.keys(from.configMapRef ? "configmaps" : "secrets", ns, ref.name, ref.optional);
-      for (const [k, v] of Object.entries(data)) env[`${from.prefix ?? ""}${k}`] = v;
-    }
-    for (const e of c.env ?? []) {
-      const from = e.valueFrom;
-      if (!from) env[e.name] = expand(e.value ?? "", env);
-      else if (from.fieldRef) env[e.name] = this.field(from.fieldRef.fieldPath);
-      else if (from.configMapKeyRef || from.secretKeyRef) {
-        const ref = (from.configMapKeyRef ?? from.secretKeyRef)!;
-        const data = await this.keys(
-          from.configMapKeyRef ? "configmaps" : "secrets",
-          ns,
-          ref.name,
-          ref.optional,
-        );
-        if (data[ref.key] !== undefined) env[e.name] = data[ref.key]!;
-        else if (!ref.optional) throw new Error(`couldn't find key ${ref.key} in ${ref.name}`);
-      } else throw new Error(`env ${e.name}: resourceFieldRef is not supported by the governor node agent`);
-    }
-    return env;
-  }
-
-  private async keys(
-    kind: "configmaps" | "secrets",
-    ns: string,
-    name: string,
-    optional?: boolean,
-  ): Promise<Record<string, string>> {
-    const obj = await this.ctx.client.getOrUndefined<{ data?: Record<string, string> }>(
-      `/api/v1/namespaces/${ns}/${kind}/${name}`,
-    );
-    if (!obj) {
-      if (optional) return {};
-      throw new Error(`${kind === "secrets" ? "secret" : "configmap"} "${name}" not found`);
-    }
-    const data = obj.data ?? {};
-    return kind === "secrets"
-      ? Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, "base64").toString()]))
-      : data;
-  }
-
-  private field(path: string): string {
-    const m = this.pod.metadata;
-    const sub = /^metadata\.(labels|annotations)\['([^']+)'\]$/.exec(path);
-    if (sub) return (sub[1] === "labels" ? m.labels : m.annotations)?.[sub[2]!] ?? "";
-    const fields: Record<string, string | undefined> = {
-      "metadata.name": m.name,
-      "metadata.namespace": m.namespace,
-      "metadata.uid": m.uid,
-      "spec.nodeName": this.ctx.nodeName,
-      "spec.serviceAccountName": this.pod.spec.serviceAccountName ?? "default",
-      "status.hostIP": this.ctx.hostIP,
-      "status.hostIPs": this.ctx.hostIP,
-      "status.podIP": this.ip,
-      "status.podIPs": this.ip,
-    };
-    if (!(path in fields)) throw new Error(`fieldRef ${path} is not supported`);
-    return fields[path] ?? "";
-  }
-
   private condition(type: string, ok: boolean) {
     const status = ok ? "True" : "False";
     const prev = this.transitions.get(type);
@@ -812,11 +678,4 @@ export class PodRunner {
       })
       .catch(() => undefined);
   }
-}
-
-/** Expands `$(NAME)` references to earlier variables, as the kubelet does; `$$(X)` escapes. */
-export function expand(value: string, env: Record<string, string>): string {
-  return value.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)/g, (all, name: string | undefined) =>
-    name === undefined ? "$" : (env[name] ?? all),
-  );
 }
