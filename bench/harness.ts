@@ -200,8 +200,25 @@ export interface Child {
   stop(): Promise<void>;
 }
 
+/**
+ * Every server this run started and has not seen exit: killed when the run ends however it
+ * ends (an error, Ctrl-C, a SIGTERM), so no Governor outlives its run and keeps writing to
+ * the cluster of the next one.
+ */
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const cp of running) cp.kill("SIGKILL");
+});
+for (const [signal, code] of [
+  ["SIGINT", 130],
+  ["SIGTERM", 143],
+] as const)
+  process.once(signal, () => process.exit(code));
+
 /** Keeps the tail of a child process's output and stops it on demand. */
 export function child(cp: ChildProcess, port: number): Child {
+  running.add(cp);
+  cp.once("exit", () => running.delete(cp));
   let log = "";
   const keep = (d: Buffer) => (log = (log + d.toString()).slice(-100_000));
   cp.stdout?.on("data", keep);
@@ -294,9 +311,12 @@ export async function startGovernor(
     { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
   );
   const g = { ...child(cp, port), metricsPort };
-  await waitFor200(`https://127.0.0.1:${port}/readyz`, { ca: b.ca.cert }, "Governor ready").catch((err) => {
-    throw new Error(`${(err as Error).message}\n${g.log()}`);
-  });
+  await waitFor200(`https://127.0.0.1:${port}/readyz`, { ca: b.ca.cert }, "Governor ready").catch(
+    async (err: unknown) => {
+      await g.stop();
+      throw new Error(`${(err as Error).message}\n${g.log().slice(-4000)}`);
+    },
+  );
   return g;
 }
 
