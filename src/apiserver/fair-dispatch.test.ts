@@ -105,8 +105,9 @@ describe("fair dispatch across users", () => {
     void submit("u", "c");
     client.gone = new Error("client gone");
     let reason: unknown;
+    const settled = waiting!.catch((e: unknown) => (reason = e));
     await turn();
-    await waiting!.catch((e: unknown) => (reason = e));
+    await settled;
     expect((reason as Error).message).to.equal("client gone");
     expect(ran).to.deep.equal(["a", "c"]);
     expect(signalReads, "a queued request arms nothing").to.equal(0);

@@ -65,6 +65,17 @@ function candidates(clock: FakeClock, api: FakeLeaseApi) {
   return { leading, log, elector };
 }
 
+/** Replica "a" started alone and leading (300 ms in), with the rig to add others. */
+async function aLeads() {
+  const clock = new FakeClock();
+  const api = new FakeLeaseApi(clock);
+  const rig = candidates(clock, api);
+  const a = rig.elector("a");
+  a.start();
+  await clock.advance(300);
+  return { clock, api, ...rig, a };
+}
+
 /** A replica killed with SIGKILL: it neither renews nor releases, and no callback runs. */
 function kill(e: LeaderElector, leading: Set<string>, identity: string) {
   e["stopped"] = true;
@@ -89,12 +100,7 @@ describe("LeaderElector", () => {
   });
 
   it("a follower whose clock is an hour ahead does not take over a lease its holder keeps renewing", async () => {
-    const clock = new FakeClock();
-    const api = new FakeLeaseApi(clock);
-    const { log, leading, elector } = candidates(clock, api);
-    const a = elector("a");
-    a.start();
-    await clock.advance(300);
+    const { clock, log, leading, elector, a } = await aLeads();
     const b = elector("b", 3_600_000);
     b.start();
     await clock.walk(30_000, 10, () => expect(leading.size).to.be.at.most(1));
@@ -104,12 +110,7 @@ describe("LeaderElector", () => {
   });
 
   it("a follower takes over once the record has not changed for the lease duration on its own clock", async () => {
-    const clock = new FakeClock();
-    const api = new FakeLeaseApi(clock);
-    const { leading, elector } = candidates(clock, api);
-    const a = elector("a");
-    a.start();
-    await clock.advance(300);
+    const { clock, api, leading, elector, a } = await aLeads();
     // The holder disappears without releasing (a kill -9), its renewTime an hour in the future.
     kill(a, leading, "a");
     api.lease!.spec.renewTime = new Date(clock.now() + 3_600_000).toISOString();
@@ -124,12 +125,7 @@ describe("LeaderElector", () => {
   });
 
   it("a leader whose renew hangs stops leading at the renew deadline, before the lease can expire elsewhere", async () => {
-    const clock = new FakeClock();
-    const api = new FakeLeaseApi(clock);
-    const { leading, elector } = candidates(clock, api);
-    const a = elector("a");
-    a.start();
-    await clock.advance(300);
+    const { clock, api, leading, a } = await aLeads();
     expect(a.isLeader).to.equal(true);
     const lastRenew = Date.parse(String(api.lease!.spec.renewTime));
     api.hang = true;
@@ -143,12 +139,7 @@ describe("LeaderElector", () => {
   });
 
   it("a replica that stops releases the lease, and another leads within one retry period", async () => {
-    const clock = new FakeClock();
-    const api = new FakeLeaseApi(clock);
-    const { leading, elector } = candidates(clock, api);
-    const a = elector("a");
-    a.start();
-    await clock.advance(300);
+    const { clock, leading, elector, a } = await aLeads();
     const b = elector("b");
     b.start();
     await clock.advance(300);

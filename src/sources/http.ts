@@ -7,10 +7,8 @@
 import { JSONPath } from "jsonpath-plus";
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import { durationMs } from "../api/common.js";
-import type { DestinationPolicy } from "./destination-policy.js";
 import { getText, redact } from "./http-client.js";
-import type { SecretReader } from "./secrets.js";
-import type { MetricSource, SampleRequest, SampleValue } from "./source.js";
+import type { MetricSource, OutboundContext, SampleRequest, SampleValue } from "./source.js";
 
 type Spec = NonNullable<MetricMappingSpec["source"]["http"]>;
 
@@ -36,12 +34,7 @@ export class HttpSource implements MetricSource {
 
   constructor(
     private readonly spec: Spec,
-    private readonly ctx: {
-      namespace: string;
-      secrets: SecretReader;
-      policy?: DestinationPolicy;
-      maxResponseBytes?: number;
-    },
+    private readonly ctx: OutboundContext,
   ) {
     this.timeoutMs = durationMs(spec.timeout);
   }

@@ -9,11 +9,9 @@
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import { durationMs } from "../api/common.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
-import type { DestinationPolicy } from "./destination-policy.js";
 import { HttpStatusError, getText } from "./http-client.js";
-import type { SecretReader } from "./secrets.js";
 import { secretKey } from "./secrets.js";
-import type { MetricSource, SampleRequest, SampleValue } from "./source.js";
+import type { MetricSource, OutboundContext, SampleRequest, SampleValue } from "./source.js";
 
 type Spec = NonNullable<MetricMappingSpec["source"]["prometheus"]>;
 
@@ -144,12 +142,7 @@ export class PrometheusSource implements MetricSource {
 
   constructor(
     private readonly spec: Spec,
-    private readonly ctx: {
-      namespace: string;
-      secrets: SecretReader;
-      policy?: DestinationPolicy;
-      maxResponseBytes?: number;
-    },
+    private readonly ctx: OutboundContext,
   ) {
     this.needsObjects = spec.query.includes("{{names}}");
     this.perSelector = spec.query.includes("{{selector}}");

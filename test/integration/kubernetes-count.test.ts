@@ -19,13 +19,13 @@ describe("kubernetes count source (integration)", function () {
   it("mappings that count the same objects share one watch, which ends with the last of them", async () => {
     let lists = 0;
     const collection = `/api/v1/namespaces/${ns.name}/configmaps`;
-    // The cluster's client, counting the lists of this collection (one per watch started).
+    // The cluster's client, counting the watches (each a list, then a watch) of this collection.
     const client = new Proxy(cluster.client, {
       get(target, prop, receiver) {
-        if (prop === "get")
-          return (path: string, query?: Record<string, string>) => {
-            if (path === collection) lists++;
-            return target.get(path, query);
+        if (prop === "informer")
+          return (...args: Parameters<typeof target.informer>) => {
+            if (args[0] === collection) lists++;
+            return target.informer(...args);
           };
         const value: unknown = Reflect.get(target, prop, receiver);
         return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;

@@ -38,17 +38,13 @@ export async function containerEnvironment(
     KUBERNETES_PORT_443_TCP_PORT: String(svc.port),
     KUBERNETES_PORT_443_TCP_ADDR: svc.host,
   };
-  const ns = pod.metadata.namespace;
+  /** The keys of the ConfigMap (`configMap` set) or Secret `ref` names, in the pod's namespace. */
+  const keysOf = (configMap: boolean, ref: { name: string; optional?: boolean }) =>
+    keys(ctx.client, configMap ? "configmaps" : "secrets", pod.metadata.namespace, ref.name, ref.optional);
   for (const from of c.envFrom ?? []) {
     const ref = from.configMapRef ?? from.secretRef;
     if (!ref) continue;
-    const data = await keys(
-      ctx.client,
-      from.configMapRef ? "configmaps" : "secrets",
-      ns,
-      ref.name,
-      ref.optional,
-    );
+    const data = await keysOf(Boolean(from.configMapRef), ref);
     for (const [k, v] of Object.entries(data)) env[`${from.prefix ?? ""}${k}`] = v;
   }
   for (const e of c.env ?? []) {
@@ -57,13 +53,7 @@ export async function containerEnvironment(
     else if (from.fieldRef) env[e.name] = field(ctx, pod, podIP, from.fieldRef.fieldPath);
     else if (from.configMapKeyRef || from.secretKeyRef) {
       const ref = (from.configMapKeyRef ?? from.secretKeyRef)!;
-      const data = await keys(
-        ctx.client,
-        from.configMapKeyRef ? "configmaps" : "secrets",
-        ns,
-        ref.name,
-        ref.optional,
-      );
+      const data = await keysOf(Boolean(from.configMapKeyRef), ref);
       if (data[ref.key] !== undefined) env[e.name] = data[ref.key]!;
       else if (!ref.optional) throw new Error(`couldn't find key ${ref.key} in ${ref.name}`);
     } else throw new Error(`env ${e.name}: resourceFieldRef is not supported by the governor node agent`);
