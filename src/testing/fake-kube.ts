@@ -4,15 +4,15 @@
  * reconcilers' writes). It keeps what the apiserver guarantees and such code relies on:
  * create answers 409 when the object exists; replace with a `resourceVersion` answers 409
  * when the object changed since (optimistic concurrency); a missing object is a 404
- * {@link KubeApiError}; every write bumps `resourceVersion`, and `generation` when more than
- * metadata and status changed. Merge patch follows RFC 7386;
- * server-side apply is modelled as create-or-merge (no field ownership). A `…/status` path
- * reads and writes only the object's `status`; a merge patch of `…/scale` sets only its
- * `spec.replicas` (with the patch's resourceVersion as a precondition, as the HPA sends it). Informers list then watch as the real ones
- * do: the first list and every later change arrive as add/update/delete callbacks on a later
- * turn of the event loop, in the order the writes were made, with the informer's cache
- * updated just before each (a label selector narrows what it sees). Tests can make the next
- * matching call fail, and read back every call made.
+ * {@link KubeApiError}; every write bumps `resourceVersion`, and `generation` when more
+ * than metadata and status changed. Merge patch follows RFC 7386; server-side apply is
+ * modelled as create-or-merge (no field ownership). A `…/status` path reads and writes only
+ * the object's `status`; a merge patch of `…/scale` sets only its `spec.replicas` (with the
+ * patch's resourceVersion as a precondition, as the HPA sends it). Informers list then
+ * watch as the real ones do: the first list and every later change arrive as
+ * add/update/delete callbacks on a later turn of the event loop, in the order the writes
+ * were made, with the informer's cache updated just before each (a label selector narrows
+ * what it sees). Tests can make the next matching call fail, and read back every call made.
  */
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { type ApplyOptions, KubeApiError, type KubeApi, type KubeObject } from "../k8s/client.js";
