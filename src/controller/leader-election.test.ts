@@ -1,54 +1,22 @@
 import { expect } from "chai";
 import { pino } from "pino";
-import { KubeApiError, type KubeClient } from "../k8s/client.js";
 import { FakeClock } from "../testing/fake-clock.js";
+import { FakeKube } from "../testing/fake-kube.js";
 import { LeaderElector } from "./leader-election.js";
 
-/** An in-memory Lease endpoint with optimistic concurrency and a switch that makes requests hang until their timeout. */
-class FakeLeaseApi {
-  lease?: { metadata: Record<string, unknown>; spec: Record<string, unknown> };
-  rv = 0;
-  hang = false;
-
-  constructor(private readonly clock: FakeClock) {}
-
-  client(): KubeClient {
-    const request = async (
-      method: string,
-      _path: string,
-      opts: { body?: unknown; timeoutMs?: number } = {},
-    ) => {
-      if (this.hang)
-        await new Promise((_, reject) =>
-          this.clock.after(opts.timeoutMs ?? 30_000, () => reject(new Error("timed out"))),
-        );
-      const body = opts.body as
-        { metadata: Record<string, unknown>; spec: Record<string, unknown> } | undefined;
-      if (method === "GET") {
-        if (!this.lease) throw new KubeApiError(404, "NotFound", "not found");
-        return structuredClone(this.lease);
-      }
-      if (method === "POST" && this.lease) throw new KubeApiError(409, "AlreadyExists", "exists");
-      if (method === "PUT" && body!.metadata.resourceVersion !== String(this.rv))
-        throw new KubeApiError(409, "Conflict", "conflict");
-      this.lease = { metadata: { ...body!.metadata, resourceVersion: String(++this.rv) }, spec: body!.spec };
-      return structuredClone(this.lease);
-    };
-    return {
-      request,
-      get: (path: string) => request("GET", path),
-      replace: (path: string, body: unknown) => request("PUT", path, { body }),
-    } as unknown as KubeClient;
-  }
+const LEASE = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/lease";
+interface Lease {
+  metadata: Record<string, unknown>;
+  spec: { holderIdentity?: string; renewTime?: string };
 }
 
 /** Candidates on one fake clock (each may see it skewed), and who leads by their own callbacks. */
-function candidates(clock: FakeClock, api: FakeLeaseApi) {
+function candidates(clock: FakeClock, api: FakeKube) {
   const leading = new Set<string>();
   const log: string[] = [];
   const elector = (identity: string, skewMs = 0) =>
     new LeaderElector(
-      api.client(),
+      api,
       {
         namespace: "ns",
         name: "lease",
@@ -68,7 +36,7 @@ function candidates(clock: FakeClock, api: FakeLeaseApi) {
 /** Replica "a" started alone and leading (300 ms in), with the rig to add others. */
 async function aLeads() {
   const clock = new FakeClock();
-  const api = new FakeLeaseApi(clock);
+  const api = new FakeKube(clock);
   const rig = candidates(clock, api);
   const a = rig.elector("a");
   a.start();
@@ -87,7 +55,7 @@ function kill(e: LeaderElector, leading: Set<string>, identity: string) {
 describe("LeaderElector", () => {
   it("never has two leaders at any moment while three replicas race for the lease for a minute", async () => {
     const clock = new FakeClock();
-    const api = new FakeLeaseApi(clock);
+    const api = new FakeKube(clock);
     const { leading, elector } = candidates(clock, api);
     const all = ["a", "b", "c"].map((id) => elector(id));
     for (const e of all) e.start();
@@ -95,7 +63,7 @@ describe("LeaderElector", () => {
     await clock.walk(60_000, 10, () => (most = Math.max(most, leading.size)));
     expect(most).to.equal(1);
     expect(leading.size).to.equal(1);
-    expect(api.lease!.spec.holderIdentity).to.equal([...leading][0]);
+    expect(api.peek<Lease>(LEASE)!.spec.holderIdentity).to.equal([...leading][0]);
     for (const e of all) await e.stop();
   });
 
@@ -113,7 +81,11 @@ describe("LeaderElector", () => {
     const { clock, api, leading, elector, a } = await aLeads();
     // The holder disappears without releasing (a kill -9), its renewTime an hour in the future.
     kill(a, leading, "a");
-    api.lease!.spec.renewTime = new Date(clock.now() + 3_600_000).toISOString();
+    const lease = api.peek<Lease>(LEASE)!;
+    api.seed(LEASE, {
+      ...lease,
+      spec: { ...lease.spec, renewTime: new Date(clock.now() + 3_600_000).toISOString() },
+    });
     const started = clock.now();
     const b = elector("b");
     b.start();
@@ -127,14 +99,14 @@ describe("LeaderElector", () => {
   it("a leader whose renew hangs stops leading at the renew deadline, before the lease can expire elsewhere", async () => {
     const { clock, api, leading, a } = await aLeads();
     expect(a.isLeader).to.equal(true);
-    const lastRenew = Date.parse(String(api.lease!.spec.renewTime));
-    api.hang = true;
+    const lastRenew = Date.parse(String(api.peek<Lease>(LEASE)!.spec.renewTime));
+    api.hanging = true;
     while (a.isLeader && clock.now() - lastRenew < 5000) await clock.advance(10);
     // Leadership ends at the renew deadline (600 ms) after the last renew started, while
     // the request is still hanging; the lease (1000 ms) has not expired for anyone else.
     expect(clock.now() - lastRenew).to.be.within(600, 610);
     expect(leading.size).to.equal(0);
-    api.hang = false;
+    api.hanging = false;
     await a.stop();
   });
 

@@ -9,7 +9,7 @@
  * candidates cannot both win.
  */
 import type { Logger } from "pino";
-import { KubeApiError, type KubeClient } from "../k8s/client.js";
+import { KubeApiError, type KubeApi } from "../k8s/client.js";
 import { type Clock, systemClock } from "../util/clock.js";
 
 /** Options of {@link LeaderElector}. */
@@ -49,7 +49,7 @@ export const DEFAULT_LEASE_NAME = "governor-leader";
  * to expire by a holder that is gone).
  */
 export async function currentLeaseHolder(
-  client: KubeClient,
+  client: KubeApi,
   namespace: string,
   name: string,
   now = Date.now(),
@@ -75,7 +75,7 @@ export class LeaderElector {
   private stopped = false;
 
   constructor(
-    private readonly client: KubeClient,
+    private readonly client: KubeApi,
     private readonly opts: LeaderElectionOptions,
     private readonly logger: Logger,
     private readonly clock: Clock = systemClock,

@@ -79,6 +79,7 @@ export type KubeApi = Pick<
   | "createOrReplace"
   | "delete"
   | "informer"
+  | "request"
 >;
 
 /** Loads a KubeConfig: from `path` if given, else in-cluster or `$KUBECONFIG` / `~/.kube/config`. */

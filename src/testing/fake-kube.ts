@@ -16,6 +16,7 @@
  */
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { type ApplyOptions, KubeApiError, type KubeApi, type KubeObject } from "../k8s/client.js";
+import { type Clock, systemClock } from "../util/clock.js";
 import {
   type InformerHandlers,
   type InformerOptions,
@@ -62,6 +63,13 @@ export class FakeKube implements KubeApi {
   readonly calls: FakeCall[] = [];
   private readonly faults: { method?: FakeCall["method"]; path?: string; status: number }[] = [];
   private readonly watchers = new Set<Watcher>();
+  /**
+   * While true, `request()` waits out its timeout (on the fake's clock) and fails, as
+   * against an apiserver that stopped answering.
+   */
+  hanging = false;
+
+  constructor(private readonly clock: Clock = systemClock) {}
 
   /** The stored object at `path` (a copy), or undefined. */
   peek<T = KubeObject>(path: string): T | undefined {
@@ -159,6 +167,32 @@ export class FakeKube implements KubeApi {
     const gone = this.objects.delete(path);
     if (gone) this.notify(path, undefined);
     return gone;
+  }
+
+  /** A request by method, as `KubeClient.request` (GET, POST to a collection, PUT, merge PATCH, DELETE). */
+  async request<T>(
+    method: string,
+    path: string,
+    opts: { body?: unknown; timeoutMs?: number } = {},
+  ): Promise<T> {
+    if (this.hanging)
+      await new Promise((_, reject) =>
+        this.clock.after(opts.timeoutMs ?? 30_000, () => reject(new Error(`${method} ${path}: timed out`))),
+      );
+    switch (method) {
+      case "GET":
+        return this.get<T>(path);
+      case "POST":
+        return this.create<T>(path, opts.body);
+      case "PUT":
+        return this.replace<T>(path, opts.body);
+      case "PATCH":
+        return this.mergePatch<T>(path, opts.body);
+      case "DELETE":
+        return (await this.delete(path)) as T;
+      default:
+        throw new Error(`FakeKube: no ${method}`);
+    }
   }
 
   informer<T extends KubernetesObject>(
