@@ -42,7 +42,10 @@ export class KubeSecretReader implements SecretReader {
     if (hit && Date.now() - hit.at < TTL_MS) return hit.data;
     const data = this.fetch(namespace, name);
     this.cache.set(key, { at: Date.now(), data });
-    data.catch(() => this.cache.delete(key));
+    // A failed read is not kept (the next read asks again) — unless a newer read replaced it.
+    data.catch(() => {
+      if (this.cache.peek(key)?.data === data) this.cache.delete(key);
+    });
     return data;
   }
 
