@@ -5,23 +5,22 @@
  * its Go module, `hack/peers.sh`), both reading the same real Prometheus. Only one server
  * can hold the `custom.metrics.k8s.io` APIServices at a time, so before each round the
  * APIServices are pointed at that round's side and the round starts once the aggregator
- * routes there (ADR 0005). Also: how many Prometheus queries 100 such requests cause.
+ * routes there (ADR 0005). Also: how many Prometheus queries 100 such requests cause, and
+ * what a Governor in front of the adapter adds to a metric it forwards (ADR 0011).
  */
-import { execFileSync, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import { TestPrometheus } from "../test/support/prometheus.js";
 import { buildApiServices, buildLocalService } from "../src/manifests/api-service.js";
 import { type HttpsGetOptions, httpsGet } from "../src/testing/https-get.js";
-import { freePort } from "../src/util/ports.js";
+import { startPrometheusAdapter } from "../src/testing/prometheus-adapter.js";
 import { WARM_PATH } from "./direct.js";
 import {
   type Bench,
   type Child,
   type Contender,
   NS,
-  ROOT,
   SERVICES,
   child,
   comparisonRows,
@@ -29,13 +28,15 @@ import {
   interleave,
   pool,
   sleep,
-  waitFor200,
+  startGovernor,
 } from "./harness.js";
 import { unregister } from "./aggregator.js";
 import { coresOf, snapshot } from "./disturbance.js";
 
 const PODS = 50;
 const METRIC = "bench_http_requests_per_second";
+/** The same rate under a name only the adapter serves: Governor forwards it (ADR 0011). */
+const UPSTREAM_METRIC = "upstream_http_requests_per_second";
 const podName = (i: number) => `peer-${String(i).padStart(2, "0")}`;
 
 /** The adapter's rules: the usual `_total` → `_per_second` rule of its docs, over the bench's counter. */
@@ -48,6 +49,15 @@ const ADAPTER_CONFIG = `rules:
   name:
     matches: "^(.*)_total$"
     as: "\${1}_per_second"
+  metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)'
+- seriesQuery: 'bench_http_requests_total{namespace!="",pod!=""}'
+  resources:
+    overrides:
+      namespace: {resource: namespace}
+      pod: {resource: pod}
+  name:
+    matches: "^bench_(.*)_total$"
+    as: "upstream_\${1}_per_second"
   metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)'
 `;
 
@@ -68,45 +78,96 @@ const ADAPTER_CONFIGS = [
 ];
 
 /** prometheus-adapter serving with the bench's certificate, the admin kubeconfig and `prometheusUrl`. */
-async function startPrometheusAdapter(
+async function startAdapter(
   b: Bench,
   prometheusUrl: string,
   args: string[],
 ): Promise<Child & { version: string }> {
-  const bin = execFileSync("bash", [join(ROOT, "hack/peers.sh"), "prometheus-adapter"], {
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "inherit"],
-  }).trim();
-  const version = /prometheus-adapter-(v[\d.]+)/.exec(bin)?.[1] ?? "?";
-  const config = join(b.dir, "prometheus-adapter.yaml");
-  writeFileSync(config, ADAPTER_CONFIG);
-  const port = await freePort();
-  const cp = spawn(
-    bin,
-    [
-      `--secure-port=${port}`,
-      "--bind-address=127.0.0.1",
-      `--tls-cert-file=${b.servingCert.certFile}`,
-      `--tls-private-key-file=${b.servingCert.keyFile}`,
-      `--lister-kubeconfig=${b.kubeconfig}`,
-      `--authentication-kubeconfig=${b.kubeconfig}`,
-      `--authorization-kubeconfig=${b.kubeconfig}`,
-      `--prometheus-url=${prometheusUrl}`,
-      `--config=${config}`,
-      "--metrics-relist-interval=10s",
-      ...args,
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  const adapter = child(cp, port);
-  await waitFor200(
-    `https://127.0.0.1:${port}/healthz`,
-    { ca: b.ca.cert },
-    "prometheus-adapter healthy",
-  ).catch((err) => {
-    throw new Error(`${(err as Error).message}\n${adapter.log()}`);
+  const a = await startPrometheusAdapter({
+    dir: b.dir,
+    kubeconfig: b.kubeconfig,
+    tls: { certFile: b.servingCert.certFile, keyFile: b.servingCert.keyFile, ca: b.ca.cert },
+    prometheusUrl,
+    config: ADAPTER_CONFIG,
+    args,
   });
-  return { ...adapter, version };
+  // Tracked by the harness (stopped if the run is killed); its log from the start.
+  return { ...child(a.process, a.port), log: a.log, version: a.version };
+}
+
+/**
+ * The forwarded path: a metric only the adapter serves, through the aggregator and a
+ * Governor started with `--forward-custom` naming the adapter, against the same request
+ * through the aggregator straight to the adapter — what sitting in front of it costs.
+ */
+async function forwardedRows(
+  b: Bench,
+  ctx: {
+    peer: Child;
+    name: string;
+    service: ReturnType<typeof buildLocalService>;
+    routeTo: (port: number, probeStatus: number) => Promise<void>;
+    background: number[];
+    connections: number[];
+  },
+): Promise<void> {
+  const caFile = join(b.dir, "bench-ca.crt");
+  writeFileSync(caFile, b.ca.cert);
+  const forwarder = await startGovernor(b, undefined, [
+    "--forward-custom",
+    `${NS}/${SERVICES.governor}:${ctx.peer.port}`,
+    "--forward-custom-ca-file",
+    caFile,
+  ]);
+  try {
+    ctx.service.spec.ports.push({ name: "forwarder", port: forwarder.port, protocol: "TCP" });
+    await b.client.createOrReplace(`/api/v1/namespaces/${NS}/services/${SERVICES.governor}`, ctx.service);
+    const admin = { ca: b.admin.ca, cert: b.admin.cert, key: b.admin.key };
+    const url = `${b.apiserver}/apis/custom.metrics.k8s.io/v1beta2/namespaces/${NS}/pods/*/${UPSTREAM_METRIC}?labelSelector=app%3Dpeer`;
+    const sides: { forwarded: Contender; direct: Contender } = {
+      forwarded: {
+        url,
+        tls: admin,
+        pids: [forwarder.process.pid!, ctx.peer.process.pid!],
+        prepare: async () => {
+          await ctx.routeTo(forwarder.port, 200);
+          await drained(url, admin, ctx.peer);
+        },
+      },
+      direct: {
+        url,
+        tls: admin,
+        pids: [ctx.peer.process.pid!],
+        prepare: async () => {
+          await ctx.routeTo(ctx.peer.port, 404);
+          await drained(url, admin, ctx.peer);
+        },
+      },
+    };
+    for (const side of [sides.direct, sides.forwarded]) {
+      await side.prepare!();
+      for (let i = 0; ; i++) {
+        const r = await httpsGet(url, admin).catch(() => undefined);
+        const items = r?.status === 200 ? (r.json as { items: unknown[] }).items.length : -1;
+        if (items === PODS) break;
+        if (i > 600)
+          throw new Error(`${url}: ${items} items, expected ${PODS}\n${forwarder.log().slice(-3000)}`);
+        await sleep(200);
+      }
+    }
+    for (const c of ctx.connections.filter((c) => c <= 16)) {
+      const m = await interleave(b, sides.forwarded, sides.direct, c, ctx.background);
+      b.rows.push(
+        ...comparisonRows(
+          `forwarded by Governor to ${ctx.name}: pods/* of ${PODS} pods through the aggregator, ${c} conn`,
+          m,
+          `${ctx.name} through the aggregator directly, same query`,
+        ),
+      );
+    }
+  } finally {
+    await forwarder.stop();
+  }
 }
 
 /** Prometheus's count of instant queries answered so far (`/api/v1/query`, any code). */
@@ -222,7 +283,7 @@ export async function peerRows(b: Bench, governor: Child, connections = [1, 16, 
     const background = [...controlPlanePids(b, ["kube-apiserver", "etcd"]), prometheus.pid!];
 
     for (const config of ADAPTER_CONFIGS) {
-      adapter = await startPrometheusAdapter(b, prometheus.url, config.args);
+      adapter = await startAdapter(b, prometheus.url, config.args);
       const peer = adapter;
       const name = `prometheus-adapter ${adapter.version}${config.label}`;
       // One Service with a port per server; the APIServices name the port of the side being measured.
@@ -289,6 +350,9 @@ export async function peerRows(b: Bench, governor: Child, connections = [1, 16, 
         ratio: queries.peer > 0 ? (queries.governor / queries.peer).toFixed(2) : "n/a",
         series: { Governor: [queries.governor], baseline: [queries.peer] },
       });
+      // Sitting in front of the adapter (ADR 0011): measured with the adapter that can take load.
+      if (config.maxConnections > 1)
+        await forwardedRows(b, { peer, name, service, routeTo, background, connections });
       await routeTo(governor.port, 200);
       writeFileSync(join(b.dir, `prometheus-adapter${config.label ? "-tuned" : ""}.log`), adapter.log());
       await adapter.stop();

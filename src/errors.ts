@@ -53,6 +53,11 @@ export const ErrorCodes = {
     meaning:
       "The client closed the connection before the answer was ready; the request stopped waiting and nothing was sent.",
   },
+  GOV_ERR_UPSTREAM_UNAVAILABLE: {
+    meaning:
+      "A request for a metric Governor does not serve could not be forwarded to the upstream metrics adapter (down, unreachable, no CA to check it, or an answer that is not JSON); the message names the upstream.",
+    answer: { status: 503, reason: "ServiceUnavailable" },
+  },
   GOV_ERR_TLS: { meaning: "The serving certificate or a CA bundle could not be loaded." },
   GOV_ERR_UNSAFE_PATH: {
     meaning:

@@ -22,6 +22,7 @@ import { DEFAULT_HPA_USER, broken, explain, render } from "./explain/explain.js"
 import { KubeClient, loadKubeConfig } from "./k8s/client.js";
 import { serviceAccountKubeconfig } from "./k8s/service-account-kubeconfig.js";
 import { serviceDnsNames } from "./manifests/api-service.js";
+import { parseUpstreamService, type ForwardedApi, type UpstreamService } from "./upstream/upstream.js";
 
 const VERSION = "0.1.0";
 
@@ -63,6 +64,16 @@ const ByteSize = (min: number, max: number) =>
     })
     .refine((n) => n >= min && n <= max, `must be between ${min >> 10}Ki and ${max >> 20}Mi`);
 
+/** `namespace/name:port` of an upstream adapter's Service (src/upstream/upstream.ts). */
+const UpstreamServiceFlag = z.string().transform((text, ctx) => {
+  try {
+    return parseUpstreamService(text);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
 const RunConfig = z.strictObject({
   kubeconfig: z.string().optional(),
   namespace: NamespaceName,
@@ -85,6 +96,10 @@ const RunConfig = z.strictObject({
   sourceDenyCidrs: CidrList,
   sourceMaxResponseBytes: ByteSize(1 << 10, 256 << 20),
   allowClusterWideCounts: z.boolean(),
+  forwardCustom: UpstreamServiceFlag.optional(),
+  forwardExternal: UpstreamServiceFlag.optional(),
+  forwardCustomCaFile: z.string().min(1).optional(),
+  forwardExternalCaFile: z.string().min(1).optional(),
 });
 type RunConfig = z.infer<typeof RunConfig>;
 
@@ -131,6 +146,33 @@ async function loadServingCert(
   });
 }
 
+/** The --forward-* flags: per API, the upstream's Service and its CA (read from the file given). */
+function forwardConfig(
+  cfg: RunConfig,
+): Partial<Record<ForwardedApi, { service: UpstreamService; ca?: string }>> {
+  const out: Partial<Record<ForwardedApi, { service: UpstreamService; ca?: string }>> = {};
+  for (const [api, service, caFile] of [
+    ["custom", cfg.forwardCustom, cfg.forwardCustomCaFile],
+    ["external", cfg.forwardExternal, cfg.forwardExternalCaFile],
+  ] as const) {
+    if (caFile && !service)
+      throw new GovernorError("GOV_ERR_CONFIG", `--forward-${api}-ca-file needs --forward-${api}`);
+    if (!service) continue;
+    if (cfg.apis !== "all" && cfg.apis !== api)
+      throw new GovernorError(
+        "GOV_ERR_CONFIG",
+        `--forward-${api} needs Governor to serve the ${api} metrics API (--apis)`,
+      );
+    if (cfg.registration === "none" && !caFile)
+      throw new GovernorError(
+        "GOV_ERR_CONFIG",
+        `--forward-${api} with --registration=none needs --forward-${api}-ca-file (the upstream's CA is otherwise read from the APIService Governor takes over)`,
+      );
+    out[api] = { service, ...(caFile ? { ca: readFileSync(caFile, "utf8") } : {}) };
+  }
+  return out;
+}
+
 async function run(cfg: RunConfig): Promise<void> {
   // ISO 8601 times (what people grep for); `component` is set once, by each part's child logger.
   const log = pino({ level: cfg.logLevel, timestamp: pino.stdTimeFunctions.isoTime });
@@ -158,6 +200,7 @@ async function run(cfg: RunConfig): Promise<void> {
     sourcePolicy: destinationPolicy({ allow: cfg.sourceAllowCidrs, deny: cfg.sourceDenyCidrs }),
     sourceMaxResponseBytes: cfg.sourceMaxResponseBytes,
     clusterWideCounts: cfg.allowClusterWideCounts,
+    forward: forwardConfig(cfg),
   });
   const api = operator.api;
   if (cfg.tlsCertFile && cfg.tlsPrivateKeyFile) {
@@ -283,6 +326,22 @@ function program(): Command {
       "replace APIServices that point at another Service (e.g. a previous adapter)",
       false,
     )
+    .option(
+      "--forward-custom <namespace/name:port>",
+      "pass every custom-metrics request Governor does not serve to this Service's adapter (e.g. prometheus-adapter); its APIService is taken over and given back on uninstall (ADR 0011)",
+    )
+    .option(
+      "--forward-external <namespace/name:port>",
+      "pass every external-metrics request Governor does not serve to this Service's adapter (e.g. keda/keda-operator-metrics-apiserver:443); its APIService is taken over and given back on uninstall",
+    )
+    .option(
+      "--forward-custom-ca-file <path>",
+      "CA (PEM) of the --forward-custom adapter's serving certificate (default: the caBundle of the APIService taken over)",
+    )
+    .option(
+      "--forward-external-ca-file <path>",
+      "CA (PEM) of the --forward-external adapter's serving certificate (default: the caBundle of the APIService taken over)",
+    )
     .action(async (opts: Record<string, unknown>) => {
       await run(parseConfig(RunConfig, opts));
     });
@@ -318,9 +377,9 @@ function program(): Command {
       );
       const client = new KubeClient(loadKubeConfig(cfg.kubeconfig));
       try {
-        const removed = await uninstall(client, { ...cfg, progress: (line) => console.error(line) });
-        for (const r of removed) console.log(`removed ${r}`);
-        if (removed.length === 0) console.log("nothing to remove");
+        const done = await uninstall(client, { ...cfg, progress: (line) => console.error(line) });
+        for (const line of done) console.log(line);
+        if (done.length === 0) console.log("nothing to remove");
       } finally {
         await client.close();
       }

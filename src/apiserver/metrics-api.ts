@@ -12,8 +12,11 @@ import { createHash } from "node:crypto";
 import {
   type CustomMetricInfo,
   type CustomMetricValue,
+  type ExternalMetricInfo,
+  type MetricQuery,
   type MetricsProvider,
   MetricBadRequestError,
+  formatGroupResource,
   parseGroupResource,
 } from "../metrics/provider.js";
 import { answerFor } from "../errors.js";
@@ -74,11 +77,29 @@ export interface RequestTarget {
   searchParams: URLSearchParams;
 }
 
-/** Which groups this server serves (to sit beside KEDA, serve custom only). */
+/**
+ * An adapter that answers what Governor does not serve (src/upstream/upstream.ts): its
+ * metrics join discovery, and requests for them are passed to it.
+ */
+export interface MetricsUpstream {
+  /** Names it in errors: "the upstream external metrics adapter (Service keda/…:443)". */
+  readonly description: string;
+  listCustomMetrics(): readonly CustomMetricInfo[];
+  listExternalMetrics(): readonly ExternalMetricInfo[];
+  /** Its answer to `path` (checked and encoded, with its query), as it gave it. */
+  forward(path: string, kind: RouteKind, cancel?: Cancellation): Promise<ApiResponse>;
+}
+
+/** Which groups this server serves (to sit beside KEDA, serve custom only), and where the rest goes. */
 export interface MetricsApiOptions {
   custom: boolean;
   external: boolean;
+  /** Per group, the adapter that answers every metric Governor does not serve itself. */
+  upstreams?: { custom?: MetricsUpstream; external?: MetricsUpstream };
 }
+
+/** Query parameters the metrics APIs read; only these are passed to an upstream. */
+const FORWARDED_PARAMS = ["labelSelector", "metricLabelSelector"];
 
 const NOT_ACCEPTABLE = statusBody(
   406,
@@ -96,6 +117,8 @@ export class MetricsApi {
     etag: string;
   };
   private readonly rendered = new WeakMap<CustomMetricValue, Map<string, JsonText>>();
+  private mergedCustom?: { own: unknown; theirs: unknown; list: readonly CustomMetricInfo[] };
+  private mergedExternal?: { own: unknown; theirs: unknown; list: readonly ExternalMetricInfo[] };
 
   constructor(
     private readonly provider: MetricsProvider,
@@ -178,7 +201,77 @@ export class MetricsApi {
     if (rest.length === 0) return ok(this.resourceList(group, version), RouteKinds.Discovery);
     return group === CUSTOM_GROUP
       ? this.custom(version, rest, url.searchParams, cancel)
-      : this.external(rest, url.searchParams, cancel);
+      : this.external(version, rest, url.searchParams, cancel);
+  }
+
+  /**
+   * Governor's custom metrics and, with an upstream, the upstream's that do not clash with
+   * them (Governor's win a clash): the same array until either side changes.
+   */
+  private customMetrics(): readonly CustomMetricInfo[] {
+    const own = this.provider.listCustomMetrics();
+    const upstream = this.opts.upstreams?.custom;
+    if (!upstream) return own;
+    const theirs = upstream.listCustomMetrics();
+    const hit = this.mergedCustom;
+    if (hit?.own === own && hit.theirs === theirs) return hit.list;
+    const ids = new Set(own.map(customId));
+    const list = [...own, ...theirs.filter((m) => !ids.has(customId(m)))];
+    this.mergedCustom = { own, theirs, list };
+    return list;
+  }
+
+  /** As {@link customMetrics}, for external metrics. */
+  private externalMetrics(): readonly ExternalMetricInfo[] {
+    const own = this.provider.listExternalMetrics();
+    const upstream = this.opts.upstreams?.external;
+    if (!upstream) return own;
+    const theirs = upstream.listExternalMetrics();
+    const hit = this.mergedExternal;
+    if (hit?.own === own && hit.theirs === theirs) return hit.list;
+    const names = new Set(own.map((m) => m.metric));
+    const list = [...own, ...theirs.filter((m) => !names.has(m.metric))];
+    this.mergedExternal = { own, theirs, list };
+    return list;
+  }
+
+  /** Whether Governor answers a request for this metric itself (else its upstream does). */
+  private serves(q: MetricQuery): boolean {
+    if (this.provider.serves) return this.provider.serves(q);
+    if (q.api === "external") return this.provider.listExternalMetrics().some((m) => m.metric === q.metric);
+    const id = `${formatGroupResource(q.groupResource)}/${q.metric}`;
+    return this.provider.listCustomMetrics().some((m) => customId(m) === id);
+  }
+
+  /**
+   * Passes a request to the upstream: the same path, segment for segment, as Governor
+   * authorized it (a segment that would read differently once decoded again — `/`, `.`,
+   * `..` — is refused, not forwarded), and only the query parameters the API defines.
+   */
+  private forward(
+    upstream: MetricsUpstream,
+    group: string,
+    version: string,
+    rest: readonly string[],
+    query: URLSearchParams,
+    kind: RouteKind,
+    cancel: Cancellation | undefined,
+  ): Promise<ApiResponse> {
+    if (rest.some((s) => s.includes("/") || s === "." || s === ".."))
+      return Promise.resolve({
+        status: 400,
+        body: statusBody(400, "BadRequest", "a path segment holds '/' or is '.' or '..'"),
+        kind,
+      });
+    const params = new URLSearchParams();
+    for (const p of FORWARDED_PARAMS) {
+      const v = query.get(p);
+      if (v !== null) params.set(p, v);
+    }
+    const search = params.toString();
+    const segments = rest.map((s) => encodeURIComponent(s)).join("/");
+    const path = `/apis/${group}/${version}/${segments}${search ? `?${search}` : ""}`;
+    return upstream.forward(path, kind, cancel);
   }
 
   /**
@@ -187,8 +280,7 @@ export class MetricsApi {
    * is a megabyte of JSON, and discovery is asked often.
    */
   private resourceList(group: string, version: string): JsonText {
-    const list =
-      group === CUSTOM_GROUP ? this.provider.listCustomMetrics() : this.provider.listExternalMetrics();
+    const list = group === CUSTOM_GROUP ? this.customMetrics() : this.externalMetrics();
     const key = `${group}/${version}`;
     const hit = this.discoveryCache.get(key);
     if (hit?.list === list) return hit.body;
@@ -205,8 +297,8 @@ export class MetricsApi {
 
   /** The aggregated discovery document, serialized and hashed once per change of the metric lists. */
   private aggregatedDiscovery(ifNoneMatch: string | undefined): ApiResponse {
-    const custom = this.opts.custom ? this.provider.listCustomMetrics() : [];
-    const external = this.opts.external ? this.provider.listExternalMetrics() : [];
+    const custom = this.opts.custom ? this.customMetrics() : [];
+    const external = this.opts.external ? this.externalMetrics() : [];
     const hit = this.aggregated;
     const doc =
       hit?.custom === custom && hit.external === external
@@ -231,50 +323,27 @@ export class MetricsApi {
     query: URLSearchParams,
     cancel: Cancellation | undefined,
   ): Promise<ApiResponse> {
+    const target = customTarget(rest);
+    if (!target)
+      return notFound(
+        `the server could not find the requested resource: expected {resource}/{name}/{metric}`,
+      );
+    const { namespace, resource, name, metric, bySelector } = target;
+    const groupResource = parseGroupResource(resource);
+    const kind = bySelector ? RouteKinds.CustomSelector : RouteKinds.CustomObject;
+    const upstream = this.opts.upstreams?.custom;
+    // A namespace metric describes the Namespace itself: the mappings of that namespace serve it.
+    const servedIn = namespace ?? (resource === "namespaces" ? name : undefined);
+    if (upstream && !this.serves({ api: "custom", namespace: servedIn, groupResource, metric }))
+      return this.forward(upstream, CUSTOM_GROUP, version, rest, query, kind, cancel);
+    if (resource === PLACEHOLDER_RESOURCE || metric === PLACEHOLDER_RESOURCE)
+      return notFound("no metrics are configured yet: create a MetricMapping");
+
     const metricSelector = parseSelector(query.get("metricLabelSelector"), "metricLabelSelector");
     const echo = metricSelector.empty ? null : metricSelector.toObject();
     const render = (values: CustomMetricValue[]) =>
       version === "v1beta1" ? customValueListV1beta1(values, echo) : customValueListV1beta2(values, echo);
-    // One value: serialized once per answer object (the provider hands out the same object
-    // while the answer is unchanged), per version and metricLabelSelector.
-    const renderOne = (value: CustomMetricValue): JsonText => {
-      const key = `${version}|${query.get("metricLabelSelector") ?? ""}`;
-      let forValue = this.rendered.get(value);
-      const hit = forValue?.get(key);
-      if (hit) return hit;
-      const body = new JsonText(JSON.stringify(render([value])));
-      if (!forValue) this.rendered.set(value, (forValue = new Map<string, JsonText>()));
-      forValue.set(key, body);
-      return body;
-    };
-
-    let namespace: string | undefined;
-    let parts = rest;
-    if (parts[0] === "namespaces" && parts.length >= 2) {
-      namespace = parts[1]!;
-      parts = parts.slice(2);
-      if (parts.length === 2 && parts[0] === "metrics") {
-        // Namespace metrics: an object metric on the Namespace object itself.
-        const value = await this.provider.getMetricByName({
-          groupResource: { group: "", resource: "namespaces" },
-          name: namespace,
-          metric: parts[1]!,
-          metricSelector,
-          cancel,
-        });
-        return { ...ok(renderOne(value), RouteKinds.CustomObject), items: 1 };
-      }
-    }
-    if (parts.length !== 3) {
-      return notFound(
-        `the server could not find the requested resource: expected {resource}/{name}/{metric}`,
-      );
-    }
-    const [resource, name, metric] = parts as [string, string, string];
-    if (resource === PLACEHOLDER_RESOURCE || metric === PLACEHOLDER_RESOURCE)
-      return notFound("no metrics are configured yet: create a MetricMapping");
-    const groupResource = parseGroupResource(resource);
-    if (name === "*") {
+    if (bySelector) {
       const selector = parseSelector(query.get("labelSelector"), "labelSelector");
       const values = await this.provider.getMetricBySelector({
         groupResource,
@@ -284,7 +353,7 @@ export class MetricsApi {
         metricSelector,
         cancel,
       });
-      return { ...ok(render(values), RouteKinds.CustomSelector), items: values.length };
+      return { ...ok(render(values), kind), items: values.length };
     }
     const value = await this.provider.getMetricByName({
       groupResource,
@@ -294,10 +363,21 @@ export class MetricsApi {
       metricSelector,
       cancel,
     });
-    return { ...ok(renderOne(value), RouteKinds.CustomObject), items: 1 };
+    // One value: serialized once per answer object (the provider hands out the same object
+    // while the answer is unchanged), per version and metricLabelSelector.
+    const key = `${version}|${query.get("metricLabelSelector") ?? ""}`;
+    let forValue = this.rendered.get(value);
+    let body = forValue?.get(key);
+    if (!body) {
+      body = new JsonText(JSON.stringify(render([value])));
+      if (!forValue) this.rendered.set(value, (forValue = new Map<string, JsonText>()));
+      forValue.set(key, body);
+    }
+    return { ...ok(body, kind), items: 1 };
   }
 
   private async external(
+    version: string,
     rest: string[],
     query: URLSearchParams,
     cancel: Cancellation | undefined,
@@ -309,12 +389,40 @@ export class MetricsApi {
       );
     }
     const [, namespace, metric] = rest as [string, string, string];
+    const upstream = this.opts.upstreams?.external;
+    if (upstream && !this.serves({ api: "external", namespace, metric }))
+      return this.forward(upstream, EXTERNAL_GROUP, version, rest, query, RouteKinds.External, cancel);
     if (metric === PLACEHOLDER_RESOURCE)
       return notFound("no external metrics are configured yet: create a MetricMapping", RouteKinds.External);
     const metricSelector = parseSelector(query.get("labelSelector"), "labelSelector");
     const values = await this.provider.getExternalMetric({ namespace, metric, metricSelector, cancel });
     return { ...ok(externalValueList(values), RouteKinds.External), items: values.length };
   }
+}
+
+/** `pods/requests_per_second`: a custom metric's name in discovery, and what a clash compares. */
+export function customId(m: CustomMetricInfo): string {
+  return `${formatGroupResource(m.groupResource)}/${m.metric}`;
+}
+
+/**
+ * What a custom-metrics path asks for: `[namespaces/{ns}/]{resource}/{name|*}/{metric}`, or
+ * `namespaces/{ns}/metrics/{metric}` (a metric of the Namespace object itself).
+ */
+function customTarget(
+  rest: readonly string[],
+): { namespace?: string; resource: string; name: string; metric: string; bySelector: boolean } | undefined {
+  let namespace: string | undefined;
+  let parts = rest;
+  if (parts[0] === "namespaces" && parts.length >= 2) {
+    namespace = parts[1]!;
+    parts = parts.slice(2);
+    if (parts.length === 2 && parts[0] === "metrics")
+      return { resource: "namespaces", name: namespace, metric: parts[1]!, bySelector: false };
+  }
+  if (parts.length !== 3) return undefined;
+  const [resource, name, metric] = parts as [string, string, string];
+  return { namespace, resource, name, metric, bySelector: name === "*" };
 }
 
 /** Classifies a path without serving it (for metrics of requests refused before routing). */

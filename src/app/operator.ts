@@ -18,12 +18,16 @@ import { InformerPodIndex } from "../k8s/pod-index.js";
 import { DiscoveryResourceMapper } from "../k8s/resource-mapper.js";
 import { validity } from "../certs/certs.js";
 import { KubeSubjectLister } from "../k8s/subject-lister.js";
-import { MappingProvider } from "../metrics/mapping-provider.js";
+import { type ActiveMapping, MappingProvider } from "../metrics/mapping-provider.js";
 import { formatQuantity } from "../metrics/quantity.js";
 import { readActivation } from "../controller/activation.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
 import { KubeSecretReader } from "../sources/secrets.js";
 import { serveMetricsApi, type RunningMetricsApi } from "./serve-metrics-api.js";
+import { type ForwardedApi, Upstream, type UpstreamService } from "../upstream/upstream.js";
+import { customId } from "../apiserver/metrics-api.js";
+import { CUSTOM_GROUP, EXTERNAL_GROUP, GROUP_VERSIONS } from "../apiserver/wire.js";
+import { formatGroupResource } from "../metrics/provider.js";
 
 /** Options of {@link startOperator}. */
 export interface OperatorOptions {
@@ -58,6 +62,12 @@ export interface OperatorOptions {
   sourceMaxResponseBytes?: number;
   /** Whether `kubernetes` counts may read beyond a mapping's namespace. @default false */
   clusterWideCounts?: boolean;
+  /**
+   * Per API, the upstream adapter every request for a metric Governor does not serve is
+   * passed to (ADR 0011), and its CA (PEM) if given; else the CA is read from the
+   * APIService Governor takes over from it.
+   */
+  forward?: Partial<Record<ForwardedApi, { service: UpstreamService; ca?: string }>>;
 }
 
 /** A running operator. */
@@ -65,6 +75,8 @@ export interface RunningOperator {
   api: RunningMetricsApi;
   registration?: Registration;
   provider: MappingProvider;
+  /** The upstream adapters Governor forwards to, per API. */
+  upstreams: Partial<Record<ForwardedApi, Upstream>>;
   isLeader(): boolean;
   stop(): Promise<void>;
 }
@@ -100,6 +112,24 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     },
   });
   const controllerMetrics = new ControllerMetrics(metrics.registry);
+  const upstreams: Partial<Record<ForwardedApi, Upstream>> = {};
+  for (const api of ["custom", "external"] as const) {
+    const f = opts.forward?.[api];
+    if (!f || !opts.apis[api]) continue;
+    const group = api === "custom" ? CUSTOM_GROUP : EXTERNAL_GROUP;
+    upstreams[api] = new Upstream({
+      api,
+      group,
+      versions: GROUP_VERSIONS[group] ?? [],
+      service: f.service,
+      ca: f.ca,
+      client: opts.client,
+      identity: () => opts.client.identity(),
+      logger: log,
+      // Which mappings shadow an upstream metric may have changed.
+      onDiscoveryChange: () => reconciler.resyncAll(),
+    });
+  }
   const reconciler = new MetricMappingReconciler({
     client: opts.client,
     provider,
@@ -120,6 +150,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     // Called only from reconciles, which start after `workloads` exists.
     onMappingChange: (namespace) => workloads.mappingChanged(namespace),
     onSampled: (namespace, name) => workloads.activationSampled(namespace, name),
+    shadowed: (m) => shadowedBy(m, upstreams),
   });
   const workloads = new ScalableWorkloadReconciler({
     client: opts.client,
@@ -191,6 +222,18 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
           targetPort: opts.port,
           apis: apiList,
           takeOver: opts.registration.takeOver,
+          forward: {
+            ...(upstreams.custom ? { custom: opts.forward!.custom!.service } : {}),
+            ...(upstreams.external ? { external: opts.forward!.external!.service } : {}),
+          },
+          onUpstreamTrust: (api, trust) =>
+            upstreams[api]?.setTrust(
+              trust?.caBundle
+                ? { ca: trust.caBundle, from: "the APIService's caBundle" }
+                : trust?.insecureSkipTLSVerify
+                  ? { insecure: true, from: "the APIService's insecureSkipTLSVerify" }
+                  : undefined,
+            ),
           caPropagationMs: opts.registration.caPropagationMs,
           resyncMs: opts.registration.resyncMs,
           isLeader: () => leading,
@@ -211,12 +254,16 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     tls,
     host: opts.host,
     port: opts.port,
-    apis: opts.apis,
+    apis: { ...opts.apis, upstreams },
     metrics,
     shutdownDelayMs: opts.shutdownDelayMs,
     authCacheTtlMs: opts.authCacheTtlMs,
     fairDispatch: opts.fairDispatch,
-    readinessWarnings: () => [...(registration?.conflicts.values() ?? [])],
+    // An upstream that is down never makes Governor unready: its own metrics still work.
+    readinessWarnings: () => [
+      ...(registration?.conflicts.values() ?? []),
+      ...Object.values(upstreams).flatMap((u) => (u.lastError ? [u.lastError] : [])),
+    ],
     // Ready once every MetricMapping of the first list has been loaded (a replica that
     // answered before would tell the HPA "no such metric" for the ones still loading).
     notReadyReason: () => {
@@ -226,6 +273,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     },
   });
   live.api = api;
+  for (const u of Object.values(upstreams)) u.start();
   registration?.start();
   new Gauge({
     name: "governor_serving_certificate_expiry_timestamp_seconds",
@@ -253,14 +301,35 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     api,
     registration,
     provider,
+    upstreams,
     isLeader: () => leading,
     async stop() {
       await registration?.stop();
       await api.stop();
+      for (const u of Object.values(upstreams)) await u.stop();
       await elector?.stop();
       await workloads.stop();
       await reconciler.stop();
       await pods.stop();
     },
   };
+}
+
+/**
+ * What a served mapping's `ShadowsUpstream` condition says when the upstream adapter serves
+ * its metric too (Governor's answer wins in the mapping's namespace), or undefined.
+ */
+function shadowedBy(
+  m: ActiveMapping,
+  upstreams: Partial<Record<ForwardedApi, Upstream>>,
+): string | undefined {
+  if (m.subject.kind === "external") {
+    const u = upstreams.external;
+    if (!u?.listExternalMetrics().some((x) => x.metric === m.metric)) return undefined;
+    return `${u.description} also serves external metric "${m.metric}"; Governor answers it in namespace ${m.namespace}, the upstream everywhere else`;
+  }
+  const u = upstreams.custom;
+  const id = `${formatGroupResource(m.subject.groupResource)}/${m.metric}`;
+  if (!u?.listCustomMetrics().some((x) => customId(x) === id)) return undefined;
+  return `${u.description} also serves custom metric "${id}"; Governor answers it in namespace ${m.namespace}, the upstream everywhere else`;
 }

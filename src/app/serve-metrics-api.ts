@@ -9,7 +9,7 @@ import type { Logger } from "pino";
 import { DelegatingAuthenticator } from "../apiserver/authn.js";
 import { DelegatingAuthorizer } from "../apiserver/authz.js";
 import { PromApiServerMetrics } from "../apiserver/instrumentation.js";
-import { MetricsApi } from "../apiserver/metrics-api.js";
+import { MetricsApi, type MetricsApiOptions } from "../apiserver/metrics-api.js";
 import { MetricsApiServer } from "../apiserver/server.js";
 import type { KubeClient } from "../k8s/client.js";
 import { KubeAccessReviewer, KubeTokenReviewer, followAuthenticationConfig } from "../k8s/delegated-auth.js";
@@ -23,7 +23,8 @@ export interface ServeMetricsApiOptions {
   tls: { cert: string; key: string };
   host: string;
   port: number;
-  apis: { custom: boolean; external: boolean };
+  /** Which groups are served, and the upstream adapters the rest of a group goes to. */
+  apis: MetricsApiOptions;
   metrics?: PromApiServerMetrics;
   /** @default 5000 */
   shutdownDelayMs?: number;

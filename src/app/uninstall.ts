@@ -27,7 +27,7 @@ export interface UninstallOptions {
   progress?: (line: string) => void;
 }
 
-/** Removes Governor's run-time registration; returns what it removed (`kind/name`). */
+/** Removes Governor's run-time registration; returns what it did, a line each (`removed service/governor`, `gave back …`). */
 export async function uninstall(client: KubeClient, opts: UninstallOptions): Promise<string[]> {
   const stopped = opts.stopDeployment ? await stopDeployment(client, opts) : false;
   const holder = await currentLeaseHolder(client, opts.namespace, opts.leaseName);

@@ -81,6 +81,18 @@ describe("MetricMapping status", () => {
     expect(status.conditions!.map((c) => c.type)).to.deep.equal(["Ready"]);
   });
 
+  it("says when the upstream adapter serves the same metric, and stops saying it when that ends", () => {
+    const message = "the upstream custom metrics adapter (Service m/a:443) also serves pods/queue_depth";
+    const { status: shadowing } = computeStatus({}, 1, { ...serving(sampled(1000)), shadows: message }, NOW);
+    expect(shadowing.conditions?.find((c) => c.type === "ShadowsUpstream")).to.include({
+      status: "True",
+      reason: "UpstreamServesSameMetric",
+      message,
+    });
+    const { status } = computeStatus(shadowing, 1, serving(sampled(1000)), NOW);
+    expect(status.conditions!.map((c) => c.type).sort()).to.deep.equal(["Ready", "SourceHealthy"]);
+  });
+
   it("shows a scalar value, an average over objects, and when it was sampled", () => {
     expect(computeStatus({}, 1, serving(sampled(1500, 0.25)), NOW).status).to.include({
       value: "250m",

@@ -1,6 +1,6 @@
 /**
  * A MetricMapping's status as pure functions: what it should say now (`computeStatus`:
- * conditions Ready and SourceHealthy, value, objects, lastSampleTime, and when time alone
+ * conditions Ready, SourceHealthy and ShadowsUpstream, value, objects, lastSampleTime, and when time alone
  * will change it) and whether the leader writes it now (`statusWrite`: transitions at
  * once, value-only changes under a cadence and a write budget). The reconciler
  * (metric-mapping-reconciler.ts) reads the cache, calls these and does the write.
@@ -20,6 +20,11 @@ export interface StatusInput {
   active?: Pick<ActiveMapping, "metric" | "subject" | "staleAfterMs" | "fallback"> & { state: SamplerState };
   /** A mapping that does not serve: its Ready condition. */
   ready?: Omit<ConditionUpdate, "type">;
+  /**
+   * A serving mapping whose metric the upstream adapter (ADR 0011) serves too: what to say
+   * in its `ShadowsUpstream` condition (Governor answers in the mapping's namespace).
+   */
+  shadows?: string;
 }
 
 /** The status to show now, and in how many ms to look again because time alone changes it. */
@@ -52,6 +57,19 @@ export function computeStatus(
       generation,
       at,
     );
+    conditions = what.shadows
+      ? setCondition(
+          conditions,
+          {
+            type: "ShadowsUpstream",
+            status: "True",
+            reason: "UpstreamServesSameMetric",
+            message: what.shadows,
+          },
+          generation,
+          at,
+        )
+      : conditions.filter((c) => c.type !== "ShadowsUpstream");
     if (state.last) {
       const v = state.last.value;
       if (v.kind === "scalar") {
@@ -71,7 +89,7 @@ export function computeStatus(
     if (untilStale >= 0) requeueAfterMs = Math.max(1000, untilStale + 100);
   } else if (what.ready) {
     conditions = setCondition(conditions, { type: "Ready", ...what.ready }, generation, at);
-    conditions = conditions.filter((c) => c.type !== "SourceHealthy");
+    conditions = conditions.filter((c) => c.type !== "SourceHealthy" && c.type !== "ShadowsUpstream");
   }
   status.conditions = conditions;
   return { status, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };

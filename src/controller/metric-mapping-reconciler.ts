@@ -3,7 +3,7 @@
  * (the subject resource exists and is namespaced), pick the winner among mappings
  * claiming the same (namespace, subject, metric) — the oldest — and
  * make the {@link MappingProvider} serve it with a running sampler; write `status`
- * (conditions Ready and SourceHealthy, value, objects, lastSampleTime) and Events on
+ * (conditions Ready, SourceHealthy and ShadowsUpstream, value, objects, lastSampleTime) and Events on
  * transitions. Every replica serves; only the leader writes status and Events.
  *
  * Layout: the claim index in claims.ts, the runtime builder in mapping-runtime.ts, status
@@ -59,6 +59,12 @@ export interface MetricMappingReconcilerOptions extends RuntimeDeps {
   onMappingChange?: (namespace: string) => void;
   /** Called after every attempt of a mapping's sampler (ScalableWorkloads that scale to zero read it). */
   onSampled?: (namespace: string, name: string) => void;
+  /**
+   * Whether the upstream adapter Governor forwards to serves a served mapping's metric too:
+   * what its `ShadowsUpstream` condition says, or undefined. Call {@link resyncAll} when
+   * the answer may have changed.
+   */
+  shadowed?: (m: ActiveMapping) => string | undefined;
 }
 
 interface Running {
@@ -313,6 +319,7 @@ export class MetricMappingReconciler {
         spec: what.spec,
         ready: what.ready,
         active: what.active && { ...what.active, state: what.active.sampler.state },
+        shadows: what.active && this.opts.shadowed?.(what.active),
       },
       now,
     );
@@ -364,6 +371,9 @@ export class MetricMappingReconciler {
       name: obj.metadata?.name ?? "",
       uid: obj.metadata?.uid,
     };
+    const shadows = findCondition(after, "ShadowsUpstream");
+    if (shadows && !findCondition(before, "ShadowsUpstream"))
+      this.opts.events.record(subject, "Warning", shadows.reason, shadows.message);
     for (const type of ["Ready", "SourceHealthy"]) {
       const was = findCondition(before, type);
       const now = findCondition(after, type);

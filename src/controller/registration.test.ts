@@ -3,6 +3,7 @@ import { pino } from "pino";
 import { splitPem, validity, type KeyPair } from "../certs/certs.js";
 import type { KubeObject } from "../k8s/client.js";
 import { FakeKube } from "../testing/fake-kube.js";
+import { REPLACED_ANNOTATION } from "../manifests/api-service.js";
 import { Registration, type RegistrationOptions } from "./registration.js";
 
 const NS = "governor-system";
@@ -144,11 +145,127 @@ describe("registration on an in-memory apiserver", () => {
     kube.seed(foreign, { spec: { service: { namespace: "keda", name: "keda" } } });
     const removed = await make({ apis: ["custom", "external"] }).uninstall();
     expect(removed.sort()).to.deep.equal([
-      "apiservice/v1beta1.custom.metrics.k8s.io",
-      "apiservice/v1beta2.custom.metrics.k8s.io",
-      "secret/governor-serving-cert",
-      "service/governor",
+      "removed apiservice/v1beta1.custom.metrics.k8s.io",
+      "removed apiservice/v1beta2.custom.metrics.k8s.io",
+      "removed secret/governor-serving-cert",
+      "removed service/governor",
     ]);
     expect(kube.paths()).to.deep.equal([foreign]);
+  });
+
+  describe("in front of an upstream adapter (--forward-external)", () => {
+    const EXTERNAL = `${APISERVICES}/v1beta1.external.metrics.k8s.io`;
+    const KEDA_SERVICE = "/api/v1/namespaces/keda/services/keda-operator-metrics-apiserver";
+    const KEDA = { namespace: "keda", name: "keda-operator-metrics-apiserver", port: 443 };
+    const kedaApiService = () =>
+      ({
+        apiVersion: "apiregistration.k8s.io/v1",
+        kind: "APIService",
+        metadata: {
+          name: "v1beta1.external.metrics.k8s.io",
+          labels: { "app.kubernetes.io/part-of": "keda" },
+        },
+        spec: {
+          group: "external.metrics.k8s.io",
+          version: "v1beta1",
+          service: KEDA,
+          caBundle: Buffer.from("KEDA CA").toString("base64"),
+          groupPriorityMinimum: 100,
+          versionPriority: 100,
+        },
+      }) as KubeObject;
+    type Kept = KubeObject & {
+      spec: ApiService["spec"] & { caBundle?: string };
+      metadata: { labels?: Record<string, string>; annotations?: Record<string, string> };
+    };
+    let trust: unknown[];
+    const forwarding = (over: Partial<RegistrationOptions> = {}) =>
+      make({
+        forward: { external: KEDA },
+        onUpstreamTrust: (api, t) => trust.push([api, t]),
+        ...over,
+      });
+    beforeEach(() => {
+      trust = [];
+      kube.seed(EXTERNAL, kedaApiService());
+      kube.seed(KEDA_SERVICE, { apiVersion: "v1", kind: "Service", metadata: KEDA });
+    });
+
+    it("takes over the APIService of exactly the upstream it names, without --take-over-apiservices, keeping it in an annotation", async () => {
+      const reg = forwarding();
+      await reg.init();
+      await reg.syncNow();
+      const held = kube.peek<Kept>(EXTERNAL)!;
+      expect(held.spec.service).to.deep.include({ namespace: NS, name: "governor" });
+      const kept = JSON.parse(held.metadata.annotations![REPLACED_ANNOTATION]!) as Kept;
+      expect(kept.spec.service).to.deep.equal(KEDA);
+      expect(kept.labels).to.deep.equal({ "app.kubernetes.io/part-of": "keda" });
+      expect(reg.conflicts.size).to.equal(0);
+      expect(trust[0], "the upstream's CA, from its APIService").to.deep.equal([
+        "external",
+        { caBundle: "KEDA CA", insecureSkipTLSVerify: false },
+      ]);
+      // Later syncs (every replica) still find the upstream's CA: in the annotation.
+      trust = [];
+      await reg.syncNow();
+      expect(trust).to.deep.equal([["external", { caBundle: "KEDA CA", insecureSkipTLSVerify: false }]]);
+    });
+
+    it("leaves an APIService that points at another Service than the named upstream alone", async () => {
+      const reg = forwarding({ forward: { external: { ...KEDA, name: "other-adapter" } } });
+      await reg.init();
+      await reg.syncNow();
+      expect(kube.peek<Kept>(EXTERNAL)!.spec.service).to.deep.equal(KEDA);
+      expect([...reg.conflicts.values()][0]).to.match(/leaves it alone .*--forward-external/);
+    });
+
+    it("keeps the annotation when it rewrites its own APIService (a rotated CA)", async () => {
+      const reg = forwarding();
+      await reg.init();
+      await reg.syncNow();
+      const before = kube.peek<Kept>(EXTERNAL)!.metadata.annotations![REPLACED_ANNOTATION];
+      reg.requestRotation();
+      await reg.syncNow();
+      const after = kube.peek<Kept>(EXTERNAL)!;
+      expect(unb64(after.spec.caBundle)).to.equal(reg.caBundle);
+      expect(after.metadata.annotations![REPLACED_ANNOTATION]).to.equal(before);
+    });
+
+    it("uninstall gives the upstream its APIService back as it was", async () => {
+      const reg = forwarding();
+      await reg.init();
+      await reg.syncNow();
+      const done = await reg.uninstall();
+      expect(done).to.include(
+        "gave back apiservice/v1beta1.external.metrics.k8s.io to Service keda/keda-operator-metrics-apiserver",
+      );
+      const back = kube.peek<Kept>(EXTERNAL)!;
+      expect(back.spec).to.deep.equal(kedaApiService().spec);
+      expect(back.metadata.labels).to.deep.equal({ "app.kubernetes.io/part-of": "keda" });
+      expect(back.metadata.annotations ?? {}).to.not.have.property(REPLACED_ANNOTATION);
+    });
+
+    it("uninstall deletes rather than gives back when the upstream's Service is gone (it would break discovery)", async () => {
+      const reg = forwarding();
+      await reg.init();
+      await reg.syncNow();
+      await kube.delete(KEDA_SERVICE);
+      const done = await reg.uninstall();
+      expect(done).to.include("removed apiservice/v1beta1.external.metrics.k8s.io");
+      expect(kube.peek(EXTERNAL)).to.equal(undefined);
+    });
+
+    it("turning forwarding off gives the APIService back on the next sync", async () => {
+      const reg = forwarding();
+      await reg.init();
+      await reg.syncNow();
+      const off = make();
+      await off.init();
+      await off.syncNow();
+      expect(kube.peek<Kept>(EXTERNAL)!.spec.service).to.deep.equal(KEDA);
+      expect(off.conflicts.size, "then it is someone else's again").to.equal(0);
+      await off.syncNow();
+      expect([...off.conflicts.keys()]).to.deep.equal(["v1beta1.external.metrics.k8s.io"]);
+    });
   });
 });

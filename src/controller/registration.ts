@@ -10,7 +10,9 @@
  *   replica hot-swaps the leaf the Secret serves. No request fails across a rotation.
  * - **Never takes over someone else's APIService**: one pointing at another Service (KEDA,
  *   prometheus-adapter…) is left alone and reported (log, Event, `/readyz` detail) unless
- *   `takeOver` is set.
+ *   `takeOver` is set, or `forward` names that very Service as the upstream Governor passes
+ *   the rest of the group to (ADR 0011). What it took over is kept in an annotation on its
+ *   own APIService and **given back** by `uninstall()`, or when forwarding is turned off.
  *
  * Modes: `cluster` (ClusterIP Service on the operator's pods), `local` (ExternalName
  * Service → localhost, for a process outside the pod network), `none` (GitOps installs
@@ -21,7 +23,7 @@
  * in src/certs/serving-secret.ts and the objects it writes are built in src/manifests.)
  */
 import type { Logger } from "pino";
-import { validity, type KeyPair } from "../certs/certs.js";
+import { splitPem, validity, type KeyPair } from "../certs/certs.js";
 import {
   type ServingSecret,
   newServingSecret,
@@ -32,12 +34,47 @@ import {
 } from "../certs/serving-secret.js";
 import { KubeApiError, type KubeApi, type KubeObject } from "../k8s/client.js";
 import {
+  API_VERSIONS,
+  REPLACED_ANNOTATION,
   buildApiServices,
   buildClusterService,
   buildLocalService,
   serviceDnsNames,
 } from "../manifests/api-service.js";
 import type { EventRecorder } from "./events.js";
+
+/** What an APIService Governor replaced looked like (the annotation's JSON). */
+interface ReplacedApiService {
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  spec: ApiServiceSpec;
+}
+
+interface ApiServiceSpec {
+  service?: { namespace?: string; name?: string; port?: number } | null;
+  caBundle?: string;
+  insecureSkipTLSVerify?: boolean;
+  [field: string]: unknown;
+}
+
+interface ApiServiceObject {
+  metadata?: { labels?: Record<string, string>; annotations?: Record<string, string> };
+  spec?: ApiServiceSpec;
+}
+
+/** The Service of an upstream adapter, as `forward` names it. */
+export interface UpstreamRef {
+  namespace: string;
+  name: string;
+  port: number;
+}
+
+/** How the aggregator was told to check an upstream's certificate (its APIService's spec). */
+export interface UpstreamApiServiceTrust {
+  /** PEM. */
+  caBundle?: string;
+  insecureSkipTLSVerify: boolean;
+}
 
 /** How Governor registers. */
 export const RegistrationModes = ["cluster", "local", "none"] as const;
@@ -58,6 +95,16 @@ export interface RegistrationOptions {
   apis: readonly ("custom" | "external")[];
   /** Take over APIServices that point at another Service. @default false */
   takeOver?: boolean;
+  /**
+   * Per API, the upstream adapter Governor forwards what it does not serve to: an
+   * APIService pointing at exactly that Service is taken over (and kept to give back).
+   */
+  forward?: Partial<Record<"custom" | "external", UpstreamRef>>;
+  /**
+   * Called on every sync (every replica) with how the upstream's APIService — the live one,
+   * or the one kept in the annotation — says to check the upstream's certificate.
+   */
+  onUpstreamTrust?: (api: "custom" | "external", trust: UpstreamApiServiceTrust | undefined) => void;
   /** Called with the serving certificate whenever it changes. */
   onServingCertificate: (pair: KeyPair) => void;
   /** Whether this replica may write (the leader). */
@@ -173,39 +220,121 @@ export class Registration {
     await this.running;
   }
 
-  /** Removes the APIServices (first, so discovery never breaks), then the Service and Secret. */
+  /**
+   * Removes the APIServices (first, so discovery never breaks), then the Service and Secret.
+   * An APIService Governor took over is given back as it was, if its Service still exists
+   * (an APIService pointing at a missing Service would break discovery and namespace
+   * deletion). Returns what it did, one line each: `removed apiservice/…`, `gave back …`.
+   */
   async uninstall(): Promise<string[]> {
-    const removed: string[] = [];
+    const done: string[] = [];
     for (const a of buildApiServices({
       service: { namespace: this.opts.namespace, name: this.opts.serviceName, port: this.opts.port },
       caBundle: "",
       apis: this.opts.apis,
     })) {
       const path = `/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`;
-      const existing = await this.opts.client.getOrUndefined<{
-        spec?: { service?: { namespace?: string; name?: string } };
-      }>(path);
+      const existing = await this.opts.client.getOrUndefined<ApiServiceObject>(path);
       if (!existing) continue;
-      if (
-        existing.spec?.service?.namespace !== this.opts.namespace ||
-        existing.spec?.service?.name !== this.opts.serviceName
-      ) {
+      if (!this.isOurs(existing)) {
         this.log.info(
           { apiService: a.metadata.name },
           "not removing an APIService that points at another Service",
         );
         continue;
       }
-      if (await this.opts.client.delete(path)) removed.push(`apiservice/${a.metadata.name}`);
+      const given = await this.giveBack(a.metadata.name, existing);
+      if (given) done.push(given);
+      else if (await this.opts.client.delete(path)) done.push(`removed apiservice/${a.metadata.name}`);
     }
     if (
       await this.opts.client.delete(
         `/api/v1/namespaces/${this.opts.namespace}/services/${this.opts.serviceName}`,
       )
     )
-      removed.push(`service/${this.opts.serviceName}`);
-    if (await this.opts.client.delete(this.secretPath)) removed.push(`secret/${this.secretName}`);
-    return removed;
+      done.push(`removed service/${this.opts.serviceName}`);
+    if (await this.opts.client.delete(this.secretPath)) done.push(`removed secret/${this.secretName}`);
+    return done;
+  }
+
+  /**
+   * Puts back the APIService Governor's replaced, if it kept one and that one's Service
+   * still exists; returns the line saying so, or undefined (nothing given back).
+   */
+  private async giveBack(name: string, ours: ApiServiceObject): Promise<string | undefined> {
+    const kept = replacedOf(ours);
+    const svc = kept?.spec.service;
+    if (!kept || !svc?.namespace || !svc.name) return undefined;
+    const exists = await this.opts.client.getOrUndefined(
+      `/api/v1/namespaces/${svc.namespace}/services/${svc.name}`,
+    );
+    if (!exists) {
+      this.log.warn(
+        { apiService: name, service: `${svc.namespace}/${svc.name}` },
+        "not giving back the APIService Governor replaced: its Service no longer exists",
+      );
+      return undefined;
+    }
+    const [group, version] = [name.slice(name.indexOf(".") + 1), name.slice(0, name.indexOf("."))];
+    await this.opts.client.createOrReplace(`/apis/apiregistration.k8s.io/v1/apiservices/${name}`, {
+      apiVersion: "apiregistration.k8s.io/v1",
+      kind: "APIService",
+      metadata: {
+        name,
+        ...(kept.labels ? { labels: kept.labels } : {}),
+        ...(kept.annotations ? { annotations: kept.annotations } : {}),
+      },
+      spec: { group, version, ...kept.spec },
+    });
+    this.log.info({ apiService: name, service: `${svc.namespace}/${svc.name}` }, "gave back APIService");
+    return `gave back apiservice/${name} to Service ${svc.namespace}/${svc.name}`;
+  }
+
+  /**
+   * Another controller wrote a CA of its own into Governor's APIService (KEDA's operator
+   * does with `--enable-cert-rotation=true`): Governor writes its own back, and says who to
+   * stop, since the two would otherwise take turns and the aggregator lose Governor between.
+   */
+  private overwritten(name: string): void {
+    const message = `the caBundle of APIService ${name} was replaced by one Governor did not write (another controller injects its CA there, e.g. KEDA's operator with --enable-cert-rotation=true): Governor writes its own back; stop the other writer (README: Beside KEDA / prometheus-adapter)`;
+    this.log.warn({ apiService: name }, message);
+    this.opts.events?.record(
+      { apiVersion: "v1", kind: "Service", namespace: this.opts.namespace, name: this.opts.serviceName },
+      "Warning",
+      "APIServiceCABundleOverwritten",
+      message,
+    );
+  }
+
+  private isOurs(a: ApiServiceObject): boolean {
+    const svc = a.spec?.service;
+    return svc?.namespace === this.opts.namespace && svc.name === this.opts.serviceName;
+  }
+
+  /**
+   * Tells `onUpstreamTrust` how each forwarded API's upstream is to be checked: from the
+   * live APIService while it still points at the upstream, else from the one Governor kept.
+   */
+  private async reportUpstreamTrust(): Promise<void> {
+    for (const api of ["custom", "external"] as const) {
+      const upstream = this.opts.forward?.[api];
+      if (!upstream || !this.opts.apis.includes(api)) continue;
+      let trust: UpstreamApiServiceTrust | undefined;
+      for (const gv of API_VERSIONS[api]) {
+        const a = await this.opts.client.getOrUndefined<ApiServiceObject>(
+          `/apis/apiregistration.k8s.io/v1/apiservices/${gv.version}.${gv.group}`,
+        );
+        const spec = a && (pointsAt(a.spec, upstream) ? a.spec : replacedOf(a)?.spec);
+        if (spec && pointsAt(spec, upstream)) {
+          trust = {
+            caBundle: spec.caBundle ? Buffer.from(spec.caBundle, "base64").toString("utf8") : undefined,
+            insecureSkipTLSVerify: spec.insecureSkipTLSVerify === true,
+          };
+          break;
+        }
+      }
+      this.opts.onUpstreamTrust?.(api, trust);
+    }
   }
 
   private async sync(): Promise<void> {
@@ -219,6 +348,7 @@ export class Registration {
         this.log.info({ notAfter: validity(data.cert).notAfter }, "serving a new certificate");
       }
     }
+    if (this.opts.forward) await this.reportUpstreamTrust();
     if (!this.opts.isLeader() || !this.current) return;
     await this.rotateIfDue();
     if (this.opts.mode === "none") return;
@@ -325,15 +455,14 @@ export class Registration {
     });
     for (const a of wanted) {
       const path = `/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`;
-      const existing = await this.opts.client.getOrUndefined<{
-        spec?: { service?: { namespace?: string; name?: string; port?: number } | null; caBundle?: string };
-      }>(path);
+      const existing = await this.opts.client.getOrUndefined<ApiServiceObject>(path);
       const svc = existing?.spec?.service;
-      const foreign =
-        existing && (!svc || svc.namespace !== this.opts.namespace || svc.name !== this.opts.serviceName);
-      if (foreign && !this.opts.takeOver) {
+      const foreign = existing !== undefined && !this.isOurs(existing);
+      const upstream = this.opts.forward?.[apiOf(a.spec.group)];
+      const toUpstream = foreign && upstream !== undefined && pointsAt(existing.spec, upstream);
+      if (foreign && !this.opts.takeOver && !toUpstream) {
         const owner = svc ? `Service ${svc.namespace}/${svc.name}` : "the local apiserver";
-        const message = `APIService ${a.metadata.name} points at ${owner}; Governor leaves it alone (start with --take-over-apiservices to replace it)`;
+        const message = `APIService ${a.metadata.name} points at ${owner}; Governor leaves it alone (start with --take-over-apiservices to replace it${upstream ? `, or name that Service in --forward-${apiOf(a.spec.group)}` : ""})`;
         if (this.conflicts.get(a.metadata.name) !== message) {
           this.log.warn({ apiService: a.metadata.name, owner }, message);
           this.opts.events?.record(
@@ -352,14 +481,85 @@ export class Registration {
         continue;
       }
       this.conflicts.delete(a.metadata.name);
-      if (existing && svc?.port === a.spec.service.port && existing.spec?.caBundle === a.spec.caBundle)
+      // Ours, and it replaced another that is not forwarded to any more: give that one back.
+      if (
+        !foreign &&
+        existing &&
+        !upstream &&
+        !this.opts.takeOver &&
+        (await this.giveBack(a.metadata.name, existing))
+      )
         continue;
+      // What this APIService replaced, kept to give back: the one there now when taking over,
+      // else what Governor's own already keeps.
+      const kept = foreign
+        ? JSON.stringify({
+            ...(existing.metadata?.labels ? { labels: existing.metadata.labels } : {}),
+            ...(existing.metadata?.annotations ? { annotations: existing.metadata.annotations } : {}),
+            spec: withoutGroupVersion(existing.spec ?? {}),
+          } satisfies ReplacedApiService)
+        : existing?.metadata?.annotations?.[REPLACED_ANNOTATION];
+      const body = kept
+        ? { ...a, metadata: { ...a.metadata, annotations: { [REPLACED_ANNOTATION]: kept } } }
+        : a;
+      if (
+        existing &&
+        !foreign &&
+        svc?.port === a.spec.service.port &&
+        existing.spec?.caBundle === a.spec.caBundle
+      )
+        continue;
+      if (
+        existing &&
+        !foreign &&
+        existing.spec?.caBundle &&
+        !sharesCA(existing.spec.caBundle, a.spec.caBundle)
+      )
+        this.overwritten(a.metadata.name);
       // Not server-side apply: the aggregator of Kubernetes ≤ 1.20 panics on it for APIServices.
-      await this.opts.client.createOrReplace(path, a);
+      await this.opts.client.createOrReplace(path, body);
       this.log.info(
-        { apiService: a.metadata.name },
+        {
+          apiService: a.metadata.name,
+          ...(toUpstream ? { forwardingTo: `${svc?.namespace}/${svc?.name}` } : {}),
+        },
         foreign ? "took over APIService" : "registered APIService",
       );
     }
   }
+}
+
+/** Which of Governor's APIs a group is. */
+function apiOf(group: string): "custom" | "external" {
+  return group === API_VERSIONS.external[0].group ? "external" : "custom";
+}
+
+/** Whether an APIService's spec points at `upstream`'s Service. */
+function pointsAt(spec: ApiServiceSpec | undefined, upstream: UpstreamRef): boolean {
+  const svc = spec?.service;
+  return svc?.namespace === upstream.namespace && svc.name === upstream.name;
+}
+
+/** The APIService kept in Governor's annotation, if there is one and it parses. */
+function replacedOf(a: ApiServiceObject): ReplacedApiService | undefined {
+  const text = a.metadata?.annotations?.[REPLACED_ANNOTATION];
+  if (!text) return undefined;
+  try {
+    const kept = JSON.parse(text) as ReplacedApiService;
+    return typeof kept?.spec === "object" && kept.spec !== null ? kept : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether two base64 caBundles have a certificate in common (Governor's own bundle mid-rotation has two). */
+function sharesCA(a: string, b: string): boolean {
+  const theirs = new Set(splitPem(Buffer.from(a, "base64").toString("utf8")).map((c) => c.trim()));
+  return splitPem(Buffer.from(b, "base64").toString("utf8")).some((c) => theirs.has(c.trim()));
+}
+
+/** A spec without group and version (the APIService's name says them). */
+function withoutGroupVersion(spec: ApiServiceSpec): ApiServiceSpec {
+  const { group: _group, version: _version, ...rest } = spec;
+  return rest;
 }

@@ -19,6 +19,7 @@ import { KubeApiError } from "../k8s/client.js";
 import { accessReviewSpec } from "../apiserver/authz.js";
 import { requestInfo } from "../apiserver/request-info.js";
 import { LabelSelector } from "../selectors/label-selector.js";
+import { REPLACED_ANNOTATION } from "../manifests/api-service.js";
 
 /** One link of the chain: holds (`ok`), broken (`fail`, with a fix), or a caveat (`warn`). */
 export interface Link {
@@ -491,8 +492,11 @@ async function metricLinks(
   const { group } = API[q.api];
   let version: string = API[q.api].versions[0];
   let apiServiceOk = false;
+  /** The upstream adapter Governor forwards this API to (ADR 0011), if it does. */
+  let forwardsTo: string | undefined;
   for (const v of API[q.api].versions) {
     const svc = await client.getOrUndefined<{
+      metadata?: { annotations?: Record<string, string> };
       spec?: { service?: { namespace?: string; name?: string } };
       status?: { conditions?: Condition[] };
     }>(`/apis/apiregistration.k8s.io/v1/apiservices/${v}.${group}`);
@@ -505,11 +509,21 @@ async function metricLinks(
       svc.spec?.service?.namespace === opts.governorService.namespace &&
       svc.spec.service.name === opts.governorService.name;
     const available = svc.status?.conditions?.find((c) => c.type === "Available");
+    const kept = ours ? svc.metadata?.annotations?.[REPLACED_ANNOTATION] : undefined;
+    if (kept) {
+      try {
+        const up = (JSON.parse(kept) as { spec?: { service?: { namespace?: string; name?: string } } }).spec
+          ?.service;
+        if (up) forwardsTo = `Service ${up.namespace}/${up.name}`;
+      } catch {
+        // not Governor's annotation after all: nothing forwarded
+      }
+    }
     if (!ours)
       links.push({
         state: "fail",
         text: `APIService ${v}.${group} points at ${owner}, not at Governor (${opts.governorService.namespace}/${opts.governorService.name})`,
-        fix: "another adapter serves this API; Governor takes it over only with --take-over-apiservices (README: Beside another adapter)",
+        fix: `another adapter serves this API: put Governor in front of it with --forward-${q.api}=${owner}:<port> (README: Beside KEDA / prometheus-adapter), or replace it with --take-over-apiservices`,
       });
     else if (available?.status !== "True")
       links.push({
@@ -551,7 +565,7 @@ async function metricLinks(
     }
   } else links.push({ state: "skip", text: "discovery: not asked (no Available APIService of Governor's)" });
 
-  links.push(await mappingLink(client, namespace, q));
+  links.push(await mappingLink(client, namespace, q, forwardsTo));
 
   const path = `${base}${q.path}`;
   if (apiServiceOk) links.push(await valueLink(client, path, q));
@@ -561,11 +575,21 @@ async function metricLinks(
   return links;
 }
 
-async function mappingLink(client: KubeClient, namespace: string, q: MetricQuery): Promise<Link> {
+async function mappingLink(
+  client: KubeClient,
+  namespace: string,
+  q: MetricQuery,
+  forwardsTo: string | undefined,
+): Promise<Link> {
   const list = await client.get<{ items: Mapping[] }>(`${GOVERNOR}/namespaces/${namespace}/metricmappings`);
   const candidates = list.items
     .filter((m) => m.spec?.metric === q.metric && q.subjectMatches(m.spec?.subject))
     .sort((a, b) => String(a.metadata.creationTimestamp).localeCompare(String(b.metadata.creationTimestamp)));
+  if (candidates.length === 0 && forwardsTo)
+    return {
+      state: "ok",
+      text: `no MetricMapping in ${namespace} has metric ${q.metric}: Governor forwards it to the upstream adapter (${forwardsTo}), which answers the value below`,
+    };
   if (candidates.length === 0)
     return {
       state: "fail",

@@ -101,6 +101,13 @@ function credentialKey(x: unknown): string {
   return typeof x === "string" ? x : JSON.stringify(x);
 }
 
+/** PEM text of a TLS option (a string, a Buffer, or a list of either). */
+function pemText(x: unknown): string {
+  if (Buffer.isBuffer(x)) return x.toString("utf8");
+  if (Array.isArray(x)) return x.map(pemText).join("\n");
+  return String(x);
+}
+
 /** See the module comment. */
 export class KubeClient {
   readonly server: URL;
@@ -257,6 +264,16 @@ export class KubeClient {
     return (text ? JSON.parse(text) : undefined) as T;
   }
 
+  /**
+   * The credentials this client presents, as they are now (a rotated token is re-read):
+   * headers (`authorization`) and a client certificate, for forwarding a request elsewhere
+   * as Governor itself (src/upstream/upstream.ts).
+   */
+  async identity(): Promise<ClientIdentity> {
+    await this.ensureCredentials();
+    return { headers: this.headers, cert: this.clientCert?.cert, key: this.clientCert?.key };
+  }
+
   /** Closes the connection pool. */
   async close(): Promise<void> {
     await this.dispatcher?.close();
@@ -282,6 +299,10 @@ export class KubeClient {
       key: opts.key,
       rejectUnauthorized: opts.rejectUnauthorized,
     } as const;
+    this.clientCert =
+      tls.cert !== undefined && tls.key !== undefined
+        ? { cert: pemText(tls.cert), key: pemText(tls.key) }
+        : undefined;
     const key = JSON.stringify([tls.ca, tls.cert, tls.key, tls.rejectUnauthorized].map(credentialKey));
     if (!this.dispatcher || key !== this.tlsKey) {
       const old = this.dispatcher;
@@ -297,4 +318,12 @@ export class KubeClient {
   }
 
   private tlsKey = "";
+  private clientCert?: { cert: string; key: string };
+}
+
+/** What a {@link KubeClient} authenticates with: headers, and a client certificate (PEM) if any. */
+export interface ClientIdentity {
+  headers: Readonly<Record<string, string>>;
+  cert?: string;
+  key?: string;
 }

@@ -13,6 +13,9 @@ export const API_VERSIONS = {
   external: [{ group: "external.metrics.k8s.io", version: "v1beta1", versionPriority: 100 }],
 } as const;
 
+/** The annotation on Governor's APIService that keeps the one it replaced, to give it back (ADR 0011). */
+export const REPLACED_ANNOTATION = "governor.dev/replaced-apiservice";
+
 /** Options of {@link buildApiServices}. */
 export interface ApiServiceOptions {
   /** The Service fronting Governor. */

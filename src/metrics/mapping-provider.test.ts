@@ -133,4 +133,22 @@ describe("MappingProvider and samplers", () => {
     provider.deactivate("shop/rps");
     expect(provider.listCustomMetrics()).to.deep.equal([]);
   });
+
+  it("says it serves a metric only in its mapping's namespace (elsewhere an upstream adapter answers)", () => {
+    const { provider } = setup();
+    const pods = { group: "", resource: "pods" };
+    expect(
+      provider.serves({ api: "custom", namespace: "shop", groupResource: pods, metric: "rps" }),
+    ).to.equal(true);
+    expect(
+      provider.serves({ api: "custom", namespace: "shop", groupResource: pods, metric: "cpu" }),
+    ).to.equal(false);
+    expect(
+      provider.serves({ api: "custom", namespace: "cart", groupResource: pods, metric: "rps" }),
+    ).to.equal(false);
+    expect(
+      provider.serves({ api: "custom", namespace: undefined, groupResource: pods, metric: "rps" }),
+    ).to.equal(false);
+    expect(provider.serves({ api: "external", namespace: "shop", metric: "rps" })).to.equal(false);
+  });
 });

@@ -22,6 +22,7 @@ import {
   type ExternalMetricRequest,
   type ExternalMetricValue,
   type GroupResource,
+  type MetricQuery,
   type MetricsProvider,
   type ObjectMetricRequest,
   type SelectorMetricRequest,
@@ -141,6 +142,12 @@ export class MappingProvider implements MetricsProvider {
   /** Number of mappings served. */
   get size(): number {
     return this.byMappingKey.size;
+  }
+
+  /** A mapping of the request's namespace serves it (no mapping serves cluster-scoped objects). */
+  serves(q: MetricQuery): boolean {
+    if (q.api === "external") return this.external.has(externalKey(q.namespace, q.metric));
+    return q.namespace !== undefined && this.custom.has(customKey(q.namespace, q.groupResource, q.metric));
   }
 
   listCustomMetrics(): CustomMetricInfo[] {

@@ -100,8 +100,22 @@ export interface ExternalMetricRequest {
   cancel?: Cancellation;
 }
 
+/**
+ * Which metric a request is for, to decide who answers it: Governor, or the upstream
+ * adapter it forwards to. `namespace` is the Namespace's own name for a namespace metric,
+ * undefined for other cluster-scoped objects.
+ */
+export type MetricQuery =
+  | { api: "custom"; namespace: string | undefined; groupResource: GroupResource; metric: string }
+  | { api: "external"; namespace: string; metric: string };
+
 /** What the metrics API needs from whoever knows the values. */
 export interface MetricsProvider {
+  /**
+   * Whether a request for this metric is Governor's to answer; with an upstream configured,
+   * every other one is forwarded. Absent: every metric in the lists above is served.
+   */
+  serves?(q: MetricQuery): boolean;
   /**
    * Every custom metric servable now, for discovery. Never throws; cheap. Return the same
    * array while nothing changed: the API reuses its serialized discovery body until then.

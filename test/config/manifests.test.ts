@@ -41,6 +41,21 @@ describe("config/ (kustomize)", () => {
     ]);
   });
 
+  it("config/beside-keda is config/default with Governor forwarding external metrics to KEDA's metrics server", () => {
+    const deployment = (objs: Obj[]) => objs.find((o) => o.kind === "Deployment")!;
+    type Spec = { template: { spec: { containers: { args: string[] }[] } } };
+    const args = (objs: Obj[]) =>
+      (deployment(objs).spec as unknown as Spec).template.spec.containers[0]!.args;
+    const beside = render("config/beside-keda");
+    expect(args(beside)).to.deep.equal([
+      ...args(objects),
+      "--forward-external=keda/keda-operator-metrics-apiserver:443",
+    ]);
+    expect(beside.map((o) => `${o.kind}/${o.metadata.name}`).sort()).to.deep.equal(
+      objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(),
+    );
+  });
+
   it("grants no wildcard verbs, resources or groups (metric names aside, which are open-ended)", () => {
     for (const { owner, rule } of rules) {
       if (owner.metadata.name === "governor-hpa-metrics-reader") {
@@ -174,6 +189,9 @@ describe("config/ (kustomize)", () => {
         /^no/,
       );
       expect(await can("delete", "pods", "-n", "shop")).to.equal("no");
+      // An upstream adapter it forwards to authorizes it as it authorizes the HPA (ADR 0011).
+      expect(await can("get", "queue_depth.external.metrics.k8s.io", "-n", "shop")).to.equal("yes");
+      expect(await can("get", "services", "-n", "keda")).to.equal("yes");
     });
   });
 });

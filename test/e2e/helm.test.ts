@@ -103,6 +103,8 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
         "apis=external,takeOverAPIServices=true,serviceMonitor.enabled=true,replicas=3",
         "--set",
         "sourcePolicy.allowCIDRs={10.0.0.0/8,192.168.0.0/16}",
+        "--set",
+        "forward.external=keda/keda-operator-metrics-apiserver:443",
       ),
     );
     const deployment = rendered.find((o) => o.kind === "Deployment")!;
@@ -111,6 +113,7 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
       "--apis=external",
       "--take-over-apiservices",
       "--source-allow-cidrs=10.0.0.0/8,192.168.0.0/16",
+      "--forward-external=keda/keda-operator-metrics-apiserver:443",
     ]);
     expect(rendered.map((o) => o.kind)).to.include("ServiceMonitor");
     const binding = rendered.find(
@@ -121,6 +124,14 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
       (err: { stderr?: string }) => err.stderr ?? "",
     );
     expect(refused).to.contain("apis must be all, custom or external");
+    const noCA = await helm(
+      "template",
+      "governor",
+      CHART,
+      "--set",
+      "registration=none,tls.secretName=t,forward.custom=monitoring/prometheus-adapter:443",
+    ).catch((err: { stderr?: string }) => err.stderr ?? "");
+    expect(noCA).to.contain("forward needs registration: cluster");
   });
 
   describe("on the local control plane, with Governor's pods run by the node agent", () => {

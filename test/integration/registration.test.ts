@@ -301,9 +301,9 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
     });
 
     const removed = await operator.registration!.uninstall();
-    expect(removed.filter((r) => r.startsWith("apiservice/"))).to.deep.equal([
-      "apiservice/v1beta2.custom.metrics.k8s.io",
-      "apiservice/v1beta1.custom.metrics.k8s.io",
+    expect(removed.filter((r) => r.startsWith("removed apiservice/"))).to.deep.equal([
+      "removed apiservice/v1beta2.custom.metrics.k8s.io",
+      "removed apiservice/v1beta1.custom.metrics.k8s.io",
     ]);
     expect(
       (await apiService("v1beta1.external.metrics.k8s.io")).spec.service.name,

@@ -26,10 +26,11 @@ export class GovernorProcess {
    * @param opts.sourceAllowCidrs `--source-allow-cidrs` (the local control plane's pods and
    * test endpoints listen on loopback). @default ["127.0.0.0/8"]; `[]` keeps the default policy.
    * @param opts.extraArgs more `governor run` flags.
+   * @param opts.takeOver `--take-over-apiservices` (earlier suites' leftovers). @default true
    */
   constructor(
     private readonly cluster: TestCluster,
-    private readonly opts: { sourceAllowCidrs?: string[]; extraArgs?: string[] } = {},
+    private readonly opts: { sourceAllowCidrs?: string[]; extraArgs?: string[]; takeOver?: boolean } = {},
   ) {}
 
   /** Applies config/local, then starts `governor run` and waits until the aggregator serves it. */
@@ -67,7 +68,7 @@ export class GovernorProcess {
         String((this.metricsPort = await freePort())),
         "--shutdown-delay",
         "0",
-        "--take-over-apiservices",
+        ...(this.opts.takeOver === false ? [] : ["--take-over-apiservices"]),
         ...(this.opts.sourceAllowCidrs ?? ["127.0.0.0/8"]).flatMap((c) => ["--source-allow-cidrs", c]),
         ...(this.opts.extraArgs ?? []),
       ],
