@@ -5,6 +5,7 @@
  * and core probes (bench/loadgen.ts), and the rows of the table. Each figure is printed next to a baseline measured in the same run.
  */
 import { STAND_IN_NAMESPACE_ANNOTATIONS } from "../src/devcluster/stand-in-kubelet.js";
+import { stopProcess } from "../src/testing/prometheus-adapter.js";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -227,13 +228,7 @@ export function child(cp: ChildProcess, port: number): Child {
     process: cp,
     port,
     log: () => log,
-    async stop() {
-      if (cp.exitCode !== null || cp.signalCode !== null) return;
-      const exited = new Promise((r) => cp.once("exit", r));
-      cp.kill("SIGCONT"); // in case a measurement left it paused
-      cp.kill("SIGTERM");
-      await exited;
-    },
+    stop: () => stopProcess(cp),
   };
 }
 

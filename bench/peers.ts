@@ -39,27 +39,27 @@ const METRIC = "bench_http_requests_per_second";
 const UPSTREAM_METRIC = "upstream_http_requests_per_second";
 const podName = (i: number) => `peer-${String(i).padStart(2, "0")}`;
 
-/** The adapter's rules: the usual `_total` → `_per_second` rule of its docs, over the bench's counter. */
-const ADAPTER_CONFIG = `rules:
-- seriesQuery: 'bench_http_requests_total{namespace!="",pod!=""}'
+/** A prometheus-adapter rule turning the bench's counter into a per-second rate named `as`. */
+const rateRule = (
+  matches: string,
+  as: string,
+) => `- seriesQuery: 'bench_http_requests_total{namespace!="",pod!=""}'
   resources:
     overrides:
       namespace: {resource: namespace}
       pod: {resource: pod}
   name:
-    matches: "^(.*)_total$"
-    as: "\${1}_per_second"
-  metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)'
-- seriesQuery: 'bench_http_requests_total{namespace!="",pod!=""}'
-  resources:
-    overrides:
-      namespace: {resource: namespace}
-      pod: {resource: pod}
-  name:
-    matches: "^bench_(.*)_total$"
-    as: "upstream_\${1}_per_second"
+    matches: "${matches}"
+    as: "${as}"
   metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)'
 `;
+
+/**
+ * The adapter's rules: the usual `_total` → `_per_second` rule of its docs, over the bench's
+ * counter, and the same rate under a name only the adapter serves (the forwarded rows).
+ */
+const ADAPTER_CONFIG = `rules:
+${rateRule("^(.*)_total$", "${1}_per_second")}${rateRule("^bench_(.*)_total$", "upstream_${1}_per_second")}`;
 
 /**
  * How the adapter runs: as its own manifests deploy it (client-go's default client

@@ -79,13 +79,7 @@ export async function startPrometheusAdapter(
     port,
     version,
     log: () => log,
-    async stop() {
-      if (cp.exitCode !== null || cp.signalCode !== null) return;
-      const exited = new Promise((r) => cp.once("exit", r));
-      cp.kill("SIGCONT"); // in case a measurement left it paused
-      cp.kill("SIGTERM");
-      await exited;
-    },
+    stop: () => stopProcess(cp),
   };
   try {
     await eventually(
@@ -101,4 +95,13 @@ export async function startPrometheusAdapter(
     throw new Error(`${(err as Error).message}\n${log.slice(-3000)}`);
   }
   return adapter;
+}
+
+/** SIGTERM (after SIGCONT, in case a measurement left it paused), and wait for it to exit. */
+export async function stopProcess(cp: ChildProcess): Promise<void> {
+  if (cp.exitCode !== null || cp.signalCode !== null) return;
+  const exited = new Promise((r) => cp.once("exit", r));
+  cp.kill("SIGCONT");
+  cp.kill("SIGTERM");
+  await exited;
 }

@@ -148,7 +148,8 @@ describe("config/ (kustomize)", () => {
       return r.stdout.trim();
     };
 
-    it("lets the HPA controller read external metrics, which its built-in role does not (custom metrics only)", async () => {
+    /** Whether a ServiceAccount may `verb` the external metric queue_depth in namespace shop. */
+    const mayReadMetric = async (namespace: string, name: string, verb: string) => {
       const cluster = await useCluster();
       const review = await cluster.client.create<{ status: { allowed: boolean } }>(
         "/apis/authorization.k8s.io/v1/subjectaccessreviews",
@@ -156,18 +157,22 @@ describe("config/ (kustomize)", () => {
           apiVersion: "authorization.k8s.io/v1",
           kind: "SubjectAccessReview",
           spec: {
-            user: "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
-            groups: ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
+            user: `system:serviceaccount:${namespace}:${name}`,
+            groups: ["system:serviceaccounts", `system:serviceaccounts:${namespace}`, "system:authenticated"],
             resourceAttributes: {
               namespace: "shop",
-              verb: "list",
+              verb,
               group: "external.metrics.k8s.io",
               resource: "queue_depth",
             },
           },
         },
       );
-      expect(review.status.allowed).to.equal(true);
+      return review.status.allowed;
+    };
+
+    it("lets the HPA controller read external metrics, which its built-in role does not (custom metrics only)", async () => {
+      expect(await mayReadMetric("kube-system", "horizontal-pod-autoscaler", "list")).to.equal(true);
     });
 
     it("lets Governor's service account do what it needs, and nothing broader", async () => {
@@ -191,29 +196,7 @@ describe("config/ (kustomize)", () => {
       expect(await can("delete", "pods", "-n", "shop")).to.equal("no");
       // An upstream adapter it forwards to authorizes it as it authorizes the HPA (ADR 0011).
       // (kubectl auth can-i answers "no" for resources discovery does not list: ask directly.)
-      const cluster = await useCluster();
-      const review = await cluster.client.create<{ status: { allowed: boolean } }>(
-        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-        {
-          apiVersion: "authorization.k8s.io/v1",
-          kind: "SubjectAccessReview",
-          spec: {
-            user: "system:serviceaccount:governor-system:governor",
-            groups: [
-              "system:serviceaccounts",
-              "system:serviceaccounts:governor-system",
-              "system:authenticated",
-            ],
-            resourceAttributes: {
-              namespace: "shop",
-              verb: "get",
-              group: "external.metrics.k8s.io",
-              resource: "queue_depth",
-            },
-          },
-        },
-      );
-      expect(review.status.allowed).to.equal(true);
+      expect(await mayReadMetric("governor-system", "governor", "get")).to.equal(true);
       expect(await can("get", "services", "-n", "keda")).to.equal("yes");
     });
   });
