@@ -168,7 +168,13 @@ function forwardConfig(
         "GOV_ERR_CONFIG",
         `--forward-${api} with --registration=none needs --forward-${api}-ca-file (the upstream's CA is otherwise read from the APIService Governor takes over)`,
       );
-    out[api] = { service, ...(caFile ? { ca: readFileSync(caFile, "utf8") } : {}) };
+    let ca: string | undefined;
+    try {
+      ca = caFile ? readFileSync(caFile, "utf8") : undefined;
+    } catch (err) {
+      throw new GovernorError("GOV_ERR_CONFIG", `--forward-${api}-ca-file: ${(err as Error).message}`);
+    }
+    out[api] = { service, ...(ca ? { ca } : {}) };
   }
   return out;
 }
