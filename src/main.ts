@@ -182,6 +182,7 @@ function forwardConfig(
 async function run(cfg: RunConfig): Promise<void> {
   // ISO 8601 times (what people grep for); `component` is set once, by each part's child logger.
   const log = pino({ level: cfg.logLevel, timestamp: pino.stdTimeFunctions.isoTime });
+  const forward = forwardConfig(cfg); // a bad flag is reported before anything connects
   const client = new KubeClient(loadKubeConfig(cfg.kubeconfig));
   // Run beside a local apiserver (which has 6443), Governor takes the next usual port.
   const securePort = cfg.securePort ?? (cfg.registration === "local" ? 8443 : 6443);
@@ -206,7 +207,7 @@ async function run(cfg: RunConfig): Promise<void> {
     sourcePolicy: destinationPolicy({ allow: cfg.sourceAllowCidrs, deny: cfg.sourceDenyCidrs }),
     sourceMaxResponseBytes: cfg.sourceMaxResponseBytes,
     clusterWideCounts: cfg.allowClusterWideCounts,
-    forward: forwardConfig(cfg),
+    forward,
   });
   const api = operator.api;
   if (cfg.tlsCertFile && cfg.tlsPrivateKeyFile) {
