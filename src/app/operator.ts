@@ -25,7 +25,6 @@ import type { DestinationPolicy } from "../sources/destination-policy.js";
 import { KubeSecretReader } from "../sources/secrets.js";
 import { serveMetricsApi, type RunningMetricsApi } from "./serve-metrics-api.js";
 import { type ForwardedApi, Upstream, type UpstreamService } from "../upstream/upstream.js";
-import { customId } from "../apiserver/metrics-api.js";
 import { CUSTOM_GROUP, EXTERNAL_GROUP, GROUP_VERSIONS } from "../apiserver/wire.js";
 import { formatGroupResource } from "../metrics/provider.js";
 
@@ -323,13 +322,11 @@ function shadowedBy(
   m: ActiveMapping,
   upstreams: Partial<Record<ForwardedApi, Upstream>>,
 ): string | undefined {
-  if (m.subject.kind === "external") {
-    const u = upstreams.external;
-    if (!u?.listExternalMetrics().some((x) => x.metric === m.metric)) return undefined;
-    return `${u.description} also serves external metric "${m.metric}"; Governor answers it in namespace ${m.namespace}, the upstream everywhere else`;
-  }
-  const u = upstreams.custom;
-  const id = `${formatGroupResource(m.subject.groupResource)}/${m.metric}`;
-  if (!u?.listCustomMetrics().some((x) => customId(x) === id)) return undefined;
-  return `${u.description} also serves custom metric "${id}"; Governor answers it in namespace ${m.namespace}, the upstream everywhere else`;
+  const [api, name] =
+    m.subject.kind === "external"
+      ? (["external", m.metric] as const)
+      : (["custom", `${formatGroupResource(m.subject.groupResource)}/${m.metric}`] as const);
+  const u = upstreams[api];
+  if (!u?.serves(api, name)) return undefined;
+  return `${u.description} also serves ${api} metric "${name}"; Governor answers it in namespace ${m.namespace}, the upstream everywhere else`;
 }

@@ -21,12 +21,7 @@ import type { ClientIdentity, KubeApi } from "../k8s/client.js";
 import { type CustomMetricInfo, type ExternalMetricInfo, parseGroupResource } from "../metrics/provider.js";
 import { networkErrorText } from "../sources/http-client.js";
 import type { Cancellation } from "../util/deadline.js";
-import {
-  type ApiResponse,
-  type MetricsUpstream,
-  type RouteKind,
-  customId,
-} from "../apiserver/metrics-api.js";
+import type { ApiResponse, MetricsUpstream, RouteKind } from "../apiserver/metrics-api.js";
 import { JsonText } from "../apiserver/wire.js";
 
 /** Which metrics API an upstream answers for. */
@@ -105,6 +100,9 @@ export class Upstream implements MetricsUpstream {
   private resolving?: Promise<string>;
   private custom: CustomMetricInfo[] = [];
   private external: ExternalMetricInfo[] = [];
+  /** The same names as sets, for {@link serves} (asked once per mapping on every resync). */
+  private customIds = new Set<string>();
+  private externalNames = new Set<string>();
   private discoveredAt = 0;
   private timer?: NodeJS.Timeout;
   private started = false;
@@ -170,6 +168,11 @@ export class Upstream implements MetricsUpstream {
   /** The upstream's external metrics as last read. */
   listExternalMetrics(): readonly ExternalMetricInfo[] {
     return this.external;
+  }
+
+  /** Whether the upstream listed this metric (`pods/rps` for custom, the name for external) when last read. */
+  serves(api: ForwardedApi, name: string): boolean {
+    return (api === "custom" ? this.customIds : this.externalNames).has(name);
   }
 
   /** When discovery was last read successfully (ms since the epoch; 0: never). */
@@ -346,19 +349,14 @@ export class Upstream implements MetricsUpstream {
     this.lastError = error;
     if (!answered) return;
     this.discoveredAt = Date.now();
-    const customNames = [...custom.keys()].sort().join("\n");
-    const externalNames = [...external].sort().join("\n");
-    if (
-      customNames === this.custom.map(customId).sort().join("\n") &&
-      externalNames ===
-        this.external
-          .map((m) => m.metric)
-          .sort()
-          .join("\n")
-    )
+    const same = (a: Set<string>, b: Iterable<string>, size: number) =>
+      a.size === size && [...b].every((k) => a.has(k));
+    if (same(this.customIds, custom.keys(), custom.size) && same(this.externalNames, external, external.size))
       return;
     this.custom = [...custom.values()];
     this.external = [...external].map((metric) => ({ metric }));
+    this.customIds = new Set(custom.keys());
+    this.externalNames = external;
     this.log.info(
       { custom: this.custom.length, external: this.external.length },
       "the upstream's metrics changed",
