@@ -5,7 +5,7 @@
  * and core probes (bench/loadgen.ts), and the rows of the table. Each figure is printed next to a baseline measured in the same run.
  */
 import { STAND_IN_NAMESPACE_ANNOTATIONS } from "../src/devcluster/stand-in-kubelet.js";
-import { stopProcess } from "../src/testing/prometheus-adapter.js";
+import { stopProcess } from "../src/testing/peer-process.js";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -118,7 +118,20 @@ export async function setUp(rounds: Rounds): Promise<Bench> {
   for (const a of services.items)
     if (a.spec?.service?.namespace === NS)
       await client.delete(`/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`).catch(() => {});
-  await deleteNamespace(client);
+  // The last run's namespace may still be going (the namespace controller deletes 10,000
+  // mappings' Events in one slow call, and retries it after a restart of the cluster).
+  if (await client.getOrUndefined(`/api/v1/namespaces/${NS}`))
+    console.error(`[bench] deleting namespace ${NS} of an earlier run (up to 10 minutes)`);
+  await deleteNamespace(client, 600_000);
+  const left = await client.getOrUndefined<{
+    status?: { conditions?: { status: string; message: string }[] };
+  }>(`/api/v1/namespaces/${NS}`);
+  if (left)
+    throw new Error(
+      `namespace ${NS} of an earlier run is still being deleted after 10 minutes: ${
+        left.status?.conditions?.find((c) => c.status === "True")?.message ?? "no condition says why"
+      }`,
+    );
   // Its pods are objects only: keep them off the node agent's Nodes (they would really run).
   await client.create("/api/v1/namespaces", {
     apiVersion: "v1",
@@ -183,9 +196,10 @@ async function slowestCore(b: Bench): Promise<number> {
   return Math.min(...relative);
 }
 
-export async function deleteNamespace(client: KubeClient): Promise<void> {
+export async function deleteNamespace(client: KubeClient, timeoutMs = 120_000): Promise<void> {
   await client.delete(`/api/v1/namespaces/${NS}`).catch(() => {});
-  for (let i = 0; i < 240 && (await client.getOrUndefined(`/api/v1/namespaces/${NS}`)); i++) await sleep(500);
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until && (await client.getOrUndefined(`/api/v1/namespaces/${NS}`))) await sleep(500);
 }
 
 /** GET options for a request straight to a server of this run, as the aggregator would send it. */

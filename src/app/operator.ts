@@ -18,15 +18,14 @@ import { InformerPodIndex } from "../k8s/pod-index.js";
 import { DiscoveryResourceMapper } from "../k8s/resource-mapper.js";
 import { validity } from "../certs/certs.js";
 import { KubeSubjectLister } from "../k8s/subject-lister.js";
-import { type ActiveMapping, MappingProvider } from "../metrics/mapping-provider.js";
+import { MappingProvider } from "../metrics/mapping-provider.js";
 import { formatQuantity } from "../metrics/quantity.js";
 import { readActivation } from "../controller/activation.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
 import { KubeSecretReader } from "../sources/secrets.js";
 import { serveMetricsApi, type RunningMetricsApi } from "./serve-metrics-api.js";
-import { type ForwardedApi, Upstream, type UpstreamService } from "../upstream/upstream.js";
+import { type ForwardedApi, Upstream, type UpstreamService, shadowedBy } from "../upstream/upstream.js";
 import { CUSTOM_GROUP, EXTERNAL_GROUP, GROUP_VERSIONS } from "../apiserver/wire.js";
-import { formatGroupResource } from "../metrics/provider.js";
 
 /** Options of {@link startOperator}. */
 export interface OperatorOptions {
@@ -312,21 +311,4 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
       await pods.stop();
     },
   };
-}
-
-/**
- * What a served mapping's `ShadowsUpstream` condition says when the upstream adapter serves
- * its metric too (Governor's answer wins in the mapping's namespace), or undefined.
- */
-function shadowedBy(
-  m: ActiveMapping,
-  upstreams: Partial<Record<ForwardedApi, Upstream>>,
-): string | undefined {
-  const [api, name] =
-    m.subject.kind === "external"
-      ? (["external", m.metric] as const)
-      : (["custom", `${formatGroupResource(m.subject.groupResource)}/${m.metric}`] as const);
-  const u = upstreams[api];
-  if (!u?.serves(api, name)) return undefined;
-  return `${u.description} also serves ${api} metric "${name}"; Governor answers it in namespace ${m.namespace}, the upstream everywhere else`;
 }

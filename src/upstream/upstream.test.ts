@@ -6,7 +6,7 @@ import { createCA, issueCertificate, type KeyPair } from "../certs/certs.js";
 import { FakeProvider } from "../metrics/fake-provider.js";
 import { FakeKube } from "../testing/fake-kube.js";
 import { MetricsApi } from "../apiserver/metrics-api.js";
-import { Upstream, parseUpstreamService } from "./upstream.js";
+import { type ForwardedApi, Upstream, parseUpstreamService, shadowedBy } from "./upstream.js";
 import { EXTERNAL_GROUP, JsonText } from "../apiserver/wire.js";
 
 const SERVICE = "/api/v1/namespaces/metrics/services/adapter";
@@ -238,5 +238,50 @@ describe("forwarding to an upstream metrics adapter", function () {
     });
     for (const bad of ["keda/keda", "keda/../x:443", "Keda/x:443", "keda/x:0", "keda/x:70000", "/x:1"])
       expect(() => parseUpstreamService(bad), bad).to.throw(/namespace\/name:port/);
+  });
+});
+
+describe("a mapping whose metric the upstream serves too (ShadowsUpstream)", () => {
+  /** Upstreams that list one metric each: external `queue`, custom `deployments.apps/http_requests`. */
+  const upstreams = {
+    external: {
+      description: "the upstream external metrics adapter (Service keda/keda:443)",
+      serves: (api: ForwardedApi, name: string) => api === "external" && name === "queue",
+    },
+    custom: {
+      description: "the upstream custom metrics adapter (Service monitoring/adapter:443)",
+      serves: (api: ForwardedApi, name: string) =>
+        api === "custom" && name === "deployments.apps/http_requests",
+    },
+  };
+  const external = (metric: string) => ({
+    namespace: "shop",
+    metric,
+    subject: { kind: "external" as const, labels: {} },
+  });
+  const custom = (metric: string, group: string, resource: string) => ({
+    namespace: "shop",
+    metric,
+    subject: { kind: "resource" as const, groupResource: { group, resource } },
+  });
+
+  it("names the upstream, the metric and where each answers, for an external metric both serve", () => {
+    expect(shadowedBy(external("queue"), upstreams)).to.equal(
+      'the upstream external metrics adapter (Service keda/keda:443) also serves external metric "queue"; ' +
+        "Governor answers it in namespace shop, the upstream everywhere else",
+    );
+  });
+
+  it("matches a custom metric by its group-resource and name, as the upstream's discovery lists it", () => {
+    expect(shadowedBy(custom("http_requests", "apps", "deployments"), upstreams)).to.include(
+      'also serves custom metric "deployments.apps/http_requests"',
+    );
+    expect(shadowedBy(custom("http_requests", "", "pods"), upstreams)).to.equal(undefined);
+  });
+
+  it("says nothing when the upstream does not serve the metric, or nothing is forwarded for that API", () => {
+    expect(shadowedBy(external("orders"), upstreams)).to.equal(undefined);
+    expect(shadowedBy(external("queue"), { custom: upstreams.custom })).to.equal(undefined);
+    expect(shadowedBy(external("queue"), {})).to.equal(undefined);
   });
 });

@@ -18,7 +18,13 @@ import type { Logger } from "pino";
 import { Agent } from "undici";
 import { GovernorError } from "../errors.js";
 import type { ClientIdentity, KubeApi } from "../k8s/client.js";
-import { type CustomMetricInfo, type ExternalMetricInfo, parseGroupResource } from "../metrics/provider.js";
+import type { ActiveMapping } from "../metrics/mapping-provider.js";
+import {
+  type CustomMetricInfo,
+  type ExternalMetricInfo,
+  formatGroupResource,
+  parseGroupResource,
+} from "../metrics/provider.js";
 import { networkErrorText } from "../sources/http-client.js";
 import type { Cancellation } from "../util/deadline.js";
 import type { ApiResponse, MetricsUpstream, RouteKind } from "../apiserver/metrics-api.js";
@@ -91,6 +97,10 @@ interface ServiceObject {
 
 const ADDRESS_TTL_MS = 30_000;
 
+/** Equal for the same trust, whichever APIService it was read from. */
+const trustKey = (t: UpstreamTrust | undefined) =>
+  t === undefined ? "" : "ca" in t ? `ca:${t.ca}` : "insecure";
+
 /** See the module comment. */
 export class Upstream implements MetricsUpstream {
   readonly description: string;
@@ -126,14 +136,7 @@ export class Upstream implements MetricsUpstream {
 
   /** The CA found in the upstream's APIService (ignored when one was given by flag). */
   setTrust(trust: UpstreamTrust | undefined): void {
-    if (this.opts.ca) return;
-    const same =
-      trust === this.trust ||
-      (trust !== undefined &&
-        this.trust !== undefined &&
-        ("ca" in trust ? trust.ca : "") === ("ca" in this.trust ? this.trust.ca : "") &&
-        "insecure" in trust === "insecure" in this.trust);
-    if (same) return;
+    if (this.opts.ca || trustKey(trust) === trustKey(this.trust)) return;
     const first = this.trust === undefined;
     this.trust = trust;
     // The first CA known: read discovery now (after a read that found none), not in 30 s.
@@ -363,4 +366,21 @@ export class Upstream implements MetricsUpstream {
     );
     this.opts.onDiscoveryChange?.();
   }
+}
+
+/**
+ * What a served mapping's `ShadowsUpstream` condition says when the upstream adapter serves
+ * its metric too (Governor's answer wins in the mapping's namespace), or undefined.
+ */
+export function shadowedBy(
+  m: Pick<ActiveMapping, "namespace" | "metric" | "subject">,
+  upstreams: Partial<Record<ForwardedApi, Pick<Upstream, "description" | "serves">>>,
+): string | undefined {
+  const [api, name] =
+    m.subject.kind === "external"
+      ? (["external", m.metric] as const)
+      : (["custom", `${formatGroupResource(m.subject.groupResource)}/${m.metric}`] as const);
+  const u = upstreams[api];
+  if (!u?.serves(api, name)) return undefined;
+  return `${u.description} also serves ${api} metric "${name}"; Governor answers it in namespace ${m.namespace}, the upstream everywhere else`;
 }
