@@ -1,5 +1,5 @@
 /**
- * A peer's program (prometheus-adapter, KEDA), built from its Go module by `hack/peers.sh`
+ * A peer's program (prometheus-adapter), built from its Go module by `hack/peers.sh`
  * and run as a local process by the e2e tests and the bench: its log kept, its readiness
  * awaited, and stopped with SIGTERM.
  */
@@ -11,7 +11,7 @@ import { eventually } from "./eventually.js";
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
 /** Builds a peer once (cached outside the work tree) and returns what `hack/peers.sh` prints. */
-export function peerBuild(peer: "prometheus-adapter" | "keda"): string {
+export function peerBuild(peer: "prometheus-adapter"): string {
   return execFileSync("bash", [join(ROOT, "hack/peers.sh"), peer], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],
@@ -33,7 +33,7 @@ export interface StartPeerOptions {
   args: string[];
   /** @default the environment of this process */
   env?: NodeJS.ProcessEnv;
-  /** For the error when it never gets ready, e.g. `keda-operator healthy`. */
+  /** For the error when it never gets ready, e.g. `prometheus-adapter healthy`. */
   what: string;
   /** Throws until the process is ready. */
   ready: () => Promise<void>;
