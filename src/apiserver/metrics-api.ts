@@ -67,6 +67,11 @@ export interface ApiResponse {
   etag?: string;
   /** For a 500: what went wrong, for the log only (the body never says). */
   cause?: unknown;
+  /**
+   * The upstream adapter's own answer, passed on as it is — a 5xx included: its body is what
+   * the upstream tells any caller allowed to ask it, not Governor's internals.
+   */
+  forwarded?: boolean;
   /** Number of items in a metric list, for logs. */
   items?: number;
 }

@@ -571,6 +571,30 @@ describe("metrics API server", function () {
       }
     });
 
+    it("passes on an upstream adapter's own 500 as it said it, where Governor's own 500s say only where to look", async () => {
+      const theirs = {
+        kind: "Status",
+        apiVersion: "v1",
+        status: "Failure",
+        message: "prometheus metrics 'prometheus' target may be lost, the result is empty",
+        code: 500,
+      };
+      class ForwardingApi extends MetricsApi {
+        override async handle(...args: Parameters<MetricsApi["handle"]>) {
+          const own = await super.handle(...args);
+          return { status: 500, body: theirs, kind: own.kind, forwarded: true };
+        }
+      }
+      const { server: fronting, port, opts } = await ownServer(new ForwardingApi(provider), {});
+      try {
+        const res = await httpsGet(`https://127.0.0.1:${port}${E}/namespaces/shop/s0-prometheus`, opts);
+        expect(res.status).to.equal(500);
+        expect(res.json).to.deep.equal(theirs);
+      } finally {
+        await fronting.shutdown();
+      }
+    });
+
     it("echoes the apiserver's Audit-ID, but replaces one that is long or odd with a fresh id", async () => {
       const path = `${C}/v1beta2/namespaces/shop/pods/web-1/http_requests`;
       const uuid = "3f2b9c1e-0d6a-4f7e-9a51-2c8e5b7d4a10";

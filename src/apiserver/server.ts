@@ -300,7 +300,7 @@ export class MetricsApiServer {
       req.headers["if-none-match"],
       deadline,
     );
-    if (answer.status === 500) {
+    if (answer.status === 500 && !answer.forwarded) {
       this.opts.logger.error({ requestId, err: answer.cause }, "request failed");
       send(res, 500, internalError(requestId), requestId);
     } else send(res, answer.status, answer.body, requestId, req.method === "HEAD", answer);

@@ -1,5 +1,5 @@
 /**
- * A peer's program (prometheus-adapter), built from its Go module by `hack/peers.sh`
+ * A peer's program (prometheus-adapter, KEDA), built from its Go module by `hack/peers.sh`
  * and run as a local process by the e2e tests and the bench: its log kept, its readiness
  * awaited, and stopped with SIGTERM.
  */
@@ -11,7 +11,7 @@ import { eventually } from "./eventually.js";
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
 /** Builds a peer once (cached outside the work tree) and returns what `hack/peers.sh` prints. */
-export function peerBuild(peer: "prometheus-adapter"): string {
+export function peerBuild(peer: "prometheus-adapter" | "keda"): string {
   return execFileSync("bash", [join(ROOT, "hack/peers.sh"), peer], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],

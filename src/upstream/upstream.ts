@@ -194,7 +194,7 @@ export class Upstream implements MetricsUpstream {
       throw new UpstreamUnavailableError(
         `${this.description} answered ${r.status} with ${JSON.stringify(r.contentType.slice(0, 60))}, not JSON`,
       );
-    return { status: r.status, body: new JsonText(r.text), kind };
+    return { status: r.status, body: new JsonText(r.text), kind, forwarded: true };
   }
 
   private async get(
