@@ -171,7 +171,7 @@ async function forwardedRows(
 }
 
 /** Prometheus's count of instant queries answered so far (`/api/v1/query`, any code). */
-async function prometheusQueries(prometheusUrl: string): Promise<number> {
+export async function prometheusQueries(prometheusUrl: string): Promise<number> {
   const text = await (await fetch(`${prometheusUrl}/metrics`)).text();
   let n = 0;
   for (const m of text.matchAll(
@@ -185,7 +185,7 @@ async function prometheusQueries(prometheusUrl: string): Promise<number> {
  * Waits until one request is answered within a second: a server that fell behind under
  * the last round's load (the adapter queues its Prometheus queries) has caught up.
  */
-async function drained(url: string, tls: HttpsGetOptions, peer: Child): Promise<void> {
+export async function drained(url: string, tls: HttpsGetOptions, peer: Child): Promise<void> {
   const deadline = Date.now() + 180_000;
   for (;;) {
     const t = performance.now();
@@ -202,7 +202,7 @@ async function drained(url: string, tls: HttpsGetOptions, peer: Child): Promise<
  * working through requests queued in its last round after the load generator stops, and
  * that work must not land in Governor's next round.
  */
-async function idle(server: Child): Promise<void> {
+export async function idle(server: Child): Promise<void> {
   const pid = server.process.pid!;
   for (let i = 0; i < 120; i++) {
     const before = snapshot([pid]);
@@ -210,6 +210,30 @@ async function idle(server: Child): Promise<void> {
     if (coresOf(before, snapshot([pid]), [pid]) < 0.05) return;
   }
   throw new Error(`the peer stayed busy for a minute after its round\n${server.log().slice(-3000)}`);
+}
+
+/**
+ * Returns a function that points the metrics APIServices at `port` of the bench Service and
+ * returns once the aggregator routes there: Governor knows the warm metric (200), a peer
+ * does not (404), three times in a row.
+ */
+export function apiServiceRouter(b: Bench): (port: number, probeStatus: number) => Promise<void> {
+  const admin = { ca: b.admin.ca, cert: b.admin.cert, key: b.admin.key };
+  return async (port, probeStatus) => {
+    for (const a of buildApiServices({
+      service: { namespace: NS, name: SERVICES.governor, port },
+      caBundle: b.ca.cert,
+    }))
+      await b.client.createOrReplace(`/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`, a);
+    const deadline = Date.now() + 60_000;
+    for (let inARow = 0; inARow < 3;) {
+      const r = await httpsGet(`${b.apiserver}${WARM_PATH}`, admin).catch(() => undefined);
+      inARow = r?.status === probeStatus ? inARow + 1 : 0;
+      if (Date.now() > deadline)
+        throw new Error(`the aggregator never routed to port ${port} (last answer ${r?.status})`);
+      if (inARow < 3) await sleep(50);
+    }
+  };
 }
 
 export async function peerRows(b: Bench, governor: Child, connections = [1, 16, 64]): Promise<void> {
@@ -259,25 +283,7 @@ export async function peerRows(b: Bench, governor: Child, connections = [1, 16, 
     });
     const admin = { ca: b.admin.ca, cert: b.admin.cert, key: b.admin.key };
     const url = `${b.apiserver}/apis/custom.metrics.k8s.io/v1beta2/namespaces/${NS}/pods/*/${METRIC}?labelSelector=app%3Dpeer`;
-    /**
-     * Points the metrics APIServices at `port` and returns once the aggregator routes there:
-     * Governor knows the warm metric (200), the adapter does not (404), three times in a row.
-     */
-    const routeTo = async (port: number, probeStatus: number) => {
-      for (const a of buildApiServices({
-        service: { namespace: NS, name: SERVICES.governor, port },
-        caBundle: b.ca.cert,
-      }))
-        await b.client.createOrReplace(`/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`, a);
-      const deadline = Date.now() + 60_000;
-      for (let inARow = 0; inARow < 3;) {
-        const r = await httpsGet(`${b.apiserver}${WARM_PATH}`, admin).catch(() => undefined);
-        inARow = r?.status === probeStatus ? inARow + 1 : 0;
-        if (Date.now() > deadline)
-          throw new Error(`the aggregator never routed to port ${port} (last answer ${r?.status})`);
-        if (inARow < 3) await sleep(50);
-      }
-    };
+    const routeTo = apiServiceRouter(b);
     // Not pinned, as the aggregator rows; Prometheus answers the adapter's queries and
     // Governor's background samples, kube-apiserver and etcd carry every request.
     const background = [...controlPlanePids(b, ["kube-apiserver", "etcd"]), prometheus.pid!];

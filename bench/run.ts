@@ -29,6 +29,7 @@ import { scaleFromZeroRows } from "./scale-from-zero.js";
 import { selectorRows } from "./selector.js";
 import type { RunResults } from "./stats.js";
 import { freePort } from "../src/util/ports.js";
+import { kedaRows } from "./keda.js";
 
 const quick = process.argv.includes("--quick");
 /** `--only <text>`: run only the parts whose name contains it (and the noise check); implies `--quick`'s leaving the README and the kept results alone. */
@@ -69,6 +70,7 @@ async function main() {
         aggregatorRows(b, governor, await freePort(), [1, 16]),
       );
       await part("against prometheus-adapter", () => peerRows(b, governor, [1, 16, 64]));
+      await part("against KEDA", () => kedaRows(b, governor, [1, 16, 64]));
       await part("apply → servable, coalescing", async () => {
         await applyToServableRows(b, governor);
         await coalescingRows(b, governor);

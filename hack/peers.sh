@@ -62,7 +62,7 @@ case $PEER in
         log "Go is required to build KEDA $VERSION"
         exit 1
       }
-      log "building KEDA $VERSION (operator and metrics server) from github.com/kedacore/keda/v2 (it links every scaler's SDK: 15 minutes or more on 2 cores the first time)"
+      log "building KEDA $VERSION (operator and metrics server) from github.com/kedacore/keda/v2 (it links every scaler's SDK: about 16 minutes on 2 cores the first time)"
       start=$SECONDS
       MOD_DIR="$KEDA_DIR/build"
       mkdir -p "$BIN" "$MOD_DIR"

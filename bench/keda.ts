@@ -1,0 +1,332 @@
+/**
+ * "Against KEDA": an external queue-depth metric, as KEDA's users scale on it, answered
+ * through kube-apiserver's aggregator by Governor (a MetricMapping with a Prometheus source)
+ * and by KEDA v2 (its operator and metrics server, built from its Go module by
+ * `hack/peers.sh keda`; a ScaledObject with a Prometheus trigger), both reading the same
+ * real Prometheus with the same query. Only one server holds the APIServices at a time
+ * (ADR 0005): rounds alternate, each side routed to before its round. Also: Prometheus
+ * queries per 100 HPA-style requests, time from a new ScaledObject / MetricMapping to its
+ * first value, and each side's memory and idle CPU once ten queues are served.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { createServer } from "node:http";
+import { join } from "node:path";
+import { createCA } from "../src/certs/certs.js";
+import { buildLocalService } from "../src/manifests/api-service.js";
+import { httpsGet } from "../src/testing/https-get.js";
+import { type KedaProcesses, kedaBuild, startKeda } from "../src/testing/keda.js";
+import { TestPrometheus } from "../test/support/prometheus.js";
+import {
+  type Bench,
+  type Child,
+  type Contender,
+  NS,
+  SERVICES,
+  child,
+  comparisonRows,
+  controlPlanePids,
+  cpuSeconds,
+  fmt,
+  interleave,
+  ratio,
+  rssMB,
+  sleep,
+} from "./harness.js";
+import { apiServiceRouter, drained, idle, prometheusQueries } from "./peers.js";
+import { unregister } from "./aggregator.js";
+import { percentile } from "./stats.js";
+
+/** Queues served at the end, for the memory and idle-CPU rows. */
+const QUEUES = 10;
+const queueName = (i: number) => `queue-${String(i).padStart(2, "0")}`;
+/** Each queue's depth: below the ScaledObjects' target, so each Deployment stays at one (pending) pod. */
+const depth = (i: number) => 10 + i;
+const query = (i: number) => `sum(bench_queue_messages{namespace="${NS}",queue="${queueName(i)}"})`;
+const EXTERNAL = `/apis/external.metrics.k8s.io/v1beta1/namespaces/${NS}`;
+
+/** KEDA's path for a ScaledObject's first trigger: the metric its HPA asks for. */
+const kedaPath = (i: number) =>
+  `${EXTERNAL}/s0-prometheus?labelSelector=${encodeURIComponent(`scaledobject.keda.sh/name=${queueName(i)}`)}`;
+/** Governor's path for the same queue. */
+const governorPath = (i: number) => `${EXTERNAL}/bench_queue_${String(i).padStart(2, "0")}`;
+
+/** The workload a ScaledObject scales: its pods never run (no Node has the label). */
+const deployment = (i: number) => ({
+  apiVersion: "apps/v1",
+  kind: "Deployment",
+  metadata: { name: queueName(i) },
+  spec: {
+    replicas: 1,
+    selector: { matchLabels: { app: queueName(i) } },
+    template: {
+      metadata: { labels: { app: queueName(i) } },
+      spec: {
+        nodeSelector: { "governor.dev/bench": "no-such-node" },
+        containers: [{ name: "app", image: "example.invalid/worker:1" }],
+      },
+    },
+  },
+});
+
+const scaledObject = (i: number, prometheusUrl: string) => ({
+  apiVersion: "keda.sh/v1alpha1",
+  kind: "ScaledObject",
+  metadata: { name: queueName(i) },
+  spec: {
+    scaleTargetRef: { name: queueName(i) },
+    minReplicaCount: 1,
+    maxReplicaCount: 4,
+    triggers: [
+      {
+        type: "prometheus",
+        // An empty result is an error (the HPA holds), not KEDA's default 0 (README: Beside KEDA).
+        metadata: {
+          serverAddress: prometheusUrl,
+          query: query(i),
+          threshold: "100",
+          ignoreNullValues: "false",
+        },
+      },
+    ],
+  },
+});
+
+const mapping = (i: number, prometheusUrl: string) => ({
+  apiVersion: "governor.dev/v1alpha1",
+  kind: "MetricMapping",
+  metadata: { name: queueName(i) },
+  spec: {
+    metric: `bench_queue_${String(i).padStart(2, "0")}`,
+    subject: { external: {} },
+    interval: "5s",
+    source: { prometheus: { address: prometheusUrl, query: query(i) } },
+  },
+});
+
+/** Asks through the aggregator until `path` answers 200 with one value; returns the ms it took from `t0`. */
+async function firstValue(b: Bench, path: string, t0: number, log: () => string): Promise<number> {
+  const admin = { ca: b.admin.ca, cert: b.admin.cert, key: b.admin.key };
+  for (;;) {
+    const r = await httpsGet(`${b.apiserver}${path}`, admin).catch(() => undefined);
+    if (r?.status === 200 && (r.json as { items?: unknown[] }).items?.length === 1)
+      return performance.now() - t0;
+    if (performance.now() - t0 > 120_000)
+      throw new Error(`${path}: no value within 2 min (last ${r?.status})\n${log().slice(-3000)}`);
+    await sleep(20);
+  }
+}
+
+export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 64]): Promise<void> {
+  const build = kedaBuild();
+  const crds = build.crds.flatMap((f) => ["-f", f]);
+  execFileSync("kubectl", ["apply", "--server-side", ...crds], { env: b.env, stdio: "ignore" });
+  execFileSync("kubectl", ["wait", "--for=condition=Established", ...crds], { env: b.env, stdio: "ignore" });
+  const target = createServer((_req, res) => {
+    const lines = Array.from(
+      { length: QUEUES },
+      (_, i) => `bench_queue_messages{queue="${queueName(i)}"} ${depth(i)}`,
+    );
+    res
+      .writeHead(200, { "content-type": "text/plain; version=0.0.4" })
+      .end(["# TYPE bench_queue_messages gauge", ...lines, ""].join("\n"));
+  });
+  await new Promise<void>((r) => target.listen(0, "127.0.0.1", () => r()));
+  const prometheus = new TestPrometheus([
+    { address: `127.0.0.1:${(target.address() as { port: number }).port}`, labels: { namespace: NS } },
+  ]);
+  let keda: KedaProcesses | undefined;
+  const created: number[] = [];
+  const mapped: number[] = [];
+  try {
+    await prometheus.start();
+    const dir = join(b.dir, "keda");
+    mkdirSync(dir, { recursive: true });
+    keda = await startKeda({
+      build,
+      dir,
+      kubeconfig: b.kubeconfig,
+      namespace: NS,
+      grpcCa: await createCA("bench-keda-grpc-ca"),
+      tls: { certFile: b.servingCert.certFile, keyFile: b.servingCert.keyFile, ca: b.ca.cert },
+    });
+    const k = keda;
+    // Tracked by the harness: stopped if the run is killed.
+    const metricsServer = child(k.adapter.process, k.port);
+    child(k.operator.process, 0);
+    const kedaPids = () => [k.operator.process.pid!, k.adapter.process.pid!];
+    const name = `KEDA ${k.version}`;
+    const service = buildLocalService({ namespace: NS, name: SERVICES.governor, port: governor.port });
+    service.spec.ports.push({ name: "keda", port: k.port, protocol: "TCP" });
+    await b.client.createOrReplace(`/api/v1/namespaces/${NS}/services/${SERVICES.governor}`, service);
+    const routeTo = apiServiceRouter(b);
+    const add = async (i: number) => {
+      await b.client.create(`/apis/apps/v1/namespaces/${NS}/deployments`, deployment(i));
+      const t0 = performance.now();
+      await b.client.create(
+        `/apis/keda.sh/v1alpha1/namespaces/${NS}/scaledobjects`,
+        scaledObject(i, prometheus.url),
+      );
+      created.push(i);
+      return t0;
+    };
+    const addMapping = async (i: number) => {
+      const t0 = performance.now();
+      await b.client.create(
+        `/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings`,
+        mapping(i, prometheus.url),
+      );
+      mapped.push(i);
+      return t0;
+    };
+    await add(0);
+    await addMapping(0);
+
+    const admin = { ca: b.admin.ca, cert: b.admin.cert, key: b.admin.key };
+    const sides: { governor: Contender; peer: Contender } = {
+      governor: {
+        url: `${b.apiserver}${governorPath(0)}`,
+        tls: admin,
+        pids: [governor.process.pid!],
+        prepare: async () => {
+          await routeTo(governor.port, 200);
+          await idle(metricsServer);
+        },
+      },
+      peer: {
+        url: `${b.apiserver}${kedaPath(0)}`,
+        tls: admin,
+        pids: kedaPids(),
+        prepare: async () => {
+          await routeTo(k.port, 404);
+          await drained(`${b.apiserver}${kedaPath(0)}`, admin, metricsServer);
+        },
+      },
+    };
+    for (const [side, path] of [
+      [sides.peer, kedaPath(0)],
+      [sides.governor, governorPath(0)],
+    ] as const) {
+      await side.prepare!();
+      await firstValue(b, path, performance.now(), k.log);
+    }
+    // Prometheus answers both sides' queries; kube-apiserver and etcd carry every request;
+    // the HPA controller asks for the ScaledObject's metric every 2 s in both sides' rounds.
+    const background = [
+      ...controlPlanePids(b, ["kube-apiserver", "etcd", "kube-controller-manager"]),
+      prometheus.pid!,
+    ];
+    for (const c of connections) {
+      const m = await interleave(b, sides.governor, sides.peer, c, background);
+      b.rows.push(
+        ...comparisonRows(
+          `vs ${name}: an external queue metric through the aggregator, ${c} conn`,
+          m,
+          `${name} (a ScaledObject's Prometheus trigger), same query, same Prometheus`,
+        ),
+      );
+    }
+
+    // Prometheus queries per 100 requests, one at a time as the HPA controller asks.
+    const queries: Record<"governor" | "peer", number> = { governor: 0, peer: 0 };
+    for (const side of ["governor", "peer"] as const) {
+      await sides[side].prepare!();
+      const before = await prometheusQueries(prometheus.url);
+      for (let i = 0; i < 100; i++)
+        await httpsGet(sides[side].url, { ...admin, timeoutMs: 30_000 }).catch((err: unknown) => {
+          throw new Error(`${side}, request ${i}: ${(err as Error).message}\n${k.log()}`);
+        });
+      queries[side] = (await prometheusQueries(prometheus.url)) - before;
+    }
+    b.rows.push({
+      name: `vs ${name}: Prometheus queries per 100 HPA requests for a queue (both sides' background polling in the window)`,
+      figure: String(queries.governor),
+      baseline: `${queries.peer} (${name})`,
+      ratio: queries.peer > 0 ? (queries.governor / queries.peer).toFixed(2) : "n/a",
+      series: { Governor: [queries.governor], baseline: [queries.peer] },
+    });
+
+    // A new queue → its first value through the aggregator, on each side while it is routed to.
+    const fresh = Array.from({ length: QUEUES - 1 }, (_, j) => j + 1);
+    const firsts: Record<"governor" | "peer", number[]> = { governor: [], peer: [] };
+    await sides.peer.prepare!();
+    for (const i of fresh) firsts.peer.push(await firstValue(b, kedaPath(i), await add(i), k.log));
+    await sides.governor.prepare!();
+    for (const i of fresh)
+      firsts.governor.push(await firstValue(b, governorPath(i), await addMapping(i), governor.log));
+    const [g50, gMax, p50, pMax] = [
+      percentile(firsts.governor, 50),
+      Math.max(...firsts.governor),
+      percentile(firsts.peer, 50),
+      Math.max(...firsts.peer),
+    ];
+    b.rows.push({
+      name: `vs ${name}: a new MetricMapping / ScaledObject → its first value through the aggregator, ${fresh.length} each: median / max ms`,
+      figure: `${fmt(g50, 0)} / ${fmt(gMax, 0)}`,
+      baseline: `${fmt(p50, 0)} / ${fmt(pMax, 0)} (${name})`,
+      ratio: `${ratio(g50, p50)} / ${ratio(gMax, pMax)}`,
+      series: { Governor: firsts.governor, baseline: firsts.peer },
+    });
+
+    // Ten queues served by each: memory, and CPU over a minute with nobody asking (the HPA
+    // controller still asks for KEDA's ten metrics every 2 s, wherever the APIServices point:
+    // here, at Governor, which answers them 404).
+    await sides.governor.prepare!();
+    await sleep(30_000);
+    const pids = { governor: [governor.process.pid!], peer: kedaPids() };
+    const rss = (side: "governor" | "peer") => pids[side].reduce((n, pid) => n + rssMB(pid), 0);
+    const cpu = (side: "governor" | "peer") => pids[side].reduce((n, pid) => n + cpuSeconds(pid), 0);
+    const cpu0 = { governor: cpu("governor"), peer: cpu("peer") };
+    const t0 = performance.now();
+    await sleep(60_000);
+    const seconds = (performance.now() - t0) / 1000;
+    const idleCpu = {
+      governor: ((cpu("governor") - cpu0.governor) / seconds) * 100,
+      peer: ((cpu("peer") - cpu0.peer) / seconds) * 100,
+    };
+    const mem = { governor: rss("governor"), peer: rss("peer") };
+    b.rows.push(
+      {
+        name: `vs ${name}: RSS serving ${QUEUES} queues, MB (Governor: the run's one process, every row's mappings so far; KEDA: operator + metrics server)`,
+        figure: fmt(mem.governor),
+        baseline: `${fmt(mem.peer)} (${name}: ${kedaPids()
+          .map((pid) => fmt(rssMB(pid)))
+          .join(" + ")})`,
+        ratio: ratio(mem.governor, mem.peer),
+        series: { Governor: [mem.governor], baseline: [mem.peer] },
+      },
+      {
+        name: `vs ${name}: CPU while idle serving ${QUEUES} queues, % of a core over ${Math.round(seconds)} s`,
+        figure: fmt(idleCpu.governor, 2),
+        baseline: `${fmt(idleCpu.peer, 2)} (${name})`,
+        ratio: ratio(idleCpu.governor, idleCpu.peer),
+        series: { Governor: [idleCpu.governor], baseline: [idleCpu.peer] },
+      },
+    );
+  } finally {
+    await unregister(b);
+    if (keda) {
+      // Its ScaledObjects carry the operator's finalizer: deleted while it still runs.
+      for (const i of created)
+        await b.client
+          .delete(`/apis/keda.sh/v1alpha1/namespaces/${NS}/scaledobjects/${queueName(i)}`)
+          .catch(() => false);
+      for (let t = 0; t < 600; t++) {
+        const left = await b.client.get<{ items: unknown[] }>(
+          `/apis/keda.sh/v1alpha1/namespaces/${NS}/scaledobjects`,
+        );
+        if (left.items.length === 0) break;
+        await sleep(100);
+      }
+      await keda.stop();
+    }
+    for (const i of created)
+      await b.client.delete(`/apis/apps/v1/namespaces/${NS}/deployments/${queueName(i)}`).catch(() => false);
+    for (const i of mapped)
+      await b.client
+        .delete(`/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings/${queueName(i)}`)
+        .catch(() => false);
+    await prometheus.stop();
+    target.close();
+  }
+}
