@@ -159,7 +159,11 @@ export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 
     const service = buildLocalService({ namespace: NS, name: SERVICES.governor, port: governor.port });
     service.spec.ports.push({ name: "keda", port: k.port, protocol: "TCP" });
     await b.client.createOrReplace(`/api/v1/namespaces/${NS}/services/${SERVICES.governor}`, service);
-    const routeTo = apiServiceRouter(b);
+    // KEDA serves external metrics only: the custom APIServices stay with Governor (one
+    // pointing at KEDA would be unavailable). KEDA's metric is the probe: 200 from KEDA, 404
+    // from Governor.
+    const route = apiServiceRouter(b, { group: "external.metrics.k8s.io", probe: kedaPath(0) });
+    const routeTo = (port: number) => route(port, port === k.port ? 200 : 404);
     const add = async (i: number) => {
       await b.client.create(`/apis/apps/v1/namespaces/${NS}/deployments`, deployment(i));
       const t0 = performance.now();
@@ -189,7 +193,7 @@ export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 
         tls: admin,
         pids: [governor.process.pid!],
         prepare: async () => {
-          await routeTo(governor.port, 200);
+          await routeTo(governor.port);
           await idle(metricsServer);
         },
       },
@@ -198,7 +202,7 @@ export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 
         tls: admin,
         pids: kedaPids(),
         prepare: async () => {
-          await routeTo(k.port, 404);
+          await routeTo(k.port);
           await drained(`${b.apiserver}${kedaPath(0)}`, admin, metricsServer);
         },
       },

@@ -213,21 +213,25 @@ export async function idle(server: Child): Promise<void> {
 }
 
 /**
- * Returns a function that points the metrics APIServices at `port` of the bench Service and
- * returns once the aggregator routes there: Governor knows the warm metric (200), a peer
- * does not (404), three times in a row.
+ * Returns a function that points the metrics APIServices (of `group` only, if given) at
+ * `port` of the bench Service and returns once the aggregator routes there: `probe` answers
+ * `probeStatus` three times in a row. The default probe is the warm metric, which Governor
+ * knows (200) and a peer does not (404).
  */
-export function apiServiceRouter(b: Bench): (port: number, probeStatus: number) => Promise<void> {
+export function apiServiceRouter(
+  b: Bench,
+  { group, probe = WARM_PATH }: { group?: string; probe?: string } = {},
+): (port: number, probeStatus: number) => Promise<void> {
   const admin = { ca: b.admin.ca, cert: b.admin.cert, key: b.admin.key };
   return async (port, probeStatus) => {
     for (const a of buildApiServices({
       service: { namespace: NS, name: SERVICES.governor, port },
       caBundle: b.ca.cert,
-    }))
+    }).filter((a) => !group || a.spec.group === group))
       await b.client.createOrReplace(`/apis/apiregistration.k8s.io/v1/apiservices/${a.metadata.name}`, a);
     const deadline = Date.now() + 60_000;
     for (let inARow = 0; inARow < 3;) {
-      const r = await httpsGet(`${b.apiserver}${WARM_PATH}`, admin).catch(() => undefined);
+      const r = await httpsGet(`${b.apiserver}${probe}`, admin).catch(() => undefined);
       inARow = r?.status === probeStatus ? inARow + 1 : 0;
       if (Date.now() > deadline)
         throw new Error(`the aggregator never routed to port ${port} (last answer ${r?.status})`);
