@@ -33,7 +33,7 @@ import {
   rssMB,
   sleep,
 } from "./harness.js";
-import { apiServiceRouter, drained, idle, prometheusQueries } from "./peers.js";
+import { apiServiceRouter, drained, idle, queriesPer100Row } from "./peers.js";
 import { unregister } from "./aggregator.js";
 import { percentile } from "./stats.js";
 
@@ -231,23 +231,12 @@ export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 
       );
     }
 
-    // Prometheus queries per 100 requests, one at a time as the HPA controller asks.
-    const queries: Record<"governor" | "peer", number> = { governor: 0, peer: 0 };
-    for (const side of ["governor", "peer"] as const) {
-      await sides[side].prepare!();
-      const before = await prometheusQueries(prometheus.url);
-      for (let i = 0; i < 100; i++)
-        await httpsGet(sides[side].url, { ...admin, timeoutMs: 30_000 }).catch((err: unknown) => {
-          throw new Error(`${side}, request ${i}: ${(err as Error).message}\n${k.log()}`);
-        });
-      queries[side] = (await prometheusQueries(prometheus.url)) - before;
-    }
-    b.rows.push({
+    await queriesPer100Row(b, {
+      sides,
+      prometheusUrl: prometheus.url,
+      peerName: name,
       name: `vs ${name}: Prometheus queries per 100 HPA requests for a queue (both sides' background polling in the window)`,
-      figure: String(queries.governor),
-      baseline: `${queries.peer} (${name})`,
-      ratio: queries.peer > 0 ? (queries.governor / queries.peer).toFixed(2) : "n/a",
-      series: { Governor: [queries.governor], baseline: [queries.peer] },
+      log: k.log,
     });
 
     // A new queue → its first value through the aggregator, on each side while it is routed to.

@@ -170,8 +170,42 @@ async function forwardedRows(
   }
 }
 
+/**
+ * Adds the row `name`: Prometheus queries per 100 requests, asked one at a time as the HPA
+ * controller asks, on each side after its `prepare` (while the aggregator routes to it).
+ */
+export async function queriesPer100Row(
+  b: Bench,
+  o: {
+    sides: Record<"governor" | "peer", Contender>;
+    prometheusUrl: string;
+    peerName: string;
+    name: string;
+    log: () => string;
+  },
+): Promise<void> {
+  const queries: Record<"governor" | "peer", number> = { governor: 0, peer: 0 };
+  for (const side of ["governor", "peer"] as const) {
+    const { url, tls, prepare } = o.sides[side];
+    await prepare?.();
+    const before = await prometheusQueries(o.prometheusUrl);
+    for (let i = 0; i < 100; i++)
+      await httpsGet(url, { ca: b.admin.ca, ...tls, timeoutMs: 30_000 }).catch((err: unknown) => {
+        throw new Error(`${side}, request ${i}: ${(err as Error).message}\n${o.log()}`);
+      });
+    queries[side] = (await prometheusQueries(o.prometheusUrl)) - before;
+  }
+  b.rows.push({
+    name: o.name,
+    figure: String(queries.governor),
+    baseline: `${queries.peer} (${o.peerName})`,
+    ratio: queries.peer > 0 ? (queries.governor / queries.peer).toFixed(2) : "n/a",
+    series: { Governor: [queries.governor], baseline: [queries.peer] },
+  });
+}
+
 /** Prometheus's count of instant queries answered so far (`/api/v1/query`, any code). */
-export async function prometheusQueries(prometheusUrl: string): Promise<number> {
+async function prometheusQueries(prometheusUrl: string): Promise<number> {
   const text = await (await fetch(`${prometheusUrl}/metrics`)).text();
   let n = 0;
   for (const m of text.matchAll(
@@ -342,23 +376,12 @@ export async function peerRows(b: Bench, governor: Child, connections = [1, 16, 
         );
       }
 
-      // Prometheus queries per 100 requests, one at a time as the HPA controller asks.
-      const queries: Record<"governor" | "peer", number> = { governor: 0, peer: 0 };
-      for (const side of ["governor", "peer"] as const) {
-        await sides[side].prepare!();
-        const before = await prometheusQueries(prometheus.url);
-        for (let i = 0; i < 100; i++)
-          await httpsGet(url, { ...admin, timeoutMs: 30_000 }).catch((err: unknown) => {
-            throw new Error(`${side}, request ${i}: ${(err as Error).message}\n${peer.log().slice(-3000)}`);
-          });
-        queries[side] = (await prometheusQueries(prometheus.url)) - before;
-      }
-      b.rows.push({
+      await queriesPer100Row(b, {
+        sides,
+        prometheusUrl: prometheus.url,
+        peerName: name,
         name: `vs ${name}: Prometheus queries per 100 HPA requests (Governor's include its background samples in the window)`,
-        figure: String(queries.governor),
-        baseline: `${queries.peer} (${name})`,
-        ratio: queries.peer > 0 ? (queries.governor / queries.peer).toFixed(2) : "n/a",
-        series: { Governor: [queries.governor], baseline: [queries.peer] },
+        log: () => peer.log().slice(-3000),
       });
       // Sitting in front of the adapter (ADR 0011): measured with the adapter that can take load.
       if (config.maxConnections > 1)
