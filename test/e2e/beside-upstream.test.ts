@@ -98,7 +98,8 @@ interface Upstream {
    * scale the Deployment `theirs`, and that HPA's name. */
   theirs: string;
   hpa: string;
-  /** Its metrics its discovery lists (KEDA's lists none: its metric names are per ScaledObject). */
+  /** Metrics its discovery lists that the test checks (none of KEDA's: it lists only the
+   * placeholder `externalmetrics`; its metric names are per ScaledObject). */
   listed: string[];
   /** Kills its metrics server, the process the APIService points at. */
   kill(): Promise<void>;
