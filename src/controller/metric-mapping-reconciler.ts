@@ -264,6 +264,11 @@ export class MetricMappingReconciler {
       if (previous) await previous.active.sampler.stop();
       this.log.debug({ mapping: key, metric: spec.metric }, "sampler started");
     }
+    // Until its sampler's first attempt ends, a mapping's status would only say "waiting for
+    // the first sample": not written, as that attempt's end queues the mapping again
+    // (build()). Otherwise every start (a restart, a failover) flipped each Ready mapping to
+    // Unknown and back — two status writes per mapping, 20,000 for 10,000 mappings.
+    if (!running.active.sampler.state.attemptedAt) return {};
     return this.writeStatus(obj, { spec, active: running.active });
   }
 

@@ -1,6 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import type { KubernetesObject } from "@kubernetes/client-node";
 import { expect } from "chai";
 import { pino } from "pino";
 import { parse as parseYaml } from "yaml";
@@ -58,18 +59,9 @@ ${extra}`;
     ).status ?? {};
   const condition = (s: Status, type: string) => s.conditions?.find((c) => c.type === type);
 
-  before(async function () {
-    this.timeout(60 * 60_000);
-    cluster = await useCluster();
-    await installCrds(cluster);
-    ns = await freshNamespace(cluster, "mappings");
-    ca = await createCA("mm-test");
-    const tls = await issueCertificate(ca, {
-      commonName: "governor",
-      dnsNames: ["localhost"],
-      usage: "server",
-    });
-    operator = await startOperator({
+  let tls: KeyPair;
+  const start = () =>
+    startOperator({
       sourcePolicy: LOOPBACK_SOURCES,
       client: cluster.client,
       logger: pino({ level: "silent" }),
@@ -82,6 +74,19 @@ ${extra}`;
       registration: { mode: "none", serviceName: "governor", port: 0 },
       shutdownDelayMs: 0,
     });
+
+  before(async function () {
+    this.timeout(60 * 60_000);
+    cluster = await useCluster();
+    await installCrds(cluster);
+    ns = await freshNamespace(cluster, "mappings");
+    ca = await createCA("mm-test");
+    tls = await issueCertificate(ca, {
+      commonName: "governor",
+      dnsNames: ["localhost"],
+      usage: "server",
+    });
+    operator = await start();
     for (const name of ["web-1", "web-2"]) {
       await cluster.client.create(`/api/v1/namespaces/${ns.name}/pods`, {
         apiVersion: "v1",
@@ -128,6 +133,41 @@ ${extra}`;
     });
     const printed = await kubectl(cluster, "get", "mm", "-n", ns.name, "rps");
     expect(printed).to.match(/rps\s+mm_suite_requests\s+pods\s+static\s+1500m\s+True/);
+  });
+
+  it("keeps a Ready mapping Ready across a restart of Governor: never Unknown, at most one status write", async () => {
+    const seen: { ready?: string; reason?: string }[] = [];
+    const watch = cluster.client.informer<
+      { metadata: { name?: string }; status?: Status } & KubernetesObject
+    >(`/apis/governor.dev/v1alpha1/namespaces/${ns.name}/metricmappings`, {
+      update: (o) => {
+        if (o.metadata.name !== "rps") return;
+        const ready = condition(o.status ?? {}, "Ready");
+        seen.push({ ready: ready?.status, reason: ready?.reason });
+      },
+    });
+    try {
+      await watch.synced;
+      await operator.stop();
+      operator = await start();
+      await eventually(
+        async () =>
+          expect(
+            (
+              await get(
+                `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/web-1/mm_suite_requests`,
+              )
+            ).status,
+          ).to.equal(200),
+        { what: "served again" },
+      );
+      await new Promise((r) => setTimeout(r, 3000)); // a status written after its first sample would show by now
+    } finally {
+      await watch.stop();
+    }
+    // Nothing changed: at most a write of the new sample time, and Ready never anything but True.
+    expect(seen.length, JSON.stringify(seen)).to.be.at.most(1);
+    expect(seen.filter((s) => s.ready !== "True" || s.reason !== "Serving")).to.deep.equal([]);
   });
 
   it("serves an edited mapping's new value at once", async () => {
