@@ -9,7 +9,7 @@
  * first value, and each side's memory and idle CPU once ten queues are served.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import { createCA } from "../src/certs/certs.js";
@@ -35,32 +35,36 @@ import {
 } from "./harness.js";
 import { apiServiceRouter, drained, idle, queriesPer100Row } from "./peers.js";
 import { unregister } from "./aggregator.js";
-import { percentile } from "./stats.js";
+import { histogramDelta, histogramQuantile, percentile, readHistogram } from "./stats.js";
 
-/** Queues served at the end, for the memory and idle-CPU rows. */
+/** Queues served by then, for the first memory and idle-CPU rows. */
 const QUEUES = 10;
+/** Queues, and HPAs on each side, for the HPA controller's view. */
+const HPAS = 100;
 const queueName = (i: number) => `queue-${String(i).padStart(2, "0")}`;
 /** Each queue's depth: below the ScaledObjects' target, so each Deployment stays at one (pending) pod. */
 const depth = (i: number) => 10 + i;
 const query = (i: number) => `sum(bench_queue_messages{namespace="${NS}",queue="${queueName(i)}"})`;
 const EXTERNAL = `/apis/external.metrics.k8s.io/v1beta1/namespaces/${NS}`;
 
+const governorMetric = (i: number) => `bench_queue_${String(i).padStart(2, "0")}`;
+
 /** KEDA's path for a ScaledObject's first trigger: the metric its HPA asks for. */
 const kedaPath = (i: number) =>
   `${EXTERNAL}/s0-prometheus?labelSelector=${encodeURIComponent(`scaledobject.keda.sh/name=${queueName(i)}`)}`;
 /** Governor's path for the same queue. */
-const governorPath = (i: number) => `${EXTERNAL}/bench_queue_${String(i).padStart(2, "0")}`;
+const governorPath = (i: number) => `${EXTERNAL}/${governorMetric(i)}`;
 
-/** The workload a ScaledObject scales: its pods never run (no Node has the label). */
-const deployment = (i: number) => ({
+/** The workload an HPA scales: its pods never run (no Node has the label). */
+const deployment = (name: string) => ({
   apiVersion: "apps/v1",
   kind: "Deployment",
-  metadata: { name: queueName(i) },
+  metadata: { name },
   spec: {
     replicas: 1,
-    selector: { matchLabels: { app: queueName(i) } },
+    selector: { matchLabels: { app: name } },
     template: {
-      metadata: { labels: { app: queueName(i) } },
+      metadata: { labels: { app: name } },
       spec: {
         nodeSelector: { "governor.dev/bench": "no-such-node" },
         containers: [{ name: "app", image: "example.invalid/worker:1" }],
@@ -97,12 +101,53 @@ const mapping = (i: number, prometheusUrl: string) => ({
   kind: "MetricMapping",
   metadata: { name: queueName(i) },
   spec: {
-    metric: `bench_queue_${String(i).padStart(2, "0")}`,
+    metric: governorMetric(i),
     subject: { external: {} },
     interval: "5s",
     source: { prometheus: { address: prometheusUrl, query: query(i) } },
   },
 });
+
+/** Governor's side of a queue for the HPA's view: an HPA of our own on its own Deployment. */
+const governorHpaName = (i: number) => `gov-${queueName(i)}`;
+const governorHpa = (i: number) => ({
+  apiVersion: "autoscaling/v2",
+  kind: "HorizontalPodAutoscaler",
+  metadata: { name: governorHpaName(i) },
+  spec: {
+    scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: governorHpaName(i) },
+    minReplicas: 1,
+    maxReplicas: 4,
+    // As KEDA's HPA for the same queue: AverageValue of the trigger's threshold.
+    metrics: [
+      {
+        type: "External",
+        external: {
+          metric: { name: governorMetric(i) },
+          target: { type: "AverageValue", averageValue: "100" },
+        },
+      },
+    ],
+  },
+});
+
+/**
+ * Reads kube-controller-manager's own /metrics (as the admin; its serving certificate is
+ * the self-signed one in its --cert-dir).
+ */
+function controllerManagerMetrics(b: Bench): () => Promise<string> {
+  const [pid] = controlPlanePids(b, ["kube-controller-manager"]);
+  const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+  const flag = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
+  const url = `https://127.0.0.1:${flag("secure-port") ?? 10257}/metrics`;
+  const ca = readFileSync(join(flag("cert-dir")!, "kube-controller-manager.crt"), "utf8");
+  return async () => {
+    const r = await httpsGet(url, { ca, cert: b.admin.cert, key: b.admin.key });
+    if (r.status !== 200)
+      throw new Error(`kube-controller-manager /metrics: ${r.status} ${r.text.slice(0, 200)}`);
+    return r.text;
+  };
+}
 
 /** Asks through the aggregator until `path` answers 200 with one value; returns the ms it took from `t0`. */
 async function firstValue(b: Bench, path: string, t0: number, log: () => string): Promise<number> {
@@ -117,6 +162,29 @@ async function firstValue(b: Bench, path: string, t0: number, log: () => string)
   }
 }
 
+/**
+ * Deletes the ScaledObjects of queues `created` and waits (up to a minute) until they and
+ * the HPAs KEDA made for them are gone; KEDA's operator must be running (their finalizer).
+ */
+async function deleteScaledObjects(b: Bench, created: number[]): Promise<void> {
+  for (const i of created)
+    await b.client
+      .delete(`/apis/keda.sh/v1alpha1/namespaces/${NS}/scaledobjects/${queueName(i)}`)
+      .catch(() => false);
+  for (let t = 0; t < 600; t++) {
+    const [objects, hpas] = await Promise.all([
+      b.client.get<{ items: unknown[] }>(`/apis/keda.sh/v1alpha1/namespaces/${NS}/scaledobjects`),
+      b.client.get<{ items: { metadata: { name: string } }[] }>(
+        `/apis/autoscaling/v2/namespaces/${NS}/horizontalpodautoscalers`,
+      ),
+    ]);
+    if (objects.items.length === 0 && !hpas.items.some((h) => h.metadata.name.startsWith("keda-hpa-")))
+      return;
+    await sleep(100);
+  }
+  throw new Error("KEDA's ScaledObjects or their HPAs were still there a minute after they were deleted");
+}
+
 export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 64]): Promise<void> {
   const build = kedaBuild();
   const crds = build.crds.flatMap((f) => ["-f", f]);
@@ -124,7 +192,7 @@ export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 
   execFileSync("kubectl", ["wait", "--for=condition=Established", ...crds], { env: b.env, stdio: "ignore" });
   const target = createServer((_req, res) => {
     const lines = Array.from(
-      { length: QUEUES },
+      { length: HPAS },
       (_, i) => `bench_queue_messages{queue="${queueName(i)}"} ${depth(i)}`,
     );
     res
@@ -138,6 +206,7 @@ export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 
   let keda: KedaProcesses | undefined;
   const created: number[] = [];
   const mapped: number[] = [];
+  const ours: number[] = [];
   try {
     await prometheus.start();
     const dir = join(b.dir, "keda");
@@ -165,7 +234,7 @@ export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 
     const route = apiServiceRouter(b, { group: "external.metrics.k8s.io", probe: kedaPath(0) });
     const routeTo = (port: number) => route(port, port === k.port ? 200 : 404);
     const add = async (i: number) => {
-      await b.client.create(`/apis/apps/v1/namespaces/${NS}/deployments`, deployment(i));
+      await b.client.create(`/apis/apps/v1/namespaces/${NS}/deployments`, deployment(queueName(i)));
       const t0 = performance.now();
       await b.client.create(
         `/apis/keda.sh/v1alpha1/namespaces/${NS}/scaledobjects`,
@@ -298,25 +367,97 @@ export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 
         series: { Governor: [idleCpu.governor], baseline: [idleCpu.peer] },
       },
     );
+
+    // The HPA controller's view: 100 queues on each side, each with an HPA asking every 2 s,
+    // one side at a time and alone (another side's HPAs would fail against it, and their
+    // failures cost the controller's workers too). KEDA first: its ScaledObjects make the
+    // HPAs; then they go (their HPAs with them), and Governor's 100 HPAs come, on Deployments
+    // of their own. Figures over a minute, from kube-controller-manager's own histogram of
+    // its metric fetches.
+    for (let i = QUEUES; i < HPAS; i++) {
+      await add(i);
+      await addMapping(i);
+    }
+    const kcm = controllerManagerMetrics(b);
+    const FETCH = "horizontal_pod_autoscaler_controller_metric_computation_duration_seconds";
+    const fetches = async () => readHistogram(await kcm(), FETCH, { error: "none", metric_type: "External" });
+    const view = async (side: "governor" | "peer") => {
+      await sides[side].prepare!();
+      await sleep(30_000); // every HPA has asked this side a dozen times
+      const [h0, c0, t0] = [await fetches(), cpu(side), performance.now()];
+      await sleep(60_000);
+      const [h1, c1, t1] = [await fetches(), cpu(side), performance.now()];
+      const fetched = histogramDelta(h0, h1);
+      const seconds = (t1 - t0) / 1000;
+      return {
+        perSecond: fetched.count / seconds,
+        meanMs: (fetched.sum / fetched.count) * 1000,
+        p50Ms: histogramQuantile(fetched, 0.5) * 1000,
+        p99Ms: histogramQuantile(fetched, 0.99) * 1000,
+        rss: rss(side),
+        cpu: ((c1 - c0) / seconds) * 100,
+      };
+    };
+    const peerView = await view("peer");
+    await deleteScaledObjects(b, created);
+    for (let i = 0; i < HPAS; i++) {
+      await b.client.create(`/apis/apps/v1/namespaces/${NS}/deployments`, deployment(governorHpaName(i)));
+      ours.push(i);
+      await b.client.create(`/apis/autoscaling/v2/namespaces/${NS}/horizontalpodautoscalers`, governorHpa(i));
+    }
+    const v = { governor: await view("governor"), peer: peerView };
+    const each = `${HPAS} HPAs on ${HPAS} queues, each side alone`;
+    b.rows.push(
+      {
+        name: `vs ${name}: the HPA controller's external-metric fetches with ${each}: successful fetches/s`,
+        figure: fmt(v.governor.perSecond),
+        baseline: `${fmt(v.peer.perSecond)} (${name})`,
+        ratio: ratio(v.governor.perSecond, v.peer.perSecond),
+        series: { Governor: [v.governor.perSecond], baseline: [v.peer.perSecond] },
+      },
+      {
+        name: `vs ${name}: the HPA controller's external-metric fetch with ${each}: mean / p50 / p99 ms (kube-controller-manager's histogram; p50 and p99 interpolated in its power-of-two buckets)`,
+        figure: `${fmt(v.governor.meanMs)} / ${fmt(v.governor.p50Ms)} / ${fmt(v.governor.p99Ms)}`,
+        baseline: `${fmt(v.peer.meanMs)} / ${fmt(v.peer.p50Ms)} / ${fmt(v.peer.p99Ms)} (${name})`,
+        ratio: [
+          ratio(v.governor.meanMs, v.peer.meanMs),
+          ratio(v.governor.p50Ms, v.peer.p50Ms),
+          ratio(v.governor.p99Ms, v.peer.p99Ms),
+        ].join(" / "),
+        series: { Governor: [v.governor.meanMs], baseline: [v.peer.meanMs] },
+      },
+      {
+        name: `vs ${name}: RSS with ${each}, MB (KEDA: operator + metrics server)`,
+        figure: fmt(v.governor.rss),
+        baseline: `${fmt(v.peer.rss)} (${name})`,
+        ratio: ratio(v.governor.rss, v.peer.rss),
+        series: { Governor: [v.governor.rss], baseline: [v.peer.rss] },
+      },
+      {
+        name: `vs ${name}: CPU with ${each}, % of a core over a minute`,
+        figure: fmt(v.governor.cpu, 2),
+        baseline: `${fmt(v.peer.cpu, 2)} (${name})`,
+        ratio: ratio(v.governor.cpu, v.peer.cpu),
+        series: { Governor: [v.governor.cpu], baseline: [v.peer.cpu] },
+      },
+    );
   } finally {
     await unregister(b);
     if (keda) {
       // Its ScaledObjects carry the operator's finalizer: deleted while it still runs.
-      for (const i of created)
-        await b.client
-          .delete(`/apis/keda.sh/v1alpha1/namespaces/${NS}/scaledobjects/${queueName(i)}`)
-          .catch(() => false);
-      for (let t = 0; t < 600; t++) {
-        const left = await b.client.get<{ items: unknown[] }>(
-          `/apis/keda.sh/v1alpha1/namespaces/${NS}/scaledobjects`,
-        );
-        if (left.items.length === 0) break;
-        await sleep(100);
-      }
+      await deleteScaledObjects(b, created).catch(() => undefined);
       await keda.stop();
     }
     for (const i of created)
       await b.client.delete(`/apis/apps/v1/namespaces/${NS}/deployments/${queueName(i)}`).catch(() => false);
+    for (const i of ours) {
+      await b.client
+        .delete(`/apis/autoscaling/v2/namespaces/${NS}/horizontalpodautoscalers/${governorHpaName(i)}`)
+        .catch(() => false);
+      await b.client
+        .delete(`/apis/apps/v1/namespaces/${NS}/deployments/${governorHpaName(i)}`)
+        .catch(() => false);
+    }
     for (const i of mapped)
       await b.client
         .delete(`/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings/${queueName(i)}`)

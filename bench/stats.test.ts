@@ -5,15 +5,47 @@ import {
   compareRuns,
   loadBound,
   figure,
+  histogramDelta,
+  histogramQuantile,
   overlaps,
   pairedRatios,
   percentile,
+  readHistogram,
   type RunResults,
   showSpread,
   spread,
 } from "./stats.js";
 
 describe("bench statistics", () => {
+  it("reads the HPA controller's fetch-latency histogram and its quantiles between two scrapes", () => {
+    const scrape = (fast: number, slow: number, failed: number) =>
+      [
+        "# TYPE x_seconds histogram",
+        ...[
+          ["none", fast, slow],
+          ["scale_up", 1, 1],
+        ].flatMap(([action, a, b]) => [
+          `x_seconds_bucket{action="${action}",error="none",metric_type="External",le="0.001"} 0`,
+          `x_seconds_bucket{action="${action}",error="none",metric_type="External",le="0.002"} ${a}`,
+          `x_seconds_bucket{action="${action}",error="none",metric_type="External",le="0.004"} ${Number(a) + Number(b)}`,
+          `x_seconds_bucket{action="${action}",error="none",metric_type="External",le="+Inf"} ${Number(a) + Number(b)}`,
+          `x_seconds_sum{action="${action}",error="none",metric_type="External"} ${Number(a) * 0.0015 + Number(b) * 0.003}`,
+          `x_seconds_count{action="${action}",error="none",metric_type="External"} ${Number(a) + Number(b)}`,
+        ]),
+        `x_seconds_bucket{action="none",error="internal",metric_type="External",le="+Inf"} ${failed}`,
+        `x_seconds_count{action="none",error="internal",metric_type="External"} ${failed}`,
+      ].join("\n");
+    const labels = { error: "none", metric_type: "External" };
+    const before = readHistogram(scrape(10, 0, 5), "x_seconds", labels);
+    expect(before.count).to.equal(12); // both actions, not the failed fetches
+    const d = histogramDelta(before, readHistogram(scrape(19, 80, 50), "x_seconds", labels));
+    expect(d.count).to.equal(89); // 9 fast, 80 slow
+    expect(d.sum * 1000).to.be.closeTo(9 * 1.5 + 80 * 3, 1e-6);
+    expect(histogramQuantile(d, 0.05) * 1000).to.be.closeTo(1 + (0.05 * 89) / 9, 1e-9);
+    expect(histogramQuantile(d, 0.99) * 1000).to.be.closeTo(2 + (2 * (0.99 * 89 - 9)) / 80, 1e-9);
+    expect(histogramQuantile(histogramDelta(d, d), 0.5)).to.be.NaN;
+  });
+
   it("tells a side held by the load generator from one held by its server", () => {
     // the 16:07Z run's bare server at 16 connections: load generator 0.94, server 0.61
     expect(loadBound([0.61, 0.58, 0.65], [0.95, 0.94, 0.92])).to.equal(true);

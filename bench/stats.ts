@@ -139,3 +139,65 @@ export function compareRuns(before: readonly RawRow[], after: readonly RawRow[])
   }
   return changes;
 }
+
+/**
+ * One Prometheus histogram read from a text exposition: its cumulative buckets (upper bound
+ * → count, `+Inf` included), count and sum, summed over every series of `name` whose labels
+ * include all of `labels` (e.g. every `action` of the HPA controller's fetches that did not fail).
+ */
+export interface Histogram {
+  buckets: Map<number, number>;
+  count: number;
+  sum: number;
+}
+
+export function readHistogram(exposition: string, name: string, labels: Record<string, string>): Histogram {
+  const h: Histogram = { buckets: new Map(), count: 0, sum: 0 };
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  for (const line of exposition.split("\n")) {
+    const m = /^(\w+)\{([^}]*)\} (\S+)$/.exec(line);
+    if (!m || !m[1]!.startsWith(name)) continue;
+    const pairs = m[2]!.split(",");
+    if (!wanted.every((w) => pairs.includes(w))) continue;
+    const value = Number(m[3]);
+    if (m[1] === `${name}_bucket`) {
+      const le = /le="([^"]+)"/.exec(m[2]!)?.[1];
+      const bound = le === "+Inf" ? Infinity : Number(le);
+      h.buckets.set(bound, (h.buckets.get(bound) ?? 0) + value);
+    } else if (m[1] === `${name}_count`) h.count += value;
+    else if (m[1] === `${name}_sum`) h.sum += value;
+  }
+  return h;
+}
+
+/** What was observed between two reads of the same histogram. */
+export function histogramDelta(before: Histogram, after: Histogram): Histogram {
+  return {
+    buckets: new Map([...after.buckets].map(([le, n]) => [le, n - (before.buckets.get(le) ?? 0)])),
+    count: after.count - before.count,
+    sum: after.sum - before.sum,
+  };
+}
+
+/**
+ * The `q` quantile (0–1) of a histogram, interpolated linearly within its bucket as
+ * Prometheus's `histogram_quantile` does; NaN when it is empty, the highest finite bound
+ * when the quantile falls in `+Inf`.
+ */
+export function histogramQuantile(h: Histogram, q: number): number {
+  const bounds = [...h.buckets.keys()].sort((a, b) => a - b);
+  const total = h.buckets.get(Infinity) ?? h.count;
+  if (!total) return NaN;
+  const rank = q * total;
+  let lower = 0;
+  let below = 0;
+  for (const le of bounds) {
+    const n = h.buckets.get(le)!;
+    if (n >= rank) {
+      if (le === Infinity) return lower;
+      return lower + ((le - lower) * (rank - below)) / Math.max(n - below, 1e-12);
+    }
+    [lower, below] = [le, n];
+  }
+  return lower;
+}
