@@ -444,8 +444,16 @@ export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 
   } finally {
     await unregister(b);
     if (keda) {
-      // Its ScaledObjects carry the operator's finalizer: deleted while it still runs.
-      await deleteScaledObjects(b, created).catch(() => undefined);
+      // Its ScaledObjects carry the operator's finalizer: deleted while it still runs. If it
+      // died, their finalizers are dropped, or the bench namespace would wait for them.
+      await deleteScaledObjects(b, created).catch(async () => {
+        for (const i of created)
+          await b.client
+            .mergePatch(`/apis/keda.sh/v1alpha1/namespaces/${NS}/scaledobjects/${queueName(i)}`, {
+              metadata: { finalizers: null },
+            })
+            .catch(() => false);
+      });
       await keda.stop();
     }
     for (const i of created)
