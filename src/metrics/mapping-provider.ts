@@ -90,7 +90,6 @@ export class MappingProvider implements MetricsProvider {
   private customList?: CustomMetricInfo[];
   /** Resources' kinds by group/resource, the 1,000 most recent (requests name them). */
   private readonly described = new LRUCache<string, { info: Described; at: number }>({ max: 1000 });
-  /** The last object metric handed out per mapping and object name (see getMetricByName). */
   /**
    * Answers handed out by name, keyed `mapping key NUL object name`: one budget across all
    * mappings, least recently used out first, so unique object names cannot grow it; and a
