@@ -79,7 +79,7 @@ describe("hostile tenants: attacks over the aggregator and directly, with the de
    * directly to Governor from a process of its own, 50 in flight; the legitimate metric is
    * read through the aggregator at 50 requests/s in every window. The figure is the median
    * over rounds of the flooded p99 ÷ the quiet p99 of the same round: this VM's speed drifts
-   * by ±50 % over minutes (unloaded p99 8–88 ms between runs), and it moves both windows of
+   * by ±50 % over minutes (unloaded p99 6–88 ms between runs), and it moves both windows of
    * a round alike.
    */
   const floodRounds = async (paths: string[], authenticated: boolean) => {
