@@ -4,7 +4,10 @@
  * endpoint of this process), as the HPA asks it for a 5,000-replica workload; and the
  * same namespace queried with a selector matching 50 of them. Baseline: a bare
  * node:https server returning the same bytes. Each row's rounds are split over two
- * Governor processes.
+ * Governor processes. Governor keeps a selector's answer while its sample and the pods are
+ * unchanged (what repeated readers get); a third process, started with
+ * `--answer-cache-size=0`, builds every answer anew (what the first reader after a new
+ * sample or a pod change waits for).
  */
 import { createServer } from "node:http";
 import { TestPrometheus } from "../test/support/prometheus.js";
@@ -19,6 +22,7 @@ import {
   pinned,
   pool,
   proxied,
+  shippedNodeOptions,
   sleep,
   startBare,
   startGovernor,
@@ -61,6 +65,7 @@ export async function selectorRows(b: Bench, governor: Child): Promise<void> {
   );
   let bare: Child | undefined;
   let second: Child | undefined;
+  let uncached: Child | undefined;
   try {
     await Promise.all([prometheus.start(), createPods(b)]);
     await b.client.create(`/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings`, {
@@ -89,9 +94,19 @@ export async function selectorRows(b: Bench, governor: Child): Promise<void> {
     // at the same CPU in two runs of one commit, ADR 0005); an even number of rounds each.
     const rounds = Math.ceil(b.rounds.rounds / 4) * 2;
     const measured = selectors.map((): Interleaved[] => []);
+    const built = selectors.map((): Interleaved[] => []);
     const bodies: string[] = [];
-    for (const which of ["run's", "fresh"] as const) {
-      const g = which === "run's" ? governor : (second = await startGovernor(b));
+    for (const which of ["run's", "fresh", "uncached"] as const) {
+      if (which === "uncached") {
+        await second?.stop();
+        second = undefined;
+      }
+      const g =
+        which === "run's"
+          ? governor
+          : which === "fresh"
+            ? (second = await startGovernor(b))
+            : (uncached = await startGovernor(b, shippedNodeOptions(), ["--answer-cache-size=0"]));
       const others = which === "run's" ? [] : [governor.process.pid!];
       for (const [k, [, selector, expected]] of selectors.entries()) {
         const url = `https://127.0.0.1:${g.port}/apis/custom.metrics.k8s.io/v1beta2/namespaces/${NS}/pods/*/pod_load?labelSelector=${encodeURIComponent(selector)}`;
@@ -104,7 +119,7 @@ export async function selectorRows(b: Bench, governor: Child): Promise<void> {
         // server core, for both sides alike: the row's background, not a disturbance. The
         // other Governor is paused while either side is measured.
         const [gp, p, q] = [g.process.pid!, prometheus.pid!, bare.process.pid!];
-        measured[k]!.push(
+        (which === "uncached" ? built : measured)[k]!.push(
           await pinned(b, [gp, q], [p, ...others], () =>
             interleave(
               b,
@@ -127,10 +142,16 @@ export async function selectorRows(b: Bench, governor: Child): Promise<void> {
           combine(measured[k]!),
           "bare node:https, same bytes",
         ),
+        ...comparisonRows(
+          `selector query, ${label}, every answer built anew (--answer-cache-size=0), 1 conn`,
+          combine(built[k]!),
+          "bare node:https, same bytes",
+        ),
       );
   } finally {
     await bare?.stop();
     await second?.stop();
+    await uncached?.stop();
     await prometheus.stop();
     target.close();
   }

@@ -95,6 +95,7 @@ const RunConfig = z.strictObject({
   sourceAllowCidrs: CidrList,
   sourceDenyCidrs: CidrList,
   sourceMaxResponseBytes: ByteSize(1 << 10, 256 << 20),
+  answerCacheSize: ByteSize(0, 1 << 30),
   allowClusterWideCounts: z.boolean(),
   forwardCustom: UpstreamServiceFlag.optional(),
   forwardExternal: UpstreamServiceFlag.optional(),
@@ -206,6 +207,7 @@ async function run(cfg: RunConfig): Promise<void> {
     shutdownDelayMs: cfg.shutdownDelay * 1000,
     sourcePolicy: destinationPolicy({ allow: cfg.sourceAllowCidrs, deny: cfg.sourceDenyCidrs }),
     sourceMaxResponseBytes: cfg.sourceMaxResponseBytes,
+    answerCacheBytes: cfg.answerCacheSize,
     clusterWideCounts: cfg.allowClusterWideCounts,
     forward,
   });
@@ -322,6 +324,11 @@ function program(): Command {
       "--source-max-response-bytes <size>",
       "the most a source may answer (Prometheus, HTTP, one scraped pod), 1Ki to 256Mi; a larger answer is a source error, never buffered whole. Up to 16 pods are scraped at once per mapping: keep 16 × this well inside the memory limit",
       "10Mi",
+    )
+    .option(
+      "--answer-cache-size <size>",
+      "memory for selector answers kept for reuse while their sample and pods are unchanged (0 to 1Gi; 0 builds every answer anew)",
+      "32Mi",
     )
     .option(
       "--allow-cluster-wide-counts",

@@ -121,7 +121,8 @@ export class MetricsApi {
     body: JsonText;
     etag: string;
   };
-  private readonly rendered = new WeakMap<CustomMetricValue, Map<string, JsonText>>();
+  /** Serialized answers per answer object (one value, or a selector's array), by version and metricLabelSelector. */
+  private readonly rendered = new WeakMap<object, Map<string, JsonText>>();
   private mergedCustom?: { own: unknown; theirs: unknown; list: readonly CustomMetricInfo[] };
   private mergedExternal?: { own: unknown; theirs: unknown; list: readonly ExternalMetricInfo[] };
 
@@ -346,7 +347,7 @@ export class MetricsApi {
 
     const metricSelector = parseSelector(query.get("metricLabelSelector"), "metricLabelSelector");
     const echo = metricSelector.empty ? null : metricSelector.toObject();
-    const render = (values: CustomMetricValue[]) =>
+    const render = (values: readonly CustomMetricValue[]) =>
       version === "v1beta1" ? customValueListV1beta1(values, echo) : customValueListV1beta2(values, echo);
     if (bySelector) {
       const selector = parseSelector(query.get("labelSelector"), "labelSelector");
@@ -358,7 +359,7 @@ export class MetricsApi {
         metricSelector,
         cancel,
       });
-      return { ...ok(render(values), kind), items: values.length };
+      return { ...ok(this.serialized(values, version, query, render), kind), items: values.length };
     }
     const value = await this.provider.getMetricByName({
       groupResource,
@@ -368,17 +369,34 @@ export class MetricsApi {
       metricSelector,
       cancel,
     });
-    // One value: serialized once per answer object (the provider hands out the same object
-    // while the answer is unchanged), per version and metricLabelSelector.
+    return {
+      ...ok(
+        this.serialized(value, version, query, () => render([value])),
+        kind,
+      ),
+      items: 1,
+    };
+  }
+
+  /**
+   * An answer serialized once per answer object (the provider hands out the same object
+   * while the answer is unchanged), per version and metricLabelSelector.
+   */
+  private serialized<T extends object>(
+    answer: T,
+    version: string,
+    query: URLSearchParams,
+    render: (answer: T) => unknown,
+  ): JsonText {
     const key = `${version}|${query.get("metricLabelSelector") ?? ""}`;
-    let forValue = this.rendered.get(value);
-    let body = forValue?.get(key);
+    let forAnswer = this.rendered.get(answer);
+    let body = forAnswer?.get(key);
     if (!body) {
-      body = new JsonText(JSON.stringify(render([value])));
-      if (!forValue) this.rendered.set(value, (forValue = new Map<string, JsonText>()));
-      forValue.set(key, body);
+      body = new JsonText(JSON.stringify(render(answer)));
+      if (!forAnswer) this.rendered.set(answer, (forAnswer = new Map<string, JsonText>()));
+      forAnswer.set(key, body);
     }
-    return { ...ok(body, kind), items: 1 };
+    return body;
   }
 
   private async external(

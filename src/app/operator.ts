@@ -58,6 +58,8 @@ export interface OperatorOptions {
   sourcePolicy?: DestinationPolicy;
   /** The most an HTTP source may read from one answer, in bytes. @default MAX_RESPONSE_BYTES */
   sourceMaxResponseBytes?: number;
+  /** Memory for selector answers kept for reuse, in bytes (MappingProviderOptions). @default 32 MiB */
+  answerCacheBytes?: number;
   /** Whether `kubernetes` counts may read beyond a mapping's namespace. @default false */
   clusterWideCounts?: boolean;
   /**
@@ -97,7 +99,12 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   });
   const pods = new InformerPodIndex(opts.client, log);
   const mapper = new DiscoveryResourceMapper(opts.client);
-  const provider = new MappingProvider(new KubeSubjectLister(opts.client, mapper, pods), formatQuantity);
+  const provider = new MappingProvider(
+    new KubeSubjectLister(opts.client, mapper, pods),
+    formatQuantity,
+    Date.now,
+    { answerCacheBytes: opts.answerCacheBytes },
+  );
   const events = new EventRecorder(opts.client, "governor", log);
 
   let leading = opts.leaderElect === false;

@@ -40,7 +40,7 @@ function setUp(opts: { leader?: boolean } = {}) {
               }
             : undefined,
     },
-    pods: { list: () => [], get: () => undefined },
+    pods: { list: () => [], get: () => undefined, version: () => 0 },
     secrets: { read: async () => ({}) },
     events: new EventRecorder(kube, "governor", pino({ level: "silent" })),
     logger: pino({ level: "silent" }),

@@ -26,6 +26,8 @@ export interface PodIndex {
   /** Pods of `namespace`; with `where`, only those whose labels it accepts (checked before anything is copied). */
   list(namespace: string, where?: (labels: Record<string, string>) => boolean): PodInfo[];
   get(namespace: string, name: string): PodInfo | undefined;
+  /** A number that changes whenever a pod of `namespace` is added, changed or deleted. */
+  version(namespace: string): number;
 }
 
 function toInfo(p: Pod): PodInfo {
@@ -42,11 +44,36 @@ function toInfo(p: Pod): PodInfo {
 /** A {@link PodIndex} backed by a cluster-wide pod informer. */
 export class InformerPodIndex implements PodIndex {
   private readonly informer: ResilientInformer<Pod>;
+  /** Changes seen per namespace since the last (re)list. */
+  private readonly changes = new Map<string, number>();
+  /** (Re)lists so far: each starts every namespace's version anew. */
+  private lists = 0;
 
   constructor(client: KubeApi, logger: Logger) {
+    const changed = (p: Pod) => {
+      const ns = p.metadata?.namespace ?? "";
+      this.changes.set(ns, (this.changes.get(ns) ?? 0) + 1);
+    };
     this.informer = client.informer<Pod>("/api/v1/pods", {
+      add: changed,
+      update: changed,
+      delete: changed,
+      // A relist's objects go into the cache right after this: start anew then too.
+      listed: () => {
+        this.relisted();
+        setImmediate(() => this.relisted());
+      },
       error: (err, retryIn) => logger.warn({ err, retryIn }, "pod watch failed; restarting"),
     });
+  }
+
+  private relisted(): void {
+    this.lists++;
+    this.changes.clear();
+  }
+
+  version(namespace: string): number {
+    return this.lists * 2 ** 32 + (this.changes.get(namespace) ?? 0);
   }
 
   get synced(): Promise<void> {

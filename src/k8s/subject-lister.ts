@@ -51,6 +51,10 @@ export class KubeSubjectLister implements SubjectLister {
     return objects;
   }
 
+  version(gr: GroupResource, namespace: string): number | undefined {
+    return isPods(gr) ? this.pods.version(namespace) : undefined;
+  }
+
   get(
     gr: GroupResource,
     namespace: string,

@@ -129,6 +129,79 @@ describe("MappingProvider and samplers", () => {
     expect(await one()).to.not.equal(fallback);
   });
 
+  it("answers a selector with the same array from its second request until the next sample, a pod change or a fallback", async () => {
+    let podsVersion = 1;
+    const listed: string[] = [];
+    const watched: SubjectLister = {
+      ...pods,
+      list: async (gr, ns, sel) => {
+        listed.push(sel.toString());
+        return pods.list(gr, ns, sel);
+      },
+      version: () => podsVersion,
+    };
+    const source = new ScriptedSource();
+    const sampler = new Sampler(source, { intervalMs: 60_000, request: () => ({ namespace: "shop" }) });
+    const provider = new MappingProvider(watched, formatQuantity, clock);
+    provider.activate({
+      key: "shop/rps",
+      namespace: "shop",
+      metric: "rps",
+      subject: { kind: "resource", groupResource: { group: "", resource: "pods" } },
+      sampler,
+      staleAfterMs: 120_000,
+      fallback: { value: 10, text: "10" },
+    });
+    await sampler.sampleNow();
+    now = sampler.state.last!.at.getTime();
+    // A selector asked for once is not kept (a flood of unique selectors keeps nothing)…
+    const once = await ask(provider);
+    const first = await ask(provider);
+    expect(first, "first request of the selector").to.not.equal(once);
+    // …from the second request on, it is, and the pods are not listed again.
+    listed.length = 0;
+    expect(await ask(provider), "unchanged sample and pods").to.equal(first);
+    expect(listed).to.deep.equal([]);
+    podsVersion++; // a pod of the namespace changed
+    const afterPodChange = await ask(provider);
+    expect(afterPodChange).to.not.equal(first);
+    expect(listed).to.deep.equal(["app=web"]);
+    expect(await ask(provider)).to.equal(afterPodChange);
+    source.value = 6;
+    await sampler.sampleNow();
+    now = sampler.state.last!.at.getTime();
+    const next = await ask(provider);
+    expect(next).to.not.equal(afterPodChange);
+    expect(next[0]!.value).to.equal("6");
+    now += 500_000; // stale: the fallback, stamped now, is never reused
+    const fallback = await ask(provider);
+    expect(fallback[0]!.value).to.equal("10");
+    now += 1000;
+    expect(await ask(provider)).to.not.equal(fallback);
+  });
+
+  it("builds every selector answer anew with answerCacheBytes 0", async () => {
+    const watched: SubjectLister = { ...pods, version: () => 1 };
+    const sampler = new Sampler(new ScriptedSource(), {
+      intervalMs: 60_000,
+      request: () => ({ namespace: "shop" }),
+    });
+    const provider = new MappingProvider(watched, formatQuantity, clock, { answerCacheBytes: 0 });
+    provider.activate({
+      key: "shop/rps",
+      namespace: "shop",
+      metric: "rps",
+      subject: { kind: "resource", groupResource: { group: "", resource: "pods" } },
+      sampler,
+      staleAfterMs: 120_000,
+    });
+    await sampler.sampleNow();
+    now = sampler.state.last!.at.getTime();
+    const answers = [await ask(provider), await ask(provider), await ask(provider)];
+    expect(new Set(answers).size).to.equal(3);
+    expect(answers.map((a) => a.map((v) => v.value))).to.deep.equal([["5"], ["5"], ["5"]]);
+  });
+
   it("lists a mapping in discovery while active and forgets it when deactivated", () => {
     const { provider } = setup();
     expect(provider.listCustomMetrics()).to.deep.equal([

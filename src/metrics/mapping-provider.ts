@@ -60,6 +60,11 @@ export interface SubjectLister {
   describe(gr: GroupResource): Promise<{ kind: string; apiVersion: string; namespaced: boolean } | undefined>;
   /** Objects in `namespace` matching `selector`. */
   list(gr: GroupResource, namespace: string, selector: LabelSelector): Promise<SubjectObject[]>;
+  /**
+   * A number that changes whenever `list` of `gr` in `namespace` could answer differently;
+   * undefined when that is not known locally (then selector answers are never reused).
+   */
+  version?(gr: GroupResource, namespace: string): number | undefined;
   /** One object, or undefined when it does not exist (synchronous when it is known locally, e.g. pods). */
   get(
     gr: GroupResource,
@@ -74,6 +79,29 @@ type Described = { kind: string; apiVersion: string; namespaced: boolean };
 type Served = { scalar?: number; values?: ReadonlyMap<string, number>; at: Date };
 
 type HandedOut = { m: ActiveMapping; at: Date; info: Described; raw: number; value: CustomMetricValue };
+/** A selector's answer and what it was built from. */
+type Answered = {
+  m: ActiveMapping;
+  sampler: Sampler;
+  at: Date;
+  scalar?: number;
+  values?: ReadonlyMap<string, number>;
+  info: Described;
+  version: number;
+  out: readonly CustomMetricValue[];
+};
+
+/** Options of {@link MappingProvider}. */
+export interface MappingProviderOptions {
+  /**
+   * The most memory selector answers are kept in for reuse, in bytes (an estimate that
+   * counts their serialized bytes too); 0 builds every answer anew. @default 32 MiB
+   */
+  answerCacheBytes?: number;
+}
+
+/** Estimated bytes one kept selector answer item costs: its objects, and its share of the serialized text and buffer. */
+const ANSWER_ITEM_BYTES = 700;
 
 /** How long a resource's kind/apiVersion is reused before asking the resource mapper again. */
 const DESCRIBED_TTL_MS = 30_000;
@@ -102,13 +130,28 @@ export class MappingProvider implements MetricsProvider {
     sizeOf: (key) => stringBytes(key) * 2 + 400,
   });
   private readonly askedBefore = new Doorkeeper();
+  /**
+   * Selector answers, keyed `mapping key NUL selector`: the same array (and so the same
+   * serialized bytes, see metrics-api.ts) while the sample, the matching objects and the
+   * kind are unchanged. A selector gets in on its second request (a flood of unique
+   * selectors keeps nothing); bounded in bytes, least recently used out first.
+   */
+  private readonly answers?: LRUCache<string, Answered>;
   private externalList?: ExternalMetricInfo[];
 
   constructor(
     private readonly subjects: SubjectLister,
     private readonly format: Formatter,
     private readonly now: () => number = Date.now,
-  ) {}
+    opts: MappingProviderOptions = {},
+  ) {
+    const maxBytes = opts.answerCacheBytes ?? 32 << 20;
+    if (maxBytes > 0)
+      this.answers = byteBoundedCache<string, Answered>({
+        maxBytes,
+        sizeOf: (key, a) => stringBytes(key) + 200 + a.out.length * ANSWER_ITEM_BYTES,
+      });
+  }
 
   /** Serves `m` (replacing whatever it served before under its key). */
   activate(m: ActiveMapping): void {
@@ -231,7 +274,7 @@ export class MappingProvider implements MetricsProvider {
     return out;
   }
 
-  async getMetricBySelector(req: SelectorMetricRequest): Promise<CustomMetricValue[]> {
+  async getMetricBySelector(req: SelectorMetricRequest): Promise<readonly CustomMetricValue[]> {
     if (req.namespace === undefined)
       throw new MetricNotFoundError(
         `metrics of cluster-scoped ${formatGroupResource(req.groupResource)} are not served (a MetricMapping serves its own namespace)`,
@@ -241,6 +284,35 @@ export class MappingProvider implements MetricsProvider {
       this.describedNow(req.groupResource) ??
       (await untilCancelled(this.describe(req.groupResource), req.cancel));
     const sampler = m.forSelector && !req.selector.empty ? m.forSelector(req.selector) : m.sampler;
+    // Warm and known locally (pods): the answer built for the same sample, objects and kind.
+    const version =
+      this.answers && sampler.state.last
+        ? this.subjects.version?.(req.groupResource, req.namespace)
+        : undefined;
+    if (version !== undefined) {
+      const sample = this.evaluate(m, sampler);
+      const memoKey = `${m.key}\u0000${req.selector.toString()}`;
+      const hit = this.answers!.get(memoKey);
+      if (
+        hit &&
+        hit.m === m &&
+        hit.sampler === sampler &&
+        hit.at === sample.at &&
+        hit.scalar === sample.scalar &&
+        hit.values === sample.values &&
+        hit.info === info &&
+        hit.version === version
+      )
+        return hit.out;
+      const objects = await untilCancelled(
+        this.subjects.list(req.groupResource, req.namespace, req.selector),
+        req.cancel,
+      );
+      const out = this.selectorValues(m, info, req.namespace, objects, sample);
+      if (hit || this.askedBefore.seenBefore(memoKey))
+        this.answers!.set(memoKey, { m, sampler, ...sample, info, version, out });
+      return out;
+    }
     const [objects, sample] = await untilCancelled(
       Promise.all([
         this.subjects.list(req.groupResource, req.namespace, req.selector),
@@ -248,6 +320,17 @@ export class MappingProvider implements MetricsProvider {
       ]),
       req.cancel,
     );
+    return this.selectorValues(m, info, req.namespace, objects, sample);
+  }
+
+  /** One value per object that the sample has a value for. */
+  private selectorValues(
+    m: ActiveMapping,
+    info: Described,
+    namespace: string,
+    objects: readonly SubjectObject[],
+    sample: Served,
+  ): CustomMetricValue[] {
     const out: CustomMetricValue[] = [];
     for (const o of objects) {
       const value = sample.scalar ?? sample.values?.get(o.name);
@@ -255,7 +338,7 @@ export class MappingProvider implements MetricsProvider {
       out.push(
         this.customValue(
           m,
-          { kind: info.kind, apiVersion: info.apiVersion, namespace: req.namespace, name: o.name },
+          { kind: info.kind, apiVersion: info.apiVersion, namespace, name: o.name },
           value,
           sample.at,
         ),

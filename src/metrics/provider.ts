@@ -130,7 +130,7 @@ export interface MetricsProvider {
    */
   getMetricByName(req: ObjectMetricRequest): Promise<CustomMetricValue>;
   /** One value per matching object that has one (possibly none). */
-  getMetricBySelector(req: SelectorMetricRequest): Promise<CustomMetricValue[]>;
+  getMetricBySelector(req: SelectorMetricRequest): Promise<readonly CustomMetricValue[]>;
   /** Every series of the metric that matches; the HPA sums them. */
   getExternalMetric(req: ExternalMetricRequest): Promise<ExternalMetricValue[]>;
 }

@@ -263,6 +263,37 @@ ${extra}`;
     expect(ns_.namespaced).to.equal(false);
   });
 
+  it("answers a repeated selector query with the pods as they are now: one created or relabeled since the last answer counts", async () => {
+    // One sample for the whole test (interval 1h): only the pods change between answers.
+    apply(mm("pod-load", "pod_load", "{resource: pods}", "3", "  interval: 1h\n  staleAfter: 2h"));
+    const pod = (name: string) =>
+      cluster.client.create(`/api/v1/namespaces/${ns.name}/pods`, {
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name, labels: { app: "changing" } },
+        spec: { containers: [{ name: "app", image: "example.invalid/web:1" }] },
+      });
+    const names = async () =>
+      (
+        (
+          await get(
+            `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/*/pod_load?labelSelector=app%3Dchanging`,
+          )
+        ).json.items as { describedObject: { name: string } }[]
+      )
+        .map((i) => i.describedObject.name)
+        .sort();
+    await pod("web-a");
+    await eventually(async () => expect(await names()).to.deep.equal(["web-a"]));
+    expect(await names(), "asked again: the kept answer").to.deep.equal(["web-a"]);
+    await pod("web-b");
+    await eventually(async () => expect(await names()).to.deep.equal(["web-a", "web-b"]));
+    await cluster.client.mergePatch(`/api/v1/namespaces/${ns.name}/pods/web-a`, {
+      metadata: { labels: { app: "other" } },
+    });
+    await eventually(async () => expect(await names()).to.deep.equal(["web-b"]));
+  });
+
   it("reports what only the operator can judge in status.conditions", async () => {
     apply(
       [
