@@ -10,13 +10,12 @@
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
-import { createServer } from "node:http";
 import { join } from "node:path";
 import { createCA } from "../src/certs/certs.js";
 import { buildLocalService } from "../src/manifests/api-service.js";
 import { httpsGet } from "../src/testing/https-get.js";
 import { type KedaProcesses, kedaBuild, startKeda } from "../src/testing/keda.js";
-import { TestPrometheus } from "../test/support/prometheus.js";
+import { gauge, scrapedSeries } from "./exposition.js";
 import {
   type Bench,
   type Child,
@@ -185,44 +184,41 @@ async function deleteScaledObjects(b: Bench, created: number[]): Promise<void> {
   throw new Error("KEDA's ScaledObjects or their HPAs were still there a minute after they were deleted");
 }
 
-export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 64]): Promise<void> {
+/**
+ * KEDA's CRDs applied and its two processes started (certificates under the run's
+ * directory `dir`), tracked by the harness: stopped if the run is killed.
+ */
+export async function startBenchKeda(
+  b: Bench,
+  dir: string,
+): Promise<KedaProcesses & { metricsServer: Child }> {
   const build = kedaBuild();
   const crds = build.crds.flatMap((f) => ["-f", f]);
   execFileSync("kubectl", ["apply", "--server-side", ...crds], { env: b.env, stdio: "ignore" });
   execFileSync("kubectl", ["wait", "--for=condition=Established", ...crds], { env: b.env, stdio: "ignore" });
-  const target = createServer((_req, res) => {
-    const lines = Array.from(
-      { length: HPAS },
-      (_, i) => `bench_queue_messages{queue="${queueName(i)}"} ${depth(i)}`,
-    );
-    res
-      .writeHead(200, { "content-type": "text/plain; version=0.0.4" })
-      .end(["# TYPE bench_queue_messages gauge", ...lines, ""].join("\n"));
+  mkdirSync(join(b.dir, dir), { recursive: true });
+  const k = await startKeda({
+    build,
+    dir: join(b.dir, dir),
+    kubeconfig: b.kubeconfig,
+    namespace: NS,
+    grpcCa: await createCA(`bench-${dir}-grpc-ca`),
+    tls: { certFile: b.servingCert.certFile, keyFile: b.servingCert.keyFile, ca: b.ca.cert },
   });
-  await new Promise<void>((r) => target.listen(0, "127.0.0.1", () => r()));
-  const prometheus = new TestPrometheus([
-    { address: `127.0.0.1:${(target.address() as { port: number }).port}`, labels: { namespace: NS } },
-  ]);
+  child(k.operator.process, 0);
+  return { ...k, metricsServer: child(k.adapter.process, k.port) };
+}
+
+export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 64]): Promise<void> {
+  const exposition = gauge("bench_queue_messages", HPAS, (i) => [`queue="${queueName(i)}"`, depth(i)]);
+  const { prometheus, stop } = await scrapedSeries(() => exposition);
   let keda: KedaProcesses | undefined;
   const created: number[] = [];
   const mapped: number[] = [];
   const ours: number[] = [];
   try {
-    await prometheus.start();
-    const dir = join(b.dir, "keda");
-    mkdirSync(dir, { recursive: true });
-    keda = await startKeda({
-      build,
-      dir,
-      kubeconfig: b.kubeconfig,
-      namespace: NS,
-      grpcCa: await createCA("bench-keda-grpc-ca"),
-      tls: { certFile: b.servingCert.certFile, keyFile: b.servingCert.keyFile, ca: b.ca.cert },
-    });
-    const k = keda;
-    // Tracked by the harness: stopped if the run is killed.
-    const metricsServer = child(k.adapter.process, k.port);
-    child(k.operator.process, 0);
+    const k = (keda = await startBenchKeda(b, "keda"));
+    const metricsServer = k.metricsServer;
     const kedaPids = () => [k.operator.process.pid!, k.adapter.process.pid!];
     const name = `KEDA ${k.version}`;
     const service = buildLocalService({ namespace: NS, name: SERVICES.governor, port: governor.port });
@@ -470,7 +466,6 @@ export async function kedaRows(b: Bench, governor: Child, connections = [1, 16, 
       await b.client
         .delete(`/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings/${queueName(i)}`)
         .catch(() => false);
-    await prometheus.stop();
-    target.close();
+    await stop();
   }
 }

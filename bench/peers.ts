@@ -9,12 +9,13 @@
  * what a Governor in front of the adapter adds to a metric it forwards (ADR 0011).
  */
 import { writeFileSync } from "node:fs";
-import { createServer } from "node:http";
 import { join } from "node:path";
-import { TestPrometheus } from "../test/support/prometheus.js";
+import type { TestPrometheus } from "../test/support/prometheus.js";
+import { scrapedSeries } from "./exposition.js";
 import { buildApiServices, buildLocalService } from "../src/manifests/api-service.js";
 import { type HttpsGetOptions, httpsGet } from "../src/testing/https-get.js";
 import { startPrometheusAdapter } from "../src/testing/prometheus-adapter.js";
+import { KubeApiError } from "../src/k8s/client.js";
 import { WARM_PATH } from "./direct.js";
 import {
   type Bench,
@@ -31,6 +32,7 @@ import {
   startGovernor,
 } from "./harness.js";
 import { unregister } from "./aggregator.js";
+import { rulesRows } from "./peer-rules.js";
 import { coresOf, snapshot } from "./disturbance.js";
 
 const PODS = 50;
@@ -274,34 +276,64 @@ export function apiServiceRouter(
   };
 }
 
-export async function peerRows(b: Bench, governor: Child, connections = [1, 16, 64]): Promise<void> {
+/**
+ * Runs `fn` with the peers' workload: 50 pods labelled `app=peer` (created once per run),
+ * each with a request counter growing at its own rate, scraped by a real Prometheus.
+ */
+async function withPeerPods(b: Bench, fn: (prometheus: TestPrometheus) => Promise<void>): Promise<void> {
   const started = performance.now();
   // Each pod's counter grows at (i % 7 + 1) requests a second.
-  const target = createServer((_req, res) => {
+  const { prometheus, stop } = await scrapedSeries(() => {
     const t = (performance.now() - started) / 1000;
     const lines = Array.from(
       { length: PODS },
       (_, i) => `bench_http_requests_total{pod="${podName(i)}"} ${Math.floor(t * ((i % 7) + 1))}`,
     );
-    res
-      .writeHead(200, { "content-type": "text/plain; version=0.0.4" })
-      .end(["# TYPE bench_http_requests_total counter", ...lines, ""].join("\n"));
+    return ["# TYPE bench_http_requests_total counter", ...lines, ""].join("\n");
   });
-  await new Promise<void>((r) => target.listen(0, "127.0.0.1", () => r()));
-  const prometheus = new TestPrometheus([
-    { address: `127.0.0.1:${(target.address() as { port: number }).port}`, labels: { namespace: NS } },
-  ]);
+  try {
+    await pool(PODS, 16, (i) =>
+      b.client
+        .create(`/api/v1/namespaces/${NS}/pods`, {
+          apiVersion: "v1",
+          kind: "Pod",
+          metadata: { name: podName(i), labels: { app: "peer" } },
+          spec: { containers: [{ name: "app", image: "example.invalid/peer:1" }] },
+        })
+        .catch((err: unknown) => {
+          // The other part of this run made it.
+          if (!(err instanceof KubeApiError && err.statusCode === 409)) throw err;
+        }),
+    );
+    await fn(prometheus);
+  } finally {
+    await stop();
+  }
+}
+
+/** The rows against prometheus-adapter with 10 and 1,000 rules (bench/peer-rules.ts). */
+export async function peerRulesRows(b: Bench, governor: Child): Promise<void> {
+  await withPeerPods(b, (prometheus) =>
+    rulesRows(b, governor, {
+      prometheusUrl: prometheus.url,
+      pods: PODS,
+      adapterArgs: ADAPTER_CONFIGS[0]!.args,
+    }),
+  );
+}
+
+export async function peerRows(b: Bench, governor: Child, connections = [1, 16, 64]): Promise<void> {
+  await withPeerPods(b, (prometheus) => requestRows(b, governor, prometheus, connections));
+}
+
+async function requestRows(
+  b: Bench,
+  governor: Child,
+  prometheus: TestPrometheus,
+  connections: number[],
+): Promise<void> {
   let adapter: (Child & { version: string }) | undefined;
   try {
-    await prometheus.start();
-    await pool(PODS, 16, (i) =>
-      b.client.create(`/api/v1/namespaces/${NS}/pods`, {
-        apiVersion: "v1",
-        kind: "Pod",
-        metadata: { name: podName(i), labels: { app: "peer" } },
-        spec: { containers: [{ name: "app", image: "example.invalid/peer:1" }] },
-      }),
-    );
     await b.client.create(`/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings`, {
       apiVersion: "governor.dev/v1alpha1",
       kind: "MetricMapping",
@@ -394,7 +426,8 @@ export async function peerRows(b: Bench, governor: Child, connections = [1, 16, 
   } finally {
     await unregister(b);
     await adapter?.stop();
-    await prometheus.stop();
-    target.close();
+    await b.client
+      .delete(`/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings/peer-rps`)
+      .catch(() => false);
   }
 }

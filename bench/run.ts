@@ -23,13 +23,16 @@ import { applyWarmMetric, baselineCheck, directRows, noiseCheck, WARM_PATH } fro
 import { NS, ROOT, deleteNamespace, proxied, setUp, startGovernor, waitFor200 } from "./harness.js";
 import { applyToServableRows, coalescingRows } from "./lifecycle.js";
 import { outageRows } from "./outage.js";
-import { peerRows } from "./peers.js";
+import { peerRows, peerRulesRows } from "./peers.js";
 import { scaleRows } from "./scale.js";
 import { scaleFromZeroRows } from "./scale-from-zero.js";
 import { selectorRows } from "./selector.js";
 import type { RunResults } from "./stats.js";
 import { freePort } from "../src/util/ports.js";
 import { kedaRows } from "./keda.js";
+import { growthRows } from "./growth.js";
+import type { GrowthPoint } from "./plot.js";
+import { kedaIdleRows } from "./keda-idle.js";
 
 const quick = process.argv.includes("--quick");
 /** `--only <text>`: run only the parts whose name contains it (and the noise check); implies `--quick`'s leaving the README and the kept results alone. */
@@ -70,7 +73,9 @@ async function main() {
         aggregatorRows(b, governor, await freePort(), [1, 16]),
       );
       await part("against prometheus-adapter", () => peerRows(b, governor, [1, 16, 64]));
+      await part("against prometheus-adapter: 10 and 1,000 rules", () => peerRulesRows(b, governor));
       await part("against KEDA", () => kedaRows(b, governor, [1, 16, 64]));
+      await part("against KEDA: 1,000 queues", () => kedaIdleRows(b, governor));
       await part("apply → servable, coalescing", async () => {
         await applyToServableRows(b, governor);
         await coalescingRows(b, governor);
@@ -92,7 +97,19 @@ async function main() {
     // A fresh Governor loads the mappings below: without the 5,000 pods in its cache. Deleting
     // them all takes the apiserver longer than the client's default 30 s.
     await b.client.request("DELETE", `/api/v1/namespaces/${NS}/pods`, { timeoutMs: 300_000 });
-    await part(`${quick ? "1,000" : "10,000"} MetricMappings`, () => scaleRows(b, quick ? 1000 : 10_000));
+    let measured: GrowthPoint[] = [];
+    await part(`${quick ? "1,000" : "10,000"} MetricMappings`, async () => {
+      measured = [await scaleRows(b, quick ? 1000 : 10_000)];
+    });
+    // The README shows a full run's chart; other runs leave it alone.
+    await part("how cost grows", () =>
+      growthRows(
+        b,
+        quick ? [200, 1000, 5000] : [1000, 10_000, 50_000],
+        measured,
+        quick || only ? "latest-growth.svg" : "growth.svg",
+      ),
+    );
   } finally {
     await b.load.stop();
     await b.probes.stop();

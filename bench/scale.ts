@@ -6,12 +6,15 @@
  * (against fresh Governors' RSS with a handful of mappings, three processes), and
  * discovery p99 (against a bare server returning the same bytes), CPU and status writes
  * once steady; then the RSS of a Governor on plain node, without the shipped V8 flags.
+ * Its figures are also the 10,000 point of "how cost grows" (growth.ts), which loads other
+ * sizes with {@link loadMany} too.
  */
 import type { KubernetesListObject } from "@kubernetes/client-node";
 import { startInformer } from "../src/k8s/informer.js";
 import { httpsGet } from "../src/testing/https-get.js";
 import {
   type Bench,
+  type Child,
   NS,
   comparisonRows,
   cpuSeconds,
@@ -26,6 +29,7 @@ import {
   startBare,
   startGovernor,
 } from "./harness.js";
+import type { GrowthPoint } from "./plot.js";
 import { showSpread, spread } from "./stats.js";
 
 const MAPPINGS = 10_000;
@@ -80,15 +84,37 @@ function rssRow(name: string, rss: number[], idle: number[][], baseline: string)
   };
 }
 
-export async function scaleRows(b: Bench, n = MAPPINGS): Promise<void> {
-  // Before the many mappings exist: the namespace holds the warm mapping and the earlier rows' few.
-  const idle = await idleRss(b);
+/** The label of the many mappings (they are deleted by it). */
+export const MANY = "bench.governor.dev/many";
+
+/** `n` MetricMappings loaded by a fresh Governor: how long it took, and what it serves. */
+export interface Loaded {
+  governor: Child;
+  /** The apiserver's time to create them, 32 in flight. */
+  createMs: number;
+  /** From Governor's start until discovery lists all of them / all are Ready. */
+  servedMs: number;
+  readyMs: number;
+  /** Governor's discovery document with all of them. */
+  discovery: { url: string; body: string };
+  /** Status updates of the mappings seen so far. */
+  updates(): number;
+  /** Stops watching (not Governor). */
+  stopWatching(): Promise<void>;
+}
+
+/**
+ * Creates MetricMappings `many-0` … `many-(n-1)` (static values, each its own metric), then
+ * starts a fresh Governor and waits until discovery lists them all and every status says
+ * Ready. The caller stops the Governor and watch, and deletes the mappings (label {@link MANY}).
+ */
+export async function loadMany(b: Bench, n: number): Promise<Loaded> {
   const t0 = performance.now();
   await pool(n, 32, (i) =>
     b.client.create(PATH, {
       apiVersion: "governor.dev/v1alpha1",
       kind: "MetricMapping",
-      metadata: { name: `many-${i}` },
+      metadata: { name: `many-${i}`, labels: { [MANY]: "true" } },
       spec: { metric: `many_${i}`, subject: { resource: "pods" }, source: { static: { value: String(i) } } },
     }),
   );
@@ -134,17 +160,42 @@ export async function scaleRows(b: Bench, n = MAPPINGS): Promise<void> {
         }
       }
       if (ready.size === n) readyMs = performance.now() - started;
-      if (performance.now() - started > 900_000)
-        throw new Error(`after 15 min: ${ready.size} of ${n} mappings Ready\n${governor.log()}`);
+      if (performance.now() - started > 1_800_000)
+        throw new Error(`after 30 min: ${ready.size} of ${n} mappings Ready\n${governor.log()}`);
       await sleep(250);
     }
+    return {
+      governor,
+      createMs,
+      servedMs,
+      readyMs,
+      discovery: { url: discovery, body },
+      updates: () => updates,
+      stopWatching: () => informer.stop(),
+    };
+  } catch (err) {
+    await informer.stop();
+    await governor.stop();
+    throw err;
+  }
+}
+
+export async function scaleRows(b: Bench, n = MAPPINGS): Promise<GrowthPoint> {
+  // Before the many mappings exist: the namespace holds the warm mapping and the earlier rows' few.
+  const idle = await idleRss(b);
+  const loaded = await loadMany(b, n);
+  const { governor, createMs, servedMs, readyMs } = loaded;
+  const updates = () => loaded.updates();
+  const { url: discovery, body } = loaded.discovery;
+  let point: GrowthPoint;
+  try {
     // Steady state: nothing changes, so nothing should be written; CPU is sampling alone.
     await sleep(10_000);
-    const [cpu0, updates0, t0] = [cpuSeconds(governor.process.pid!), updates, performance.now()];
+    const [cpu0, updates0, t0] = [cpuSeconds(governor.process.pid!), updates(), performance.now()];
     const rss = await sampleRss(governor.process.pid!, 31, 2000); // over the 60 s of the CPU window
     const window = (performance.now() - t0) / 1000;
     const steadyCpu = ((cpuSeconds(governor.process.pid!) - cpu0) / window) * 100;
-    const steadyWrites = (updates - updates0) / window;
+    const steadyWrites = (updates() - updates0) / window;
     const bare = await startBare(b, body);
     try {
       const tls = { tls: b.frontProxy, headers: b.proxyHeaders };
@@ -192,11 +243,18 @@ export async function scaleRows(b: Bench, n = MAPPINGS): Promise<void> {
           "bare node:https, same bytes",
         ),
       );
+      point = {
+        mappings: n,
+        rssMB: spread(rss).median,
+        cpuPercent: steadyCpu,
+        readyS: readyMs / 1000,
+        discoveryP99Ms: spread(m.a.map((r) => r.p99)).median,
+      };
     } finally {
       await bare.stop();
     }
   } finally {
-    await informer.stop();
+    await loaded.stopWatching();
     await governor.stop();
   }
 
@@ -221,4 +279,5 @@ export async function scaleRows(b: Bench, n = MAPPINGS): Promise<void> {
   } finally {
     await plain.stop();
   }
+  return point;
 }

@@ -9,8 +9,7 @@
  * `--answer-cache-size=0`, builds every answer anew (what the first reader after a new
  * sample or a pod change waits for).
  */
-import { createServer } from "node:http";
-import { TestPrometheus } from "../test/support/prometheus.js";
+import { gauge, scrapedSeries } from "./exposition.js";
 import {
   type Bench,
   type Child,
@@ -48,26 +47,15 @@ export async function createPods(b: Bench, n = PODS): Promise<void> {
 }
 
 export async function selectorRows(b: Bench, governor: Child): Promise<void> {
-  const exposition = [
-    "# TYPE bench_pod_load gauge",
-    ...Array.from({ length: PODS }, (_, i) => `bench_pod_load{pod="${podName(i)}"} ${i % 97}`),
-    "",
-  ].join("\n");
-  const target = createServer((_req, res) =>
-    res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(exposition),
-  );
-  await new Promise<void>((r) => target.listen(0, "127.0.0.1", () => r()));
+  const exposition = gauge("bench_pod_load", PODS, (i) => [`pod="${podName(i)}"`, i % 97]);
   // Scraped every 5 s, as often as Governor samples: 5,000 series a second would be work
   // beside the load generator that neither side needs.
-  const prometheus = new TestPrometheus(
-    [{ address: `127.0.0.1:${(target.address() as { port: number }).port}`, labels: { namespace: NS } }],
-    "5s",
-  );
+  const { prometheus, stop } = await scrapedSeries(() => exposition, "5s");
   let bare: Child | undefined;
   let second: Child | undefined;
   let uncached: Child | undefined;
   try {
-    await Promise.all([prometheus.start(), createPods(b)]);
+    await createPods(b);
     await b.client.create(`/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings`, {
       apiVersion: "governor.dev/v1alpha1",
       kind: "MetricMapping",
@@ -152,8 +140,7 @@ export async function selectorRows(b: Bench, governor: Child): Promise<void> {
     await bare?.stop();
     await second?.stop();
     await uncached?.stop();
-    await prometheus.stop();
-    target.close();
+    await stop();
   }
 }
 

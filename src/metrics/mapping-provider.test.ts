@@ -1,7 +1,12 @@
 import { expect } from "chai";
 import { LabelSelector } from "../selectors/label-selector.js";
 import type { MetricSource, SampleValue } from "../sources/source.js";
-import { MappingProvider, type ActiveMapping, type SubjectLister } from "./mapping-provider.js";
+import {
+  MappingProvider,
+  type ActiveMapping,
+  type MappingProviderOptions,
+  type SubjectLister,
+} from "./mapping-provider.js";
 import { MetricUnavailableError } from "./provider.js";
 import { formatQuantity } from "./quantity.js";
 import { Sampler } from "./sampler.js";
@@ -34,10 +39,14 @@ const pods: SubjectLister = {
 describe("MappingProvider and samplers", () => {
   let now = 1_000_000;
   const clock = () => now;
-  const setup = (extra: Partial<ActiveMapping> = {}) => {
+  const setup = (
+    extra: Partial<ActiveMapping> = {},
+    subjects: SubjectLister = pods,
+    opts: MappingProviderOptions = {},
+  ) => {
     const source = new ScriptedSource();
     const sampler = new Sampler(source, { intervalMs: 60_000, request: () => ({ namespace: "shop" }) });
-    const provider = new MappingProvider(pods, formatQuantity, clock);
+    const provider = new MappingProvider(subjects, formatQuantity, clock, opts);
     provider.activate({
       key: "shop/rps",
       namespace: "shop",
@@ -140,18 +149,7 @@ describe("MappingProvider and samplers", () => {
       },
       version: () => podsVersion,
     };
-    const source = new ScriptedSource();
-    const sampler = new Sampler(source, { intervalMs: 60_000, request: () => ({ namespace: "shop" }) });
-    const provider = new MappingProvider(watched, formatQuantity, clock);
-    provider.activate({
-      key: "shop/rps",
-      namespace: "shop",
-      metric: "rps",
-      subject: { kind: "resource", groupResource: { group: "", resource: "pods" } },
-      sampler,
-      staleAfterMs: 120_000,
-      fallback: { value: 10, text: "10" },
-    });
+    const { source, sampler, provider } = setup({ fallback: { value: 10, text: "10" } }, watched);
     await sampler.sampleNow();
     now = sampler.state.last!.at.getTime();
     // A selector asked for once is not kept (a flood of unique selectors keeps nothing)…
@@ -182,19 +180,7 @@ describe("MappingProvider and samplers", () => {
 
   it("builds every selector answer anew with answerCacheBytes 0", async () => {
     const watched: SubjectLister = { ...pods, version: () => 1 };
-    const sampler = new Sampler(new ScriptedSource(), {
-      intervalMs: 60_000,
-      request: () => ({ namespace: "shop" }),
-    });
-    const provider = new MappingProvider(watched, formatQuantity, clock, { answerCacheBytes: 0 });
-    provider.activate({
-      key: "shop/rps",
-      namespace: "shop",
-      metric: "rps",
-      subject: { kind: "resource", groupResource: { group: "", resource: "pods" } },
-      sampler,
-      staleAfterMs: 120_000,
-    });
+    const { sampler, provider } = setup({}, watched, { answerCacheBytes: 0 });
     await sampler.sampleNow();
     now = sampler.state.last!.at.getTime();
     const answers = [await ask(provider), await ask(provider), await ask(provider)];

@@ -10,6 +10,7 @@ import { createServer } from "node:http";
 import { Agent } from "node:https";
 import { fileURLToPath } from "node:url";
 import { httpsGet } from "../../src/testing/https-get.js";
+import { limitCpu } from "./cpu-limit.js";
 
 /**
  * What to send: `paths[i % paths.length]` with every `{i}` replaced by `i` (from `from`
@@ -42,12 +43,26 @@ export interface FloodResult {
 
 /**
  * Runs `plan` in a child process and waits for it; `onStart` is called when the child
- * sends its first requests (after its start-up).
+ * sends its first requests (after its start-up). With `cpuMillicores`, the child runs
+ * under that CPU limit (cpu-limit.ts), as a tenant's pod with `limits.cpu` would.
  */
-export async function flood(plan: FloodPlan, onStart?: () => void): Promise<FloodResult> {
+export async function flood(
+  plan: FloodPlan,
+  onStart?: () => void,
+  cpuMillicores?: number,
+): Promise<FloodResult> {
   const cp = spawn(process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), "flood"], {
     stdio: ["pipe", "pipe", "inherit"],
   });
+  let release = () => {};
+  if (cpuMillicores !== undefined) {
+    try {
+      release = limitCpu(cp.pid!, cpuMillicores);
+    } catch (err) {
+      cp.kill();
+      throw err;
+    }
+  }
   let out = "";
   cp.stdout.on("data", (d: Buffer) => {
     out += d.toString();
@@ -59,6 +74,7 @@ export async function flood(plan: FloodPlan, onStart?: () => void): Promise<Floo
   });
   cp.stdin.end(JSON.stringify(plan));
   const code = await new Promise<number | null>((resolve) => cp.once("exit", resolve));
+  release();
   if (code !== 0) throw new Error(`the flood process exited with ${code}: ${out}`);
   const r = JSON.parse(out.slice("flooding\n".length)) as Omit<FloodResult, "statuses"> & {
     statuses: [number, number][];
