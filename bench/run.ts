@@ -10,7 +10,8 @@
  * A full run also puts the table into the README (between its bench markers).
  * `npm run bench -- --quick` runs 1-second rounds and 1,000 instead of 10,000 mappings
  * (to try a change; it leaves the README alone). `--only <text>` runs only the parts whose
- * name contains the text, e.g. `npm run bench -- --quick --only prometheus-adapter`.
+ * name contains the text, e.g. `npm run bench -- --quick --only prometheus-adapter` (or one
+ * of several: `--only "selector|how cost grows"`).
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -35,7 +36,11 @@ import type { GrowthPoint } from "./plot.js";
 import { kedaIdleRows } from "./keda-idle.js";
 
 const quick = process.argv.includes("--quick");
-/** `--only <text>`: run only the parts whose name contains it (and the noise check); implies `--quick`'s leaving the README and the kept results alone. */
+/**
+ * `--only <text>`: run only the parts whose name contains it (and the noise check); several
+ * texts separated by `|` run the parts of each. Implies `--quick`'s leaving the README and
+ * the kept results alone.
+ */
 const onlyAt = process.argv.indexOf("--only");
 const only = onlyAt > 0 ? process.argv[onlyAt + 1] : undefined;
 /** Rounds of every comparison (ADR 0005): an even number (as many A-first as B-first), after a discarded warm-up. */
@@ -49,7 +54,7 @@ async function main() {
   let noise = "";
   /** Runs one part of the bench, then prints the rows it added (so a long run shows progress). */
   const part = async (what: string, fn: () => Promise<unknown>) => {
-    if (only && what !== "noise check" && !what.includes(only)) return;
+    if (only && what !== "noise check" && !only.split("|").some((o) => what.includes(o))) return;
     console.error(`[bench] ${what}`);
     const before = b.rows.length;
     try {
