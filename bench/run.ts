@@ -52,13 +52,29 @@ async function main() {
   const started = Date.now();
   const b = await setUp(ROUNDS);
   let noise = "";
-  /** Runs one part of the bench, then prints the rows it added (so a long run shows progress). */
+  /** Parts that threw: the run goes on without them, says so in its table and exits 1. */
+  const failed: string[] = [];
+  /**
+   * Runs one part of the bench, then prints the rows it added (so a long run shows
+   * progress). A part that throws gets a row saying so and the run goes on: one peer that
+   * will not start must not cost the other 90 minutes of figures.
+   */
   const part = async (what: string, fn: () => Promise<unknown>) => {
     if (only && what !== "noise check" && !only.split("|").some((o) => what.includes(o))) return;
     console.error(`[bench] ${what}`);
     const before = b.rows.length;
     try {
       await fn();
+    } catch (err) {
+      console.error(err);
+      failed.push(what);
+      const message = (err instanceof Error ? err.message : String(err)).split("\n")[0]!.slice(0, 200);
+      b.rows.push({
+        name: `${what}: **did not finish**`,
+        figure: message.replaceAll("|", "\\|"),
+        baseline: "—",
+        ratio: "—",
+      });
     } finally {
       for (const r of b.rows.slice(before))
         console.error(`  ${r.name}: ${r.figure} | ${r.baseline} | ${r.ratio}`);
@@ -156,9 +172,16 @@ async function main() {
       join(results, `${when.slice(0, 16).replace(":", "")}Z.json`),
       `${JSON.stringify(raw, null, 1)}\n`,
     );
-    await updateReadme(table);
+    // A table with a part missing does not replace the README's.
+    if (failed.length === 0) await updateReadme(table);
   }
   console.log(table);
+  if (failed.length > 0) {
+    console.error(
+      `[bench] ${failed.length} part(s) did not finish: ${failed.join("; ")} (the README was left alone)`,
+    );
+    process.exitCode = 1;
+  }
 }
 
 /** Puts the table between the README's bench markers (formatted as `npm run verify` expects). */
