@@ -7,7 +7,8 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type Bench, NS, ROOT, cpuSeconds, fmt, sampleRss, sleep } from "./harness.js";
+import { type Bench, NS, ROOT, cpuSeconds, fmt, sampleRss, shippedNodeOptions, sleep } from "./harness.js";
+import { heapFor } from "./heap.js";
 import { type GrowthPoint, growthSvg } from "./plot.js";
 import { MANY, loadMany } from "./scale.js";
 import { spread } from "./stats.js";
@@ -22,7 +23,7 @@ export async function deleteMany(b: Bench): Promise<void> {
 /** One size, measured with a fresh Governor on freshly created mappings. */
 async function measure(b: Bench, n: number): Promise<GrowthPoint> {
   await deleteMany(b);
-  const loaded = await loadMany(b, n);
+  const loaded = await loadMany(b, n, heapFor(n, shippedNodeOptions()));
   const pid = loaded.governor.process.pid!;
   try {
     await sleep(10_000);
@@ -71,9 +72,13 @@ export async function growthRows(
   }
   const base = points[0]!;
   const r = (x: number, y: number) => fmt(x / y, 1);
+  const heap = (n: number) => {
+    const raised = heapFor(n, shippedNodeOptions()).find((a) => !shippedNodeOptions().includes(a));
+    return raised ? ` (${raised})` : "";
+  };
   for (const p of points)
     b.rows.push({
-      name: `how cost grows: ${p.mappings} MetricMappings: RSS MB / CPU steady % of a core / loaded → all Ready s / discovery p99 ms`,
+      name: `how cost grows: ${p.mappings} MetricMappings${heap(p.mappings)}: RSS MB / CPU steady % of a core / loaded → all Ready s / discovery p99 ms`,
       figure: `${fmt(p.rssMB, 0)} / ${fmt(p.cpuPercent)} / ${fmt(p.readyS)} / ${fmt(p.discoveryP99Ms, 2)}`,
       baseline: `${fmt(base.rssMB, 0)} / ${fmt(base.cpuPercent)} / ${fmt(base.readyS)} / ${fmt(base.discoveryP99Ms, 2)} (${base.mappings} MetricMappings)`,
       ratio: `${r(p.rssMB, base.rssMB)} / ${r(p.cpuPercent, base.cpuPercent)} / ${r(p.readyS, base.readyS)} / ${r(p.discoveryP99Ms, base.discoveryP99Ms)} (×${fmt(p.mappings / base.mappings, 0)} mappings)`,

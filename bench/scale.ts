@@ -25,6 +25,7 @@ import {
   proxied,
   ratio,
   sampleRss,
+  shippedNodeOptions,
   sleep,
   startBare,
   startGovernor,
@@ -108,7 +109,11 @@ export interface Loaded {
  * starts a fresh Governor and waits until discovery lists them all and every status says
  * Ready. The caller stops the Governor and watch, and deletes the mappings (label {@link MANY}).
  */
-export async function loadMany(b: Bench, n: number): Promise<Loaded> {
+export async function loadMany(
+  b: Bench,
+  n: number,
+  nodeArgs: string[] = shippedNodeOptions(),
+): Promise<Loaded> {
   const t0 = performance.now();
   await pool(n, 32, (i) =>
     b.client.create(PATH, {
@@ -142,7 +147,7 @@ export async function loadMany(b: Bench, n: number): Promise<Loaded> {
   await informer.synced;
 
   const started = performance.now();
-  const governor = await startGovernor(b);
+  const governor = await startGovernor(b, nodeArgs);
   try {
     const discovery = `https://127.0.0.1:${governor.port}/apis/custom.metrics.k8s.io/v1beta2`;
     let servedMs = NaN;
@@ -160,6 +165,11 @@ export async function loadMany(b: Bench, n: number): Promise<Loaded> {
         }
       }
       if (ready.size === n) readyMs = performance.now() - started;
+      const { exitCode, signalCode } = governor.process;
+      if (exitCode !== null || signalCode !== null)
+        throw new Error(
+          `Governor exited (${exitCode ?? signalCode}) with ${ready.size} of ${n} mappings Ready (${nodeArgs.join(" ")})\n${governor.log().slice(-2000)}`,
+        );
       if (performance.now() - started > 1_800_000)
         throw new Error(`after 30 min: ${ready.size} of ${n} mappings Ready\n${governor.log()}`);
       await sleep(250);
