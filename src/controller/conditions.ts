@@ -1,8 +1,10 @@
 /**
  * `metav1.Condition` helpers: set a condition keeping `lastTransitionTime` unless the
- * status changed, as `meta.SetStatusCondition` does.
+ * status changed, as `meta.SetStatusCondition` does. A message is kept to one line of at
+ * most 1 KiB (it often quotes a source).
  */
 import type { Condition } from "../api/common.js";
+import { boundedText } from "../util/bounded-text.js";
 
 /** The fields a reconciler decides; the time and generation are filled in. */
 export interface ConditionUpdate {
@@ -24,6 +26,7 @@ export function setCondition(
   const previous = i === -1 ? undefined : list[i];
   const next: Condition = {
     ...update,
+    message: boundedText(update.message),
     observedGeneration: generation,
     lastTransitionTime:
       previous && previous.status === update.status

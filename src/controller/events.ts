@@ -6,6 +6,7 @@
 import type { Logger } from "pino";
 import { LRUCache } from "lru-cache";
 import type { KubeApi } from "../k8s/client.js";
+import { boundedText } from "../util/bounded-text.js";
 
 /** The object an Event is about. */
 export interface EventSubject {
@@ -31,7 +32,8 @@ export class EventRecorder {
 
   /** Records an event (fire and forget). */
   record(subject: EventSubject, type: "Normal" | "Warning", reason: string, message: string): void {
-    void this.post(subject, type, reason, message).catch((err: unknown) =>
+    // Cut before it keys the cache: a source's long text must not be held whole.
+    void this.post(subject, type, reason, boundedText(message)).catch((err: unknown) =>
       this.logger.debug({ err, reason }, "could not record event"),
     );
   }
@@ -55,7 +57,7 @@ export class EventRecorder {
       metadata: { name, namespace: subject.namespace },
       involvedObject: subject,
       reason,
-      message: message.slice(0, 1024),
+      message,
       type,
       source: { component: this.component },
       firstTimestamp: now,

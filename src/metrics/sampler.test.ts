@@ -117,3 +117,23 @@ describe("samples", () => {
     await sampler.stop();
   });
 });
+
+describe("a source's words", () => {
+  it("reach the sampler's state on one line of at most 1 KiB, however long the source's error", async () => {
+    const long = `line one\nline two ${"x".repeat(5 * 1024 * 1024)} internal-admin-token=s3cret`;
+    const noisy: MetricSource = {
+      needsObjects: false,
+      sample: () => Promise.reject(new Error(long)),
+    };
+    const sampler = new Sampler(noisy, { intervalMs: 15_000, request: () => ({ namespace: "n" }) });
+    try {
+      await sampler.sampleNow();
+      const error = sampler.state.error!;
+      expect(error.length).to.be.at.most(1024);
+      expect(error).to.match(/^line one line two x+… \(\d+ more characters\)$/);
+      expect(error).not.to.include("s3cret");
+    } finally {
+      await sampler.stop();
+    }
+  });
+});

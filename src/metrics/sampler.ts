@@ -6,6 +6,7 @@
  * was ever sampled, and then at most one per interval ({@link Sampler.sampleIfDue}).
  */
 import type { MetricSource, SampleRequest, SampleValue } from "../sources/source.js";
+import { boundedText } from "../util/bounded-text.js";
 import { type Clock, systemClock } from "../util/clock.js";
 
 /** The last good sample. */
@@ -127,7 +128,9 @@ export class Sampler {
       this.opts.observe?.("ok", Number(process.hrtime.bigint() - started) / 1e9);
     } catch (err) {
       if (this.stopped) return;
-      this.state.error = err instanceof Error ? err.message : String(err);
+      // A source's words (an answer's error text, an address a tenant chose) are cut here,
+      // once, before status, Events, logs and 503 answers repeat them.
+      this.state.error = boundedText(err instanceof Error ? err.message : String(err));
       this.state.failures++;
       this.opts.observe?.("error", Number(process.hrtime.bigint() - started) / 1e9);
     } finally {

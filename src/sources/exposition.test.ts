@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { ExpositionError, parseExposition } from "./exposition.js";
+import { ExpositionError, parseExposition, selectSeries } from "./exposition.js";
 
 describe("Prometheus text exposition parser", () => {
   it("reads what prom-client and Go clients write", () => {
@@ -68,5 +68,73 @@ describe("Prometheus text exposition parser", () => {
           throw new Error(`threw ${String(err)} for ${JSON.stringify(chars.join(""))}`);
       }
     }
+  });
+});
+
+describe("Prometheus text exposition parser against a hostile pod", () => {
+  /**
+   * Milliseconds the fastest of three selections of a series in `text` takes (what a
+   * scrape does with a pod's answer; the parser's own errors allowed). The fastest, not
+   * the slowest: the parser's cost, without what the garbage collector or the machine's
+   * other work adds to one round.
+   */
+  function parseMs(text: string, series = "http_requests_total"): number {
+    let best = Infinity;
+    for (let round = 0; round < 3; round++) {
+      const t = performance.now();
+      try {
+        selectSeries(text, series);
+      } catch (err) {
+        if (!(err instanceof ExpositionError)) throw err;
+      }
+      best = Math.min(best, performance.now() - t);
+    }
+    return best;
+  }
+
+  const KiB = 1024;
+  /** Inputs of about `n` bytes built to make a backtracking or quadratic parser slow. */
+  const adversaries: Record<string, (n: number) => string> = {
+    "a value of digits ending in a letter": (n) => `http_requests_total ${"1".repeat(n)}x`,
+    "a value of digits with a dot": (n) => `http_requests_total ${"1".repeat(n / 2)}.${"1".repeat(n / 2)}e`,
+    "a timestamp of digits ending in a letter": (n) => `http_requests_total 1 ${"1".repeat(n)}x`,
+    "a label value of escapes": (n) => `http_requests_total{a="${"\\\\".repeat(n / 2)}"} 1`,
+    "an unterminated label value": (n) => `http_requests_total{a="${"x".repeat(n)}`,
+    "many labels": (n) => `http_requests_total{${'a="b",'.repeat(n / 6)}} 1`,
+    "a long name": (n) => `${"a".repeat(n)} 1`,
+    "whitespace before the value": (n) => `http_requests_total${" ".repeat(n)}1`,
+    "many short lines of the series": (n) => "http_requests_total 1\n".repeat(n / 22),
+    "many short lines of other series": (n) => "a 1\n".repeat(n / 4),
+    "braces only": (n) => "{".repeat(n),
+  };
+
+  for (const [what, make] of Object.entries(adversaries)) {
+    it(`parses ${what} in linear time, inside the event loop's budget`, () => {
+      // 256 KiB is the most parsed on the event loop (larger answers go to the parse
+      // worker): it must stay inside the loop's budget of 100 ms. A backtracking or
+      // quadratic parser takes minutes on these; a linear one takes milliseconds.
+      const inline = parseMs(make(256 * KiB));
+      expect(inline, `${what}: ${inline.toFixed(1)} ms for 256 KiB`).to.be.below(100);
+      const large = parseMs(make(1024 * KiB));
+      expect(large, `${what}: ${large.toFixed(1)} ms for 1 MiB`).to.be.below(1000);
+    });
+  }
+
+  it("keeps four numbers however many samples match", () => {
+    const body = 'http_requests_total{code="200"} 2\n'.repeat(10_000) + 'http_requests_total{code="500"} 7\n';
+    expect(selectSeries(body, "http_requests_total", { code: "200" })).to.deep.equal({
+      count: 10_000,
+      sum: 20_000,
+      min: 2,
+      max: 2,
+    });
+    expect(selectSeries(body, "http_requests_total", { code: "500" }).sum).to.equal(7);
+  });
+
+  it("quotes at most a short part of a bad value in its error", () => {
+    expect(() => parseExposition(`x ${"1".repeat(100_000)}x`))
+      .to.throw(ExpositionError)
+      .with.property("message")
+      .that.has.length.below(400);
   });
 });

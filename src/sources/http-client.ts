@@ -63,22 +63,30 @@ export class HttpStatusError extends Error {
 }
 
 /**
- * GETs `url`; resolves with the body text of a 2xx answer, rejects with a readable error
- * otherwise. At most `maxBytes` are read (default {@link MAX_RESPONSE_BYTES}): a longer
- * answer is cut off and rejected.
+ * The most bytes of answers being read at once, over all sources: past it an answer is an
+ * error (the next sample tries again), so many large answers at once cannot exhaust memory.
  */
-export async function getText(
-  url: string,
-  opts: {
-    headers?: Record<string, string>;
-    signal: AbortSignal;
-    timeoutMs: number;
-    ca?: string;
-    maxBytes?: number;
-    /** @default DEFAULT_DESTINATION_POLICY */
-    policy?: DestinationPolicy;
-  },
-): Promise<string> {
+export const MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
+let bytesInFlight = 0;
+
+/** Options of {@link getBytes} and {@link getText}. */
+export interface GetOptions {
+  headers?: Record<string, string>;
+  signal: AbortSignal;
+  timeoutMs: number;
+  ca?: string;
+  maxBytes?: number;
+  /** @default DEFAULT_DESTINATION_POLICY */
+  policy?: DestinationPolicy;
+}
+
+/**
+ * GETs `url`; resolves with the body of a 2xx answer, rejects with a readable error
+ * otherwise. At most `maxBytes` are read (default {@link MAX_RESPONSE_BYTES}): a longer
+ * answer is cut off and rejected; so is one that would take the bytes being read by all
+ * sources past {@link MAX_BYTES_IN_FLIGHT}.
+ */
+export async function getBytes(url: string, opts: GetOptions): Promise<Buffer> {
   let res;
   try {
     res = await request(url, {
@@ -106,19 +114,35 @@ export async function getText(
   }
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of res.body as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) {
-      res.body.destroy();
-      if (ok) throw tooLarge();
-      chunks.push(chunk.subarray(0, chunk.length - (size - limit)));
-      break;
+  try {
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      bytesInFlight += chunk.length;
+      if (size > limit) {
+        res.body.destroy();
+        if (ok) throw tooLarge();
+        chunks.push(chunk.subarray(0, chunk.length - (size - limit)));
+        break;
+      }
+      if (bytesInFlight > MAX_BYTES_IN_FLIGHT) {
+        res.body.destroy();
+        throw new Error(
+          `GET ${redact(url)}: sources are reading ${formatBytes(MAX_BYTES_IN_FLIGHT)} of answers at once, the most Governor holds; this one is dropped`,
+        );
+      }
+      chunks.push(chunk);
     }
-    chunks.push(chunk);
+  } finally {
+    bytesInFlight -= size;
   }
-  const text = Buffer.concat(chunks).toString("utf8");
-  if (!ok) throw new HttpStatusError(url, res.statusCode, text);
-  return text;
+  const body = Buffer.concat(chunks);
+  if (!ok) throw new HttpStatusError(url, res.statusCode, body.toString("utf8"));
+  return body;
+}
+
+/** {@link getBytes}, as text. */
+export async function getText(url: string, opts: GetOptions): Promise<string> {
+  return (await getBytes(url, opts)).toString("utf8");
 }
 
 /**

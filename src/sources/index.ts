@@ -3,6 +3,7 @@
  * the cluster (Secrets, informers) get it through {@link SourceContext}.
  */
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
+import type { AnswerDecoder } from "./answer-decoder.js";
 import type { KubeApi } from "../k8s/client.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
 import { HttpSource } from "./http.js";
@@ -25,6 +26,8 @@ export interface SourceContext {
   policy?: DestinationPolicy;
   /** The most an HTTP source may read from one answer, in bytes. @default MAX_RESPONSE_BYTES */
   maxResponseBytes?: number;
+  /** Decodes sources' answers. @default sharedAnswerDecoder() */
+  decoder?: AnswerDecoder;
   /** Whether `kubernetes` counts may read beyond the mapping's namespace. @default false */
   clusterWideCounts?: boolean;
 }
@@ -39,7 +42,7 @@ export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): Metric
   const s = spec.source;
   if (s.static) return new StaticSource(s.static);
   // subject pods: a MetricMappingSpec rule
-  if (s.scrape) return new ScrapeSource(s.scrape, ctx.policy, ctx.maxResponseBytes);
+  if (s.scrape) return new ScrapeSource(s.scrape, ctx.policy, ctx.maxResponseBytes, ctx.decoder);
   const need = <T>(v: T | undefined, what: string): T => {
     if (v === undefined) throw new SourceConfigError(`the ${sourceKind(s)} source needs ${what}`);
     return v;
@@ -50,6 +53,7 @@ export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): Metric
       secrets: need(ctx.secrets, "Secret access"),
       policy: ctx.policy,
       maxResponseBytes: ctx.maxResponseBytes,
+      decoder: ctx.decoder,
     });
   if (s.http)
     return new HttpSource(s.http, {
@@ -57,6 +61,7 @@ export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): Metric
       secrets: need(ctx.secrets, "Secret access"),
       policy: ctx.policy,
       maxResponseBytes: ctx.maxResponseBytes,
+      decoder: ctx.decoder,
     });
   if (s.kubernetes) {
     return new KubernetesCountSource(s.kubernetes, {

@@ -9,21 +9,14 @@
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import { durationMs } from "../api/common.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
-import { HttpStatusError, getText } from "./http-client.js";
+import { sharedAnswerDecoder } from "./answer-decoder.js";
+import type { PromResponse } from "./answers.js";
+import { HttpStatusError, getBytes } from "./http-client.js";
+import { boundedText } from "../util/bounded-text.js";
 import { secretKey } from "./secrets.js";
 import type { MetricSource, OutboundContext, SampleRequest, SampleValue } from "./source.js";
 
 type Spec = NonNullable<MetricMappingSpec["source"]["prometheus"]>;
-
-interface PromResponse {
-  status: "success" | "error";
-  error?: string;
-  errorType?: string;
-  data?: {
-    resultType: "vector" | "scalar" | "matrix" | "string";
-    result: unknown;
-  };
-}
 
 /** Escapes text for use inside a PromQL regex inside a double-quoted string. */
 export function promRegexEscape(text: string): string {
@@ -90,48 +83,10 @@ export function prometheusError(body: string): string | undefined {
   try {
     const b = JSON.parse(body) as Partial<PromResponse>;
     if (b.status !== "error" || typeof b.error !== "string") return undefined;
-    return `Prometheus: ${String(b.errorType ?? "error").slice(0, 40)}: ${b.error.slice(0, 200)}`;
+    return `Prometheus: ${boundedText(String(b.errorType ?? "error"), 40)}: ${boundedText(b.error, 200)}`;
   } catch {
     return undefined;
   }
-}
-
-/**
- * The most series one answer may carry: a mapping describes at most this many objects (an
- * HPA's pods, a namespace's Services). Beyond it the answer is a source error, before any
- * per-series work — the response size limit bounds the bytes, this the values kept.
- */
-export const MAX_SERIES = 50_000;
-
-/** Converts a Prometheus answer to a sample value. */
-export function toSampleValue(body: PromResponse, nameLabel: string | undefined): SampleValue {
-  if (body.status !== "success" || !body.data)
-    throw new Error(`Prometheus: ${body.errorType ?? "error"}: ${body.error ?? "no data"}`);
-  const { resultType, result } = body.data;
-  if (resultType === "scalar") return { kind: "scalar", value: Number((result as [number, string])[1]) };
-  if (resultType !== "vector")
-    throw new Error(`Prometheus returned a ${resultType}; an instant vector or scalar is needed`);
-  const vector = result as { metric: Record<string, string>; value: [number, string] }[];
-  if (vector.length > MAX_SERIES)
-    throw new Error(
-      `the query returned ${vector.length} series; a mapping uses at most ${MAX_SERIES} (narrow the query, or aggregate)`,
-    );
-  if (!nameLabel) {
-    if (vector.length === 0) throw new Error("the query returned no data");
-    if (vector.length > 1)
-      throw new Error(
-        `the query returned ${vector.length} series; set nameLabel or aggregate (e.g. sum(...))`,
-      );
-    return { kind: "scalar", value: Number(vector[0]!.value[1]) };
-  }
-  const values = new Map<string, number>();
-  for (const s of vector) {
-    const name = s.metric[nameLabel];
-    if (name === undefined) continue;
-    const v = Number(s.value[1]);
-    if (Number.isFinite(v)) values.set(name, (values.get(name) ?? 0) + v);
-  }
-  return { kind: "objects", values };
 }
 
 /** See the module comment. */
@@ -177,9 +132,9 @@ export class PrometheusSource implements MetricSource {
     );
     url.searchParams.set("query", query);
     url.searchParams.set("timeout", `${Math.max(1, Math.floor(this.timeoutMs / 1000))}s`);
-    let text: string;
+    let body: Buffer;
     try {
-      text = await getText(url.toString(), {
+      body = await getBytes(url.toString(), {
         headers,
         signal: req.signal,
         timeoutMs: this.timeoutMs,
@@ -196,6 +151,11 @@ export class PrometheusSource implements MetricSource {
       }
       throw err;
     }
-    return toSampleValue(JSON.parse(text) as PromResponse, this.spec.nameLabel);
+    const decoder = this.ctx.decoder ?? sharedAnswerDecoder();
+    return decoder.decode(
+      body,
+      { kind: "prometheus", nameLabel: this.spec.nameLabel },
+      { tenant: this.ctx.namespace, signal: req.signal },
+    );
   }
 }

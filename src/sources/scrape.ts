@@ -9,8 +9,8 @@
 import type { DestinationPolicy } from "./destination-policy.js";
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import { durationMs } from "../api/common.js";
-import { parseExposition } from "./exposition.js";
-import { getText } from "./http-client.js";
+import { type AnswerDecoder, sharedAnswerDecoder } from "./answer-decoder.js";
+import { getBytes } from "./http-client.js";
 import type { MetricSource, SampleRequest, SampleValue } from "./source.js";
 
 type Spec = NonNullable<MetricMappingSpec["source"]["scrape"]>;
@@ -62,6 +62,8 @@ export class ScrapeSource implements MetricSource {
     private readonly policy?: DestinationPolicy,
     /** The most one pod's answer may be, in bytes. @default MAX_RESPONSE_BYTES */
     private readonly maxResponseBytes?: number,
+    /** Decodes answers off the event loop when they are large. @default sharedAnswerDecoder() */
+    private readonly decoder: AnswerDecoder = sharedAnswerDecoder(),
   ) {
     this.timeoutMs = durationMs(spec.timeout);
   }
@@ -71,14 +73,14 @@ export class ScrapeSource implements MetricSource {
     if (pods.length === 0) return { kind: "objects", values: new Map() };
     const results = await mapLimit(pods, CONCURRENCY, async (pod) => {
       const host = pod.ip.includes(":") ? `[${pod.ip}]` : pod.ip;
-      const text = await getText(`${this.spec.scheme}://${host}:${this.spec.port}${this.spec.path}`, {
+      const body = await getBytes(`${this.spec.scheme}://${host}:${this.spec.port}${this.spec.path}`, {
         signal: req.signal,
         timeoutMs: this.timeoutMs,
         headers: { accept: "text/plain;version=0.0.4" },
         policy: this.policy,
         maxBytes: this.maxResponseBytes,
       });
-      return { pod, value: this.select(text), at: Date.now() };
+      return { pod, value: await this.select(body, req), at: Date.now() };
     });
     const values = new Map<string, number>();
     const seen = new Set<string>();
@@ -111,24 +113,22 @@ export class ScrapeSource implements MetricSource {
   }
 
   /** The aggregated value of the selected series in one exposition body, if present. */
-  private select(text: string): number | undefined {
-    const match = this.spec.matchLabels ?? {};
-    const picked = parseExposition(text)
-      .filter(
-        (s) => s.name === this.spec.series && Object.entries(match).every(([k, v]) => s.labels[k] === v),
-      )
-      .map((s) => s.value)
-      .filter((v) => Number.isFinite(v));
-    if (picked.length === 0) return undefined;
+  private async select(body: Buffer, req: SampleRequest): Promise<number | undefined> {
+    const s = await this.decoder.decode(
+      body,
+      { kind: "exposition", series: this.spec.series, matchLabels: this.spec.matchLabels },
+      { tenant: req.namespace, signal: req.signal },
+    );
+    if (s.count === 0) return undefined;
     switch (this.spec.aggregate) {
       case "sum":
-        return picked.reduce((a, b) => a + b, 0);
+        return s.sum;
       case "avg":
-        return picked.reduce((a, b) => a + b, 0) / picked.length;
+        return s.sum / s.count;
       case "max":
-        return Math.max(...picked);
+        return s.max;
       case "min":
-        return Math.min(...picked);
+        return s.min;
     }
   }
 }

@@ -5,6 +5,7 @@
  * value per object name (per-object), and throws on failure with a message for
  * `status.conditions`.
  */
+import type { AnswerDecoder } from "./answer-decoder.js";
 import type { DestinationPolicy } from "./destination-policy.js";
 import type { SecretReader } from "./secrets.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
@@ -18,6 +19,8 @@ export interface OutboundContext {
   policy?: DestinationPolicy;
   /** The largest answer read. */
   maxResponseBytes?: number;
+  /** Decodes answers off the event loop when they are large. @default sharedAnswerDecoder() */
+  decoder?: AnswerDecoder;
 }
 
 /** What a sample is asked for. */

@@ -6,8 +6,9 @@ import { requestCounterApp } from "../demo/fake-app.js";
 import { MetricMappingSpec } from "../api/metric-mapping.js";
 import { destinationPolicy } from "./destination-policy.js";
 import { buildSource } from "./index.js";
-import { HttpSource, pickNumber } from "./http.js";
-import { MAX_SERIES, PrometheusSource, renderQuery, toSampleValue } from "./prometheus.js";
+import { MAX_SERIES, pickNumber, toSampleValue } from "./answers.js";
+import { HttpSource } from "./http.js";
+import { PrometheusSource, renderQuery } from "./prometheus.js";
 import { ScrapeSource, counterRate } from "./scrape.js";
 import type { SecretReader } from "./secrets.js";
 import { StaticSource } from "./static.js";
@@ -167,6 +168,29 @@ describe("sources", () => {
       expect(err).to.match(
         /^GET http:\/\/prometheus\.governor-test\.invalid:9090\/api\/v1\/query: cannot resolve prometheus\.governor-test\.invalid \((ENOTFOUND|EAI_AGAIN)\)$/,
       );
+    });
+    it("quotes at most 200 characters of a 2xx answer's error, never the rest of it", async () => {
+      const secretTail = "internal-admin-token=s3cret";
+      const { server, base } = await serve(() => ({
+        body: JSON.stringify({
+          status: "error",
+          errorType: "x".repeat(1000),
+          error: `${"e".repeat(5 * 1024 * 1024)}${secretTail}`,
+        }),
+      }));
+      try {
+        const err = await new PrometheusSource(
+          { address: base, query: "x", timeout: "5s" },
+          { namespace: "shop", secrets, policy: loopback },
+        )
+          .sample({ namespace: "shop", signal: signal() })
+          .catch((e: Error) => e.message);
+        expect(err).to.be.a("string").with.length.below(300);
+        expect(err).to.match(/^Prometheus: x+… \(\d+ more characters\): e+… \(\d+ more characters\)$/);
+        expect(err).not.to.include(secretTail);
+      } finally {
+        server.close();
+      }
     });
   });
 

@@ -1,0 +1,132 @@
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { expect } from "chai";
+import { AnswerDecoder } from "./answer-decoder.js";
+
+const MiB = 1024 * 1024;
+const bytes = (text: string) => Buffer.from(text);
+
+/**
+ * Runs `fn` while measuring the event loop's longest stall (ms): what a Lease renewal or a
+ * probe arriving meanwhile would have waited.
+ */
+async function longestStall<T>(
+  fn: () => Promise<T>,
+): Promise<{ result: PromiseSettledResult<T>; stallMs: number }> {
+  const h = monitorEventLoopDelay({ resolution: 5 });
+  h.enable();
+  const [result] = await Promise.allSettled([fn()]);
+  h.disable();
+  return { result: result, stallMs: h.max / 1e6 };
+}
+
+describe("answer decoder: a source's answer can neither stall nor kill Governor", function () {
+  this.timeout(60_000);
+  let decoder: AnswerDecoder;
+  // A generous budget: these tests are about the event loop, which must stay free however
+  // long the worker takes on a loaded machine.
+  beforeEach(() => (decoder = new AnswerDecoder({ budgetMs: 20_000 })));
+  afterEach(() => decoder.close());
+
+  it("refuses 10 MiB of empty objects under $..* with a short reason, the loop never stalled", async () => {
+    const body = bytes(`[${"{},".repeat((10 * MiB) / 3 - 1)}{}]`);
+    const { result, stallMs } = await longestStall(() =>
+      decoder.decode(body, { kind: "json-path", path: "$..*" }, { tenant: "a" }),
+    );
+    expect(result.status).to.equal("rejected");
+    const message = ((result as PromiseRejectedResult).reason as Error).message;
+    expect(message).to.match(/needed more than 64 MiB|took more than 20000 ms|matched \d+ values/);
+    expect(message.length).to.be.below(200);
+    expect(stallMs, "longest event-loop stall (ms)").to.be.below(100);
+    // The next answer is decoded as ever.
+    expect(
+      await decoder.decode(bytes('{"x": 3}'), { kind: "json-path", path: "$.x" }, { tenant: "a" }),
+    ).to.equal(3);
+  });
+
+  it("picks $.x out of 10 MiB of JSON without stalling the loop", async () => {
+    const body = bytes(`{"pad": [${'"aaaaaaaaaaaaaaaa",'.repeat((10 * MiB) / 19 - 1)}"a"], "x": 7}`);
+    const { result, stallMs } = await longestStall(() =>
+      decoder.decode(body, { kind: "json-path", path: "$.x" }, { tenant: "a" }),
+    );
+    expect(result).to.deep.equal({ status: "fulfilled", value: 7 });
+    expect(stallMs, "longest event-loop stall (ms)").to.be.below(100);
+  });
+
+  it("selects a series from 10 MiB of exposition lines without stalling the loop", async () => {
+    const body = bytes("a 1\n".repeat((10 * MiB) / 4));
+    const { result, stallMs } = await longestStall(() =>
+      decoder.decode(body, { kind: "exposition", series: "a" }, { tenant: "a" }),
+    );
+    expect(result.status).to.equal("fulfilled");
+    expect((result as PromiseFulfilledResult<{ count: number }>).value.count).to.equal((10 * MiB) / 4);
+    expect(stallMs, "longest event-loop stall (ms)").to.be.below(100);
+  });
+
+  it("stops an answer past its time budget and decodes the next in a new thread", async () => {
+    const quick = new AnswerDecoder({ budgetMs: 50 });
+    try {
+      // Deeply nested arrays make the recursive-descent path slow (or overflow its stack).
+      const body = bytes(`${"[".repeat(200_000)}1${"]".repeat(200_000)}`);
+      const failed = await quick.decode(body, { kind: "json-path", path: "$..*..*" }, { tenant: "a" }).then(
+        () => undefined,
+        (err: Error) => err.message,
+      );
+      expect(failed).to.be.a("string").with.length.below(200);
+      expect(
+        await quick.decode(bytes('{"x": 1}'), { kind: "json-path", path: "$.x" }, { tenant: "a" }),
+      ).to.equal(1);
+    } finally {
+      await quick.close();
+    }
+  });
+
+  it("takes waiting answers round-robin by tenant, so one tenant's many answers do not hold another's back", async () => {
+    const big = (n: number) => bytes(`{"x": ${n}, "pad": "${"a".repeat(300 * 1024)}"}`);
+    const order: string[] = [];
+    const track = (tenant: string, n: number) =>
+      decoder
+        .decode(big(n), { kind: "json-path", path: "$.x" }, { tenant })
+        .then((v) => order.push(`${tenant}${v}`));
+    await Promise.all([track("a", 1), track("a", 2), track("a", 3), track("b", 1)]);
+    expect(order).to.deep.equal(["a1", "b1", "a2", "a3"]);
+  });
+
+  it("refuses answers past the bytes that may wait, and decodes small ones on the loop", async () => {
+    const small = new AnswerDecoder({ maxQueuedBytes: 1 * MiB, inlineBytes: 1024 });
+    try {
+      const large = () => bytes(`{"x": 1, "pad": "${"a".repeat(600 * 1024)}"}`);
+      const results = await Promise.allSettled([
+        small.decode(large(), { kind: "json-path", path: "$.x" }, { tenant: "a" }),
+        small.decode(large(), { kind: "json-path", path: "$.x" }, { tenant: "a" }),
+        small.decode(large(), { kind: "json-path", path: "$.x" }, { tenant: "a" }),
+      ]);
+      expect(results.map((r) => r.status)).to.include("rejected");
+      const refused = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+      expect((refused.reason as Error).message).to.match(/waiting to be decoded/);
+      expect(
+        await small.decode(bytes("x 2\n"), { kind: "exposition", series: "x" }, { tenant: "a" }),
+      ).to.deep.include({ count: 1, sum: 2 });
+    } finally {
+      await small.close();
+    }
+  });
+
+  it("gives up on an answer whose sample was aborted while it waited", async () => {
+    const body = () => bytes(`{"x": 1, "pad": "${"a".repeat(600 * 1024)}"}`);
+    const abort = new AbortController();
+    const first = decoder.decode(body(), { kind: "json-path", path: "$.x" }, { tenant: "a" });
+    const second = decoder.decode(
+      body(),
+      { kind: "json-path", path: "$.x" },
+      { tenant: "a", signal: abort.signal },
+    );
+    abort.abort();
+    expect(await first).to.equal(1);
+    expect(
+      await second.then(
+        () => "decoded",
+        (err: Error) => err.message,
+      ),
+    ).to.match(/aborted/);
+  });
+});

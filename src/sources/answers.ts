@@ -1,0 +1,123 @@
+/**
+ * What a source's answer means, as pure functions of its bytes: the one number a JSONPath
+ * picks from an `http` source's JSON, a Prometheus query's result, the selected series of
+ * a pod's exposition. They run on the event loop for small answers and in the parse worker
+ * for large ones (src/sources/answer-decoder.ts), so they import nothing that does I/O.
+ */
+import { JSONPath } from "jsonpath-plus";
+import { boundedText, quote } from "../util/bounded-text.js";
+import { type SeriesSummary, selectSeries } from "./exposition.js";
+import type { SampleValue } from "./source.js";
+
+/** A Prometheus API answer (`/api/v1/query`). */
+export interface PromResponse {
+  status: "success" | "error";
+  error?: string;
+  errorType?: string;
+  data?: {
+    resultType: "vector" | "scalar" | "matrix" | "string";
+    result: unknown;
+  };
+}
+
+/**
+ * The most series one answer may carry: a mapping describes at most this many objects (an
+ * HPA's pods, a namespace's Services). Beyond it the answer is a source error, before any
+ * per-series work — the response size limit bounds the bytes, this the values kept.
+ */
+export const MAX_SERIES = 50_000;
+
+/** The longest Kubernetes object name (a DNS-1123 subdomain). */
+const MAX_OBJECT_NAME = 253;
+
+/** What to make of an answer. */
+export type AnswerJob =
+  | { kind: "json-path"; path: string }
+  | { kind: "prometheus"; nameLabel?: string }
+  | { kind: "exposition"; series: string; matchLabels?: Record<string, string> };
+
+/** What each kind of job gives. */
+export interface AnswerResults {
+  "json-path": number;
+  prometheus: SampleValue;
+  exposition: SeriesSummary;
+}
+
+/** Decodes `text` as `job` says; throws an Error with a short, single-line message. */
+export function decodeAnswer<K extends AnswerJob["kind"]>(
+  text: string,
+  job: Extract<AnswerJob, { kind: K }>,
+): AnswerResults[K];
+export function decodeAnswer(text: string, job: AnswerJob): AnswerResults[AnswerJob["kind"]] {
+  switch (job.kind) {
+    case "json-path":
+      return pickNumber(parseJson(text, "JSON"), job.path);
+    case "prometheus":
+      return toSampleValue(parseJson(text, "a Prometheus answer") as PromResponse, job.nameLabel);
+    case "exposition":
+      return selectSeries(text, job.series, job.matchLabels);
+  }
+}
+
+function parseJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`the response is not ${what} (${text.length} characters)`);
+  }
+}
+
+/** Picks the single number `path` selects in `json`. */
+export function pickNumber(json: unknown, path: string): number {
+  const matches = JSONPath<unknown[]>({ path, json: json as object, wrap: true, eval: false });
+  if (matches.length === 0) throw new Error(`jsonPath ${path} matched nothing`);
+  if (matches.length > 1)
+    throw new Error(`jsonPath ${path} matched ${matches.length} values; it must select one`);
+  const v = matches[0];
+  const n = typeof v === "number" ? v : typeof v === "string" && v.trim() !== "" ? Number(v) : NaN;
+  if (!Number.isFinite(n))
+    throw new Error(
+      `jsonPath ${path} selected ${v === null ? "null" : Array.isArray(v) ? "an array" : `a ${typeof v}`}, not a number`,
+    );
+  return n;
+}
+
+/**
+ * Converts a Prometheus answer to a sample value. Prometheus' own words (`error`,
+ * `errorType`) are quoted short: the answer comes from an address a tenant chose.
+ */
+export function toSampleValue(body: PromResponse, nameLabel: string | undefined): SampleValue {
+  if (body?.status !== "success" || !body.data)
+    throw new Error(
+      `Prometheus: ${boundedText(String(body?.errorType ?? "error"), 40)}: ${boundedText(String(body?.error ?? "no data"), 200)}`,
+    );
+  const { resultType, result } = body.data;
+  if (resultType === "scalar") return { kind: "scalar", value: Number((result as [number, string])[1]) };
+  if (resultType !== "vector")
+    throw new Error(
+      `Prometheus returned a ${quote(String(resultType), 20)}; an instant vector or scalar is needed`,
+    );
+  if (!Array.isArray(result)) throw new Error("Prometheus returned a vector that is not a list");
+  const vector = result as { metric?: Record<string, string>; value?: [number, string] }[];
+  if (vector.length > MAX_SERIES)
+    throw new Error(
+      `the query returned ${vector.length} series; a mapping uses at most ${MAX_SERIES} (narrow the query, or aggregate)`,
+    );
+  if (!nameLabel) {
+    if (vector.length === 0) throw new Error("the query returned no data");
+    if (vector.length > 1)
+      throw new Error(
+        `the query returned ${vector.length} series; set nameLabel or aggregate (e.g. sum(...))`,
+      );
+    return { kind: "scalar", value: Number(vector[0]?.value?.[1]) };
+  }
+  const values = new Map<string, number>();
+  for (const s of vector) {
+    const name = s?.metric?.[nameLabel];
+    // Objects are Kubernetes objects: a longer name names none, and is not kept.
+    if (typeof name !== "string" || name.length > MAX_OBJECT_NAME) continue;
+    const v = Number(s.value?.[1]);
+    if (Number.isFinite(v)) values.set(name, (values.get(name) ?? 0) + v);
+  }
+  return { kind: "objects", values };
+}
