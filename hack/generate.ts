@@ -3,10 +3,11 @@
  * and fails when the committed files differ.
  *   crds/*.yaml        from the zod schemas in src/api/
  *   docs/errors.md     from src/errors.ts (ErrorCodes)
- *   charts/governor/templates/{crds,rbac}.yaml
- *                      the chart's CRDs (from the same schemas) and RBAC (from config/rbac,
- *                      in the release's namespace), so the chart and config/ cannot drift;
- *                      the chart's Deployment is checked against config/ by a test
+ *   charts/governor/templates/{crds,rbac,apf}.yaml
+ *                      the chart's CRDs (from the same schemas), RBAC (from config/rbac, in
+ *                      the release's namespace) and API Priority and Fairness objects (from
+ *                      config/apf), so the chart and config/ cannot drift; the chart's
+ *                      Deployment is checked against config/ by a test
  */
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -68,11 +69,22 @@ writeFileSync(
   `${CHART}/crds.yaml`,
   `${TEMPLATE_HEADER}{{- if .Values.crds.install }}\n${crds.join("---\n")}{{- end }}\n`,
 );
+/** A file of config/, to be copied into a chart template. */
+const configFile = (path: string) => {
+  const text = readFileSync(`${root}config/${path}`, "utf8");
+  if (text.includes("{{")) throw new Error(`config/${path}: template braces would be rendered by Helm`);
+  return text.trimEnd();
+};
 const rbacFiles = ["service-account.yaml", "cluster-role.yaml", "bindings.yaml"];
-const rbac = rbacFiles.map((f) => {
-  const text = readFileSync(`${root}config/rbac/${f}`, "utf8");
-  if (text.includes("{{")) throw new Error(`config/rbac/${f}: template braces would be rendered by Helm`);
-  return text.replaceAll("namespace: governor-system", "namespace: {{ .Release.Namespace }}").trimEnd();
-});
+const rbac = rbacFiles.map((f) =>
+  configFile(`rbac/${f}`).replaceAll("namespace: governor-system", "namespace: {{ .Release.Namespace }}"),
+);
 writeFileSync(`${CHART}/rbac.yaml`, `${TEMPLATE_HEADER}${rbac.join("\n---\n")}\n`);
-console.log(`generated crds/ (${files.join(", ")}), docs/errors.md and the chart's crds.yaml and rbac.yaml`);
+// Cluster-scoped, so nothing to put in the release's namespace.
+writeFileSync(
+  `${CHART}/apf.yaml`,
+  `${TEMPLATE_HEADER}{{- if .Values.apf.enabled }}\n${configFile("apf/flow-control.yaml")}\n{{- end }}\n`,
+);
+console.log(
+  `generated crds/ (${files.join(", ")}), docs/errors.md and the chart's crds.yaml, rbac.yaml and apf.yaml`,
+);

@@ -1,4 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process";
+import { isIP } from "node:net";
 import { join } from "node:path";
 import { expect } from "chai";
 import { parseAllDocuments } from "yaml";
@@ -124,6 +125,117 @@ describe("config/ (kustomize)", () => {
     });
   });
 
+  describe("API Priority and Fairness (config/apf, part of config/default)", () => {
+    /**
+     * The built-in FlowSchemas that carry the HPA controller, and the catch-alls tenants fall
+     * into (k8s.io/apiserver v0.37.2, pkg/apis/flowcontrol/bootstrap/default.go).
+     */
+    const BUILT_IN = {
+      "kube-controller-manager": 800, // user system:kube-controller-manager
+      "kube-system-service-accounts": 900, // kube-system/horizontal-pod-autoscaler among them
+      "service-accounts": 9000,
+      "global-default": 9900,
+    };
+    const find = (kind: string) =>
+      objects.find((o) => o.kind === kind && o.metadata.name === "governor-metrics-readers") as any;
+
+    it("puts tenants' reads of both metrics APIs, by any user, into a level of their own, queued per user", () => {
+      const fs = find("FlowSchema");
+      expect(fs, "FlowSchema governor-metrics-readers").to.not.equal(undefined);
+      expect(fs.spec.priorityLevelConfiguration.name).to.equal("governor-metrics-readers");
+      expect(fs.spec.distinguisherMethod).to.deep.equal({ type: "ByUser" });
+      expect(fs.spec.rules).to.have.length(1);
+      const [rule] = fs.spec.rules;
+      expect(rule.subjects).to.have.deep.members([
+        { kind: "Group", group: { name: "system:authenticated" } },
+        { kind: "Group", group: { name: "system:unauthenticated" } },
+      ]);
+      expect(rule.resourceRules).to.deep.equal([
+        {
+          verbs: ["get", "list", "watch"],
+          apiGroups: ["custom.metrics.k8s.io", "external.metrics.k8s.io"],
+          resources: ["*"],
+          namespaces: ["*"],
+          clusterScope: true,
+        },
+      ]);
+      // Discovery of a version (/apis/<group>/<version>) is a non-resource request.
+      expect(rule.nonResourceRules).to.deep.equal([
+        {
+          verbs: ["get"],
+          nonResourceURLs: ["/apis/custom.metrics.k8s.io/*", "/apis/external.metrics.k8s.io/*"],
+        },
+      ]);
+    });
+
+    it("is matched after the built-in schemas that carry the HPA controller, and before the ones tenants would fall into", () => {
+      const precedence = find("FlowSchema").spec.matchingPrecedence as number;
+      expect(precedence).to.be.greaterThan(BUILT_IN["kube-controller-manager"]);
+      expect(precedence).to.be.greaterThan(BUILT_IN["kube-system-service-accounts"]);
+      expect(precedence).to.be.lessThan(BUILT_IN["service-accounts"]);
+      expect(precedence).to.be.lessThan(BUILT_IN["global-default"]);
+    });
+
+    it("gives that level a few seats that it neither lends nor grows by borrowing, with queues", () => {
+      const plc = find("PriorityLevelConfiguration");
+      expect(plc, "PriorityLevelConfiguration governor-metrics-readers").to.not.equal(undefined);
+      expect(plc.spec.type).to.equal("Limited");
+      const limited = plc.spec.limited;
+      // The built-in levels hold 245 shares: 2 is about 5 of the default 600 seats.
+      expect(limited.nominalConcurrencyShares).to.be.within(1, 5);
+      expect(limited.lendablePercent).to.equal(0);
+      expect(limited.borrowingLimitPercent).to.equal(0);
+      expect(limited.limitResponse).to.deep.equal({
+        type: "Queue",
+        queuing: { queues: 16, handSize: 4, queueLengthLimit: 50 },
+      });
+    });
+  });
+
+  describe("the NetworkPolicy (config/network-policy, applied beside an install)", () => {
+    const policies = render("config/network-policy");
+    const policy = policies[0] as any;
+    const pod = (objects.find((o) => o.kind === "Deployment") as any).spec.template;
+    const container = pod.spec.containers[0];
+    const portNamed = (name: string): number =>
+      container.ports.find((p: { name: string }) => p.name === name).containerPort;
+    const rulesFor = (port: number) =>
+      (policy.spec.ingress as { ports?: { port: number }[]; from?: unknown[] }[]).filter(
+        (r) => !r.ports || r.ports.some((p) => p.port === port),
+      );
+
+    it("is not part of config/default, and is one NetworkPolicy for Governor's pods that leaves egress alone", () => {
+      expect(objects.map((o) => o.kind)).to.not.include("NetworkPolicy");
+      expect(policies.map((o) => `${o.kind}/${o.metadata.namespace}/${o.metadata.name}`)).to.deep.equal([
+        "NetworkPolicy/governor-system/governor",
+      ]);
+      expect(policy.spec.podSelector).to.deep.equal({ matchLabels: pod.metadata.labels });
+      expect(policy.spec.policyTypes).to.deep.equal(["Ingress"]);
+    });
+
+    it("lets only the control plane's ipBlock reach the metrics API port, which is --secure-port and the probes' port", () => {
+      const api = portNamed("https");
+      expect(container.args).to.include(`--secure-port=${api}`);
+      // The kubelet probes this port from the pod's own node, which NetworkPolicy always allows.
+      expect(container.readinessProbe.httpGet.port).to.equal("https");
+      expect(container.livenessProbe.httpGet.port).to.equal("https");
+      expect(rulesFor(api)).to.deep.equal([
+        { ports: [{ protocol: "TCP", port: api }], from: [{ ipBlock: { cidr: "CONTROL-PLANE-CIDR" } }] },
+      ]);
+    });
+
+    it("ships a placeholder that is not a CIDR, so the apiserver refuses the policy until it is set", () => {
+      const cidr = policy.spec.ingress[0].from[0].ipBlock.cidr as string;
+      expect(isIP(cidr.split("/")[0]!)).to.equal(0);
+    });
+
+    it("keeps /metrics reachable from anywhere, as without the policy", () => {
+      const metrics = portNamed("metrics");
+      expect(container.args).to.include(`--metrics-port=${metrics}`);
+      expect(rulesFor(metrics)).to.deep.equal([{ ports: [{ protocol: "TCP", port: metrics }] }]);
+    });
+  });
+
   describe("on the real apiserver (integration)", function () {
     this.timeout(120_000);
     before(async function () {
@@ -170,6 +282,35 @@ describe("config/ (kustomize)", () => {
       );
       return review.status.allowed;
     };
+
+    it("accepts the API Priority and Fairness objects, and refuses the NetworkPolicy until its CIDR is set (server dry run)", async () => {
+      const cluster = await useCluster();
+      const apf = await kubectl(cluster, "apply", "--dry-run=server", "-k", join(ROOT, "config/apf"));
+      expect(apf).to.contain("flowschema.flowcontrol.apiserver.k8s.io/governor-metrics-readers");
+      expect(apf).to.contain(
+        "prioritylevelconfiguration.flowcontrol.apiserver.k8s.io/governor-metrics-readers",
+      );
+      const unset = await kubectl(
+        cluster,
+        "apply",
+        "--dry-run=server",
+        "-k",
+        join(ROOT, "config/network-policy"),
+      ).then(
+        () => "accepted",
+        (err: Error) => err.message,
+      );
+      expect(unset).to.contain("ipBlock.cidr");
+      const set = spawnSync("kubectl", ["apply", "--dry-run=server", "-f", "-"], {
+        input: execFileSync("kubectl", ["kustomize", join(ROOT, "config/network-policy")], {
+          encoding: "utf8",
+        }).replace("CONTROL-PLANE-CIDR", "10.0.0.10/32"),
+        env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
+        encoding: "utf8",
+      });
+      expect(set.status, set.stderr).to.equal(0);
+      expect(set.stdout).to.contain("networkpolicy.networking.k8s.io/governor");
+    });
 
     it("lets the HPA controller read external metrics, which its built-in role does not (custom metrics only)", async () => {
       expect(await mayReadMetric("kube-system", "horizontal-pod-autoscaler", "list")).to.equal(true);

@@ -1,7 +1,8 @@
 /**
  * The Helm chart (charts/governor) as users run it, with helm built from its Go module
  * (hack/helm.sh): it lints; with default values it renders exactly what `kubectl apply -k
- * config/default` applies (less the Namespace), so the two cannot drift; the apiserver
+ * config/default` applies (less the Namespace), so the two cannot drift (the API Priority and
+ * Fairness objects included; the NetworkPolicy, opt-in, as config/network-policy); the apiserver
  * accepts it (server-side dry run); `helm install` runs two Ready replicas on the node
  * agent's Nodes with the APIServices Available; `helm upgrade` rolls them; `helm uninstall`
  * leaves no APIService behind, so the namespace deletes without hanging.
@@ -68,6 +69,8 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
       "serviceMonitor.enabled=true,apis=external,takeOverAPIServices=true,logLevel=debug",
       "--set",
       "sourcePolicy.allowCIDRs={10.0.0.0/8},sourcePolicy.denyCIDRs={10.1.0.0/16}",
+      "--set",
+      "networkPolicy.enabled=true,networkPolicy.apiServerCIDRs={10.0.0.10/32}",
     );
   });
 
@@ -132,6 +135,73 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
       "registration=none,tls.secretName=t,forward.custom=monitoring/prometheus-adapter:443",
     ).catch((err: { stderr?: string }) => err.stderr ?? "");
     expect(noCA).to.contain("forward needs registration: cluster");
+  });
+
+  it("renders the API Priority and Fairness objects by default and no NetworkPolicy; apf.enabled=false drops them", async () => {
+    const byDefault = objects(await helm("template", "governor", CHART, "--namespace", SYSTEM));
+    const apf = (objs: Obj[]) =>
+      objs
+        .filter((o) => o.apiVersion === "flowcontrol.apiserver.k8s.io/v1")
+        .map(key)
+        .sort();
+    expect(apf(byDefault)).to.deep.equal([
+      "FlowSchema//governor-metrics-readers",
+      "PriorityLevelConfiguration//governor-metrics-readers",
+    ]);
+    expect(byDefault.map((o) => o.kind)).to.not.include("NetworkPolicy");
+    const off = objects(await helm("template", "governor", CHART, "--set", "apf.enabled=false"));
+    expect(apf(off)).to.deep.equal([]);
+  });
+
+  it("networkPolicy.enabled with the control plane's CIDRs renders config/network-policy's policy with them", async () => {
+    const rendered = objects(
+      await helm(
+        "template",
+        "governor",
+        CHART,
+        "--namespace",
+        SYSTEM,
+        "--set",
+        "networkPolicy.enabled=true,networkPolicy.apiServerCIDRs={10.0.0.10/32,10.0.0.11/32}",
+      ),
+    );
+    const policies = rendered.filter((o) => o.kind === "NetworkPolicy");
+    expect(policies.map(key)).to.deep.equal([`NetworkPolicy/${SYSTEM}/governor`]);
+    // config/network-policy with its placeholder set to the same CIDRs.
+    const [kustomized] = objects(
+      await kubectl(cluster, "kustomize", join(ROOT, "config/network-policy")),
+    ) as (Obj & { spec: { ingress: { from?: unknown[] }[] } })[];
+    kustomized!.spec.ingress[0]!.from = [
+      { ipBlock: { cidr: "10.0.0.10/32" } },
+      { ipBlock: { cidr: "10.0.0.11/32" } },
+    ];
+    expect(policies[0]).to.deep.equal(kustomized);
+
+    const scoped = objects(
+      await helm(
+        "template",
+        "governor",
+        CHART,
+        "--set",
+        "networkPolicy.enabled=true,networkPolicy.apiServerCIDRs={10.0.0.10/32}",
+        "--set-json",
+        'networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]',
+      ),
+    ).find((o) => o.kind === "NetworkPolicy") as unknown as {
+      spec: { ingress: { ports: { port: number }[]; from?: unknown[] }[] };
+    };
+    expect(scoped.spec.ingress[1]).to.deep.equal({
+      ports: [{ protocol: "TCP", port: 8080 }],
+      from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "monitoring" } } }],
+    });
+  });
+
+  it("networkPolicy.enabled without apiServerCIDRs fails to render, saying why", async () => {
+    const refused = await helm("template", "governor", CHART, "--set", "networkPolicy.enabled=true").then(
+      () => "rendered",
+      (err: { stderr?: string }) => err.stderr ?? "",
+    );
+    expect(refused).to.contain("networkPolicy.enabled needs networkPolicy.apiServerCIDRs");
   });
 
   describe("on the local control plane, with Governor's pods run by the node agent", () => {
