@@ -97,6 +97,8 @@ const RunConfig = z.strictObject({
   sourceMaxResponseBytes: ByteSize(1 << 10, 256 << 20),
   answerCacheSize: ByteSize(0, 1 << 30),
   allowClusterWideCounts: z.boolean(),
+  prometheusNamespaceLabel: z.string().regex(/^[a-zA-Z_][a-zA-Z0-9_]*$/, "must be a Prometheus label name"),
+  allowUnscopedPrometheusQueries: z.boolean(),
   forwardCustom: UpstreamServiceFlag.optional(),
   forwardExternal: UpstreamServiceFlag.optional(),
   forwardCustomCaFile: z.string().min(1).optional(),
@@ -209,6 +211,9 @@ async function run(cfg: RunConfig): Promise<void> {
     sourceMaxResponseBytes: cfg.sourceMaxResponseBytes,
     answerCacheBytes: cfg.answerCacheSize,
     clusterWideCounts: cfg.allowClusterWideCounts,
+    prometheusScope: {
+      namespaceLabel: cfg.allowUnscopedPrometheusQueries ? null : cfg.prometheusNamespaceLabel,
+    },
     forward,
   });
   const api = operator.api;
@@ -333,6 +338,16 @@ function program(): Command {
     .option(
       "--allow-cluster-wide-counts",
       "let kubernetes-count sources read all namespaces or cluster-scoped resources (with Governor's rights, which it then needs)",
+      false,
+    )
+    .option(
+      "--prometheus-namespace-label <label>",
+      "the series label that names a namespace: every selector of a mapping's Prometheus query is bound to the mapping's namespace by it",
+      "namespace",
+    )
+    .option(
+      "--allow-unscoped-prometheus-queries",
+      "send mappings' Prometheus queries as written, not bound to their namespace (single-tenant clusters only: any mapping can then read any namespace's series)",
       false,
     )
     .option(

@@ -4,6 +4,7 @@
  * guarded by leader election (one replica at a time).
  */
 import { hostname } from "node:os";
+import type { QueryScope } from "../sources/prometheus.js";
 import type { Logger } from "pino";
 import { Counter, Gauge, Histogram } from "prom-client";
 import { PromApiServerMetrics } from "../apiserver/instrumentation.js";
@@ -62,6 +63,8 @@ export interface OperatorOptions {
   answerCacheBytes?: number;
   /** Whether `kubernetes` counts may read beyond a mapping's namespace. @default false */
   clusterWideCounts?: boolean;
+  /** How Prometheus queries are bound to the namespace. @default { namespaceLabel: "namespace" } */
+  prometheusScope?: QueryScope;
   /**
    * Per API, the upstream adapter every request for a metric Governor does not serve is
    * passed to (ADR 0011), and its CA (PEM) if given; else the CA is read from the
@@ -146,6 +149,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     sourcePolicy: opts.sourcePolicy,
     sourceMaxResponseBytes: opts.sourceMaxResponseBytes,
     clusterWideCounts: opts.clusterWideCounts,
+    prometheusScope: opts.prometheusScope,
     isLeader: () => leading,
     observeSample: (outcome, seconds) => {
       samples.inc({ outcome });

@@ -5,6 +5,7 @@
  * the samplers start when the reconciler hands the mapping to the provider.
  */
 import { durationMs } from "../api/common.js";
+import type { QueryScope } from "../sources/prometheus.js";
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import type { KubeApi } from "../k8s/client.js";
 import type { PodIndex } from "../k8s/pod-index.js";
@@ -30,6 +31,8 @@ export interface RuntimeDeps {
   sourcePolicy?: DestinationPolicy;
   sourceMaxResponseBytes?: number;
   clusterWideCounts?: boolean;
+  /** How Prometheus queries are bound to the namespace (SourceContext). */
+  prometheusScope?: QueryScope;
   /** Sampler outcomes, for /metrics. */
   observeSample?: (outcome: "ok" | "error", seconds: number) => void;
 }
@@ -60,6 +63,7 @@ export function buildActiveMapping(
     policy: deps.sourcePolicy,
     maxResponseBytes: deps.sourceMaxResponseBytes,
     clusterWideCounts: deps.clusterWideCounts,
+    prometheusScope: deps.prometheusScope,
   };
   const source = buildSource(spec, ctx);
   const isPods =

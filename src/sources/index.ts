@@ -8,7 +8,7 @@ import type { KubeApi } from "../k8s/client.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
 import { HttpSource } from "./http.js";
 import { KubernetesCountSource } from "./kubernetes.js";
-import { PrometheusSource } from "./prometheus.js";
+import { PrometheusSource, type QueryScope } from "./prometheus.js";
 import { ScrapeSource } from "./scrape.js";
 import type { DestinationPolicy } from "./destination-policy.js";
 import type { SecretReader } from "./secrets.js";
@@ -30,6 +30,8 @@ export interface SourceContext {
   decoder?: AnswerDecoder;
   /** Whether `kubernetes` counts may read beyond the mapping's namespace. @default false */
   clusterWideCounts?: boolean;
+  /** How Prometheus queries are bound to the namespace. @default { namespaceLabel: "namespace" } */
+  prometheusScope?: QueryScope;
 }
 
 /** The kind of source a spec selects. */
@@ -54,6 +56,7 @@ export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): Metric
       policy: ctx.policy,
       maxResponseBytes: ctx.maxResponseBytes,
       decoder: ctx.decoder,
+      scope: ctx.prometheusScope,
     });
   if (s.http)
     return new HttpSource(s.http, {

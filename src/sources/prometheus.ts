@@ -1,8 +1,10 @@
 /**
  * `prometheus`: an instant query (`/api/v1/query`) over a keep-alive pool. The query is a
- * template: `{{namespace}}` is the mapping's namespace (always bound: no tenant reads
- * another namespace through a mapping), `{{names}}` a regex alternation of the subject
- * objects' names (escaped; `.+` when the subject's objects are not tracked). A vector
+ * template: `{{namespace}}` is the mapping's namespace, `{{names}}` a regex alternation of
+ * the subject objects' names (escaped; `.+` when the subject's objects are not tracked).
+ * Whatever the author wrote, every selector of the rendered query is then bound to the
+ * mapping's namespace (src/sources/promql-scope.ts): no tenant reads another namespace
+ * through a mapping. A vector
  * result maps to objects by `nameLabel`; a scalar, or a single sample without
  * `nameLabel`, is one value for the whole subject. No data is an error, never a 0.
  */
@@ -13,6 +15,7 @@ import { sharedAnswerDecoder } from "./answer-decoder.js";
 import type { PromResponse } from "./answers.js";
 import { HttpStatusError, getBytes } from "./http-client.js";
 import { boundedText } from "../util/bounded-text.js";
+import { scopeQuery } from "./promql-scope.js";
 import { secretKey } from "./secrets.js";
 import type { MetricSource, OutboundContext, SampleRequest, SampleValue } from "./source.js";
 
@@ -89,27 +92,57 @@ export function prometheusError(body: string): string | undefined {
   }
 }
 
+/**
+ * How queries are bound to the mapping's namespace: by the label that names it in the
+ * series (`namespace`, as Kubernetes service discovery labels them), or not at all
+ * (`null`, for single-tenant clusters: `--allow-unscoped-prometheus-queries`).
+ */
+export interface QueryScope {
+  namespaceLabel: string | null;
+}
+
 /** See the module comment. */
 export class PrometheusSource implements MetricSource {
   readonly needsObjects: boolean;
   readonly perSelector: boolean;
   private readonly timeoutMs: number;
+  private readonly namespaceLabel: string | null;
+  /** The last query rendered and its scoped form (pods change rarely; parsing is not free). */
+  private lastScoped?: { rendered: string; scoped: string };
 
+  /**
+   * Throws {@link QueryScopeError} when the query cannot be bound to the namespace (not
+   * valid PromQL, or it names another namespace): the mapping is invalid, not failing.
+   */
   constructor(
     private readonly spec: Spec,
-    private readonly ctx: OutboundContext,
+    private readonly ctx: OutboundContext & { scope?: QueryScope },
   ) {
     this.needsObjects = spec.query.includes("{{names}}");
     this.perSelector = spec.query.includes("{{selector}}");
     this.timeoutMs = durationMs(spec.timeout);
+    this.namespaceLabel = ctx.scope ? ctx.scope.namespaceLabel : "namespace";
+    // Checked once as written, so a query that can never be scoped is refused up front.
+    this.scoped(renderQuery(spec.query, { namespace: ctx.namespace, names: ["x"] }));
+  }
+
+  /** `rendered` with every selector bound to the mapping's namespace. */
+  private scoped(rendered: string): string {
+    if (this.namespaceLabel === null) return rendered;
+    if (this.lastScoped?.rendered === rendered) return this.lastScoped.scoped;
+    const scoped = scopeQuery(rendered, { namespace: this.ctx.namespace, label: this.namespaceLabel });
+    this.lastScoped = { rendered, scoped };
+    return scoped;
   }
 
   async sample(req: SampleRequest): Promise<SampleValue> {
-    const query = renderQuery(this.spec.query, {
-      namespace: req.namespace,
-      names: req.objects?.map((o) => o.name),
-      selector: req.selector,
-    });
+    const query = this.scoped(
+      renderQuery(this.spec.query, {
+        namespace: this.ctx.namespace,
+        names: req.objects?.map((o) => o.name),
+        selector: req.selector,
+      }),
+    );
     const headers: Record<string, string> = { accept: "application/json" };
     if (this.spec.bearerTokenSecret) {
       headers.authorization = `Bearer ${(await secretKey(this.ctx.secrets, this.ctx.namespace, this.spec.bearerTokenSecret)).trim()}`;

@@ -8,7 +8,8 @@ import { destinationPolicy } from "./destination-policy.js";
 import { buildSource } from "./index.js";
 import { MAX_SERIES, pickNumber, toSampleValue } from "./answers.js";
 import { HttpSource } from "./http.js";
-import { PrometheusSource, renderQuery } from "./prometheus.js";
+import { PrometheusSource, type QueryScope, renderQuery } from "./prometheus.js";
+import { QueryScopeError } from "./promql-scope.js";
 import { ScrapeSource, counterRate } from "./scrape.js";
 import type { SecretReader } from "./secrets.js";
 import { StaticSource } from "./static.js";
@@ -81,9 +82,11 @@ describe("sources", () => {
 
     it("maps a vector to objects by nameLabel, sends the bearer token, and reports Prometheus' own errors", async () => {
       let auth: string | undefined;
+      let sent = "";
       const { server, base } = await serve((url, headers) => {
         auth = headers.authorization as string;
         const q = url.searchParams.get("query") ?? "";
+        sent = q;
         if (q.includes("bad("))
           return {
             status: 400,
@@ -105,7 +108,7 @@ describe("sources", () => {
         };
       });
       try {
-        const src = (query: string, nameLabel?: string) =>
+        const src = (query: string, nameLabel?: string, scope?: QueryScope) =>
           new PrometheusSource(
             {
               address: base,
@@ -114,7 +117,7 @@ describe("sources", () => {
               timeout: "2s",
               bearerTokenSecret: { name: "prom-token", key: "token" },
             },
-            { namespace: "shop", secrets, policy: loopback },
+            { namespace: "shop", secrets, policy: loopback, scope },
           );
         const v = await src("sum by (pod) (x)", "pod").sample({ namespace: "shop", signal: signal() });
         expect(v.kind).to.equal("objects");
@@ -123,7 +126,11 @@ describe("sources", () => {
           "web-2": 4,
         });
         expect(auth).to.equal("Bearer s3cret");
-        const err = await src("bad(")
+        expect(sent).to.equal('sum by (pod) (x{namespace="shop"})');
+        // A query that is not PromQL is refused before it is sent; sent as written (an
+        // admin's opt-out), Prometheus' own explanation is the error.
+        expect(() => src("bad(")).to.throw(QueryScopeError, /not valid PromQL/);
+        const err = await src("bad(", undefined, { namespaceLabel: null })
           .sample({ namespace: "shop", signal: signal() })
           .catch((e: Error) => e.message);
         expect(err).to.equal("Prometheus: bad_data: parse error at char 4");

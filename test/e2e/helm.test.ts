@@ -71,6 +71,8 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
       "sourcePolicy.allowCIDRs={10.0.0.0/8},sourcePolicy.denyCIDRs={10.1.0.0/16}",
       "--set",
       "networkPolicy.enabled=true,networkPolicy.apiServerCIDRs={10.0.0.10/32}",
+      "--set",
+      "prometheusNamespaceLabel=kubernetes_namespace,allowUnscopedPrometheusQueries=true",
     );
   });
 

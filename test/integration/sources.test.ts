@@ -59,6 +59,7 @@ describe("metric sources against real components (integration)", function () {
   let operator: RunningOperator;
   let prometheus: TestPrometheus;
   const pods: FakePod[] = [];
+  let intruder: FakePod | undefined;
   const apply = (yaml: string) => applyYaml(cluster, ns.name, yaml);
   /** Through the aggregator, as the HPA asks. */
   const podValues = async (metric: string) => {
@@ -96,12 +97,19 @@ describe("metric sources against real components (integration)", function () {
         spec: { containers: [{ name: "web", image: "example.invalid/web" }] },
       });
     }
-    prometheus = new TestPrometheus(
-      pods.map((p) => ({
+    // Another team's pod, in the same Prometheus: no mapping of this namespace may read it.
+    intruder = new FakePod("intruder", "127.0.0.43", podPort, 500);
+    await intruder.start();
+    prometheus = new TestPrometheus([
+      ...pods.map((p) => ({
         address: `${p.ip}:${p.port}`,
         labels: { namespace: ns.name, pod: p.name, app: "web" },
       })),
-    );
+      {
+        address: `${intruder.ip}:${intruder.port}`,
+        labels: { namespace: "other-team", pod: "intruder", app: "web" },
+      },
+    ]);
     await prometheus.start();
     await eventually(async () => {
       for (const p of pods) expect(kubelet.ipOf(ns.name, p.name)).to.equal(p.ip);
@@ -168,6 +176,24 @@ spec:
     prometheus:
       address: ${prometheus.url}
       query: 'sum(rate(http_requests_total{namespace="{{namespace}}"}[10s]))'
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: no-namespace-written}
+spec:
+  metric: all_rps
+  subject: {external: {}}
+  interval: 1s
+  source: {prometheus: {address: ${prometheus.url}, query: 'sum(rate(http_requests_total[10s]))'}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: another-teams}
+spec:
+  metric: other_rps
+  subject: {external: {}}
+  interval: 1s
+  source: {prometheus: {address: ${prometheus.url}, query: 'sum(rate(http_requests_total{namespace="other-team"}[10s]))'}}
 `);
     await eventually(() => cluster.client.get("/apis/custom.metrics.k8s.io/v1beta2"), {
       timeoutMs: 30_000,
@@ -180,6 +206,7 @@ spec:
     await operator?.registration?.uninstall();
     await prometheus?.stop();
     for (const p of pods) p.stop();
+    intruder?.stop();
     await kubelet?.stop();
     await ns?.delete();
   });
@@ -234,6 +261,33 @@ spec:
     expect(refusal).to.match(/already samples 32 different label selectors, its limit/);
     // A selector already sampled is still served.
     await cluster.client.get(path, { labelSelector: "app=web,shard=s0" });
+  });
+
+  it("a Prometheus query reads only the mapping's namespace, whatever its author wrote", async () => {
+    // Written without a namespace matcher: bound to this namespace, so 20 + 40 requests/s,
+    // never the other team's 500.
+    await eventually(
+      async () => {
+        const list = await cluster.client.get<{ items: { value: string }[] }>(
+          `/apis/external.metrics.k8s.io/v1beta1/namespaces/${ns.name}/all_rps`,
+        );
+        expect(milli(list.items[0]!.value)).to.be.within(54, 66);
+      },
+      { timeoutMs: 30_000, what: "all_rps bound to the namespace" },
+    );
+    // Naming another namespace: refused with a reason, never served.
+    await eventually(async () => {
+      const ready = await condition("another-teams", "Ready");
+      expect(ready).to.include({ status: "False", reason: "InvalidSource" });
+      expect(ready!.message).to.include('namespace "other-team"');
+    });
+    const refused = await cluster.client
+      .get(`/apis/external.metrics.k8s.io/v1beta1/namespaces/${ns.name}/other_rps`)
+      .then(
+        () => 200,
+        (err: KubeApiError) => err.statusCode,
+      );
+    expect(refused).to.be.oneOf([404, 503]);
   });
 
   it("when Prometheus dies: holds the last value until staleAfter, then 503 (or the fallback), and says why", async () => {
