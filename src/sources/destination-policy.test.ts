@@ -1,7 +1,13 @@
 import { createServer, type Server } from "node:net";
 import type { AddressInfo } from "node:net";
 import { expect } from "chai";
-import { destinationPolicy, DEFAULT_DESTINATION_POLICY } from "./destination-policy.js";
+import { isIP } from "node:net";
+import {
+  destinationPolicy,
+  DEFAULT_DESTINATION_POLICY,
+  IPV4_INSIDE_IPV6,
+  REFUSED_BY_DEFAULT,
+} from "./destination-policy.js";
 import { getText } from "./http-client.js";
 
 describe("where sources may connect", () => {
@@ -26,6 +32,45 @@ describe("where sources may connect", () => {
       it(`allows ${address} by default (cluster and external services)`, () => {
         expect(DEFAULT_DESTINATION_POLICY.refusal(address)).to.equal(undefined);
       });
+
+    describe("every refused IPv4 range, also written inside IPv6 (the policy's own tables)", () => {
+      const hex = (x: number, y: number) => ((x << 8) | y).toString(16);
+      /** How each IPv6 form of the policy's table writes an IPv4 address. */
+      const write: Record<string, (v4: number[]) => string> = {
+        "IPv4-mapped ::ffff:0:0/96": (v) => `::ffff:${v.join(".")}`,
+        "IPv4-compatible ::/96": (v) => `::${v.join(".")}`,
+        "NAT64 64:ff9b::/96": (v) => `64:ff9b::${v.join(".")}`,
+        "local NAT64 64:ff9b:1::/48": (v) => `64:ff9b:1::${hex(v[0]!, v[1]!)}:${hex(v[2]!, v[3]!)}`,
+        "6to4 2002::/16": (v) => `2002:${hex(v[0]!, v[1]!)}:${hex(v[2]!, v[3]!)}::1`,
+        "Teredo 2001::/32": (v) => {
+          const o = v.map((x) => x ^ 0xff);
+          return `2001:0:4136:e378:8000:63bf:${hex(o[0]!, o[1]!)}:${hex(o[2]!, o[3]!)}`;
+        },
+      };
+      it("knows how to write each form the policy recognises", () => {
+        expect(Object.keys(write)).to.have.members(IPV4_INSIDE_IPV6.map((f) => f.form));
+      });
+      for (const [cidr, why] of REFUSED_BY_DEFAULT.filter(([c]) => isIP(c.split("/")[0]!) === 4)) {
+        // An address inside the range (not its first, which is often special).
+        const v4 = cidr
+          .split("/")[0]!
+          .split(".")
+          .map(Number)
+          .map((x, i) => (i === 3 && !cidr.endsWith("/32") ? x + 2 : x)); // .1 is ::1 in one form
+        it(`refuses ${v4.join(".")} (${cidr}, ${why}) as IPv4 and in every IPv6 form`, () => {
+          const words = new RegExp(why.split(" (")[0]!.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+          expect(DEFAULT_DESTINATION_POLICY.refusal(v4.join(".")), "IPv4").to.match(words);
+          for (const [form, w] of Object.entries(write))
+            expect(DEFAULT_DESTINATION_POLICY.refusal(w(v4)), `${form}: ${w(v4)}`).to.match(words);
+        });
+      }
+      it("allows the IPv6 forms of an allowed IPv4 address, and obeys an admin's deny of the IPv4 inside", () => {
+        for (const w of Object.values(write))
+          expect(DEFAULT_DESTINATION_POLICY.refusal(w([10, 0, 0, 5]))).to.equal(undefined);
+        const p = destinationPolicy({ deny: ["10.0.0.0/24"] });
+        for (const w of Object.values(write)) expect(p.refusal(w([10, 0, 0, 5]))).to.match(/denied/);
+      });
+    });
 
     it("lets an admin allow a refused range, and deny any range; deny wins", () => {
       const p = destinationPolicy({ allow: ["127.0.0.0/8", "10.0.0.0/8"], deny: ["10.96.0.0/12"] });
