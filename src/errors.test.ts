@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { readFileSync } from "node:fs";
-import { AuthUnavailableError, AuthenticationError } from "./apiserver/authn.js";
+import { AuthUnavailableError, AuthenticationError, TooManyTokenReviewsError } from "./apiserver/authn.js";
 import { errorResponse, RouteKinds } from "./apiserver/metrics-api.js";
 import { ErrorCodes } from "./errors.js";
 import { KubeApiError } from "./k8s/client.js";
@@ -21,6 +21,7 @@ describe("error codes", () => {
     ["a metric with no value yet", new MetricUnavailableError("no sample yet"), 503, "ServiceUnavailable"],
     ["a request out of time", new DeadlineExceededError(30_000), 504, "Timeout"],
     ["credentials that are not valid", new AuthenticationError("bad token"), 401, "Unauthorized"],
+    ["more new bearer tokens than reviews allowed", new TooManyTokenReviewsError(), 429, "TooManyRequests"],
   ];
   for (const [what, err, status, reason] of cases)
     it(`answers ${what} with ${status} ${reason} and its message`, () => {

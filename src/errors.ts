@@ -42,6 +42,11 @@ export const ErrorCodes = {
     meaning: "The client's credentials were presented but are not valid.",
     answer: { status: 401, reason: "Unauthorized" },
   },
+  GOV_ERR_AUTHN_THROTTLED: {
+    meaning:
+      "More bearer tokens not seen before came than TokenReviews are sent per second (cached tokens, client certificates and the front proxy never wait on this); the request was not reviewed and is answered with `Retry-After: 1`.",
+    answer: { status: 429, reason: "TooManyRequests" },
+  },
   GOV_ERR_AUTHZ_UNAVAILABLE: {
     meaning: "Authentication or authorization could not be checked with the apiserver (never allowed).",
   },

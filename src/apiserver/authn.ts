@@ -7,17 +7,26 @@
  *    the `X-Remote-User`/`X-Remote-Group`/`X-Remote-Extra-*` headers (names configurable).
  *    Such a certificate with a CN not allowed is rejected (401).
  * 2. A client certificate that chains to `client-ca-file`: user = CN, groups = O.
- * 3. A bearer token, checked with a TokenReview (cached).
+ * 3. A bearer token, checked with a TokenReview. Each answer (an acceptance or a rejection)
+ *    is cached by the token's hash. Before a token not cached costs a review it meets a
+ *    local {@link TokenPrecheck} (a service-account JWT's signature and expiry, in
+ *    production), which can only reject, and a token bucket: when more new tokens come than
+ *    reviews are allowed per second, the request is answered 429 (a flood of junk tokens
+ *    costs the apiserver a bounded number of reviews).
  * 4. Nothing: `system:anonymous` in `system:unauthenticated` (the server answers 401).
  *
  * The request headers are never trusted otherwise. A certificate that chains to neither CA
- * is a 401, as is a token the apiserver rejects.
+ * is a 401, as is a token the apiserver or the precheck rejects, or one longer than
+ * {@link MAX_BEARER_TOKEN_LENGTH}. Extras (`X-Remote-Extra-*`) are kept in a dictionary
+ * without a prototype: a header named `…-__proto__` is an extra like any other.
  */
 import { createHash, X509Certificate } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { TLSSocket } from "node:tls";
 import { GovernorError } from "../errors.js";
+import { dict } from "../util/dict.js";
 import { byteBoundedCache, stringBytes } from "../util/lru.js";
+import { TokenBucket } from "../util/token-bucket.js";
 import { tryDecodeURIComponent } from "../util/uri.js";
 import { coalesce } from "../util/in-flight.js";
 
@@ -26,6 +35,7 @@ export interface UserInfo {
   name: string;
   uid?: string;
   groups: string[];
+  /** Keyed by names a client chose: a dictionary without a prototype (src/util/dict.ts). */
   extra: Record<string, string[]>;
 }
 
@@ -33,13 +43,30 @@ export interface UserInfo {
 export const ANONYMOUS: UserInfo = Object.freeze({
   name: "system:anonymous",
   groups: ["system:unauthenticated"],
-  extra: {},
+  extra: Object.freeze(dict<string[]>()),
 });
+
+/**
+ * The longest bearer token looked at (16 KiB, Node's default limit for all headers
+ * together; a service-account token is 1–2 KiB): a longer one is a 401 before it is hashed,
+ * parsed or reviewed.
+ */
+export const MAX_BEARER_TOKEN_LENGTH = 16 * 1024;
 
 /** Credentials were presented and are not valid (answered 401). */
 export class AuthenticationError extends GovernorError {
   constructor(message: string) {
     super("GOV_ERR_AUTHN", message);
+  }
+}
+
+/**
+ * More bearer tokens not seen before came than TokenReviews are allowed per second: the
+ * request was not reviewed (answered 429 with `Retry-After: 1`).
+ */
+export class TooManyTokenReviewsError extends GovernorError {
+  constructor() {
+    super("GOV_ERR_AUTHN_THROTTLED", "too many new bearer tokens to review, please try again later");
   }
 }
 
@@ -114,6 +141,38 @@ export interface TokenReviewer {
   review(token: string): Promise<UserInfo | undefined>;
 }
 
+/**
+ * A cheap local look at a bearer token before it costs a TokenReview (in production the
+ * signature and expiry of a service-account JWT: src/k8s/service-account-token-check.ts).
+ * It can only reject: a token it lets through still goes to the {@link TokenReviewer}.
+ */
+export interface TokenPrecheck {
+  /**
+   * Why the token cannot be valid (a short fixed text, nothing the token says), or
+   * undefined when only a TokenReview can tell (also when the check itself cannot be made).
+   */
+  check(token: string): Promise<string | undefined>;
+}
+
+/** Options of {@link DelegatingAuthenticator}. */
+export interface DelegatingAuthenticatorOptions {
+  /** How long a review's answer (an acceptance or a rejection) is trusted. @default 10000 */
+  tokenCacheTtlMs?: number;
+  /** Called with "hit" or "miss" for each token lookup (metrics). */
+  onCache?: (result: "hit" | "miss") => void;
+  /** Run on each token not cached, before its TokenReview; it can only reject. @default none */
+  precheck?: TokenPrecheck;
+  /** TokenReviews per second on average, for tokens not cached. @default 20 */
+  tokenReviewsPerSecond?: number;
+  /** TokenReviews that may be sent at once above the average. @default 50 */
+  tokenReviewBurst?: number;
+  /** Clock in ms, for cache expiry and the review budget. @default Date.now */
+  now?: () => number;
+}
+
+/** What a token's review (or precheck) found: the user, or why the token is not valid. */
+type TokenOutcome = { user: UserInfo } | { rejected: string };
+
 /** Decides who sent a request. */
 export interface Authenticator {
   /**
@@ -141,22 +200,35 @@ export class DelegatingAuthenticator implements Authenticator {
   private config: AuthenticationConfig = { clientCA: "" };
   private generation = 0;
   private readonly socketCache = new WeakMap<TLSSocket, { generation: number; identity: CertIdentity }>();
-  private readonly reviewsInFlight = new Map<string, Promise<UserInfo | undefined>>();
-  /** Reviews by token hash: bounded in bytes, least recently used out first. */
-  private readonly tokenCache = byteBoundedCache<string, { user: UserInfo | undefined; expires: number }>({
-    maxBytes: 4 << 20,
-    sizeOf: (key, v) => stringBytes(key) + 200 + (v.user ? stringBytes(JSON.stringify(v.user)) : 0),
-  });
-
+  private readonly reviewsInFlight = new Map<string, Promise<TokenOutcome>>();
   /**
-   * @param tokens checks bearer tokens; undefined disables token authentication.
-   * @param opts.tokenCacheTtlMs how long a review is trusted. @default 10000
-   * @param opts.onCache called with "hit" or "miss" for each token lookup (metrics).
+   * Accepted tokens by hash: bounded in bytes, least recently used out first. Rejections
+   * are kept apart, so that a flood of junk tokens cannot push valid ones out.
    */
+  private readonly acceptedTokens = byteBoundedCache<string, { user: UserInfo; expires: number }>({
+    maxBytes: 4 << 20,
+    sizeOf: (key, v) => stringBytes(key) + 200 + stringBytes(JSON.stringify(v.user)),
+  });
+  /** Rejected tokens by hash, with why (a fixed text, nothing the token said). */
+  private readonly rejectedTokens = byteBoundedCache<string, { reason: string; expires: number }>({
+    maxBytes: 2 << 20,
+    sizeOf: (key, v) => stringBytes(key) + 100 + stringBytes(v.reason),
+  });
+  private readonly reviewBudget: TokenBucket;
+  private readonly now: () => number;
+
+  /** @param tokens checks bearer tokens; undefined disables token authentication. */
   constructor(
     private readonly tokens: TokenReviewer | undefined,
-    private readonly opts: { tokenCacheTtlMs?: number; onCache?: (result: "hit" | "miss") => void } = {},
-  ) {}
+    private readonly opts: DelegatingAuthenticatorOptions = {},
+  ) {
+    this.now = opts.now ?? Date.now;
+    this.reviewBudget = new TokenBucket(
+      opts.tokenReviewsPerSecond ?? 20,
+      opts.tokenReviewBurst ?? 50,
+      this.now,
+    );
+  }
 
   /** Installs a new configuration (e.g. after the ConfigMap changed). */
   setConfig(config: AuthenticationConfig): void {
@@ -187,7 +259,11 @@ export class DelegatingAuthenticator implements Authenticator {
         if (user) return withAuthenticatedGroup(user);
         // No user header: not a proxied request; fall through like Kubernetes' union authenticator.
       } else if (identity.anchor === "client") {
-        return { name: identity.cn, groups: [...identity.organizations, "system:authenticated"], extra: {} };
+        return {
+          name: identity.cn,
+          groups: [...identity.organizations, "system:authenticated"],
+          extra: dict<string[]>(),
+        };
       } else {
         throw new AuthenticationError("client certificate does not chain to a trusted CA");
       }
@@ -197,30 +273,55 @@ export class DelegatingAuthenticator implements Authenticator {
       const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
       if (!m?.[1]) throw new AuthenticationError("malformed Authorization header");
       if (!this.tokens) throw new AuthenticationError("bearer tokens are not accepted by this server");
-      return this.reviewCached(m[1]).then((user) => {
-        if (!user) throw new AuthenticationError("invalid bearer token");
-        return withAuthenticatedGroup(user);
-      });
+      if (m[1].length > MAX_BEARER_TOKEN_LENGTH) throw new AuthenticationError("bearer token too long");
+      return this.reviewCached(m[1]).then(withAuthenticatedGroup);
     }
     return ANONYMOUS;
   }
 
-  private async reviewCached(token: string): Promise<UserInfo | undefined> {
+  /** The token's user; rejects with 401 or 429 (see the module comment). */
+  private async reviewCached(token: string): Promise<UserInfo> {
     const key = createHash("sha256").update(token).digest("base64");
-    const now = Date.now();
-    const hit = this.tokenCache.get(key);
-    if (hit && hit.expires > now) {
+    const now = this.now();
+    const accepted = this.acceptedTokens.get(key);
+    const rejected = accepted ? undefined : this.rejectedTokens.get(key);
+    if (accepted && accepted.expires > now) {
       this.opts.onCache?.("hit");
-      return hit.user;
+      return accepted.user;
+    }
+    if (rejected && rejected.expires > now) {
+      this.opts.onCache?.("hit");
+      throw new AuthenticationError(rejected.reason);
     }
     this.opts.onCache?.("miss");
-    // Concurrent misses for the same token share one TokenReview.
-    return coalesce(this.reviewsInFlight, key, () =>
-      this.tokens!.review(token).then((user) => {
-        this.tokenCache.set(key, { user, expires: now + (this.opts.tokenCacheTtlMs ?? 10_000) });
-        return user;
-      }),
-    );
+    // Concurrent misses for the same token share one precheck and one TokenReview.
+    const outcome = await coalesce(this.reviewsInFlight, key, () => this.review(token, key, now));
+    if ("rejected" in outcome) throw new AuthenticationError(outcome.rejected);
+    return outcome.user;
+  }
+
+  /** Prechecks, then (within the budget) reviews a token not cached, and caches the outcome. */
+  private async review(token: string, key: string, now: number): Promise<TokenOutcome> {
+    const expires = now + (this.opts.tokenCacheTtlMs ?? 10_000);
+    let reason: string | undefined;
+    try {
+      reason = await this.opts.precheck?.check(token);
+    } catch {
+      reason = undefined; // a check that cannot be made only costs a review
+    }
+    if (reason === undefined) {
+      if (!this.reviewBudget.take()) throw new TooManyTokenReviewsError();
+      const user = await this.tokens!.review(token);
+      if (user) {
+        this.rejectedTokens.delete(key);
+        this.acceptedTokens.set(key, { user, expires });
+        return { user };
+      }
+      reason = "invalid bearer token";
+    } else reason = `invalid bearer token: ${reason}`;
+    this.acceptedTokens.delete(key);
+    this.rejectedTokens.set(key, { reason, expires });
+    return { rejected: reason };
   }
 
   /** The verified identity of the connection's client certificate, cached per TLS connection. */
@@ -313,7 +414,8 @@ function fromRequestHeaders(
   // One pass over the raw headers (no header objects built): values of the configured
   // headers, in the order they came, each header name matched case-insensitively.
   const wanted = new Map<string, string[]>();
-  const extra: Record<string, string[]> = {};
+  // Keyed by what follows the prefix: any name a client sends, `__proto__` included.
+  const extra = dict<string[]>();
   const raw = req.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const header = raw[i]!.toLowerCase();

@@ -542,6 +542,60 @@ describe("metrics API server", function () {
       expect(reviews).to.have.length(0);
     });
 
+    it("authenticates front-proxy extras named __proto__, constructor or toString, and reviews with them", async () => {
+      reviews.length = 0;
+      const res = await get(podPath, proxy, {
+        headers: {
+          "X-Remote-User": "proxied-hpa",
+          "X-Remote-Extra-__proto__": "p",
+          "X-Remote-Extra-Constructor": "c",
+          "X-Remote-Extra-toString": "t",
+          "X-Remote-Extra-hasOwnProperty": "h",
+        },
+      });
+      expect(res.status, res.text).to.equal(200);
+      const extra = JSON.parse(JSON.stringify(reviews[0]?.extra)) as Record<string, string[]>;
+      expect(Object.keys(extra).sort()).to.deep.equal([
+        "__proto__",
+        "constructor",
+        "hasownproperty",
+        "tostring",
+      ]);
+      expect(extra["__proto__"]).to.deep.equal(["p"]);
+    });
+
+    it("answers 429 TooManyRequests with Retry-After once new bearer tokens exceed the review budget", async () => {
+      const reviewed: string[] = [];
+      const authenticator = new DelegatingAuthenticator(
+        { review: async (t) => (reviewed.push(t), undefined) },
+        { tokenReviewBurst: 1, tokenReviewsPerSecond: 0.001 },
+      );
+      authenticator.setConfig({ clientCA: clientCA.cert });
+      const { server: own, port, opts } = await ownServer(new MetricsApi(provider), { authenticator });
+      try {
+        const url = `https://127.0.0.1:${port}${C}/v1beta2`;
+        const withToken = (token: string) =>
+          httpsGet(url, {
+            ...opts,
+            cert: undefined,
+            key: undefined,
+            headers: { authorization: `Bearer ${token}` },
+          });
+        const first = await withToken("junk-1");
+        expect(first.status).to.equal(401);
+        const second = await withToken("junk-2");
+        expect(second.status).to.equal(429);
+        expect(second.headers["retry-after"]).to.equal("1");
+        expect(second.json).to.include({ kind: "Status", reason: "TooManyRequests", code: 429 });
+        const again = await withToken("junk-1");
+        expect(again.status, "a rejected token is answered from the cache").to.equal(401);
+        expect((await httpsGet(url, opts)).status, "client certificates are not limited").to.equal(200);
+        expect(reviewed).to.deep.equal(["junk-1"]);
+      } finally {
+        await own.shutdown();
+      }
+    });
+
     it("accepts valid bearer tokens and rejects others with 401", async () => {
       allowed.add("bob");
       try {

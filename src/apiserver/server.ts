@@ -20,7 +20,7 @@ import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { createSecureContext, type SecureContext } from "node:tls";
 import type { Logger } from "pino";
-import { ANONYMOUS, AuthenticationError, type Authenticator } from "./authn.js";
+import { ANONYMOUS, AuthenticationError, type Authenticator, TooManyTokenReviewsError } from "./authn.js";
 import type { Authorizer } from "./authz.js";
 import type { ApiServerMetrics } from "./instrumentation.js";
 import { errorResponse, type MetricsApi, RouteKinds, type RouteKind, routeKind } from "./metrics-api.js";
@@ -217,6 +217,11 @@ export class MetricsApiServer {
             { requestId, reason: err.message, path: target.pathname },
             "authentication failed",
           );
+          return;
+        }
+        // New bearer tokens beyond the TokenReview budget: not reviewed, asked to retry.
+        if (err instanceof TooManyTokenReviewsError) {
+          status = tooManyRequests(res, requestId, err.message);
           return;
         }
         throw err;

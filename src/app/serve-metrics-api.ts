@@ -1,6 +1,8 @@
 /**
  * Wires the metrics API for a real cluster: delegated authentication that follows
- * `kube-system/extension-apiserver-authentication`, SubjectAccessReview authorization,
+ * `kube-system/extension-apiserver-authentication` (bearer tokens checked by TokenReview,
+ * service-account tokens first against the issuer's published keys, so forged ones are
+ * refused without a review), SubjectAccessReview authorization,
  * Prometheus metrics, and the HTTPS server over a given provider. Used by `governor run`
  * and by integration tests, so both run the same assembly.
  */
@@ -13,6 +15,8 @@ import { MetricsApi, type MetricsApiOptions } from "../apiserver/metrics-api.js"
 import { MetricsApiServer } from "../apiserver/server.js";
 import type { KubeClient } from "../k8s/client.js";
 import { KubeAccessReviewer, KubeTokenReviewer, followAuthenticationConfig } from "../k8s/delegated-auth.js";
+import { KubeServiceAccountKeySource } from "../k8s/service-account-keys.js";
+import { ServiceAccountTokenCheck } from "../k8s/service-account-token-check.js";
 import type { MetricsProvider } from "../metrics/provider.js";
 
 /** Options of {@link serveMetricsApi}. */
@@ -51,9 +55,15 @@ export interface RunningMetricsApi {
 export async function serveMetricsApi(opts: ServeMetricsApiOptions): Promise<RunningMetricsApi> {
   const metrics = opts.metrics ?? new PromApiServerMetrics();
   const log = opts.logger;
+  // Forged service-account tokens are refused against the published keys, without a review.
+  const serviceAccountTokens = new ServiceAccountTokenCheck(new KubeServiceAccountKeySource(opts.client), {
+    logger: log,
+  });
+  void serviceAccountTokens.prefetch();
   const authenticator = new DelegatingAuthenticator(new KubeTokenReviewer(opts.client), {
     tokenCacheTtlMs: opts.authCacheTtlMs,
     onCache: (r) => metrics.authnCache(r),
+    precheck: serviceAccountTokens,
   });
   // The server is built after the first config is loaded; later changes refresh its CAs.
   const live: { server?: MetricsApiServer } = {};

@@ -13,6 +13,7 @@ import {
 import { parseAuthenticationConfigMap } from "../apiserver/authn.js";
 import type { AccessReviewer, Decision, SubjectAccessReviewSpec } from "../apiserver/authz.js";
 import type { KubernetesObject } from "@kubernetes/client-node";
+import { dict } from "../util/dict.js";
 import type { KubeClient } from "./client.js";
 import { startInformer, type ResilientInformer } from "./informer.js";
 
@@ -31,7 +32,7 @@ export class KubeTokenReviewer implements TokenReviewer {
     let res: {
       status?: {
         authenticated?: boolean;
-        user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
+        user?: { username?: string; uid?: string; groups?: string[]; extra?: unknown };
       };
     };
     try {
@@ -44,8 +45,20 @@ export class KubeTokenReviewer implements TokenReviewer {
     }
     const u = res.status?.user;
     if (!res.status?.authenticated || !u?.username) return undefined;
-    return { name: u.username, uid: u.uid, groups: u.groups ?? [], extra: u.extra ?? {} };
+    return { name: u.username, uid: u.uid, groups: u.groups ?? [], extra: extraOf(u.extra) };
   }
+}
+
+/**
+ * A TokenReview's `user.extra` as a dictionary without a prototype (its keys come from
+ * the token's authenticator, e.g. an OIDC claim), string lists only.
+ */
+function extraOf(extra: unknown): Record<string, string[]> {
+  const out = dict<string[]>();
+  if (!extra || typeof extra !== "object") return out;
+  for (const [k, v] of Object.entries(extra))
+    if (Array.isArray(v)) out[k] = v.filter((x): x is string => typeof x === "string");
+  return out;
 }
 
 /** SubjectAccessReview through the apiserver. */

@@ -10,6 +10,7 @@
  * them in one `selector.go`; the fuzz test in src/apiserver holds them to that promise.)
  */
 import { GovernorError } from "../errors.js";
+import { dict } from "../util/dict.js";
 
 /** Selector operators, spelled as in `metav1.LabelSelectorRequirement` where one exists. */
 export const Operators = {
@@ -142,7 +143,7 @@ export class LabelSelector {
    * echo selectors should prefer {@link toString} for those.
    */
   toObject(): LabelSelectorObject {
-    const matchLabels: Record<string, string> = {};
+    const matchLabels = dict<string>(); // keys come from a request's selector
     const matchExpressions: { key: string; operator: string; values?: string[] }[] = [];
     for (const r of this.requirements) {
       switch (r.operator) {
