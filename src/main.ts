@@ -99,6 +99,7 @@ const RunConfig = z.strictObject({
   allowClusterWideCounts: z.boolean(),
   prometheusNamespaceLabel: z.string().regex(/^[a-zA-Z_][a-zA-Z0-9_]*$/, "must be a Prometheus label name"),
   allowUnscopedPrometheusQueries: z.boolean(),
+  allowHostNetworkScrape: z.boolean(),
   forwardCustom: UpstreamServiceFlag.optional(),
   forwardExternal: UpstreamServiceFlag.optional(),
   forwardCustomCaFile: z.string().min(1).optional(),
@@ -211,6 +212,7 @@ async function run(cfg: RunConfig): Promise<void> {
     sourceMaxResponseBytes: cfg.sourceMaxResponseBytes,
     answerCacheBytes: cfg.answerCacheSize,
     clusterWideCounts: cfg.allowClusterWideCounts,
+    hostNetworkScrape: cfg.allowHostNetworkScrape,
     prometheusScope: {
       namespaceLabel: cfg.allowUnscopedPrometheusQueries ? null : cfg.prometheusNamespaceLabel,
     },
@@ -348,6 +350,11 @@ function program(): Command {
     .option(
       "--allow-unscoped-prometheus-queries",
       "send mappings' Prometheus queries as written, not bound to their namespace (single-tenant clusters only: any mapping can then read any namespace's series)",
+      false,
+    )
+    .option(
+      "--allow-host-network-scrape",
+      "let scrape sources read pods that use their node's network (the port a mapping names is then any of the node's)",
       false,
     )
     .option(

@@ -65,6 +65,8 @@ export interface OperatorOptions {
   clusterWideCounts?: boolean;
   /** How Prometheus queries are bound to the namespace. @default { namespaceLabel: "namespace" } */
   prometheusScope?: QueryScope;
+  /** Whether `scrape` reads pods on their node's network. @default false */
+  hostNetworkScrape?: boolean;
   /**
    * Per API, the upstream adapter every request for a metric Governor does not serve is
    * passed to (ADR 0011), and its CA (PEM) if given; else the CA is read from the
@@ -150,6 +152,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     sourceMaxResponseBytes: opts.sourceMaxResponseBytes,
     clusterWideCounts: opts.clusterWideCounts,
     prometheusScope: opts.prometheusScope,
+    hostNetworkScrape: opts.hostNetworkScrape,
     isLeader: () => leading,
     observeSample: (outcome, seconds) => {
       samples.inc({ outcome });

@@ -33,6 +33,8 @@ export interface RuntimeDeps {
   clusterWideCounts?: boolean;
   /** How Prometheus queries are bound to the namespace (SourceContext). */
   prometheusScope?: QueryScope;
+  /** Whether `scrape` reads pods on their node's network (SourceContext). @default false */
+  hostNetworkScrape?: boolean;
   /** Sampler outcomes, for /metrics. */
   observeSample?: (outcome: "ok" | "error", seconds: number) => void;
 }
@@ -64,6 +66,7 @@ export function buildActiveMapping(
     maxResponseBytes: deps.sourceMaxResponseBytes,
     clusterWideCounts: deps.clusterWideCounts,
     prometheusScope: deps.prometheusScope,
+    hostNetworkScrape: deps.hostNetworkScrape,
   };
   const source = buildSource(spec, ctx);
   const isPods =
@@ -86,7 +89,7 @@ export function buildActiveMapping(
               objects: deps.pods
                 .list(namespace, selector && ((labels) => selector.matches(labels)))
                 .filter((p) => !p.terminating)
-                .map((p) => ({ name: p.name, ip: p.ip, labels: p.labels })),
+                .map((p) => ({ name: p.name, ip: p.ip, labels: p.labels, hostNetwork: p.hostNetwork })),
             }
           : {}),
       }),

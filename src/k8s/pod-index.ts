@@ -15,9 +15,12 @@ export interface PodInfo {
   ip?: string;
   ready: boolean;
   terminating: boolean;
+  /** Whether the pod uses its node's network (its IP is the node's). */
+  hostNetwork: boolean;
 }
 
 interface Pod extends KubernetesObject {
+  spec?: { hostNetwork?: boolean };
   status?: { podIP?: string; conditions?: { type: string; status: string }[] };
 }
 
@@ -38,6 +41,7 @@ function toInfo(p: Pod): PodInfo {
     ip: p.status?.podIP,
     ready: p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false,
     terminating: Boolean(p.metadata?.deletionTimestamp),
+    hostNetwork: p.spec?.hostNetwork === true,
   };
 }
 

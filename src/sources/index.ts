@@ -32,6 +32,8 @@ export interface SourceContext {
   clusterWideCounts?: boolean;
   /** How Prometheus queries are bound to the namespace. @default { namespaceLabel: "namespace" } */
   prometheusScope?: QueryScope;
+  /** Whether `scrape` reads pods on their node's network. @default false */
+  hostNetworkScrape?: boolean;
 }
 
 /** The kind of source a spec selects. */
@@ -44,7 +46,13 @@ export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): Metric
   const s = spec.source;
   if (s.static) return new StaticSource(s.static);
   // subject pods: a MetricMappingSpec rule
-  if (s.scrape) return new ScrapeSource(s.scrape, ctx.policy, ctx.maxResponseBytes, ctx.decoder);
+  if (s.scrape)
+    return new ScrapeSource(s.scrape, {
+      policy: ctx.policy,
+      maxResponseBytes: ctx.maxResponseBytes,
+      decoder: ctx.decoder,
+      allowHostNetwork: ctx.hostNetworkScrape,
+    });
   const need = <T>(v: T | undefined, what: string): T => {
     if (v === undefined) throw new SourceConfigError(`the ${sourceKind(s)} source needs ${what}`);
     return v;

@@ -57,19 +57,35 @@ export class ScrapeSource implements MetricSource {
   private readonly previous = new Map<string, { value: number; at: number; ip: string }>();
   private readonly timeoutMs: number;
 
+  private readonly decoder: AnswerDecoder;
+
   constructor(
     private readonly spec: Spec,
-    private readonly policy?: DestinationPolicy,
-    /** The most one pod's answer may be, in bytes. @default MAX_RESPONSE_BYTES */
-    private readonly maxResponseBytes?: number,
-    /** Decodes answers off the event loop when they are large. @default sharedAnswerDecoder() */
-    private readonly decoder: AnswerDecoder = sharedAnswerDecoder(),
+    private readonly ctx: {
+      policy?: DestinationPolicy;
+      /** The most one pod's answer may be, in bytes. @default MAX_RESPONSE_BYTES */
+      maxResponseBytes?: number;
+      /** Decodes answers off the event loop when they are large. @default sharedAnswerDecoder() */
+      decoder?: AnswerDecoder;
+      /**
+       * Whether pods on their node's network are read: their IP is the node's, so the
+       * port a mapping names would be any node service's (`--allow-host-network-scrape`).
+       * @default false
+       */
+      allowHostNetwork?: boolean;
+    } = {},
   ) {
     this.timeoutMs = durationMs(spec.timeout);
+    this.decoder = ctx.decoder ?? sharedAnswerDecoder();
   }
 
   async sample(req: SampleRequest): Promise<SampleValue> {
-    const pods = (req.objects ?? []).filter((o): o is typeof o & { ip: string } => Boolean(o.ip));
+    const withIp = (req.objects ?? []).filter((o): o is typeof o & { ip: string } => Boolean(o.ip));
+    const pods = this.ctx.allowHostNetwork ? withIp : withIp.filter((o) => !o.hostNetwork);
+    if (pods.length === 0 && withIp.length > 0)
+      throw new Error(
+        `the ${withIp.length === 1 ? "pod uses" : `${withIp.length} pods use`} the node's network, which scrape does not read (a node's ports are not the pod's; an admin can allow it with --allow-host-network-scrape)`,
+      );
     if (pods.length === 0) return { kind: "objects", values: new Map() };
     const results = await mapLimit(pods, CONCURRENCY, async (pod) => {
       const host = pod.ip.includes(":") ? `[${pod.ip}]` : pod.ip;
@@ -77,8 +93,8 @@ export class ScrapeSource implements MetricSource {
         signal: req.signal,
         timeoutMs: this.timeoutMs,
         headers: { accept: "text/plain;version=0.0.4" },
-        policy: this.policy,
-        maxBytes: this.maxResponseBytes,
+        policy: this.ctx.policy,
+        maxBytes: this.ctx.maxResponseBytes,
       });
       return { pod, value: await this.select(body, req), at: Date.now() };
     });

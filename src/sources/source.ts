@@ -28,7 +28,7 @@ export interface SampleRequest {
   /** The mapping's namespace (bound into every query; no cross-namespace reads). */
   namespace: string;
   /** Names of the subject objects currently known (e.g. pods), when the source needs them. */
-  objects?: readonly { name: string; ip?: string; labels?: Record<string, string> }[];
+  objects?: readonly { name: string; ip?: string; labels?: Record<string, string>; hostNetwork?: boolean }[];
   /** The HPA's label selector, for sources whose query is narrowed by it (`{{selector}}`). */
   selector?: LabelSelector;
   /** Aborted on timeout or when the mapping goes away. */

@@ -261,7 +261,7 @@ describe("sources", () => {
             rate: true,
             timeout: "2s",
           },
-          loopback,
+          { policy: loopback },
         );
         pods[0]!.counter.inc({ code: "200" }, 100);
         pods[0]!.counter.inc({ code: "500" }, 1000);
@@ -283,7 +283,7 @@ describe("sources", () => {
             rate: false,
             timeout: "2s",
           },
-          loopback,
+          { policy: loopback },
         );
         pods[1]!.counter.inc({ code: "200" }, 7);
         pods[1]!.counter.inc({ code: "404" }, 3);
@@ -305,7 +305,7 @@ describe("sources", () => {
           rate: false,
           timeout: "1s",
         },
-        loopback,
+        { policy: loopback },
       );
       const err = await src
         .sample({ namespace: "n", objects: [{ name: "p", ip: "127.0.0.1" }], signal: signal() })
@@ -313,6 +313,39 @@ describe("sources", () => {
       expect(err).to.match(
         /^no pod could be scraped: GET http:\/\/127\.0\.0\.1:9\/metrics: connection refused by 127\.0\.0\.1:9 \(ECONNREFUSED\)/,
       );
+    });
+
+    it("never reads a pod on its node's network unless the admin allows it", async () => {
+      let reads = 0;
+      const { server, port } = await serve(() => {
+        reads++;
+        return { body: "x 3\n" };
+      });
+      const spec = {
+        port,
+        path: "/metrics",
+        scheme: "http" as const,
+        series: "x",
+        aggregate: "sum" as const,
+        rate: false,
+        timeout: "2s",
+      };
+      const objects = [{ name: "node-exporter", ip: "127.0.0.1", hostNetwork: true }];
+      try {
+        const err = await new ScrapeSource(spec, { policy: loopback })
+          .sample({ namespace: "n", objects, signal: signal() })
+          .catch((e: Error) => e.message);
+        expect(err).to.match(/uses the node's network.*--allow-host-network-scrape/);
+        expect(reads, "requests that reached the node's port").to.equal(0);
+        const allowed = await new ScrapeSource(spec, { policy: loopback, allowHostNetwork: true }).sample({
+          namespace: "n",
+          objects,
+          signal: signal(),
+        });
+        expect(allowed.kind === "objects" && allowed.values.get("node-exporter")).to.equal(3);
+      } finally {
+        server.close();
+      }
     });
   });
 

@@ -72,7 +72,7 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
       "--set",
       "networkPolicy.enabled=true,networkPolicy.apiServerCIDRs={10.0.0.10/32}",
       "--set",
-      "prometheusNamespaceLabel=kubernetes_namespace,allowUnscopedPrometheusQueries=true",
+      "prometheusNamespaceLabel=kubernetes_namespace,allowUnscopedPrometheusQueries=true,allowHostNetworkScrape=true",
     );
   });
 
