@@ -1,6 +1,7 @@
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { expect } from "chai";
 import { AnswerDecoder } from "./answer-decoder.js";
+import { MAX_JSON_DEPTH, MAX_JSON_VALUES, MAX_SERIES, checkJsonShape } from "./answers.js";
 
 const MiB = 1024 * 1024;
 const bytes = (text: string) => Buffer.from(text);
@@ -34,7 +35,7 @@ describe("answer decoder: a source's answer can neither stall nor kill Governor"
     );
     expect(result.status).to.equal("rejected");
     const message = ((result as PromiseRejectedResult).reason as Error).message;
-    expect(message).to.match(/needed more than 64 MiB|took more than 20000 ms|matched \d+ values/);
+    expect(message).to.match(/more than 400,000 JSON values/);
     expect(message.length).to.be.below(200);
     expect(stallMs, "longest event-loop stall (ms)").to.be.below(100);
     // The next answer is decoded as ever.
@@ -44,7 +45,7 @@ describe("answer decoder: a source's answer can neither stall nor kill Governor"
   });
 
   it("picks $.x out of 10 MiB of JSON without stalling the loop", async () => {
-    const body = bytes(`{"pad": [${'"aaaaaaaaaaaaaaaa",'.repeat((10 * MiB) / 19 - 1)}"a"], "x": 7}`);
+    const body = bytes(`{"pad": "${"a".repeat(10 * MiB)}", "x": 7}`);
     const { result, stallMs } = await longestStall(() =>
       decoder.decode(body, { kind: "json-path", path: "$.x" }, { tenant: "a" }),
     );
@@ -65,13 +66,17 @@ describe("answer decoder: a source's answer can neither stall nor kill Governor"
   it("stops an answer past its time budget and decodes the next in a new thread", async () => {
     const quick = new AnswerDecoder({ budgetMs: 50 });
     try {
-      // Deeply nested arrays make the recursive-descent path slow (or overflow its stack).
-      const body = bytes(`${"[".repeat(200_000)}1${"]".repeat(200_000)}`);
-      const failed = await quick.decode(body, { kind: "json-path", path: "$..*..*" }, { tenant: "a" }).then(
-        () => undefined,
-        (err: Error) => err.message,
-      );
-      expect(failed).to.be.a("string").with.length.below(200);
+      // Within the JSON bounds (250 levels of 300 numbers each, 75,000 values), but a
+      // path whose work grows with the depth times the values, and again.
+      let nested = "1";
+      for (let d = 0; d < 250; d++) nested = `[${"1,".repeat(300)}${nested}]`;
+      const failed = await quick
+        .decode(bytes(nested), { kind: "json-path", path: "$..*..*..*" }, { tenant: "a" })
+        .then(
+          () => undefined,
+          (err: Error) => err.message,
+        );
+      expect(failed).to.match(/took more than 50 ms/);
       expect(
         await quick.decode(bytes('{"x": 1}'), { kind: "json-path", path: "$.x" }, { tenant: "a" }),
       ).to.equal(1);
@@ -128,5 +133,24 @@ describe("answer decoder: a source's answer can neither stall nor kill Governor"
         (err: Error) => err.message,
       ),
     ).to.match(/aborted/);
+  });
+});
+
+describe("the shape of an answer's JSON, counted before it is parsed", () => {
+  it("counts values and depth outside strings only, and refuses past the bounds", () => {
+    expect(() => checkJsonShape('{"a": "[[[,,,{{{", "b": [1, 2, {"c": "\\" ,,"}]}')).not.to.throw();
+    expect(() => checkJsonShape(`[${"1,".repeat(MAX_JSON_VALUES)}1]`)).to.throw(
+      /more than 400,000 JSON values/,
+    );
+    expect(() =>
+      checkJsonShape(`${"[".repeat(MAX_JSON_DEPTH + 1)}${"]".repeat(MAX_JSON_DEPTH + 1)}`),
+    ).to.throw(/nests deeper than 256 levels/);
+    // A legitimate Prometheus answer of as many series as a mapping may use passes.
+    const series = `{"metric":{"pod":"web-1","namespace":"shop"},"value":[1700000000.1,"2.5"]}`;
+    expect(() =>
+      checkJsonShape(
+        `{"status":"success","data":{"resultType":"vector","result":[${Array(MAX_SERIES).fill(series).join(",")}]}}`,
+      ),
+    ).not.to.throw();
   });
 });

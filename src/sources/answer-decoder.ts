@@ -57,6 +57,11 @@ export class AnswerDecoder {
   private queuedBytes = 0;
   private running?: { pending: Pending; timer: NodeJS.Timeout };
   private worker?: Worker;
+  /**
+   * A worker being terminated: the next starts only when it has exited, so at most one
+   * thread's heap is ever held (a thread stuck in native code exits only when it returns).
+   */
+  private terminating?: Promise<unknown>;
   /** Whether the worker has loaded its code (the budget counts from then). */
   private ready = false;
   private idleTimer?: NodeJS.Timeout;
@@ -152,6 +157,7 @@ export class AnswerDecoder {
     }
     clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
+    if (this.terminating) return; // pumped again when it has exited
     const worker = this.ensureWorker();
     if (!this.ready) return; // pumped again when it is
     let tenant = "";
@@ -209,7 +215,6 @@ export class AnswerDecoder {
     });
     w.on("error", (err: Error & { code?: string }) => {
       if (this.worker !== w) return;
-      this.worker = undefined;
       this.finish(
         new Error(
           err.code === "ERR_WORKER_OUT_OF_MEMORY"
@@ -217,7 +222,7 @@ export class AnswerDecoder {
             : `the parse worker failed (${err.code ?? err.name})`,
         ),
       );
-      this.pump();
+      this.replaceWorker();
     });
     w.on("exit", () => {
       if (this.worker !== w) return;
@@ -232,8 +237,11 @@ export class AnswerDecoder {
   private replaceWorker(): void {
     const w = this.worker;
     this.worker = undefined;
-    void w?.terminate();
-    this.pump();
+    if (!w) return this.pump();
+    const done = (this.terminating = w.terminate().finally(() => {
+      if (this.terminating === done) this.terminating = undefined;
+      this.pump();
+    }));
   }
 
   private async stopIdle(): Promise<void> {

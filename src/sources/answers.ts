@@ -59,7 +59,42 @@ export function decodeAnswer(text: string, job: AnswerJob): AnswerResults[Answer
   }
 }
 
+/**
+ * The most values (objects, arrays, and the entries between their commas) an answer's
+ * JSON may have. `JSON.parse` cannot be interrupted, and its memory follows the values, not
+ * the bytes (10 MiB of `{},` is 3.5 million objects): counted first, in one pass. A
+ * Prometheus answer with {@link MAX_SERIES} series has about 350,000.
+ */
+export const MAX_JSON_VALUES = 400_000;
+/** The deepest an answer's JSON may nest. */
+export const MAX_JSON_DEPTH = 256;
+
+/** Refuses JSON with more values or deeper nesting than the bounds, in one linear pass. */
+export function checkJsonShape(text: string): void {
+  let values = 1;
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c /* \ */) i++;
+      else if (c === 0x22 /* " */) inString = false;
+      continue;
+    }
+    if (c === 0x22) inString = true;
+    else if (c === 0x2c /* , */) values++;
+    else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      values++;
+      if (++depth > MAX_JSON_DEPTH)
+        throw new Error(`the response nests deeper than ${MAX_JSON_DEPTH} levels`);
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) depth--;
+    if (values > MAX_JSON_VALUES)
+      throw new Error(`the response has more than ${MAX_JSON_VALUES.toLocaleString("en")} JSON values`);
+  }
+}
+
 function parseJson(text: string, what: string): unknown {
+  checkJsonShape(text);
   try {
     return JSON.parse(text);
   } catch {

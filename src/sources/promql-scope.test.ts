@@ -136,6 +136,12 @@ describe("scopeQuery (every selector bound to the mapping's namespace)", () => {
     });
   });
 
+  it("refuses info(), which reads target_info series that no selector of the query names", () => {
+    expect(() => scope("info(rate(http_requests_total[5m]))")).to.throw(QueryScopeError, /info\(\)/);
+    // A metric or label called info is just a name.
+    expect(scope("info_total")).to.equal('info_total{namespace="team-a"}');
+  });
+
   describe("refuses an equality matcher on the label with any other value", () => {
     const refused: [string, string][] = [
       ['foo{namespace="team-b"}', "team-b"],

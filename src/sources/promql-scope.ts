@@ -252,6 +252,13 @@ function bindSelectors(query: string, tree: SyntaxTree, opts: ScopeOptions): Ins
             m.nameNext = false;
           } else if (m) m.value = { from: n.from, to: n.to };
           break;
+        case "FunctionIdentifier":
+          // info() reads `target_info` series that no selector of the query names.
+          if (query.slice(n.from, n.to) === "info")
+            throw new QueryScopeError(
+              `the query calls info() at offset ${n.from}, which reads series no selector names; join target_info explicitly instead`,
+            );
+          break;
         case "VectorSelector":
           sel = { identifierEnd: -1, braceFrom: -1, lastEntryEnd: -1, own: false };
           break;

@@ -3,10 +3,20 @@ import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { Agent } from "node:https";
 import { join } from "node:path";
+import { KubeConfig } from "@kubernetes/client-node";
+import { KubeClient } from "../../src/k8s/client.js";
+import { serviceAccountKubeconfig } from "../../src/k8s/service-account-kubeconfig.js";
 import { httpsGet } from "../../src/testing/https-get.js";
-import { applyYaml, freshNamespace, useCluster, type TestCluster } from "../support/cluster.js";
+import {
+  applyYaml,
+  freshNamespace,
+  kubectl,
+  ROOT,
+  useCluster,
+  type TestCluster,
+} from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
-import { flood, type HostileServer, hostileServer } from "../support/attacker.js";
+import { ECHOED_SECRET, flood, type HostileServer, hostileServer } from "../support/attacker.js";
 import { GovernorProcess } from "../support/governor-process.js";
 import { MetricLoad, requireNodeAgent } from "../support/in-cluster.js";
 
@@ -512,6 +522,357 @@ spec:
       attack: "a ScalableWorkload named like another team's HPA",
       got: `HPA untouched; Ready=${ready.status} (${ready.reason})`,
     });
+  });
+
+  /**
+   * A pod of this namespace at the attacker's address, as the pod index sees it: scheduling
+   * gates keep it off every Node (nothing runs it), and its status names the address.
+   */
+  const podAtAttacker = async (name: string) => {
+    await cluster.client.create(`/api/v1/namespaces/${ns.name}/pods`, {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name, labels: { app: name } },
+      spec: {
+        schedulingGates: [{ name: "governor.dev/never" }],
+        containers: [{ name: "app", image: "example.invalid/app" }],
+      },
+    });
+    await cluster.client.request("PATCH", `/api/v1/namespaces/${ns.name}/pods/${name}/status`, {
+      body: { status: { phase: "Running", podIP: hostile.address, podIPs: [{ ip: hostile.address }] } },
+      contentType: "application/merge-patch+json",
+    });
+  };
+  /** Runs `attack` and says Governor's longest event-loop stall meanwhile (beyond its 10 ms timer). */
+  const worstLoopStall = async (attack: () => Promise<void>) => {
+    await loopDelay();
+    await attack();
+    return (await loopDelay()).max;
+  };
+
+  it("a pod whose /metrics is built to stall a parser (a 100,000-digit value; 10 MiB of lines) stalls nothing", async () => {
+    const port = new URL(hostileBase).port;
+    const stall = await worstLoopStall(async () => {
+      await podAtAttacker("digits");
+      applyYaml(
+        cluster,
+        ns.name,
+        `
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: digits}
+spec:
+  metric: digits
+  subject: {resource: pods}
+  interval: 2s
+  source: {scrape: {port: ${port}, path: /digits, series: http_requests_total}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: lines}
+spec:
+  metric: lines
+  subject: {resource: pods}
+  interval: 2s
+  source: {scrape: {port: ${port}, path: /lines, series: a}}
+`,
+      );
+      await eventually(
+        async () => {
+          const c = await condition("digits", "SourceHealthy");
+          expect(c?.status).to.equal("False");
+          expect(c?.message).to.match(/invalid value/);
+          expect(await condition("lines", "SourceHealthy")).to.be.ok;
+        },
+        { timeoutMs: 60_000, what: "both scrapes attempted" },
+      );
+      await new Promise((r) => setTimeout(r, 10_000)); // five more intervals of each
+    });
+    const digits = await condition("digits", "SourceHealthy");
+    const lines = await condition("lines", "SourceHealthy");
+    rows.push({
+      attack:
+        "a pod's `/metrics`: a 100,000-digit value ending in `x`; 10 MiB of `a 1` lines (scrape, every 2 s)",
+      got: `digits: ${digits?.reason} (${digits?.message?.length} characters); lines: ${lines?.status === "True" ? "served" : lines?.reason}; Governor's loop stalled at most ${stall.toFixed(0)} ms`,
+    });
+    expect(digits!.message!.length).to.be.at.most(1024);
+    // A backtracking number pattern stalled the loop for 15 s on the digits alone.
+    expect(stall, "Governor's longest event-loop stall (ms)").to.be.below(1000);
+  });
+
+  it("JSON built to exhaust memory or time ($..* over 10 MiB of objects; $.x at the end of 9 MiB) neither kills nor stalls Governor", async () => {
+    const stall = await worstLoopStall(async () => {
+      applyYaml(
+        cluster,
+        ns.name,
+        `
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: objects}
+spec:
+  metric: objects
+  subject: {external: {}}
+  interval: 2s
+  source: {http: {url: "${hostileBase}/objects", jsonPath: "$..*"}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: padded}
+spec:
+  metric: padded
+  subject: {external: {}}
+  interval: 2s
+  source: {http: {url: "${hostileBase}/padded", jsonPath: "$.x"}}
+`,
+      );
+      await eventually(
+        async () => {
+          expect((await condition("objects", "SourceHealthy"))?.status).to.equal("False");
+          expect(await condition("padded", "SourceHealthy")).to.be.ok;
+        },
+        { timeoutMs: 60_000, what: "both answers decoded or refused" },
+      );
+      await new Promise((r) => setTimeout(r, 10_000));
+    });
+    const objects = await condition("objects", "SourceHealthy");
+    const padded = await condition("padded", "SourceHealthy");
+    rows.push({
+      attack: "`$..*` over 10 MiB of `[{},{},…]`; `$.x` after 9 MiB of padding (http, every 2 s)",
+      got: `objects: ${objects?.message?.replace(/^.*: /, "")}; padded: ${padded?.status === "True" ? "served 7" : padded?.message}; Governor's loop stalled at most ${stall.toFixed(0)} ms`,
+    });
+    expect(governor.pid, "Governor still running").to.be.a("number");
+    expect(stall, "Governor's longest event-loop stall (ms)").to.be.below(1000);
+  });
+
+  it("a source's 5 MiB error text reaches status and answers cut to 1 KiB, and never its secret", async () => {
+    applyYaml(
+      cluster,
+      ns.name,
+      `
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: echo}
+spec:
+  metric: echo
+  subject: {external: {}}
+  interval: 2s
+  source: {prometheus: {address: "${hostileBase}", query: "sum(http_requests_total)"}}
+`,
+    );
+    const c = await eventually(
+      async () => {
+        const h = await condition("echo", "SourceHealthy");
+        expect(h?.status).to.equal("False");
+        return h!;
+      },
+      { timeoutMs: 30_000, what: "the 5 MiB error in status" },
+    );
+    const answer = await cluster.client
+      .request("GET", `/apis/external.metrics.k8s.io/v1beta1/namespaces/${ns.name}/echo`)
+      .then(
+        () => ({ code: 200, message: "" }),
+        (e: { statusCode?: number; message?: string }) => ({
+          code: e.statusCode ?? 0,
+          message: e.message ?? "",
+        }),
+      );
+    rows.push({
+      attack: "a Prometheus-shaped 200 whose `error` is 5 MiB ending in a token",
+      got: `SourceHealthy=False, message ${c.message!.length} characters; metric answer ${answer.code}, ${answer.message.length} characters; token echoed: ${[c.message, answer.message].some((m) => m?.includes(ECHOED_SECRET)) ? "YES" : "no"}`,
+    });
+    expect(c.message!.length).to.be.at.most(1024);
+    expect(c.message).not.to.include(ECHOED_SECRET);
+    expect(answer.code).to.equal(503);
+    expect(answer.message.length).to.be.below(2048);
+    expect(answer.message).not.to.include(ECHOED_SECRET);
+  });
+
+  it("a Prometheus query reads only its own namespace: bound when it names none, refused when it names another", async () => {
+    applyYaml(
+      cluster,
+      ns.name,
+      `
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: names-none}
+spec:
+  metric: names_none
+  subject: {external: {}}
+  interval: 2s
+  source: {prometheus: {address: "${hostileBase}", query: "sum(rate(payments_total[5m]))"}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: names-another}
+spec:
+  metric: names_another
+  subject: {external: {}}
+  source: {prometheus: {address: "${hostileBase}", query: 'sum(rate(payments_total{namespace="team-b"}[5m]))'}}
+`,
+    );
+    const sent = await eventually(
+      async () => {
+        const q = await hostile.lastQuery();
+        expect(q).to.include("payments_total");
+        return q;
+      },
+      { timeoutMs: 30_000, what: "the query sent" },
+    );
+    const refused = await eventually(
+      async () => {
+        const r = await condition("names-another", "Ready");
+        expect(r?.reason).to.equal("InvalidSource");
+        return r!;
+      },
+      { timeoutMs: 30_000, what: "the other namespace's query refused" },
+    );
+    rows.push({
+      attack: '`sum(rate(payments_total[5m]))`; `…{namespace="team-b"}…` from another namespace',
+      got: `sent as \`${sent}\`; the other: Ready=False (${refused.reason})`,
+    });
+    expect(sent).to.equal(`sum(rate(payments_total{namespace="${ns.name}"}[5m]))`);
+  });
+
+  it("10,000 unique junk bearer tokens cost a bounded number of TokenReviews", async () => {
+    const reviews = async () => {
+      const text = await kubectl(cluster, "get", "--raw", "/metrics");
+      let n = 0;
+      for (const m of text.matchAll(/^apiserver_request_total\{([^}]*)\} (\S+)$/gm))
+        if (m[1]!.includes('resource="tokenreviews"') && m[1]!.includes('verb="POST"')) n += Number(m[2]);
+      return n;
+    };
+    // Half opaque, half shaped as the cluster's service-account tokens with a forged signature.
+    const jwtPart = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url");
+    const forged = `${jwtPart({ alg: "RS256", kid: "forged" })}.${jwtPart({ iss: "https://kubernetes.default.svc", sub: "system:serviceaccount:x:y", exp: 4102444800 })}`;
+    const before = await reviews();
+    const started = Date.now();
+    const statuses = new Map<number, number>();
+    let sent = 0;
+    for (const token of ["junk-{i}", `${forged}.sig{i}`]) {
+      const got = await flood({
+        base: `https://127.0.0.1:${governor.port}`,
+        paths: [`/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}/pods/*/pod_load`],
+        from: sent,
+        count: 5000,
+        minMs: 0,
+        concurrency: 50,
+        ca: servingCA,
+        servername: "governor.governor-system.svc",
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      for (const [st, n] of got.statuses) statuses.set(st, (statuses.get(st) ?? 0) + n);
+      sent += got.sent;
+    }
+    const seconds = (Date.now() - started) / 1000;
+    const made = (await reviews()) - before;
+    rows.push({
+      attack: `${sent.toLocaleString("en")} unique junk bearer tokens, half shaped as service-account JWTs (direct)`,
+      got: `${[...statuses].map(([st, n]) => `${n.toLocaleString("en")}× ${st}`).join(", ")}; ${made} TokenReviews in ${seconds.toFixed(0)} s`,
+    });
+    expect(
+      [...statuses.keys()].every((st) => st === 401 || st === 429),
+      JSON.stringify([...statuses]),
+    ).to.equal(true);
+    // The review budget: a burst of 50, then 20 a second (the other reviews of the run add a few).
+    expect(made).to.be.at.most(50 + 20 * Math.ceil(seconds) + 20);
+  });
+
+  it("a tenant's flood through the aggregator: the HPA's p99 with the shipped FlowSchema against without it, interleaved", async () => {
+    // The "HPA" reads as the HPA controller does (its ServiceAccount, in the built-in
+    // workload-high level); the tenant is a ServiceAccount of this namespace allowed to read
+    // custom metrics, flooding through kube-apiserver as a pod of it would.
+    applyYaml(
+      cluster,
+      ns.name,
+      `
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: tenant}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: read-custom-metrics}
+rules: [{apiGroups: [custom.metrics.k8s.io], resources: ["*"], verbs: [get, list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: tenant-reads-custom-metrics}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: read-custom-metrics}
+subjects: [{kind: ServiceAccount, name: tenant, namespace: ${ns.name}}]
+`,
+    );
+    const token = async (namespace: string, name: string) =>
+      (
+        await cluster.client.create<{ status: { token: string } }>(
+          `/api/v1/namespaces/${namespace}/serviceaccounts/${name}/token`,
+          { apiVersion: "authentication.k8s.io/v1", kind: "TokenRequest", spec: { expirationSeconds: 3600 } },
+        )
+      ).status.token;
+    const hpaConfig = new KubeConfig();
+    hpaConfig.loadFromString(
+      await serviceAccountKubeconfig(cluster.client, {
+        namespace: "kube-system",
+        serviceAccount: "horizontal-pod-autoscaler",
+        expirationSeconds: 3600,
+      }),
+    );
+    const hpa = new KubeClient(hpaConfig);
+    const tenantToken = await token(ns.name, "tenant");
+    const apiserver = new URL(cluster.client.kubeConfig.getCurrentCluster()!.server);
+    const apf = join(ROOT, "config/apf");
+    const base = `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${ns.name}`;
+    const e = encodeURIComponent;
+    const ratios: Record<"with" | "without", number[]> = { with: [], without: [] };
+    const p99s: Record<"with" | "without", [number, number][]> = { with: [], without: [] };
+    const statuses: Record<"with" | "without", Map<number, number>> = { with: new Map(), without: new Map() };
+    let sent = 0;
+    try {
+      for (let r = 0; r < FLOOD_ROUNDS; r++) {
+        for (const mode of r % 2 === 0 ? (["with", "without"] as const) : (["without", "with"] as const)) {
+          if (mode === "with") await kubectl(cluster, "apply", "-k", apf);
+          else await kubectl(cluster, "delete", "-k", apf, "--ignore-not-found");
+          await new Promise((res) => setTimeout(res, 1000)); // the apiserver's flow control takes it up
+          const quiet = new MetricLoad(cluster, legitPath, 50, hpa);
+          quiet.start();
+          await new Promise((res) => setTimeout(res, FLOOD_WINDOW_MS));
+          const q = await quiet.stop();
+          const flooded = new MetricLoad(cluster, legitPath, 50, hpa);
+          const got = await flood(
+            {
+              base: apiserver.origin,
+              paths: [`${base}/pods/*/pod_load?labelSelector=${e("app=a")}${sent}-{i}`],
+              from: sent,
+              count: 0,
+              minMs: FLOOD_WINDOW_MS,
+              concurrency: 50,
+              ca: pki("ca.crt"),
+              servername: "localhost",
+              headers: { Authorization: `Bearer ${tenantToken}` },
+            },
+            () => flooded.start(),
+            500,
+          );
+          const f = await flooded.stop();
+          sent += got.sent;
+          totalFailed += q.failed + f.failed;
+          for (const [st, n] of got.statuses) statuses[mode].set(st, (statuses[mode].get(st) ?? 0) + n);
+          ratios[mode].push(f.p99Ms / Math.max(q.p99Ms, 1));
+          p99s[mode].push([q.p99Ms, f.p99Ms]);
+        }
+      }
+    } finally {
+      await kubectl(cluster, "delete", "-k", apf, "--ignore-not-found");
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const summary = (mode: "with" | "without") =>
+      `${mode} it: p99 ${median(p99s[mode].map((x) => x[1]))} ms flooded against ${median(p99s[mode].map((x) => x[0]))} ms quiet, ${median(ratios[mode]).toFixed(1)}× (${Math.min(...ratios[mode]).toFixed(1)}–${Math.max(...ratios[mode]).toFixed(1)}); tenant got ${[...statuses[mode]].map(([st, n]) => `${n.toLocaleString("en")}× ${st}`).join(", ")}`;
+    rows.push({
+      attack: `≥ 10,000 unique selectors through the aggregator by a tenant ServiceAccount limited to 500m CPU (${FLOOD_ROUNDS} rounds each, interleaved; the "HPA" reads as the HPA controller's ServiceAccount)`,
+      got: `${summary("with")}; ${summary("without")}`,
+    });
+    // The flood reached the apiserver in earnest; the HPA's reads failing during it would
+    // fail the suite's last test (totalFailed).
+    expect(sent).to.be.at.least(1000);
   });
 
   it("throughout the attacks the legitimate metric never failed and Governor stayed below the Deployment's 512 MiB limit", () => {

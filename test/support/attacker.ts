@@ -13,8 +13,8 @@ import { httpsGet } from "../../src/testing/https-get.js";
 import { limitCpu } from "./cpu-limit.js";
 
 /**
- * What to send: `paths[i % paths.length]` with every `{i}` replaced by `i` (from `from`
- * on), `concurrency` at a time.
+ * What to send: `paths[i % paths.length]` with every `{i}` (in the path and the header
+ * values) replaced by `i` (from `from` on), `concurrency` at a time.
  */
 export interface FloodPlan {
   base: string;
@@ -98,7 +98,11 @@ async function run(
       servername: plan.servername,
       cert: plan.cert,
       key: plan.key,
-      headers: plan.headers,
+      headers:
+        plan.headers &&
+        Object.fromEntries(
+          Object.entries(plan.headers).map(([k, v]) => [k, v.replaceAll("{i}", String(from + i))]),
+        ),
     }).then(
       (r) => r.status,
       () => 0, // a connection error: counted as status 0
@@ -115,13 +119,37 @@ async function run(
   return { statuses: [...statuses], sent, perSecond: Math.round((sent * 1000) / (Date.now() - started)) };
 }
 
-/** The attacker's endpoint: `/ok` answers `{"v": 5}`, `/big` streams 1 GiB of JSON whitespace. */
+/**
+ * The attacker's endpoint: `/ok` answers `{"v": 5}`, `/big` streams 1 GiB of JSON
+ * whitespace, and each of {@link HOSTILE_ANSWERS} answers what it names.
+ * `/api/v1/query` answers as Prometheus does with a 5 MiB error (and a token at its end),
+ * and keeps the query it was sent for `/last-query`.
+ */
 export interface HostileServer {
   base: string;
+  /** The address it listens on. */
+  address: string;
   /** Bytes of `/big` handed to sockets so far. */
   bigBytesSent(): Promise<number>;
+  /** The last `query` sent to `/api/v1/query`. */
+  lastQuery(): Promise<string>;
   stop(): void;
 }
+
+const MiB = 1 << 20;
+/** What a source can be made to read, by path: answers built to cost a parser time or memory. */
+export const HOSTILE_ANSWERS: Record<string, () => string> = {
+  /** An exposition value of 100,000 digits ending in a letter (a backtracking number pattern: seconds). */
+  "/digits": () => `http_requests_total ${"1".repeat(100_000)}x\n`,
+  /** 10 MiB of exposition lines of one series (2.6 million samples). */
+  "/lines": () => "a 1\n".repeat((10 * MiB) / 4),
+  /** 10 MiB of empty JSON objects (3.5 million of them once parsed). */
+  "/objects": () => `[${"{},".repeat((10 * MiB) / 3 - 1)}{}]`,
+  /** 9 MiB of JSON (within the response limit) with the number asked for at its end. */
+  "/padded": () => `{"pad": "${"a".repeat(9 * MiB)}", "x": 7}`,
+};
+/** The text `/api/v1/query`'s error ends with: it must never come back. */
+export const ECHOED_SECRET = "internal-admin-token=s3cret-from-the-source";
 
 /** Starts the attacker's endpoint on `address` in a child process. */
 export async function hostileServer(address: string): Promise<HostileServer> {
@@ -137,16 +165,35 @@ export async function hostileServer(address: string): Promise<HostileServer> {
   const base = `http://${address}:${port}`;
   return {
     base,
+    address,
     bigBytesSent: async () => Number(await (await fetch(`${base}/sent`)).text()),
+    lastQuery: async () => (await fetch(`${base}/last-query`)).text(),
     stop: () => cp.kill(),
   };
 }
 
 function serve(address: string): void {
   let bigBytesSent = 0;
+  let lastQuery = "";
+  const answers = new Map(Object.entries(HOSTILE_ANSWERS).map(([path, make]) => [path, Buffer.from(make())]));
+  const promError = Buffer.from(
+    JSON.stringify({
+      status: "error",
+      errorType: "execution",
+      error: `${"e".repeat(5 * MiB)} ${ECHOED_SECRET}`,
+    }),
+  );
   const server = createServer((req, res) => {
     if (req.url === "/ok") return void res.end('{"v": 5}');
     if (req.url === "/sent") return void res.end(String(bigBytesSent));
+    if (req.url === "/last-query") return void res.end(lastQuery);
+    const url = new URL(req.url ?? "/", "http://x");
+    if (url.pathname === "/api/v1/query") {
+      lastQuery = url.searchParams.get("query") ?? "";
+      return void res.writeHead(200, { "content-type": "application/json" }).end(promError);
+    }
+    const answer = answers.get(url.pathname);
+    if (answer) return void res.end(answer);
     res.writeHead(200, { "content-type": "application/json" });
     const chunk = Buffer.alloc(1 << 20, 0x20);
     let sent = 0;

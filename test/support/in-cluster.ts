@@ -73,7 +73,8 @@ export interface LoadReport {
 
 /**
  * A steady `ratePerSecond` of GETs of `path` through the apiserver (and so the aggregator),
- * each bounded by 10 s; a non-2xx answer or an error is a failure.
+ * each bounded by 10 s; a non-2xx answer or an error is a failure. They are sent as the
+ * cluster's admin, or with `client`'s credentials (e.g. the HPA controller's ServiceAccount).
  */
 export class MetricLoad {
   private timer?: NodeJS.Timeout;
@@ -88,6 +89,7 @@ export class MetricLoad {
     private readonly cluster: TestCluster,
     private readonly path: string,
     private readonly ratePerSecond = 50,
+    private readonly client: Pick<TestCluster["client"], "request"> = cluster.client,
   ) {}
 
   start(): void {
@@ -105,7 +107,7 @@ export class MetricLoad {
     this.sent++;
     const t0 = performance.now();
     const sentAt = Date.now();
-    const p = this.cluster.client
+    const p = this.client
       .request("GET", this.path, { timeoutMs: 10_000 })
       .then(
         () => {
