@@ -98,15 +98,23 @@ export const SecretDataKey = z
   .max(253)
   .regex(/^[-._a-zA-Z0-9]+$/, "must be a Secret key: letters, digits, '-', '_' and '.'");
 
-/** A reference to a Secret in the object's own namespace. */
+/**
+ * The label a Secret carries when its owner lets MetricMappings send it to a source
+ * (`"true"`); Governor reads no other Secret as a source credential. A label, not an
+ * annotation: an admin lists every such Secret with `kubectl get secret -A -l
+ * governor.dev/source-credential=true`, and admission policies can select on it.
+ */
+export const SOURCE_CREDENTIAL_LABEL = `${GROUP}/source-credential`;
+
+/** A reference to a source-credential Secret in the object's own namespace. */
 export const SecretRef = z
   .object({ name: ObjectName })
-  .meta({ description: "A Secret in the same namespace." });
+  .meta({ description: `A Secret in the same namespace, labelled ${SOURCE_CREDENTIAL_LABEL}=true.` });
 
-/** A reference to a key of a Secret in the object's own namespace. */
-export const SecretKeyRef = z
-  .object({ name: ObjectName, key: SecretDataKey })
-  .meta({ description: "A key of a Secret in the same namespace." });
+/** A reference to a key of a source-credential Secret in the object's own namespace. */
+export const SecretKeyRef = z.object({ name: ObjectName, key: SecretDataKey }).meta({
+  description: `A key of a Secret in the same namespace, labelled ${SOURCE_CREDENTIAL_LABEL}=true.`,
+});
 
 /** The CRD schema key for CEL validation rules (Kubernetes ≥ 1.25; GA in 1.29). */
 export const VALIDATIONS_KEY = "x-kubernetes-validations";

@@ -8,8 +8,10 @@ import {
   ConditionSchema,
   DNS_SUBDOMAIN_PATTERN,
   Duration,
+  ObjectName,
   Quantity,
   SecretKeyRef,
+  SOURCE_CREDENTIAL_LABEL,
   SecretRef,
   StringMap,
   durationBetween,
@@ -57,23 +59,35 @@ const Timeout = withRules(Duration, [durationBetween("100ms", "1m", "timeout")])
   .default("5s")
   .meta({ description: "How long one request to the source may take (100ms to 1m)." });
 
+/** The longest URL (a Prometheus address, an HTTP source's URL, a scrape path). */
+const MAX_URL_LENGTH = 2048;
+/** The longest query: what src/sources/promql-scope.ts parses. */
+const MAX_QUERY_BYTES = 16 * 1024;
+/** The longest series or label name. */
+const MAX_NAME_LENGTH = 256;
+/** The longest JSONPath. */
+const MAX_JSON_PATH_LENGTH = 1024;
+/** The most labels a scrape source matches. */
+const MAX_MATCH_LABELS = 32;
+
 const Prometheus = z
   .object({
     address: z
       .url()
+      .max(MAX_URL_LENGTH)
       .meta({ description: "Base URL of the Prometheus server, e.g. http://prometheus.monitoring:9090." }),
-    query: z.string().min(1).meta({
+    query: z.string().min(1).max(MAX_QUERY_BYTES).meta({
       description:
-        "PromQL instant query. {{namespace}} is the mapping's namespace, {{names}} a regex alternation of the objects asked for, {{selector}} the HPA's label selector as matchers.",
+        "PromQL instant query (at most 16 KiB). {{namespace}} is the mapping's namespace, {{names}} a regex alternation of the objects asked for, {{selector}} the HPA's label selector as matchers. Every selector of the query is bound to the mapping's namespace, whatever it says.",
     }),
-    nameLabel: z.string().optional().meta({
+    nameLabel: z.string().max(MAX_NAME_LENGTH).optional().meta({
       description:
         "Label of the result naming the object (e.g. pod). Unset: the query returns one scalar/sample.",
     }),
     timeout: Timeout,
     bearerTokenSecret: SecretKeyRef.optional(),
     basicAuthSecret: SecretRef.optional().meta({
-      description: "A Secret with keys username and password, sent as HTTP basic auth.",
+      description: `A Secret with keys username and password, sent as HTTP basic auth; labelled ${SOURCE_CREDENTIAL_LABEL}=true.`,
     }),
     caSecret: SecretKeyRef.optional(),
   })
@@ -82,10 +96,22 @@ const Prometheus = z
 const Scrape = z
   .object({
     port: z.number().int().min(1).max(65535),
-    path: z.string().regex(/^\//, "must start with /").default("/metrics"),
+    path: z.string().max(MAX_URL_LENGTH).regex(/^\//, "must start with /").default("/metrics"),
     scheme: z.enum(["http", "https"]).default("http"),
-    series: z.string().min(1).meta({ description: "Name of the series to read, e.g. http_requests_total." }),
-    matchLabels: StringMap.optional().meta({ description: "Only samples with these labels." }),
+    series: z
+      .string()
+      .min(1)
+      .max(MAX_NAME_LENGTH)
+      .meta({ description: "Name of the series to read, e.g. http_requests_total." }),
+    matchLabels: withRules(StringMap, [
+      {
+        rule: `self.size() <= ${MAX_MATCH_LABELS}`,
+        message: `at most ${MAX_MATCH_LABELS} labels`,
+        check: (self) => Object.keys(self).length <= MAX_MATCH_LABELS,
+      },
+    ])
+      .optional()
+      .meta({ description: `Only samples with these labels (at most ${MAX_MATCH_LABELS}).` }),
     aggregate: z
       .enum(["sum", "avg", "max", "min"])
       .default("sum")
@@ -98,16 +124,97 @@ const Scrape = z
   })
   .meta({ description: "Read each subject pod's Prometheus text endpoint directly (subject must be pods)." });
 
+/**
+ * Header names a source never sends from a Secret: `Host` (it would redirect a request that
+ * passed the destination policy to another virtual host) and the connection-level
+ * (hop-by-hop) headers, which govern the connection and the message's framing, not the
+ * request: written by a tenant they could smuggle a second request or break the pool's
+ * connections. Lower-case; compared case-insensitively.
+ */
+export const FORBIDDEN_SOURCE_HEADERS = [
+  "host",
+  "connection",
+  "keep-alive",
+  "proxy-authorization",
+  "proxy-authenticate",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "content-length",
+  "expect",
+] as const;
+
+/**
+ * A header name a `headersSecret` may list: an HTTP token (RFC 9110) that is also a Secret
+ * key (`[-._a-zA-Z0-9]`, a subset of the token characters), since the value is that key's.
+ */
+export const HEADER_NAME_PATTERN = "^[-._a-zA-Z0-9]+$";
+/** The longest header name a `headersSecret` may list. */
+export const MAX_HEADER_NAME_LENGTH = 64;
+/** The most headers a `headersSecret` may list. */
+export const MAX_SECRET_HEADERS = 16;
+
+const FORBIDDEN_HEADER_MESSAGE = `must not be Host or a connection-level header (${FORBIDDEN_SOURCE_HEADERS.join(", ")})`;
+const MISSING_KEYS_MESSAGE =
+  "list the Secret's keys to send as headers, e.g. keys: [X-Api-Key] (only the listed keys are sent)";
+
+const HeaderName = withRules(
+  z
+    .string()
+    .min(1)
+    .max(MAX_HEADER_NAME_LENGTH)
+    .regex(
+      new RegExp(HEADER_NAME_PATTERN),
+      "must be a header name that is also a Secret key: letters, digits, '-', '_' and '.'",
+    ),
+  [
+    {
+      rule: `!(self.lowerAscii() in [${FORBIDDEN_SOURCE_HEADERS.map((h) => `'${h}'`).join(", ")}])`,
+      message: FORBIDDEN_HEADER_MESSAGE,
+      check: (self) => !(FORBIDDEN_SOURCE_HEADERS as readonly string[]).includes(self.toLowerCase()),
+    },
+  ],
+);
+
+/**
+ * `headersSecret`: the Secret and which of its keys are sent as headers. `keys` is
+ * optional in the CRD's structure and required by a rule, so that the apiserver's message
+ * for an object written before it existed says what to do (a missing required field
+ * would only say "Required value", and stop the apiserver from checking the rules). The
+ * http source checks its spec against this again before it runs (a CRD installed by an
+ * older release lets through what this refuses).
+ */
+export const HeadersSecret = withRules(
+  z.object({
+    name: ObjectName,
+    keys: withRules(z.array(HeaderName).min(1).max(MAX_SECRET_HEADERS), [
+      {
+        rule: "self.all(k, self.exists_one(j, j.lowerAscii() == k.lowerAscii()))",
+        message: "list each header once (header names are case-insensitive)",
+        check: (self) => new Set(self.map((k) => k.toLowerCase())).size === self.length,
+      },
+    ])
+      .optional()
+      .meta({
+        description: `Required. The Secret's keys to send, each as the header of that name with the key's value (1 to ${MAX_SECRET_HEADERS}; never Host or a connection-level header). Other keys are not sent.`,
+      }),
+  }),
+  [{ rule: "has(self.keys)", message: MISSING_KEYS_MESSAGE, check: (self) => self.keys !== undefined }],
+).meta({
+  description: `A Secret of the mapping's namespace, labelled ${SOURCE_CREDENTIAL_LABEL}=true, whose listed keys are sent as request headers.`,
+});
+
 const Http = z
   .object({
-    url: z.url(),
+    url: z.url().max(MAX_URL_LENGTH),
     jsonPath: z
       .string()
       .min(1)
+      .max(MAX_JSON_PATH_LENGTH)
       .meta({ description: "JSONPath to a number in the response, e.g. $.queue.depth." }),
-    headersSecret: SecretRef.optional().meta({
-      description: "A Secret whose keys are sent as request headers.",
-    }),
+    headersSecret: HeadersSecret.optional(),
     timeout: Timeout,
   })
   .meta({ description: "GET a URL and pick a number from its JSON." });

@@ -1,14 +1,23 @@
 /**
  * `http`: GETs a URL and picks one number from its JSON with a JSONPath expression
- * (jsonpath-plus, script evaluation disabled), in the parse worker (src/sources/answers.ts). Headers come from a Secret in the mapping's
- * namespace (every key is a header). A path that matches nothing, several things, or
- * something that is not a number is an error, never a 0.
+ * (jsonpath-plus, script evaluation disabled), in the parse worker (src/sources/answers.ts).
+ * Headers come from a source-credential Secret in the mapping's namespace: only the keys
+ * `headersSecret.keys` lists, each sent as the header of its name — never `Host` or a
+ * connection-level header, never a value with a line break. A path that matches nothing,
+ * several things, or something that is not a number is an error, never a 0.
  */
-import type { MetricMappingSpec } from "../api/metric-mapping.js";
+import { HeadersSecret, type MetricMappingSpec } from "../api/metric-mapping.js";
 import { durationMs } from "../api/common.js";
 import { sharedAnswerDecoder } from "./answer-decoder.js";
 import { getBytes, redact } from "./http-client.js";
-import type { MetricSource, OutboundContext, SampleRequest, SampleValue } from "./source.js";
+import { headerValue } from "./secrets.js";
+import {
+  type MetricSource,
+  type OutboundContext,
+  type SampleRequest,
+  type SampleValue,
+  SourceConfigError,
+} from "./source.js";
 
 type Spec = NonNullable<MetricMappingSpec["source"]["http"]>;
 
@@ -16,20 +25,47 @@ type Spec = NonNullable<MetricMappingSpec["source"]["http"]>;
 export class HttpSource implements MetricSource {
   readonly needsObjects = false;
   private readonly timeoutMs: number;
+  /** The Secret and the headers to send from it, as checked. */
+  private readonly headersSecret?: { name: string; keys: readonly string[] };
 
+  /**
+   * Throws {@link SourceConfigError} for a `headersSecret` the CRD should have refused
+   * (no `keys`, `Host`, a connection-level header…): a CRD installed by an older release
+   * lets them through.
+   */
   constructor(
     private readonly spec: Spec,
     private readonly ctx: OutboundContext,
   ) {
     this.timeoutMs = durationMs(spec.timeout);
+    if (spec.headersSecret) {
+      const checked = HeadersSecret.safeParse(spec.headersSecret);
+      if (!checked.success)
+        throw new SourceConfigError(
+          checked.error.issues
+            .map((i) => `${["headersSecret", ...i.path].join(".")}: ${i.message}`)
+            .join("; "),
+        );
+      // A rule of HeadersSecret makes `keys` present.
+      this.headersSecret = { name: checked.data.name, keys: checked.data.keys ?? [] };
+    }
   }
 
   async sample(req: SampleRequest): Promise<SampleValue> {
-    const headers: Record<string, string> = { accept: "application/json" };
-    if (this.spec.headersSecret)
-      Object.assign(headers, await this.ctx.secrets.read(this.ctx.namespace, this.spec.headersSecret.name));
+    const headers: [string, string][] = [["accept", "application/json"]];
+    if (this.headersSecret) {
+      const { name, keys } = this.headersSecret;
+      const values = await this.ctx.secrets.read(this.ctx.namespace, name, keys);
+      for (const key of keys) {
+        const value = Object.hasOwn(values, key) ? values[key] : undefined;
+        const secret = `Secret ${this.ctx.namespace}/${name}`;
+        if (typeof value !== "string") throw new SourceConfigError(`${secret} has no key "${key}"`);
+        headers.push([key.toLowerCase(), headerValue(value, `${secret} key "${key}"`)]);
+      }
+    }
     const body = await getBytes(this.spec.url, {
-      headers,
+      // fromEntries: a listed key replaces `accept`, and a key named __proto__ is a header.
+      headers: Object.fromEntries(headers),
       signal: req.signal,
       timeoutMs: this.timeoutMs,
       policy: this.ctx.policy,

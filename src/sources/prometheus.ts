@@ -16,7 +16,7 @@ import type { PromResponse } from "./answers.js";
 import { HttpStatusError, getBytes } from "./http-client.js";
 import { boundedText } from "../util/bounded-text.js";
 import { scopeQuery } from "./promql-scope.js";
-import { secretKey } from "./secrets.js";
+import { headerValue, secretKey } from "./secrets.js";
 import type { MetricSource, OutboundContext, SampleRequest, SampleValue } from "./source.js";
 
 type Spec = NonNullable<MetricMappingSpec["source"]["prometheus"]>;
@@ -145,7 +145,10 @@ export class PrometheusSource implements MetricSource {
     );
     const headers: Record<string, string> = { accept: "application/json" };
     if (this.spec.bearerTokenSecret) {
-      headers.authorization = `Bearer ${(await secretKey(this.ctx.secrets, this.ctx.namespace, this.spec.bearerTokenSecret)).trim()}`;
+      const ref = this.spec.bearerTokenSecret;
+      // Surrounding whitespace (a token file's final newline) is not part of the token.
+      const token = (await secretKey(this.ctx.secrets, this.ctx.namespace, ref)).trim();
+      headers.authorization = `Bearer ${headerValue(token, `Secret ${this.ctx.namespace}/${ref.name} key "${ref.key}"`)}`;
     }
     if (this.spec.basicAuthSecret) {
       const ref = this.spec.basicAuthSecret;

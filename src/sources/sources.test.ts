@@ -3,7 +3,10 @@ import type { AddressInfo } from "node:net";
 import { expect } from "chai";
 import type { Counter, Registry } from "prom-client";
 import { requestCounterApp } from "../demo/fake-app.js";
-import { MetricMappingSpec } from "../api/metric-mapping.js";
+import { SOURCE_CREDENTIAL_LABEL } from "../api/common.js";
+import { buildCRD } from "../api/crd.js";
+import { FORBIDDEN_SOURCE_HEADERS, MetricMappingKind, MetricMappingSpec } from "../api/metric-mapping.js";
+import { FakeKube } from "../testing/fake-kube.js";
 import { destinationPolicy } from "./destination-policy.js";
 import { buildSource } from "./index.js";
 import { MAX_SERIES, pickNumber, toSampleValue } from "./answers.js";
@@ -11,7 +14,8 @@ import { HttpSource } from "./http.js";
 import { PrometheusSource, type QueryScope, renderQuery } from "./prometheus.js";
 import { QueryScopeError } from "./promql-scope.js";
 import { ScrapeSource, counterRate } from "./scrape.js";
-import type { SecretReader } from "./secrets.js";
+import { KubeSecretReader, type SecretReader } from "./secrets.js";
+import { SourceConfigError } from "./source.js";
 import { StaticSource } from "./static.js";
 
 function serve(
@@ -36,12 +40,15 @@ const signal = () => AbortSignal.timeout(5000);
 /** These tests' sources listen on loopback, which the default policy refuses. */
 const loopback = destinationPolicy({ allow: ["127.0.0.0/8"] });
 const secrets: SecretReader = {
-  read: async (_ns, name): Promise<Record<string, string>> =>
-    name === "prom-token"
-      ? { token: "s3cret\n" }
-      : name === "prom-basic"
-        ? { username: "gov", password: "pw" }
-        : { "X-Api-Key": "k" },
+  read: async (_ns, name, keys): Promise<Record<string, string>> => {
+    const data: Record<string, string> =
+      name === "prom-token"
+        ? { token: "s3cret\n" }
+        : name === "prom-basic"
+          ? { username: "gov", password: "pw" }
+          : { "X-Api-Key": "k" };
+    return Object.fromEntries(keys.map((k) => [k, data[k]!]));
+  },
 };
 
 describe("sources", () => {
@@ -210,7 +217,12 @@ describe("sources", () => {
       });
       try {
         const src = new HttpSource(
-          { url: `${base}/stats`, jsonPath: "$.queue.depth", timeout: "2s", headersSecret: { name: "hdrs" } },
+          {
+            url: `${base}/stats`,
+            jsonPath: "$.queue.depth",
+            timeout: "2s",
+            headersSecret: { name: "hdrs", keys: ["X-Api-Key"] },
+          },
           { namespace: "n", secrets, policy: loopback },
         );
         expect(await src.sample({ namespace: "n", signal: signal() })).to.deep.equal({
@@ -390,5 +402,244 @@ describe("prometheus {{selector}}", () => {
         LabelSelector.parse("app.kubernetes.io/name=web,tier in (a,b.c),env!=prod,!canary,track"),
       ),
     ).to.equal(String.raw`app_kubernetes_io_name="web",canary="",env!="prod",tier=~"a|b\\.c",track!=""`);
+  });
+});
+
+describe("Secrets sent to sources", () => {
+  const CREDENTIAL = { [SOURCE_CREDENTIAL_LABEL]: "true" };
+  const secretPath = (name: string) => `/api/v1/namespaces/shop/secrets/${name}`;
+  const secret = (data: Record<string, string>, labels?: Record<string, string>) => ({
+    apiVersion: "v1",
+    kind: "Secret",
+    metadata: labels ? { labels } : {},
+    data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString("base64")])),
+  });
+  /** A server answering both Prometheus and JSON, recording each request's headers. */
+  const recording = async () => {
+    const requests: Record<string, string | string[] | undefined>[] = [];
+    const served = await serve((u, headers) => {
+      requests.push(headers);
+      return u.pathname === "/api/v1/query"
+        ? { body: JSON.stringify({ status: "success", data: { resultType: "scalar", result: [0, "1"] } }) }
+        : { body: JSON.stringify({ v: 1 }) };
+    });
+    return { ...served, requests };
+  };
+  const httpSpec = (base: string, keys: string[], name = "api-creds") => ({
+    url: `${base}/v`,
+    jsonPath: "$.v",
+    timeout: "2s",
+    headersSecret: { name, keys },
+  });
+  const failure = (p: Promise<unknown>) =>
+    p.then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+
+  it("refuses a Secret not labelled as a source credential, for each of the four references, before any request", async () => {
+    const { server, base, requests } = await recording();
+    try {
+      const kube = new FakeKube();
+      const data = {
+        "X-Api-Key": "k",
+        token: "t",
+        username: "u",
+        password: "p",
+        "ca.crt": "not used on http",
+      };
+      kube.seed(secretPath("db-password"), secret(data));
+      const ctx = { namespace: "shop", secrets: new KubeSecretReader(kube), policy: loopback };
+      const prometheus = (refs: object) =>
+        new PrometheusSource({ address: base, query: "up", timeout: "2s", ...refs }, ctx);
+      const sources = {
+        headersSecret: new HttpSource(httpSpec(base, ["X-Api-Key"], "db-password"), ctx),
+        bearerTokenSecret: prometheus({ bearerTokenSecret: { name: "db-password", key: "token" } }),
+        basicAuthSecret: prometheus({ basicAuthSecret: { name: "db-password" } }),
+        caSecret: prometheus({ caSecret: { name: "db-password", key: "ca.crt" } }),
+      };
+      for (const [ref, src] of Object.entries(sources)) {
+        const err = await failure(src.sample({ namespace: "shop", signal: signal() }));
+        expect(err, ref).to.be.instanceOf(SourceConfigError);
+        expect(err?.message, ref).to.equal(
+          "Secret shop/db-password is not marked as a source credential: label it governor.dev/source-credential=true to let MetricMappings send it",
+        );
+      }
+      expect(requests, "requests made").to.have.length(0);
+
+      // Labelled by its owner, the same Secret is used by each of them (a refusal is not cached).
+      kube.seed(secretPath("db-password"), secret(data, CREDENTIAL));
+      for (const [ref, src] of Object.entries(sources))
+        expect(await failure(src.sample({ namespace: "shop", signal: signal() })), ref).to.equal(undefined);
+      expect(requests.map((h) => h.authorization)).to.deep.equal([
+        undefined,
+        "Bearer t",
+        `Basic ${Buffer.from("u:p").toString("base64")}`,
+        undefined,
+      ]);
+      expect(requests[0]!["x-api-key"]).to.equal("k");
+    } finally {
+      server.close();
+    }
+  });
+
+  it("sends only the keys the mapping lists, never the Secret's others", async () => {
+    const { server, base, port, requests } = await recording();
+    try {
+      const kube = new FakeKube();
+      kube.seed(
+        secretPath("api-creds"),
+        secret(
+          { "X-Api-Key": "k", "X-Admin-Token": "admin", host: "evil.example", Accept: "text/html" },
+          CREDENTIAL,
+        ),
+      );
+      const ctx = { namespace: "shop", secrets: new KubeSecretReader(kube), policy: loopback };
+      await new HttpSource(httpSpec(base, ["X-Api-Key"]), ctx).sample({
+        namespace: "shop",
+        signal: signal(),
+      });
+      expect(requests).to.have.length(1);
+      const h = requests[0]!;
+      expect(h["x-api-key"]).to.equal("k");
+      expect(h["x-admin-token"]).to.equal(undefined);
+      expect(h.host).to.equal(`127.0.0.1:${port}`);
+      expect(h.accept).to.equal("application/json");
+      const missing = await failure(
+        new HttpSource(httpSpec(base, ["X-Api-Key", "X-Tenant"]), ctx).sample({
+          namespace: "shop",
+          signal: signal(),
+        }),
+      );
+      expect(missing).to.be.instanceOf(SourceConfigError);
+      expect(missing?.message).to.equal('Secret shop/api-creds has no key "X-Tenant"');
+      expect(requests).to.have.length(1);
+    } finally {
+      server.close();
+    }
+  });
+
+  it("never sends a value with a line break or another control character", async () => {
+    const { server, base, requests } = await recording();
+    try {
+      const kube = new FakeKube();
+      kube.seed(
+        secretPath("api-creds"),
+        secret({ "X-Api-Key": "k\r\nHost: evil.example", token: "t\r\nX-Injected: 1\n" }, CREDENTIAL),
+      );
+      const ctx = { namespace: "shop", secrets: new KubeSecretReader(kube), policy: loopback };
+      const sources = [
+        new HttpSource(httpSpec(base, ["X-Api-Key"]), ctx),
+        new PrometheusSource(
+          {
+            address: base,
+            query: "up",
+            timeout: "2s",
+            bearerTokenSecret: { name: "api-creds", key: "token" },
+          },
+          ctx,
+        ),
+      ];
+      for (const src of sources) {
+        const err = await failure(src.sample({ namespace: "shop", signal: signal() }));
+        expect(err).to.be.instanceOf(SourceConfigError);
+        expect(err?.message).to.match(
+          /^Secret shop\/api-creds key "(X-Api-Key|token)" cannot be sent as a header/,
+        );
+        expect(err?.message).not.to.include("evil");
+      }
+      expect(requests).to.have.length(0);
+    } finally {
+      server.close();
+    }
+  });
+
+  describe("header names: refused at admission (the CRD and the operator's schema) and by the source", () => {
+    const mapping = (headersSecret: object) => ({
+      metric: "m",
+      subject: { external: {} },
+      source: { http: { url: "http://q.shop/v", jsonPath: "$.v", headersSecret } },
+    });
+    const ctx = { namespace: "shop", secrets, policy: loopback };
+    const problems = (spec: object) => {
+      const r = MetricMappingSpec.safeParse(spec);
+      return r.success
+        ? "accepted"
+        : r.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    };
+    const refusedBySource = (headersSecret: { name: string; keys?: string[] }) => {
+      try {
+        new HttpSource({ url: "http://q.shop/v", jsonPath: "$.v", timeout: "2s", headersSecret }, ctx);
+        return "accepted";
+      } catch (err) {
+        expect(err).to.be.instanceOf(SourceConfigError);
+        return (err as Error).message;
+      }
+    };
+    /** The CRD's schema of headersSecret. */
+    type Node = { required?: string[]; properties?: Record<string, Node>; items?: Node } & Record<
+      string,
+      unknown
+    >;
+    const crdSpec = buildCRD(MetricMappingKind).spec.versions[0]!.schema.openAPIV3Schema.properties
+      .spec as Node;
+    const headersSecretSchema = crdSpec.properties!.source!.properties!.http!.properties!.headersSecret!;
+    const keysSchema = headersSecretSchema.properties!.keys!;
+    const rules = (n: Node) =>
+      (n["x-kubernetes-validations"] as { rule: string; message: string }[]).map((r) => r.rule);
+
+    for (const name of new Set([
+      "Host",
+      "Connection",
+      "Transfer-Encoding",
+      "HOST",
+      ...FORBIDDEN_SOURCE_HEADERS,
+    ])) {
+      it(`refuses keys: [${name}]`, () => {
+        const message = "must not be Host or a connection-level header";
+        expect(problems(mapping({ name: "api-creds", keys: ["X-Api-Key", name] }))).to.equal(
+          `source.http.headersSecret.keys.1: ${message} (${FORBIDDEN_SOURCE_HEADERS.join(", ")})`,
+        );
+        expect(refusedBySource({ name: "api-creds", keys: [name] })).to.match(
+          new RegExp(`^headersSecret.keys.0: ${message}`),
+        );
+        // The CRD's rule, lower-casing as the check does.
+        expect(rules(keysSchema.items!)[0])
+          .to.match(/^!\(self\.lowerAscii\(\) in \[/)
+          .and.include(`'${name.toLowerCase()}'`);
+      });
+    }
+
+    it("refuses a headersSecret without keys, saying to list them (a change from sending every key)", () => {
+      const message =
+        "list the Secret's keys to send as headers, e.g. keys: [X-Api-Key] (only the listed keys are sent)";
+      expect(problems(mapping({ name: "api-creds" }))).to.equal(`source.http.headersSecret: ${message}`);
+      expect(refusedBySource({ name: "api-creds" })).to.equal(`headersSecret: ${message}`);
+      // At admission by a rule, not `required`: a missing required field would stop the
+      // apiserver before the rules, and say only "Required value".
+      expect(headersSecretSchema.required ?? []).not.to.include("keys");
+      expect(rules(headersSecretSchema)).to.deep.equal(["has(self.keys)"]);
+    });
+
+    it("refuses names that are not header tokens and Secret keys, more than 16, or one twice", () => {
+      for (const keys of [
+        [],
+        ["X Api"],
+        ["X-Api:"],
+        ["x".repeat(65)],
+        Array.from({ length: 17 }, (_, i) => `K${i}`),
+      ])
+        expect(problems(mapping({ name: "api-creds", keys })), JSON.stringify(keys)).to.match(
+          /^source\.http\.headersSecret\.keys/,
+        );
+      expect(problems(mapping({ name: "api-creds", keys: ["X-Api-Key", "x-api-key"] }))).to.equal(
+        "source.http.headersSecret.keys: list each header once (header names are case-insensitive)",
+      );
+      expect(
+        problems(mapping({ name: "api-creds", keys: ["X-Api-Key", "Authorization", "x".repeat(64)] })),
+      ).to.equal("accepted");
+      expect(keysSchema).to.include({ minItems: 1, maxItems: 16 });
+      expect(keysSchema.items).to.include({ minLength: 1, maxLength: 64, pattern: "^[-._a-zA-Z0-9]+$" });
+    });
   });
 });

@@ -314,7 +314,7 @@ metadata: {name: traversal}
 spec:
   metric: traversal
   subject: {external: {}}
-  source: {http: {url: "${hostileBase}/ok", jsonPath: "$.v", headersSecret: {name: "../../governor-system/secrets/governor-serving-cert"}}}
+  source: {http: {url: "${hostileBase}/ok", jsonPath: "$.v", headersSecret: {name: "../../governor-system/secrets/governor-serving-cert", keys: [X-Api-Key]}}}
 `);
     expect(got).to.match(/headersSecret.name in body should match/);
     rows.push({

@@ -431,10 +431,28 @@ ${extra}`;
       [
         "a Secret name that climbs into another namespace",
         "MetricMapping",
-        "{metric: x, subject: {external: {}}, source: {http: {url: 'http://q/s', jsonPath: '$.a', headersSecret: {name: '../../victim/secrets/creds'}}}}",
+        "{metric: x, subject: {external: {}}, source: {http: {url: 'http://q/s', jsonPath: '$.a', headersSecret: {name: '../../victim/secrets/creds', keys: [X-Api-Key]}}}}",
         /spec.source.http.headersSecret.name in body should match/,
         /must be an object name/,
       ],
+      [
+        "a headersSecret without keys (it used to send every key)",
+        "MetricMapping",
+        "{metric: x, subject: {external: {}}, source: {http: {url: 'http://q/s', jsonPath: '$.a', headersSecret: {name: api-creds}}}}",
+        /spec.source.http.headersSecret: Invalid value: (?:"[^"]*": )?list the Secret's keys to send as headers/,
+        /list the Secret's keys to send as headers/,
+      ],
+      ...(["Host", "Connection", "transfer-encoding"] as const).map(
+        (header): [string, "MetricMapping", string, RegExp, RegExp] => [
+          `a headersSecret sending ${header}`,
+          "MetricMapping",
+          `{metric: x, subject: {external: {}}, source: {http: {url: 'http://q/s', jsonPath: '$.a', headersSecret: {name: api-creds, keys: [X-Api-Key, ${header}]}}}}`,
+          new RegExp(
+            `spec.source.http.headersSecret.keys\\[1\\]: Invalid value: ${ANY_VALUE}must not be Host or a connection-level header`,
+          ),
+          /must not be Host or a connection-level header/,
+        ],
+      ),
       [
         "a bearer-token Secret name with a slash",
         "MetricMapping",
