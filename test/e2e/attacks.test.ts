@@ -825,6 +825,7 @@ subjects: [{kind: ServiceAccount, name: tenant, namespace: ${ns.name}}]
     const ratios: Record<"with" | "without", number[]> = { with: [], without: [] };
     const p99s: Record<"with" | "without", [number, number][]> = { with: [], without: [] };
     const statuses: Record<"with" | "without", Map<number, number>> = { with: new Map(), without: new Map() };
+    const loops: Record<"with" | "without", number[]> = { with: [], without: [] };
     let sent = 0;
     try {
       for (let r = 0; r < FLOOD_ROUNDS; r++) {
@@ -837,6 +838,7 @@ subjects: [{kind: ServiceAccount, name: tenant, namespace: ${ns.name}}]
           await new Promise((res) => setTimeout(res, FLOOD_WINDOW_MS));
           const q = await quiet.stop();
           const flooded = new MetricLoad(cluster, legitPath, 50, hpa);
+          await loopDelay();
           const got = await flood(
             {
               base: apiserver.origin,
@@ -853,6 +855,7 @@ subjects: [{kind: ServiceAccount, name: tenant, namespace: ${ns.name}}]
             500,
           );
           const f = await flooded.stop();
+          loops[mode].push((await loopDelay()).p99);
           sent += got.sent;
           totalFailed += q.failed + f.failed;
           for (const [st, n] of got.statuses) statuses[mode].set(st, (statuses[mode].get(st) ?? 0) + n);
@@ -865,7 +868,7 @@ subjects: [{kind: ServiceAccount, name: tenant, namespace: ${ns.name}}]
     }
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     const summary = (mode: "with" | "without") =>
-      `${mode} it: p99 ${median(p99s[mode].map((x) => x[1]))} ms flooded against ${median(p99s[mode].map((x) => x[0]))} ms quiet, ${median(ratios[mode]).toFixed(1)}× (${Math.min(...ratios[mode]).toFixed(1)}–${Math.max(...ratios[mode]).toFixed(1)}); tenant got ${[...statuses[mode]].map(([st, n]) => `${n.toLocaleString("en")}× ${st}`).join(", ")}`;
+      `${mode} it: p99 ${median(p99s[mode].map((x) => x[1]))} ms flooded against ${median(p99s[mode].map((x) => x[0]))} ms quiet, ${median(ratios[mode]).toFixed(1)}× (${Math.min(...ratios[mode]).toFixed(1)}–${Math.max(...ratios[mode]).toFixed(1)}); tenant got ${[...statuses[mode]].map(([st, n]) => `${n.toLocaleString("en")}× ${st}`).join(", ")}; Governor's loop p99 ${median(loops[mode]).toFixed(1)} ms`;
     rows.push({
       attack: `≥ 10,000 unique selectors through the aggregator by a tenant ServiceAccount limited to 500m CPU (${FLOOD_ROUNDS} rounds each, interleaved; the "HPA" reads as the HPA controller's ServiceAccount)`,
       got: `${summary("with")}; ${summary("without")}`,
