@@ -1,5 +1,7 @@
 import { expect } from "chai";
-import { X509Certificate } from "node:crypto";
+import "reflect-metadata"; // before @peculiar/x509 (tsyringe)
+import { X509Certificate, webcrypto } from "node:crypto";
+import * as x509 from "@peculiar/x509";
 import type { IncomingMessage } from "node:http";
 import { createCA, issueCertificate, type KeyPair } from "../certs/certs.js";
 import {
@@ -255,5 +257,92 @@ describe("DelegatingAuthenticator", () => {
       expect(await outcome(authn, request({ bearer: "good-boom" }))).to.include({ name: "user-good-boom" });
       expect(reviewer.reviewed).to.deep.equal(["good-x", "boom", "good-boom"]);
     });
+  });
+});
+
+describe("client certificate chains", () => {
+  const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
+  const keys = () => webcrypto.subtle.generateKey(ALG, true, ["sign", "verify"]);
+  const der = (pem: string) => new X509Certificate(pem).raw;
+  /** A CA certificate for `subject` with `publicKey`, signed by `signer` as `issuer`. */
+  const ca = async (
+    subject: string,
+    issuer: string,
+    publicKey: webcrypto.CryptoKey,
+    signingKey: webcrypto.CryptoKey,
+    serial: string,
+  ) =>
+    (
+      await x509.X509CertificateGenerator.create({
+        serialNumber: serial,
+        subject,
+        issuer,
+        notBefore: new Date(Date.now() - 60_000),
+        notAfter: new Date(Date.now() + 86_400_000),
+        publicKey,
+        signingKey,
+        signingAlgorithm: ALG,
+        extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+      })
+    ).toString("pem");
+  /** A request whose TLS socket presents `chain` (leaf first), as Node hands it over. */
+  const presenting = (chain: string[]): IncomingMessage => {
+    let link: object | undefined;
+    for (let i = chain.length - 1; i >= 0; i--)
+      link = { raw: der(chain[i]!), fingerprint256: `f${i}`, issuerCertificate: link };
+    return {
+      rawHeaders: [],
+      headers: {},
+      socket: { getPeerCertificate: () => link },
+    } as unknown as IncomingMessage;
+  };
+
+  it("accepts a client certificate through an intermediate, in the order the client sent them", async () => {
+    const root = await keys();
+    const inter = await keys();
+    const rootPem = await ca("CN=root", "CN=root", root.publicKey, root.privateKey, "01");
+    const interPem = await ca("CN=inter", "CN=root", inter.publicKey, root.privateKey, "02");
+    const leaf = await issueCertificate(
+      {
+        cert: interPem,
+        key: x509.PemConverter.encode(
+          await webcrypto.subtle.exportKey("pkcs8", inter.privateKey),
+          "PRIVATE KEY",
+        ),
+      },
+      { commonName: "alice", organizations: ["team-a"], usage: "client" },
+    );
+    const authn = new DelegatingAuthenticator(undefined);
+    authn.setConfig({ clientCA: rootPem });
+    expect(authn.authenticate(presenting([leaf.cert, interPem]))).to.deep.include({ name: "alice" });
+  });
+
+  it("answers a chain of self-issued certificates sharing one key at once, without trying their orderings", async () => {
+    // Nine CA certificates that each issue all the others: a search over orderings tried
+    // them depth after depth (1.7 s with five, 37 s with seven, on the event loop).
+    const shared = await keys();
+    const evil = await Promise.all(
+      Array.from({ length: 9 }, (_, i) =>
+        ca("CN=evil", "CN=evil", shared.publicKey, shared.privateKey, `1${i}`),
+      ),
+    );
+    const leaf = await issueCertificate(
+      {
+        cert: evil[0]!,
+        key: x509.PemConverter.encode(
+          await webcrypto.subtle.exportKey("pkcs8", shared.privateKey),
+          "PRIVATE KEY",
+        ),
+      },
+      { commonName: "mallory", usage: "client" },
+    );
+    const authn = new DelegatingAuthenticator(undefined);
+    authn.setConfig({ clientCA: (await createCA("the real root")).cert });
+    const t = performance.now();
+    expect(() => authn.authenticate(presenting([leaf.cert, ...evil]))).to.throw(
+      AuthenticationError,
+      /does not chain/,
+    );
+    expect(performance.now() - t, "ms to refuse it").to.be.below(100);
   });
 });
