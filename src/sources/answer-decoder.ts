@@ -3,8 +3,10 @@
  * synchronous parse cannot be interrupted, so an answer's cost is bounded by where it runs:
  *
  * - small answers (at most `inlineBytes`) of the kinds with a linear decoder (Prometheus
- *   JSON, exposition text) are decoded on the event loop, where they take a few
- *   milliseconds;
+ *   JSON, exposition text) are decoded on the event loop, where each takes a few
+ *   milliseconds — until they have taken `inlineBudgetMs` in one turn of the loop (many
+ *   answers can arrive together: sixteen pods of a scrape, at a moment their senders
+ *   choose), after which the rest of that turn's go to the worker;
  * - larger ones, and every JSONPath (whose cost grows with the path as well as the
  *   answer), go to one worker thread with its own capped heap, one at a time, taken
  *   round-robin by tenant (a mapping's namespace). Past `budgetMs` the thread is
@@ -21,8 +23,10 @@ const utf8 = new TextDecoder();
 
 /** Options of {@link AnswerDecoder}. */
 export interface AnswerDecoderOptions {
-  /** Answers up to this many bytes are decoded on the event loop. @default 262144 (256 KiB) */
+  /** Answers up to this many bytes are decoded on the event loop. @default 32768 (32 KiB) */
   inlineBytes?: number;
+  /** The most time decoding may take on the event loop in one turn of it. @default 10 */
+  inlineBudgetMs?: number;
   /** The most one answer may take to decode in the worker. @default 1000 */
   budgetMs?: number;
   /** The worker's heap (old generation), in MiB. @default 64 */
@@ -45,6 +49,9 @@ interface Pending {
 /** See the module comment. */
 export class AnswerDecoder {
   private readonly inlineBytes: number;
+  private readonly inlineBudgetMs: number;
+  /** Time spent decoding on the loop in this turn of it (reset when the turn ends). */
+  private inlineSpentMs = 0;
   private readonly budgetMs: number;
   private readonly heapMb: number;
   private readonly maxQueuedBytes: number;
@@ -69,7 +76,8 @@ export class AnswerDecoder {
   private closed = false;
 
   constructor(opts: AnswerDecoderOptions = {}) {
-    this.inlineBytes = opts.inlineBytes ?? 256 * 1024;
+    this.inlineBytes = opts.inlineBytes ?? 32 * 1024;
+    this.inlineBudgetMs = opts.inlineBudgetMs ?? 10;
     this.budgetMs = opts.budgetMs ?? 1000;
     this.heapMb = opts.heapMb ?? 64;
     this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 * 1024 * 1024;
@@ -86,11 +94,20 @@ export class AnswerDecoder {
     job: Extract<AnswerJob, { kind: K }>,
     opts: { tenant: string; signal?: AbortSignal },
   ): Promise<AnswerResults[K]> {
-    if (body.byteLength <= this.inlineBytes && job.kind !== "json-path") {
+    if (
+      body.byteLength <= this.inlineBytes &&
+      job.kind !== "json-path" &&
+      this.inlineSpentMs < this.inlineBudgetMs
+    ) {
+      if (this.inlineSpentMs === 0) setImmediate(() => (this.inlineSpentMs = 0));
+      const started = performance.now();
       try {
         return Promise.resolve(decodeAnswer(utf8.decode(body), job));
       } catch (err) {
         return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+      } finally {
+        // At least a little, so the reset above is scheduled once per turn.
+        this.inlineSpentMs += Math.max(performance.now() - started, 0.001);
       }
     }
     if (this.closed) return Promise.reject(new Error("the answer decoder is closed"));

@@ -10,6 +10,7 @@ import { HeadersSecret, type MetricMappingSpec } from "../api/metric-mapping.js"
 import { durationMs } from "../api/common.js";
 import { sharedAnswerDecoder } from "./answer-decoder.js";
 import { getBytes, redact } from "./http-client.js";
+import type { QueryScope } from "./prometheus.js";
 import { headerValue } from "./secrets.js";
 import {
   type MetricSource,
@@ -20,6 +21,41 @@ import {
 } from "./source.js";
 
 type Spec = NonNullable<MetricMappingSpec["source"]["http"]>;
+
+/**
+ * Paths of Prometheus-compatible query APIs (Prometheus, Thanos, Cortex, Mimir, and Loki's
+ * `/loki/api/v1/…`, under any prefix): read through `http`, a query would reach every
+ * namespace's series with Governor's network position, unscoped. The `prometheus` source
+ * binds every query to the mapping's namespace instead.
+ */
+const QUERY_API =
+  /\/api\/v1\/(query|query_range|query_exemplars|series|labels?|read|export|federate|tail)(\/|$)|\/federate$/;
+
+/** Whether `url`'s path, decoded as the server will decode it, is a query API's. */
+export function isQueryApi(url: string): boolean {
+  let path: string;
+  try {
+    path = new URL(url).pathname;
+  } catch {
+    return false;
+  }
+  // %-escapes decoded (repeatedly: a proxy in front may decode once more), slashes
+  // collapsed, case folded: routers differ, so the most permissive reading counts.
+  for (let i = 0; i < 3; i++) {
+    const decoded = tryDecode(path);
+    if (decoded === path) break;
+    path = decoded;
+  }
+  return QUERY_API.test(path.replace(/\/+/g, "/").toLowerCase());
+}
+
+function tryDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
 
 /** See the module comment. */
 export class HttpSource implements MetricSource {
@@ -35,9 +71,13 @@ export class HttpSource implements MetricSource {
    */
   constructor(
     private readonly spec: Spec,
-    private readonly ctx: OutboundContext,
+    private readonly ctx: OutboundContext & { scope?: QueryScope },
   ) {
     this.timeoutMs = durationMs(spec.timeout);
+    if (ctx.scope?.namespaceLabel !== null && isQueryApi(spec.url))
+      throw new SourceConfigError(
+        `${redact(spec.url)} is a Prometheus query API: use the prometheus source, which binds the query to this namespace`,
+      );
     if (spec.headersSecret) {
       const checked = HeadersSecret.safeParse(spec.headersSecret);
       if (!checked.success)

@@ -73,6 +73,7 @@ export function buildSource(spec: MetricMappingSpec, ctx: SourceContext): Metric
       policy: ctx.policy,
       maxResponseBytes: ctx.maxResponseBytes,
       decoder: ctx.decoder,
+      scope: ctx.prometheusScope,
     });
   if (s.kubernetes) {
     return new KubernetesCountSource(s.kubernetes, {

@@ -209,6 +209,33 @@ describe("sources", () => {
   });
 
   describe("http", () => {
+    it("refuses a URL of a Prometheus-compatible query API, however its path is written, unless queries may be unscoped", () => {
+      const http = (url: string, scope?: QueryScope) => () =>
+        new HttpSource(
+          { url, jsonPath: "$.data.result[0].value[1]", timeout: "2s" },
+          { namespace: "team-a", secrets, scope },
+        );
+      for (const path of [
+        "/api/v1/query?query=sum(x{namespace=%22team-b%22})",
+        "/prometheus/api/v1/query_range",
+        "/api/v1/%71uery",
+        "/api/v1/%2571uery",
+        "//api//v1/query",
+        "/API/V1/QUERY",
+        "/loki/api/v1/query",
+        "/federate",
+        "/api/v1/series",
+        "/api/v1/label/namespace/values",
+      ])
+        expect(http(`http://prometheus.monitoring:9090${path}`), path).to.throw(
+          SourceConfigError,
+          /Prometheus query API/,
+        );
+      for (const path of ["/stats", "/api/v1/queue-depth", "/api/v1/querystats", "/v1/query"])
+        expect(http(`http://queue.shop:8080${path}`), path).not.to.throw();
+      expect(http("http://prometheus.monitoring:9090/api/v1/query", { namespaceLabel: null })).not.to.throw();
+    });
+
     it("picks one number by JSONPath and sends headers from the Secret", async () => {
       let key: unknown;
       const { server, base } = await serve((_u, h) => {
