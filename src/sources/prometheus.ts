@@ -15,9 +15,15 @@ import { sharedAnswerDecoder } from "./answer-decoder.js";
 import type { PromResponse } from "./answers.js";
 import { HttpStatusError, getBytes } from "./http-client.js";
 import { boundedText } from "../util/bounded-text.js";
-import { scopeQuery } from "./promql-scope.js";
+import { MAX_QUERY_BYTES, scopeQuery } from "./promql-scope.js";
 import { headerValue, secretKey } from "./secrets.js";
-import type { MetricSource, OutboundContext, SampleRequest, SampleValue } from "./source.js";
+import {
+  type MetricSource,
+  type OutboundContext,
+  type SampleRequest,
+  type SampleValue,
+  SourceConfigError,
+} from "./source.js";
 
 type Spec = NonNullable<MetricMappingSpec["source"]["prometheus"]>;
 
@@ -69,16 +75,42 @@ export function selectorMatchers(selector: LabelSelector | undefined): string {
     .join(",");
 }
 
-/** Renders the query template. */
+/** The most times `{{names}}` or `{{selector}}` may appear in a query. */
+export const MAX_PLACEHOLDERS = 4;
+/** The longest rendered query (objects' names make it longer than what its author wrote). */
+export const MAX_RENDERED_QUERY_BYTES = 256 * 1024;
+/** The longest `{{selector}}` rendering: an HPA's selector is a few labels. */
+export const MAX_SELECTOR_MATCHERS_BYTES = 2048;
+
+/**
+ * Renders the query template. Its length is worked out before the query is built: many
+ * placeholders times many long names would otherwise build megabytes per sample before
+ * any bound could refuse them.
+ */
 export function renderQuery(
   template: string,
   vars: { namespace: string; names?: readonly string[]; selector?: LabelSelector },
 ): string {
   const names = vars.names && vars.names.length > 0 ? vars.names.map(promRegexEscape).join("|") : ".+";
+  const matchers = selectorMatchers(vars.selector);
+  if (matchers.length > MAX_SELECTOR_MATCHERS_BYTES)
+    throw new Error(
+      `the HPA's label selector makes ${matchers.length} bytes of matchers; a {{selector}} query takes at most ${MAX_SELECTOR_MATCHERS_BYTES}`,
+    );
+  const count = (placeholder: string) => template.split(placeholder).length - 1;
+  const length =
+    template.length +
+    count("{{namespace}}") * (vars.namespace.length - "{{namespace}}".length) +
+    count("{{names}}") * (names.length - "{{names}}".length) +
+    count("{{selector}}") * (matchers.length - "{{selector}}".length);
+  if (length > MAX_RENDERED_QUERY_BYTES)
+    throw new Error(
+      `the query would be ${length} bytes long with the names of ${vars.names?.length ?? 0} objects; at most ${MAX_RENDERED_QUERY_BYTES} (aggregate by a label instead of naming each object)`,
+    );
   return template
     .replaceAll("{{namespace}}", vars.namespace)
     .replaceAll("{{names}}", names)
-    .replaceAll("{{selector}}", selectorMatchers(vars.selector));
+    .replaceAll("{{selector}}", matchers);
 }
 
 /** The short explanation in a Prometheus API error body, if the body is one. */
@@ -122,6 +154,11 @@ export class PrometheusSource implements MetricSource {
     this.perSelector = spec.query.includes("{{selector}}");
     this.timeoutMs = durationMs(spec.timeout);
     this.namespaceLabel = ctx.scope ? ctx.scope.namespaceLabel : "namespace";
+    for (const placeholder of ["{{names}}", "{{selector}}"])
+      if (spec.query.split(placeholder).length - 1 > MAX_PLACEHOLDERS)
+        throw new SourceConfigError(`the query has ${placeholder} more than ${MAX_PLACEHOLDERS} times`);
+    if (spec.query.length > MAX_QUERY_BYTES)
+      throw new SourceConfigError(`the query is longer than ${MAX_QUERY_BYTES} characters`);
     // Checked once as written, so a query that can never be scoped is refused up front.
     this.scoped(renderQuery(spec.query, { namespace: ctx.namespace, names: ["x"] }));
   }
@@ -130,7 +167,11 @@ export class PrometheusSource implements MetricSource {
   private scoped(rendered: string): string {
     if (this.namespaceLabel === null) return rendered;
     if (this.lastScoped?.rendered === rendered) return this.lastScoped.scoped;
-    const scoped = scopeQuery(rendered, { namespace: this.ctx.namespace, label: this.namespaceLabel });
+    const scoped = scopeQuery(rendered, {
+      namespace: this.ctx.namespace,
+      label: this.namespaceLabel,
+      maxBytes: MAX_RENDERED_QUERY_BYTES,
+    });
     this.lastScoped = { rendered, scoped };
     return scoped;
   }

@@ -43,6 +43,11 @@ export interface ScopeOptions {
   namespace: string;
   /** The series label that holds the namespace, e.g. `namespace`. A plain PromQL label name. */
   label: string;
+  /**
+   * The longest query scoped, in UTF-8 bytes: a rendered template with many objects' names
+   * in one string literal can be longer than anything an author writes. @default MAX_QUERY_BYTES
+   */
+  maxBytes?: number;
 }
 
 /**
@@ -67,8 +72,8 @@ export class QueryScopeError extends SourceConfigError {
 export function scopeQuery(query: string, opts: ScopeOptions): string {
   checkOptions(opts);
   const bytes = Buffer.byteLength(query, "utf8");
-  if (bytes > MAX_QUERY_BYTES)
-    throw new QueryScopeError(`the query is ${bytes} bytes long; at most ${MAX_QUERY_BYTES} are allowed`);
+  const max = opts.maxBytes ?? MAX_QUERY_BYTES;
+  if (bytes > max) throw new QueryScopeError(`the query is ${bytes} bytes long; at most ${max} are allowed`);
   if (!isWellFormed(query)) throw new QueryScopeError("the query is not well-formed Unicode");
   preScan(query);
   const insertions = bindSelectors(query, parse(query), opts);

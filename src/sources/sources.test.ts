@@ -670,3 +670,36 @@ describe("Secrets sent to sources", () => {
     });
   });
 });
+
+describe("prometheus query templates against a tenant's pods", () => {
+  const template = 'sum by (pod) (rate(http_requests_total{pod=~"{{names}}"}[1m]))';
+  it("renders the names of a thousand pods, longer than any query an author writes", () => {
+    const names = Array.from({ length: 1000 }, (_, i) => `web-deployment-7d9f8c6b5-${i}`);
+    const q = renderQuery(template, { namespace: "shop", names });
+    expect(q.length).to.be.above(16 * 1024);
+    expect(
+      new PrometheusSource(
+        { address: "http://p:9090", query: template, timeout: "5s" },
+        { namespace: "shop", secrets },
+      ),
+    ).to.be.ok;
+  });
+  it("refuses to build a query past 256 KiB, before building it", () => {
+    const names = Array.from({ length: 1100 }, (_, i) => `${"x".repeat(240)}-${i}`);
+    const t = performance.now();
+    expect(() => renderQuery(`${template} + ${template}`, { namespace: "shop", names })).to.throw(
+      /would be \d+ bytes long with the names of 1100 objects; at most 262144/,
+    );
+    expect(performance.now() - t).to.be.below(50);
+  });
+  it("refuses a template with a placeholder more than four times", () => {
+    const many = Array(5).fill('x{pod=~"{{names}}"}').join(" + ");
+    expect(
+      () =>
+        new PrometheusSource(
+          { address: "http://p:9090", query: many, timeout: "5s" },
+          { namespace: "shop", secrets },
+        ),
+    ).to.throw(SourceConfigError, /more than 4 times/);
+  });
+});
