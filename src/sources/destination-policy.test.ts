@@ -40,7 +40,7 @@ describe("where sources may connect", () => {
         "IPv4-mapped ::ffff:0:0/96": (v) => `::ffff:${v.join(".")}`,
         "IPv4-compatible ::/96": (v) => `::${v.join(".")}`,
         "NAT64 64:ff9b::/96": (v) => `64:ff9b::${v.join(".")}`,
-        "local NAT64 64:ff9b:1::/48": (v) => `64:ff9b:1::${hex(v[0]!, v[1]!)}:${hex(v[2]!, v[3]!)}`,
+        "IPv4-translated ::ffff:0:0:0/96": (v) => `::ffff:0:${hex(v[0]!, v[1]!)}:${hex(v[2]!, v[3]!)}`,
         "6to4 2002::/16": (v) => `2002:${hex(v[0]!, v[1]!)}:${hex(v[2]!, v[3]!)}::1`,
         "Teredo 2001::/32": (v) => {
           const o = v.map((x) => x ^ 0xff);
@@ -64,6 +64,10 @@ describe("where sources may connect", () => {
             expect(DEFAULT_DESTINATION_POLICY.refusal(w(v4)), `${form}: ${w(v4)}`).to.match(words);
         });
       }
+      it("refuses the local-use NAT64 prefix whole (where the IPv4 address sits there depends on its length)", () => {
+        for (const address of ["64:ff9b:1::7f00:1", "64:ff9b:1:0:7f:0:100::", "64:ff9b:1::a00:5"])
+          expect(DEFAULT_DESTINATION_POLICY.refusal(address), address).to.match(/local-use NAT64/);
+      });
       it("allows the IPv6 forms of an allowed IPv4 address, and obeys an admin's deny of the IPv4 inside", () => {
         for (const w of Object.values(write))
           expect(DEFAULT_DESTINATION_POLICY.refusal(w([10, 0, 0, 5]))).to.equal(undefined);

@@ -22,6 +22,9 @@ export const REFUSED_BY_DEFAULT: readonly [cidr: string, why: string][] = [
   ["fd00:ec2::254/128", "cloud metadata"],
   ["100.100.100.200/32", "cloud metadata (Alibaba Cloud)"],
   ["168.63.129.16/32", "cloud metadata (Azure WireServer)"],
+  // Where an IPv4 address sits inside a local-use NAT64 prefix depends on its length (RFC
+  // 6052): refused whole rather than guessed.
+  ["64:ff9b:1::/48", "local-use NAT64 (an IPv4 address inside it cannot be told)"],
   ["0.0.0.0/8", "unspecified"],
   ["::/128", "unspecified"],
   ["224.0.0.0/4", "multicast"],
@@ -81,8 +84,8 @@ export const IPV4_INSIDE_IPV6: readonly {
     ipv4: (b) => [...b.subarray(12)],
   },
   {
-    form: "local NAT64 64:ff9b:1::/48",
-    matches: (b) => b[0] === 0 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b && b[4] === 0 && b[5] === 1,
+    form: "IPv4-translated ::ffff:0:0:0/96",
+    matches: (b) => zeros(b, 0, 8) && b[8] === 0xff && b[9] === 0xff && b[10] === 0 && b[11] === 0,
     ipv4: (b) => [...b.subarray(12)],
   },
   {
