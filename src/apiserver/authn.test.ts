@@ -222,6 +222,29 @@ describe("DelegatingAuthenticator", () => {
       expect(reviewer.reviewed).to.have.length(1);
     });
 
+    it("reviews a token whose signature verified within its subject's budget, however many junk tokens spent theirs", async () => {
+      const precheck: TokenPrecheck = {
+        check: async (t) =>
+          t.startsWith("good-") ? { subject: "system:serviceaccount:kube-system:hpa" } : undefined,
+      };
+      const { authn, reviewer } = configured(countingReviewer(), {
+        precheck,
+        tokenReviewBurst: 5,
+        tokenReviewsPerSecond: 1,
+      });
+      for (let i = 0; i < 20; i++) await outcome(authn, request({ bearer: `junk-${i}` }));
+      expect(await outcome(authn, request({ bearer: "junk-x" }))).to.be.instanceOf(TooManyTokenReviewsError);
+      // The cluster's own token is still reviewed (and its subject's budget is its own).
+      expect(await outcome(authn, request({ bearer: "good-hpa" }))).to.deep.include({
+        name: "user-good-hpa",
+      });
+      // One subject minting tokens spends its own budget only.
+      const minted = [];
+      for (let i = 0; i < 20; i++) minted.push(await outcome(authn, request({ bearer: `good-minted-${i}` })));
+      expect(minted.filter((r) => r instanceof TooManyTokenReviewsError).length).to.be.above(0);
+      expect(reviewer.reviewed.filter((t) => t.startsWith("junk-"))).to.have.length(5);
+    });
+
     it("answers what the precheck rejects 401 without a review or the budget, and caches it", async () => {
       const checked: string[] = [];
       const precheck: TokenPrecheck = {

@@ -26,6 +26,7 @@ import type { TLSSocket } from "node:tls";
 import { GovernorError } from "../errors.js";
 import { dict } from "../util/dict.js";
 import { byteBoundedCache, stringBytes } from "../util/lru.js";
+import { LRUCache } from "lru-cache";
 import { TokenBucket } from "../util/token-bucket.js";
 import { tryDecodeURIComponent } from "../util/uri.js";
 import { coalesce } from "../util/in-flight.js";
@@ -148,10 +149,12 @@ export interface TokenReviewer {
  */
 export interface TokenPrecheck {
   /**
-   * Why the token cannot be valid (a short fixed text, nothing the token says), or
-   * undefined when only a TokenReview can tell (also when the check itself cannot be made).
+   * Why the token cannot be valid (a short fixed text, nothing the token says); the
+   * token's subject when its signature verified (its review is then budgeted per subject,
+   * apart from the tokens nobody vouches for); undefined when only a TokenReview can tell
+   * (also when the check itself cannot be made).
    */
-  check(token: string): Promise<string | undefined>;
+  check(token: string): Promise<string | { subject: string } | undefined>;
 }
 
 /** Options of {@link DelegatingAuthenticator}. */
@@ -217,6 +220,8 @@ export class DelegatingAuthenticator implements Authenticator {
     sizeOf: (key, v) => stringBytes(key) + 100 + stringBytes(v.reason),
   });
   private readonly reviewBudget: TokenBucket;
+  /** Review budgets of subjects whose tokens verified locally, the most recent 4,096. */
+  private readonly subjectBudgets = new LRUCache<string, TokenBucket>({ max: 4096 });
   private readonly now: () => number;
 
   /** @param tokens checks bearer tokens; undefined disables token authentication. */
@@ -230,6 +235,12 @@ export class DelegatingAuthenticator implements Authenticator {
       opts.tokenReviewBurst ?? 50,
       this.now,
     );
+  }
+
+  private subjectBudget(subject: string): TokenBucket {
+    let b = this.subjectBudgets.get(subject);
+    if (!b) this.subjectBudgets.set(subject, (b = new TokenBucket(2, 10, this.now)));
+    return b;
   }
 
   /** Installs a new configuration (e.g. after the ConfigMap changed). */
@@ -305,14 +316,18 @@ export class DelegatingAuthenticator implements Authenticator {
   /** Prechecks, then (within the budget) reviews a token not cached, and caches the outcome. */
   private async review(token: string, key: string, now: number): Promise<TokenOutcome> {
     const expires = now + (this.opts.tokenCacheTtlMs ?? 10_000);
-    let reason: string | undefined;
+    let reason: string | { subject: string } | undefined;
     try {
       reason = await this.opts.precheck?.check(token);
     } catch {
       reason = undefined; // a check that cannot be made only costs a review
     }
-    if (reason === undefined) {
-      if (!this.reviewBudget.take()) throw new TooManyTokenReviewsError();
+    if (typeof reason !== "string") {
+      // A token whose signature verified is the cluster's own: its review spends its
+      // subject's budget, not the one junk tokens share, so a flood of junk cannot lock
+      // real service accounts out (nor one account's minted tokens another's).
+      const budget = reason === undefined ? this.reviewBudget : this.subjectBudget(reason.subject);
+      if (!budget.take()) throw new TooManyTokenReviewsError();
       const user = await this.tokens!.review(token);
       if (user) {
         this.rejectedTokens.delete(key);

@@ -88,7 +88,7 @@ export class ServiceAccountTokenCheck implements TokenPrecheck {
     return this.read();
   }
 
-  async check(token: string): Promise<string | undefined> {
+  async check(token: string): Promise<string | { subject: string } | undefined> {
     if (token.length > MAX_BEARER_TOKEN_LENGTH) return "the token is too long";
     const claims = unverifiedClaims(token);
     if (!claims) return undefined;
@@ -156,7 +156,7 @@ export class ServiceAccountTokenCheck implements TokenPrecheck {
     alg: string,
     candidates: KeyObject[],
     issuer: string,
-  ): Promise<string | undefined> {
+  ): Promise<string | { subject: string } | undefined> {
     let reason: string | undefined;
     for (const key of candidates) {
       if (!fits(alg, key)) {
@@ -164,13 +164,14 @@ export class ServiceAccountTokenCheck implements TokenPrecheck {
         continue;
       }
       try {
-        await jwtVerify(token, key, {
+        const { payload } = await jwtVerify(token, key, {
           algorithms: [alg],
           issuer,
           clockTolerance: this.opts.clockToleranceSeconds ?? 60,
           currentDate: new Date(this.now()),
         });
-        return undefined; // signed by the issuer and current: the TokenReview decides
+        // Signed by the issuer and current: the TokenReview decides, within its subject's budget.
+        return { subject: typeof payload.sub === "string" ? payload.sub.slice(0, 256) : "" };
       } catch (err) {
         const why = rejection(err);
         if (why === undefined) return undefined; // not a verdict on the token: the review decides
