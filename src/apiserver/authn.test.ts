@@ -225,7 +225,11 @@ describe("DelegatingAuthenticator", () => {
     it("reviews a token whose signature verified within its subject's budget, however many junk tokens spent theirs", async () => {
       const precheck: TokenPrecheck = {
         check: async (t) =>
-          t.startsWith("good-") ? { subject: "system:serviceaccount:kube-system:hpa" } : undefined,
+          t.startsWith("good-minted-")
+            ? { subject: "system:serviceaccount:team-a:minter" }
+            : t.startsWith("good-")
+              ? { subject: "system:serviceaccount:kube-system:hpa" }
+              : undefined,
       };
       const { authn, reviewer } = configured(countingReviewer(), {
         precheck,
@@ -242,6 +246,10 @@ describe("DelegatingAuthenticator", () => {
       const minted = [];
       for (let i = 0; i < 20; i++) minted.push(await outcome(authn, request({ bearer: `good-minted-${i}` })));
       expect(minted.filter((r) => r instanceof TooManyTokenReviewsError).length).to.be.above(0);
+      // …and not the HPA's.
+      expect(await outcome(authn, request({ bearer: "good-hpa-2" }))).to.deep.include({
+        name: "user-good-hpa-2",
+      });
       expect(reviewer.reviewed.filter((t) => t.startsWith("junk-"))).to.have.length(5);
     });
 
