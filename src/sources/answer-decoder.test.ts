@@ -179,3 +179,26 @@ describe("answer decoder: many small answers at once", () => {
     }
   });
 });
+
+describe("answer decoder: one namespace's large answers", () => {
+  it("may take a quarter of what waits for the worker, so another namespace's still get in", async () => {
+    const decoder = new AnswerDecoder({ maxQueuedBytes: 5 * MiB });
+    try {
+      const large = (x: number) => bytes(`{"x": ${x}, "pad": "${"a".repeat(600 * 1024)}"}`);
+      const decode = (tenant: string, x: number) =>
+        decoder.decode(large(x), { kind: "json-path", path: "$.x" }, { tenant }).then(
+          (v) => `decoded ${v}`,
+          (err: Error) => err.message,
+        );
+      // All four arrive before the worker is up: a's first two wait (1.2 MiB), its third would
+      // take it past its quarter (1.25 MiB); b's gets in.
+      const results = await Promise.all([decode("a", 1), decode("a", 2), decode("a", 3), decode("b", 4)]);
+      expect(results[0]).to.equal("decoded 1");
+      expect(results[1]).to.equal("decoded 2");
+      expect(results[2]).to.match(/this namespace's large answers waiting to be decoded reach 1 MiB/);
+      expect(results[3]).to.equal("decoded 4");
+    } finally {
+      await decoder.close();
+    }
+  });
+});

@@ -33,6 +33,8 @@ export interface AnswerDecoderOptions {
   heapMb?: number;
   /** The most bytes of answers waiting for the worker. @default 67108864 (64 MiB) */
   maxQueuedBytes?: number;
+  /** The most of them one tenant's answers may be. @default a quarter of maxQueuedBytes */
+  maxQueuedBytesPerTenant?: number;
   /** How long the worker is kept without work. @default 30000 */
   idleMs?: number;
 }
@@ -55,6 +57,7 @@ export class AnswerDecoder {
   private readonly budgetMs: number;
   private readonly heapMb: number;
   private readonly maxQueuedBytes: number;
+  private readonly maxQueuedBytesPerTenant: number;
   private readonly idleMs: number;
   /** Waiting answers by tenant. */
   private readonly queues = new Map<string, Pending[]>();
@@ -81,6 +84,7 @@ export class AnswerDecoder {
     this.budgetMs = opts.budgetMs ?? 1000;
     this.heapMb = opts.heapMb ?? 64;
     this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 * 1024 * 1024;
+    this.maxQueuedBytesPerTenant = opts.maxQueuedBytesPerTenant ?? this.maxQueuedBytes / 4;
     this.idleMs = opts.idleMs ?? 30_000;
   }
 
@@ -111,6 +115,13 @@ export class AnswerDecoder {
       }
     }
     if (this.closed) return Promise.reject(new Error("the answer decoder is closed"));
+    const tenantQueued = (this.queues.get(opts.tenant) ?? []).reduce((n, p) => n + p.body.byteLength, 0);
+    if (tenantQueued + body.byteLength > this.maxQueuedBytesPerTenant)
+      return Promise.reject(
+        new Error(
+          `this namespace's large answers waiting to be decoded reach ${Math.round(this.maxQueuedBytesPerTenant / 1048576)} MiB; this one is dropped`,
+        ),
+      );
     if (this.queuedBytes + body.byteLength > this.maxQueuedBytes)
       return Promise.reject(
         new Error(

@@ -28,6 +28,12 @@ describe("the sources' HTTP client", () => {
         pump();
         return;
       }
+      if (req.url === "/stalled-9mib") {
+        // 9 MiB sent, then the answer stalls: it holds its bytes until the client gives up.
+        res.writeHead(200);
+        res.write(Buffer.alloc(9 * 1024 * 1024, "x"));
+        return;
+      }
       if (req.url === "/secret-error") {
         res.writeHead(500).end("internal token=hunter2 at 10.0.0.7");
         return;
@@ -41,6 +47,25 @@ describe("the sources' HTTP client", () => {
     server.closeAllConnections();
     server.close();
   });
+  it("lets one namespace's sources read at most a quarter of the bytes all may hold at once", async () => {
+    const policy = destinationPolicy({ allow: ["127.0.0.0/8"] });
+    const get = (tenant: string) =>
+      getText(`${base}/stalled-9mib`, {
+        signal: AbortSignal.timeout(3000),
+        timeoutMs: 3000,
+        policy,
+        tenant,
+        maxBytes: 10 * 1024 * 1024,
+      }).then(
+        () => "read",
+        (err: Error) => err.message,
+      );
+    // Two stalled 9 MiB answers of one namespace pass its 16 MiB; another namespace's are read.
+    const [a1, a2, b1] = await Promise.all([get("team-a"), get("team-a"), get("team-b")]);
+    expect([a1, a2].filter((m) => /this namespace's sources are reading 16 MiB/.test(m))).to.have.length(1);
+    expect(b1).not.to.match(/this namespace's/);
+  });
+
   const get = (path: string, maxBytes?: number) =>
     getText(`${base}${path}`, {
       signal: AbortSignal.timeout(10_000),

@@ -67,7 +67,10 @@ export class HttpStatusError extends Error {
  * error (the next sample tries again), so many large answers at once cannot exhaust memory.
  */
 export const MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
+/** The most of them one tenant's sources may be reading: the others keep the rest. */
+export const MAX_BYTES_IN_FLIGHT_PER_TENANT = MAX_BYTES_IN_FLIGHT / 4;
 let bytesInFlight = 0;
+const tenantBytesInFlight = new Map<string, number>();
 
 /** Options of {@link getBytes} and {@link getText}. */
 export interface GetOptions {
@@ -78,6 +81,8 @@ export interface GetOptions {
   maxBytes?: number;
   /** @default DEFAULT_DESTINATION_POLICY */
   policy?: DestinationPolicy;
+  /** Whose bytes these are (a mapping's namespace), for {@link MAX_BYTES_IN_FLIGHT_PER_TENANT}. */
+  tenant?: string;
 }
 
 /**
@@ -114,15 +119,24 @@ export async function getBytes(url: string, opts: GetOptions): Promise<Buffer> {
   }
   const chunks: Buffer[] = [];
   let size = 0;
+  const tenant = opts.tenant ?? "";
   try {
     for await (const chunk of res.body as AsyncIterable<Buffer>) {
       size += chunk.length;
       bytesInFlight += chunk.length;
+      const mine = (tenantBytesInFlight.get(tenant) ?? 0) + chunk.length;
+      tenantBytesInFlight.set(tenant, mine);
       if (size > limit) {
         res.body.destroy();
         if (ok) throw tooLarge();
         chunks.push(chunk.subarray(0, chunk.length - (size - limit)));
         break;
+      }
+      if (mine > MAX_BYTES_IN_FLIGHT_PER_TENANT) {
+        res.body.destroy();
+        throw new Error(
+          `GET ${redact(url)}: this namespace's sources are reading ${formatBytes(MAX_BYTES_IN_FLIGHT_PER_TENANT)} of answers at once, the most one namespace may; this one is dropped`,
+        );
       }
       if (bytesInFlight > MAX_BYTES_IN_FLIGHT) {
         res.body.destroy();
@@ -134,6 +148,9 @@ export async function getBytes(url: string, opts: GetOptions): Promise<Buffer> {
     }
   } finally {
     bytesInFlight -= size;
+    const left = (tenantBytesInFlight.get(tenant) ?? 0) - size;
+    if (left > 0) tenantBytesInFlight.set(tenant, left);
+    else tenantBytesInFlight.delete(tenant);
   }
   const body = Buffer.concat(chunks);
   if (!ok) throw new HttpStatusError(url, res.statusCode, body.toString("utf8"));

@@ -106,6 +106,7 @@ export class HttpSource implements MetricSource {
     const body = await getBytes(this.spec.url, {
       // fromEntries: a listed key replaces `accept`, and a key named __proto__ is a header.
       headers: Object.fromEntries(headers),
+      tenant: this.ctx.namespace,
       signal: req.signal,
       timeoutMs: this.timeoutMs,
       policy: this.ctx.policy,

@@ -213,6 +213,7 @@ export class PrometheusSource implements MetricSource {
     try {
       body = await getBytes(url.toString(), {
         headers,
+        tenant: this.ctx.namespace,
         signal: req.signal,
         timeoutMs: this.timeoutMs,
         ca,

@@ -90,6 +90,7 @@ export class ScrapeSource implements MetricSource {
     const results = await mapLimit(pods, CONCURRENCY, async (pod) => {
       const host = pod.ip.includes(":") ? `[${pod.ip}]` : pod.ip;
       const body = await getBytes(`${this.spec.scheme}://${host}:${this.spec.port}${this.spec.path}`, {
+        tenant: req.namespace,
         signal: req.signal,
         timeoutMs: this.timeoutMs,
         headers: { accept: "text/plain;version=0.0.4" },
