@@ -50,10 +50,14 @@ export async function flood(
   plan: FloodPlan,
   onStart?: () => void,
   cpuMillicores?: number,
+  /** A network namespace to run in (see {@link attackerNetwork}). */
+  netns?: string,
 ): Promise<FloodResult> {
-  const cp = spawn(process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), "flood"], {
-    stdio: ["pipe", "pipe", "inherit"],
-  });
+  const args = ["--import", "tsx", fileURLToPath(import.meta.url), "flood"];
+  // `ip netns exec` enters the namespace and execs node in the same process (same pid).
+  const cp = netns
+    ? spawn("ip", ["netns", "exec", netns, process.execPath, ...args], { stdio: ["pipe", "pipe", "inherit"] })
+    : spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] });
   let release = () => {};
   if (cpuMillicores !== undefined) {
     try {
@@ -117,6 +121,40 @@ async function run(
   await Promise.all(Array.from({ length: plan.concurrency }, sender));
   agent.destroy();
   return { statuses: [...statuses], sent, perSecond: Math.round((sent * 1000) / (Date.now() - started)) };
+}
+
+/**
+ * A network namespace of the attacker's own, as a pod has: a veth pair to the host
+ * (10.214.0.1/30 on the host, 10.214.0.2/30 inside) and a default route through it. From
+ * there it reaches what a pod reaches through the host, e.g. the `kubernetes` Service's
+ * ClusterIP, which the node agent's service proxy answers. Needs root; `remove` deletes it.
+ */
+export async function attackerNetwork(): Promise<{ netns: string; remove(): Promise<void> }> {
+  const netns = "gov-attacker";
+  const run = (...args: string[]) =>
+    new Promise<void>((resolve, reject) => {
+      const cp = spawn("ip", args, { stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      cp.stderr.on("data", (d: Buffer) => (err += d.toString()));
+      cp.on("exit", (code) =>
+        code === 0 ? resolve() : reject(new Error(`ip ${args.join(" ")}: ${err.trim()}`)),
+      );
+    });
+  const remove = async () => {
+    await run("link", "del", "govatk0").catch(() => {});
+    await run("netns", "del", netns).catch(() => {});
+  };
+  await remove(); // what a crashed run left
+  await run("netns", "add", netns);
+  await run("link", "add", "govatk0", "type", "veth", "peer", "name", "govatk1");
+  await run("link", "set", "govatk1", "netns", netns);
+  await run("addr", "add", "10.214.0.1/30", "dev", "govatk0");
+  await run("link", "set", "govatk0", "up");
+  await run("-n", netns, "addr", "add", "10.214.0.2/30", "dev", "govatk1");
+  await run("-n", netns, "link", "set", "govatk1", "up");
+  await run("-n", netns, "link", "set", "lo", "up");
+  await run("-n", netns, "route", "add", "default", "via", "10.214.0.1");
+  return { netns, remove };
 }
 
 /**
