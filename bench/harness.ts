@@ -4,8 +4,8 @@
  * Governor process, a bare node:https server as the platform's limit, the load generator
  * and core probes (bench/loadgen.ts), and the rows of the table. Each figure is printed next to a baseline measured in the same run.
  */
-import { STAND_IN_NAMESPACE_ANNOTATIONS } from "../src/devcluster/stand-in-kubelet.js";
-import { stopProcess } from "../src/testing/peer-process.js";
+import { STAND_IN_NAMESPACE_ANNOTATIONS } from "../tools/devcluster/stand-in-kubelet.js";
+import { stopProcess } from "../test/support/peer-process.js";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -15,7 +15,7 @@ import { parseAllDocuments } from "yaml";
 import { KubeConfig } from "@kubernetes/client-node";
 import { createCA, issueCertificate } from "../src/certs/certs.js";
 import { KubeClient } from "../src/k8s/client.js";
-import { type HttpsGetOptions, httpsGet } from "../src/testing/https-get.js";
+import { type HttpsGetOptions, httpsGet } from "../test/support/https-get.js";
 import { freePort } from "../src/util/ports.js";
 import { type CoreProbes, type LoadGen, type LoadResult, startCoreProbes, startLoadGen } from "./loadgen.js";
 import {

@@ -7,8 +7,8 @@
  * what each costs to keep 1,000 queues watched — memory and CPU over a minute — and how
  * long each takes to take 1,000 new queues on.
  */
-import { httpsGet } from "../src/testing/https-get.js";
-import type { KedaProcesses } from "../src/testing/keda.js";
+import { httpsGet } from "../test/support/https-get.js";
+import type { KedaProcesses } from "../test/support/keda.js";
 import { gauge, scrapedSeries } from "./exposition.js";
 import { startBenchKeda } from "./keda.js";
 import {

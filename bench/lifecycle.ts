@@ -5,7 +5,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
-import { httpsGet } from "../src/testing/https-get.js";
+import { httpsGet } from "../test/support/https-get.js";
 import { type Bench, type Child, NS, fmt, proxied, ratio, sleep } from "./harness.js";
 import { percentile } from "./stats.js";
 

@@ -9,8 +9,8 @@
  * sampling every mapping every 15 s. Both are asked directly, as the aggregator would
  * (front-proxy certificate); the APIServices are not involved.
  */
-import { httpsGet } from "../src/testing/https-get.js";
-import { startPrometheusAdapter } from "../src/testing/prometheus-adapter.js";
+import { httpsGet } from "../test/support/https-get.js";
+import { startPrometheusAdapter } from "../test/support/prometheus-adapter.js";
 import {
   type Bench,
   type Child,

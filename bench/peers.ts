@@ -13,8 +13,8 @@ import { join } from "node:path";
 import type { TestPrometheus } from "../test/support/prometheus.js";
 import { scrapedSeries } from "./exposition.js";
 import { buildApiServices, buildLocalService } from "../src/manifests/api-service.js";
-import { type HttpsGetOptions, httpsGet } from "../src/testing/https-get.js";
-import { startPrometheusAdapter } from "../src/testing/prometheus-adapter.js";
+import { type HttpsGetOptions, httpsGet } from "../test/support/https-get.js";
+import { startPrometheusAdapter } from "../test/support/prometheus-adapter.js";
 import { KubeApiError } from "../src/k8s/client.js";
 import { WARM_PATH } from "./direct.js";
 import {

@@ -11,7 +11,7 @@
  */
 import type { KubernetesListObject } from "@kubernetes/client-node";
 import { startInformer } from "../src/k8s/informer.js";
-import { httpsGet } from "../src/testing/https-get.js";
+import { httpsGet } from "../test/support/https-get.js";
 import {
   type Bench,
   type Child,

@@ -5,7 +5,7 @@
 # (HPA every 2 s with its default tolerance; deployment, replicaset, job, endpoint-slice,
 # disruption, garbage collector, namespace, service-account and root-CA publisher
 # controllers) and kube-scheduler; and, when run as root, the node agent
-# (src/devcluster/node-agent): Nodes governor-node-a and governor-node-b whose pods really run
+# (tools/devcluster/node-agent): Nodes governor-node-a and governor-node-b whose pods really run
 # as processes in network namespaces on the pod network $GOVERNOR_POD_CIDR (default
 # 10.213.0.0/16), with a service proxy for ClusterIPs. One more Node, governor-local-node
 # (tainted), belongs to the stand-in kubelet that tests and the demo run for imaginary pods.
@@ -47,7 +47,7 @@ KUBERNETES_SVC_IP="${SERVICE_CIDR%.*/*}.1" # the first address: the kubernetes S
 AGENT_PREFIX="${GOVERNOR_NODE_AGENT_PREFIX:-gov}"
 # true: the aggregator dials an APIService's endpoint IPs itself instead of its ClusterIP.
 # It then refuses ExternalName Services, which `governor run --registration=local` uses, so
-# only the in-cluster suite runs with it (README: Develop).
+# only the in-cluster suite runs with it (docs/development.md: The local control plane).
 AGGREGATOR_ROUTING="${GOVERNOR_AGGREGATOR_ROUTING:-false}"
 AGENT_DIR="$DIR/node-agent"
 AGENT_NODES=governor-node-a,governor-node-b
@@ -143,7 +143,7 @@ apiserver_ready() {
 }
 
 # The stand-in kubelet's Node. Nothing runs a kubelet for it: the stand-in kubelet
-# (src/devcluster) binds and plays the pods of namespaces annotated for it (PodNodeSelector),
+# (tools/devcluster) binds and plays the pods of namespaces annotated for it (PodNodeSelector),
 # and no node-lifecycle controller runs, so the Node stays Ready. Its taint keeps every
 # other pod (those that must really run) off it.
 register_node() {
@@ -167,7 +167,7 @@ NODE
   "allocatable": {"cpu": "16", "memory": "64Gi", "pods": "250"},
   "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": "$NODE_NAME"}],
   "conditions": [{"type": "Ready", "status": "True", "reason": "GovernorLocalNode",
-    "message": "the local control plane's node (no kubelet; see src/devcluster)",
+    "message": "the local control plane's node (no kubelet; see tools/devcluster)",
     "lastHeartbeatTime": "$(date -u +%FT%TZ)", "lastTransitionTime": "$(date -u +%FT%TZ)"}]
 }}
 STATUS
@@ -181,7 +181,7 @@ agent_ready() {
 start_node_agent() { # version
   if [[ ${GOVERNOR_NODE_AGENT:-1} == 0 ]]; then return 0; fi
   if [[ $EUID -ne 0 ]]; then
-    log "not root: no node agent (pods that must really run stay Pending; see README)"
+    log "not root: no node agent (pods that must really run stay Pending; see docs/development.md)"
     return 0
   fi
   if [[ ! -f $ROOT/node_modules/tsx/package.json ]]; then

@@ -12,7 +12,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { buildCRD, type KindDefinition } from "../src/api/crd.js";
+import { buildCRD, type KindDefinition } from "./crd.js";
 import { MetricMappingKind } from "../src/api/metric-mapping.js";
 import { ScalableWorkloadKind } from "../src/api/scalable-workload.js";
 import { ErrorCodes } from "../src/errors.js";

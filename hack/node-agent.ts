@@ -1,5 +1,5 @@
 /**
- * Runs the node agent of the local control plane (src/devcluster/node-agent): started and
+ * Runs the node agent of the local control plane (tools/devcluster/node-agent): started and
  * stopped by `hack/cluster.sh` when it runs as root. Logs JSON lines to stdout.
  *
  *   node --import tsx hack/node-agent.ts --kubeconfig K --state-dir D --ca-file CA \
@@ -8,7 +8,7 @@
 import { fileURLToPath } from "node:url";
 import { Command } from "commander";
 import { KubeClient, loadKubeConfig } from "../src/k8s/client.js";
-import { startNodeAgent } from "../src/devcluster/node-agent/agent.js";
+import { startNodeAgent } from "../tools/devcluster/node-agent/agent.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const opts = new Command("node-agent")

@@ -7,4 +7,4 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 node24=$(bash hack/node24.sh)
 export PATH="$(dirname "$node24"):$PATH"
 echo "[node24] $(node --version) from $node24" >&2
-exec npx mocha "src/**/*.test.ts" "bench/**/*.test.ts" "test/integration/**/*.test.ts" "test/config/**/*.test.ts"
+exec npx mocha "src/**/*.test.ts" "bench/**/*.test.ts" "test/support/**/*.test.ts" "test/integration/**/*.test.ts" "test/config/**/*.test.ts"

@@ -16,7 +16,6 @@ import { startOperator } from "./app/operator.js";
 import { uninstall } from "./app/uninstall.js";
 import { ObjectName, durationMs } from "./api/common.js";
 import { createCA, issueCertificate } from "./certs/certs.js";
-import { runDemo } from "./demo/demo.js";
 import { GovernorError } from "./errors.js";
 import { DEFAULT_HPA_USER, broken, explain, render } from "./explain/explain.js";
 import { KubeClient, loadKubeConfig } from "./k8s/client.js";
@@ -523,24 +522,6 @@ function program(): Command {
       } finally {
         await client.close();
       }
-    });
-  cmd
-    .command("demo")
-    .description(
-      "Run the demo on a local control plane: Governor, a sample app, and the real HPA scaling it (needs a checkout of the repository).",
-    )
-    .option(
-      "--in-cluster",
-      "install Governor as users do (kubectl apply -k config/default: two replicas as real pods on the node agent's Nodes; needs root)",
-    )
-    .action(async (flags: { inCluster?: boolean }) => {
-      const ok = await runDemo({
-        governorCommand: [process.execPath, ...process.execArgv, process.argv[1]!],
-        out: (line) => console.log(line),
-        env: process.env,
-        inCluster: flags.inCluster === true,
-      });
-      process.exitCode = ok ? 0 : 1;
     });
   return cmd;
 }

@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { GovernorError } from "../errors.js";
-import { FakeProvider } from "../metrics/fake-provider.js";
+import { FakeProvider } from "../../test/support/fake-provider.js";
 import { LabelSelector } from "../selectors/label-selector.js";
 import { MetricsApi } from "./metrics-api.js";
 import { JsonText } from "./wire.js";

@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import { pino } from "pino";
-import { FakeClock } from "../testing/fake-clock.js";
-import { FakeKube } from "../testing/fake-kube.js";
+import { FakeClock } from "../../test/support/fake-clock.js";
+import { FakeKube } from "../../test/support/fake-kube.js";
 import { LeaderElector } from "./leader-election.js";
 
 const LEASE = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/lease";

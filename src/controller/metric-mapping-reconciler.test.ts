@@ -3,8 +3,8 @@ import { pino } from "pino";
 import type { Condition } from "../api/common.js";
 import { MappingProvider, type SubjectLister } from "../metrics/mapping-provider.js";
 import { formatQuantity } from "../metrics/quantity.js";
-import { eventually as poll } from "../testing/eventually.js";
-import { FakeKube } from "../testing/fake-kube.js";
+import { eventually as poll } from "../../test/support/eventually.js";
+import { FakeKube } from "../../test/support/fake-kube.js";
 import { EventRecorder } from "./events.js";
 import { MetricMappingReconciler, type MetricMappingObject } from "./metric-mapping-reconciler.js";
 

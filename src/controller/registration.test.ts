@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { pino } from "pino";
 import { splitPem, validity, type KeyPair } from "../certs/certs.js";
 import type { KubeObject } from "../k8s/client.js";
-import { FakeKube } from "../testing/fake-kube.js";
+import { FakeKube } from "../../test/support/fake-kube.js";
 import { REPLACED_ANNOTATION } from "../manifests/api-service.js";
 import { Registration, type RegistrationOptions } from "./registration.js";
 

@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { FakeClock } from "../testing/fake-clock.js";
+import { FakeClock } from "../../test/support/fake-clock.js";
 import { WorkQueue, runWorkers } from "./work-queue.js";
 
 describe("WorkQueue", () => {

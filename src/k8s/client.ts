@@ -66,7 +66,7 @@ export interface KubeObject {
 
 /**
  * The reads and writes a controller makes, as an interface: {@link KubeClient} against a
- * real apiserver, `FakeKube` (src/testing/fake-kube.ts) in unit tests.
+ * real apiserver, `FakeKube` (test/support/fake-kube.ts) in unit tests.
  */
 export type KubeApi = Pick<
   KubeClient,

@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { expect } from "chai";
-import { listenAndConnect } from "../testing/loopback-kubeconfig.js";
+import { listenAndConnect } from "../../test/support/loopback-kubeconfig.js";
 import { Backoff } from "../util/backoff.js";
 import { startInformer } from "./informer.js";
 

@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import type { MetricSource } from "../sources/source.js";
-import { FakeClock } from "../testing/fake-clock.js";
+import { FakeClock } from "../../test/support/fake-clock.js";
 import { Sampler, finiteOnly } from "./sampler.js";
 
 describe("samples", () => {

@@ -3,8 +3,8 @@ import { expect } from "chai";
 import { SOURCE_CREDENTIAL_LABEL } from "../api/common.js";
 import { KubeClient } from "../k8s/client.js";
 import { UnsafePathError } from "../k8s/paths.js";
-import { FakeKube } from "../testing/fake-kube.js";
-import { listenAndConnect } from "../testing/loopback-kubeconfig.js";
+import { FakeKube } from "../../test/support/fake-kube.js";
+import { listenAndConnect } from "../../test/support/loopback-kubeconfig.js";
 import { KubeSecretReader, MAX_CREDENTIAL_BYTES, MAX_SECRET_CACHE_BYTES, headerValue } from "./secrets.js";
 import { SourceConfigError } from "./source.js";
 

@@ -1,7 +1,7 @@
 /**
  * Time and timers, injected where behaviour depends on them (the work queue's delays, leader
  * election's lease arithmetic, samplers' intervals), so a unit test can run minutes of
- * backoff or lease time in a few milliseconds with src/testing/fake-clock.ts and check every
+ * backoff or lease time in a few milliseconds with test/support/fake-clock.ts and check every
  * step instead of sleeping and checking once.
  */
 

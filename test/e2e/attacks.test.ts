@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { KubeClient } from "../../src/k8s/client.js";
 import { serviceAccountKubeconfig } from "../../src/k8s/service-account-kubeconfig.js";
-import { httpsGet } from "../../src/testing/https-get.js";
+import { httpsGet } from "../support/https-get.js";
 import {
   applyYaml,
   freshNamespace,
@@ -29,7 +29,7 @@ import { MetricLoad, requireNodeAgent } from "../support/in-cluster.js";
 /**
  * Application teams are hostile until proven otherwise: each attack of issue #13, against a
  * Governor running with the default source policy, over the real aggregator and directly.
- * Prints a table (README: Reliability → Hostile input) with what each attack got, Governor's
+ * Prints a table (docs/hostile-input.md: Attacks) with what each attack got, Governor's
  * peak RSS and the p99 of metric requests through the aggregator while it ran.
  */
 describe("hostile tenants: attacks over the aggregator and directly, with the default source policy (e2e)", function () {

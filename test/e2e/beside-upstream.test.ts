@@ -21,12 +21,9 @@ import { createCA, issueCertificate, type KeyPair } from "../../src/certs/certs.
 import { parseServingSecret } from "../../src/certs/serving-secret.js";
 import { KubeApiError } from "../../src/k8s/client.js";
 import { REPLACED_ANNOTATION, buildLocalService } from "../../src/manifests/api-service.js";
-import { httpsGet } from "../../src/testing/https-get.js";
-import { type KedaProcesses, kedaBuild, startKeda } from "../../src/testing/keda.js";
-import {
-  type PrometheusAdapterProcess,
-  startPrometheusAdapter,
-} from "../../src/testing/prometheus-adapter.js";
+import { httpsGet } from "../support/https-get.js";
+import { type KedaProcesses, kedaBuild, startKeda } from "../support/keda.js";
+import { type PrometheusAdapterProcess, startPrometheusAdapter } from "../support/prometheus-adapter.js";
 import {
   ROOT,
   applyYaml,

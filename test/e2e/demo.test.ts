@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { expect } from "chai";
-import { runDemo } from "../../src/demo/demo.js";
+import { runDemo } from "../../tools/demo/demo.js";
 import { ROOT, useCluster } from "../support/cluster.js";
 
 describe("npm run demo (e2e)", function () {

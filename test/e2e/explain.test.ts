@@ -8,7 +8,7 @@
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { expect } from "chai";
-import { startStandInKubelet, type StandInKubelet } from "../../src/devcluster/stand-in-kubelet.js";
+import { startStandInKubelet, type StandInKubelet } from "../../tools/devcluster/stand-in-kubelet.js";
 import {
   ROOT,
   applyYaml,

@@ -77,7 +77,7 @@ describe("Governor installed in-cluster with kubectl apply -k config/default, tw
     cluster = await useCluster();
     await requireNodeAgent(cluster);
     buildOnce();
-    // README, "Install on a real cluster", step 2 (the node agent maps the image to this build).
+    // docs/install.md, "With kustomize", step 2 (the node agent maps the image to this build).
     await kubectl(cluster, "apply", "-k", join(ROOT, "config/default"));
     app = await freshNamespace(cluster, "incluster", { podNetwork: true });
     metricPath = `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${app.name}/pods/*/http_requests`;
@@ -85,7 +85,7 @@ describe("Governor installed in-cluster with kubectl apply -k config/default, tw
 
   after(async function () {
     this.timeout(180_000);
-    // README, "Uninstall": stop the Deployment, then `governor uninstall`. The CRDs, RBAC and
+    // docs/install.md, "Uninstall": stop the Deployment, then `governor uninstall`. The CRDs, RBAC and
     // namespace stay for the suites that run Governor as a local process (config/local).
     await app?.delete();
     await kubectl(
@@ -140,7 +140,7 @@ describe("Governor installed in-cluster with kubectl apply -k config/default, tw
     const secret = await cluster.client.get<{ data: Record<string, string> }>(
       `/api/v1/namespaces/${SYSTEM}/secrets/governor-serving-cert`,
     );
-    // README step 3.
+    // docs/install.md, "With kustomize", step 3.
     await eventually(
       async () => {
         for (const name of [

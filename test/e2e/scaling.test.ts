@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import { pino } from "pino";
-import { FakeApp } from "../../src/demo/fake-app.js";
-import { startStandInKubelet, type StandInKubelet } from "../../src/devcluster/stand-in-kubelet.js";
+import { FakeApp } from "../../tools/demo/fake-app.js";
+import { startStandInKubelet, type StandInKubelet } from "../../tools/devcluster/stand-in-kubelet.js";
 import { InformerPodIndex } from "../../src/k8s/pod-index.js";
 import { applyYaml, freshNamespace, kubectl, type TestCluster, useCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
@@ -209,7 +209,7 @@ spec:
   });
 
   it("a ScalableWorkload as the scale target, on a count of Kubernetes objects, with kubectl scale by hand in between", async () => {
-    // Counting a kind Governor cannot read by default: grant it, as the README says.
+    // Counting a kind Governor cannot read by default: grant it, as docs/reference.md says (Read access to other kinds).
     apply(`apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata:

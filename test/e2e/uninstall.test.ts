@@ -1,5 +1,5 @@
 /**
- * The README's uninstall section, followed literally for the local install: Governor runs
+ * docs/install.md's Uninstall section, followed literally for the local install: Governor runs
  * as its own process (as `config/local` describes), then `npm run --silent governor --
  * uninstall` and `kubectl delete -k config/local`. Nothing may be left behind, and the
  * namespace must not hang in Terminating.
@@ -16,12 +16,12 @@ const APISERVICES = [
   "v1beta1.external.metrics.k8s.io",
 ];
 
-describe("uninstall as the README says (e2e)", function () {
+describe("uninstall as docs/install.md says (e2e)", function () {
   this.timeout(240_000);
   let cluster: TestCluster;
   let governor: GovernorProcess;
 
-  /** The README's command, run from the checkout with the admin kubeconfig. */
+  /** The documented command, run from the checkout with the admin kubeconfig. */
   const readmeUninstall = () =>
     spawnSync("npm", ["run", "--silent", "governor", "--", "uninstall"], {
       cwd: ROOT,

@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { startStandInKubelet } from "../../src/devcluster/stand-in-kubelet.js";
+import { startStandInKubelet } from "../../tools/devcluster/stand-in-kubelet.js";
 import type { KubeObject } from "../../src/k8s/client.js";
 import { freshNamespace, kubectl, useCluster, type TestCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";

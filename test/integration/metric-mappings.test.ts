@@ -9,7 +9,7 @@ import { MetricMappingSpec } from "../../src/api/metric-mapping.js";
 import { ScalableWorkloadSpec } from "../../src/api/scalable-workload.js";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
 import { createCA, issueCertificate, type KeyPair } from "../../src/certs/certs.js";
-import { httpsGet } from "../../src/testing/https-get.js";
+import { httpsGet } from "../support/https-get.js";
 import {
   applyYaml,
   freshNamespace,

@@ -7,8 +7,8 @@ import { pino } from "pino";
 import { serveMetricsApi, type RunningMetricsApi } from "../../src/app/serve-metrics-api.js";
 import { createCA, issueCertificate, type KeyPair } from "../../src/certs/certs.js";
 import { buildApiServices, buildLocalService, serviceDnsNames } from "../../src/manifests/api-service.js";
-import { FakeProvider } from "../../src/metrics/fake-provider.js";
-import { httpsGet } from "../../src/testing/https-get.js";
+import { FakeProvider } from "../support/fake-provider.js";
+import { httpsGet } from "../support/https-get.js";
 import { freshNamespace, kubectl, useCluster, type TestCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 

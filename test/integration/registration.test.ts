@@ -5,7 +5,7 @@ import { pino } from "pino";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
 import { splitPem } from "../../src/certs/certs.js";
 import { Registration } from "../../src/controller/registration.js";
-import { httpsGet } from "../../src/testing/https-get.js";
+import { httpsGet } from "../support/https-get.js";
 import { freshNamespace, useCluster, type TestCluster, LOOPBACK_SOURCES } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 import { freePort } from "../../src/util/ports.js";

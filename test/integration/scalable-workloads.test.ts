@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import { pino } from "pino";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
-import { startStandInKubelet, type StandInKubelet } from "../../src/devcluster/stand-in-kubelet.js";
+import { startStandInKubelet, type StandInKubelet } from "../../tools/devcluster/stand-in-kubelet.js";
 import {
   applyYaml,
   freshNamespace,

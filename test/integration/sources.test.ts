@@ -4,12 +4,12 @@ import { expect } from "chai";
 import { pino } from "pino";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
 import { MAX_SELECTOR_SAMPLERS } from "../../src/controller/mapping-runtime.js";
-import { requestCounterApp } from "../../src/demo/fake-app.js";
+import { requestCounterApp } from "../../tools/demo/fake-app.js";
 import {
   POD_IP_ANNOTATION,
   startStandInKubelet,
   type StandInKubelet,
-} from "../../src/devcluster/stand-in-kubelet.js";
+} from "../../tools/devcluster/stand-in-kubelet.js";
 import { KubeApiError } from "../../src/k8s/client.js";
 import {
   applyYaml,

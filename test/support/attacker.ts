@@ -9,7 +9,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { Agent } from "node:https";
 import { fileURLToPath } from "node:url";
-import { httpsGet } from "../../src/testing/https-get.js";
+import { httpsGet } from "./https-get.js";
 import { limitCpu } from "./cpu-limit.js";
 
 /**

@@ -9,7 +9,7 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KubeConfig } from "@kubernetes/client-node";
 import { KubeClient } from "../../src/k8s/client.js";
-import { STAND_IN_NAMESPACE_ANNOTATIONS } from "../../src/devcluster/stand-in-kubelet.js";
+import { STAND_IN_NAMESPACE_ANNOTATIONS } from "../../tools/devcluster/stand-in-kubelet.js";
 import { destinationPolicy } from "../../src/sources/destination-policy.js";
 import { eventually } from "./eventually.js";
 

@@ -132,7 +132,7 @@ export class GovernorProcess {
     return new Promise((resolve) => r.once("exit", (code) => resolve({ code, output })));
   }
 
-  /** The README's `governor kubeconfig`, run from the checkout with the admin kubeconfig. */
+  /** docs/install.md's `governor kubeconfig` (Run Governor outside the cluster), run from the checkout with the admin kubeconfig. */
   private async serviceAccountKubeconfig(): Promise<string> {
     // The ServiceAccount may take a moment to exist after the manifests are applied.
     const text = await eventually(

@@ -1,6 +1,6 @@
 /**
  * Helpers for the in-cluster suite: Governor installed with `kubectl apply -k
- * config/default` and run by the node agent (src/devcluster/node-agent) as real pods on
+ * config/default` and run by the node agent (tools/devcluster/node-agent) as real pods on
  * the pod network. A steady load of metric requests through the aggregator, a sampler of
  * which replicas act as leader, and the agent's "lose a Node" control.
  */
@@ -30,7 +30,7 @@ export async function requireNodeAgent(cluster: TestCluster): Promise<void> {
     const ready = node?.status?.conditions?.find((c) => c.type === "Ready")?.status === "True";
     if (!ready)
       throw new Error(
-        `Node ${name} is ${node ? "not Ready" : "missing"}: the in-cluster suite needs hack/cluster.sh's node agent, which runs only as root (see README: Develop)`,
+        `Node ${name} is ${node ? "not Ready" : "missing"}: the in-cluster suite needs hack/cluster.sh's node agent, which runs only as root (see docs/development.md: Pods on the local control plane)`,
       );
   }
 }

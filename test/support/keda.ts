@@ -8,10 +8,10 @@
  */
 import { mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { type KeyPair, issueCertificate } from "../certs/certs.js";
+import { type KeyPair, issueCertificate } from "../../src/certs/certs.js";
 import { httpsGet } from "./https-get.js";
 import { type PeerProcess, peerBuild, startPeer } from "./peer-process.js";
-import { freePort } from "../util/ports.js";
+import { freePort } from "../../src/util/ports.js";
 
 /** Where KEDA was built: its binaries and its CRDs. */
 export interface KedaBuild {

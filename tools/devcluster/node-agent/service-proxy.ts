@@ -13,8 +13,8 @@
  */
 import { createConnection, createServer, isIPv4, type Server, type Socket } from "node:net";
 import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
-import type { KubeClient } from "../../k8s/client.js";
-import { startInformer, type ResilientInformer } from "../../k8s/informer.js";
+import type { KubeClient } from "../../../src/k8s/client.js";
+import { startInformer, type ResilientInformer } from "../../../src/k8s/informer.js";
 import type { PodNetwork } from "./network.js";
 
 interface Service extends KubernetesObject {

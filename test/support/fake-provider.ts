@@ -2,7 +2,7 @@
  * An in-memory {@link MetricsProvider} for tests and the API's table-driven checks:
  * values are set by hand; an entry can be made stale (503) to exercise error paths.
  */
-import type { LabelSelector } from "../selectors/label-selector.js";
+import type { LabelSelector } from "../../src/selectors/label-selector.js";
 import {
   type CustomMetricInfo,
   type CustomMetricValue,
@@ -17,7 +17,7 @@ import {
   MetricNotFoundError,
   MetricUnavailableError,
   formatGroupResource,
-} from "./provider.js";
+} from "../../src/metrics/provider.js";
 
 /** One object's value in the fake. */
 export interface FakeObjectMetric {

@@ -6,7 +6,7 @@
  */
 import { createServer, type Server } from "node:http";
 import { Counter, Registry } from "prom-client";
-import type { PodIndex } from "../k8s/pod-index.js";
+import type { PodIndex } from "../../src/k8s/pod-index.js";
 
 /**
  * One replica of the sample app, not yet listening: a prom-client registry with an

@@ -17,8 +17,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { KubeClient } from "../../k8s/client.js";
-import { KubeApiError } from "../../k8s/client.js";
+import type { KubeClient } from "../../../src/k8s/client.js";
+import { KubeApiError } from "../../../src/k8s/client.js";
+import { containerArgv } from "./container.js";
 import type { ImageTable } from "./images.js";
 import type { PodNetwork } from "./network.js";
 import { containerEnvironment, expand } from "./pod-env.js";
@@ -63,7 +64,6 @@ type ContainerState =
 
 const RESET_BACKOFF_AFTER_MS = 10 * 60_000;
 const TOKEN_SECONDS = 3607;
-const SA_MOUNT = "/run/secrets/kubernetes.io/serviceaccount";
 const SIGNALS: Record<string, number> = {
   SIGTERM: 15,
   SIGKILL: 9,
@@ -72,20 +72,6 @@ const SIGNALS: Record<string, number> = {
   SIGABRT: 6,
   SIGSEGV: 11,
 };
-
-/**
- * Sets up mounts and identity inside the container's fresh mount/UTS namespace, then execs
- * the program as its user. Positional: sa-dir (or "-"), hostname, read-only (0/1),
- * uid, gid, no-new-privs (0/1), argv...
- */
-const CONTAINER_INIT = `set -e
-mount -t tmpfs -o mode=0755,size=16m tmpfs /run
-if [ "$1" != - ]; then mkdir -p ${SA_MOUNT}; mount --bind -o ro "$1" ${SA_MOUNT}; fi
-hostname "$2"
-if [ "$3" = 1 ]; then mount -o remount,bind,ro /; fi
-uid=$4; gid=$5; nnp=$6; shift 6
-if [ "$nnp" = 1 ]; then exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs "$@"; fi
-exec setpriv --reuid="$uid" --regid="$gid" --clear-groups "$@"`;
 
 const now = () => new Date().toISOString().replace(/\.\d+Z$/, "Z");
 
@@ -219,7 +205,8 @@ export class PodRunner {
 
   private async start(): Promise<void> {
     this.setup = undefined;
-    const resolutions = this.pod.spec.containers.map((c) => this.ctx.images.resolve(c));
+    const resolutions = await Promise.all(this.pod.spec.containers.map((c) => this.ctx.images.resolve(c)));
+    if (this.stopping) return;
     const blocked = this.pod.spec.initContainers?.length
       ? {
           reason: "CreateContainerConfigError",
@@ -291,7 +278,8 @@ export class PodRunner {
 
   private async run(c: Container): Promise<void> {
     if (this.stopping) return;
-    const resolved = this.ctx.images.resolve(c.spec);
+    const resolved = await this.ctx.images.resolve(c.spec);
+    if (this.stopping) return;
     if ("reason" in resolved) {
       c.state = { waiting: { reason: resolved.reason, message: resolved.message } };
       this.markDirty();
@@ -320,22 +308,17 @@ export class PodRunner {
         "netns",
         "exec",
         this.ctx.network.netnsName(this.sandboxId),
-        "unshare",
-        "--mount",
-        "--uts",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        CONTAINER_INIT,
-        "sh",
-        saDir,
-        this.pod.metadata.name.slice(0, 63),
-        sc.readOnlyRootFilesystem ? "1" : "0",
-        String(uid),
-        String(gid),
-        sc.allowPrivilegeEscalation === false ? "1" : "0",
-        ...argv,
+        ...containerArgv({
+          layout: resolved.layout,
+          node: resolved.node,
+          serviceAccountDir: saDir,
+          hostname: this.pod.metadata.name.slice(0, 63),
+          readOnlyRootFilesystem: sc.readOnlyRootFilesystem === true,
+          uid,
+          gid,
+          noNewPrivileges: sc.allowPrivilegeEscalation === false,
+          argv,
+        }),
       ],
       { env, stdio: ["ignore", logFd, logFd], detached: true },
     );

@@ -4,7 +4,7 @@
  * I/O callbacks run after each one, so code that awaits between timers proceeds as it would
  * in real time.
  */
-import type { Clock } from "../util/clock.js";
+import type { Clock } from "../../src/util/clock.js";
 
 interface Pending {
   at: number;

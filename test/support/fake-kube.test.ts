@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { KubeApiError } from "../k8s/client.js";
+import { KubeApiError } from "../../src/k8s/client.js";
 import { FakeKube, mergePatch } from "./fake-kube.js";
 
 const CM = "/api/v1/namespaces/shop/configmaps";

@@ -14,8 +14,8 @@ import { mkdirSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { join } from "node:path";
 import type { KubernetesListObject } from "@kubernetes/client-node";
-import { KubeApiError, type KubeClient } from "../../k8s/client.js";
-import { startInformer, type ResilientInformer } from "../../k8s/informer.js";
+import { KubeApiError, type KubeClient } from "../../../src/k8s/client.js";
+import { startInformer, type ResilientInformer } from "../../../src/k8s/informer.js";
 import { ImageTable } from "./images.js";
 import { intToIp, ipToInt, nodeSubnet, PodNetwork } from "./network.js";
 import { PodRunner, type Pod } from "./pod.js";
@@ -37,7 +37,7 @@ export interface NodeAgentOptions {
   stateDir: string;
   /** The cluster CA file (pods' `ca.crt`). */
   caFile: string;
-  /** The checkout whose `dist/` the known images run. */
+  /** The checkout the known images are assembled from (see images.ts). */
   root: string;
   /** The Node.js binary for the known images. */
   nodeBinary: string;
@@ -92,7 +92,9 @@ export async function startNodeAgent(opts: NodeAgentOptions): Promise<NodeAgent>
   const podsDir = join(opts.stateDir, "pods");
   rmSync(podsDir, { recursive: true, force: true });
   mkdirSync(podsDir, { recursive: true, mode: 0o755 });
-  const images = new ImageTable(opts.root, opts.nodeBinary);
+  const layoutsDir = join(opts.stateDir, "images");
+  mkdirSync(layoutsDir, { recursive: true, mode: 0o755 });
+  const images = new ImageTable(opts.root, opts.nodeBinary, layoutsDir);
   const kubernetesService = await kubernetesServiceAddress(client);
   const proxy = startServiceProxy(client, network, {
     apiserver: opts.apiserver,

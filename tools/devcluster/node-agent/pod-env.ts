@@ -5,7 +5,7 @@
  * downward-API `fieldRef`s, ConfigMap and Secret keys). A missing key or object that is
  * not optional fails the container's start, as it does on a kubelet.
  */
-import type { KubeClient } from "../../k8s/client.js";
+import type { KubeClient } from "../../../src/k8s/client.js";
 import type { ContainerSpec, Pod } from "./pod-spec.js";
 
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

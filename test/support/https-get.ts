@@ -22,7 +22,7 @@ export interface HttpsGetResult {
   headers: Record<string, string | string[] | undefined>;
   text: string;
   /** The body parsed as JSON, or undefined when it is not JSON. */
-  json: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  json: any;
 }
 
 /** GETs `url` on a fresh connection. */

@@ -5,7 +5,7 @@
  * deletions (which otherwise wait for a kubelet forever). A process listening on the pod's
  * loopback address can then "be" the pod. Used by integration/e2e tests and the demo.
  * (Pods that must really run — Governor's own Deployment, sample apps — go to the node
- * agent's Nodes instead: src/devcluster/node-agent.)
+ * agent's Nodes instead: tools/devcluster/node-agent.)
  *
  * Which pods are its own: those of namespaces created with
  * {@link STAND_IN_NAMESPACE_ANNOTATIONS} (the PodNodeSelector admission plugin gives them
@@ -17,8 +17,8 @@
  * free address from 127.0.1.1 upwards.
  */
 import type { KubernetesListObject, KubernetesObject } from "@kubernetes/client-node";
-import { type KubeClient, KubeApiError } from "../k8s/client.js";
-import { startInformer, type ResilientInformer } from "../k8s/informer.js";
+import { type KubeClient, KubeApiError } from "../../src/k8s/client.js";
+import { startInformer, type ResilientInformer } from "../../src/k8s/informer.js";
 
 /** The annotation that chooses a pod's loopback IP. */
 export const POD_IP_ANNOTATION = "governor.dev/pod-ip";

@@ -1,5 +1,5 @@
 /**
- * `governor demo`: the whole product on a local control plane, in one command. It brings
+ * The demo (`npm run demo`): the whole product on a local control plane, in one command. It brings
  * the control plane up (building it on the first run), installs the CRDs, starts Governor
  * as its own process exactly as users run it (`governor run --registration=local`), deploys
  * a sample app (pods played by prom-client servers on loopback IPs) as a ScalableWorkload
@@ -19,10 +19,10 @@ import { fileURLToPath } from "node:url";
 import { KubeConfig } from "@kubernetes/client-node";
 import { pino } from "pino";
 import { STAND_IN_NAMESPACE_ANNOTATIONS, startStandInKubelet } from "../devcluster/stand-in-kubelet.js";
-import { KubeClient } from "../k8s/client.js";
-import { InformerPodIndex } from "../k8s/pod-index.js";
+import { KubeClient } from "../../src/k8s/client.js";
+import { InformerPodIndex } from "../../src/k8s/pod-index.js";
 import { NODE_AGENT_LABEL } from "../devcluster/node-agent/agent.js";
-import { freePort } from "../util/ports.js";
+import { freePort } from "../../src/util/ports.js";
 import { FakeApp } from "./fake-app.js";
 import { PodLoad } from "./pod-load.js";
 
@@ -257,7 +257,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
       await Promise.race([once(governor, "exit"), new Promise((r) => setTimeout(r, 10_000))]);
     }
     if (inCluster) {
-      // README, Uninstall: the Deployment first (it would register again), then uninstall.
+      // docs/install.md, Uninstall: the Deployment first (it would register again), then uninstall.
       await run(
         "kubectl",
         [

@@ -5,7 +5,7 @@
  * the `governor` category, and the status (and scale) subresources.
  */
 import { z } from "zod";
-import { GROUP, VERSION } from "./common.js";
+import { GROUP, VERSION } from "../src/api/common.js";
 
 /** What the generator needs to know about a kind. */
 export interface KindDefinition {

@@ -15,15 +15,15 @@
  * what it sees). Tests can make the next matching call fail, and read back every call made.
  */
 import type { KubernetesObject } from "@kubernetes/client-node";
-import { type ApplyOptions, KubeApiError, type KubeApi, type KubeObject } from "../k8s/client.js";
-import { type Clock, systemClock } from "../util/clock.js";
+import { type ApplyOptions, KubeApiError, type KubeApi, type KubeObject } from "../../src/k8s/client.js";
+import { type Clock, systemClock } from "../../src/util/clock.js";
 import {
   type InformerHandlers,
   type InformerOptions,
   type ResilientInformer,
   identity,
-} from "../k8s/informer.js";
-import { LabelSelector } from "../selectors/label-selector.js";
+} from "../../src/k8s/informer.js";
+import { LabelSelector } from "../../src/selectors/label-selector.js";
 
 /** One call made to the fake. */
 export interface FakeCall {

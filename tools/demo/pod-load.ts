@@ -4,7 +4,7 @@
  * pods of a selector by telling each its share (`POST /load?rps=N`), as a load balancer
  * would, whenever the rate or the set of pods changes.
  */
-import type { PodIndex } from "../k8s/pod-index.js";
+import type { PodIndex } from "../../src/k8s/pod-index.js";
 import { servingPodIPs } from "./fake-app.js";
 
 /** See the module comment. */
