@@ -8,7 +8,7 @@ const MAPPINGS_PER_SHIPPED_HEAP = 10_000;
 
 /**
  * The shipped `NODE_OPTIONS` for `n` mappings: above 10,000, the heap cap raised in
- * proportion (×2 up to 20,000, ×5 at 50,000), as the README tells an admin to raise the
+ * proportion (×2 up to 20,000, ×5 at 50,000), as docs/troubleshooting.md tells an admin to raise the
  * memory limit and `--max-old-space-size` together (the shipped cap is sized for
  * 10,000).
  */

@@ -13,8 +13,8 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createCA } from "../src/certs/certs.js";
 import { buildLocalService } from "../src/manifests/api-service.js";
-import { httpsGet } from "../src/testing/https-get.js";
-import { type KedaProcesses, kedaBuild, startKeda } from "../src/testing/keda.js";
+import { httpsGet } from "../test/support/https-get.js";
+import { type KedaProcesses, kedaBuild, startKeda } from "../test/support/keda.js";
 import { gauge, scrapedSeries } from "./exposition.js";
 import {
   type Bench,
@@ -83,7 +83,7 @@ const scaledObject = (i: number, prometheusUrl: string) => ({
     triggers: [
       {
         type: "prometheus",
-        // An empty result is an error (the HPA holds), not KEDA's default 0 (README: Beside KEDA).
+        // An empty result is an error (the HPA holds), not KEDA's default 0 (docs/install.md: Beside KEDA / prometheus-adapter).
         metadata: {
           serverAddress: prometheusUrl,
           query: query(i),

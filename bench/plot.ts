@@ -1,7 +1,7 @@
 /**
  * A small SVG line chart per measure, against the number of MetricMappings on a log axis:
- * how Governor's cost grows (bench/growth.ts writes it next to latest.md; the README
- * shows it). No dependency: a few lines and labels.
+ * how Governor's cost grows (bench/growth.ts writes it next to latest.md;
+ * docs/performance.md shows it). No dependency: a few lines and labels.
  */
 
 /** One size's figures. */

@@ -7,9 +7,9 @@
  * running) and builds the Go sample-apiserver once. Load comes from a Go load generator in
  * its own process (bench/loadgen.ts). How and why: ADR 0005.
  *
- * A full run also puts the table into the README (between its bench markers).
+ * A full run also puts the table into docs/performance.md (between its bench markers).
  * `npm run bench -- --quick` runs 1-second rounds and 1,000 instead of 10,000 mappings
- * (to try a change; it leaves the README alone). `--only <text>` runs only the parts whose
+ * (to try a change; it leaves docs/performance.md alone). `--only <text>` runs only the parts whose
  * name contains the text, e.g. `npm run bench -- --quick --only prometheus-adapter` (or one
  * of several: `--only "selector|how cost grows"`).
  */
@@ -38,8 +38,8 @@ import { kedaIdleRows } from "./keda-idle.js";
 const quick = process.argv.includes("--quick");
 /**
  * `--only <text>`: run only the parts whose name contains it (and the noise check); several
- * texts separated by `|` run the parts of each. Implies `--quick`'s leaving the README and
- * the kept results alone.
+ * texts separated by `|` run the parts of each. Implies `--quick`'s leaving
+ * docs/performance.md and the kept results alone.
  */
 const onlyAt = process.argv.indexOf("--only");
 const only = onlyAt > 0 ? process.argv[onlyAt + 1] : undefined;
@@ -122,7 +122,7 @@ async function main() {
     await part(`${quick ? "1,000" : "10,000"} MetricMappings`, async () => {
       measured = [await scaleRows(b, quick ? 1000 : 10_000)];
     });
-    // The README shows a full run's chart; other runs leave it alone.
+    // docs/performance.md shows a full run's chart; other runs leave it alone.
     await part("how cost grows", () =>
       growthRows(
         b,
@@ -172,29 +172,29 @@ async function main() {
       join(results, `${when.slice(0, 16).replace(":", "")}Z.json`),
       `${JSON.stringify(raw, null, 1)}\n`,
     );
-    // A table with a part missing does not replace the README's.
-    if (failed.length === 0) await updateReadme(table);
+    // A table with a part missing does not replace the one in docs/performance.md.
+    if (failed.length === 0) await updatePerformanceDoc(table);
   }
   console.log(table);
   if (failed.length > 0) {
     console.error(
-      `[bench] ${failed.length} part(s) did not finish: ${failed.join("; ")} (the README was left alone)`,
+      `[bench] ${failed.length} part(s) did not finish: ${failed.join("; ")} (docs/performance.md was left alone)`,
     );
     process.exitCode = 1;
   }
 }
 
-/** Puts the table between the README's bench markers (formatted as `npm run verify` expects). */
-async function updateReadme(table: string): Promise<void> {
-  const file = join(ROOT, "README.md");
-  const readme = readFileSync(file, "utf8");
+/** Puts the table between docs/performance.md's bench markers (formatted as `npm run verify` expects). */
+async function updatePerformanceDoc(table: string): Promise<void> {
+  const file = join(ROOT, "docs/performance.md");
+  const doc = readFileSync(file, "utf8");
   const [open, close] = ["<!-- bench:start -->", "<!-- bench:end -->"];
-  const start = readme.indexOf(open);
-  const end = readme.indexOf(close);
+  const start = doc.indexOf(open);
+  const end = doc.indexOf(close);
   if (start < 0 || end < start) return;
   const [title, , noise, , ...rows] = table.trim().split("\n");
   const section = `${open}\n\nLatest run — ${title!.replace("Governor benchmarks — ", "")}. ${noise}\n\n${rows.join("\n")}\n\n`;
-  const updated = readme.slice(0, start) + section + readme.slice(end);
+  const updated = doc.slice(0, start) + section + doc.slice(end);
   const options = (await prettier.resolveConfig(file)) ?? {};
   writeFileSync(file, await prettier.format(updated, { ...options, filepath: file }));
 }

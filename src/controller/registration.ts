@@ -296,7 +296,7 @@ export class Registration {
    * stop, since the two would otherwise take turns and the aggregator lose Governor between.
    */
   private overwritten(name: string): void {
-    const message = `the caBundle of APIService ${name} was replaced by one Governor did not write (another controller injects its CA there, e.g. KEDA's operator with --enable-cert-rotation=true): Governor writes its own back; stop the other writer (README: Beside KEDA / prometheus-adapter)`;
+    const message = `the caBundle of APIService ${name} was replaced by one Governor did not write (another controller injects its CA there, e.g. KEDA's operator with --enable-cert-rotation=true): Governor writes its own back; stop the other writer (docs/install.md: Beside KEDA / prometheus-adapter)`;
     this.log.warn({ apiService: name }, message);
     this.opts.events?.record(
       { apiVersion: "v1", kind: "Service", namespace: this.opts.namespace, name: this.opts.serviceName },

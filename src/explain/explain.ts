@@ -523,13 +523,13 @@ async function metricLinks(
       links.push({
         state: "fail",
         text: `APIService ${v}.${group} points at ${owner}, not at Governor (${opts.governorService.namespace}/${opts.governorService.name})`,
-        fix: `another adapter serves this API: put Governor in front of it with --forward-${q.api}=${owner}:<port> (README: Beside KEDA / prometheus-adapter), or replace it with --take-over-apiservices`,
+        fix: `another adapter serves this API: put Governor in front of it with --forward-${q.api}=${owner}:<port> (docs/install.md: Beside KEDA / prometheus-adapter), or replace it with --take-over-apiservices`,
       });
     else if (available?.status !== "True")
       links.push({
         state: "fail",
         text: `APIService ${v}.${group} is not Available: ${available?.reason ?? ""} ${available?.message ?? ""}`.trim(),
-        fix: "the aggregator cannot reach Governor: is it running and Ready? (README: Troubleshooting)",
+        fix: "the aggregator cannot reach Governor: is it running and Ready? (docs/troubleshooting.md)",
       });
     else {
       apiServiceOk = true;

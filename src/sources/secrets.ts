@@ -134,7 +134,7 @@ export class KubeSecretReader implements SecretReader {
         throw new SourceConfigError(
           err.statusCode === 404
             ? `Secret ${namespace}/${name} not found`
-            : `Governor may not read Secret ${namespace}/${name}: grant its ServiceAccount "get" on it (see README: Secrets)`,
+            : `Governor may not read Secret ${namespace}/${name}: grant its ServiceAccount "get" on it (see docs/reference.md: Secrets)`,
         );
       }
       throw err;
