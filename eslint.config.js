@@ -1,6 +1,7 @@
 // @ts-check
 import js from "@eslint/js";
 import tseslint from "typescript-eslint";
+import governor from "./hack/eslint-layers.js";
 
 export default tseslint.config(
   { ignores: ["dist/", "coverage/", ".cluster/", "node_modules/", "bench/results/"] },
@@ -27,6 +28,13 @@ export default tseslint.config(
         { object: "process", property: "argv", message: "Only src/main.ts reads argv." },
       ],
     },
+  },
+  {
+    // The floors of src/ (docs/architecture.md): imports go down only, stay in src/, close no circle.
+    files: ["src/**/*.ts"],
+    ignores: ["src/**/*.test.ts"],
+    plugins: { governor },
+    rules: { "governor/layers": "error" },
   },
   {
     // Entry points: the governor binary; the rig and demo (tools/), tests, hack and bench.

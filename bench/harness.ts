@@ -16,7 +16,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { createCA, issueCertificate } from "../src/certs/certs.js";
 import { KubeClient } from "../src/k8s/client.js";
 import { type HttpsGetOptions, httpsGet } from "../test/support/https-get.js";
-import { freePort } from "../src/util/ports.js";
+import { freePort } from "../test/support/ports.js";
 import { type CoreProbes, type LoadGen, type LoadResult, startCoreProbes, startLoadGen } from "./loadgen.js";
 import {
   DISTURBED_CORES,

@@ -29,7 +29,7 @@ import { scaleRows } from "./scale.js";
 import { scaleFromZeroRows } from "./scale-from-zero.js";
 import { selectorRows } from "./selector.js";
 import type { RunResults } from "./stats.js";
-import { freePort } from "../src/util/ports.js";
+import { freePort } from "../test/support/ports.js";
 import { kedaRows } from "./keda.js";
 import { growthRows } from "./growth.js";
 import type { GrowthPoint } from "./plot.js";

@@ -5,7 +5,7 @@
  * definition.
  */
 import { z } from "zod";
-import { QUANTITY_PATTERN } from "../metrics/quantity.js";
+import { QUANTITY_PATTERN } from "./quantity.js";
 
 export const GROUP = "governor.dev";
 export const VERSION = "v1alpha1";

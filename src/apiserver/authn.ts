@@ -144,7 +144,7 @@ export interface TokenReviewer {
 
 /**
  * A cheap local look at a bearer token before it costs a TokenReview (in production the
- * signature and expiry of a service-account JWT: src/k8s/service-account-token-check.ts).
+ * signature and expiry of a service-account JWT: src/apiserver/service-account-token-check.ts).
  * It can only reject: a token it lets through still goes to the {@link TokenReviewer}.
  */
 export interface TokenPrecheck {

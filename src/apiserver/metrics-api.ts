@@ -8,6 +8,7 @@
  * (A little over 350 lines: one route table for three group-versions and their discovery,
  * kept together so the wire contract in DESIGN.md can be checked against one file.)
  */
+import { formatGroupResource, parseGroupResource } from "../api/group-resource.js";
 import { createHash } from "node:crypto";
 import {
   type CustomMetricInfo,
@@ -16,8 +17,6 @@ import {
   type MetricQuery,
   type MetricsProvider,
   MetricBadRequestError,
-  formatGroupResource,
-  parseGroupResource,
 } from "../metrics/provider.js";
 import { answerFor } from "../errors.js";
 import { LabelSelector, SelectorParseError } from "../selectors/label-selector.js";

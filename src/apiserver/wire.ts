@@ -3,13 +3,14 @@
  * `k8s.io/apimachinery` serialize: field names, `null` where Go has no `omitempty`,
  * quantity strings, RFC 3339 timestamps at second precision.
  */
+import { formatGroupResource } from "../api/group-resource.js";
 import type {
   CustomMetricInfo,
   CustomMetricValue,
   ExternalMetricInfo,
   ExternalMetricValue,
 } from "../metrics/provider.js";
-import { formatGroupResource } from "../metrics/provider.js";
+
 import type { LabelSelectorObject } from "../selectors/label-selector.js";
 
 export const CUSTOM_GROUP = "custom.metrics.k8s.io";

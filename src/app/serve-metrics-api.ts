@@ -14,9 +14,13 @@ import { PromApiServerMetrics } from "../apiserver/instrumentation.js";
 import { MetricsApi, type MetricsApiOptions } from "../apiserver/metrics-api.js";
 import { MetricsApiServer } from "../apiserver/server.js";
 import type { KubeClient } from "../k8s/client.js";
-import { KubeAccessReviewer, KubeTokenReviewer, followAuthenticationConfig } from "../k8s/delegated-auth.js";
-import { KubeServiceAccountKeySource } from "../k8s/service-account-keys.js";
-import { ServiceAccountTokenCheck } from "../k8s/service-account-token-check.js";
+import {
+  KubeAccessReviewer,
+  KubeTokenReviewer,
+  followAuthenticationConfig,
+} from "../apiserver/delegated-auth.js";
+import { KubeServiceAccountKeySource } from "../apiserver/service-account-keys.js";
+import { ServiceAccountTokenCheck } from "../apiserver/service-account-token-check.js";
 import type { MetricsProvider } from "../metrics/provider.js";
 
 /** Options of {@link serveMetricsApi}. */

@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import type { Condition } from "../api/common.js";
 import type { Sampler } from "../metrics/sampler.js";
-import { formatQuantity } from "../metrics/quantity.js";
+import { formatQuantity } from "../api/quantity.js";
 import {
   type ActivationInput,
   type ActivationReading,

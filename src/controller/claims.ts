@@ -3,11 +3,11 @@
  * subject resource or "external", metric); among the mappings with the same claim the
  * oldest (by creationTimestamp, then name) is served and the others report `Conflict`.
  */
+import { parseGroupResource } from "../api/group-resource.js";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
 import type { ActiveMapping } from "../metrics/mapping-provider.js";
-import { parseGroupResource } from "../metrics/provider.js";
 
 /** What a mapping claims, or why it cannot claim anything (its Ready reason and message). */
 export type Claim =

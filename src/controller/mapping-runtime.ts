@@ -12,7 +12,7 @@ import type { PodIndex } from "../k8s/pod-index.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
 import type { ActiveMapping } from "../metrics/mapping-provider.js";
 import { MetricUnavailableError } from "../metrics/provider.js";
-import { parseQuantity } from "../metrics/quantity.js";
+import { parseQuantity } from "../api/quantity.js";
 import { Sampler, type SamplerState } from "../metrics/sampler.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";

@@ -8,7 +8,7 @@
 import type { Condition } from "../api/common.js";
 import type { MetricMappingSpec, MetricMappingStatus } from "../api/metric-mapping.js";
 import type { ActiveMapping } from "../metrics/mapping-provider.js";
-import { formatQuantity } from "../metrics/quantity.js";
+import { formatQuantity } from "../api/quantity.js";
 import type { SamplerState } from "../metrics/sampler.js";
 import { sourceKind } from "../sources/index.js";
 import { sameConditions, setCondition, type ConditionUpdate } from "./conditions.js";

@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { pino } from "pino";
 import type { Condition } from "../api/common.js";
 import { MappingProvider, type SubjectLister } from "../metrics/mapping-provider.js";
-import { formatQuantity } from "../metrics/quantity.js";
+import { formatQuantity } from "../api/quantity.js";
 import { eventually as poll } from "../../test/support/eventually.js";
 import { FakeKube } from "../../test/support/fake-kube.js";
 import { EventRecorder } from "./events.js";

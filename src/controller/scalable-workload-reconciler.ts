@@ -19,7 +19,7 @@ import { API_VERSION, durationMs, specProblems } from "../api/common.js";
 import { ScalableWorkloadSpec, type ScalableWorkloadStatus } from "../api/scalable-workload.js";
 import { KubeApiError, type KubeApi } from "../k8s/client.js";
 import type { ResilientInformer } from "../k8s/informer.js";
-import { formatQuantity, parseQuantity } from "../metrics/quantity.js";
+import { formatQuantity, parseQuantity } from "../api/quantity.js";
 import { type ActivationDecision, type ActivationReading, decideActivation } from "./activation.js";
 import { findCondition } from "./conditions.js";
 import { type Hpa, type MappingView, hpaFingerprint } from "./hpa.js";

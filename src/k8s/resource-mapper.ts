@@ -3,7 +3,8 @@
  * API discovery, like client-go's deferred RESTMapper: loaded once, reloaded on a miss
  * (at most every 10 s), so CRDs installed later are found.
  */
-import type { GroupResource } from "../metrics/provider.js";
+
+import type { GroupResource } from "../api/group-resource.js";
 import type { KubeClient } from "./client.js";
 
 /** What a resource is. */

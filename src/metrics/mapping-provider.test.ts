@@ -8,7 +8,7 @@ import {
   type SubjectLister,
 } from "./mapping-provider.js";
 import { MetricUnavailableError } from "./provider.js";
-import { formatQuantity } from "./quantity.js";
+import { formatQuantity } from "../api/quantity.js";
 import { Sampler } from "./sampler.js";
 
 /** A source whose answers the test controls, counting queries. */

@@ -9,6 +9,7 @@
  * A mapping serves objects of its own namespace only (its namespace is the one bound into
  * its source's queries).
  */
+import { formatGroupResource, type GroupResource } from "../api/group-resource.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import { LRUCache } from "lru-cache";
 import { Doorkeeper } from "../util/doorkeeper.js";
@@ -22,14 +23,12 @@ import {
   type ExternalMetricInfo,
   type ExternalMetricRequest,
   type ExternalMetricValue,
-  type GroupResource,
   type MetricQuery,
   type MetricsProvider,
   type ObjectMetricRequest,
   type SelectorMetricRequest,
   MetricNotFoundError,
   MetricUnavailableError,
-  formatGroupResource,
 } from "./provider.js";
 
 /** A mapping the provider serves. */

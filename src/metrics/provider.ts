@@ -7,12 +7,7 @@
 import { GovernorError } from "../errors.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import type { Cancellation } from "../util/deadline.js";
-
-/** A resource and its API group (`""` for the core group), e.g. `{group: "apps", resource: "deployments"}`. */
-export interface GroupResource {
-  group: string;
-  resource: string;
-}
+import type { GroupResource } from "../api/group-resource.js";
 
 /** A custom metric available for one kind of object. */
 export interface CustomMetricInfo {
@@ -154,17 +149,4 @@ export class MetricBadRequestError extends GovernorError {
   constructor(message: string) {
     super("GOV_ERR_METRIC_BAD_REQUEST", message);
   }
-}
-
-/** `pods`, `deployments.apps`: the form the metrics API uses in paths and discovery. */
-export function formatGroupResource(gr: GroupResource): string {
-  return gr.group ? `${gr.resource}.${gr.group}` : gr.resource;
-}
-
-/** Inverse of {@link formatGroupResource}: the first dot separates resource from group. */
-export function parseGroupResource(text: string): GroupResource {
-  const dot = text.indexOf(".");
-  return dot === -1
-    ? { group: "", resource: text }
-    : { group: text.slice(dot + 1), resource: text.slice(0, dot) };
 }

@@ -12,13 +12,8 @@ import { sharedAnswerDecoder } from "./answer-decoder.js";
 import { getBytes, redact } from "./http-client.js";
 import type { QueryScope } from "./prometheus.js";
 import { headerValue } from "./secrets.js";
-import {
-  type MetricSource,
-  type OutboundContext,
-  type SampleRequest,
-  type SampleValue,
-  SourceConfigError,
-} from "./source.js";
+import { type MetricSource, type SampleRequest, type SampleValue, SourceConfigError } from "./source.js";
+import type { OutboundContext } from "./outbound.js";
 
 type Spec = NonNullable<MetricMappingSpec["source"]["http"]>;
 

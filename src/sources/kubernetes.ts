@@ -8,12 +8,13 @@
  * reads beyond the mapping's namespace (`--allow-cluster-wide-counts`), since they run
  * with Governor's rights, not the mapping author's.
  */
+import { parseGroupResource } from "../api/group-resource.js";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import type { KubeApi } from "../k8s/client.js";
 import type { ResilientInformer } from "../k8s/informer.js";
 import { DiscoveryResourceMapper, type ResourceMapper } from "../k8s/resource-mapper.js";
-import { parseGroupResource } from "../metrics/provider.js";
+
 import type { MetricSource, SampleValue } from "./source.js";
 import { SourceConfigError } from "./source.js";
 

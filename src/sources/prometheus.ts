@@ -17,13 +17,8 @@ import { HttpStatusError, getBytes } from "./http-client.js";
 import { boundedText } from "../util/bounded-text.js";
 import { MAX_QUERY_BYTES, scopeQuery } from "./promql-scope.js";
 import { headerValue, secretKey } from "./secrets.js";
-import {
-  type MetricSource,
-  type OutboundContext,
-  type SampleRequest,
-  type SampleValue,
-  SourceConfigError,
-} from "./source.js";
+import { type MetricSource, type SampleRequest, type SampleValue, SourceConfigError } from "./source.js";
+import type { OutboundContext } from "./outbound.js";
 
 type Spec = NonNullable<MetricMappingSpec["source"]["prometheus"]>;
 

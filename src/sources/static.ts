@@ -2,7 +2,7 @@
  * `static`: a fixed value, for tests, demos and manual overrides. It doubles as the
  * reference implementation of {@link MetricSource}.
  */
-import { parseQuantity } from "../metrics/quantity.js";
+import { parseQuantity } from "../api/quantity.js";
 import { type MetricSource, type SampleValue, SourceConfigError } from "./source.js";
 
 /** See the module comment. */

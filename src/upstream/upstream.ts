@@ -14,17 +14,13 @@
  *   while it is down, so Governor's own metrics and discovery never wait on it; a forwarded
  *   request to an upstream that is down is a 503 that names the upstream.
  */
+import { formatGroupResource, parseGroupResource } from "../api/group-resource.js";
 import type { Logger } from "pino";
 import { Agent } from "undici";
 import { GovernorError } from "../errors.js";
 import type { ClientIdentity, KubeApi } from "../k8s/client.js";
 import type { ActiveMapping } from "../metrics/mapping-provider.js";
-import {
-  type CustomMetricInfo,
-  type ExternalMetricInfo,
-  formatGroupResource,
-  parseGroupResource,
-} from "../metrics/provider.js";
+import { type CustomMetricInfo, type ExternalMetricInfo } from "../metrics/provider.js";
 import { networkErrorText } from "../sources/http-client.js";
 import type { Cancellation } from "../util/deadline.js";
 import type { ApiResponse, MetricsUpstream, RouteKind } from "../apiserver/metrics-api.js";

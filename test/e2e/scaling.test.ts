@@ -7,7 +7,7 @@ import { applyYaml, freshNamespace, kubectl, type TestCluster, useCluster } from
 import { eventually } from "../support/eventually.js";
 import { GovernorProcess } from "../support/governor-process.js";
 import { JsonEndpoint } from "../support/json-endpoint.js";
-import { freePort } from "../../src/util/ports.js";
+import { freePort } from "../support/ports.js";
 
 interface Hpa {
   status?: {

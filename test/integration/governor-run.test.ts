@@ -5,7 +5,7 @@ import { ROOT, useCluster, type TestCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 import { buildOnce } from "../support/in-cluster.js";
 import { governorMetricsUsed } from "../support/monitoring.js";
-import { freePort } from "../../src/util/ports.js";
+import { freePort } from "../support/ports.js";
 
 function httpGet(url: string): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {

@@ -8,7 +8,7 @@ import { Registration } from "../../src/controller/registration.js";
 import { httpsGet } from "../support/https-get.js";
 import { freshNamespace, useCluster, type TestCluster, LOOPBACK_SOURCES } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
-import { freePort } from "../../src/util/ports.js";
+import { freePort } from "../support/ports.js";
 
 const SVC = "governor-reg";
 const log = pino({ level: process.env.GOVERNOR_TEST_LOG ?? "silent" });

@@ -21,7 +21,7 @@ import {
   LOOPBACK_SOURCES,
 } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
-import { freePort } from "../../src/util/ports.js";
+import { freePort } from "../support/ports.js";
 import { TestPrometheus } from "../support/prometheus.js";
 
 interface Item {

@@ -2,6 +2,7 @@
  * An in-memory {@link MetricsProvider} for tests and the API's table-driven checks:
  * values are set by hand; an entry can be made stale (503) to exercise error paths.
  */
+import { formatGroupResource, type GroupResource } from "../../src/api/group-resource.js";
 import type { LabelSelector } from "../../src/selectors/label-selector.js";
 import {
   type CustomMetricInfo,
@@ -10,13 +11,11 @@ import {
   type ExternalMetricInfo,
   type ExternalMetricRequest,
   type ExternalMetricValue,
-  type GroupResource,
   type MetricsProvider,
   type ObjectMetricRequest,
   type SelectorMetricRequest,
   MetricNotFoundError,
   MetricUnavailableError,
-  formatGroupResource,
 } from "../../src/metrics/provider.js";
 
 /** One object's value in the fake. */

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { ROOT, kubectl, type TestCluster } from "./cluster.js";
 import { eventually } from "./eventually.js";
-import { freePort } from "../../src/util/ports.js";
+import { freePort } from "./ports.js";
 
 const execFileP = promisify(execFile);
 

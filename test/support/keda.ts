@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { type KeyPair, issueCertificate } from "../../src/certs/certs.js";
 import { httpsGet } from "./https-get.js";
 import { type PeerProcess, peerBuild, startPeer } from "./peer-process.js";
-import { freePort } from "../../src/util/ports.js";
+import { freePort } from "./ports.js";
 
 /** Where KEDA was built: its binaries and its CRDs. */
 export interface KedaBuild {

@@ -8,7 +8,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { httpsGet } from "./https-get.js";
 import { type PeerProcess, peerBuild, startPeer } from "./peer-process.js";
-import { freePort } from "../../src/util/ports.js";
+import { freePort } from "./ports.js";
 
 /** Options of {@link startPrometheusAdapter}. */
 export interface PrometheusAdapterOptions {

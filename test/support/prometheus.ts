@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { stringify } from "yaml";
 import { ROOT } from "./cluster.js";
 import { eventually } from "./eventually.js";
-import { freePort } from "../../src/util/ports.js";
+import { freePort } from "./ports.js";
 
 /** One scrape target with the labels Prometheus attaches to its series. */
 export interface Target {

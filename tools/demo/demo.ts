@@ -22,7 +22,7 @@ import { STAND_IN_NAMESPACE_ANNOTATIONS, startStandInKubelet } from "../devclust
 import { KubeClient } from "../../src/k8s/client.js";
 import { InformerPodIndex } from "../../src/k8s/pod-index.js";
 import { NODE_AGENT_LABEL } from "../devcluster/node-agent/agent.js";
-import { freePort } from "../../src/util/ports.js";
+import { freePort } from "../../test/support/ports.js";
 import { FakeApp } from "./fake-app.js";
 import { PodLoad } from "./pod-load.js";
 

@@ -5,11 +5,11 @@
  * through Governor's own Kubernetes client (the discovery document's `jwks_uri` names the
  * issuer's public address, which Governor need not reach). Every ServiceAccount may read
  * them (ClusterRole `system:service-account-issuer-discovery`, bound to
- * `system:serviceaccounts` by default). Used by src/k8s/service-account-token-check.ts.
+ * `system:serviceaccounts` by default). Used by src/apiserver/service-account-token-check.ts.
  */
 import type { JsonWebKey } from "node:crypto";
 import { GovernorError } from "../errors.js";
-import type { KubeApi } from "./client.js";
+import type { KubeApi } from "../k8s/client.js";
 
 /** The issuer and its published keys (JWKs, not checked yet). */
 export interface ServiceAccountKeys {

@@ -22,7 +22,7 @@
 import { createPublicKey, type JsonWebKey, type KeyObject } from "node:crypto";
 import { errors as joseErrors, jwtVerify } from "jose";
 import type { Logger } from "pino";
-import { MAX_BEARER_TOKEN_LENGTH, type TokenPrecheck } from "../apiserver/authn.js";
+import { MAX_BEARER_TOKEN_LENGTH, type TokenPrecheck } from "./authn.js";
 import type { ServiceAccountKeys, ServiceAccountKeySource } from "./service-account-keys.js";
 
 /** Options of {@link ServiceAccountTokenCheck}. */

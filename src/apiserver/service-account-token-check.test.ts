@@ -7,8 +7,8 @@ import {
   DelegatingAuthenticator,
   TooManyTokenReviewsError,
   type UserInfo,
-} from "../apiserver/authn.js";
-import { KubeApiError } from "./client.js";
+} from "./authn.js";
+import { KubeApiError } from "../k8s/client.js";
 import type { ServiceAccountKeySource, ServiceAccountKeys } from "./service-account-keys.js";
 import { ServiceAccountTokenCheck } from "./service-account-token-check.js";
 

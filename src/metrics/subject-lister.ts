@@ -3,13 +3,13 @@
  * request; terminating pods left out, as the HPA does), other resources with a LIST by
  * label selector, cached for 2 s so a burst of HPA requests makes one call.
  */
+import type { GroupResource } from "../api/group-resource.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
-import type { SubjectLister, SubjectObject } from "../metrics/mapping-provider.js";
-import type { GroupResource } from "../metrics/provider.js";
-import type { KubeClient, KubeObject } from "./client.js";
+import type { SubjectLister, SubjectObject } from "./mapping-provider.js";
+import type { KubeClient, KubeObject } from "../k8s/client.js";
 import { byteBoundedCache, stringBytes } from "../util/lru.js";
-import type { PodIndex } from "./pod-index.js";
-import { DiscoveryResourceMapper, type ResourceMapper } from "./resource-mapper.js";
+import type { PodIndex } from "../k8s/pod-index.js";
+import { DiscoveryResourceMapper, type ResourceMapper } from "../k8s/resource-mapper.js";
 
 const isPods = (gr: GroupResource) => gr.group === "" && gr.resource === "pods";
 

@@ -9,13 +9,13 @@ import {
   type AuthenticationConfig,
   type TokenReviewer,
   type UserInfo,
-} from "../apiserver/authn.js";
-import { parseAuthenticationConfigMap } from "../apiserver/authn.js";
-import type { AccessReviewer, Decision, SubjectAccessReviewSpec } from "../apiserver/authz.js";
+} from "./authn.js";
+import { parseAuthenticationConfigMap } from "./authn.js";
+import type { AccessReviewer, Decision, SubjectAccessReviewSpec } from "./authz.js";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { dict } from "../util/dict.js";
-import type { KubeClient } from "./client.js";
-import { startInformer, type ResilientInformer } from "./informer.js";
+import type { KubeClient } from "../k8s/client.js";
+import { startInformer, type ResilientInformer } from "../k8s/informer.js";
 
 /**
  * How long a TokenReview or SubjectAccessReview may take (k8s.io/apiserver's delegating

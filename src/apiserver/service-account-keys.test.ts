@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { KubeApiError, type KubeApi } from "./client.js";
+import { KubeApiError, type KubeApi } from "../k8s/client.js";
 import { KubeServiceAccountKeySource } from "./service-account-keys.js";
 
 /** Answers GETs of the two discovery paths from `answers`; a number is an error status. */

@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import type { KubeClient } from "./client.js";
+import type { KubeClient } from "../k8s/client.js";
 import { KubeTokenReviewer } from "./delegated-auth.js";
 
 /** A client whose TokenReview answer is `body` as the apiserver sent it (JSON text, parsed as the client does). */
