@@ -7,11 +7,10 @@
  */
 import { DEFAULT_LEASE_NAME } from "./controller/leader-election.js";
 import { destinationPolicy } from "./sources/destination-policy.js";
-import { readFileSync, watchFile } from "node:fs";
+import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { pino, type Logger } from "pino";
 import { z } from "zod";
-import { startMetricsServer } from "./apiserver/instrumentation.js";
 import { startOperator } from "./app/operator.js";
 import { uninstall } from "./app/uninstall.js";
 import { ObjectName, durationMs } from "./api/common.js";
@@ -216,30 +215,12 @@ async function run(cfg: RunConfig): Promise<void> {
       namespaceLabel: cfg.allowUnscopedPrometheusQueries ? null : cfg.prometheusNamespaceLabel,
     },
     forward,
+    metricsEndpoint: { port: cfg.metricsPort, host: cfg.metricsBindAddress },
+    ...(cfg.tlsCertFile && cfg.tlsPrivateKeyFile
+      ? { tlsFiles: { cert: cfg.tlsCertFile, key: cfg.tlsPrivateKeyFile } }
+      : {}),
   });
-  const api = operator.api;
-  if (cfg.tlsCertFile && cfg.tlsPrivateKeyFile) {
-    // Certificates mounted from a Secret change on disk when rotated: serve the new pair.
-    const reload = () => {
-      try {
-        api.server.setServingCertificate(
-          readFileSync(cfg.tlsCertFile!, "utf8"),
-          readFileSync(cfg.tlsPrivateKeyFile!, "utf8"),
-        );
-        log.info("serving certificate reloaded");
-      } catch (err) {
-        log.error({ err }, "could not reload the serving certificate; keeping the previous one");
-      }
-    };
-    watchFile(cfg.tlsCertFile, { interval: 5000 }, reload);
-    watchFile(cfg.tlsPrivateKeyFile, { interval: 5000 }, reload);
-  }
-  const metricsServer = await startMetricsServer(
-    api.metrics.registry,
-    cfg.metricsPort,
-    cfg.metricsBindAddress,
-  );
-  log.info({ port: metricsServer.address.port }, "serving /metrics");
+  log.info({ port: operator.metricsAddress?.port }, "serving /metrics");
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -248,7 +229,6 @@ async function run(cfg: RunConfig): Promise<void> {
     log.info({ signal }, "stopping");
     void (async () => {
       await operator.stop();
-      metricsServer.server.close();
       await client.close();
       process.exit(0);
     })();

@@ -3,8 +3,10 @@
  * comes from. The zod schema is the single source of truth for the CRD
  * (`crds/governor.dev_metricmappings.yaml`).
  */
+import type { KubernetesObject } from "@kubernetes/client-node";
 import { z } from "zod";
 import {
+  API_VERSION,
   ConditionSchema,
   DNS_SUBDOMAIN_PATTERN,
   Duration,
@@ -366,3 +368,12 @@ export const MetricMappingKind = {
     },
   ],
 } as const;
+
+/** A MetricMapping as stored (its spec not yet validated). */
+export interface MetricMappingObject extends KubernetesObject {
+  spec?: unknown;
+  status?: MetricMappingStatus;
+}
+
+/** Where MetricMappings are watched, in every namespace. */
+export const METRIC_MAPPINGS_PATH = `/apis/${API_VERSION}/metricmappings`;

@@ -1,11 +1,12 @@
 /**
  * Prometheus metrics of the metrics API (prom-client), exported on a separate port by
- * {@link startMetricsServer}: requests by route kind and code, latency, and cache hits of
+ * {@link MetricsEndpoint}: requests by route kind and code, latency, and cache hits of
  * token and access reviews.
  */
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { Runnable } from "../util/runnable.js";
 
 /** What the server records. */
 export interface ApiServerMetrics {
@@ -86,4 +87,32 @@ export async function startMetricsServer(
     server.listen(port, host, () => resolve());
   });
   return { server, address: server.address() as AddressInfo };
+}
+
+/** `GET /metrics` of `registry` on `host:port`, as a runnable of the manager. */
+export class MetricsEndpoint implements Runnable {
+  readonly name = "/metrics endpoint";
+  private server?: Server;
+  /** Where it listens, once started. */
+  address?: AddressInfo;
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly port: number,
+    private readonly host: string,
+  ) {}
+
+  async start(): Promise<void> {
+    const { server, address } = await startMetricsServer(this.registry, this.port, this.host);
+    this.server = server;
+    this.address = address;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeAllConnections();
+  }
 }

@@ -1,32 +1,37 @@
 /**
- * The whole operator in one process, as `governor run` starts it: the metrics API over
- * the MetricMapping-backed provider (every replica), and the reconcilers whose writes are
- * guarded by leader election (one replica at a time).
+ * The whole operator in one process, as `governor run` starts it: a {@link Manager} and
+ * the list of what it runs, in order — the metrics API over the MetricMapping-backed
+ * provider on every replica, and the writers that need leadership (status, the
+ * ScalableWorkload controller, the registration) on the leader only.
  */
 import { hostname } from "node:os";
-import type { QueryScope } from "../sources/prometheus.js";
 import type { Logger } from "pino";
-import { Counter, Gauge, Histogram } from "prom-client";
-import { PromApiServerMetrics } from "../apiserver/instrumentation.js";
-import { EventRecorder } from "../controller/events.js";
-import { DEFAULT_LEASE_NAME, LeaderElector } from "../controller/leader-election.js";
-import { Registration, type RegistrationMode } from "../controller/registration.js";
+import { Gauge } from "prom-client";
+import { formatQuantity } from "../api/quantity.js";
+import { MetricsEndpoint, PromApiServerMetrics } from "../apiserver/instrumentation.js";
+import { CUSTOM_GROUP, EXTERNAL_GROUP, GROUP_VERSIONS } from "../apiserver/wire.js";
+import { CertificateSlot } from "../certs/certificate-slot.js";
+import { validity } from "../certs/certs.js";
+import { readActivation } from "../controller/activation.js";
 import { ControllerMetrics } from "../controller/controller-metrics.js";
+import { EventRecorder } from "../controller/events.js";
+import { DEFAULT_LEASE_NAME } from "../controller/leader-election.js";
+import { METRIC_MAPPINGS_PATH, type MetricMappingObject } from "../api/metric-mapping.js";
 import { MetricMappingReconciler } from "../controller/metric-mapping-reconciler.js";
+import { Registration, type RegistrationMode } from "../controller/registration.js";
 import { ScalableWorkloadReconciler } from "../controller/scalable-workload-reconciler.js";
 import type { KubeClient } from "../k8s/client.js";
 import { InformerPodIndex } from "../k8s/pod-index.js";
 import { DiscoveryResourceMapper } from "../k8s/resource-mapper.js";
-import { validity } from "../certs/certs.js";
-import { KubeSubjectLister } from "../metrics/subject-lister.js";
 import { MappingProvider } from "../metrics/mapping-provider.js";
-import { formatQuantity } from "../api/quantity.js";
-import { readActivation } from "../controller/activation.js";
+import { KubeSubjectLister } from "../metrics/subject-lister.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
+import type { QueryScope } from "../sources/prometheus.js";
 import { KubeSecretReader } from "../sources/secrets.js";
-import { serveMetricsApi, type RunningMetricsApi } from "./serve-metrics-api.js";
 import { type ForwardedApi, Upstream, type UpstreamService, shadowedBy } from "../upstream/upstream.js";
-import { CUSTOM_GROUP, EXTERNAL_GROUP, GROUP_VERSIONS } from "../apiserver/wire.js";
+import { CertificateFiles } from "./certificate-files.js";
+import { Manager } from "./manager.js";
+import { MetricsApiService, type RunningMetricsApi } from "./serve-metrics-api.js";
 
 /** Options of {@link startOperator}. */
 export interface OperatorOptions {
@@ -73,6 +78,10 @@ export interface OperatorOptions {
    * APIService Governor takes over from it.
    */
   forward?: Partial<Record<ForwardedApi, { service: UpstreamService; ca?: string }>>;
+  /** Serve `/metrics` (plain HTTP) there; none when absent. */
+  metricsEndpoint?: { port: number; host: string };
+  /** The files `tls` was read from: served anew when they change (a mounted Secret rotated). */
+  tlsFiles?: { cert: string; key: string };
 }
 
 /** A running operator. */
@@ -82,47 +91,71 @@ export interface RunningOperator {
   provider: MappingProvider;
   /** The upstream adapters Governor forwards to, per API. */
   upstreams: Partial<Record<ForwardedApi, Upstream>>;
+  /** Where `/metrics` listens, if it does. */
+  metricsAddress?: { port: number };
   isLeader(): boolean;
   stop(): Promise<void>;
 }
 
-/** See the module comment. */
+/** See the module comment. Resolves once the metrics API listens. */
 export async function startOperator(opts: OperatorOptions): Promise<RunningOperator> {
-  const log = opts.logger;
-  const metrics = new PromApiServerMetrics();
-  const samples = new Counter({
-    name: "governor_sampler_samples_total",
-    help: "Samples taken by MetricMapping samplers, by outcome.",
-    labelNames: ["outcome"],
-    registers: [metrics.registry],
-  });
-  const sampleSeconds = new Histogram({
-    name: "governor_sampler_sample_duration_seconds",
-    help: "Time a source took to answer one sample.",
-    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [metrics.registry],
-  });
-  const pods = new InformerPodIndex(opts.client, log);
-  const mapper = new DiscoveryResourceMapper(opts.client);
-  const provider = new MappingProvider(
-    new KubeSubjectLister(opts.client, mapper, pods),
-    formatQuantity,
-    Date.now,
-    { answerCacheBytes: opts.answerCacheBytes },
-  );
-  const events = new EventRecorder(opts.client, "governor", log);
-
-  let leading = opts.leaderElect === false;
-  new Gauge({
-    name: "governor_leader",
-    help: "1 while this replica is the leader: the one that writes status, Deployments, HPAs and registrations.",
-    registers: [metrics.registry],
-    collect() {
-      this.set(leading ? 1 : 0);
+  const { client, logger: log } = opts;
+  const mgr = new Manager({
+    client,
+    logger: log,
+    leaderElection: opts.leaderElect !== false && {
+      namespace: opts.namespace,
+      name: opts.leaseName ?? DEFAULT_LEASE_NAME,
+      identity: `${hostname()}_${process.pid}`,
     },
   });
-  const controllerMetrics = new ControllerMetrics(metrics.registry);
+  const apiMetrics = new PromApiServerMetrics(mgr.registry, { defaultMetrics: false });
+  const controllerMetrics = new ControllerMetrics(mgr.registry);
+  const events = new EventRecorder(client, "governor", log);
+  const mapper = new DiscoveryResourceMapper(client);
+
+  // Pods: every replica, before anything that lists a namespace's pods.
+  const pods = new InformerPodIndex(client, log);
+  mgr.add({ name: "pod informer", start: () => pods.synced, stop: () => pods.stop() });
+  const provider = new MappingProvider(
+    new KubeSubjectLister(client, mapper, pods),
+    formatQuantity,
+    Date.now,
+    {
+      answerCacheBytes: opts.answerCacheBytes,
+    },
+  );
+
+  // MetricMappings: every replica samples and serves; the leader writes their status.
+  const mappingInformer = mgr.cache.informer<MetricMappingObject>(METRIC_MAPPINGS_PATH);
   const upstreams: Partial<Record<ForwardedApi, Upstream>> = {};
+  const mappings = new MetricMappingReconciler({
+    client,
+    informer: mappingInformer,
+    provider,
+    mapper,
+    pods,
+    events,
+    logger: log,
+    secrets: new KubeSecretReader(client),
+    sourcePolicy: opts.sourcePolicy,
+    sourceMaxResponseBytes: opts.sourceMaxResponseBytes,
+    clusterWideCounts: opts.clusterWideCounts,
+    prometheusScope: opts.prometheusScope,
+    hostNetworkScrape: opts.hostNetworkScrape,
+    observeSample: controllerMetrics.observeSample,
+    observeReconcile: controllerMetrics.observeReconcile,
+    shadowed: (m) => shadowedBy(m, upstreams),
+  });
+  mgr.add({
+    name: "MetricMapping controller",
+    start: () => controllerMetrics.watchQueue("metricmapping", mappings.start().queue.stats),
+    stop: () => mappings.stop(),
+  });
+  mgr.add(mappings.statusWriter);
+  mappingsGauge(mgr, mappingInformer.list);
+
+  // Upstream adapters the metrics Governor does not serve are forwarded to (ADR 0011).
   for (const api of ["custom", "external"] as const) {
     const f = opts.forward?.[api];
     if (!f || !opts.apis[api]) continue;
@@ -133,98 +166,26 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
       versions: GROUP_VERSIONS[group] ?? [],
       service: f.service,
       ca: f.ca,
-      client: opts.client,
-      identity: () => opts.client.identity(),
+      client,
+      identity: () => client.identity(),
       logger: log,
       // Which mappings shadow an upstream metric may have changed.
-      onDiscoveryChange: () => reconciler.resyncAll(),
+      onDiscoveryChange: () => mappings.resyncAll(),
     });
   }
-  const reconciler = new MetricMappingReconciler({
-    client: opts.client,
-    provider,
-    mapper,
-    pods,
-    events,
-    logger: log,
-    secrets: new KubeSecretReader(opts.client),
-    sourcePolicy: opts.sourcePolicy,
-    sourceMaxResponseBytes: opts.sourceMaxResponseBytes,
-    clusterWideCounts: opts.clusterWideCounts,
-    prometheusScope: opts.prometheusScope,
-    hostNetworkScrape: opts.hostNetworkScrape,
-    isLeader: () => leading,
-    observeSample: (outcome, seconds) => {
-      samples.inc({ outcome });
-      sampleSeconds.observe(seconds);
-    },
-    observeReconcile: controllerMetrics.observeReconcile,
-    // Called only from reconciles, which start after `workloads` exists.
-    onMappingChange: (namespace) => workloads.mappingChanged(namespace),
-    onSampled: (namespace, name) => workloads.activationSampled(namespace, name),
-    shadowed: (m) => shadowedBy(m, upstreams),
-  });
-  const workloads = new ScalableWorkloadReconciler({
-    client: opts.client,
-    events,
-    logger: log,
-    observeReconcile: controllerMetrics.observeReconcile,
-    getMapping: (namespace, name) => {
-      const mapping = reconciler.get(namespace, name);
-      return mapping && { spec: mapping.spec, problem: reconciler.problem(namespace, name) };
-    },
-    readActivation: (namespace, name, objectName) => {
-      const mapping = reconciler.get(namespace, name);
-      const key = `${namespace}/${name}`;
-      return readActivation({
-        key,
-        mapping: mapping && { spec: mapping.spec, problem: reconciler.problem(namespace, name) },
-        served: provider.active(key),
-        objectName,
-        now: new Date(),
-      });
-    },
-    isLeader: () => leading,
-  });
-  const elector =
-    opts.leaderElect === false
-      ? undefined
-      : new LeaderElector(
-          opts.client,
-          {
-            namespace: opts.namespace,
-            name: opts.leaseName ?? DEFAULT_LEASE_NAME,
-            identity: `${hostname()}_${process.pid}`,
-            onStartedLeading: () => {
-              leading = true;
-              reconciler.resyncAll();
-              workloads.resyncAll();
-              void registration
-                ?.syncNow()
-                .catch((err: unknown) =>
-                  log.warn(
-                    { err: String(err) },
-                    "registration sync on becoming leader failed; the periodic resync retries",
-                  ),
-                );
-            },
-            onStoppedLeading: () => {
-              leading = false;
-            },
-          },
-          log,
-        );
 
+  // The serving certificate and the registration: every replica follows the Secret; the
+  // leader rotates it and keeps the Service and APIServices.
+  const certificate = new CertificateSlot(opts.tls);
   const apiList = [
     ...(opts.apis.custom ? (["custom"] as const) : []),
     ...(opts.apis.external ? (["external"] as const) : []),
   ];
-  const live: { api?: RunningMetricsApi } = {};
   const registration =
     opts.registration.mode === "none"
       ? undefined
       : new Registration({
-          client: opts.client,
+          client,
           logger: log,
           events,
           mode: opts.registration.mode,
@@ -238,8 +199,8 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
             ...(upstreams.custom ? { custom: opts.forward!.custom!.service } : {}),
             ...(upstreams.external ? { external: opts.forward!.external!.service } : {}),
           },
-          onUpstreamTrust: (api, trust) =>
-            upstreams[api]?.setTrust(
+          onUpstreamTrust: (which, trust) =>
+            upstreams[which]?.setTrust(
               trust?.caBundle
                 ? { ca: trust.caBundle, from: "the APIService's caBundle" }
                 : trust?.insecureSkipTLSVerify
@@ -248,26 +209,27 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
             ),
           caPropagationMs: opts.registration.caPropagationMs,
           resyncMs: opts.registration.resyncMs,
-          isLeader: () => leading,
-          onServingCertificate: (pair) => live.api?.server.setServingCertificate(pair.cert, pair.key),
+          onServingCertificate: (pair) => certificate.set(pair),
         });
-  const tls = registration ? await registration.init() : opts.tls;
-  if (!tls) throw new Error("a serving certificate is required when registration is none");
+  if (registration)
+    mgr.add({
+      name: "serving certificate",
+      start: async () => certificate.set(await registration.init()),
+      stop: () => {},
+    });
+  else if (!opts.tls) throw new Error("a serving certificate is required when registration is none");
+  if (opts.tlsFiles) mgr.add(new CertificateFiles(opts.tlsFiles, (pair) => certificate.set(pair), log));
 
-  await pods.synced;
-  const controller = reconciler.start();
-  controllerMetrics.watchQueue("metricmapping", controller.queue.stats);
-  controllerMetrics.watchQueue("scalableworkload", workloads.start().queue.stats);
-  elector?.start();
-  const api = await serveMetricsApi({
-    client: opts.client,
+  // The metrics API: every replica, ready once the first list of MetricMappings is loaded.
+  const api = new MetricsApiService({
+    client,
     provider,
     logger: log,
-    tls,
+    tls: certificate.current,
     host: opts.host,
     port: opts.port,
     apis: { ...opts.apis, upstreams },
-    metrics,
+    metrics: apiMetrics,
     shutdownDelayMs: opts.shutdownDelayMs,
     authCacheTtlMs: opts.authCacheTtlMs,
     fairDispatch: opts.fairDispatch,
@@ -276,53 +238,97 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
       ...(registration?.conflicts.values() ?? []),
       ...Object.values(upstreams).flatMap((u) => (u.lastError ? [u.lastError] : [])),
     ],
-    // Ready once every MetricMapping of the first list has been loaded (a replica that
-    // answered before would tell the HPA "no such metric" for the ones still loading).
+    // A replica that answered before would tell the HPA "no such metric" for the ones still loading.
     notReadyReason: () => {
-      const p = controller.initialProgress();
+      const p = mappings.initialProgress();
       if (!p) return "listing MetricMappings";
       return p.done < p.total ? `loading MetricMappings (${p.done} of ${p.total})` : undefined;
     },
   });
-  live.api = api;
-  for (const u of Object.values(upstreams)) u.start();
-  registration?.start();
-  new Gauge({
-    name: "governor_serving_certificate_expiry_timestamp_seconds",
-    help: "When the serving certificate this replica serves expires (Unix seconds).",
-    registers: [metrics.registry],
-    collect() {
-      const pem = live.api?.server.servingCertificate;
-      if (pem) this.set(validity(pem).notAfter.getTime() / 1000);
+  certificate.follow((pair) => api.setServingCertificate(pair));
+  certificateExpiryGauge(mgr, () => certificate.current?.cert);
+
+  mgr.add(api);
+  for (const [which, u] of Object.entries(upstreams))
+    mgr.add({ name: `upstream (${which})`, start: () => u.start(), stop: () => u.stop() });
+  if (registration) {
+    mgr.add({
+      name: "registration loop",
+      start: () => registration.start(),
+      stop: () => registration.stop(),
+    });
+    mgr.add(registration.leaderPart);
+  }
+
+  // ScalableWorkloads: the leader only (everything it does is a write).
+  const workloads = new ScalableWorkloadReconciler({
+    client,
+    cache: mgr.cache,
+    events,
+    logger: log,
+    observeReconcile: controllerMetrics.observeReconcile,
+    watchQueue: (name, stats) => controllerMetrics.watchQueue(name, stats),
+    getMapping: (namespace, name) => {
+      const mapping = mappings.get(namespace, name);
+      return mapping && { spec: mapping.spec, problem: mappings.problem(namespace, name) };
+    },
+    readActivation: (namespace, name, objectName) => {
+      const mapping = mappings.get(namespace, name);
+      const key = `${namespace}/${name}`;
+      return readActivation({
+        key,
+        mapping: mapping && { spec: mapping.spec, problem: mappings.problem(namespace, name) },
+        served: provider.active(key),
+        objectName,
+        now: new Date(),
+      });
     },
   });
-  new Gauge({
-    name: "governor_metricmappings",
-    help: "MetricMappings by their Ready condition (status and reason) as the leader last wrote it.",
-    labelNames: ["ready", "reason"],
-    registers: [metrics.registry],
-    collect() {
-      this.reset();
-      for (const m of controller.informer.list()) {
-        const ready = m.status?.conditions?.find((c) => c.type === "Ready");
-        this.inc({ ready: ready?.status ?? "Unknown", reason: ready?.reason ?? "" });
-      }
-    },
-  });
+  mappings.subscribe(workloads);
+  mgr.add(workloads);
+
+  const endpoint = opts.metricsEndpoint
+    ? mgr.add(new MetricsEndpoint(mgr.registry, opts.metricsEndpoint.port, opts.metricsEndpoint.host))
+    : undefined;
+
+  await mgr.start();
   return {
     api,
     registration,
     provider,
     upstreams,
-    isLeader: () => leading,
-    async stop() {
-      await registration?.stop();
-      await api.stop();
-      for (const u of Object.values(upstreams)) await u.stop();
-      await elector?.stop();
-      await workloads.stop();
-      await reconciler.stop();
-      await pods.stop();
-    },
+    metricsAddress: endpoint?.address,
+    isLeader: () => mgr.isLeader,
+    stop: () => mgr.stop(),
   };
+}
+
+/** `governor_metricmappings`: MetricMappings by their Ready condition, as the leader last wrote it. */
+function mappingsGauge(mgr: Manager, list: () => readonly MetricMappingObject[]): void {
+  new Gauge({
+    name: "governor_metricmappings",
+    help: "MetricMappings by their Ready condition (status and reason) as the leader last wrote it.",
+    labelNames: ["ready", "reason"],
+    registers: [mgr.registry],
+    collect() {
+      this.reset();
+      for (const m of list()) {
+        const ready = m.status?.conditions?.find((c) => c.type === "Ready");
+        this.inc({ ready: ready?.status ?? "Unknown", reason: ready?.reason ?? "" });
+      }
+    },
+  });
+}
+
+/** `governor_serving_certificate_expiry_timestamp_seconds` of the certificate served now. */
+function certificateExpiryGauge(mgr: Manager, served: () => string | undefined): void {
+  new Gauge({
+    name: "governor_serving_certificate_expiry_timestamp_seconds",
+    help: "When the serving certificate this replica serves expires (Unix seconds).",
+    registers: [mgr.registry],
+    collect() {
+      const pem = served();
+      if (pem) this.set(validity(pem).notAfter.getTime() / 1000);
+    },
+  });
 }

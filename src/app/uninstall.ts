@@ -47,7 +47,6 @@ export async function uninstall(client: KubeClient, opts: UninstallOptions): Pro
     serviceName: opts.serviceName,
     port: 443,
     apis: ["custom", "external"],
-    isLeader: () => true,
     onServingCertificate: () => {},
   });
   return registration.uninstall();

@@ -1,7 +1,8 @@
 /**
  * The controllers' health on /metrics, named after client-go's workqueue metrics and
  * controller-runtime's reconcile metrics: how many keys wait, how many were added and
- * retried, how long reconciles take and how many fail, per controller.
+ * retried, how long reconciles take and how many fail, per controller; and the
+ * MetricMapping samplers' outcomes and durations.
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { QueueStats } from "./work-queue.js";
@@ -11,6 +12,8 @@ export class ControllerMetrics {
   private readonly queues = new Map<string, QueueStats>();
   private readonly seconds: Histogram<"controller">;
   private readonly errors: Counter<"controller">;
+  private readonly samples: Counter<"outcome">;
+  private readonly sampleSeconds: Histogram;
 
   constructor(registry: Registry) {
     const queues = this.queues;
@@ -55,6 +58,18 @@ export class ControllerMetrics {
       labelNames: ["controller"],
       registers: [registry],
     });
+    this.samples = new Counter({
+      name: "governor_sampler_samples_total",
+      help: "Samples taken by MetricMapping samplers, by outcome.",
+      labelNames: ["outcome"],
+      registers: [registry],
+    });
+    this.sampleSeconds = new Histogram({
+      name: "governor_sampler_sample_duration_seconds",
+      help: "Time a source took to answer one sample.",
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    });
   }
 
   /** Exports the queue of `controller` (its depth, adds and retries). */
@@ -69,5 +84,11 @@ export class ControllerMetrics {
   readonly observeReconcile = (controller: string, seconds: number, failed: boolean): void => {
     this.seconds.observe({ controller }, seconds);
     if (failed) this.errors.inc({ controller });
+  };
+
+  /** Records one sample of a MetricMapping's source. */
+  readonly observeSample = (outcome: "ok" | "error", seconds: number): void => {
+    this.samples.inc({ outcome });
+    this.sampleSeconds.observe(seconds);
   };
 }

@@ -1,12 +1,11 @@
 /**
- * A controller: an informer feeding `namespace/name` keys into a {@link WorkQueue}, and
- * workers running a level-based reconcile for each key. Reconcilers read the informer's
- * cache and converge; they never see the event type.
+ * A controller: a shared informer feeding `namespace/name` keys into a {@link WorkQueue},
+ * and workers running a level-based reconcile for each key. Reconcilers read the
+ * informer's cache and converge; they never see the event type.
  */
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
-import type { KubeApi } from "../k8s/client.js";
-import type { ResilientInformer } from "../k8s/informer.js";
+import type { SharedInformer } from "../k8s/informer-cache.js";
 import { type ReconcileResult, WorkQueue, runWorkers } from "./work-queue.js";
 
 /** `namespace/name` (or `name` for cluster-scoped objects). */
@@ -22,11 +21,10 @@ export function splitKey(key: string): { namespace: string; name: string } {
 }
 
 /** Options of {@link startController}. */
-export interface ControllerOptions {
+export interface ControllerOptions<T extends KubernetesObject> {
   name: string;
-  client: KubeApi;
-  /** Watched collection path, e.g. `/apis/governor.dev/v1alpha1/metricmappings`. */
-  path: string;
+  /** The objects reconciled (from the manager's informer cache). */
+  informer: SharedInformer<T>;
   reconcile: (key: string) => Promise<ReconcileResult | void>;
   logger: Logger;
   /** @default 4 */
@@ -37,7 +35,7 @@ export interface ControllerOptions {
 
 /** A running controller. */
 export interface Controller<T extends KubernetesObject> {
-  informer: ResilientInformer<T>;
+  informer: SharedInformer<T>;
   queue: WorkQueue;
   /** Resolves after the first list has been queued. */
   synced: Promise<void>;
@@ -46,20 +44,17 @@ export interface Controller<T extends KubernetesObject> {
    * or not), of how many; `undefined` before the first list arrives.
    */
   initialProgress(): { done: number; total: number } | undefined;
+  /** Stops the workers and its subscription (the shared informer goes on). */
   stop(): Promise<void>;
 }
 
 /** See the module comment. */
-export function startController<T extends KubernetesObject>(opts: ControllerOptions): Controller<T> {
+export function startController<T extends KubernetesObject>(opts: ControllerOptions<T>): Controller<T> {
   const queue = new WorkQueue();
   const log = opts.logger.child({ controller: opts.name });
   const enqueue = (obj: T) => queue.add(objectKey(obj));
-  const informer = opts.client.informer<T>(opts.path, {
-    add: enqueue,
-    update: enqueue,
-    delete: enqueue,
-    error: (err, retryIn) => log.warn({ err: String(err), retryIn }, "watch failed; restarting"),
-  });
+  const informer = opts.informer;
+  const unsubscribe = informer.subscribe({ add: enqueue, update: enqueue, delete: enqueue });
   // Keys attempted before the first list is in, then the first list's keys not yet attempted.
   const attempted = new Set<string>();
   let initial: { pending: Set<string>; total: number } | undefined;
@@ -93,8 +88,8 @@ export function startController<T extends KubernetesObject>(opts: ControllerOpti
     synced: informer.synced,
     initialProgress: () => initial && { done: initial.total - initial.pending.size, total: initial.total },
     async stop() {
+      unsubscribe();
       queue.shutDown();
-      await informer.stop();
       await workers;
     },
   };

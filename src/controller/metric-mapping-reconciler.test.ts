@@ -6,7 +6,9 @@ import { formatQuantity } from "../api/quantity.js";
 import { eventually as poll } from "../../test/support/eventually.js";
 import { FakeKube } from "../../test/support/fake-kube.js";
 import { EventRecorder } from "./events.js";
-import { MetricMappingReconciler, type MetricMappingObject } from "./metric-mapping-reconciler.js";
+import { InformerCache } from "../k8s/informer-cache.js";
+import { METRIC_MAPPINGS_PATH, type MetricMappingObject } from "../api/metric-mapping.js";
+import { MetricMappingReconciler } from "./metric-mapping-reconciler.js";
 
 const NS = "shop";
 const MAPPINGS = `/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings`;
@@ -21,9 +23,10 @@ const pods: SubjectLister = {
 function setUp(opts: { leader?: boolean } = {}) {
   const kube = new FakeKube();
   const provider = new MappingProvider(pods, formatQuantity);
-  let leader = opts.leader ?? true;
+  const cache = new InformerCache(kube, pino({ level: "silent" }));
   const reconciler = new MetricMappingReconciler({
     client: kube,
+    informer: cache.informer(METRIC_MAPPINGS_PATH),
     provider,
     mapper: {
       lookup: async (gr) =>
@@ -44,9 +47,9 @@ function setUp(opts: { leader?: boolean } = {}) {
     secrets: { read: async () => ({}) },
     events: new EventRecorder(kube, "governor", pino({ level: "silent" })),
     logger: pino({ level: "silent" }),
-    isLeader: () => leader,
   });
   const controller = reconciler.start();
+  if (opts.leader ?? true) reconciler.statusWriter.start();
   const mapping = (name: string, spec: Record<string, unknown>, created?: string) =>
     kube.seed(`${MAPPINGS}/${name}`, {
       apiVersion: "governor.dev/v1alpha1",
@@ -60,6 +63,7 @@ function setUp(opts: { leader?: boolean } = {}) {
   const statusWrites = (name: string) =>
     kube.calls.filter((c) => c.path === `${MAPPINGS}/${name}/status`).length;
   return {
+    cache,
     kube,
     provider,
     reconciler,
@@ -68,10 +72,7 @@ function setUp(opts: { leader?: boolean } = {}) {
     stored,
     ready,
     statusWrites,
-    becomeLeader: () => {
-      leader = true;
-      reconciler.resyncAll();
-    },
+    becomeLeader: () => reconciler.statusWriter.start(),
   };
 }
 
@@ -89,7 +90,10 @@ const quiet = () => new Promise((r) => setTimeout(r, 50));
 
 describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
   let t: ReturnType<typeof setUp>;
-  afterEach(async () => t?.reconciler.stop());
+  afterEach(async () => {
+    await t?.reconciler.stop();
+    await t?.cache.stop();
+  });
 
   it("serves a new mapping and says Ready with its value, observing the spec's generation", async () => {
     t = setUp();

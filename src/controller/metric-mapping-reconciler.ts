@@ -4,20 +4,18 @@
  * claiming the same (namespace, subject, metric) — the oldest — and
  * make the {@link MappingProvider} serve it with a running sampler; write `status`
  * (conditions Ready, SourceHealthy and ShadowsUpstream, value, objects, lastSampleTime) and Events on
- * transitions. Every replica serves; only the leader writes status and Events.
+ * transitions. Every replica serves; the status it computes is written by its
+ * {@link MappingStatusWriter}, which runs on the leader only.
  *
  * Layout: the claim index in claims.ts, the runtime builder in mapping-runtime.ts, status
- * and its write policy in mapping-status.ts. (A little over 350 lines: what stays is the
- * reconcile, its status write and the transition logs, which share the reconciler's state.)
+ * in mapping-status.ts and its writer in mapping-status-writer.ts.
  */
-import { TokenBucket } from "../util/token-bucket.js";
 import { createHash } from "node:crypto";
-import type { KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import type { Condition } from "../api/common.js";
-import { API_VERSION, specProblems } from "../api/common.js";
-import { MetricMappingSpec, type MetricMappingStatus } from "../api/metric-mapping.js";
-import { KubeApiError } from "../k8s/client.js";
+import { specProblems } from "../api/common.js";
+import { MetricMappingSpec, type MetricMappingObject } from "../api/metric-mapping.js";
+import type { SharedInformer } from "../k8s/informer-cache.js";
 import type { ActiveMapping, MappingProvider } from "../metrics/mapping-provider.js";
 import { SourceConfigError } from "../sources/source.js";
 import { ClaimIndex, oldest, resolveClaim } from "./claims.js";
@@ -25,54 +23,43 @@ import { findCondition, type ConditionUpdate } from "./conditions.js";
 import { type Controller, objectKey, splitKey, startController } from "./controller.js";
 import type { EventRecorder } from "./events.js";
 import { type RuntimeDeps, buildActiveMapping } from "./mapping-runtime.js";
-import { computeStatus, statusFingerprint, statusWrite } from "./mapping-status.js";
+import { computeStatus, statusFingerprint } from "./mapping-status.js";
+import { MappingStatusWriter, type MappingStatusWriterOptions } from "./mapping-status-writer.js";
 import type { ReconcileResult } from "./work-queue.js";
 
-/** A MetricMapping as stored. */
-export interface MetricMappingObject extends KubernetesObject {
-  spec?: unknown;
-  status?: MetricMappingStatus;
-}
-
 /** Options of {@link MetricMappingReconciler}; the {@link RuntimeDeps} build each mapping's sources and samplers. */
-export interface MetricMappingReconcilerOptions extends RuntimeDeps {
+export interface MetricMappingReconcilerOptions
+  extends RuntimeDeps, Omit<MappingStatusWriterOptions, "client" | "events"> {
+  /** The MetricMappings (the manager's shared informer over METRIC_MAPPINGS_PATH). */
+  informer: SharedInformer<MetricMappingObject>;
   provider: MappingProvider;
   events: EventRecorder;
   logger: Logger;
-  /** Whether this replica writes status (the leader). */
-  isLeader: () => boolean;
   /** Reconcile durations and failures, for /metrics. */
   observeReconcile?: (controller: string, seconds: number, failed: boolean) => void;
-  /** Minimum time between status writes that only change the value. @default 10000 */
-  statusValueIntervalMs?: number;
-  /**
-   * Status writes that only change the value, per second across all mappings (burst
-   * twice that). Condition changes are never held back. With 10,000 mappings whose
-   * values move every sample, this keeps the apiserver at 20 writes/s instead of ~700.
-   * @default 20
-   */
-  statusValueWritesPerSecond?: number;
-  /**
-   * Called when a mapping's spec may have changed, or whether it can serve at all (see
-   * {@link MetricMappingReconciler.problem}): HPAs built from mappings follow.
-   */
-  onMappingChange?: (namespace: string) => void;
-  /** Called after every attempt of a mapping's sampler (ScalableWorkloads that scale to zero read it). */
-  onSampled?: (namespace: string, name: string) => void;
   /**
    * Whether the upstream adapter Governor forwards to serves a served mapping's metric too:
-   * what its `ShadowsUpstream` condition says, or undefined. Call {@link resyncAll} when
-   * the answer may have changed.
+   * what its `ShadowsUpstream` condition says, or undefined. Call {@link MetricMappingReconciler.resyncAll}
+   * when the answer may have changed.
    */
   shadowed?: (m: ActiveMapping) => string | undefined;
+}
+
+/** Told what changes about MetricMappings (the ScalableWorkload controller is). */
+export interface MappingListener {
+  /**
+   * A mapping of `namespace` may have changed its spec, or whether it can serve at all (see
+   * {@link MetricMappingReconciler.problem}): HPAs built from mappings follow.
+   */
+  mappingChanged(namespace: string): void;
+  /** A mapping's sampler made an attempt (ScalableWorkloads that scale to zero read it). */
+  activationSampled(namespace: string, name: string): void;
 }
 
 interface Running {
   hash: string;
   active: ActiveMapping;
 }
-
-const PATH = `/apis/${API_VERSION}/metricmappings`;
 
 /**
  * `Ready` reasons that mean a mapping can never serve as written, until someone edits it
@@ -89,25 +76,31 @@ const CONFIGURATION_PROBLEMS = new Set([
 export class MetricMappingReconciler {
   private controller?: Controller<MetricMappingObject>;
   private readonly running = new Map<string, Running>();
-  private readonly lastStatusWrite = new Map<string, number>();
-  private readonly valueWrites: TokenBucket;
   private readonly log: Logger;
+  private readonly listeners: MappingListener[] = [];
+  /** Writes the status this reconciler computes: add it to the manager (it needs leadership). */
+  readonly statusWriter: MappingStatusWriter;
 
   constructor(private readonly opts: MetricMappingReconcilerOptions) {
     this.log = opts.logger.child({ controller: "metricmapping" });
-    const perSecond = opts.statusValueWritesPerSecond ?? 20;
-    this.valueWrites = new TokenBucket(perSecond, 2 * perSecond);
+    this.statusWriter = new MappingStatusWriter({ ...opts, client: opts.client, events: opts.events }, () =>
+      this.resyncAll(),
+    );
   }
 
-  /** Starts watching MetricMappings. */
+  /** Tells `listener` of every change from now on. */
+  subscribe(listener: MappingListener): void {
+    this.listeners.push(listener);
+  }
+
+  /** Starts reconciling MetricMappings. */
   start(): Controller<MetricMappingObject> {
     this.controller = startController<MetricMappingObject>({
       // Reconciles mostly wait on status writes: more in flight loads 10,000 mappings
       // (a restart, a failover) several times faster. The apiserver's flow control bounds it.
       concurrency: 16,
       name: "metricmapping",
-      client: this.opts.client,
-      path: PATH,
+      informer: this.opts.informer,
       reconcile: (key) => this.reconcile(key),
       logger: this.opts.logger,
       observeReconcile: this.opts.observeReconcile,
@@ -123,6 +116,11 @@ export class MetricMappingReconciler {
       await r.active.sampler.stop();
     }
     this.running.clear();
+  }
+
+  /** How many MetricMappings of the first list have been reconciled, of how many (see Controller). */
+  initialProgress(): { done: number; total: number } | undefined {
+    return this.controller?.initialProgress();
   }
 
   /** Re-runs every mapping (e.g. after becoming leader, to write status). */
@@ -158,7 +156,7 @@ export class MetricMappingReconciler {
     if (previous?.reason === next?.reason && previous?.message === next?.message) return;
     if (next) this.problems.set(key, next);
     else this.problems.delete(key);
-    this.opts.onMappingChange?.(namespace);
+    for (const l of this.listeners) l.mappingChanged(namespace);
   }
 
   /**
@@ -196,14 +194,14 @@ export class MetricMappingReconciler {
     if (this.seenGenerations.get(key) !== obj?.metadata?.generation || !obj) {
       this.seenGenerations.set(key, obj?.metadata?.generation);
       if (!obj) this.seenGenerations.delete(key);
-      this.opts.onMappingChange?.(namespace);
+      for (const l of this.listeners) l.mappingChanged(namespace);
     }
     if (!obj || obj.metadata?.deletionTimestamp) {
       await this.retire(key);
       this.setClaim(key, namespace, undefined);
       this.noteProblem(key, namespace, undefined);
       this.logged.delete(key);
-      this.lastStatusWrite.delete(key);
+      this.statusWriter.forget(key);
       return;
     }
     const parsed = MetricMappingSpec.safeParse(obj.spec);
@@ -286,7 +284,7 @@ export class MetricMappingReconciler {
   ): ActiveMapping {
     let shown: string | undefined;
     return buildActiveMapping(this.opts, { key, namespace, spec, subject }, (state) => {
-      this.opts.onSampled?.(namespace, splitKey(key).name);
+      for (const l of this.listeners) l.activationSampled(namespace, splitKey(key).name);
       const now = statusFingerprint(state);
       if (now === shown) return;
       shown = now;
@@ -334,58 +332,6 @@ export class MetricMappingReconciler {
     const later: ReconcileResult = requeue !== undefined ? { requeueAfterMs: requeue } : {};
     this.noteProblem(key, obj.metadata?.namespace ?? "", what.active ? undefined : what.ready);
     this.logTransitions(key, conditions);
-    if (!this.opts.isLeader()) return later;
-    const decision = statusWrite(old, status, {
-      sinceLastWriteMs: now - (this.lastStatusWrite.get(key) ?? 0),
-      valueIntervalMs: this.opts.statusValueIntervalMs ?? 10_000,
-      takeBudget: () => this.valueWrites.take(),
-    });
-    if (!decision.write)
-      return decision.requeueAfterMs !== undefined ? { requeueAfterMs: decision.requeueAfterMs } : later;
-
-    this.announce(obj, old.conditions, conditions);
-    try {
-      await this.opts.client.mergePatch(
-        `/apis/${API_VERSION}/namespaces/${obj.metadata?.namespace}/metricmappings/${obj.metadata?.name}/status`,
-        {
-          status: {
-            ...status,
-            value: status.value ?? null,
-            objects: status.objects ?? null,
-            lastSampleTime: status.lastSampleTime ?? null,
-          },
-        },
-      );
-      this.lastStatusWrite.set(key, Date.now());
-    } catch (err) {
-      if (err instanceof KubeApiError && err.statusCode === 404) return {};
-      throw err;
-    }
-    return later;
-  }
-
-  private announce(
-    obj: MetricMappingObject,
-    before: readonly Condition[] | undefined,
-    after: readonly Condition[],
-  ): void {
-    const subject = {
-      apiVersion: API_VERSION,
-      kind: "MetricMapping",
-      namespace: obj.metadata?.namespace ?? "",
-      name: obj.metadata?.name ?? "",
-      uid: obj.metadata?.uid,
-    };
-    const shadows = findCondition(after, "ShadowsUpstream");
-    if (shadows && !findCondition(before, "ShadowsUpstream"))
-      this.opts.events.record(subject, "Warning", shadows.reason, shadows.message);
-    for (const type of ["Ready", "SourceHealthy"]) {
-      const was = findCondition(before, type);
-      const now = findCondition(after, type);
-      if (!now || (was?.status === now.status && was?.reason === now.reason)) continue;
-      if (now.status === "False") this.opts.events.record(subject, "Warning", now.reason, now.message);
-      else if (now.status === "True" && was)
-        this.opts.events.record(subject, "Normal", now.reason, now.message);
-    }
+    return this.statusWriter.offer(obj, status, later);
   }
 }

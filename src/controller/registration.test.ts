@@ -16,8 +16,8 @@ const unb64 = (s: string) => Buffer.from(s, "base64").toString();
 describe("registration on an in-memory apiserver", () => {
   let kube: FakeKube;
   let served: KeyPair[];
-  const make = (over: Partial<RegistrationOptions> = {}) =>
-    new Registration({
+  const make = ({ leader = true, ...over }: Partial<RegistrationOptions> & { leader?: boolean } = {}) => {
+    const registration = new Registration({
       client: kube,
       logger: pino({ level: "silent" }),
       mode: "cluster",
@@ -26,10 +26,12 @@ describe("registration on an in-memory apiserver", () => {
       port: 443,
       apis: ["custom", "external"],
       onServingCertificate: (pair) => served.push(pair),
-      isLeader: () => true,
       caPropagationMs: 0,
       ...over,
     });
+    if (leader) void registration.leaderPart.start();
+    return registration;
+  };
   beforeEach(() => {
     kube = new FakeKube();
     served = [];
@@ -63,7 +65,7 @@ describe("registration on an in-memory apiserver", () => {
   });
 
   it("as follower, only reads", async () => {
-    const reg = make({ isLeader: () => false });
+    const reg = make({ leader: false });
     await make().init(); // the leader's Secret
     const before = kube.calls.length;
     await reg.init();

@@ -22,6 +22,7 @@
  * uninstall — reads top to bottom here; the certificate steps it takes are pure functions
  * in src/certs/serving-secret.ts and the objects it writes are built in src/manifests.)
  */
+import type { Runnable } from "../util/runnable.js";
 import type { Logger } from "pino";
 import { splitPem, validity, type KeyPair } from "../certs/certs.js";
 import {
@@ -107,8 +108,6 @@ export interface RegistrationOptions {
   onUpstreamTrust?: (api: "custom" | "external", trust: UpstreamApiServiceTrust | undefined) => void;
   /** Called with the serving certificate whenever it changes. */
   onServingCertificate: (pair: KeyPair) => void;
-  /** Whether this replica may write (the leader). */
-  isLeader: () => boolean;
   /** @default 365 */
   leafDays?: number;
   /** How long a new CA sits in caBundle before a leaf from it is served. @default 15000 */
@@ -130,6 +129,29 @@ export class Registration {
   /** APIServices left alone because another Service owns them. */
   readonly conflicts = new Map<string, string>();
   private readonly log: Logger;
+  private leading = false;
+  /**
+   * The leader's part — rotation, the Service and the APIServices — as a runnable the
+   * manager starts when this replica leads (it syncs at once) and stops when it stops.
+   */
+  readonly leaderPart: Runnable = {
+    name: "registration (rotation, Service, APIServices)",
+    needsLeader: true,
+    start: () => {
+      this.leading = true;
+      // Before init() there is nothing to write yet: the loop's first sync does it.
+      if (this.current)
+        this.syncNow().catch((err: unknown) =>
+          this.log.warn(
+            { err: String(err) },
+            "registration sync on becoming leader failed; the periodic resync retries",
+          ),
+        );
+    },
+    stop: () => {
+      this.leading = false;
+    },
+  };
 
   constructor(private readonly opts: RegistrationOptions) {
     this.log = opts.logger.child({ component: "registration" });
@@ -349,7 +371,7 @@ export class Registration {
       }
     }
     if (this.opts.forward) await this.reportUpstreamTrust();
-    if (!this.opts.isLeader() || !this.current) return;
+    if (!this.leading || !this.current) return;
     await this.rotateIfDue();
     if (this.opts.mode === "none") return;
     await this.ensureService();

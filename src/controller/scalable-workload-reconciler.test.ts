@@ -6,6 +6,7 @@ import { eventually as poll } from "../../test/support/eventually.js";
 import { FakeKube } from "../../test/support/fake-kube.js";
 import { EventRecorder } from "./events.js";
 import type { MappingView } from "./hpa.js";
+import { InformerCache } from "../k8s/informer-cache.js";
 import { ScalableWorkloadReconciler } from "./scalable-workload-reconciler.js";
 
 const NS = "shop";
@@ -21,12 +22,13 @@ interface Stored extends KubeObject {
 /** A ScalableWorkload reconciler on an in-memory apiserver; `mappings` are the MetricMappings it can see. */
 function setUp(mappings: Record<string, MappingView> = {}) {
   const kube = new FakeKube();
+  const cache = new InformerCache(kube, pino({ level: "silent" }));
   const reconciler = new ScalableWorkloadReconciler({
     client: kube,
+    cache,
     events: new EventRecorder(kube, "governor", pino({ level: "silent" })),
     logger: pino({ level: "silent" }),
     getMapping: (_ns, name) => mappings[name],
-    isLeader: () => true,
   });
   reconciler.start();
   const sw = (name: string, spec: Record<string, unknown>) =>
@@ -43,7 +45,15 @@ function setUp(mappings: Record<string, MappingView> = {}) {
     kube
       .paths(`/api/v1/namespaces/${NS}/events/`)
       .map((p) => kube.peek<{ reason: string; message: string }>(p)!);
-  return { kube, reconciler, sw, peek, condition, events };
+  return {
+    cache,
+    kube,
+    reconciler,
+    sw,
+    peek,
+    condition,
+    events,
+  };
 }
 
 const template = {
@@ -64,7 +74,10 @@ const quiet = () => new Promise((r) => setTimeout(r, 50));
 
 describe("ScalableWorkload reconciler (on an in-memory apiserver)", () => {
   let t: ReturnType<typeof setUp>;
-  afterEach(async () => t?.reconciler.stop());
+  afterEach(async () => {
+    await t?.reconciler.stop();
+    await t?.cache.stop();
+  });
 
   it("creates a Deployment it owns from the template, with the ScalableWorkload's replicas", async () => {
     t = setUp();

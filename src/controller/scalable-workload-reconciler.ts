@@ -18,14 +18,16 @@ import type { Logger } from "pino";
 import { API_VERSION, durationMs, specProblems } from "../api/common.js";
 import { ScalableWorkloadSpec, type ScalableWorkloadStatus } from "../api/scalable-workload.js";
 import { KubeApiError, type KubeApi } from "../k8s/client.js";
-import type { ResilientInformer } from "../k8s/informer.js";
+import type { InformerCache, SharedInformer } from "../k8s/informer-cache.js";
+import type { Runnable } from "../util/runnable.js";
 import { formatQuantity, parseQuantity } from "../api/quantity.js";
 import { type ActivationDecision, type ActivationReading, decideActivation } from "./activation.js";
 import { findCondition } from "./conditions.js";
 import { type Hpa, type MappingView, hpaFingerprint } from "./hpa.js";
 import { type Controller, objectKey, splitKey, startController } from "./controller.js";
 import type { EventRecorder } from "./events.js";
-import type { ReconcileResult } from "./work-queue.js";
+import type { MappingListener } from "./metric-mapping-reconciler.js";
+import type { QueueStats, ReconcileResult } from "./work-queue.js";
 import {
   type TargetDeps,
   type Workload,
@@ -51,8 +53,8 @@ export interface ScalableWorkloadReconcilerOptions {
    * that keeps it from ever serving (an invalid source, an unknown resource…), if any.
    */
   getMapping: (namespace: string, name: string) => MappingView;
-  /** Whether this replica may write (the leader). */
-  isLeader: () => boolean;
+  /** The manager's shared informers (ScalableWorkloads, Deployments, StatefulSets, HPAs). */
+  cache: InformerCache;
   /**
    * Reads the activation metric of a ScalableWorkload that scales to zero: the MetricMapping
    * `mapping` in `namespace`, for the object `objectName` (see `readActivation`).
@@ -64,6 +66,8 @@ export interface ScalableWorkloadReconcilerOptions {
   fieldManager?: string;
   /** Reconcile durations and failures, for /metrics. */
   observeReconcile?: (controller: string, seconds: number, failed: boolean) => void;
+  /** Each time the controller starts: its work queue, for /metrics. */
+  watchQueue?: (controller: string, stats: QueueStats) => void;
 }
 
 const SW_PATH = `/apis/${API_VERSION}/scalableworkloads`;
@@ -81,11 +85,16 @@ function eventSubject(sw: ScalableWorkloadObject) {
 }
 
 /** See the module comment. */
-export class ScalableWorkloadReconciler {
+export class ScalableWorkloadReconciler implements Runnable, MappingListener {
+  readonly name = "ScalableWorkload controller";
+  /** Everything it does is a write: Deployments, HPAs, /scale, status, Events. */
+  readonly needsLeader = true;
   private controller?: Controller<ScalableWorkloadObject>;
-  private deployments?: ResilientInformer<Workload>;
-  private statefulSets?: ResilientInformer<Workload>;
-  private hpas?: ResilientInformer<Hpa>;
+  private workloads?: SharedInformer<ScalableWorkloadObject>;
+  private deployments?: SharedInformer<Workload>;
+  private statefulSets?: SharedInformer<Workload>;
+  private hpas?: SharedInformer<Hpa>;
+  private readonly unsubscribe: (() => void)[] = [];
   /** `namespace/name` of an owned HPA → {@link hpaFingerprint} when last seen. */
   private readonly hpaSeen = new Map<string, string>();
   /** `Kind/namespace/name` of a referenced workload → keys of ScalableWorkloads referencing it. */
@@ -98,19 +107,14 @@ export class ScalableWorkloadReconciler {
     this.log = opts.logger.child({ controller: "scalableworkload" });
   }
 
-  /** Starts the informers and workers. */
-  start(): Controller<ScalableWorkloadObject> {
-    const client = this.opts.client;
+  /** Subscribes to the shared informers and starts the workers (the manager does, on leadership). */
+  start(): void {
+    const cache = this.opts.cache;
     const watch = (kind: "Deployment" | "StatefulSet") => {
-      const path = `/apis/apps/v1/${WORKLOAD_PATHS[kind]}`;
+      const informer = cache.informer<Workload>(`/apis/apps/v1/${WORKLOAD_PATHS[kind]}`);
       const onChange = (w: Workload) => this.enqueueFor(kind, w);
-      return client.informer<Workload>(path, {
-        add: onChange,
-        update: onChange,
-        delete: onChange,
-        error: (err, retryIn) =>
-          this.log.warn({ err: String(err), retryIn, kind }, "watch failed; restarting"),
-      });
+      this.unsubscribe.push(informer.subscribe({ add: onChange, update: onChange, delete: onChange }));
+      return informer;
     };
     this.deployments = watch("Deployment");
     this.statefulSets = watch("StatefulSet");
@@ -124,24 +128,23 @@ export class ScalableWorkloadReconciler {
       else this.hpaSeen.set(key, seen);
       this.enqueueOwners(h);
     };
-    this.hpas = client.informer<Hpa>(HPA_PATH, {
-      add: (h) => onHpa(h),
-      update: (h) => onHpa(h),
-      delete: (h) => onHpa(h, true),
-      error: (err, retryIn) =>
-        this.log.warn(
-          { err: String(err), retryIn, kind: "HorizontalPodAutoscaler" },
-          "watch failed; restarting",
-        ),
-    });
+    this.hpas = cache.informer<Hpa>(HPA_PATH);
+    this.unsubscribe.push(
+      this.hpas.subscribe({ add: (h) => onHpa(h), update: (h) => onHpa(h), delete: (h) => onHpa(h, true) }),
+    );
+    this.workloads = cache.informer<ScalableWorkloadObject>(SW_PATH);
     this.controller = startController<ScalableWorkloadObject>({
       name: "scalableworkload",
-      client,
-      path: SW_PATH,
+      informer: this.workloads,
       reconcile: (key) => this.reconcile(key),
       logger: this.opts.logger,
       observeReconcile: this.opts.observeReconcile,
     });
+    this.opts.watchQueue?.("scalableworkload", this.controller.queue.stats);
+  }
+
+  /** The running controller (its queue, for /metrics), while started. */
+  get running(): Controller<ScalableWorkloadObject> | undefined {
     return this.controller;
   }
 
@@ -155,11 +158,15 @@ export class ScalableWorkloadReconciler {
     for (const o of this.controller?.informer.list(namespace) ?? []) this.controller?.queue.add(objectKey(o));
   }
 
+  /** Stops the workers and its subscriptions (the informers go on, shared). */
   async stop(): Promise<void> {
-    await this.controller?.stop();
-    await this.deployments?.stop();
-    await this.statefulSets?.stop();
-    await this.hpas?.stop();
+    for (const unsubscribe of this.unsubscribe.splice(0)) unsubscribe();
+    const controller = this.controller;
+    this.controller = undefined;
+    await controller?.stop();
+    this.hpaSeen.clear();
+    this.refs.clear();
+    this.activations.clear();
   }
 
   /**
@@ -168,7 +175,6 @@ export class ScalableWorkloadReconciler {
    * samples change neither, and a reconcile applies the workload and the HPA).
    */
   activationSampled(namespace: string, name: string): void {
-    if (!this.opts.isLeader()) return;
     for (const key of this.activations.get(`${namespace}/${name}`) ?? []) {
       // One that failed waits for its backoff: a sample every second must not undo it.
       if (this.controller?.queue.failing(key)) continue;
@@ -227,11 +233,10 @@ export class ScalableWorkloadReconciler {
 
   private async reconcile(key: string): Promise<ReconcileResult | void> {
     const { namespace, name } = splitKey(key);
-    const sw = this.controller!.informer.get(name, namespace);
+    const sw = this.workloads!.get(name, namespace);
     for (const set of this.refs.values()) set.delete(key);
     for (const set of this.activations.values()) set.delete(key);
     if (!sw || sw.metadata?.deletionTimestamp) return; // owned objects are garbage-collected
-    if (!this.opts.isLeader()) return;
     // "Not in the cache" must mean "does not exist" before anything is created or adopted.
     await Promise.all([this.deployments!.synced, this.statefulSets!.synced, this.hpas!.synced]);
     const owner = { name, namespace, uid: sw.metadata?.uid ?? "" };

@@ -8,7 +8,7 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { ScalableWorkloadSpec } from "../api/scalable-workload.js";
 import type { KubeApi } from "../k8s/client.js";
-import type { ResilientInformer } from "../k8s/informer.js";
+import type { SharedInformer } from "../k8s/informer-cache.js";
 import { buildDeployment, buildHpa, type Owner } from "../manifests/workload.js";
 import { LabelSelector } from "../selectors/label-selector.js";
 import { type Hpa, type MappingView, type Problem, planHpa } from "./hpa.js";
@@ -39,9 +39,9 @@ export interface ResolvedWorkload {
 export interface TargetDeps {
   client: KubeApi;
   fieldManager: string;
-  deployments: ResilientInformer<Workload>;
-  statefulSets: ResilientInformer<Workload>;
-  hpas: ResilientInformer<Hpa>;
+  deployments: SharedInformer<Workload>;
+  statefulSets: SharedInformer<Workload>;
+  hpas: SharedInformer<Hpa>;
   getMapping: (namespace: string, name: string) => MappingView;
   /** Remembers a referenced workload (`Kind/namespace/name`), so its changes reconcile the ScalableWorkload. */
   track: (refKey: string) => void;

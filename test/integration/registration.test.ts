@@ -30,8 +30,11 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
   let cluster: TestCluster;
   let ns: Awaited<ReturnType<typeof freshNamespace>>;
   let operator: RunningOperator | undefined;
-  const registration = (extra: Partial<ConstructorParameters<typeof Registration>[0]> = {}) =>
-    new Registration({
+  const registration = ({
+    leader = false,
+    ...extra
+  }: Partial<ConstructorParameters<typeof Registration>[0]> & { leader?: boolean } = {}) => {
+    const r = new Registration({
       client: cluster.client,
       logger: log,
       mode: "local",
@@ -39,10 +42,12 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
       serviceName: SVC,
       port: 1,
       apis: ["custom", "external"],
-      isLeader: () => false,
       onServingCertificate: () => {},
       ...extra,
     });
+    if (leader) void r.leaderPart.start();
+    return r;
+  };
   const apiService = (name: string) =>
     cluster.client.get<{
       spec: { service: { namespace: string; name: string }; caBundle: string };
@@ -101,7 +106,7 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
       client,
       serviceName: name,
       mode: "none",
-      isLeader: () => true,
+      leader: true,
       caPropagationMs: 0,
     });
     const first = await r.init();
@@ -208,7 +213,7 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
   it("keeps no CA key in the Secret: each CA signs one certificate, and an older Secret's key is dropped", async () => {
     const name = "governor-nokey";
     const path = `/api/v1/namespaces/${ns.name}/secrets/${name}-serving-cert`;
-    const r = registration({ serviceName: name, mode: "none", isLeader: () => true, caPropagationMs: 0 });
+    const r = registration({ serviceName: name, mode: "none", leader: true, caPropagationMs: 0 });
     const first = await r.init();
     type Secret = { data: Record<string, string> };
     const keys = async () => Object.keys((await cluster.client.get<Secret>(path)).data).sort();
@@ -311,7 +316,7 @@ describe("self-registration: certificate Secret, Service, APIServices (integrati
     ).to.equal("keda-operator-metrics-apiserver");
     await operator.stop();
 
-    const takeOver = registration({ takeOver: true, isLeader: () => true, port });
+    const takeOver = registration({ takeOver: true, leader: true, port });
     await takeOver.init();
     await takeOver.syncNow();
     expect((await apiService("v1beta1.external.metrics.k8s.io")).spec.service.name).to.equal(SVC);

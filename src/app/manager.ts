@@ -1,0 +1,140 @@
+/**
+ * The manager of `governor run` (controller-runtime's `Manager`): one object owns what the
+ * parts share — the informer cache, the metrics registry, leader election — and the list
+ * of {@link Runnable}s. It starts them in the order added and stops them in reverse; one
+ * that needs leadership is started when this replica becomes the leader and stopped when
+ * it stops leading (before the Lease is released, so two leaders never write at once).
+ */
+import type { Logger } from "pino";
+import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { LeaderElector, type LeaderElectionOptions } from "../controller/leader-election.js";
+import type { KubeApi } from "../k8s/client.js";
+import { InformerCache } from "../k8s/informer-cache.js";
+import type { Clock } from "../util/clock.js";
+import type { Runnable } from "../util/runnable.js";
+
+/** Options of {@link Manager}. */
+export interface ManagerOptions {
+  client: KubeApi;
+  logger: Logger;
+  /** The Lease to elect a leader with; `false`: this process always leads. */
+  leaderElection: Omit<LeaderElectionOptions, "onStartedLeading" | "onStoppedLeading"> | false;
+  /** Leader election's clock. @default the system clock */
+  clock?: Clock;
+}
+
+/** See the module comment. */
+export class Manager {
+  /** The shared informers. */
+  readonly cache: InformerCache;
+  /** The one metrics registry (`/metrics`), with the process's default metrics. */
+  readonly registry = new Registry();
+  private readonly runnables: Runnable[] = [];
+  private readonly elector?: LeaderElector;
+  private readonly log: Logger;
+  private leading = false;
+  /** Leader runnables started, in order. */
+  private led: Runnable[] = [];
+  /** Other runnables started, in order. */
+  private started: Runnable[] = [];
+  /** Leadership changes, one after another. */
+  private transitions: Promise<void> = Promise.resolve();
+  private stopping = false;
+
+  constructor(private readonly opts: ManagerOptions) {
+    this.log = opts.logger.child({ component: "manager" });
+    this.cache = new InformerCache(opts.client, opts.logger);
+    collectDefaultMetrics({ register: this.registry, prefix: "governor_" });
+    const leading = () => this.leading;
+    new Gauge({
+      name: "governor_leader",
+      help: "1 while this replica is the leader: the one that writes status, Deployments, HPAs and registrations.",
+      registers: [this.registry],
+      collect() {
+        this.set(leading() ? 1 : 0);
+      },
+    });
+    if (opts.leaderElection)
+      this.elector = new LeaderElector(
+        opts.client,
+        {
+          ...opts.leaderElection,
+          onStartedLeading: () => this.transition(true),
+          onStoppedLeading: () => this.transition(false),
+        },
+        opts.logger,
+        opts.clock,
+      );
+  }
+
+  /** Adds a runnable; runnables start in the order added. Returns the runnable. */
+  add<R extends Runnable>(runnable: R): R {
+    this.runnables.push(runnable);
+    return runnable;
+  }
+
+  /** Whether this replica leads now. */
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  /**
+   * Starts every runnable that needs no leadership, in order (each awaited), then takes
+   * part in the election (or, without one, leads at once and starts the rest).
+   */
+  async start(): Promise<void> {
+    for (const r of this.runnables) {
+      if (r.needsLeader) continue;
+      await r.start();
+      this.started.push(r);
+    }
+    if (this.elector) this.elector.start();
+    else {
+      this.transition(true);
+      await this.transitions;
+    }
+  }
+
+  /** Stops: leader runnables (reverse order), then the Lease, the others (reverse order), the informers. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.transition(false);
+    await this.transitions;
+    await this.elector?.stop();
+    for (const r of this.started.reverse()) await this.stopOne(r);
+    this.started = [];
+    await this.cache.stop();
+  }
+
+  private transition(lead: boolean): void {
+    this.transitions = this.transitions.then(async () => {
+      if (lead === this.leading || (lead && this.stopping)) return;
+      this.leading = lead;
+      if (lead) {
+        this.log.info("leading: starting what only the leader runs");
+        for (const r of this.runnables) {
+          if (!r.needsLeader) continue;
+          // Leadership may end while these start: the next transition stops what did.
+          if (!this.leading) break;
+          try {
+            await r.start();
+            this.led.push(r);
+          } catch (err) {
+            this.log.error({ runnable: r.name, err: String(err) }, "could not start");
+          }
+        }
+      } else {
+        for (const r of this.led.reverse()) await this.stopOne(r);
+        this.led = [];
+      }
+    });
+  }
+
+  private async stopOne(r: Runnable): Promise<void> {
+    try {
+      await r.stop();
+    } catch (err) {
+      this.log.warn({ runnable: r.name, err: String(err) }, "stopping failed");
+    }
+  }
+}
