@@ -82,28 +82,40 @@ export interface RequestTarget {
 }
 
 /**
- * An adapter that answers what Governor does not serve (src/upstream/upstream.ts): its
- * metrics join discovery, and requests for them are passed to it.
+ * The next in the chain, as k8s.io/apiserver chains its handlers: what answers the metric
+ * requests Governor's provider does not serve (an upstream adapter, src/upstream/). This
+ * API serves what its provider serves and hands the rest over as it came; it knows
+ * nothing of where the delegate sends it.
  */
-export interface MetricsUpstream {
+export interface MetricsDelegate {
   /** Names it in errors: "the upstream external metrics adapter (Service keda/…:443)". */
   readonly description: string;
-  listCustomMetrics(): readonly CustomMetricInfo[];
-  listExternalMetrics(): readonly ExternalMetricInfo[];
-  /** Its answer to `path` (checked and encoded, with its query), as it gave it. */
-  forward(path: string, kind: RouteKind, cancel?: Cancellation): Promise<ApiResponse>;
+  /** Discovery: `own` and the delegate's custom metrics that do not clash with them (the same array while neither changes). */
+  mergeCustom(own: readonly CustomMetricInfo[]): readonly CustomMetricInfo[];
+  /** As {@link mergeCustom}, for external metrics. */
+  mergeExternal(own: readonly ExternalMetricInfo[]): readonly ExternalMetricInfo[];
+  /** Its answer to a request for a metric the provider does not serve. */
+  serve(request: DelegatedRequest): Promise<ApiResponse>;
+}
+
+/** A metrics request as it came: `/apis/{group}/{version}/{rest…}?{query}`. */
+export interface DelegatedRequest {
+  group: string;
+  version: string;
+  /** The path's segments after the version, decoded. */
+  rest: readonly string[];
+  query: URLSearchParams;
+  kind: RouteKind;
+  cancel?: Cancellation;
 }
 
 /** Which groups this server serves (to sit beside KEDA, serve custom only), and where the rest goes. */
 export interface MetricsApiOptions {
   custom: boolean;
   external: boolean;
-  /** Per group, the adapter that answers every metric Governor does not serve itself. */
-  upstreams?: { custom?: MetricsUpstream; external?: MetricsUpstream };
+  /** Per group, what answers every metric request the provider does not serve. */
+  delegates?: { custom?: MetricsDelegate; external?: MetricsDelegate };
 }
-
-/** Query parameters the metrics APIs read; only these are passed to an upstream. */
-const FORWARDED_PARAMS = ["labelSelector", "metricLabelSelector"];
 
 const NOT_ACCEPTABLE = statusBody(
   406,
@@ -122,8 +134,6 @@ export class MetricsApi {
   };
   /** Serialized answers per answer object (one value, or a selector's array), by version and metricLabelSelector. */
   private readonly rendered = new WeakMap<object, Map<string, JsonText>>();
-  private mergedCustom?: { own: unknown; theirs: unknown; list: readonly CustomMetricInfo[] };
-  private mergedExternal?: { own: unknown; theirs: unknown; list: readonly ExternalMetricInfo[] };
 
   constructor(
     private readonly provider: MetricsProvider,
@@ -210,73 +220,26 @@ export class MetricsApi {
   }
 
   /**
-   * Governor's custom metrics and, with an upstream, the upstream's that do not clash with
+   * Governor's custom metrics and, with a delegate, the delegate's that do not clash with
    * them (Governor's win a clash): the same array until either side changes.
    */
   private customMetrics(): readonly CustomMetricInfo[] {
     const own = this.provider.listCustomMetrics();
-    const upstream = this.opts.upstreams?.custom;
-    if (!upstream) return own;
-    const theirs = upstream.listCustomMetrics();
-    const hit = this.mergedCustom;
-    if (hit?.own === own && hit.theirs === theirs) return hit.list;
-    const ids = new Set(own.map(customId));
-    const list = [...own, ...theirs.filter((m) => !ids.has(customId(m)))];
-    this.mergedCustom = { own, theirs, list };
-    return list;
+    return this.opts.delegates?.custom?.mergeCustom(own) ?? own;
   }
 
   /** As {@link customMetrics}, for external metrics. */
   private externalMetrics(): readonly ExternalMetricInfo[] {
     const own = this.provider.listExternalMetrics();
-    const upstream = this.opts.upstreams?.external;
-    if (!upstream) return own;
-    const theirs = upstream.listExternalMetrics();
-    const hit = this.mergedExternal;
-    if (hit?.own === own && hit.theirs === theirs) return hit.list;
-    const names = new Set(own.map((m) => m.metric));
-    const list = [...own, ...theirs.filter((m) => !names.has(m.metric))];
-    this.mergedExternal = { own, theirs, list };
-    return list;
+    return this.opts.delegates?.external?.mergeExternal(own) ?? own;
   }
 
-  /** Whether Governor answers a request for this metric itself (else its upstream does). */
+  /** Whether Governor answers a request for this metric itself (else its delegate does). */
   private serves(q: MetricQuery): boolean {
     if (this.provider.serves) return this.provider.serves(q);
     if (q.api === "external") return this.provider.listExternalMetrics().some((m) => m.metric === q.metric);
     const id = `${formatGroupResource(q.groupResource)}/${q.metric}`;
     return this.provider.listCustomMetrics().some((m) => customId(m) === id);
-  }
-
-  /**
-   * Passes a request to the upstream: the same path, segment for segment, as Governor
-   * authorized it (a segment that would read differently once decoded again — `/`, `.`,
-   * `..` — is refused, not forwarded), and only the query parameters the API defines.
-   */
-  private forward(
-    upstream: MetricsUpstream,
-    group: string,
-    version: string,
-    rest: readonly string[],
-    query: URLSearchParams,
-    kind: RouteKind,
-    cancel: Cancellation | undefined,
-  ): Promise<ApiResponse> {
-    if (rest.some((s) => s.includes("/") || s === "." || s === ".."))
-      return Promise.resolve({
-        status: 400,
-        body: statusBody(400, "BadRequest", "a path segment holds '/' or is '.' or '..'"),
-        kind,
-      });
-    const params = new URLSearchParams();
-    for (const p of FORWARDED_PARAMS) {
-      const v = query.get(p);
-      if (v !== null) params.set(p, v);
-    }
-    const search = params.toString();
-    const segments = rest.map((s) => encodeURIComponent(s)).join("/");
-    const path = `/apis/${group}/${version}/${segments}${search ? `?${search}` : ""}`;
-    return upstream.forward(path, kind, cancel);
   }
 
   /**
@@ -336,11 +299,11 @@ export class MetricsApi {
     const { namespace, resource, name, metric, bySelector } = target;
     const groupResource = parseGroupResource(resource);
     const kind = bySelector ? RouteKinds.CustomSelector : RouteKinds.CustomObject;
-    const upstream = this.opts.upstreams?.custom;
+    const delegate = this.opts.delegates?.custom;
     // A namespace metric describes the Namespace itself: the mappings of that namespace serve it.
     const servedIn = namespace ?? (resource === "namespaces" ? name : undefined);
-    if (upstream && !this.serves({ api: "custom", namespace: servedIn, groupResource, metric }))
-      return this.forward(upstream, CUSTOM_GROUP, version, rest, query, kind, cancel);
+    if (delegate && !this.serves({ api: "custom", namespace: servedIn, groupResource, metric }))
+      return delegate.serve({ group: CUSTOM_GROUP, version, rest, query, kind, cancel });
     if (resource === PLACEHOLDER_RESOURCE || metric === PLACEHOLDER_RESOURCE)
       return notFound("no metrics are configured yet: create a MetricMapping");
 
@@ -411,9 +374,16 @@ export class MetricsApi {
       );
     }
     const [, namespace, metric] = rest as [string, string, string];
-    const upstream = this.opts.upstreams?.external;
-    if (upstream && !this.serves({ api: "external", namespace, metric }))
-      return this.forward(upstream, EXTERNAL_GROUP, version, rest, query, RouteKinds.External, cancel);
+    const delegate = this.opts.delegates?.external;
+    if (delegate && !this.serves({ api: "external", namespace, metric }))
+      return delegate.serve({
+        group: EXTERNAL_GROUP,
+        version,
+        rest,
+        query,
+        kind: RouteKinds.External,
+        cancel,
+      });
     if (metric === PLACEHOLDER_RESOURCE)
       return notFound("no external metrics are configured yet: create a MetricMapping", RouteKinds.External);
     const metricSelector = parseSelector(query.get("labelSelector"), "labelSelector");

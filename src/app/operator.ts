@@ -118,7 +118,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   const pods = new InformerPodIndex(client, log);
   mgr.add({ name: "pod informer", start: () => pods.synced, stop: () => pods.stop() });
   const provider = new MappingProvider(
-    new KubeSubjectLister(client, mapper, pods),
+    new KubeSubjectLister(client, mapper, pods, (msg, fields) => log.warn(fields, msg)),
     formatQuantity,
     Date.now,
     {
@@ -228,7 +228,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     tls: certificate.current,
     host: opts.host,
     port: opts.port,
-    apis: { ...opts.apis, upstreams },
+    apis: { ...opts.apis, delegates: upstreams },
     metrics: apiMetrics,
     shutdownDelayMs: opts.shutdownDelayMs,
     authCacheTtlMs: opts.authCacheTtlMs,

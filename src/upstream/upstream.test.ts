@@ -121,7 +121,7 @@ describe("forwarding to an upstream metrics adapter", function () {
     const api = new MetricsApi(provider, {
       custom: true,
       external: true,
-      upstreams: { external: trusted() },
+      delegates: { external: trusted() },
     });
     const r = await ask(api, `${E}/namespaces/shop/queue_messages?labelSelector=queue%3Dorders&junk=1`);
     expect(r.status).to.equal(200);
@@ -138,7 +138,7 @@ describe("forwarding to an upstream metrics adapter", function () {
     const api = new MetricsApi(provider, {
       custom: true,
       external: true,
-      upstreams: { external: trusted() },
+      delegates: { external: trusted() },
     });
     const r = await ask(api, `${E}/namespaces/shop/governor_backlog`);
     expect(r.status).to.equal(200);
@@ -151,7 +151,7 @@ describe("forwarding to an upstream metrics adapter", function () {
     const api = new MetricsApi(provider, {
       custom: true,
       external: true,
-      upstreams: { external: trusted() },
+      delegates: { external: trusted() },
     });
     const r = await ask(api, `${E}/namespaces/shop/nothing`);
     expect(r.status).to.equal(404);
@@ -160,7 +160,7 @@ describe("forwarding to an upstream metrics adapter", function () {
 
   it("lists the upstream's metrics in discovery beside Governor's, once each, and keeps them while it is down", async () => {
     const u = trusted();
-    const api = new MetricsApi(provider, { custom: true, external: true, upstreams: { external: u } });
+    const api = new MetricsApi(provider, { custom: true, external: true, delegates: { external: u } });
     await u.refresh();
     const names = async () =>
       (JSON.parse(text((await ask(api, E)).body)) as { resources: { name: string }[] }).resources.map(
@@ -175,7 +175,7 @@ describe("forwarding to an upstream metrics adapter", function () {
 
   it("answers 503 naming the upstream when it cannot be reached, and Governor's own metrics still answer", async () => {
     const u = trusted({ service: { namespace: "metrics", name: "adapter", port: 1 } });
-    const api = new MetricsApi(provider, { custom: true, external: true, upstreams: { external: u } });
+    const api = new MetricsApi(provider, { custom: true, external: true, delegates: { external: u } });
     const r = await ask(api, `${E}/namespaces/shop/queue_messages`);
     expect(r.status).to.equal(503);
     expect(JSON.parse(text(r.body)).message).to.match(
@@ -188,7 +188,7 @@ describe("forwarding to an upstream metrics adapter", function () {
     const insecure = upstream();
     insecure.setTrust({ insecure: true, from: "test" });
     for (const u of [upstream(), insecure]) {
-      const api = new MetricsApi(provider, { custom: true, external: true, upstreams: { external: u } });
+      const api = new MetricsApi(provider, { custom: true, external: true, delegates: { external: u } });
       const r = await ask(api, `${E}/namespaces/shop/queue_messages`);
       expect(r.status).to.equal(503);
       expect(JSON.parse(text(r.body)).message).to.match(/CA is not known yet|insecureSkipTLSVerify/);
@@ -199,7 +199,7 @@ describe("forwarding to an upstream metrics adapter", function () {
   it("refuses an upstream whose certificate its CA did not sign", async () => {
     const u = upstream();
     u.setTrust({ ca: (await createCA("someone-else")).cert, from: "test" });
-    const api = new MetricsApi(provider, { custom: true, external: true, upstreams: { external: u } });
+    const api = new MetricsApi(provider, { custom: true, external: true, delegates: { external: u } });
     const r = await ask(api, `${E}/namespaces/shop/queue_messages`);
     expect(r.status).to.equal(503);
     expect(seen).to.deep.equal([]);
@@ -209,7 +209,7 @@ describe("forwarding to an upstream metrics adapter", function () {
     const api = new MetricsApi(provider, {
       custom: true,
       external: true,
-      upstreams: { external: trusted() },
+      delegates: { external: trusted() },
     });
     const r = await ask(api, `${E}/namespaces/shop/a%2F..%2Fb`);
     expect(r.status).to.equal(400);
@@ -221,7 +221,7 @@ describe("forwarding to an upstream metrics adapter", function () {
     const api = new MetricsApi(provider, {
       custom: true,
       external: true,
-      upstreams: { external: trusted({ maxResponseBytes: 1024 }) },
+      delegates: { external: trusted({ maxResponseBytes: 1024 }) },
     });
     expect((await ask(api, `${E}/namespaces/shop/queue_messages`)).status).to.equal(503);
     answer = () => ({ status: 200, body: "<html>", contentType: "text/html" });

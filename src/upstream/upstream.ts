@@ -1,7 +1,8 @@
 /**
- * Forwarding to an upstream metrics adapter (ADR 0011). Governor holds an APIService and
- * passes every request for a metric it does not serve itself to the adapter that held the
- * APIService before (KEDA's metrics server, prometheus-adapter…), named by its Service.
+ * Forwarding to an upstream metrics adapter (ADR 0011): the metrics API's delegate. Governor
+ * holds an APIService and passes every request for a metric it does not serve itself to the
+ * adapter that held the APIService before (KEDA's metrics server, prometheus-adapter…),
+ * named by its Service.
  *
  * - The caller has been authorized by Governor for exactly this path before a request gets
  *   here (server.ts, as for Governor's own metrics); the upstream is called *as Governor*,
@@ -23,8 +24,14 @@ import type { ActiveMapping } from "../metrics/mapping-provider.js";
 import { type CustomMetricInfo, type ExternalMetricInfo } from "../metrics/provider.js";
 import { networkErrorText } from "../sources/http-client.js";
 import type { Cancellation } from "../util/deadline.js";
-import type { ApiResponse, MetricsUpstream, RouteKind } from "../apiserver/metrics-api.js";
-import { JsonText } from "../apiserver/wire.js";
+import {
+  customId,
+  type ApiResponse,
+  type DelegatedRequest,
+  type MetricsDelegate,
+  type RouteKind,
+} from "../apiserver/metrics-api.js";
+import { JsonText, statusBody } from "../apiserver/wire.js";
 
 /** Which metrics API an upstream answers for. */
 export type ForwardedApi = "custom" | "external";
@@ -35,6 +42,9 @@ export interface UpstreamService {
   name: string;
   port: number;
 }
+
+/** Query parameters the metrics APIs read; only these are passed on. */
+const FORWARDED_PARAMS = ["labelSelector", "metricLabelSelector"];
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
@@ -98,7 +108,7 @@ const trustKey = (t: UpstreamTrust | undefined) =>
   t === undefined ? "" : "ca" in t ? `ca:${t.ca}` : "insecure";
 
 /** See the module comment. */
-export class Upstream implements MetricsUpstream {
+export class Upstream implements MetricsDelegate {
   readonly description: string;
   private trust?: UpstreamTrust;
   private pool?: { agent: Agent; key: string };
@@ -109,6 +119,8 @@ export class Upstream implements MetricsUpstream {
   /** The same names as sets, for {@link serves} (asked once per mapping on every resync). */
   private customIds = new Set<string>();
   private externalNames = new Set<string>();
+  private mergedCustom?: { own: unknown; theirs: unknown; list: readonly CustomMetricInfo[] };
+  private mergedExternal?: { own: unknown; theirs: unknown; list: readonly ExternalMetricInfo[] };
   private discoveredAt = 0;
   private timer?: NodeJS.Timeout;
   private started = false;
@@ -169,6 +181,52 @@ export class Upstream implements MetricsUpstream {
     return this.external;
   }
 
+  mergeCustom(own: readonly CustomMetricInfo[]): readonly CustomMetricInfo[] {
+    const theirs = this.custom;
+    const hit = this.mergedCustom;
+    if (hit?.own === own && hit.theirs === theirs) return hit.list;
+    const ids = new Set(own.map(customId));
+    const list = [...own, ...theirs.filter((m) => !ids.has(customId(m)))];
+    this.mergedCustom = { own, theirs, list };
+    return list;
+  }
+
+  mergeExternal(own: readonly ExternalMetricInfo[]): readonly ExternalMetricInfo[] {
+    const theirs = this.external;
+    const hit = this.mergedExternal;
+    if (hit?.own === own && hit.theirs === theirs) return hit.list;
+    const names = new Set(own.map((m) => m.metric));
+    const list = [...own, ...theirs.filter((m) => !names.has(m.metric))];
+    this.mergedExternal = { own, theirs, list };
+    return list;
+  }
+
+  /**
+   * Passes a request on: the same path, segment for segment, as Governor authorized it (a
+   * segment that would read differently once decoded again — `/`, `.`, `..` — is refused,
+   * not forwarded), and only the query parameters the metrics APIs define.
+   */
+  serve(req: DelegatedRequest): Promise<ApiResponse> {
+    if (req.rest.some((s) => s.includes("/") || s === "." || s === ".."))
+      return Promise.resolve({
+        status: 400,
+        body: statusBody(400, "BadRequest", "a path segment holds '/' or is '.' or '..'"),
+        kind: req.kind,
+      });
+    const params = new URLSearchParams();
+    for (const p of FORWARDED_PARAMS) {
+      const v = req.query.get(p);
+      if (v !== null) params.set(p, v);
+    }
+    const search = params.toString();
+    const segments = req.rest.map((s) => encodeURIComponent(s)).join("/");
+    return this.forward(
+      `/apis/${req.group}/${req.version}/${segments}${search ? `?${search}` : ""}`,
+      req.kind,
+      req.cancel,
+    );
+  }
+
   /** Whether the upstream listed this metric (`pods/rps` for custom, the name for external) when last read. */
   serves(api: ForwardedApi, name: string): boolean {
     return (api === "custom" ? this.customIds : this.externalNames).has(name);
@@ -180,11 +238,11 @@ export class Upstream implements MetricsUpstream {
   }
 
   /**
-   * Asks the upstream for `path` (already checked and encoded by the caller) and hands its
+   * Asks the upstream for `path` (checked and encoded by {@link serve}) and hands its
    * answer back as it is: status and JSON body. Throws {@link UpstreamUnavailableError}
    * when it cannot be asked or does not answer in time, or the request's cancellation.
    */
-  async forward(path: string, kind: RouteKind, cancel?: Cancellation): Promise<ApiResponse> {
+  private async forward(path: string, kind: RouteKind, cancel?: Cancellation): Promise<ApiResponse> {
     const r = await this.get(path, cancel);
     if (!/^application\/json\b/i.test(r.contentType))
       throw new UpstreamUnavailableError(
