@@ -38,6 +38,8 @@ export interface InformerOptions {
    * users that count objects or know which exist, never read their contents.
    */
   identityOnly?: boolean;
+  /** With {@link identityOnly}: keep `metadata.labels` too (for users that match selectors). */
+  keepLabels?: boolean;
 }
 
 /** A started informer over one API path, restarted on errors. */
@@ -63,7 +65,7 @@ export function startInformer<T extends KubernetesObject>(
   handlers: InformerHandlers<T>,
   opts: InformerOptions = {},
 ): ResilientInformer<T> {
-  const strip = opts.identityOnly ? identity : slim;
+  const strip = opts.identityOnly ? (opts.keepLabels ? identityAndLabels : identity) : slim;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   const backoff = opts.backoff ?? new Backoff({ initialMs: 200, maxMs: 30_000 });
@@ -129,6 +131,13 @@ export function identity<T extends KubernetesObject>(obj: T): T {
     kind: obj.kind,
     metadata: { name: m.name, namespace: m.namespace, uid: m.uid, resourceVersion: m.resourceVersion },
   } as T;
+}
+
+/** {@link identity} and the object's labels. */
+export function identityAndLabels<T extends KubernetesObject>(obj: T): T {
+  const kept = identity(obj);
+  if (obj.metadata?.labels) kept.metadata!.labels = obj.metadata.labels;
+  return kept;
 }
 
 /** A Watch whose events carry slimmed objects. */

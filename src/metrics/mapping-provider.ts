@@ -53,8 +53,13 @@ export interface SubjectObject {
   labels: Record<string, string>;
 }
 
-/** Finds the objects of a subject (pods from the pod index; others by a list call). */
+/** Finds the objects of a subject, from caches (subject-lister.ts). */
 export interface SubjectLister {
+  /**
+   * Keeps the objects of `gr` in `namespace` at hand (a watch) until the returned function
+   * is called: the provider holds the subjects of every mapping it serves.
+   */
+  hold?(gr: GroupResource, namespace: string): () => void;
   /** Kind and apiVersion for `describedObject`, or undefined if the cluster has no such resource. */
   describe(gr: GroupResource): Promise<{ kind: string; apiVersion: string; namespaced: boolean } | undefined>;
   /** Objects in `namespace` matching `selector`. */
@@ -114,6 +119,8 @@ export class MappingProvider implements MetricsProvider {
   private readonly custom = new Map<string, ActiveMapping>();
   private readonly external = new Map<string, ActiveMapping>();
   private readonly byMappingKey = new Map<string, string>();
+  /** What each served mapping holds of its subjects (SubjectLister.hold), by mapping key. */
+  private readonly held = new Map<string, () => void>();
   private customList?: CustomMetricInfo[];
   /** Resources' kinds by group/resource, the 1,000 most recent (requests name them). */
   private readonly described = new LRUCache<string, { info: Described; at: number }>({ max: 1000 });
@@ -161,6 +168,8 @@ export class MappingProvider implements MetricsProvider {
         : customKey(m.namespace, m.subject.groupResource, m.metric);
     (m.subject.kind === "external" ? this.external : this.custom).set(k, m);
     this.byMappingKey.set(m.key, `${m.subject.kind}:${k}`);
+    if (m.subject.kind === "resource" && this.subjects.hold)
+      this.held.set(m.key, this.subjects.hold(m.subject.groupResource, m.namespace));
     this.customList = this.externalList = undefined;
   }
 
@@ -169,6 +178,8 @@ export class MappingProvider implements MetricsProvider {
     const where = this.byMappingKey.get(key);
     if (!where) return undefined;
     this.byMappingKey.delete(key);
+    this.held.get(key)?.();
+    this.held.delete(key);
     const [kind, k] = [where.slice(0, where.indexOf(":")), where.slice(where.indexOf(":") + 1)];
     const map = kind === "external" ? this.external : this.custom;
     const m = map.get(k);

@@ -1,25 +1,49 @@
 /**
- * Finds the objects a metric describes: pods from the pod index (no API call per
- * request; terminating pods left out, as the HPA does), other resources with a LIST by
- * label selector, cached for 2 s so a burst of HPA requests makes one call.
+ * Finds the objects a metric describes, from caches only: pods from the pod index
+ * (terminating pods left out, as the HPA does), other resources from a watch of their
+ * collection in the namespace, kept (names and labels only) while a served MetricMapping
+ * describes them — the provider holds it from activation to deactivation, so a request
+ * finds it listed. Where Governor may list a kind but not watch it, that collection is
+ * listed on request instead, reused for 2 s.
  */
 import type { GroupResource } from "../api/group-resource.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import type { SubjectLister, SubjectObject } from "./mapping-provider.js";
+import { MetricUnavailableError } from "./provider.js";
+import type { KubernetesObject } from "@kubernetes/client-node";
 import type { KubeClient, KubeObject } from "../k8s/client.js";
+import type { ResilientInformer } from "../k8s/informer.js";
 import { byteBoundedCache, stringBytes } from "../util/lru.js";
+import { boundedText } from "../util/bounded-text.js";
 import type { PodIndex } from "../k8s/pod-index.js";
 import { DiscoveryResourceMapper, type ResourceMapper } from "../k8s/resource-mapper.js";
 
 const isPods = (gr: GroupResource) => gr.group === "" && gr.resource === "pods";
 
+/** Collections of subjects watched at once, at most (each is one watch on the apiserver). */
+export const MAX_WATCHED_COLLECTIONS = 1000;
+
+/** One watched collection: a resource in a namespace. */
+interface Watched {
+  holders: number;
+  /** Set once the first list is in. */
+  informer?: ResilientInformer<KubernetesObject>;
+  /** Resolves once it is listed (or found unwatchable, or released). */
+  ready: Promise<void>;
+  /** Changes and lists seen (for {@link KubeSubjectLister.version}). */
+  changes: number;
+  /** Governor may not watch it: listed on request instead. */
+  listOnly?: boolean;
+  /** Why the last list or watch failed, while it has not been listed yet. */
+  failing?: string;
+  released?: boolean;
+}
+
 /** See the module comment. */
 export class KubeSubjectLister implements SubjectLister {
-  /**
-   * Lists by resource, namespace and (caller-chosen) selector, reused for 2 s: bounded,
-   * least recently used out first (an entry is counted at a typical list's size).
-   */
-  private readonly cache = byteBoundedCache<string, { at: number; objects: Promise<SubjectObject[]> }>({
+  private readonly watched = new Map<string, Watched>();
+  /** Lists of collections that cannot be watched, reused for 2 s (least recently used out first). */
+  private readonly listed = byteBoundedCache<string, { at: number; objects: Promise<SubjectObject[]> }>({
     maxBytes: 4 << 20,
     sizeOf: (key) => stringBytes(key) + 2048,
   });
@@ -28,11 +52,78 @@ export class KubeSubjectLister implements SubjectLister {
     private readonly client: KubeClient,
     private readonly mapper: ResourceMapper,
     private readonly pods: PodIndex,
+    private readonly log?: (msg: string, fields: Record<string, unknown>) => void,
   ) {}
 
   async describe(gr: GroupResource) {
     const m = await this.mapper.lookup(gr);
     return m && { kind: m.kind, apiVersion: m.apiVersion, namespaced: m.namespaced };
+  }
+
+  hold(gr: GroupResource, namespace: string): () => void {
+    if (isPods(gr)) return () => {};
+    const key = collectionKey(gr, namespace);
+    let w = this.watched.get(key);
+    if (!w) {
+      if (this.watched.size >= MAX_WATCHED_COLLECTIONS) return () => {};
+      const entry: Watched = { holders: 0, changes: 0, ready: Promise.resolve() };
+      entry.ready = this.watch(gr, namespace, entry);
+      this.watched.set(key, (w = entry));
+    }
+    const held = w;
+    held.holders++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--held.holders > 0) return;
+      held.released = true;
+      this.watched.delete(key);
+      void held.informer?.stop();
+    };
+  }
+
+  private async watch(gr: GroupResource, namespace: string, w: Watched): Promise<void> {
+    const m = await this.mapper.lookup(gr).catch(() => undefined);
+    if (!m || !m.namespaced || w.released) {
+      w.listOnly = true; // unknown or cluster-scoped: the provider refuses these before listing
+      return;
+    }
+    const seen = () => void w.changes++;
+    let gaveUp!: () => void;
+    const forbidden = new Promise<void>((resolve) => (gaveUp = resolve));
+    const informer = this.client.informer<KubernetesObject>(
+      DiscoveryResourceMapper.collectionPath(m, namespace),
+      {
+        add: seen,
+        update: seen,
+        delete: seen,
+        listed: seen,
+        error: (err, retryIn) => {
+          if (w.informer) return;
+          w.failing = boundedText(err instanceof Error ? err.message : String(err), 200);
+          if ((err as { statusCode?: number }).statusCode === 403) {
+            w.listOnly = true;
+            void informer.stop();
+            this.log?.("may not watch the subjects of a MetricMapping: listing them on request", {
+              resource: m.resource,
+              namespace,
+              retryIn,
+            });
+            gaveUp();
+          }
+        },
+      },
+      { identityOnly: true, keepLabels: true },
+    );
+    await Promise.race([informer.synced, forbidden]);
+    if (w.listOnly) return;
+    if (w.released) {
+      await informer.stop();
+      return;
+    }
+    w.informer = informer;
+    w.failing = undefined;
   }
 
   async list(gr: GroupResource, namespace: string, selector: LabelSelector): Promise<SubjectObject[]> {
@@ -42,17 +133,26 @@ export class KubeSubjectLister implements SubjectLister {
         .filter((p) => !p.terminating)
         .map((p) => ({ name: p.name, labels: p.labels }));
     }
-    const key = `${gr.resource}.${gr.group}|${namespace}|${selector.toString()}`;
-    const hit = this.cache.get(key);
-    if (hit && Date.now() - hit.at < 2000) return hit.objects;
-    const objects = this.fetch(gr, namespace, selector);
-    this.cache.set(key, { at: Date.now(), objects });
-    objects.catch(() => this.cache.delete(key));
-    return objects;
+    const w = this.watched.get(collectionKey(gr, namespace));
+    if (!w)
+      throw new MetricUnavailableError(
+        `${gr.resource} in ${namespace} are not watched: Governor watches the subjects of the MetricMappings it serves, at most ${MAX_WATCHED_COLLECTIONS} collections`,
+      );
+    if (!w.informer && !w.listOnly && w.failing)
+      throw new MetricUnavailableError(`cannot list ${gr.resource} in ${namespace} yet: ${w.failing}`);
+    await w.ready;
+    if (w.informer)
+      return w.informer
+        .list(namespace)
+        .filter((o) => selector.matches(o.metadata?.labels ?? {}))
+        .map((o) => ({ name: o.metadata?.name ?? "", labels: o.metadata?.labels ?? {} }));
+    return this.listNow(gr, namespace, selector);
   }
 
   version(gr: GroupResource, namespace: string): number | undefined {
-    return isPods(gr) ? this.pods.version(namespace) : undefined;
+    if (isPods(gr)) return this.pods.version(namespace);
+    const w = this.watched.get(collectionKey(gr, namespace));
+    return w?.informer ? w.changes : undefined;
   }
 
   get(
@@ -64,20 +164,19 @@ export class KubeSubjectLister implements SubjectLister {
       const p = this.pods.get(namespace, name);
       return p && !p.terminating ? { name: p.name, labels: p.labels } : undefined;
     }
-    return this.fetchOne(gr, namespace, name);
+    const o = this.watched.get(collectionKey(gr, namespace))?.informer?.get(name, namespace);
+    return o && { name, labels: o.metadata?.labels ?? {} };
   }
 
-  private async fetchOne(
-    gr: GroupResource,
-    namespace: string,
-    name: string,
-  ): Promise<SubjectObject | undefined> {
-    const m = await this.mapper.lookup(gr);
-    if (!m) return undefined;
-    const obj = await this.client.getOrUndefined<KubeObject>(
-      `${DiscoveryResourceMapper.collectionPath(m, namespace)}/${name}`,
-    );
-    return obj && { name, labels: obj.metadata?.labels ?? {} };
+  /** A collection Governor may not watch: one LIST per selector, reused for 2 s. */
+  private listNow(gr: GroupResource, namespace: string, selector: LabelSelector): Promise<SubjectObject[]> {
+    const key = `${collectionKey(gr, namespace)}|${selector.toString()}`;
+    const hit = this.listed.get(key);
+    if (hit && Date.now() - hit.at < 2000) return hit.objects;
+    const objects = this.fetch(gr, namespace, selector);
+    this.listed.set(key, { at: Date.now(), objects });
+    objects.catch(() => this.listed.delete(key));
+    return objects;
   }
 
   private async fetch(
@@ -96,3 +195,5 @@ export class KubeSubjectLister implements SubjectLister {
     return list.items.map((o) => ({ name: o.metadata?.name ?? "", labels: o.metadata?.labels ?? {} }));
   }
 }
+
+const collectionKey = (gr: GroupResource, namespace: string) => `${gr.resource}.${gr.group}|${namespace}`;

@@ -22,6 +22,7 @@ import {
   type InformerOptions,
   type ResilientInformer,
   identity,
+  identityAndLabels,
 } from "../../src/k8s/informer.js";
 import { LabelSelector } from "../../src/selectors/label-selector.js";
 
@@ -95,8 +96,26 @@ export class FakeKube implements KubeApi {
     this.faults.push({ ...match, status });
   }
 
-  async get<T = KubeObject>(path: string): Promise<T> {
+  async get<T = KubeObject>(path: string, query?: { labelSelector?: string }): Promise<T> {
     this.record("get", path);
+    const collection = parsePath(path);
+    if (collection && collection.name === undefined) {
+      // A list: the stored objects of the collection, narrowed by the label selector.
+      const selector = query?.labelSelector ? LabelSelector.parse(query.labelSelector) : undefined;
+      const items = [...this.objects]
+        .filter(([p, o]) => {
+          const at = parsePath(p);
+          return (
+            at?.name !== undefined &&
+            at.prefix === collection.prefix &&
+            at.resource === collection.resource &&
+            (collection.namespace === undefined || at.namespace === collection.namespace) &&
+            (!selector || selector.matches(o.metadata?.labels ?? {}))
+          );
+        })
+        .map(([, o]) => structuredClone(o));
+      return { items } as T;
+    }
     const o = this.objects.get(objectPath(path));
     if (!o) throw notFound(path);
     return structuredClone(o) as T;
@@ -216,7 +235,7 @@ export class FakeKube implements KubeApi {
       },
       cache: new Map(),
       handlers: handlers as InformerHandlers<KubernetesObject>,
-      keep: opts.identityOnly ? identity : (o) => o,
+      keep: opts.identityOnly ? (opts.keepLabels ? identityAndLabels : identity) : (o) => o,
       stopped: false,
     };
     this.watchers.add(w);
