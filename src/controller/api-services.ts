@@ -1,0 +1,203 @@
+/**
+ * The Service the aggregator dials and the APIServices that point at it, with the serving
+ * CA as `caBundle`: kept by the leader (`ensure`), removed by `uninstall`.
+ *
+ * **Never takes over someone else's APIService**: one pointing at another Service (KEDA,
+ * prometheus-adapter…) is left alone and reported (log, Event, `/readyz` detail) unless
+ * `takeOver` is set, or `forward` names that very Service as the upstream Governor passes
+ * the rest of the group to (ADR 0011); what it replaces is kept and given back
+ * (takeover.ts).
+ */
+import type { Logger } from "pino";
+import type { KubeApi } from "../k8s/client.js";
+import {
+  REPLACED_ANNOTATION,
+  buildApiServices,
+  buildClusterService,
+  buildLocalService,
+} from "../manifests/api-service.js";
+import type { EventRecorder } from "./events.js";
+import {
+  type ApiServiceObject,
+  type UpstreamRef,
+  apiOf,
+  giveBack,
+  keepReplaced,
+  keptAnnotation,
+  pointsAt,
+  sharesCA,
+} from "./takeover.js";
+
+/** Options of {@link ApiServices}. */
+export interface ApiServicesOptions {
+  client: KubeApi;
+  logger: Logger;
+  events?: EventRecorder;
+  /** `cluster`: a ClusterIP Service on the operator's pods; `local`: ExternalName → localhost. */
+  mode: "cluster" | "local";
+  namespace: string;
+  serviceName: string;
+  /** The Service port (cluster: 443 → targetPort; local: the local HTTPS port). */
+  port: number;
+  /** cluster mode: the container port the Service targets. @default 6443 */
+  targetPort?: number;
+  apis: readonly ("custom" | "external")[];
+  /** Take over APIServices that point at another Service. @default false */
+  takeOver?: boolean;
+  /** Per API, the upstream adapter Governor forwards to: its APIService is taken over. */
+  forward?: Partial<Record<"custom" | "external", UpstreamRef>>;
+}
+
+const apiServicePath = (name: string) => `/apis/apiregistration.k8s.io/v1/apiservices/${name}`;
+
+/** See the module comment. */
+export class ApiServices {
+  /** APIServices left alone because another Service owns them, with what was said. */
+  readonly conflicts = new Map<string, string>();
+
+  constructor(private readonly opts: ApiServicesOptions) {}
+
+  private get servicePath() {
+    return `/api/v1/namespaces/${this.opts.namespace}/services/${this.opts.serviceName}`;
+  }
+
+  /** The Service and every APIService as they should be, carrying `caBundle` (base64). */
+  async ensure(caBundle: string): Promise<void> {
+    await this.ensureService();
+    await this.ensureApiServices(caBundle);
+  }
+
+  /**
+   * Removes the APIServices (first, so discovery never breaks), then the Service, giving
+   * back what was taken over. Returns what it did, one line each.
+   */
+  async uninstall(): Promise<string[]> {
+    const done: string[] = [];
+    for (const a of this.wanted("")) {
+      const path = apiServicePath(a.metadata.name);
+      const existing = await this.opts.client.getOrUndefined<ApiServiceObject>(path);
+      if (!existing) continue;
+      if (!this.isOurs(existing)) {
+        this.opts.logger.info(
+          { apiService: a.metadata.name },
+          "not removing an APIService that points at another Service",
+        );
+        continue;
+      }
+      const given = await giveBack(this.opts.client, this.opts.logger, a.metadata.name, existing);
+      if (given) done.push(given);
+      else if (await this.opts.client.delete(path)) done.push(`removed apiservice/${a.metadata.name}`);
+    }
+    if (await this.opts.client.delete(this.servicePath))
+      done.push(`removed service/${this.opts.serviceName}`);
+    return done;
+  }
+
+  private wanted(caBundle: string) {
+    return buildApiServices({
+      service: { namespace: this.opts.namespace, name: this.opts.serviceName, port: this.opts.port },
+      caBundle,
+      apis: this.opts.apis,
+    });
+  }
+
+  private isOurs(a: ApiServiceObject): boolean {
+    const svc = a.spec?.service;
+    return svc?.namespace === this.opts.namespace && svc.name === this.opts.serviceName;
+  }
+
+  private async ensureService(): Promise<void> {
+    const { namespace, serviceName: name, port } = this.opts;
+    const body =
+      this.opts.mode === "local"
+        ? buildLocalService({ namespace, name, port })
+        : buildClusterService({ namespace, name, port, targetPort: this.opts.targetPort ?? 6443 });
+    await this.opts.client.apply(this.servicePath, body, { fieldManager: "governor" });
+  }
+
+  private async ensureApiServices(caBundle: string): Promise<void> {
+    for (const a of this.wanted(caBundle)) {
+      const name = a.metadata.name;
+      const path = apiServicePath(name);
+      const existing = await this.opts.client.getOrUndefined<ApiServiceObject>(path);
+      const svc = existing?.spec?.service;
+      const foreign = existing !== undefined && !this.isOurs(existing);
+      const upstream = this.opts.forward?.[apiOf(a.spec.group)];
+      const toUpstream = foreign && upstream !== undefined && pointsAt(existing.spec, upstream);
+      if (foreign && !this.opts.takeOver && !toUpstream) {
+        const owner = svc ? `Service ${svc.namespace}/${svc.name}` : "the local apiserver";
+        this.conflict(
+          name,
+          owner,
+          `APIService ${name} points at ${owner}; Governor leaves it alone (start with --take-over-apiservices to replace it${upstream ? `, or name that Service in --forward-${apiOf(a.spec.group)}` : ""})`,
+        );
+        continue;
+      }
+      this.conflicts.delete(name);
+      // Ours, and it replaced another that is not forwarded to any more: give that one back.
+      if (
+        !foreign &&
+        existing &&
+        !upstream &&
+        !this.opts.takeOver &&
+        (await giveBack(this.opts.client, this.opts.logger, name, existing))
+      )
+        continue;
+      // What this APIService replaced, kept to give back: the one there now when taking over,
+      // else what Governor's own already keeps.
+      const kept = foreign ? keepReplaced(existing) : keptAnnotation(existing);
+      const body = kept
+        ? { ...a, metadata: { ...a.metadata, annotations: { [REPLACED_ANNOTATION]: kept } } }
+        : a;
+      if (
+        existing &&
+        !foreign &&
+        svc?.port === a.spec.service.port &&
+        existing.spec?.caBundle === a.spec.caBundle
+      )
+        continue;
+      if (
+        existing &&
+        !foreign &&
+        existing.spec?.caBundle &&
+        !sharesCA(existing.spec.caBundle, a.spec.caBundle)
+      )
+        this.overwritten(name);
+      // Not server-side apply: the aggregator of Kubernetes ≤ 1.20 panics on it for APIServices.
+      await this.opts.client.createOrReplace(path, body);
+      this.opts.logger.info(
+        { apiService: name, ...(toUpstream ? { forwardingTo: `${svc?.namespace}/${svc?.name}` } : {}) },
+        foreign ? "took over APIService" : "registered APIService",
+      );
+    }
+  }
+
+  /** Says once (log, Event) that `name` belongs to another Service and is left alone. */
+  private conflict(name: string, owner: string, message: string): void {
+    if (this.conflicts.get(name) !== message) {
+      this.opts.logger.warn({ apiService: name, owner }, message);
+      this.warn("APIServiceConflict", message);
+    }
+    this.conflicts.set(name, message);
+  }
+
+  /**
+   * Another controller wrote a CA of its own into Governor's APIService (KEDA's operator
+   * does with `--enable-cert-rotation=true`): Governor writes its own back, and says who to
+   * stop, since the two would otherwise take turns and the aggregator lose Governor between.
+   */
+  private overwritten(name: string): void {
+    const message = `the caBundle of APIService ${name} was replaced by one Governor did not write (another controller injects its CA there, e.g. KEDA's operator with --enable-cert-rotation=true): Governor writes its own back; stop the other writer (docs/install.md: Beside KEDA / prometheus-adapter)`;
+    this.opts.logger.warn({ apiService: name }, message);
+    this.warn("APIServiceCABundleOverwritten", message);
+  }
+
+  private warn(reason: string, message: string): void {
+    this.opts.events?.record(
+      { apiVersion: "v1", kind: "Service", namespace: this.opts.namespace, name: this.opts.serviceName },
+      "Warning",
+      reason,
+      message,
+    );
+  }
+}
