@@ -8,7 +8,7 @@ describe("npm run demo (e2e)", function () {
 
   it("runs Governor as its own process and the real HPA scales the sample app up under load and back down", async function () {
     this.timeout(60 * 60_000);
-    await useCluster(); // share the run's control plane (and its first-time build)
+    const cluster = await useCluster(); // share the run's control plane (and its first-time build)
     const lines: string[] = [];
     const ok = await runDemo({
       governorCommand: [process.execPath, "--import", "tsx", join(ROOT, "src/main.ts")],
@@ -24,5 +24,8 @@ describe("npm run demo (e2e)", function () {
     expect(ok, output).to.equal(true);
     expect(output).to.match(/v1beta2\.custom\.metrics\.k8s\.io\s+governor-demo-system\/governor\s+True/);
     expect(output).to.contain("The HPA scaled the ScalableWorkload up to");
+    // Cleaned up means gone, not Terminating with a pod no kubelet confirms any more.
+    for (const ns of ["governor-demo", "governor-demo-system"])
+      expect(await cluster.client.getOrUndefined(`/api/v1/namespaces/${ns}`), ns).to.equal(undefined);
   });
 });

@@ -68,6 +68,43 @@ function run(
   });
 }
 
+/**
+ * Deletes `namespace` and waits until it is gone. A pod still Terminating after its grace
+ * period is deleted with grace period 0, as the pod garbage collector does for a pod on a
+ * Node nobody runs; after 2 minutes it gives up and says so.
+ */
+async function removeNamespace(
+  client: KubeClient,
+  namespace: string,
+  say: (s: string) => void,
+): Promise<void> {
+  const path = `/api/v1/namespaces/${namespace}`;
+  await client.delete(path).catch(() => {});
+  const deadline = Date.now() + 120_000;
+  while (await client.getOrUndefined(path)) {
+    if (Date.now() > deadline) {
+      say(
+        `namespace ${namespace} is still being deleted; kubectl get all -n ${namespace} shows what is left`,
+      );
+      return;
+    }
+    const pods = await client
+      .get<{
+        items: {
+          metadata: { name: string; deletionTimestamp?: string };
+          spec?: { terminationGracePeriodSeconds?: number };
+        }[];
+      }>(`${path}/pods`)
+      .catch(() => ({ items: [] }));
+    for (const pod of pods.items) {
+      const since = Date.parse(pod.metadata.deletionTimestamp ?? "");
+      if (Number.isFinite(since) && Date.now() > since + 5_000)
+        await client.delete(`${path}/pods/${pod.metadata.name}`, { gracePeriodSeconds: 0 }).catch(() => {});
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 /** See the module comment. */
 export async function runDemo(opts: DemoOptions): Promise<boolean> {
   const say = (s: string) => opts.out(`==> ${s}`);
@@ -250,6 +287,9 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
   } finally {
     say("Cleaning up");
     await app.stop();
+    // The app's namespace goes while the stand-in kubelet still runs to confirm its pods'
+    // deletion (a pod on a Node nobody runs would stay Terminating, and the namespace with it).
+    await removeNamespace(client, NS, say);
     await kubelet?.stop();
     await pods.stop();
     if (governor && governor.exitCode === null) {
@@ -280,8 +320,7 @@ export async function runDemo(opts: DemoOptions): Promise<boolean> {
     await run(cmd!, [...prefix, "uninstall", "--kubeconfig", kubeconfig, "--namespace", SYSTEM_NS], {
       env: opts.env,
     });
-    await client.delete(`/api/v1/namespaces/${NS}`).catch(() => {});
-    if (!inCluster) await client.delete(`/api/v1/namespaces/${SYSTEM_NS}`).catch(() => {});
+    if (!inCluster) await removeNamespace(client, SYSTEM_NS, say);
     await client.close();
     if (!wasUp) await run("bash", [`${ROOT}hack/cluster.sh`, "down"], { env: opts.env });
     say(
