@@ -8,6 +8,11 @@
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, relative, resolve, sep } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The checkout's src/, wherever eslint runs from. */
+const SRC = resolve(dirname(fileURLToPath(import.meta.url)), "..", "src");
+const ROOT = dirname(SRC);
 
 /** The floors, lowest first: each entry is a folder of src/ (or a file at its top). */
 export const FLOORS = [
@@ -32,12 +37,15 @@ function roomOf(/** @type {string} */ srcDir, /** @type {string} */ file) {
   return rel.split(sep)[0];
 }
 
-/** Relative import specifiers of a file's text (static, type-only, re-exports, dynamic). */
+/** Relative import specifiers of a file's text (static, type-only, side-effect, re-exports, dynamic), comments left out. */
 function importsOf(/** @type {string} */ text) {
+  const code = text.replace(/\/\*[\s\S]*?\*\//g, "").replace(/(^|[^:"'`\\])\/\/.*$/gm, "$1");
   const specs = [];
-  for (const m of text.matchAll(/(?:^|[\s;])(?:import|export)\s[^;]*?\sfrom\s*["'](\.{1,2}\/[^"']+)["']/g))
+  for (const m of code.matchAll(/(?:^|[\s;])(?:import|export)\s[^;]*?\sfrom\s*["'](\.{1,2}\/[^"']+)["']/g))
     specs.push(/** @type {string} */ (m[1]));
-  for (const m of text.matchAll(/\bimport\s*\(\s*["'](\.{1,2}\/[^"']+)["']\s*\)/g))
+  for (const m of code.matchAll(/(?:^|[\s;])import\s*["'](\.{1,2}\/[^"']+)["']/g))
+    specs.push(/** @type {string} */ (m[1]));
+  for (const m of code.matchAll(/\bimport\s*\(\s*["'](\.{1,2}\/[^"']+)["']\s*\)/g))
     specs.push(/** @type {string} */ (m[1]));
   return specs;
 }
@@ -87,7 +95,7 @@ const layers = {
   },
   create(context) {
     const file = context.filename;
-    const srcDir = resolve(context.cwd, "src");
+    const srcDir = SRC;
     const room = roomOf(srcDir, file);
     if (!room || file.endsWith(".test.ts")) return {};
     const floor = floorOf.get(room);
@@ -98,7 +106,7 @@ const layers = {
       if (!targetRoom)
         return context.report({
           node,
-          message: `src/ is the product: src/${room} may not import ${relative(context.cwd, target)} (tools/, test/, hack/ and bench/ stay out of it)`,
+          message: `src/ is the product: src/${room} may not import ${relative(ROOT, target)} (tools/, test/, hack/ and bench/ stay out of it)`,
         });
       if (floor === undefined)
         return context.report({
@@ -115,14 +123,20 @@ const layers = {
       if (circle)
         context.report({
           node,
-          message: `this import closes a circle: ${[file, ...circle].map((f) => relative(context.cwd, f)).join(" → ")}`,
+          message: `this import closes a circle: ${[file, ...circle].map((f) => relative(ROOT, f)).join(" → ")}`,
         });
     };
     return {
       ImportDeclaration: (node) => check(node, node.source.value),
       ExportNamedDeclaration: (node) => node.source && check(node, node.source.value),
       ExportAllDeclaration: (node) => check(node, node.source.value),
-      ImportExpression: (node) => node.source.type === "Literal" && check(node, node.source.value),
+      ImportExpression: (node) =>
+        node.source.type === "Literal"
+          ? check(node, node.source.value)
+          : context.report({
+              node,
+              message: "src/ imports by literal paths only: the floors cannot be checked otherwise",
+            }),
     };
   },
 };

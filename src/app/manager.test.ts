@@ -120,4 +120,28 @@ describe("Manager", () => {
     expect(text).to.match(/^governor_process_cpu_seconds_total /m);
     await mgr.stop();
   });
+
+  it("when leadership ends, tells every leader runnable to stop at once: none keeps writing while another drains", async () => {
+    const log: string[] = [];
+    let drained!: () => void;
+    const mgr = new Manager({ client: new FakeKube(), logger: quiet, leaderElection: false });
+    mgr.add(recorder(log)("status-writer", true));
+    mgr.add({
+      name: "workloads",
+      needsLeader: true,
+      start: () => void log.push("start workloads"),
+      // In-flight reconciles finish first.
+      stop: () =>
+        new Promise<void>((resolve) => (drained = resolve)).then(() => void log.push("stop workloads")),
+    });
+    await mgr.start();
+    log.length = 0;
+    const stopping = mgr.stop();
+    await new Promise((r) => setImmediate(r));
+    expect(mgr.isLeader).to.equal(false);
+    expect(log).to.deep.equal(["stop status-writer"]);
+    drained();
+    await stopping;
+    expect(log).to.deep.equal(["stop status-writer", "stop workloads"]);
+  });
 });

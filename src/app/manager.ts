@@ -107,15 +107,17 @@ export class Manager {
   }
 
   private transition(lead: boolean): void {
+    // Losing leadership counts at once (what is starting stops starting); gaining it once
+    // the previous change is done.
+    if (!lead) this.leading = false;
     this.transitions = this.transitions.then(async () => {
-      if (lead === this.leading || (lead && this.stopping)) return;
-      this.leading = lead;
       if (lead) {
+        if (this.leading || this.stopping || this.led.length) return;
+        this.leading = true;
         this.log.info("leading: starting what only the leader runs");
         for (const r of this.runnables) {
           if (!r.needsLeader) continue;
-          // Leadership may end while these start: the next transition stops what did.
-          if (!this.leading) break;
+          if (!this.leading) break; // leadership ended meanwhile: the next change stops these
           try {
             await r.start();
             this.led.push(r);
@@ -124,8 +126,10 @@ export class Manager {
           }
         }
       } else {
-        for (const r of this.led.reverse()) await this.stopOne(r);
+        // All told to stop at once, last started first, so none writes while another drains.
+        const led = this.led.reverse();
         this.led = [];
+        await Promise.all(led.map((r) => this.stopOne(r)));
       }
     });
   }

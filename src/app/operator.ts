@@ -248,9 +248,10 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   certificate.follow((pair) => api.setServingCertificate(pair));
   certificateExpiryGauge(mgr, () => certificate.current?.cert);
 
-  mgr.add(api);
+  // Upstreams before the API: stopped after it, so a forwarded request is answered while it drains.
   for (const [which, u] of Object.entries(upstreams))
     mgr.add({ name: `upstream (${which})`, start: () => u.start(), stop: () => u.stop() });
+  mgr.add(api);
   if (registration) {
     mgr.add({
       name: "registration loop",

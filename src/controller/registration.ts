@@ -13,13 +13,11 @@
  */
 import type { Logger } from "pino";
 import type { KeyPair } from "../certs/certs.js";
-import type { KubeApi } from "../k8s/client.js";
 import { serviceDnsNames } from "../manifests/api-service.js";
 import type { Runnable } from "../util/runnable.js";
-import { ApiServices } from "./api-services.js";
-import type { EventRecorder } from "./events.js";
+import { ApiServices, type ApiServicesOptions } from "./api-services.js";
 import { ServingCertificate } from "./serving-certificate.js";
-import { type UpstreamApiServiceTrust, type UpstreamRef, upstreamTrust } from "./takeover.js";
+import { type UpstreamApiServiceTrust, upstreamTrust } from "./takeover.js";
 
 export type { UpstreamApiServiceTrust, UpstreamRef } from "./takeover.js";
 
@@ -28,25 +26,8 @@ export const RegistrationModes = ["cluster", "local", "none"] as const;
 export type RegistrationMode = (typeof RegistrationModes)[number];
 
 /** Options of {@link Registration}. */
-export interface RegistrationOptions {
-  client: KubeApi;
-  logger: Logger;
-  events?: EventRecorder;
+export interface RegistrationOptions extends Omit<ApiServicesOptions, "mode"> {
   mode: RegistrationMode;
-  namespace: string;
-  serviceName: string;
-  /** The Service port (cluster: 443 → targetPort; local: the local HTTPS port). */
-  port: number;
-  /** cluster mode: the container port the Service targets. @default 6443 */
-  targetPort?: number;
-  apis: readonly ("custom" | "external")[];
-  /** Take over APIServices that point at another Service. @default false */
-  takeOver?: boolean;
-  /**
-   * Per API, the upstream adapter Governor forwards what it does not serve to: an
-   * APIService pointing at exactly that Service is taken over (and kept to give back).
-   */
-  forward?: Partial<Record<"custom" | "external", UpstreamRef>>;
   /**
    * Called on every sync (every replica) with how the upstream's APIService — the live one,
    * or the one kept in the annotation — says to check the upstream's certificate.
@@ -90,8 +71,10 @@ export class Registration {
           ),
         );
     },
-    stop: () => {
+    // A sync already writing finishes before the manager releases the Lease.
+    stop: async () => {
       this.leading = false;
+      await this.running;
     },
   };
 

@@ -90,10 +90,11 @@ export class ScalableWorkloadReconciler implements Runnable, MappingListener {
   /** Everything it does is a write: Deployments, HPAs, /scale, status, Events. */
   readonly needsLeader = true;
   private controller?: Controller<ScalableWorkloadObject>;
-  private workloads?: SharedInformer<ScalableWorkloadObject>;
-  private deployments?: SharedInformer<Workload>;
-  private statefulSets?: SharedInformer<Workload>;
-  private hpas?: SharedInformer<Hpa>;
+  // Shared informers, watching from construction on every replica: a new leader starts warm.
+  private readonly workloads: SharedInformer<ScalableWorkloadObject>;
+  private readonly deployments: SharedInformer<Workload>;
+  private readonly statefulSets: SharedInformer<Workload>;
+  private readonly hpas: SharedInformer<Hpa>;
   private readonly unsubscribe: (() => void)[] = [];
   /** `namespace/name` of an owned HPA → {@link hpaFingerprint} when last seen. */
   private readonly hpaSeen = new Map<string, string>();
@@ -105,19 +106,21 @@ export class ScalableWorkloadReconciler implements Runnable, MappingListener {
 
   constructor(private readonly opts: ScalableWorkloadReconcilerOptions) {
     this.log = opts.logger.child({ controller: "scalableworkload" });
+    const cache = opts.cache;
+    this.workloads = cache.informer<ScalableWorkloadObject>(SW_PATH);
+    this.deployments = cache.informer<Workload>(`/apis/apps/v1/${WORKLOAD_PATHS.Deployment}`);
+    this.statefulSets = cache.informer<Workload>(`/apis/apps/v1/${WORKLOAD_PATHS.StatefulSet}`);
+    this.hpas = cache.informer<Hpa>(HPA_PATH);
   }
 
   /** Subscribes to the shared informers and starts the workers (the manager does, on leadership). */
   start(): void {
-    const cache = this.opts.cache;
-    const watch = (kind: "Deployment" | "StatefulSet") => {
-      const informer = cache.informer<Workload>(`/apis/apps/v1/${WORKLOAD_PATHS[kind]}`);
+    const watch = (kind: "Deployment" | "StatefulSet", informer: SharedInformer<Workload>) => {
       const onChange = (w: Workload) => this.enqueueFor(kind, w);
       this.unsubscribe.push(informer.subscribe({ add: onChange, update: onChange, delete: onChange }));
-      return informer;
     };
-    this.deployments = watch("Deployment");
-    this.statefulSets = watch("StatefulSet");
+    watch("Deployment", this.deployments);
+    watch("StatefulSet", this.statefulSets);
     // Owned HPAs: their conditions are the ScalableWorkload's Autoscaling condition. Their
     // status changes with every metric reading; only a change of the conditions is news.
     const onHpa = (h: Hpa, deleted = false) => {
@@ -128,11 +131,9 @@ export class ScalableWorkloadReconciler implements Runnable, MappingListener {
       else this.hpaSeen.set(key, seen);
       this.enqueueOwners(h);
     };
-    this.hpas = cache.informer<Hpa>(HPA_PATH);
     this.unsubscribe.push(
       this.hpas.subscribe({ add: (h) => onHpa(h), update: (h) => onHpa(h), delete: (h) => onHpa(h, true) }),
     );
-    this.workloads = cache.informer<ScalableWorkloadObject>(SW_PATH);
     this.controller = startController<ScalableWorkloadObject>({
       name: "scalableworkload",
       informer: this.workloads,
@@ -233,12 +234,12 @@ export class ScalableWorkloadReconciler implements Runnable, MappingListener {
 
   private async reconcile(key: string): Promise<ReconcileResult | void> {
     const { namespace, name } = splitKey(key);
-    const sw = this.workloads!.get(name, namespace);
+    const sw = this.workloads.get(name, namespace);
     for (const set of this.refs.values()) set.delete(key);
     for (const set of this.activations.values()) set.delete(key);
     if (!sw || sw.metadata?.deletionTimestamp) return; // owned objects are garbage-collected
     // "Not in the cache" must mean "does not exist" before anything is created or adopted.
-    await Promise.all([this.deployments!.synced, this.statefulSets!.synced, this.hpas!.synced]);
+    await Promise.all([this.deployments.synced, this.statefulSets.synced, this.hpas.synced]);
     const owner = { name, namespace, uid: sw.metadata?.uid ?? "" };
     const parsed = ScalableWorkloadSpec.safeParse(sw.spec);
     if (!parsed.success) {
@@ -310,9 +311,9 @@ export class ScalableWorkloadReconciler implements Runnable, MappingListener {
     return {
       client: this.opts.client,
       fieldManager: this.opts.fieldManager ?? "governor",
-      deployments: this.deployments!,
-      statefulSets: this.statefulSets!,
-      hpas: this.hpas!,
+      deployments: this.deployments,
+      statefulSets: this.statefulSets,
+      hpas: this.hpas,
       getMapping: this.opts.getMapping,
       track: (refKey) => this.track(this.refs, refKey, key),
       scaled: (kind, name, from, to) => this.scaled(sw, kind, name, from, to),

@@ -47,7 +47,7 @@ export class InformerCache {
    */
   informer<T extends KubernetesObject>(path: string, opts: InformerOptions = {}): SharedInformer<T> {
     if (this.stopped) throw new Error("the informer cache is stopped");
-    const options = JSON.stringify({ ...opts, backoff: undefined });
+    const options = JSON.stringify(Object.entries({ ...opts, backoff: undefined }).sort());
     const known = this.entries.get(path);
     if (known) {
       if (known.options !== options)
@@ -55,8 +55,14 @@ export class InformerCache {
       return known.shared as unknown as SharedInformer<T>;
     }
     const subscribers = new Set<SubscriberHandlers<T>>();
+    // To those subscribed when the change came; one that throws does not keep it from the others.
     const each = (event: keyof SubscriberHandlers<T>) => (obj: T) => {
-      for (const s of subscribers) s[event]?.(obj);
+      for (const s of [...subscribers])
+        try {
+          s[event]?.(obj);
+        } catch (err) {
+          this.log.error({ path, event, err: String(err) }, "an informer subscriber failed");
+        }
     };
     const informer = this.client.informer<T>(
       path,

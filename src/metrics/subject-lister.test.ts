@@ -1,4 +1,6 @@
+import type { KubernetesObject } from "@kubernetes/client-node";
 import { expect } from "chai";
+import type { InformerHandlers } from "../k8s/informer.js";
 import { FakeKube } from "../../test/support/fake-kube.js";
 import { eventually } from "../../test/support/eventually.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
@@ -49,10 +51,9 @@ describe("KubeSubjectLister", () => {
     expect(lister.get(SERVICES, "shop", "c")).to.deep.equal({ name: "c", labels: { app: "web" } });
 
     release();
-    await lister.list(SERVICES, "shop", web).then(
-      () => expect.fail("listed after release"),
-      (err: Error) => expect(err.message).to.match(/are not watched/),
-    );
+    const listed = () => kube.calls.filter((c) => c.path === "/api/v1/namespaces/shop/services").length;
+    expect(names(await lister.list(SERVICES, "shop", web))).to.deep.equal(["a", "c"]);
+    expect(listed(), "a collection nobody holds is listed, not kept").to.equal(1);
   });
 
   it("lists on request, reused for 2 s, a collection Governor may list but not watch", async () => {
@@ -69,6 +70,63 @@ describe("KubeSubjectLister", () => {
     expect(names(await lister.list(SERVICES, "shop", web))).to.deep.equal(["a"]);
     expect(names(await lister.list(SERVICES, "shop", web))).to.deep.equal(["a"]);
     expect(kube.calls.filter((c) => c.path === "/api/v1/namespaces/shop/services")).to.have.length(1);
-    expect(warned).to.deep.equal(["may not watch the subjects of a MetricMapping: listing them on request"]);
+    expect(warned).to.deep.equal(["cannot watch the subjects of a MetricMapping: listing them on request"]);
+  });
+
+  /** A lister whose watches are `fake`'s informers (each call makes one, recorded). */
+  function withFakeWatch(kube: FakeKube) {
+    const made: { handlers: InformerHandlers<KubernetesObject>; stopped: boolean; sync: () => void }[] = [];
+    kube.informer = (_path, handlers) => {
+      let sync!: () => void;
+      const synced = new Promise<void>((resolve) => (sync = resolve));
+      const entry = { handlers: handlers as InformerHandlers<KubernetesObject>, stopped: false, sync };
+      made.push(entry);
+      return {
+        list: () => [],
+        get: () => undefined,
+        synced,
+        stop: async () => void (entry.stopped = true),
+      };
+    };
+    return made;
+  }
+
+  it("lists on request once the watch is refused after the first list (RBAC without watch)", async () => {
+    const kube = new FakeKube();
+    kube.seed("/api/v1/namespaces/shop/services/a", service("a", "web"));
+    const made = withFakeWatch(kube);
+    const lister = new KubeSubjectLister(kube as never, mapper, noPods);
+    lister.hold(SERVICES, "shop");
+    await eventually(() => expect(made).to.have.length(1));
+    made[0]!.sync();
+    await lister.list(SERVICES, "shop", web); // from the (empty) first list
+    made[0]!.handlers.error?.(Object.assign(new Error("Forbidden"), { statusCode: 403 }), 1000);
+    expect(made[0]!.stopped).to.equal(true);
+    expect(names(await lister.list(SERVICES, "shop", web))).to.deep.equal(["a"]);
+  });
+
+  it("answers a request waiting for the first list with the reason the list fails, at once", async () => {
+    const kube = new FakeKube();
+    const made = withFakeWatch(kube);
+    const lister = new KubeSubjectLister(kube as never, mapper, noPods);
+    lister.hold(SERVICES, "shop");
+    await eventually(() => expect(made).to.have.length(1));
+    const waiting = lister.list(SERVICES, "shop", web);
+    made[0]!.handlers.error?.(new Error("the server is currently unable to handle the request"), 200);
+    await waiting.then(
+      () => expect.fail("answered without a list"),
+      (err: Error) =>
+        expect(err.message).to.match(/cannot list services in shop yet: the server is currently unable/),
+    );
+  });
+
+  it("stops a watch released before its first list", async () => {
+    const kube = new FakeKube();
+    const made = withFakeWatch(kube);
+    const lister = new KubeSubjectLister(kube as never, mapper, noPods);
+    const release = lister.hold(SERVICES, "shop");
+    await eventually(() => expect(made).to.have.length(1));
+    release();
+    expect(made[0]!.stopped).to.equal(true);
   });
 });

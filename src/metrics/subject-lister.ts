@@ -3,8 +3,9 @@
  * (terminating pods left out, as the HPA does), other resources from a watch of their
  * collection in the namespace, kept (names and labels only) while a served MetricMapping
  * describes them — the provider holds it from activation to deactivation, so a request
- * finds it listed. Where Governor may list a kind but not watch it, that collection is
- * listed on request instead, reused for 2 s.
+ * finds it listed. Where Governor may list a kind but not watch it (or already watches
+ * {@link MAX_WATCHED_COLLECTIONS} collections), that collection is listed on request
+ * instead, reused for 2 s.
  */
 import type { GroupResource } from "../api/group-resource.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
@@ -26,13 +27,15 @@ export const MAX_WATCHED_COLLECTIONS = 1000;
 /** One watched collection: a resource in a namespace. */
 interface Watched {
   holders: number;
-  /** Set once the first list is in. */
+  /** The watch, from its start (stopped on release). */
+  watch?: ResilientInformer<KubernetesObject>;
+  /** Set once the first list is in (and while it may be watched). */
   informer?: ResilientInformer<KubernetesObject>;
-  /** Resolves once it is listed (or found unwatchable, or released). */
+  /** Settles once it is listed, found unwatchable, failing, or released. */
   ready: Promise<void>;
   /** Changes and lists seen (for {@link KubeSubjectLister.version}). */
   changes: number;
-  /** Governor may not watch it: listed on request instead. */
+  /** Governor may not watch it, or watches too many: listed on request instead. */
   listOnly?: boolean;
   /** Why the last list or watch failed, while it has not been listed yet. */
   failing?: string;
@@ -65,9 +68,10 @@ export class KubeSubjectLister implements SubjectLister {
     const key = collectionKey(gr, namespace);
     let w = this.watched.get(key);
     if (!w) {
-      if (this.watched.size >= MAX_WATCHED_COLLECTIONS) return () => {};
       const entry: Watched = { holders: 0, changes: 0, ready: Promise.resolve() };
-      entry.ready = this.watch(gr, namespace, entry);
+      // Past the limit a collection is listed on request, as one Governor may not watch.
+      if (this.watching() >= MAX_WATCHED_COLLECTIONS) entry.listOnly = true;
+      else entry.ready = this.watch(gr, namespace, entry);
       this.watched.set(key, (w = entry));
     }
     const held = w;
@@ -79,8 +83,14 @@ export class KubeSubjectLister implements SubjectLister {
       if (--held.holders > 0) return;
       held.released = true;
       this.watched.delete(key);
-      void held.informer?.stop();
+      void held.watch?.stop();
     };
+  }
+
+  private watching(): number {
+    let n = 0;
+    for (const w of this.watched.values()) if (!w.listOnly) n++;
+    return n;
   }
 
   private async watch(gr: GroupResource, namespace: string, w: Watched): Promise<void> {
@@ -90,8 +100,8 @@ export class KubeSubjectLister implements SubjectLister {
       return;
     }
     const seen = () => void w.changes++;
-    let gaveUp!: () => void;
-    const forbidden = new Promise<void>((resolve) => (gaveUp = resolve));
+    let settle!: () => void;
+    const settled = new Promise<void>((resolve) => (settle = resolve));
     const informer = this.client.informer<KubernetesObject>(
       DiscoveryResourceMapper.collectionPath(m, namespace),
       {
@@ -99,31 +109,33 @@ export class KubeSubjectLister implements SubjectLister {
         update: seen,
         delete: seen,
         listed: seen,
-        error: (err, retryIn) => {
-          if (w.informer) return;
-          w.failing = boundedText(err instanceof Error ? err.message : String(err), 200);
-          if ((err as { statusCode?: number }).statusCode === 403) {
+        error: (err) => {
+          const status = (err as { statusCode?: number }).statusCode;
+          // May list but not watch (403), or cannot be watched (405): list on request.
+          if (status === 403 || status === 405) {
             w.listOnly = true;
+            w.informer = undefined;
             void informer.stop();
-            this.log?.("may not watch the subjects of a MetricMapping: listing them on request", {
+            this.log?.("cannot watch the subjects of a MetricMapping: listing them on request", {
               resource: m.resource,
               namespace,
-              retryIn,
+              status,
             });
-            gaveUp();
-          }
+          } else if (!w.informer)
+            w.failing = boundedText(err instanceof Error ? err.message : String(err), 200);
+          settle(); // a request waiting for the first list learns why there is none
         },
       },
       { identityOnly: true, keepLabels: true },
     );
-    await Promise.race([informer.synced, forbidden]);
-    if (w.listOnly) return;
-    if (w.released) {
-      await informer.stop();
-      return;
-    }
-    w.informer = informer;
-    w.failing = undefined;
+    w.watch = informer;
+    if (w.released) void informer.stop();
+    void informer.synced.then(() => {
+      if (w.listOnly || w.released) return;
+      w.informer = informer;
+      w.failing = undefined;
+    });
+    await Promise.race([informer.synced, settled]);
   }
 
   async list(gr: GroupResource, namespace: string, selector: LabelSelector): Promise<SubjectObject[]> {
@@ -134,13 +146,14 @@ export class KubeSubjectLister implements SubjectLister {
         .map((p) => ({ name: p.name, labels: p.labels }));
     }
     const w = this.watched.get(collectionKey(gr, namespace));
-    if (!w)
-      throw new MetricUnavailableError(
-        `${gr.resource} in ${namespace} are not watched: Governor watches the subjects of the MetricMappings it serves, at most ${MAX_WATCHED_COLLECTIONS} collections`,
-      );
-    if (!w.informer && !w.listOnly && w.failing)
-      throw new MetricUnavailableError(`cannot list ${gr.resource} in ${namespace} yet: ${w.failing}`);
-    await w.ready;
+    if (!w) return this.listNow(gr, namespace, selector); // held by no served mapping: not kept
+    if (!w.informer && !w.listOnly) {
+      await w.ready;
+      if (!w.informer && !w.listOnly)
+        throw new MetricUnavailableError(
+          `cannot list ${gr.resource} in ${namespace} yet: ${w.failing ?? "the first list is not in"}`,
+        );
+    }
     if (w.informer)
       return w.informer
         .list(namespace)

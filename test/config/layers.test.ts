@@ -62,6 +62,12 @@ describe("the layers of src/ are held by the lint rule (config)", () => {
     ).to.have.length(1);
   });
 
+  it("fails an import whose path is computed (the floors could not be checked)", () => {
+    expect(
+      layerErrors("src/sources/index.ts", "export const load = (kind: string) => import(`./${kind}.js`);"),
+    ).to.deep.equal(["src/ imports by literal paths only: the floors cannot be checked otherwise"]);
+  });
+
   it("fails an import that closes a circle, and names it", () => {
     const source = readFileSync(join(ROOT, "src/sources/source.ts"), "utf8");
     const errors = layerErrors(

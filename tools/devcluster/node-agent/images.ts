@@ -23,7 +23,19 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { constants, existsSync } from "node:fs";
-import { access, chmod, cp, mkdir, readFile, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import {
+  access,
+  chmod,
+  cp,
+  mkdir,
+  readFile,
+  readdir,
+  rename,
+  rm,
+  stat,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { join, relative } from "node:path";
 import { promisify } from "node:util";
 
@@ -176,7 +188,12 @@ export class ImageTable {
     }
     const dir = join(this.layoutsDir, `${repo}-${hash.digest("hex").slice(0, 16)}`);
     const app = join(dir, "app");
-    if (existsSync(join(dir, "complete"))) return app;
+    if (existsSync(join(dir, "complete"))) {
+      // Used now: among the newest, so pruning keeps it while its containers may run.
+      const now = new Date();
+      await utimes(dir, now, now);
+      return app;
+    }
     let pending = this.assembling.get(dir);
     if (!pending) {
       pending = this.assemble(dir, image, pkg, lock).finally(() => this.assembling.delete(dir));
