@@ -144,4 +144,17 @@ describe("Manager", () => {
     await stopping;
     expect(log).to.deep.equal(["stop status-writer", "stop workloads"]);
   });
+
+  it("does not start what needs leadership when leadership ends before the change to leading is done", async () => {
+    const log: string[] = [];
+    const mgr = new Manager({ client: new FakeKube(), logger: quiet, leaderElection: false });
+    mgr.add(recorder(log)("status-writer", true));
+    const transition = (lead: boolean) =>
+      (mgr as unknown as { transition(l: boolean): void }).transition(lead);
+    transition(true);
+    transition(false);
+    await (mgr as unknown as { transitions: Promise<void> }).transitions;
+    expect(mgr.isLeader).to.equal(false);
+    expect(log).to.deep.equal([]);
+  });
 });

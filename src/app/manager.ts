@@ -33,6 +33,8 @@ export class Manager {
   private readonly elector?: LeaderElector;
   private readonly log: Logger;
   private leading = false;
+  /** What the last leadership change said (the chain may not have caught up yet). */
+  private wanted = false;
   /** Leader runnables started, in order. */
   private led: Runnable[] = [];
   /** Other runnables started, in order. */
@@ -108,16 +110,17 @@ export class Manager {
 
   private transition(lead: boolean): void {
     // Losing leadership counts at once (what is starting stops starting); gaining it once
-    // the previous change is done.
+    // the previous change is done, and only if it still holds then.
+    this.wanted = lead;
     if (!lead) this.leading = false;
     this.transitions = this.transitions.then(async () => {
       if (lead) {
-        if (this.leading || this.stopping || this.led.length) return;
+        if (!this.wanted || this.leading || this.stopping || this.led.length) return;
         this.leading = true;
         this.log.info("leading: starting what only the leader runs");
         for (const r of this.runnables) {
           if (!r.needsLeader) continue;
-          if (!this.leading) break; // leadership ended meanwhile: the next change stops these
+          if (!this.wanted) break; // leadership ended meanwhile: the next change stops these
           try {
             await r.start();
             this.led.push(r);
