@@ -31,6 +31,11 @@ export interface ControllerOptions<T extends KubernetesObject> {
   concurrency?: number;
   /** Sees every reconcile's duration and whether it failed (for /metrics). */
   observeReconcile?: (controller: string, seconds: number, failed: boolean) => void;
+  /**
+   * Whether an update of an object is news for its reconcile (controller-runtime's
+   * predicates): e.g. not the echo of a status the controller wrote itself. @default every update is
+   */
+  isNews?: (obj: T) => boolean;
 }
 
 /** A running controller. */
@@ -54,7 +59,12 @@ export function startController<T extends KubernetesObject>(opts: ControllerOpti
   const log = opts.logger.child({ controller: opts.name });
   const enqueue = (obj: T) => queue.add(objectKey(obj));
   const informer = opts.informer;
-  const unsubscribe = informer.subscribe({ add: enqueue, update: enqueue, delete: enqueue });
+  const isNews = opts.isNews;
+  const unsubscribe = informer.subscribe({
+    add: enqueue,
+    update: isNews ? (obj) => isNews(obj) && enqueue(obj) : enqueue,
+    delete: enqueue,
+  });
   // Keys attempted before the first list is in, then the first list's keys not yet attempted.
   const attempted = new Set<string>();
   let initial: { pending: Set<string>; total: number } | undefined;

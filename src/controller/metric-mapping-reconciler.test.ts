@@ -24,6 +24,7 @@ function setUp(opts: { leader?: boolean } = {}) {
   const kube = new FakeKube();
   const provider = new MappingProvider(pods, formatQuantity);
   const cache = new InformerCache(kube, pino({ level: "silent" }));
+  let reconciles = 0;
   const reconciler = new MetricMappingReconciler({
     client: kube,
     informer: cache.informer(METRIC_MAPPINGS_PATH),
@@ -47,6 +48,7 @@ function setUp(opts: { leader?: boolean } = {}) {
     secrets: { read: async () => ({}) },
     events: new EventRecorder(kube, "governor", pino({ level: "silent" })),
     logger: pino({ level: "silent" }),
+    observeReconcile: () => void reconciles++,
   });
   const controller = reconciler.start();
   if (opts.leader ?? true) reconciler.statusWriter.start();
@@ -63,6 +65,7 @@ function setUp(opts: { leader?: boolean } = {}) {
   const statusWrites = (name: string) =>
     kube.calls.filter((c) => c.path === `${MAPPINGS}/${name}/status`).length;
   return {
+    reconciles: () => reconciles,
     cache,
     kube,
     provider,
@@ -112,6 +115,15 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
     for (let i = 0; i < 5; i++) t.reconciler.resyncAll();
     await quiet();
     expect(t.statusWrites("requests")).to.equal(writes);
+  });
+
+  it("reconciles a new mapping twice — added, first sample — and not again for the echo of its own status write", async () => {
+    t = setUp();
+    t.mapping("requests", staticSpec("requests_per_second"));
+    await eventually(() => expect(t.ready("requests")?.status).to.equal("True"));
+    await quiet();
+    expect(t.statusWrites("requests")).to.equal(1);
+    expect(t.reconciles()).to.equal(2);
   });
 
   it("says what is wrong with a spec the schema let through, and serves nothing for it", async () => {

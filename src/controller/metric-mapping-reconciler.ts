@@ -45,6 +45,10 @@ export interface MetricMappingReconcilerOptions
   shadowed?: (m: ActiveMapping) => string | undefined;
 }
 
+/** What a reconcile reads of a stored MetricMapping besides status: its spec's generation and deletion. */
+const revision = (m: MetricMappingObject) =>
+  `${m.metadata?.generation ?? ""}/${m.metadata?.deletionTimestamp ? "deleting" : ""}`;
+
 /** Told what changes about MetricMappings (the ScalableWorkload controller is). */
 export interface MappingListener {
   /**
@@ -104,6 +108,8 @@ export class MetricMappingReconciler {
       reconcile: (key) => this.reconcile(key),
       logger: this.opts.logger,
       observeReconcile: this.opts.observeReconcile,
+      // The echo of a status write (its own, or the leader's) changes nothing the reconcile reads.
+      isNews: (m) => this.revisions.get(objectKey(m)) !== revision(m),
     });
     return this.controller;
   }
@@ -186,11 +192,15 @@ export class MetricMappingReconciler {
   }
 
   private readonly seenGenerations = new Map<string, number | undefined>();
+  /** `namespace/name` → the {@link revision} the last reconcile read. */
+  private readonly revisions = new Map<string, string>();
   private readonly claims = new ClaimIndex();
 
   private async reconcile(key: string): Promise<ReconcileResult | void> {
     const { namespace, name } = splitKey(key);
     const obj = this.controller!.informer.get(name, namespace);
+    if (obj) this.revisions.set(key, revision(obj));
+    else this.revisions.delete(key);
     if (this.seenGenerations.get(key) !== obj?.metadata?.generation || !obj) {
       this.seenGenerations.set(key, obj?.metadata?.generation);
       if (!obj) this.seenGenerations.delete(key);
