@@ -97,7 +97,7 @@ export class Manager {
     }
   }
 
-  /** Stops: leader runnables (reverse order), then the Lease, the others (reverse order), the informers. */
+  /** Stops: leader runnables (all at once), then the Lease, the others (reverse order), the informers. */
   async stop(): Promise<void> {
     this.stopping = true;
     this.transition(false);
