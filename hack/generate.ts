@@ -13,7 +13,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { buildCRD, type KindDefinition } from "./crd.js";
-import { MetricMappingKind } from "../src/api/metric-mapping.js";
+import { MetricMappingKind } from "../src/sources/registry.js";
 import { ScalableWorkloadKind } from "../src/api/scalable-workload.js";
 import { ErrorCodes } from "../src/errors.js";
 

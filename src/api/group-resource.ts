@@ -2,6 +2,10 @@
  * A Kubernetes resource and its API group, as the metrics APIs name them in paths and
  * discovery (`pods`, `deployments.apps`).
  */
+import { DNS_SUBDOMAIN_PATTERN } from "./common.js";
+
+/** `pods`, `services`, `deployments.apps`, `scalableworkloads.governor.dev`, `namespaces`, `nodes`… */
+export const GROUP_RESOURCE_PATTERN = DNS_SUBDOMAIN_PATTERN;
 
 /** A resource and its API group (`""` for the core group), e.g. `{group: "apps", resource: "deployments"}`. */
 export interface GroupResource {

@@ -10,7 +10,7 @@
  * replicas are held and the cooldown starts over once a real value arrives.
  */
 import type { Condition } from "../api/common.js";
-import { MetricMappingSpec } from "../api/metric-mapping.js";
+import { MetricMappingSpec } from "../sources/registry.js";
 import type { ActiveMapping } from "../metrics/mapping-provider.js";
 import type { ConditionUpdate } from "./conditions.js";
 

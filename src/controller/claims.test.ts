@@ -1,6 +1,6 @@
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { expect } from "chai";
-import type { MetricMappingSpec } from "../api/metric-mapping.js";
+import type { MetricMappingSpec } from "../sources/registry.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
 import { ClaimIndex, oldest, resolveClaim } from "./claims.js";
 

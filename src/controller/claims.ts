@@ -5,7 +5,7 @@
  */
 import { parseGroupResource } from "../api/group-resource.js";
 import type { KubernetesObject } from "@kubernetes/client-node";
-import type { MetricMappingSpec } from "../api/metric-mapping.js";
+import type { MetricMappingSpec } from "../sources/registry.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
 import type { ActiveMapping } from "../metrics/mapping-provider.js";
 

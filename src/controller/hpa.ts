@@ -7,7 +7,7 @@
  */
 import type { KubernetesObject } from "@kubernetes/client-node";
 import { API_VERSION } from "../api/common.js";
-import { MetricMappingSpec } from "../api/metric-mapping.js";
+import { MetricMappingSpec } from "../sources/registry.js";
 import type { ScalableWorkloadSpec } from "../api/scalable-workload.js";
 import type { ResolvedMetric } from "../manifests/workload.js";
 import type { ConditionUpdate } from "./conditions.js";

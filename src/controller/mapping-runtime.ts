@@ -5,8 +5,7 @@
  * the samplers start when the reconciler hands the mapping to the provider.
  */
 import { durationMs } from "../api/common.js";
-import type { QueryScope } from "../sources/prometheus.js";
-import type { MetricMappingSpec } from "../api/metric-mapping.js";
+import type { QueryScope } from "../sources/promql-scope.js";
 import type { KubeApi } from "../k8s/client.js";
 import type { PodIndex } from "../k8s/pod-index.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
@@ -16,7 +15,7 @@ import { parseQuantity } from "../api/quantity.js";
 import { Sampler, type SamplerState } from "../metrics/sampler.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
-import { buildSource } from "../sources/index.js";
+import { type MetricMappingSpec, buildSource, rateWindowMs } from "../sources/registry.js";
 import type { SecretReader } from "../sources/secrets.js";
 
 /** Samplers one MetricMapping with `{{selector}}` runs at once (one per distinct selector). */
@@ -74,6 +73,8 @@ export function buildActiveMapping(
     subject.groupResource.group === "" &&
     subject.groupResource.resource === "pods";
   const intervalMs = durationMs(spec.interval);
+  // A rate's window: as declared, else as the source kind says (scrape: the time between two samples).
+  const windowMs = rateWindowMs(spec, intervalMs);
   const samplerFor = (
     src: typeof source,
     selector?: LabelSelector,
@@ -106,12 +107,7 @@ export function buildActiveMapping(
     sampler,
     staleAfterMs: durationMs(spec.staleAfter),
     ...(fallback !== undefined ? { fallback: { value: fallback, text: spec.fallback!.value } } : {}),
-    // A rate's window: as declared, else (scrape rates) the time between two samples.
-    ...(spec.window
-      ? { windowSeconds: Math.round(durationMs(spec.window) / 1000) }
-      : spec.source.scrape?.rate
-        ? { windowSeconds: Math.round(intervalMs / 1000) }
-        : {}),
+    ...(windowMs !== undefined ? { windowSeconds: Math.round(windowMs / 1000) } : {}),
   };
   if (source.perSelector) {
     // One sampler per selector the HPAs ask with; one left unused for 10 intervals stops.

@@ -8,7 +8,7 @@
  */
 import type { Condition } from "../api/common.js";
 import { API_VERSION } from "../api/common.js";
-import type { MetricMappingObject, MetricMappingStatus } from "../api/metric-mapping.js";
+import type { MetricMappingObject, MetricMappingStatus } from "../sources/registry.js";
 import { KubeApiError, type KubeApi } from "../k8s/client.js";
 import { TokenBucket } from "../util/token-bucket.js";
 import type { Runnable } from "../util/runnable.js";

@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import type { MetricMappingStatus } from "../api/metric-mapping.js";
+import type { MetricMappingStatus } from "../sources/registry.js";
 import type { SamplerState } from "../metrics/sampler.js";
 import { type StatusInput, computeStatus, statusFingerprint, statusWrite } from "./mapping-status.js";
 

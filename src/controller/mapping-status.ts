@@ -6,11 +6,10 @@
  * (metric-mapping-reconciler.ts) reads the cache, calls these and does the write.
  */
 import type { Condition } from "../api/common.js";
-import type { MetricMappingSpec, MetricMappingStatus } from "../api/metric-mapping.js";
 import type { ActiveMapping } from "../metrics/mapping-provider.js";
 import { formatQuantity } from "../api/quantity.js";
 import type { SamplerState } from "../metrics/sampler.js";
-import { sourceKind } from "../sources/index.js";
+import { type MetricMappingSpec, type MetricMappingStatus, sourceKind } from "../sources/registry.js";
 import { sameConditions, setCondition, type ConditionUpdate } from "./conditions.js";
 
 /** What the reconciler knows about a mapping: a serving one (`active`), or why it does not serve (`ready`). */
@@ -44,7 +43,7 @@ export function computeStatus(
   const status: MetricMappingStatus = { observedGeneration: generation };
   if (what.spec) {
     status.subject = what.spec.subject.external ? "external" : what.spec.subject.resource;
-    status.source = sourceKind(what.spec.source) as MetricMappingStatus["source"];
+    status.source = sourceKind(what.spec.source);
   }
   let requeueAfterMs: number | undefined;
   const at = new Date(now);

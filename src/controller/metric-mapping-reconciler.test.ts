@@ -1,3 +1,5 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { expect } from "chai";
 import { pino } from "pino";
 import type { Condition } from "../api/common.js";
@@ -7,8 +9,10 @@ import { eventually as poll } from "../../test/support/eventually.js";
 import { FakeKube } from "../../test/support/fake-kube.js";
 import { EventRecorder } from "./events.js";
 import { InformerCache } from "../k8s/informer-cache.js";
-import { METRIC_MAPPINGS_PATH, type MetricMappingObject } from "../api/metric-mapping.js";
+import { METRIC_MAPPINGS_PATH } from "../api/metric-mapping.js";
+import type { MetricMappingObject } from "../sources/registry.js";
 import { MetricMappingReconciler } from "./metric-mapping-reconciler.js";
+import { type DestinationPolicy, destinationPolicy } from "../sources/destination-policy.js";
 
 const NS = "shop";
 const MAPPINGS = `/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings`;
@@ -20,8 +24,11 @@ const pods: SubjectLister = {
 };
 
 /** A MetricMapping reconciler on an in-memory apiserver, with the cluster serving pods and nodes. */
-function setUp(opts: { leader?: boolean } = {}) {
+function setUp(
+  opts: { leader?: boolean; sourcePolicy?: DestinationPolicy; before?: (kube: FakeKube) => void } = {},
+) {
   const kube = new FakeKube();
+  opts.before?.(kube);
   const provider = new MappingProvider(pods, formatQuantity);
   const cache = new InformerCache(kube, pino({ level: "silent" }));
   let reconciles = 0;
@@ -49,6 +56,7 @@ function setUp(opts: { leader?: boolean } = {}) {
     events: new EventRecorder(kube, "governor", pino({ level: "silent" })),
     logger: pino({ level: "silent" }),
     observeReconcile: () => void reconciles++,
+    ...(opts.sourcePolicy ? { sourcePolicy: opts.sourcePolicy } : {}),
   });
   const controller = reconciler.start();
   if (opts.leader ?? true) reconciler.statusWriter.start();
@@ -117,13 +125,70 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
     expect(t.statusWrites("requests")).to.equal(writes);
   });
 
-  it("reconciles a new mapping twice — added, first sample — and not again for the echo of its own status write", async () => {
+  it("reconciles a new mapping once — the reconcile that starts its sampler writes the first value — and not again for the echo of its own status write", async () => {
     t = setUp();
     t.mapping("requests", staticSpec("requests_per_second"));
     await eventually(() => expect(t.ready("requests")?.status).to.equal("True"));
     await quiet();
     expect(t.statusWrites("requests")).to.equal(1);
-    expect(t.reconciles()).to.equal(2);
+    expect(t.reconciles()).to.equal(1);
+  });
+
+  describe("with a source that answers after 1.5 s", () => {
+    let server: Server;
+    let url: string;
+    before(async () => {
+      server = createServer((_req, res) => {
+        setTimeout(() => res.end(JSON.stringify({ depth: 3 })), 1500);
+      });
+      await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+      url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/queue`;
+    });
+    after(() => {
+      server.closeAllConnections();
+      return new Promise((r) => server.close(r));
+    });
+    const slowSpec = (metric: string) => ({
+      metric,
+      subject: { external: {} },
+      source: { http: { url, jsonPath: "$.depth" } },
+    });
+    const loopback = destinationPolicy({ allow: ["127.0.0.0/8"] });
+
+    it("a reconcile waits no more than a second for the first sample; the sample's end writes it", async () => {
+      t = setUp({ sourcePolicy: loopback });
+      t.mapping("queue", slowSpec("queue_depth"));
+      await eventually(() => expect(t.reconciles()).to.equal(1));
+      expect(t.statusWrites("queue")).to.equal(0);
+      await poll(() => expect(t.ready("queue")).to.include({ status: "True", reason: "Serving" }), {
+        timeoutMs: 4000,
+        intervalMs: 20,
+      });
+      expect(t.stored("queue")?.status?.value).to.equal("3");
+      expect(t.reconciles()).to.equal(2);
+    });
+
+    it("a start of 80 mappings holds workers for a second at most once, not once per 16 mappings", async () => {
+      t = setUp({
+        sourcePolicy: loopback,
+        before: (kube) => {
+          for (let i = 0; i < 80; i++)
+            kube.seed(`${MAPPINGS}/q${i}`, {
+              apiVersion: "governor.dev/v1alpha1",
+              kind: "MetricMapping",
+              metadata: { name: `q${i}`, namespace: NS },
+              spec: slowSpec(`queue_${i}`),
+            });
+        },
+      });
+      // Waiting for every first sample, 16 at a time, would take 5 s at least; the last 16 wait 1 s.
+      const started = Date.now();
+      await poll(() => expect(t.reconciler.initialProgress()).to.deep.equal({ done: 80, total: 80 }), {
+        timeoutMs: 8000,
+        intervalMs: 10,
+      });
+      expect(Date.now() - started).to.be.below(3000);
+    });
   });
 
   it("says what is wrong with a spec the schema let through, and serves nothing for it", async () => {

@@ -14,7 +14,7 @@ import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import type { Condition } from "../api/common.js";
 import { specProblems } from "../api/common.js";
-import { MetricMappingSpec, type MetricMappingObject } from "../api/metric-mapping.js";
+import { MetricMappingSpec, type MetricMappingObject } from "../sources/registry.js";
 import type { SharedInformer } from "../k8s/informer-cache.js";
 import type { ActiveMapping, MappingProvider } from "../metrics/mapping-provider.js";
 import { SourceConfigError } from "../sources/source.js";
@@ -76,6 +76,15 @@ const CONFIGURATION_PROBLEMS = new Set([
   "ClusterScopedSubject",
 ]);
 
+/**
+ * Reconciles in flight. They mostly wait on status writes: more in flight loads 10,000
+ * mappings (a restart, a failover) several times faster. The apiserver's flow control bounds it.
+ */
+const CONCURRENCY = 16;
+
+/** The longest a reconcile waits for a new sampler's first attempt (see firstAttempt). */
+const FIRST_SAMPLE_WAIT_MS = 1000;
+
 /** See the module comment. */
 export class MetricMappingReconciler {
   private controller?: Controller<MetricMappingObject>;
@@ -100,9 +109,7 @@ export class MetricMappingReconciler {
   /** Starts reconciling MetricMappings. */
   start(): Controller<MetricMappingObject> {
     this.controller = startController<MetricMappingObject>({
-      // Reconciles mostly wait on status writes: more in flight loads 10,000 mappings
-      // (a restart, a failover) several times faster. The apiserver's flow control bounds it.
-      concurrency: 16,
+      concurrency: CONCURRENCY,
       name: "metricmapping",
       informer: this.opts.informer,
       reconcile: (key) => this.reconcile(key),
@@ -271,6 +278,7 @@ export class MetricMappingReconciler {
       active.sampler.start();
       if (previous) await previous.active.sampler.stop();
       this.log.debug({ mapping: key, metric: spec.metric }, "sampler started");
+      await this.firstAttempt(key, active);
     }
     // Until its sampler's first attempt ends, a mapping's status would only say "waiting for
     // the first sample": not written, as that attempt's end queues the mapping again
@@ -298,9 +306,36 @@ export class MetricMappingReconciler {
       const now = statusFingerprint(state);
       if (now === shown) return;
       shown = now;
-      this.controller?.queue.add(key);
+      // The reconcile waiting for this attempt writes what it shows.
+      if (!this.awaitingFirst.has(key)) this.controller?.queue.add(key);
     });
   }
+
+  /**
+   * Waits for a just-started sampler's first attempt, at most {@link FIRST_SAMPLE_WAIT_MS}
+   * and only while no other mapping waits for a worker, so that the reconcile that started
+   * it writes the first value: one reconcile from apply to Ready. The attempt's end does not
+   * queue the mapping meanwhile (build()). A slow source, or a start of many mappings at
+   * once (a restart, a failover), holds no worker: the attempt's end queues the mapping
+   * as before.
+   */
+  private async firstAttempt(key: string, active: ActiveMapping): Promise<void> {
+    if ((this.controller?.queue.length ?? 0) >= CONCURRENCY) return;
+    this.awaitingFirst.add(key);
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        active.sampler.sampleNow(),
+        new Promise((resolve) => (timer = setTimeout(resolve, FIRST_SAMPLE_WAIT_MS))),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      this.awaitingFirst.delete(key);
+    }
+  }
+
+  /** Mappings whose reconcile waits for their sampler's first attempt ({@link firstAttempt}). */
+  private readonly awaitingFirst = new Set<string>();
 
   private async retire(key: string): Promise<void> {
     const r = this.running.get(key);

@@ -6,16 +6,116 @@
  * connection-level header, never a value with a line break. A path that matches nothing,
  * several things, or something that is not a number is an error, never a 0.
  */
-import { HeadersSecret, type MetricMappingSpec } from "../api/metric-mapping.js";
-import { durationMs } from "../api/common.js";
+import { z } from "zod";
+import { ObjectName, SOURCE_CREDENTIAL_LABEL, durationMs, withRules } from "../api/common.js";
 import { sharedAnswerDecoder } from "./answer-decoder.js";
 import { getBytes, redact } from "./http-client.js";
-import type { QueryScope } from "./prometheus.js";
+import type { QueryScope } from "./promql-scope.js";
 import { headerValue } from "./secrets.js";
 import { type MetricSource, type SampleRequest, type SampleValue, SourceConfigError } from "./source.js";
 import type { OutboundContext } from "./outbound.js";
+import { MAX_URL_LENGTH, SourceTimeout, defineSource, required } from "./kind.js";
 
-type Spec = NonNullable<MetricMappingSpec["source"]["http"]>;
+/** The longest JSONPath. */
+const MAX_JSON_PATH_LENGTH = 1024;
+
+/**
+ * Header names a source never sends from a Secret: `Host` (it would redirect a request that
+ * passed the destination policy to another virtual host) and the connection-level
+ * (hop-by-hop) headers, which govern the connection and the message's framing, not the
+ * request: written by a tenant they could smuggle a second request or break the pool's
+ * connections. Lower-case; compared case-insensitively.
+ */
+export const FORBIDDEN_SOURCE_HEADERS = [
+  "host",
+  "connection",
+  "keep-alive",
+  "proxy-authorization",
+  "proxy-authenticate",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "content-length",
+  "expect",
+] as const;
+
+/**
+ * A header name a `headersSecret` may list: an HTTP token (RFC 9110) that is also a Secret
+ * key (`[-._a-zA-Z0-9]`, a subset of the token characters), since the value is that key's.
+ */
+export const HEADER_NAME_PATTERN = "^[-._a-zA-Z0-9]+$";
+/** The longest header name a `headersSecret` may list. */
+export const MAX_HEADER_NAME_LENGTH = 64;
+/** The most headers a `headersSecret` may list. */
+export const MAX_SECRET_HEADERS = 16;
+
+const FORBIDDEN_HEADER_MESSAGE = `must not be Host or a connection-level header (${FORBIDDEN_SOURCE_HEADERS.join(", ")})`;
+const MISSING_KEYS_MESSAGE =
+  "list the Secret's keys to send as headers, e.g. keys: [X-Api-Key] (only the listed keys are sent)";
+
+const HeaderName = withRules(
+  z
+    .string()
+    .min(1)
+    .max(MAX_HEADER_NAME_LENGTH)
+    .regex(
+      new RegExp(HEADER_NAME_PATTERN),
+      "must be a header name that is also a Secret key: letters, digits, '-', '_' and '.'",
+    ),
+  [
+    {
+      rule: `!(self.lowerAscii() in [${FORBIDDEN_SOURCE_HEADERS.map((h) => `'${h}'`).join(", ")}])`,
+      message: FORBIDDEN_HEADER_MESSAGE,
+      check: (self) => !(FORBIDDEN_SOURCE_HEADERS as readonly string[]).includes(self.toLowerCase()),
+    },
+  ],
+);
+
+/**
+ * `headersSecret`: the Secret and which of its keys are sent as headers. `keys` is
+ * optional in the CRD's structure and required by a rule, so that the apiserver's message
+ * for an object written before it existed says what to do (a missing required field
+ * would only say "Required value", and stop the apiserver from checking the rules). The
+ * http source checks its spec against this again before it runs (a CRD installed by an
+ * older release lets through what this refuses).
+ */
+export const HeadersSecret = withRules(
+  z.object({
+    name: ObjectName,
+    keys: withRules(z.array(HeaderName).min(1).max(MAX_SECRET_HEADERS), [
+      {
+        rule: "self.all(k, self.exists_one(j, j.lowerAscii() == k.lowerAscii()))",
+        message: "list each header once (header names are case-insensitive)",
+        check: (self) => new Set(self.map((k) => k.toLowerCase())).size === self.length,
+      },
+    ])
+      .optional()
+      .meta({
+        description: `Required. The Secret's keys to send, each as the header of that name with the key's value (1 to ${MAX_SECRET_HEADERS}; never Host or a connection-level header). Other keys are not sent.`,
+      }),
+  }),
+  [{ rule: "has(self.keys)", message: MISSING_KEYS_MESSAGE, check: (self) => self.keys !== undefined }],
+).meta({
+  description: `A Secret of the mapping's namespace, labelled ${SOURCE_CREDENTIAL_LABEL}=true, whose listed keys are sent as request headers.`,
+});
+
+/** `spec.source.http`. */
+export const HttpSpec = z
+  .object({
+    url: z.url().max(MAX_URL_LENGTH),
+    jsonPath: z
+      .string()
+      .min(1)
+      .max(MAX_JSON_PATH_LENGTH)
+      .meta({ description: "JSONPath to a number in the response, e.g. $.queue.depth." }),
+    headersSecret: HeadersSecret.optional(),
+    timeout: SourceTimeout,
+  })
+  .meta({ description: "GET a URL and pick a number from its JSON." });
+
+type Spec = z.output<typeof HttpSpec>;
 
 /**
  * Paths of Prometheus-compatible query APIs (Prometheus, Thanos, Cortex, Mimir, and Loki's
@@ -120,3 +220,18 @@ export class HttpSource implements MetricSource {
     }
   }
 }
+
+/** The `http` source kind. */
+export const http = defineSource({
+  kind: "http",
+  schema: HttpSpec,
+  build: (spec, ctx) =>
+    new HttpSource(spec, {
+      namespace: ctx.namespace,
+      secrets: required(ctx.secrets, "http", "Secret access"),
+      policy: ctx.policy,
+      maxResponseBytes: ctx.maxResponseBytes,
+      decoder: ctx.decoder,
+      scope: ctx.prometheusScope,
+    }),
+});

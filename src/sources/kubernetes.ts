@@ -8,17 +8,36 @@
  * reads beyond the mapping's namespace (`--allow-cluster-wide-counts`), since they run
  * with Governor's rights, not the mapping author's.
  */
-import { parseGroupResource } from "../api/group-resource.js";
+import { z } from "zod";
+import { GROUP_RESOURCE_PATTERN, parseGroupResource } from "../api/group-resource.js";
 import type { KubernetesObject } from "@kubernetes/client-node";
-import type { MetricMappingSpec } from "../api/metric-mapping.js";
 import type { KubeApi } from "../k8s/client.js";
 import type { ResilientInformer } from "../k8s/informer.js";
 import { DiscoveryResourceMapper, type ResourceMapper } from "../k8s/resource-mapper.js";
 
 import type { MetricSource, SampleValue } from "./source.js";
 import { SourceConfigError } from "./source.js";
+import { defineSource, required } from "./kind.js";
 
-type Spec = NonNullable<MetricMappingSpec["source"]["kubernetes"]>;
+/** `spec.source.kubernetes`. */
+export const KubernetesCountSpec = z
+  .object({
+    count: z.object({
+      resource: z
+        .string()
+        .regex(new RegExp(GROUP_RESOURCE_PATTERN))
+        .meta({ description: "What to count: jobs.batch, pods, nodes…" }),
+      labelSelector: z.string().optional(),
+      fieldSelector: z.string().optional(),
+      allNamespaces: z
+        .boolean()
+        .default(false)
+        .meta({ description: "Count cluster-scoped or all namespaces' objects (needs RBAC)." }),
+    }),
+  })
+  .meta({ description: "Count Kubernetes objects." });
+
+type Spec = z.output<typeof KubernetesCountSpec>;
 
 /** One watch of one collection and selectors, shared by every mapping that counts it. */
 interface SharedCount {
@@ -138,3 +157,16 @@ export class KubernetesCountSource implements MetricSource {
     return this.watch;
   }
 }
+
+/** The `kubernetes` source kind. */
+export const kubernetes = defineSource({
+  kind: "kubernetes",
+  schema: KubernetesCountSpec,
+  build: (spec, ctx) =>
+    new KubernetesCountSource(spec, {
+      namespace: ctx.namespace,
+      client: required(ctx.client, "kubernetes", "a Kubernetes client"),
+      mapper: required(ctx.mapper, "kubernetes", "API discovery"),
+      clusterWide: ctx.clusterWideCounts,
+    }),
+});

@@ -8,19 +8,43 @@
  * result maps to objects by `nameLabel`; a scalar, or a single sample without
  * `nameLabel`, is one value for the whole subject. No data is an error, never a 0.
  */
-import type { MetricMappingSpec } from "../api/metric-mapping.js";
-import { durationMs } from "../api/common.js";
+import { z } from "zod";
+import { SecretKeyRef, SecretRef, SOURCE_CREDENTIAL_LABEL, durationMs } from "../api/common.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import { sharedAnswerDecoder } from "./answer-decoder.js";
 import type { PromResponse } from "./answers.js";
 import { HttpStatusError, getBytes } from "./http-client.js";
 import { boundedText } from "../util/bounded-text.js";
-import { MAX_QUERY_BYTES, scopeQuery } from "./promql-scope.js";
+import { MAX_QUERY_BYTES, type QueryScope, scopeQuery } from "./promql-scope.js";
 import { headerValue, secretKey } from "./secrets.js";
 import { type MetricSource, type SampleRequest, type SampleValue, SourceConfigError } from "./source.js";
 import type { OutboundContext } from "./outbound.js";
+import { MAX_NAME_LENGTH, MAX_URL_LENGTH, SourceTimeout, defineSource, required } from "./kind.js";
 
-type Spec = NonNullable<MetricMappingSpec["source"]["prometheus"]>;
+/** `spec.source.prometheus`. */
+export const PrometheusSpec = z
+  .object({
+    address: z
+      .url()
+      .max(MAX_URL_LENGTH)
+      .meta({ description: "Base URL of the Prometheus server, e.g. http://prometheus.monitoring:9090." }),
+    query: z.string().min(1).max(MAX_QUERY_BYTES).meta({
+      description:
+        "PromQL instant query (at most 16 KiB). {{namespace}} is the mapping's namespace, {{names}} a regex alternation of the objects asked for, {{selector}} the HPA's label selector as matchers. Every selector of the query is bound to the mapping's namespace, whatever it says.",
+    }),
+    nameLabel: z.string().max(MAX_NAME_LENGTH).optional().meta({
+      description:
+        "Label of the result naming the object (e.g. pod). Unset: the query returns one scalar/sample.",
+    }),
+    timeout: SourceTimeout,
+    bearerTokenSecret: SecretKeyRef.optional(),
+    basicAuthSecret: SecretRef.optional().meta({
+      description: `A Secret with keys username and password, sent as HTTP basic auth; labelled ${SOURCE_CREDENTIAL_LABEL}=true.`,
+    }),
+    caSecret: SecretKeyRef.optional(),
+  })
+  .meta({ description: "Read the value from a Prometheus instant query." });
+type Spec = z.output<typeof PrometheusSpec>;
 
 /** Escapes text for use inside a PromQL regex inside a double-quoted string. */
 export function promRegexEscape(text: string): string {
@@ -117,15 +141,6 @@ export function prometheusError(body: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/**
- * How queries are bound to the mapping's namespace: by the label that names it in the
- * series (`namespace`, as Kubernetes service discovery labels them), or not at all
- * (`null`, for single-tenant clusters: `--allow-unscoped-prometheus-queries`).
- */
-export interface QueryScope {
-  namespaceLabel: string | null;
 }
 
 /** See the module comment. */
@@ -232,3 +247,18 @@ export class PrometheusSource implements MetricSource {
     );
   }
 }
+
+/** The `prometheus` source kind. */
+export const prometheus = defineSource({
+  kind: "prometheus",
+  schema: PrometheusSpec,
+  build: (spec, ctx) =>
+    new PrometheusSource(spec, {
+      namespace: ctx.namespace,
+      secrets: required(ctx.secrets, "prometheus", "Secret access"),
+      policy: ctx.policy,
+      maxResponseBytes: ctx.maxResponseBytes,
+      decoder: ctx.decoder,
+      scope: ctx.prometheusScope,
+    }),
+});

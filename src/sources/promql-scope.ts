@@ -51,6 +51,15 @@ export interface ScopeOptions {
 }
 
 /**
+ * How queries are bound to the mapping's namespace: by the label that names it in the
+ * series (`namespace`, as Kubernetes service discovery labels them), or not at all
+ * (`null`, for single-tenant clusters: `--allow-unscoped-prometheus-queries`).
+ */
+export interface QueryScope {
+  namespaceLabel: string | null;
+}
+
+/**
  * A query that cannot be scoped: not valid PromQL, beyond the bounds, or selecting
  * another namespace. The message is short, on one line, and quotes at most 64
  * characters of the query; it is meant for the mapping's `InvalidSource` condition.

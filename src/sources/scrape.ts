@@ -7,13 +7,49 @@
  * sample fails with the first error.
  */
 import type { DestinationPolicy } from "./destination-policy.js";
-import type { MetricMappingSpec } from "../api/metric-mapping.js";
-import { durationMs } from "../api/common.js";
+import { z } from "zod";
+import { StringMap, durationMs, withRules } from "../api/common.js";
 import { type AnswerDecoder, sharedAnswerDecoder } from "./answer-decoder.js";
 import { getBytes } from "./http-client.js";
 import type { MetricSource, SampleRequest, SampleValue } from "./source.js";
+import { MAX_NAME_LENGTH, MAX_URL_LENGTH, SourceTimeout, defineSource } from "./kind.js";
 
-type Spec = NonNullable<MetricMappingSpec["source"]["scrape"]>;
+/** The most labels a scrape source matches. */
+const MAX_MATCH_LABELS = 32;
+
+/** `spec.source.scrape`. */
+export const ScrapeSpec = z
+  .object({
+    port: z.number().int().min(1).max(65535),
+    path: z.string().max(MAX_URL_LENGTH).regex(/^\//, "must start with /").default("/metrics"),
+    scheme: z.enum(["http", "https"]).default("http"),
+    series: z
+      .string()
+      .min(1)
+      .max(MAX_NAME_LENGTH)
+      .meta({ description: "Name of the series to read, e.g. http_requests_total." }),
+    matchLabels: withRules(StringMap, [
+      {
+        rule: `self.size() <= ${MAX_MATCH_LABELS}`,
+        message: `at most ${MAX_MATCH_LABELS} labels`,
+        check: (self) => Object.keys(self).length <= MAX_MATCH_LABELS,
+      },
+    ])
+      .optional()
+      .meta({ description: `Only samples with these labels (at most ${MAX_MATCH_LABELS}).` }),
+    aggregate: z
+      .enum(["sum", "avg", "max", "min"])
+      .default("sum")
+      .meta({ description: "How matching samples of one pod combine." }),
+    rate: z
+      .boolean()
+      .default(false)
+      .meta({ description: "Treat the series as a counter and serve its per-second rate." }),
+    timeout: SourceTimeout,
+  })
+  .meta({ description: "Read each subject pod's Prometheus text endpoint directly (subject must be pods)." });
+
+type Spec = z.output<typeof ScrapeSpec>;
 
 const CONCURRENCY = 16;
 
@@ -149,3 +185,18 @@ export class ScrapeSource implements MetricSource {
     }
   }
 }
+
+/** The `scrape` source kind: pods only; a rate's window is the time between two samples. */
+export const scrape = defineSource({
+  kind: "scrape",
+  schema: ScrapeSpec,
+  subject: { resource: "pods", message: "the scrape source reads pods: set subject.resource to pods" },
+  build: (spec, ctx) =>
+    new ScrapeSource(spec, {
+      policy: ctx.policy,
+      maxResponseBytes: ctx.maxResponseBytes,
+      decoder: ctx.decoder,
+      allowHostNetwork: ctx.hostNetworkScrape,
+    }),
+  rateWindowMs: (spec, intervalMs) => (spec.rate ? intervalMs : undefined),
+});

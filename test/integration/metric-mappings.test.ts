@@ -5,7 +5,7 @@ import type { KubernetesObject } from "@kubernetes/client-node";
 import { expect } from "chai";
 import { pino } from "pino";
 import { parse as parseYaml } from "yaml";
-import { MetricMappingSpec } from "../../src/api/metric-mapping.js";
+import { MetricMappingSpec } from "../../src/sources/registry.js";
 import { ScalableWorkloadSpec } from "../../src/api/scalable-workload.js";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
 import { createCA, issueCertificate, type KeyPair } from "../../src/certs/certs.js";
