@@ -112,6 +112,58 @@ describe("Manager", () => {
     await b.stop();
   });
 
+  it("starts a leader runnable whose start failed again, backing off, until it starts; stopping ends the tries", async () => {
+    const clock = new FakeClock();
+    const log: string[] = [];
+    const r = recorder(log);
+    let failures = 2;
+    const mgr = new Manager({
+      client: new FakeKube(),
+      logger: quiet,
+      leaderElection: false,
+      clock: { now: () => clock.now(), after: (ms, fn) => clock.after(ms, fn) },
+    });
+    mgr.add({
+      ...r("registration", true),
+      start: async () => {
+        if (failures-- > 0) throw new Error("the apiserver said 503");
+        log.push("start registration");
+      },
+    });
+    mgr.add(r("status-writer", true));
+    await mgr.start();
+    expect(log).to.deep.equal(["start status-writer"]);
+    await clock.advance(1000); // the first try again: between 0.5 and 1 s later; it fails
+    expect(log).to.deep.equal(["start status-writer"]);
+    await clock.advance(2000); // the second: 1 to 2 s after that
+    expect(log).to.deep.equal(["start status-writer", "start registration"]);
+    await clock.advance(120_000);
+    await mgr.stop();
+    expect(log).to.deep.equal([
+      "start status-writer",
+      "start registration",
+      "stop registration",
+      "stop status-writer",
+    ]);
+
+    failures = Infinity;
+    const again = new Manager({
+      client: new FakeKube(),
+      logger: quiet,
+      leaderElection: false,
+      clock: { now: () => clock.now(), after: (ms, fn) => clock.after(ms, fn) },
+    });
+    let tries = 0;
+    again.add({ ...r("never", true), start: () => Promise.reject(new Error(`try ${++tries}`)) });
+    await again.start();
+    await clock.advance(60_000);
+    const before = tries;
+    expect(before).to.be.within(6, 8); // the first, then 1, 2, 4, 8, 16, 30, 30 s apart, each between half and all of that
+    await again.stop();
+    await clock.advance(600_000);
+    expect(tries).to.equal(before);
+  });
+
   it("keeps one registry with the process metrics and whether this replica leads", async () => {
     const mgr = new Manager({ client: new FakeKube(), logger: quiet, leaderElection: false });
     await mgr.start();

@@ -3,14 +3,16 @@
  * parts share — the informer cache, the metrics registry, leader election — and the list
  * of {@link Runnable}s. It starts them in the order added and stops them in reverse; one
  * that needs leadership is started when this replica becomes the leader and stopped when
- * it stops leading (before the Lease is released, so two leaders never write at once).
+ * it stops leading (before the Lease is released, so two leaders never write at once); one
+ * whose start fails is started again, backing off, while this replica leads.
  */
 import type { Logger } from "pino";
 import { Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { LeaderElector, type LeaderElectionOptions } from "../controller/leader-election.js";
 import type { KubeApi } from "../k8s/client.js";
 import { InformerCache } from "../k8s/informer-cache.js";
-import type { Clock } from "../util/clock.js";
+import { Backoff } from "../util/backoff.js";
+import { type Clock, systemClock } from "../util/clock.js";
 import type { Runnable } from "../util/runnable.js";
 
 /** Options of {@link Manager}. */
@@ -19,7 +21,7 @@ export interface ManagerOptions {
   logger: Logger;
   /** The Lease to elect a leader with; `false`: this process always leads. */
   leaderElection: Omit<LeaderElectionOptions, "onStartedLeading" | "onStoppedLeading"> | false;
-  /** Leader election's clock. @default the system clock */
+  /** Leader election's clock, and the retries of leader runnables that failed to start. @default the system clock */
   clock?: Clock;
 }
 
@@ -42,8 +44,14 @@ export class Manager {
   /** Leadership changes, one after another. */
   private transitions: Promise<void> = Promise.resolve();
   private stopping = false;
+  private readonly clock: Clock;
+  /** Between tries of leader runnables whose start failed: 1 s, doubling to 30 s. */
+  private readonly startBackoff = new Backoff({ initialMs: 1000, maxMs: 30_000 });
+  /** Cancels the next try of leader runnables whose start failed. */
+  private cancelRetry?: () => void;
 
   constructor(private readonly opts: ManagerOptions) {
+    this.clock = opts.clock ?? systemClock;
     this.log = opts.logger.child({ component: "manager" });
     this.cache = new InformerCache(opts.client, opts.logger);
     collectDefaultMetrics({ register: this.registry, prefix: "governor_" });
@@ -112,28 +120,46 @@ export class Manager {
     // Losing leadership counts at once (what is starting stops starting); gaining it once
     // the previous change is done, and only if it still holds then.
     this.wanted = lead;
-    if (!lead) this.leading = false;
+    if (!lead) {
+      this.leading = false;
+      this.cancelRetry?.();
+      this.cancelRetry = undefined;
+    }
     this.transitions = this.transitions.then(async () => {
       if (lead) {
         if (!this.wanted || this.leading || this.stopping || this.led.length) return;
         this.leading = true;
         this.log.info("leading: starting what only the leader runs");
-        for (const r of this.runnables) {
-          if (!r.needsLeader) continue;
-          if (!this.wanted) break; // leadership ended meanwhile: the next change stops these
-          try {
-            await r.start();
-            this.led.push(r);
-          } catch (err) {
-            this.log.error({ runnable: r.name, err: String(err) }, "could not start");
-          }
-        }
+        this.startBackoff.reset();
+        await this.startLed(this.runnables.filter((r) => r.needsLeader));
       } else {
         // All told to stop at once, last started first, so none writes while another drains.
         const led = this.led.reverse();
         this.led = [];
         await Promise.all(led.map((r) => this.stopOne(r)));
       }
+    });
+  }
+
+  /** Starts leader runnables in order while this replica leads; those that fail are tried again later. */
+  private async startLed(runnables: readonly Runnable[]): Promise<void> {
+    const failed: Runnable[] = [];
+    for (const r of runnables) {
+      if (!this.wanted || !this.leading || this.stopping) return; // the next change stops what started
+      try {
+        await r.start();
+        this.led.push(r);
+      } catch (err) {
+        failed.push(r);
+        this.log.error({ runnable: r.name, err: String(err) }, "could not start");
+      }
+    }
+    if (failed.length === 0) return;
+    const delayMs = this.startBackoff.next();
+    this.log.warn({ runnables: failed.map((r) => r.name), retryInMs: delayMs }, "starting again later");
+    this.cancelRetry = this.clock.after(delayMs, () => {
+      this.cancelRetry = undefined;
+      this.transitions = this.transitions.then(() => this.startLed(failed));
     });
   }
 

@@ -28,6 +28,27 @@ describe("controller metrics", () => {
     queue.shutDown();
   });
 
+  it("a controller that stops shows no keys waiting, and started again (a new leadership) goes on counting", async () => {
+    const registry = new Registry();
+    const m = new ControllerMetrics(registry);
+    const series = (name: string) => `${name}{controller="scalableworkload"}`;
+    const first = new WorkQueue();
+    m.watchQueue("scalableworkload", first.stats);
+    first.add("shop/a");
+    first.add("shop/b");
+    first.addRateLimited("shop/c");
+    first.shutDown(); // leadership lost: nothing waiting will run here
+    expect(await value(registry, series("governor_workqueue_depth"))).to.equal(0);
+    const second = new WorkQueue();
+    m.watchQueue("scalableworkload", second.stats);
+    second.add("shop/a");
+    second.addRateLimited("shop/d");
+    expect(await value(registry, series("governor_workqueue_depth"))).to.equal(1);
+    expect(await value(registry, series("governor_workqueue_adds_total"))).to.equal(3);
+    expect(await value(registry, series("governor_workqueue_retries_total"))).to.equal(2);
+    second.shutDown();
+  });
+
   it("counts reconciles and failures per controller, and shows both controllers at 0 before any", async () => {
     const registry = new Registry();
     const m = new ControllerMetrics(registry);

@@ -9,7 +9,11 @@ import type { QueueStats } from "./work-queue.js";
 
 /** See the module comment. One per registry; each controller's queue is added with {@link watchQueue}. */
 export class ControllerMetrics {
-  private readonly queues = new Map<string, QueueStats>();
+  /** Each controller's queue, and the totals of the queues it had before (one per leadership). */
+  private readonly queues = new Map<
+    string,
+    { stats: QueueStats; before: { adds: number; retries: number } }
+  >();
   private readonly seconds: Histogram<"controller">;
   private readonly errors: Counter<"controller">;
   private readonly samples: Counter<"outcome">;
@@ -23,7 +27,7 @@ export class ControllerMetrics {
       labelNames: ["controller"],
       registers: [registry],
       collect() {
-        for (const [controller, stats] of queues) this.set({ controller }, stats.depth);
+        for (const [controller, { stats }] of queues) this.set({ controller }, stats.depth);
       },
     });
     // The queues count for themselves; these counters show their totals at each scrape.
@@ -42,7 +46,8 @@ export class ControllerMetrics {
         registers: [registry],
         collect() {
           this.reset();
-          for (const [controller, stats] of queues) this.inc({ controller }, stats[field]);
+          for (const [controller, { stats, before }] of queues)
+            this.inc({ controller }, before[field] + stats[field]);
         },
       });
     this.seconds = new Histogram({
@@ -72,9 +77,17 @@ export class ControllerMetrics {
     });
   }
 
-  /** Exports the queue of `controller` (its depth, adds and retries). */
+  /**
+   * Exports the queue of `controller` (its depth, adds and retries). A controller that
+   * starts again with a new queue (the ScalableWorkload controller, each time this replica
+   * leads) goes on counting from its old queue's totals.
+   */
   watchQueue(controller: string, stats: QueueStats): void {
-    this.queues.set(controller, stats);
+    const old = this.queues.get(controller);
+    const before = old
+      ? { adds: old.before.adds + old.stats.adds, retries: old.before.retries + old.stats.retries }
+      : { adds: 0, retries: 0 };
+    this.queues.set(controller, { stats, before });
     // Present at 0 before the first reconcile, so a rate() over them starts at once.
     this.seconds.zero({ controller });
     this.errors.inc({ controller }, 0);

@@ -136,9 +136,12 @@ export class WorkQueue {
     return this.queue.length;
   }
 
-  /** Stops handing out keys; pending timers are cancelled. */
+  /** Stops handing out keys and drops those waiting; pending timers are cancelled. */
   shutDown(): void {
     this.stopped = true;
+    this.queue.length = 0;
+    this.queued.clear();
+    this.stats.depth = 0;
     for (const { cancel } of this.timers.values()) cancel();
     this.timers.clear();
     for (const w of this.waiters.splice(0)) w();
