@@ -277,10 +277,13 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     readActivation: (namespace, name, objectName) => {
       const mapping = mappings.get(namespace, name);
       const key = `${namespace}/${name}`;
+      const served = provider.active(key);
+      // A workload at zero replicas has no HPA reading: its activation keeps the sampler at its interval.
+      served?.sampler.markRead();
       return readActivation({
         key,
         mapping: mapping && { spec: mapping.spec, problem: mappings.problem(namespace, name) },
-        served: provider.active(key),
+        served,
         objectName,
         now: new Date(),
       });

@@ -79,9 +79,11 @@ export function buildActiveMapping(
     src: typeof source,
     selector?: LabelSelector,
     onState?: (state: SamplerState) => void,
+    staleAfterMs?: number,
   ) =>
     new Sampler(src, {
       intervalMs,
+      ...(staleAfterMs !== undefined ? { staleAfterMs } : {}),
       request: () => ({
         namespace,
         ...(selector ? { selector } : {}),
@@ -97,7 +99,9 @@ export function buildActiveMapping(
       onSample: onState,
       observe: deps.observeSample,
     });
-  const sampler = samplerFor(source, undefined, onSample);
+  // The mapping's own sampler slows down while nobody reads it (Sampler: demand-aware); the
+  // per-selector ones stop after 10 unused intervals instead.
+  const sampler = samplerFor(source, undefined, onSample, durationMs(spec.staleAfter));
   const fallback = spec.fallback ? parseQuantity(spec.fallback.value) : undefined;
   const active: ActiveMapping = {
     key,

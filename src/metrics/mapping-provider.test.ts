@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { FakeClock } from "../../test/support/fake-clock.js";
 import { LabelSelector } from "../selectors/label-selector.js";
 import type { MetricSource, SampleValue } from "../sources/source.js";
 import {
@@ -73,6 +74,32 @@ describe("MappingProvider and samplers", () => {
     const answers = await Promise.all(Array.from({ length: 100 }, () => ask(provider)));
     expect(source.queries).to.equal(1);
     expect(answers.every((a) => a.length === 1 && a[0]!.value === "5")).to.equal(true);
+  });
+
+  it("counts every request as a read, so a metric an HPA asks for is sampled at its interval", async () => {
+    const clock = new FakeClock();
+    const source = new ScriptedSource();
+    const sampler = new Sampler(source, {
+      intervalMs: 15_000,
+      staleAfterMs: 120_000,
+      request: () => ({ namespace: "shop" }),
+      clock,
+    });
+    const provider = new MappingProvider(pods, formatQuantity, () => clock.now());
+    provider.activate({
+      key: "shop/rps",
+      namespace: "shop",
+      metric: "rps",
+      subject: { kind: "resource", groupResource: { group: "", resource: "pods" } },
+      sampler,
+      staleAfterMs: 120_000,
+    });
+    sampler.start();
+    await clock.advance(130_000);
+    expect(sampler.idle(), "unread for 130 s").to.equal(true);
+    await ask(provider);
+    expect(sampler.idle(), "just read").to.equal(false);
+    await sampler.stop();
   });
 
   it("serves the last good value while the source fails, until staleAfter; then 503, never a 0", async () => {

@@ -426,6 +426,7 @@ export class MappingProvider implements MetricsProvider {
 
   /** {@link current} once the sampler has been asked at least once. */
   private evaluate(m: ActiveMapping, sampler: Sampler): Served {
+    sampler.markRead();
     const state = sampler.state;
     const last = state.last;
     const age = last ? this.now() - last.at.getTime() : Infinity;

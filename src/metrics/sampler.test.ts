@@ -1,7 +1,7 @@
 import { expect } from "chai";
 import type { MetricSource } from "../sources/source.js";
 import { FakeClock } from "../../test/support/fake-clock.js";
-import { Sampler, finiteOnly } from "./sampler.js";
+import { Sampler, finiteOnly, idleIntervalMs } from "./sampler.js";
 
 describe("samples", () => {
   it("are finite numbers: NaN or ±Inf from a source is an error, never a good sample", () => {
@@ -87,6 +87,84 @@ describe("samples", () => {
       expect(gaps.length).to.equal(Math.floor(10_000 / gap));
     }
     expect(most).to.equal(1);
+  });
+
+  describe("while nobody reads (demand-aware)", () => {
+    /** A sampler of a source that answers at once, every 15 s with staleAfter 2 m; the times it asked. */
+    function idleSetUp() {
+      const clock = new FakeClock();
+      const asked: number[] = [];
+      const source: MetricSource = {
+        needsObjects: false,
+        sample: async () => {
+          asked.push(clock.now());
+          return { kind: "scalar", value: 1 };
+        },
+      };
+      const sampler = new Sampler(source, {
+        intervalMs: 15_000,
+        staleAfterMs: 120_000,
+        request: () => ({ namespace: "n" }),
+        clock,
+        random: () => 0.5, // no jitter
+      });
+      const t0 = clock.now();
+      const at = (ms: number) => (ms - t0) / 1000;
+      return { clock, asked, sampler, seconds: () => asked.map(at), elapsed: () => at(clock.now()) };
+    }
+
+    it("samples every interval for 2 minutes after its start, then every 88 s; a value is never older than staleAfter", async () => {
+      expect(idleIntervalMs(15_000, 120_000, 10_000)).to.equal(88_000);
+      const { clock, sampler, seconds } = idleSetUp();
+      sampler.start();
+      await clock.advance(600_000);
+      await sampler.stop();
+      // 0…120 s every 15 s; the sample at 135 s finds it idle (no read since 0 s) and waits 88 s.
+      expect(seconds()).to.deep.equal([0, 15, 30, 45, 60, 75, 90, 105, 120, 135, 223, 311, 399, 487, 575]);
+      const gaps = seconds()
+        .slice(1)
+        .map((t, i) => t - seconds()[i]!);
+      expect(Math.max(...gaps)).to.be.below(120);
+    });
+
+    it("keeps its interval while it is read, and the first read after idling brings the interval back at once", async () => {
+      const { clock, sampler, seconds, elapsed } = idleSetUp();
+      sampler.start();
+      for (let s = 0; s < 300; s += 15) {
+        await clock.advance(15_000);
+        sampler.markRead(); // an HPA every 15 s
+      }
+      expect(seconds().length).to.equal(21); // 0 s and every 15 s to 300 s
+      await clock.advance(420_000); // no reader since 300 s: idle after 420 s
+      expect(seconds().slice(21)).to.deep.equal([315, 330, 345, 360, 375, 390, 405, 420, 435, 523, 611, 699]);
+      // A read at 720 s: served the value of 699 s (younger than staleAfter); the last
+      // attempt is more than an interval old, so it samples at once, then every 15 s.
+      sampler.markRead();
+      await clock.advance(30_000);
+      expect(seconds().slice(33)).to.deep.equal([720, 735, 750]);
+      // Idle again, a read 10 s after a sample: the next comes an interval after that sample.
+      await clock.advance(300_000);
+      const last = seconds().at(-1)!;
+      await clock.advance((last + 10 - elapsed()) * 1000);
+      sampler.markRead();
+      await clock.advance(15_000);
+      expect(seconds().at(-1)).to.equal(last + 15);
+      await sampler.stop();
+    });
+
+    it("a sampler without staleAfter (per-selector) never slows down", async () => {
+      const clock = new FakeClock();
+      let asked = 0;
+      const sampler = new Sampler(
+        { needsObjects: false, sample: async () => (asked++, { kind: "scalar", value: 1 }) },
+        { intervalMs: 15_000, request: () => ({ namespace: "n" }), clock, random: () => 0.5 },
+      );
+      sampler.start();
+      await clock.advance(600_000);
+      await sampler.stop();
+      expect(asked).to.equal(41);
+      expect(sampler.idle()).to.equal(false);
+    });
   });
 
   it("gives up on a source that does not answer within its timeout, and says so", async () => {

@@ -4,6 +4,12 @@
  * requests wait for it, each bounded by a timeout; keeps the last good value with its
  * sample time and the last error. Readers never trigger a query except while no value
  * was ever sampled, and then at most one per interval ({@link Sampler.sampleIfDue}).
+ *
+ * Demand-aware: a sampler no reader has asked for {@link IDLE_AFTER_MS} is idle, and is
+ * sampled every {@link idleIntervalMs} instead of every interval (when that is longer) —
+ * often enough that a value read at any moment is younger than `staleAfter`. The first
+ * read of an idle sampler is answered at once and brings the interval back (sampling at
+ * once if the last attempt is older than an interval).
  */
 import type { MetricSource, SampleRequest, SampleValue } from "../sources/source.js";
 import { boundedText } from "../util/bounded-text.js";
@@ -38,10 +44,28 @@ export interface SamplerOptions {
   onSample?: (state: SamplerState) => void;
   /** Counters for /metrics. */
   observe?: (outcome: "ok" | "error", seconds: number) => void;
+  /**
+   * Sampling while no reader asks (see the module comment): the mapping's `staleAfter`.
+   * Unset: always every interval.
+   */
+  staleAfterMs?: number;
   /** @default Math.random */
   random?: () => number;
   /** Time and timers (a fake in tests). @default systemClock */
   clock?: Clock;
+}
+
+/** How long a sampler goes without a reader before it is idle: longer than any HPA's sync period in practice. */
+export const IDLE_AFTER_MS = 120_000;
+
+/**
+ * The interval of an idle sampler: 80 % of what `staleAfter` leaves after the longest
+ * attempt, or the interval if that is longer. With ±10 % jitter and an attempt that takes
+ * its whole timeout, the value stays younger than `staleAfter` (0.88·(S−T) + T < S); the
+ * defaults (15 s, staleAfter 2 m, a 10 s cap on an attempt) give 88 s.
+ */
+export function idleIntervalMs(intervalMs: number, staleAfterMs: number, timeoutMs: number): number {
+  return Math.max(intervalMs, Math.floor(0.8 * (staleAfterMs - timeoutMs)));
 }
 
 /** See the module comment. */
@@ -62,9 +86,35 @@ export class Sampler {
     this.clock = opts.clock ?? systemClock;
   }
 
+  /** When a reader last asked; a new sampler counts as read when it starts. */
+  private readAt = 0;
+
   /** Samples at once, then every interval. */
   start(): void {
+    this.readAt = this.clock.now();
     void this.sampleNow().finally(() => this.schedule());
+  }
+
+  /** Whether no reader has asked for {@link IDLE_AFTER_MS} (and the mapping allows slowing down). */
+  idle(now = this.clock.now()): boolean {
+    return this.opts.staleAfterMs !== undefined && now - this.readAt > IDLE_AFTER_MS;
+  }
+
+  /**
+   * A reader asked for the value (an HPA, explain, a workload's activation). An idle
+   * sampler goes back to its interval: the next attempt is one interval after the last,
+   * at once if that has passed.
+   */
+  markRead(now = this.clock.now()): void {
+    const wasIdle = this.idle(now);
+    this.readAt = now;
+    if (!wasIdle || this.stopped || this.inFlight) return;
+    this.cancelTimer?.();
+    const last = this.state.attemptedAt?.getTime() ?? now;
+    const dueIn = Math.max(0, last + this.opts.intervalMs - now);
+    this.cancelTimer = this.clock.after(dueIn, () => {
+      void this.sampleNow().finally(() => this.schedule());
+    });
   }
 
   /** Takes a sample now, or joins the one in flight. */
@@ -101,17 +151,25 @@ export class Sampler {
     await this.source.close?.();
   }
 
+  /** The timeout of one attempt. */
+  private get timeoutMs(): number {
+    return this.opts.timeoutMs ?? Math.min(this.opts.intervalMs, 10_000);
+  }
+
   private schedule(): void {
     if (this.stopped) return;
     const jitter = 0.9 + 0.2 * (this.opts.random ?? Math.random)();
-    this.cancelTimer = this.clock.after(this.opts.intervalMs * jitter, () => {
+    const intervalMs = this.idle()
+      ? idleIntervalMs(this.opts.intervalMs, this.opts.staleAfterMs!, this.timeoutMs)
+      : this.opts.intervalMs;
+    this.cancelTimer = this.clock.after(intervalMs * jitter, () => {
       void this.sampleNow().finally(() => this.schedule());
     });
   }
 
   private async attempt(): Promise<void> {
     const started = process.hrtime.bigint();
-    const timeoutMs = this.opts.timeoutMs ?? Math.min(this.opts.intervalMs, 10_000);
+    const timeoutMs = this.timeoutMs;
     const timeout = new AbortController();
     const cancelTimeout = this.clock.after(timeoutMs, () =>
       timeout.abort(new DOMException(`timed out after ${timeoutMs} ms`, "TimeoutError")),
