@@ -13,6 +13,7 @@ import type { ActiveMapping } from "../metrics/mapping-provider.js";
 import { MetricUnavailableError } from "../metrics/provider.js";
 import { parseQuantity } from "../api/quantity.js";
 import { Sampler, type SamplerState } from "../metrics/sampler.js";
+import { SamplerPool } from "../metrics/sampler-pool.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
 import { type MetricMappingSpec, buildSource, rateWindowMs } from "../sources/registry.js";
@@ -36,7 +37,12 @@ export interface RuntimeDeps {
   hostNetworkScrape?: boolean;
   /** Sampler outcomes, for /metrics. */
   observeSample?: (outcome: "ok" | "error", seconds: number) => void;
+  /** Where mappings that would send the same request share a sampler. @default none shared */
+  samplers?: SamplerPool;
 }
+
+/** A mapping's runtime, and how to stop it (its sampler stops with the last mapping sharing it). */
+export type RuntimeMapping = ActiveMapping & { release(): Promise<void> };
 
 /** One mapping to build: its key, namespace, validated spec and resolved subject. */
 export interface RuntimeSpec {
@@ -54,7 +60,7 @@ export function buildActiveMapping(
   deps: RuntimeDeps,
   m: RuntimeSpec,
   onSample: (state: SamplerState) => void,
-): ActiveMapping {
+): RuntimeMapping {
   const { key, namespace, spec, subject } = m;
   const ctx = {
     namespace,
@@ -100,15 +106,27 @@ export function buildActiveMapping(
       observe: deps.observeSample,
     });
   // The mapping's own sampler slows down while nobody reads it (Sampler: demand-aware); the
-  // per-selector ones stop after 10 unused intervals instead.
-  const sampler = samplerFor(source, undefined, onSample, durationMs(spec.staleAfter));
+  // per-selector ones stop after 10 unused intervals instead. Mappings that would send the
+  // same request on the same schedule share it (SamplerPool); not those narrowed by the
+  // HPA's selector, whose per-selector samplers live with their mapping.
+  const sharedAs = source.perSelector
+    ? undefined
+    : JSON.stringify([namespace, spec.source, isPods, spec.interval, spec.staleAfter]);
+  const lease = (deps.samplers ?? new SamplerPool()).acquire(
+    sharedAs,
+    () => samplerFor(source, undefined, undefined, durationMs(spec.staleAfter)),
+    onSample,
+  );
+  if (lease.joined) void source.close?.(); // the shared sampler has its own
+  const sampler = lease.sampler;
   const fallback = spec.fallback ? parseQuantity(spec.fallback.value) : undefined;
-  const active: ActiveMapping = {
+  const active: RuntimeMapping = {
     key,
     namespace,
     metric: spec.metric,
     subject,
     sampler,
+    release: () => lease.release(),
     staleAfterMs: durationMs(spec.staleAfter),
     ...(fallback !== undefined ? { fallback: { value: fallback, text: spec.fallback!.value } } : {}),
     ...(windowMs !== undefined ? { windowSeconds: Math.round(windowMs / 1000) } : {}),

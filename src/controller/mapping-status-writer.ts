@@ -38,6 +38,7 @@ export class MappingStatusWriter implements Runnable {
   readonly name = "MetricMapping status writer";
   readonly needsLeader = true;
   private writing = false;
+  /** When each mapping's status was last written (or a value write was last refused for budget). */
   private readonly lastWrite = new Map<string, number>();
   private readonly valueWrites: TokenBucket;
 
@@ -57,6 +58,19 @@ export class MappingStatusWriter implements Runnable {
 
   stop(): void {
     this.writing = false;
+  }
+
+  /**
+   * When a status that only changes the value could be written for `key`: `0` now, a delay
+   * in ms (its last write is too recent), or `undefined` if it would not be written at all
+   * (this replica does not write, or the budget is spent for now).
+   */
+  valueWriteIn(key: string): number | undefined {
+    if (!this.writing) return undefined;
+    const since = Date.now() - (this.lastWrite.get(key) ?? 0);
+    const spacing = this.opts.statusValueIntervalMs ?? 10_000;
+    if (since < spacing) return spacing - since;
+    return this.valueWrites.has() ? 0 : undefined;
   }
 
   /** The mapping is gone: forget when it was written. */
@@ -83,8 +97,13 @@ export class MappingStatusWriter implements Runnable {
       valueIntervalMs: this.opts.statusValueIntervalMs ?? 10_000,
       takeBudget: () => this.valueWrites.take(),
     });
-    if (!decision.write)
+    if (!decision.write) {
+      // Out of budget: this mapping's next value waits half to all of its spacing (jittered,
+      // so mappings refused together do not all come back together).
+      const spacing = this.opts.statusValueIntervalMs ?? 10_000;
+      if (decision.outOfBudget) this.lastWrite.set(key, now - (Math.random() * spacing) / 2);
       return decision.requeueAfterMs !== undefined ? { requeueAfterMs: decision.requeueAfterMs } : later;
+    }
 
     this.announce(obj, old.conditions, status.conditions ?? []);
     try {

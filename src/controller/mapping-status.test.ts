@@ -174,7 +174,7 @@ describe("MetricMapping status", () => {
         valueMoved,
         60_000,
         false,
-        { write: false },
+        { write: false, outOfBudget: true },
       ],
     ];
     for (const [what, old, next, since, ok, want] of cases)
@@ -190,10 +190,10 @@ describe("MetricMapping status", () => {
   });
 
   it("fingerprints only what the status shows: a new sample of the same value is no change", () => {
-    expect(statusFingerprint(sampled(1000))).to.equal(statusFingerprint(sampled(5000)));
-    expect(statusFingerprint(sampled(1000, 1))).to.not.equal(statusFingerprint(sampled(1000, 2)));
-    expect(statusFingerprint({ ...sampled(1000), error: "x" })).to.not.equal(
-      statusFingerprint(sampled(1000)),
+    expect(statusFingerprint(sampled(1000))).to.deep.equal(statusFingerprint(sampled(5000)));
+    expect(statusFingerprint(sampled(1000, 1)).value).to.not.equal(statusFingerprint(sampled(1000, 2)).value);
+    expect(statusFingerprint({ ...sampled(1000), error: "x" }).health).to.not.equal(
+      statusFingerprint(sampled(1000)).health,
     );
   });
 });

@@ -97,8 +97,8 @@ export function computeStatus(
 /** What the leader does with a computed status. */
 export type StatusWrite =
   | { write: true }
-  /** Nothing to write, or held back: look again after this many ms (if set). */
-  | { write: false; requeueAfterMs?: number };
+  /** Nothing to write, or held back: look again after this many ms (if set); `outOfBudget`: the budget held it back. */
+  | { write: false; requeueAfterMs?: number; outOfBudget?: true };
 
 /**
  * Whether to write `next` over `old` now. A transition (a condition's status or reason,
@@ -127,11 +127,14 @@ export function statusWrite(
   if (!changed) return { write: false };
   if (opts.sinceLastWriteMs < opts.valueIntervalMs)
     return { write: false, requeueAfterMs: opts.valueIntervalMs - opts.sinceLastWriteMs };
-  return opts.takeBudget() ? { write: true } : { write: false };
+  return opts.takeBudget() ? { write: true } : { write: false, outOfBudget: true };
 }
 
-/** What of a sampler's state the status shows: equal text, equal status (so no reconcile). */
-export function statusFingerprint(state: SamplerState): string {
+/**
+ * What of a sampler's state the status shows, in two parts: its health (whether it has
+ * sampled, its error: conditions) and its value. Equal parts, equal status (so no reconcile).
+ */
+export function statusFingerprint(state: SamplerState): { health: string; value: string } {
   const v = state.last?.value;
   let value = "";
   if (v?.kind === "scalar") value = String(v.value);
@@ -140,7 +143,7 @@ export function statusFingerprint(state: SamplerState): string {
     for (const x of v.values.values()) sum += x;
     value = `${v.values.size}:${sum}`;
   }
-  return `${state.attemptedAt ? 1 : 0}|${state.error ?? ""}|${value}`;
+  return { health: `${state.attemptedAt ? 1 : 0}|${state.error ?? ""}`, value };
 }
 
 function sourceHealth(state: SamplerState): Omit<ConditionUpdate, "type"> {

@@ -191,6 +191,120 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
     });
   });
 
+  describe("mappings that would send the same request", () => {
+    let server: Server;
+    let url: string;
+    let queries = 0;
+    before(async () => {
+      server = createServer((_req, res) => {
+        queries++;
+        res.end(JSON.stringify({ depth: 3 }));
+      });
+      await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+      url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/queue`;
+    });
+    after(() => {
+      server.closeAllConnections();
+      return new Promise((r) => server.close(r));
+    });
+    const spec = (metric: string, interval = "1s") => ({
+      metric,
+      interval,
+      subject: { external: {} },
+      source: { http: { url, jsonPath: "$.depth" } },
+    });
+    const inNamespace = (kube: FakeKube, namespace: string, name: string, body: object) =>
+      kube.seed(`/apis/governor.dev/v1alpha1/namespaces/${namespace}/metricmappings/${name}`, {
+        apiVersion: "governor.dev/v1alpha1",
+        kind: "MetricMapping",
+        metadata: { name, namespace },
+        spec: body,
+      });
+    /** Queries the server answers over `ms`. */
+    const queriesOver = async (ms: number) => {
+      const q0 = queries;
+      await new Promise((r) => setTimeout(r, ms));
+      return queries - q0;
+    };
+
+    it("share one query per interval in one namespace; another namespace, or another interval, queries on its own", async () => {
+      t = setUp({ sourcePolicy: destinationPolicy({ allow: ["127.0.0.0/8"] }) });
+      for (let i = 0; i < 10; i++) t.mapping(`queue-${i}`, spec(`queue_depth_${i}`));
+      await eventually(() =>
+        expect(t.provider.active(`${NS}/queue-9`)?.sampler.state.attemptedAt).to.not.equal(undefined),
+      );
+      // Ten mappings, one sampler: about one query a second (±10 % jitter), not ten.
+      expect(await queriesOver(3000)).to.be.within(2, 4);
+      for (let i = 0; i < 10; i++)
+        await eventually(() =>
+          expect(t.ready(`queue-${i}`)).to.include({ status: "True", reason: "Serving" }),
+        );
+      inNamespace(t.kube, "warehouse", "queue", spec("queue_depth"));
+      t.mapping("queue-slow", spec("queue_depth_slow", "2s"));
+      await eventually(() =>
+        expect(t.provider.active("warehouse/queue")?.sampler.state.attemptedAt).to.not.equal(undefined),
+      );
+      // shop's sampler each second, warehouse's each second, shop's 2 s mapping every other.
+      expect(await queriesOver(4000)).to.be.within(8, 12);
+    });
+
+    it("a value that changes every sample is reconciled when its status may be written (every 10 s), not every sample; a follower never", async () => {
+      let depth = 0;
+      const moving = createServer((_req, res) => res.end(JSON.stringify({ depth: ++depth })));
+      await new Promise<void>((r) => moving.listen(0, "127.0.0.1", r));
+      const movingUrl = `http://127.0.0.1:${(moving.address() as AddressInfo).port}/queue`;
+      try {
+        for (const leader of [true, false]) {
+          t = setUp({ leader, sourcePolicy: destinationPolicy({ allow: ["127.0.0.0/8"] }) });
+          t.mapping("moving", {
+            ...spec("moving"),
+            source: { http: { url: movingUrl, jsonPath: "$.depth" } },
+          });
+          await eventually(() => expect(t.reconciles()).to.equal(1));
+          if (!leader)
+            // What the leader, elsewhere, wrote.
+            await t.kube.mergePatch(`${MAPPINGS}/moving/status`, {
+              status: {
+                conditions: [
+                  { type: "Ready", status: "True", reason: "Serving", message: "", lastTransitionTime: "" },
+                ],
+              },
+            });
+          await eventually(() => expect(t.ready("moving")?.reason).to.equal("Serving"));
+          await quiet();
+          const r0 = t.reconciles();
+          const d0 = depth;
+          await new Promise((r) => setTimeout(r, 3500));
+          expect(depth - d0, "samples").to.be.at.least(3);
+          expect(t.reconciles() - r0, leader ? "leader" : "follower").to.equal(0);
+          await t.reconciler.stop();
+          await t.cache.stop();
+        }
+      } finally {
+        moving.closeAllConnections();
+        moving.close();
+      }
+    });
+
+    it("a mapping deleted or edited leaves the others sharing and sampling", async () => {
+      t = setUp({ sourcePolicy: destinationPolicy({ allow: ["127.0.0.0/8"] }) });
+      t.mapping("a", spec("a"));
+      t.mapping("b", spec("b"));
+      t.mapping("c", spec("c"));
+      await eventually(() => expect(t.ready("c")?.status).to.equal("True"));
+      await t.kube.delete(`${MAPPINGS}/a`);
+      await eventually(() => expect(t.provider.active(`${NS}/a`)).to.equal(undefined));
+      expect(await queriesOver(2500)).to.be.within(2, 3);
+      // b now samples every 2 s on its own; c keeps the 1 s sampler it shared.
+      t.mapping("b", spec("b", "2s"));
+      await eventually(() =>
+        expect(t.provider.active(`${NS}/b`)?.sampler).to.not.equal(t.provider.active(`${NS}/c`)?.sampler),
+      );
+      expect(await queriesOver(4000)).to.be.within(5, 7);
+      expect(t.ready("c")?.status).to.equal("True");
+    });
+  });
+
   it("says what is wrong with a spec the schema let through, and serves nothing for it", async () => {
     t = setUp();
     t.mapping("broken", { metric: "Not A Metric Name", subject: { resource: "pods" }, source: {} });

@@ -22,7 +22,8 @@ import { ClaimIndex, oldest, resolveClaim } from "./claims.js";
 import { findCondition, type ConditionUpdate } from "./conditions.js";
 import { type Controller, objectKey, splitKey, startController } from "./controller.js";
 import type { EventRecorder } from "./events.js";
-import { type RuntimeDeps, buildActiveMapping } from "./mapping-runtime.js";
+import { type RuntimeDeps, type RuntimeMapping, buildActiveMapping } from "./mapping-runtime.js";
+import { SamplerPool } from "../metrics/sampler-pool.js";
 import { computeStatus, statusFingerprint } from "./mapping-status.js";
 import { MappingStatusWriter, type MappingStatusWriterOptions } from "./mapping-status-writer.js";
 import type { ReconcileResult } from "./work-queue.js";
@@ -62,7 +63,7 @@ export interface MappingListener {
 
 interface Running {
   hash: string;
-  active: ActiveMapping;
+  active: RuntimeMapping;
 }
 
 /**
@@ -94,7 +95,11 @@ export class MetricMappingReconciler {
   /** Writes the status this reconciler computes: add it to the manager (it needs leadership). */
   readonly statusWriter: MappingStatusWriter;
 
+  /** What mappings' runtimes are built with: the options, and one pool of shared samplers. */
+  private readonly runtime: RuntimeDeps;
+
   constructor(private readonly opts: MetricMappingReconcilerOptions) {
+    this.runtime = { ...opts, samplers: opts.samplers ?? new SamplerPool() };
     this.log = opts.logger.child({ controller: "metricmapping" });
     this.statusWriter = new MappingStatusWriter({ ...opts, client: opts.client, events: opts.events }, () =>
       this.resyncAll(),
@@ -126,7 +131,7 @@ export class MetricMappingReconciler {
     await this.controller?.stop();
     for (const [key, r] of this.running) {
       this.opts.provider.deactivate(key);
-      await r.active.sampler.stop();
+      await r.active.release();
     }
     this.running.clear();
   }
@@ -261,7 +266,7 @@ export class MetricMappingReconciler {
     const hash = parsed.hash;
     let running = this.running.get(key);
     if (!running || running.hash !== hash) {
-      let active: ActiveMapping;
+      let active: RuntimeMapping;
       try {
         active = this.build(key, namespace, spec, claim.subject);
       } catch (err) {
@@ -277,7 +282,7 @@ export class MetricMappingReconciler {
       this.running.set(key, running);
       this.opts.provider.activate(active);
       active.sampler.start();
-      if (previous) await previous.active.sampler.stop();
+      if (previous) await previous.active.release();
       this.log.debug({ mapping: key, metric: spec.metric }, "sampler started");
       await this.firstAttempt(key, active);
     }
@@ -329,15 +334,21 @@ export class MetricMappingReconciler {
     namespace: string,
     spec: MetricMappingSpec,
     subject: ActiveMapping["subject"],
-  ): ActiveMapping {
-    let shown: string | undefined;
-    return buildActiveMapping(this.opts, { key, namespace, spec, subject }, (state) => {
+  ): RuntimeMapping {
+    let shown: { health: string; value: string } | undefined;
+    return buildActiveMapping(this.runtime, { key, namespace, spec, subject }, (state) => {
       for (const l of this.listeners) l.activationSampled(namespace, splitKey(key).name);
       const now = statusFingerprint(state);
-      if (now === shown) return;
+      if (now.health === shown?.health && now.value === shown.value) return;
+      const valueOnly = now.health === shown?.health;
       shown = now;
       // The reconcile waiting for this attempt writes what it shows.
-      if (!this.awaitingFirst.has(key)) this.controller?.queue.add(key);
+      if (this.awaitingFirst.has(key)) return;
+      if (!valueOnly || !this.serving(key)) return this.controller?.queue.add(key);
+      // A new value of a serving mapping changes status only if the writer would write it:
+      // reconcile when it could, not on every sample (nor at all where it would not).
+      const inMs = this.statusWriter.valueWriteIn(key);
+      if (inMs !== undefined) this.controller?.queue.addAfter(key, inMs);
     });
   }
 
@@ -350,7 +361,8 @@ export class MetricMappingReconciler {
    * as before.
    */
   private async firstAttempt(key: string, active: ActiveMapping): Promise<void> {
-    if ((this.controller?.queue.length ?? 0) >= CONCURRENCY) return;
+    // A sampler shared with another mapping may have sampled already.
+    if (active.sampler.state.attemptedAt || (this.controller?.queue.length ?? 0) >= CONCURRENCY) return;
     this.awaitingFirst.add(key);
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -364,6 +376,13 @@ export class MetricMappingReconciler {
     }
   }
 
+  /** Whether the status stored for `key` says it serves a current value (Ready, Serving). */
+  private serving(key: string): boolean {
+    const { namespace, name } = splitKey(key);
+    const ready = findCondition(this.controller?.informer.get(name, namespace)?.status?.conditions, "Ready");
+    return ready?.status === "True" && ready.reason === "Serving";
+  }
+
   /** Mappings whose reconcile waits for their sampler's first attempt ({@link firstAttempt}). */
   private readonly awaitingFirst = new Set<string>();
 
@@ -372,7 +391,7 @@ export class MetricMappingReconciler {
     if (!r) return;
     this.running.delete(key);
     this.opts.provider.deactivate(key);
-    await r.active.sampler.stop();
+    await r.active.release();
     this.log.info({ mapping: key }, "stopped serving the metric");
   }
 

@@ -40,7 +40,7 @@ export interface SamplerOptions {
   timeoutMs?: number;
   /** Builds the request (e.g. the current pods). */
   request: (signal: AbortSignal) => Omit<SampleRequest, "signal">;
-  /** Called after every attempt (success or failure). */
+  /** Called after every attempt (success or failure); more listeners: {@link Sampler.listen}. */
   onSample?: (state: SamplerState) => void;
   /** Counters for /metrics. */
   observe?: (outcome: "ok" | "error", seconds: number) => void;
@@ -88,11 +88,21 @@ export class Sampler {
 
   /** When a reader last asked; a new sampler counts as read when it starts. */
   private readAt = 0;
+  private started = false;
+  private readonly listeners = new Set<(state: SamplerState) => void>();
 
-  /** Samples at once, then every interval. */
+  /** Samples at once, then every interval. A second call does nothing. */
   start(): void {
+    if (this.started) return;
+    this.started = true;
     this.readAt = this.clock.now();
     void this.sampleNow().finally(() => this.schedule());
+  }
+
+  /** Calls `fn` after every attempt from now on, until the returned function is called. */
+  listen(fn: (state: SamplerState) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
   }
 
   /** Whether no reader has asked for {@link IDLE_AFTER_MS} (and the mapping allows slowing down). */
@@ -196,6 +206,7 @@ export class Sampler {
     }
     this.state.attemptedAt = new Date(this.clock.now());
     this.opts.onSample?.(this.state);
+    for (const fn of this.listeners) fn(this.state);
   }
 }
 

@@ -15,11 +15,16 @@ export class TokenBucket {
 
   /** Spends a token if one is left; false means "not now". */
   take(): boolean {
+    if (!this.has()) return false;
+    this.tokens--;
+    return true;
+  }
+
+  /** Whether a token is left, spending none. */
+  has(): boolean {
     const t = this.now();
     this.tokens = Math.min(this.burst, this.tokens + ((t - this.at) / 1000) * this.perSecond);
     this.at = t;
-    if (this.tokens < 1) return false;
-    this.tokens--;
-    return true;
+    return this.tokens >= 1;
   }
 }

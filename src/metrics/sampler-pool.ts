@@ -1,0 +1,64 @@
+/**
+ * Identical work done once: mappings that would send their source the same request on the
+ * same schedule share one {@link Sampler} — one query per interval however many mappings
+ * ask. The caller names what makes requests identical (src/controller/mapping-runtime.ts:
+ * the namespace, the whole `spec.source`, the subject's kind, `interval` and `staleAfter`;
+ * so never across namespaces, whose queries are bound to different namespaces and whose
+ * Secrets differ). Each mapping listens to the shared sampler's attempts and reads its
+ * state; the sampler stops when the last mapping lets go.
+ */
+import type { Sampler, SamplerState } from "./sampler.js";
+
+/** A mapping's hold on a sampler. */
+export interface SamplerLease {
+  sampler: Sampler;
+  /** Whether another mapping already held this sampler. */
+  readonly joined: boolean;
+  /** Stops listening; the last lease of a sampler stops it. */
+  release(): Promise<void>;
+}
+
+/** See the module comment. */
+export class SamplerPool {
+  private readonly shared = new Map<string, { sampler: Sampler; users: number }>();
+
+  /**
+   * The sampler for `key` (made by `create` if none runs; `key` undefined: never shared),
+   * with `onSample` called after each of its attempts.
+   */
+  acquire(
+    key: string | undefined,
+    create: () => Sampler,
+    onSample: (state: SamplerState) => void,
+  ): SamplerLease {
+    let entry = key === undefined ? undefined : this.shared.get(key);
+    const joined = entry !== undefined;
+    if (!entry) {
+      entry = { sampler: create(), users: 0 };
+      if (key !== undefined) this.shared.set(key, entry);
+    }
+    entry.users++;
+    const held = entry;
+    const unlisten = held.sampler.listen(onSample);
+    let released = false;
+    return {
+      sampler: held.sampler,
+      joined,
+      release: async () => {
+        if (released) return;
+        released = true;
+        unlisten();
+        if (--held.users > 0) return;
+        if (key !== undefined && this.shared.get(key) === held) this.shared.delete(key);
+        await held.sampler.stop();
+      },
+    };
+  }
+
+  /** Samplers running, and the mappings holding them. */
+  get size(): { samplers: number; leases: number } {
+    let leases = 0;
+    for (const e of this.shared.values()) leases += e.users;
+    return { samplers: this.shared.size, leases };
+  }
+}
