@@ -7,6 +7,8 @@
  */
 import { DEFAULT_LEASE_NAME } from "./controller/leader-election.js";
 import { destinationPolicy } from "./sources/destination-policy.js";
+import { FORBIDDEN_SOURCE_HEADERS } from "./sources/http.js";
+import { DEFAULT_TENANT_HEADER } from "./sources/promql-scope.js";
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { pino, type Logger } from "pino";
@@ -97,6 +99,17 @@ const RunConfig = z.strictObject({
   allowClusterWideCounts: z.boolean(),
   prometheusNamespaceLabel: z.string().regex(/^[a-zA-Z_][a-zA-Z0-9_]*$/, "must be a Prometheus label name"),
   allowUnscopedPrometheusQueries: z.boolean(),
+  prometheusTenantHeader: z
+    .string()
+    .max(64)
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_-]*$/, "must be a header name (letters, digits, - and _)")
+    .refine(
+      (h) =>
+        !(FORBIDDEN_SOURCE_HEADERS as readonly string[]).includes(h.toLowerCase()) &&
+        h.toLowerCase() !== "authorization",
+      "must not be Host, Authorization or a connection-level header",
+    ),
+  prometheusTenantFromNamespace: z.boolean(),
   allowHostNetworkScrape: z.boolean(),
   forwardCustom: UpstreamServiceFlag.optional(),
   forwardExternal: UpstreamServiceFlag.optional(),
@@ -213,6 +226,8 @@ async function run(cfg: RunConfig): Promise<void> {
     hostNetworkScrape: cfg.allowHostNetworkScrape,
     prometheusScope: {
       namespaceLabel: cfg.allowUnscopedPrometheusQueries ? null : cfg.prometheusNamespaceLabel,
+      tenantHeader: cfg.prometheusTenantHeader,
+      tenantFromNamespace: cfg.prometheusTenantFromNamespace,
     },
     forward,
     metricsEndpoint: { port: cfg.metricsPort, host: cfg.metricsBindAddress },
@@ -329,6 +344,16 @@ function program(): Command {
     .option(
       "--allow-unscoped-prometheus-queries",
       "send mappings' Prometheus queries as written, not bound to their namespace (single-tenant clusters only: any mapping can then read any namespace's series)",
+      false,
+    )
+    .option(
+      "--prometheus-tenant-header <name>",
+      "the header a prometheus source's tenant is sent in (Cortex, Mimir, Loki; THANOS-TENANT for Thanos receive)",
+      DEFAULT_TENANT_HEADER,
+    )
+    .option(
+      "--prometheus-tenant-from-namespace",
+      "make every prometheus query's tenant its mapping's namespace (a multi-tenant Cortex, Mimir or Thanos with one tenant per namespace): a mapping cannot name another tenant",
       false,
     )
     .option(

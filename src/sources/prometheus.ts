@@ -9,17 +9,27 @@
  * `nameLabel`, is one value for the whole subject. No data is an error, never a 0.
  */
 import { z } from "zod";
-import { SecretKeyRef, SecretRef, SOURCE_CREDENTIAL_LABEL, durationMs } from "../api/common.js";
+import { SecretKeyRef, SecretRef, SOURCE_CREDENTIAL_LABEL, durationMs, withRules } from "../api/common.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import { sharedAnswerDecoder } from "./answer-decoder.js";
 import type { PromResponse } from "./answers.js";
 import { HttpStatusError, getBytes } from "./http-client.js";
 import { boundedText } from "../util/bounded-text.js";
-import { MAX_QUERY_BYTES, type QueryScope, scopeQuery } from "./promql-scope.js";
+import { DEFAULT_TENANT_HEADER, MAX_QUERY_BYTES, type QueryScope, scopeQuery } from "./promql-scope.js";
 import { headerValue, secretKey } from "./secrets.js";
 import { type MetricSource, type SampleRequest, type SampleValue, SourceConfigError } from "./source.js";
 import type { OutboundContext } from "./outbound.js";
 import { MAX_NAME_LENGTH, MAX_URL_LENGTH, SourceTimeout, defineSource, required } from "./kind.js";
+
+/** Tenant IDs as Cortex and Mimir accept them. */
+const TENANT_PATTERN = "^[a-zA-Z0-9!._*'()-]+$";
+const MAX_TENANT_LENGTH = 150;
+/** Query parameter names a mapping may add. */
+const QUERY_PARAMETER_PATTERN = "^[A-Za-z_][A-Za-z0-9_.-]*$";
+const MAX_QUERY_PARAMETERS = 16;
+const MAX_QUERY_PARAMETER_VALUE = 1024;
+/** The parameters Governor sets itself. */
+const RESERVED_QUERY_PARAMETERS = ["query", "time", "timeout"] as const;
 
 /** `spec.source.prometheus`. */
 export const PrometheusSpec = z
@@ -42,6 +52,40 @@ export const PrometheusSpec = z
       description: `A Secret with keys username and password, sent as HTTP basic auth; labelled ${SOURCE_CREDENTIAL_LABEL}=true.`,
     }),
     caSecret: SecretKeyRef.optional(),
+    tenant: z
+      .string()
+      .min(1)
+      .max(MAX_TENANT_LENGTH)
+      .regex(new RegExp(TENANT_PATTERN), "must be a tenant ID: letters, digits and ! - _ . * ' ( )")
+      .refine((t) => t !== "." && t !== "..", "must not be . or ..")
+      .optional()
+      .meta({
+        description: `The tenant of a multi-tenant server (Cortex, Mimir, Thanos receive), sent as its tenant header (X-Scope-OrgID unless the admin names another). Where the admin makes every tenant its mapping's namespace, only that namespace is accepted.`,
+      }),
+    queryParameters: withRules(
+      z.record(
+        z.string().regex(new RegExp(QUERY_PARAMETER_PATTERN)).max(MAX_NAME_LENGTH),
+        z.string().max(MAX_QUERY_PARAMETER_VALUE),
+      ),
+      [
+        {
+          rule: `self.size() <= ${MAX_QUERY_PARAMETERS}`,
+          message: `at most ${MAX_QUERY_PARAMETERS} parameters`,
+          check: (self) => Object.keys(self).length <= MAX_QUERY_PARAMETERS,
+        },
+      ],
+    )
+      // Checked by the operator (InvalidSpec), not at admission: a CEL rule over a map's
+      // keys has no bound on their length for the apiserver to estimate its cost.
+      .refine(
+        (self) =>
+          !Object.keys(self).some((k) => (RESERVED_QUERY_PARAMETERS as readonly string[]).includes(k)),
+        `must not set ${RESERVED_QUERY_PARAMETERS.join(", ")}: Governor sends them`,
+      )
+      .optional()
+      .meta({
+        description: `More parameters of every query request, e.g. dedup: "true" or partial_response: "false" for Thanos (at most ${MAX_QUERY_PARAMETERS}; never ${RESERVED_QUERY_PARAMETERS.join(", ")}).`,
+      }),
   })
   .meta({ description: "Read the value from a Prometheus instant query." });
 type Spec = z.output<typeof PrometheusSpec>;
@@ -171,7 +215,16 @@ export class PrometheusSource implements MetricSource {
       throw new SourceConfigError(`the query is longer than ${MAX_QUERY_BYTES} characters`);
     // Checked once as written, so a query that can never be scoped is refused up front.
     this.scoped(renderQuery(spec.query, { namespace: ctx.namespace, names: ["x"] }));
+    if (ctx.scope?.tenantFromNamespace && spec.tenant !== undefined && spec.tenant !== ctx.namespace)
+      throw new SourceConfigError(
+        `the tenant of this mapping's queries is its namespace, ${ctx.namespace} (Governor runs with --prometheus-tenant-from-namespace): remove tenant`,
+      );
+    const tenant = ctx.scope?.tenantFromNamespace ? ctx.namespace : spec.tenant;
+    if (tenant !== undefined) this.tenant = [ctx.scope?.tenantHeader ?? DEFAULT_TENANT_HEADER, tenant];
   }
+
+  /** The tenant header and its value, if queries carry one. */
+  private readonly tenant?: [string, string];
 
   /** `rendered` with every selector bound to the mapping's namespace. */
   private scoped(rendered: string): string {
@@ -195,6 +248,7 @@ export class PrometheusSource implements MetricSource {
       }),
     );
     const headers: Record<string, string> = { accept: "application/json" };
+    if (this.tenant) headers[this.tenant[0]] = this.tenant[1];
     if (this.spec.bearerTokenSecret) {
       const ref = this.spec.bearerTokenSecret;
       // Surrounding whitespace (a token file's final newline) is not part of the token.
@@ -217,6 +271,7 @@ export class PrometheusSource implements MetricSource {
       "api/v1/query",
       this.spec.address.endsWith("/") ? this.spec.address : `${this.spec.address}/`,
     );
+    for (const [k, v] of Object.entries(this.spec.queryParameters ?? {})) url.searchParams.set(k, v);
     url.searchParams.set("query", query);
     url.searchParams.set("timeout", `${Math.max(1, Math.floor(this.timeoutMs / 1000))}s`);
     let body: Buffer;

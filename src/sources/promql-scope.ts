@@ -57,7 +57,20 @@ export interface ScopeOptions {
  */
 export interface QueryScope {
   namespaceLabel: string | null;
+  /**
+   * The header a `prometheus` source sends its tenant in (Cortex, Mimir, Loki, Thanos
+   * receive). @default "X-Scope-OrgID"
+   */
+  tenantHeader?: string;
+  /**
+   * Whether every mapping's tenant is its namespace (`--prometheus-tenant-from-namespace`):
+   * the header is always sent, and a spec may only name its own namespace as tenant.
+   */
+  tenantFromNamespace?: boolean;
 }
+
+/** The tenant header of multi-tenant Prometheus-compatible servers. */
+export const DEFAULT_TENANT_HEADER = "X-Scope-OrgID";
 
 /**
  * A query that cannot be scoped: not valid PromQL, beyond the bounds, or selecting

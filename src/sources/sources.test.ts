@@ -11,7 +11,7 @@ import { FakeKube } from "../../test/support/fake-kube.js";
 import { destinationPolicy } from "./destination-policy.js";
 import { MAX_SERIES, pickNumber, toSampleValue } from "./answers.js";
 import { HttpSource } from "./http.js";
-import { PrometheusSource, renderQuery } from "./prometheus.js";
+import { PrometheusSource, PrometheusSpec, renderQuery } from "./prometheus.js";
 import { type QueryScope, QueryScopeError } from "./promql-scope.js";
 import { ScrapeSource, counterRate } from "./scrape.js";
 import { KubeSecretReader, type SecretReader } from "./secrets.js";
@@ -157,6 +157,61 @@ describe("sources", () => {
           .sample({ namespace: "shop", signal: signal() })
           .catch((e: Error) => e.message);
         expect(empty).to.equal("the query returned no data");
+      } finally {
+        server.close();
+      }
+    });
+
+    it("sends a multi-tenant server its tenant and extra parameters; the admin can make the tenant the namespace", async () => {
+      const seen: { tenant?: string; thanos?: string; params: Record<string, string> }[] = [];
+      const { server, base } = await serve((url, headers) => {
+        seen.push({
+          tenant: headers["x-scope-orgid"] as string | undefined,
+          thanos: headers["thanos-tenant"] as string | undefined,
+          params: Object.fromEntries(url.searchParams),
+        });
+        return {
+          body: JSON.stringify({ status: "success", data: { resultType: "scalar", result: [1, "2"] } }),
+        };
+      });
+      try {
+        const spec = (extra: object) => PrometheusSpec.parse({ address: base, query: "sum(up)", ...extra });
+        const sample = (s: object, scope?: QueryScope) =>
+          new PrometheusSource(spec(s), { namespace: "shop", secrets, policy: loopback, scope }).sample({
+            namespace: "shop",
+            signal: signal(),
+          });
+        await sample({ tenant: "team-a", queryParameters: { dedup: "true", partial_response: "false" } });
+        expect(seen.at(-1)).to.deep.include({ tenant: "team-a" });
+        expect(seen.at(-1)!.params).to.include({ dedup: "true", partial_response: "false" });
+        expect(seen.at(-1)!.params.query).to.equal('sum(up{namespace="shop"})');
+        await sample({});
+        expect(seen.at(-1)!.tenant, "no tenant unless asked").to.equal(undefined);
+        // The admin binds tenants to namespaces: always sent, never another one.
+        const bound = { namespaceLabel: "namespace", tenantFromNamespace: true };
+        await sample({}, bound);
+        expect(seen.at(-1)!.tenant).to.equal("shop");
+        await sample({ tenant: "shop" }, { ...bound, tenantHeader: "THANOS-TENANT" });
+        expect(seen.at(-1)).to.deep.include({ thanos: "shop", tenant: undefined });
+        expect(() => sample({ tenant: "team-b" }, bound)).to.throw(
+          SourceConfigError,
+          "the tenant of this mapping's queries is its namespace, shop (Governor runs with --prometheus-tenant-from-namespace): remove tenant",
+        );
+        // What a spec may not say.
+        const problems = (extra: object) =>
+          PrometheusSpec.safeParse({ address: base, query: "x", ...extra }).error?.issues.map(
+            (i) => i.message,
+          );
+        expect(problems({ queryParameters: { time: "0" } })).to.deep.equal([
+          "must not set query, time, timeout: Governor sends them",
+        ]);
+        expect(problems({ tenant: "a\r\nX-Evil: 1" })?.[0]).to.match(/must be a tenant ID/);
+        expect(problems({ tenant: ".." })).to.deep.equal(["must not be . or .."]);
+        expect(
+          problems({
+            queryParameters: Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`p${i}`, "1"])),
+          }),
+        ).to.deep.equal(["at most 16 parameters"]);
       } finally {
         server.close();
       }

@@ -110,6 +110,8 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
         "sourcePolicy.allowCIDRs={10.0.0.0/8,192.168.0.0/16}",
         "--set",
         "forward.external=keda/keda-operator-metrics-apiserver:443",
+        "--set",
+        "prometheusTenant.header=THANOS-TENANT,prometheusTenant.fromNamespace=true",
       ),
     );
     const deployment = rendered.find((o) => o.kind === "Deployment")!;
@@ -119,6 +121,8 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
       "--take-over-apiservices",
       "--source-allow-cidrs=10.0.0.0/8,192.168.0.0/16",
       "--forward-external=keda/keda-operator-metrics-apiserver:443",
+      "--prometheus-tenant-header=THANOS-TENANT",
+      "--prometheus-tenant-from-namespace",
     ]);
     expect(rendered.map((o) => o.kind)).to.include("ServiceMonitor");
     const binding = rendered.find(

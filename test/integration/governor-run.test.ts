@@ -57,6 +57,20 @@ describe("governor run (integration)", function () {
     }
   });
 
+  it("refuses a --prometheus-tenant-header that would carry credentials or frame the request", () => {
+    for (const value of ["Authorization", "Host", "Transfer-Encoding", "X Scope"]) {
+      const r = spawnSync(
+        process.execPath,
+        ["--import", "tsx", "src/main.ts", "run", "--prometheus-tenant-header", value],
+        { cwd: ROOT, encoding: "utf8", timeout: 30_000 },
+      );
+      expect(r.status, r.stderr).to.equal(1);
+      expect(r.stderr).to.match(
+        /--prometheus-tenant-header: must (not be Host, Authorization|be a header name)/,
+      );
+    }
+  });
+
   it("serves health and Prometheus metrics, then on SIGTERM fails /readyz first and exits cleanly", async () => {
     const [apiPort, metricsPort] = [await freePort(), await freePort()];
     child = spawn(
