@@ -25,6 +25,7 @@ import type { KubeClient } from "../k8s/client.js";
 import { InformerPodIndex } from "../k8s/pod-index.js";
 import { DiscoveryResourceMapper } from "../k8s/resource-mapper.js";
 import { MappingProvider } from "../metrics/mapping-provider.js";
+import { SamplerPool } from "../metrics/sampler-pool.js";
 import { KubeSubjectLister } from "../metrics/subject-lister.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
 import type { QueryScope } from "../sources/promql-scope.js";
@@ -130,7 +131,10 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   // MetricMappings: every replica samples and serves; the leader writes their status.
   const mappingInformer = mgr.cache.informer<MetricMappingObject>(METRIC_MAPPINGS_PATH);
   const upstreams: Partial<Record<ForwardedApi, Upstream>> = {};
+  const samplers = new SamplerPool();
+  controllerMetrics.watchSamplers(samplers);
   const mappings = new MetricMappingReconciler({
+    samplers,
     client,
     informer: mappingInformer,
     provider,

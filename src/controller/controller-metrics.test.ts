@@ -2,6 +2,9 @@ import { expect } from "chai";
 import { Registry } from "prom-client";
 import { ControllerMetrics } from "./controller-metrics.js";
 import { WorkQueue } from "./work-queue.js";
+import { FakeClock } from "../../test/support/fake-clock.js";
+import { Sampler } from "../metrics/sampler.js";
+import { SamplerPool } from "../metrics/sampler-pool.js";
 
 /** The value of one exported series, from the text exposition. */
 async function value(registry: Registry, series: string): Promise<number | undefined> {
@@ -47,6 +50,32 @@ describe("controller metrics", () => {
     expect(await value(registry, series("governor_workqueue_adds_total"))).to.equal(3);
     expect(await value(registry, series("governor_workqueue_retries_total"))).to.equal(2);
     second.shutDown();
+  });
+
+  it("shows how many samplers sample at their interval, how many idle, and how many mappings they serve", async () => {
+    const registry = new Registry();
+    const m = new ControllerMetrics(registry);
+    const pool = new SamplerPool();
+    m.watchSamplers(pool);
+    const clock = new FakeClock();
+    const sampler = () =>
+      new Sampler(
+        { needsObjects: false, sample: async () => ({ kind: "scalar", value: 1 }) },
+        { intervalMs: 15_000, staleAfterMs: 120_000, request: () => ({ namespace: "shop" }), clock },
+      );
+    const leases = [
+      pool.acquire("queue", sampler, () => {}),
+      pool.acquire("queue", sampler, () => {}), // the same request: shares the first's sampler
+      pool.acquire("orders", sampler, () => {}),
+    ];
+    for (const l of leases) l.sampler.start();
+    await clock.advance(130_000);
+    leases[2]!.sampler.markRead(); // an HPA reads orders; nobody reads queue
+    expect(await value(registry, "governor_samplers_active")).to.equal(1);
+    expect(await value(registry, "governor_samplers_idle")).to.equal(1);
+    expect(await value(registry, "governor_sampled_mappings")).to.equal(3);
+    for (const l of leases) await l.release();
+    expect(await value(registry, "governor_sampled_mappings")).to.equal(0);
   });
 
   it("counts reconciles and failures per controller, and shows both controllers at 0 before any", async () => {

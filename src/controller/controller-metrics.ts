@@ -6,6 +6,7 @@
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { QueueStats } from "./work-queue.js";
+import type { SamplerPool } from "../metrics/sampler-pool.js";
 
 /** See the module comment. One per registry; each controller's queue is added with {@link watchQueue}. */
 export class ControllerMetrics {
@@ -19,7 +20,7 @@ export class ControllerMetrics {
   private readonly samples: Counter<"outcome">;
   private readonly sampleSeconds: Histogram;
 
-  constructor(registry: Registry) {
+  constructor(private readonly registry: Registry) {
     const queues = this.queues;
     new Gauge({
       name: "governor_workqueue_depth",
@@ -75,6 +76,38 @@ export class ControllerMetrics {
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     });
+  }
+
+  /**
+   * Exports the MetricMappings' samplers: how many sample at their interval and how many
+   * idle (no reader for 2 minutes), and how many mappings they serve (fewer samplers than
+   * mappings: identical requests are sent once).
+   */
+  watchSamplers(pool: SamplerPool): void {
+    const gauge = (name: string, help: string, value: (c: ReturnType<SamplerPool["counts"]>) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(value(pool.counts()));
+        },
+      });
+    gauge(
+      "governor_samplers_active",
+      "MetricMapping samplers sampling at their interval (read lately).",
+      (c) => c.active,
+    );
+    gauge(
+      "governor_samplers_idle",
+      "MetricMapping samplers no reader asked for 2 minutes (sampling less often).",
+      (c) => c.idle,
+    );
+    gauge(
+      "governor_sampled_mappings",
+      "MetricMappings served by those samplers (several share one when their requests are identical).",
+      (c) => c.mappings,
+    );
   }
 
   /**

@@ -55,10 +55,14 @@ export class SamplerPool {
     };
   }
 
-  /** Samplers running, and the mappings holding them. */
-  get size(): { samplers: number; leases: number } {
-    let leases = 0;
-    for (const e of this.shared.values()) leases += e.users;
-    return { samplers: this.shared.size, leases };
+  /** The samplers that can be shared: how many sample at their interval or idle, and the mappings holding them. */
+  counts(): { active: number; idle: number; mappings: number } {
+    const out = { active: 0, idle: 0, mappings: 0 };
+    for (const e of this.shared.values()) {
+      if (e.sampler.idle()) out.idle++;
+      else out.active++;
+      out.mappings += e.users;
+    }
+    return out;
   }
 }
