@@ -152,6 +152,8 @@ export class Manager {
       } catch (err) {
         failed.push(r);
         this.log.error({ runnable: r.name, err: String(err) }, "could not start");
+        // What it started before failing must not run unled (and is started again whole).
+        await this.stopOne(r);
       }
     }
     if (failed.length === 0) return;

@@ -339,7 +339,9 @@ export class MetricMappingReconciler {
     return buildActiveMapping(this.runtime, { key, namespace, spec, subject }, (state) => {
       for (const l of this.listeners) l.activationSampled(namespace, splitKey(key).name);
       const now = statusFingerprint(state);
-      if (now.health === shown?.health && now.value === shown.value) return;
+      const same = now.health === shown?.health && now.value === shown.value;
+      // A fresh sample of the same value still ends a Stale (or fallback) status.
+      if (same && !(state.last && !state.error && this.showsStale(key))) return;
       const valueOnly = now.health === shown?.health;
       shown = now;
       // The reconcile waiting for this attempt writes what it shows.
@@ -378,9 +380,19 @@ export class MetricMappingReconciler {
 
   /** Whether the status stored for `key` says it serves a current value (Ready, Serving). */
   private serving(key: string): boolean {
-    const { namespace, name } = splitKey(key);
-    const ready = findCondition(this.controller?.informer.get(name, namespace)?.status?.conditions, "Ready");
+    const ready = this.storedReady(key);
     return ready?.status === "True" && ready.reason === "Serving";
+  }
+
+  /** Whether the status stored for `key` says its value is too old (Stale, or its fallback served). */
+  private showsStale(key: string): boolean {
+    const reason = this.storedReady(key)?.reason;
+    return reason === "Stale" || reason === "ServingFallback";
+  }
+
+  private storedReady(key: string): Condition | undefined {
+    const { namespace, name } = splitKey(key);
+    return findCondition(this.controller?.informer.get(name, namespace)?.status?.conditions, "Ready");
   }
 
   /** Mappings whose reconcile waits for their sampler's first attempt ({@link firstAttempt}). */

@@ -152,6 +152,38 @@ describe("samples", () => {
       await sampler.stop();
     });
 
+    it("after a failure an idle sampler tries again at its interval, so the last good value does not go stale", async () => {
+      const clock = new FakeClock();
+      const asked: number[] = [];
+      let failing = false;
+      const sampler = new Sampler(
+        {
+          needsObjects: false,
+          sample: async () => {
+            asked.push(clock.now());
+            if (failing) throw new Error("connection refused");
+            return { kind: "scalar", value: 1 };
+          },
+        },
+        {
+          intervalMs: 15_000,
+          staleAfterMs: 120_000,
+          request: () => ({ namespace: "n" }),
+          clock,
+          random: () => 0.5,
+        },
+      );
+      sampler.start();
+      await clock.advance(300_000); // idle: every 88 s
+      failing = true;
+      const n = asked.length;
+      await clock.advance(88_000 + 30_000);
+      // The failed idle attempt is followed 15 s later by another, not 88 s.
+      const after = asked.slice(n - 1).map((t) => (t - asked[n - 1]!) / 1000);
+      expect(after.slice(0, 4)).to.deep.equal([0, 88, 103, 118]);
+      await sampler.stop();
+    });
+
     it("a sampler without staleAfter (per-selector) never slows down", async () => {
       const clock = new FakeClock();
       let asked = 0;

@@ -107,7 +107,7 @@ export class Sampler {
 
   /** Whether no reader has asked for {@link IDLE_AFTER_MS} (and the mapping allows slowing down). */
   idle(now = this.clock.now()): boolean {
-    return this.opts.staleAfterMs !== undefined && now - this.readAt > IDLE_AFTER_MS;
+    return this.started && this.opts.staleAfterMs !== undefined && now - this.readAt > IDLE_AFTER_MS;
   }
 
   /**
@@ -119,12 +119,8 @@ export class Sampler {
     const wasIdle = this.idle(now);
     this.readAt = now;
     if (!wasIdle || this.stopped || this.inFlight) return;
-    this.cancelTimer?.();
     const last = this.state.attemptedAt?.getTime() ?? now;
-    const dueIn = Math.max(0, last + this.opts.intervalMs - now);
-    this.cancelTimer = this.clock.after(dueIn, () => {
-      void this.sampleNow().finally(() => this.schedule());
-    });
+    this.arm(Math.max(0, last + this.opts.intervalMs - now));
   }
 
   /** Takes a sample now, or joins the one in flight. */
@@ -166,13 +162,26 @@ export class Sampler {
     return this.opts.timeoutMs ?? Math.min(this.opts.intervalMs, 10_000);
   }
 
+  /**
+   * The next attempt after the one that just ended: an interval later, or an idle interval
+   * if nobody reads — but not after a failure, which would let the last good value pass
+   * `staleAfter` before the next try.
+   */
   private schedule(): void {
     if (this.stopped) return;
     const jitter = 0.9 + 0.2 * (this.opts.random ?? Math.random)();
-    const intervalMs = this.idle()
-      ? idleIntervalMs(this.opts.intervalMs, this.opts.staleAfterMs!, this.timeoutMs)
-      : this.opts.intervalMs;
-    this.cancelTimer = this.clock.after(intervalMs * jitter, () => {
+    const intervalMs =
+      this.idle() && !this.state.error
+        ? idleIntervalMs(this.opts.intervalMs, this.opts.staleAfterMs!, this.timeoutMs)
+        : this.opts.intervalMs;
+    this.arm(intervalMs * jitter);
+  }
+
+  /** The one timer of the next attempt, in `ms` (any earlier one is cancelled). */
+  private arm(ms: number): void {
+    this.cancelTimer?.();
+    this.cancelTimer = this.clock.after(ms, () => {
+      this.cancelTimer = undefined;
       void this.sampleNow().finally(() => this.schedule());
     });
   }

@@ -10,7 +10,7 @@ import { z } from "zod";
 import { ObjectName, SOURCE_CREDENTIAL_LABEL, durationMs, withRules } from "../api/common.js";
 import { sharedAnswerDecoder } from "./answer-decoder.js";
 import { getBytes, redact } from "./http-client.js";
-import type { QueryScope } from "./promql-scope.js";
+import { DEFAULT_TENANT_HEADER, type QueryScope } from "./promql-scope.js";
 import { headerValue } from "./secrets.js";
 import { type MetricSource, type SampleRequest, type SampleValue, SourceConfigError } from "./source.js";
 import type { OutboundContext } from "./outbound.js";
@@ -169,7 +169,8 @@ export class HttpSource implements MetricSource {
     private readonly ctx: OutboundContext & { scope?: QueryScope },
   ) {
     this.timeoutMs = durationMs(spec.timeout);
-    if (ctx.scope?.namespaceLabel !== null && isQueryApi(spec.url))
+    // Bound to their namespace by label or by tenant, queries go through the prometheus source only.
+    if ((ctx.scope?.namespaceLabel !== null || ctx.scope?.tenantFromNamespace) && isQueryApi(spec.url))
       throw new SourceConfigError(
         `${redact(spec.url)} is a Prometheus query API: use the prometheus source, which binds the query to this namespace`,
       );
@@ -183,6 +184,15 @@ export class HttpSource implements MetricSource {
         );
       // A rule of HeadersSecret makes `keys` present.
       this.headersSecret = { name: checked.data.name, keys: checked.data.keys ?? [] };
+      // Where the admin makes each namespace its own tenant, no mapping sends another's ID.
+      const tenantHeader = (ctx.scope?.tenantHeader ?? DEFAULT_TENANT_HEADER).toLowerCase();
+      if (
+        ctx.scope?.tenantFromNamespace &&
+        this.headersSecret.keys.some((k) => k.toLowerCase() === tenantHeader)
+      )
+        throw new SourceConfigError(
+          `headersSecret.keys: ${ctx.scope.tenantHeader ?? DEFAULT_TENANT_HEADER} is the tenant header, which Governor sets to the mapping's namespace (--prometheus-tenant-from-namespace)`,
+        );
     }
   }
 

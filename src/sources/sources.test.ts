@@ -289,6 +289,37 @@ describe("sources", () => {
       for (const path of ["/stats", "/api/v1/queue-depth", "/api/v1/querystats", "/v1/query"])
         expect(http(`http://queue.shop:8080${path}`), path).not.to.throw();
       expect(http("http://prometheus.monitoring:9090/api/v1/query", { namespaceLabel: null })).not.to.throw();
+      // Tenants bound to namespaces: no query API through http, unscoped or not.
+      expect(
+        http("http://mimir.monitoring:8080/prometheus/api/v1/query", {
+          namespaceLabel: null,
+          tenantFromNamespace: true,
+        }),
+      ).to.throw(SourceConfigError, /Prometheus query API/);
+    });
+
+    it("never sends the tenant header from a Secret where each namespace is its own tenant", () => {
+      const http = (keys: string[], scope: QueryScope) => () =>
+        new HttpSource(
+          {
+            url: "http://mimir.monitoring:8080/api/v1/user_stats",
+            jsonPath: "$.x",
+            timeout: "2s",
+            headersSecret: { name: "h", keys },
+          },
+          { namespace: "team-a", secrets, scope },
+        );
+      const bound = { namespaceLabel: "namespace", tenantFromNamespace: true };
+      expect(http(["x-scope-orgid"], bound)).to.throw(
+        SourceConfigError,
+        /X-Scope-OrgID is the tenant header/,
+      );
+      expect(http(["Thanos-Tenant"], { ...bound, tenantHeader: "THANOS-TENANT" })).to.throw(
+        SourceConfigError,
+        /THANOS-TENANT is the tenant header/,
+      );
+      expect(http(["X-Scope-OrgID"], { namespaceLabel: "namespace" })).not.to.throw();
+      expect(http(["X-Api-Key"], bound)).not.to.throw();
     });
 
     it("picks one number by JSONPath and sends headers from the Secret", async () => {
