@@ -669,3 +669,14 @@ export async function sampleRss(pid: number, n: number, everyMs: number): Promis
   }
   return xs;
 }
+
+/** Prometheus's count of instant queries answered so far (`/api/v1/query`, any code). */
+export async function prometheusQueries(prometheusUrl: string): Promise<number> {
+  const text = await (await fetch(`${prometheusUrl}/metrics`)).text();
+  let n = 0;
+  for (const m of text.matchAll(
+    /^prometheus_http_requests_total\{[^}]*handler="\/api\/v1\/query"[^}]*\} (\S+)$/gm,
+  ))
+    n += Number(m[1]);
+  return n;
+}

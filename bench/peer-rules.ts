@@ -23,6 +23,7 @@ import {
   ratio,
   rssMB,
   sleep,
+  prometheusQueries,
 } from "./harness.js";
 import { percentile } from "./stats.js";
 
@@ -131,9 +132,12 @@ export async function rulesRows(
       await sleep(30_000);
       const pids = { governor: governor.process.pid!, peer: adapter!.process.pid! };
       const cpu0 = { governor: cpuSeconds(pids.governor), peer: cpuSeconds(pids.peer) };
+      const queries0 = await prometheusQueries(opts.prometheusUrl);
       const t0 = performance.now();
       await sleep(60_000);
       const seconds = (performance.now() - t0) / 1000;
+      // Only Governor queries Prometheus while nobody asks (the adapter relists series, not queries).
+      const idleQueries = ((await prometheusQueries(opts.prometheusUrl)) - queries0) * (60 / seconds);
       const cpu = {
         governor: ((cpuSeconds(pids.governor) - cpu0.governor) / seconds) * 100,
         peer: ((cpuSeconds(pids.peer) - cpu0.peer) / seconds) * 100,
@@ -157,7 +161,14 @@ export async function rulesRows(
           series: { Governor: [rss.governor], baseline: [rss.peer] },
         },
         {
-          name: `vs ${name}, ${what}: CPU with no request, % of a core over ${Math.round(seconds)} s (Governor: sampling each every 15 s; the adapter: relisting every minute)`,
+          name: `vs ${name}, ${what}: Prometheus queries per 100 mappings in a minute with no request (every mapping has the same query; Governor shares one sampler among identical requests, idle after 2 minutes unread)`,
+          figure: fmt((idleQueries * 100) / n, 2),
+          baseline: `0 (${name}: answers requests only)`,
+          ratio: "—",
+          series: { Governor: [(idleQueries * 100) / n] },
+        },
+        {
+          name: `vs ${name}, ${what}: CPU with no request, % of a core over ${Math.round(seconds)} s (Governor: identical requests sampled once, every 15 s while read and less often unread; the adapter: relisting every minute)`,
           figure: fmt(cpu.governor, 2),
           baseline: `${fmt(cpu.peer, 2)} (${name})`,
           ratio: ratio(cpu.governor, cpu.peer),

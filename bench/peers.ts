@@ -30,6 +30,7 @@ import {
   pool,
   sleep,
   startGovernor,
+  prometheusQueries,
 } from "./harness.js";
 import { unregister } from "./aggregator.js";
 import { rulesRows } from "./peer-rules.js";
@@ -204,17 +205,6 @@ export async function queriesPer100Row(
     ratio: queries.peer > 0 ? (queries.governor / queries.peer).toFixed(2) : "n/a",
     series: { Governor: [queries.governor], baseline: [queries.peer] },
   });
-}
-
-/** Prometheus's count of instant queries answered so far (`/api/v1/query`, any code). */
-async function prometheusQueries(prometheusUrl: string): Promise<number> {
-  const text = await (await fetch(`${prometheusUrl}/metrics`)).text();
-  let n = 0;
-  for (const m of text.matchAll(
-    /^prometheus_http_requests_total\{[^}]*handler="\/api\/v1\/query"[^}]*\} (\S+)$/gm,
-  ))
-    n += Number(m[1]);
-  return n;
 }
 
 /**
