@@ -85,15 +85,7 @@ describe("MappingProvider and samplers", () => {
       request: () => ({ namespace: "shop" }),
       clock,
     });
-    const provider = new MappingProvider(pods, formatQuantity, () => clock.now());
-    provider.activate({
-      key: "shop/rps",
-      namespace: "shop",
-      metric: "rps",
-      subject: { kind: "resource", groupResource: { group: "", resource: "pods" } },
-      sampler,
-      staleAfterMs: 120_000,
-    });
+    const { provider } = setup({ sampler });
     sampler.start();
     await clock.advance(130_000);
     expect(sampler.idle(), "unread for 130 s").to.equal(true);
