@@ -9,6 +9,8 @@ import { DEFAULT_LEASE_NAME } from "./controller/leader-election.js";
 import { destinationPolicy } from "./sources/destination-policy.js";
 import { FORBIDDEN_SOURCE_HEADERS } from "./sources/http.js";
 import { DEFAULT_TENANT_HEADER } from "./sources/promql-scope.js";
+import { DEFAULT_BACKEND_QPS } from "./metrics/backend-budget.js";
+import { boundedText } from "./util/bounded-text.js";
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { pino, type Logger } from "pino";
@@ -74,6 +76,46 @@ const UpstreamServiceFlag = z.string().transform((text, ctx) => {
   }
 });
 
+/** Queries per second: 0 (no budget) or a positive number up to 100,000. */
+const Qps = z.coerce
+  .number()
+  .min(0)
+  .max(100_000)
+  .refine((n) => Number.isFinite(n), "must be a number of queries per second");
+
+/**
+ * `origin=qps,…`: the budgets of named backends, each key the origin sources send to
+ * (scheme://host[:port], as a URL's origin; a default port is left out).
+ */
+const BackendQpsList = z
+  .string()
+  .default("")
+  .transform((text, ctx) => {
+    const out = new Map<string, number>();
+    const items = text
+      .split(",")
+      .map((i) => i.trim())
+      .filter((i) => i !== "");
+    if (items.length > 64) ctx.addIssue({ code: "custom", message: "at most 64 backends" });
+    for (const item of items.slice(0, 64)) {
+      const at = item.lastIndexOf("=");
+      const qps = Qps.safeParse(item.slice(at + 1));
+      let origin: string | undefined;
+      try {
+        origin = new URL(item.slice(0, at)).origin;
+      } catch {
+        origin = undefined;
+      }
+      if (at < 0 || !qps.success || !origin || origin === "null")
+        ctx.addIssue({
+          code: "custom",
+          message: `${boundedText(item, 80)}: must be origin=qps, e.g. http://prometheus.monitoring:9090=50`,
+        });
+      else out.set(origin, qps.data);
+    }
+    return out;
+  });
+
 const RunConfig = z.strictObject({
   kubeconfig: z.string().optional(),
   namespace: NamespaceName,
@@ -111,6 +153,8 @@ const RunConfig = z.strictObject({
     ),
   prometheusTenantFromNamespace: z.boolean(),
   allowHostNetworkScrape: z.boolean(),
+  sourceBackendQps: Qps,
+  sourceBackendQpsOverrides: BackendQpsList,
   forwardCustom: UpstreamServiceFlag.optional(),
   forwardExternal: UpstreamServiceFlag.optional(),
   forwardCustomCaFile: z.string().min(1).optional(),
@@ -224,6 +268,7 @@ async function run(cfg: RunConfig): Promise<void> {
     answerCacheBytes: cfg.answerCacheSize,
     clusterWideCounts: cfg.allowClusterWideCounts,
     hostNetworkScrape: cfg.allowHostNetworkScrape,
+    backendQps: { qps: cfg.sourceBackendQps, overrides: cfg.sourceBackendQpsOverrides },
     prometheusScope: {
       namespaceLabel: cfg.allowUnscopedPrometheusQueries ? null : cfg.prometheusNamespaceLabel,
       tenantHeader: cfg.prometheusTenantHeader,
@@ -330,6 +375,15 @@ function program(): Command {
       "--answer-cache-size <size>",
       "memory for selector answers kept for reuse while their sample and pods are unchanged (0 to 1Gi; 0 builds every answer anew)",
       "32Mi",
+    )
+    .option(
+      "--source-backend-qps <qps>",
+      "queries per second sources may send one backend (a Prometheus, an HTTP endpoint: its scheme, host and port), shared by every mapping that queries it; past it samples wait their turn, round the namespaces, and intervals stretch (0: no budget)",
+      String(DEFAULT_BACKEND_QPS),
+    )
+    .option(
+      "--source-backend-qps-overrides <list>",
+      "budgets of named backends, comma-separated origin=qps (e.g. http://prometheus.monitoring:9090=50,https://mimir.example=400)",
     )
     .option(
       "--allow-cluster-wide-counts",

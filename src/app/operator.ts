@@ -25,6 +25,7 @@ import type { KubeClient } from "../k8s/client.js";
 import { InformerPodIndex } from "../k8s/pod-index.js";
 import { DiscoveryResourceMapper } from "../k8s/resource-mapper.js";
 import { MappingProvider } from "../metrics/mapping-provider.js";
+import { BackendBudgets } from "../metrics/backend-budget.js";
 import { SamplerPool } from "../metrics/sampler-pool.js";
 import { KubeSubjectLister } from "../metrics/subject-lister.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
@@ -74,6 +75,8 @@ export interface OperatorOptions {
   prometheusScope?: QueryScope;
   /** Whether `scrape` reads pods on their node's network. @default false */
   hostNetworkScrape?: boolean;
+  /** Queries per second per source backend, and per named backend (origin); 0: none. @default DEFAULT_BACKEND_QPS */
+  backendQps?: { qps: number; overrides?: ReadonlyMap<string, number> };
   /**
    * Per API, the upstream adapter every request for a metric Governor does not serve is
    * passed to (ADR 0011), and its CA (PEM) if given; else the CA is read from the
@@ -133,8 +136,11 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   const upstreams: Partial<Record<ForwardedApi, Upstream>> = {};
   const samplers = new SamplerPool();
   controllerMetrics.watchSamplers(samplers);
+  const budgets = new BackendBudgets(opts.backendQps);
+  controllerMetrics.watchBudgets(budgets);
   const mappings = new MetricMappingReconciler({
     samplers,
+    budgets,
     client,
     informer: mappingInformer,
     provider,

@@ -7,6 +7,13 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import type { QueueStats } from "./work-queue.js";
 import type { SamplerPool } from "../metrics/sampler-pool.js";
+import type { BackendBudgets, BudgetUse } from "../metrics/backend-budget.js";
+
+/**
+ * Backends labelled by name on /metrics (those with the most queries); the rest are summed
+ * as `backend="other"` — tenants choose addresses, and each would be a series.
+ */
+export const MAX_BACKEND_SERIES = 32;
 
 /** See the module comment. One per registry; each controller's queue is added with {@link watchQueue}. */
 export class ControllerMetrics {
@@ -111,6 +118,74 @@ export class ControllerMetrics {
   }
 
   /**
+   * Exports each source backend's query budget: allowed and used rates, attempts waiting,
+   * and counters of turns, waits and "too many requests" answers.
+   */
+  watchBudgets(budgets: BackendBudgets): void {
+    const series: [string, string, "gauge" | "counter", (u: BudgetUse) => number][] = [
+      [
+        "governor_backend_budget_qps",
+        "Queries per second allowed to a source backend.",
+        "gauge",
+        (u) => u.limitQps,
+      ],
+      [
+        "governor_backend_rate_qps",
+        "Queries per second Governor sends a source backend now (below its budget after it answered 429).",
+        "gauge",
+        (u) => u.rateQps,
+      ],
+      [
+        "governor_backend_waiting",
+        "Sampler attempts waiting for their turn of a backend's budget.",
+        "gauge",
+        (u) => u.waiting,
+      ],
+      [
+        "governor_backend_queries_total",
+        "Turns a backend's budget gave (queries sent).",
+        "counter",
+        (u) => u.granted,
+      ],
+      [
+        "governor_backend_busy_answers_total",
+        "Answers of a backend that it is busy (HTTP 429, or 503 with Retry-After).",
+        "counter",
+        (u) => u.busyAnswers,
+      ],
+      [
+        "governor_backend_wait_seconds_total",
+        "Time sampler attempts waited for their turn of a backend's budget.",
+        "counter",
+        (u) => u.waitedSeconds,
+      ],
+    ];
+    const sums = (value: (u: BudgetUse) => number) =>
+      [...labelledBackends(budgets.uses())].map(
+        ([backend, uses]) => [{ backend }, uses.reduce((sum, u) => sum + value(u), 0)] as const,
+      );
+    for (const [name, help, type, value] of series) {
+      const common = { name, help, labelNames: ["backend"] as const, registers: [this.registry] };
+      if (type === "gauge")
+        new Gauge({
+          ...common,
+          collect() {
+            this.reset();
+            for (const [labels, v] of sums(value)) this.set(labels, v);
+          },
+        });
+      else
+        new Counter({
+          ...common,
+          collect() {
+            this.reset();
+            for (const [labels, v] of sums(value)) this.inc(labels, v);
+          },
+        });
+    }
+  }
+
+  /**
    * Exports the queue of `controller` (its depth, adds and retries). A controller that
    * starts again with a new queue (the ScalableWorkload controller, each time this replica
    * leads) goes on counting from its old queue's totals.
@@ -137,4 +212,15 @@ export class ControllerMetrics {
     this.samples.inc({ outcome });
     this.sampleSeconds.observe(seconds);
   };
+}
+
+/** The backends to label: the {@link MAX_BACKEND_SERIES} with the most queries each alone, the rest as "other". */
+function labelledBackends(uses: BudgetUse[]): Map<string, BudgetUse[]> {
+  const out = new Map<string, BudgetUse[]>();
+  uses.sort((a, b) => b.granted - a.granted);
+  for (const [i, u] of uses.entries()) {
+    const label = i < MAX_BACKEND_SERIES ? u.backend : "other";
+    out.set(label, [...(out.get(label) ?? []), u]);
+  }
+  return out;
 }

@@ -14,6 +14,7 @@ import { MetricUnavailableError } from "../metrics/provider.js";
 import { parseQuantity } from "../api/quantity.js";
 import { Sampler, type SamplerState } from "../metrics/sampler.js";
 import { SamplerPool } from "../metrics/sampler-pool.js";
+import type { BackendBudgets } from "../metrics/backend-budget.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
 import { type MetricMappingSpec, buildSource, rateWindowMs } from "../sources/registry.js";
@@ -39,6 +40,8 @@ export interface RuntimeDeps {
   observeSample?: (outcome: "ok" | "error", seconds: number) => void;
   /** Where mappings that would send the same request share a sampler. @default none shared */
   samplers?: SamplerPool;
+  /** The query budget of each backend sources send to. @default none */
+  budgets?: BackendBudgets;
 }
 
 /** A mapping's runtime, and how to stop it (its sampler stops with the last mapping sharing it). */
@@ -86,10 +89,12 @@ export function buildActiveMapping(
     selector?: LabelSelector,
     onState?: (state: SamplerState) => void,
     staleAfterMs?: number,
-  ) =>
-    new Sampler(src, {
+  ) => {
+    const budget = src.backend === undefined ? undefined : deps.budgets?.join(src.backend, namespace);
+    const sampler = new Sampler(src, {
       intervalMs,
       ...(staleAfterMs !== undefined ? { staleAfterMs } : {}),
+      ...(budget ? { budget } : {}),
       request: () => ({
         namespace,
         ...(selector ? { selector } : {}),
@@ -105,6 +110,9 @@ export function buildActiveMapping(
       onSample: onState,
       observe: deps.observeSample,
     });
+    if (budget) sampler.onStop(() => budget.release());
+    return sampler;
+  };
   // The mapping's own sampler slows down while nobody reads it (Sampler: demand-aware); the
   // per-selector ones stop after 10 unused intervals instead. Mappings that would send the
   // same request on the same schedule share it (SamplerPool); not those narrowed by the

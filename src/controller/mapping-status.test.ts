@@ -93,6 +93,48 @@ describe("MetricMapping status", () => {
     expect(status.conditions!.map((c) => c.type).sort()).to.deep.equal(["Ready", "SourceHealthy"]);
   });
 
+  it("says the backend's budget stretches its interval and by how much, and stops saying it when that ends", () => {
+    const throttle = {
+      backend: "http://prometheus:9090",
+      waitedMs: 14_600,
+      limitQps: 100,
+      rateQps: 100,
+      busy: false,
+    };
+    const input = {
+      ...serving({ ...sampled(1000), throttled: throttle }),
+      spec: { ...spec, interval: "15s" },
+    };
+    const { status: throttled } = computeStatus({}, 1, input, NOW);
+    expect(throttled.conditions?.find((c) => c.type === "Throttled")).to.include({
+      status: "True",
+      reason: "BackendBudget",
+      message:
+        "the mappings querying http://prometheus:9090 need more than its budget of 100 queries/s: the last sample waited 15 s for its turn, so this mapping samples about every 30 s instead of every 15 s",
+    });
+    expect(ready(throttled)).to.include({ status: "True", reason: "Serving" });
+    const busy = computeStatus(
+      {},
+      1,
+      {
+        ...input,
+        active: {
+          ...input.active!,
+          state: { ...sampled(1000), throttled: { ...throttle, busy: true, rateQps: 12.5 } },
+        },
+      },
+      NOW,
+    ).status;
+    expect(busy.conditions?.find((c) => c.type === "Throttled")?.message).to.match(
+      /^http:\/\/prometheus:9090 answered that it is busy \(HTTP 429\), so Governor sends it 13 of its 100 queries\/s for now: /,
+    );
+    const { status } = computeStatus(throttled, 1, serving(sampled(1000)), NOW);
+    expect(status.conditions!.map((c) => c.type).sort()).to.deep.equal(["Ready", "SourceHealthy"]);
+    expect(statusFingerprint({ ...sampled(1000), throttled: throttle }).health).to.not.equal(
+      statusFingerprint(sampled(1000)).health,
+    );
+  });
+
   it("shows a scalar value, an average over objects, and when it was sampled", () => {
     expect(computeStatus({}, 1, serving(sampled(1500, 0.25)), NOW).status).to.include({
       value: "250m",

@@ -1,14 +1,15 @@
 /**
  * A MetricMapping's status as pure functions: what it should say now (`computeStatus`:
- * conditions Ready, SourceHealthy and ShadowsUpstream, value, objects, lastSampleTime, and when time alone
+ * conditions Ready, SourceHealthy, Throttled and ShadowsUpstream, value, objects, lastSampleTime, and when time alone
  * will change it) and whether the leader writes it now (`statusWrite`: transitions at
  * once, value-only changes under a cadence and a write budget). The reconciler
  * (metric-mapping-reconciler.ts) reads the cache, calls these and does the write.
  */
-import type { Condition } from "../api/common.js";
+import { type Condition, durationMs } from "../api/common.js";
 import type { ActiveMapping } from "../metrics/mapping-provider.js";
 import { formatQuantity } from "../api/quantity.js";
-import type { SamplerState } from "../metrics/sampler.js";
+import type { SamplerState, Throttle } from "../metrics/sampler.js";
+import { boundedText } from "../util/bounded-text.js";
 import { type MetricMappingSpec, type MetricMappingStatus, sourceKind } from "../sources/registry.js";
 import { sameConditions, setCondition, type ConditionUpdate } from "./conditions.js";
 
@@ -56,6 +57,14 @@ export function computeStatus(
       generation,
       at,
     );
+    conditions = state.throttled
+      ? setCondition(
+          conditions,
+          { type: "Throttled", ...throttled(state.throttled, what.spec?.interval) },
+          generation,
+          at,
+        )
+      : conditions.filter((c) => c.type !== "Throttled");
     conditions = what.shadows
       ? setCondition(
           conditions,
@@ -88,7 +97,9 @@ export function computeStatus(
     if (untilStale >= 0) requeueAfterMs = Math.max(1000, untilStale + 100);
   } else if (what.ready) {
     conditions = setCondition(conditions, { type: "Ready", ...what.ready }, generation, at);
-    conditions = conditions.filter((c) => c.type !== "SourceHealthy" && c.type !== "ShadowsUpstream");
+    conditions = conditions.filter(
+      (c) => c.type !== "SourceHealthy" && c.type !== "ShadowsUpstream" && c.type !== "Throttled",
+    );
   }
   status.conditions = conditions;
   return { status, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}) };
@@ -143,7 +154,31 @@ export function statusFingerprint(state: SamplerState): { health: string; value:
     for (const x of v.values.values()) sum += x;
     value = `${v.values.size}:${sum}`;
   }
-  return { health: `${state.attemptedAt ? 1 : 0}|${state.error ?? ""}`, value };
+  const throttle = state.throttled ? `${Math.round(state.throttled.waitedMs / 1000)}` : "";
+  return {
+    health: `${state.attemptedAt ? 1 : 0}|${state.error ?? ""}|${state.throttled ? "T" : ""}`,
+    value: `${value}|${throttle}`,
+  };
+}
+
+/**
+ * The Throttled condition: the backend's budget (ADR 0018) stretches this mapping's
+ * interval — by how much, and whether the backend itself asked for less.
+ */
+function throttled(t: Throttle, interval: string | undefined): Omit<ConditionUpdate, "type"> {
+  const s = (ms: number) => `${Math.round(ms / 1000)} s`;
+  const qps = (n: number) => `${n >= 10 ? Math.round(n) : Math.round(n * 10) / 10}`;
+  const backend = boundedText(t.backend, 120);
+  const why = t.busy
+    ? `${backend} answered that it is busy (HTTP 429), so Governor sends it ${qps(t.rateQps)} of its ${qps(t.limitQps)} queries/s for now`
+    : t.rateQps < t.limitQps
+      ? `${backend} lately answered that it is busy, so Governor sends it ${qps(t.rateQps)} of its ${qps(t.limitQps)} queries/s for now`
+      : `the mappings querying ${backend} need more than its budget of ${qps(t.limitQps)} queries/s`;
+  const stretch =
+    interval !== undefined
+      ? `: the last sample waited ${s(t.waitedMs)} for its turn, so this mapping samples about every ${s(durationMs(interval) + t.waitedMs)} instead of every ${s(durationMs(interval))}`
+      : `: the last sample waited ${s(t.waitedMs)} for its turn`;
+  return { status: "True", reason: "BackendBudget", message: `${why}${stretch}` };
 }
 
 function sourceHealth(state: SamplerState): Omit<ConditionUpdate, "type"> {

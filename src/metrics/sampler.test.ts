@@ -1,5 +1,6 @@
 import { expect } from "chai";
-import type { MetricSource } from "../sources/source.js";
+import { BackendBusyError, type MetricSource } from "../sources/source.js";
+import { BackendBudgets } from "./backend-budget.js";
 import { FakeClock } from "../../test/support/fake-clock.js";
 import { Sampler, finiteOnly, idleIntervalMs } from "./sampler.js";
 
@@ -87,6 +88,96 @@ describe("samples", () => {
       expect(gaps.length).to.equal(Math.floor(10_000 / gap));
     }
     expect(most).to.equal(1);
+  });
+
+  describe("on a backend with a query budget", () => {
+    /** `n` samplers of one namespace on one backend of `qps`, each asking a source that answers `answer`. */
+    function budgetSetUp(n: number, qps: number, answer: (i: number) => Promise<number>) {
+      const clock = new FakeClock();
+      const budgets = new BackendBudgets({ qps, clock });
+      const samplers = Array.from({ length: n }, (_, i) => {
+        const source: MetricSource = {
+          needsObjects: false,
+          backend: "http://prom:9090",
+          sample: async () => ({ kind: "scalar", value: await answer(i) }),
+        };
+        return new Sampler(source, {
+          intervalMs: 10_000,
+          request: () => ({ namespace: "team-a" }),
+          budget: budgets.join("http://prom:9090", "team-a")!,
+          clock,
+          random: () => 0.5,
+        });
+      });
+      return { clock, budgets, samplers };
+    }
+
+    it("stretches every sampler's interval alike when they need more than the budget, and says by how much", async () => {
+      // 100 samplers every 10 s need 10 queries/s; the budget is 5.
+      const asked = new Map<number, number>();
+      const { clock, samplers } = budgetSetUp(100, 5, async (i) => {
+        asked.set(i, (asked.get(i) ?? 0) + 1);
+        return 1;
+      });
+      for (const s of samplers) s.start();
+      await clock.advance(120_000);
+      await Promise.all(samplers.map((s) => s.stop()));
+      // 5/s for 120 s (+ the first second's burst): about 600 queries, spread evenly.
+      const counts = [...asked.values()];
+      expect(counts.reduce((a, b) => a + b, 0)).to.be.within(595, 611);
+      expect(Math.max(...counts) - Math.min(...counts)).to.be.at.most(1);
+      const throttled = samplers.map((s) => s.state.throttled);
+      expect(throttled.every((t) => t !== undefined)).to.equal(true);
+      expect(throttled[0]).to.include({ backend: "http://prom:9090", limitQps: 5, rateQps: 5, busy: false });
+      // Each waits about 10 s for its turn: a 20 s period instead of 10 s.
+      expect(throttled[0]!.waitedMs).to.be.within(8000, 12_000);
+      expect(samplers.every((s) => s.state.error === undefined)).to.equal(true);
+    });
+
+    it("waits for another turn when the backend answers busy, instead of failing the sample", async () => {
+      let calls = 0;
+      const { clock, budgets, samplers } = budgetSetUp(1, 10, async () => {
+        if (++calls <= 2)
+          throw new BackendBusyError("GET http://prom:9090/api/v1/query: HTTP 429, the server is busy", 2000);
+        return 7;
+      });
+      const [sampler] = samplers as [Sampler];
+      sampler.start();
+      await clock.advance(3999);
+      expect(sampler.state.attemptedAt).to.equal(undefined); // paused 2 s after each busy answer
+      await clock.advance(2);
+      expect(calls).to.equal(3);
+      expect(sampler.state).to.deep.include({ error: undefined, failures: 0 });
+      expect(sampler.state.last?.value).to.deep.equal({ kind: "scalar", value: 7 });
+      expect(sampler.state.throttled).to.include({ busy: true, waitedMs: 4000, limitQps: 10 });
+      expect(budgets.uses()[0]).to.include({ busyAnswers: 2 });
+      await sampler.stop();
+    });
+
+    it("fails the sample after three busy answers in a row, keeping its last good value", async () => {
+      let busy = false;
+      const { clock, samplers } = budgetSetUp(1, 10, async () => {
+        if (busy)
+          throw new BackendBusyError("GET http://prom:9090/api/v1/query: HTTP 429, the server is busy");
+        return 7;
+      });
+      const [sampler] = samplers as [Sampler];
+      sampler.start();
+      await clock.advance(1);
+      busy = true;
+      await clock.advance(10_000 + 3000);
+      expect(sampler.state.error).to.equal("GET http://prom:9090/api/v1/query: HTTP 429, the server is busy");
+      expect(sampler.state.last?.value).to.deep.equal({ kind: "scalar", value: 7 });
+      await sampler.stop();
+    });
+
+    it("is not throttled while the budget is enough", async () => {
+      const { clock, samplers } = budgetSetUp(10, 5, async () => 1);
+      for (const s of samplers) s.start();
+      await clock.advance(60_000);
+      await Promise.all(samplers.map((s) => s.stop()));
+      expect(samplers.map((s) => s.state.throttled)).to.deep.equal(Array(10).fill(undefined));
+    });
   });
 
   describe("while nobody reads (demand-aware)", () => {

@@ -11,7 +11,13 @@
  * read of an idle sampler is answered at once and brings the interval back (sampling at
  * once if the last attempt is older than an interval).
  */
-import type { MetricSource, SampleRequest, SampleValue } from "../sources/source.js";
+import {
+  BackendBusyError,
+  type MetricSource,
+  type SampleRequest,
+  type SampleValue,
+} from "../sources/source.js";
+import type { BudgetTicket } from "./backend-budget.js";
 import { boundedText } from "../util/bounded-text.js";
 import { type Clock, systemClock } from "../util/clock.js";
 
@@ -31,6 +37,20 @@ export interface SamplerState {
   failures: number;
   /** When the latest attempt finished. */
   attemptedAt?: Date;
+  /** Set while the backend's budget holds attempts back long enough to stretch the interval. */
+  throttled?: Throttle;
+}
+
+/** How the backend's budget held the latest attempt back. */
+export interface Throttle {
+  backend: string;
+  /** How long it waited for its turns, "too many requests" pauses included, in ms. */
+  waitedMs: number;
+  /** The backend's budget and the rate used now (lower after "too many requests"). */
+  limitQps: number;
+  rateQps: number;
+  /** Whether the backend answered "too many requests" during the attempt. */
+  busy: boolean;
 }
 
 /** Options of {@link Sampler}. */
@@ -49,11 +69,16 @@ export interface SamplerOptions {
    * Unset: always every interval.
    */
   staleAfterMs?: number;
+  /** The query budget of the source's backend: each request waits for its turn (src/metrics/backend-budget.ts). */
+  budget?: BudgetTicket;
   /** @default Math.random */
   random?: () => number;
   /** Time and timers (a fake in tests). @default systemClock */
   clock?: Clock;
 }
+
+/** Requests of one attempt a backend may answer "too many requests" before the attempt fails. */
+export const MAX_BUSY_ANSWERS = 3;
 
 /** How long a sampler goes without a reader before it is idle: longer than any HPA's sync period in practice. */
 export const IDLE_AFTER_MS = 120_000;
@@ -187,17 +212,23 @@ export class Sampler {
   }
 
   private async attempt(): Promise<void> {
-    const started = process.hrtime.bigint();
-    const timeoutMs = this.timeoutMs;
-    const timeout = new AbortController();
-    const cancelTimeout = this.clock.after(timeoutMs, () =>
-      timeout.abort(new DOMException(`timed out after ${timeoutMs} ms`, "TimeoutError")),
-    );
-    const signal = AbortSignal.any([this.abort.signal, timeout.signal]);
+    const budget = this.opts.budget;
+    let waitedMs = 0;
+    let busy = 0;
+    let started = process.hrtime.bigint();
     try {
-      const value = finiteOnly(
-        await raceAbort(this.source.sample({ ...this.opts.request(signal), signal }), signal, timeoutMs),
-      );
+      let value: SampleValue | undefined;
+      while (value === undefined) {
+        if (budget) waitedMs += await budget.turn(this.abort.signal);
+        started = process.hrtime.bigint();
+        try {
+          value = await this.request();
+        } catch (err) {
+          // A busy backend: pause it, slow it down, and wait for another turn.
+          if (!(err instanceof BackendBusyError) || !budget || ++busy >= MAX_BUSY_ANSWERS) throw err;
+          budget.busy(err.retryAfterMs);
+        }
+      }
       if (this.stopped) return;
       this.state.last = { value, at: new Date(this.clock.now()) };
       this.state.error = undefined;
@@ -205,17 +236,52 @@ export class Sampler {
       this.opts.observe?.("ok", Number(process.hrtime.bigint() - started) / 1e9);
     } catch (err) {
       if (this.stopped) return;
+      if (err instanceof BackendBusyError) budget?.busy(err.retryAfterMs);
       // A source's words (an answer's error text, an address a tenant chose) are cut here,
       // once, before status, Events, logs and 503 answers repeat them.
       this.state.error = boundedText(err instanceof Error ? err.message : String(err));
       this.state.failures++;
       this.opts.observe?.("error", Number(process.hrtime.bigint() - started) / 1e9);
-    } finally {
-      cancelTimeout();
     }
+    if (budget) this.noteThrottle(budget, waitedMs, busy > 0);
     this.state.attemptedAt = new Date(this.clock.now());
     this.opts.onSample?.(this.state);
     for (const fn of this.listeners) fn(this.state);
+  }
+
+  /**
+   * Whether the budget stretched this attempt enough to say so: a wait of a tenth of the
+   * interval (at least a second) or a "too many requests" answer sets `throttled`; less
+   * than half that clears it (so a wait near the line does not flip it every sample).
+   */
+  private noteThrottle(budget: BudgetTicket, waitedMs: number, busy: boolean): void {
+    const line = Math.max(1000, this.opts.intervalMs / 10);
+    if (busy || waitedMs >= line)
+      this.state.throttled = {
+        backend: budget.backend,
+        waitedMs,
+        limitQps: budget.limitQps,
+        rateQps: budget.rateQps(),
+        busy,
+      };
+    else if (waitedMs < line / 2) this.state.throttled = undefined;
+  }
+
+  /** One request to the source, bounded by the attempt's timeout. */
+  private async request(): Promise<SampleValue> {
+    const timeoutMs = this.timeoutMs;
+    const timeout = new AbortController();
+    const cancelTimeout = this.clock.after(timeoutMs, () =>
+      timeout.abort(new DOMException(`timed out after ${timeoutMs} ms`, "TimeoutError")),
+    );
+    const signal = AbortSignal.any([this.abort.signal, timeout.signal]);
+    try {
+      return finiteOnly(
+        await raceAbort(this.source.sample({ ...this.opts.request(signal), signal }), signal, timeoutMs),
+      );
+    } finally {
+      cancelTimeout();
+    }
   }
 }
 

@@ -2,7 +2,8 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { expect } from "chai";
 import { destinationPolicy } from "./destination-policy.js";
-import { HttpStatusError, MAX_POOLS, dispatcherFor, getText } from "./http-client.js";
+import { HttpStatusError, MAX_POOLS, dispatcherFor, getText, retryAfter } from "./http-client.js";
+import { BackendBusyError } from "./source.js";
 
 describe("the sources' HTTP client", () => {
   let server: Server;
@@ -32,6 +33,14 @@ describe("the sources' HTTP client", () => {
         // 9 MiB sent, then the answer stalls: it holds its bytes until the client gives up.
         res.writeHead(200);
         res.write(Buffer.alloc(9 * 1024 * 1024, "x"));
+        return;
+      }
+      if (req.url === "/busy") {
+        res.writeHead(429, { "retry-after": "3" }).end("slow down, token=hunter2");
+        return;
+      }
+      if (req.url === "/down") {
+        res.writeHead(503).end("down");
         return;
       }
       if (req.url === "/secret-error") {
@@ -94,6 +103,22 @@ describe("the sources' HTTP client", () => {
     expect(err).to.be.instanceOf(HttpStatusError);
     expect((err as Error).message).to.equal(`GET ${base}/secret-error: HTTP 500`);
     expect((err as HttpStatusError).body).to.contain("hunter2"); // for callers that know the format
+  });
+
+  it("tells a busy backend (429) from a failing one, with how long it asked to be left alone", async () => {
+    const busy = await get("/busy").catch((e: unknown) => e);
+    expect(busy).to.be.instanceOf(BackendBusyError);
+    expect(busy).to.deep.include({
+      message: `GET ${base}/busy: HTTP 429, the server is busy`,
+      retryAfterMs: 3000,
+    });
+    const down = await get("/down").catch((e: unknown) => e);
+    expect(down).to.be.instanceOf(HttpStatusError); // a 503 that names no Retry-After is a failure
+    const now = Date.parse("2026-12-06T12:00:00Z");
+    expect(retryAfter("Sun, 06 Dec 2026 12:00:30 GMT", now)).to.equal(30_000);
+    expect(retryAfter("Sun, 06 Dec 2026 11:00:00 GMT", now)).to.equal(0);
+    for (const junk of [undefined, "", "soon", "-5", "1".repeat(80)])
+      expect(retryAfter(junk, now)).to.equal(undefined);
   });
 
   it("keeps at most MAX_POOLS connection pools however many CAs mappings bring, the recently used ones", () => {

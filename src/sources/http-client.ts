@@ -9,6 +9,7 @@ import {
   type DestinationPolicy,
   guardedConnector,
 } from "./destination-policy.js";
+import { BackendBusyError } from "./source.js";
 
 /** Keep-alive pools per destination policy and CA (a process has one policy, and few CAs). */
 const pools = new WeakMap<DestinationPolicy, Map<string, Agent>>();
@@ -106,6 +107,15 @@ export async function getBytes(url: string, opts: GetOptions): Promise<Buffer> {
     throw new Error(`GET ${redact(url)}: ${networkErrorText(err)}`);
   }
   const ok = res.statusCode >= 200 && res.statusCode < 300;
+  const retryAfterMs = retryAfter(res.headers["retry-after"]);
+  if (res.statusCode === 429 || (res.statusCode === 503 && retryAfterMs !== undefined)) {
+    // Read no more than a little of it (dump stops at 128 KiB), keeping the connection when it is short.
+    await res.body.dump().catch(() => {});
+    throw new BackendBusyError(
+      `GET ${redact(url)}: HTTP ${res.statusCode}, the server is busy`,
+      retryAfterMs,
+    );
+  }
   // An error body is only ever read in part (its start says what went wrong).
   const limit = ok ? (opts.maxBytes ?? MAX_RESPONSE_BYTES) : 4096;
   const tooLarge = () =>
@@ -155,6 +165,19 @@ export async function getBytes(url: string, opts: GetOptions): Promise<Buffer> {
   const body = Buffer.concat(chunks);
   if (!ok) throw new HttpStatusError(url, res.statusCode, body.toString("utf8"));
   return body;
+}
+
+/**
+ * A Retry-After header in ms: delay-seconds or an HTTP date (RFC 9110 §10.2.3); undefined
+ * when absent or neither. The caller bounds it.
+ */
+export function retryAfter(header: string | string[] | undefined, now = Date.now()): number | undefined {
+  const value = (Array.isArray(header) ? header[0] : header)?.trim();
+  if (!value || value.length > 64) return undefined;
+  if (/^\d{1,9}$/.test(value)) return Number(value) * 1000;
+  if (!/^[A-Za-z]{3}/.test(value)) return undefined; // a date starts with its day's name
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 /** {@link getBytes}, as text. */

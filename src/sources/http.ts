@@ -155,6 +155,7 @@ function tryDecode(text: string): string {
 /** See the module comment. */
 export class HttpSource implements MetricSource {
   readonly needsObjects = false;
+  readonly backend: string;
   private readonly timeoutMs: number;
   /** The Secret and the headers to send from it, as checked. */
   private readonly headersSecret?: { name: string; keys: readonly string[] };
@@ -169,6 +170,7 @@ export class HttpSource implements MetricSource {
     private readonly ctx: OutboundContext & { scope?: QueryScope },
   ) {
     this.timeoutMs = durationMs(spec.timeout);
+    this.backend = new URL(spec.url).origin;
     // Bound to their namespace by label or by tenant, queries go through the prometheus source only.
     if ((ctx.scope?.namespaceLabel !== null || ctx.scope?.tenantFromNamespace) && isQueryApi(spec.url))
       throw new SourceConfigError(

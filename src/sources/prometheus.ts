@@ -191,6 +191,7 @@ export function prometheusError(body: string): string | undefined {
 export class PrometheusSource implements MetricSource {
   readonly needsObjects: boolean;
   readonly perSelector: boolean;
+  readonly backend: string;
   private readonly timeoutMs: number;
   private readonly namespaceLabel: string | null;
   /** The last query rendered and its scoped form (pods change rarely; parsing is not free). */
@@ -207,6 +208,7 @@ export class PrometheusSource implements MetricSource {
     this.needsObjects = spec.query.includes("{{names}}");
     this.perSelector = spec.query.includes("{{selector}}");
     this.timeoutMs = durationMs(spec.timeout);
+    this.backend = new URL(spec.address).origin;
     this.namespaceLabel = ctx.scope ? ctx.scope.namespaceLabel : "namespace";
     for (const placeholder of ["{{names}}", "{{selector}}"])
       if (spec.query.split(placeholder).length - 1 > MAX_PLACEHOLDERS)

@@ -31,9 +31,29 @@ export interface MetricSource {
   readonly needsObjects: boolean;
   /** Whether values depend on the HPA's selector (then one sampler runs per selector asked for). */
   readonly perSelector?: boolean;
+  /**
+   * The destination its queries go to (an origin, `http://prometheus.monitoring:9090`):
+   * samplers of one backend share its query budget (src/metrics/backend-budget.ts).
+   * Unset: no budget (sources that read the apiserver or the mapping's own pods).
+   */
+  readonly backend?: string;
   /** Releases connections and watches. */
   close?(): Promise<void> | void;
 }
 
 /** A source that failed in a way the user must fix (bad config) rather than a transient error. */
 export class SourceConfigError extends Error {}
+
+/**
+ * The backend said it is overloaded (HTTP 429, or 503 with Retry-After): the attempt waits
+ * for another turn of the backend's budget rather than failing at once.
+ */
+export class BackendBusyError extends Error {
+  constructor(
+    message: string,
+    /** How long the backend asked to be left alone, if it said. */
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}

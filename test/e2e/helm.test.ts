@@ -73,6 +73,8 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
       "networkPolicy.enabled=true,networkPolicy.apiServerCIDRs={10.0.0.10/32}",
       "--set",
       "prometheusNamespaceLabel=kubernetes_namespace,allowUnscopedPrometheusQueries=true,allowHostNetworkScrape=true",
+      "--set-json",
+      'sourceBackendBudget={"qps":0,"overrides":{"http://prometheus.monitoring:9090":20}}',
     );
   });
 
@@ -111,7 +113,9 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
         "--set",
         "forward.external=keda/keda-operator-metrics-apiserver:443",
         "--set",
-        "prometheusTenant.header=THANOS-TENANT,prometheusTenant.fromNamespace=true",
+        "prometheusTenant.header=THANOS-TENANT,prometheusTenant.fromNamespace=true,sourceBackendBudget.qps=40",
+        "--set-json",
+        'sourceBackendBudget.overrides={"https://mimir.example":400,"http://prometheus.monitoring:9090":12.5}',
       ),
     );
     const deployment = rendered.find((o) => o.kind === "Deployment")!;
@@ -123,6 +127,8 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
       "--forward-external=keda/keda-operator-metrics-apiserver:443",
       "--prometheus-tenant-header=THANOS-TENANT",
       "--prometheus-tenant-from-namespace",
+      "--source-backend-qps=40",
+      "--source-backend-qps-overrides=http://prometheus.monitoring:9090=12.5,https://mimir.example=400",
     ]);
     expect(rendered.map((o) => o.kind)).to.include("ServiceMonitor");
     const binding = rendered.find(

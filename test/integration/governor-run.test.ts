@@ -71,6 +71,24 @@ describe("governor run (integration)", function () {
     }
   });
 
+  it("refuses a backend budget that is not a rate or names no backend, naming the flag", () => {
+    for (const [flag, value, problem] of [
+      ["--source-backend-qps", "-1", "Too small"],
+      ["--source-backend-qps", "lots", "expected number"],
+      ["--source-backend-qps-overrides", "prometheus.monitoring=50", "must be origin=qps"],
+      ["--source-backend-qps-overrides", "http://prometheus.monitoring:9090", "must be origin=qps"],
+    ] as const) {
+      const r = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts", "run", flag, value], {
+        cwd: ROOT,
+        encoding: "utf8",
+        timeout: 30_000,
+      });
+      expect(r.status, r.stderr).to.equal(1);
+      expect(r.stderr).to.contain(`${flag}: `);
+      expect(r.stderr, `${flag} ${value}`).to.contain(problem);
+    }
+  });
+
   it("serves health and Prometheus metrics, then on SIGTERM fails /readyz first and exits cleanly", async () => {
     const [apiPort, metricsPort] = [await freePort(), await freePort()];
     child = spawn(
