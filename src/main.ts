@@ -9,7 +9,8 @@ import { DEFAULT_LEASE_NAME } from "./controller/leader-election.js";
 import { destinationPolicy } from "./sources/destination-policy.js";
 import { FORBIDDEN_SOURCE_HEADERS } from "./sources/http.js";
 import { DEFAULT_TENANT_HEADER } from "./sources/promql-scope.js";
-import { DEFAULT_BACKEND_QPS } from "./metrics/backend-budget.js";
+import { backendOf } from "./sources/kind.js";
+import { DEFAULT_BACKEND_QPS, MIN_BACKEND_QPS } from "./metrics/backend-budget.js";
 import { boundedText } from "./util/bounded-text.js";
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
@@ -76,12 +77,15 @@ const UpstreamServiceFlag = z.string().transform((text, ctx) => {
   }
 });
 
-/** Queries per second: 0 (no budget) or a positive number up to 100,000. */
-const Qps = z.coerce
-  .number()
-  .min(0)
-  .max(100_000)
-  .refine((n) => Number.isFinite(n), "must be a number of queries per second");
+/** Queries per second: 0 (no budget), or MIN_BACKEND_QPS up to 100,000. */
+const Qps = z
+  .string()
+  .regex(/^\d{1,6}(\.\d{1,6})?$/, "must be a number of queries per second, e.g. 50 or 0.5")
+  .transform(Number)
+  .refine(
+    (n) => n === 0 || (n >= MIN_BACKEND_QPS && n <= 100_000),
+    `must be 0 (no budget) or from ${MIN_BACKEND_QPS} to 100000`,
+  );
 
 /**
  * `origin=qps,…`: the budgets of named backends, each key the origin sources send to
@@ -102,7 +106,7 @@ const BackendQpsList = z
       const qps = Qps.safeParse(item.slice(at + 1));
       let origin: string | undefined;
       try {
-        origin = new URL(item.slice(0, at)).origin;
+        origin = backendOf(item.slice(0, at));
       } catch {
         origin = undefined;
       }

@@ -9,12 +9,6 @@ import type { QueueStats } from "./work-queue.js";
 import type { SamplerPool } from "../metrics/sampler-pool.js";
 import type { BackendBudgets, BudgetUse } from "../metrics/backend-budget.js";
 
-/**
- * Backends labelled by name on /metrics (those with the most queries); the rest are summed
- * as `backend="other"` — tenants choose addresses, and each would be a series.
- */
-export const MAX_BACKEND_SERIES = 32;
-
 /** See the module comment. One per registry; each controller's queue is added with {@link watchQueue}. */
 export class ControllerMetrics {
   /** Each controller's queue, and the totals of the queues it had before (one per leadership). */
@@ -130,10 +124,10 @@ export class ControllerMetrics {
         (u) => u.limitQps,
       ],
       [
-        "governor_backend_rate_qps",
-        "Queries per second Governor sends a source backend now (below its budget after it answered 429).",
+        "governor_backend_slowed_namespaces",
+        "Namespaces a source backend answered 429 (or 503 with Retry-After): each sends it less for now.",
         "gauge",
-        (u) => u.rateQps,
+        (u) => u.cutNamespaces,
       ],
       [
         "governor_backend_waiting",
@@ -160,10 +154,9 @@ export class ControllerMetrics {
         (u) => u.waitedSeconds,
       ],
     ];
+    // Tenants choose addresses: past 32 backends the rest are summed as backend="other".
     const sums = (value: (u: BudgetUse) => number) =>
-      [...labelledBackends(budgets.uses())].map(
-        ([backend, uses]) => [{ backend }, uses.reduce((sum, u) => sum + value(u), 0)] as const,
-      );
+      budgets.uses().map((u) => [{ backend: u.label }, value(u)] as const);
     for (const [name, help, type, value] of series) {
       const common = { name, help, labelNames: ["backend"] as const, registers: [this.registry] };
       if (type === "gauge")
@@ -212,15 +205,4 @@ export class ControllerMetrics {
     this.samples.inc({ outcome });
     this.sampleSeconds.observe(seconds);
   };
-}
-
-/** The backends to label: the {@link MAX_BACKEND_SERIES} with the most queries each alone, the rest as "other". */
-function labelledBackends(uses: BudgetUse[]): Map<string, BudgetUse[]> {
-  const out = new Map<string, BudgetUse[]>();
-  uses.sort((a, b) => b.granted - a.granted);
-  for (const [i, u] of uses.entries()) {
-    const label = i < MAX_BACKEND_SERIES ? u.backend : "other";
-    out.set(label, [...(out.get(label) ?? []), u]);
-  }
-  return out;
 }

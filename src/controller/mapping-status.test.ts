@@ -126,7 +126,7 @@ describe("MetricMapping status", () => {
       NOW,
     ).status;
     expect(busy.conditions?.find((c) => c.type === "Throttled")?.message).to.match(
-      /^http:\/\/prometheus:9090 answered that it is busy \(HTTP 429\), so Governor sends it 13 of its 100 queries\/s for now: /,
+      /^http:\/\/prometheus:9090 answered that it is busy \(429, or 503 with Retry-After\), so this namespace sends it at most 13 of its 100 queries\/s for now: /,
     );
     const { status } = computeStatus(throttled, 1, serving(sampled(1000)), NOW);
     expect(status.conditions!.map((c) => c.type).sort()).to.deep.equal(["Ready", "SourceHealthy"]);

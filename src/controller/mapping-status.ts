@@ -169,10 +169,11 @@ function throttled(t: Throttle, interval: string | undefined): Omit<ConditionUpd
   const s = (ms: number) => `${Math.round(ms / 1000)} s`;
   const qps = (n: number) => `${n >= 10 ? Math.round(n) : Math.round(n * 10) / 10}`;
   const backend = boundedText(t.backend, 120);
+  const slowed = `so this namespace sends it at most ${qps(t.rateQps)} of its ${qps(t.limitQps)} queries/s for now`;
   const why = t.busy
-    ? `${backend} answered that it is busy (HTTP 429), so Governor sends it ${qps(t.rateQps)} of its ${qps(t.limitQps)} queries/s for now`
+    ? `${backend} answered that it is busy (429, or 503 with Retry-After), ${slowed}`
     : t.rateQps < t.limitQps
-      ? `${backend} lately answered that it is busy, so Governor sends it ${qps(t.rateQps)} of its ${qps(t.limitQps)} queries/s for now`
+      ? `${backend} lately answered that it is busy, ${slowed}`
       : `the mappings querying ${backend} need more than its budget of ${qps(t.limitQps)} queries/s`;
   const stretch =
     interval !== undefined

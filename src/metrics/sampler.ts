@@ -195,9 +195,15 @@ export class Sampler {
   private schedule(): void {
     if (this.stopped) return;
     const jitter = 0.9 + 0.2 * (this.opts.random ?? Math.random)();
+    // A wait for the backend's turn counts as part of the attempt: the value must still be
+    // younger than staleAfter when read.
     const intervalMs =
       this.idle() && !this.state.error
-        ? idleIntervalMs(this.opts.intervalMs, this.opts.staleAfterMs!, this.timeoutMs)
+        ? idleIntervalMs(
+            this.opts.intervalMs,
+            this.opts.staleAfterMs!,
+            this.timeoutMs + (this.state.throttled?.waitedMs ?? 0),
+          )
         : this.opts.intervalMs;
     this.arm(intervalMs * jitter);
   }
@@ -256,7 +262,8 @@ export class Sampler {
    */
   private noteThrottle(budget: BudgetTicket, waitedMs: number, busy: boolean): void {
     const line = Math.max(1000, this.opts.intervalMs / 10);
-    if (busy || waitedMs >= line)
+    if (!busy && waitedMs < (this.state.throttled ? line / 2 : line)) this.state.throttled = undefined;
+    else
       this.state.throttled = {
         backend: budget.backend,
         waitedMs,
@@ -264,7 +271,6 @@ export class Sampler {
         rateQps: budget.rateQps(),
         busy,
       };
-    else if (waitedMs < line / 2) this.state.throttled = undefined;
   }
 
   /** One request to the source, bounded by the attempt's timeout. */

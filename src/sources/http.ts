@@ -14,7 +14,7 @@ import { DEFAULT_TENANT_HEADER, type QueryScope } from "./promql-scope.js";
 import { headerValue } from "./secrets.js";
 import { type MetricSource, type SampleRequest, type SampleValue, SourceConfigError } from "./source.js";
 import type { OutboundContext } from "./outbound.js";
-import { MAX_URL_LENGTH, SourceTimeout, defineSource, required } from "./kind.js";
+import { MAX_URL_LENGTH, SourceTimeout, backendOf, defineSource, required } from "./kind.js";
 
 /** The longest JSONPath. */
 const MAX_JSON_PATH_LENGTH = 1024;
@@ -170,7 +170,7 @@ export class HttpSource implements MetricSource {
     private readonly ctx: OutboundContext & { scope?: QueryScope },
   ) {
     this.timeoutMs = durationMs(spec.timeout);
-    this.backend = new URL(spec.url).origin;
+    this.backend = backendOf(spec.url);
     // Bound to their namespace by label or by tenant, queries go through the prometheus source only.
     if ((ctx.scope?.namespaceLabel !== null || ctx.scope?.tenantFromNamespace) && isQueryApi(spec.url))
       throw new SourceConfigError(

@@ -59,6 +59,18 @@ export function required<T>(value: T | undefined, kind: string, what: string): T
   return value;
 }
 
+/**
+ * The backend (ADR 0018) of a URL's requests: its origin, with a host's final dot dropped
+ * and a Service's `….svc.cluster.local` written `….svc`, so that those spellings of one
+ * server share its budget. Other names of one server (a Service's short name, its
+ * ClusterIP) are other backends.
+ */
+export function backendOf(url: string): string {
+  const u = new URL(url);
+  u.hostname = u.hostname.replace(/\.+$/, "").replace(/\.svc\.cluster\.local$/, ".svc");
+  return u.origin;
+}
+
 /** The longest URL (a Prometheus address, an HTTP source's URL, a scrape path). */
 export const MAX_URL_LENGTH = 2048;
 /** The longest series or label name. */

@@ -19,7 +19,7 @@ import { DEFAULT_TENANT_HEADER, MAX_QUERY_BYTES, type QueryScope, scopeQuery } f
 import { headerValue, secretKey } from "./secrets.js";
 import { type MetricSource, type SampleRequest, type SampleValue, SourceConfigError } from "./source.js";
 import type { OutboundContext } from "./outbound.js";
-import { MAX_NAME_LENGTH, MAX_URL_LENGTH, SourceTimeout, defineSource, required } from "./kind.js";
+import { MAX_NAME_LENGTH, MAX_URL_LENGTH, SourceTimeout, backendOf, defineSource, required } from "./kind.js";
 
 /** Tenant IDs as Cortex and Mimir accept them. */
 const TENANT_PATTERN = "^[a-zA-Z0-9!._*'()-]+$";
@@ -208,7 +208,7 @@ export class PrometheusSource implements MetricSource {
     this.needsObjects = spec.query.includes("{{names}}");
     this.perSelector = spec.query.includes("{{selector}}");
     this.timeoutMs = durationMs(spec.timeout);
-    this.backend = new URL(spec.address).origin;
+    this.backend = backendOf(spec.address);
     this.namespaceLabel = ctx.scope ? ctx.scope.namespaceLabel : "namespace";
     for (const placeholder of ["{{names}}", "{{selector}}"])
       if (spec.query.split(placeholder).length - 1 > MAX_PLACEHOLDERS)

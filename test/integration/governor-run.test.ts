@@ -73,10 +73,12 @@ describe("governor run (integration)", function () {
 
   it("refuses a backend budget that is not a rate or names no backend, naming the flag", () => {
     for (const [flag, value, problem] of [
-      ["--source-backend-qps", "-1", "Too small"],
-      ["--source-backend-qps", "lots", "expected number"],
+      ["--source-backend-qps", "-1", "must be a number of queries per second"],
+      ["--source-backend-qps", "", "must be a number of queries per second"],
+      ["--source-backend-qps", "0.001", "must be 0 (no budget) or from 0.01 to 100000"],
       ["--source-backend-qps-overrides", "prometheus.monitoring=50", "must be origin=qps"],
       ["--source-backend-qps-overrides", "http://prometheus.monitoring:9090", "must be origin=qps"],
+      ["--source-backend-qps-overrides", "http://prometheus.monitoring:9090=", "must be origin=qps"],
     ] as const) {
       const r = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts", "run", flag, value], {
         cwd: ROOT,
