@@ -112,8 +112,8 @@ export class ControllerMetrics {
   }
 
   /**
-   * Exports each source backend's query budget: allowed and used rates, attempts waiting,
-   * and counters of turns, waits and "too many requests" answers.
+   * Exports each source backend's query budget: its queries per second, the namespaces its
+   * 429s slowed, attempts waiting, and counters of turns, waits and "too many requests" answers.
    */
   watchBudgets(budgets: BackendBudgets): void {
     const series: [string, string, "gauge" | "counter", (u: BudgetUse) => number][] = [
@@ -155,7 +155,7 @@ export class ControllerMetrics {
       ],
     ];
     // Tenants choose addresses: past 32 backends the rest are summed as backend="other".
-    const sums = (value: (u: BudgetUse) => number) =>
+    const byBackend = (value: (u: BudgetUse) => number) =>
       budgets.uses().map((u) => [{ backend: u.label }, value(u)] as const);
     for (const [name, help, type, value] of series) {
       const common = { name, help, labelNames: ["backend"] as const, registers: [this.registry] };
@@ -164,7 +164,7 @@ export class ControllerMetrics {
           ...common,
           collect() {
             this.reset();
-            for (const [labels, v] of sums(value)) this.set(labels, v);
+            for (const [labels, v] of byBackend(value)) this.set(labels, v);
           },
         });
       else
@@ -172,7 +172,7 @@ export class ControllerMetrics {
           ...common,
           collect() {
             this.reset();
-            for (const [labels, v] of sums(value)) this.inc(labels, v);
+            for (const [labels, v] of byBackend(value)) this.inc(labels, v);
           },
         });
     }
