@@ -34,10 +34,9 @@ const collection = {
   mappings: `/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings`,
   hpas: `/apis/autoscaling/v2/namespaces/${NS}/horizontalpodautoscalers`,
 };
-const labels = { [LABEL]: "idle" };
 
 /** Waits until `check` holds, up to `ms`; says what it waited for otherwise. */
-async function until(what: string, ms: number, check: () => Promise<boolean>): Promise<void> {
+export async function until(what: string, ms: number, check: () => Promise<boolean>): Promise<void> {
   const deadline = performance.now() + ms;
   while (!(await check())) {
     if (performance.now() > deadline) throw new Error(`${what}: not within ${ms / 1000} s`);
@@ -45,8 +44,101 @@ async function until(what: string, ms: number, check: () => Promise<boolean>): P
   }
 }
 
-const count = async (b: Bench, path: string) =>
-  (await b.client.get<{ items: unknown[] }>(path, { labelSelector: `${LABEL}=idle` })).items.length;
+const count = async (b: Bench, path: string, part: string) =>
+  (await b.client.get<{ items: unknown[] }>(path, { labelSelector: `${LABEL}=${part}` })).items.length;
+
+/** One queue: a Deployment at zero, KEDA's ScaledObject and Governor's MetricMapping on it, labelled `part`. */
+export async function createQueue(
+  b: Bench,
+  part: string,
+  q: {
+    name: string;
+    metric: string;
+    query: string;
+    kedaAddress: string;
+    governorAddress: string;
+    everySeconds: number;
+  },
+): Promise<void> {
+  const labels = { [LABEL]: part };
+  await b.client.create(collection.deployments, {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: { name: q.name, labels },
+    spec: {
+      replicas: 0,
+      selector: { matchLabels: { app: q.name } },
+      template: {
+        metadata: { labels: { app: q.name } },
+        spec: { containers: [{ name: "app", image: "example.invalid/worker:1" }] },
+      },
+    },
+  });
+  await b.client.create(collection.scaledObjects, {
+    apiVersion: "keda.sh/v1alpha1",
+    kind: "ScaledObject",
+    metadata: { name: q.name, labels },
+    spec: {
+      scaleTargetRef: { name: q.name },
+      pollingInterval: q.everySeconds,
+      minReplicaCount: 0,
+      maxReplicaCount: 4,
+      triggers: [
+        {
+          type: "prometheus",
+          metadata: {
+            serverAddress: q.kedaAddress,
+            query: q.query,
+            threshold: "100",
+            activationThreshold: "1000",
+            ignoreNullValues: "false",
+          },
+        },
+      ],
+    },
+  });
+  await b.client.create(collection.mappings, {
+    apiVersion: "governor.dev/v1alpha1",
+    kind: "MetricMapping",
+    metadata: { name: q.name, labels },
+    spec: {
+      metric: q.metric,
+      subject: { external: {} },
+      interval: `${q.everySeconds}s`,
+      source: { prometheus: { address: q.governorAddress, query: q.query } },
+    },
+  });
+}
+
+/**
+ * Deletes the queues labelled `part`: the ScaledObjects first, while KEDA's operator runs
+ * to remove its finalizer (or, if it died, their finalizers dropped), then the mappings and
+ * the Deployments.
+ */
+export async function removeQueues(b: Bench, part: string, keda: KedaProcesses | undefined): Promise<void> {
+  const deleteAll = (path: string) =>
+    b.client
+      .request("DELETE", path, { query: { labelSelector: `${LABEL}=${part}` }, timeoutMs: 300_000 })
+      .catch(() => false);
+  await deleteAll(collection.scaledObjects);
+  if (keda)
+    await until(
+      "KEDA's ScaledObjects gone",
+      300_000,
+      async () => (await count(b, collection.scaledObjects, part)) === 0,
+    ).catch(async () => {
+      const left = await b.client.get<{ items: { metadata: { name: string } }[] }>(collection.scaledObjects, {
+        labelSelector: `${LABEL}=${part}`,
+      });
+      for (const o of left.items)
+        await b.client
+          .mergePatch(`${collection.scaledObjects}/${o.metadata.name}`, { metadata: { finalizers: null } })
+          .catch(() => false);
+    });
+  await keda?.stop();
+  await deleteAll(collection.mappings);
+  await deleteAll(collection.deployments);
+}
 
 export async function kedaIdleRows(b: Bench, governor: Child): Promise<void> {
   const exposition = gauge("bench_idle_messages", QUEUES, (i) => [`queue="${queueName(i)}"`, i % 50]);
@@ -56,55 +148,16 @@ export async function kedaIdleRows(b: Bench, governor: Child): Promise<void> {
     keda = await startBenchKeda(b, "keda-idle");
     const name = `KEDA ${keda.version}`;
     const created = performance.now();
-    await pool(QUEUES, 32, async (i) => {
-      await b.client.create(collection.deployments, {
-        apiVersion: "apps/v1",
-        kind: "Deployment",
-        metadata: { name: queueName(i), labels },
-        spec: {
-          replicas: 0,
-          selector: { matchLabels: { app: queueName(i) } },
-          template: {
-            metadata: { labels: { app: queueName(i) } },
-            spec: { containers: [{ name: "app", image: "example.invalid/worker:1" }] },
-          },
-        },
-      });
-      await b.client.create(collection.scaledObjects, {
-        apiVersion: "keda.sh/v1alpha1",
-        kind: "ScaledObject",
-        metadata: { name: queueName(i), labels },
-        spec: {
-          scaleTargetRef: { name: queueName(i) },
-          pollingInterval: 15,
-          minReplicaCount: 0,
-          maxReplicaCount: 4,
-          triggers: [
-            {
-              type: "prometheus",
-              metadata: {
-                serverAddress: prometheus.url,
-                query: query(i),
-                threshold: "100",
-                activationThreshold: "1000",
-                ignoreNullValues: "false",
-              },
-            },
-          ],
-        },
-      });
-      await b.client.create(collection.mappings, {
-        apiVersion: "governor.dev/v1alpha1",
-        kind: "MetricMapping",
-        metadata: { name: queueName(i), labels },
-        spec: {
-          metric: `bench_idle_${String(i).padStart(4, "0")}`,
-          subject: { external: {} },
-          interval: "15s",
-          source: { prometheus: { address: prometheus.url, query: query(i) } },
-        },
-      });
-    });
+    await pool(QUEUES, 32, (i) =>
+      createQueue(b, "idle", {
+        name: queueName(i),
+        metric: `bench_idle_${String(i).padStart(4, "0")}`,
+        query: query(i),
+        kedaAddress: prometheus.url,
+        governorAddress: prometheus.url,
+        everySeconds: 15,
+      }),
+    );
     // Governor serves the last queue; KEDA has made an HPA per ScaledObject (its operator
     // reconciles through a client limited to 20 requests/s: a run waited 5 minutes and
     // more for all 1,000). Each side's time from the first create; KEDA's capped at 15 min.
@@ -162,30 +215,7 @@ export async function kedaIdleRows(b: Bench, governor: Child): Promise<void> {
       },
     );
   } finally {
-    // The ScaledObjects carry KEDA's finalizer: deleted while its operator runs (or, if it
-    // died, their finalizers dropped), then what they scaled.
-    const deleteAll = (path: string) =>
-      b.client
-        .request("DELETE", path, { query: { labelSelector: `${LABEL}=idle` }, timeoutMs: 300_000 })
-        .catch(() => false);
-    await deleteAll(collection.scaledObjects);
-    if (keda)
-      await until(
-        "KEDA's ScaledObjects gone",
-        300_000,
-        async () => (await count(b, collection.scaledObjects)) === 0,
-      ).catch(async () => {
-        const left = await b.client.get<{ items: { metadata: { name: string } }[] }>(
-          collection.scaledObjects,
-        );
-        for (const o of left.items)
-          await b.client
-            .mergePatch(`${collection.scaledObjects}/${o.metadata.name}`, { metadata: { finalizers: null } })
-            .catch(() => false);
-      });
-    await keda?.stop();
-    await deleteAll(collection.mappings);
-    await deleteAll(collection.deployments);
+    await removeQueues(b, "idle", keda);
     await stop();
   }
 }

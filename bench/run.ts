@@ -34,6 +34,7 @@ import { kedaRows } from "./keda.js";
 import { growthRows } from "./growth.js";
 import type { GrowthPoint } from "./plot.js";
 import { kedaIdleRows } from "./keda-idle.js";
+import { rateLimitedRows } from "./rate-limited.js";
 
 const quick = process.argv.includes("--quick");
 /**
@@ -97,6 +98,7 @@ async function main() {
       await part("against prometheus-adapter: 10 and 1,000 rules", () => peerRulesRows(b, governor));
       await part("against KEDA", () => kedaRows(b, governor, [1, 16, 64]));
       await part("against KEDA: 1,000 queues", () => kedaIdleRows(b, governor));
+      await part("against KEDA: a Prometheus that answers 429", () => rateLimitedRows(b));
       await part("apply → servable, coalescing", async () => {
         await applyToServableRows(b, governor);
         await coalescingRows(b, governor);
