@@ -13,12 +13,13 @@ import type { ActiveMapping } from "../metrics/mapping-provider.js";
 import { MetricUnavailableError } from "../metrics/provider.js";
 import { parseQuantity } from "../api/quantity.js";
 import { Sampler, type SamplerState } from "../metrics/sampler.js";
-import { SamplerPool } from "../metrics/sampler-pool.js";
+import { type SamplerLease, SamplerPool } from "../metrics/sampler-pool.js";
 import type { BackendBudgets } from "../metrics/backend-budget.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
 import { type MetricMappingSpec, buildSource, rateWindowMs } from "../sources/registry.js";
 import type { SecretReader } from "../sources/secrets.js";
+import type { MetricSource, SampleRequest } from "../sources/source.js";
 
 /** Samplers one MetricMapping with `{{selector}}` runs at once (one per distinct selector). */
 export const MAX_SELECTOR_SAMPLERS = 32;
@@ -58,14 +59,40 @@ export interface RuntimeSpec {
 /**
  * Builds the mapping's runtime; `onSample` sees every attempt of its main sampler. Throws
  * `SourceConfigError` for a source that cannot be built as written.
+ *
+ * What a mapping keeps while it runs is held by a few objects, not closures over this
+ * function's scope (a closure keeps its whole scope alive: 100,000 mappings each kept it).
  */
 export function buildActiveMapping(
   deps: RuntimeDeps,
   m: RuntimeSpec,
   onSample: (state: SamplerState) => void,
 ): RuntimeMapping {
-  const { key, namespace, spec, subject } = m;
-  const ctx = {
+  const { namespace, spec, subject } = m;
+  const source = buildSource(spec, sourceContext(deps, namespace));
+  const isPods =
+    subject.kind === "resource" &&
+    subject.groupResource.group === "" &&
+    subject.groupResource.resource === "pods";
+  // The mapping's own sampler slows down while nobody reads it (Sampler: demand-aware); the
+  // per-selector ones stop after 10 unused intervals instead. Mappings that would send the
+  // same request on the same schedule share it (SamplerPool); not those narrowed by the
+  // HPA's selector, whose per-selector samplers live with their mapping.
+  const sharedAs = source.perSelector
+    ? undefined
+    : JSON.stringify([namespace, spec.source, isPods, spec.interval, spec.staleAfter]);
+  const lease = (deps.samplers ?? new SamplerPool()).acquire(
+    sharedAs,
+    () => samplerFor(deps, namespace, spec, isPods, source, undefined, durationMs(spec.staleAfter)),
+    onSample,
+  );
+  if (lease.joined) void source.close?.(); // the shared sampler has its own
+  return new Running(deps, m, isPods, lease);
+}
+
+/** What a source of `namespace` is built with. */
+function sourceContext(deps: RuntimeDeps, namespace: string) {
+  return {
     namespace,
     client: deps.client,
     mapper: deps.mapper,
@@ -76,103 +103,140 @@ export function buildActiveMapping(
     prometheusScope: deps.prometheusScope,
     hostNetworkScrape: deps.hostNetworkScrape,
   };
-  const source = buildSource(spec, ctx);
-  const isPods =
-    subject.kind === "resource" &&
-    subject.groupResource.group === "" &&
-    subject.groupResource.resource === "pods";
-  const intervalMs = durationMs(spec.interval);
-  // A rate's window: as declared, else as the source kind says (scrape: the time between two samples).
-  const windowMs = rateWindowMs(spec, intervalMs);
-  const samplerFor = (
-    src: typeof source,
-    selector?: LabelSelector,
-    onState?: (state: SamplerState) => void,
-    staleAfterMs?: number,
-  ) => {
-    const budget = src.backend === undefined ? undefined : deps.budgets?.join(src.backend, namespace);
-    const sampler = new Sampler(src, {
-      intervalMs,
-      ...(staleAfterMs !== undefined ? { staleAfterMs } : {}),
-      ...(budget ? { budget } : {}),
-      request: () => ({
-        namespace,
-        ...(selector ? { selector } : {}),
-        ...(src.needsObjects && isPods
-          ? {
-              objects: deps.pods
-                .list(namespace, selector && ((labels) => selector.matches(labels)))
-                .filter((p) => !p.terminating)
-                .map((p) => ({ name: p.name, ip: p.ip, labels: p.labels, hostNetwork: p.hostNetwork })),
-            }
-          : {}),
-      }),
-      onSample: onState,
-      observe: deps.observeSample,
-    });
-    if (budget) sampler.onStop(() => budget.release());
-    return sampler;
-  };
-  // The mapping's own sampler slows down while nobody reads it (Sampler: demand-aware); the
-  // per-selector ones stop after 10 unused intervals instead. Mappings that would send the
-  // same request on the same schedule share it (SamplerPool); not those narrowed by the
-  // HPA's selector, whose per-selector samplers live with their mapping.
-  const sharedAs = source.perSelector
-    ? undefined
-    : JSON.stringify([namespace, spec.source, isPods, spec.interval, spec.staleAfter]);
-  const lease = (deps.samplers ?? new SamplerPool()).acquire(
-    sharedAs,
-    () => samplerFor(source, undefined, undefined, durationMs(spec.staleAfter)),
-    onSample,
-  );
-  if (lease.joined) void source.close?.(); // the shared sampler has its own
-  const sampler = lease.sampler;
-  const fallback = spec.fallback ? parseQuantity(spec.fallback.value) : undefined;
-  const active: RuntimeMapping = {
-    key,
+}
+
+/** A sampler of `src` for a mapping of `namespace`, on its backend's budget. */
+function samplerFor(
+  deps: RuntimeDeps,
+  namespace: string,
+  spec: MetricMappingSpec,
+  isPods: boolean,
+  src: MetricSource,
+  selector?: LabelSelector,
+  staleAfterMs?: number,
+): Sampler {
+  const budget = src.backend === undefined ? undefined : deps.budgets?.join(src.backend, namespace);
+  return new Sampler(src, {
+    intervalMs: durationMs(spec.interval),
+    ...(staleAfterMs !== undefined ? { staleAfterMs } : {}),
+    ...(budget ? { budget } : {}),
+    request: requestFor(namespace, selector, src.needsObjects && isPods ? deps.pods : undefined),
+    observe: deps.observeSample,
+  });
+}
+
+/** What each request of a sampler says: the namespace, the selector, and the pods where the source needs them. */
+function requestFor(
+  namespace: string,
+  selector: LabelSelector | undefined,
+  pods: PodIndex | undefined,
+): () => Omit<SampleRequest, "signal"> {
+  if (!pods) return selector ? () => ({ namespace, selector }) : () => ({ namespace });
+  return () => ({
     namespace,
-    metric: spec.metric,
-    subject,
-    sampler,
-    release: () => lease.release(),
-    staleAfterMs: durationMs(spec.staleAfter),
-    ...(fallback !== undefined ? { fallback: { value: fallback, text: spec.fallback!.value } } : {}),
-    ...(windowMs !== undefined ? { windowSeconds: Math.round(windowMs / 1000) } : {}),
-  };
-  if (source.perSelector) {
-    // One sampler per selector the HPAs ask with; one left unused for 10 intervals stops.
-    // At most MAX_SELECTOR_SAMPLERS at once: each queries the source every interval, and
-    // the selectors come from whoever can call the metrics API.
-    const bySelector = new Map<string, { sampler: Sampler; usedAt: number }>();
-    active.forSelector = (selector) => {
-      const k = selector.toString();
-      let entry = bySelector.get(k);
-      if (!entry && bySelector.size >= MAX_SELECTOR_SAMPLERS)
-        throw new MetricUnavailableError(
-          `MetricMapping ${key} already samples ${MAX_SELECTOR_SAMPLERS} different label selectors, its limit; a selector unused for 10 intervals is released`,
-        );
-      if (!entry) {
-        entry = { sampler: samplerFor(buildSource(spec, ctx), selector), usedAt: 0 };
-        bySelector.set(k, entry);
-        entry.sampler.start();
-      }
-      entry.usedAt = Date.now();
-      return entry.sampler;
-    };
-    const sweep = setInterval(() => {
-      for (const [k, e] of bySelector) {
-        if (Date.now() - e.usedAt > 10 * intervalMs) {
-          bySelector.delete(k);
+    ...(selector ? { selector } : {}),
+    objects: pods
+      .list(namespace, selector && ((labels) => selector.matches(labels)))
+      .filter((p) => !p.terminating)
+      .map((p) => ({ name: p.name, ip: p.ip, labels: p.labels, hostNetwork: p.hostNetwork })),
+  });
+}
+
+/** A running mapping (see {@link buildActiveMapping}). */
+class Running implements RuntimeMapping {
+  readonly key: string;
+  readonly namespace: string;
+  readonly metric: string;
+  readonly subject: ActiveMapping["subject"];
+  readonly staleAfterMs: number;
+  // Declared only: absent, not undefined, where a mapping has none.
+  declare readonly fallback?: ActiveMapping["fallback"];
+  declare readonly windowSeconds?: number;
+  /** Set for sources narrowed by the HPA's selector. */
+  declare readonly forSelector?: (selector: LabelSelector) => Sampler;
+  declare private selectors?: Selectors;
+
+  constructor(
+    deps: RuntimeDeps,
+    m: RuntimeSpec,
+    isPods: boolean,
+    private readonly lease: SamplerLease,
+  ) {
+    const { key, namespace, spec, subject } = m;
+    this.key = key;
+    this.namespace = namespace;
+    this.metric = spec.metric;
+    this.subject = subject;
+    this.staleAfterMs = durationMs(spec.staleAfter);
+    const fallback = spec.fallback ? parseQuantity(spec.fallback.value) : undefined;
+    if (fallback !== undefined) this.fallback = { value: fallback, text: spec.fallback!.value };
+    // A rate's window: as declared, else as the source kind says (scrape: the time between two samples).
+    const windowMs = rateWindowMs(spec, durationMs(spec.interval));
+    if (windowMs !== undefined) this.windowSeconds = Math.round(windowMs / 1000);
+    if (lease.sampler.source.perSelector) {
+      const selectors = (this.selectors = new Selectors(deps, m, isPods));
+      this.forSelector = (selector) => selectors.samplerFor(selector);
+    }
+  }
+
+  get sampler(): Sampler {
+    return this.lease.sampler;
+  }
+
+  async release(): Promise<void> {
+    await this.selectors?.stop();
+    await this.lease.release();
+  }
+}
+
+/**
+ * One sampler per selector the HPAs ask with; one left unused for 10 intervals stops. At
+ * most MAX_SELECTOR_SAMPLERS at once: each queries the source every interval, and the
+ * selectors come from whoever can call the metrics API.
+ */
+class Selectors {
+  private readonly bySelector = new Map<string, { sampler: Sampler; usedAt: number }>();
+  private readonly sweep: NodeJS.Timeout;
+  private readonly intervalMs: number;
+
+  constructor(
+    private readonly deps: RuntimeDeps,
+    private readonly m: RuntimeSpec,
+    private readonly isPods: boolean,
+  ) {
+    this.intervalMs = durationMs(m.spec.interval);
+    this.sweep = setInterval(() => {
+      for (const [k, e] of this.bySelector) {
+        if (Date.now() - e.usedAt > 10 * this.intervalMs) {
+          this.bySelector.delete(k);
           void e.sampler.stop();
         }
       }
-    }, intervalMs * 10);
-    sweep.unref();
-    sampler.onStop(async () => {
-      clearInterval(sweep);
-      await Promise.all([...bySelector.values()].map((e) => e.sampler.stop()));
-      bySelector.clear();
-    });
+    }, this.intervalMs * 10);
+    this.sweep.unref();
   }
-  return active;
+
+  samplerFor(selector: LabelSelector): Sampler {
+    const k = selector.toString();
+    let entry = this.bySelector.get(k);
+    if (!entry && this.bySelector.size >= MAX_SELECTOR_SAMPLERS)
+      throw new MetricUnavailableError(
+        `MetricMapping ${this.m.key} already samples ${MAX_SELECTOR_SAMPLERS} different label selectors, its limit; a selector unused for 10 intervals is released`,
+      );
+    if (!entry) {
+      const { namespace, spec } = this.m;
+      const source = buildSource(spec, sourceContext(this.deps, namespace));
+      entry = { sampler: samplerFor(this.deps, namespace, spec, this.isPods, source, selector), usedAt: 0 };
+      this.bySelector.set(k, entry);
+      entry.sampler.start();
+    }
+    entry.usedAt = Date.now();
+    return entry.sampler;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.sweep);
+    await Promise.all([...this.bySelector.values()].map((e) => e.sampler.stop()));
+    this.bySelector.clear();
+  }
 }

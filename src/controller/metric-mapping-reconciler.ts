@@ -67,6 +67,30 @@ interface Running {
 }
 
 /**
+ * What the reconciler keeps of one mapping, in one record (one Map entry, not five: each
+ * entry of a Map costs about 50 bytes, and 100,000 mappings have one in each).
+ */
+interface MappingRecord {
+  /** The {@link revision} the last reconcile read. */
+  revision?: string;
+  /** The generation listeners last heard of. */
+  generation?: number;
+  /** The spec last parsed, by the object's uid and generation (a status write changes neither). */
+  parsed?: {
+    uid: string;
+    generation: number;
+    result: ReturnType<typeof MetricMappingSpec.safeParse>;
+    hash: string;
+  };
+  running?: Running;
+  /** The Ready and SourceHealthy states last logged (strings of the conditions, not copies). */
+  readyStatus?: string;
+  readyReason?: string;
+  healthStatus?: string;
+  healthReason?: string;
+}
+
+/**
  * `Ready` reasons that mean a mapping can never serve as written, until someone edits it
  * (a source that fails or a conflict are passing states: the HPA holds meanwhile).
  */
@@ -89,7 +113,7 @@ const FIRST_SAMPLE_WAIT_MS = 1000;
 /** See the module comment. */
 export class MetricMappingReconciler {
   private controller?: Controller<MetricMappingObject>;
-  private readonly running = new Map<string, Running>();
+  private readonly records = new Map<string, MappingRecord>();
   private readonly log: Logger;
   private readonly listeners: MappingListener[] = [];
   /** Writes the status this reconciler computes: add it to the manager (it needs leadership). */
@@ -121,7 +145,7 @@ export class MetricMappingReconciler {
       logger: this.opts.logger,
       observeReconcile: this.opts.observeReconcile,
       // The echo of a status write (its own, or the leader's) changes nothing the reconcile reads.
-      isNews: (m) => this.revisions.get(objectKey(m)) !== revision(m),
+      isNews: (m) => this.records.get(objectKey(m))?.revision !== revision(m),
     });
     return this.controller;
   }
@@ -129,11 +153,12 @@ export class MetricMappingReconciler {
   /** Stops watching and every sampler. */
   async stop(): Promise<void> {
     await this.controller?.stop();
-    for (const [key, r] of this.running) {
+    for (const [key, r] of this.records) {
+      if (!r.running) continue;
       this.opts.provider.deactivate(key);
-      await r.active.release();
+      await r.running.active.release();
+      r.running = undefined;
     }
-    this.running.clear();
   }
 
   /** How many MetricMappings of the first list have been reconciled, of how many (see Controller). */
@@ -157,8 +182,6 @@ export class MetricMappingReconciler {
   }
 
   private readonly problems = new Map<string, { reason: string; message: string }>();
-  /** `namespace/name` → the Ready and SourceHealthy states last logged. */
-  private readonly logged = new Map<string, { ready?: string; health?: string }>();
 
   /** Records whether `key` has a configuration problem; a change is news for HPAs. */
   private noteProblem(
@@ -183,51 +206,64 @@ export class MetricMappingReconciler {
    * it serves again.
    */
   private logTransitions(key: string, conditions: readonly Condition[]): void {
-    const seen = this.logged.get(key) ?? {};
+    const seen = this.record(key);
     const ready = findCondition(conditions, "Ready");
     const health = findCondition(conditions, "SourceHealthy");
-    const readyNow = ready && `${ready.status}/${ready.reason}`;
-    if (ready && readyNow !== seen.ready) {
+    if (ready && (ready.status !== seen.readyStatus || ready.reason !== seen.readyReason)) {
       const fields = { mapping: key, reason: ready.reason };
       if (ready.status === "True" && ready.reason === "Serving") this.log.info(fields, ready.message);
       else if (ready.status === "Unknown") this.log.debug(fields, ready.message);
       else this.log.warn(fields, ready.message);
     }
-    const healthNow = health && `${health.status}/${health.reason}`;
-    if (health && healthNow !== seen.health) {
+    if (health && (health.status !== seen.healthStatus || health.reason !== seen.healthReason)) {
       const fields = { mapping: key, reason: health.reason };
       if (health.status === "False") this.log.warn(fields, `source failing: ${health.message}`);
-      else if (health.status === "True" && seen.health?.startsWith("False"))
+      else if (health.status === "True" && seen.healthStatus === "False")
         this.log.info(fields, "source recovered: the last sample succeeded");
     }
-    this.logged.set(key, { ready: readyNow, health: healthNow });
+    seen.readyStatus = ready?.status;
+    seen.readyReason = ready?.reason;
+    seen.healthStatus = health?.status;
+    seen.healthReason = health?.reason;
   }
 
-  private readonly seenGenerations = new Map<string, number | undefined>();
-  /** `namespace/name` → the {@link revision} the last reconcile read. */
-  private readonly revisions = new Map<string, string>();
   private readonly claims = new ClaimIndex();
+
+  /** The record of `key`, made if it has none. */
+  private record(key: string): MappingRecord {
+    let r = this.records.get(key);
+    if (!r) this.records.set(key, (r = {}));
+    return r;
+  }
 
   private async reconcile(key: string): Promise<ReconcileResult | void> {
     const { namespace, name } = splitKey(key);
     const obj = this.controller!.informer.get(name, namespace);
-    if (obj) this.revisions.set(key, revision(obj));
-    else this.revisions.delete(key);
-    if (this.seenGenerations.get(key) !== obj?.metadata?.generation || !obj) {
-      this.seenGenerations.set(key, obj?.metadata?.generation);
-      if (!obj) this.seenGenerations.delete(key);
+    if (!obj) {
       for (const l of this.listeners) l.mappingChanged(namespace);
-    }
-    if (!obj || obj.metadata?.deletionTimestamp) {
       await this.retire(key);
+      this.records.delete(key);
       this.setClaim(key, namespace, undefined);
       this.noteProblem(key, namespace, undefined);
-      this.logged.delete(key);
-      this.parsedSpecs.delete(key);
       this.statusWriter.forget(key);
       return;
     }
-    const parsed = this.parse(key, obj);
+    const record = this.record(key);
+    record.revision = revision(obj);
+    if (record.generation !== obj.metadata?.generation) {
+      record.generation = obj.metadata?.generation;
+      for (const l of this.listeners) l.mappingChanged(namespace);
+    }
+    if (obj.metadata?.deletionTimestamp) {
+      await this.retire(key);
+      this.setClaim(key, namespace, undefined);
+      this.noteProblem(key, namespace, undefined);
+      record.parsed = undefined;
+      record.readyStatus = record.readyReason = record.healthStatus = record.healthReason = undefined;
+      this.statusWriter.forget(key);
+      return;
+    }
+    const parsed = this.parse(record, obj);
     if (!parsed.success) {
       await this.retire(key);
       this.setClaim(key, namespace, undefined);
@@ -264,7 +300,7 @@ export class MetricMappingReconciler {
     }
 
     const hash = parsed.hash;
-    let running = this.running.get(key);
+    let running = record.running;
     if (!running || running.hash !== hash) {
       let active: RuntimeMapping;
       try {
@@ -279,7 +315,7 @@ export class MetricMappingReconciler {
       }
       const previous = running;
       running = { hash, active };
-      this.running.set(key, running);
+      record.running = running;
       this.opts.provider.activate(active);
       active.sampler.start();
       if (previous) await previous.active.release();
@@ -294,31 +330,24 @@ export class MetricMappingReconciler {
     return this.writeStatus(obj, { spec, active: running.active });
   }
 
-  /** The last spec parsed per mapping, by the object's uid and generation (a status write changes neither). */
-  private readonly parsedSpecs = new Map<
-    string,
-    { revision: string; result: ReturnType<typeof MetricMappingSpec.safeParse>; hash: string }
-  >();
-
   /**
    * The mapping's spec as the schema reads it, and a hash of it: parsed once per generation,
    * not once per reconcile (a sample that changes the value reconciles too).
    */
   private parse(
-    key: string,
+    record: MappingRecord,
     obj: MetricMappingObject,
   ): ReturnType<typeof MetricMappingSpec.safeParse> & { hash: string } {
     const uid = obj.metadata?.uid;
     const generation = obj.metadata?.generation;
-    const revision = uid && generation !== undefined ? `${uid}/${generation}` : undefined;
-    let hit = revision === undefined ? undefined : this.parsedSpecs.get(key);
-    if (!hit || hit.revision !== revision) {
+    let hit = record.parsed;
+    if (!hit || hit.uid !== uid || hit.generation !== generation) {
       const result = MetricMappingSpec.safeParse(obj.spec);
       const hash = result.success
-        ? createHash("sha256").update(JSON.stringify(result.data)).digest("hex")
+        ? createHash("sha256").update(JSON.stringify(result.data)).digest("base64url")
         : "";
-      hit = { revision: revision ?? "", result, hash };
-      if (revision !== undefined) this.parsedSpecs.set(key, hit);
+      hit = { uid: uid ?? "", generation: generation ?? -1, result, hash };
+      record.parsed = uid && generation !== undefined ? hit : undefined;
     }
     return { ...hit.result, hash: hit.hash };
   }
@@ -399,9 +428,10 @@ export class MetricMappingReconciler {
   private readonly awaitingFirst = new Set<string>();
 
   private async retire(key: string): Promise<void> {
-    const r = this.running.get(key);
+    const record = this.records.get(key);
+    const r = record?.running;
     if (!r) return;
-    this.running.delete(key);
+    record.running = undefined;
     this.opts.provider.deactivate(key);
     await r.active.release();
     this.log.info({ mapping: key }, "stopped serving the metric");

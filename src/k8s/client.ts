@@ -135,7 +135,7 @@ export class KubeClient {
     return startInformer<T>(
       this.kubeConfig,
       path,
-      () => this.get<KubernetesListObject<T>>(path, query),
+      (page) => this.get<KubernetesListObject<T>>(path, { ...query, ...page }),
       handlers,
       opts,
     );

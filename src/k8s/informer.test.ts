@@ -3,7 +3,7 @@ import type { KubernetesObject } from "@kubernetes/client-node";
 import { expect } from "chai";
 import { listenAndConnect } from "../../test/support/loopback-kubeconfig.js";
 import { Backoff } from "../util/backoff.js";
-import { startInformer } from "./informer.js";
+import { LIST_PAGE_SIZE, type ListPage, startInformer } from "./informer.js";
 
 /**
  * A minimal apiserver for one collection: lists return the current pods; the first watch
@@ -148,5 +148,46 @@ describe("startInformer", () => {
       uid: undefined,
       resourceVersion: "99",
     });
+  });
+
+  it("lists a large collection page by page and caches every object of every page, reduced", async () => {
+    const fake = fakeApiserver();
+    server = fake.server;
+    const kc = await listenAndConnect(server);
+    const total = 2 * LIST_PAGE_SIZE + 7;
+    const asked: ListPage[] = [];
+    const informer = startInformer<KubernetesObject>(
+      kc,
+      "/api/v1/pods",
+      async (page) => {
+        asked.push(page);
+        const from = Number(page.continue ?? 0);
+        const to = Math.min(total, from + page.limit);
+        const items = Array.from({ length: to - from }, (_, i) => ({
+          metadata: {
+            name: `p${from + i}`,
+            namespace: "ns",
+            resourceVersion: "5",
+            managedFields: [{ manager: "kubectl", operation: "Apply" }],
+          },
+        }));
+        return {
+          metadata: { resourceVersion: "5", ...(to < total ? { continue: String(to) } : {}) },
+          items,
+        };
+      },
+      {},
+      { backoff: new Backoff({ initialMs: 10, maxMs: 50 }) },
+    );
+    await informer.synced;
+    const cached = informer.list();
+    await informer.stop();
+    expect(asked).to.deep.equal([
+      { limit: LIST_PAGE_SIZE },
+      { limit: LIST_PAGE_SIZE, continue: String(LIST_PAGE_SIZE) },
+      { limit: LIST_PAGE_SIZE, continue: String(2 * LIST_PAGE_SIZE) },
+    ]);
+    expect(cached.filter((o) => o.metadata?.name?.startsWith("p"))).to.have.length(total);
+    expect(cached.every((o) => o.metadata?.managedFields === undefined)).to.equal(true);
   });
 });

@@ -42,6 +42,15 @@ export interface InformerOptions {
   keepLabels?: boolean;
 }
 
+/** Objects per page of an informer's list (client-go's pager uses the same). */
+export const LIST_PAGE_SIZE = 500;
+
+/** One page of a list: at most `limit` objects, from `continue` (a token of the page before). */
+export interface ListPage {
+  limit: number;
+  continue?: string;
+}
+
 /** A started informer over one API path, restarted on errors. */
 export interface ResilientInformer<T extends KubernetesObject> {
   /** Objects in the cache, all or in one namespace. */
@@ -56,12 +65,12 @@ export interface ResilientInformer<T extends KubernetesObject> {
 
 /**
  * Starts an informer over `path` (e.g. `/api/v1/pods`, `/api/v1/namespaces/x/pods`).
- * `list` must list the same objects the path watches.
+ * `list` must list the same objects the path watches, a page at a time where it can.
  */
 export function startInformer<T extends KubernetesObject>(
   kc: KubeConfig,
   path: string,
-  list: () => Promise<KubernetesListObject<T>>,
+  list: (page: ListPage) => Promise<KubernetesListObject<T>>,
   handlers: InformerHandlers<T>,
   opts: InformerOptions = {},
 ): ResilientInformer<T> {
@@ -75,8 +84,17 @@ export function startInformer<T extends KubernetesObject>(
     path,
     new SlimWatch(kc, strip),
     async () => {
-      const result = await list();
-      result.items = result.items.map((item) => strip(item));
+      // Page by page, each reduced before the next arrives: 100,000 objects never sit in
+      // memory whole (an expired continue token fails the list, and it starts again).
+      const items: T[] = [];
+      let result = await list({ limit: LIST_PAGE_SIZE });
+      for (;;) {
+        for (const item of result.items) items.push(strip(item));
+        const next = (result.metadata as { continue?: string } | undefined)?.continue;
+        if (!next) break;
+        result = await list({ limit: LIST_PAGE_SIZE, continue: next });
+      }
+      result.items = items;
       backoff.reset();
       handlers.listed?.();
       // The cache is filled right after this returns; let that happen first.
@@ -113,14 +131,62 @@ export function startInformer<T extends KubernetesObject>(
 
 const LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration";
 
-/** Drops what no informer user reads and costs most memory (see the module comment). */
+/**
+ * Drops what no informer user reads and costs most memory (see the module comment), and
+ * shares the strings thousands of objects repeat ({@link shared}). The metadata is made
+ * anew rather than deleted from: a `delete` turns an object into a hash table (about 400
+ * bytes more for each object cached).
+ */
 export function slim<T extends KubernetesObject>(obj: T): T {
   const meta = obj.metadata;
   if (meta) {
-    delete meta.managedFields;
-    if (meta.annotations && LAST_APPLIED in meta.annotations) delete meta.annotations[LAST_APPLIED];
+    const { managedFields: _fields, annotations, ...rest } = meta;
+    const kept: typeof meta = rest;
+    if (annotations) {
+      const { [LAST_APPLIED]: _applied, ...others } = annotations;
+      kept.annotations = others;
+    }
+    kept.namespace = shared(kept.namespace);
+    const stamped = kept as { creationTimestamp?: string }; // a string in JSON, whatever the type says
+    stamped.creationTimestamp = shared(stamped.creationTimestamp);
+    obj.metadata = kept;
   }
+  obj.apiVersion = shared(obj.apiVersion);
+  obj.kind = shared(obj.kind);
+  const conditions = (obj as { status?: { conditions?: unknown } }).status?.conditions;
+  if (Array.isArray(conditions))
+    for (const c of conditions as Record<string, unknown>[]) {
+      if (!c || typeof c !== "object") continue;
+      for (const field of ["type", "status", "reason", "message", "lastTransitionTime"])
+        if (typeof c[field] === "string") c[field] = shared(c[field]);
+    }
   return obj;
+}
+
+/** Strings {@link shared} keeps in each of its two generations, and the longest it shares. */
+const SHARED_GENERATION = 4096;
+const SHARED_MAX_LENGTH = 64;
+let sharedYoung = new Map<string, string>();
+let sharedOld = new Map<string, string>();
+
+/**
+ * One copy of a short string many cached objects repeat (an apiVersion, a condition's
+ * reason, a timestamp of a bulk apply): JSON parsing makes a new copy for each object. Two
+ * generations of at most {@link SHARED_GENERATION} strings: when the young one is full it
+ * becomes the old one and the old one is dropped, so strings that keep coming back stay
+ * and one-off strings (a unique message, a timestamp) pass through.
+ */
+export function shared<S extends string | undefined>(text: S): S {
+  if (text === undefined || text.length > SHARED_MAX_LENGTH) return text;
+  const known = sharedYoung.get(text) ?? sharedOld.get(text) ?? text;
+  if (!sharedYoung.has(known)) {
+    if (sharedYoung.size >= SHARED_GENERATION) {
+      sharedOld = sharedYoung;
+      sharedYoung = new Map();
+    }
+    sharedYoung.set(known, known);
+  }
+  return known as S;
 }
 
 /** An object reduced to what says which object it is (see `identityOnly`). */

@@ -353,28 +353,20 @@ export class BackendBudgets {
       this.budgets.set(backend, entry);
     }
     entry.users++;
-    const held = entry;
-    let released = false;
-    return {
-      backend,
-      limitQps: qps,
-      turn: (signal) => held.budget.turn(namespace, signal),
-      busy: (ms) => held.budget.busy(namespace, ms),
-      rateQps: () => held.budget.rateQps(namespace),
-      release: () => {
-        if (released) return;
-        released = true;
-        if (--held.users > 0 || this.budgets.get(backend) !== held) return;
-        this.budgets.delete(backend);
-        const use = held.budget.use(held.label);
-        if (held.label === "other") {
-          this.otherClosed.granted += use.granted;
-          this.otherClosed.busyAnswers += use.busyAnswers;
-          this.otherClosed.waitedSeconds += use.waitedSeconds;
-        } else this.labelled--;
-        held.budget.close();
-      },
-    };
+    return new Ticket(this, backend, qps, namespace, entry);
+  }
+
+  /** A ticket let go: the last one of a backend closes its budget. */
+  let(backend: string, held: Entry): void {
+    if (--held.users > 0 || this.budgets.get(backend) !== held) return;
+    this.budgets.delete(backend);
+    const use = held.budget.use(held.label);
+    if (held.label === "other") {
+      this.otherClosed.granted += use.granted;
+      this.otherClosed.busyAnswers += use.busyAnswers;
+      this.otherClosed.waitedSeconds += use.waitedSeconds;
+    } else this.labelled--;
+    held.budget.close();
   }
 
   /** Each labelled backend's budget use, and the others' summed as `other` (closed ones' counters included). */
@@ -412,5 +404,36 @@ export class BackendBudgets {
       out.set("other", other);
     }
     return [...out.values()];
+  }
+}
+
+/** A class rather than closures: a sampler on a budgeted backend holds one. */
+class Ticket implements BudgetTicket {
+  private released = false;
+
+  constructor(
+    private readonly budgets: BackendBudgets,
+    readonly backend: string,
+    readonly limitQps: number,
+    private readonly namespace: string,
+    private readonly held: Entry,
+  ) {}
+
+  turn(signal: AbortSignal): Promise<number> {
+    return this.held.budget.turn(this.namespace, signal);
+  }
+
+  busy(retryAfterMs?: number): void {
+    this.held.budget.busy(this.namespace, retryAfterMs);
+  }
+
+  rateQps(): number {
+    return this.held.budget.rateQps(this.namespace);
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.budgets.let(this.backend, this.held);
   }
 }

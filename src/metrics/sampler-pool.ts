@@ -11,16 +11,21 @@ import type { Sampler, SamplerState } from "./sampler.js";
 
 /** A mapping's hold on a sampler. */
 export interface SamplerLease {
-  sampler: Sampler;
+  readonly sampler: Sampler;
   /** Whether another mapping already held this sampler. */
   readonly joined: boolean;
   /** Stops listening; the last lease of a sampler stops it. */
   release(): Promise<void>;
 }
 
+interface Held {
+  sampler: Sampler;
+  users: number;
+}
+
 /** See the module comment. */
 export class SamplerPool {
-  private readonly shared = new Map<string, { sampler: Sampler; users: number }>();
+  private readonly shared = new Map<string, Held>();
 
   /**
    * The sampler for `key` (made by `create` if none runs; `key` undefined: never shared),
@@ -31,28 +36,22 @@ export class SamplerPool {
     create: () => Sampler,
     onSample: (state: SamplerState) => void,
   ): SamplerLease {
-    let entry = key === undefined ? undefined : this.shared.get(key);
-    const joined = entry !== undefined;
-    if (!entry) {
-      entry = { sampler: create(), users: 0 };
-      if (key !== undefined) this.shared.set(key, entry);
+    let held = key === undefined ? undefined : this.shared.get(key);
+    const joined = held !== undefined;
+    if (!held) {
+      held = { sampler: create(), users: 0 };
+      if (key !== undefined) this.shared.set(key, held);
     }
-    entry.users++;
-    const held = entry;
-    const unlisten = held.sampler.listen(onSample);
-    let released = false;
-    return {
-      sampler: held.sampler,
-      joined,
-      release: async () => {
-        if (released) return;
-        released = true;
-        unlisten();
-        if (--held.users > 0) return;
-        if (key !== undefined && this.shared.get(key) === held) this.shared.delete(key);
-        await held.sampler.stop();
-      },
-    };
+    held.users++;
+    held.sampler.listen(onSample);
+    return new Lease(this, key, held, joined, onSample);
+  }
+
+  /** A lease let go: the last one stops its sampler. */
+  async let(key: string | undefined, held: Held): Promise<void> {
+    if (--held.users > 0) return;
+    if (key !== undefined && this.shared.get(key) === held) this.shared.delete(key);
+    await held.sampler.stop();
   }
 
   /** The samplers that can be shared: how many sample at their interval or idle, and the mappings holding them. */
@@ -64,5 +63,29 @@ export class SamplerPool {
       out.mappings += e.users;
     }
     return out;
+  }
+}
+
+/** A class rather than closures: 100,000 mappings hold one each. */
+class Lease implements SamplerLease {
+  private released = false;
+
+  constructor(
+    private readonly pool: SamplerPool,
+    private readonly key: string | undefined,
+    private readonly held: Held,
+    readonly joined: boolean,
+    private readonly onSample: (state: SamplerState) => void,
+  ) {}
+
+  get sampler(): Sampler {
+    return this.held.sampler;
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    this.held.sampler.unlisten(this.onSample);
+    await this.pool.let(this.key, this.held);
   }
 }

@@ -69,7 +69,10 @@ export interface SamplerOptions {
    * Unset: always every interval.
    */
   staleAfterMs?: number;
-  /** The query budget of the source's backend: each request waits for its turn (src/metrics/backend-budget.ts). */
+  /**
+   * The query budget of the source's backend: each request waits for its turn
+   * (src/metrics/backend-budget.ts); released when the sampler stops.
+   */
   budget?: BudgetTicket;
   /** @default Math.random */
   random?: () => number;
@@ -99,8 +102,9 @@ export class Sampler {
   private inFlight?: Promise<void>;
   private cancelTimer?: () => void;
   private stopped = false;
-  private readonly abort = new AbortController();
-  private readonly cleanups: (() => Promise<void> | void)[] = [];
+  /** The attempt's controller while one runs (made per attempt: an idle sampler holds none). */
+  private current?: AbortController;
+  private cleanups?: (() => Promise<void> | void)[];
 
   private readonly clock: Clock;
 
@@ -114,7 +118,7 @@ export class Sampler {
   /** When a reader last asked; a new sampler counts as read when it starts. */
   private readAt = 0;
   private started = false;
-  private readonly listeners = new Set<(state: SamplerState) => void>();
+  private listeners: ((state: SamplerState) => void)[] = [];
 
   /** Samples at once, then every interval. A second call does nothing. */
   start(): void {
@@ -124,10 +128,20 @@ export class Sampler {
     void this.sampleNow().finally(() => this.schedule());
   }
 
-  /** Calls `fn` after every attempt from now on, until the returned function is called. */
+  /** Calls `fn` after every attempt from now on, until the returned function (or {@link unlisten}) is called. */
   listen(fn: (state: SamplerState) => void): () => void {
-    this.listeners.add(fn);
-    return () => this.listeners.delete(fn);
+    this.listeners = [...this.listeners, fn]; // a new array: an attempt's loop over the old one goes on
+    let listening = true;
+    return () => {
+      if (listening) this.unlisten(fn);
+      listening = false;
+    };
+  }
+
+  /** Stops one {@link listen} of `fn`. */
+  unlisten(fn: (state: SamplerState) => void): void {
+    const i = this.listeners.indexOf(fn);
+    if (i >= 0) this.listeners = this.listeners.toSpliced(i, 1);
   }
 
   /** Whether no reader has asked for {@link IDLE_AFTER_MS} (and the mapping allows slowing down). */
@@ -170,15 +184,16 @@ export class Sampler {
 
   /** Runs `fn` when the sampler stops (for resources that live as long as it). */
   onStop(fn: () => Promise<void> | void): void {
-    this.cleanups.push(fn);
+    (this.cleanups ??= []).push(fn);
   }
 
   /** Stops polling and aborts an in-flight query. */
   async stop(): Promise<void> {
     this.stopped = true;
     this.cancelTimer?.();
-    this.abort.abort();
-    for (const fn of this.cleanups.splice(0)) await fn();
+    this.current?.abort();
+    this.opts.budget?.release();
+    for (const fn of this.cleanups?.splice(0) ?? []) await fn();
     await this.source.close?.();
   }
 
@@ -222,13 +237,14 @@ export class Sampler {
     let waitedMs = 0;
     let busy = 0;
     let started = process.hrtime.bigint();
+    const attempt = (this.current = new AbortController());
     try {
       let value: SampleValue | undefined;
       while (value === undefined) {
-        if (budget) waitedMs += await budget.turn(this.abort.signal);
+        if (budget) waitedMs += await budget.turn(attempt.signal);
         started = process.hrtime.bigint();
         try {
-          value = await this.request();
+          value = await this.request(attempt.signal);
         } catch (err) {
           // A busy backend: pause it, slow it down, and wait for another turn.
           if (!(err instanceof BackendBusyError) || !budget || ++busy >= MAX_BUSY_ANSWERS) throw err;
@@ -248,6 +264,8 @@ export class Sampler {
       this.state.error = boundedText(err instanceof Error ? err.message : String(err));
       this.state.failures++;
       this.opts.observe?.("error", Number(process.hrtime.bigint() - started) / 1e9);
+    } finally {
+      this.current = undefined;
     }
     if (budget) this.noteThrottle(budget, waitedMs, busy > 0);
     this.state.attemptedAt = new Date(this.clock.now());
@@ -274,13 +292,13 @@ export class Sampler {
   }
 
   /** One request to the source, bounded by the attempt's timeout. */
-  private async request(): Promise<SampleValue> {
+  private async request(attempt: AbortSignal): Promise<SampleValue> {
     const timeoutMs = this.timeoutMs;
     const timeout = new AbortController();
     const cancelTimeout = this.clock.after(timeoutMs, () =>
       timeout.abort(new DOMException(`timed out after ${timeoutMs} ms`, "TimeoutError")),
     );
-    const signal = AbortSignal.any([this.abort.signal, timeout.signal]);
+    const signal = AbortSignal.any([attempt, timeout.signal]);
     try {
       return finiteOnly(
         await raceAbort(this.source.sample({ ...this.opts.request(signal), signal }), signal, timeoutMs),
