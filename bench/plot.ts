@@ -11,9 +11,11 @@ export interface GrowthPoint {
   cpuPercent: number;
   readyS: number;
   discoveryP99Ms: number;
+  /** Loaded → discovery lists every one (not charted). */
+  servedS?: number;
 }
 
-const MEASURES: { key: keyof Omit<GrowthPoint, "mappings">; title: string }[] = [
+const MEASURES: { key: keyof Omit<GrowthPoint, "mappings" | "servedS">; title: string }[] = [
   { key: "rssMB", title: "RSS, MB" },
   { key: "cpuPercent", title: "CPU idle, % of a core" },
   { key: "readyS", title: "loaded → all Ready, s" },

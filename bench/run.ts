@@ -128,7 +128,7 @@ async function main() {
     await part("how cost grows", () =>
       growthRows(
         b,
-        quick ? [200, 1000, 5000] : [1000, 10_000, 50_000],
+        quick ? [200, 1000, 5000] : [1000, 10_000, 50_000, 100_000],
         measured,
         quick || only ? "latest-growth.svg" : "growth.svg",
       ),

@@ -109,6 +109,18 @@ export interface Loaded {
  * starts a fresh Governor and waits until discovery lists them all and every status says
  * Ready. The caller stops the Governor and watch, and deletes the mappings (label {@link MANY}).
  */
+/** Governor exited while loading mappings (out of heap, typically): how far it got. */
+export class GovernorExited extends Error {
+  constructor(
+    message: string,
+    readonly ready: number,
+    readonly afterS: number,
+    readonly outOfHeap: boolean,
+  ) {
+    super(message);
+  }
+}
+
 export async function loadMany(
   b: Bench,
   n: number,
@@ -135,7 +147,7 @@ export async function loadMany(
   const informer = startInformer<Mapping & { metadata: object }>(
     b.client.kubeConfig,
     PATH,
-    () => b.client.get<KubernetesListObject<Mapping & { metadata: object }>>(PATH),
+    (page) => b.client.get<KubernetesListObject<Mapping & { metadata: object }>>(PATH, { ...page }),
     {
       add: track,
       update: (m) => {
@@ -167,8 +179,11 @@ export async function loadMany(
       if (ready.size === n) readyMs = performance.now() - started;
       const { exitCode, signalCode } = governor.process;
       if (exitCode !== null || signalCode !== null)
-        throw new Error(
+        throw new GovernorExited(
           `Governor exited (${exitCode ?? signalCode}) with ${ready.size} of ${n} mappings Ready (${nodeArgs.join(" ")})\n${governor.log().slice(-2000)}`,
+          ready.size,
+          (performance.now() - started) / 1000,
+          /heap out of memory|Ineffective mark-compacts/i.test(governor.log()),
         );
       if (performance.now() - started > 1_800_000)
         throw new Error(`after 30 min: ${ready.size} of ${n} mappings Ready\n${governor.log()}`);
@@ -258,6 +273,7 @@ export async function scaleRows(b: Bench, n = MAPPINGS): Promise<GrowthPoint> {
         rssMB: spread(rss).median,
         cpuPercent: steadyCpu,
         readyS: readyMs / 1000,
+        servedS: servedMs / 1000,
         discoveryP99Ms: spread(m.a.map((r) => r.p99)).median,
       };
     } finally {

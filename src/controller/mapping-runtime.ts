@@ -184,8 +184,11 @@ class Running implements RuntimeMapping {
   }
 
   async release(): Promise<void> {
-    await this.selectors?.stop();
-    await this.lease.release();
+    try {
+      await this.selectors?.stop();
+    } finally {
+      await this.lease.release();
+    }
   }
 }
 
@@ -198,6 +201,7 @@ class Selectors {
   private readonly bySelector = new Map<string, { sampler: Sampler; usedAt: number }>();
   private readonly sweep: NodeJS.Timeout;
   private readonly intervalMs: number;
+  private stopped = false;
 
   constructor(
     private readonly deps: RuntimeDeps,
@@ -217,6 +221,8 @@ class Selectors {
   }
 
   samplerFor(selector: LabelSelector): Sampler {
+    // A request that found the mapping before it was released (an edit, a delete) gets no new sampler.
+    if (this.stopped) throw new MetricUnavailableError(`MetricMapping ${this.m.key} is being replaced`);
     const k = selector.toString();
     let entry = this.bySelector.get(k);
     if (!entry && this.bySelector.size >= MAX_SELECTOR_SAMPLERS)
@@ -235,6 +241,7 @@ class Selectors {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.sweep);
     await Promise.all([...this.bySelector.values()].map((e) => e.sampler.stop()));
     this.bySelector.clear();

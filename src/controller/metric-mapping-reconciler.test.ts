@@ -362,6 +362,19 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
     );
   });
 
+  it("follows a mapping deleted and made again between two watches (same name and generation, a new uid)", async () => {
+    t = setUp();
+    t.mapping("requests", staticSpec("requests_per_second", "5"));
+    await eventually(() => expect(t.stored("requests")?.status?.value).to.equal("5"));
+    t.kube.recreate(`${MAPPINGS}/requests`, {
+      apiVersion: "governor.dev/v1alpha1",
+      kind: "MetricMapping",
+      metadata: { name: "requests", namespace: NS },
+      spec: staticSpec("requests_per_second", "9"),
+    });
+    await eventually(() => expect(t.stored("requests")?.status?.value).to.equal("9"));
+  });
+
   it("stops serving a deleted mapping", async () => {
     t = setUp();
     t.mapping("requests", staticSpec("requests_per_second"));

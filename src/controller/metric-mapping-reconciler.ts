@@ -46,9 +46,16 @@ export interface MetricMappingReconcilerOptions
   shadowed?: (m: ActiveMapping) => string | undefined;
 }
 
-/** What a reconcile reads of a stored MetricMapping besides status: its spec's generation and deletion. */
-const revision = (m: MetricMappingObject) =>
-  `${m.metadata?.generation ?? ""}/${m.metadata?.deletionTimestamp ? "deleting" : ""}`;
+/**
+ * Whether a stored MetricMapping differs from what the last reconcile of its key read, in
+ * what a reconcile reads besides status: which object it is (a mapping deleted and made
+ * again between two watches comes back as an update), its spec's generation, its deletion.
+ */
+const isNewTo = (r: MappingRecord | undefined, m: MetricMappingObject) =>
+  !r ||
+  r.uid !== m.metadata?.uid ||
+  r.generation !== m.metadata?.generation ||
+  r.deleting !== Boolean(m.metadata?.deletionTimestamp);
 
 /** Told what changes about MetricMappings (the ScalableWorkload controller is). */
 export interface MappingListener {
@@ -71,10 +78,10 @@ interface Running {
  * entry of a Map costs about 50 bytes, and 100,000 mappings have one in each).
  */
 interface MappingRecord {
-  /** The {@link revision} the last reconcile read. */
-  revision?: string;
-  /** The generation listeners last heard of. */
+  /** What the last reconcile read ({@link isNewTo}); listeners hear of each new generation. */
+  uid?: string;
   generation?: number;
+  deleting?: boolean;
   /** The spec last parsed, by the object's uid and generation (a status write changes neither). */
   parsed?: {
     uid: string;
@@ -145,7 +152,7 @@ export class MetricMappingReconciler {
       logger: this.opts.logger,
       observeReconcile: this.opts.observeReconcile,
       // The echo of a status write (its own, or the leader's) changes nothing the reconcile reads.
-      isNews: (m) => this.records.get(objectKey(m))?.revision !== revision(m),
+      isNews: (m) => isNewTo(this.records.get(objectKey(m)), m),
     });
     return this.controller;
   }
@@ -249,7 +256,8 @@ export class MetricMappingReconciler {
       return;
     }
     const record = this.record(key);
-    record.revision = revision(obj);
+    record.uid = obj.metadata?.uid;
+    record.deleting = Boolean(obj.metadata?.deletionTimestamp);
     if (record.generation !== obj.metadata?.generation) {
       record.generation = obj.metadata?.generation;
       for (const l of this.listeners) l.mappingChanged(namespace);

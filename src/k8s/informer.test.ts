@@ -162,7 +162,7 @@ describe("startInformer", () => {
       async (page) => {
         asked.push(page);
         const from = Number(page.continue ?? 0);
-        const to = Math.min(total, from + page.limit);
+        const to = Math.min(total, from + (page.limit ?? total));
         const items = Array.from({ length: to - from }, (_, i) => ({
           metadata: {
             name: `p${from + i}`,
@@ -189,5 +189,37 @@ describe("startInformer", () => {
     ]);
     expect(cached.filter((o) => o.metadata?.name?.startsWith("p"))).to.have.length(total);
     expect(cached.every((o) => o.metadata?.managedFields === undefined)).to.equal(true);
+  });
+
+  it("lists everything at once when a page's continue token has expired, and caches each object once", async () => {
+    const fake = fakeApiserver();
+    server = fake.server;
+    const kc = await listenAndConnect(server);
+    const total = LIST_PAGE_SIZE + 3;
+    const asked: ListPage[] = [];
+    const pods = Array.from({ length: total }, (_, i) => ({
+      metadata: { name: `p${i}`, namespace: "ns", resourceVersion: "5" },
+    }));
+    const informer = startInformer<KubernetesObject>(
+      kc,
+      "/api/v1/pods",
+      async (page) => {
+        asked.push(page);
+        if (page.continue)
+          throw Object.assign(new Error("the provided continue parameter is too old"), { statusCode: 410 });
+        const items = page.limit === undefined ? pods : pods.slice(0, page.limit);
+        return {
+          metadata: { resourceVersion: "5", ...(page.limit ? { continue: "x" } : {}) },
+          items,
+        } as never;
+      },
+      {},
+      { backoff: new Backoff({ initialMs: 10, maxMs: 50 }) },
+    );
+    await informer.synced;
+    const cached = informer.list().filter((o) => o.metadata?.name?.startsWith("p"));
+    await informer.stop();
+    expect(asked).to.deep.equal([{ limit: LIST_PAGE_SIZE }, { limit: LIST_PAGE_SIZE, continue: "x" }, {}]);
+    expect(cached).to.have.length(total);
   });
 });

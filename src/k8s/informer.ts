@@ -45,9 +45,9 @@ export interface InformerOptions {
 /** Objects per page of an informer's list (client-go's pager uses the same). */
 export const LIST_PAGE_SIZE = 500;
 
-/** One page of a list: at most `limit` objects, from `continue` (a token of the page before). */
+/** One page of a list: at most `limit` objects (no limit: all), from `continue` (a token of the page before). */
 export interface ListPage {
-  limit: number;
+  limit?: number;
   continue?: string;
 }
 
@@ -92,7 +92,18 @@ export function startInformer<T extends KubernetesObject>(
         for (const item of result.items) items.push(strip(item));
         const next = (result.metadata as { continue?: string } | undefined)?.continue;
         if (!next) break;
-        result = await list({ limit: LIST_PAGE_SIZE, continue: next });
+        if (stopped) throw new Error(`informer of ${path} stopped while listing`);
+        try {
+          result = await list({ limit: LIST_PAGE_SIZE, continue: next });
+        } catch (err) {
+          // The token expired (the snapshot was compacted away while paging): as client-go's
+          // pager does, list everything at once instead of starting over page by page.
+          if ((err as { statusCode?: number }).statusCode !== 410) throw err;
+          items.length = 0;
+          result = await list({});
+          for (const item of result.items) items.push(strip(item));
+          break;
+        }
       }
       result.items = items;
       backoff.reset();
@@ -146,13 +157,14 @@ export function slim<T extends KubernetesObject>(obj: T): T {
       const { [LAST_APPLIED]: _applied, ...others } = annotations;
       kept.annotations = others;
     }
-    kept.namespace = shared(kept.namespace);
+    if (kept.namespace !== undefined) kept.namespace = shared(kept.namespace);
     const stamped = kept as { creationTimestamp?: string }; // a string in JSON, whatever the type says
-    stamped.creationTimestamp = shared(stamped.creationTimestamp);
+    if (stamped.creationTimestamp !== undefined)
+      stamped.creationTimestamp = shared(stamped.creationTimestamp);
     obj.metadata = kept;
   }
-  obj.apiVersion = shared(obj.apiVersion);
-  obj.kind = shared(obj.kind);
+  if (obj.apiVersion !== undefined) obj.apiVersion = shared(obj.apiVersion);
+  if (obj.kind !== undefined) obj.kind = shared(obj.kind);
   const conditions = (obj as { status?: { conditions?: unknown } }).status?.conditions;
   if (Array.isArray(conditions))
     for (const c of conditions as Record<string, unknown>[]) {

@@ -118,7 +118,7 @@ export class Sampler {
   /** When a reader last asked; a new sampler counts as read when it starts. */
   private readAt = 0;
   private started = false;
-  private listeners: ((state: SamplerState) => void)[] = [];
+  private readonly listeners: ((state: SamplerState) => void)[] = [];
 
   /** Samples at once, then every interval. A second call does nothing. */
   start(): void {
@@ -130,7 +130,7 @@ export class Sampler {
 
   /** Calls `fn` after every attempt from now on, until the returned function (or {@link unlisten}) is called. */
   listen(fn: (state: SamplerState) => void): () => void {
-    this.listeners = [...this.listeners, fn]; // a new array: an attempt's loop over the old one goes on
+    this.listeners.push(fn);
     let listening = true;
     return () => {
       if (listening) this.unlisten(fn);
@@ -141,7 +141,7 @@ export class Sampler {
   /** Stops one {@link listen} of `fn`. */
   unlisten(fn: (state: SamplerState) => void): void {
     const i = this.listeners.indexOf(fn);
-    if (i >= 0) this.listeners = this.listeners.toSpliced(i, 1);
+    if (i >= 0) this.listeners.splice(i, 1);
   }
 
   /** Whether no reader has asked for {@link IDLE_AFTER_MS} (and the mapping allows slowing down). */
@@ -270,7 +270,8 @@ export class Sampler {
     if (budget) this.noteThrottle(budget, waitedMs, busy > 0);
     this.state.attemptedAt = new Date(this.clock.now());
     this.opts.onSample?.(this.state);
-    for (const fn of this.listeners) fn(this.state);
+    // A snapshot: a listener that stops listening (or adds one) does not disturb the loop.
+    for (const fn of [...this.listeners]) fn(this.state);
   }
 
   /**

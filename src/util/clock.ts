@@ -107,11 +107,13 @@ export class TimerHeap {
     this.firing = true;
     try {
       while (this.heap.length && this.heap[0]!.due <= now && this.heap[0]!.seq < setBefore) {
-        const { fn } = this.pop();
+        const entry = this.pop();
+        const { fn } = entry;
         if (!fn) {
           this.cancelled--;
           continue;
         }
+        entry.fn = undefined; // a cancel after it ran is no cancel, and lets go of fn
         fn();
       }
     } catch (err) {

@@ -86,6 +86,18 @@ export class FakeKube implements KubeApi {
     this.store(path, structuredClone(obj), obj.metadata?.creationTimestamp);
   }
 
+  /**
+   * Replaces the object at `path` with a new one of the same name (a new uid, generation 1),
+   * delivered to watchers as an update: what an informer sees when a delete and a create
+   * fell between two of its watches.
+   */
+  recreate(path: string, obj: KubeObject): void {
+    const at = objectPath(path);
+    const stored = this.stamp(at, structuredClone(obj), undefined);
+    this.objects.set(at, stored);
+    this.notify(at, stored);
+  }
+
   /** Paths of the stored objects under `prefix`. */
   paths(prefix = ""): string[] {
     return [...this.objects.keys()].filter((p) => p.startsWith(prefix)).sort();
