@@ -211,7 +211,7 @@ describe("startInformer", () => {
         return {
           metadata: { resourceVersion: "5", ...(page.limit ? { continue: "x" } : {}) },
           items,
-        } as never;
+        };
       },
       {},
       { backoff: new Backoff({ initialMs: 10, maxMs: 50 }) },
