@@ -109,6 +109,9 @@ export interface Loaded {
  * starts a fresh Governor and waits until discovery lists them all and every status says
  * Ready. The caller stops the Governor and watch, and deletes the mappings (label {@link MANY}).
  */
+/** What Node says when a process runs out of heap. */
+const OUT_OF_HEAP = /heap out of memory|Ineffective mark-compacts/i;
+
 /** Governor exited while loading mappings (out of heap, typically): how far it got. */
 export class GovernorExited extends Error {
   constructor(
@@ -159,7 +162,12 @@ export async function loadMany(
   await informer.synced;
 
   const started = performance.now();
-  const governor = await startGovernor(b, nodeArgs);
+  const governor = await startGovernor(b, nodeArgs).catch((err: unknown) => {
+    // Out of heap before it was ready (while listing them): how far it got is nothing Ready.
+    const text = String(err instanceof Error ? err.message : err);
+    if (!OUT_OF_HEAP.test(text)) throw err;
+    throw new GovernorExited(text, ready.size, (performance.now() - started) / 1000, true);
+  });
   try {
     const discovery = `https://127.0.0.1:${governor.port}/apis/custom.metrics.k8s.io/v1beta2`;
     let servedMs = NaN;
@@ -183,7 +191,7 @@ export async function loadMany(
           `Governor exited (${exitCode ?? signalCode}) with ${ready.size} of ${n} mappings Ready (${nodeArgs.join(" ")})\n${governor.log().slice(-2000)}`,
           ready.size,
           (performance.now() - started) / 1000,
-          /heap out of memory|Ineffective mark-compacts/i.test(governor.log()),
+          OUT_OF_HEAP.test(governor.log()),
         );
       if (performance.now() - started > 1_800_000)
         throw new Error(`after 30 min: ${ready.size} of ${n} mappings Ready\n${governor.log()}`);

@@ -222,4 +222,30 @@ describe("startInformer", () => {
     expect(asked).to.deep.equal([{ limit: LIST_PAGE_SIZE }, { limit: LIST_PAGE_SIZE, continue: "x" }, {}]);
     expect(cached).to.have.length(total);
   });
+
+  it("stops a list whose continue token does not move on, with an error, instead of filling the heap", async () => {
+    const fake = fakeApiserver();
+    server = fake.server;
+    const kc = await listenAndConnect(server);
+    const errors: unknown[] = [];
+    let pages = 0;
+    const informer = startInformer<KubernetesObject>(
+      kc,
+      "/api/v1/pods",
+      async () => {
+        pages++;
+        return {
+          metadata: { resourceVersion: "5", continue: "same" },
+          items: [{ metadata: { name: "p" } }],
+        } as never;
+      },
+      { error: (err) => errors.push(err) },
+      { backoff: new Backoff({ initialMs: 1000, maxMs: 1000 }) },
+    );
+    const deadline = Date.now() + 5000;
+    while (errors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await informer.stop();
+    expect(String(errors[0])).to.include("the same continue token twice");
+    expect(pages).to.equal(2);
+  });
 });

@@ -88,11 +88,16 @@ export function startInformer<T extends KubernetesObject>(
       // memory whole (an expired continue token fails the list, and it starts again).
       const items: T[] = [];
       let result = await list({ limit: LIST_PAGE_SIZE });
+      let token: string | undefined;
       for (;;) {
         for (const item of result.items) items.push(strip(item));
         const next = (result.metadata as { continue?: string } | undefined)?.continue;
         if (!next) break;
         if (stopped) throw new Error(`informer of ${path} stopped while listing`);
+        // A list that never ends would fill the heap page by page: a token must move on.
+        if (next === token)
+          throw new Error(`listing ${path}: the apiserver gave the same continue token twice`);
+        token = next;
         try {
           result = await list({ limit: LIST_PAGE_SIZE, continue: next });
         } catch (err) {
