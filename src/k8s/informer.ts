@@ -85,7 +85,7 @@ export function startInformer<T extends KubernetesObject>(
     new SlimWatch(kc, strip),
     async () => {
       // Page by page, each reduced before the next arrives: 100,000 objects never sit in
-      // memory whole (an expired continue token fails the list, and it starts again).
+      // memory whole as one answer.
       const items: T[] = [];
       let result = await list({ limit: LIST_PAGE_SIZE });
       let token: string | undefined;
