@@ -256,12 +256,14 @@ export class MetricMappingReconciler {
       return;
     }
     const record = this.record(key);
+    // Another object of the same name (made again between two watches) is news as a new generation is.
+    const changed =
+      record.generation !== obj.metadata?.generation ||
+      (record.uid !== undefined && record.uid !== obj.metadata?.uid);
     record.uid = obj.metadata?.uid;
     record.deleting = Boolean(obj.metadata?.deletionTimestamp);
-    if (record.generation !== obj.metadata?.generation) {
-      record.generation = obj.metadata?.generation;
-      for (const l of this.listeners) l.mappingChanged(namespace);
-    }
+    record.generation = obj.metadata?.generation;
+    if (changed) for (const l of this.listeners) l.mappingChanged(namespace);
     if (obj.metadata?.deletionTimestamp) {
       await this.retire(key);
       this.setClaim(key, namespace, undefined);
