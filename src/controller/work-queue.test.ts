@@ -39,6 +39,30 @@ describe("WorkQueue", () => {
     expect(runs).to.equal(2);
   });
 
+  it("lets the event loop take turns while thousands of reconciles need no I/O (a restart over mappings already right)", async () => {
+    const q = new WorkQueue();
+    for (let i = 0; i < 20_000; i++) q.add(`k${i}`);
+    let done = 0;
+    let spinUntil = 0;
+    const doneAtTurns: number[] = [];
+    // A timer-phase callback stands for a request, a probe or /metrics waiting for its turn.
+    const turns = setInterval(() => doneAtTurns.push(done), 0);
+    const workers = runWorkers(
+      q,
+      2,
+      async () => {
+        spinUntil = performance.now() + 0.05; // 50 µs of CPU, no await on I/O
+        while (performance.now() < spinUntil);
+        if (++done === 20_000) q.shutDown();
+      },
+      () => {},
+    );
+    await workers;
+    clearInterval(turns);
+    // 20,000 × 50 µs is a second of work: without turns nothing else runs until it is all done.
+    expect(doneAtTurns.filter((d) => d > 0 && d < 20_000).length).to.be.greaterThan(10);
+  });
+
   it("retries a failing key after delays that double up to the cap, then forgets the failures after a success", async () => {
     const clock = new FakeClock();
     // The jitter at its top: each delay is its whole ceiling (10, 20, 40 … capped at 100).

@@ -148,6 +148,9 @@ export class WorkQueue {
   }
 }
 
+/** How long workers reconcile back to back before they let the event loop take a turn. */
+const TURN_MS = 10;
+
 /**
  * Runs `reconcile` for queued keys with `concurrency` workers until the queue shuts down.
  * A throw requeues the key with backoff; success forgets its failures and honours
@@ -159,8 +162,16 @@ export async function runWorkers(
   reconcile: (key: string) => Promise<ReconcileResult | void>,
   onError: (key: string, err: unknown, retryInMs: number) => void,
 ): Promise<void> {
+  // Reconciles that need no I/O (a restart over thousands of mappings whose status is
+  // already right) would otherwise run back to back in one job: nothing else on the event
+  // loop would get a turn, and what the job makes could not be collected until it ended.
+  let turnStarted = performance.now();
   const worker = async () => {
     for (;;) {
+      if (performance.now() - turnStarted > TURN_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        turnStarted = performance.now();
+      }
       const key = await queue.get();
       if (key === undefined) return;
       try {

@@ -237,14 +237,17 @@ export class Sampler {
     let waitedMs = 0;
     let busy = 0;
     let started = process.hrtime.bigint();
-    const attempt = (this.current = new AbortController());
     try {
       let value: SampleValue | undefined;
       while (value === undefined) {
-        if (budget) waitedMs += await budget.turn(attempt.signal);
+        // One controller for a turn and its request: stop() aborts it, and so does the
+        // request's timeout. No AbortSignal.any: its WeakRefs keep every signal made in
+        // one job alive until the job ends, and a start-up reconciles thousands in one.
+        const request = (this.current = new AbortController());
+        if (budget) waitedMs += await budget.turn(request.signal);
         started = process.hrtime.bigint();
         try {
-          value = await this.request(attempt.signal);
+          value = await this.request(request);
         } catch (err) {
           // A busy backend: pause it, slow it down, and wait for another turn.
           if (!(err instanceof BackendBusyError) || !budget || ++busy >= MAX_BUSY_ANSWERS) throw err;
@@ -292,14 +295,14 @@ export class Sampler {
       };
   }
 
-  /** One request to the source, bounded by the attempt's timeout. */
-  private async request(attempt: AbortSignal): Promise<SampleValue> {
+  /** One request to the source, bounded by the attempt's timeout, which aborts `controller`. */
+  private async request(controller: AbortController): Promise<SampleValue> {
     const timeoutMs = this.timeoutMs;
-    const timeout = new AbortController();
+    const { signal } = controller;
+    if (signal.aborted) throw new Error("aborted");
     const cancelTimeout = this.clock.after(timeoutMs, () =>
-      timeout.abort(new DOMException(`timed out after ${timeoutMs} ms`, "TimeoutError")),
+      controller.abort(new DOMException(`timed out after ${timeoutMs} ms`, "TimeoutError")),
     );
-    const signal = AbortSignal.any([attempt, timeout.signal]);
     try {
       return finiteOnly(
         await raceAbort(this.source.sample({ ...this.opts.request(signal), signal }), signal, timeoutMs),
