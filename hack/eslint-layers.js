@@ -18,7 +18,7 @@ const ROOT = dirname(SRC);
 export const FLOORS = [
   ["errors.ts"],
   ["util"],
-  ["api", "selectors", "certs"],
+  ["api", "selectors", "certs", "autoscaling"],
   ["k8s", "manifests"],
   ["sources"],
   ["metrics"],
