@@ -22,6 +22,7 @@ import { ObjectName, durationMs } from "./api/common.js";
 import { createCA, issueCertificate } from "./certs/certs.js";
 import { GovernorError } from "./errors.js";
 import { DEFAULT_HPA_USER, broken, explain, render } from "./explain/explain.js";
+import { SimulateError, parseSet, renderSimulation, simulate } from "./explain/simulate.js";
 import { KubeClient, loadKubeConfig } from "./k8s/client.js";
 import { serviceAccountKubeconfig } from "./k8s/service-account-kubeconfig.js";
 import { serviceDnsNames } from "./manifests/api-service.js";
@@ -582,6 +583,62 @@ function program(): Command {
         );
         process.stdout.write(render(sections));
         process.exitCode = broken(sections) ? 1 : 0;
+      } finally {
+        await client.close();
+      }
+    });
+  cmd
+    .command("simulate")
+    .description(
+      "Print the replicas an HPA's next sync will choose, metric by metric, computed as kube-controller-manager computes them from the values the metrics APIs answer now. Only reads.",
+    )
+    .argument("<target>", "hpa/NAME or sw/NAME (the HPA Governor writes for a ScalableWorkload)")
+    .option(
+      "-n, --namespace <ns>",
+      "the target's namespace (default: the kubeconfig context's, else default)",
+    )
+    .option("--kubeconfig <path>", "kubeconfig to use")
+    .option(
+      "--set <metric=value>",
+      "what if this metric's value were this quantity (for a Pods metric: every pod's); repeatable",
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .option("-o, --output <format>", "text or json", "text")
+    .action(async (target: string, opts: Record<string, unknown>) => {
+      const cfg = parseConfig(
+        z.strictObject({
+          target: z
+            .string()
+            .regex(
+              /^(hpa|horizontalpodautoscaler|sw|scalableworkload)s?\/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/,
+              "must be hpa/NAME or sw/NAME",
+            ),
+          namespace: NamespaceName.optional(),
+          kubeconfig: z.string().optional(),
+          set: z.array(z.string()).max(64).optional(),
+          output: z.enum(["text", "json"]),
+        }),
+        { ...opts, target },
+      );
+      const kc = loadKubeConfig(cfg.kubeconfig);
+      const [kindText = "", name = ""] = cfg.target.split("/");
+      const namespace = cfg.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? "default";
+      const client = new KubeClient(kc);
+      try {
+        const s = await simulate(
+          client,
+          { kind: kindText.startsWith("h") ? "hpa" : "sw", name, namespace },
+          parseSet(cfg.set ?? []),
+        );
+        process.stdout.write(
+          cfg.output === "json"
+            ? `${JSON.stringify(s, (_k, v: unknown) => (typeof v === "bigint" ? v.toString() : v), 2)}\n`
+            : renderSimulation(s),
+        );
+      } catch (err) {
+        if (!(err instanceof SimulateError)) throw err;
+        console.error(`governor: ${err.message}`);
+        process.exitCode = 1;
       } finally {
         await client.close();
       }

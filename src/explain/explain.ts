@@ -71,7 +71,7 @@ interface MetricIdentifier {
   name: string;
   selector?: { matchLabels?: Record<string, string>; matchExpressions?: unknown[] };
 }
-interface HpaMetric {
+export interface HpaMetric {
   type: string;
   pods?: { metric: MetricIdentifier };
   object?: { metric: MetricIdentifier; describedObject: { apiVersion: string; kind: string; name: string } };
@@ -92,7 +92,7 @@ interface Mapping {
 }
 
 /** What one HPA metric (or a mapping) asks of the metrics API. */
-interface MetricQuery {
+export interface MetricQuery {
   api: keyof typeof API;
   metric: string;
   /** The discovery name: `pods/x`, `deployments.apps/x`, or the external metric's name. */
@@ -409,7 +409,7 @@ async function scalesToZero(
 }
 
 /** The metrics-API request the HPA makes for `m`, or undefined for resource metrics. */
-function queryFor(
+export function queryFor(
   m: HpaMetric,
   namespace: string,
   scaleSelector: string | undefined,
@@ -467,6 +467,22 @@ function metricSelector(id: MetricIdentifier): Record<string, string> {
     : {};
 }
 
+/**
+ * An Object metric names a kind; the API path and discovery name use its resource
+ * (`services`, `deployments.apps`), as the HPA's client does: fills them in.
+ */
+export async function resolveDescribed(client: KubeClient, namespace: string, q: MetricQuery): Promise<void> {
+  const described = q.describedObject;
+  if (!described) return;
+  const plural =
+    (await resourceOf(client, described.apiVersion, described.kind)) ?? `${described.kind.toLowerCase()}s`;
+  const group = described.apiVersion.includes("/") ? described.apiVersion.split("/")[0]! : "";
+  const resource = group ? `${plural}.${group}` : plural;
+  q.discoveryName = `${resource}/${q.metric}`;
+  q.path = `/namespaces/${namespace}/${resource}/${described.name}/${q.metric}`;
+  q.subjectMatches = (s) => s?.resource === resource;
+}
+
 /** The links of one metric: APIService, discovery, mapping, value, and (for an HPA) RBAC. */
 async function metricLinks(
   client: KubeClient,
@@ -476,18 +492,7 @@ async function metricLinks(
   forHpa: boolean,
 ): Promise<Link[]> {
   const links: Link[] = [];
-  // An Object metric names a kind; the API path and discovery name use its resource
-  // (`services`, `deployments.apps`), as the HPA's client does.
-  const described = q.describedObject;
-  if (described) {
-    const plural =
-      (await resourceOf(client, described.apiVersion, described.kind)) ?? `${described.kind.toLowerCase()}s`;
-    const group = described.apiVersion.includes("/") ? described.apiVersion.split("/")[0]! : "";
-    const resource = group ? `${plural}.${group}` : plural;
-    q.discoveryName = `${resource}/${q.metric}`;
-    q.path = `/namespaces/${namespace}/${resource}/${described.name}/${q.metric}`;
-    q.subjectMatches = (s) => s?.resource === resource;
-  }
+  await resolveDescribed(client, namespace, q);
 
   const { group } = API[q.api];
   let version: string = API[q.api].versions[0];
@@ -692,7 +697,11 @@ async function accessLink(
 }
 
 /** The resource (plural) of `kind` in `apiVersion`, from discovery. */
-async function resourceOf(client: KubeClient, apiVersion: string, kind: string): Promise<string | undefined> {
+export async function resourceOf(
+  client: KubeClient,
+  apiVersion: string,
+  kind: string,
+): Promise<string | undefined> {
   const path = apiVersion.includes("/") ? `/apis/${apiVersion}` : `/api/${apiVersion}`;
   const list = await client.getOrUndefined<{ resources: { name: string; kind: string }[] }>(path);
   return list?.resources.find((r) => r.kind === kind && !r.name.includes("/"))?.name;

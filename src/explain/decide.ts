@@ -1,0 +1,338 @@
+/**
+ * What an HPA will do at its next sync, from what `governor simulate` read (simulate.ts):
+ * its spec, the target's `/scale`, the pods, and each metric's values as the metrics APIs
+ * answered them — through the HPA controller's own algorithm (src/autoscaling/). Pure.
+ */
+import {
+  type PodFacts,
+  type Proposal,
+  ProposalError,
+  externalAverageReplicas,
+  externalValueReplicas,
+  milli,
+  objectAverageReplicas,
+  objectValueReplicas,
+  podsMetricReplicas,
+} from "../autoscaling/proposals.js";
+import {
+  type Behavior,
+  type ControllerConfig,
+  DEFAULT_CONTROLLER,
+  type MetricOutcome,
+  type ScalingRules,
+  type SyncResult,
+  newMemory,
+  sync,
+  tolerancesFor,
+} from "../autoscaling/sync.js";
+import { formatQuantity, parseQuantity } from "../api/quantity.js";
+
+export interface MetricTarget {
+  type?: string;
+  value?: string;
+  averageValue?: string;
+  averageUtilization?: number;
+}
+
+/** A metric's name and label selector, as the HPA names it. */
+interface MetricId {
+  name: string;
+  selector?: { matchLabels?: Record<string, string>; matchExpressions?: unknown[] };
+}
+
+export interface HpaMetricSpec {
+  type: string;
+  pods?: { metric: MetricId; target: MetricTarget };
+  object?: {
+    metric: MetricId;
+    describedObject: { apiVersion: string; kind: string; name: string };
+    target: MetricTarget;
+  };
+  external?: { metric: MetricId; target: MetricTarget };
+  resource?: { name: string };
+  containerResource?: { name: string };
+}
+
+interface RawRules {
+  stabilizationWindowSeconds?: number;
+  selectPolicy?: string;
+  policies?: { type: string; value: number; periodSeconds: number }[];
+  tolerance?: string | number;
+}
+
+export interface HpaView {
+  spec: {
+    minReplicas?: number;
+    maxReplicas: number;
+    behavior?: { scaleUp?: RawRules; scaleDown?: RawRules };
+    metrics?: HpaMetricSpec[];
+  };
+  status?: { conditions?: { type: string; status: string }[] };
+}
+
+/** One metric's values as the metrics API answered them (a pod's or object's name with each), or why there are none. */
+export type Reading =
+  { values: { name?: string; value: string }[] } | { error: string } | { skipped: string };
+
+export interface DecideInput {
+  nowMs: number;
+  hpa: HpaView;
+  /** The target's `/scale`: `spec.replicas` and `status.replicas`. */
+  specReplicas: number;
+  statusReplicas: number;
+  pods: PodFacts[];
+  /** One per `spec.metrics` entry, in order. */
+  readings: Reading[];
+  /** "What if": a metric's name → the value to use instead of what the API answered. */
+  set?: ReadonlyMap<string, string>;
+  controller?: ControllerConfig;
+}
+
+/** One metric as simulate shows it. */
+export interface MetricLine {
+  type: string;
+  metric: string;
+  /** "average 15 per pod", "value 120". */
+  target: string;
+  /** The value the HPA compares with the target (as its status would show it). */
+  current?: string;
+  /** The replicas this metric asks for. */
+  proposal?: number;
+  /** Why it has no proposal. */
+  error?: string;
+  /** Not simulated (a resource metric): why. */
+  skipped?: string;
+  /** `--set` replaced what the API answered. */
+  whatIf?: boolean;
+}
+
+export interface Decision {
+  specReplicas: number;
+  statusReplicas: number;
+  minReplicas: number;
+  maxReplicas: number;
+  pods: { total: number; ready: number };
+  metrics: MetricLine[];
+  next: SyncResult;
+  /** What the decision takes for granted that simulate cannot see. */
+  assumptions: string[];
+}
+
+/** The HPA's next sync, computed as kube-controller-manager computes it. */
+export function decide(input: DecideInput): Decision {
+  const { hpa } = input;
+  const config = input.controller ?? DEFAULT_CONTROLLER;
+  const behavior = behaviorOf(hpa.spec.behavior);
+  const tolerances = tolerancesFor(behavior, config);
+  const metrics = hpa.spec.metrics ?? [];
+  const lines: MetricLine[] = [];
+  const outcomes: MetricOutcome[] = [];
+  for (const [i, spec] of metrics.entries()) {
+    const line = lineOf(spec);
+    lines.push(line);
+    let reading = input.readings[i] ?? { error: "not read" };
+    const override = input.set?.get(line.metric);
+    if (override !== undefined && !("skipped" in reading)) {
+      line.whatIf = true;
+      reading = { values: whatIf(spec, input.pods, override) };
+    }
+    if ("skipped" in reading) {
+      line.skipped = reading.skipped;
+      continue;
+    }
+    try {
+      if ("error" in reading) throw new ProposalError(reading.error);
+      const p = propose(spec, reading.values, input, tolerances);
+      line.current = formatMilli(p.proposal.usage);
+      line.proposal = p.proposal.replicas;
+      outcomes.push({ metric: p.name, replicas: p.proposal.replicas });
+    } catch (err) {
+      line.error = (err as Error).message;
+      outcomes.push({ metric: line.metric, error: line.error, reason: `FailedGet${spec.type}Metric` });
+    }
+  }
+  const memory = newMemory();
+  // The controller's recommendations of the last window are in its memory, not in the API:
+  // start from none, so the proposal is stabilized only against itself.
+  memory.recommendations = [];
+  const next = sync(
+    {
+      nowMs: input.nowMs,
+      ...(hpa.spec.minReplicas !== undefined ? { minReplicas: hpa.spec.minReplicas } : {}),
+      maxReplicas: hpa.spec.maxReplicas,
+      ...(behavior ? { behavior } : {}),
+      currentReplicas: input.specReplicas,
+      metrics: () => outcomes,
+      hasObjectOrExternal: metrics.some((m) => m.type === "Object" || m.type === "External"),
+      scaledToZero:
+        hpa.status?.conditions?.some((c) => c.type === "ScaledToZero" && c.status === "True") ?? false,
+    },
+    memory,
+    config,
+  );
+  const downWindow = behavior?.scaleDown?.stabilizationWindowSeconds ?? config.downscaleStabilizationSeconds;
+  const upWindow = behavior?.scaleUp?.stabilizationWindowSeconds ?? 0;
+  const assumptions = [
+    `the controller's own memory is not in the API: a scale-down waits for the highest recommendation of its last ${downWindow} s${upWindow ? `, a scale-up for the lowest of its last ${upWindow} s` : ""}, and behavior's policies count the scale changes of their periods; simulate assumes none that would hold this one back`,
+  ];
+  if (lines.some((l) => l.skipped))
+    assumptions.push(
+      "resource metrics (cpu, memory) are not simulated: one of them may ask for more replicas",
+    );
+  return {
+    specReplicas: input.specReplicas,
+    statusReplicas: input.statusReplicas,
+    minReplicas: hpa.spec.minReplicas ?? 1,
+    maxReplicas: hpa.spec.maxReplicas,
+    pods: {
+      total: input.pods.filter((p) => !p.deleting).length,
+      ready: input.pods.filter((p) => !p.deleting && p.phase === "Running" && p.ready).length,
+    },
+    metrics: lines,
+    next,
+    assumptions,
+  };
+}
+
+function lineOf(spec: HpaMetricSpec): MetricLine {
+  const source = spec.pods ?? spec.object ?? spec.external;
+  const metric = source?.metric.name ?? spec.resource?.name ?? spec.containerResource?.name ?? "";
+  const t = source?.target;
+  const target =
+    t?.averageValue !== undefined
+      ? `average ${t.averageValue}${spec.type === "Pods" ? " per pod" : " per replica"}`
+      : t?.value !== undefined
+        ? `value ${t.value}`
+        : t?.averageUtilization !== undefined
+          ? `${t.averageUtilization} % utilization`
+          : "none";
+  return { type: spec.type, metric, target };
+}
+
+/** `--set`: the value for every pod of a Pods metric (those that could have one), else the one value. */
+function whatIf(
+  spec: HpaMetricSpec,
+  pods: readonly PodFacts[],
+  value: string,
+): { name?: string; value: string }[] {
+  if (spec.type !== "Pods") return [{ value }];
+  return pods
+    .filter((p) => !p.deleting && p.phase !== "Failed" && p.phase !== "Pending")
+    .map((p) => ({ name: p.name, value }));
+}
+
+function quantity(text: string | undefined, what: string): bigint {
+  const n = text === undefined ? undefined : parseQuantity(text);
+  if (n === undefined) throw new ProposalError(`${what} is not a quantity: ${String(text).slice(0, 64)}`);
+  return milli(n);
+}
+
+function propose(
+  spec: HpaMetricSpec,
+  values: readonly { name?: string; value: string }[],
+  input: DecideInput,
+  tolerances: ReturnType<typeof tolerancesFor>,
+): { name: string; proposal: Proposal } {
+  const read = values.map((v) => ({
+    name: v.name,
+    milli: quantity(v.value, "a value the metrics API answered"),
+  }));
+  if (spec.type === "Pods" && spec.pods) {
+    const target = quantity(spec.pods.target.averageValue, "the target's averageValue");
+    const byPod = new Map(read.map((v) => [v.name ?? "", v.milli] as const));
+    return {
+      name: `pods metric ${spec.pods.metric.name}`,
+      proposal: podsMetricReplicas(input.specReplicas, target, byPod, input.pods, tolerances),
+    };
+  }
+  if (spec.type === "Object" && spec.object) {
+    const { target, metric, describedObject } = spec.object;
+    if (read.length === 0)
+      throw new ProposalError(`no value for ${describedObject.kind} ${describedObject.name}`);
+    const usage = read[0]!.milli;
+    if (target.type !== "AverageValue" && target.value !== undefined)
+      return {
+        name: `${describedObject.kind} metric ${metric.name}`,
+        proposal: objectValueReplicas(
+          input.specReplicas,
+          quantity(target.value, "the target's value"),
+          usage,
+          tolerances,
+          input.pods,
+        ),
+      };
+    if (target.averageValue !== undefined)
+      return {
+        name: `external metric ${metric.name}`,
+        proposal: objectAverageReplicas(
+          input.statusReplicas,
+          quantity(target.averageValue, "the target's averageValue"),
+          usage,
+          tolerances,
+        ),
+      };
+    throw new ProposalError(
+      "invalid object metric source: neither a value target nor an average value target was set",
+    );
+  }
+  if (spec.type === "External" && spec.external) {
+    const { target, metric } = spec.external;
+    const all = read.map((v) => v.milli);
+    if (target.averageValue !== undefined)
+      return {
+        name: `external metric ${metric.name}`,
+        proposal: externalAverageReplicas(
+          input.statusReplicas,
+          quantity(target.averageValue, "the target's averageValue"),
+          all,
+          tolerances,
+        ),
+      };
+    if (target.value !== undefined)
+      return {
+        name: `external metric ${metric.name}`,
+        proposal: externalValueReplicas(
+          input.specReplicas,
+          quantity(target.value, "the target's value"),
+          all,
+          tolerances,
+          input.pods,
+        ),
+      };
+    throw new ProposalError(
+      "invalid external metric source: neither a value target nor an average value target was set",
+    );
+  }
+  throw new ProposalError(`a ${spec.type} metric is not simulated`);
+}
+
+function behaviorOf(raw: HpaView["spec"]["behavior"]): Behavior | undefined {
+  if (!raw) return undefined;
+  const rules = (r: RawRules | undefined): ScalingRules | undefined => {
+    if (!r) return undefined;
+    const out: ScalingRules = {};
+    if (r.stabilizationWindowSeconds !== undefined)
+      out.stabilizationWindowSeconds = r.stabilizationWindowSeconds;
+    if (r.selectPolicy === "Max" || r.selectPolicy === "Min" || r.selectPolicy === "Disabled")
+      out.selectPolicy = r.selectPolicy;
+    if (r.policies)
+      out.policies = r.policies
+        .filter((p) => p.type === "Pods" || p.type === "Percent")
+        .map((p) => ({ type: p.type as "Pods" | "Percent", value: p.value, periodSeconds: p.periodSeconds }));
+    if (r.tolerance !== undefined) {
+      const t = parseQuantity(String(r.tolerance));
+      if (t !== undefined) out.tolerance = t;
+    }
+    return out;
+  };
+  const scaleUp = rules(raw.scaleUp);
+  const scaleDown = rules(raw.scaleDown);
+  return { ...(scaleUp ? { scaleUp } : {}), ...(scaleDown ? { scaleDown } : {}) };
+}
+
+/** A milli-value as a quantity: `1500m` → "1500m", `2000` → "2". */
+export function formatMilli(m: bigint): string {
+  if (m % 1000n === 0n) return (m / 1000n).toString();
+  if (m < 2n ** 53n && m > -(2n ** 53n)) return formatQuantity(Number(m) / 1000);
+  return `${m}m`;
+}
