@@ -11,7 +11,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Bench, NS, ROOT, cpuSeconds, fmt, sampleRss, shippedNodeOptions, sleep } from "./harness.js";
 import { type GrowthPoint, growthSvg } from "./plot.js";
-import { GovernorExited, MANY, loadMany } from "./scale.js";
+import { GovernorExited, MANY, loadMany, restartOver } from "./scale.js";
 import { spread } from "./stats.js";
 
 const PATH = `/apis/governor.dev/v1alpha1/namespaces/${NS}/metricmappings`;
@@ -44,6 +44,18 @@ interface Failed {
   outOfHeap: boolean;
 }
 
+/** Seconds until a Governor restarted over `n` mappings serves them all, or how it failed. */
+async function restarted(b: Bench, n: number): Promise<number | string> {
+  try {
+    const { governor, servedMs } = await restartOver(b, n);
+    await governor.stop();
+    return servedMs / 1000;
+  } catch (err) {
+    if (!(err instanceof GovernorExited)) throw err;
+    return `exited after ${fmt(err.afterS)} s${err.outOfHeap ? " (out of heap)" : ""}, ${err.ready} served`;
+  }
+}
+
 /** One size, measured with a fresh Governor on freshly created mappings. */
 async function measure(b: Bench, n: number): Promise<GrowthPoint | Failed> {
   await deleteMany(b);
@@ -71,12 +83,16 @@ async function measure(b: Bench, n: number): Promise<GrowthPoint | Failed> {
       });
       p99s.push(r.p99);
     }
+    await loaded.stopWatching();
+    await loaded.governor.stop();
+    const restartS = await restarted(b, n);
     return {
       mappings: n,
       rssMB: spread(rss).median,
       cpuPercent: cpu,
       readyS: loaded.readyMs / 1000,
       servedS: loaded.servedMs / 1000,
+      restartS,
       discoveryP99Ms: spread(p99s).median,
     };
   } finally {
@@ -135,11 +151,16 @@ export async function growthRows(
   for (const p of points)
     if (p.servedS !== undefined)
       b.rows.push({
-        name: `how cost grows: ${p.mappings} MetricMappings: loaded → all served in discovery / all Ready, s`,
-        figure: `${fmt(p.servedS)} / ${fmt(p.readyS)}`,
+        name: `how cost grows: ${p.mappings} MetricMappings: loaded → all served in discovery / all Ready / restarted over them → all served, s`,
+        figure: `${fmt(p.servedS)} / ${fmt(p.readyS)} / ${typeof p.restartS === "number" ? fmt(p.restartS) : (p.restartS ?? "—")}`,
         baseline: "—",
         ratio: "—",
-        series: { mappings: [p.mappings], servedS: [p.servedS], readyS: [p.readyS] },
+        series: {
+          mappings: [p.mappings],
+          servedS: [p.servedS],
+          readyS: [p.readyS],
+          ...(typeof p.restartS === "number" ? { restartS: [p.restartS] } : {}),
+        },
       });
   writeFileSync(
     join(ROOT, "bench/results", svgName),

@@ -13,9 +13,11 @@ export interface GrowthPoint {
   discoveryP99Ms: number;
   /** Loaded → discovery lists every one (not charted). */
   servedS?: number;
+  /** A fresh Governor over them (statuses already written) → discovery lists every one; a string says why not (not charted). */
+  restartS?: number | string;
 }
 
-const MEASURES: { key: keyof Omit<GrowthPoint, "mappings" | "servedS">; title: string }[] = [
+const MEASURES: { key: keyof Omit<GrowthPoint, "mappings" | "servedS" | "restartS">; title: string }[] = [
   { key: "rssMB", title: "RSS, MB" },
   { key: "cpuPercent", title: "CPU idle, % of a core" },
   { key: "readyS", title: "loaded → all Ready, s" },

@@ -104,11 +104,6 @@ export interface Loaded {
   stopWatching(): Promise<void>;
 }
 
-/**
- * Creates MetricMappings `many-0` … `many-(n-1)` (static values, each its own metric), then
- * starts a fresh Governor and waits until discovery lists them all and every status says
- * Ready. The caller stops the Governor and watch, and deletes the mappings (label {@link MANY}).
- */
 /** What Node says when a process runs out of heap. */
 const OUT_OF_HEAP = /heap out of memory|Ineffective mark-compacts/i;
 
@@ -124,6 +119,53 @@ export class GovernorExited extends Error {
   }
 }
 
+/**
+ * A Governor restarted over `n` mappings whose statuses its predecessor wrote (a rollout, a
+ * crash): starts a fresh one and waits until discovery lists all of them. The ms from start,
+ * and the Governor (the caller stops it); {@link GovernorExited} if it dies first.
+ */
+export async function restartOver(
+  b: Bench,
+  n: number,
+  nodeArgs: string[] = shippedNodeOptions(),
+): Promise<{ governor: Child; servedMs: number }> {
+  const started = performance.now();
+  const governor = await startGovernor(b, nodeArgs).catch((err: unknown) => {
+    const text = String(err instanceof Error ? err.message : err);
+    if (!OUT_OF_HEAP.test(text)) throw err;
+    throw new GovernorExited(text, 0, (performance.now() - started) / 1000, true);
+  });
+  try {
+    const discovery = `https://127.0.0.1:${governor.port}/apis/custom.metrics.k8s.io/v1beta2`;
+    for (;;) {
+      const r = await httpsGet(discovery, proxied(b));
+      const listed = ((r.json as { resources?: { name: string }[] }).resources ?? []).filter((x) =>
+        x.name.startsWith("pods/many_"),
+      ).length;
+      if (listed === n) return { governor, servedMs: performance.now() - started };
+      const { exitCode, signalCode } = governor.process;
+      if (exitCode !== null || signalCode !== null)
+        throw new GovernorExited(
+          `Governor exited (${exitCode ?? signalCode}) after a restart over ${n} mappings (${nodeArgs.join(" ")})\n${governor.log().slice(-2000)}`,
+          listed,
+          (performance.now() - started) / 1000,
+          OUT_OF_HEAP.test(governor.log()),
+        );
+      if (performance.now() - started > 600_000)
+        throw new Error(`10 min after a restart: ${listed} of ${n} mappings served\n${governor.log()}`);
+      await sleep(250);
+    }
+  } catch (err) {
+    await governor.stop();
+    throw err;
+  }
+}
+
+/**
+ * Creates MetricMappings `many-0` … `many-(n-1)` (static values, each its own metric), then
+ * starts a fresh Governor and waits until discovery lists them all and every status says
+ * Ready. The caller stops the Governor and watch, and deletes the mappings (label {@link MANY}).
+ */
 export async function loadMany(
   b: Bench,
   n: number,
