@@ -177,7 +177,8 @@ export function renderSimulation(s: Simulation): string {
         : ""),
   );
   for (const [type, c] of Object.entries(n.conditions))
-    if (c && (type !== "AbleToScale" || c.reason !== "SucceededRescale"))
+    // The write the HPA would make and a ScaledToZero that stays False say nothing new.
+    if (c && c.reason !== "SucceededRescale" && c.reason !== "NotScaledToZero")
       lines.push(`  ${type}=${c.status} ${c.reason}: ${c.message}`);
   if (n.error) lines.push(`  error: ${n.error}`);
   for (const a of s.assumptions) lines.push(`  assumes: ${a}`);
