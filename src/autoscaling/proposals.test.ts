@@ -375,11 +375,24 @@ describe("the HPA's proposal for one metric, as kube-controller-manager computes
     );
   });
 
-  it("reads a quantity's milli-value as Quantity.MilliValue() does: rounded up, 0.1 exactly 100", () => {
-    expect(milli(0.1)).to.equal(100n);
-    expect(milli(2.5)).to.equal(2500n);
-    expect(milli(0.0001)).to.equal(1n);
-    expect(milli(1.2345)).to.equal(1235n);
-    expect(() => milli(Number.NaN)).to.throw(ProposalError);
+  it("reads a quantity's milli-value exactly as Quantity.MilliValue() does", () => {
+    const cases: [string, bigint][] = [
+      ["0.1", 100n],
+      ["2.5", 2500n],
+      ["1500m", 1500n],
+      ["0.0001", 1n], // rounded up
+      ["1.2345", 1235n],
+      ["-1.0005", -1001n], // away from zero
+      ["1.0000000001", 1001n], // parsing keeps nine decimals, rounding up
+      ["1e-10", 1n],
+      ["2k", 2_000_000n],
+      ["1Ki", 1_024_000n],
+      ["9007199254740993m", 9_007_199_254_740_993n], // past a double's precision
+      ["9223372036854775807m", MAX_INT64],
+      ["3e2", 300_000n],
+    ];
+    for (const [text, want] of cases) expect([text, milli(text)]).to.deep.equal([text, want]);
+    for (const bad of ["", "fast", "1.5x", "NaN", "1e16", "20E", `${"9".repeat(200)}`])
+      expect(() => milli(bad), bad).to.throw(ProposalError);
   });
 });

@@ -42,13 +42,68 @@ export interface Proposal {
 /** Why a metric has no proposal, in the controller's words. */
 export class ProposalError extends Error {}
 
-/** The milli-value of a quantity as `Quantity.MilliValue()` gives it: rounded up. */
-export function milli(value: number): bigint {
-  if (!Number.isFinite(value)) throw new ProposalError(`${value} is not a quantity`);
-  const scaled = value * 1000;
-  const whole = Math.round(scaled);
-  // A decimal such as 0.1 × 1000 lands a hair off its integer; that is not a fraction to round up.
-  return BigInt(Math.abs(scaled - whole) < 1e-6 ? whole : Math.ceil(scaled));
+const DECIMAL_SUFFIX: Record<string, number> = {
+  n: -9,
+  u: -6,
+  m: -3,
+  "": 0,
+  k: 3,
+  M: 6,
+  G: 9,
+  T: 12,
+  P: 15,
+  E: 18,
+};
+const BINARY_SUFFIX: Record<string, bigint> = {
+  Ki: 1n << 10n,
+  Mi: 1n << 20n,
+  Gi: 1n << 30n,
+  Ti: 1n << 40n,
+  Pi: 1n << 50n,
+  Ei: 1n << 60n,
+};
+const QUANTITY =
+  /^([+-]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]{1,3})|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$/;
+
+/** `ceil(n / d)` away from zero, for d > 0. */
+const divAway = (n: bigint, d: bigint): bigint => {
+  const q = n / d;
+  return n % d === 0n ? q : n > 0n ? q + 1n : q - 1n;
+};
+
+/**
+ * The milli-value of a quantity's text as `Quantity.MilliValue()` gives it, exactly: parsing
+ * keeps nine decimals (rounding up), and milli-units round away from zero. A value whose
+ * milli-units do not fit an int64 is refused: there the controller's own arithmetic
+ * overflows, and simulate will not pretend to know what it then does.
+ */
+export function milli(text: string): bigint {
+  const m = text.length <= 128 ? QUANTITY.exec(text.trim()) : null;
+  if (!m || (m[2] === "" && (m[3] ?? "") === ""))
+    throw new ProposalError(`${text.slice(0, 64)} is not a quantity`);
+  const [, sign, whole = "", fraction = "", exponent, suffix = ""] = m;
+  // value = digits × 10^(scale) × binary
+  const digits = BigInt(`${whole}${fraction}` || "0");
+  let scale = -fraction.length;
+  let binary = 1n;
+  if (exponent !== undefined) scale += Number(exponent);
+  else if (suffix in BINARY_SUFFIX) binary = BINARY_SUFFIX[suffix]!;
+  else scale += DECIMAL_SUFFIX[suffix]!;
+  let nano = digits * binary; // in 10^scale units; to nano-units (10^-9), rounding up
+  const toNano = scale + 9;
+  nano =
+    toNano >= 0
+      ? toNano > 40
+        ? MAX_INT64 * 1000n
+        : nano * 10n ** BigInt(toNano)
+      : divAway(nano, 10n ** BigInt(-toNano));
+  if (sign === "-") nano = -nano;
+  const result = divAway(nano, 1_000_000n);
+  if (result > MAX_INT64 || result < -MAX_INT64 - 1n)
+    throw new ProposalError(
+      `${text.slice(0, 64)} is out of the range the HPA reads exactly (an int64 of milli-units)`,
+    );
+  return result;
 }
 
 export const isWithin = (t: Tolerances, ratio: number): boolean => 1 - t.down <= ratio && ratio <= 1 + t.up;
@@ -198,7 +253,17 @@ export function externalAverageReplicas(
   values: readonly bigint[],
   tolerances: Tolerances,
 ): Proposal {
-  return perPod(statusReplicas, target, saturatingSum(values), tolerances);
+  // Go's per-pod sum differs from the value path's: a running total below zero is taken for
+  // an int64 overflow and becomes MaxInt64 (so a negative series scales up).
+  let usage = 0n;
+  for (const v of values) {
+    usage += v;
+    if (usage < 0n || usage > MAX_INT64) {
+      usage = MAX_INT64;
+      break;
+    }
+  }
+  return perPod(statusReplicas, target, usage, tolerances);
 }
 
 /** The sum of int64s, held at MaxInt64 where it would overflow. */

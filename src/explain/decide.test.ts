@@ -113,7 +113,7 @@ describe("governor simulate: the HPA's next sync from what the metrics APIs answ
     );
     expect(d.metrics[0]?.skipped).to.match(/metrics-server/);
     expect(d.next.desiredReplicas).to.equal(3);
-    expect(d.assumptions.join("\n")).to.match(/resource metrics .* not simulated/);
+    expect(d.undetermined).to.match(/also weighs cpu/);
   });
 
   it("applies behavior from the HPA's spec, tolerance included", () => {
@@ -129,6 +129,70 @@ describe("governor simulate: the HPA's next sync from what the metrics APIs answ
     );
     expect(d.metrics[0]?.proposal).to.equal(4);
     expect(d.next.desiredReplicas).to.equal(4);
+  });
+
+  it("reads what the controller reads at the edges: a negative External series, no series, a wrong target, two answers", () => {
+    const extAvg = {
+      type: "External",
+      external: { metric: { name: "queue" }, target: { type: "AverageValue", averageValue: "10" } },
+    };
+    // Go's per-pod sum takes a total below zero for an overflow: MaxInt64, so it scales up.
+    const negative = decide(input({ hpa: hpa([extAvg]), readings: [{ values: [{ value: "-5" }] }] }));
+    expect(negative.metrics[0]).to.include({ proposal: 2 ** 31 - 1, current: "9223372036854775807m" });
+    expect(negative.next.desiredReplicas).to.equal(6);
+    const none = decide(input({ hpa: hpa([extAvg]), readings: [{ values: [] }] }));
+    expect(none.metrics[0]?.error).to.equal("no metrics returned from external metrics API");
+    expect(none.next).to.include({ desiredReplicas: 3, rescale: false });
+    const object = (target: Record<string, string>) => ({
+      type: "Object",
+      object: {
+        metric: { name: "q" },
+        describedObject: { apiVersion: "v1", kind: "Service", name: "s" },
+        target,
+      },
+    });
+    const mismatched = decide(
+      input({
+        hpa: hpa([object({ type: "Value", averageValue: "10" })]),
+        readings: [{ values: [{ value: "50" }] }],
+      }),
+    );
+    expect(mismatched.metrics[0]?.error).to.match(/^invalid object metric source/);
+    const two = decide(
+      input({
+        hpa: hpa([object({ type: "Value", value: "10" })]),
+        readings: [{ values: [{ value: "50" }, { value: "60" }] }],
+      }),
+    );
+    expect(two.metrics[0]?.error).to.equal(
+      "the custom metrics API server returned 2 results when we asked for exactly one",
+    );
+    const tiny = decide(
+      input({
+        hpa: hpa([{ type: "Pods", pods: { metric: { name: "rps" }, target: { averageValue: "1e-10" } } }]),
+        readings: [
+          {
+            values: [
+              { name: "web-0", value: "0" },
+              { name: "web-1", value: "0" },
+              { name: "web-2", value: "0" },
+            ],
+          },
+        ],
+      }),
+    );
+    expect(tiny.metrics[0]?.proposal).to.equal(0);
+  });
+
+  it("does not decide for an HPA whose every metric is a resource metric", () => {
+    const d = decide(
+      input({
+        hpa: hpa([{ type: "Resource", resource: { name: "cpu" } }]),
+        readings: [{ skipped: "metrics-server" }],
+      }),
+    );
+    expect(d.next).to.include({ desiredReplicas: 3, rescale: false, reason: "" });
+    expect(d.undetermined).to.match(/cpu/);
   });
 
   it("refuses a --set that is not metric=quantity, or names a metric twice", () => {

@@ -114,6 +114,8 @@ export interface Decision {
   pods: { total: number; ready: number };
   metrics: MetricLine[];
   next: SyncResult;
+  /** Set when a metric could not be simulated: `next` weighs the others only, and this says why it is not the HPA's answer. */
+  undetermined?: string;
   /** What the decision takes for granted that simulate cannot see. */
   assumptions: string[];
 }
@@ -127,6 +129,7 @@ export function decide(input: DecideInput): Decision {
   const metrics = hpa.spec.metrics ?? [];
   const lines: MetricLine[] = [];
   const outcomes: MetricOutcome[] = [];
+  const skipped: string[] = [];
   for (const [i, spec] of metrics.entries()) {
     const line = lineOf(spec);
     lines.push(line);
@@ -138,6 +141,7 @@ export function decide(input: DecideInput): Decision {
     }
     if ("skipped" in reading) {
       line.skipped = reading.skipped;
+      skipped.push(line.metric);
       continue;
     }
     try {
@@ -151,6 +155,19 @@ export function decide(input: DecideInput): Decision {
       outcomes.push({ metric: line.metric, error: line.error, reason: `FailedGet${spec.type}Metric` });
     }
   }
+  if (outcomes.length === 0 && skipped.length > 0)
+    // Nothing simulate can read: no decision to show, not a scale-down to nothing.
+    return {
+      specReplicas: input.specReplicas,
+      statusReplicas: input.statusReplicas,
+      minReplicas: hpa.spec.minReplicas ?? 1,
+      maxReplicas: hpa.spec.maxReplicas,
+      pods: podCounts(input.pods),
+      metrics: lines,
+      next: { desiredReplicas: input.specReplicas, rescale: false, reason: "", conditions: {} },
+      undetermined: `every metric of this HPA (${skipped.join(", ")}) comes from metrics-server, which simulate does not read`,
+      assumptions: [],
+    };
   const memory = newMemory();
   // The controller's recommendations of the last window are in its memory, not in the API:
   // start from none, so the proposal is stabilized only against itself.
@@ -175,24 +192,31 @@ export function decide(input: DecideInput): Decision {
   const assumptions = [
     `the controller's own memory is not in the API: a scale-down waits for the highest recommendation of its last ${downWindow} s${upWindow ? `, a scale-up for the lowest of its last ${upWindow} s` : ""}, and behavior's policies count the scale changes of their periods; simulate assumes none that would hold this one back`,
   ];
-  if (lines.some((l) => l.skipped))
+  if (skipped.length > 0)
     assumptions.push(
-      "resource metrics (cpu, memory) are not simulated: one of them may ask for more replicas",
+      `resource metrics (${skipped.join(", ")}) come from metrics-server and are not simulated`,
     );
   return {
     specReplicas: input.specReplicas,
     statusReplicas: input.statusReplicas,
     minReplicas: hpa.spec.minReplicas ?? 1,
     maxReplicas: hpa.spec.maxReplicas,
-    pods: {
-      total: input.pods.filter((p) => !p.deleting).length,
-      ready: input.pods.filter((p) => !p.deleting && p.phase === "Running" && p.ready).length,
-    },
+    pods: podCounts(input.pods),
     metrics: lines,
     next,
+    ...(skipped.length > 0
+      ? {
+          undetermined: `the HPA also weighs ${skipped.join(", ")}, which simulate cannot read: it may choose more replicas than this, and fewer only if ${skipped.length > 1 ? "they ask" : "it asks"} for fewer too`,
+        }
+      : {}),
     assumptions,
   };
 }
+
+const podCounts = (pods: readonly PodFacts[]) => ({
+  total: pods.filter((p) => !p.deleting).length,
+  ready: pods.filter((p) => !p.deleting && p.phase === "Running" && p.ready).length,
+});
 
 function lineOf(spec: HpaMetricSpec): MetricLine {
   const source = spec.pods ?? spec.object ?? spec.external;
@@ -222,9 +246,12 @@ function whatIf(
 }
 
 function quantity(text: string | undefined, what: string): bigint {
-  const n = text === undefined ? undefined : parseQuantity(text);
-  if (n === undefined) throw new ProposalError(`${what} is not a quantity: ${String(text).slice(0, 64)}`);
-  return milli(n);
+  if (text === undefined) throw new ProposalError(`${what} is not set`);
+  try {
+    return milli(String(text));
+  } catch (err) {
+    throw new ProposalError(`${what}: ${(err as Error).message}`);
+  }
 }
 
 function propose(
@@ -238,6 +265,7 @@ function propose(
     milli: quantity(v.value, "a value the metrics API answered"),
   }));
   if (spec.type === "Pods" && spec.pods) {
+    if (read.length === 0) throw new ProposalError("no metrics returned from custom metrics API");
     const target = quantity(spec.pods.target.averageValue, "the target's averageValue");
     const byPod = new Map(read.map((v) => [v.name ?? "", v.milli] as const));
     return {
@@ -247,10 +275,12 @@ function propose(
   }
   if (spec.type === "Object" && spec.object) {
     const { target, metric, describedObject } = spec.object;
-    if (read.length === 0)
-      throw new ProposalError(`no value for ${describedObject.kind} ${describedObject.name}`);
+    if (read.length !== 1)
+      throw new ProposalError(
+        `the custom metrics API server returned ${read.length} results when we asked for exactly one`,
+      );
     const usage = read[0]!.milli;
-    if (target.type !== "AverageValue" && target.value !== undefined)
+    if (target.type === "Value" && target.value !== undefined)
       return {
         name: `${describedObject.kind} metric ${metric.name}`,
         proposal: objectValueReplicas(
@@ -261,7 +291,7 @@ function propose(
           input.pods,
         ),
       };
-    if (target.averageValue !== undefined)
+    if (target.type === "AverageValue" && target.averageValue !== undefined)
       return {
         name: `external metric ${metric.name}`,
         proposal: objectAverageReplicas(
@@ -277,6 +307,7 @@ function propose(
   }
   if (spec.type === "External" && spec.external) {
     const { target, metric } = spec.external;
+    if (read.length === 0) throw new ProposalError("no metrics returned from external metrics API");
     const all = read.map((v) => v.milli);
     if (target.averageValue !== undefined)
       return {

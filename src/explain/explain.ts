@@ -474,12 +474,17 @@ function metricSelector(id: MetricIdentifier): Record<string, string> {
 export async function resolveDescribed(client: KubeClient, namespace: string, q: MetricQuery): Promise<void> {
   const described = q.describedObject;
   if (!described) return;
-  const plural =
-    (await resourceOf(client, described.apiVersion, described.kind)) ?? `${described.kind.toLowerCase()}s`;
-  const group = described.apiVersion.includes("/") ? described.apiVersion.split("/")[0]! : "";
+  // apiVersion may be left out (the core group's objects).
+  const apiVersion = described.apiVersion || "v1";
+  const plural = (await resourceOf(client, apiVersion, described.kind)) ?? `${described.kind.toLowerCase()}s`;
+  const group = apiVersion.includes("/") ? apiVersion.split("/")[0]! : "";
   const resource = group ? `${plural}.${group}` : plural;
   q.discoveryName = `${resource}/${q.metric}`;
-  q.path = `/namespaces/${namespace}/${resource}/${described.name}/${q.metric}`;
+  // A Namespace's metric is asked root-scoped, of the HPA's own namespace (client-go's getForNamespace).
+  q.path =
+    resource === "namespaces"
+      ? `/namespaces/${namespace}/metrics/${q.metric}`
+      : `/namespaces/${namespace}/${resource}/${described.name}/${q.metric}`;
   q.subjectMatches = (s) => s?.resource === resource;
 }
 

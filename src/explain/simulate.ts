@@ -77,6 +77,10 @@ export async function simulate(
       );
     });
   const selector = scale.status?.selector ?? "";
+  if (!selector)
+    throw new SimulateError(
+      `the /scale of ${ref.kind} ${ref.name} has no selector: the HPA does nothing (ScalingActive=False, InvalidSelector)`,
+    );
   const pods = selector
     ? (
         await client.get<{ items: Pod[] }>(`/api/v1/namespaces/${namespace}/pods`, {
@@ -85,7 +89,15 @@ export async function simulate(
       ).items.map(podFacts)
     : [];
   const readings: Reading[] = [];
-  for (const m of hpa.spec.metrics ?? []) readings.push(await read(client, namespace, m, selector));
+  for (const m of hpa.spec.metrics ?? [])
+    readings.push(
+      await read(client, namespace, m, selector).catch((err: unknown) => ({
+        error: `cannot be read: ${(err as Error).message.slice(0, 300)}`,
+      })),
+    );
+  for (const metric of set.keys())
+    if (!readings.length || !(hpa.spec.metrics ?? []).some((m) => metricName(m) === metric))
+      throw new SimulateError(`--set ${metric}: hpa/${target.name} has no metric of that name`);
   const decision = decide({
     nowMs: Date.now(),
     hpa,
@@ -97,6 +109,9 @@ export async function simulate(
   });
   return { ...decision, hpa: target.name, namespace, target: `${ref.kind}/${ref.name}` };
 }
+
+const metricName = (m: HpaMetricSpec): string =>
+  (m.pods ?? m.object ?? m.external)?.metric.name ?? m.resource?.name ?? m.containerResource?.name ?? "";
 
 function podFacts(p: Pod): PodFacts {
   const phase = p.status?.phase;
@@ -164,6 +179,13 @@ export function renderSimulation(s: Simulation): string {
     else lines.push(`${head}current ${m.current} → ${m.proposal} replica(s)`);
   }
   const n = s.next;
+  if (s.undetermined) {
+    lines.push(`next sync: undetermined — ${s.undetermined}`);
+    if (s.metrics.some((m) => m.proposal !== undefined))
+      lines.push(`  the metrics simulate reads alone would give ${n.desiredReplicas} replica(s)`);
+    for (const a of s.assumptions) lines.push(`  assumes: ${a}`);
+    return `${lines.map(printable).join("\n")}\n`;
+  }
   const change =
     n.desiredReplicas > s.specReplicas
       ? "scale up"
@@ -182,7 +204,17 @@ export function renderSimulation(s: Simulation): string {
       lines.push(`  ${type}=${c.status} ${c.reason}: ${c.message}`);
   if (n.error) lines.push(`  error: ${n.error}`);
   for (const a of s.assumptions) lines.push(`  assumes: ${a}`);
-  return `${lines.join("\n")}\n`;
+  return `${lines.map(printable).join("\n")}\n`;
+}
+
+/** Control characters (a terminal's escape sequences) from cluster or adapter text, shown escaped. */
+function printable(line: string): string {
+  let out = "";
+  for (const ch of line) {
+    const c = ch.charCodeAt(0);
+    out += c < 0x20 || (c >= 0x7f && c <= 0x9f) ? `\\x${c.toString(16).padStart(2, "0")}` : ch;
+  }
+  return out;
 }
 
 /** `--set` values: `metric=quantity`, each at most once. */

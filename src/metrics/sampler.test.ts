@@ -91,6 +91,46 @@ describe("samples", () => {
   });
 
   describe("on a backend with a query budget", () => {
+    it("asks its source nothing more once stopped, whenever the stop lands after a busy answer", async () => {
+      for (let hops = 0; hops <= 8; hops++) {
+        const clock = new FakeClock();
+        const budgets = new BackendBudgets({ qps: 10, clock });
+        let calls = 0;
+        let rejectFirst!: (e: unknown) => void;
+        const source: MetricSource = {
+          needsObjects: false,
+          backend: "http://prom:9090",
+          sample: () => {
+            calls++;
+            if (calls === 1) return new Promise((_, reject) => (rejectFirst = reject));
+            return Promise.resolve({ kind: "scalar", value: 1 });
+          },
+        };
+        const s = new Sampler(source, {
+          intervalMs: 10_000,
+          request: () => ({ namespace: "team-a" }),
+          budget: budgets.join("http://prom:9090", "team-a")!,
+          clock,
+          random: () => 0.5,
+        });
+        const sampled = s.sampleNow();
+        await clock.settle();
+        rejectFirst(new BackendBusyError("busy", 0));
+        for (let i = 0; i < hops; i++) await Promise.resolve();
+        const callsAtStop = calls;
+        await s.stop();
+        await clock.advance(5000);
+        let settled = false;
+        void sampled.then(() => (settled = true));
+        await clock.settle();
+        expect({ hops, callsAfterStop: calls - callsAtStop, settled }).to.deep.equal({
+          hops,
+          callsAfterStop: 0,
+          settled: true,
+        });
+      }
+    });
+
     /** `n` samplers of one namespace on one backend of `qps`, each asking a source that answers `answer`. */
     function budgetSetUp(n: number, qps: number, answer: (i: number) => Promise<number>) {
       const clock = new FakeClock();

@@ -243,8 +243,12 @@ export class Sampler {
         // One controller for a turn and its request: stop() aborts it, and so does the
         // request's timeout. No AbortSignal.any: its WeakRefs keep every signal made in
         // one job alive until the job ends, and a start-up reconciles thousands in one.
+        // stop() aborts the controller of the pass it finds; one that lands between two
+        // passes (after a busy answer) is seen here.
+        if (this.stopped) throw new Error("aborted");
         const request = (this.current = new AbortController());
         if (budget) waitedMs += await budget.turn(request.signal);
+        if (this.stopped) throw new Error("aborted");
         started = process.hrtime.bigint();
         try {
           value = await this.request(request);
