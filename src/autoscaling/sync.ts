@@ -360,6 +360,24 @@ export function stabilizeDown(
   return max;
 }
 
+/** `ScalingLimited=True` for `reason`, in the controller's words. */
+const limited = (reason: keyof typeof LIMITED): Condition => ({
+  status: "True",
+  reason,
+  message: LIMITED[reason],
+});
+const LIMITED = {
+  ScaleUpLimit: "the desired replica count is increasing faster than the maximum scale rate",
+  TooManyReplicas: "the desired replica count is more than the maximum replica count",
+  TooFewReplicas: "the desired replica count is less than the minimum replica count",
+  ScaleDownLimit: "the desired replica count is decreasing faster than the maximum scale rate",
+} as const;
+const WITHIN_RANGE: Condition = {
+  status: "False",
+  reason: "DesiredWithinRange",
+  message: "the desired count is within the acceptable range",
+};
+
 /** `convertDesiredReplicasWithRules`: min, max and, without `behavior`, at most double (at least 4). */
 export function withRules(
   currentReplicas: number,
@@ -370,39 +388,17 @@ export function withRules(
   const scaleUpLimit = Math.trunc(Math.max(2 * currentReplicas, 4));
   const [maximum, over]: [number, Condition] =
     maxReplicas > scaleUpLimit
-      ? [
-          scaleUpLimit,
-          {
-            status: "True",
-            reason: "ScaleUpLimit",
-            message: "the desired replica count is increasing faster than the maximum scale rate",
-          },
-        ]
-      : [
-          maxReplicas,
-          {
-            status: "True",
-            reason: "TooManyReplicas",
-            message: "the desired replica count is more than the maximum replica count",
-          },
-        ];
+      ? [scaleUpLimit, limited("ScaleUpLimit")]
+      : [maxReplicas, limited("TooManyReplicas")];
   if (desired < minReplicas)
     return {
       replicas: minReplicas,
-      condition: {
-        status: "True",
-        reason: "TooFewReplicas",
-        message: "the desired replica count is less than the minimum replica count",
-      },
+      condition: limited("TooFewReplicas"),
     };
   if (desired > maximum) return { replicas: maximum, condition: over };
   return {
     replicas: desired,
-    condition: {
-      status: "False",
-      reason: "DesiredWithinRange",
-      message: "the desired count is within the acceptable range",
-    },
+    condition: WITHIN_RANGE,
   };
 }
 
@@ -480,22 +476,8 @@ export function withBehaviorRate(
     );
     const [maximum, condition]: [number, Condition] =
       maxReplicas > scaleUpLimit
-        ? [
-            scaleUpLimit,
-            {
-              status: "True",
-              reason: "ScaleUpLimit",
-              message: "the desired replica count is increasing faster than the maximum scale rate",
-            },
-          ]
-        : [
-            maxReplicas,
-            {
-              status: "True",
-              reason: "TooManyReplicas",
-              message: "the desired replica count is more than the maximum replica count",
-            },
-          ];
+        ? [scaleUpLimit, limited("ScaleUpLimit")]
+        : [maxReplicas, limited("TooManyReplicas")];
     if (desired > maximum) return { replicas: maximum, condition };
   } else if (desired < currentReplicas) {
     const scaleDownLimit = Math.min(
@@ -504,31 +486,13 @@ export function withBehaviorRate(
     );
     const [minimum, condition]: [number, Condition] =
       minReplicas < scaleDownLimit
-        ? [
-            scaleDownLimit,
-            {
-              status: "True",
-              reason: "ScaleDownLimit",
-              message: "the desired replica count is decreasing faster than the maximum scale rate",
-            },
-          ]
-        : [
-            minReplicas,
-            {
-              status: "True",
-              reason: "TooFewReplicas",
-              message: "the desired replica count is less than the minimum replica count",
-            },
-          ];
+        ? [scaleDownLimit, limited("ScaleDownLimit")]
+        : [minReplicas, limited("TooFewReplicas")];
     if (desired < minimum) return { replicas: minimum, condition };
   }
   return {
     replicas: desired,
-    condition: {
-      status: "False",
-      reason: "DesiredWithinRange",
-      message: "the desired count is within the acceptable range",
-    },
+    condition: WITHIN_RANGE,
   };
 }
 
@@ -538,6 +502,17 @@ const changeInPeriod = (periodSeconds: number, events: readonly ScaleEvent[], no
   for (const e of events) if (e.atMs > cutoff) replicas += e.change;
   return replicas;
 };
+
+/** The replicas at the start of a policy's period: now, less the changes made within it. */
+const periodStart = (
+  current: number,
+  periodSeconds: number,
+  memory: Pick<HpaMemory, "scaleUpEvents" | "scaleDownEvents">,
+  nowMs: number,
+): number =>
+  current -
+  changeInPeriod(periodSeconds, memory.scaleUpEvents, nowMs) +
+  changeInPeriod(periodSeconds, memory.scaleDownEvents, nowMs);
 
 /** `calculateScaleUpLimitWithScalingRules`. */
 export function scaleUpLimitOf(
@@ -550,10 +525,7 @@ export function scaleUpLimitOf(
   const min = rules.selectPolicy === "Min";
   let result = min ? MAX_INT32 : -MAX_INT32 - 1;
   for (const policy of rules.policies ?? []) {
-    const start =
-      current -
-      changeInPeriod(policy.periodSeconds, memory.scaleUpEvents, nowMs) +
-      changeInPeriod(policy.periodSeconds, memory.scaleDownEvents, nowMs);
+    const start = periodStart(current, policy.periodSeconds, memory, nowMs);
     const proposed =
       policy.type === "Pods" ? start + policy.value : Math.ceil(start * (1 + policy.value / 100));
     result = min ? Math.min(result, proposed) : Math.max(result, proposed);
@@ -572,10 +544,7 @@ export function scaleDownLimitOf(
   const min = rules.selectPolicy === "Min";
   let result = min ? -MAX_INT32 - 1 : MAX_INT32;
   for (const policy of rules.policies ?? []) {
-    const start =
-      current -
-      changeInPeriod(policy.periodSeconds, memory.scaleUpEvents, nowMs) +
-      changeInPeriod(policy.periodSeconds, memory.scaleDownEvents, nowMs);
+    const start = periodStart(current, policy.periodSeconds, memory, nowMs);
     const proposed =
       policy.type === "Pods" ? start - policy.value : Math.trunc(start * (1 - policy.value / 100));
     result = min ? Math.max(result, proposed) : Math.min(result, proposed);

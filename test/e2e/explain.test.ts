@@ -5,19 +5,11 @@
  * MetricMapping that cannot sample, a deleted MetricMapping, Governor stopped — exactly
  * that link is reported broken, with its fix, and the command exits 1.
  */
-import { spawnSync } from "node:child_process";
-import { join } from "node:path";
 import { expect } from "chai";
 import { startStandInKubelet, type StandInKubelet } from "../../tools/devcluster/stand-in-kubelet.js";
-import {
-  ROOT,
-  applyYaml,
-  freshNamespace,
-  kubectl,
-  useCluster,
-  type TestCluster,
-} from "../support/cluster.js";
+import { applyYaml, freshNamespace, kubectl, useCluster, type TestCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
+import { governorCli } from "../support/governor-cli.js";
 import { GovernorProcess } from "../support/governor-process.js";
 
 const METRIC = "explain_load";
@@ -29,19 +21,7 @@ describe("governor explain follows the HPA's chain and names the broken link (e2
   let kubelet: StandInKubelet;
   let ns: Awaited<ReturnType<typeof freshNamespace>>;
 
-  const explain = (...args: string[]) => {
-    const r = spawnSync(
-      process.execPath,
-      ["--import", "tsx", join(ROOT, "src/main.ts"), "explain", ...args],
-      {
-        cwd: ROOT,
-        env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
-        encoding: "utf8",
-        timeout: 60_000,
-      },
-    );
-    return { code: r.status, out: r.stdout, err: r.stderr };
-  };
+  const explain = (...args: string[]) => governorCli(cluster, "explain", ...args);
   const failures = (out: string) => out.split("\n").filter((l) => l.startsWith("  ✗"));
 
   before(async function () {

@@ -5,12 +5,11 @@
  * ScalableWorkload's HPA on a Pods metric, and for a plain HPA on a Deployment with an
  * External metric and a scale-up policy that limits it.
  */
-import { spawnSync } from "node:child_process";
-import { join } from "node:path";
 import { expect } from "chai";
 import { startStandInKubelet, type StandInKubelet } from "../../tools/devcluster/stand-in-kubelet.js";
-import { ROOT, applyYaml, freshNamespace, useCluster, type TestCluster } from "../support/cluster.js";
+import { applyYaml, freshNamespace, useCluster, type TestCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
+import { governorCli } from "../support/governor-cli.js";
 import { GovernorProcess } from "../support/governor-process.js";
 
 interface HpaStatus {
@@ -34,19 +33,7 @@ describe("governor simulate says what the HPA's next sync will choose (e2e, the 
   let kubelet: StandInKubelet;
   let ns: Awaited<ReturnType<typeof freshNamespace>>;
 
-  const simulate = (...args: string[]) => {
-    const r = spawnSync(
-      process.execPath,
-      ["--import", "tsx", join(ROOT, "src/main.ts"), "simulate", ...args],
-      {
-        cwd: ROOT,
-        env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath },
-        encoding: "utf8",
-        timeout: 60_000,
-      },
-    );
-    return { code: r.status, out: r.stdout, err: r.stderr };
-  };
+  const simulate = (...args: string[]) => governorCli(cluster, "simulate", ...args);
   const simulateJson = (...args: string[]): SimulationJson => {
     const r = simulate(...args, "-n", ns.name, "-o", "json");
     expect(r.code, r.out + r.err).to.equal(0);
