@@ -590,7 +590,7 @@ function program(): Command {
   cmd
     .command("simulate")
     .description(
-      "Print the replicas an HPA's next sync will choose, metric by metric, computed as kube-controller-manager computes them from the values the metrics APIs answer now. Only reads.",
+      "Print the replicas an HPA's next sync would choose from the values the metrics APIs answer now, metric by metric, computed as kube-controller-manager 1.37 (default flags) computes them — if the controller remembers no recent recommendation or scale change that holds it back. Only reads, as your kubeconfig's user.",
     )
     .argument("<target>", "hpa/NAME or sw/NAME (the HPA Governor writes for a ScalableWorkload)")
     .option(

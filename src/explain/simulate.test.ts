@@ -112,6 +112,23 @@ describe("governor simulate reads what the HPA reads, where the HPA reads it", (
     expect((err as Error).message).to.contain("InvalidSelector");
   });
 
+  it("refuses a --set for a resource metric, which it does not read", async () => {
+    const { client } = stub({
+      ...common("app=web"),
+      "/apis/autoscaling/v2/namespaces/n/horizontalpodautoscalers/h": hpaWith([
+        {
+          type: "Resource",
+          resource: { name: "cpu", target: { type: "Utilization", averageUtilization: 50 } },
+        },
+      ]),
+    });
+    let err: unknown;
+    await simulate(client, { kind: "hpa", name: "h", namespace: "n" }, new Map([["cpu", "1"]])).catch(
+      (e: unknown) => (err = e),
+    );
+    expect((err as Error).message).to.match(/^--set cpu: a resource metric/);
+  });
+
   it("refuses a --set for a metric the HPA does not have", async () => {
     const { client } = stub({
       ...common("app=web"),

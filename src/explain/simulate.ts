@@ -95,9 +95,15 @@ export async function simulate(
         error: `cannot be read: ${(err as Error).message.slice(0, 300)}`,
       })),
     );
-  for (const metric of set.keys())
-    if (!readings.length || !(hpa.spec.metrics ?? []).some((m) => metricName(m) === metric))
+  for (const metric of set.keys()) {
+    const named = (hpa.spec.metrics ?? []).filter((m) => metricName(m) === metric);
+    if (named.length === 0)
       throw new SimulateError(`--set ${metric}: hpa/${target.name} has no metric of that name`);
+    if (named.every((m) => m.type === "Resource" || m.type === "ContainerResource"))
+      throw new SimulateError(
+        `--set ${metric}: a resource metric, which simulate does not read (metrics-server serves it)`,
+      );
+  }
   const decision = decide({
     nowMs: Date.now(),
     hpa,
