@@ -323,14 +323,7 @@ function normalize(
     config.downscaleStabilizationSeconds,
   );
   conditions.AbleToScale =
-    max !== prenormalized
-      ? {
-          status: "True",
-          reason: "ScaleDownStabilized",
-          message:
-            "recent recommendations were higher than current one, applying the highest recent recommendation",
-        }
-      : { status: "True", reason: "ReadyForNewScale", message: "recommended size matches current size" };
+    max !== prenormalized ? ableToScale("ScaleDownStabilized") : ableToScale("ReadyForNewScale");
   const { replicas, condition } = withRules(input.currentReplicas, max, minReplicas, input.maxReplicas);
   conditions.ScalingLimited =
     replicas === max ? { status: "False", reason: condition.reason, message: condition.message } : condition;
@@ -359,6 +352,20 @@ export function stabilizeDown(
   else recs.push(fresh);
   return max;
 }
+
+/** `AbleToScale=True` for `reason`, in the controller's words. */
+const ableToScale = (reason: keyof typeof ABLE): Condition => ({
+  status: "True",
+  reason,
+  message: ABLE[reason],
+});
+const ABLE = {
+  ScaleUpStabilized:
+    "recent recommendations were lower than current one, applying the lowest recent recommendation",
+  ScaleDownStabilized:
+    "recent recommendations were higher than current one, applying the highest recent recommendation",
+  ReadyForNewScale: "recommended size matches current size",
+} as const;
 
 /** `ScalingLimited=True` for `reason`, in the controller's words. */
 const limited = (reason: keyof typeof LIMITED): Condition => ({
@@ -426,19 +433,9 @@ function normalizeWithBehavior(
   conditions.AbleToScale =
     stabilized !== prenormalized
       ? prenormalized >= currentReplicas
-        ? {
-            status: "True",
-            reason: "ScaleUpStabilized",
-            message:
-              "recent recommendations were lower than current one, applying the lowest recent recommendation",
-          }
-        : {
-            status: "True",
-            reason: "ScaleDownStabilized",
-            message:
-              "recent recommendations were higher than current one, applying the highest recent recommendation",
-          }
-      : { status: "True", reason: "ReadyForNewScale", message: "recommended size matches current size" };
+        ? ableToScale("ScaleUpStabilized")
+        : ableToScale("ScaleDownStabilized")
+      : ableToScale("ReadyForNewScale");
 
   const { replicas, condition } = withBehaviorRate(
     currentReplicas,
