@@ -18,8 +18,8 @@ const ROOT = dirname(SRC);
 export const FLOORS = [
   ["errors.ts"],
   ["util"],
-  ["api", "selectors", "certs", "autoscaling"],
-  ["k8s", "manifests"],
+  ["api", "selectors", "certs"],
+  ["k8s", "manifests", "autoscaling"],
   ["sources"],
   ["metrics"],
   ["apiserver", "controller"],

@@ -19,6 +19,7 @@ import { z } from "zod";
 import { startOperator } from "./app/operator.js";
 import { uninstall } from "./app/uninstall.js";
 import { ObjectName, durationMs } from "./api/common.js";
+import { DEFAULT_CONTROLLER } from "./autoscaling/sync.js";
 import { createCA, issueCertificate } from "./certs/certs.js";
 import { GovernorError } from "./errors.js";
 import { DEFAULT_HPA_USER, broken, explain, render } from "./explain/explain.js";
@@ -121,6 +122,14 @@ const BackendQpsList = z
     return out;
   });
 
+/** A duration flag as kube-controller-manager takes it (`15s`, `5m0s`), in milliseconds between `min` and `max`. */
+const HpaDuration = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$/, "must be a duration such as 15s or 5m0s")
+    .transform((text) => durationMs(text))
+    .refine((ms) => ms >= min && ms <= max, `must be between ${min / 1000}s and ${max / 1000}s`);
+
 const RunConfig = z.strictObject({
   kubeconfig: z.string().optional(),
   namespace: NamespaceName,
@@ -160,6 +169,12 @@ const RunConfig = z.strictObject({
   allowHostNetworkScrape: z.boolean(),
   sourceBackendQps: Qps,
   sourceBackendQpsOverrides: BackendQpsList,
+  horizontalPodAutoscalerSyncPeriod: HpaDuration(1_000, 3_600_000),
+  horizontalPodAutoscalerTolerance: z.coerce
+    .number()
+    .min(0, "must be from 0 to 10")
+    .max(10, "must be from 0 to 10"),
+  horizontalPodAutoscalerDownscaleStabilization: HpaDuration(0, 24 * 3_600_000),
   forwardCustom: UpstreamServiceFlag.optional(),
   forwardExternal: UpstreamServiceFlag.optional(),
   forwardCustomCaFile: z.string().min(1).optional(),
@@ -280,6 +295,14 @@ async function run(cfg: RunConfig): Promise<void> {
       tenantFromNamespace: cfg.prometheusTenantFromNamespace,
     },
     forward,
+    hpa: {
+      syncPeriodMs: cfg.horizontalPodAutoscalerSyncPeriod,
+      controller: {
+        ...DEFAULT_CONTROLLER,
+        tolerance: cfg.horizontalPodAutoscalerTolerance,
+        downscaleStabilizationSeconds: cfg.horizontalPodAutoscalerDownscaleStabilization / 1000,
+      },
+    },
     metricsEndpoint: { port: cfg.metricsPort, host: cfg.metricsBindAddress },
     ...(cfg.tlsCertFile && cfg.tlsPrivateKeyFile
       ? { tlsFiles: { cert: cfg.tlsCertFile, key: cfg.tlsPrivateKeyFile } }
@@ -419,6 +442,21 @@ function program(): Command {
       "--allow-host-network-scrape",
       "let scrape sources read pods that use their node's network (the port a mapping names is then any of the node's)",
       false,
+    )
+    .option(
+      "--horizontal-pod-autoscaler-sync-period <duration>",
+      "how often a ScalableWorkload's status.recommendation is made: set it as kube-controller-manager's flag of the same name is",
+      "15s",
+    )
+    .option(
+      "--horizontal-pod-autoscaler-tolerance <ratio>",
+      "the tolerance recommendations use where an HPA's behavior sets none: as kube-controller-manager's flag of the same name",
+      "0.1",
+    )
+    .option(
+      "--horizontal-pod-autoscaler-downscale-stabilization <duration>",
+      "the scale-down window recommendations use where an HPA's behavior sets none: as kube-controller-manager's flag of the same name",
+      "5m0s",
     )
     .option(
       "--take-over-apiservices",

@@ -100,6 +100,10 @@ export const ScalableWorkloadSpec = withRules(
           description: "0 lets the workload idle at no replicas: needs activation.",
         }),
         maxReplicas: z.number().int().min(1),
+        mode: z.enum(["Scale", "Shadow"]).default("Scale").meta({
+          description:
+            "Scale (default): Governor writes and owns the HPA that scales the workload. Shadow: no HPA and no change to the replicas; Governor computes what the HPA would choose at each sync into status.recommendation (an Event on each change, governor_recommended_replicas on /metrics), to run a new metric beside the live autoscaler and compare.",
+        }),
         activation: Activation.optional(),
         metrics: z.array(AutoscalingMetric).min(1).max(16),
         behavior: z.looseObject({}).optional().meta({
@@ -121,10 +125,20 @@ export const ScalableWorkloadSpec = withRules(
           fieldPath: ".activation",
           check: (self) => (self.minReplicas === 0) === (self.activation !== undefined),
         },
+        {
+          rule: "!has(self.mode) || self.mode != 'Shadow' || !has(self.activation)",
+          message:
+            "mode Shadow never moves the replicas, so it runs no activation: shadow a configuration with minReplicas 1 or more",
+          fieldPath: ".mode",
+          check: (self) => self.mode !== "Shadow" || self.activation === undefined,
+        },
       ],
     )
       .optional()
-      .meta({ description: "Governor writes and owns an HPA targeting this ScalableWorkload." }),
+      .meta({
+        description:
+          "Governor writes and owns an HPA targeting this ScalableWorkload (or, in mode Shadow, only records what it would do).",
+      }),
   }),
   [
     exactlyOne(["template", "workloadRef"], "spec"),
@@ -169,6 +183,27 @@ export const ScalableWorkloadStatus = z.object({
     })
     .optional()
     .meta({ description: "With spec.autoscaling.activation: what the Active condition is decided from." }),
+  recommendation: z
+    .object({
+      replicas: z.number().int().meta({
+        description: "The replicas the HPA's algorithm chooses at its sync, from the values Governor serves.",
+      }),
+      metric: z.string().optional().meta({
+        description:
+          "The MetricMapping whose proposal decides (the largest); absent when none could be computed.",
+      }),
+      reason: z.string().meta({
+        description:
+          "Why: AboveTarget, BelowTarget, WithinTolerance, ScaleUpStabilized, ScaleDownStabilized, ScaleUpLimit, ScaleDownLimit, TooFewReplicas, TooManyReplicas, or why no metric could be read (FailedGetPodsMetric…).",
+      }),
+      message: z.string().optional(),
+      time: z.string().meta({ description: "When the recommendation last changed (RFC 3339)." }),
+    })
+    .optional()
+    .meta({
+      description:
+        "With spec.autoscaling, on the leader: what the HPA's algorithm recommends now (kubectl get sw shows the replicas). In mode Shadow nothing acts on it.",
+    }),
   conditions: z.array(ConditionSchema).optional(),
 });
 export type ScalableWorkloadStatus = z.infer<typeof ScalableWorkloadStatus>;
@@ -192,6 +227,13 @@ export const ScalableWorkloadKind = {
     { name: "Desired", type: "integer", jsonPath: ".spec.replicas" },
     { name: "Current", type: "integer", jsonPath: ".status.replicas" },
     { name: "Ready", type: "integer", jsonPath: ".status.readyReplicas" },
+    {
+      name: "Recommended",
+      type: "integer",
+      jsonPath: ".status.recommendation.replicas",
+      description:
+        "With spec.autoscaling: the replicas the HPA's algorithm chooses now from Governor's values (in mode Shadow, what it would choose).",
+    },
     {
       name: "Status",
       type: "string",
@@ -218,6 +260,13 @@ export const ScalableWorkloadKind = {
       type: "string",
       priority: 1,
       jsonPath: '.status.conditions[?(@.type=="Ready")].message',
+    },
+    {
+      name: "Why",
+      type: "string",
+      priority: 1,
+      jsonPath: ".status.recommendation.reason",
+      description: "Why the recommendation is what it is (status.recommendation.message says more).",
     },
     {
       name: "Activation",

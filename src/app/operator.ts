@@ -8,6 +8,7 @@ import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { Gauge } from "prom-client";
 import { formatQuantity } from "../api/quantity.js";
+import type { ControllerConfig } from "../autoscaling/sync.js";
 import { MetricsEndpoint, PromApiServerMetrics } from "../apiserver/instrumentation.js";
 import { CUSTOM_GROUP, EXTERNAL_GROUP, GROUP_VERSIONS } from "../apiserver/wire.js";
 import { CertificateSlot } from "../certs/certificate-slot.js";
@@ -20,6 +21,7 @@ import { METRIC_MAPPINGS_PATH } from "../api/metric-mapping.js";
 import type { MetricMappingObject } from "../sources/registry.js";
 import { MetricMappingReconciler } from "../controller/metric-mapping-reconciler.js";
 import { Registration, type RegistrationMode } from "../controller/registration.js";
+import { Recommender } from "../controller/recommender.js";
 import { ScalableWorkloadReconciler } from "../controller/scalable-workload-reconciler.js";
 import type { KubeClient } from "../k8s/client.js";
 import { InformerPodIndex } from "../k8s/pod-index.js";
@@ -83,6 +85,8 @@ export interface OperatorOptions {
    * APIService Governor takes over from it.
    */
   forward?: Partial<Record<ForwardedApi, { service: UpstreamService; ca?: string }>>;
+  /** The HPA controller's flags, for recommendations (ADR 0021). @default its defaults: 15 s, DEFAULT_CONTROLLER */
+  hpa?: { syncPeriodMs: number; controller: ControllerConfig };
   /** Serve `/metrics` (plain HTTP) there; none when absent. */
   metricsEndpoint?: { port: number; host: string };
   /** The files `tls` was read from: served anew when they change (a mounted Secret rotated). */
@@ -273,6 +277,10 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   }
 
   // ScalableWorkloads: the leader only (everything it does is a write).
+  const workloadMapping = (namespace: string, name: string) => {
+    const mapping = mappings.get(namespace, name);
+    return mapping && { spec: mapping.spec, problem: mappings.problem(namespace, name) };
+  };
   const workloads = new ScalableWorkloadReconciler({
     client,
     cache: mgr.cache,
@@ -280,10 +288,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     logger: log,
     observeReconcile: controllerMetrics.observeReconcile,
     watchQueue: (name, stats) => controllerMetrics.watchQueue(name, stats),
-    getMapping: (namespace, name) => {
-      const mapping = mappings.get(namespace, name);
-      return mapping && { spec: mapping.spec, problem: mappings.problem(namespace, name) };
-    },
+    getMapping: workloadMapping,
     readActivation: (namespace, name, objectName) => {
       const mapping = mappings.get(namespace, name);
       const key = `${namespace}/${name}`;
@@ -301,6 +306,19 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   });
   mappings.subscribe(workloads);
   mgr.add(workloads);
+  const recommender = mgr.add(
+    new Recommender({
+      client,
+      cache: mgr.cache,
+      events,
+      logger: log,
+      getMapping: workloadMapping,
+      provider,
+      pods,
+      ...(opts.hpa ? { periodMs: opts.hpa.syncPeriodMs, controller: opts.hpa.controller } : {}),
+    }),
+  );
+  recommendationsGauge(mgr, () => recommender.current());
 
   const endpoint = opts.metricsEndpoint
     ? mgr.add(new MetricsEndpoint(mgr.registry, opts.metricsEndpoint.port, opts.metricsEndpoint.host))
@@ -331,6 +349,23 @@ function mappingsGauge(mgr: Manager, list: () => readonly MetricMappingObject[])
         const ready = m.status?.conditions?.find((c) => c.type === "Ready");
         this.inc({ ready: ready?.status ?? "Unknown", reason: ready?.reason ?? "" });
       }
+    },
+  });
+}
+
+/** `governor_recommended_replicas`: each ScalableWorkload's recommendation, on the leader. */
+function recommendationsGauge(
+  mgr: Manager,
+  current: () => Iterable<{ namespace: string; name: string; replicas: number }>,
+): void {
+  new Gauge({
+    name: "governor_recommended_replicas",
+    help: "The replicas the HPA's algorithm recommends for a ScalableWorkload with spec.autoscaling (status.recommendation), on the leader.",
+    labelNames: ["namespace", "name"],
+    registers: [mgr.registry],
+    collect() {
+      this.reset();
+      for (const r of current()) this.set({ namespace: r.namespace, name: r.name }, r.replicas);
     },
   });
 }

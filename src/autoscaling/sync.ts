@@ -124,6 +124,12 @@ export interface SyncInput {
   hasObjectOrExternal: boolean;
   /** The HPA's `ScaledToZero` condition is True. */
   scaledToZero: boolean;
+  /**
+   * Whether this sync's rescale is remembered for `behavior`'s policies, as the controller
+   * remembers its own writes. False where the replicas are moved by someone else and each
+   * observed change is remembered instead ({@link recordScale}): a recommendation. @default true
+   */
+  recordRescale?: boolean;
 }
 
 export type ConditionStatus = "True" | "False";
@@ -232,7 +238,8 @@ export function sync(
       reason: "SucceededRescale",
       message: `the HPA controller was able to update the target scale to ${desiredReplicas}`,
     };
-    storeScaleEvent(input, memory, currentReplicas, desiredReplicas);
+    if (input.recordRescale !== false && input.behavior !== undefined)
+      recordScale(input.behavior, memory, currentReplicas, desiredReplicas, input.nowMs);
     if (config.scaleToZero)
       conditions.ScaledToZero =
         currentReplicas > 0 && desiredReplicas === 0 && minReplicas === 0 && input.hasObjectOrExternal
@@ -581,21 +588,29 @@ export function stabilizeWithBehavior(
   return stabilized;
 }
 
-/** `storeScaleEvent`: a rescale is remembered (with `behavior` only), reusing an event older than every policy's period. */
-function storeScaleEvent(input: SyncInput, memory: HpaMemory, prev: number, next: number): void {
-  if (input.behavior === undefined) return;
-  const behavior = defaultedBehavior(input.behavior);
+/**
+ * `storeScaleEvent`: a change of the replicas from `prev` to `next` is remembered for
+ * `behavior`'s policies, reusing an event older than every policy's period.
+ */
+export function recordScale(
+  b: Behavior,
+  memory: Pick<HpaMemory, "scaleUpEvents" | "scaleDownEvents">,
+  prev: number,
+  next: number,
+  nowMs: number,
+): void {
+  const behavior = defaultedBehavior(b);
   const up = next > prev;
   const rules = up ? behavior.scaleUp : behavior.scaleDown;
   const events = up ? memory.scaleUpEvents : memory.scaleDownEvents;
   const longest = Math.max(0, ...(rules.policies ?? []).map((p) => p.periodSeconds));
-  const cutoff = input.nowMs - longest * 1000;
+  const cutoff = nowMs - longest * 1000;
   let old = -1;
   events.forEach((e, i) => {
     if (e.atMs < cutoff) e.outdated = true;
     if (e.outdated) old = i;
   });
-  const event = { change: up ? next - prev : prev - next, atMs: input.nowMs, outdated: false };
+  const event = { change: up ? next - prev : prev - next, atMs: nowMs, outdated: false };
   if (old >= 0) events[old] = event;
   else events.push(event);
 }

@@ -26,6 +26,8 @@ export type MappingView = { spec?: unknown; problem?: { reason: string; message:
 /** What to do with the HPA: its metrics (none: keep no HPA), the Autoscaling condition, a problem for Ready. */
 export interface HpaPlan {
   metrics: ResolvedMetric[];
+  /** The MetricMapping of each of `metrics`. */
+  mappings: string[];
   autoscaling: Problem;
   problem?: Problem;
 }
@@ -42,6 +44,7 @@ export function planHpa(
   ours: Hpa | undefined,
 ): HpaPlan {
   const metrics: ResolvedMetric[] = [];
+  const mappings: string[] = [];
   const unusable: string[] = [];
   let missing = false;
   for (const entry of spec.autoscaling.metrics) {
@@ -58,6 +61,7 @@ export function planHpa(
       );
     } else {
       metrics.push(resolveMetric(parsed.data, entry, owner.name));
+      mappings.push(entry.mapping);
     }
   }
   const autoscaling: Problem =
@@ -76,9 +80,10 @@ export function planHpa(
           message:
             "no metric of spec.autoscaling can be served, so no HorizontalPodAutoscaler is kept; the replicas stay as they are",
         };
-  if (unusable.length === 0) return { metrics, autoscaling };
+  if (unusable.length === 0) return { metrics, mappings, autoscaling };
   return {
     metrics,
+    mappings,
     autoscaling,
     problem: {
       status: "False",

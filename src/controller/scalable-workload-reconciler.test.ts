@@ -204,6 +204,70 @@ describe("ScalableWorkload reconciler (on an in-memory apiserver)", () => {
     await eventually(() => expect(t.peek(`${HPAS}/web`)).to.equal(undefined));
   });
 
+  it("in mode Shadow leaves the live autoscaler alone: the Deployment's replicas, its HPA of the same name; and keeps no HPA of its own", async () => {
+    t = setUp({
+      requests: {
+        spec: { metric: "requests", subject: { resource: "pods" }, source: { static: { value: "1" } } },
+      },
+    });
+    const theirs = {
+      apiVersion: "autoscaling/v2",
+      kind: "HorizontalPodAutoscaler",
+      metadata: { name: "api", namespace: NS },
+      spec: { maxReplicas: 9, scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name: "api" } },
+    };
+    t.kube.seed(`${HPAS}/api`, theirs);
+    t.kube.seed(`${DEPLOYMENTS}/api`, {
+      apiVersion: "apps/v1",
+      kind: "Deployment",
+      metadata: { name: "api", namespace: NS },
+      spec: { replicas: 5, selector: { matchLabels: { app: "api" } } },
+      status: { replicas: 5, readyReplicas: 5 },
+    });
+    const autoscaling = {
+      mode: "Shadow",
+      maxReplicas: 10,
+      metrics: [{ mapping: "requests", target: { averageValue: "10" } }],
+    };
+    t.sw("api", {
+      replicas: 1,
+      workloadRef: { apiVersion: "apps/v1", kind: "Deployment", name: "api" },
+      autoscaling,
+    });
+    await eventually(() =>
+      expect(t.condition("api", "Autoscaling")).to.include({ status: "True", reason: "Shadow" }),
+    );
+    expect(t.condition("api")).to.include({ status: "True", reason: "Reconciled" });
+    expect(t.peek(`${SWS}/api`)?.status).to.include({
+      replicas: 5,
+      selector: "app=api",
+      workload: "Deployment/api",
+    });
+    await quiet();
+    expect(t.peek(`${DEPLOYMENTS}/api`)?.spec?.replicas).to.equal(5);
+    expect(t.peek(`${HPAS}/api`)?.spec).to.deep.equal(theirs.spec);
+    expect(
+      t.kube.calls.filter((c) => c.method !== "get" && c.path.startsWith(`${DEPLOYMENTS}/api`)),
+    ).to.deep.equal([]);
+  });
+
+  it("deletes the HPA it wrote when mode Scale becomes Shadow", async () => {
+    t = setUp({
+      requests: {
+        spec: { metric: "requests", subject: { resource: "pods" }, source: { static: { value: "1" } } },
+      },
+    });
+    const autoscaling = {
+      maxReplicas: 10,
+      metrics: [{ mapping: "requests", target: { averageValue: "10" } }],
+    };
+    t.sw("web", owned(2, { autoscaling }));
+    await eventually(() => expect(t.peek(`${HPAS}/web`)).to.not.equal(undefined));
+    t.sw("web", owned(2, { autoscaling: { ...autoscaling, mode: "Shadow" } }));
+    await eventually(() => expect(t.peek(`${HPAS}/web`)).to.equal(undefined));
+    expect(t.peek(`${DEPLOYMENTS}/web`)?.spec?.replicas).to.equal(2);
+  });
+
   it("says what is wrong with a spec the schema let through, and creates nothing", async () => {
     t = setUp();
     t.sw("web", { replicas: 1, template });

@@ -2,7 +2,7 @@
  * What a ScalableWorkload drives, written by its reconcile: the workload (the Deployment it
  * owns, applied from the template, or the referenced Deployment/StatefulSet, scaled through
  * its /scale subresource) and the HPA (applied with the metrics whose mappings can serve,
- * deleted when none can, never adopted). Reads come from the reconciler's informers, whose
+ * deleted when none can or in mode Shadow, never adopted). Reads come from the reconciler's informers, whose
  * state the reconciler keeps; this only decides and writes.
  */
 import type { KubernetesObject } from "@kubernetes/client-node";
@@ -123,7 +123,8 @@ export async function resolveWorkload(
       },
     };
   }
-  if (workload.spec?.replicas !== spec.replicas) {
+  // In mode Shadow the replicas are the live autoscaler's: only read.
+  if (spec.autoscaling?.mode !== "Shadow" && workload.spec?.replicas !== spec.replicas) {
     await deps.client.mergePatch(
       `/apis/apps/v1/namespaces/${namespace}/${WORKLOAD_PATHS[kind]}/${ref.name}/scale`,
       { spec: { replicas: spec.replicas } },
@@ -132,6 +133,14 @@ export async function resolveWorkload(
   }
   return { kind, workload, selector };
 }
+
+/** The Autoscaling condition of mode Shadow. */
+const SHADOW: Problem = {
+  status: "True",
+  reason: "Shadow",
+  message:
+    "spec.autoscaling.mode is Shadow: no HorizontalPodAutoscaler and no change to the replicas; what the HPA would choose is in status.recommendation",
+};
 
 /**
  * Applies the owned HPA with the metrics whose MetricMapping can serve, and deletes it
@@ -150,6 +159,12 @@ export async function reconcileHpa(
   if (!spec.autoscaling) {
     if (ours) await deps.client.delete(path);
     return {};
+  }
+  if (spec.autoscaling.mode === "Shadow") {
+    // Beside the live autoscaler, whose HPA may well have this name: never touched.
+    if (ours) await deps.client.delete(path);
+    const plan = planHpa(owner, { ...spec, autoscaling: spec.autoscaling }, deps.getMapping, undefined);
+    return { problem: plan.problem, autoscaling: SHADOW };
   }
   // Never adopt: an HPA of the same name that this ScalableWorkload did not create may
   // be another team's, and applying over it would take it over.

@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { simulate, SimulateError } from "./simulate.js";
+import { parseSet, simulate, SimulateError } from "./simulate.js";
 import { KubeApiError, type KubeClient } from "../k8s/client.js";
 
 /** A read-only stub apiserver: path → body (404 otherwise); records the paths asked. */
@@ -110,6 +110,13 @@ describe("governor simulate reads what the HPA reads, where the HPA reads it", (
     await simulate(client, { kind: "hpa", name: "h", namespace: "n" }).catch((e: unknown) => (err = e));
     expect(err).to.be.instanceOf(SimulateError);
     expect((err as Error).message).to.contain("InvalidSelector");
+  });
+
+  it("refuses a --set that is not metric=quantity, or names a metric twice", () => {
+    expect(() => parseSet(["rps"])).to.throw(/expected metric=value/);
+    expect(() => parseSet(["rps=fast"])).to.throw(/expected metric=value/);
+    expect(() => parseSet(["rps=1", "rps=2"])).to.throw(/given twice/);
+    expect([...parseSet(["rps=1.5k"])]).to.deep.equal([["rps", "1.5k"]]);
   });
 
   it("refuses a --set for a resource metric, which it does not read", async () => {

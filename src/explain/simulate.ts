@@ -15,7 +15,7 @@ import {
   type Reading,
   decide,
   formatMilli,
-} from "./decide.js";
+} from "../autoscaling/decide.js";
 import { queryFor, resolveDescribed, resourceOf } from "./explain.js";
 
 export { formatMilli };

@@ -15,13 +15,14 @@ export interface PodInfo {
   ip?: string;
   ready: boolean;
   terminating: boolean;
+  phase: "Pending" | "Running" | "Succeeded" | "Failed" | "Unknown";
   /** Whether the pod uses its node's network (its IP is the node's). */
   hostNetwork: boolean;
 }
 
 interface Pod extends KubernetesObject {
   spec?: { hostNetwork?: boolean };
-  status?: { podIP?: string; conditions?: { type: string; status: string }[] };
+  status?: { podIP?: string; phase?: string; conditions?: { type: string; status: string }[] };
 }
 
 /** Lists pods by namespace. */
@@ -41,6 +42,7 @@ function toInfo(p: Pod): PodInfo {
     ip: p.status?.podIP,
     ready: p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false,
     terminating: Boolean(p.metadata?.deletionTimestamp),
+    phase: (p.status?.phase ?? "Unknown") as PodInfo["phase"],
     hostNetwork: p.spec?.hostNetwork === true,
   };
 }

@@ -116,6 +116,8 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
         "prometheusTenant.header=THANOS-TENANT,prometheusTenant.fromNamespace=true,sourceBackendBudget.qps=40",
         "--set-json",
         'sourceBackendBudget.overrides={"https://mimir.example":400,"http://prometheus.monitoring:9090":12.5}',
+        "--set",
+        "horizontalPodAutoscaler.syncPeriod=30s,horizontalPodAutoscaler.tolerance=0.05",
       ),
     );
     const deployment = rendered.find((o) => o.kind === "Deployment")!;
@@ -129,6 +131,8 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
       "--prometheus-tenant-from-namespace",
       "--source-backend-qps=40",
       "--source-backend-qps-overrides=http://prometheus.monitoring:9090=12.5,https://mimir.example=400",
+      "--horizontal-pod-autoscaler-sync-period=30s",
+      "--horizontal-pod-autoscaler-tolerance=0.05",
     ]);
     expect(rendered.map((o) => o.kind)).to.include("ServiceMonitor");
     const binding = rendered.find(

@@ -91,6 +91,24 @@ describe("governor run (integration)", function () {
     }
   });
 
+  it("refuses HPA controller settings for recommendations out of the controller's range, naming the flag", () => {
+    for (const [flag, value, problem] of [
+      ["--horizontal-pod-autoscaler-sync-period", "0s", "must be between 1s and 3600s"],
+      ["--horizontal-pod-autoscaler-sync-period", "15", "must be a duration such as 15s or 5m0s"],
+      ["--horizontal-pod-autoscaler-tolerance", "-0.1", "must be from 0 to 10"],
+      ["--horizontal-pod-autoscaler-downscale-stabilization", "25h", "must be between 0s and 86400s"],
+    ] as const) {
+      const r = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts", "run", flag, value], {
+        cwd: ROOT,
+        encoding: "utf8",
+        timeout: 30_000,
+      });
+      expect(r.status, r.stderr).to.equal(1);
+      expect(r.stderr).to.contain(`${flag}: `);
+      expect(r.stderr, `${flag} ${value}`).to.contain(problem);
+    }
+  });
+
   it("serves health and Prometheus metrics, then on SIGTERM fails /readyz first and exits cleanly", async () => {
     const [apiPort, metricsPort] = [await freePort(), await freePort()];
     child = spawn(

@@ -13,18 +13,19 @@ import {
   objectAverageReplicas,
   objectValueReplicas,
   podsMetricReplicas,
-} from "../autoscaling/proposals.js";
+} from "./proposals.js";
 import {
   type Behavior,
   type ControllerConfig,
   DEFAULT_CONTROLLER,
+  type HpaMemory,
   type MetricOutcome,
   type ScalingRules,
   type SyncResult,
   newMemory,
   sync,
   tolerancesFor,
-} from "../autoscaling/sync.js";
+} from "./sync.js";
 import { formatQuantity, parseQuantity } from "../api/quantity.js";
 
 export interface MetricTarget {
@@ -86,6 +87,12 @@ export interface DecideInput {
   /** "What if": a metric's name → the value to use instead of what the API answered. */
   set?: ReadonlyMap<string, string>;
   controller?: ControllerConfig;
+  /**
+   * What the controller remembers of this HPA, kept by the caller across syncs (a
+   * recommendation's): stabilized against and added to; the changes of the replicas are
+   * the caller's to record. Absent: none, as for a one-off simulation.
+   */
+  memory?: HpaMemory;
 }
 
 /** One metric as simulate shows it. */
@@ -168,10 +175,13 @@ export function decide(input: DecideInput): Decision {
       undetermined: `every metric of this HPA (${skipped.join(", ")}) comes from metrics-server, which simulate does not read`,
       assumptions: [],
     };
-  const memory = newMemory();
-  // The controller's recommendations of the last window are in its memory, not in the API:
-  // start from none, so the proposal is stabilized only against itself.
-  memory.recommendations = [];
+  let memory = input.memory;
+  if (!memory) {
+    // The controller's recommendations of the last window are in its memory, not in the API:
+    // start from none, so the proposal is stabilized only against itself.
+    memory = newMemory();
+    memory.recommendations = [];
+  }
   const next = sync(
     {
       nowMs: input.nowMs,
@@ -183,15 +193,18 @@ export function decide(input: DecideInput): Decision {
       hasObjectOrExternal: metrics.some((m) => m.type === "Object" || m.type === "External"),
       scaledToZero:
         hpa.status?.conditions?.some((c) => c.type === "ScaledToZero" && c.status === "True") ?? false,
+      recordRescale: input.memory === undefined,
     },
     memory,
     config,
   );
   const downWindow = behavior?.scaleDown?.stabilizationWindowSeconds ?? config.downscaleStabilizationSeconds;
   const upWindow = behavior?.scaleUp?.stabilizationWindowSeconds ?? 0;
-  const assumptions = [
-    `the controller's own memory is not in the API: a scale-down waits for the highest recommendation of its last ${downWindow} s${upWindow ? `, a scale-up for the lowest of its last ${upWindow} s` : ""}, and behavior's policies count the scale changes of their periods; simulate assumes none that would hold this one back`,
-  ];
+  const assumptions = input.memory
+    ? []
+    : [
+        `the controller's own memory is not in the API: a scale-down waits for the highest recommendation of its last ${downWindow} s${upWindow ? `, a scale-up for the lowest of its last ${upWindow} s` : ""}, and behavior's policies count the scale changes of their periods; simulate assumes none that would hold this one back`,
+      ];
   if (skipped.length > 0)
     assumptions.push(
       `resource metrics (${skipped.join(", ")}) come from metrics-server and are not simulated`,
@@ -337,7 +350,8 @@ function propose(
   throw new ProposalError(`a ${spec.type} metric is not simulated`);
 }
 
-function behaviorOf(raw: HpaView["spec"]["behavior"]): Behavior | undefined {
+/** An HPA's `behavior` as the algorithm takes it. */
+export function behaviorOf(raw: HpaView["spec"]["behavior"]): Behavior | undefined {
   if (!raw) return undefined;
   const rules = (r: RawRules | undefined): ScalingRules | undefined => {
     if (!r) return undefined;

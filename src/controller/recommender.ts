@@ -1,0 +1,316 @@
+/**
+ * The recommendation of every ScalableWorkload with `spec.autoscaling` (ADR 0021): at the
+ * HPA controller's sync period, what its algorithm (src/autoscaling/) chooses from the
+ * values Governor serves — read from the provider as the HPA reads them through the
+ * aggregator, with the pods of the workload's selector and the replicas of its scale
+ * target — into `status.recommendation`, an Event `Recommended` on each change, and
+ * {@link Recommender.current} for `/metrics`. In mode Shadow that is all that happens:
+ * nothing acts on it; in mode Scale the HPA Governor wrote decides the same way.
+ *
+ * It remembers what the controller remembers of an HPA (recommendations of the
+ * stabilization windows, changes of the replicas for behavior's policies) per
+ * ScalableWorkload, on the leader, from when it started leading, as the controller does
+ * from its own start. The changes of the replicas are the ones it observes (by whoever
+ * made them), counted from the first sync that sees them.
+ */
+import type { KubernetesObject } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import { API_VERSION } from "../api/common.js";
+import { parseGroupResource } from "../api/group-resource.js";
+import { ScalableWorkloadSpec, type ScalableWorkloadStatus } from "../api/scalable-workload.js";
+import { type HpaView, type Reading, behaviorOf, decide } from "../autoscaling/decide.js";
+import { type Recommendation, recommendationOf, sameRecommendation } from "../autoscaling/recommend.js";
+import { type ControllerConfig, type HpaMemory, newMemory, recordScale } from "../autoscaling/sync.js";
+import { KubeApiError, type KubeApi } from "../k8s/client.js";
+import type { InformerCache, SharedInformer } from "../k8s/informer-cache.js";
+import type { PodIndex } from "../k8s/pod-index.js";
+import { buildHpa } from "../manifests/workload.js";
+import type { MetricsProvider } from "../metrics/provider.js";
+import { LabelSelector } from "../selectors/label-selector.js";
+import { boundedText } from "../util/bounded-text.js";
+import { type Clock, systemClock } from "../util/clock.js";
+import type { Runnable } from "../util/runnable.js";
+import type { EventRecorder } from "./events.js";
+import { type Hpa, type MappingView, planHpa } from "./hpa.js";
+import { WORKLOAD_PATHS, type Workload } from "./workload-target.js";
+
+/** Options of {@link Recommender}. */
+export interface RecommenderOptions {
+  client: KubeApi;
+  cache: InformerCache;
+  events: EventRecorder;
+  logger: Logger;
+  getMapping: (namespace: string, name: string) => MappingView;
+  /** What the metrics API serves: the values the HPA reads. */
+  provider: MetricsProvider;
+  pods: PodIndex;
+  /** The HPA controller's `--horizontal-pod-autoscaler-sync-period`. @default 15 s */
+  periodMs?: number;
+  /** The HPA controller's tolerance and stabilization flags. @default DEFAULT_CONTROLLER */
+  controller?: ControllerConfig;
+  clock?: Clock;
+}
+
+/** A ScalableWorkload as stored. */
+interface SwObject extends KubernetesObject {
+  spec?: unknown;
+  status?: ScalableWorkloadStatus;
+}
+
+/** What is remembered of one ScalableWorkload between syncs. */
+interface Remembered {
+  uid: string;
+  memory: HpaMemory;
+  /** Its scale target's replicas at the last sync. */
+  replicas?: number;
+  recommendation?: Recommendation;
+}
+
+/** How long one read of a metric may wait for a first sample. */
+const READ_TIMEOUT_MS = 5_000;
+/** The longest message stored. */
+const MESSAGE_CHARS = 512;
+
+/** See the module comment. */
+export class Recommender implements Runnable {
+  readonly name = "recommendations";
+  /** It writes status and Events; and the controller's memory is one per cluster. */
+  readonly needsLeader = true;
+  private readonly workloads: SharedInformer<SwObject>;
+  private readonly deployments: SharedInformer<Workload>;
+  private readonly statefulSets: SharedInformer<Workload>;
+  private readonly hpas: SharedInformer<Hpa>;
+  private readonly remembered = new Map<string, Remembered>();
+  private readonly clock: Clock;
+  private readonly periodMs: number;
+  private cancelTimer?: () => void;
+  private pass?: Promise<void>;
+  private stopped = false;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: RecommenderOptions) {
+    this.clock = opts.clock ?? systemClock;
+    this.periodMs = opts.periodMs ?? 15_000;
+    this.log = opts.logger.child({ controller: "recommendations" });
+    this.workloads = opts.cache.informer<SwObject>(`/apis/${API_VERSION}/scalableworkloads`);
+    this.deployments = opts.cache.informer<Workload>(`/apis/apps/v1/${WORKLOAD_PATHS.Deployment}`);
+    this.statefulSets = opts.cache.informer<Workload>(`/apis/apps/v1/${WORKLOAD_PATHS.StatefulSet}`);
+    this.hpas = opts.cache.informer<Hpa>("/apis/autoscaling/v2/horizontalpodautoscalers");
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.cancelTimer?.();
+    this.cancelTimer = undefined;
+    await this.pass;
+    // A new leader starts with no memory, as a restarted controller does.
+    this.remembered.clear();
+  }
+
+  /** The recommendation of each ScalableWorkload, as this leader last made it. */
+  *current(): Iterable<{ namespace: string; name: string; replicas: number }> {
+    for (const [key, r] of this.remembered) {
+      if (!r.recommendation) continue;
+      const slash = key.indexOf("/");
+      yield {
+        namespace: key.slice(0, slash),
+        name: key.slice(slash + 1),
+        replicas: r.recommendation.replicas,
+      };
+    }
+  }
+
+  /** One sync of every ScalableWorkload, now (tests; the timer calls it every period). */
+  async syncAll(): Promise<void> {
+    await Promise.all([this.workloads.synced, this.deployments.synced, this.statefulSets.synced]);
+    const seen = new Set<string>();
+    for (const sw of this.workloads.list()) {
+      if (this.stopped) return;
+      const key = `${sw.metadata?.namespace}/${sw.metadata?.name}`;
+      seen.add(key);
+      try {
+        await this.syncOne(key, sw);
+      } catch (err) {
+        this.log.warn({ err, scalableWorkload: key }, "could not make a recommendation");
+      }
+    }
+    for (const key of this.remembered.keys()) if (!seen.has(key)) this.remembered.delete(key);
+  }
+
+  private schedule(ms: number): void {
+    this.cancelTimer = this.clock.after(ms, () => {
+      if (this.stopped) return;
+      const started = this.clock.now();
+      this.pass = this.syncAll()
+        .catch((err: unknown) => this.log.warn({ err }, "recommendations failed"))
+        .finally(() => {
+          if (!this.stopped) this.schedule(Math.max(0, started + this.periodMs - this.clock.now()));
+        });
+    });
+  }
+
+  private async syncOne(key: string, sw: SwObject): Promise<void> {
+    const parsed = ScalableWorkloadSpec.safeParse(sw.spec);
+    const spec = parsed.success ? parsed.data : undefined;
+    const namespace = sw.metadata?.namespace ?? "";
+    const name = sw.metadata?.name ?? "";
+    const uid = sw.metadata?.uid ?? "";
+    if (!spec?.autoscaling || sw.metadata?.deletionTimestamp) {
+      this.remembered.delete(key);
+      if (sw.status?.recommendation) await this.write(sw, null);
+      return;
+    }
+    let r = this.remembered.get(key);
+    if (!r || r.uid !== uid) this.remembered.set(key, (r = { uid, memory: newMemory() }));
+    const scale = this.scaleOf(sw, spec);
+    if (!scale) return; // the reconciler has not found the workload yet: it says why
+    const nowMs = this.clock.now();
+    const owner = { namespace, name, uid };
+    const withAutoscaling = { ...spec, autoscaling: spec.autoscaling };
+    const behavior = behaviorOf(spec.autoscaling.behavior);
+    // A change of the replicas since the last sync counts for behavior's policies.
+    if (r.replicas !== undefined && r.replicas !== scale.spec && behavior)
+      recordScale(behavior, r.memory, r.replicas, scale.spec, nowMs);
+    r.replicas = scale.spec;
+
+    const plan = planHpa(owner, withAutoscaling, this.opts.getMapping, undefined);
+    let next: Recommendation;
+    if (plan.metrics.length === 0) {
+      next = { replicas: scale.spec, reason: plan.autoscaling.reason, message: plan.autoscaling.message };
+    } else {
+      const hpa: HpaView = {
+        spec: buildHpa(owner, withAutoscaling, plan.metrics).spec,
+        ...(spec.autoscaling.mode === "Scale" ? { status: this.hpas.get(name, namespace)?.status } : {}),
+      };
+      const pods = this.opts.pods
+        .list(namespace, (labels) => scale.selector.matches(labels))
+        .map((p) => ({ name: p.name, phase: p.phase, deleting: p.terminating, ready: p.ready }));
+      const readings: Reading[] = [];
+      for (const [i, m] of (hpa.spec.metrics ?? []).entries())
+        readings.push(await this.read(namespace, m, plan.mappings[i]!, scale.selector));
+      const decision = decide({
+        nowMs,
+        hpa,
+        specReplicas: scale.spec,
+        statusReplicas: scale.status,
+        pods,
+        readings,
+        memory: r.memory,
+        ...(this.opts.controller ? { controller: this.opts.controller } : {}),
+      });
+      next = recommendationOf(decision, plan.mappings);
+    }
+    next = { ...next, message: boundedText(next.message, MESSAGE_CHARS) };
+    const stored = sw.status?.recommendation;
+    r.recommendation = next;
+    if (sameRecommendation(stored, next)) return;
+    await this.write(sw, { ...next, time: new Date(nowMs).toISOString().replace(/\.\d+Z$/, "Z") });
+    if (stored?.replicas !== next.replicas || stored.metric !== next.metric)
+      this.opts.events.record(
+        { apiVersion: API_VERSION, kind: "ScalableWorkload", namespace, name, uid },
+        "Normal",
+        "Recommended",
+        `${next.replicas} replica(s)${stored ? ` (was ${stored.replicas})` : ""}: ${next.reason}${next.metric ? ` (${next.metric})` : ""}: ${next.message}`,
+      );
+  }
+
+  /**
+   * The replicas the HPA would start from (its scale target's /scale: this ScalableWorkload
+   * in mode Scale; in mode Shadow, the workload the live autoscaler moves) and the pods'
+   * selector, once the reconciler has resolved the workload.
+   */
+  private scaleOf(
+    sw: SwObject,
+    spec: ScalableWorkloadSpec,
+  ): { spec: number; status: number; selector: LabelSelector } | undefined {
+    const text = sw.status?.selector;
+    if (!text || !sw.status?.workload) return undefined;
+    let selector: LabelSelector;
+    try {
+      selector = LabelSelector.parse(text);
+    } catch {
+      return undefined;
+    }
+    if (spec.autoscaling?.mode !== "Shadow")
+      return { spec: spec.replicas, status: sw.status.replicas ?? 0, selector };
+    const [kind, name] = sw.status.workload.split("/");
+    const informer =
+      kind === "Deployment" ? this.deployments : kind === "StatefulSet" ? this.statefulSets : undefined;
+    const w = name ? informer?.get(name, sw.metadata?.namespace ?? "") : undefined;
+    if (!w) return undefined;
+    return { spec: w.spec?.replicas ?? 1, status: w.status?.replicas ?? 0, selector };
+  }
+
+  /** One metric's values, from the provider as the metrics API answers the HPA. */
+  private async read(
+    namespace: string,
+    m: NonNullable<HpaView["spec"]["metrics"]>[number],
+    mapping: string,
+    pods: LabelSelector,
+  ): Promise<Reading> {
+    const cancel = {
+      get signal() {
+        return AbortSignal.timeout(READ_TIMEOUT_MS);
+      },
+    };
+    try {
+      if (m.type === "Pods" && m.pods) {
+        const values = await this.opts.provider.getMetricBySelector({
+          groupResource: { group: "", resource: "pods" },
+          namespace,
+          selector: pods,
+          metric: m.pods.metric.name,
+          metricSelector: LabelSelector.fromObject(m.pods.metric.selector as never),
+          cancel,
+        });
+        return { values: values.map((v) => ({ name: v.describedObject.name, value: v.value })) };
+      }
+      if (m.type === "Object" && m.object) {
+        const resource = (
+          this.opts.getMapping(namespace, mapping)?.spec as { subject?: { resource?: string } }
+        )?.subject?.resource;
+        const v = await this.opts.provider.getMetricByName({
+          groupResource: parseGroupResource(resource ?? ""),
+          namespace,
+          name: m.object.describedObject.name,
+          metric: m.object.metric.name,
+          metricSelector: LabelSelector.fromObject(m.object.metric.selector as never),
+          cancel,
+        });
+        return { values: [{ name: v.describedObject.name, value: v.value }] };
+      }
+      if (m.type === "External" && m.external) {
+        const values = await this.opts.provider.getExternalMetric({
+          namespace,
+          metric: m.external.metric.name,
+          metricSelector: LabelSelector.fromObject(m.external.metric.selector as never),
+          cancel,
+        });
+        return { values: values.map((v) => ({ value: v.value })) };
+      }
+      return { error: `a ${m.type} metric is not read` };
+    } catch (err) {
+      return { error: boundedText((err as Error).message, 300) };
+    }
+  }
+
+  /** Writes `status.recommendation` (null removes it); a ScalableWorkload gone meanwhile is no error. */
+  private async write(
+    sw: SwObject,
+    recommendation: (Recommendation & { time: string }) | null,
+  ): Promise<void> {
+    try {
+      await this.opts.client.mergePatch(
+        `/apis/${API_VERSION}/namespaces/${sw.metadata?.namespace}/scalableworkloads/${sw.metadata?.name}/status`,
+        { status: { recommendation } },
+      );
+    } catch (err) {
+      if (!(err instanceof KubeApiError && err.statusCode === 404)) throw err;
+    }
+  }
+}
