@@ -40,6 +40,29 @@ const AutoscalingMetric = z.object({
   target: MetricTarget,
 });
 
+/** One direction of `behavior`, within the limits the apiserver holds an HPA's to. */
+const ScalingRules = z.object({
+  stabilizationWindowSeconds: z.number().int().min(0).max(3600).optional().meta({
+    description: "0 to 3600: the window of recommendations a change is held against.",
+  }),
+  selectPolicy: z.enum(["Max", "Min", "Disabled"]).optional(),
+  policies: z
+    .array(
+      z.object({
+        type: z.enum(["Pods", "Percent"]),
+        value: z.number().int().min(1).max(1_000_000),
+        periodSeconds: z.number().int().min(1).max(1800),
+      }),
+    )
+    .min(1)
+    .max(10)
+    .optional(),
+  tolerance: Quantity.optional().meta({
+    description:
+      'The ratio within which a metric counts as at its target, as a quantity string ("0.05", 50m).',
+  }),
+});
+
 /**
  * What wakes a workload at 0 replicas and lets it go back there (`minReplicas: 0`).
  * Governor moves 0 → 1 and back to 0 itself; the HPA scales between 1 and maxReplicas.
@@ -106,10 +129,13 @@ export const ScalableWorkloadSpec = withRules(
         }),
         activation: Activation.optional(),
         metrics: z.array(AutoscalingMetric).min(1).max(16),
-        behavior: z.looseObject({}).optional().meta({
-          description: "HorizontalPodAutoscaler behavior, copied as is.",
-          "x-kubernetes-preserve-unknown-fields": true,
-        }),
+        behavior: z
+          .object({ scaleUp: ScalingRules.optional(), scaleDown: ScalingRules.optional() })
+          .optional()
+          .meta({
+            description:
+              "HorizontalPodAutoscaler behavior (autoscaling/v2), with the HPA's own limits: copied onto the HPA, and what recommendations use.",
+          }),
       }),
       [
         {

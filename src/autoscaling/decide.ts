@@ -366,7 +366,7 @@ export function behaviorOf(raw: HpaView["spec"]["behavior"]): Behavior | undefin
         .map((p) => ({ type: p.type as "Pods" | "Percent", value: p.value, periodSeconds: p.periodSeconds }));
     if (r.tolerance !== undefined) {
       const t = parseQuantity(String(r.tolerance));
-      if (t !== undefined) out.tolerance = t;
+      if (t !== undefined && t >= 0) out.tolerance = t;
     }
     return out;
   };

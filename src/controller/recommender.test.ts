@@ -9,6 +9,7 @@ import {
   type MetricsProvider,
   MetricUnavailableError,
 } from "../metrics/provider.js";
+import { untilCancelled } from "../util/deadline.js";
 import { FakeClock } from "../../test/support/fake-clock.js";
 import { FakeKube } from "../../test/support/fake-kube.js";
 import { EventRecorder } from "./events.js";
@@ -28,6 +29,7 @@ const mappingSpec = (subject: object, metric: string) => ({
 const MAPPINGS: Record<string, MappingView> = {
   queue: { spec: mappingSpec({ external: {} }, "queue_depth") },
   rps: { spec: mappingSpec({ resource: "pods" }, "rps") },
+  "ns-load": { spec: mappingSpec({ resource: "namespaces" }, "ns_load") },
 };
 
 interface Recommended {
@@ -44,12 +46,22 @@ function setUp() {
   const kube = new FakeKube();
   const log = pino({ level: "silent" });
   const cache = new InformerCache(kube, log);
+  /** A value, an error, or `"hang"`: a source that never answers. */
   const values: { queue_depth?: string | Error; rps?: Record<string, string> } = {};
   const at = new Date(clock.now());
+  const askedByName: string[] = [];
   const provider: MetricsProvider = {
     listCustomMetrics: () => [],
     listExternalMetrics: () => [],
-    getMetricByName: () => Promise.reject(new Error("not used")),
+    getMetricByName: async (req) => {
+      askedByName.push(`${req.groupResource.resource}/${req.name}`);
+      return {
+        describedObject: { kind: "Namespace", apiVersion: "v1", name: req.name },
+        metric: req.metric,
+        timestamp: at,
+        value: "73",
+      };
+    },
     getMetricBySelector: async (req) =>
       Object.entries(values.rps ?? {}).map(([name, value]): CustomMetricValue => ({
         describedObject: { kind: "Pod", apiVersion: "v1", namespace: req.namespace, name },
@@ -60,6 +72,8 @@ function setUp() {
     getExternalMetric: async (req): Promise<ExternalMetricValue[]> => {
       const v = values.queue_depth;
       if (v instanceof Error) throw v;
+      // A source that never answers: the provider waits for its first sample until cancelled.
+      if (v === "hang") return untilCancelled(new Promise<never>(() => {}), req.cancel);
       return v === undefined ? [] : [{ metric: req.metric, labels: {}, timestamp: at, value: v }];
     },
   };
@@ -129,6 +143,7 @@ function setUp() {
     recommendation,
     events,
     statusWrites,
+    askedByName,
   };
 }
 
@@ -221,6 +236,55 @@ describe("ScalableWorkload recommendations (the HPA's algorithm on Governor's ow
     expect(r).to.include({ replicas: 3, reason: "FailedGetExternalMetric" });
     expect(r?.message).to.match(/unable to compute the replica count: .*connection refused/);
     expect(r).to.not.have.property("metric");
+  });
+
+  it("a metric whose source never answers holds the pass for a second, not forever", async () => {
+    t = setUp();
+    t.deployment(3);
+    t.sw(queueShadow(), 3);
+    t.values.queue_depth = "hang";
+    await new Promise((r) => setTimeout(r, 5));
+    const started = performance.now();
+    await t.recommender.syncAll();
+    expect(performance.now() - started).to.be.within(900, 3000);
+    expect(t.recommendation()).to.include({ replicas: 3, reason: "FailedGetExternalMetric" });
+  });
+
+  it("a failing metric after a deciding one leaves no stale metric in status, and a steady failure writes nothing more", async () => {
+    t = setUp();
+    t.deployment(4);
+    t.sw(queueShadow(), 4);
+    t.values.queue_depth = "70";
+    await t.sync();
+    expect(t.recommendation()).to.include({ metric: "queue", reason: "AboveTarget" });
+    t.values.queue_depth = new MetricUnavailableError("the latest sample failed: timeout");
+    await t.sync();
+    expect(t.recommendation()).to.include({ reason: "FailedGetExternalMetric" });
+    expect(t.recommendation()).to.not.have.property("metric");
+    const writes = t.statusWrites();
+    for (let i = 0; i < 3; i++) await t.sync();
+    expect(t.statusWrites()).to.equal(writes);
+    expect(t.events()).to.have.length(2);
+  });
+
+  it("never reads another namespace's Namespace metric for a ScalableWorkload (the provider would serve it)", async () => {
+    t = setUp();
+    t.deployment(2);
+    const object = { apiVersion: "v1", kind: "Namespace", name: "victim" };
+    t.sw({ mode: "Shadow", metrics: [{ mapping: "ns-load", object, target: { value: "10" } }] }, 2);
+    await t.sync();
+    expect(t.askedByName).to.deep.equal([]);
+    expect(t.recommendation()).to.include({ replicas: 2, reason: "FailedGetObjectMetric" });
+    expect(t.recommendation()?.message).to.contain(`own namespace (${NS}) only`);
+    t.sw(
+      {
+        mode: "Shadow",
+        metrics: [{ mapping: "ns-load", object: { ...object, name: NS }, target: { value: "10" } }],
+      },
+      2,
+    );
+    await t.sync();
+    expect(t.askedByName).to.deep.equal([`namespaces/${NS}`]);
   });
 
   it("a Pods metric is averaged over the workload's pods", async () => {

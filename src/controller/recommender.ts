@@ -20,6 +20,7 @@ import { parseGroupResource } from "../api/group-resource.js";
 import { ScalableWorkloadSpec, type ScalableWorkloadStatus } from "../api/scalable-workload.js";
 import { type HpaView, type Reading, behaviorOf, decide } from "../autoscaling/decide.js";
 import { type Recommendation, recommendationOf, sameRecommendation } from "../autoscaling/recommend.js";
+import type { PodFacts } from "../autoscaling/proposals.js";
 import { type ControllerConfig, type HpaMemory, newMemory, recordScale } from "../autoscaling/sync.js";
 import { KubeApiError, type KubeApi } from "../k8s/client.js";
 import type { InformerCache, SharedInformer } from "../k8s/informer-cache.js";
@@ -28,6 +29,7 @@ import { buildHpa } from "../manifests/workload.js";
 import type { MetricsProvider } from "../metrics/provider.js";
 import { LabelSelector } from "../selectors/label-selector.js";
 import { boundedText } from "../util/bounded-text.js";
+import { type Cancellation, DeadlineExceededError } from "../util/deadline.js";
 import { type Clock, systemClock } from "../util/clock.js";
 import type { Runnable } from "../util/runnable.js";
 import type { EventRecorder } from "./events.js";
@@ -57,6 +59,9 @@ interface SwObject extends KubernetesObject {
   status?: ScalableWorkloadStatus;
 }
 
+/** A pod as a pass lists it: what the algorithm reads of it, and its labels to select it by. */
+type ListedPod = PodFacts & { labels: Record<string, string> };
+
 /** What is remembered of one ScalableWorkload between syncs. */
 interface Remembered {
   uid: string;
@@ -66,8 +71,13 @@ interface Remembered {
   recommendation?: Recommendation;
 }
 
-/** How long one read of a metric may wait for a first sample. */
-const READ_TIMEOUT_MS = 5_000;
+/**
+ * How long a read may wait (for a first sample, a discovery): a mapping whose source hangs
+ * holds the pass, which reads one ScalableWorkload after another, for no longer.
+ */
+const READ_WAIT_MS = 1_000;
+/** How long a pass runs before it lets the event loop take a turn (as the work queue's workers do). */
+const TURN_MS = 10;
 /** The longest message stored. */
 const MESSAGE_CHARS = 512;
 
@@ -86,6 +96,8 @@ export class Recommender implements Runnable {
   private cancelTimer?: () => void;
   private pass?: Promise<void>;
   private stopped = false;
+  /** The reads of the ScalableWorkload being synced, if one waits: stop() ends them. */
+  private reading?: AbortController;
   private readonly log: Logger;
 
   constructor(private readonly opts: RecommenderOptions) {
@@ -105,6 +117,7 @@ export class Recommender implements Runnable {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.reading?.abort(new Error("the recommender stopped"));
     this.cancelTimer?.();
     this.cancelTimer = undefined;
     await this.pass;
@@ -127,14 +140,26 @@ export class Recommender implements Runnable {
 
   /** One sync of every ScalableWorkload, now (tests; the timer calls it every period). */
   async syncAll(): Promise<void> {
-    await Promise.all([this.workloads.synced, this.deployments.synced, this.statefulSets.synced]);
+    await Promise.all([
+      this.workloads.synced,
+      this.deployments.synced,
+      this.statefulSets.synced,
+      this.hpas.synced,
+    ]);
     const seen = new Set<string>();
+    // Each namespace's pods, listed once a pass (a namespace may hold many ScalableWorkloads).
+    const pods = new Map<string, ListedPod[]>();
+    let turn = performance.now();
     for (const sw of this.workloads.list()) {
+      if (performance.now() - turn > TURN_MS) {
+        await new Promise((r) => setImmediate(r));
+        turn = performance.now();
+      }
       if (this.stopped) return;
       const key = `${sw.metadata?.namespace}/${sw.metadata?.name}`;
       seen.add(key);
       try {
-        await this.syncOne(key, sw);
+        await this.syncOne(key, sw, pods);
       } catch (err) {
         this.log.warn({ err, scalableWorkload: key }, "could not make a recommendation");
       }
@@ -154,7 +179,7 @@ export class Recommender implements Runnable {
     });
   }
 
-  private async syncOne(key: string, sw: SwObject): Promise<void> {
+  private async syncOne(key: string, sw: SwObject, podsByNamespace: Map<string, ListedPod[]>): Promise<void> {
     const parsed = ScalableWorkloadSpec.safeParse(sw.spec);
     const spec = parsed.success ? parsed.data : undefined;
     const namespace = sw.metadata?.namespace ?? "";
@@ -168,7 +193,12 @@ export class Recommender implements Runnable {
     let r = this.remembered.get(key);
     if (!r || r.uid !== uid) this.remembered.set(key, (r = { uid, memory: newMemory() }));
     const scale = this.scaleOf(sw, spec);
-    if (!scale) return; // the reconciler has not found the workload yet: it says why
+    if (!scale) {
+      // No workload (yet, or any more): the reconciler says why; nothing to recommend.
+      r.recommendation = undefined;
+      if (sw.status?.recommendation) await this.write(sw, null);
+      return;
+    }
     const nowMs = this.clock.now();
     const owner = { namespace, name, uid };
     const withAutoscaling = { ...spec, autoscaling: spec.autoscaling };
@@ -183,16 +213,36 @@ export class Recommender implements Runnable {
     if (plan.metrics.length === 0) {
       next = { replicas: scale.spec, reason: plan.autoscaling.reason, message: plan.autoscaling.message };
     } else {
+      // Its own HPA's ScaledToZero, in mode Scale; never another's of the same name.
+      const ours = this.hpas.get(name, namespace);
       const hpa: HpaView = {
         spec: buildHpa(owner, withAutoscaling, plan.metrics).spec,
-        ...(spec.autoscaling.mode === "Scale" ? { status: this.hpas.get(name, namespace)?.status } : {}),
+        ...(spec.autoscaling.mode === "Scale" && ours?.metadata?.ownerReferences?.some((o) => o.uid === uid)
+          ? { status: ours.status }
+          : {}),
       };
-      const pods = this.opts.pods
-        .list(namespace, (labels) => scale.selector.matches(labels))
-        .map((p) => ({ name: p.name, phase: p.phase, deleting: p.terminating, ready: p.ready }));
+      let listed = podsByNamespace.get(namespace);
+      if (!listed)
+        podsByNamespace.set(
+          namespace,
+          (listed = this.opts.pods.list(namespace).map((p) => ({
+            name: p.name,
+            labels: p.labels,
+            phase: p.phase,
+            deleting: p.terminating,
+            ready: p.ready,
+          }))),
+        );
+      const pods = listed.filter((p) => scale.selector.matches(p.labels));
       const readings: Reading[] = [];
-      for (const [i, m] of (hpa.spec.metrics ?? []).entries())
-        readings.push(await this.read(namespace, m, plan.mappings[i]!, scale.selector));
+      const deadline = this.readDeadline();
+      try {
+        for (const [i, m] of (hpa.spec.metrics ?? []).entries())
+          readings.push(await this.read(namespace, m, plan.mappings[i]!, scale.selector, deadline));
+      } finally {
+        deadline.dispose();
+      }
+      if (this.stopped) return; // no write after leadership is lost
       const decision = decide({
         nowMs,
         hpa,
@@ -246,18 +296,38 @@ export class Recommender implements Runnable {
     return { spec: w.spec?.replicas ?? 1, status: w.status?.replicas ?? 0, selector };
   }
 
+  /**
+   * One deadline for all the reads of one ScalableWorkload (armed only if one has to wait),
+   * which stop() also ends.
+   */
+  private readDeadline(): Cancellation & { dispose(): void } {
+    let controller: AbortController | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arm = (): AbortController => {
+      const c = (controller = new AbortController());
+      timer = setTimeout(() => c.abort(new DeadlineExceededError(READ_WAIT_MS)), READ_WAIT_MS);
+      this.reading = c;
+      return c;
+    };
+    return {
+      get signal() {
+        return (controller ?? arm()).signal;
+      },
+      dispose: () => {
+        clearTimeout(timer);
+        if (controller && this.reading === controller) this.reading = undefined;
+      },
+    };
+  }
+
   /** One metric's values, from the provider as the metrics API answers the HPA. */
   private async read(
     namespace: string,
     m: NonNullable<HpaView["spec"]["metrics"]>[number],
     mapping: string,
     pods: LabelSelector,
+    cancel: Cancellation,
   ): Promise<Reading> {
-    const cancel = {
-      get signal() {
-        return AbortSignal.timeout(READ_TIMEOUT_MS);
-      },
-    };
     try {
       if (m.type === "Pods" && m.pods) {
         const values = await this.opts.provider.getMetricBySelector({
@@ -274,10 +344,17 @@ export class Recommender implements Runnable {
         const resource = (
           this.opts.getMapping(namespace, mapping)?.spec as { subject?: { resource?: string } }
         )?.subject?.resource;
+        const groupResource = parseGroupResource(resource ?? "");
+        const objectName = m.object.describedObject.name;
+        // A Namespace's metric is its own namespace's mapping's: never read another's for this one.
+        if (groupResource.group === "" && groupResource.resource === "namespaces" && objectName !== namespace)
+          return {
+            error: `a Namespace metric is read for this ScalableWorkload's own namespace (${namespace}) only`,
+          };
         const v = await this.opts.provider.getMetricByName({
-          groupResource: parseGroupResource(resource ?? ""),
+          groupResource,
           namespace,
-          name: m.object.describedObject.name,
+          name: objectName,
           metric: m.object.metric.name,
           metricSelector: LabelSelector.fromObject(m.object.metric.selector as never),
           cancel,
@@ -307,7 +384,15 @@ export class Recommender implements Runnable {
     try {
       await this.opts.client.mergePatch(
         `/apis/${API_VERSION}/namespaces/${sw.metadata?.namespace}/scalableworkloads/${sw.metadata?.name}/status`,
-        { status: { recommendation } },
+        // A merge patch keeps what it does not name: a field a recommendation lacks is null.
+        {
+          status: {
+            recommendation: recommendation && {
+              ...recommendation,
+              metric: recommendation.metric ?? null,
+            },
+          },
+        },
       );
     } catch (err) {
       if (!(err instanceof KubeApiError && err.statusCode === 404)) throw err;

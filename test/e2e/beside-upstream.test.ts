@@ -33,6 +33,7 @@ import {
   useCluster,
 } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
+import { governorCliAsync } from "../support/governor-cli.js";
 import { GovernorProcess } from "../support/governor-process.js";
 import { TestPrometheus } from "../support/prometheus.js";
 
@@ -467,7 +468,7 @@ for (const kind of [PROMETHEUS_ADAPTER, KEDA])
       await upstream!.revive();
     });
 
-    it(`governor uninstall gives ${kind.name} its APIService back as it was, and ${kind.name}'s HPA keeps working`, async () => {
+    it(`governor uninstall gives ${kind.name} its APIService back as it was, ${kind.name}'s HPA keeps working, and governor simulate on it predicts its next sync`, async () => {
       await governor!.terminate();
       const r = await governor!.uninstall();
       expect(r.code, r.output).to.equal(0);
@@ -483,7 +484,53 @@ for (const kind of [PROMETHEUS_ADAPTER, KEDA])
       expect(back.spec.caBundle).to.equal(Buffer.from(ca.cert).toString("base64"));
       expect(back.metadata.labels).to.include({ "app.kubernetes.io/name": kind.service });
       expect(back.metadata.annotations?.[REPLACED_ANNOTATION]).to.equal(undefined);
+
+      // governor simulate on the HPA that reads the upstream's metric through the aggregator
+      // (Governor no longer in the path): now, and what a queue of 70 would do.
+      const hpaPath = `/apis/autoscaling/v2/namespaces/${ns!.name}/horizontalpodautoscalers/${upstream!.hpa}`;
+      const metric = their.path.split("/").pop()!;
+      const simulate = async (...args: string[]) => {
+        const r = await governorCliAsync(
+          cluster,
+          "simulate",
+          `hpa/${upstream!.hpa}`,
+          "-n",
+          ns!.name,
+          "-o",
+          "json",
+          ...args,
+        );
+        expect(r.code, r.out + r.err).to.equal(0);
+        return JSON.parse(r.out) as {
+          metrics: { current?: string; proposal?: number }[];
+          next: { desiredReplicas: number };
+        };
+      };
+      const now = await eventually(
+        async () => {
+          const n = await simulate();
+          // Read as the HPA reads it: 50 over 5 replicas.
+          expect(n.metrics[0]).to.include({ current: "10", proposal: 5 });
+          return n;
+        },
+        { timeoutMs: 30_000, intervalMs: 1000, what: `simulate reading ${kind.name}'s metric` },
+      );
+      expect(now.next.desiredReplicas).to.equal(5);
+      const predicted = await simulate("--set", `${metric}=70`);
+      expect(predicted.next.desiredReplicas).to.equal(7);
       queueMessages = 70;
+      const decided = await eventually(
+        async () => {
+          const d = (await cluster.client.get<{ status?: { desiredReplicas?: number } }>(hpaPath)).status
+            ?.desiredReplicas;
+          expect(d).to.not.equal(5);
+          return d;
+        },
+        { timeoutMs: 120_000, intervalMs: 200, what: `${kind.name}'s HPA deciding anew on a queue of 70` },
+      );
+      expect(decided, `the HPA's next decision against simulate's --set ${metric}=70`).to.equal(
+        predicted.next.desiredReplicas,
+      );
       await eventually(async () => expect(await replicas("theirs")).to.equal(7), {
         timeoutMs: 120_000,
         intervalMs: 1000,

@@ -1,16 +1,8 @@
-import { execFile } from "node:child_process";
-import { join } from "node:path";
 import { expect } from "chai";
 import type { Condition } from "../../src/api/common.js";
-import {
-  ROOT,
-  applyYaml,
-  freshNamespace,
-  kubectl,
-  type TestCluster,
-  useCluster,
-} from "../support/cluster.js";
+import { applyYaml, freshNamespace, kubectl, type TestCluster, useCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
+import { governorCliAsync } from "../support/governor-cli.js";
 import { GovernorProcess } from "../support/governor-process.js";
 import { JsonEndpoint } from "../support/json-endpoint.js";
 
@@ -59,17 +51,8 @@ describe("scale to zero and back with the real HPA (e2e)", function () {
     ).spec.replicas;
   const until = (what: string, check: () => Promise<unknown>, timeoutMs: number) =>
     eventually(check, { timeoutMs, intervalMs: 500, what });
-  /** `governor explain sw/worker`, as a user runs it (not spawnSync: the queue endpoint lives in this process). */
-  const explain = () =>
-    new Promise<{ code: number; out: string }>((resolve) =>
-      execFile(
-        process.execPath,
-        ["--import", "tsx", join(ROOT, "src/main.ts"), "explain", "sw/worker", "-n", ns!.name],
-        { cwd: ROOT, env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath }, timeout: 60_000 },
-        (err, stdout) =>
-          resolve({ code: typeof err?.code === "number" ? err.code : err ? -1 : 0, out: stdout }),
-      ),
-    );
+  /** `governor explain sw/worker`, as a user runs it (without blocking: the queue endpoint lives in this process). */
+  const explain = () => governorCliAsync(cluster, "explain", "sw/worker", "-n", ns!.name);
   /** Asserts the replicas stay at `n` for `seconds`. */
   const holds = async (n: number, seconds: number, why: string) => {
     for (let i = 0; i < seconds; i++) {

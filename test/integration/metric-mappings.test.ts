@@ -517,6 +517,27 @@ ${extra}`;
         /cooldown must be between 0s and 24h/,
       ],
       [
+        "mode Shadow with an activation metric (Shadow never moves replicas)",
+        "ScalableWorkload",
+        "{workloadRef: {apiVersion: apps/v1, kind: Deployment, name: x}, autoscaling: {mode: Shadow, minReplicas: 0, maxReplicas: 2, metrics: [{mapping: m, target: {value: '1'}}], activation: {mapping: m}}}",
+        /spec.autoscaling.mode: Invalid value: (?:"[^"]*": )?mode Shadow never moves the replicas/,
+        /mode Shadow never moves the replicas/,
+      ],
+      [
+        "a behavior stabilization window of two hours (the HPA's limit is one)",
+        "ScalableWorkload",
+        "{workloadRef: {apiVersion: apps/v1, kind: Deployment, name: x}, autoscaling: {maxReplicas: 2, metrics: [{mapping: m, target: {value: '1'}}], behavior: {scaleDown: {stabilizationWindowSeconds: 7200}}}}",
+        /spec.autoscaling.behavior.scaleDown.stabilizationWindowSeconds: Invalid value: 7200: .*less than or equal to 3600/,
+        /Too big/,
+      ],
+      [
+        "a behavior policy of 1.5 pods",
+        "ScalableWorkload",
+        "{workloadRef: {apiVersion: apps/v1, kind: Deployment, name: x}, autoscaling: {maxReplicas: 2, metrics: [{mapping: m, target: {value: '1'}}], behavior: {scaleUp: {policies: [{type: Pods, value: 1.5, periodSeconds: 60}]}}}}",
+        /spec.autoscaling.behavior.scaleUp.policies\[0\].value: Invalid value: "number": .*must be of type integer/,
+        /expected int/,
+      ],
+      [
         "a metric target with both value and averageValue",
         "ScalableWorkload",
         "{workloadRef: {apiVersion: apps/v1, kind: Deployment, name: x}, autoscaling: {maxReplicas: 2, metrics: [{mapping: m, target: {value: '1', averageValue: '1'}}]}}",
