@@ -226,6 +226,30 @@ describe("ScalableWorkload recommendations (the HPA's algorithm on Governor's ow
     expect(t.recommendation()).to.include({ replicas: 6, reason: "ScaleUpLimit" });
   });
 
+  it("a change of the replicas counts for behavior's policies from the moment it is seen, not from the next sync", async () => {
+    t = setUp();
+    const behavior = {
+      scaleUp: { stabilizationWindowSeconds: 0, policies: [{ type: "Pods", value: 2, periodSeconds: 50 }] },
+    };
+    t.deployment(2);
+    t.sw(queueShadow({ behavior }), 2);
+    t.values.queue_depth = "100"; // asks for 10
+    await new Promise((r) => setTimeout(r, 5));
+    t.recommender.start();
+    const advance = async (ms: number) => {
+      await t.clock.advance(ms);
+      await new Promise((r) => setTimeout(r, 20));
+    };
+    await advance(0); // the first pass, at 0 s
+    expect(t.recommendation()).to.include({ replicas: 4, reason: "ScaleUpLimit" });
+    await advance(1_000);
+    t.deployment(4); // the live autoscaler adds 2 at 1 s, between two syncs
+    await advance(59_000); // passes at 15, 30, 45 and 60 s
+    // At 60 s the change of 1 s is out of the 50 s period: 2 more. Counted from the sync
+    // at 15 s that would first see it, it would still hold the workload at 4.
+    expect(t.recommendation()).to.include({ replicas: 6, reason: "ScaleUpLimit" });
+  });
+
   it("a metric that cannot be read recommends no change and says why, as the HPA's ScalingActive does", async () => {
     t = setUp();
     t.deployment(3);

@@ -11,7 +11,7 @@
  * stabilization windows, changes of the replicas for behavior's policies) per
  * ScalableWorkload, on the leader, from when it started leading, as the controller does
  * from its own start. The changes of the replicas are the ones it observes (by whoever
- * made them), counted from the first sync that sees them.
+ * made them), counted from the moment its informer sees them.
  */
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
@@ -21,7 +21,13 @@ import { ScalableWorkloadSpec, type ScalableWorkloadStatus } from "../api/scalab
 import { type HpaView, type Reading, behaviorOf, decide } from "../autoscaling/decide.js";
 import { type Recommendation, recommendationOf, sameRecommendation } from "../autoscaling/recommend.js";
 import type { PodFacts } from "../autoscaling/proposals.js";
-import { type ControllerConfig, type HpaMemory, newMemory, recordScale } from "../autoscaling/sync.js";
+import {
+  type Behavior,
+  type ControllerConfig,
+  type HpaMemory,
+  newMemory,
+  recordScale,
+} from "../autoscaling/sync.js";
 import { KubeApiError, type KubeApi } from "../k8s/client.js";
 import type { InformerCache, SharedInformer } from "../k8s/informer-cache.js";
 import type { PodIndex } from "../k8s/pod-index.js";
@@ -66,8 +72,10 @@ type ListedPod = PodFacts & { labels: Record<string, string> };
 interface Remembered {
   uid: string;
   memory: HpaMemory;
-  /** Its scale target's replicas at the last sync. */
+  /** Its scale target (`Kind/namespace/name`: this ScalableWorkload, or in Shadow its workload) and its replicas when last seen. */
+  target?: string;
   replicas?: number;
+  behavior?: Behavior;
   recommendation?: Recommendation;
 }
 
@@ -96,6 +104,9 @@ export class Recommender implements Runnable {
   private cancelTimer?: () => void;
   private pass?: Promise<void>;
   private stopped = false;
+  /** Scale target (`Kind/namespace/name`) → keys of the ScalableWorkloads that start from its replicas. */
+  private readonly byTarget = new Map<string, Set<string>>();
+  private readonly unsubscribe: (() => void)[] = [];
   /** The reads of the ScalableWorkload being synced, if one waits: stop() ends them. */
   private reading?: AbortController;
   private readonly log: Logger;
@@ -112,17 +123,34 @@ export class Recommender implements Runnable {
 
   start(): void {
     this.stopped = false;
+    // A change of a scale target's replicas counts for behavior's policies from the moment
+    // it is seen, as the controller counts its own rescale from the moment it makes it.
+    const seen =
+      (kind: string) => (o: { metadata?: { namespace?: string; name?: string }; spec?: unknown }) => {
+        const replicas = (o.spec as { replicas?: unknown } | undefined)?.replicas;
+        if (typeof replicas !== "number") return;
+        const target = `${kind}/${o.metadata?.namespace}/${o.metadata?.name}`;
+        for (const key of this.byTarget.get(target) ?? []) this.observe(this.remembered.get(key), replicas);
+      };
+    for (const [kind, informer] of [
+      ["ScalableWorkload", this.workloads],
+      ["Deployment", this.deployments],
+      ["StatefulSet", this.statefulSets],
+    ] as const)
+      this.unsubscribe.push(informer.subscribe({ update: seen(kind) }));
     this.schedule(0);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    for (const unsubscribe of this.unsubscribe.splice(0)) unsubscribe();
     this.reading?.abort(new Error("the recommender stopped"));
     this.cancelTimer?.();
     this.cancelTimer = undefined;
     await this.pass;
     // A new leader starts with no memory, as a restarted controller does.
     this.remembered.clear();
+    this.byTarget.clear();
   }
 
   /** The recommendation of each ScalableWorkload, as this leader last made it. */
@@ -164,7 +192,27 @@ export class Recommender implements Runnable {
         this.log.warn({ err, scalableWorkload: key }, "could not make a recommendation");
       }
     }
-    for (const key of this.remembered.keys()) if (!seen.has(key)) this.remembered.delete(key);
+    for (const [key, r] of this.remembered) if (!seen.has(key)) this.forget(key, r);
+  }
+
+  /** `replicas` seen on `r`'s scale target: a change counts for its behavior's policies. */
+  private observe(r: Remembered | undefined, replicas: number): void {
+    if (!r) return;
+    if (r.replicas !== undefined && r.replicas !== replicas && r.behavior)
+      recordScale(r.behavior, r.memory, r.replicas, replicas, this.clock.now());
+    r.replicas = replicas;
+  }
+
+  private untrack(key: string, r: Remembered): void {
+    if (!r.target) return;
+    const keys = this.byTarget.get(r.target);
+    keys?.delete(key);
+    if (keys?.size === 0) this.byTarget.delete(r.target);
+  }
+
+  private forget(key: string, r: Remembered): void {
+    this.untrack(key, r);
+    this.remembered.delete(key);
   }
 
   private schedule(ms: number): void {
@@ -185,13 +233,16 @@ export class Recommender implements Runnable {
     const namespace = sw.metadata?.namespace ?? "";
     const name = sw.metadata?.name ?? "";
     const uid = sw.metadata?.uid ?? "";
+    let r = this.remembered.get(key);
     if (!spec?.autoscaling || sw.metadata?.deletionTimestamp) {
-      this.remembered.delete(key);
+      if (r) this.forget(key, r);
       if (sw.status?.recommendation) await this.write(sw, null);
       return;
     }
-    let r = this.remembered.get(key);
-    if (!r || r.uid !== uid) this.remembered.set(key, (r = { uid, memory: newMemory() }));
+    if (!r || r.uid !== uid) {
+      if (r) this.untrack(key, r);
+      this.remembered.set(key, (r = { uid, memory: newMemory() }));
+    }
     const scale = this.scaleOf(sw, spec);
     if (!scale) {
       // No workload (yet, or any more): the reconciler says why; nothing to recommend.
@@ -203,10 +254,16 @@ export class Recommender implements Runnable {
     const owner = { namespace, name, uid };
     const withAutoscaling = { ...spec, autoscaling: spec.autoscaling };
     const behavior = behaviorOf(spec.autoscaling.behavior);
-    // A change of the replicas since the last sync counts for behavior's policies.
-    if (r.replicas !== undefined && r.replicas !== scale.spec && behavior)
-      recordScale(behavior, r.memory, r.replicas, scale.spec, nowMs);
-    r.replicas = scale.spec;
+    r.behavior = behavior;
+    if (r.target !== scale.target) {
+      this.untrack(key, r);
+      r.target = scale.target;
+      let keys = this.byTarget.get(scale.target);
+      if (!keys) this.byTarget.set(scale.target, (keys = new Set()));
+      keys.add(key);
+    }
+    // One not seen as it happened (before this ScalableWorkload was tracked) counts from now.
+    this.observe(r, scale.spec);
 
     const plan = planHpa(owner, withAutoscaling, this.opts.getMapping, undefined);
     let next: Recommendation;
@@ -277,7 +334,7 @@ export class Recommender implements Runnable {
   private scaleOf(
     sw: SwObject,
     spec: ScalableWorkloadSpec,
-  ): { spec: number; status: number; selector: LabelSelector } | undefined {
+  ): { target: string; spec: number; status: number; selector: LabelSelector } | undefined {
     const text = sw.status?.selector;
     if (!text || !sw.status?.workload) return undefined;
     let selector: LabelSelector;
@@ -286,14 +343,25 @@ export class Recommender implements Runnable {
     } catch {
       return undefined;
     }
+    const namespace = sw.metadata?.namespace ?? "";
     if (spec.autoscaling?.mode !== "Shadow")
-      return { spec: spec.replicas, status: sw.status.replicas ?? 0, selector };
+      return {
+        target: `ScalableWorkload/${namespace}/${sw.metadata?.name}`,
+        spec: spec.replicas,
+        status: sw.status.replicas ?? 0,
+        selector,
+      };
     const [kind, name] = sw.status.workload.split("/");
     const informer =
       kind === "Deployment" ? this.deployments : kind === "StatefulSet" ? this.statefulSets : undefined;
-    const w = name ? informer?.get(name, sw.metadata?.namespace ?? "") : undefined;
+    const w = name ? informer?.get(name, namespace) : undefined;
     if (!w) return undefined;
-    return { spec: w.spec?.replicas ?? 1, status: w.status?.replicas ?? 0, selector };
+    return {
+      target: `${kind}/${namespace}/${name}`,
+      spec: w.spec?.replicas ?? 1,
+      status: w.status?.replicas ?? 0,
+      selector,
+    };
   }
 
   /**
