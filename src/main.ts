@@ -23,6 +23,7 @@ import { DEFAULT_CONTROLLER } from "./autoscaling/sync.js";
 import { createCA, issueCertificate } from "./certs/certs.js";
 import { GovernorError } from "./errors.js";
 import { DEFAULT_HPA_USER, broken, explain, render } from "./explain/explain.js";
+import { ReplayError, renderReplay, replayTarget } from "./explain/replay.js";
 import { SimulateError, parseSet, renderSimulation, simulate } from "./explain/simulate.js";
 import { KubeClient, loadKubeConfig } from "./k8s/client.js";
 import { serviceAccountKubeconfig } from "./k8s/service-account-kubeconfig.js";
@@ -675,6 +676,88 @@ function program(): Command {
         );
       } catch (err) {
         if (!(err instanceof SimulateError)) throw err;
+        console.error(`governor: ${err.message}`);
+        process.exitCode = 1;
+      } finally {
+        await client.close();
+      }
+    });
+  cmd
+    .command("replay")
+    .description(
+      "Replay the HPA's algorithm over a stretch of history: each metric's values from Prometheus (range queries of the MetricMappings' prometheus sources, bound to the namespace as Governor binds them), and the replicas it would have chosen at each sync, with --set changes. Only reads, as your kubeconfig's user.",
+    )
+    .argument("<target>", "hpa/NAME or sw/NAME (a ScalableWorkload's spec.autoscaling, in either mode)")
+    .option(
+      "-n, --namespace <ns>",
+      "the target's namespace (default: the kubeconfig context's, else default)",
+    )
+    .option("--kubeconfig <path>", "kubeconfig to use")
+    .option("--since <duration>", "how far back (e.g. 1h, 30m; at most 7 days)", "1h")
+    .option(
+      "--step <duration>",
+      "the sync period replayed (kube-controller-manager's, 15s by default)",
+      "15s",
+    )
+    .option(
+      "--set <key=value>",
+      "replay with a change: METRIC=TARGET, minReplicas=N, maxReplicas=N, tolerance=Q, scaleUp.stabilizationWindowSeconds=S, scaleDown.stabilizationWindowSeconds=S; repeatable",
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .option(
+      "--prometheus-url <url>",
+      "ask this Prometheus (e.g. a port-forward) instead of each mapping's Service through the apiserver's service proxy",
+    )
+    .option(
+      "--prometheus-namespace-label <label>",
+      "as Governor's flag: the series label queries are bound by",
+      "namespace",
+    )
+    .option("-o, --output <format>", "text, json or svg (the chart)", "text")
+    .action(async (target: string, opts: Record<string, unknown>) => {
+      const cfg = parseConfig(
+        z.strictObject({
+          target: z
+            .string()
+            .regex(/^(hpa|sw)\/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/, "must be hpa/NAME or sw/NAME"),
+          namespace: NamespaceName.optional(),
+          kubeconfig: z.string().optional(),
+          since: HpaDuration(60_000, 7 * 24 * 3_600_000),
+          step: HpaDuration(1_000, 3_600_000),
+          set: z
+            .array(z.string().regex(/^[A-Za-z0-9_:.-]{1,253}=[^=]{1,64}$/, "must be key=value"))
+            .max(64)
+            .optional(),
+          prometheusUrl: z.url().optional(),
+          prometheusNamespaceLabel: z
+            .string()
+            .regex(/^[a-zA-Z_][a-zA-Z0-9_]*$/, "must be a Prometheus label name"),
+          output: z.enum(["text", "json", "svg"]),
+        }),
+        { ...opts, target },
+      );
+      const kc = loadKubeConfig(cfg.kubeconfig);
+      const namespace = cfg.namespace ?? kc.getContextObject(kc.getCurrentContext())?.namespace ?? "default";
+      const client = new KubeClient(kc);
+      try {
+        const r = await replayTarget(client, {
+          target: cfg.target,
+          namespace,
+          sinceMs: cfg.since,
+          stepMs: cfg.step,
+          set: new Map((cfg.set ?? []).map((kv) => kv.split("=") as [string, string])),
+          namespaceLabel: cfg.prometheusNamespaceLabel,
+          ...(cfg.prometheusUrl ? { prometheusUrl: cfg.prometheusUrl } : {}),
+        });
+        process.stdout.write(
+          cfg.output === "svg"
+            ? `${r.svg}\n`
+            : cfg.output === "json"
+              ? `${JSON.stringify({ ...r, svg: undefined }, null, 2)}\n`
+              : renderReplay(r),
+        );
+      } catch (err) {
+        if (!(err instanceof ReplayError)) throw err;
         console.error(`governor: ${err.message}`);
         process.exitCode = 1;
       } finally {

@@ -93,6 +93,12 @@ export interface DecideInput {
    * the caller's to record. Absent: none, as for a one-off simulation.
    */
   memory?: HpaMemory;
+  /**
+   * Whether the sync's own rescale goes into `memory` for behavior's policies, as the
+   * controller's does (a replay, whose replicas follow its decisions); else the caller
+   * records the changes it observes. @default false with `memory`
+   */
+  recordRescale?: boolean;
 }
 
 /** One metric as simulate shows it. */
@@ -193,7 +199,7 @@ export function decide(input: DecideInput): Decision {
       hasObjectOrExternal: metrics.some((m) => m.type === "Object" || m.type === "External"),
       scaledToZero:
         hpa.status?.conditions?.some((c) => c.type === "ScaledToZero" && c.status === "True") ?? false,
-      recordRescale: input.memory === undefined,
+      recordRescale: input.recordRescale ?? input.memory === undefined,
     },
     memory,
     config,

@@ -13,6 +13,7 @@ import { applyYaml, freshNamespace, kubectl, useCluster, type TestCluster } from
 import { eventually } from "../support/eventually.js";
 import { GovernorProcess } from "../support/governor-process.js";
 import { JsonEndpoint } from "../support/json-endpoint.js";
+import { deploymentYaml, hpaYaml } from "../support/workloads.js";
 import { type Timeline, compareBySync, describeComparison, see } from "../support/timelines.js";
 
 /** The local control plane's `--horizontal-pod-autoscaler-sync-period` (hack/cluster.sh). */
@@ -126,24 +127,8 @@ spec:
   template: {metadata: {labels: {app: web}}, spec: ${pod}}
   autoscaling: {minReplicas: 1, maxReplicas: 8, metrics: ${metrics("sw")}, behavior: ${behavior}}
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: worker}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: worker}}
-  template: {metadata: {labels: {app: worker}}, spec: ${pod}}
----
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata: {name: worker}
-spec:
-  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: worker}
-  minReplicas: 1
-  maxReplicas: 8
-  metrics: ${metrics("hpa")}
-  behavior: ${behavior}
----
+${deploymentYaml("worker", 2)}---
+${hpaYaml("worker", { maxReplicas: 8, metrics: metrics("hpa"), behavior })}---
 apiVersion: governor.dev/v1alpha1
 kind: ScalableWorkload
 metadata: {name: worker-shadow}

@@ -11,6 +11,7 @@ import { applyYaml, freshNamespace, useCluster, type TestCluster } from "../supp
 import { eventually } from "../support/eventually.js";
 import { governorCli } from "../support/governor-cli.js";
 import { GovernorProcess } from "../support/governor-process.js";
+import { deploymentYaml, externalAverage, hpaYaml } from "../support/workloads.js";
 
 interface HpaStatus {
   status?: {
@@ -134,27 +135,8 @@ kind: MetricMapping
 metadata: {name: queue}
 spec: {metric: sim_queue, subject: {external: {}}, interval: 1s, staleAfter: 10s, source: {static: {value: "60"}}}
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: worker}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: worker}}
-  template:
-    metadata: {labels: {app: worker}}
-    spec: {containers: [{name: app, image: example.invalid/app}]}
----
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata: {name: worker}
-spec:
-  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: worker}
-  minReplicas: 1
-  maxReplicas: 10
-  metrics: [{type: External, external: {metric: {name: sim_queue}, target: {type: AverageValue, averageValue: "30"}}}]
-  behavior:
-    scaleUp: {policies: [{type: Pods, value: 1, periodSeconds: 60}]}
-`,
+${deploymentYaml("worker", 2)}---
+${hpaYaml("worker", { maxReplicas: 10, metrics: externalAverage("sim_queue", "30"), behavior: "{scaleUp: {policies: [{type: Pods, value: 1, periodSeconds: 60}]}}" })}`,
     );
     await settled("worker", 2);
     const predicted = simulateJson("hpa/worker", "--set", "sim_queue=150");

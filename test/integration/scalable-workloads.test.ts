@@ -1,6 +1,7 @@
 import { expect } from "chai";
 import { pino } from "pino";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
+import { DEFAULT_CONTROLLER } from "../../src/autoscaling/sync.js";
 import { startStandInKubelet, type StandInKubelet } from "../../tools/devcluster/stand-in-kubelet.js";
 import {
   applyYaml,
@@ -63,6 +64,8 @@ describe("ScalableWorkloads (integration)", function () {
       leaderElect: true,
       leaseName: `governor-test-${ns.name}`,
       shutdownDelayMs: 0,
+      // Recommendations at the local control plane's HPA period (hack/cluster.sh).
+      hpa: { syncPeriodMs: 2_000, controller: DEFAULT_CONTROLLER },
     });
     await eventually(() => expect(operator.isLeader()).to.equal(true), {
       timeoutMs: 10_000,
@@ -221,15 +224,19 @@ spec:
       },
       { timeoutMs: 60_000, intervalMs: 1000, what: "Autoscaling condition from the HPA" },
     );
-    await eventually(async () => {
-      const table = await kubectl(cluster, "get", "sw", "scaled", "-n", ns.name);
-      expect(table.split("\n")[0]).to.match(
-        /^NAME\s+MODE\s+WORKLOAD\s+DESIRED\s+CURRENT\s+READY\s+STATUS\s+ACTIVE\s+AUTOSCALING\s+AGE$/,
-      );
-      expect(table.split("\n")[1]).to.match(
-        /^scaled\s+Owned\s+Deployment\/scaled\s+3\s+3\s+3\s+Reconciled\s+ValidMetricFound\s/,
-      );
-    });
+    await eventually(
+      async () => {
+        const table = await kubectl(cluster, "get", "sw", "scaled", "-n", ns.name);
+        expect(table.split("\n")[0]).to.match(
+          /^NAME\s+MODE\s+WORKLOAD\s+DESIRED\s+CURRENT\s+READY\s+RECOMMENDED\s+STATUS\s+ACTIVE\s+AUTOSCALING\s+AGE$/,
+        );
+        // RECOMMENDED: what the HPA's algorithm chooses from Governor's values, as the HPA did.
+        expect(table.split("\n")[1]).to.match(
+          /^scaled\s+Owned\s+Deployment\/scaled\s+3\s+3\s+3\s+3\s+Reconciled\s+ValidMetricFound\s/,
+        );
+      },
+      { timeoutMs: 30_000, intervalMs: 1000, what: "kubectl get sw with the recommendation" },
+    );
   });
 
   it("keeps an HPA metric only while its MetricMapping can serve, and says which one cannot", async () => {

@@ -60,12 +60,16 @@ function tookAfter(t: Timeline, value: number, atMs: number, untilMs: number): n
   return t.find((s) => s.value === value && s.atMs > atMs && s.atMs <= untilMs)?.atMs;
 }
 
-/** Compares the two every `periodMs` over [fromMs, toMs]; `marginMs`: how late a change may be seen. */
+/**
+ * Compares the two every `periodMs` over [fromMs, toMs]; `marginMs`: how late a change may
+ * be seen; `other`: what to call the second side (default Governor).
+ */
 export function compareBySync(
   hpa: Timeline,
   governor: Timeline,
-  o: { fromMs: number; toMs: number; periodMs: number; marginMs: number },
+  o: { fromMs: number; toMs: number; periodMs: number; marginMs: number; other?: string },
 ): Comparison {
+  const other = o.other ?? "Governor";
   const out: Comparison = { instants: 0, same: 0, differences: [] };
   const window = o.periodMs + o.marginMs;
   for (let at = o.fromMs; at <= o.toMs; at += o.periodMs) {
@@ -84,22 +88,27 @@ export function compareBySync(
     const hpaFollows = tookAfter(hpa, g, at, at + window);
     const govFollows = tookAfter(governor, h, at, at + window);
     if (hpaFollows !== undefined && hpaFollows - segmentStart(governor, at) <= window)
-      d.explanation = `a sync apart: the HPA chose ${g} too, ${s(hpaFollows - segmentStart(governor, at))} after Governor`;
+      d.explanation = `a sync apart: the HPA chose ${g} too, ${s(hpaFollows - segmentStart(governor, at))} after ${other}`;
     else if (govFollows !== undefined && govFollows - segmentStart(hpa, at) <= window)
-      d.explanation = `a sync apart: Governor chose ${h} too, ${s(govFollows - segmentStart(hpa, at))} after the HPA`;
+      d.explanation = `a sync apart: ${other} chose ${h} too, ${s(govFollows - segmentStart(hpa, at))} after the HPA`;
     out.differences.push(d);
   }
   return out;
 }
 
 /** The comparison as lines for the test's output. */
-export function describeComparison(name: string, c: Comparison, startMs: number): string[] {
+export function describeComparison(
+  name: string,
+  c: Comparison,
+  startMs: number,
+  other = "Governor",
+): string[] {
   const pct = c.instants ? ((100 * c.same) / c.instants).toFixed(1) : "-";
   return [
     `${name}: ${c.same} of ${c.instants} syncs identical (${pct} %)`,
     ...c.differences.map(
       (d) =>
-        `  +${((d.atMs - startMs) / 1000).toFixed(1)} s: HPA ${d.hpa}, Governor ${d.governor}: ${d.explanation ?? "UNEXPLAINED"}`,
+        `  +${((d.atMs - startMs) / 1000).toFixed(1)} s: HPA ${d.hpa}, ${other} ${d.governor}: ${d.explanation ?? "UNEXPLAINED"}`,
     ),
   ];
 }

@@ -1,0 +1,160 @@
+import { expect } from "chai";
+import { KubeApiError, type KubeClient } from "../k8s/client.js";
+import { ReplayError, matrixPoints, replayTarget, withChanges } from "./replay.js";
+import type { HpaView } from "../autoscaling/decide.js";
+
+const NOW = Date.UTC(2026, 11, 7, 12, 0, 0);
+
+/** A read-only stub apiserver: path → body (404 otherwise); records the paths asked. */
+function stub(routes: Record<string, unknown>): { client: KubeClient; asked: string[] } {
+  const asked: string[] = [];
+  const client = {
+    get: async (path: string) => {
+      asked.push(path);
+      if (path in routes) return routes[path];
+      throw new KubeApiError(404, "NotFound", `GET ${path}: 404`, { message: "not found" });
+    },
+  } as unknown as KubeClient;
+  return { client, asked };
+}
+
+const hpa: HpaView = {
+  spec: {
+    minReplicas: 1,
+    maxReplicas: 10,
+    metrics: [
+      {
+        type: "External",
+        external: { metric: { name: "queue" }, target: { type: "AverageValue", averageValue: "10" } },
+      },
+    ],
+  },
+};
+const mapping = (source: object) => ({
+  metadata: { name: "queue" },
+  spec: { metric: "queue", subject: { external: {} }, source },
+});
+const routes = (source: object) => ({
+  "/apis/governor.dev/v1alpha1/namespaces/n/metricmappings": { items: [mapping(source)] },
+  "/apis/autoscaling/v2/namespaces/n/horizontalpodautoscalers/w": hpa,
+});
+const matrix = (series: { metric: Record<string, string>; values: [number, string][] }[]) =>
+  JSON.stringify({ status: "success", data: { resultType: "matrix", result: series } });
+const options = {
+  target: "hpa/w",
+  namespace: "n",
+  sinceMs: 60_000,
+  stepMs: 15_000,
+  set: new Map(),
+  namespaceLabel: "namespace",
+  nowMs: NOW,
+};
+
+describe("governor replay reads the history as Governor would have sampled it", () => {
+  it("asks Prometheus one range query per metric, its query bound to the namespace as Governor binds it", async () => {
+    const { client } = stub(
+      routes({ prometheus: { address: "http://prometheus.monitoring:9090", query: "sum(queue_depth)" } }),
+    );
+    const asked: string[] = [];
+    const points: [number, string][] = [0, 1, 2, 3, 4].map((i) => [(NOW - 60_000 + i * 15_000) / 1000, "45"]);
+    const r = await replayTarget(
+      client,
+      { ...options, prometheusUrl: "http://127.0.0.1:9090" },
+      async (url) => {
+        asked.push(url);
+        return matrix([{ metric: {}, values: points }]);
+      },
+    );
+    const url = new URL(asked[0]!);
+    expect(url.pathname).to.equal("/api/v1/query_range");
+    expect(url.searchParams.get("query")).to.equal('sum(queue_depth{namespace="n"})');
+    expect(url.searchParams.get("step")).to.equal("15s");
+    expect(r.steps.map((s) => s.replicas)).to.deep.equal([4, 5, 5, 5, 5]);
+    expect(r.svg).to.match(/^<svg /);
+  });
+
+  it("reaches a mapping's Prometheus Service through the apiserver's service proxy when no URL is given", async () => {
+    const source = { prometheus: { address: "http://prometheus.monitoring.svc:9090", query: "sum(q)" } };
+    const proxied = "/api/v1/namespaces/monitoring/services/prometheus:9090/proxy/api/v1/query_range";
+    const { client, asked } = stub({
+      ...routes(source),
+      [proxied]: { status: "success", data: { resultType: "matrix", result: [] } },
+    });
+    await replayTarget(client, options);
+    expect(asked).to.include(proxied);
+  });
+
+  it("says plainly what it cannot replay: a metric Governor does not serve, a source that is not Prometheus, one with credentials", async () => {
+    const cases: [object, RegExp][] = [
+      [
+        { static: { value: "1" } },
+        /does not read Prometheus: replay reads the history of prometheus sources only/,
+      ],
+      [
+        { prometheus: { address: "http://p.m:9090", query: "q", tenant: "t" } },
+        /sends credentials or a tenant/,
+      ],
+    ];
+    for (const [source, message] of cases) {
+      const { client } = stub(routes(source));
+      const err = await replayTarget(client, options).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(ReplayError);
+      expect((err as Error).message).to.match(message);
+    }
+    const { client } = stub({
+      ...routes({ static: { value: "1" } }),
+      "/apis/governor.dev/v1alpha1/namespaces/n/metricmappings": { items: [] },
+    });
+    const err = (await replayTarget(client, options).catch((e: unknown) => e)) as Error;
+    expect(err.message).to.match(/no MetricMapping of Governor's in n serves it/);
+  });
+
+  it("--set changes a target, the bounds, the tolerance and the windows, and refuses what the HPA does not have", () => {
+    const changed = withChanges(
+      hpa,
+      new Map([
+        ["queue", "20"],
+        ["maxReplicas", "4"],
+        ["tolerance", "0.05"],
+        ["scaleDown.stabilizationWindowSeconds", "60"],
+      ]),
+    );
+    expect(changed.spec.metrics?.[0]?.external?.target.averageValue).to.equal("20");
+    expect(changed.spec.maxReplicas).to.equal(4);
+    expect(changed.spec.behavior?.scaleDown).to.deep.equal({
+      tolerance: "0.05",
+      stabilizationWindowSeconds: 60,
+    });
+    expect(hpa.spec.metrics?.[0]?.external?.target.averageValue, "the HPA read stays as it was").to.equal(
+      "10",
+    );
+    expect(() => withChanges(hpa, new Map([["rps", "5"]]))).to.throw(/not a metric of this HPA/);
+    expect(() => withChanges(hpa, new Map([["scaleUp.stabilizationWindowSeconds", "7200"]]))).to.throw(
+      /0 to 3600/,
+    );
+  });
+
+  it("sums an External metric's series, averages a Pods metric's and counts them, takes an Object's own series", () => {
+    const two = [
+      {
+        metric: { pod: "a" },
+        values: [
+          [1, "10"],
+          [2, "30"],
+        ] as [number, string][],
+      },
+      { metric: { pod: "b" }, values: [[1, "20"]] as [number, string][] },
+    ];
+    expect(matrixPoints(matrix(two), "External", undefined, undefined).values).to.deep.equal([
+      { atMs: 1000, value: 30 },
+      { atMs: 2000, value: 30 },
+    ]);
+    const pods = matrixPoints(matrix(two), "Pods", "pod", undefined);
+    expect(pods.values[0]).to.deep.equal({ atMs: 1000, value: 15 });
+    expect(pods.count.map((c) => c.value)).to.deep.equal([2, 1]);
+    expect(matrixPoints(matrix(two), "Object", "pod", "b").values).to.deep.equal([{ atMs: 1000, value: 20 }]);
+    expect(() =>
+      matrixPoints('{"status":"error","error":"bad query"}', "External", undefined, undefined),
+    ).to.throw(/Prometheus: bad query/);
+  });
+});

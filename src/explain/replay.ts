@@ -1,0 +1,377 @@
+/**
+ * `governor replay`: the HPA's algorithm over a stretch of history (src/autoscaling/replay.ts)
+ * for an HPA or a ScalableWorkload whose metrics Governor serves from `prometheus`
+ * sources: each metric's query, rendered and bound to its namespace as Governor sends it,
+ * asked of Prometheus as a range query (`/api/v1/query_range`, one point a sync) — through
+ * the apiserver's service proxy to the mapping's Service, or at `--prometheus-url` — then
+ * every sync replayed, with `--set` changes to targets, bounds, tolerance and behavior.
+ * Reads only, as your kubeconfig's user.
+ */
+import { buildHpa } from "../manifests/workload.js";
+import { ScalableWorkloadSpec } from "../api/scalable-workload.js";
+import { KubeApiError, type KubeClient } from "../k8s/client.js";
+import { type HpaMetricSpec, type HpaView } from "../autoscaling/decide.js";
+import { MAX_REPLAY_STEPS, type ReplayStep, type Sample, replay } from "../autoscaling/replay.js";
+import { resolveMetric } from "../controller/hpa.js";
+import { MetricMappingSpec } from "../sources/registry.js";
+import { renderQuery } from "../sources/prometheus.js";
+import { scopeQuery } from "../sources/promql-scope.js";
+import { parseQuantity } from "../api/quantity.js";
+import { boundedText } from "../util/bounded-text.js";
+import { type ChartMetric, replayChart } from "./replay-chart.js";
+
+/** A replay that cannot be made, said plainly. */
+export class ReplayError extends Error {}
+
+export interface ReplayOptions {
+  /** `hpa/NAME` or `sw/NAME`. */
+  target: string;
+  namespace: string;
+  sinceMs: number;
+  stepMs: number;
+  /** `--set`: `METRIC=TARGET`, `minReplicas`, `maxReplicas`, `tolerance`, `scaleUp|scaleDown.stabilizationWindowSeconds`. */
+  set: ReadonlyMap<string, string>;
+  /** Prometheus at this URL for every metric, instead of each mapping's Service through the apiserver. */
+  prometheusUrl?: string;
+  /** The series label Governor binds queries by (`--prometheus-namespace-label`). */
+  namespaceLabel: string;
+  nowMs?: number;
+}
+
+export interface ReplayResult {
+  target: string;
+  namespace: string;
+  /** Each metric: its MetricMapping, its target (`averageValue`: per pod or replica), the query asked. */
+  metrics: {
+    name: string;
+    mapping: string;
+    type: string;
+    target: string;
+    averageValue: boolean;
+    query: string;
+  }[];
+  steps: ReplayStep[];
+  svg: string;
+}
+
+interface MappingObject {
+  metadata: { name: string };
+  spec: unknown;
+}
+
+/** The most points one range query may answer per series, as Prometheus allows (11,000). */
+const MAX_POINTS = 11_000;
+/** The most bytes of one Prometheus answer read. */
+const MAX_ANSWER_BYTES = 64 << 20;
+
+/** See the module comment. */
+export async function replayTarget(
+  client: KubeClient,
+  o: ReplayOptions,
+  fetchText: (url: string) => Promise<string> = fetchBounded,
+): Promise<ReplayResult> {
+  const nowMs = o.nowMs ?? Date.now();
+  const fromMs = Math.floor((nowMs - o.sinceMs) / o.stepMs) * o.stepMs;
+  if (o.sinceMs / o.stepMs > MAX_REPLAY_STEPS)
+    throw new ReplayError(`--since / --step is more than ${MAX_REPLAY_STEPS} syncs`);
+  const [kind, name] = o.target.split("/");
+  if (!name || (kind !== "hpa" && kind !== "sw"))
+    throw new ReplayError(`${boundedText(o.target, 80)}: expected hpa/NAME or sw/NAME`);
+  const mappings = (
+    await client.get<{ items: MappingObject[] }>(
+      `/apis/governor.dev/v1alpha1/namespaces/${o.namespace}/metricmappings`,
+    )
+  ).items;
+  const specOf = (m: MappingObject) => MetricMappingSpec.safeParse(m.spec);
+  let hpa: HpaView;
+  let mappingOf: (metric: HpaMetricSpec, i: number) => MappingObject | undefined;
+  if (kind === "sw") {
+    const sw = await getOr<{ spec?: unknown }>(
+      client,
+      `/apis/governor.dev/v1alpha1/namespaces/${o.namespace}/scalableworkloads/${name}`,
+      `ScalableWorkload ${name}`,
+    );
+    const spec = ScalableWorkloadSpec.safeParse(sw.spec);
+    if (!spec.success || !spec.data.autoscaling)
+      throw new ReplayError(`ScalableWorkload ${name} has no valid spec.autoscaling`);
+    const a = spec.data.autoscaling;
+    const used = a.metrics.map((e) => {
+      const m = mappings.find((x) => x.metadata.name === e.mapping);
+      const parsed = m && specOf(m);
+      if (!m || !parsed?.success) throw new ReplayError(`MetricMapping ${e.mapping} not found or invalid`);
+      return { m, metric: resolveMetric(parsed.data, e, name) };
+    });
+    hpa = {
+      spec: buildHpa(
+        { namespace: o.namespace, name, uid: "" },
+        spec.data,
+        used.map((u) => u.metric),
+      ).spec,
+    };
+    mappingOf = (_, i) => used[i]?.m;
+  } else {
+    hpa = await getOr(
+      client,
+      `/apis/autoscaling/v2/namespaces/${o.namespace}/horizontalpodautoscalers/${name}`,
+      `HorizontalPodAutoscaler ${name}`,
+    );
+    // The mapping that serves the metric: Governor's, of the same name and kind of subject.
+    mappingOf = (metric) =>
+      mappings.find((m) => {
+        const s = specOf(m);
+        if (!s.success) return false;
+        const subject = s.data.subject;
+        const metricName = (metric.pods ?? metric.object ?? metric.external)?.metric.name;
+        if (s.data.metric !== metricName) return false;
+        if (metric.type === "External") return subject.external !== undefined;
+        if (metric.type === "Pods") return subject.resource === "pods";
+        return subject.resource !== undefined && subject.resource !== "pods";
+      });
+  }
+  hpa = withChanges(hpa, o.set);
+  const metrics: ReplayResult["metrics"] = [];
+  const series: Sample[][] = [];
+  let actual: Sample[] | undefined;
+  for (const [i, metric] of (hpa.spec.metrics ?? []).entries()) {
+    const metricName = (metric.pods ?? metric.object ?? metric.external)?.metric.name ?? metric.type;
+    const m = mappingOf(metric, i);
+    if (!m)
+      throw new ReplayError(
+        `${metric.type} metric ${metricName}: no MetricMapping of Governor's in ${o.namespace} serves it; replay reads the history of Governor's metrics`,
+      );
+    const spec = specOf(m);
+    const prom = spec.success
+      ? (
+          spec.data.source as {
+            prometheus?: {
+              address: string;
+              query: string;
+              nameLabel?: string;
+              tenant?: string;
+              bearerTokenSecret?: unknown;
+              basicAuthSecret?: unknown;
+            };
+          }
+        ).prometheus
+      : undefined;
+    if (!prom)
+      throw new ReplayError(
+        `MetricMapping ${m.metadata.name} does not read Prometheus: replay reads the history of prometheus sources only`,
+      );
+    if (prom.bearerTokenSecret || prom.basicAuthSecret || prom.tenant)
+      throw new ReplayError(
+        `MetricMapping ${m.metadata.name} sends credentials or a tenant, which replay does not`,
+      );
+    let query: string;
+    try {
+      const rendered = renderQuery(prom.query, {
+        namespace: o.namespace,
+        ...(metric.object ? { names: [metric.object.describedObject.name] } : {}),
+      });
+      query = scopeQuery(rendered, { namespace: o.namespace, label: o.namespaceLabel, maxBytes: 256 * 1024 });
+    } catch (err) {
+      throw new ReplayError(`MetricMapping ${m.metadata.name}: ${boundedText((err as Error).message, 300)}`);
+    }
+    const params = {
+      query,
+      start: String(fromMs / 1000),
+      end: String(nowMs / 1000),
+      step: `${o.stepMs / 1000}s`,
+    };
+    const base = o.prometheusUrl ?? serviceProxy(prom.address);
+    const text = await (
+      o.prometheusUrl
+        ? fetchText(`${base.replace(/\/$/, "")}/api/v1/query_range?${new URLSearchParams(params).toString()}`)
+        : client.get(`${base}/api/v1/query_range`, params).then((answer) => JSON.stringify(answer))
+    ).catch((err: unknown) => {
+      const message =
+        err instanceof KubeApiError ? `${err.statusCode} ${err.message}` : (err as Error).message;
+      throw new ReplayError(
+        `Prometheus (${boundedText(base, 120)}): ${boundedText(message, 300)}${o.prometheusUrl ? "" : " (through the apiserver's service proxy, which needs get on services/proxy; or give --prometheus-url)"}`,
+      );
+    });
+    const points = matrixPoints(text, metric.type, prom.nameLabel, metric.object?.describedObject.name);
+    series.push(points.values);
+    if (metric.type === "Pods" && !actual) actual = points.count;
+    const t = (metric.pods ?? metric.object ?? metric.external)?.target;
+    metrics.push({
+      name: metricName,
+      mapping: m.metadata.name,
+      type: metric.type,
+      target: t?.averageValue ?? t?.value ?? "",
+      averageValue: t?.averageValue !== undefined,
+      query,
+    });
+  }
+  const steps = replay({
+    hpa,
+    series,
+    ...(actual ? { actual } : {}),
+    fromMs,
+    toMs: nowMs,
+    stepMs: o.stepMs,
+    staleMs: Math.max(5 * 60_000, 2 * o.stepMs),
+  });
+  const chartMetrics: ChartMetric[] = metrics.map((m) => ({
+    name: m.name,
+    target: parseQuantity(m.target) ?? 0,
+    perReplica: m.averageValue && m.type !== "Pods",
+  }));
+  return {
+    target: o.target,
+    namespace: o.namespace,
+    metrics,
+    steps,
+    svg: replayChart(`replay of ${o.target} in ${o.namespace}`, chartMetrics, steps),
+  };
+}
+
+async function getOr<T>(client: KubeClient, path: string, what: string): Promise<T> {
+  try {
+    return await client.get<T>(path);
+  } catch (err) {
+    if (err instanceof KubeApiError && err.statusCode === 404) throw new ReplayError(`${what} not found`);
+    throw err;
+  }
+}
+
+/** `--set` applied to the HPA's spec. */
+export function withChanges(hpa: HpaView, set: ReadonlyMap<string, string>): HpaView {
+  const spec = structuredClone(hpa.spec);
+  for (const [key, value] of set) {
+    const n = Number(value);
+    if (key === "minReplicas" || key === "maxReplicas") {
+      if (!Number.isInteger(n) || n < 0)
+        throw new ReplayError(`--set ${key}: ${value} is not a replica count`);
+      spec[key] = n;
+    } else if (key === "tolerance") {
+      if (parseQuantity(value) === undefined)
+        throw new ReplayError(`--set tolerance: ${value} is not a quantity`);
+      spec.behavior = {
+        ...spec.behavior,
+        scaleUp: { ...spec.behavior?.scaleUp, tolerance: value },
+        scaleDown: { ...spec.behavior?.scaleDown, tolerance: value },
+      };
+    } else if (
+      key === "scaleUp.stabilizationWindowSeconds" ||
+      key === "scaleDown.stabilizationWindowSeconds"
+    ) {
+      if (!Number.isInteger(n) || n < 0 || n > 3600)
+        throw new ReplayError(`--set ${key}: ${value} is not 0 to 3600 seconds`);
+      const side = key.startsWith("scaleUp") ? "scaleUp" : "scaleDown";
+      spec.behavior = {
+        ...spec.behavior,
+        [side]: { ...spec.behavior?.[side], stabilizationWindowSeconds: n },
+      };
+    } else {
+      const m = spec.metrics?.find((x) => (x.pods ?? x.object ?? x.external)?.metric.name === key);
+      const t = m && (m.pods ?? m.object ?? m.external)?.target;
+      if (!t)
+        throw new ReplayError(
+          `--set ${boundedText(key, 80)}: not a metric of this HPA, nor minReplicas, maxReplicas, tolerance or a stabilization window`,
+        );
+      if (parseQuantity(value) === undefined)
+        throw new ReplayError(`--set ${key}: ${value} is not a quantity`);
+      if (t.averageValue !== undefined) t.averageValue = value;
+      else t.value = value;
+    }
+  }
+  return { ...hpa, spec };
+}
+
+/** An http(s) address of a Service (`name.namespace[.svc…]:port`) as the apiserver's proxy path to it. */
+function serviceProxy(address: string): string {
+  const u = new URL(address);
+  const [svc, ns] = u.hostname.split(".");
+  if (!svc || !ns)
+    throw new ReplayError(
+      `${boundedText(address, 120)} is not a Service (name.namespace): give --prometheus-url`,
+    );
+  const port = u.port || (u.protocol === "https:" ? "443" : "80");
+  const scheme = u.protocol === "https:" ? "https:" : "";
+  return `/api/v1/namespaces/${ns}/services/${scheme}${svc}:${port}/proxy${u.pathname.replace(/\/$/, "")}`;
+}
+
+/** A range query's answer as one value per step (summed, averaged or the object's) and, for pods, how many had one. */
+export function matrixPoints(
+  text: string,
+  type: string,
+  nameLabel: string | undefined,
+  objectName: string | undefined,
+): { values: Sample[]; count: Sample[] } {
+  let body: {
+    status?: string;
+    error?: string;
+    data?: {
+      resultType?: string;
+      result?: { metric?: Record<string, string>; values?: [number, string][] }[];
+    };
+  };
+  try {
+    body = JSON.parse(text) as typeof body;
+  } catch {
+    throw new ReplayError("Prometheus answered something that is not JSON");
+  }
+  if (body.status !== "success")
+    throw new ReplayError(`Prometheus: ${boundedText(body.error ?? "an error", 300)}`);
+  if (body.data?.resultType !== "matrix")
+    throw new ReplayError(
+      `Prometheus answered a ${boundedText(String(body.data?.resultType), 40)}, not a matrix`,
+    );
+  let result = body.data.result ?? [];
+  if (type === "Object" && nameLabel && objectName)
+    result = result.filter((r) => r.metric?.[nameLabel] === objectName);
+  const byTime = new Map<number, number[]>();
+  for (const r of result)
+    for (const [ts, v] of (r.values ?? []).slice(0, MAX_POINTS)) {
+      const x = Number(v);
+      if (!Number.isFinite(x)) continue;
+      const at = Math.round(ts * 1000);
+      const list = byTime.get(at) ?? [];
+      list.push(x);
+      byTime.set(at, list);
+    }
+  const values: Sample[] = [];
+  const count: Sample[] = [];
+  for (const at of [...byTime.keys()].sort((a, b) => a - b)) {
+    const list = byTime.get(at)!;
+    const sum = list.reduce((a, b) => a + b, 0);
+    values.push({ atMs: at, value: type === "Pods" ? sum / list.length : sum });
+    count.push({ atMs: at, value: list.length });
+  }
+  return { values, count };
+}
+
+async function fetchBounded(url: string): Promise<string> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(60_000) });
+  const body = res.body;
+  if (!body) return "";
+  let size = 0;
+  const chunks: Buffer[] = [];
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    size += chunk.length;
+    if (size > MAX_ANSWER_BYTES) throw new Error(`the answer is larger than ${MAX_ANSWER_BYTES} bytes`);
+    chunks.push(Buffer.from(chunk));
+  }
+  const text = Buffer.concat(chunks).toString("utf8");
+  if (!res.ok && !text.startsWith("{")) throw new Error(`HTTP ${res.status}`);
+  return text;
+}
+
+/** The replay as lines a person reads: each change of the replicas, and a summary. */
+export function renderReplay(r: ReplayResult): string {
+  const lines = [`replay of ${r.target} in ${r.namespace}: ${r.steps.length} syncs`];
+  for (const m of r.metrics)
+    lines.push(`  ${m.type} ${m.name} (MetricMapping ${m.mapping}), target ${m.target}`);
+  let last: number | undefined;
+  for (const s of r.steps) {
+    if (s.replicas === last) continue;
+    const at = new Date(s.atMs).toISOString().replace(/\.\d+Z$/, "Z");
+    const values = s.values.map((v) => (v === undefined ? "-" : +v.toPrecision(4))).join(", ");
+    lines.push(
+      `  ${at}  ${s.replicas} replica(s)${s.actual !== undefined ? ` (had ${s.actual})` : ""}  values ${values}${s.reason ? `  ${s.reason}` : ""}`,
+    );
+    last = s.replicas;
+  }
+  return `${lines.map((l) => boundedText(l, 4096)).join("\n")}\n`;
+}
