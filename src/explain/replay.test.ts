@@ -1,6 +1,6 @@
 import { expect } from "chai";
 import { KubeApiError, type KubeClient } from "../k8s/client.js";
-import { ReplayError, matrixPoints, replayTarget, withChanges } from "./replay.js";
+import { ReplayError, matrixPoints, renderReplay, replayTarget, withChanges } from "./replay.js";
 import type { HpaView } from "../autoscaling/decide.js";
 
 const NOW = Date.UTC(2026, 11, 7, 12, 0, 0);
@@ -73,6 +73,28 @@ describe("governor replay reads the history as Governor would have sampled it", 
     expect(r.svg).to.match(/^<svg /);
   });
 
+  it("asks a long stretch in parts of 10,000 syncs, as Prometheus answers at most 11,000 points a series", async () => {
+    const { client } = stub(
+      routes({ prometheus: { address: "http://prometheus.monitoring:9090", query: "sum(q)" } }),
+    );
+    const asked: URL[] = [];
+    const r = await replayTarget(
+      client,
+      { ...options, sinceMs: 25_000 * 15_000, prometheusUrl: "http://127.0.0.1:9090" },
+      async (url) => {
+        asked.push(new URL(url));
+        return matrix([]);
+      },
+    );
+    const seconds = (u: URL, p: string) => Number(u.searchParams.get(p));
+    expect(asked).to.have.length(3);
+    expect(asked.map((u) => (seconds(u, "end") - seconds(u, "start")) / 15 + 1)).to.deep.equal([
+      10_000, 10_000, 5_001,
+    ]);
+    expect(seconds(asked[1]!, "start") - seconds(asked[0]!, "end")).to.equal(15);
+    expect(r.steps).to.have.length(25_001);
+  });
+
   it("reaches a mapping's Prometheus Service through the apiserver's service proxy when no URL is given", async () => {
     const source = { prometheus: { address: "http://prometheus.monitoring.svc:9090", query: "sum(q)" } };
     const proxied = "/api/v1/namespaces/monitoring/services/prometheus:9090/proxy/api/v1/query_range";
@@ -86,10 +108,7 @@ describe("governor replay reads the history as Governor would have sampled it", 
 
   it("says plainly what it cannot replay: a metric Governor does not serve, a source that is not Prometheus, one with credentials", async () => {
     const cases: [object, RegExp][] = [
-      [
-        { static: { value: "1" } },
-        /does not read Prometheus: replay reads the history of prometheus sources only/,
-      ],
+      [{ static: { value: "1" } }, /nothing to replay: queue: MetricMapping queue does not read Prometheus/],
       [
         { prometheus: { address: "http://p.m:9090", query: "q", tenant: "t" } },
         /sends credentials or a tenant/,
@@ -107,6 +126,35 @@ describe("governor replay reads the history as Governor would have sampled it", 
     });
     const err = (await replayTarget(client, options).catch((e: unknown) => e)) as Error;
     expect(err.message).to.match(/no MetricMapping of Governor's in n serves it/);
+  });
+
+  it("replays the metrics it can read and names the others (cpu, another adapter's), which the HPA also weighs", async () => {
+    const both: HpaView = {
+      spec: {
+        ...hpa.spec,
+        metrics: [
+          { type: "Resource", resource: { name: "cpu" } },
+          ...(hpa.spec.metrics ?? []),
+          {
+            type: "External",
+            external: { metric: { name: "s0-kafka" }, target: { type: "AverageValue", averageValue: "5" } },
+          },
+        ],
+      },
+    };
+    const { client } = stub({
+      ...routes({ prometheus: { address: "http://p.m:9090", query: "sum(q)" } }),
+      "/apis/autoscaling/v2/namespaces/n/horizontalpodautoscalers/w": both,
+    });
+    const r = await replayTarget(client, { ...options, prometheusUrl: "http://127.0.0.1:9090" }, async () =>
+      matrix([{ metric: {}, values: [[(NOW - 60_000) / 1000, "45"]] }]),
+    );
+    expect(r.metrics.map((m) => m.name)).to.deep.equal(["queue"]);
+    expect(r.skipped).to.deep.equal([
+      { metric: "cpu", why: "a resource metric, metrics-server's" },
+      { metric: "s0-kafka", why: "no MetricMapping of Governor's in n serves it" },
+    ]);
+    expect(renderReplay(r)).to.contain("the HPA also weighs those");
   });
 
   it("--set changes a target, the bounds, the tolerance and the windows, and refuses what the HPA does not have", () => {

@@ -50,6 +50,8 @@ export interface ReplayResult {
     averageValue: boolean;
     query: string;
   }[];
+  /** The HPA's metrics replay could not read, and why: its decisions leave them out. */
+  skipped: { metric: string; why: string }[];
   steps: ReplayStep[];
   svg: string;
 }
@@ -61,6 +63,8 @@ interface MappingObject {
 
 /** The most points one range query may answer per series, as Prometheus allows (11,000). */
 const MAX_POINTS = 11_000;
+/** The syncs asked in one range query. */
+const CHUNK_STEPS = 10_000;
 /** The most bytes of one Prometheus answer read. */
 const MAX_ANSWER_BYTES = 64 << 20;
 
@@ -132,13 +136,24 @@ export async function replayTarget(
   const metrics: ReplayResult["metrics"] = [];
   const series: Sample[][] = [];
   let actual: Sample[] | undefined;
+  const kept: HpaMetricSpec[] = [];
+  const skipped: ReplayResult["skipped"] = [];
   for (const [i, metric] of (hpa.spec.metrics ?? []).entries()) {
-    const metricName = (metric.pods ?? metric.object ?? metric.external)?.metric.name ?? metric.type;
+    const metricName =
+      (metric.pods ?? metric.object ?? metric.external)?.metric.name ??
+      metric.resource?.name ??
+      metric.containerResource?.name ??
+      metric.type;
+    const skip = (why: string) => skipped.push({ metric: metricName, why });
+    if (metric.type === "Resource" || metric.type === "ContainerResource") {
+      skip("a resource metric, metrics-server's");
+      continue;
+    }
     const m = mappingOf(metric, i);
-    if (!m)
-      throw new ReplayError(
-        `${metric.type} metric ${metricName}: no MetricMapping of Governor's in ${o.namespace} serves it; replay reads the history of Governor's metrics`,
-      );
+    if (!m) {
+      skip(`no MetricMapping of Governor's in ${o.namespace} serves it`);
+      continue;
+    }
     const spec = specOf(m);
     const prom = spec.success
       ? (
@@ -154,14 +169,16 @@ export async function replayTarget(
           }
         ).prometheus
       : undefined;
-    if (!prom)
-      throw new ReplayError(
-        `MetricMapping ${m.metadata.name} does not read Prometheus: replay reads the history of prometheus sources only`,
+    if (!prom) {
+      skip(
+        `MetricMapping ${m.metadata.name} does not read Prometheus (replay reads prometheus sources only)`,
       );
-    if (prom.bearerTokenSecret || prom.basicAuthSecret || prom.tenant)
-      throw new ReplayError(
-        `MetricMapping ${m.metadata.name} sends credentials or a tenant, which replay does not`,
-      );
+      continue;
+    }
+    if (prom.bearerTokenSecret || prom.basicAuthSecret || prom.tenant) {
+      skip(`MetricMapping ${m.metadata.name} sends credentials or a tenant, which replay does not`);
+      continue;
+    }
     let query: string;
     try {
       const rendered = renderQuery(prom.query, {
@@ -172,27 +189,38 @@ export async function replayTarget(
     } catch (err) {
       throw new ReplayError(`MetricMapping ${m.metadata.name}: ${boundedText((err as Error).message, 300)}`);
     }
-    const params = {
-      query,
-      start: String(fromMs / 1000),
-      end: String(nowMs / 1000),
-      step: `${o.stepMs / 1000}s`,
-    };
     const base = o.prometheusUrl ?? serviceProxy(prom.address);
-    const text = await (
-      o.prometheusUrl
-        ? fetchText(`${base.replace(/\/$/, "")}/api/v1/query_range?${new URLSearchParams(params).toString()}`)
-        : client.get(`${base}/api/v1/query_range`, params).then((answer) => JSON.stringify(answer))
-    ).catch((err: unknown) => {
-      const message =
-        err instanceof KubeApiError ? `${err.statusCode} ${err.message}` : (err as Error).message;
-      throw new ReplayError(
-        `Prometheus (${boundedText(base, 120)}): ${boundedText(message, 300)}${o.prometheusUrl ? "" : " (through the apiserver's service proxy, which needs get on services/proxy; or give --prometheus-url)"}`,
-      );
-    });
-    const points = matrixPoints(text, metric.type, prom.nameLabel, metric.object?.describedObject.name);
-    series.push(points.values);
-    if (metric.type === "Pods" && !actual) actual = points.count;
+    const values: Sample[] = [];
+    const count: Sample[] = [];
+    // Prometheus answers at most 11,000 points a series: a long stretch is asked in parts.
+    for (let start = fromMs; start <= nowMs; start += CHUNK_STEPS * o.stepMs) {
+      const end = Math.min(nowMs, start + (CHUNK_STEPS - 1) * o.stepMs);
+      const params = {
+        query,
+        start: String(start / 1000),
+        end: String(end / 1000),
+        step: `${o.stepMs / 1000}s`,
+      };
+      const text = await (
+        o.prometheusUrl
+          ? fetchText(
+              `${base.replace(/\/$/, "")}/api/v1/query_range?${new URLSearchParams(params).toString()}`,
+            )
+          : client.get(`${base}/api/v1/query_range`, params).then((answer) => JSON.stringify(answer))
+      ).catch((err: unknown) => {
+        const message =
+          err instanceof KubeApiError ? `${err.statusCode} ${err.message}` : (err as Error).message;
+        throw new ReplayError(
+          `Prometheus (${boundedText(base, 120)}): ${boundedText(message, 300)}${o.prometheusUrl ? "" : " (through the apiserver's service proxy, which needs get on services/proxy; or give --prometheus-url)"}`,
+        );
+      });
+      const points = matrixPoints(text, metric.type, prom.nameLabel, metric.object?.describedObject.name);
+      values.push(...points.values);
+      count.push(...points.count);
+    }
+    series.push(values);
+    kept.push(metric);
+    if (metric.type === "Pods" && !actual) actual = count;
     const t = (metric.pods ?? metric.object ?? metric.external)?.target;
     metrics.push({
       name: metricName,
@@ -203,8 +231,12 @@ export async function replayTarget(
       query,
     });
   }
+  if (kept.length === 0)
+    throw new ReplayError(
+      `nothing to replay: ${skipped.map((x) => `${x.metric}: ${x.why}`).join("; ")}`.slice(0, 1000),
+    );
   const steps = replay({
-    hpa,
+    hpa: { ...hpa, spec: { ...hpa.spec, metrics: kept } },
     series,
     ...(actual ? { actual } : {}),
     fromMs,
@@ -221,6 +253,7 @@ export async function replayTarget(
     target: o.target,
     namespace: o.namespace,
     metrics,
+    skipped,
     steps,
     svg: replayChart(`replay of ${o.target} in ${o.namespace}`, chartMetrics, steps),
   };
@@ -363,6 +396,11 @@ export function renderReplay(r: ReplayResult): string {
   const lines = [`replay of ${r.target} in ${r.namespace}: ${r.steps.length} syncs`];
   for (const m of r.metrics)
     lines.push(`  ${m.type} ${m.name} (MetricMapping ${m.mapping}), target ${m.target}`);
+  for (const x of r.skipped) lines.push(`  not replayed: ${x.metric}: ${x.why}`);
+  if (r.skipped.length > 0)
+    lines.push(
+      "  the HPA also weighs those: it may have chosen more replicas than this, and fewer only if they asked for fewer too",
+    );
   let last: number | undefined;
   for (const s of r.steps) {
     if (s.replicas === last) continue;
