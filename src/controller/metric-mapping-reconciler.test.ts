@@ -241,11 +241,14 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
         );
       inNamespace(t.kube, "warehouse", "queue", spec("queue_depth"));
       t.mapping("queue-slow", spec("queue_depth_slow", "2s"));
-      await eventually(() =>
-        expect(t.provider.active("warehouse/queue")?.sampler.state.attemptedAt).to.not.equal(undefined),
-      );
-      // shop's sampler each second, warehouse's each second, shop's 2 s mapping every other.
-      expect(await queriesOver(4000)).to.be.within(8, 12);
+      for (const key of ["warehouse/queue", `${NS}/queue-slow`])
+        await eventually(() =>
+          expect(t.provider.active(key)?.sampler.state.attemptedAt).to.not.equal(undefined),
+        );
+      // shop's sampler each second, warehouse's each second, shop's 2 s mapping every other:
+      // about 10. Shop's alone would be 4; one query per mapping, over 40. (A busy machine's
+      // late timers take one or two off, never add: 7 is the least that shows the others query.)
+      expect(await queriesOver(4000)).to.be.within(7, 12);
     });
 
     it("a value that changes every sample is reconciled when its status may be written (every 10 s), not every sample; a follower never", async () => {
