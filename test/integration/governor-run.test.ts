@@ -71,6 +71,18 @@ describe("governor run (integration)", function () {
     }
   });
 
+  /** `governor run FLAG VALUE` exits 1 before starting, naming the flag and the problem. */
+  const refusesFlag = (flag: string, value: string, problem: string) => {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts", "run", flag, value], {
+      cwd: ROOT,
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    expect(r.status, r.stderr).to.equal(1);
+    expect(r.stderr).to.contain(`${flag}: `);
+    expect(r.stderr, `${flag} ${value}`).to.contain(problem);
+  };
+
   it("refuses a backend budget that is not a rate or names no backend, naming the flag", () => {
     for (const [flag, value, problem] of [
       ["--source-backend-qps", "-1", "must be a number of queries per second"],
@@ -79,16 +91,8 @@ describe("governor run (integration)", function () {
       ["--source-backend-qps-overrides", "prometheus.monitoring=50", "must be origin=qps"],
       ["--source-backend-qps-overrides", "http://prometheus.monitoring:9090", "must be origin=qps"],
       ["--source-backend-qps-overrides", "http://prometheus.monitoring:9090=", "must be origin=qps"],
-    ] as const) {
-      const r = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts", "run", flag, value], {
-        cwd: ROOT,
-        encoding: "utf8",
-        timeout: 30_000,
-      });
-      expect(r.status, r.stderr).to.equal(1);
-      expect(r.stderr).to.contain(`${flag}: `);
-      expect(r.stderr, `${flag} ${value}`).to.contain(problem);
-    }
+    ] as const)
+      refusesFlag(flag, value, problem);
   });
 
   it("refuses HPA controller settings for recommendations out of the controller's range, naming the flag", () => {
@@ -97,16 +101,8 @@ describe("governor run (integration)", function () {
       ["--horizontal-pod-autoscaler-sync-period", "15", "must be a duration such as 15s or 5m0s"],
       ["--horizontal-pod-autoscaler-tolerance", "-0.1", "must be from 0 to 10"],
       ["--horizontal-pod-autoscaler-downscale-stabilization", "25h", "must be between 0s and 86400s"],
-    ] as const) {
-      const r = spawnSync(process.execPath, ["--import", "tsx", "src/main.ts", "run", flag, value], {
-        cwd: ROOT,
-        encoding: "utf8",
-        timeout: 30_000,
-      });
-      expect(r.status, r.stderr).to.equal(1);
-      expect(r.stderr).to.contain(`${flag}: `);
-      expect(r.stderr, `${flag} ${value}`).to.contain(problem);
-    }
+    ] as const)
+      refusesFlag(flag, value, problem);
   });
 
   it("serves health and Prometheus metrics, then on SIGTERM fails /readyz first and exits cleanly", async () => {
