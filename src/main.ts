@@ -11,6 +11,7 @@ import { FORBIDDEN_SOURCE_HEADERS } from "./sources/http.js";
 import { DEFAULT_TENANT_HEADER } from "./sources/promql-scope.js";
 import { backendOf } from "./sources/kind.js";
 import { DEFAULT_BACKEND_QPS, MIN_BACKEND_QPS } from "./metrics/backend-budget.js";
+import { MAX_HISTORY_POINTS } from "./metrics/history.js";
 import { boundedText } from "./util/bounded-text.js";
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
@@ -23,7 +24,7 @@ import { DEFAULT_CONTROLLER } from "./autoscaling/sync.js";
 import { createCA, issueCertificate } from "./certs/certs.js";
 import { GovernorError } from "./errors.js";
 import { DEFAULT_HPA_USER, broken, explain, render } from "./explain/explain.js";
-import { ReplayError, renderReplay, replayTarget } from "./explain/replay.js";
+import { REPLAY_FROM, ReplayError, renderReplay, replayTarget } from "./explain/replay.js";
 import { SimulateError, parseSet, renderSimulation, simulate } from "./explain/simulate.js";
 import { KubeClient, loadKubeConfig } from "./k8s/client.js";
 import { serviceAccountKubeconfig } from "./k8s/service-account-kubeconfig.js";
@@ -153,6 +154,11 @@ const RunConfig = z.strictObject({
   sourceDenyCidrs: CidrList,
   sourceMaxResponseBytes: ByteSize(1 << 10, 256 << 20),
   answerCacheSize: ByteSize(0, 1 << 30),
+  historyPoints: z.coerce
+    .number()
+    .int("must be a whole number")
+    .min(0, `must be from 0 to ${MAX_HISTORY_POINTS}`)
+    .max(MAX_HISTORY_POINTS, `must be from 0 to ${MAX_HISTORY_POINTS}`),
   allowClusterWideCounts: z.boolean(),
   prometheusNamespaceLabel: z.string().regex(/^[a-zA-Z_][a-zA-Z0-9_]*$/, "must be a Prometheus label name"),
   allowUnscopedPrometheusQueries: z.boolean(),
@@ -287,6 +293,7 @@ async function run(cfg: RunConfig): Promise<void> {
     sourcePolicy: destinationPolicy({ allow: cfg.sourceAllowCidrs, deny: cfg.sourceDenyCidrs }),
     sourceMaxResponseBytes: cfg.sourceMaxResponseBytes,
     answerCacheBytes: cfg.answerCacheSize,
+    historyPoints: cfg.historyPoints,
     clusterWideCounts: cfg.allowClusterWideCounts,
     hostNetworkScrape: cfg.allowHostNetworkScrape,
     backendQps: { qps: cfg.sourceBackendQps, overrides: cfg.sourceBackendQpsOverrides },
@@ -404,6 +411,11 @@ function program(): Command {
       "--answer-cache-size <size>",
       "memory for selector answers kept for reuse while their sample and pods are unchanged (0 to 1Gi; 0 builds every answer anew)",
       "32Mi",
+    )
+    .option(
+      "--history-points <n>",
+      `samples kept per MetricMapping for governor replay, served as history.governor.dev (0 to ${MAX_HISTORY_POINTS}; 0 keeps none and registers no history API). 20 bytes a point: 2880 keep 12 h of a 15 s interval, 56 KiB a mapping`,
+      "0",
     )
     .option(
       "--source-backend-qps <qps>",
@@ -685,7 +697,7 @@ function program(): Command {
   cmd
     .command("replay")
     .description(
-      "Replay the HPA's algorithm over a stretch of history: each metric's values from Prometheus (range queries of the MetricMappings' prometheus sources, bound to the namespace as Governor binds them), and the replicas it would have chosen at each sync, with --set changes. Only reads, as your kubeconfig's user.",
+      "Replay the HPA's algorithm over a stretch of history: each metric's values from Prometheus (range queries of the MetricMappings' prometheus sources, bound to the namespace as Governor binds them) or, for other sources, from the samples Governor kept (--history-points), and the replicas it would have chosen at each sync, with --set changes. Only reads, as your kubeconfig's user.",
     )
     .argument("<target>", "hpa/NAME or sw/NAME (a ScalableWorkload's spec.autoscaling, in either mode)")
     .option(
@@ -713,6 +725,14 @@ function program(): Command {
       "as Governor's flag: the series label queries are bound by",
       "namespace",
     )
+    .addOption(
+      new Option(
+        "--from <where>",
+        "auto: Prometheus for prometheus sources, Governor's kept samples for the others; prometheus: prometheus sources only; history: Governor's kept samples for every metric",
+      )
+        .choices(REPLAY_FROM)
+        .default("auto"),
+    )
     .option("-o, --output <format>", "text, json or svg (the chart)", "text")
     .action(async (target: string, opts: Record<string, unknown>) => {
       const cfg = parseConfig(
@@ -733,6 +753,7 @@ function program(): Command {
             .string()
             .regex(/^[a-zA-Z_][a-zA-Z0-9_]*$/, "must be a Prometheus label name"),
           output: z.enum(["text", "json", "svg"]),
+          from: z.enum(REPLAY_FROM),
         }),
         { ...opts, target },
       );
@@ -747,6 +768,7 @@ function program(): Command {
           stepMs: cfg.step,
           set: new Map((cfg.set ?? []).map((kv) => kv.split("=") as [string, string])),
           namespaceLabel: cfg.prometheusNamespaceLabel,
+          from: cfg.from,
           ...(cfg.prometheusUrl ? { prometheusUrl: cfg.prometheusUrl } : {}),
         });
         process.stdout.write(

@@ -18,15 +18,18 @@ import {
   type MetricsProvider,
   MetricBadRequestError,
 } from "../metrics/provider.js";
+import type { HistoryPoints } from "../metrics/history.js";
 import { answerFor } from "../errors.js";
 import { LabelSelector, SelectorParseError } from "../selectors/label-selector.js";
 import { type Cancellation, ClientGoneError } from "../util/deadline.js";
+import { boundedText } from "../util/bounded-text.js";
 import { tryDecodeURIComponent } from "../util/uri.js";
 import {
   AGGREGATED_DISCOVERY_V2,
   CUSTOM_GROUP,
   EXTERNAL_GROUP,
   GROUP_VERSIONS,
+  HISTORY_GROUP,
   JsonText,
   PLACEHOLDER_RESOURCE,
   aggregatedDiscovery,
@@ -37,6 +40,8 @@ import {
   customValueListV1beta2,
   externalResourceList,
   externalValueList,
+  historyResourceList,
+  metricMappingHistory,
   openApiV2,
   openApiV3Discovery,
   statusBody,
@@ -49,6 +54,7 @@ export const RouteKinds = {
   CustomObject: "custom_object",
   CustomSelector: "custom_selector",
   External: "external",
+  History: "history",
   OpenApi: "openapi",
   Health: "health",
   Unknown: "unknown",
@@ -109,10 +115,19 @@ export interface DelegatedRequest {
   cancel?: Cancellation;
 }
 
+/** The samples a replica keeps of each mapping, by `namespace/name` (src/metrics/history.ts). */
+export interface HistoryReader {
+  /** Points kept per mapping. */
+  readonly capacity: number;
+  get(key: string): { points(sinceMs?: number): HistoryPoints } | undefined;
+}
+
 /** Which groups this server serves (to sit beside KEDA, serve custom only), and where the rest goes. */
 export interface MetricsApiOptions {
   custom: boolean;
   external: boolean;
+  /** Serve `history.governor.dev` from these (`--history-points` above 0). @default not served */
+  history?: HistoryReader;
   /** Per group, what answers every metric request the provider does not serve. */
   delegates?: { custom?: MetricsDelegate; external?: MetricsDelegate };
 }
@@ -142,7 +157,11 @@ export class MetricsApi {
 
   /** The groups served, in discovery order. */
   get groups(): string[] {
-    return [...(this.opts.custom ? [CUSTOM_GROUP] : []), ...(this.opts.external ? [EXTERNAL_GROUP] : [])];
+    return [
+      ...(this.opts.custom ? [CUSTOM_GROUP] : []),
+      ...(this.opts.external ? [EXTERNAL_GROUP] : []),
+      ...(this.opts.history ? [HISTORY_GROUP] : []),
+    ];
   }
 
   /**
@@ -213,10 +232,44 @@ export class MetricsApi {
     if (version === undefined) return ok(apiGroup(group), RouteKinds.Discovery);
     if (!(GROUP_VERSIONS[group] ?? []).includes(version))
       return notFound(`the server could not find the requested resource (${group}/${version})`);
+    if (group === HISTORY_GROUP)
+      return rest.length === 0
+        ? ok(historyResourceList(version), RouteKinds.Discovery)
+        : this.history(rest, url.searchParams);
     if (rest.length === 0) return ok(this.resourceList(group, version), RouteKinds.Discovery);
     return group === CUSTOM_GROUP
       ? this.custom(version, rest, url.searchParams, cancel)
       : this.external(version, rest, url.searchParams, cancel);
+  }
+
+  /**
+   * `namespaces/{namespace}/metricmappings/{name}[?sinceSeconds=N]`: the samples this
+   * replica kept of the mapping, oldest first (`governor replay` reads them).
+   */
+  private history(rest: string[], query: URLSearchParams): ApiResponse {
+    const [ns, namespace, resource, name, ...more] = rest;
+    if (ns !== "namespaces" || !namespace || resource !== "metricmappings" || !name || more.length > 0)
+      return notFound(
+        "the server could not find the requested resource: expected namespaces/{namespace}/metricmappings/{name}",
+        RouteKinds.History,
+      );
+    const since = query.get("sinceSeconds");
+    const seconds = since === null ? undefined : Number(since);
+    if (seconds !== undefined && !(Number.isInteger(seconds) && seconds > 0))
+      return {
+        status: 400,
+        body: statusBody(400, "BadRequest", "sinceSeconds must be a positive whole number of seconds"),
+        kind: RouteKinds.History,
+      };
+    const history = this.opts.history!;
+    const ring = history.get(`${namespace}/${name}`);
+    if (!ring)
+      return notFound(
+        `no samples of MetricMapping ${boundedText(name, 253)} in ${boundedText(namespace, 63)} are kept on this replica: it does not exist, has not sampled since the replica started, or its values depend on the HPA's selector`,
+        RouteKinds.History,
+      );
+    const points = ring.points(seconds === undefined ? undefined : Date.now() - seconds * 1000);
+    return ok(metricMappingHistory(namespace, name, history.capacity, points), RouteKinds.History);
   }
 
   /**
@@ -424,6 +477,7 @@ export function routeKind(pathname: string): RouteKind {
   if (s[0] !== "apis") return RouteKinds.Unknown;
   if (s.length <= 3) return RouteKinds.Discovery;
   if (s[1] === EXTERNAL_GROUP) return RouteKinds.External;
+  if (s[1] === HISTORY_GROUP) return RouteKinds.History;
   if (s[1] === CUSTOM_GROUP) {
     const rest = s[3] === "namespaces" ? s.slice(5) : s.slice(3);
     return rest[1] === "*" ? RouteKinds.CustomSelector : RouteKinds.CustomObject;

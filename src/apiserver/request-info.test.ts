@@ -5,6 +5,19 @@ describe("requestInfo: the attributes kube-apiserver would authorize", () => {
   const cases: [string, string, Partial<ReturnType<typeof requestInfo>>][] = [
     [
       "GET",
+      "/apis/history.governor.dev/v1alpha1/namespaces/team-a/metricmappings/shop",
+      {
+        isResourceRequest: true,
+        verb: "get",
+        apiGroup: "history.governor.dev",
+        apiVersion: "v1alpha1",
+        namespace: "team-a",
+        resource: "metricmappings",
+        name: "shop",
+      },
+    ],
+    [
+      "GET",
       "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/pods/*/http_requests",
       {
         isResourceRequest: true,

@@ -8,6 +8,7 @@ import { DelegatingAuthenticator, type UserInfo } from "./authn.js";
 import { DelegatingAuthorizer, type SubjectAccessReviewSpec } from "./authz.js";
 import { PromApiServerMetrics } from "./instrumentation.js";
 import { MetricsApi } from "./metrics-api.js";
+import { MappingHistories } from "../metrics/history.js";
 import { MetricsApiServer } from "./server.js";
 import type { GovernorError } from "../errors.js";
 import { untilCancelled } from "../util/deadline.js";
@@ -436,6 +437,55 @@ describe("metrics API server", function () {
       const v3 = await get("/openapi/v3");
       expect(v3.status).to.equal(200);
       expect(v3.json.paths).to.deep.equal({});
+    });
+
+    it("serves the samples kept of a mapping as history.governor.dev, listed in discovery only when kept", async () => {
+      const history = new MappingHistories(3);
+      for (let i = 1; i <= 5; i++)
+        history.record("team-a/shop", Date.now() - (5 - i) * 60_000, { kind: "scalar", value: i });
+      const api = new MetricsApi(provider, { custom: true, external: true, history });
+      const H = "/apis/history.governor.dev/v1alpha1";
+      const body = async (path: string) => {
+        const res = await api.handle("GET", new URL(`https://x${path}`), undefined);
+        return { status: res.status, json: JSON.parse(JSON.stringify(res.body)) };
+      };
+      const all = await body(`${H}/namespaces/team-a/metricmappings/shop`);
+      expect(all.status).to.equal(200);
+      expect(all.json).to.include({ kind: "MetricMappingHistory", capacity: 3 });
+      expect(all.json.metadata).to.deep.equal({ name: "shop", namespace: "team-a" });
+      expect(all.json.points.sum).to.deep.equal([3, 4, 5]);
+      const recent = await body(`${H}/namespaces/team-a/metricmappings/shop?sinceSeconds=90`);
+      expect(recent.json.points.sum).to.deep.equal([4, 5]);
+      expect((await body(`${H}/namespaces/team-b/metricmappings/shop`)).status).to.equal(404);
+      expect((await body(`${H}/namespaces/team-a/metricmappings/shop?sinceSeconds=-1`)).status).to.equal(400);
+      expect((await body(`${H}/namespaces/team-a/metricmappings`)).status).to.equal(404);
+      expect((await body(H)).json.resources.map((r: { name: string }) => r.name)).to.deep.equal([
+        "metricmappings",
+      ]);
+      expect((await body("/apis")).json.groups.map((g: { name: string }) => g.name)).to.include(
+        "history.governor.dev",
+      );
+      const v2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+      const aggregated = await api.handle("GET", new URL("https://x/apis"), v2);
+      expect(
+        JSON.parse((aggregated.body as JsonText).text).items.map(
+          (g: { metadata: { name: string } }) => g.metadata.name,
+        ),
+      ).to.include("history.governor.dev");
+      // Without kept samples the group is not served at all.
+      const without = new MetricsApi(provider);
+      expect(
+        (
+          await without.handle(
+            "GET",
+            new URL(`https://x${H}/namespaces/team-a/metricmappings/shop`),
+            undefined,
+          )
+        ).status,
+      ).to.equal(404);
+      expect(
+        JSON.stringify((await without.handle("GET", new URL("https://x/apis"), undefined)).body),
+      ).to.not.contain("history");
     });
 
     it("refuses writes with 405", async () => {

@@ -15,11 +15,14 @@ import type { LabelSelectorObject } from "../selectors/label-selector.js";
 
 export const CUSTOM_GROUP = "custom.metrics.k8s.io";
 export const EXTERNAL_GROUP = "external.metrics.k8s.io";
+/** Governor's own: the samples each replica keeps of a MetricMapping (src/metrics/history.ts). */
+export const HISTORY_GROUP = "history.governor.dev";
 
 /** Served versions per group, preferred first. */
 export const GROUP_VERSIONS: Record<string, readonly string[]> = {
   [CUSTOM_GROUP]: ["v1beta2", "v1beta1"],
   [EXTERNAL_GROUP]: ["v1beta1"],
+  [HISTORY_GROUP]: ["v1alpha1"],
 };
 
 /**
@@ -125,6 +128,40 @@ export function externalResourceList(version: string, metrics: readonly External
   };
 }
 
+/** `metav1.APIResourceList` for `GET /apis/history.governor.dev/v1alpha1`: one resource, read by name. */
+export function historyResourceList(version: string) {
+  return {
+    kind: "APIResourceList",
+    apiVersion: "v1",
+    groupVersion: `${HISTORY_GROUP}/${version}`,
+    resources: [
+      {
+        name: "metricmappings",
+        singularName: "",
+        namespaced: true,
+        kind: "MetricMappingHistory",
+        verbs: ["get"],
+      },
+    ],
+  };
+}
+
+/** A MetricMapping's kept samples, oldest first, as columns (src/metrics/history.ts). */
+export function metricMappingHistory(
+  namespace: string,
+  name: string,
+  capacity: number,
+  points: { atMs: readonly number[]; sum: readonly number[]; count: readonly number[] },
+) {
+  return {
+    kind: "MetricMappingHistory",
+    apiVersion: `${HISTORY_GROUP}/v1alpha1`,
+    metadata: { name, namespace },
+    capacity,
+    points,
+  };
+}
+
 /** The media type of aggregated discovery (Kubernetes ≥ 1.30 asks `GET /apis` for it). */
 export const AGGREGATED_DISCOVERY_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
@@ -149,7 +186,9 @@ export function aggregatedDiscovery(
       const list =
         group === CUSTOM_GROUP
           ? customResourceList(version, custom)
-          : externalResourceList(version, external);
+          : group === HISTORY_GROUP
+            ? historyResourceList(version)
+            : externalResourceList(version, external);
       return { version, resources: toResourceDiscovery(list.resources), freshness: "Current" };
     });
   return {

@@ -28,6 +28,7 @@ import { InformerPodIndex } from "../k8s/pod-index.js";
 import { DiscoveryResourceMapper } from "../k8s/resource-mapper.js";
 import { MappingProvider } from "../metrics/mapping-provider.js";
 import { BackendBudgets } from "../metrics/backend-budget.js";
+import { MappingHistories } from "../metrics/history.js";
 import { SamplerPool } from "../metrics/sampler-pool.js";
 import { KubeSubjectLister } from "../metrics/subject-lister.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
@@ -87,6 +88,11 @@ export interface OperatorOptions {
   forward?: Partial<Record<ForwardedApi, { service: UpstreamService; ca?: string }>>;
   /** The HPA controller's flags, for recommendations (ADR 0021). @default its defaults: 15 s, DEFAULT_CONTROLLER */
   hpa?: { syncPeriodMs: number; controller: ControllerConfig };
+  /**
+   * Samples kept per mapping for `governor replay` and served as `history.governor.dev`
+   * (src/metrics/history.ts). @default 0: none kept, the API not registered
+   */
+  historyPoints?: number;
   /** Serve `/metrics` (plain HTTP) there; none when absent. */
   metricsEndpoint?: { port: number; host: string };
   /** The files `tls` was read from: served anew when they change (a mounted Secret rotated). */
@@ -142,9 +148,11 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   controllerMetrics.watchSamplers(samplers);
   const budgets = new BackendBudgets(opts.backendQps);
   controllerMetrics.watchBudgets(budgets);
+  const history = opts.historyPoints ? new MappingHistories(opts.historyPoints) : undefined;
   const mappings = new MetricMappingReconciler({
     samplers,
     budgets,
+    history,
     client,
     informer: mappingInformer,
     provider,
@@ -195,6 +203,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   const apiList = [
     ...(opts.apis.custom ? (["custom"] as const) : []),
     ...(opts.apis.external ? (["external"] as const) : []),
+    ...(history ? (["history"] as const) : []),
   ];
   const registration =
     opts.registration.mode === "none"
@@ -243,7 +252,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     tls: certificate.current,
     host: opts.host,
     port: opts.port,
-    apis: { ...opts.apis, delegates: upstreams },
+    apis: { ...opts.apis, delegates: upstreams, ...(history ? { history } : {}) },
     metrics: apiMetrics,
     shutdownDelayMs: opts.shutdownDelayMs,
     authCacheTtlMs: opts.authCacheTtlMs,

@@ -46,7 +46,8 @@ export async function uninstall(client: KubeClient, opts: UninstallOptions): Pro
     namespace: opts.namespace,
     serviceName: opts.serviceName,
     port: 443,
-    apis: ["custom", "external"],
+    // Every API Governor may have registered, the history too if it kept samples.
+    apis: ["custom", "external", "history"],
     onServingCertificate: () => {},
   });
   return registration.uninstall();

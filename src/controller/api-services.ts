@@ -11,6 +11,7 @@
 import type { Logger } from "pino";
 import type { KubeApi } from "../k8s/client.js";
 import {
+  type GovernorApi,
   REPLACED_ANNOTATION,
   buildApiServices,
   buildClusterService,
@@ -41,7 +42,7 @@ export interface ApiServicesOptions {
   port: number;
   /** cluster mode: the container port the Service targets. @default 6443 */
   targetPort?: number;
-  apis: readonly ("custom" | "external")[];
+  apis: readonly GovernorApi[];
   /** Take over APIServices that point at another Service. @default false */
   takeOver?: boolean;
   /** Per API, the upstream adapter Governor forwards to: its APIService is taken over. */
@@ -122,14 +123,15 @@ export class ApiServices {
       const existing = await this.opts.client.getOrUndefined<ApiServiceObject>(path);
       const svc = existing?.spec?.service;
       const foreign = existing !== undefined && !this.isOurs(existing);
-      const upstream = this.opts.forward?.[apiOf(a.spec.group)];
+      const api = apiOf(a.spec.group);
+      const upstream = api === "history" ? undefined : this.opts.forward?.[api];
       const toUpstream = foreign && upstream !== undefined && pointsAt(existing.spec, upstream);
       if (foreign && !this.opts.takeOver && !toUpstream) {
         const owner = svc ? `Service ${svc.namespace}/${svc.name}` : "the local apiserver";
         this.conflict(
           name,
           owner,
-          `APIService ${name} points at ${owner}; Governor leaves it alone (start with --take-over-apiservices to replace it${upstream ? `, or name that Service in --forward-${apiOf(a.spec.group)}` : ""})`,
+          `APIService ${name} points at ${owner}; Governor leaves it alone (start with --take-over-apiservices to replace it${upstream ? `, or name that Service in --forward-${api}` : ""})`,
         );
         continue;
       }

@@ -15,6 +15,7 @@ import { parseQuantity } from "../api/quantity.js";
 import { Sampler, type SamplerState } from "../metrics/sampler.js";
 import { type SamplerLease, SamplerPool } from "../metrics/sampler-pool.js";
 import type { BackendBudgets } from "../metrics/backend-budget.js";
+import type { MappingHistories } from "../metrics/history.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
 import { type MetricMappingSpec, buildSource, rateWindowMs } from "../sources/registry.js";
@@ -43,6 +44,8 @@ export interface RuntimeDeps {
   samplers?: SamplerPool;
   /** The query budget of each backend sources send to. @default none */
   budgets?: BackendBudgets;
+  /** Where each mapping's samples are kept for replay (src/metrics/history.ts). @default none kept */
+  history?: MappingHistories;
 }
 
 /** A mapping's runtime, and how to stop it (its sampler stops with the last mapping sharing it). */
@@ -81,10 +84,18 @@ export function buildActiveMapping(
   const sharedAs = source.perSelector
     ? undefined
     : JSON.stringify([namespace, spec.source, isPods, spec.interval, spec.staleAfter]);
+  // Its samples are kept for replay, unless they depend on the HPA's selector (then the
+  // mapping's own sampler's values are not what any HPA read).
+  const history = source.perSelector ? undefined : deps.history;
   const lease = (deps.samplers ?? new SamplerPool()).acquire(
     sharedAs,
     () => samplerFor(deps, namespace, spec, isPods, source, undefined, durationMs(spec.staleAfter)),
-    onSample,
+    history
+      ? (state) => {
+          if (state.last) history.record(m.key, state.last.at.getTime(), state.last.value);
+          onSample(state);
+        }
+      : onSample,
   );
   if (lease.joined) void source.close?.(); // the shared sampler has its own
   return new Running(deps, m, isPods, lease);

@@ -9,7 +9,7 @@
 import type { Logger } from "pino";
 import { splitPem } from "../certs/certs.js";
 import type { KubeApi } from "../k8s/client.js";
-import { API_VERSIONS, REPLACED_ANNOTATION } from "../manifests/api-service.js";
+import { API_VERSIONS, type GovernorApi, REPLACED_ANNOTATION } from "../manifests/api-service.js";
 
 /** An APIService's spec, as far as Governor reads it. */
 export interface ApiServiceSpec {
@@ -47,8 +47,9 @@ export interface UpstreamApiServiceTrust {
 }
 
 /** Which of Governor's APIs a group is. */
-export function apiOf(group: string): "custom" | "external" {
-  return group === API_VERSIONS.external[0].group ? "external" : "custom";
+export function apiOf(group: string): GovernorApi {
+  const apis = Object.keys(API_VERSIONS) as GovernorApi[];
+  return apis.find((api) => API_VERSIONS[api][0].group === group) ?? "custom";
 }
 
 /** Whether an APIService's spec points at `upstream`'s Service. */

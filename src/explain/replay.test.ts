@@ -1,6 +1,13 @@
 import { expect } from "chai";
 import { KubeApiError, type KubeClient } from "../k8s/client.js";
-import { ReplayError, matrixPoints, renderReplay, replayTarget, withChanges } from "./replay.js";
+import {
+  ReplayError,
+  type ReplayOptions,
+  matrixPoints,
+  renderReplay,
+  replayTarget,
+  withChanges,
+} from "./replay.js";
 import type { HpaView } from "../autoscaling/decide.js";
 
 const NOW = Date.UTC(2026, 11, 7, 12, 0, 0);
@@ -40,6 +47,14 @@ const routes = (source: object) => ({
 });
 const matrix = (series: { metric: Record<string, string>; values: [number, string][] }[]) =>
   JSON.stringify({ status: "success", data: { resultType: "matrix", result: series } });
+const HISTORY = "/apis/history.governor.dev/v1alpha1";
+/** A `MetricMappingHistory` as Governor answers it. */
+const kept = (atMs: number[], sum: number[], count: number[]) => ({
+  kind: "MetricMappingHistory",
+  apiVersion: "history.governor.dev/v1alpha1",
+  capacity: 100,
+  points: { atMs, sum, count },
+});
 const options = {
   target: "hpa/w",
   namespace: "n",
@@ -107,16 +122,26 @@ describe("governor replay reads the history as Governor would have sampled it", 
   });
 
   it("says plainly what it cannot replay: a metric Governor does not serve, a source that is not Prometheus, one with credentials", async () => {
-    const cases: [object, RegExp][] = [
-      [{ static: { value: "1" } }, /nothing to replay: queue: MetricMapping queue does not read Prometheus/],
+    const cases: [object, ReplayOptions["from"], RegExp][] = [
+      [
+        { static: { value: "1" } },
+        "prometheus",
+        /nothing to replay: queue: MetricMapping queue does not read Prometheus/,
+      ],
       [
         { prometheus: { address: "http://p.m:9090", query: "q", tenant: "t" } },
+        "prometheus",
         /sends credentials or a tenant/,
       ],
+      [
+        { static: { value: "1" } },
+        "auto",
+        /nothing to replay: queue: Governor keeps no samples of its sources here \(history.governor.dev is not served: start it with --history-points\)/,
+      ],
     ];
-    for (const [source, message] of cases) {
+    for (const [source, from, message] of cases) {
       const { client } = stub(routes(source));
-      const err = await replayTarget(client, options).catch((e: unknown) => e);
+      const err = await replayTarget(client, { ...options, from }).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(ReplayError);
       expect((err as Error).message).to.match(message);
     }
@@ -155,6 +180,97 @@ describe("governor replay reads the history as Governor would have sampled it", 
       { metric: "s0-kafka", why: "no MetricMapping of Governor's in n serves it" },
     ]);
     expect(renderReplay(r)).to.contain("the HPA also weighs those");
+  });
+
+  it("replays a source Prometheus does not hold from the samples Governor kept, and says since when", async () => {
+    const at = [0, 1, 2, 3, 4].map((i) => NOW - 60_000 + i * 15_000 - 3_000);
+    const { client, asked } = stub({
+      ...routes({ static: { value: "45" } }),
+      [`${HISTORY}/namespaces/n/metricmappings/queue`]: kept(at, [45, 45, 45, 45, 45], [1, 1, 1, 1, 1]),
+    });
+    const r = await replayTarget(client, options);
+    expect(asked).to.include(`${HISTORY}/namespaces/n/metricmappings/queue`);
+    expect(r.metrics).to.deep.include({
+      name: "queue",
+      mapping: "queue",
+      type: "External",
+      target: "10",
+      averageValue: true,
+      from: "history",
+      keptSince: new Date(at[0]!).toISOString(),
+    });
+    // The first sync has the sample of 3 s before it; all ask for 45 / 10 → 5, from 1 replica 4 (the scale-up limit).
+    expect(r.steps.map((x) => x.replicas)).to.deep.equal([4, 5, 5, 5, 5]);
+    expect(renderReplay(r)).to.contain(
+      `from Governor's samples since ${new Date(at[0]!).toISOString().replace(".000", "")}`,
+    );
+  });
+
+  it("takes a Pods metric's kept samples as the average over the pods that had one, and leaves out an Object mapping of several objects", async () => {
+    const pods: HpaView = {
+      spec: {
+        minReplicas: 1,
+        maxReplicas: 10,
+        metrics: [
+          {
+            type: "Pods",
+            pods: { metric: { name: "rps" }, target: { type: "AverageValue", averageValue: "10" } },
+          },
+          {
+            type: "Object",
+            object: {
+              metric: { name: "lag" },
+              describedObject: { apiVersion: "v1", kind: "Service", name: "shop" },
+              target: { type: "Value", value: "5" },
+            },
+          },
+        ],
+      },
+    };
+    const at = [NOW - 30_000, NOW - 15_000, NOW];
+    const { client } = stub({
+      "/apis/governor.dev/v1alpha1/namespaces/n/metricmappings": {
+        items: [
+          {
+            metadata: { name: "rps" },
+            spec: { metric: "rps", subject: { resource: "pods" }, source: { static: { value: "1" } } },
+          },
+          {
+            metadata: { name: "lag" },
+            spec: { metric: "lag", subject: { resource: "services" }, source: { static: { value: "1" } } },
+          },
+        ],
+      },
+      "/apis/autoscaling/v2/namespaces/n/horizontalpodautoscalers/w": pods,
+      // 3 pods with 60 in all: 20 each → 6 replicas; the lag mapping samples two Services.
+      [`${HISTORY}/namespaces/n/metricmappings/rps`]: kept(at, [60, 60, 60], [3, 3, 3]),
+      [`${HISTORY}/namespaces/n/metricmappings/lag`]: kept(at, [9, 9, 9], [2, 2, 2]),
+    });
+    const r = await replayTarget(client, { ...options, sinceMs: 30_000 });
+    expect(r.steps.map((x) => [x.values[0], x.actual])).to.deep.equal([
+      [20, 3],
+      [20, 3],
+      [20, 3],
+    ]);
+    expect(r.steps.at(-1)!.replicas).to.equal(6);
+    expect(r.skipped).to.deep.equal([
+      {
+        metric: "lag",
+        why: "MetricMapping lag samples 2 objects: Governor keeps their total, not each one's (replay it from Prometheus)",
+      },
+    ]);
+  });
+
+  it("--from history reads even a prometheus source's kept samples", async () => {
+    const { client } = stub({
+      ...routes({ prometheus: { address: "http://p.m:9090", query: "sum(q)" } }),
+      [`${HISTORY}/namespaces/n/metricmappings/queue`]: kept([NOW - 1_000], [30], [1]),
+    });
+    const r = await replayTarget(client, { ...options, from: "history" }, () => {
+      throw new Error("Prometheus must not be asked");
+    });
+    expect(r.metrics[0]!.from).to.equal("history");
+    expect(r.steps.at(-1)!.values).to.deep.equal([30]);
   });
 
   it("--set changes a target, the bounds, the tolerance and the windows, and refuses what the HPA does not have", () => {

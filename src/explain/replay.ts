@@ -1,10 +1,12 @@
 /**
  * `governor replay`: the HPA's algorithm over a stretch of history (src/autoscaling/replay.ts)
- * for an HPA or a ScalableWorkload whose metrics Governor serves from `prometheus`
- * sources: each metric's query, rendered and bound to its namespace as Governor sends it,
- * asked of Prometheus as a range query (`/api/v1/query_range`, one point a sync) — through
- * the apiserver's service proxy to the mapping's Service, or at `--prometheus-url` — then
- * every sync replayed, with `--set` changes to targets, bounds, tolerance and behavior.
+ * for an HPA or a ScalableWorkload whose metrics Governor serves. A `prometheus` source's
+ * history is Prometheus's: its query, rendered and bound to its namespace as Governor sends
+ * it, asked as a range query (`/api/v1/query_range`, one point a sync) — through the
+ * apiserver's service proxy to the mapping's Service, or at `--prometheus-url`. Any other
+ * source's history is the samples Governor kept (`--history-points`), read from
+ * `history.governor.dev` through the aggregator (`--from history` reads every metric there).
+ * Then every sync replayed, with `--set` changes to targets, bounds, tolerance and behavior.
  * Reads only, as your kubeconfig's user.
  */
 import { buildHpa } from "../manifests/workload.js";
@@ -23,6 +25,13 @@ import { type ChartMetric, replayChart } from "./replay-chart.js";
 /** A replay that cannot be made, said plainly. */
 export class ReplayError extends Error {}
 
+/** Where a replay reads histories (see {@link ReplayOptions.from}). */
+export const REPLAY_FROM = ["auto", "prometheus", "history"] as const;
+export type ReplayFrom = (typeof REPLAY_FROM)[number];
+
+/** Governor's kept samples of a mapping, through the aggregator (src/metrics/history.ts). */
+const HISTORY = "/apis/history.governor.dev/v1alpha1";
+
 export interface ReplayOptions {
   /** `hpa/NAME` or `sw/NAME`. */
   target: string;
@@ -35,20 +44,33 @@ export interface ReplayOptions {
   prometheusUrl?: string;
   /** The series label Governor binds queries by (`--prometheus-namespace-label`). */
   namespaceLabel: string;
+  /**
+   * Where histories come from: `auto` (Prometheus for prometheus sources, Governor's kept
+   * samples for the others), `prometheus` (prometheus sources only), `history` (Governor's
+   * kept samples for every metric). @default "auto"
+   */
+  from?: ReplayFrom;
   nowMs?: number;
 }
 
 export interface ReplayResult {
   target: string;
   namespace: string;
-  /** Each metric: its MetricMapping, its target (`averageValue`: per pod or replica), the query asked. */
+  /**
+   * Each metric: its MetricMapping, its target (`averageValue`: per pod or replica), where
+   * its history came from and the query asked (for Prometheus), or since when Governor kept
+   * its samples.
+   */
   metrics: {
     name: string;
     mapping: string;
     type: string;
     target: string;
     averageValue: boolean;
-    query: string;
+    from: "prometheus" | "history";
+    query?: string;
+    /** The first kept sample (history), RFC 3339. */
+    keptSince?: string;
   }[];
   /** The HPA's metrics replay could not read, and why: its decisions leave them out. */
   skipped: { metric: string; why: string }[];
@@ -136,7 +158,7 @@ export async function replayTarget(
   const metrics: ReplayResult["metrics"] = [];
   const series: Sample[][] = [];
   let actual: Sample[] | undefined;
-  const kept: HpaMetricSpec[] = [];
+  const replayed: HpaMetricSpec[] = [];
   const skipped: ReplayResult["skipped"] = [];
   for (const [i, metric] of (hpa.spec.metrics ?? []).entries()) {
     const metricName =
@@ -169,13 +191,29 @@ export async function replayTarget(
           }
         ).prometheus
       : undefined;
-    if (!prom) {
-      skip(
-        `MetricMapping ${m.metadata.name} does not read Prometheus (replay reads prometheus sources only)`,
-      );
+    const from = o.from ?? "auto";
+    // What Governor itself kept: every metric with --from history, else those Prometheus cannot give.
+    if (from === "history" || (from === "auto" && (!prom || sendsCredentials(prom)))) {
+      const kept = await keptSeries(client, o, m.metadata.name, metric);
+      if ("why" in kept) {
+        skip(kept.why);
+        continue;
+      }
+      series.push(kept.values);
+      if (metric.type === "Pods" && !actual) actual = kept.count;
+      metrics.push({
+        ...described(metricName, m.metadata.name, metric),
+        from: "history",
+        ...(kept.since !== undefined ? { keptSince: new Date(kept.since).toISOString() } : {}),
+      });
+      replayed.push(metric);
       continue;
     }
-    if (prom.bearerTokenSecret || prom.basicAuthSecret || prom.tenant) {
+    if (!prom) {
+      skip(`MetricMapping ${m.metadata.name} does not read Prometheus (--from prometheus)`);
+      continue;
+    }
+    if (sendsCredentials(prom)) {
       skip(`MetricMapping ${m.metadata.name} sends credentials or a tenant, which replay does not`);
       continue;
     }
@@ -219,24 +257,16 @@ export async function replayTarget(
       count.push(...points.count);
     }
     series.push(values);
-    kept.push(metric);
+    replayed.push(metric);
     if (metric.type === "Pods" && !actual) actual = count;
-    const t = (metric.pods ?? metric.object ?? metric.external)?.target;
-    metrics.push({
-      name: metricName,
-      mapping: m.metadata.name,
-      type: metric.type,
-      target: t?.averageValue ?? t?.value ?? "",
-      averageValue: t?.averageValue !== undefined,
-      query,
-    });
+    metrics.push({ ...described(metricName, m.metadata.name, metric), from: "prometheus", query });
   }
-  if (kept.length === 0)
+  if (replayed.length === 0)
     throw new ReplayError(
       `nothing to replay: ${skipped.map((x) => `${x.metric}: ${x.why}`).join("; ")}`.slice(0, 1000),
     );
   const steps = replay({
-    hpa: { ...hpa, spec: { ...hpa.spec, metrics: kept } },
+    hpa: { ...hpa, spec: { ...hpa.spec, metrics: replayed } },
     series,
     ...(actual ? { actual } : {}),
     fromMs,
@@ -257,6 +287,72 @@ export async function replayTarget(
     steps,
     svg: replayChart(`replay of ${o.target} in ${o.namespace}`, chartMetrics, steps),
   };
+}
+
+/** A metric as the result names it: its mapping, type and target. */
+function described(name: string, mapping: string, metric: HpaMetricSpec) {
+  const t = (metric.pods ?? metric.object ?? metric.external)?.target;
+  return {
+    name,
+    mapping,
+    type: metric.type,
+    target: t?.averageValue ?? t?.value ?? "",
+    averageValue: t?.averageValue !== undefined,
+  };
+}
+
+function sendsCredentials(prom: { tenant?: string; bearerTokenSecret?: unknown; basicAuthSecret?: unknown }) {
+  return Boolean(prom.bearerTokenSecret || prom.basicAuthSecret || prom.tenant);
+}
+
+/**
+ * The samples Governor kept of a mapping (`history.governor.dev`), as the metric's values:
+ * an External metric the sum, a Pods metric the average and how many pods had one, an
+ * Object metric its one object's value (a mapping of several objects keeps only their
+ * total: not replayed). Or why there are none.
+ */
+async function keptSeries(
+  client: KubeClient,
+  o: ReplayOptions,
+  mapping: string,
+  metric: HpaMetricSpec,
+): Promise<{ values: Sample[]; count: Sample[]; since?: number } | { why: string }> {
+  let answer: { points?: { atMs?: unknown; sum?: unknown; count?: unknown } };
+  try {
+    answer = await client.get(`${HISTORY}/namespaces/${o.namespace}/metricmappings/${mapping}`, {
+      sinceSeconds: String(Math.ceil(o.sinceMs / 1000)),
+    });
+  } catch (err) {
+    if (!(err instanceof KubeApiError)) throw err;
+    const why = boundedText(err.message, 300);
+    if (err.statusCode === 404 && !why.includes("MetricMapping"))
+      return {
+        why: `Governor keeps no samples of its sources here (history.governor.dev is not served: start it with --history-points)`,
+      };
+    return { why: `Governor's samples of MetricMapping ${mapping}: ${err.statusCode} ${why}` };
+  }
+  const p = answer.points;
+  const columns = [p?.atMs, p?.sum, p?.count];
+  if (!columns.every(Array.isArray) || new Set(columns.map((c) => (c as unknown[]).length)).size !== 1)
+    throw new ReplayError(
+      `Governor answered MetricMapping ${mapping}'s samples in a form replay does not read`,
+    );
+  const [at, sum, count] = columns as number[][];
+  const values: Sample[] = [];
+  const counts: Sample[] = [];
+  for (let i = 0; i < at!.length; i++) {
+    const n = count![i]!;
+    if (n === 0) continue;
+    if (metric.type === "Object" && n > 1)
+      return {
+        why: `MetricMapping ${mapping} samples ${n} objects: Governor keeps their total, not each one's (replay it from Prometheus)`,
+      };
+    values.push({ atMs: at![i]!, value: metric.type === "Pods" ? sum![i]! / n : sum![i]! });
+    counts.push({ atMs: at![i]!, value: n });
+  }
+  if (values.length === 0)
+    return { why: `Governor holds no samples of MetricMapping ${mapping} in this stretch` };
+  return { values, count: counts, since: values[0]!.atMs };
 }
 
 async function getOr<T>(client: KubeClient, path: string, what: string): Promise<T> {
@@ -395,7 +491,9 @@ async function fetchBounded(url: string): Promise<string> {
 export function renderReplay(r: ReplayResult): string {
   const lines = [`replay of ${r.target} in ${r.namespace}: ${r.steps.length} syncs`];
   for (const m of r.metrics)
-    lines.push(`  ${m.type} ${m.name} (MetricMapping ${m.mapping}), target ${m.target}`);
+    lines.push(
+      `  ${m.type} ${m.name} (MetricMapping ${m.mapping}), target ${m.target}, ${m.from === "history" ? `from Governor's samples${m.keptSince ? ` since ${m.keptSince.replace(/\.\d+Z$/, "Z")}` : ""}` : "from Prometheus"}`,
+    );
   for (const x of r.skipped) lines.push(`  not replayed: ${x.metric}: ${x.why}`);
   if (r.skipped.length > 0)
     lines.push(

@@ -1,4 +1,5 @@
 import { expect } from "chai";
+import { readFileSync } from "node:fs";
 import { buildApiServices, buildLocalService, serviceDnsNames } from "./api-service.js";
 
 describe("APIService builders", () => {
@@ -26,6 +27,19 @@ describe("APIService builders", () => {
       apis: ["custom"],
     });
     expect(objs.every((o) => o.spec.group === "custom.metrics.k8s.io")).to.equal(true);
+  });
+
+  it("registers Governor's history group when samples are kept, and the RBAC may update it by name", () => {
+    const objs = buildApiServices({
+      service: { namespace: "gov", name: "g", port: 443 },
+      caBundle: "x",
+      apis: ["custom", "external", "history"],
+    });
+    const history = objs.find((o) => o.spec.group === "history.governor.dev");
+    expect(history?.metadata.name).to.equal("v1alpha1.history.governor.dev");
+    expect(history?.spec.version).to.equal("v1alpha1");
+    const role = readFileSync(new URL("../../config/rbac/cluster-role.yaml", import.meta.url), "utf8");
+    for (const o of objs) expect(role).to.contain(`"${o.metadata.name}"`);
   });
 
   it("points a local Service at localhost and names every DNS form of the Service", () => {

@@ -1,7 +1,8 @@
 /**
  * Pure builders for Governor's aggregated-API registration: the APIService objects for
- * `custom.metrics.k8s.io` (v1beta2, v1beta1) and `external.metrics.k8s.io` (v1beta1),
- * always with a `caBundle` (never `insecureSkipTLSVerify`), and the Service they point at.
+ * `custom.metrics.k8s.io` (v1beta2, v1beta1), `external.metrics.k8s.io` (v1beta1) and,
+ * when samples are kept, Governor's own `history.governor.dev` (v1alpha1), always with a
+ * `caBundle` (never `insecureSkipTLSVerify`), and the Service they point at.
  */
 
 /** The group-versions Governor can register, by which API. */
@@ -11,7 +12,11 @@ export const API_VERSIONS = {
     { group: "custom.metrics.k8s.io", version: "v1beta1", versionPriority: 100 },
   ],
   external: [{ group: "external.metrics.k8s.io", version: "v1beta1", versionPriority: 100 }],
+  history: [{ group: "history.governor.dev", version: "v1alpha1", versionPriority: 100 }],
 } as const;
+
+/** An API Governor registers. */
+export type GovernorApi = keyof typeof API_VERSIONS;
 
 /** The annotation on Governor's APIService that keeps the one it replaced, to give it back (ADR 0011). */
 export const REPLACED_ANNOTATION = "governor.dev/replaced-apiservice";
@@ -22,8 +27,8 @@ export interface ApiServiceOptions {
   service: { namespace: string; name: string; port: number };
   /** PEM of the CA that signed the serving certificate. */
   caBundle: string;
-  /** Which APIs to register. @default both */
-  apis?: readonly ("custom" | "external")[];
+  /** Which APIs to register. @default the two metrics APIs */
+  apis?: readonly GovernorApi[];
   labels?: Record<string, string>;
 }
 

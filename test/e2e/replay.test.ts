@@ -5,7 +5,9 @@
  * from Prometheus, the algorithm in a closed loop — must choose what the controller chose,
  * sync by sync (differences only where one moved a sync before the other: the HPA read
  * Governor's sample of the moment, replay reads Prometheus at each step), and `--set` of
- * another target must replay to other replicas.
+ * another target must replay to other replicas. The same from the samples Governor kept
+ * (`--history-points`, read through the aggregator as `history.governor.dev`), as replay
+ * reads every source Prometheus does not hold.
  */
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -25,7 +27,7 @@ const SYNC_MS = 2_000;
 
 interface ReplayJson {
   steps: { atMs: number; replicas: number; values: (number | null)[] }[];
-  metrics: { name: string; query: string }[];
+  metrics: { name: string; query?: string; from: string; keptSince?: string }[];
 }
 
 describe("governor replay chooses over history what the HPA chose (e2e, the real HPA controller and Prometheus)", function () {
@@ -51,7 +53,7 @@ describe("governor replay chooses over history what the HPA chose (e2e, the real
       { address: `127.0.0.1:${(target.address() as AddressInfo).port}`, labels: { namespace: ns.name } },
     ]);
     await prometheus.start();
-    governor = new GovernorProcess(cluster);
+    governor = new GovernorProcess(cluster, { extraArgs: ["--history-points", "1000"] });
     await governor.start();
   });
   after(async () => {
@@ -78,7 +80,7 @@ describe("governor replay chooses over history what the HPA chose (e2e, the real
     return r.out;
   };
 
-  it("replays an HPA on a prometheus source sync by sync as the controller decided, and --set of another target replays to other replicas", async () => {
+  it("replays an HPA sync by sync as the controller decided, from Prometheus and from Governor's kept samples, and --set of another target replays to other replicas", async () => {
     applyYaml(
       cluster,
       ns.name,
@@ -161,6 +163,34 @@ ${hpaYaml("worker", { maxReplicas: 10, metrics: externalAverage("replay_queue", 
     ) as ReplayJson;
     expect(changed.steps.at(-1)!.replicas, report).to.equal(2);
     expect(replayed.steps.at(-1)!.replicas, report).to.equal(3);
+
+    // The same stretch from the samples Governor kept of the mapping: what the HPA read.
+    const fromKept = JSON.parse(
+      await replayJson("--since", since, "--from", "history", "-o", "json"),
+    ) as ReplayJson;
+    const keptSide: Timeline = [];
+    for (const s of fromKept.steps) see(keptSide, s.atMs, s.replicas);
+    const k = compareBySync(hpa, keptSide, {
+      fromMs: start,
+      toMs: end,
+      periodMs: SYNC_MS,
+      marginMs: 2500,
+      other: "replay",
+    });
+    const keptReport = [
+      ...describeComparison("replay of Governor's kept samples against the HPA", k, start, "replay"),
+      `  kept: ${keptSide.map((s) => `${s.value}@+${((s.atMs - start) / 1000).toFixed(1)}s`).join(" ")}`,
+      `  metric: ${JSON.stringify(fromKept.metrics[0])}`,
+    ].join("\n");
+    console.log(keptReport);
+    expect(fromKept.metrics[0]?.from, keptReport).to.equal("history");
+    expect(Date.parse(fromKept.metrics[0]!.keptSince!), keptReport).to.be.below(start);
+    expect(k.same / k.instants, keptReport).to.be.at.least(0.85);
+    expect(
+      k.differences.filter((d) => d.explanation === undefined),
+      keptReport,
+    ).to.deep.equal([]);
+    expect(fromKept.steps.at(-1)!.replicas, keptReport).to.equal(3);
 
     const svg = await replayJson("--since", since, "-o", "svg");
     expect(svg).to.match(/^<svg [^>]*>/);
