@@ -18,7 +18,7 @@ import {
   type MetricsProvider,
   MetricBadRequestError,
 } from "../metrics/provider.js";
-import type { HistoryPoints } from "../metrics/history.js";
+import { HISTORY_PAGE_POINTS, type HistoryPage } from "../metrics/history.js";
 import { answerFor } from "../errors.js";
 import { LabelSelector, SelectorParseError } from "../selectors/label-selector.js";
 import { type Cancellation, ClientGoneError } from "../util/deadline.js";
@@ -119,7 +119,7 @@ export interface DelegatedRequest {
 export interface HistoryReader {
   /** Points kept per mapping. */
   readonly capacity: number;
-  get(key: string): { points(sinceMs?: number): HistoryPoints } | undefined;
+  get(key: string): { page(sinceMs: number, limit: number): HistoryPage } | undefined;
 }
 
 /** Which groups this server serves (to sit beside KEDA, serve custom only), and where the rest goes. */
@@ -243,8 +243,9 @@ export class MetricsApi {
   }
 
   /**
-   * `namespaces/{namespace}/metricmappings/{name}[?sinceSeconds=N]`: the samples this
-   * replica kept of the mapping, oldest first (`governor replay` reads them).
+   * `namespaces/{namespace}/metricmappings/{name}[?sinceSeconds=N][&continue=T]`: the
+   * samples this replica kept of the mapping, oldest first, {@link HISTORY_PAGE_POINTS} at
+   * most; `metadata.continue` says where the next page starts (`governor replay` reads them).
    */
   private history(rest: string[], query: URLSearchParams): ApiResponse {
     const [ns, namespace, resource, name, ...more] = rest;
@@ -255,12 +256,15 @@ export class MetricsApi {
       );
     const since = query.get("sinceSeconds");
     const seconds = since === null ? undefined : Number(since);
-    if (seconds !== undefined && !(Number.isInteger(seconds) && seconds > 0))
-      return {
-        status: 400,
-        body: statusBody(400, "BadRequest", "sinceSeconds must be a positive whole number of seconds"),
-        kind: RouteKinds.History,
-      };
+    const token = query.get("continue");
+    const fromMs = token === null ? undefined : Number(token);
+    const wrong =
+      seconds !== undefined && !(Number.isSafeInteger(seconds) && seconds > 0)
+        ? "sinceSeconds must be a positive whole number of seconds"
+        : fromMs !== undefined && !(Number.isSafeInteger(fromMs) && fromMs >= 0)
+          ? "continue must be the token of the answer before"
+          : undefined;
+    if (wrong) return { status: 400, body: statusBody(400, "BadRequest", wrong), kind: RouteKinds.History };
     const history = this.opts.history!;
     const ring = history.get(`${namespace}/${name}`);
     if (!ring)
@@ -268,8 +272,12 @@ export class MetricsApi {
         `no samples of MetricMapping ${boundedText(name, 253)} in ${boundedText(namespace, 63)} are kept on this replica: it does not exist, has not sampled since the replica started, or its values depend on the HPA's selector`,
         RouteKinds.History,
       );
-    const points = ring.points(seconds === undefined ? undefined : Date.now() - seconds * 1000);
-    return ok(metricMappingHistory(namespace, name, history.capacity, points), RouteKinds.History);
+    const sinceMs = fromMs ?? (seconds === undefined ? -Infinity : Date.now() - seconds * 1000);
+    const page = ring.page(sinceMs, HISTORY_PAGE_POINTS);
+    return ok(
+      metricMappingHistory(namespace, name, history.capacity, page.points, page.nextMs),
+      RouteKinds.History,
+    );
   }
 
   /**

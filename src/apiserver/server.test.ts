@@ -8,7 +8,7 @@ import { DelegatingAuthenticator, type UserInfo } from "./authn.js";
 import { DelegatingAuthorizer, type SubjectAccessReviewSpec } from "./authz.js";
 import { PromApiServerMetrics } from "./instrumentation.js";
 import { MetricsApi } from "./metrics-api.js";
-import { MappingHistories } from "../metrics/history.js";
+import { HISTORY_PAGE_POINTS, MappingHistories } from "../metrics/history.js";
 import { MetricsApiServer } from "./server.js";
 import type { GovernorError } from "../errors.js";
 import { untilCancelled } from "../util/deadline.js";
@@ -458,6 +458,7 @@ describe("metrics API server", function () {
       expect(recent.json.points.sum).to.deep.equal([4, 5]);
       expect((await body(`${H}/namespaces/team-b/metricmappings/shop`)).status).to.equal(404);
       expect((await body(`${H}/namespaces/team-a/metricmappings/shop?sinceSeconds=-1`)).status).to.equal(400);
+      expect((await body(`${H}/namespaces/team-a/metricmappings/shop?continue=x`)).status).to.equal(400);
       expect((await body(`${H}/namespaces/team-a/metricmappings`)).status).to.equal(404);
       expect((await body(H)).json.resources.map((r: { name: string }) => r.name)).to.deep.equal([
         "metricmappings",
@@ -486,6 +487,24 @@ describe("metrics API server", function () {
       expect(
         JSON.stringify((await without.handle("GET", new URL("https://x/apis"), undefined)).body),
       ).to.not.contain("history");
+    });
+
+    it("answers a long history in pages of a bounded size, each naming the next", async () => {
+      const history = new MappingHistories(2 * HISTORY_PAGE_POINTS + 10);
+      const t0 = Date.now() - 3_600_000;
+      for (let i = 0; i < 2 * HISTORY_PAGE_POINTS + 10; i++)
+        history.record("a/m", t0 + i * 100, { kind: "scalar", value: i });
+      const api = new MetricsApi(provider, { custom: true, external: true, history });
+      const sizes: number[] = [];
+      let path = "/apis/history.governor.dev/v1alpha1/namespaces/a/metricmappings/m";
+      for (;;) {
+        const res = await api.handle("GET", new URL(`https://x${path}`), undefined);
+        const json = JSON.parse(JSON.stringify(res.body));
+        sizes.push(json.points.atMs.length);
+        if (!json.metadata.continue) break;
+        path = `/apis/history.governor.dev/v1alpha1/namespaces/a/metricmappings/m?continue=${json.metadata.continue}`;
+      }
+      expect(sizes).to.deep.equal([HISTORY_PAGE_POINTS, HISTORY_PAGE_POINTS, 10]);
     });
 
     it("refuses writes with 405", async () => {

@@ -146,17 +146,21 @@ export function historyResourceList(version: string) {
   };
 }
 
-/** A MetricMapping's kept samples, oldest first, as columns (src/metrics/history.ts). */
+/**
+ * A MetricMapping's kept samples, oldest first, as columns (src/metrics/history.ts);
+ * `metadata.continue`, when more follow, is the `continue` of the next page's request.
+ */
 export function metricMappingHistory(
   namespace: string,
   name: string,
   capacity: number,
   points: { atMs: readonly number[]; sum: readonly number[]; count: readonly number[] },
+  nextMs?: number,
 ) {
   return {
     kind: "MetricMappingHistory",
     apiVersion: `${HISTORY_GROUP}/v1alpha1`,
-    metadata: { name, namespace },
+    metadata: { name, namespace, ...(nextMs !== undefined ? { continue: String(nextMs) } : {}) },
     capacity,
     points,
   };

@@ -16,9 +16,11 @@ const NOW = Date.UTC(2026, 11, 7, 12, 0, 0);
 function stub(routes: Record<string, unknown>): { client: KubeClient; asked: string[] } {
   const asked: string[] = [];
   const client = {
-    get: async (path: string) => {
+    get: async (path: string, params?: Record<string, string>) => {
       asked.push(path);
-      if (path in routes) return routes[path];
+      const route = routes[path];
+      if (typeof route === "function") return (route as (p?: Record<string, string>) => unknown)(params);
+      if (path in routes) return route;
       throw new KubeApiError(404, "NotFound", `GET ${path}: 404`, { message: "not found" });
     },
   } as unknown as KubeClient;
@@ -259,6 +261,33 @@ describe("governor replay reads the history as Governor would have sampled it", 
         why: "MetricMapping lag samples 2 objects: Governor keeps their total, not each one's (replay it from Prometheus)",
       },
     ]);
+  });
+
+  it("reads a long history of kept samples page by page, as Governor answers it", async () => {
+    const at = Array.from({ length: 12 }, (_, i) => NOW - 55_000 + i * 5_000);
+    const asked: (Record<string, string> | undefined)[] = [];
+    const { client } = stub({
+      ...routes({ static: { value: "1" } }),
+      // Pages of 5 points; each says where the next starts.
+      [`${HISTORY}/namespaces/n/metricmappings/queue`]: (params?: Record<string, string>) => {
+        asked.push(params);
+        const from = params?.continue === undefined ? 0 : at.indexOf(Number(params.continue));
+        const page = at.slice(from, from + 5);
+        const answer = kept(
+          page,
+          page.map((_, i) => from + i),
+          page.map(() => 1),
+        );
+        return from + 5 < at.length ? { ...answer, metadata: { continue: String(at[from + 5]) } } : answer;
+      },
+    });
+    const r = await replayTarget(client, options);
+    expect(asked).to.deep.equal([
+      { sinceSeconds: "60" },
+      { continue: String(at[5]) },
+      { continue: String(at[10]) },
+    ]);
+    expect(r.steps.at(-1)!.values).to.deep.equal([11]);
   });
 
   it("--from history reads even a prometheus source's kept samples", async () => {

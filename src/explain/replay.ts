@@ -19,6 +19,7 @@ import { MetricMappingSpec } from "../sources/registry.js";
 import { renderQuery } from "../sources/prometheus.js";
 import { scopeQuery } from "../sources/promql-scope.js";
 import { parseQuantity } from "../api/quantity.js";
+import { HISTORY_PAGE_POINTS, MAX_HISTORY_POINTS } from "../metrics/history.js";
 import { boundedText } from "../util/bounded-text.js";
 import { type ChartMetric, replayChart } from "./replay-chart.js";
 
@@ -317,38 +318,58 @@ async function keptSeries(
   mapping: string,
   metric: HpaMetricSpec,
 ): Promise<{ values: Sample[]; count: Sample[]; since?: number } | { why: string }> {
-  let answer: { points?: { atMs?: unknown; sum?: unknown; count?: unknown } };
-  try {
-    answer = await client.get(`${HISTORY}/namespaces/${o.namespace}/metricmappings/${mapping}`, {
-      sinceSeconds: String(Math.ceil(o.sinceMs / 1000)),
-    });
-  } catch (err) {
-    if (!(err instanceof KubeApiError)) throw err;
-    const why = boundedText(err.message, 300);
-    if (err.statusCode === 404 && !why.includes("MetricMapping"))
-      return {
-        why: `Governor keeps no samples of its sources here (history.governor.dev is not served: start it with --history-points)`,
-      };
-    return { why: `Governor's samples of MetricMapping ${mapping}: ${err.statusCode} ${why}` };
+  const at: number[] = [];
+  const sum: number[] = [];
+  const count: number[] = [];
+  // Page by page, as Governor answers (a bounded number of points each).
+  let token: string | undefined;
+  for (let page = 0; page === 0 || token !== undefined; page++) {
+    let answer: {
+      metadata?: { continue?: unknown };
+      points?: { atMs?: unknown; sum?: unknown; count?: unknown };
+    };
+    try {
+      answer = await client.get(
+        `${HISTORY}/namespaces/${o.namespace}/metricmappings/${mapping}`,
+        token === undefined ? { sinceSeconds: String(Math.ceil(o.sinceMs / 1000)) } : { continue: token },
+      );
+    } catch (err) {
+      if (!(err instanceof KubeApiError)) throw err;
+      const why = boundedText(err.message, 300);
+      if (err.statusCode === 404 && !why.includes("MetricMapping"))
+        return {
+          why: `Governor keeps no samples of its sources here (history.governor.dev is not served: start it with --history-points)`,
+        };
+      return { why: `Governor's samples of MetricMapping ${mapping}: ${err.statusCode} ${why}` };
+    }
+    const p = answer.points;
+    const columns = [p?.atMs, p?.sum, p?.count];
+    const next = answer.metadata?.continue;
+    if (
+      !columns.every(Array.isArray) ||
+      new Set(columns.map((c) => (c as unknown[]).length)).size !== 1 ||
+      (next !== undefined && typeof next !== "string") ||
+      page > MAX_HISTORY_POINTS / HISTORY_PAGE_POINTS
+    )
+      throw new ReplayError(
+        `Governor answered MetricMapping ${mapping}'s samples in a form replay does not read`,
+      );
+    at.push(...(columns[0] as number[]));
+    sum.push(...(columns[1] as number[]));
+    count.push(...(columns[2] as number[]));
+    token = next;
   }
-  const p = answer.points;
-  const columns = [p?.atMs, p?.sum, p?.count];
-  if (!columns.every(Array.isArray) || new Set(columns.map((c) => (c as unknown[]).length)).size !== 1)
-    throw new ReplayError(
-      `Governor answered MetricMapping ${mapping}'s samples in a form replay does not read`,
-    );
-  const [at, sum, count] = columns as number[][];
   const values: Sample[] = [];
   const counts: Sample[] = [];
-  for (let i = 0; i < at!.length; i++) {
-    const n = count![i]!;
+  for (let i = 0; i < at.length; i++) {
+    const n = count[i]!;
     if (n === 0) continue;
     if (metric.type === "Object" && n > 1)
       return {
         why: `MetricMapping ${mapping} samples ${n} objects: Governor keeps their total, not each one's (replay it from Prometheus)`,
       };
-    values.push({ atMs: at![i]!, value: metric.type === "Pods" ? sum![i]! / n : sum![i]! });
-    counts.push({ atMs: at![i]!, value: n });
+    values.push({ atMs: at[i]!, value: metric.type === "Pods" ? sum[i]! / n : sum[i]! });
+    counts.push({ atMs: at[i]!, value: n });
   }
   if (values.length === 0)
     return { why: `Governor holds no samples of MetricMapping ${mapping} in this stretch` };

@@ -40,6 +40,17 @@ describe("Governor's kept samples of a mapping (history for replay)", () => {
     expect(ring.points(45_000).sum).to.deep.equal([45, 46, 47, 48, 49]);
   });
 
+  it("answers page by page, each page saying where the next starts", () => {
+    const ring = new HistoryRing(100);
+    for (let i = 0; i < 12; i++) ring.record(i * 1000, scalar(i));
+    const first = ring.page(2000, 5);
+    expect(first.points.sum).to.deep.equal([2, 3, 4, 5, 6]);
+    expect(first.nextMs).to.equal(7000);
+    const last = ring.page(first.nextMs!, 5);
+    expect(last.points.sum).to.deep.equal([7, 8, 9, 10, 11]);
+    expect(last.nextMs).to.equal(undefined);
+  });
+
   it("holds memory as samples come, not the whole capacity at once", () => {
     const histories = new MappingHistories(MAX_HISTORY_POINTS);
     const before = process.memoryUsage().arrayBuffers;

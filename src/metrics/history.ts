@@ -11,12 +11,21 @@ import type { SampleValue } from "../sources/source.js";
 /** The most points a ring may keep (a week at 6 s). */
 export const MAX_HISTORY_POINTS = 100_000;
 
+/** The most points one answer holds (~5 ms of JSON on the event loop); the rest come page by page. */
+export const HISTORY_PAGE_POINTS = 5_000;
+
 /** What a ring answers: points oldest first, in columns. */
 export interface HistoryPoints {
   /** When each sample was taken, in ms since the epoch. */
   atMs: number[];
   sum: number[];
   count: number[];
+}
+
+/** One page of a ring's points, and where the next page starts (the time of its first point). */
+export interface HistoryPage {
+  points: HistoryPoints;
+  nextMs?: number;
 }
 
 /** The samples of one mapping, oldest overwritten first. */
@@ -60,17 +69,23 @@ export class HistoryRing {
 
   /** The points taken at or after `sinceMs`, oldest first. */
   points(sinceMs = -Infinity): HistoryPoints {
+    return this.page(sinceMs, Infinity).points;
+  }
+
+  /** At most `limit` points taken at or after `sinceMs`, oldest first, and where the next page starts. */
+  page(sinceMs: number, limit: number): HistoryPage {
     const out: HistoryPoints = { atMs: [], sum: [], count: [] };
     const n = this.at.length;
     for (let i = 0; i < this.size; i++) {
       const j = (this.next - this.size + i + n) % n;
       const at = this.at[j]!;
       if (at < sinceMs) continue;
+      if (out.atMs.length === limit) return { points: out, nextMs: at };
       out.atMs.push(at);
       out.sum.push(this.sums[j]!);
       out.count.push(this.counts[j]!);
     }
-    return out;
+    return { points: out };
   }
 
   /** Doubles the arrays (at least 16 points, at most the capacity), oldest point first. */
