@@ -159,6 +159,7 @@ const RunConfig = z.strictObject({
     .int("must be a whole number")
     .min(0, `must be from 0 to ${MAX_HISTORY_POINTS}`)
     .max(MAX_HISTORY_POINTS, `must be from 0 to ${MAX_HISTORY_POINTS}`),
+  historyMemory: ByteSize(1 << 20, 4 * 2 ** 30),
   allowClusterWideCounts: z.boolean(),
   prometheusNamespaceLabel: z.string().regex(/^[a-zA-Z_][a-zA-Z0-9_]*$/, "must be a Prometheus label name"),
   allowUnscopedPrometheusQueries: z.boolean(),
@@ -294,6 +295,7 @@ async function run(cfg: RunConfig): Promise<void> {
     sourceMaxResponseBytes: cfg.sourceMaxResponseBytes,
     answerCacheBytes: cfg.answerCacheSize,
     historyPoints: cfg.historyPoints,
+    historyMemoryBytes: cfg.historyMemory,
     clusterWideCounts: cfg.allowClusterWideCounts,
     hostNetworkScrape: cfg.allowHostNetworkScrape,
     backendQps: { qps: cfg.sourceBackendQps, overrides: cfg.sourceBackendQpsOverrides },
@@ -416,6 +418,11 @@ function program(): Command {
       "--history-points <n>",
       `samples kept per MetricMapping for governor replay, served as history.governor.dev (0 to ${MAX_HISTORY_POINTS}; 0 keeps none and registers no history API). 20 bytes a point: 2880 keep 12 h of a 15 s interval, 56 KiB a mapping`,
       "0",
+    )
+    .option(
+      "--history-memory <size>",
+      "the most memory all kept samples may hold (1Mi to 4Gi); past it each mapping keeps what it has and wraps there. Count it in the memory limit",
+      "64Mi",
     )
     .option(
       "--source-backend-qps <qps>",

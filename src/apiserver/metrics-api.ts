@@ -118,7 +118,7 @@ export interface DelegatedRequest {
 /** The samples a replica keeps of each mapping, by `namespace/name` (src/metrics/history.ts). */
 export interface HistoryReader {
   /** Points kept per mapping. */
-  readonly capacity: number;
+  readonly points: number;
   get(key: string): { page(sinceMs: number, limit: number): HistoryPage } | undefined;
 }
 
@@ -131,6 +131,8 @@ export interface MetricsApiOptions {
   /** Per group, what answers every metric request the provider does not serve. */
   delegates?: { custom?: MetricsDelegate; external?: MetricsDelegate };
 }
+
+const EMPTY_POINTS = { atMs: [], sum: [], count: [] };
 
 const NOT_ACCEPTABLE = statusBody(
   406,
@@ -249,33 +251,46 @@ export class MetricsApi {
    */
   private history(rest: string[], query: URLSearchParams): ApiResponse {
     const [ns, namespace, resource, name, ...more] = rest;
-    if (ns !== "namespaces" || !namespace || resource !== "metricmappings" || !name || more.length > 0)
+    if (
+      ns !== "namespaces" ||
+      !namespace ||
+      resource !== "metricmappings" ||
+      !name ||
+      more.length > 0 ||
+      namespace.includes("/") ||
+      name.includes("/")
+    )
       return notFound(
         "the server could not find the requested resource: expected namespaces/{namespace}/metricmappings/{name}",
         RouteKinds.History,
       );
     const since = query.get("sinceSeconds");
-    const seconds = since === null ? undefined : Number(since);
     const token = query.get("continue");
-    const fromMs = token === null ? undefined : Number(token);
+    const whole = /^[0-9]{1,15}$/;
     const wrong =
-      seconds !== undefined && !(Number.isSafeInteger(seconds) && seconds > 0)
-        ? "sinceSeconds must be a positive whole number of seconds"
-        : fromMs !== undefined && !(Number.isSafeInteger(fromMs) && fromMs >= 0)
-          ? "continue must be the token of the answer before"
-          : undefined;
+      since !== null && token !== null
+        ? "give sinceSeconds or continue, not both"
+        : since !== null && (!whole.test(since) || Number(since) === 0)
+          ? "sinceSeconds must be a positive whole number of seconds"
+          : token !== null && !whole.test(token)
+            ? "continue must be the metadata.continue of the answer before"
+            : undefined;
     if (wrong) return { status: 400, body: statusBody(400, "BadRequest", wrong), kind: RouteKinds.History };
     const history = this.opts.history!;
     const ring = history.get(`${namespace}/${name}`);
+    // A later page asked of a replica that keeps none (it restarted): the history ends there.
+    if (!ring && token !== null)
+      return ok(metricMappingHistory(namespace, name, history.points, EMPTY_POINTS), RouteKinds.History);
     if (!ring)
       return notFound(
         `no samples of MetricMapping ${boundedText(name, 253)} in ${boundedText(namespace, 63)} are kept on this replica: it does not exist, has not sampled since the replica started, or its values depend on the HPA's selector`,
         RouteKinds.History,
       );
-    const sinceMs = fromMs ?? (seconds === undefined ? -Infinity : Date.now() - seconds * 1000);
+    const sinceMs =
+      token !== null ? Number(token) : since !== null ? Date.now() - Number(since) * 1000 : -Infinity;
     const page = ring.page(sinceMs, HISTORY_PAGE_POINTS);
     return ok(
-      metricMappingHistory(namespace, name, history.capacity, page.points, page.nextMs),
+      metricMappingHistory(namespace, name, history.points, page.points, page.nextMs),
       RouteKinds.History,
     );
   }

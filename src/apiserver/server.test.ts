@@ -441,8 +441,9 @@ describe("metrics API server", function () {
 
     it("serves the samples kept of a mapping as history.governor.dev, listed in discovery only when kept", async () => {
       const history = new MappingHistories(3);
-      for (let i = 1; i <= 5; i++)
-        history.record("team-a/shop", Date.now() - (5 - i) * 60_000, { kind: "scalar", value: i });
+      const ring = history.ringOf({ onStop: () => {} });
+      history.attach("team-a/shop", ring);
+      for (let i = 1; i <= 5; i++) ring.record(Date.now() - (5 - i) * 60_000, { kind: "scalar", value: i });
       const api = new MetricsApi(provider, { custom: true, external: true, history });
       const H = "/apis/history.governor.dev/v1alpha1";
       const body = async (path: string) => {
@@ -458,7 +459,22 @@ describe("metrics API server", function () {
       expect(recent.json.points.sum).to.deep.equal([4, 5]);
       expect((await body(`${H}/namespaces/team-b/metricmappings/shop`)).status).to.equal(404);
       expect((await body(`${H}/namespaces/team-a/metricmappings/shop?sinceSeconds=-1`)).status).to.equal(400);
-      expect((await body(`${H}/namespaces/team-a/metricmappings/shop?continue=x`)).status).to.equal(400);
+      for (const q of [
+        "continue=x",
+        "continue=",
+        "continue=1e3",
+        "sinceSeconds=0",
+        "sinceSeconds=60&continue=5",
+      ])
+        expect((await body(`${H}/namespaces/team-a/metricmappings/shop?${q}`)).status, q).to.equal(400);
+      // A later page asked of a replica that keeps none (it restarted): the history ends there.
+      const ended = await body(`${H}/namespaces/team-b/metricmappings/shop?continue=5`);
+      expect([ended.status, ended.json.points.atMs, ended.json.metadata.continue]).to.deep.equal([
+        200,
+        [],
+        undefined,
+      ]);
+      expect((await body(`${H}/namespaces/team-a%2Fshop/metricmappings/x`)).status).to.equal(404);
       expect((await body(`${H}/namespaces/team-a/metricmappings`)).status).to.equal(404);
       expect((await body(H)).json.resources.map((r: { name: string }) => r.name)).to.deep.equal([
         "metricmappings",
@@ -491,9 +507,11 @@ describe("metrics API server", function () {
 
     it("answers a long history in pages of a bounded size, each naming the next", async () => {
       const history = new MappingHistories(2 * HISTORY_PAGE_POINTS + 10);
+      const ring = history.ringOf({ onStop: () => {} });
+      history.attach("a/m", ring);
       const t0 = Date.now() - 3_600_000;
       for (let i = 0; i < 2 * HISTORY_PAGE_POINTS + 10; i++)
-        history.record("a/m", t0 + i * 100, { kind: "scalar", value: i });
+        ring.record(t0 + i * 100, { kind: "scalar", value: i });
       const api = new MetricsApi(provider, { custom: true, external: true, history });
       const sizes: number[] = [];
       let path = "/apis/history.governor.dev/v1alpha1/namespaces/a/metricmappings/m";

@@ -93,6 +93,8 @@ export interface OperatorOptions {
    * (src/metrics/history.ts). @default 0: none kept, the API not registered
    */
   historyPoints?: number;
+  /** The most memory all kept samples may hold, in bytes. @default 64 MiB */
+  historyMemoryBytes?: number;
   /** Serve `/metrics` (plain HTTP) there; none when absent. */
   metricsEndpoint?: { port: number; host: string };
   /** The files `tls` was read from: served anew when they change (a mounted Secret rotated). */
@@ -148,7 +150,14 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   controllerMetrics.watchSamplers(samplers);
   const budgets = new BackendBudgets(opts.backendQps);
   controllerMetrics.watchBudgets(budgets);
-  const history = opts.historyPoints ? new MappingHistories(opts.historyPoints) : undefined;
+  const history = opts.historyPoints
+    ? new MappingHistories(opts.historyPoints, opts.historyMemoryBytes ?? 64 << 20, (maxBytes) =>
+        log.warn(
+          { maxBytes },
+          "kept samples reached --history-memory: rings keep what they have and wrap there (raise it, or lower --history-points)",
+        ),
+      )
+    : undefined;
   const mappings = new MetricMappingReconciler({
     samplers,
     budgets,

@@ -9,8 +9,9 @@
  * (takeover.ts).
  */
 import type { Logger } from "pino";
-import type { KubeApi } from "../k8s/client.js";
+import { type KubeApi, KubeApiError } from "../k8s/client.js";
 import {
+  API_VERSIONS,
   type GovernorApi,
   REPLACED_ANNOTATION,
   buildApiServices,
@@ -66,6 +67,44 @@ export class ApiServices {
   async ensure(caBundle: string): Promise<void> {
     await this.ensureService();
     await this.ensureApiServices(caBundle);
+    await this.retireUnserved();
+  }
+
+  /**
+   * Governor's own APIServices of an API it no longer serves (history turned off, `--apis`
+   * narrowed) are removed, or given back: left, they would point the aggregator at a group
+   * nobody answers, and discovery of that group — namespace deletion with it — would fail.
+   */
+  private async retireUnserved(): Promise<void> {
+    const unserved = (Object.keys(API_VERSIONS) as GovernorApi[]).filter(
+      (api) => !this.opts.apis.includes(api),
+    );
+    for (const a of buildApiServices({
+      service: { namespace: this.opts.namespace, name: this.opts.serviceName, port: this.opts.port },
+      caBundle: "",
+      apis: unserved,
+    })) {
+      const name = a.metadata.name;
+      const path = apiServicePath(name);
+      try {
+        const existing = await this.opts.client.getOrUndefined<ApiServiceObject>(path);
+        if (!existing || !this.isOurs(existing)) continue;
+        const given = await giveBack(this.opts.client, this.opts.logger, name, existing);
+        if (given || (await this.opts.client.delete(path)))
+          this.opts.logger.info(
+            { apiService: name },
+            "removed the APIService of an API Governor no longer serves",
+          );
+      } catch (err) {
+        // The RBAC of an install older than the history API may not let Governor look.
+        if (err instanceof KubeApiError && err.statusCode === 403) continue;
+        // Not a reason to stop keeping the APIs it serves.
+        this.opts.logger.warn(
+          { apiService: name, err: err instanceof Error ? err.message : String(err) },
+          "could not check for an APIService of an API Governor no longer serves",
+        );
+      }
+    }
   }
 
   /**
@@ -76,7 +115,12 @@ export class ApiServices {
     const done: string[] = [];
     for (const a of this.wanted("")) {
       const path = apiServicePath(a.metadata.name);
-      const existing = await this.opts.client.getOrUndefined<ApiServiceObject>(path);
+      const existing = await this.opts.client.getOrUndefined<ApiServiceObject>(path).catch((err: unknown) => {
+        // The RBAC of an install older than the history API may not let Governor look.
+        if (apiOf(a.spec.group) === "history" && err instanceof KubeApiError && err.statusCode === 403)
+          return undefined;
+        throw err;
+      });
       if (!existing) continue;
       if (!this.isOurs(existing)) {
         this.opts.logger.info(

@@ -15,7 +15,7 @@ import { parseQuantity } from "../api/quantity.js";
 import { Sampler, type SamplerState } from "../metrics/sampler.js";
 import { type SamplerLease, SamplerPool } from "../metrics/sampler-pool.js";
 import type { BackendBudgets } from "../metrics/backend-budget.js";
-import type { MappingHistories } from "../metrics/history.js";
+import type { HistoryRing, MappingHistories } from "../metrics/history.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
 import { type MetricMappingSpec, buildSource, rateWindowMs } from "../sources/registry.js";
@@ -84,21 +84,30 @@ export function buildActiveMapping(
   const sharedAs = source.perSelector
     ? undefined
     : JSON.stringify([namespace, spec.source, isPods, spec.interval, spec.staleAfter]);
-  // Its samples are kept for replay, unless they depend on the HPA's selector (then the
-  // mapping's own sampler's values are not what any HPA read).
-  const history = source.perSelector ? undefined : deps.history;
+  // Its samples are kept for replay, in its sampler's ring, unless they depend on the HPA's
+  // selector (then the mapping's own sampler's values are not what any HPA read).
+  const recording = deps.history && !source.perSelector ? new Recording(onSample) : undefined;
   const lease = (deps.samplers ?? new SamplerPool()).acquire(
     sharedAs,
     () => samplerFor(deps, namespace, spec, isPods, source, undefined, durationMs(spec.staleAfter)),
-    history
-      ? (state) => {
-          if (state.last) history.record(m.key, state.last.at.getTime(), state.last.value);
-          onSample(state);
-        }
-      : onSample,
+    recording ? recording.onSample : onSample,
   );
   if (lease.joined) void source.close?.(); // the shared sampler has its own
-  return new Running(deps, m, isPods, lease);
+  if (recording) {
+    recording.ring = deps.history!.ringOf(lease.sampler);
+    deps.history!.attach(m.key, recording.ring);
+  }
+  return new Running(deps, m, isPods, lease, recording?.ring);
+}
+
+/** A mapping's listener that keeps each sample in its sampler's ring first. */
+class Recording {
+  ring?: HistoryRing;
+  constructor(private readonly then: (state: SamplerState) => void) {}
+  readonly onSample = (state: SamplerState): void => {
+    if (state.last) this.ring?.record(state.last.at.getTime(), state.last.value);
+    this.then(state);
+  };
 }
 
 /** What a source of `namespace` is built with. */
@@ -168,10 +177,11 @@ class Running implements RuntimeMapping {
   declare private selectors?: Selectors;
 
   constructor(
-    deps: RuntimeDeps,
+    private readonly deps: RuntimeDeps,
     m: RuntimeSpec,
     isPods: boolean,
     private readonly lease: SamplerLease,
+    private readonly ring?: HistoryRing,
   ) {
     const { key, namespace, spec, subject } = m;
     this.key = key;
@@ -195,6 +205,7 @@ class Running implements RuntimeMapping {
   }
 
   async release(): Promise<void> {
+    if (this.ring) this.deps.history?.detach(this.key, this.ring);
     try {
       await this.selectors?.stop();
     } finally {

@@ -253,12 +253,9 @@ export class MetricMappingReconciler {
       this.setClaim(key, namespace, undefined);
       this.noteProblem(key, namespace, undefined);
       this.statusWriter.forget(key);
-      this.runtime.history?.forget(key);
       return;
     }
     const record = this.record(key);
-    // Another mapping of the same name: the samples of the one deleted are not its history.
-    if (record.uid !== undefined && record.uid !== obj.metadata?.uid) this.runtime.history?.forget(key);
     // Another object of the same name (made again between two watches) is news as a new generation is.
     const changed =
       record.generation !== obj.metadata?.generation ||

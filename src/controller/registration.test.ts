@@ -139,6 +139,32 @@ describe("registration on an in-memory apiserver", () => {
     expect(kube.peek<{ data: Record<string, string> }>(SECRET)!.data["next-tls.crt"]).to.be.a("string");
   });
 
+  it("removes its own APIService of an API it no longer serves (history turned off), never another's", async () => {
+    const on = make({ apis: ["custom", "external", "history"] });
+    await on.init();
+    await on.syncNow();
+    expect(kube.peek(`${APISERVICES}/v1alpha1.history.governor.dev`)).to.not.equal(undefined);
+    await on.stop();
+    const off = make();
+    await off.init();
+    await off.syncNow();
+    expect(kube.peek(`${APISERVICES}/v1alpha1.history.governor.dev`)).to.equal(undefined);
+    expect(kube.paths(APISERVICES)).to.have.length(3);
+    // Another Service's APIService of a group Governor does not serve is left alone.
+    await kube.create(APISERVICES, {
+      apiVersion: "apiregistration.k8s.io/v1",
+      kind: "APIService",
+      metadata: { name: "v1alpha1.history.governor.dev" },
+      spec: {
+        group: "history.governor.dev",
+        version: "v1alpha1",
+        service: { namespace: "other", name: "x" },
+      },
+    });
+    await off.syncNow();
+    expect(kube.peek(`${APISERVICES}/v1alpha1.history.governor.dev`)).to.not.equal(undefined);
+  });
+
   it("uninstalls its APIServices, Service and Secret, and nobody else's APIService", async () => {
     const reg = make({ apis: ["custom"] });
     await reg.init();

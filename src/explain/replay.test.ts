@@ -283,11 +283,28 @@ describe("governor replay reads the history as Governor would have sampled it", 
     });
     const r = await replayTarget(client, options);
     expect(asked).to.deep.equal([
-      { sinceSeconds: "60" },
+      // From the value in force at the first sync: the stretch and the 5 minutes a value lasts.
+      { sinceSeconds: "360" },
       { continue: String(at[5]) },
       { continue: String(at[10]) },
     ]);
     expect(r.steps.at(-1)!.values).to.deep.equal([11]);
+  });
+
+  it("refuses kept samples out of time order or not numbers, rather than replaying them", async () => {
+    for (const points of [
+      kept([NOW - 1_000, NOW - 2_000], [1, 1], [1, 1]),
+      kept([NOW - 1_000], ["1"] as unknown as number[], [1]),
+      kept([NOW - 1_000], [1], [1, 1]),
+    ]) {
+      const { client } = stub({
+        ...routes({ static: { value: "1" } }),
+        [`${HISTORY}/namespaces/n/metricmappings/queue`]: points,
+      });
+      const err = await replayTarget(client, options).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(ReplayError);
+      expect((err as Error).message).to.contain("in a form replay does not read");
+    }
   });
 
   it("--from history reads even a prometheus source's kept samples", async () => {

@@ -99,6 +99,8 @@ export async function replayTarget(
 ): Promise<ReplayResult> {
   const nowMs = o.nowMs ?? Date.now();
   const fromMs = Math.floor((nowMs - o.sinceMs) / o.stepMs) * o.stepMs;
+  // A value older than this at a sync is none (the metrics API would have served none).
+  const staleMs = Math.max(5 * 60_000, 2 * o.stepMs);
   if (o.sinceMs / o.stepMs > MAX_REPLAY_STEPS)
     throw new ReplayError(`--since / --step is more than ${MAX_REPLAY_STEPS} syncs`);
   const [kind, name] = o.target.split("/");
@@ -195,7 +197,8 @@ export async function replayTarget(
     const from = o.from ?? "auto";
     // What Governor itself kept: every metric with --from history, else those Prometheus cannot give.
     if (from === "history" || (from === "auto" && (!prom || sendsCredentials(prom)))) {
-      const kept = await keptSeries(client, o, m.metadata.name, metric);
+      // From the start's last value on: the one in force at the first sync.
+      const kept = await keptSeries(client, o, m.metadata.name, metric, nowMs - fromMs + staleMs);
       if ("why" in kept) {
         skip(kept.why);
         continue;
@@ -273,7 +276,7 @@ export async function replayTarget(
     fromMs,
     toMs: nowMs,
     stepMs: o.stepMs,
-    staleMs: Math.max(5 * 60_000, 2 * o.stepMs),
+    staleMs,
   });
   const chartMetrics: ChartMetric[] = metrics.map((m) => ({
     name: m.name,
@@ -317,6 +320,7 @@ async function keptSeries(
   o: ReplayOptions,
   mapping: string,
   metric: HpaMetricSpec,
+  sinceMs: number,
 ): Promise<{ values: Sample[]; count: Sample[]; since?: number } | { why: string }> {
   const at: number[] = [];
   const sum: number[] = [];
@@ -331,7 +335,7 @@ async function keptSeries(
     try {
       answer = await client.get(
         `${HISTORY}/namespaces/${o.namespace}/metricmappings/${mapping}`,
-        token === undefined ? { sinceSeconds: String(Math.ceil(o.sinceMs / 1000)) } : { continue: token },
+        token === undefined ? { sinceSeconds: String(Math.ceil(sinceMs / 1000)) } : { continue: token },
       );
     } catch (err) {
       if (!(err instanceof KubeApiError)) throw err;
@@ -345,18 +349,34 @@ async function keptSeries(
     const p = answer.points;
     const columns = [p?.atMs, p?.sum, p?.count];
     const next = answer.metadata?.continue;
+    const bad = () =>
+      new ReplayError(`Governor answered MetricMapping ${mapping}'s samples in a form replay does not read`);
     if (
       !columns.every(Array.isArray) ||
       new Set(columns.map((c) => (c as unknown[]).length)).size !== 1 ||
       (next !== undefined && typeof next !== "string") ||
       page > MAX_HISTORY_POINTS / HISTORY_PAGE_POINTS
     )
-      throw new ReplayError(
-        `Governor answered MetricMapping ${mapping}'s samples in a form replay does not read`,
-      );
-    at.push(...(columns[0] as number[]));
-    sum.push(...(columns[1] as number[]));
-    count.push(...(columns[2] as number[]));
+      throw bad();
+    const [t, v, c] = columns as unknown[][];
+    for (let i = 0; i < t!.length; i++) {
+      const atMs = t![i];
+      const value = v![i];
+      const n = c![i];
+      // Numbers, in time order (replay looks values up by time).
+      if (
+        typeof atMs !== "number" ||
+        typeof value !== "number" ||
+        typeof n !== "number" ||
+        !Number.isFinite(value) ||
+        !(Number.isInteger(n) && n >= 0) ||
+        !(atMs > (at.at(-1) ?? -Infinity))
+      )
+        throw bad();
+      at.push(atMs);
+      sum.push(value);
+      count.push(n);
+    }
     token = next;
   }
   const values: Sample[] = [];

@@ -1,10 +1,14 @@
 /**
  * Governor's own history of each MetricMapping's samples, for `governor replay` of sources
- * Prometheus does not hold (ADR 0022): a ring per mapping of its last `capacity` samples,
+ * Prometheus does not hold (ADR 0023): a ring per sampler of its last `points` samples,
  * each the time, the sum of the values and how many there were (a scalar is one value; a
  * sample of objects — pods, Services — their sum and count, so a pods metric's average
- * and the pods that had one come back). Opt-in (`--history-points`, 0 = none kept): each
- * point costs 20 bytes, and a ring grows to its capacity only as samples come.
+ * and the pods that had one come back). Mappings that share a sampler share its ring; a
+ * ring lives as long as its sampler (a mapping edited to another source starts anew).
+ *
+ * Opt-in (`--history-points`, 0 = none kept). Each point costs 20 bytes; a ring grows as
+ * samples come, and all rings together never hold more than `maxBytes`
+ * (`--history-memory`): past it a ring keeps what it has and wraps there.
  */
 import type { SampleValue } from "../sources/source.js";
 
@@ -13,6 +17,9 @@ export const MAX_HISTORY_POINTS = 100_000;
 
 /** The most points one answer holds (~5 ms of JSON on the event loop); the rest come page by page. */
 export const HISTORY_PAGE_POINTS = 5_000;
+
+/** Bytes of one point: time and sum (float64), count (uint32). */
+export const HISTORY_POINT_BYTES = 20;
 
 /** What a ring answers: points oldest first, in columns. */
 export interface HistoryPoints {
@@ -28,7 +35,15 @@ export interface HistoryPage {
   nextMs?: number;
 }
 
-/** The samples of one mapping, oldest overwritten first. */
+/** Memory for rings, shared by all of them. */
+interface Budget {
+  take(bytes: number): boolean;
+  give(bytes: number): void;
+}
+
+const UNLIMITED: Budget = { take: () => true, give: () => {} };
+
+/** The samples of one sampler, oldest overwritten first. */
 export class HistoryRing {
   private at = new Float64Array(0);
   private sums = new Float64Array(0);
@@ -36,18 +51,30 @@ export class HistoryRing {
   /** Where the next point goes, and how many are kept. */
   private next = 0;
   private size = 0;
+  private disposed = false;
 
-  constructor(readonly capacity: number) {}
+  constructor(
+    readonly capacity: number,
+    private readonly budget: Budget = UNLIMITED,
+  ) {}
 
   /** How many points it holds. */
   get length(): number {
     return this.size;
   }
 
-  /** Keeps one sample; one no newer than the last kept is dropped (a shared sampler tells each mapping). */
+  /**
+   * Keeps one sample. One at the time of the last is dropped (every mapping sharing the
+   * sampler hands it in); one before it means the clock went back: what was kept is
+   * dropped, since points must stay in time order.
+   */
   record(atMs: number, value: SampleValue): void {
-    if (this.capacity === 0 || !Number.isFinite(atMs)) return;
-    if (this.size > 0 && atMs <= this.at[(this.next - 1 + this.at.length) % this.at.length]!) return;
+    if (this.capacity === 0 || this.disposed || !Number.isFinite(atMs)) return;
+    if (this.size > 0) {
+      const last = this.at[(this.next - 1 + this.at.length) % this.at.length]!;
+      if (atMs === last) return;
+      if (atMs < last) this.next = this.size = 0;
+    }
     let sum = 0;
     let count = 0;
     if (value.kind === "scalar") {
@@ -60,6 +87,7 @@ export class HistoryRing {
       }
     if (!Number.isFinite(sum)) return;
     if (this.size === this.at.length && this.at.length < this.capacity) this.grow();
+    if (this.at.length === 0) return; // no memory left for it
     this.at[this.next] = atMs;
     this.sums[this.next] = sum;
     this.counts[this.next] = count;
@@ -76,21 +104,40 @@ export class HistoryRing {
   page(sinceMs: number, limit: number): HistoryPage {
     const out: HistoryPoints = { atMs: [], sum: [], count: [] };
     const n = this.at.length;
-    for (let i = 0; i < this.size; i++) {
-      const j = (this.next - this.size + i + n) % n;
-      const at = this.at[j]!;
-      if (at < sinceMs) continue;
-      if (out.atMs.length === limit) return { points: out, nextMs: at };
-      out.atMs.push(at);
+    const slot = (i: number) => (this.next - this.size + i + n) % n;
+    // Points are in time order: the first at or after sinceMs by binary search.
+    let lo = 0;
+    let hi = this.size;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.at[slot(mid)]! < sinceMs) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < this.size; i++) {
+      const j = slot(i);
+      if (out.atMs.length === limit) return { points: out, nextMs: this.at[j]! };
+      out.atMs.push(this.at[j]!);
       out.sum.push(this.sums[j]!);
       out.count.push(this.counts[j]!);
     }
     return { points: out };
   }
 
-  /** Doubles the arrays (at least 16 points, at most the capacity), oldest point first. */
+  /** Gives its memory back (its sampler stopped). */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.budget.give(this.at.length * HISTORY_POINT_BYTES);
+    this.at = new Float64Array(0);
+    this.sums = new Float64Array(0);
+    this.counts = new Uint32Array(0);
+    this.next = this.size = 0;
+  }
+
+  /** Doubles the arrays (at least 16 points, at most the capacity) if the budget allows, oldest point first. */
   private grow(): void {
     const length = Math.min(this.capacity, Math.max(16, this.at.length * 2));
+    if (!this.budget.take((length - this.at.length) * HISTORY_POINT_BYTES)) return;
     const old = this.points();
     this.at = new Float64Array(length);
     this.sums = new Float64Array(length);
@@ -102,31 +149,71 @@ export class HistoryRing {
   }
 }
 
-/** The rings of every mapping a replica samples, by the mapping's `namespace/name`. */
-export class MappingHistories {
-  private readonly rings = new Map<string, HistoryRing>();
+/**
+ * Every ring of a replica, under one memory budget, and which ring each mapping reads
+ * (by its `namespace/name`).
+ */
+export class MappingHistories implements Budget {
+  private readonly byMapping = new Map<string, HistoryRing>();
+  private readonly bySampler = new WeakMap<object, HistoryRing>();
+  private used = 0;
+  private warned = false;
 
-  /** `capacity`: points per mapping, 0 to {@link MAX_HISTORY_POINTS}. */
-  constructor(readonly capacity: number) {
-    if (!Number.isInteger(capacity) || capacity < 0 || capacity > MAX_HISTORY_POINTS)
+  /**
+   * `points`: per ring, 0 to {@link MAX_HISTORY_POINTS}; `maxBytes`: all rings together.
+   * `onFull` is told once when the budget first stops a ring from growing.
+   */
+  constructor(
+    readonly points: number,
+    readonly maxBytes: number = Infinity,
+    private readonly onFull?: (maxBytes: number) => void,
+  ) {
+    if (!Number.isInteger(points) || points < 0 || points > MAX_HISTORY_POINTS)
       throw new RangeError(`history points must be an integer from 0 to ${MAX_HISTORY_POINTS}`);
   }
 
-  /** Keeps a mapping's sample (nothing when the capacity is 0). */
-  record(key: string, atMs: number, value: SampleValue): void {
-    if (this.capacity === 0) return;
-    let ring = this.rings.get(key);
-    if (!ring) this.rings.set(key, (ring = new HistoryRing(this.capacity)));
-    ring.record(atMs, value);
+  /** Bytes the rings hold now. */
+  get usedBytes(): number {
+    return this.used;
   }
 
-  /** The mapping's ring, if it has sampled since this replica started. */
+  take(bytes: number): boolean {
+    if (this.used + bytes > this.maxBytes) {
+      if (!this.warned) this.onFull?.(this.maxBytes);
+      this.warned = true;
+      return false;
+    }
+    this.used += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.used -= bytes;
+  }
+
+  /** The ring of a sampler: made on first ask, its memory given back when the sampler stops. */
+  ringOf(sampler: { onStop(fn: () => void): void }): HistoryRing {
+    let ring = this.bySampler.get(sampler);
+    if (!ring) {
+      const made = new HistoryRing(this.points, this);
+      sampler.onStop(() => made.dispose());
+      this.bySampler.set(sampler, (ring = made));
+    }
+    return ring;
+  }
+
+  /** From now on `key` reads `ring`. */
+  attach(key: string, ring: HistoryRing): void {
+    this.byMapping.set(key, ring);
+  }
+
+  /** `key` no longer reads `ring` (unless it already reads another: a mapping replaced by its edit). */
+  detach(key: string, ring: HistoryRing): void {
+    if (this.byMapping.get(key) === ring) this.byMapping.delete(key);
+  }
+
+  /** The ring `key` reads, if it samples on this replica with samples kept. */
   get(key: string): HistoryRing | undefined {
-    return this.rings.get(key);
-  }
-
-  /** Drops a deleted mapping's history. */
-  forget(key: string): void {
-    this.rings.delete(key);
+    return this.byMapping.get(key);
   }
 }
