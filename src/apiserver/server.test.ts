@@ -1,4 +1,7 @@
 import { expect } from "chai";
+import type { IncomingMessage } from "node:http";
+import { Agent } from "node:https";
+import { eventually } from "../../test/support/eventually.js";
 import type { JsonText } from "./wire.js";
 import { pino } from "pino";
 import { createCA, issueCertificate, type KeyPair } from "../certs/certs.js";
@@ -826,6 +829,59 @@ describe("metrics API server", function () {
       expect((await get(path, proxy, { headers })).status).to.equal(200);
       const text = await metrics.registry.metrics();
       expect(text).to.match(/governor_apiserver_auth_cache_total\{cache="authz",result="hit"\} [1-9]/);
+    });
+  });
+
+  describe("fair dispatch on the request path", () => {
+    it("answers a second user's request while a flooding user's wait their turns, and refuses the flood past its queue", async () => {
+      const seen = new Map<string, number>();
+      // Users named by a header; every request allowed: only dispatch decides who goes first.
+      const authenticator = {
+        acceptedCAs: () => [clientCA.cert],
+        authenticate: (req: IncomingMessage): UserInfo => {
+          const name = String(req.headers["x-test-user"]);
+          seen.set(name, (seen.get(name) ?? 0) + 1);
+          return { name, groups: ["system:authenticated"], extra: {} };
+        },
+      };
+      // Turns run only when the test says: what waits, waits.
+      const turns: (() => void)[] = [];
+      const {
+        server: own,
+        port,
+        opts,
+      } = await ownServer(new MetricsApi(provider), {
+        authenticator,
+        authorizer: { authorize: () => ({ allowed: true, reason: "" }) },
+        fairness: { defer: (fn) => turns.push(fn), maxQueuedPerUser: 10 },
+      });
+      const agent = new Agent({ keepAlive: true, maxSockets: 32 });
+      const url = `https://127.0.0.1:${port}${C}/v1beta2/namespaces/shop/pods/web-1/http_requests`;
+      const answered: string[] = [];
+      const ask = (user: string) =>
+        httpsGet(url, { ...opts, agent, headers: { "x-test-user": user } }).then((r) => {
+          answered.push(`${user} ${r.status}`);
+          return r;
+        });
+      try {
+        const flood = Array.from({ length: 15 }, () => ask("flood"));
+        // Authentication, authorization and dispatch are synchronous here: seen is submitted.
+        await eventually(() => expect(seen.get("flood")).to.equal(15));
+        const hpa = await ask("hpa");
+        expect(hpa.status).to.equal(200);
+        // The flood's first request ran at once; its other ten still wait their turns.
+        expect(answered.filter((a) => a === "flood 200").length).to.be.at.most(1);
+        await eventually(() => {
+          for (const turn of turns.splice(0)) turn();
+          expect(answered).to.have.length(16);
+        });
+        await Promise.all(flood);
+        expect(answered.filter((a) => a === "flood 200")).to.have.length(11);
+        expect(answered.filter((a) => a === "flood 429")).to.have.length(4);
+      } finally {
+        agent.destroy();
+        await own.shutdown();
+      }
     });
   });
 

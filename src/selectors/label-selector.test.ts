@@ -147,6 +147,77 @@ describe("LabelSelector", () => {
       }
     });
 
+    it("parses 5,000 generated valid selectors, each selecting the labels built to match it and not one that breaks it", () => {
+      const name = () => {
+        const n = 1 + Math.floor(rand() * 8);
+        const inner = Array.from({ length: n }, () => pick(["a", "b", "z", "0", "9", "-", "_", "."]));
+        return `${pick(["a", "k", "x"])}${inner.join("")}${pick(["a", "0"])}`;
+      };
+      let terms = 0;
+      for (let i = 0; i < 5_000; i++) {
+        const parts: string[] = [];
+        const matching: Record<string, string> = {};
+        // Per term, the one label change that breaks it (undefined: the label taken away).
+        const breaking: [string, string | undefined][] = [];
+        const count = 1 + Math.floor(rand() * 5);
+        for (let t = 0; t < count; t++) {
+          // A key of its own per term, so the labels built for each never clash.
+          const key = `${rand() < 0.3 ? "x.io/" : ""}${name()}${t}`;
+          const v = name();
+          const form = Math.floor(rand() * 8);
+          const sp = rand() < 0.3 ? " " : "";
+          const [text, ok, bad] = (
+            [
+              [`${key}${sp}=${sp}${v}`, v, `${v}x`],
+              [`${key}==${v}`, v, `${v}x`],
+              [`${key}!=${v}`, `${v}x`, v],
+              [`${key} in (${v},${v}y)`, `${v}y`, `${v}z`],
+              [`${key} notin (${v})`, `${v}z`, v],
+              [`${key}`, v, undefined],
+              [`!${key}`, undefined, v],
+              [`${key}>${t + 3}`, String(t + 4), String(t + 3)],
+            ] as const
+          )[form]!;
+          parts.push(text);
+          if (ok !== undefined) matching[key] = ok;
+          breaking.push([key, bad]);
+          terms++;
+        }
+        const input = parts.join(",");
+        const parsed = LabelSelector.parse(input);
+        expect(LabelSelector.parse(parsed.toString()).toString(), input).to.equal(parsed.toString());
+        expect(parsed.matches(matching), input).to.equal(true);
+        for (const [key, bad] of breaking) {
+          const labels = { ...matching };
+          if (bad === undefined) delete labels[key];
+          else labels[key] = bad;
+          expect(parsed.matches(labels), `${input}: ${key}`).to.equal(false);
+        }
+      }
+      expect(terms).to.be.above(10_000);
+    });
+
+    it("parses or refuses the largest hostile selectors at once (no backtracking, no quadratic scan)", () => {
+      const hostile = [
+        `a in (${"x,".repeat(8_000)}x)`,
+        `${"a=b,".repeat(3_000)}a=b`,
+        `a in (${"(".repeat(16_000)}`,
+        "!".repeat(16_384),
+        `${"a".repeat(63)}=${"b".repeat(16_000)}`,
+        `${"x.".repeat(120)}io/${"k".repeat(63)} notin (${"v,".repeat(5_000)})`,
+      ];
+      for (const text of hostile) {
+        const started = performance.now();
+        try {
+          LabelSelector.parse(text);
+        } catch (err) {
+          if (!(err instanceof SelectorParseError)) throw err;
+        }
+        // Linear work at the 16 KiB limit is about a millisecond; a quadratic scan, seconds.
+        expect(performance.now() - started, text.slice(0, 40)).to.be.below(250);
+      }
+    });
+
     it("survives 20,000 mutations of valid selectors", () => {
       for (let i = 0; i < 20_000; i++) {
         const chars = [...pick(seeds)];

@@ -71,6 +71,64 @@ describe("Prometheus text exposition parser", () => {
   });
 });
 
+describe("Prometheus text exposition parser on generated valid bodies", () => {
+  it("reads back every sample of 2,000 generated bodies: names, escaped labels, every number form", () => {
+    let seed = 7;
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+    // Metric names may hold ':', label names may not.
+    const ident = (first: string, more = ["a", "z", "_", "0", "9", ":"]) =>
+      first + Array.from({ length: Math.floor(rand() * 10) }, () => pick(more)).join("");
+    const numbers: [string, number][] = [
+      ["0", 0],
+      ["-3", -3],
+      ["12.5", 12.5],
+      ["1e3", 1000],
+      ["-2.5E-3", -0.0025],
+      [".5", 0.5],
+      ["+Inf", Infinity],
+      ["-Inf", -Infinity],
+      ["NaN", NaN],
+      ["1700000000123", 1700000000123],
+    ];
+    let samples = 0;
+    for (let i = 0; i < 2_000; i++) {
+      const lines: string[] = [];
+      const want: { name: string; labels: Record<string, string>; value: number }[] = [];
+      for (let l = 0; l < 1 + Math.floor(rand() * 6); l++) {
+        const name = ident(pick(["a", "h", "_", ":"]));
+        if (rand() < 0.3) lines.push(pick([`# HELP ${name} Some help.`, `# TYPE ${name} gauge`, "", "#"]));
+        const labels: Record<string, string> = {};
+        const written: string[] = [];
+        for (let k = 0; k < Math.floor(rand() * 4); k++) {
+          const key = `${ident(pick(["l", "_"]), ["a", "z", "_", "0", "9"])}${k}`;
+          const value = Array.from({ length: Math.floor(rand() * 8) }, () =>
+            pick(["a", " ", '"', "\\", "\n", "é", "{", "}", ",", "="]),
+          ).join("");
+          labels[key] = value;
+          written.push(`${key}="${value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`);
+        }
+        const [text, value] = pick(numbers);
+        const braces =
+          written.length > 0 || rand() < 0.2
+            ? `{${written.join(",")}${rand() < 0.2 && written.length ? "," : ""}}`
+            : "";
+        const stamp = rand() < 0.3 ? ` ${Math.floor(rand() * 2e12)}` : "";
+        lines.push(`${name}${braces} ${text}${stamp}`);
+        want.push({ name, labels, value });
+      }
+      const body = lines.join(pick(["\n", "\n", "\r\n"])) + (rand() < 0.5 ? "\n" : "");
+      const got = parseExposition(body);
+      expect(
+        got.map((x) => ({ ...x, value: Number.isNaN(x.value) ? "NaN" : x.value })),
+        body,
+      ).to.deep.equal(want.map((x) => ({ ...x, value: Number.isNaN(x.value) ? "NaN" : x.value })));
+      samples += got.length;
+    }
+    expect(samples).to.be.above(5_000);
+  });
+});
+
 describe("Prometheus text exposition parser against a hostile pod", () => {
   /**
    * Milliseconds the fastest of three selections of a series in `text` takes (what a
