@@ -81,10 +81,15 @@ export class DelegatingAuthorizer implements Authorizer {
   /**
    * @param opts.ttlMs how long a decision (allow or deny) is reused. @default 10000
    * @param opts.onCache "hit"/"miss" per lookup, for metrics.
+   * @param opts.now the time, in ms (tests move it). @default Date.now
    */
   constructor(
     private readonly reviewer: AccessReviewer,
-    private readonly opts: { ttlMs?: number; onCache?: (result: "hit" | "miss") => void } = {},
+    private readonly opts: {
+      ttlMs?: number;
+      onCache?: (result: "hit" | "miss") => void;
+      now?: () => number;
+    } = {},
   ) {}
 
   /** Synchronous for system:masters and cached decisions; a promise when a review is needed. */
@@ -92,7 +97,7 @@ export class DelegatingAuthorizer implements Authorizer {
     if (user.groups.includes("system:masters")) return { allowed: true, reason: "system:masters" };
     const spec = accessReviewSpec(user, info);
     const key = JSON.stringify(spec);
-    const now = Date.now();
+    const now = (this.opts.now ?? Date.now)();
     const hit = this.cache.get(key);
     if (hit && hit.expires > now) {
       this.opts.onCache?.("hit");

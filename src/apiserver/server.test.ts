@@ -31,6 +31,7 @@ describe("metrics API server", function () {
   const reviews: SubjectAccessReviewSpec[] = [];
   const allowed = new Set<string>(["proxied-hpa"]);
   let reviewerDown = false;
+  let authzClockMs = 0;
 
   const get = (path: string, creds: KeyPair | null = admin, opts: HttpsGetOptions = {}) =>
     httpsGet(base + path, {
@@ -118,7 +119,8 @@ describe("metrics API server", function () {
           return { allowed: allowed.has(spec.user), reason: "" };
         },
       },
-      { ttlMs: 200, onCache: (r) => metrics.authzCache(r) },
+      // Decisions live 10 s of a clock the tests move (authzClockMs), never of the machine's.
+      { ttlMs: 10_000, onCache: (r) => metrics.authzCache(r), now: () => Date.now() + authzClockMs },
     );
     server = new MetricsApiServer({
       api: new MetricsApi(provider),
@@ -758,8 +760,10 @@ describe("metrics API server", function () {
     it("answers 429 with Retry-After beyond its in-flight limit, and health checks still", async () => {
       let release!: () => void;
       const gate = new Promise<void>((r) => (release = r));
+      let entered = 0;
       class SlowApi extends MetricsApi {
         override async handle(...args: Parameters<MetricsApi["handle"]>) {
+          entered++;
           await gate;
           return super.handle(...args);
         }
@@ -768,7 +772,7 @@ describe("metrics API server", function () {
       try {
         const url = `https://127.0.0.1:${port}${C}/v1beta2`;
         const held = [httpsGet(url, opts), httpsGet(url, opts)];
-        await new Promise((r) => setTimeout(r, 300)); // both are in flight, waiting at the gate
+        await eventually(() => expect(entered).to.equal(2)); // both in flight, waiting at the gate
         const refused = await httpsGet(url, opts);
         expect(refused.status).to.equal(429);
         expect(refused.headers["retry-after"]).to.equal("1");
@@ -825,7 +829,7 @@ describe("metrics API server", function () {
       expect((await get(path, proxy, { headers })).status).to.equal(403);
       allowed.add("late-grant");
       expect((await get(path, proxy, { headers })).status, "still cached").to.equal(403);
-      await new Promise((r) => setTimeout(r, 250));
+      authzClockMs += 10_001; // the entry's 10 s are over
       expect((await get(path, proxy, { headers })).status).to.equal(200);
       const text = await metrics.registry.metrics();
       expect(text).to.match(/governor_apiserver_auth_cache_total\{cache="authz",result="hit"\} [1-9]/);

@@ -10,12 +10,15 @@ import { PromApiServerMetrics } from "./instrumentation.js";
 import { MetricsApi } from "./metrics-api.js";
 import { MetricsApiServer } from "./server.js";
 
-/** A provider whose selector queries take `delayMs`. */
+/** A provider whose selector queries take `delayMs`; `asked` resolves when the first arrives. */
 class SlowProvider extends FakeProvider {
+  private arrived!: () => void;
+  readonly asked = new Promise<void>((r) => (this.arrived = r));
   constructor(private readonly delayMs: number) {
     super();
   }
   override async getMetricBySelector(req: SelectorMetricRequest): Promise<CustomMetricValue[]> {
+    this.arrived();
     await new Promise((r) => setTimeout(r, this.delayMs));
     return super.getMetricBySelector(req).catch(() => []);
   }
@@ -47,12 +50,13 @@ async function startServer(provider: FakeProvider, shutdownDelayMs: number) {
 
 describe("metrics API server lifecycle", () => {
   it("on shutdown fails /readyz first, finishes in-flight requests, then stops", async () => {
-    const { ca, server, port } = await startServer(new SlowProvider(600), 300);
+    const provider = new SlowProvider(600);
+    const { ca, server, port } = await startServer(provider, 300);
     const get = (path: string) =>
       httpsGet(`https://127.0.0.1:${port}${path}`, { ca: ca.cert, servername: "localhost" });
 
     const slow = get("/apis/custom.metrics.k8s.io/v1beta2/namespaces/a/pods/*/m");
-    await new Promise((r) => setTimeout(r, 100));
+    await provider.asked; // in flight
     const stopped = server.shutdown();
     expect((await get("/readyz")).status).to.equal(503);
     expect((await get("/livez")).status).to.equal(200);

@@ -96,8 +96,19 @@ const staticSpec = (metric: string, value = "5") => ({
 /** Polls `check` every few ms, 2 s at most, until it stops throwing. */
 const eventually = (check: () => void) => poll(check, { timeoutMs: 2000, intervalMs: 5 });
 
-/** Lets queued watch events and reconciles run to completion. */
-const quiet = () => new Promise((r) => setTimeout(r, 50));
+/**
+ * Waits until the cache holds each named mapping as stored (the echoes of its own writes
+ * delivered) and the work queue has nothing waiting or running: what has not happened by
+ * then is not about to (a reconcile due later, on a timer, aside).
+ */
+const settled = (t: ReturnType<typeof setUp>, ...names: string[]) =>
+  eventually(() => {
+    for (const name of names)
+      expect(t.controller.informer.get(name, NS)?.metadata?.resourceVersion, name).to.equal(
+        t.stored(name)?.metadata?.resourceVersion,
+      );
+    expect(t.controller.queue.idle, "work queue idle").to.equal(true);
+  });
 
 describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
   let t: ReturnType<typeof setUp>;
@@ -118,7 +129,7 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
     t = setUp();
     t.mapping("requests", staticSpec("requests_per_second"));
     await eventually(() => expect(t.ready("requests")?.status).to.equal("True"));
-    await quiet();
+    await settled(t, "requests");
     // One write took it to Ready with its value.
     expect(t.statusWrites("requests")).to.equal(1);
     const reconciled = t.reconciles();
@@ -127,7 +138,7 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
       // Each resync is reconciled (the proof that nothing was written is a reconcile that ran).
       await eventually(() => expect(t.reconciles()).to.be.above(reconciled + i));
     }
-    await quiet();
+    await settled(t, "requests");
     expect(t.statusWrites("requests")).to.equal(1);
   });
 
@@ -135,7 +146,7 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
     t = setUp();
     t.mapping("requests", staticSpec("requests_per_second"));
     await eventually(() => expect(t.ready("requests")?.status).to.equal("True"));
-    await quiet();
+    await settled(t, "requests");
     expect(t.statusWrites("requests")).to.equal(1);
     expect(t.reconciles()).to.equal(1);
   });
@@ -280,7 +291,7 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
               },
             });
           await eventually(() => expect(t.ready("moving")?.reason).to.equal("Serving"));
-          await quiet();
+          await settled(t, "moving");
           const r0 = t.reconciles();
           const d0 = depth;
           await new Promise((r) => setTimeout(r, 3500));
@@ -355,7 +366,7 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
     t = setUp({ leader: false });
     t.mapping("requests", staticSpec("requests_per_second"));
     await eventually(() => expect(t.provider.active(`${NS}/requests`)).to.not.equal(undefined));
-    await quiet();
+    await settled(t, "requests");
     expect(t.statusWrites("requests")).to.equal(0);
     t.becomeLeader();
     await eventually(() => expect(t.ready("requests")?.status).to.equal("True"));

@@ -32,7 +32,8 @@ describe("WorkQueue", () => {
       },
       () => {},
     );
-    await new Promise((r) => setTimeout(r, 100));
+    // Until the second run is done and nothing waits or runs: a third would be queued by then.
+    while (!(runs === 2 && running === 0 && q.idle)) await new Promise((r) => setTimeout(r, 5));
     q.shutDown();
     await workers;
     expect(maxRunning).to.equal(1);

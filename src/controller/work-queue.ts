@@ -136,6 +136,11 @@ export class WorkQueue {
     return this.queue.length;
   }
 
+  /** Whether no key waits and none is being processed (keys due later do not count). */
+  get idle(): boolean {
+    return this.queue.length === 0 && this.processing.size === 0;
+  }
+
   /** Stops handing out keys and drops those waiting; pending timers are cancelled. */
   shutDown(): void {
     this.stopped = true;

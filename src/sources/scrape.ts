@@ -109,6 +109,8 @@ export class ScrapeSource implements MetricSource {
        * @default false
        */
       allowHostNetwork?: boolean;
+      /** The time a reading is taken at, in ms (tests set it). @default Date.now */
+      now?: () => number;
     } = {},
   ) {
     this.timeoutMs = durationMs(spec.timeout);
@@ -133,7 +135,7 @@ export class ScrapeSource implements MetricSource {
         policy: this.ctx.policy,
         maxBytes: this.ctx.maxResponseBytes,
       });
-      return { pod, value: await this.select(body, req), at: Date.now() };
+      return { pod, value: await this.select(body, req), at: (this.ctx.now ?? Date.now)() };
     });
     const values = new Map<string, number>();
     const seen = new Set<string>();

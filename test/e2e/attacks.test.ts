@@ -119,6 +119,18 @@ describe("hostile tenants: attacks over the aggregator and directly, with the de
     };
     return { p99: read("p99"), max: read("max") };
   };
+  /** SubjectAccessReviews Governor asked for so far: its authorization cache's misses. */
+  const authzMisses = async () => {
+    const text = await (await fetch(`http://127.0.0.1:${governor.metricsPort}/metrics`)).text();
+    const m = /^governor_apiserver_auth_cache_total\{cache="authz",result="miss"\} (\S+)$/m.exec(text);
+    return m ? Number(m[1]) : 0;
+  };
+  /** Governor's resident memory now, in MiB (its process's /proc status). */
+  const rssMiB = () => {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${governor.pid}/status`, "utf8"));
+    if (!m) throw new Error("no VmRSS for Governor's process");
+    return Math.round(Number(m[1]) / 1024);
+  };
   /**
    * A flood and its effect on the "HPA", measured the bench's way (ADR 0005): `FLOOD_ROUNDS`
    * rounds of a quiet window and then a window while the `paths` (with ever new `{i}`) go
@@ -408,11 +420,16 @@ spec:
       },
       { timeoutMs: 30_000, what: "big-answer refused" },
     );
+    const before = rssMiB();
     await new Promise((r) => setTimeout(r, 10_000)); // five more intervals of it
+    const after = rssMiB();
+    const sent = Math.round((await hostile.bigBytesSent()) / 2 ** 20);
     rows.push({
       attack: "a 1 GiB answer, every 2 s",
-      got: `condition SourceHealthy=False; ${Math.round((await hostile.bigBytesSent()) / 2 ** 20)} MiB sent over all attempts`,
+      got: `condition SourceHealthy=False; ${sent} MiB sent over all attempts; Governor's RSS ${before} → ${after} MiB over five of them`,
     });
+    // Five more attempts of a 1 GiB answer: each read stops at 10 MiB, none is kept.
+    expect(after - before, `RSS ${before} → ${after} MiB while ${sent} MiB were sent`).to.be.below(64);
   });
 
   it("10,000 unique label selectors and 10,000 unique object names get 200 or 4xx, never a 5xx", async () => {
@@ -443,6 +460,7 @@ spec:
   });
 
   it("10,000 unique paths without credentials are all refused with 401, without asking the apiserver", async () => {
+    const reviewsBefore = await authzMisses();
     let sent = 0;
     for (const [attacker, cpu] of ATTACKERS) {
       const f = await floodRounds(
@@ -465,6 +483,10 @@ spec:
       ).to.equal(true);
     }
     expect(sent).to.be.at.least(10_000);
+    // Reviews asked meanwhile: only the "HPA"'s own path as its cache entry expires (one per
+    // 10 s), not one per anonymous path.
+    const reviews = (await authzMisses()) - reviewsBefore;
+    expect(reviews, `${reviews} SubjectAccessReviews for ${sent} anonymous paths`).to.be.below(50);
   });
 
   it("a malformed %-escape is a 400 over the aggregator and directly", async () => {

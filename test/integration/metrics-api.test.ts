@@ -271,7 +271,7 @@ describe("metrics API through the real kube-aggregator (integration)", function 
       expect(res.status, res.text).to.equal(401);
     });
 
-    it("a user without RBAC → 403; granted → 200 within the authorization cache TTL", async () => {
+    it("a user without RBAC → 403; granted → 200 within the authorization cache TTL (2 s) and RBAC's own propagation", async () => {
       const asUser = {
         cert: pki("front-proxy-client.crt"),
         key: pki("front-proxy-client.key"),
@@ -302,7 +302,10 @@ describe("metrics API through the real kube-aggregator (integration)", function 
         },
         { timeoutMs: 15_000, intervalMs: 250, what: "access after the grant" },
       );
-      expect(Date.now() - started).to.be.below(15_000);
+      // The denial is cached 2 s (authCacheTtlMs above); the apiserver's RBAC sees the binding
+      // within about a second. A denial kept longer than its TTL would take the whole poll.
+      const took = Date.now() - started;
+      expect(took, `${took} ms from the grant to a 200`).to.be.below(2_000 + 4_000);
     });
 
     it("kubectl through the aggregator as a user without RBAC is refused, and served once granted (Governor sees the forwarded user)", async () => {
