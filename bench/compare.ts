@@ -1,7 +1,8 @@
 /**
  * `npm run bench:compare [-- BEFORE.json [AFTER.json]]`: two runs of `npm run bench` side
  * by side, series by series — each run's median (min–max), the change in the median,
- * and whether the change is beyond the spread (the two ranges do not overlap). Without
+ * and whether the change is beyond the spread (the two ranges do not overlap; a series
+ * measured once on either side has no spread and is not judged, said as "single"). Without
  * arguments it compares the two newest full runs in bench/results; with one, that run
  * against bench/results/latest.json.
  */
@@ -42,10 +43,10 @@ export function renderComparison(before: RunResults, after: RunResults): string 
     "| --- | --- | --- | --- | --- | --- |",
     ...changes.map(
       (c) =>
-        `| ${c.row} | ${c.series} | ${show(c.before)} | ${show(c.after)} | ${Number.isFinite(c.change) ? `${c.change >= 0 ? "+" : ""}${(c.change * 100).toFixed(1)} %` : "n/a"} | ${c.beyondSpread ? "**yes**" : "no"} |`,
+        `| ${c.row} | ${c.series} | ${show(c.before)} | ${show(c.after)} | ${Number.isFinite(c.change) ? `${c.change >= 0 ? "+" : ""}${(c.change * 100).toFixed(1)} %` : "n/a"} | ${c.beyondSpread === undefined ? "single: not judged" : c.beyondSpread ? "**yes**" : "no"} |`,
     ),
     "",
-    `${changes.filter((c) => c.beyondSpread).length} of ${changes.length} series changed beyond their spread.`,
+    `${changes.filter((c) => c.beyondSpread).length} of ${changes.filter((c) => c.beyondSpread !== undefined).length} series changed beyond their spread; ${changes.filter((c) => c.beyondSpread === undefined).length} measured once (not judged: measure them in rounds to compare).`,
   ].join("\n");
 }
 

@@ -105,6 +105,7 @@ describe("bench statistics", () => {
       [
         { name: "direct", series: { ratio: [0.7, 0.72, 0.71] } },
         { name: "gone", series: { ratio: [1] } },
+        { name: "10,000 mappings: Ready s", series: { seconds: [35.1] } },
       ],
       "first",
     );
@@ -112,17 +113,24 @@ describe("bench statistics", () => {
       [
         { name: "direct", series: { ratio: [0.9, 0.92, 0.91] } },
         { name: "new", series: { ratio: [1] } },
+        { name: "10,000 mappings: Ready s", series: { seconds: [43.4] } },
       ],
       "second",
     );
-    const [change, ...rest] = compareRuns(before.rows, after.rows);
+    const [change, single, ...rest] = compareRuns(before.rows, after.rows);
     expect(rest).to.have.length(0);
+    // One measurement a side has no spread: not judged a change, whatever the two numbers.
+    expect(single!.beyondSpread).to.equal(undefined);
+    expect(single!.counts).to.deep.equal({ before: 1, after: 1 });
     expect(change!.row).to.equal("direct");
     expect(change!.change).to.be.closeTo(0.91 / 0.71 - 1, 1e-9);
     expect(change!.beyondSpread).to.equal(true);
     const table = renderComparison(before, after);
     expect(table).to.contain("| direct | ratio | 0.71 (0.70–0.72) | 0.91 (0.90–0.92) | +28.2 % | **yes** |");
-    expect(table).to.contain("1 of 1 series changed beyond their spread.");
+    expect(table).to.contain(
+      "| 10,000 mappings: Ready s | seconds | 35.1 | 43.4 | +23.6 % | single: not judged |",
+    );
+    expect(table).to.contain("1 of 1 series changed beyond their spread; 1 measured once");
   });
 
   it("marks the direct-API ratios suspect when their bare server strays from the noise check's (13:14Z: 19,622 against 33,608 req/s)", () => {

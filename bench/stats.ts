@@ -112,8 +112,13 @@ export interface Change {
   after: Spread;
   /** after.median / before.median − 1 */
   change: number;
-  /** The two ranges do not overlap: the change is larger than either run's scatter. */
-  beyondSpread: boolean;
+  /**
+   * The two ranges do not overlap: the change is larger than either run's scatter.
+   * Undefined when either side is one measurement: it has no scatter to judge by.
+   */
+  beyondSpread?: boolean;
+  /** Measurements on each side. */
+  counts: { before: number; after: number };
 }
 
 /** Every series present in both runs, matched by row name and series name, in `after`'s order. */
@@ -127,13 +132,18 @@ export function compareRuns(before: readonly RawRow[], after: readonly RawRow[])
       const was = prev[name];
       if (!was) continue;
       const [b, a] = [spread(was), spread(values)];
+      const counts = {
+        before: was.filter(Number.isFinite).length,
+        after: values.filter(Number.isFinite).length,
+      };
       changes.push({
         row: row.name,
         series: name,
         before: b,
         after: a,
         change: b.median !== 0 ? a.median / b.median - 1 : NaN,
-        beyondSpread: !overlaps(a, b),
+        ...(counts.before > 1 && counts.after > 1 ? { beyondSpread: !overlaps(a, b) } : {}),
+        counts,
       });
     }
   }
