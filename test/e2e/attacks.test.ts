@@ -122,8 +122,10 @@ describe("hostile tenants: attacks over the aggregator and directly, with the de
   /** SubjectAccessReviews Governor asked for so far: its authorization cache's misses. */
   const authzMisses = async () => {
     const text = await (await fetch(`http://127.0.0.1:${governor.metricsPort}/metrics`)).text();
+    if (!text.includes("# TYPE governor_apiserver_auth_cache_total counter"))
+      throw new Error("Governor's /metrics has no governor_apiserver_auth_cache_total");
     const m = /^governor_apiserver_auth_cache_total\{cache="authz",result="miss"\} (\S+)$/m.exec(text);
-    return m ? Number(m[1]) : 0;
+    return m ? Number(m[1]) : 0; // none yet
   };
   /** Governor's resident memory now, in MiB (its process's /proc status). */
   const rssMiB = () => {
