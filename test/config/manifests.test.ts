@@ -81,13 +81,14 @@ describe("config/ (kustomize)", () => {
     }
   });
 
-  it("limits APIService access to its three APIServices (create aside, which RBAC cannot limit by name)", () => {
+  it("limits APIService access to its own four APIServices (create aside, which RBAC cannot limit by name)", () => {
     for (const { rule } of rules.filter(({ rule }) => rule.resources?.includes("apiservices"))) {
       if (rule.verbs.some((v) => v !== "create")) {
         expect(rule.resourceNames).to.have.members([
           "v1beta1.custom.metrics.k8s.io",
           "v1beta2.custom.metrics.k8s.io",
           "v1beta1.external.metrics.k8s.io",
+          "v1alpha1.history.governor.dev",
         ]);
       }
     }
