@@ -130,67 +130,52 @@ ${hpaYaml("worker", { maxReplicas: 10, metrics: externalAverage("replay_queue", 
     const end = Date.now();
 
     const since = `${Math.ceil((Date.now() - start) / 1000) + 4}s`;
-    const replayed = JSON.parse(await replayJson("--since", since, "-o", "json")) as ReplayJson;
-    const replaySide: Timeline = [];
-    for (const s of replayed.steps) see(replaySide, s.atMs, s.replicas);
-    const c = compareBySync(hpa, replaySide, {
-      fromMs: start,
-      toMs: end,
-      periodMs: SYNC_MS,
-      marginMs: 2500,
-      other: "replay",
-    });
-    const report = [
-      ...describeComparison("replay against the HPA", c, start, "replay"),
-      `  the HPA: ${hpa.map((s) => `${s.value}@+${((s.atMs - start) / 1000).toFixed(1)}s`).join(" ")}`,
-      `  replay:  ${replaySide.map((s) => `${s.value}@+${((s.atMs - start) / 1000).toFixed(1)}s`).join(" ")}`,
-      `  query: ${replayed.metrics[0]?.query}`,
-    ].join("\n");
-    console.log(report);
+    const at = (t: Timeline) =>
+      t.map((s) => `${s.value}@+${((s.atMs - start) / 1000).toFixed(1)}s`).join(" ");
+    /** A replay of the stretch (`args`), compared with the HPA sync by sync; its report printed. */
+    const replayAgainstHpa = async (what: string, ...args: string[]) => {
+      const replayed = JSON.parse(await replayJson("--since", since, ...args, "-o", "json")) as ReplayJson;
+      const side: Timeline = [];
+      for (const s of replayed.steps) see(side, s.atMs, s.replicas);
+      const c = compareBySync(hpa, side, {
+        fromMs: start,
+        toMs: end,
+        periodMs: SYNC_MS,
+        marginMs: 2500,
+        other: "replay",
+      });
+      const report = [
+        ...describeComparison(`${what} against the HPA`, c, start, "replay"),
+        `  the HPA: ${at(hpa)}`,
+        `  replay:  ${at(side)}`,
+        `  metric: ${JSON.stringify(replayed.metrics[0])}`,
+      ].join("\n");
+      console.log(report);
+      // Each of the 3 decisions may be seen a sync apart (the HPA read Governor's sample of its
+      // moment, replay reads history at each step): at most a few of ~40 syncs.
+      expect(c.same / c.instants, report).to.be.at.least(0.85);
+      expect(
+        c.differences.filter((d) => d.explanation === undefined),
+        report,
+      ).to.deep.equal([]);
+      expect(replayed.steps.at(-1)!.replicas, report).to.equal(3);
+      return { replayed, report };
+    };
+
+    expect(new Set(hpa.map((s) => s.value)).size, at(hpa)).to.be.at.least(3); // 1 → 6 → 3
+    const { replayed, report } = await replayAgainstHpa("replay");
     expect(replayed.metrics[0]?.query, report).to.contain(`namespace="${ns.name}"`);
-    expect(new Set(hpa.map((s) => s.value)).size, report).to.be.at.least(3); // 1 → 6 → 3
-    // Each of the 3 decisions may be seen a sync apart (the HPA read Governor's sample of its
-    // moment, replay reads Prometheus at each step): at most a few of ~40 syncs.
-    expect(c.same / c.instants, report).to.be.at.least(0.85);
-    expect(
-      c.differences.filter((d) => d.explanation === undefined),
-      report,
-    ).to.deep.equal([]);
 
     // The same history with a target of 20: a queue of 25 asks for 2, not 3.
     const changed = JSON.parse(
       await replayJson("--since", since, "--set", "replay_queue=20", "-o", "json"),
     ) as ReplayJson;
     expect(changed.steps.at(-1)!.replicas, report).to.equal(2);
-    expect(replayed.steps.at(-1)!.replicas, report).to.equal(3);
 
     // The same stretch from the samples Governor kept of the mapping: what the HPA read.
-    const fromKept = JSON.parse(
-      await replayJson("--since", since, "--from", "history", "-o", "json"),
-    ) as ReplayJson;
-    const keptSide: Timeline = [];
-    for (const s of fromKept.steps) see(keptSide, s.atMs, s.replicas);
-    const k = compareBySync(hpa, keptSide, {
-      fromMs: start,
-      toMs: end,
-      periodMs: SYNC_MS,
-      marginMs: 2500,
-      other: "replay",
-    });
-    const keptReport = [
-      ...describeComparison("replay of Governor's kept samples against the HPA", k, start, "replay"),
-      `  kept: ${keptSide.map((s) => `${s.value}@+${((s.atMs - start) / 1000).toFixed(1)}s`).join(" ")}`,
-      `  metric: ${JSON.stringify(fromKept.metrics[0])}`,
-    ].join("\n");
-    console.log(keptReport);
-    expect(fromKept.metrics[0]?.from, keptReport).to.equal("history");
-    expect(Date.parse(fromKept.metrics[0]!.keptSince!), keptReport).to.be.below(start);
-    expect(k.same / k.instants, keptReport).to.be.at.least(0.85);
-    expect(
-      k.differences.filter((d) => d.explanation === undefined),
-      keptReport,
-    ).to.deep.equal([]);
-    expect(fromKept.steps.at(-1)!.replicas, keptReport).to.equal(3);
+    const kept = await replayAgainstHpa("replay of Governor's kept samples", "--from", "history");
+    expect(kept.replayed.metrics[0]?.from, kept.report).to.equal("history");
+    expect(Date.parse(kept.replayed.metrics[0]!.keptSince!), kept.report).to.be.below(start);
 
     const svg = await replayJson("--since", since, "-o", "svg");
     expect(svg).to.match(/^<svg [^>]*>/);
