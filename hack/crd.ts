@@ -13,6 +13,8 @@ export interface KindDefinition {
   plural: string;
   singular: string;
   shortNames: readonly string[];
+  /** @default "Namespaced" */
+  scope?: "Namespaced" | "Cluster";
   spec: z.ZodType;
   status: z.ZodType;
   /** `priority: 1` columns are shown by `kubectl get -o wide` only. */
@@ -90,7 +92,7 @@ export function buildCRD(def: KindDefinition) {
     },
     spec: {
       group: GROUP,
-      scope: "Namespaced",
+      scope: def.scope ?? "Namespaced",
       names: {
         kind: def.kind,
         listKind: `${def.kind}List`,

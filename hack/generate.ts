@@ -15,6 +15,7 @@ import { stringify } from "yaml";
 import { buildCRD, type KindDefinition } from "./crd.js";
 import { MetricMappingKind } from "../src/sources/registry.js";
 import { ScalableWorkloadKind } from "../src/api/scalable-workload.js";
+import { MetricsUpstreamKind } from "../src/api/metrics-upstream.js";
 import { ErrorCodes } from "../src/errors.js";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -60,7 +61,7 @@ function errorsDoc(): string {
   ].join("\n");
 }
 
-const kinds: KindDefinition[] = [MetricMappingKind, ScalableWorkloadKind];
+const kinds: KindDefinition[] = [MetricMappingKind, ScalableWorkloadKind, MetricsUpstreamKind];
 mkdirSync(`${root}crds`, { recursive: true });
 const files: string[] = [];
 for (const kind of kinds) {

@@ -77,6 +77,11 @@ export interface ApiResponse {
    * the upstream tells any caller allowed to ask it, not Governor's internals.
    */
   forwarded?: boolean;
+  /**
+   * Which upstream answered and why (`MetricsUpstream kafka (metrics: kafka_*)`), sent as
+   * the `Governor-Upstream` header, which the aggregator passes on (`governor explain` reads it).
+   */
+  routedTo?: string;
   /** Number of items in a metric list, for logs. */
   items?: number;
 }
@@ -100,8 +105,11 @@ export interface MetricsDelegate {
   mergeCustom(own: readonly CustomMetricInfo[]): readonly CustomMetricInfo[];
   /** As {@link mergeCustom}, for external metrics. */
   mergeExternal(own: readonly ExternalMetricInfo[]): readonly ExternalMetricInfo[];
-  /** Its answer to a request for a metric the provider does not serve. */
-  serve(request: DelegatedRequest): Promise<ApiResponse>;
+  /**
+   * Its answer to a request for a metric the provider does not serve; undefined when it has
+   * nobody to ask (the provider answers then, as without a delegate).
+   */
+  serve(request: DelegatedRequest): Promise<ApiResponse> | undefined;
 }
 
 /** A metrics request as it came: `/apis/{group}/{version}/{rest…}?{query}`. */
@@ -112,6 +120,8 @@ export interface DelegatedRequest {
   rest: readonly string[];
   query: URLSearchParams;
   kind: RouteKind;
+  /** The metric asked for: its name, its discovery id, the namespace it is asked in. */
+  target: { namespace?: string; metric: string; id: string };
   cancel?: Cancellation;
 }
 
@@ -378,8 +388,12 @@ export class MetricsApi {
     const delegate = this.opts.delegates?.custom;
     // A namespace metric describes the Namespace itself: the mappings of that namespace serve it.
     const servedIn = namespace ?? (resource === "namespaces" ? name : undefined);
-    if (delegate && !this.serves({ api: "custom", namespace: servedIn, groupResource, metric }))
-      return delegate.serve({ group: CUSTOM_GROUP, version, rest, query, kind, cancel });
+    if (delegate && !this.serves({ api: "custom", namespace: servedIn, groupResource, metric })) {
+      const id = `${formatGroupResource(groupResource)}/${metric}`;
+      const target = { namespace: servedIn, metric, id };
+      const answer = delegate.serve({ group: CUSTOM_GROUP, version, rest, query, kind, target, cancel });
+      if (answer) return answer;
+    }
     if (resource === PLACEHOLDER_RESOURCE || metric === PLACEHOLDER_RESOURCE)
       return notFound("no metrics are configured yet: create a MetricMapping");
 
@@ -451,15 +465,18 @@ export class MetricsApi {
     }
     const [, namespace, metric] = rest as [string, string, string];
     const delegate = this.opts.delegates?.external;
-    if (delegate && !this.serves({ api: "external", namespace, metric }))
-      return delegate.serve({
+    if (delegate && !this.serves({ api: "external", namespace, metric })) {
+      const answer = delegate.serve({
         group: EXTERNAL_GROUP,
         version,
         rest,
         query,
         kind: RouteKinds.External,
+        target: { namespace, metric, id: metric },
         cancel,
       });
+      if (answer) return answer;
+    }
     if (metric === PLACEHOLDER_RESOURCE)
       return notFound("no external metrics are configured yet: create a MetricMapping", RouteKinds.External);
     const metricSelector = parseSelector(query.get("labelSelector"), "labelSelector");

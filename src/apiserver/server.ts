@@ -356,7 +356,7 @@ function send(
   body: unknown,
   requestId: string,
   headOnly = false,
-  meta: { contentType?: string; etag?: string } = {},
+  meta: { contentType?: string; etag?: string; routedTo?: string } = {},
 ): void {
   const text = body === undefined ? "" : body instanceof JsonText ? body.bytes : JSON.stringify(body);
   res.writeHead(status, {
@@ -364,6 +364,7 @@ function send(
     ...(status === 304 ? {} : { "content-length": Buffer.byteLength(text) }),
     "cache-control": "no-cache, private",
     ...(meta.etag ? { etag: meta.etag } : {}),
+    ...(meta.routedTo ? { "governor-upstream": meta.routedTo } : {}),
     "audit-id": requestId,
   });
   res.end(headOnly || status === 304 ? undefined : text);

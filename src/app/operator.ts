@@ -5,6 +5,7 @@
  * ScalableWorkload controller, the registration) on the leader only.
  */
 import { hostname } from "node:os";
+import type { KubernetesObject } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { Gauge } from "prom-client";
 import { formatQuantity } from "../api/quantity.js";
@@ -34,7 +35,10 @@ import { KubeSubjectLister } from "../metrics/subject-lister.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
 import type { QueryScope } from "../sources/promql-scope.js";
 import { KubeSecretReader } from "../sources/secrets.js";
-import { type ForwardedApi, Upstream, type UpstreamService, shadowedBy } from "../upstream/upstream.js";
+import { METRICS_UPSTREAMS_PATH, type MetricsUpstreamObject } from "../api/metrics-upstream.js";
+import { MetricsUpstreams } from "../upstream/metrics-upstreams.js";
+import { UpstreamRouter, shadowedBy } from "../upstream/router.js";
+import { type ForwardedApi, Upstream, type UpstreamService } from "../upstream/upstream.js";
 import { CertificateFiles } from "./certificate-files.js";
 import { Manager } from "./manager.js";
 import { MetricsApiService, type RunningMetricsApi } from "./serve-metrics-api.js";
@@ -106,8 +110,10 @@ export interface RunningOperator {
   api: RunningMetricsApi;
   registration?: Registration;
   provider: MappingProvider;
-  /** The upstream adapters Governor forwards to, per API. */
+  /** The catch-all upstream adapters Governor forwards to (`--forward-*`), per API. */
   upstreams: Partial<Record<ForwardedApi, Upstream>>;
+  /** Per served API, what routes a metric no mapping serves to an upstream (ADR 0024). */
+  routers: Partial<Record<ForwardedApi, UpstreamRouter>>;
   /** Where `/metrics` listens, if it does. */
   metricsAddress?: { port: number };
   isLeader(): boolean;
@@ -146,6 +152,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   // MetricMappings: every replica samples and serves; the leader writes their status.
   const mappingInformer = mgr.cache.informer<MetricMappingObject>(METRIC_MAPPINGS_PATH);
   const upstreams: Partial<Record<ForwardedApi, Upstream>> = {};
+  const routers: Partial<Record<ForwardedApi, UpstreamRouter>> = {};
   const samplers = new SamplerPool();
   controllerMetrics.watchSamplers(samplers);
   const budgets = new BackendBudgets(opts.backendQps);
@@ -177,7 +184,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     hostNetworkScrape: opts.hostNetworkScrape,
     observeSample: controllerMetrics.observeSample,
     observeReconcile: controllerMetrics.observeReconcile,
-    shadowed: (m) => shadowedBy(m, upstreams),
+    shadowed: (m) => shadowedBy(m, routers),
   });
   mgr.add({
     name: "MetricMapping controller",
@@ -187,22 +194,42 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   mgr.add(mappings.statusWriter);
   mappingsGauge(mgr, mappingInformer.list);
 
-  // Upstream adapters the metrics Governor does not serve are forwarded to (ADR 0011).
+  // Upstream adapters the metrics Governor does not serve are forwarded to: the catch-all
+  // of each API (`--forward-*`, ADR 0011) and the MetricsUpstreams' routes (ADR 0024).
+  // Namespaces' labels, for routes with a namespace selector (listed on first need).
+  const namespaceCache = () =>
+    mgr.cache.informer<KubernetesObject>("/api/v1/namespaces", { identityOnly: true, keepLabels: true });
+  const metricsUpstreams = new MetricsUpstreams({
+    client,
+    informer: mgr.cache.informer<MetricsUpstreamObject & KubernetesObject>(METRICS_UPSTREAMS_PATH),
+    namespaces: namespaceCache,
+    routers,
+    identity: () => client.identity(),
+    logger: log,
+    registry: mgr.registry,
+    // Which mappings shadow an upstream metric may have changed.
+    onChange: () => mappings.resyncAll(),
+  });
   for (const api of ["custom", "external"] as const) {
+    if (!opts.apis[api]) continue;
     const f = opts.forward?.[api];
-    if (!f || !opts.apis[api]) continue;
     const group = api === "custom" ? CUSTOM_GROUP : EXTERNAL_GROUP;
-    upstreams[api] = new Upstream({
-      api,
-      group,
-      versions: GROUP_VERSIONS[group] ?? [],
-      service: f.service,
-      ca: f.ca,
-      client,
-      identity: () => client.identity(),
-      logger: log,
-      // Which mappings shadow an upstream metric may have changed.
-      onDiscoveryChange: () => mappings.resyncAll(),
+    if (f)
+      upstreams[api] = new Upstream({
+        api,
+        group,
+        versions: GROUP_VERSIONS[group] ?? [],
+        service: f.service,
+        ca: f.ca,
+        client,
+        identity: () => client.identity(),
+        logger: log,
+        observe: metricsUpstreams.observer("catch-all"),
+        onDiscoveryChange: () => mappings.resyncAll(),
+      });
+    routers[api] = new UpstreamRouter(api, {
+      ...(upstreams[api] ? { catchAll: upstreams[api] } : {}),
+      labelsOf: (namespace) => namespaceCache().get(namespace)?.metadata?.labels,
     });
   }
 
@@ -232,14 +259,19 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
             ...(upstreams.custom ? { custom: opts.forward!.custom!.service } : {}),
             ...(upstreams.external ? { external: opts.forward!.external!.service } : {}),
           },
-          onUpstreamTrust: (which, trust) =>
-            upstreams[which]?.setTrust(
-              trust?.caBundle
-                ? { ca: trust.caBundle, from: "the APIService's caBundle" }
-                : trust?.insecureSkipTLSVerify
-                  ? { insecure: true, from: "the APIService's insecureSkipTLSVerify" }
-                  : undefined,
-            ),
+          upstreams: () => metricsUpstreams.refs(),
+          onUpstreamTrust: (which, trust, ref) => {
+            const flag = opts.forward?.[which]?.service;
+            if (flag && flag.namespace === ref.namespace && flag.name === ref.name)
+              upstreams[which]?.setTrust(
+                trust?.caBundle
+                  ? { ca: trust.caBundle, from: "the APIService's caBundle" }
+                  : trust?.insecureSkipTLSVerify
+                    ? { insecure: true, from: "the APIService's insecureSkipTLSVerify" }
+                    : undefined,
+              );
+            metricsUpstreams.trustFromApiService(which, ref, trust);
+          },
           caPropagationMs: opts.registration.caPropagationMs,
           resyncMs: opts.registration.resyncMs,
           onServingCertificate: (pair) => certificate.set(pair),
@@ -261,7 +293,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     tls: certificate.current,
     host: opts.host,
     port: opts.port,
-    apis: { ...opts.apis, delegates: upstreams, ...(history ? { history } : {}) },
+    apis: { ...opts.apis, delegates: routers, ...(history ? { history } : {}) },
     metrics: apiMetrics,
     shutdownDelayMs: opts.shutdownDelayMs,
     authCacheTtlMs: opts.authCacheTtlMs,
@@ -270,6 +302,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     readinessWarnings: () => [
       ...(registration?.conflicts.values() ?? []),
       ...Object.values(upstreams).flatMap((u) => (u.lastError ? [u.lastError] : [])),
+      ...metricsUpstreams.lastErrors(),
     ],
     // A replica that answered before would tell the HPA "no such metric" for the ones still loading.
     notReadyReason: () => {
@@ -284,6 +317,8 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   // Upstreams before the API: stopped after it, so a forwarded request is answered while it drains.
   for (const [which, u] of Object.entries(upstreams))
     mgr.add({ name: `upstream (${which})`, start: () => u.start(), stop: () => u.stop() });
+  mgr.add(metricsUpstreams);
+  mgr.add(metricsUpstreams.leaderPart);
   mgr.add(api);
   if (registration) {
     mgr.add({
@@ -348,6 +383,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     registration,
     provider,
     upstreams,
+    routers,
     metricsAddress: endpoint?.address,
     isLeader: () => mgr.isLeader,
     stop: () => mgr.stop(),

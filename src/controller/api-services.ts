@@ -46,8 +46,10 @@ export interface ApiServicesOptions {
   apis: readonly GovernorApi[];
   /** Take over APIServices that point at another Service. @default false */
   takeOver?: boolean;
-  /** Per API, the upstream adapter Governor forwards to: its APIService is taken over. */
+  /** Per API, the catch-all upstream adapter Governor forwards to (`--forward-*`): its APIService is taken over. */
   forward?: Partial<Record<"custom" | "external", UpstreamRef>>;
+  /** Per API, the MetricsUpstreams' Services now: an APIService pointing at one is taken over too. */
+  upstreams?: () => Partial<Record<"custom" | "external", readonly UpstreamRef[]>>;
 }
 
 const apiServicePath = (name: string) => `/apis/apiregistration.k8s.io/v1/apiservices/${name}`;
@@ -58,6 +60,12 @@ export class ApiServices {
   readonly conflicts = new Map<string, string>();
 
   constructor(private readonly opts: ApiServicesOptions) {}
+
+  /** The upstreams of `api` now: the catch-all (`--forward-*`) first, then the MetricsUpstreams'. */
+  upstreamsOf(api: "custom" | "external"): UpstreamRef[] {
+    const flag = this.opts.forward?.[api];
+    return [...(flag ? [flag] : []), ...(this.opts.upstreams?.()[api] ?? [])];
+  }
 
   private get servicePath() {
     return `/api/v1/namespaces/${this.opts.namespace}/services/${this.opts.serviceName}`;
@@ -168,14 +176,14 @@ export class ApiServices {
       const svc = existing?.spec?.service;
       const foreign = existing !== undefined && !this.isOurs(existing);
       const api = apiOf(a.spec.group);
-      const upstream = api === "history" ? undefined : this.opts.forward?.[api];
-      const toUpstream = foreign && upstream !== undefined && pointsAt(existing.spec, upstream);
+      const upstreams = api === "history" ? [] : this.upstreamsOf(api);
+      const toUpstream = foreign && upstreams.some((u) => pointsAt(existing.spec, u));
       if (foreign && !this.opts.takeOver && !toUpstream) {
         const owner = svc ? `Service ${svc.namespace}/${svc.name}` : "the local apiserver";
         this.conflict(
           name,
           owner,
-          `APIService ${name} points at ${owner}; Governor leaves it alone (start with --take-over-apiservices to replace it${upstream ? `, or name that Service in --forward-${api}` : ""})`,
+          `APIService ${name} points at ${owner}; Governor leaves it alone (start with --take-over-apiservices to replace it${api === "history" ? "" : `, or name that Service in a MetricsUpstream or --forward-${api}`})`,
         );
         continue;
       }
@@ -184,7 +192,7 @@ export class ApiServices {
       if (
         !foreign &&
         existing &&
-        !upstream &&
+        upstreams.length === 0 &&
         !this.opts.takeOver &&
         (await giveBack(this.opts.client, this.opts.logger, name, existing))
       )

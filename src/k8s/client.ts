@@ -218,7 +218,15 @@ export class KubeClient {
   async request<T>(
     method: string,
     path: string,
-    opts: { body?: unknown; query?: Query; contentType?: string; accept?: string; timeoutMs?: number } = {},
+    opts: {
+      body?: unknown;
+      query?: Query;
+      contentType?: string;
+      accept?: string;
+      timeoutMs?: number;
+      /** Given the answer's headers (before its body is read). */
+      onHeaders?: (headers: Readonly<Record<string, string | string[] | undefined>>) => void;
+    } = {},
   ): Promise<T> {
     // Never let URL normalization turn a path built from CR fields into another object's.
     assertPlainPath(path);
@@ -245,6 +253,7 @@ export class KubeClient {
       headersTimeout: opts.timeoutMs ?? 30_000,
       bodyTimeout: opts.timeoutMs ?? 30_000,
     });
+    opts.onHeaders?.(res.headers);
     const text = await res.body.text();
     if (res.statusCode >= 400) {
       if (res.statusCode === 401) this.loadedAt = 0; // a rotated token: reload before the next call

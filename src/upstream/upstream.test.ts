@@ -6,7 +6,8 @@ import { createCA, issueCertificate, type KeyPair } from "../certs/certs.js";
 import { FakeProvider } from "../../test/support/fake-provider.js";
 import { FakeKube } from "../../test/support/fake-kube.js";
 import { MetricsApi } from "../apiserver/metrics-api.js";
-import { type ForwardedApi, Upstream, parseUpstreamService, shadowedBy } from "./upstream.js";
+import { type ForwardedApi, Upstream, parseUpstreamService } from "./upstream.js";
+import { UpstreamRouter, shadowedBy } from "./router.js";
 import { EXTERNAL_GROUP, JsonText } from "../apiserver/wire.js";
 
 const SERVICE = "/api/v1/namespaces/metrics/services/adapter";
@@ -243,16 +244,23 @@ describe("forwarding to an upstream metrics adapter", function () {
 
 describe("a mapping whose metric the upstream serves too (ShadowsUpstream)", () => {
   /** Upstreams that list one metric each: external `queue`, custom `deployments.apps/http_requests`. */
+  const catchAll = (api: ForwardedApi, description: string, lists: string) =>
+    new UpstreamRouter(api, {
+      catchAll: {
+        description,
+        serves: (a: ForwardedApi, name: string) => a === api && name === lists,
+        serve: () => Promise.reject(new Error("not asked")),
+        listCustomMetrics: () => [],
+        listExternalMetrics: () => [],
+      },
+    });
   const upstreams = {
-    external: {
-      description: "the upstream external metrics adapter (Service keda/keda:443)",
-      serves: (api: ForwardedApi, name: string) => api === "external" && name === "queue",
-    },
-    custom: {
-      description: "the upstream custom metrics adapter (Service monitoring/adapter:443)",
-      serves: (api: ForwardedApi, name: string) =>
-        api === "custom" && name === "deployments.apps/http_requests",
-    },
+    external: catchAll("external", "the upstream external metrics adapter (Service keda/keda:443)", "queue"),
+    custom: catchAll(
+      "custom",
+      "the upstream custom metrics adapter (Service monitoring/adapter:443)",
+      "deployments.apps/http_requests",
+    ),
   };
   const external = (metric: string) => ({
     namespace: "shop",

@@ -15,12 +15,11 @@
  *   while it is down, so Governor's own metrics and discovery never wait on it; a forwarded
  *   request to an upstream that is down is a 503 that names the upstream.
  */
-import { formatGroupResource, parseGroupResource } from "../api/group-resource.js";
+import { parseGroupResource } from "../api/group-resource.js";
 import type { Logger } from "pino";
 import { Agent } from "undici";
 import { GovernorError } from "../errors.js";
 import type { ClientIdentity, KubeApi } from "../k8s/client.js";
-import type { ActiveMapping } from "../metrics/mapping-provider.js";
 import { type CustomMetricInfo, type ExternalMetricInfo } from "../metrics/provider.js";
 import { networkErrorText } from "../sources/http-client.js";
 import type { Cancellation } from "../util/deadline.js";
@@ -95,6 +94,17 @@ export interface UpstreamOptions {
   maxDiscoveredMetrics?: number;
   /** Called when the upstream's list of metrics changed. */
   onDiscoveryChange?: () => void;
+  /** Its name in messages (default: "the upstream … adapter (Service …)"). */
+  description?: string;
+  /**
+   * The CA comes from its owner ({@link Upstream.useCA}: a MetricsUpstream's Secret), never
+   * from an APIService. @default false
+   */
+  ownCA?: boolean;
+  /** Where a user gives the CA, in messages. @default "--forward-{api}-ca-file" */
+  caHint?: string;
+  /** Called after each forwarded request: the upstream's status code, or "error" when it could not be asked. */
+  observe?: (outcome: number | "error", seconds: number) => void;
 }
 
 interface ServiceObject {
@@ -128,11 +138,15 @@ export class Upstream implements MetricsDelegate {
   private refreshing?: Promise<void>;
   /** Why the last discovery read failed, if it did (for /readyz warnings and the log). */
   lastError?: string;
+  /** How long the last discovery read took, in ms (undefined: none finished yet). */
+  lastDiscoveryMs?: number;
   private readonly log: Logger;
 
   constructor(private readonly opts: UpstreamOptions) {
     const s = opts.service;
-    this.description = `the upstream ${opts.api} metrics adapter (Service ${s.namespace}/${s.name}:${s.port})`;
+    this.description =
+      opts.description ??
+      `the upstream ${opts.api} metrics adapter (Service ${s.namespace}/${s.name}:${s.port})`;
     this.log = opts.logger.child({ component: "upstream", api: opts.api });
     if (opts.ca) this.trust = { ca: opts.ca, from: "--forward-*-ca-file" };
   }
@@ -144,7 +158,17 @@ export class Upstream implements MetricsDelegate {
 
   /** The CA found in the upstream's APIService (ignored when one was given by flag). */
   setTrust(trust: UpstreamTrust | undefined): void {
-    if (this.opts.ca || trustKey(trust) === trustKey(this.trust)) return;
+    if (this.opts.ca || this.opts.ownCA) return;
+    this.trustIs(trust);
+  }
+
+  /** The CA its owner read ({@link UpstreamOptions.ownCA}); undefined: not known (requests answer 503). */
+  useCA(ca: string | undefined, from: string): void {
+    this.trustIs(ca === undefined ? undefined : { ca, from });
+  }
+
+  private trustIs(trust: UpstreamTrust | undefined): void {
+    if (trustKey(trust) === trustKey(this.trust)) return;
     const first = this.trust === undefined;
     this.trust = trust;
     // The first CA known: read discovery now (after a read that found none), not in 30 s.
@@ -169,6 +193,11 @@ export class Upstream implements MetricsDelegate {
     clearTimeout(this.timer);
     await this.refreshing;
     await this.pool?.agent.close();
+  }
+
+  /** How many metrics it listed when last read. */
+  get metricCount(): number {
+    return this.custom.length + this.external.length;
   }
 
   /** The upstream's custom metrics as last read (the same array until they change). */
@@ -243,7 +272,15 @@ export class Upstream implements MetricsDelegate {
    * when it cannot be asked or does not answer in time, or the request's cancellation.
    */
   private async forward(path: string, kind: RouteKind, cancel?: Cancellation): Promise<ApiResponse> {
-    const r = await this.get(path, cancel);
+    const started = performance.now();
+    let r;
+    try {
+      r = await this.get(path, cancel);
+    } catch (err) {
+      this.opts.observe?.("error", (performance.now() - started) / 1000);
+      throw err;
+    }
+    this.opts.observe?.(r.status, (performance.now() - started) / 1000);
     if (!/^application\/json\b/i.test(r.contentType))
       throw new UpstreamUnavailableError(
         `${this.description} answered ${r.status} with ${JSON.stringify(r.contentType.slice(0, 60))}, not JSON`,
@@ -258,11 +295,13 @@ export class Upstream implements MetricsDelegate {
     const trust = this.trust;
     if (!trust)
       throw new UpstreamUnavailableError(
-        `${this.description}: its CA is not known yet (Governor reads it from the APIService it takes over, or from --forward-${this.opts.api}-ca-file)`,
+        this.opts.ownCA
+          ? `${this.description}: its CA could not be read (see its status)`
+          : `${this.description}: its CA is not known yet (Governor reads it from the APIService it takes over, or from ${this.opts.caHint ?? `--forward-${this.opts.api}-ca-file`})`,
       );
     if ("insecure" in trust)
       throw new UpstreamUnavailableError(
-        `${this.description}: its APIService had insecureSkipTLSVerify and no caBundle, and Governor does not send its credentials over an unchecked connection; give the upstream's CA with --forward-${this.opts.api}-ca-file`,
+        `${this.description}: its APIService had insecureSkipTLSVerify and no caBundle, and Governor does not send its credentials over an unchecked connection; give the upstream's CA with ${this.opts.caHint ?? `--forward-${this.opts.api}-ca-file`}`,
       );
     const [origin, identity] = await Promise.all([this.resolve(), this.opts.identity()]);
     const gone = cancel?.reason?.();
@@ -371,6 +410,7 @@ export class Upstream implements MetricsDelegate {
     const custom = new Map<string, CustomMetricInfo>();
     const external = new Set<string>();
     const cap = this.opts.maxDiscoveredMetrics ?? 20_000;
+    const started = performance.now();
     let answered = false;
     let error: string | undefined;
     for (const version of this.opts.versions) {
@@ -405,6 +445,7 @@ export class Upstream implements MetricsDelegate {
     }
     this.lastError = error;
     if (!answered) return;
+    this.lastDiscoveryMs = performance.now() - started;
     this.discoveredAt = Date.now();
     const same = (a: Set<string>, b: Iterable<string>, size: number) =>
       a.size === size && [...b].every((k) => a.has(k));
@@ -420,21 +461,4 @@ export class Upstream implements MetricsDelegate {
     );
     this.opts.onDiscoveryChange?.();
   }
-}
-
-/**
- * What a served mapping's `ShadowsUpstream` condition says when the upstream adapter serves
- * its metric too (Governor's answer wins in the mapping's namespace), or undefined.
- */
-export function shadowedBy(
-  m: Pick<ActiveMapping, "namespace" | "metric" | "subject">,
-  upstreams: Partial<Record<ForwardedApi, Pick<Upstream, "description" | "serves">>>,
-): string | undefined {
-  const [api, name] =
-    m.subject.kind === "external"
-      ? (["external", m.metric] as const)
-      : (["custom", `${formatGroupResource(m.subject.groupResource)}/${m.metric}`] as const);
-  const u = upstreams[api];
-  if (!u?.serves(api, name)) return undefined;
-  return `${u.description} also serves ${api} metric "${name}"; Governor answers it in namespace ${m.namespace}, the upstream everywhere else`;
 }

@@ -35,6 +35,7 @@ describe("config/ (kustomize)", () => {
     expect(kinds).to.include.members([
       "CustomResourceDefinition/metricmappings.governor.dev",
       "CustomResourceDefinition/scalableworkloads.governor.dev",
+      "CustomResourceDefinition/metricsupstreams.governor.dev",
       "Namespace/governor-system",
       "Deployment/governor",
       "PodDisruptionBudget/governor",

@@ -7,6 +7,7 @@ import { pino } from "pino";
 import { parse as parseYaml } from "yaml";
 import { MetricMappingSpec } from "../../src/sources/registry.js";
 import { ScalableWorkloadSpec } from "../../src/api/scalable-workload.js";
+import { MetricsUpstreamKind } from "../../src/api/metrics-upstream.js";
 import { startOperator, type RunningOperator } from "../../src/app/operator.js";
 import { createCA, issueCertificate, type KeyPair } from "../../src/certs/certs.js";
 import { httpsGet } from "../support/https-get.js";
@@ -341,7 +342,13 @@ ${extra}`;
   describe("admission: the CRD schema and its CEL rules reject bad objects with a clear message, and the operator agrees", () => {
     // [what, kind, spec, what kubectl says, what the operator's schema says]. Before the
     // message, 1.37 prints the value or nothing, 1.34 the value's type ("object").
-    const cases: [string, "MetricMapping" | "ScalableWorkload", string, RegExp, RegExp][] = [
+    const cases: [
+      string,
+      "MetricMapping" | "ScalableWorkload" | "MetricsUpstream",
+      string,
+      RegExp,
+      RegExp,
+    ][] = [
       [
         "no metric",
         "MetricMapping",
@@ -544,6 +551,34 @@ ${extra}`;
         /spec.autoscaling.metrics\[0\].target: Invalid value: (?:"[^"]*": )?target: set exactly one of averageValue, value/,
         /target: set exactly one of averageValue, value/,
       ],
+      [
+        "an upstream with both a caBundle and a caSecretRef",
+        "MetricsUpstream",
+        "{service: {namespace: keda, name: keda}, groups: [external.metrics.k8s.io], caBundle: Zm9v, caSecretRef: {namespace: keda, name: ca}}",
+        /spec: Invalid value: (?:"[^"]*": )?set at most one of caBundle, caSecretRef/,
+        /set at most one of caBundle, caSecretRef/,
+      ],
+      [
+        "an upstream naming a group twice",
+        "MetricsUpstream",
+        "{service: {namespace: keda, name: keda}, groups: [external.metrics.k8s.io, external.metrics.k8s.io]}",
+        /spec.groups: Invalid value: (?:"[^"]*": )?groups: each group once/,
+        /groups: each group once/,
+      ],
+      [
+        "an upstream route with a regular expression for a metric",
+        "MetricsUpstream",
+        "{service: {namespace: keda, name: keda}, groups: [external.metrics.k8s.io], metrics: ['kafka_(lag|size)']}",
+        /spec.metrics\[0\] in body should match/,
+        /must be a metric name or a glob of one/,
+      ],
+      [
+        "an upstream route with both namespace names and a selector",
+        "MetricsUpstream",
+        "{service: {namespace: keda, name: keda}, groups: [external.metrics.k8s.io], namespaces: {names: [a], selector: {matchLabels: {a: b}}}}",
+        /spec.namespaces: Invalid value: (?:"[^"]*": )?namespaces: set exactly one of names, selector/,
+        /namespaces: set exactly one of names, selector/,
+      ],
     ];
     for (const [what, kind, spec, admission, operator] of cases) {
       it(`rejects ${what}`, () => {
@@ -554,9 +589,13 @@ ${extra}`;
         });
         expect(r.status, r.stdout).to.not.equal(0);
         expect(r.stderr).to.match(admission);
-        const parsed = (kind === "MetricMapping" ? MetricMappingSpec : ScalableWorkloadSpec).safeParse(
-          parseYaml(spec),
-        );
+        const schema =
+          kind === "MetricMapping"
+            ? MetricMappingSpec
+            : kind === "ScalableWorkload"
+              ? ScalableWorkloadSpec
+              : MetricsUpstreamKind.spec;
+        const parsed = schema.safeParse(parseYaml(spec));
         expect(parsed.success, "the operator's schema accepted it").to.equal(false);
         expect(parsed.error?.issues.map((i) => i.message).join("; ")).to.match(operator);
       });

@@ -11,6 +11,7 @@ import {
   type ExternalMetricInfo,
   type ExternalMetricRequest,
   type ExternalMetricValue,
+  type MetricQuery,
   type MetricsProvider,
   type ObjectMetricRequest,
   type SelectorMetricRequest,
@@ -61,6 +62,18 @@ export class FakeProvider implements MetricsProvider {
 
   listExternalMetrics(): ExternalMetricInfo[] {
     return this.external.map((e) => ({ metric: e.metric }));
+  }
+
+  /** As the mapping provider: a metric is served in the namespaces that have it. */
+  serves(q: MetricQuery): boolean {
+    if (q.api === "external")
+      return this.external.some((e) => e.namespace === q.namespace && e.metric === q.metric);
+    return this.objects.some(
+      (o) =>
+        o.metric === q.metric &&
+        sameGR(o.groupResource, q.groupResource) &&
+        (o.object.namespace === undefined || o.object.namespace === q.namespace),
+    );
   }
 
   async getMetricByName(req: ObjectMetricRequest): Promise<CustomMetricValue> {

@@ -1,0 +1,284 @@
+import { expect } from "chai";
+import { createServer, type Server } from "node:https";
+import type { AddressInfo } from "node:net";
+import { pino } from "pino";
+import { Registry } from "prom-client";
+import { eventually } from "../../test/support/eventually.js";
+import { FakeKube } from "../../test/support/fake-kube.js";
+import { FakeProvider } from "../../test/support/fake-provider.js";
+import { METRICS_UPSTREAMS_PATH } from "../api/metrics-upstream.js";
+import { MetricsApi } from "../apiserver/metrics-api.js";
+import { JsonText } from "../apiserver/wire.js";
+import { createCA, issueCertificate, type KeyPair } from "../certs/certs.js";
+import { InformerCache } from "../k8s/informer-cache.js";
+import { MetricsUpstreams } from "./metrics-upstreams.js";
+import { UpstreamRouter } from "./router.js";
+
+const E = "/apis/external.metrics.k8s.io/v1beta1";
+
+/** A fake adapter over HTTPS: lists `metrics` and answers each with its own name as the value. */
+async function adapter(ca: KeyPair, name: string, metrics: string[]) {
+  const leaf = await issueCertificate(ca, {
+    commonName: name,
+    dnsNames: [`${name}.adapters.svc`],
+    usage: "server",
+  });
+  const server: Server = createServer({ cert: leaf.cert, key: leaf.key }, (req, res) => {
+    const url = req.url ?? "";
+    const body =
+      url === E
+        ? {
+            kind: "APIResourceList",
+            groupVersion: "external.metrics.k8s.io/v1beta1",
+            resources: metrics.map((m) => ({ name: m, namespaced: true })),
+          }
+        : url.startsWith(`${E}/namespaces/`)
+          ? {
+              kind: "ExternalMetricValueList",
+              apiVersion: "external.metrics.k8s.io/v1beta1",
+              metadata: {},
+              items: [
+                {
+                  metricName: url.split("/").pop(),
+                  metricLabels: {},
+                  timestamp: "2026-12-07T00:00:00Z",
+                  value: name,
+                },
+              ],
+            }
+          : undefined;
+    res.writeHead(body ? 200 : 404, { "content-type": "application/json" }).end(JSON.stringify(body ?? {}));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+describe("MetricsUpstreams: several adapters declared as objects", function () {
+  this.timeout(20_000);
+  let ca: KeyPair;
+  let kafka: Awaited<ReturnType<typeof adapter>>;
+  let keda: Awaited<ReturnType<typeof adapter>>;
+  let kube: FakeKube;
+  let cache: InformerCache;
+  let running: MetricsUpstreams;
+  let api: MetricsApi;
+  let registry: Registry;
+
+  const mu = (name: string, spec: Record<string, unknown>) =>
+    kube.seed(`${METRICS_UPSTREAMS_PATH}/${name}`, {
+      apiVersion: "governor.dev/v1alpha1",
+      kind: "MetricsUpstream",
+      metadata: { name, generation: 1 },
+      spec,
+    });
+  const service = (name: string, port: number) =>
+    kube.seed(`/api/v1/namespaces/adapters/services/${name}`, {
+      apiVersion: "v1",
+      kind: "Service",
+      metadata: { namespace: "adapters", name },
+      spec: { type: "ExternalName", externalName: "127.0.0.1", ports: [{ port }] },
+    });
+  const caBundle = () => Buffer.from(ca.cert).toString("base64");
+  const value = async (path: string) => {
+    const r = await api.handle(
+      "GET",
+      { pathname: path, searchParams: new URLSearchParams() },
+      "application/json",
+    );
+    const body = r.body instanceof JsonText ? JSON.parse(r.body.bytes.toString()) : r.body;
+    return { status: r.status, body, value: body?.items?.[0]?.value as string | undefined };
+  };
+  const status = (name: string) =>
+    kube.peek<{ status?: Record<string, unknown> }>(`${METRICS_UPSTREAMS_PATH}/${name}`)?.status;
+
+  before(async () => {
+    ca = await createCA("adapters-ca");
+    kafka = await adapter(ca, "kafka", ["kafka_lag"]);
+    keda = await adapter(ca, "keda", ["queue_messages"]);
+  });
+  after(() => {
+    kafka.server.close();
+    keda.server.close();
+  });
+  beforeEach(() => {
+    kube = new FakeKube();
+    cache = new InformerCache(kube, pino({ level: "silent" }));
+    service("kafka", kafka.port);
+    service("keda", keda.port);
+    registry = new Registry();
+    const router = new UpstreamRouter("external");
+    running = new MetricsUpstreams({
+      client: kube,
+      informer: cache.informer(METRICS_UPSTREAMS_PATH),
+      namespaces: () => cache.informer("/api/v1/namespaces", { identityOnly: true, keepLabels: true }),
+      routers: { external: router },
+      identity: async () => ({ headers: { authorization: "Bearer governor" } }),
+      logger: pino({ level: "silent" }),
+      registry,
+      resyncMs: 50,
+      upstream: { discoveryIntervalMs: 100 },
+    });
+    api = new MetricsApi(new FakeProvider(), {
+      custom: true,
+      external: true,
+      delegates: { external: router },
+    });
+  });
+  afterEach(async () => {
+    await running.leaderPart.stop();
+    await running.stop();
+    await cache.stop();
+  });
+
+  it("routes each metric to the adapter that lists it, and writes each one's status", async () => {
+    mu("kafka", {
+      service: { namespace: "adapters", name: "kafka", port: kafka.port },
+      groups: ["external.metrics.k8s.io"],
+      caBundle: caBundle(),
+      priority: 0,
+    });
+    mu("keda", {
+      service: { namespace: "adapters", name: "keda", port: keda.port },
+      groups: ["external.metrics.k8s.io"],
+      caBundle: caBundle(),
+      priority: 0,
+    });
+    running.start();
+    await running.leaderPart.start();
+    await eventually(async () =>
+      expect((await value(`${E}/namespaces/shop/kafka_lag`)).value).to.equal("kafka"),
+    );
+    expect((await value(`${E}/namespaces/shop/queue_messages`)).value).to.equal("keda");
+    const missing = await value(`${E}/namespaces/shop/orders`);
+    expect(missing.status).to.equal(404);
+    expect(missing.body.message).to.include("asked: MetricsUpstream kafka, MetricsUpstream keda");
+    const names = (await value(E)).body.resources.map((r: { name: string }) => r.name);
+    expect(names).to.deep.equal(["kafka_lag", "queue_messages"]);
+    await eventually(() => {
+      const s = status("kafka");
+      expect(s?.service).to.equal(`adapters/kafka:${kafka.port}`);
+      expect(s?.metrics).to.equal(1);
+      expect(s?.latency).to.match(/^\d+ms$/);
+      expect((s?.conditions as { type: string; status: string; reason: string }[])[0]).to.include({
+        type: "Available",
+        status: "True",
+        reason: "Listed",
+      });
+    });
+    const text = await registry.metrics();
+    expect(text).to.match(/governor_upstream_requests_total\{upstream="kafka",code="200"\} 1/);
+    expect(text).to.match(/governor_upstream_metrics\{upstream="keda",api="external"\} 1/);
+  });
+
+  it("keeps answering from the others when one adapter's Service is gone, and says why in its status", async () => {
+    mu("kafka", {
+      service: { namespace: "adapters", name: "kafka", port: kafka.port },
+      groups: ["external.metrics.k8s.io"],
+      caBundle: caBundle(),
+      priority: 0,
+    });
+    mu("keda", {
+      service: { namespace: "adapters", name: "gone", port: keda.port },
+      groups: ["external.metrics.k8s.io"],
+      caBundle: caBundle(),
+      metrics: ["queue_*"],
+      priority: 0,
+    });
+    running.start();
+    await running.leaderPart.start();
+    await eventually(async () =>
+      expect((await value(`${E}/namespaces/shop/kafka_lag`)).value).to.equal("kafka"),
+    );
+    const down = await value(`${E}/namespaces/shop/queue_messages`);
+    expect(down.status).to.equal(503);
+    expect(down.body.message).to.include("MetricsUpstream keda (Service adapters/gone");
+    await eventually(() => {
+      const s = status("keda");
+      const available = (s?.conditions as { status: string; reason: string }[] | undefined)?.[0];
+      expect(available).to.include({ status: "False", reason: "DiscoveryFailed" });
+      expect(s?.lastError).to.include("the Service does not exist");
+    });
+  });
+
+  it("says a spec it cannot use in status and routes nothing to it", async () => {
+    mu("bad", {
+      service: { namespace: "adapters", name: "kafka", port: kafka.port },
+      groups: ["external.metrics.k8s.io"],
+      caBundle: caBundle(),
+      caSecretRef: { namespace: "adapters", name: "ca" },
+      priority: 0,
+    });
+    mu("junk-ca", {
+      service: { namespace: "adapters", name: "kafka", port: kafka.port },
+      groups: ["external.metrics.k8s.io"],
+      caBundle: Buffer.from("not a certificate").toString("base64"),
+      priority: 0,
+    });
+    running.start();
+    await running.leaderPart.start();
+    await eventually(() => {
+      const bad = (status("bad")?.conditions as { reason: string; message: string }[] | undefined)?.[0];
+      expect(bad?.reason).to.equal("InvalidSpec");
+      expect(bad?.message).to.include("set at most one of caBundle, caSecretRef");
+      const junk = (status("junk-ca")?.conditions as { reason: string; message: string }[] | undefined)?.[0];
+      expect(junk?.message).to.equal("caBundle: no PEM certificate in it");
+    });
+    const r = await value(`${E}/namespaces/shop/kafka_lag`);
+    expect(r.status).to.equal(404);
+  });
+
+  it("reads a CA from a Secret, and says so when Governor may not read it", async () => {
+    mu("kafka", {
+      service: { namespace: "adapters", name: "kafka", port: kafka.port },
+      groups: ["external.metrics.k8s.io"],
+      caSecretRef: { namespace: "adapters", name: "kafka-ca", key: "ca.crt" },
+      priority: 0,
+    });
+    kube.seed("/api/v1/namespaces/adapters/secrets/kafka-ca", {
+      apiVersion: "v1",
+      kind: "Secret",
+      metadata: { namespace: "adapters", name: "kafka-ca" },
+      data: { "ca.crt": caBundle() },
+    });
+    running.start();
+    await running.leaderPart.start();
+    await eventually(async () =>
+      expect((await value(`${E}/namespaces/shop/kafka_lag`)).value).to.equal("kafka"),
+    );
+    for (let i = 0; i < 1000; i++)
+      kube.failNext(403, { path: "/api/v1/namespaces/adapters/secrets/kafka-ca" });
+    await eventually(() => {
+      const c = (status("kafka")?.conditions as { reason: string; message: string }[] | undefined)?.[0];
+      expect(c?.reason).to.equal("CAUnavailable");
+      expect(c?.message).to.include("Governor may not read it");
+      expect(c?.message).to.include("the CA read before stays in use");
+    });
+    expect((await value(`${E}/namespaces/shop/kafka_lag`)).value).to.equal("kafka");
+  });
+
+  it("moves a route when its object changes, and drops it when it is deleted", async () => {
+    mu("kafka", {
+      service: { namespace: "adapters", name: "kafka", port: kafka.port },
+      groups: ["external.metrics.k8s.io"],
+      caBundle: caBundle(),
+      metrics: ["*"],
+      priority: 0,
+    });
+    running.start();
+    await eventually(async () =>
+      expect((await value(`${E}/namespaces/shop/anything`)).value).to.equal("kafka"),
+    );
+    mu("kafka", {
+      service: { namespace: "adapters", name: "keda", port: keda.port },
+      groups: ["external.metrics.k8s.io"],
+      caBundle: caBundle(),
+      metrics: ["*"],
+      priority: 0,
+    });
+    await eventually(async () =>
+      expect((await value(`${E}/namespaces/shop/anything`)).value).to.equal("keda"),
+    );
+    await kube.delete(`${METRICS_UPSTREAMS_PATH}/kafka`);
+    await eventually(async () => expect((await value(`${E}/namespaces/shop/anything`)).status).to.equal(404));
+  });
+});
