@@ -239,6 +239,35 @@ describe("registration on an in-memory apiserver", () => {
       expect(trust).to.deep.equal([["external", { caBundle: "KEDA CA", insecureSkipTLSVerify: false }]]);
     });
 
+    it("takes over the APIService of a MetricsUpstream's Service too, and gives it back only once no upstream of that API is left", async () => {
+      let upstreams: { external?: (typeof KEDA)[] } = { external: [KEDA] };
+      const reg = make({
+        upstreams: () => upstreams,
+        onUpstreamTrust: (api, t, ref) => trust.push([api, t, ref]),
+      });
+      await reg.init();
+      await reg.syncNow();
+      expect(kube.peek<Kept>(EXTERNAL)!.spec.service).to.deep.include({ namespace: NS, name: "governor" });
+      expect(trust).to.deep.equal([
+        ["external", { caBundle: "KEDA CA", insecureSkipTLSVerify: false }, KEDA],
+      ]);
+      upstreams = {};
+      await reg.syncNow();
+      expect(kube.peek<Kept>(EXTERNAL)!.spec.service).to.deep.equal(KEDA);
+    });
+
+    it("finds the CA of an adapter serving both APIs on the APIService of the other one", async () => {
+      trust = [];
+      const reg = make({
+        apis: ["custom", "external"],
+        upstreams: () => ({ custom: [KEDA] }),
+        onUpstreamTrust: (api, t) => trust.push([api, t]),
+      });
+      await reg.init();
+      await reg.syncNow();
+      expect(trust).to.deep.equal([["custom", { caBundle: "KEDA CA", insecureSkipTLSVerify: false }]]);
+    });
+
     it("leaves an APIService that points at another Service than the named upstream alone", async () => {
       const reg = forwarding({ forward: { external: { ...KEDA, name: "other-adapter" } } });
       await reg.init();

@@ -116,15 +116,18 @@ export async function giveBack(
 }
 
 /**
- * How `api`'s upstream is to be checked: from the live APIService while it still points
- * at the upstream, else from the one Governor kept; undefined when neither says.
+ * How `api`'s upstream is to be checked: from a live APIService while it still points at
+ * the upstream, else from one Governor kept; undefined when none says. `api`'s own
+ * APIServices first, then the other metrics API's: an adapter serving both groups (as
+ * prometheus-adapter can) has one certificate, and may hold only one of the two.
  */
 export async function upstreamTrust(
   client: KubeApi,
   api: "custom" | "external",
   upstream: UpstreamRef,
 ): Promise<UpstreamApiServiceTrust | undefined> {
-  for (const gv of API_VERSIONS[api]) {
+  const other = api === "custom" ? "external" : "custom";
+  for (const gv of [...API_VERSIONS[api], ...API_VERSIONS[other]]) {
     const a = await client.getOrUndefined<ApiServiceObject>(
       `/apis/apiregistration.k8s.io/v1/apiservices/${gv.version}.${gv.group}`,
     );
