@@ -143,7 +143,7 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
       caBundle: caBundle(),
       priority: 0,
     });
-    running.start();
+    await running.start();
     await running.leaderPart.start();
     await eventually(async () =>
       expect((await value(`${E}/namespaces/shop/kafka_lag`)).value).to.equal("kafka"),
@@ -184,7 +184,7 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
       metrics: ["queue_*"],
       priority: 0,
     });
-    running.start();
+    await running.start();
     await running.leaderPart.start();
     await eventually(async () =>
       expect((await value(`${E}/namespaces/shop/kafka_lag`)).value).to.equal("kafka"),
@@ -214,7 +214,7 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
       caBundle: Buffer.from("not a certificate").toString("base64"),
       priority: 0,
     });
-    running.start();
+    await running.start();
     await running.leaderPart.start();
     await eventually(() => {
       const bad = (status("bad")?.conditions as { reason: string; message: string }[] | undefined)?.[0];
@@ -240,7 +240,7 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
       metadata: { namespace: "adapters", name: "kafka-ca" },
       data: { "ca.crt": caBundle() },
     });
-    running.start();
+    await running.start();
     await running.leaderPart.start();
     await eventually(async () =>
       expect((await value(`${E}/namespaces/shop/kafka_lag`)).value).to.equal("kafka"),
@@ -264,7 +264,7 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
       metrics: ["*"],
       priority: 0,
     });
-    running.start();
+    await running.start();
     await eventually(async () =>
       expect((await value(`${E}/namespaces/shop/anything`)).value).to.equal("kafka"),
     );

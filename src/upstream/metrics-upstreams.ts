@@ -51,6 +51,8 @@ export interface MetricsUpstreamsOptions {
   onChange?: () => void;
   /** How often the leader writes status, and every replica re-reads Secret CAs. @default 10000 */
   resyncMs?: number;
+  /** How long start waits for the first list of MetricsUpstreams. @default 10000 */
+  syncWaitMs?: number;
   /** Passed to each Upstream (tests: a short discovery interval). */
   upstream?: Pick<UpstreamOptions, "discoveryIntervalMs" | "timeoutMs">;
 }
@@ -165,10 +167,22 @@ export class MetricsUpstreams implements Runnable {
     };
   }
 
-  start(): void {
+  /**
+   * Starts from the cached objects once the first list came (at most `syncWaitMs`: a
+   * cluster without the CRD yet must not keep Governor from starting), so registration's
+   * first sync already knows which APIServices are upstreams' to take over.
+   */
+  async start(): Promise<void> {
     this.started = true;
     const changed = () => this.queueRebuild();
     this.unsubscribe = this.opts.informer.subscribe({ add: changed, update: changed, delete: changed });
+    let timeout: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.opts.informer.synced,
+      new Promise<void>((resolve) => (timeout = setTimeout(resolve, this.opts.syncWaitMs ?? 10_000))),
+    ]);
+    clearTimeout(timeout);
+    if (this.started) this.rebuild();
     const tick = () => {
       void this.readSecretCAs().finally(() => {
         if (this.started) this.timer = setTimeout(tick, this.opts.resyncMs ?? 10_000);
