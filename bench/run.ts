@@ -35,6 +35,7 @@ import { growthRows } from "./growth.js";
 import type { GrowthPoint } from "./plot.js";
 import { kedaIdleRows } from "./keda-idle.js";
 import { rateLimitedRows } from "./rate-limited.js";
+import { upstreamsRows } from "./upstreams.js";
 
 const quick = process.argv.includes("--quick");
 /**
@@ -94,6 +95,7 @@ async function main() {
       await part("through the aggregator", async () =>
         aggregatorRows(b, governor, await freePort(), [1, 16]),
       );
+      await part("several upstreams: the second of two", () => upstreamsRows(b, governor, [1, 16]));
       await part("against prometheus-adapter", () => peerRows(b, governor, [1, 16, 64]));
       await part("against prometheus-adapter: 10 and 1,000 rules", () => peerRulesRows(b, governor));
       await part("against KEDA", () => kedaRows(b, governor, [1, 16, 64]));

@@ -101,6 +101,8 @@ export interface RequestTarget {
 export interface MetricsDelegate {
   /** Names it in errors: "the upstream external metrics adapter (Service keda/…:443)". */
   readonly description: string;
+  /** False while it has nobody to ask: requests go straight to the provider. @default true */
+  readonly active?: boolean;
   /** Discovery: `own` and the delegate's custom metrics that do not clash with them (the same array while neither changes). */
   mergeCustom(own: readonly CustomMetricInfo[]): readonly CustomMetricInfo[];
   /** As {@link mergeCustom}, for external metrics. */
@@ -385,7 +387,7 @@ export class MetricsApi {
     const { namespace, resource, name, metric, bySelector } = target;
     const groupResource = parseGroupResource(resource);
     const kind = bySelector ? RouteKinds.CustomSelector : RouteKinds.CustomObject;
-    const delegate = this.opts.delegates?.custom;
+    const delegate = this.opts.delegates?.custom?.active === false ? undefined : this.opts.delegates?.custom;
     // A namespace metric describes the Namespace itself: the mappings of that namespace serve it.
     const servedIn = namespace ?? (resource === "namespaces" ? name : undefined);
     if (delegate && !this.serves({ api: "custom", namespace: servedIn, groupResource, metric })) {
@@ -464,7 +466,8 @@ export class MetricsApi {
       );
     }
     const [, namespace, metric] = rest as [string, string, string];
-    const delegate = this.opts.delegates?.external;
+    const delegate =
+      this.opts.delegates?.external?.active === false ? undefined : this.opts.delegates?.external;
     if (delegate && !this.serves({ api: "external", namespace, metric })) {
       const answer = delegate.serve({
         group: EXTERNAL_GROUP,
