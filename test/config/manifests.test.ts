@@ -13,7 +13,7 @@ interface Rule {
 }
 interface Obj {
   kind: string;
-  metadata: { name: string; namespace?: string };
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
   rules?: Rule[];
   roleRef?: { kind: string; name: string };
   spec?: Record<string, unknown>;
@@ -80,6 +80,19 @@ describe("config/ (kustomize)", () => {
       const reads = rule.verbs.filter((v) => ["get", "list", "watch", "update", "delete"].includes(v));
       if (reads.length) expect(rule.resourceNames).to.deep.equal(["governor-serving-cert"]);
     }
+  });
+
+  it("lets nobody it ships write MetricsUpstreams: where Governor forwards its credentials is a cluster admin's call", () => {
+    const mu = rules.filter(({ rule }) => rule.resources?.some((r) => r.startsWith("metricsupstreams")));
+    expect(mu.map(({ owner }) => owner.metadata.name)).to.deep.equal(["governor", "governor"]);
+    for (const { rule } of mu)
+      if (rule.resources!.includes("metricsupstreams"))
+        expect(rule.verbs).to.have.members(["get", "list", "watch"]);
+    for (const o of objects.filter((o) => o.kind === "ClusterRole"))
+      expect(o.metadata.labels ?? {}, o.metadata.name).to.not.have.any.keys(
+        "rbac.authorization.k8s.io/aggregate-to-admin",
+        "rbac.authorization.k8s.io/aggregate-to-edit",
+      );
   });
 
   it("limits APIService access to its own four APIServices (create aside, which RBAC cannot limit by name)", () => {
@@ -341,6 +354,11 @@ describe("config/ (kustomize)", () => {
       // (kubectl auth can-i answers "no" for resources discovery does not list: ask directly.)
       expect(await mayReadMetric("governor-system", "governor", "get")).to.equal(true);
       expect(await can("get", "services", "-n", "keda")).to.equal("yes");
+      // MetricsUpstreams (ADR 0024): read and their status written, never made or changed.
+      expect(await can("watch", "metricsupstreams.governor.dev")).to.equal("yes");
+      expect(await can("patch", "metricsupstreams.governor.dev", "--subresource=status")).to.equal("yes");
+      expect(await can("create", "metricsupstreams.governor.dev")).to.equal("no");
+      expect(await can("update", "metricsupstreams.governor.dev/x")).to.equal("no");
     });
   });
 });
