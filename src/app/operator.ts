@@ -207,6 +207,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     identity: () => client.identity(),
     logger: log,
     registry: mgr.registry,
+    self: { namespace: opts.namespace, name: opts.registration.serviceName, port: opts.registration.port },
     // Which mappings shadow an upstream metric may have changed.
     onChange: () => mappings.resyncAll(),
   });
@@ -260,18 +261,14 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
             ...(upstreams.external ? { external: opts.forward!.external!.service } : {}),
           },
           upstreams: () => metricsUpstreams.refs(),
-          onUpstreamTrust: (which, trust, ref) => {
-            const flag = opts.forward?.[which]?.service;
-            if (flag && flag.namespace === ref.namespace && flag.name === ref.name)
-              upstreams[which]?.setTrust(
-                trust?.caBundle
-                  ? { ca: trust.caBundle, from: "the APIService's caBundle" }
-                  : trust?.insecureSkipTLSVerify
-                    ? { insecure: true, from: "the APIService's insecureSkipTLSVerify" }
-                    : undefined,
-              );
-            metricsUpstreams.trustFromApiService(which, ref, trust);
-          },
+          onUpstreamTrust: (which, trust) =>
+            upstreams[which]?.setTrust(
+              trust?.caBundle
+                ? { ca: trust.caBundle, from: "the APIService's caBundle" }
+                : trust?.insecureSkipTLSVerify
+                  ? { insecure: true, from: "the APIService's insecureSkipTLSVerify" }
+                  : undefined,
+            ),
           caPropagationMs: opts.registration.caPropagationMs,
           resyncMs: opts.registration.resyncMs,
           onServingCertificate: (pair) => certificate.set(pair),

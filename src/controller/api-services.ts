@@ -30,6 +30,12 @@ import {
   sharesCA,
 } from "./takeover.js";
 
+/** A MetricsUpstream's Service, and whether Governor can use its spec. */
+export interface DeclaredUpstream {
+  ref: UpstreamRef;
+  usable: boolean;
+}
+
 /** Options of {@link ApiServices}. */
 export interface ApiServicesOptions {
   client: KubeApi;
@@ -48,8 +54,12 @@ export interface ApiServicesOptions {
   takeOver?: boolean;
   /** Per API, the catch-all upstream adapter Governor forwards to (`--forward-*`): its APIService is taken over. */
   forward?: Partial<Record<"custom" | "external", UpstreamRef>>;
-  /** Per API, the MetricsUpstreams' Services now: an APIService pointing at one is taken over too. */
-  upstreams?: () => Partial<Record<"custom" | "external", readonly UpstreamRef[]>>;
+  /**
+   * Per API, the MetricsUpstreams' Services now: an APIService pointing at a usable one is
+   * taken over too (one whose spec Governor cannot use is neither taken over nor given back).
+   * Undefined until they are known: nothing is taken over or given back for them meanwhile.
+   */
+  upstreams?: () => Partial<Record<"custom" | "external", readonly DeclaredUpstream[]>> | undefined;
 }
 
 const apiServicePath = (name: string) => `/apis/apiregistration.k8s.io/v1/apiservices/${name}`;
@@ -61,10 +71,17 @@ export class ApiServices {
 
   constructor(private readonly opts: ApiServicesOptions) {}
 
-  /** The upstreams of `api` now: the catch-all (`--forward-*`) first, then the MetricsUpstreams'. */
-  upstreamsOf(api: "custom" | "external"): UpstreamRef[] {
+  /**
+   * The upstreams of `api` now: the catch-all (`--forward-*`) first, then the
+   * MetricsUpstreams' (`known: false` while they are not known yet).
+   */
+  private upstreamsOf(api: "custom" | "external"): { upstreams: DeclaredUpstream[]; known: boolean } {
     const flag = this.opts.forward?.[api];
-    return [...(flag ? [flag] : []), ...(this.opts.upstreams?.()[api] ?? [])];
+    const declared = this.opts.upstreams ? this.opts.upstreams() : {};
+    return {
+      upstreams: [...(flag ? [{ ref: flag, usable: true }] : []), ...(declared?.[api] ?? [])],
+      known: declared !== undefined,
+    };
   }
 
   private get servicePath() {
@@ -176,9 +193,11 @@ export class ApiServices {
       const svc = existing?.spec?.service;
       const foreign = existing !== undefined && !this.isOurs(existing);
       const api = apiOf(a.spec.group);
-      const upstreams = api === "history" ? [] : this.upstreamsOf(api);
-      const toUpstream = foreign && upstreams.some((u) => pointsAt(existing.spec, u));
+      const { upstreams, known } = api === "history" ? { upstreams: [], known: true } : this.upstreamsOf(api);
+      const toUpstream = foreign && upstreams.some((u) => u.usable && pointsAt(existing.spec, u.ref));
       if (foreign && !this.opts.takeOver && !toUpstream) {
+        // It may be a MetricsUpstream's: decide once they are known (their first list).
+        if (!known) continue;
         const owner = svc ? `Service ${svc.namespace}/${svc.name}` : "the local apiserver";
         this.conflict(
           name,
@@ -192,6 +211,7 @@ export class ApiServices {
       if (
         !foreign &&
         existing &&
+        known &&
         upstreams.length === 0 &&
         !this.opts.takeOver &&
         (await giveBack(this.opts.client, this.opts.logger, name, existing))

@@ -240,32 +240,37 @@ describe("registration on an in-memory apiserver", () => {
     });
 
     it("takes over the APIService of a MetricsUpstream's Service too, and gives it back only once no upstream of that API is left", async () => {
-      let upstreams: { external?: (typeof KEDA)[] } = { external: [KEDA] };
-      const reg = make({
-        upstreams: () => upstreams,
-        onUpstreamTrust: (api, t, ref) => trust.push([api, t, ref]),
-      });
+      let upstreams: ReturnType<NonNullable<RegistrationOptions["upstreams"]>> = {
+        external: [{ ref: KEDA, usable: true }],
+      };
+      const reg = make({ upstreams: () => upstreams });
       await reg.init();
       await reg.syncNow();
       expect(kube.peek<Kept>(EXTERNAL)!.spec.service).to.deep.include({ namespace: NS, name: "governor" });
-      expect(trust).to.deep.equal([
-        ["external", { caBundle: "KEDA CA", insecureSkipTLSVerify: false }, KEDA],
-      ]);
+      // Not known for a moment (a replica starting, a slow apiserver): nothing is given back.
+      upstreams = undefined;
+      await reg.syncNow();
+      expect(kube.peek<Kept>(EXTERNAL)!.spec.service).to.deep.include({ namespace: NS, name: "governor" });
+      // Its spec broken: held as it is, neither given back nor routed to.
+      upstreams = { external: [{ ref: KEDA, usable: false }] };
+      await reg.syncNow();
+      expect(kube.peek<Kept>(EXTERNAL)!.spec.service).to.deep.include({ namespace: NS, name: "governor" });
       upstreams = {};
       await reg.syncNow();
       expect(kube.peek<Kept>(EXTERNAL)!.spec.service).to.deep.equal(KEDA);
     });
 
-    it("finds the CA of an adapter serving both APIs on the APIService of the other one", async () => {
-      trust = [];
-      const reg = make({
-        apis: ["custom", "external"],
-        upstreams: () => ({ custom: [KEDA] }),
-        onUpstreamTrust: (api, t) => trust.push([api, t]),
-      });
+    it("leaves another adapter's APIService alone, without a conflict, until the MetricsUpstreams are known; never takes over for a spec it cannot use", async () => {
+      let upstreams: ReturnType<NonNullable<RegistrationOptions["upstreams"]>> = undefined;
+      const reg = make({ upstreams: () => upstreams });
       await reg.init();
       await reg.syncNow();
-      expect(trust).to.deep.equal([["custom", { caBundle: "KEDA CA", insecureSkipTLSVerify: false }]]);
+      expect(kube.peek<Kept>(EXTERNAL)!.spec.service).to.deep.equal(KEDA);
+      expect(reg.conflicts.size).to.equal(0);
+      upstreams = { external: [{ ref: KEDA, usable: false }] };
+      await reg.syncNow();
+      expect(kube.peek<Kept>(EXTERNAL)!.spec.service).to.deep.equal(KEDA);
+      expect([...reg.conflicts.values()][0]).to.match(/leaves it alone/);
     });
 
     it("leaves an APIService that points at another Service than the named upstream alone", async () => {

@@ -17,7 +17,7 @@ import { serviceDnsNames } from "../manifests/api-service.js";
 import type { Runnable } from "../util/runnable.js";
 import { ApiServices, type ApiServicesOptions } from "./api-services.js";
 import { ServingCertificate } from "./serving-certificate.js";
-import { type UpstreamApiServiceTrust, type UpstreamRef, upstreamTrust } from "./takeover.js";
+import { type UpstreamApiServiceTrust, upstreamTrust } from "./takeover.js";
 
 export type { UpstreamApiServiceTrust, UpstreamRef } from "./takeover.js";
 
@@ -32,11 +32,7 @@ export interface RegistrationOptions extends Omit<ApiServicesOptions, "mode"> {
    * Called on every sync (every replica) with how the upstream's APIService — the live one,
    * or the one kept in the annotation — says to check the upstream's certificate.
    */
-  onUpstreamTrust?: (
-    api: "custom" | "external",
-    trust: UpstreamApiServiceTrust | undefined,
-    upstream: UpstreamRef,
-  ) => void;
+  onUpstreamTrust?: (api: "custom" | "external", trust: UpstreamApiServiceTrust | undefined) => void;
   /** Called with the serving certificate whenever it changes. */
   onServingCertificate: (pair: KeyPair) => void;
   /** @default 365 */
@@ -179,9 +175,9 @@ export class Registration {
   private async sync(): Promise<void> {
     await this.certificate.follow();
     for (const api of ["custom", "external"] as const) {
-      if (!this.opts.apis.includes(api)) continue;
-      for (const upstream of this.apiServices.upstreamsOf(api))
-        this.opts.onUpstreamTrust?.(api, await upstreamTrust(this.opts.client, api, upstream), upstream);
+      const upstream = this.opts.forward?.[api];
+      if (upstream && this.opts.apis.includes(api))
+        this.opts.onUpstreamTrust?.(api, await upstreamTrust(this.opts.client, api, upstream));
     }
     if (!this.leading || !this.certificate.loaded) return;
     await this.certificate.rotateIfDue();

@@ -115,23 +115,38 @@ export async function giveBack(
   return `gave back apiservice/${name} to Service ${svc.namespace}/${svc.name}`;
 }
 
+/** The metrics APIs' APIServices as they are now, by API (absent ones left out). */
+export type MetricsApiServices = Record<"custom" | "external", ApiServiceObject[]>;
+
+/** Reads the metrics APIs' APIServices: three GETs, for all the upstreams of a sync. */
+export async function readMetricsApiServices(
+  client: Pick<KubeApi, "getOrUndefined">,
+): Promise<MetricsApiServices> {
+  const out: MetricsApiServices = { custom: [], external: [] };
+  for (const api of ["custom", "external"] as const)
+    for (const gv of API_VERSIONS[api]) {
+      const a = await client.getOrUndefined<ApiServiceObject>(
+        `/apis/apiregistration.k8s.io/v1/apiservices/${gv.version}.${gv.group}`,
+      );
+      if (a) out[api].push(a);
+    }
+  return out;
+}
+
 /**
- * How `api`'s upstream is to be checked: from a live APIService while it still points at
- * the upstream, else from one Governor kept; undefined when none says. `api`'s own
- * APIServices first, then the other metrics API's: an adapter serving both groups (as
+ * How `api`'s upstream is to be checked: from an APIService while it still points at the
+ * upstream, else from one Governor kept; undefined when none says. `api`'s own APIServices
+ * first, then the other metrics API's: an adapter serving both groups (as
  * prometheus-adapter can) has one certificate, and may hold only one of the two.
  */
-export async function upstreamTrust(
-  client: KubeApi,
+export function trustIn(
+  apiServices: MetricsApiServices,
   api: "custom" | "external",
   upstream: UpstreamRef,
-): Promise<UpstreamApiServiceTrust | undefined> {
+): UpstreamApiServiceTrust | undefined {
   const other = api === "custom" ? "external" : "custom";
-  for (const gv of [...API_VERSIONS[api], ...API_VERSIONS[other]]) {
-    const a = await client.getOrUndefined<ApiServiceObject>(
-      `/apis/apiregistration.k8s.io/v1/apiservices/${gv.version}.${gv.group}`,
-    );
-    const spec = a && (pointsAt(a.spec, upstream) ? a.spec : replacedOf(a)?.spec);
+  for (const a of [...apiServices[api], ...apiServices[other]]) {
+    const spec = pointsAt(a.spec, upstream) ? a.spec : replacedOf(a)?.spec;
     if (spec && pointsAt(spec, upstream))
       return {
         caBundle: spec.caBundle ? Buffer.from(spec.caBundle, "base64").toString("utf8") : undefined,
@@ -139,6 +154,15 @@ export async function upstreamTrust(
       };
   }
   return undefined;
+}
+
+/** {@link trustIn} over the APIServices as they are now. */
+export async function upstreamTrust(
+  client: KubeApi,
+  api: "custom" | "external",
+  upstream: UpstreamRef,
+): Promise<UpstreamApiServiceTrust | undefined> {
+  return trustIn(await readMetricsApiServices(client), api, upstream);
 }
 
 /** The APIService kept in Governor's annotation, if there is one and it parses. */

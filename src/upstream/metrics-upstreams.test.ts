@@ -25,6 +25,7 @@ async function adapter(ca: KeyPair, name: string, metrics: string[]) {
   });
   const server: Server = createServer({ cert: leaf.cert, key: leaf.key }, (req, res) => {
     const url = req.url ?? "";
+    if (url === E) counted.discoveryReads++;
     const body =
       url === E
         ? {
@@ -49,8 +50,9 @@ async function adapter(ca: KeyPair, name: string, metrics: string[]) {
           : undefined;
     res.writeHead(body ? 200 : 404, { "content-type": "application/json" }).end(JSON.stringify(body ?? {}));
   });
+  const counted = { discoveryReads: 0 };
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
-  return { server, port: (server.address() as AddressInfo).port };
+  return { server, port: (server.address() as AddressInfo).port, counted };
 }
 
 describe("MetricsUpstreams: several adapters declared as objects", function () {
@@ -116,7 +118,8 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
       logger: pino({ level: "silent" }),
       registry,
       resyncMs: 50,
-      upstream: { discoveryIntervalMs: 100 },
+      self: { namespace: "governor-system", name: "governor", port: 443 },
+      upstream: { discoveryIntervalMs: 60_000 },
     });
     api = new MetricsApi(new FakeProvider(), {
       custom: true,
@@ -227,7 +230,7 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
     expect(r.status).to.equal(404);
   });
 
-  it("reads a CA from a Secret, and says so when Governor may not read it", async () => {
+  it("reads a CA from a Secret, keeps it while a later read fails, and says it cannot without one", async () => {
     mu("kafka", {
       service: { namespace: "adapters", name: "kafka", port: kafka.port },
       groups: ["external.metrics.k8s.io"],
@@ -249,11 +252,98 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
       kube.failNext(403, { path: "/api/v1/namespaces/adapters/secrets/kafka-ca" });
     await eventually(() => {
       const c = (status("kafka")?.conditions as { reason: string; message: string }[] | undefined)?.[0];
-      expect(c?.reason).to.equal("CAUnavailable");
+      expect(c?.reason).to.equal("Listed");
       expect(c?.message).to.include("Governor may not read it");
       expect(c?.message).to.include("the CA read before stays in use");
     });
     expect((await value(`${E}/namespaces/shop/kafka_lag`)).value).to.equal("kafka");
+    // Another, whose Secret Governor never could read: no CA, nothing sent, and said so.
+    for (let i = 0; i < 1000; i++)
+      kube.failNext(403, { path: "/api/v1/namespaces/adapters/secrets/keda-ca" });
+    mu("keda", {
+      service: { namespace: "adapters", name: "keda", port: keda.port },
+      groups: ["external.metrics.k8s.io"],
+      caSecretRef: { namespace: "adapters", name: "keda-ca" },
+      priority: 0,
+    });
+    await eventually(() => {
+      const c = (status("keda")?.conditions as { reason: string; message: string }[] | undefined)?.[0];
+      expect(c?.reason).to.equal("CAUnavailable");
+    });
+    const refused = await value(`${E}/namespaces/shop/queue_messages`);
+    expect(refused.status).to.equal(404); // it lists nothing: it was never asked
+  });
+
+  it("keeps an upstream's connections, list and trust when only its route changes: no gap in answers", async () => {
+    const spec = {
+      service: { namespace: "adapters", name: "kafka", port: kafka.port },
+      groups: ["external.metrics.k8s.io"],
+      caBundle: caBundle(),
+      metrics: ["kafka_*"],
+      priority: 0,
+    };
+    mu("kafka", spec);
+    await running.start();
+    await eventually(async () =>
+      expect((await value(`${E}/namespaces/shop/kafka_lag`)).value).to.equal("kafka"),
+    );
+    const reads = kafka.counted.discoveryReads;
+    mu("kafka", { ...spec, metrics: ["kafka_*", "orders"], priority: 5 });
+    const answers: number[] = [];
+    await eventually(async () => {
+      const r = await value(`${E}/namespaces/shop/orders`);
+      answers.push((await value(`${E}/namespaces/shop/kafka_lag`)).status);
+      expect(r.value).to.equal("kafka");
+    });
+    expect(
+      answers.every((s) => s === 200),
+      `kafka_lag while the route changed: ${answers.join(",")}`,
+    ).to.equal(true);
+    // The same Upstream: its list kept (a new one would read the adapter's discovery first).
+    expect(kafka.counted.discoveryReads).to.equal(reads);
+  });
+
+  it("takes a CA from the APIService pointing at the upstream's Service when the spec gives none", async () => {
+    kube.seed("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.external.metrics.k8s.io", {
+      apiVersion: "apiregistration.k8s.io/v1",
+      kind: "APIService",
+      metadata: { name: "v1beta1.external.metrics.k8s.io" },
+      spec: { service: { namespace: "adapters", name: "kafka", port: kafka.port }, caBundle: caBundle() },
+    });
+    mu("kafka", {
+      service: { namespace: "adapters", name: "kafka", port: kafka.port },
+      groups: ["external.metrics.k8s.io"],
+      priority: 0,
+    });
+    await running.start();
+    await eventually(async () =>
+      expect((await value(`${E}/namespaces/shop/kafka_lag`)).value).to.equal("kafka"),
+    );
+  });
+
+  it("refuses an upstream naming Governor's own Service, and clears what a status no longer says", async () => {
+    const spec = {
+      service: { namespace: "adapters", name: "kafka", port: kafka.port },
+      groups: ["external.metrics.k8s.io"],
+      caBundle: caBundle(),
+      priority: 0,
+    };
+    mu("loop", { ...spec, service: { namespace: "governor-system", name: "governor", port: 443 } });
+    mu("kafka", spec);
+    await running.start();
+    await running.leaderPart.start();
+    await eventually(() => {
+      expect(status("kafka")?.metrics).to.equal(1);
+      const loop = (status("loop")?.conditions as { reason: string; message: string }[] | undefined)?.[0];
+      expect(loop?.reason).to.equal("InvalidSpec");
+      expect(loop?.message).to.include("Governor's own Service");
+    });
+    mu("kafka", { ...spec, groups: ["custom.metrics.k8s.io"] }); // a group this Governor does not serve here
+    await eventually(() => {
+      const c = (status("kafka")?.conditions as { reason: string }[] | undefined)?.[0];
+      expect(c?.reason).to.equal("NotServed");
+      expect(status("kafka")).to.not.have.property("metrics");
+    });
   });
 
   it("moves a route when its object changes, and drops it when it is deleted", async () => {

@@ -21,7 +21,9 @@ import {
 import { CUSTOM_GROUP, EXTERNAL_GROUP, GROUP_VERSIONS } from "../apiserver/wire.js";
 import { splitPem } from "../certs/certs.js";
 import { findCondition, setCondition } from "../controller/conditions.js";
-import type { UpstreamApiServiceTrust, UpstreamRef } from "../controller/registration.js";
+import type { DeclaredUpstream } from "../controller/api-services.js";
+import type { UpstreamRef } from "../controller/registration.js";
+import { readMetricsApiServices, trustIn } from "../controller/takeover.js";
 import type { ClientIdentity, KubeApi } from "../k8s/client.js";
 import { KubeApiError } from "../k8s/client.js";
 import type { SharedInformer } from "../k8s/informer-cache.js";
@@ -51,6 +53,8 @@ export interface MetricsUpstreamsOptions {
   onChange?: () => void;
   /** How often the leader writes status, and every replica re-reads Secret CAs. @default 10000 */
   resyncMs?: number;
+  /** Governor's own Service: an upstream naming it would forward to itself (refused). */
+  self?: UpstreamRef;
   /** How long start waits for the first list of MetricsUpstreams. @default 10000 */
   syncWaitMs?: number;
   /** Passed to each Upstream (tests: a short discovery interval). */
@@ -61,8 +65,13 @@ export interface MetricsUpstreamsOptions {
 interface Running {
   name: string;
   generation?: number;
+  /** What its connections depend on (Service, CA, groups, the limit): a change makes new Upstreams. */
   fingerprint: string;
+  /** The whole spec: a change of the route alone keeps the Upstreams. */
+  specText: string;
   spec?: MetricsUpstreamSpec;
+  /** Its Service and groups as far as they read, for registration even when the spec is invalid. */
+  declared?: { ref: UpstreamRef; apis: ForwardedApi[] };
   /** Why the spec cannot be used, if it cannot. */
   invalid?: string;
   /** Why its CA Secret could not be read last time, if it could not. */
@@ -87,6 +96,12 @@ export class MetricsUpstreams implements Runnable {
   private timer?: NodeJS.Timeout;
   private rebuildQueued = false;
   private started = false;
+  /** Whether the first list of MetricsUpstreams came (until then registration waits on them). */
+  private listed = false;
+  /** The resync under way (Secret CAs, APIService CAs): one at a time. */
+  private resyncing?: Promise<void>;
+  /** Status codes seen per upstream, to drop their series when it goes. */
+  private readonly codes = new Map<string, Set<string>>();
   private readonly log: Logger;
   private readonly requests?: Counter<"upstream" | "code">;
   private readonly seconds?: Histogram<"upstream">;
@@ -135,26 +150,25 @@ export class MetricsUpstreams implements Runnable {
         },
       });
     }
-    const leader = {
-      timer: undefined as NodeJS.Timeout | undefined,
-      writing: false,
-    };
+    // A loop per leadership: one that lost it and won it again never runs two.
+    let term = 0;
+    let timer: NodeJS.Timeout | undefined;
     this.leaderPart = {
       name: "MetricsUpstream status writer",
       needsLeader: true,
       start: () => {
-        leader.writing = true;
+        const mine = ++term;
         const tick = () => {
-          if (!leader.writing) return;
+          if (term !== mine) return;
           void this.writeStatuses().finally(() => {
-            if (leader.writing) leader.timer = setTimeout(tick, this.opts.resyncMs ?? 10_000);
+            if (term === mine) timer = setTimeout(tick, this.opts.resyncMs ?? 10_000);
           });
         };
         tick();
       },
       stop: () => {
-        leader.writing = false;
-        clearTimeout(leader.timer);
+        term++;
+        clearTimeout(timer);
       },
     };
   }
@@ -162,7 +176,11 @@ export class MetricsUpstreams implements Runnable {
   /** What a forwarded request to `upstream` did, for /metrics (the catch-all's too). */
   observer(upstream: string): (outcome: number | "error", seconds: number) => void {
     return (outcome, seconds) => {
-      this.requests?.inc({ upstream, code: String(outcome) });
+      const code = String(outcome);
+      let seen = this.codes.get(upstream);
+      if (!seen) this.codes.set(upstream, (seen = new Set()));
+      seen.add(code);
+      this.requests?.inc({ upstream, code });
       this.seconds?.observe({ upstream }, seconds);
     };
   }
@@ -176,15 +194,24 @@ export class MetricsUpstreams implements Runnable {
     this.started = true;
     const changed = () => this.queueRebuild();
     this.unsubscribe = this.opts.informer.subscribe({ add: changed, update: changed, delete: changed });
+    void this.opts.informer.synced.then(() => {
+      this.listed = true;
+      this.queueRebuild();
+    });
     let timeout: NodeJS.Timeout | undefined;
-    await Promise.race([
-      this.opts.informer.synced,
-      new Promise<void>((resolve) => (timeout = setTimeout(resolve, this.opts.syncWaitMs ?? 10_000))),
-    ]);
-    clearTimeout(timeout);
-    if (this.started) this.rebuild();
+    const waitMs = this.opts.syncWaitMs ?? 10_000;
+    const wait = (p: Promise<unknown>) =>
+      Promise.race([p, new Promise<void>((resolve) => (timeout = setTimeout(resolve, waitMs)))]).finally(() =>
+        clearTimeout(timeout),
+      );
+    await wait(this.opts.informer.synced);
+    if (!this.started) return;
+    this.rebuild();
+    // Routes that select namespaces by label read them from a cache: filled before serving.
+    if ([...this.running.values()].some((r) => r.spec?.namespaces?.selector))
+      await wait(this.opts.namespaces().synced);
     const tick = () => {
-      void this.readSecretCAs().finally(() => {
+      void this.resync().finally(() => {
         if (this.started) this.timer = setTimeout(tick, this.opts.resyncMs ?? 10_000);
       });
     };
@@ -202,41 +229,17 @@ export class MetricsUpstreams implements Runnable {
   }
 
   /**
-   * Per API, the Services of upstreams whose CA is the caBundle of the APIService Governor
-   * took over from them (neither caBundle nor caSecretRef set): their APIServices may be
-   * taken over, and registration tells each its trust ({@link trustFromApiService}).
+   * Per API, the MetricsUpstreams' Services, and whether Governor can use each spec (an
+   * APIService pointing at a usable one may be taken over; one whose spec is invalid is
+   * neither taken over nor given back); undefined until their first list came.
    */
-  refs(): Partial<Record<ForwardedApi, UpstreamRef[]>> {
-    const out: Partial<Record<ForwardedApi, UpstreamRef[]>> = {};
-    for (const r of this.running.values()) {
-      if (!r.spec) continue;
-      for (const api of r.upstreams.keys()) (out[api] ??= []).push(r.spec.service);
-    }
+  refs(): Partial<Record<ForwardedApi, DeclaredUpstream[]>> | undefined {
+    if (!this.listed) return undefined;
+    const out: Partial<Record<ForwardedApi, DeclaredUpstream[]>> = {};
+    for (const r of this.running.values())
+      for (const api of r.declared?.apis ?? [])
+        (out[api] ??= []).push({ ref: r.declared!.ref, usable: r.upstreams.has(api) });
     return out;
-  }
-
-  /** How the APIService of `ref`'s Service says to check it (from registration's sync). */
-  trustFromApiService(api: ForwardedApi, ref: UpstreamRef, trust: UpstreamApiServiceTrust | undefined): void {
-    for (const r of this.running.values()) {
-      const s = r.spec?.service;
-      if (
-        !s ||
-        s.namespace !== ref.namespace ||
-        s.name !== ref.name ||
-        r.spec?.caBundle ||
-        r.spec?.caSecretRef
-      )
-        continue;
-      r.upstreams
-        .get(api)
-        ?.setTrust(
-          trust?.caBundle
-            ? { ca: trust.caBundle, from: "the APIService's caBundle" }
-            : trust?.insecureSkipTLSVerify
-              ? { insecure: true, from: "the APIService's insecureSkipTLSVerify" }
-              : undefined,
-        );
-    }
   }
 
   /** Why upstreams' discovery reads failed (for /readyz warnings): at most `max`. */
@@ -267,15 +270,18 @@ export class MetricsUpstreams implements Runnable {
     for (const [i, obj] of objects.entries()) {
       const name = obj.metadata!.name!;
       seen.add(name);
-      const fingerprint = JSON.stringify(obj.spec ?? null);
+      const overLimit = i >= MAX_UPSTREAMS;
+      const specText = JSON.stringify(obj.spec ?? null);
+      const fingerprint = connectionOf(obj.spec, overLimit);
       const known = this.running.get(name);
-      if (known?.fingerprint === fingerprint) {
-        known.generation = obj.metadata?.generation;
-        continue;
-      }
-      if (known) this.retire(known);
-      this.running.set(name, this.build(name, obj, fingerprint, i >= MAX_UPSTREAMS));
+      if (known) known.generation = obj.metadata?.generation;
+      if (known?.specText === specText) continue;
       changed = true;
+      // The route alone changed: the same Upstreams (pools, lists, trust) under new routes.
+      const keep = known?.fingerprint === fingerprint ? known.upstreams : undefined;
+      const next = this.build(name, obj, fingerprint, overLimit, keep);
+      if (known) for (const [api, u] of known.upstreams) if (next.upstreams.get(api) !== u) void u.stop();
+      this.running.set(name, next);
     }
     for (const [name, r] of this.running)
       if (!seen.has(name)) {
@@ -285,15 +291,23 @@ export class MetricsUpstreams implements Runnable {
       }
     if (!changed) return;
     this.publish();
-    void this.readSecretCAs();
+    void this.resync();
     this.opts.onChange?.();
   }
 
-  private build(name: string, obj: MetricsUpstreamObject, fingerprint: string, overLimit: boolean): Running {
+  private build(
+    name: string,
+    obj: MetricsUpstreamObject,
+    fingerprint: string,
+    overLimit: boolean,
+    keep?: Map<ForwardedApi, Upstream>,
+  ): Running {
     const r: Running = {
       name,
       generation: obj.metadata?.generation,
       fingerprint,
+      specText: JSON.stringify(obj.spec ?? null),
+      declared: declaredOf(obj.spec),
       upstreams: new Map(),
       routes: [],
     };
@@ -307,6 +321,11 @@ export class MetricsUpstreams implements Runnable {
       return r;
     }
     const spec = parsed.data;
+    const self = this.opts.self;
+    if (self && spec.service.namespace === self.namespace && spec.service.name === self.name) {
+      r.invalid = `service: ${self.namespace}/${self.name} is Governor's own Service: it would forward to itself`;
+      return r;
+    }
     let ca: string | undefined;
     let namespaces: RoutedUpstream["namespaces"];
     let field = "caBundle";
@@ -327,23 +346,27 @@ export class MetricsUpstreams implements Runnable {
       const api = API_OF_GROUP[group]!;
       const router = this.opts.routers[api];
       if (!router) continue; // Governor does not serve this API (--apis)
-      const upstream = new Upstream({
-        api,
-        group,
-        versions: GROUP_VERSIONS[group] ?? [],
-        service: s,
-        ...(ca !== undefined ? { ca } : {}),
-        ownCA: spec.caSecretRef !== undefined,
-        caHint: `spec.caBundle or spec.caSecretRef of ${label}`,
-        description: `${label} (Service ${s.namespace}/${s.name}:${s.port})`,
-        client: this.opts.client,
-        identity: this.opts.identity,
-        logger: this.opts.logger.child({ metricsUpstream: name }),
-        observe: this.observer(name),
-        onDiscoveryChange: () => this.opts.onChange?.(),
-        ...this.opts.upstream,
-      });
+      const kept = keep?.get(api);
+      const upstream =
+        kept ??
+        new Upstream({
+          api,
+          group,
+          versions: GROUP_VERSIONS[group] ?? [],
+          service: s,
+          ...(ca !== undefined ? { ca } : {}),
+          ownCA: spec.caSecretRef !== undefined,
+          caHint: `spec.caBundle or spec.caSecretRef of ${label}`,
+          description: `${label} (Service ${s.namespace}/${s.name}:${s.port})`,
+          client: this.opts.client,
+          identity: this.opts.identity,
+          logger: this.opts.logger.child({ metricsUpstream: name }),
+          observe: this.observer(name),
+          onDiscoveryChange: () => this.opts.onChange?.(),
+          ...this.opts.upstream,
+        });
       r.upstreams.set(api, upstream);
+      if (!kept) upstream.start();
       r.routes.push({
         name: label,
         priority: spec.priority,
@@ -352,15 +375,18 @@ export class MetricsUpstreams implements Runnable {
         lists: (id) => upstream.serves(api, id),
         upstream,
       });
-      upstream.start();
     }
     if (namespaces && "selector" in namespaces) this.opts.namespaces(); // warm the Namespace cache
     this.log.info({ metricsUpstream: name, groups: spec.groups }, "serving through MetricsUpstream");
     return r;
   }
 
+  /** Stops a deleted MetricsUpstream's upstreams and drops its series from /metrics. */
   private retire(r: Running): void {
     for (const u of r.upstreams.values()) void u.stop();
+    for (const code of this.codes.get(r.name) ?? []) this.requests?.remove({ upstream: r.name, code });
+    this.seconds?.remove({ upstream: r.name });
+    this.codes.delete(r.name);
   }
 
   /** Gives each router the routes of its API. */
@@ -371,6 +397,42 @@ export class MetricsUpstreams implements Runnable {
           r.routes.filter((route) => r.upstreams.get(api) === route.upstream),
         ),
       );
+  }
+
+  /** Reads the CAs again: from Secrets and from APIServices (one resync at a time). */
+  private resync(): Promise<void> {
+    this.resyncing ??= this.readCAs()
+      .catch((err: unknown) => this.log.warn({ err: String(err) }, "cannot read MetricsUpstreams' CAs"))
+      .finally(() => (this.resyncing = undefined));
+    return this.resyncing;
+  }
+
+  private async readCAs(): Promise<void> {
+    await this.readSecretCAs();
+    await this.readApiServiceCAs();
+  }
+
+  /**
+   * Tells each upstream with neither caBundle nor caSecretRef the CA of the APIService it
+   * holds or Governor took over from it (three GETs for all of them).
+   */
+  private async readApiServiceCAs(): Promise<void> {
+    const fromApiService = [...this.running.values()].filter(
+      (r) => r.spec && !r.spec.caBundle && !r.spec.caSecretRef && r.upstreams.size > 0,
+    );
+    if (fromApiService.length === 0) return;
+    const apiServices = await readMetricsApiServices(this.opts.client);
+    for (const r of fromApiService)
+      for (const [api, u] of r.upstreams) {
+        const trust = trustIn(apiServices, api, r.spec!.service);
+        u.setTrust(
+          trust?.caBundle
+            ? { ca: trust.caBundle, from: "the APIService's caBundle" }
+            : trust?.insecureSkipTLSVerify
+              ? { insecure: true, from: "the APIService's insecureSkipTLSVerify" }
+              : undefined,
+        );
+      }
   }
 
   /** Reads each caSecretRef's CA (Secrets rotate; every replica reads its own). */
@@ -411,7 +473,8 @@ export class MetricsUpstreams implements Runnable {
     const latency = read.length ? Math.max(...read.map((u) => u.lastDiscoveryMs ?? 0)) : undefined;
     let condition: Pick<Condition, "status" | "reason" | "message">;
     if (r.invalid) condition = { status: "False", reason: "InvalidSpec", message: r.invalid };
-    else if (r.caProblem) condition = { status: "False", reason: "CAUnavailable", message: r.caProblem };
+    else if (r.caProblem && !r.caKnown)
+      condition = { status: "False", reason: "CAUnavailable", message: r.caProblem };
     else if (ups.length === 0)
       condition = {
         status: "False",
@@ -426,7 +489,7 @@ export class MetricsUpstreams implements Runnable {
       condition = {
         status: "True",
         reason: "Listed",
-        message: `it listed ${ups.reduce((n, u) => n + u.metricCount, 0)} metrics`,
+        message: `it listed ${ups.reduce((n, u) => n + u.metricCount, 0)} metrics${r.caProblem ? `; ${r.caProblem}` : ""}`,
       };
     return {
       observedGeneration: r.generation,
@@ -448,7 +511,15 @@ export class MetricsUpstreams implements Runnable {
       if (!worthWriting(obj.status, next)) continue;
       try {
         await this.opts.client.mergePatch(`${METRICS_UPSTREAMS_PATH}/${r.name}/status`, {
-          status: { ...next, lastError: next.lastError ?? null, latency: next.latency ?? null },
+          // A merge patch keeps what it does not name: every field this status lacks is removed.
+          status: {
+            ...next,
+            service: next.service ?? null,
+            metrics: next.metrics ?? null,
+            latency: next.latency ?? null,
+            lastError: next.lastError ?? null,
+            lastDiscoveryTime: next.lastDiscoveryTime ?? null,
+          },
         });
       } catch (err) {
         if (!(err instanceof KubeApiError && err.statusCode === 404))
@@ -483,4 +554,22 @@ function checkedCA(pem: string): string {
       throw new Error("a certificate in it does not parse");
     }
   return pem;
+}
+
+/** What an upstream's connections depend on: its Service, CA fields and groups, and whether it is over the limit. */
+function connectionOf(spec: unknown, overLimit: boolean): string {
+  const s = (spec ?? {}) as Record<string, unknown>;
+  return JSON.stringify([s.service, s.groups, s.caBundle, s.caSecretRef, overLimit]);
+}
+
+/** The Service and APIs a spec names, as far as they read (an invalid spec's too), or undefined. */
+function declaredOf(spec: unknown): Running["declared"] {
+  const s = (spec ?? {}) as { service?: Record<string, unknown>; groups?: unknown };
+  const svc = s.service;
+  if (!svc || typeof svc.namespace !== "string" || typeof svc.name !== "string") return undefined;
+  const apis = (Array.isArray(s.groups) ? s.groups : []).flatMap((g) =>
+    typeof g === "string" && API_OF_GROUP[g] ? [API_OF_GROUP[g]] : [],
+  );
+  const port = typeof svc.port === "number" ? svc.port : 443;
+  return { ref: { namespace: svc.namespace, name: svc.name, port }, apis };
 }

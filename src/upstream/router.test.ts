@@ -4,6 +4,7 @@ import { MetricsApi } from "../apiserver/metrics-api.js";
 import { JsonText } from "../apiserver/wire.js";
 import { LabelSelector } from "../selectors/label-selector.js";
 import { UpstreamRouter, type RoutedUpstream } from "./router.js";
+import { UpstreamUnavailableError } from "./upstream.js";
 import { type Route, choose, globMatch } from "./routes.js";
 
 describe("routes: which upstream answers a metric", () => {
@@ -174,6 +175,50 @@ describe("several upstreams behind one metrics API", () => {
     expect(router.mergeExternal(own)).to.equal(first);
     router.set([]);
     expect(router.mergeExternal(own)).to.equal(own);
+  });
+
+  it("says which upstream answered and why, also when it could not be asked", async () => {
+    const { router } = setUp();
+    const target = { namespace: "shop", metric: "kafka_lag", id: "kafka_lag" };
+    const req = {
+      group: "external.metrics.k8s.io",
+      version: "v1beta1",
+      rest: [],
+      query: new URLSearchParams(),
+      kind: "external" as const,
+      target,
+    };
+    expect((await router.serve(req))?.routedTo).to.equal("MetricsUpstream kafka (metrics: kafka_lag)");
+    const down = new UpstreamRouter("external");
+    down.set([
+      {
+        name: "MetricsUpstream gone",
+        priority: 0,
+        metrics: ["*"],
+        lists: () => false,
+        upstream: {
+          description: "MetricsUpstream gone (Service x/gone:443)",
+          serves: () => false,
+          serve: () =>
+            Promise.reject(
+              new UpstreamUnavailableError("MetricsUpstream gone (Service x/gone:443) is unavailable"),
+            ),
+          listCustomMetrics: () => [],
+          listExternalMetrics: () => [],
+        },
+      },
+    ]);
+    const r = await down.serve(req);
+    expect(r?.status).to.equal(503);
+    expect(r?.routedTo).to.equal("MetricsUpstream gone (metrics: *)");
+  });
+
+  it("refuses a metric name longer than a metric name can be before matching any glob", async () => {
+    const { api, asked } = setUp(true);
+    const r = await get(api, `${E}/namespaces/shop/${"a".repeat(254)}`);
+    expect(r.status).to.equal(404);
+    expect(r.body.message).to.equal("a metric name is at most 253 characters");
+    expect(asked).to.deep.equal([]);
   });
 
   it("answers as Governor alone when it has no upstream at all", async () => {

@@ -6,8 +6,10 @@
  * own schedule: one that is down keeps its last list and hides nobody's) behind Governor's.
  */
 import { statusBody } from "../apiserver/wire.js";
+import { ClientGoneError } from "../util/deadline.js";
 import {
   customId,
+  errorResponse,
   type ApiResponse,
   type DelegatedRequest,
   type MetricsDelegate,
@@ -33,6 +35,10 @@ export interface Answerer {
 
 /** Names listed in a 404 before "and N more". */
 const NAMED_IN_404 = 8;
+/** The longest metric name routed (a metric name's limit): the glob bound of routes.ts. */
+const MAX_METRIC_CHARS = 253;
+/** The most entries merged discovery lists (each upstream is capped at 20,000 on its own). */
+const MAX_MERGED = 100_000;
 
 /** See the module comment. */
 export class UpstreamRouter implements MetricsDelegate {
@@ -90,8 +96,24 @@ export class UpstreamRouter implements MetricsDelegate {
 
   serve(req: DelegatedRequest): Promise<ApiResponse> | undefined {
     if (!this.active) return undefined;
+    if (req.target.metric.length > MAX_METRIC_CHARS)
+      return Promise.resolve({
+        status: 404,
+        body: statusBody(404, "NotFound", `a metric name is at most ${MAX_METRIC_CHARS} characters`),
+        kind: req.kind,
+      });
     const who = this.answerer(req.target);
-    if (who) return who.upstream.serve(req).then((a) => ({ ...a, routedTo: `${who.name} (${who.why})` }));
+    if (who) {
+      // Said on failures too (a 503 from an adapter that is down): that is when explain needs it.
+      const routedTo = `${who.name} (${who.why})`;
+      return who.upstream.serve(req).then(
+        (a) => ({ ...a, routedTo }),
+        (err: unknown) => {
+          if (err instanceof ClientGoneError) throw err; // nobody to answer
+          return { ...errorResponse(err, req.kind), routedTo };
+        },
+      );
+    }
     const names = this.routes.map((r) => r.name);
     const more = names.length > NAMED_IN_404 ? ` and ${names.length - NAMED_IN_404} more` : "";
     const where = req.target.namespace ? ` in namespace ${req.target.namespace}` : "";
@@ -149,6 +171,7 @@ export class UpstreamRouter implements MetricsDelegate {
     sources.forEach((s, i) => {
       const globs = s.route?.metrics;
       for (const m of lists[i] as readonly M[]) {
+        if (list.length >= MAX_MERGED) break;
         const id = idOf(m);
         if (seen.has(id) || (globs && !globs.some((g) => globMatch(g, nameOf(m))))) continue;
         seen.add(id);

@@ -231,6 +231,16 @@ describe("forwarding to an upstream metrics adapter", function () {
     expect(JSON.parse(text(r.body)).message).to.match(/not JSON/);
   });
 
+  it("keeps running when an adapter answers discovery with null or a list: it lists nothing, and says why", async () => {
+    for (const body of ["null", "[1,2]", "42"]) {
+      answer = (path) => (path === E ? { status: 200, body } : { status: 404, body: "{}" });
+      const u = trusted();
+      await u.refresh();
+      expect(u.listExternalMetrics(), body).to.deep.equal([]);
+      expect(u.lastError, body).to.match(/not an APIResourceList/);
+    }
+  });
+
   it("reads its Service as namespace/name:port and refuses anything else", () => {
     expect(parseUpstreamService("keda/keda-operator-metrics-apiserver:443")).to.deep.equal({
       namespace: "keda",

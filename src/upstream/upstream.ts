@@ -173,7 +173,7 @@ export class Upstream implements MetricsDelegate {
     this.trust = trust;
     // The first CA known: read discovery now (after a read that found none), not in 30 s.
     if (first && trust && this.started && !this.stopped)
-      void (this.refreshing ?? Promise.resolve()).then(() => this.refresh());
+      void (this.refreshing ?? Promise.resolve()).then(() => this.refresh()).catch(() => {});
   }
 
   /** Reads discovery now and then every interval. */
@@ -181,9 +181,14 @@ export class Upstream implements MetricsDelegate {
     this.started = true;
     const tick = () => {
       if (this.stopped) return;
-      void this.refresh().finally(() => {
-        if (!this.stopped) this.timer = setTimeout(tick, this.opts.discoveryIntervalMs ?? 30_000);
-      });
+      void this.refresh()
+        // readDiscovery keeps its own errors; anything else is logged, and never ends the loop.
+        .catch((err: unknown) =>
+          this.log.error({ err: String(err) }, "reading the upstream's discovery failed"),
+        )
+        .finally(() => {
+          if (!this.stopped) this.timer = setTimeout(tick, this.opts.discoveryIntervalMs ?? 30_000);
+        });
     };
     tick();
   }
@@ -292,6 +297,8 @@ export class Upstream implements MetricsDelegate {
     path: string,
     cancel?: Cancellation,
   ): Promise<{ status: number; text: string; contentType: string }> {
+    if (this.stopped)
+      throw new UpstreamUnavailableError(`${this.description} was replaced or removed: ask again`);
     const trust = this.trust;
     if (!trust)
       throw new UpstreamUnavailableError(
@@ -419,7 +426,13 @@ export class Upstream implements MetricsDelegate {
         const r = await this.get(`/apis/${this.opts.group}/${version}`);
         if (r.status === 404) continue; // the upstream does not serve this version
         if (r.status !== 200) throw new UpstreamUnavailableError(`${this.description} answered ${r.status}`);
-        list = JSON.parse(r.text) as typeof list;
+        const parsed = JSON.parse(r.text) as unknown;
+        // `null`, a number, a list: an answer that is not an APIResourceList lists nothing.
+        if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed))
+          throw new UpstreamUnavailableError(
+            `${this.description} answered discovery with something not an APIResourceList`,
+          );
+        list = parsed;
       } catch (err) {
         error = err instanceof Error ? err.message : String(err);
         continue;
