@@ -81,6 +81,14 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
       spec: { type: "ExternalName", externalName: "127.0.0.1", ports: [{ port }] },
     });
   const caBundle = () => Buffer.from(ca.cert).toString("base64");
+  /** An external-metrics upstream at `service` (on `port`) with the adapters' CA, and `over`. */
+  const upstreamAt = (service: string, port: number, over: Record<string, unknown> = {}) => ({
+    service: { namespace: "adapters", name: service, port },
+    groups: ["external.metrics.k8s.io"],
+    caBundle: caBundle(),
+    priority: 0,
+    ...over,
+  });
   const value = async (path: string) => {
     const r = await api.handle(
       "GET",
@@ -134,18 +142,8 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
   });
 
   it("routes each metric to the adapter that lists it, and writes each one's status", async () => {
-    mu("kafka", {
-      service: { namespace: "adapters", name: "kafka", port: kafka.port },
-      groups: ["external.metrics.k8s.io"],
-      caBundle: caBundle(),
-      priority: 0,
-    });
-    mu("keda", {
-      service: { namespace: "adapters", name: "keda", port: keda.port },
-      groups: ["external.metrics.k8s.io"],
-      caBundle: caBundle(),
-      priority: 0,
-    });
+    mu("kafka", upstreamAt("kafka", kafka.port));
+    mu("keda", upstreamAt("keda", keda.port));
     await running.start();
     await running.leaderPart.start();
     await eventually(async () =>
@@ -174,19 +172,8 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
   });
 
   it("keeps answering from the others when one adapter's Service is gone, and says why in its status", async () => {
-    mu("kafka", {
-      service: { namespace: "adapters", name: "kafka", port: kafka.port },
-      groups: ["external.metrics.k8s.io"],
-      caBundle: caBundle(),
-      priority: 0,
-    });
-    mu("keda", {
-      service: { namespace: "adapters", name: "gone", port: keda.port },
-      groups: ["external.metrics.k8s.io"],
-      caBundle: caBundle(),
-      metrics: ["queue_*"],
-      priority: 0,
-    });
+    mu("kafka", upstreamAt("kafka", kafka.port));
+    mu("keda", upstreamAt("gone", keda.port, { metrics: ["queue_*"] }));
     await running.start();
     await running.leaderPart.start();
     await eventually(async () =>
@@ -204,13 +191,7 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
   });
 
   it("says a spec it cannot use in status and routes nothing to it", async () => {
-    mu("bad", {
-      service: { namespace: "adapters", name: "kafka", port: kafka.port },
-      groups: ["external.metrics.k8s.io"],
-      caBundle: caBundle(),
-      caSecretRef: { namespace: "adapters", name: "ca" },
-      priority: 0,
-    });
+    mu("bad", upstreamAt("kafka", kafka.port, { caSecretRef: { namespace: "adapters", name: "ca" } }));
     mu("junk-ca", {
       service: { namespace: "adapters", name: "kafka", port: kafka.port },
       groups: ["external.metrics.k8s.io"],
@@ -275,13 +256,7 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
   });
 
   it("keeps an upstream's connections, list and trust when only its route changes: no gap in answers", async () => {
-    const spec = {
-      service: { namespace: "adapters", name: "kafka", port: kafka.port },
-      groups: ["external.metrics.k8s.io"],
-      caBundle: caBundle(),
-      metrics: ["kafka_*"],
-      priority: 0,
-    };
+    const spec = upstreamAt("kafka", kafka.port, { metrics: ["kafka_*"] });
     mu("kafka", spec);
     await running.start();
     await eventually(async () =>
@@ -303,11 +278,11 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
     expect(kafka.counted.discoveryReads).to.equal(reads);
   });
 
-  it("takes a CA from the APIService pointing at the upstream's Service when the spec gives none", async () => {
-    kube.seed("/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.external.metrics.k8s.io", {
+  it("takes a CA from the APIService pointing at the upstream's Service when the spec gives none, the other metrics API's too", async () => {
+    kube.seed("/apis/apiregistration.k8s.io/v1/apiservices/v1beta2.custom.metrics.k8s.io", {
       apiVersion: "apiregistration.k8s.io/v1",
       kind: "APIService",
-      metadata: { name: "v1beta1.external.metrics.k8s.io" },
+      metadata: { name: "v1beta2.custom.metrics.k8s.io" },
       spec: { service: { namespace: "adapters", name: "kafka", port: kafka.port }, caBundle: caBundle() },
     });
     mu("kafka", {
@@ -322,12 +297,7 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
   });
 
   it("refuses an upstream naming Governor's own Service, and clears what a status no longer says", async () => {
-    const spec = {
-      service: { namespace: "adapters", name: "kafka", port: kafka.port },
-      groups: ["external.metrics.k8s.io"],
-      caBundle: caBundle(),
-      priority: 0,
-    };
+    const spec = upstreamAt("kafka", kafka.port);
     mu("loop", { ...spec, service: { namespace: "governor-system", name: "governor", port: 443 } });
     mu("kafka", spec);
     await running.start();
@@ -347,24 +317,12 @@ describe("MetricsUpstreams: several adapters declared as objects", function () {
   });
 
   it("moves a route when its object changes, and drops it when it is deleted", async () => {
-    mu("kafka", {
-      service: { namespace: "adapters", name: "kafka", port: kafka.port },
-      groups: ["external.metrics.k8s.io"],
-      caBundle: caBundle(),
-      metrics: ["*"],
-      priority: 0,
-    });
+    mu("kafka", upstreamAt("kafka", kafka.port, { metrics: ["*"] }));
     await running.start();
     await eventually(async () =>
       expect((await value(`${E}/namespaces/shop/anything`)).value).to.equal("kafka"),
     );
-    mu("kafka", {
-      service: { namespace: "adapters", name: "keda", port: keda.port },
-      groups: ["external.metrics.k8s.io"],
-      caBundle: caBundle(),
-      metrics: ["*"],
-      priority: 0,
-    });
+    mu("kafka", upstreamAt("keda", keda.port, { metrics: ["*"] }));
     await eventually(async () =>
       expect((await value(`${E}/namespaces/shop/anything`)).value).to.equal("keda"),
     );

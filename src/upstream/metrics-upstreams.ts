@@ -194,9 +194,12 @@ export class MetricsUpstreams implements Runnable {
     this.started = true;
     const changed = () => this.queueRebuild();
     this.unsubscribe = this.opts.informer.subscribe({ add: changed, update: changed, delete: changed });
+    // Known from the first list on, and rebuilt in the same turn: registration never sees
+    // them known but not yet built (it would give an upstream's APIService back).
     void this.opts.informer.synced.then(() => {
+      if (!this.started) return;
       this.listed = true;
-      this.queueRebuild();
+      this.rebuild();
     });
     let timeout: NodeJS.Timeout | undefined;
     const waitMs = this.opts.syncWaitMs ?? 10_000;

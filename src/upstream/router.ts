@@ -6,6 +6,7 @@
  * own schedule: one that is down keeps its last list and hides nobody's) behind Governor's.
  */
 import { statusBody } from "../apiserver/wire.js";
+import { quote } from "../util/bounded-text.js";
 import { ClientGoneError } from "../util/deadline.js";
 import {
   customId,
@@ -116,13 +117,14 @@ export class UpstreamRouter implements MetricsDelegate {
     }
     const names = this.routes.map((r) => r.name);
     const more = names.length > NAMED_IN_404 ? ` and ${names.length - NAMED_IN_404} more` : "";
-    const where = req.target.namespace ? ` in namespace ${req.target.namespace}` : "";
+    // A namespace name is at most 63 characters; the path's may be anything.
+    const where = req.target.namespace ? ` in namespace ${req.target.namespace.slice(0, 63)}` : "";
     return Promise.resolve({
       status: 404,
       body: statusBody(
         404,
         "NotFound",
-        `no MetricMapping${where} serves ${this.api} metric "${req.target.id}", and no upstream's route claims it (asked: ${names.slice(0, NAMED_IN_404).join(", ")}${more})`,
+        `no MetricMapping${where} serves ${this.api} metric ${quote(req.target.id, 300)}, and no upstream's route claims it (asked: ${names.slice(0, NAMED_IN_404).join(", ")}${more})`,
       ),
       kind: req.kind,
     });

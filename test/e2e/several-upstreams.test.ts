@@ -3,7 +3,8 @@
  * metric), prometheus-adapter (a custom rule on a Service and an external rule) and
  * Governor's own mapping, at once, through the real aggregator and the real HPA controller.
  * KEDA holds `v1beta1.external.metrics.k8s.io` and prometheus-adapter the custom group, as
- * a cluster that runs both has it; each is declared as a MetricsUpstream (KEDA's CA from the
+ * a cluster that runs both has it — so the adapter's external metric cannot be read at all —
+ * and each is declared as a MetricsUpstream (KEDA's CA from the
  * APIService Governor takes over, the adapter's from a Secret Governor is granted), and
  * Governor takes over all three APIServices. Each adapter killed in turn, the others' HPAs
  * keep their metrics; `governor uninstall` gives each its APIServices back.
@@ -24,6 +25,7 @@ import {
   ROOT,
   applyYaml,
   freshNamespace,
+  installCrds,
   kubectl,
   type TestCluster,
   useCluster,
@@ -252,24 +254,30 @@ ${hpaYaml("adapter-custom", {
       },
       { timeoutMs: 60_000, intervalMs: 500, what: "KEDA's HPA" },
     );
+    // Before Governor: one adapter per group. The adapter's external metric cannot be read —
+    // the external APIService is KEDA's, which knows no such metric — so its HPA stays at 1.
     await eventually(
       async () =>
         expect(await all(false)).to.deep.equal({
           keda: 3,
-          adapterExternal: 3,
+          adapterExternal: 1,
           adapterCustom: 3,
         }),
       {
         timeoutMs: 180_000,
         intervalMs: 1000,
-        what: "each adapter's HPA scaled to 3 on a queue of 30 before Governor came",
+        what: "KEDA's and the adapter's custom HPA scaled to 3 on a queue of 30 before Governor came",
       },
     ).catch(async (err: unknown) => {
       throw new Error(`${(err as Error).message}\nreads: ${JSON.stringify(await reads())}`);
     });
+    const before = await reads();
+    console.log(`      before Governor: ${JSON.stringify(before)}`);
+    expect(before.adapterExternal).to.match(/^500 .*scaledObject name is not specified/);
 
     // Each adapter declared as a MetricsUpstream: KEDA's CA from the APIService Governor takes
     // over; the adapter's from a Secret, which Governor may read because it is granted here.
+    await installCrds(cluster); // Governor's, MetricsUpstream among them (its start applies them too)
     writeFileSync(join(dir, "ca.crt"), ca.cert);
     await kubectl(
       cluster,
@@ -481,7 +489,7 @@ spec:
     );
   });
 
-  it("governor uninstall gives each adapter its APIServices back, and their HPAs keep scaling", async () => {
+  it("governor uninstall gives each adapter its APIServices back: KEDA's and the adapter's custom HPAs keep scaling, its external metric has no way in again", async () => {
     await governor!.terminate();
     const r = await governor!.uninstall();
     expect(r.code, r.output).to.equal(0);
@@ -495,13 +503,15 @@ spec:
         name: "prometheus-adapter",
       });
     queueMessages = 40;
-    await eventually(
-      async () => expect(await all()).to.deep.include({ keda: 4, adapterExternal: 4, adapterCustom: 4 }),
-      {
-        timeoutMs: 180_000,
-        intervalMs: 1000,
-        what: "queue 40 → each adapter's HPA 4, served by the adapters alone again",
-      },
-    );
+    await eventually(async () => expect(await all()).to.deep.include({ keda: 4, adapterCustom: 4 }), {
+      timeoutMs: 180_000,
+      intervalMs: 1000,
+      what: "queue 40 → KEDA's and the adapter's custom HPA 4, served by the adapters alone again",
+    });
+    // As before Governor: the adapter's external metric has no way in, and its HPA holds.
+    const after = await reads();
+    console.log(`      after uninstall: ${JSON.stringify(after)}`);
+    expect(after.adapterExternal).to.match(/^500 .*scaledObject name is not specified/);
+    expect(await replicas("adapter-external")).to.equal(7);
   });
 });
