@@ -6,6 +6,7 @@
  * cost (authorization, routing, the forwarded request) and not an adapter's.
  */
 import { METRICS_UPSTREAMS_PATH } from "../src/api/metrics-upstream.js";
+import { buildLocalService } from "../src/manifests/api-service.js";
 import { httpsGet } from "../test/support/https-get.js";
 import { unregister } from "./aggregator.js";
 import {
@@ -48,6 +49,10 @@ export async function upstreamsRows(b: Bench, governor: Child, connections = [1,
       priority,
     },
   });
+  // The Service the aggregator dials lists both ports (Governor's and the upstream's).
+  const service = buildLocalService({ namespace: NS, name: SERVICES.governor, port: governor.port });
+  service.spec.ports.push({ name: "upstream", port: bare.port, protocol: "TCP" });
+  await b.client.createOrReplace(`/api/v1/namespaces/${NS}/services/${SERVICES.governor}`, service);
   const routeTo = apiServiceRouter(b, { group: "external.metrics.k8s.io", probe: PROBE });
   try {
     // The first claims other metrics (and is asked first: a higher priority); the second claims this one.
