@@ -3,34 +3,15 @@
  * Governor's mappings query. The series carry `namespace="<the bench namespace>"`, as
  * Kubernetes service discovery would label them.
  */
-import { createServer } from "node:http";
-import { TestPrometheus } from "../test/support/prometheus.js";
+import { type TestPrometheus, scrapedSeries as scrapedTarget } from "../test/support/prometheus.js";
 import { NS } from "./harness.js";
 
-/** A started Prometheus scraping `body()` (the exposition text) every `scrapeInterval`. */
-export async function scrapedSeries(
+/** A loopback target serving `body()` and a Prometheus scraping it, its series labelled with the bench's namespace. */
+export function scrapedSeries(
   body: () => string,
   scrapeInterval?: string,
 ): Promise<{ prometheus: TestPrometheus; stop: () => Promise<void> }> {
-  const target = createServer((_req, res) =>
-    res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(body()),
-  );
-  await new Promise<void>((r) => target.listen(0, "127.0.0.1", () => r()));
-  const prometheus = new TestPrometheus(
-    [{ address: `127.0.0.1:${(target.address() as { port: number }).port}`, labels: { namespace: NS } }],
-    scrapeInterval,
-  );
-  const stop = async () => {
-    await prometheus.stop();
-    target.close();
-  };
-  try {
-    await prometheus.start();
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-  return { prometheus, stop };
+  return scrapedTarget(body, { namespace: NS }, scrapeInterval);
 }
 
 /** Exposition text of one gauge: `name{labels(i)} value(i)` for i in [0, n). */

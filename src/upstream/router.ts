@@ -88,9 +88,7 @@ export class UpstreamRouter implements MetricsDelegate {
       return {
         upstream: all,
         name: all.description,
-        why: this.routes.length
-          ? "no MetricsUpstream's route claims it: the catch-all answers"
-          : "the catch-all",
+        why: `${this.routes.length ? "no MetricsUpstream's route claims it; " : ""}the catch-all, --forward-${this.api}`,
       };
     return undefined;
   }

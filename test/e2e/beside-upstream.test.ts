@@ -12,8 +12,6 @@
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -23,7 +21,11 @@ import { KubeApiError } from "../../src/k8s/client.js";
 import { REPLACED_ANNOTATION, buildLocalService } from "../../src/manifests/api-service.js";
 import { httpsGet } from "../support/https-get.js";
 import { type KedaProcesses, kedaBuild, startKeda } from "../support/keda.js";
-import { type PrometheusAdapterProcess, startPrometheusAdapter } from "../support/prometheus-adapter.js";
+import {
+  type PrometheusAdapterProcess,
+  QUEUE_EXTERNAL_RULES,
+  startPrometheusAdapter,
+} from "../support/prometheus-adapter.js";
 import {
   ROOT,
   applyYaml,
@@ -35,7 +37,7 @@ import {
 import { eventually } from "../support/eventually.js";
 import { governorCliAsync } from "../support/governor-cli.js";
 import { GovernorProcess } from "../support/governor-process.js";
-import { TestPrometheus } from "../support/prometheus.js";
+import { type TestPrometheus, scrapedSeries } from "../support/prometheus.js";
 
 const APISERVICE = "v1beta1.external.metrics.k8s.io";
 const APISERVICE_PATH = `/apis/apiregistration.k8s.io/v1/apiservices/${APISERVICE}`;
@@ -126,15 +128,7 @@ interface UpstreamKind {
 }
 
 /** One external rule: the queue gauge, per namespace, as `queue_messages`. */
-const PROMETHEUS_ADAPTER_CONFIG = `rules: []
-externalRules:
-- seriesQuery: 'e2e_queue_messages{namespace!=""}'
-  resources:
-    overrides:
-      namespace: {resource: namespace}
-  name: {matches: "^e2e_(.*)$", as: "\${1}"}
-  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
-`;
+const PROMETHEUS_ADAPTER_CONFIG = `rules: []\n${QUEUE_EXTERNAL_RULES}`;
 
 const PROMETHEUS_ADAPTER: UpstreamKind = {
   name: "prometheus-adapter",
@@ -234,7 +228,7 @@ for (const kind of [PROMETHEUS_ADAPTER, KEDA])
     this.timeout(600_000);
     let cluster: TestCluster;
     let ns: Awaited<ReturnType<typeof freshNamespace>> | undefined;
-    let target: Server | undefined;
+    let stopQueue: (() => Promise<void>) | undefined;
     let prometheus: TestPrometheus | undefined;
     let upstream: Upstream | undefined;
     let governor: GovernorProcess | undefined;
@@ -265,16 +259,12 @@ for (const kind of [PROMETHEUS_ADAPTER, KEDA])
       ns = await freshNamespace(cluster, "beside");
       const dir = mkdtempSync(join(tmpdir(), "governor-upstream-"));
       // Prometheus scrapes one queue gauge, labelled with the test's namespace.
-      target = createServer((_req, res) => {
-        res
-          .writeHead(200, { "content-type": "text/plain; version=0.0.4" })
-          .end(`# TYPE e2e_queue_messages gauge\ne2e_queue_messages{queue="orders"} ${queueMessages}\n`);
-      });
-      await new Promise<void>((r) => target!.listen(0, "127.0.0.1", () => r()));
-      prometheus = new TestPrometheus([
-        { address: `127.0.0.1:${(target.address() as AddressInfo).port}`, labels: { namespace: ns.name } },
-      ]);
-      await prometheus.start();
+      const queue = await scrapedSeries(
+        () => `# TYPE e2e_queue_messages gauge\ne2e_queue_messages{queue="orders"} ${queueMessages}\n`,
+        { namespace: ns.name },
+      );
+      prometheus = queue.prometheus;
+      stopQueue = queue.stop;
 
       // The upstream as a cluster runs it: a certificate for its Service name, the Service, its APIService.
       ca = await createCA("e2e-upstream-ca");
@@ -350,8 +340,7 @@ for (const kind of [PROMETHEUS_ADAPTER, KEDA])
       await cluster?.client.delete(APISERVICE_PATH).catch(() => false);
       await governor?.uninstall();
       await upstream?.teardown();
-      await prometheus?.stop();
-      target?.close();
+      await stopQueue?.();
       await ns?.delete();
     });
 
@@ -402,7 +391,7 @@ for (const kind of [PROMETHEUS_ADAPTER, KEDA])
         },
       );
       expect(explained.stdout, explained.stderr).to.include(
-        `Governor forwards it to the upstream adapter (Service ${ns!.name}/${kind.service})`,
+        `Governor forwards it to the upstream external metrics adapter (Service ${ns!.name}/${kind.service}:${upstream!.port}) (the catch-all, --forward-external)`,
       );
     });
 

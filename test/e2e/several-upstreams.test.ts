@@ -11,8 +11,6 @@
  */
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -20,7 +18,11 @@ import { createCA, issueCertificate, type KeyPair } from "../../src/certs/certs.
 import { KubeApiError } from "../../src/k8s/client.js";
 import { REPLACED_ANNOTATION, buildLocalService } from "../../src/manifests/api-service.js";
 import { type KedaProcesses, kedaBuild, startKeda } from "../support/keda.js";
-import { type PrometheusAdapterProcess, startPrometheusAdapter } from "../support/prometheus-adapter.js";
+import {
+  type PrometheusAdapterProcess,
+  QUEUE_EXTERNAL_RULES,
+  startPrometheusAdapter,
+} from "../support/prometheus-adapter.js";
 import {
   ROOT,
   applyYaml,
@@ -32,7 +34,7 @@ import {
 } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
 import { GovernorProcess } from "../support/governor-process.js";
-import { TestPrometheus } from "../support/prometheus.js";
+import { type TestPrometheus, scrapedSeries } from "../support/prometheus.js";
 import { deploymentYaml, externalAverage, hpaYaml } from "../support/workloads.js";
 
 const APISERVICES = "/apis/apiregistration.k8s.io/v1/apiservices";
@@ -62,20 +64,13 @@ const ADAPTER_CONFIG = `rules:
       service: {resource: service}
   name: {matches: "^e2e_queue_messages$", as: "queue_depth"}
   metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
-externalRules:
-- seriesQuery: 'e2e_queue_messages{namespace!=""}'
-  resources:
-    overrides:
-      namespace: {resource: namespace}
-  name: {matches: "^e2e_(.*)$", as: "\${1}"}
-  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
-`;
+${QUEUE_EXTERNAL_RULES}`;
 
 describe("Governor in front of KEDA and prometheus-adapter at once, with its own mappings (e2e)", function () {
   this.timeout(900_000);
   let cluster: TestCluster;
   let ns: Awaited<ReturnType<typeof freshNamespace>> | undefined;
-  let target: Server | undefined;
+  let stopQueue: (() => Promise<void>) | undefined;
   let prometheus: TestPrometheus | undefined;
   let adapter: PrometheusAdapterProcess | undefined;
   let keda: KedaProcesses | undefined;
@@ -134,18 +129,13 @@ spec: {metric: governor_backlog, subject: {external: {}}, interval: 1s, source: 
     cluster = await useCluster();
     ns = await freshNamespace(cluster, "upstreams");
     const dir = mkdtempSync(join(tmpdir(), "governor-upstreams-"));
-    target = createServer((_req, res) => {
-      res
-        .writeHead(200, { "content-type": "text/plain; version=0.0.4" })
-        .end(
-          `# TYPE e2e_queue_messages gauge\ne2e_queue_messages{queue="orders",service="orders"} ${queueMessages}\n`,
-        );
-    });
-    await new Promise<void>((r) => target!.listen(0, "127.0.0.1", () => r()));
-    prometheus = new TestPrometheus([
-      { address: `127.0.0.1:${(target.address() as AddressInfo).port}`, labels: { namespace: ns.name } },
-    ]);
-    await prometheus.start();
+    const queue = await scrapedSeries(
+      () =>
+        `# TYPE e2e_queue_messages gauge\ne2e_queue_messages{queue="orders",service="orders"} ${queueMessages}\n`,
+      { namespace: ns.name },
+    );
+    prometheus = queue.prometheus;
+    stopQueue = queue.stop;
 
     // Both adapters as a cluster runs them: certificates for their Services, Services, APIServices.
     ca = await createCA("e2e-upstreams-ca");
@@ -362,8 +352,7 @@ spec:
     await keda?.stop();
     if (kedaCrds.length) await kubectl(cluster, "delete", "--ignore-not-found", ...kedaCrds).catch(() => "");
     await adapter?.stop();
-    await prometheus?.stop();
-    target?.close();
+    await stopQueue?.();
     await ns?.delete();
   });
 

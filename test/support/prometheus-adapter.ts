@@ -10,6 +10,16 @@ import { httpsGet } from "./https-get.js";
 import { type PeerProcess, peerBuild, startPeer } from "./peer-process.js";
 import { freePort } from "./ports.js";
 
+/** The e2e tests' external rule: the queue gauge `e2e_queue_messages`, per namespace, as `queue_messages`. */
+export const QUEUE_EXTERNAL_RULES = `externalRules:
+- seriesQuery: 'e2e_queue_messages{namespace!=""}'
+  resources:
+    overrides:
+      namespace: {resource: namespace}
+  name: {matches: "^e2e_(.*)$", as: "\${1}"}
+  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+`;
+
 /** Options of {@link startPrometheusAdapter}. */
 export interface PrometheusAdapterOptions {
   /** Where its config file goes. */

@@ -4,6 +4,7 @@
  * it; `start()` again brings it back on the same port and data.
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { createServer } from "node:http";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -83,4 +84,34 @@ export class TestPrometheus {
     child.kill("SIGTERM");
     await exited;
   }
+}
+
+/**
+ * A loopback HTTP target serving `body()` as exposition text, and a Prometheus scraping it
+ * with `labels` on its series; `stop()` stops both.
+ */
+export async function scrapedSeries(
+  body: () => string,
+  labels: Record<string, string>,
+  scrapeInterval?: string,
+): Promise<{ prometheus: TestPrometheus; stop: () => Promise<void> }> {
+  const target = createServer((_req, res) =>
+    res.writeHead(200, { "content-type": "text/plain; version=0.0.4" }).end(body()),
+  );
+  await new Promise<void>((r) => target.listen(0, "127.0.0.1", () => r()));
+  const prometheus = new TestPrometheus(
+    [{ address: `127.0.0.1:${(target.address() as { port: number }).port}`, labels }],
+    scrapeInterval,
+  );
+  const stop = async () => {
+    await prometheus.stop();
+    target.close();
+  };
+  try {
+    await prometheus.start();
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { prometheus, stop };
 }
