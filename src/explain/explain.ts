@@ -524,7 +524,7 @@ async function metricLinks(
       try {
         const up = (JSON.parse(kept) as { spec?: { service?: { namespace?: string; name?: string } } }).spec
           ?.service;
-        if (up) forwardsTo = `Service ${up.namespace}/${up.name}`;
+        if (up) forwardsTo = `the upstream adapter (Service ${up.namespace}/${up.name})`;
       } catch {
         // not Governor's annotation after all: nothing forwarded
       }
@@ -577,11 +577,12 @@ async function metricLinks(
 
   // The value first: a forwarded answer says which upstream gave it and why (Governor-Upstream).
   const path = `${base}${q.path}`;
-  const value = apiServiceOk
-    ? await valueLink(client, path, q)
-    : { link: { state: "skip", text: "value: not asked (no Available APIService of Governor's)" } as Link };
-  links.push(await mappingLink(client, namespace, q, value.routedTo ?? forwardsTo));
-  links.push(value.link);
+  const seen: { routedTo?: string } = {};
+  const value: Link = apiServiceOk
+    ? await valueLink(client, path, q, seen)
+    : { state: "skip", text: "value: not asked (no Available APIService of Governor's)" };
+  links.push(await mappingLink(client, namespace, q, seen.routedTo ?? forwardsTo));
+  links.push(value);
 
   if (forHpa) links.push(await accessLink(client, path, q, opts));
   return links;
@@ -600,7 +601,7 @@ async function mappingLink(
   if (candidates.length === 0 && forwardsTo)
     return {
       state: "ok",
-      text: `no MetricMapping in ${namespace} has metric ${q.metric}: Governor forwards it to ${forwardsTo.startsWith("MetricsUpstream ") || forwardsTo.startsWith("the upstream ") ? forwardsTo : `the upstream adapter (${forwardsTo})`}, which answers the value below`,
+      text: `no MetricMapping in ${namespace} has metric ${q.metric}: Governor forwards it to ${forwardsTo}, which answers the value below`,
     };
   if (candidates.length === 0)
     return {
@@ -636,60 +637,56 @@ async function mappingLink(
   };
 }
 
+/** The value as the HPA reads it; `seen.routedTo` gets the upstream that answered, if one did (Governor-Upstream). */
 async function valueLink(
   client: KubeClient,
   path: string,
   q: MetricQuery,
-): Promise<{ link: Link; routedTo?: string }> {
-  let routedTo: string | undefined;
-  const link = await valueAnswer();
-  return { link, ...(routedTo ? { routedTo } : {}) };
-
-  async function valueAnswer(): Promise<Link> {
-    try {
-      const list = await client.request<{
-        items: { value: string; timestamp?: string; describedObject?: { name?: string } }[];
-      }>("GET", path, {
-        query: q.query,
-        onHeaders: (h) => {
-          const v = h["governor-upstream"];
-          if (typeof v === "string") routedTo = v.slice(0, 300);
-        },
-      });
-      if (list.items.length === 0)
-        return {
-          state: "fail",
-          text: `the metrics API answers, with no values for ${q.describe}`,
-          fix: "no objects match: check the selectors",
-        };
-      const newest = Math.max(...list.items.map((i) => Date.parse(i.timestamp ?? "") || 0));
-      const age = newest ? `, sampled ${Math.max(0, Math.round((Date.now() - newest) / 1000))} s ago` : "";
-      const values = list.items
-        .slice(0, 3)
-        .map((i) => (i.describedObject?.name ? `${i.describedObject.name}=${i.value}` : i.value));
-      return {
-        state: "ok",
-        text: `the metrics API answers ${list.items.length} value(s): ${values.join(", ")}${list.items.length > 3 ? ", …" : ""}${age}`,
-      };
-    } catch (err) {
-      const code = err instanceof KubeApiError ? err.statusCode : 0;
-      const message =
-        err instanceof KubeApiError
-          ? String((err.status as { message?: string } | undefined)?.message ?? err.message)
-          : (err as Error).message;
+  seen: { routedTo?: string },
+): Promise<Link> {
+  try {
+    const list = await client.request<{
+      items: { value: string; timestamp?: string; describedObject?: { name?: string } }[];
+    }>("GET", path, {
+      query: q.query,
+      onHeaders: (h) => {
+        const v = h["governor-upstream"];
+        if (typeof v === "string") seen.routedTo = v.slice(0, 300);
+      },
+    });
+    if (list.items.length === 0)
       return {
         state: "fail",
-        text: `the metrics API answers ${code || "an error"}: ${message}`,
-        fix:
-          code === 503
-            ? "the value is stale or not sampled yet: see the MetricMapping's SourceHealthy condition"
-            : code === 404
-              ? "no Ready MetricMapping serves this metric for these objects"
-              : code === 403
-                ? "you may not read it yourself (explain needs the rights to read metrics)"
-                : undefined,
+        text: `the metrics API answers, with no values for ${q.describe}`,
+        fix: "no objects match: check the selectors",
       };
-    }
+    const newest = Math.max(...list.items.map((i) => Date.parse(i.timestamp ?? "") || 0));
+    const age = newest ? `, sampled ${Math.max(0, Math.round((Date.now() - newest) / 1000))} s ago` : "";
+    const values = list.items
+      .slice(0, 3)
+      .map((i) => (i.describedObject?.name ? `${i.describedObject.name}=${i.value}` : i.value));
+    return {
+      state: "ok",
+      text: `the metrics API answers ${list.items.length} value(s): ${values.join(", ")}${list.items.length > 3 ? ", …" : ""}${age}`,
+    };
+  } catch (err) {
+    const code = err instanceof KubeApiError ? err.statusCode : 0;
+    const message =
+      err instanceof KubeApiError
+        ? String((err.status as { message?: string } | undefined)?.message ?? err.message)
+        : (err as Error).message;
+    return {
+      state: "fail",
+      text: `the metrics API answers ${code || "an error"}: ${message}`,
+      fix:
+        code === 503
+          ? "the value is stale or not sampled yet: see the MetricMapping's SourceHealthy condition"
+          : code === 404
+            ? "no Ready MetricMapping serves this metric for these objects"
+            : code === 403
+              ? "you may not read it yourself (explain needs the rights to read metrics)"
+              : undefined,
+    };
   }
 }
 
