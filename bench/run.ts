@@ -7,15 +7,15 @@
  * running) and builds the Go sample-apiserver once. Load comes from a Go load generator in
  * its own process (bench/loadgen.ts). How and why: ADR 0005.
  *
- * A full run also puts the table into docs/performance.md (between its bench markers).
+ * A full run also points docs/performance.md's latest-run table at its results and renders
+ * it (hack/figures.ts).
  * `npm run bench -- --quick` runs 1-second rounds and 1,000 instead of 10,000 mappings
  * (to try a change; it leaves docs/performance.md alone). `--only <text>` runs only the parts whose
  * name contains the text, e.g. `npm run bench -- --quick --only prometheus-adapter` (or one
  * of several: `--only "selector|how cost grows"`).
  */
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { cpus } from "node:os";
-import prettier from "prettier";
 import { join } from "node:path";
 import { aggregatorRows } from "./aggregator.js";
 import { DISTURBED_CORES, SLOWED } from "./disturbance.js";
@@ -29,6 +29,8 @@ import { scaleRows } from "./scale.js";
 import { scaleFromZeroRows } from "./scale-from-zero.js";
 import { selectorRows } from "./selector.js";
 import type { RunResults } from "./stats.js";
+import { runTable } from "./report.js";
+import { pointTo, renderFigures } from "../hack/figures.js";
 import { freePort } from "../test/support/ports.js";
 import { kedaRows } from "./keda.js";
 import { growthRows } from "./growth.js";
@@ -146,16 +148,6 @@ async function main() {
   noise = `${noise}; ${d.redone} of ${d.rounds} rounds measured again (${d.redone - d.slowed} for more than ${DISTURBED_CORES} cores of outside work, ${d.slowed} for a core below ${SLOWED} of its usual speed), ${d.disturbed} kept disturbed${d.unsettled ? `, ${d.unsettled} rows started on a machine that never settled` : ""}`;
   const when = new Date().toISOString();
   const title = `Governor benchmarks — ${when.slice(0, 16)}Z, Node ${process.version}, ${cpus().length} cores${quick ? " (--quick)" : ""}${only ? ` (--only ${only})` : ""}, ${Math.round((Date.now() - started) / 60000)} min, ${ROUNDS.rounds} rounds of ${ROUNDS.seconds} s`;
-  const table = [
-    title,
-    "",
-    `${noise}. Each figure: median across rounds (min–max); each ratio: median of the round-by-round ratios (min–max).`,
-    "",
-    "| row | Governor | baseline (same run) | ratio |",
-    "| --- | --- | --- | --- |",
-    ...b.rows.map((r) => `| ${r.name} | ${r.figure} | ${r.baseline} | ${r.ratio} |`),
-    "",
-  ].join("\n");
   const raw: RunResults = {
     title,
     when,
@@ -165,19 +157,27 @@ async function main() {
     rounds: ROUNDS,
     noise,
     disturbance: d,
-    rows: b.rows.map((r) => ({ name: r.name, series: r.series ?? {} })),
+    rows: b.rows.map((r) => ({
+      name: r.name,
+      series: r.series ?? {},
+      figure: r.figure,
+      baseline: r.baseline,
+      ratio: r.ratio,
+    })),
   };
+  const table = `${runTable(raw)}\n`;
   const results = join(ROOT, "bench/results");
   writeFileSync(join(results, "latest.md"), table);
   writeFileSync(join(results, "latest.json"), `${JSON.stringify(raw, null, 1)}\n`);
   if (!quick && !only) {
     // Full runs are kept, so a later run can be compared with them round for round.
-    writeFileSync(
-      join(results, `${when.slice(0, 16).replace(":", "")}Z.json`),
-      `${JSON.stringify(raw, null, 1)}\n`,
-    );
+    const kept = `bench/results/${when.slice(0, 16).replace(":", "")}Z.json`;
+    writeFileSync(join(ROOT, kept), `${JSON.stringify(raw, null, 1)}\n`);
     // A table with a part missing does not replace the one in docs/performance.md.
-    if (failed.length === 0) await updatePerformanceDoc(table);
+    if (failed.length === 0) {
+      pointTo("docs/performance.md", "latest-run", kept);
+      await renderFigures({ docs: ["docs/performance.md"] });
+    }
   }
   console.log(table);
   if (failed.length > 0) {
@@ -186,21 +186,6 @@ async function main() {
     );
     process.exitCode = 1;
   }
-}
-
-/** Puts the table between docs/performance.md's bench markers (formatted as `npm run verify` expects). */
-async function updatePerformanceDoc(table: string): Promise<void> {
-  const file = join(ROOT, "docs/performance.md");
-  const doc = readFileSync(file, "utf8");
-  const [open, close] = ["<!-- bench:start -->", "<!-- bench:end -->"];
-  const start = doc.indexOf(open);
-  const end = doc.indexOf(close);
-  if (start < 0 || end < start) return;
-  const [title, , noise, , ...rows] = table.trim().split("\n");
-  const section = `${open}\n\nLatest run — ${title!.replace("Governor benchmarks — ", "")}. ${noise}\n\n${rows.join("\n")}\n\n`;
-  const updated = doc.slice(0, start) + section + doc.slice(end);
-  const options = (await prettier.resolveConfig(file)) ?? {};
-  writeFileSync(file, await prettier.format(updated, { ...options, filepath: file }));
 }
 
 main().catch((err: unknown) => {

@@ -86,6 +86,10 @@ export function loadBound(serverCores: Series, loadCores: Series): boolean {
 export interface RawRow {
   name: string;
   series: Record<string, number[]>;
+  /** The row's cells as the run rendered them from its series (absent before 2026-12-07T11Z; bench/report.ts). */
+  figure?: string;
+  baseline?: string;
+  ratio?: string;
 }
 
 /** What `npm run bench` writes beside its table (bench/results/latest.json and, for full runs, one file per run). */

@@ -10,6 +10,8 @@ echo "== lint"
 npx eslint .
 echo "== format"
 npx prettier --check . >/dev/null || { npx prettier --list-different .; echo "run: npm run format" >&2; exit 1; }
+echo "== figures (docs' tables from their kept raw figures)"
+npx tsx hack/figures.ts --check
 echo "== generated files"
 npm run --silent generate >/dev/null
 if ! git diff --exit-code --stat -- crds docs config charts; then

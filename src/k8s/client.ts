@@ -116,7 +116,14 @@ export class KubeClient {
   private loadedAt = 0;
   private loading?: Promise<void>;
 
-  constructor(readonly kubeConfig: KubeConfig) {
+  /**
+   * @param opts.connections the most connections kept to the apiserver at once (a request
+   *   waits for one beyond that; @default 32)
+   */
+  constructor(
+    readonly kubeConfig: KubeConfig,
+    private readonly opts: { connections?: number } = {},
+  ) {
     const cluster = kubeConfig.getCurrentCluster();
     if (!cluster) throw new GovernorError("GOV_ERR_CONFIG", "kubeconfig has no current cluster");
     this.server = new URL(cluster.server);
@@ -318,7 +325,7 @@ export class KubeClient {
       this.dispatcher = new Agent({
         connect: { ...tls, servername: this.kubeConfig.getCurrentCluster()?.tlsServerName },
         keepAliveTimeout: 30_000,
-        connections: 32,
+        connections: this.opts.connections ?? 32,
       });
       this.tlsKey = key;
       void old?.close();

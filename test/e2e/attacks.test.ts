@@ -16,6 +16,7 @@ import {
   type TestCluster,
 } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
+import { type AttackFigures, type AttackRow, attacksTable, writeFigures } from "../support/figures.js";
 import {
   attackerNetwork,
   ECHOED_SECRET,
@@ -43,16 +44,7 @@ describe("hostile tenants: attacks over the aggregator and directly, with the de
   let loopbackConnections = 0;
   let peakRssMB = 0;
   let rssTimer: NodeJS.Timeout | undefined;
-  const rows: {
-    attack: string;
-    got: string;
-    p99Ms?: number;
-    p99?: string;
-    /** Governor's event-loop delay while the flood ran, against the quiet windows. */
-    loop?: string;
-    failed?: number;
-    rssMB?: number;
-  }[] = [];
+  const rows: AttackRow[] = [];
   const FLOOD_ROUNDS = 4;
   const FLOOD_WINDOW_MS = 4000;
   /** prom-client's default `eventLoopMonitoringPrecision`. */
@@ -315,13 +307,10 @@ spec:
     keepAlive.destroy();
     hostile?.stop();
     loopback?.close();
-    console.log(
-      `      [figures] attack | what it got | legitimate metric through the aggregator while it ran: failed, p99 (at 20/s, unloaded ${baselineP99} ms; during the floods at 50/s, against quiet windows of the same rounds) | Governor's event-loop delay beyond its 10 ms timer (floods only; median over rounds) | Governor peak RSS`,
-    );
-    for (const row of rows)
-      console.log(
-        `      [figures] ${row.attack} | ${row.got} | ${row.failed ?? "-"} failed, p99 ${row.p99 ?? (row.p99Ms === undefined ? "-" : `${row.p99Ms} ms (${(row.p99Ms / baselineP99).toFixed(1)}× unloaded)`)} | ${row.loop ?? "-"} | ${row.rssMB ?? "-"} MiB`,
-      );
+    // The raw figures, which `npm run figures -- --take` renders into docs/hostile-input.md.
+    const figures: AttackFigures = { time: new Date().toISOString(), baselineP99Ms: baselineP99, rows };
+    writeFigures("attacks", figures);
+    console.log(attacksTable(figures, "test/results/latest/attacks.json").replace(/^/gm, "      [figures] "));
     await governor?.stop();
     await ns?.delete();
   });

@@ -19,6 +19,7 @@ import {
 } from "../support/in-cluster.js";
 import { spawn, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { type FaultRow, type InClusterFigures, writeFigures } from "../support/figures.js";
 import { join } from "node:path";
 
 const SYSTEM = "governor-system";
@@ -32,15 +33,16 @@ interface Pod {
 const ready = (p: Pod) =>
   p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false;
 
-function report(what: string, r: LoadReport, extra = ""): void {
-  const reasons = Object.entries(r.reasons)
-    .map(([k, v]) => `${v}× ${k}`)
-    .join(", ");
-  console.log(
-    `      [figures] ${what}: ${r.sent} requests at 50/s, ${r.failed} failed${reasons ? ` (${reasons})` : ""}; ` +
-      `latency p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms${extra}`,
-  );
+const ROUTING = process.env.GOVERNOR_AGGREGATOR_ROUTING === "true";
+/** What each fault measured, written after the suite (`npm run figures` renders docs/reliability.md from it). */
+const faults: FaultRow[] = [];
+
+function report(r: LoadReport, row: Pick<FaultRow, "fault" | "measured" | "goal">): void {
+  const { failedSentAt: _, ...load } = r;
+  faults.push({ ...row, ...load });
+  console.log(`      [figures] ${row.fault}: ${JSON.stringify(load)}; ${row.measured}; goal: ${row.goal}`);
 }
+const met = (ok: boolean) => (ok ? "met" : "**not met**");
 
 describe("Governor installed in-cluster with kubectl apply -k config/default, two replicas on the pod network (e2e)", function () {
   this.timeout(240_000);
@@ -85,6 +87,15 @@ describe("Governor installed in-cluster with kubectl apply -k config/default, tw
 
   after(async function () {
     this.timeout(180_000);
+    if (faults.length > 0) {
+      const { gitVersion } = await cluster.client.get<{ gitVersion: string }>("/version");
+      writeFigures(ROUTING ? "in-cluster-aggregator-routing" : "in-cluster", {
+        time: new Date().toISOString(),
+        setup: `Kubernetes ${gitVersion.replace(/^v/, "")}, kube-apiserver ${ROUTING ? "with `--enable-aggregator-routing`" : "reaching Governor through its Service's ClusterIP"}`,
+        rate: 50,
+        rows: faults,
+      } satisfies InClusterFigures);
+    }
     // docs/install.md, "Uninstall": stop the Deployment, then `governor uninstall`. The CRDs, RBAC and
     // namespace stay for the suites that run Governor as a local process (config/local).
     await app?.delete();
@@ -283,7 +294,11 @@ spec:
     await kubectl(cluster, "rollout", "status", "-n", SYSTEM, "deployment/governor", "--timeout=180s");
     await new Promise((r) => setTimeout(r, 5000));
     const r = await load.stop();
-    report("rolling restart", r, `; rollout took ${((Date.now() - t0 - 5000) / 1000).toFixed(1)} s`);
+    report(r, {
+      fault: "`kubectl rollout restart deployment/governor`",
+      measured: `rollout ${((Date.now() - t0 - 5000) / 1000).toFixed(1)} s`,
+      goal: `0 failed: ${met(r.failed === 0)}`,
+    });
     expect(r.sent).to.be.greaterThan(500);
     expect(r.failed, JSON.stringify(r.reasons)).to.equal(0);
   });
@@ -322,12 +337,16 @@ spec:
     await new Promise((r) => setTimeout(r, 3000));
     sampler.stop();
     const r = await load.stop();
-    report(
-      "kill -9 of the leader",
-      r,
-      `; ${sampler.newLeader} led ${(failoverMs / 1000).toFixed(1)} s after the kill (lease 15 s, renew period 2 s); ` +
-        `${sampler.samples} leader samples, at most ${sampler.maxLeaders} leader at once`,
-    );
+    report(r, {
+      fault: "`kill -9` of the leader's process",
+      measured:
+        `the follower led ${(failoverMs / 1000).toFixed(1)} s after the kill; ${sampler.samples} samples (every 100 ms) ` +
+        `of both replicas' \`governor_leader\`, at most ${sampler.maxLeaders} leader at once`,
+      goal:
+        `never two leaders: ${met(sampler.maxLeaders === 1)}; ` +
+        `takeover within the 15 s lease: ${met(failoverMs <= 15_000)}` +
+        (failoverMs > 15_000 ? " (client-go allows up to two renew periods more: see Why these hold)" : ""),
+    });
     expect(sampler.maxLeaders, "replicas acting as leader at one instant").to.equal(1);
     expect(failoverMs).to.be.below(15_000 + 2 * 2000 + 1000);
     expect(await leaseHolder()).to.not.equal(holder);
@@ -362,11 +381,9 @@ spec:
     // apiserver's, not Governor's (the requests never got past the apiserver's address).
     const whileDown = r.failedSentAt.filter((t) => t >= restartFrom && t <= restartTo + 1000).length;
     const duringPause = r.failedSentAt.filter((t) => t >= pausedAt && t <= resumedAt).length;
-    report(
-      "apiserver restart, then etcd paused 30 s",
-      r,
-      `; apiserver down ${((restartTo - restartFrom) / 1000).toFixed(1)} s (${whileDown} failed then), ${duringPause} failed while etcd was paused`,
-    );
+    const measured =
+      `apiserver down ${((restartTo - restartFrom) / 1000).toFixed(1)} s (${whileDown} failed then); ` +
+      `${duringPause} failed while etcd was paused`;
     expect(
       r.failedSentAt.filter((t) => t < restartFrom || t > restartTo + 1000),
       JSON.stringify(r.reasons),
@@ -431,6 +448,13 @@ spec:
       },
       { timeoutMs: 30_000, intervalMs: 500, what: "every MetricMapping and ScalableWorkload reconciled" },
     );
+    report(r, {
+      fault: "kube-apiserver restarted, then etcd paused (`SIGSTOP`) for 30 s",
+      measured:
+        `${measured}; afterwards a changed and a new MetricMapping were served and every MetricMapping and ` +
+        "ScalableWorkload was reconciled (`observedGeneration` = `generation`, `Ready`)",
+      goal: `serve from cache, recover without restart: ${met(duringPause === 0)}`,
+    });
   });
 
   it("a lost Node: its replica's pods die and it goes NotReady; the other replica answers every request but those stranded on connections to the lost one", async () => {
@@ -452,17 +476,22 @@ spec:
       // Back, as after a reboot: later suites (and this one's cleanup) need both Nodes.
       await nodeControl(cluster, follower.spec.nodeName!, "rejoin");
     }
-    report(
-      "a lost Node",
-      r,
-      ` (Node ${follower.spec.nodeName} lost with replica ${follower.metadata.name}; ${stranded} connections were open to it)`,
-    );
+    const hung = Object.entries(r.reasons)
+      .filter(([k]) => /timeout/i.test(k))
+      .reduce((n, [, v]) => n + v, 0);
+    report(r, {
+      fault: "a Node lost (links cut, then its pods `SIGKILL`ed, the Node `NotReady`)",
+      measured: `the follower's Node was lost; ${stranded} proxied connections were open to it`,
+      goal: ROUTING
+        ? `the other replica serves: ${met(r.sent - r.failed > r.sent / 4)}`
+        : `the other replica serves; only requests stranded on connections to the lost replica fail (≤ ${stranded}): ${met(hung === r.failed && r.failed <= stranded)}`,
+    });
     // A request on its way to the lost replica, or sent on a connection the aggregator had
     // pooled to it, hangs until the caller's 10 s timeout: its packets go nowhere, and nothing
     // tells the aggregator that connection is dead (as on a real cluster, until the Node is
     // declared lost). Each such connection strands at most one request (the aggregator drops
     // it when the caller gives up); every other request is answered by the other replica.
-    if (process.env.GOVERNOR_AGGREGATOR_ROUTING === "true") {
+    if (ROUTING) {
       // With --enable-aggregator-routing the aggregator dials a ready endpoint's IP itself,
       // per request; the lost replica's endpoint stays ready until its pods are marked
       // NotReady (by the node-lifecycle controller, which this control plane does not run),
@@ -470,11 +499,7 @@ spec:
       expect(r.sent - r.failed, "requests the other replica answered").to.be.greaterThan(r.sent / 4);
       return;
     }
-    const timeouts = Object.entries(r.reasons).filter(([k]) => /timeout/i.test(k));
-    expect(
-      timeouts.reduce((n, [, v]) => n + v, 0),
-      `only hung requests fail: ${JSON.stringify(r.reasons)}`,
-    ).to.equal(r.failed);
+    expect(hung, `only hung requests fail: ${JSON.stringify(r.reasons)}`).to.equal(r.failed);
     expect(r.failed, "failed requests, at most one per connection open to the lost replica").to.be.at.most(
       stranded,
     );

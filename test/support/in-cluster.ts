@@ -7,6 +7,7 @@
 import { spawnSync } from "node:child_process";
 import { request } from "node:http";
 import { join } from "node:path";
+import { KubeClient } from "../../src/k8s/client.js";
 import { ROOT, type TestCluster } from "./cluster.js";
 
 /** The node agent's Nodes (hack/cluster.sh). */
@@ -73,7 +74,7 @@ export interface LoadReport {
 
 /**
  * A steady `ratePerSecond` of GETs of `path` through the apiserver (and so the aggregator),
- * each bounded by 10 s; a non-2xx answer or an error is a failure. They are sent as the
+ * each a failure unless answered within 10 s of being sent; a non-2xx answer or an error is a failure. They are sent as the
  * cluster's admin, or with `client`'s credentials (e.g. the HPA controller's ServiceAccount).
  */
 export class MetricLoad {
@@ -89,8 +90,18 @@ export class MetricLoad {
     private readonly cluster: TestCluster,
     private readonly path: string,
     private readonly ratePerSecond = 50,
-    private readonly client: Pick<TestCluster["client"], "request"> = cluster.client,
-  ) {}
+    client?: Pick<TestCluster["client"], "request">,
+  ) {
+    // As many connections as requests can be in flight (the HPA controller's client speaks
+    // HTTP/2, so one hung request never holds up the next): a request never waits for one.
+    this.own = client
+      ? undefined
+      : new KubeClient(cluster.client.kubeConfig, { connections: ratePerSecond * 10 + 1 });
+    this.client = client ?? this.own!;
+  }
+
+  private readonly own?: KubeClient;
+  private readonly client: Pick<TestCluster["client"], "request">;
 
   start(): void {
     const every = 1000 / this.ratePerSecond;
@@ -107,8 +118,13 @@ export class MetricLoad {
     this.sent++;
     const t0 = performance.now();
     const sentAt = Date.now();
-    const p = this.client
-      .request("GET", this.path, { timeoutMs: 10_000 })
+    // 10 s from when it was sent, not from when the client's pool had a connection for it: a
+    // request queued behind hung ones is as late for its caller as a hung one.
+    let deadline: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      deadline = setTimeout(() => reject(new Error("timeout: no answer within 10 s of being sent")), 10_000);
+    });
+    const p = Promise.race([this.client.request("GET", this.path, { timeoutMs: 10_000 }), late])
       .then(
         () => {
           this.latencies.push(performance.now() - t0);
@@ -121,7 +137,10 @@ export class MetricLoad {
           this.reasons[reason] = (this.reasons[reason] ?? 0) + 1;
         },
       )
-      .finally(() => this.inFlight.delete(p));
+      .finally(() => {
+        clearTimeout(deadline);
+        this.inFlight.delete(p);
+      });
     this.inFlight.add(p);
   }
 
@@ -129,6 +148,7 @@ export class MetricLoad {
   async stop(): Promise<LoadReport> {
     clearTimeout(this.timer);
     await Promise.all([...this.inFlight]);
+    await this.own?.close();
     const sorted = [...this.latencies].sort((a, b) => a - b);
     const at = (q: number) =>
       Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0);
