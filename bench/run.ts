@@ -38,6 +38,7 @@ import type { GrowthPoint } from "./plot.js";
 import { kedaIdleRows } from "./keda-idle.js";
 import { rateLimitedRows } from "./rate-limited.js";
 import { upstreamsRows } from "./upstreams.js";
+import { sampleCpuRows } from "./sample-cpu.js";
 
 const quick = process.argv.includes("--quick");
 /**
@@ -103,6 +104,7 @@ async function main() {
       await part("against KEDA", () => kedaRows(b, governor, [1, 16, 64]));
       await part("against KEDA: 1,000 queues", () => kedaIdleRows(b, governor));
       await part("against KEDA: a Prometheus that answers 429", () => rateLimitedRows(b));
+      await part("CPU per Prometheus sample", () => sampleCpuRows(b));
       await part("apply → servable, coalescing", async () => {
         await applyToServableRows(b, governor);
         await coalescingRows(b, governor);

@@ -125,7 +125,7 @@ const BackendQpsList = z
   });
 
 /** A duration flag as kube-controller-manager takes it (`15s`, `5m0s`), in milliseconds between `min` and `max`. */
-const HpaDuration = (min: number, max: number) =>
+const DurationFlag = (min: number, max: number) =>
   z
     .string()
     .regex(/^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$/, "must be a duration such as 15s or 5m0s")
@@ -154,6 +154,7 @@ const RunConfig = z.strictObject({
   sourceDenyCidrs: CidrList,
   sourceMaxResponseBytes: ByteSize(1 << 10, 256 << 20),
   answerCacheSize: ByteSize(0, 1 << 30),
+  sampleSlot: DurationFlag(0, 1_000),
   historyPoints: z.coerce
     .number()
     .int("must be a whole number")
@@ -177,12 +178,12 @@ const RunConfig = z.strictObject({
   allowHostNetworkScrape: z.boolean(),
   sourceBackendQps: Qps,
   sourceBackendQpsOverrides: BackendQpsList,
-  horizontalPodAutoscalerSyncPeriod: HpaDuration(1_000, 3_600_000),
+  horizontalPodAutoscalerSyncPeriod: DurationFlag(1_000, 3_600_000),
   horizontalPodAutoscalerTolerance: z.coerce
     .number()
     .min(0, "must be from 0 to 10")
     .max(10, "must be from 0 to 10"),
-  horizontalPodAutoscalerDownscaleStabilization: HpaDuration(0, 24 * 3_600_000),
+  horizontalPodAutoscalerDownscaleStabilization: DurationFlag(0, 24 * 3_600_000),
   forwardCustom: UpstreamServiceFlag.optional(),
   forwardExternal: UpstreamServiceFlag.optional(),
   forwardCustomCaFile: z.string().min(1).optional(),
@@ -294,6 +295,7 @@ async function run(cfg: RunConfig): Promise<void> {
     sourcePolicy: destinationPolicy({ allow: cfg.sourceAllowCidrs, deny: cfg.sourceDenyCidrs }),
     sourceMaxResponseBytes: cfg.sourceMaxResponseBytes,
     answerCacheBytes: cfg.answerCacheSize,
+    sampleSlotMs: cfg.sampleSlot,
     historyPoints: cfg.historyPoints,
     historyMemoryBytes: cfg.historyMemory,
     clusterWideCounts: cfg.allowClusterWideCounts,
@@ -408,6 +410,11 @@ function program(): Command {
       "--source-max-response-bytes <size>",
       "the most a source may answer (Prometheus, HTTP, one scraped pod), 1Ki to 256Mi; a larger answer is a source error, never buffered whole. Up to 16 pods are scraped at once per mapping: keep 16 × this well inside the memory limit",
       "10Mi",
+    )
+    .option(
+      "--sample-slot <duration>",
+      "samplers start on a grid of this much time (0s to 1s), so those due within one slot share a turn of the event loop: less CPU per sample, each at most half a slot off its interval. 0s starts each at its own moment",
+      "100ms",
     )
     .option(
       "--answer-cache-size <size>",
@@ -749,8 +756,8 @@ function program(): Command {
             .regex(/^(hpa|sw)\/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$/, "must be hpa/NAME or sw/NAME"),
           namespace: NamespaceName.optional(),
           kubeconfig: z.string().optional(),
-          since: HpaDuration(60_000, 7 * 24 * 3_600_000),
-          step: HpaDuration(1_000, 3_600_000),
+          since: DurationFlag(60_000, 7 * 24 * 3_600_000),
+          step: DurationFlag(1_000, 3_600_000),
           set: z
             .array(z.string().regex(/^[A-Za-z0-9_:.-]{1,253}=[^=]{1,64}$/, "must be key=value"))
             .max(64)

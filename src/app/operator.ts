@@ -74,6 +74,8 @@ export interface OperatorOptions {
   sourcePolicy?: DestinationPolicy;
   /** The most an HTTP source may read from one answer, in bytes. @default MAX_RESPONSE_BYTES */
   sourceMaxResponseBytes?: number;
+  /** The grid samplers start on, in ms (SamplerOptions.slotMs). @default SAMPLE_SLOT_MS */
+  sampleSlotMs?: number;
   /** Memory for selector answers kept for reuse, in bytes (MappingProviderOptions). @default 32 MiB */
   answerCacheBytes?: number;
   /** Whether `kubernetes` counts may read beyond a mapping's namespace. @default false */
@@ -179,6 +181,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     secrets: new KubeSecretReader(client),
     sourcePolicy: opts.sourcePolicy,
     sourceMaxResponseBytes: opts.sourceMaxResponseBytes,
+    sampleSlotMs: opts.sampleSlotMs,
     clusterWideCounts: opts.clusterWideCounts,
     prometheusScope: opts.prometheusScope,
     hostNetworkScrape: opts.hostNetworkScrape,

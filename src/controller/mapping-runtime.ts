@@ -33,6 +33,8 @@ export interface RuntimeDeps {
   secrets: SecretReader;
   sourcePolicy?: DestinationPolicy;
   sourceMaxResponseBytes?: number;
+  /** The grid samplers start on (SamplerOptions.slotMs). */
+  sampleSlotMs?: number;
   clusterWideCounts?: boolean;
   /** How Prometheus queries are bound to the namespace (SourceContext). */
   prometheusScope?: QueryScope;
@@ -142,6 +144,7 @@ function samplerFor(
     ...(budget ? { budget } : {}),
     request: requestFor(namespace, selector, src.needsObjects && isPods ? deps.pods : undefined),
     observe: deps.observeSample,
+    ...(deps.sampleSlotMs !== undefined ? { slotMs: deps.sampleSlotMs } : {}),
   });
 }
 

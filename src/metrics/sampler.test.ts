@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { BackendBusyError, type MetricSource } from "../sources/source.js";
 import { BackendBudgets } from "./backend-budget.js";
 import { FakeClock } from "../../test/support/fake-clock.js";
-import { Sampler, finiteOnly, idleIntervalMs } from "./sampler.js";
+import { SAMPLE_SLOT_MS, Sampler, finiteOnly, idleIntervalMs } from "./sampler.js";
 
 describe("samples", () => {
   it("are finite numbers: NaN or ±Inf from a source is an error, never a good sample", () => {
@@ -49,6 +49,35 @@ describe("samples", () => {
       expect(queries).to.equal(2);
     } finally {
       await sampler.stop();
+    }
+  });
+
+  it("asks for its next attempt on the sample slot's grid (unless started with none), so samplers due together wake together", async () => {
+    const fake = new FakeClock();
+    const slots: (number | undefined)[] = [];
+    const clock = {
+      now: () => fake.now(),
+      after: (ms: number, fn: () => void, slotMs?: number) => (slots.push(slotMs), fake.after(ms, fn)),
+    };
+    const source: MetricSource = { needsObjects: false, sample: async () => ({ kind: "scalar", value: 1 }) };
+    const slotted = new Sampler(source, { intervalMs: 1000, request: () => ({ namespace: "n" }), clock });
+    const each = new Sampler(source, {
+      intervalMs: 1000,
+      request: () => ({ namespace: "n" }),
+      clock,
+      slotMs: 0,
+    });
+    try {
+      slotted.start();
+      await fake.settle();
+      each.start();
+      await fake.settle();
+      // Each attempt arms the next (and a timeout, which needs no slot).
+      expect(slots.filter((s) => s !== undefined)).to.deep.equal([SAMPLE_SLOT_MS, 0]);
+      expect(SAMPLE_SLOT_MS).to.equal(100);
+    } finally {
+      await slotted.stop();
+      await each.stop();
     }
   });
 

@@ -46,6 +46,39 @@ function fakeHost() {
 }
 
 describe("TimerHeap (the system clock's timers)", () => {
+  it("runs timers given a slot at the slot's nearest multiple, those in one slot together in one firing", () => {
+    const h = fakeHost();
+    const heap = new TimerHeap(h.host);
+    const ran: [timer: number, at: number][] = [];
+    const firings = new Set<number>();
+    // Due at 1,020 … 1,190: to 1,000, then two to 1,100 and two to 1,200.
+    [1020, 1060, 1149, 1151, 1190].forEach((ms, i) =>
+      heap.after(ms, () => (ran.push([i, h.host.now()]), firings.add(h.host.now())), 100),
+    );
+    heap.after(1000, () => ran.push([9, h.host.now()])); // no slot: at its own moment
+    h.advance(5000);
+    expect(ran).to.deep.equal([
+      [0, 1000],
+      [9, 1000],
+      [1, 1100],
+      [2, 1100],
+      [3, 1200],
+      [4, 1200],
+    ]);
+    expect(h.sets, "one host timer a slot").to.equal(3);
+  });
+
+  it("never runs a slotted timer before now: one whose nearest multiple has passed runs at once", () => {
+    const h = fakeHost();
+    h.advance(1049);
+    const heap = new TimerHeap(h.host);
+    const ran: number[] = [];
+    heap.after(0, () => ran.push(h.host.now()), 100); // nearest multiple 1,000 has passed: at once
+    heap.after(40, () => ran.push(h.host.now()), 100); // 1,089 → 1,100
+    h.advance(2000);
+    expect(ran).to.deep.equal([1050, 1100]); // the host's shortest timer is 1 ms
+  });
+
   it("runs 10,000 timers in order of due time, then of scheduling, on one host timer at a time", () => {
     const h = fakeHost();
     const heap = new TimerHeap(h.host);

@@ -15,9 +15,12 @@ export interface Clock {
   now(): number;
   /**
    * Runs `fn` once after `ms`; the returned function cancels it. The system clock's timers
-   * never keep the process alive by themselves.
+   * never keep the process alive by themselves. With `slotMs`, the system clock runs it at
+   * the multiple of `slotMs` of its own time nearest to `ms` from now (never before now),
+   * so timers due close together run in one turn of the event loop and what each starts
+   * shares that turn's wake-up; on average still after `ms` (a fake clock may ignore it).
    */
-  after(ms: number, fn: () => void): () => void;
+  after(ms: number, fn: () => void, slotMs?: number): () => void;
 }
 
 interface Entry {
@@ -69,8 +72,10 @@ export class TimerHeap {
     return this.heap.length;
   }
 
-  after(ms: number, fn: () => void): () => void {
-    const entry: Entry = { due: this.host.now() + Math.max(0, ms || 0), seq: this.seq++, fn };
+  after(ms: number, fn: () => void, slotMs?: number): () => void {
+    let due = this.host.now() + Math.max(0, ms || 0);
+    if (slotMs && slotMs > 0) due = Math.max(this.host.now(), Math.round(due / slotMs) * slotMs);
+    const entry: Entry = { due, seq: this.seq++, fn };
     this.push(entry);
     if (entry.due < this.armedFor) this.arm();
     return () => {
@@ -180,5 +185,5 @@ const timers = new TimerHeap();
 /** The real clock: `Date.now`, and timers on one unref'd Node timer ({@link TimerHeap}). */
 export const systemClock: Clock = {
   now: () => Date.now(),
-  after: (ms, fn) => timers.after(ms, fn),
+  after: (ms, fn, slotMs) => timers.after(ms, fn, slotMs),
 };
