@@ -9,6 +9,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { LoadReport } from "./in-cluster.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 /** Where suites write their latest figures. */
@@ -70,16 +71,9 @@ export function attacksTable(f: AttackFigures, source: string): string {
   ].join("\n");
 }
 
-/** One fault of test/e2e/in-cluster.test.ts, injected under a steady load of metric requests. */
-export interface FaultRow {
+/** One fault of test/e2e/in-cluster.test.ts, and what the steady load of metric requests saw meanwhile. */
+export interface FaultRow extends Omit<LoadReport, "failedSentAt"> {
   fault: string;
-  sent: number;
-  failed: number;
-  /** Failed requests by reason (`503`, `timeout` …). */
-  reasons: Record<string, number>;
-  p50Ms: number;
-  p99Ms: number;
-  maxMs: number;
   /** What else the test measured, in words with its figures. */
   measured: string;
   /** The goal and whether it was met, as the test judged it. */
