@@ -413,7 +413,7 @@ function program(): Command {
     )
     .option(
       "--sample-slot <duration>",
-      "samplers start on a grid of this much time (0s to 1s), so those due within one slot share a turn of the event loop: less CPU per sample, each at most half a slot off its interval. 0s starts each at its own moment",
+      "samplers start on a grid of this much time (0s to 1s; at most a tenth of a mapping's interval), so those due within one slot share a turn of the event loop: less CPU per sample, each at most half a slot off its interval. 0s starts each at its own moment",
       "100ms",
     )
     .option(

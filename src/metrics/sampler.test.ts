@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { BackendBusyError, type MetricSource } from "../sources/source.js";
 import { BackendBudgets } from "./backend-budget.js";
 import { FakeClock } from "../../test/support/fake-clock.js";
-import { SAMPLE_SLOT_MS, Sampler, finiteOnly, idleIntervalMs } from "./sampler.js";
+import { Sampler, finiteOnly, idleIntervalMs } from "./sampler.js";
 
 describe("samples", () => {
   it("are finite numbers: NaN or ±Inf from a source is an error, never a good sample", () => {
@@ -52,32 +52,95 @@ describe("samples", () => {
     }
   });
 
-  it("asks for its next attempt on the sample slot's grid (unless started with none), so samplers due together wake together", async () => {
-    const fake = new FakeClock();
-    const slots: (number | undefined)[] = [];
-    const clock = {
-      now: () => fake.now(),
-      after: (ms: number, fn: () => void, slotMs?: number) => (slots.push(slotMs), fake.after(ms, fn)),
+  it("starts scheduled attempts on the sample slot's grid, so samplers due together start together", async () => {
+    const clock = new FakeClock(Date.UTC(2026, 0, 1), { slots: true });
+    const starts: number[][] = [[], [], []];
+    const source = (i: number): MetricSource => ({
+      needsObjects: false,
+      sample: async () => (starts[i]!.push(clock.now() - Date.UTC(2026, 0, 1)), { kind: "scalar", value: 1 }),
+    });
+    const jitters = [0.1, 0.5, 0.9];
+    const samplers = [0, 1, 2].map(
+      (i) =>
+        new Sampler(source(i), {
+          intervalMs: 1000,
+          request: () => ({ namespace: "n" }),
+          clock,
+          random: () => jitters[i]!,
+          ...(i === 2 ? { slotMs: 0 } : {}),
+        }),
+    );
+    try {
+      for (const s of samplers) s.start();
+      await clock.advance(3000);
+      // Jittered intervals of 920 and 1,000 ms both land on the 100 ms grid; without a slot, 1,080 ms.
+      expect(starts[0]).to.deep.equal([0, 900, 1800, 2700]);
+      expect(starts[1]).to.deep.equal([0, 1000, 2000, 3000]);
+      expect(starts[2]).to.deep.equal([0, 1080, 2160]);
+    } finally {
+      for (const s of samplers) await s.stop();
+    }
+  });
+
+  it("keeps an idle sampler's value younger than staleAfter with the largest slot allowed (held to a tenth of the interval)", async () => {
+    const clock = new FakeClock(Date.UTC(2026, 0, 1), { slots: true });
+    // Attempts that take most of the timeout (unevenly, so their ends fall anywhere in a
+    // slot), the longest jitter, and nobody reading.
+    let attempts = 0;
+    const slow: MetricSource = {
+      needsObjects: false,
+      sample: () =>
+        new Promise((r) => clock.after(attempts++ % 2 ? 999 : 745, () => r({ kind: "scalar", value: 1 }))),
     };
-    const source: MetricSource = { needsObjects: false, sample: async () => ({ kind: "scalar", value: 1 }) };
-    const slotted = new Sampler(source, { intervalMs: 1000, request: () => ({ namespace: "n" }), clock });
-    const each = new Sampler(source, {
+    const sampler = new Sampler(slow, {
       intervalMs: 1000,
+      staleAfterMs: 3000,
       request: () => ({ namespace: "n" }),
       clock,
-      slotMs: 0,
+      random: () => 1,
+      slotMs: 1000,
+    });
+    let oldest = 0;
+    try {
+      sampler.start();
+      for (let t = 0; t < 300_000; t += 50) {
+        await clock.advance(50);
+        const last = sampler.state.last?.at.getTime();
+        if (last !== undefined) oldest = Math.max(oldest, clock.now() - last);
+      }
+      expect(sampler.idle(), "idle after two minutes unread").to.equal(true);
+      expect(oldest).to.be.below(3000);
+    } finally {
+      await sampler.stop();
+    }
+  });
+
+  it("a reader waking an idle sampler is not held to the slot's grid", async () => {
+    const clock = new FakeClock(Date.UTC(2026, 0, 1), { slots: true });
+    const starts: number[] = [];
+    const source: MetricSource = {
+      needsObjects: false,
+      sample: async () => (starts.push(clock.now() - Date.UTC(2026, 0, 1)), { kind: "scalar", value: 1 }),
+    };
+    const sampler = new Sampler(source, {
+      intervalMs: 1000,
+      staleAfterMs: 120_000,
+      request: () => ({ namespace: "n" }),
+      clock,
+      random: () => 0.5,
     });
     try {
-      slotted.start();
-      await fake.settle();
-      each.start();
-      await fake.settle();
-      // Each attempt arms the next (and a timeout, which needs no slot).
-      expect(slots.filter((s) => s !== undefined)).to.deep.equal([SAMPLE_SLOT_MS, 0]);
-      expect(SAMPLE_SLOT_MS).to.equal(100);
+      sampler.start();
+      await clock.advance(130_000); // idle: sampling every ~88 s
+      const last = starts.at(-1)!;
+      await clock.advance(last + 1051 - 130_000 > 0 ? last + 1051 - 130_000 : 51);
+      const readAt = clock.now() - Date.UTC(2026, 0, 1);
+      sampler.markRead();
+      await clock.advance(2000);
+      // An attempt at once (the last is more than an interval ago), not at the next multiple of 100 ms.
+      expect(starts.filter((t) => t >= readAt)[0]).to.equal(readAt);
     } finally {
-      await slotted.stop();
-      await each.stop();
+      await sampler.stop();
     }
   });
 

@@ -76,7 +76,7 @@ export interface SamplerOptions {
   budget?: BudgetTicket;
   /** @default Math.random */
   random?: () => number;
-  /** The grid scheduled attempts start on, in ms; 0 for none. @default SAMPLE_SLOT_MS */
+  /** The grid scheduled attempts start on, in ms, at most a tenth of the interval; 0 for none. @default SAMPLE_SLOT_MS */
   slotMs?: number;
   /** Time and timers (a fake in tests). @default systemClock */
   clock?: Clock;
@@ -89,7 +89,8 @@ export const MAX_BUSY_ANSWERS = 3;
  * Scheduled attempts start on a grid of this many ms (of the clock's own time): samplers due
  * within one slot start together, so their requests are written and their answers read in
  * a few turns of the event loop instead of one wake-up each, which cuts the CPU of a sample
- * when many run. An attempt starts within half a slot of its jittered interval.
+ * when many run. An attempt starts within half a slot of its jittered interval; the slot is
+ * at most a tenth of the interval, and a reader waking an idle sampler is not held to it.
  */
 export const SAMPLE_SLOT_MS = 100;
 
@@ -169,7 +170,7 @@ export class Sampler {
     this.readAt = now;
     if (!wasIdle || this.stopped || this.inFlight) return;
     const last = this.state.attemptedAt?.getTime() ?? now;
-    this.arm(Math.max(0, last + this.opts.intervalMs - now));
+    this.arm(Math.max(0, last + this.opts.intervalMs - now), false);
   }
 
   /** Takes a sample now, or joins the one in flight. */
@@ -230,11 +231,14 @@ export class Sampler {
             this.timeoutMs + (this.state.throttled?.waitedMs ?? 0),
           )
         : this.opts.intervalMs;
-    this.arm(intervalMs * jitter);
+    this.arm(intervalMs * jitter, true);
   }
 
-  /** The one timer of the next attempt, in `ms` (any earlier one is cancelled). */
-  private arm(ms: number): void {
+  /**
+   * The one timer of the next attempt, in `ms` (any earlier one is cancelled); a scheduled
+   * one on the sample slot's grid, a reader's wake-up at its own moment.
+   */
+  private arm(ms: number, slotted: boolean): void {
     this.cancelTimer?.();
     this.cancelTimer = this.clock.after(
       ms,
@@ -242,8 +246,17 @@ export class Sampler {
         this.cancelTimer = undefined;
         void this.sampleNow().finally(() => this.schedule());
       },
-      this.opts.slotMs ?? SAMPLE_SLOT_MS,
+      slotted ? this.slotMs : undefined,
     );
+  }
+
+  /**
+   * The grid scheduled attempts start on: the configured slot, but at most a tenth of the
+   * interval, so rounding (±half a slot) stays inside the jitter and the margin
+   * idleIntervalMs keeps before staleAfter (at least 0.15 of an interval).
+   */
+  private get slotMs(): number {
+    return Math.min(this.opts.slotMs ?? SAMPLE_SLOT_MS, this.opts.intervalMs / 10);
   }
 
   private async attempt(): Promise<void> {

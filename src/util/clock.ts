@@ -73,8 +73,7 @@ export class TimerHeap {
   }
 
   after(ms: number, fn: () => void, slotMs?: number): () => void {
-    let due = this.host.now() + Math.max(0, ms || 0);
-    if (slotMs && slotMs > 0) due = Math.max(this.host.now(), Math.round(due / slotMs) * slotMs);
+    const due = slottedDue(this.host.now(), ms, slotMs);
     const entry: Entry = { due, seq: this.seq++, fn };
     this.push(entry);
     if (entry.due < this.armedFor) this.arm();
@@ -176,6 +175,16 @@ export class TimerHeap {
     }
     h[i] = e;
   }
+}
+
+/**
+ * When a timer set at `now` for `ms` runs: `now + ms`, or with a slot the multiple of it
+ * nearest to that, never before `now` (Clock.after).
+ */
+export function slottedDue(now: number, ms: number, slotMs?: number): number {
+  const due = now + Math.max(0, ms || 0);
+  if (slotMs === undefined || !Number.isFinite(slotMs) || slotMs <= 0) return due;
+  return Math.max(now, Math.round(due / slotMs) * slotMs);
 }
 
 const before = (a: Entry, b: Entry) => a.due < b.due || (a.due === b.due && a.seq < b.seq);

@@ -4,7 +4,7 @@
  * I/O callbacks run after each one, so code that awaits between timers proceeds as it would
  * in real time.
  */
-import type { Clock } from "../../src/util/clock.js";
+import { type Clock, slottedDue } from "../../src/util/clock.js";
 
 interface Pending {
   at: number;
@@ -18,7 +18,14 @@ export class FakeClock implements Clock {
   private seq = 0;
   private pending: Pending[] = [];
 
-  constructor(start = Date.UTC(2026, 0, 1)) {
+  /**
+   * @param opts.slots whether timers given a slot run on its grid, as the system clock's do
+   *   (by default a timer runs after its `ms` exactly)
+   */
+  constructor(
+    start = Date.UTC(2026, 0, 1),
+    private readonly opts: { slots?: boolean } = {},
+  ) {
     this.t = start;
   }
 
@@ -26,8 +33,12 @@ export class FakeClock implements Clock {
     return this.t;
   }
 
-  after(ms: number, fn: () => void): () => void {
-    const p: Pending = { at: this.t + Math.max(0, ms), seq: this.seq++, fn };
+  after(ms: number, fn: () => void, slotMs?: number): () => void {
+    const p: Pending = {
+      at: slottedDue(this.t, ms, this.opts.slots ? slotMs : undefined),
+      seq: this.seq++,
+      fn,
+    };
     this.pending.push(p);
     return () => {
       this.pending = this.pending.filter((x) => x !== p);
