@@ -1,5 +1,5 @@
 import { expect } from "chai";
-import { growthTable, runTable } from "./report.js";
+import { cellDisagreements, growthTable, runTable } from "./report.js";
 import type { RunResults } from "./stats.js";
 
 const run = (rows: RunResults["rows"]): RunResults => ({
@@ -47,5 +47,34 @@ describe("bench report: the tables a run's raw results render to", () => {
       "| 1,000 | 138 | 3.9 | 1.6 / 5.1 | 1.7 | 0.60 |",
       "| 100,000 | — | — | out of heap within 60 s, 0 Ready | — | — |",
     ]);
+    const raised = growthTable(
+      run([
+        {
+          ...g(50_000, { rssMB: 1010, readyS: 266.4 }),
+          name: "how cost grows: 50000 MetricMappings (--max-old-space-size=1920): …",
+        },
+      ]),
+    );
+    expect(raised.split("\n")[2]).to.match(/^\| 50,000 \(`--max-old-space-size=1920`\) \| 1010 \|/);
+  });
+
+  it("finds a cell edited by hand: its figure is no longer the median of the series kept beside it", () => {
+    const row = (figure: string) => ({
+      name: "CPU per sample: ms",
+      series: {
+        Governor: [0.54, 0.65, 0.8],
+        "baseline p50": [1, 2, 3],
+        "baseline p99": [9, 10, 11],
+        ratio: [0.5],
+      },
+      figure,
+      baseline: "2.00 (1.00–3.00) / 10.0 (9.00–11.0)",
+      ratio: "0.50 (0.50–0.50)",
+    });
+    expect(cellDisagreements(run([row("0.65 (0.54–0.80)")]))).to.deep.equal([]);
+    expect(cellDisagreements(run([row("0.55 (0.44–0.70)")]))).to.have.length(1);
+    expect(cellDisagreements(run([{ ...row("0.65"), baseline: "2.00 / 12.0" }]))[0]).to.match(
+      /baseline: 12.0 is not the median of baseline/,
+    );
   });
 });

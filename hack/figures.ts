@@ -9,16 +9,17 @@
  *
  *   npm run figures               render every marked table from its JSON
  *   npm run figures -- --take     first keep the suites' latest figures (test/results/latest/*.json)
- *                                 as the docs/figures/*.json the docs name
+ *                                 as the docs/figures/*.json the docs name, if their run passed whole
  *   npm run figures -- --check    change nothing; fail when a table is not what its JSON renders,
- *                                 or when a figure in a doc's prose is in none of its tables
+ *                                 when a figure in a doc's prose is in none of its tables, or when
+ *                                 a bench table's cell is not the median of its kept series
  *                                 (`npm run verify` runs this)
  */
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import prettier from "prettier";
-import { growthTable, runTable } from "../bench/report.js";
+import { cellDisagreements, growthTable, runTable } from "../bench/report.js";
 import type { RunResults } from "../bench/stats.js";
 import {
   type AttackFigures,
@@ -33,36 +34,73 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** The docs that hold marked tables. */
 const DOCS = ["docs/performance.md", "docs/hostile-input.md", "docs/reliability.md"];
 
-/** Each view: how a table is rendered from its JSON. */
-const benchTable = (j: unknown, source: string) =>
-  `Raw results: \`${source}\`.\n\n${runTable(j as RunResults)}`;
-const VIEWS: Record<string, (json: unknown, source: string) => string> = {
+/** How a table is rendered from its JSON, and what is wrong in the JSON itself. */
+interface View {
+  render: (json: unknown, source: string) => string;
+  check?: (json: unknown) => string[];
+}
+const benchTable: View = {
+  render: (j, source) => `Raw results: \`${source}\`.\n\n${runTable(j as RunResults)}`,
+  check: (j) => cellDisagreements(j as RunResults),
+};
+const VIEWS: Record<string, View> = {
   "bench-table": benchTable,
   /** The latest full run's table, which a full `npm run bench` points at its own results. */
   "latest-run": benchTable,
-  growth: (j) => growthTable(j as RunResults),
-  attacks: (j, source) => attacksTable(j as AttackFigures, source),
-  "in-cluster": (j, source) => inClusterTable(j as InClusterFigures, source),
+  growth: { render: (j) => growthTable(j as RunResults) },
+  attacks: { render: (j, source) => attacksTable(j as AttackFigures, source) },
+  "in-cluster": { render: (j, source) => inClusterTable(j as InClusterFigures, source) },
 };
 
 const BLOCK = /<!-- figures: (\S+) (\S+) -->\n[\s\S]*?<!-- \/figures -->/g;
 
+/** Fails on a marker without its pair (a lost close would swallow the text up to the next one). */
+export function checkMarkers(doc: string, text: string): void {
+  let open: number | undefined;
+  text.split("\n").forEach((line, i) => {
+    if (line.startsWith("<!-- figures:")) {
+      if (open !== undefined)
+        throw new Error(`${doc}:${open + 1}: a figures block not closed before line ${i + 1}`);
+      if (!/^<!-- figures: \S+ \S+ -->$/.test(line))
+        throw new Error(`${doc}:${i + 1}: not <!-- figures: VIEW PATH -->`);
+      open = i;
+    } else if (line.startsWith("<!-- /figures")) {
+      if (open === undefined) throw new Error(`${doc}:${i + 1}: <!-- /figures --> without its opening`);
+      open = undefined;
+    }
+  });
+  if (open !== undefined) throw new Error(`${doc}:${open + 1}: a figures block never closed`);
+}
+
+/** Copies a suite's latest figures over the kept ones, if the run was whole and passed. */
+export function take(latest: string, kept: string): void {
+  if (!existsSync(latest)) return;
+  const figures = JSON.parse(readFileSync(latest, "utf8")) as { complete?: boolean };
+  if (figures.complete !== true)
+    throw new Error(`${latest}: not taken, the run that wrote it did not pass every test (or ran only some)`);
+  mkdirSync(dirname(kept), { recursive: true });
+  copyFileSync(latest, kept);
+}
+
 /** The doc with every marked table rendered from its JSON (and formatted as prettier does). */
-async function rendered(doc: string, take: boolean): Promise<{ text: string; blocks: string[] }> {
+async function rendered(
+  doc: string,
+  takeLatest: boolean,
+): Promise<{ text: string; blocks: string[]; problems: string[] }> {
   const path = join(ROOT, doc);
   const blocks: string[] = [];
-  const text = readFileSync(path, "utf8").replace(BLOCK, (_all, view: string, source: string) => {
-    const render = VIEWS[view];
-    if (!render)
-      throw new Error(`${doc}: no figures view "${view}" (one of ${Object.keys(VIEWS).join(", ")})`);
+  const problems: string[] = [];
+  const before = readFileSync(path, "utf8");
+  checkMarkers(doc, before);
+  const text = before.replace(BLOCK, (_all, view: string, source: string) => {
+    const v = VIEWS[view];
+    if (!v) throw new Error(`${doc}: no figures view "${view}" (one of ${Object.keys(VIEWS).join(", ")})`);
     const kept = join(ROOT, source);
-    const latest = join(LATEST_FIGURES, basename(source));
-    if (take && source.startsWith("docs/figures/") && existsSync(latest)) {
-      mkdirSync(dirname(kept), { recursive: true });
-      copyFileSync(latest, kept);
-    }
+    if (takeLatest && source.startsWith("docs/figures/")) take(join(LATEST_FIGURES, basename(source)), kept);
     if (!existsSync(kept)) throw new Error(`${doc}: ${source} does not exist`);
-    const table = render(JSON.parse(readFileSync(kept, "utf8")), source);
+    const json: unknown = JSON.parse(readFileSync(kept, "utf8"));
+    problems.push(...(v.check?.(json) ?? []).map((p) => `${source}: ${p}`));
+    const table = v.render(json, source);
     blocks.push(table);
     return `<!-- figures: ${view} ${source} -->\n\n${table}\n\n<!-- /figures -->`;
   });
@@ -70,7 +108,7 @@ async function rendered(doc: string, take: boolean): Promise<{ text: string; blo
     ...(await prettier.resolveConfig(path)),
     filepath: path,
   });
-  return { text: formatted, blocks };
+  return { text: formatted, blocks, problems };
 }
 
 /**
@@ -82,7 +120,9 @@ export async function renderFigures(
 ): Promise<string[]> {
   const wrong: string[] = [];
   for (const doc of opts.docs ?? DOCS) {
-    const { text, blocks } = await rendered(doc, opts.take ?? false);
+    // Check mode writes nothing, kept figures included.
+    const { text, blocks, problems } = await rendered(doc, !opts.check && (opts.take ?? false));
+    wrong.push(...problems);
     const before = readFileSync(join(ROOT, doc), "utf8");
     if (text !== before) {
       if (opts.check) wrong.push(`${doc}: a table is not what its JSON renders (run: npm run figures)`);

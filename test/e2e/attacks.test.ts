@@ -16,7 +16,13 @@ import {
   type TestCluster,
 } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
-import { type AttackFigures, type AttackRow, attacksTable, writeFigures } from "../support/figures.js";
+import {
+  type AttackFigures,
+  type AttackRow,
+  attacksTable,
+  suitePassed,
+  writeFigures,
+} from "../support/figures.js";
 import {
   attackerNetwork,
   ECHOED_SECRET,
@@ -302,13 +308,18 @@ spec:
     worstRssMB = Math.max(worstRssMB, peakRssMB);
   });
 
-  after(async () => {
+  after(async function () {
     clearInterval(rssTimer);
     keepAlive.destroy();
     hostile?.stop();
     loopback?.close();
     // The raw figures, which `npm run figures -- --take` renders into docs/hostile-input.md.
-    const figures: AttackFigures = { time: new Date().toISOString(), baselineP99Ms: baselineP99, rows };
+    const figures: AttackFigures = {
+      time: new Date().toISOString(),
+      complete: suitePassed(this),
+      baselineP99Ms: baselineP99,
+      rows,
+    };
     writeFigures("attacks", figures);
     console.log(attacksTable(figures, "test/results/latest/attacks.json").replace(/^/gm, "      [figures] "));
     await governor?.stop();

@@ -19,7 +19,7 @@ import {
 } from "../support/in-cluster.js";
 import { spawn, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { type FaultRow, type InClusterFigures, writeFigures } from "../support/figures.js";
+import { type FaultRow, type InClusterFigures, suitePassed, writeFigures } from "../support/figures.js";
 import { join } from "node:path";
 
 const SYSTEM = "governor-system";
@@ -91,6 +91,7 @@ describe("Governor installed in-cluster with kubectl apply -k config/default, tw
       const { gitVersion } = await cluster.client.get<{ gitVersion: string }>("/version");
       writeFigures(ROUTING ? "in-cluster-aggregator-routing" : "in-cluster", {
         time: new Date().toISOString(),
+        complete: suitePassed(this),
         setup: `Kubernetes ${gitVersion.replace(/^v/, "")}, kube-apiserver ${ROUTING ? "with `--enable-aggregator-routing`" : "reaching Governor through its Service's ClusterIP"}`,
         rate: 50,
         rows: faults,

@@ -1,5 +1,8 @@
 import { expect } from "chai";
-import { renderFigures } from "../../hack/figures.js";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { checkMarkers, renderFigures, take } from "../../hack/figures.js";
 import { attacksTable, inClusterTable, untracedFigures } from "./figures.js";
 
 describe("figures: docs' tables rendered from kept raw figures", () => {
@@ -7,6 +10,7 @@ describe("figures: docs' tables rendered from kept raw figures", () => {
     const table = attacksTable(
       {
         time: "2026-12-07T09:05:31.000Z",
+        complete: true,
         baselineP99Ms: 10,
         rows: [
           { attack: "a `|` in a name", got: "refused", failed: 0, rssMB: 270 },
@@ -53,7 +57,24 @@ describe("figures: a doc's prose quotes only figures its tables hold", () => {
 
   it("reads a whole number with a unit as a figure, and ignores the tables' own lines", () => {
     const doc = ["| 686 ms | in a table line |", "p99 686 ms against 127 ms"].join("\n");
-    expect(untracedFigures(doc, ["| 127 |"]).map((u) => u.figure)).to.deep.equal(["686"]);
+    expect(untracedFigures(doc, ["| row | 127 |"]).map((u) => u.figure)).to.deep.equal(["686"]);
+  });
+
+  it("holds a cell's numbers, not its row's name or the table's title, and a range's ends only as that range", () => {
+    const table = ["From the run of 2026-12-07 (110 min).", "", "| 16 conn: req/s | 0.59 (0.33–1.68) |"].join(
+      "\n",
+    );
+    const doc = [
+      "0.59× (0.33–1.68) at 16 connections;",
+      "not 0.33 ms alone, nor 110 s, nor 16.5 ms, nor (0.33–1.67).",
+    ].join("\n");
+    expect(untracedFigures(doc, [table]).map((u) => u.figure)).to.deep.equal([
+      "0.33",
+      "110",
+      "16.5",
+      "0.33",
+      "1.67",
+    ]);
   });
 });
 
@@ -62,6 +83,7 @@ describe("figures: the in-cluster suite's faults as docs/reliability.md shows th
     const table = inClusterTable(
       {
         time: "2026-12-07T11:00:00.000Z",
+        complete: true,
         setup: "Kubernetes 1.37.2",
         rate: 50,
         rows: [
@@ -83,6 +105,33 @@ describe("figures: the in-cluster suite's faults as docs/reliability.md shows th
     expect(table.split("\n").at(-1)).to.equal(
       "| a Node lost | **3** of 1,852 (3× timeout) | 3 / 9 / 10,031 ms | 8 connections \\| open | met |",
     );
+  });
+});
+
+describe("figures: what npm run figures refuses", () => {
+  const dir = mkdtempSync(join(tmpdir(), "figures-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("keeps a suite's latest figures only from a run that passed whole", () => {
+    const latest = join(dir, "in-cluster.json");
+    const kept = join(dir, "kept", "in-cluster.json");
+    writeFileSync(latest, JSON.stringify({ complete: false, rows: [] }));
+    expect(() => take(latest, kept)).to.throw(/not taken/);
+    expect(existsSync(kept)).to.equal(false);
+    writeFileSync(latest, JSON.stringify({ complete: true, rows: [] }));
+    take(latest, kept);
+    expect(JSON.parse(readFileSync(kept, "utf8"))).to.deep.equal({ complete: true, rows: [] });
+  });
+
+  it("fails on a figures block whose close is lost, instead of swallowing the text up to the next one", () => {
+    const block = (path: string) => [`<!-- figures: bench-table ${path} -->`, "table", "<!-- /figures -->"];
+    expect(() =>
+      checkMarkers("doc.md", [...block("a.json"), "prose", ...block("b.json")].join("\n")),
+    ).not.to.throw();
+    const lost = [...block("a.json").slice(0, 2), "prose", ...block("b.json")].join("\n");
+    expect(() => checkMarkers("doc.md", lost)).to.throw(/doc.md:1: a figures block not closed before line 4/);
+    expect(() => checkMarkers("doc.md", ["<!-- /figures -->"].join("\n"))).to.throw(/without its opening/);
+    expect(() => checkMarkers("doc.md", block("a.json").slice(0, 2).join("\n"))).to.throw(/never closed/);
   });
 });
 

@@ -15,6 +15,12 @@ const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 /** Where suites write their latest figures. */
 export const LATEST_FIGURES = join(ROOT, "test/results/latest");
 
+/** Whether every test of the suite `ctx` (a mocha hook's `this`) belongs to ran and passed. */
+export function suitePassed(ctx: Mocha.Context): boolean {
+  const tests = ctx.test?.parent?.tests ?? [];
+  return tests.length > 0 && tests.every((t) => t.state === "passed");
+}
+
 /** Writes a suite's figures to `{@link LATEST_FIGURES}/<name>.json`. */
 export function writeFigures(name: string, figures: object): void {
   mkdirSync(LATEST_FIGURES, { recursive: true });
@@ -44,6 +50,8 @@ export interface AttackRow {
 export interface AttackFigures {
   /** When it ran (ISO 8601). */
   time: string;
+  /** Whether every test of the suite ran and passed (`npm run figures -- --take` keeps nothing else). */
+  complete: boolean;
   /** The legitimate metric's p99 with nothing attacking, in ms. */
   baselineP99Ms: number;
   rows: AttackRow[];
@@ -83,6 +91,8 @@ export interface FaultRow extends Omit<LoadReport, "failedSentAt"> {
 /** What the in-cluster suite measured. */
 export interface InClusterFigures {
   time: string;
+  /** Whether every test of the suite ran and passed (`npm run figures -- --take` keeps nothing else). */
+  complete: boolean;
   /** Kubernetes' version and how kube-apiserver routed to Governor. */
   setup: string;
   /** Metric requests per second sent through the aggregator while each fault ran. */
@@ -120,13 +130,29 @@ export interface Untraced {
  * decimal point, a percentage, a ratio (`2.4×`) or a number with a unit of time, size or
  * rate. Skipped: bounds and goals (after ≥, ≤, <, >), the tables themselves, code, link
  * targets, HTML comments, and a section's text after `<!-- not figures -->` up to the next
- * heading (for numbers that are settings, not measurements). A figure is found when the same digits, thousands
- * separators aside, appear in a table as a whole number.
+ * heading (for numbers that are settings, not measurements). A figure is found when the same
+ * digits, thousands separators aside, are a whole number in a cell of one of the tables (not
+ * a row's name, a title or a note); a range `a–b` only as the same range in a cell.
  */
 export function untracedFigures(doc: string, tables: string[]): Untraced[] {
   const digits = (s: string) => s.replaceAll(",", "");
+  const NUMBER = /\d[\d,]*(?:\.\d+)?/g;
+  const RANGE = /(\d[\d,]*(?:\.\d+)?)–(\d[\d,]*(?:\.\d+)?)/g;
+  // What a table holds: the numbers in its cells (not its row names, title or notes), a
+  // range's ends only as that range.
   const held = new Set<string>();
-  for (const t of tables) for (const m of t.matchAll(/\d[\d,]*(?:\.\d+)?/g)) held.add(digits(m[0]));
+  const ranges = new Set<string>();
+  for (const t of tables)
+    for (const row of t.split("\n")) {
+      if (!row.startsWith("|") || /^\|[\s|:-]+\|$/.test(row)) continue;
+      for (const cell of row.split(/(?<!\\)\|/).slice(2, -1)) {
+        const rest = cell.replace(
+          RANGE,
+          (_m, a: string, b: string) => (ranges.add(`${digits(a)}–${digits(b)}`), " "),
+        );
+        for (const m of rest.matchAll(NUMBER)) held.add(digits(m[0]));
+      }
+    }
   const out: Untraced[] = [];
   const lines = doc.split("\n");
   let fenced = false;
@@ -143,7 +169,8 @@ export function untracedFigures(doc: string, tables: string[]): Untraced[] {
       .replace(/`[^`]*`/g, " ")
       .replace(/\]\([^)]*\)/g, "]")
       .replace(/<!--.*?-->/g, " ")
-      .replace(/\d{4}-\d\d-\d\d[T ]\d\d:?\d\dZ?/g, " ");
+      .replace(/\d{4}-\d\d-\d\d[T ]\d\d:?\d\dZ?/g, " ")
+      .replace(RANGE, (m, a: string, b: string) => (ranges.has(`${digits(a)}–${digits(b)}`) ? " " : m));
     const figure =
       /(?<![\w./-]|[≥≤<>]\s?)(\d[\d,]*\.\d+|\d[\d,]*(?=\s?(?:%|×|ms\b|s\b|µs\b|MB\b|MiB\b|KB\b|KiB\b|GB\b|req\/s\b)))/g;
     for (const m of prose.matchAll(figure))
