@@ -320,7 +320,20 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
       await eventually(() =>
         expect(t.provider.active(`${NS}/b`)?.sampler).to.not.equal(t.provider.active(`${NS}/c`)?.sampler),
       );
-      expect(await queriesOver(4000)).to.be.within(5, 7);
+      // Each sampler's own attempts, not a total a phase can shift: intervals of 2 s and 1 s,
+      // each ±10 % jitter and up to half a 100 ms slot, give 1–3 and 3–5 in 4 s.
+      const counts = { b: 0, c: 0 };
+      const off = (["b", "c"] as const).map((m) =>
+        t.provider.active(`${NS}/${m}`)!.sampler.listen(() => counts[m]++),
+      );
+      const queries = await queriesOver(4000);
+      for (const f of off) f();
+      expect(counts.b, "b's own samples at 2 s").to.be.within(1, 3);
+      expect(counts.c, "c's samples at 1 s").to.be.within(3, 5);
+      expect(queries, "one query per attempt, nothing else").to.be.within(
+        counts.b + counts.c - 1,
+        counts.b + counts.c + 1,
+      );
       expect(t.ready("c")?.status).to.equal("True");
     });
   });
