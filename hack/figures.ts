@@ -86,7 +86,7 @@ export function take(latest: string, kept: string): void {
 async function rendered(
   doc: string,
   takeLatest: boolean,
-): Promise<{ text: string; blocks: string[]; problems: string[] }> {
+): Promise<{ before: string; text: string; blocks: string[]; problems: string[] }> {
   const path = join(ROOT, doc);
   const blocks: string[] = [];
   const problems: string[] = [];
@@ -108,12 +108,13 @@ async function rendered(
     ...(await prettier.resolveConfig(path)),
     filepath: path,
   });
-  return { text: formatted, blocks, problems };
+  return { before, text: formatted, blocks, problems };
 }
 
 /**
  * Renders (or, with `check`, compares) the marked tables of `docs`; returns what is wrong:
- * tables that are not what their JSON renders, and figures in prose that no table holds.
+ * tables that are not what their JSON renders, bench cells that are not their series'
+ * medians, and figures in prose that no table holds. A block without its close throws.
  */
 export async function renderFigures(
   opts: { check?: boolean; take?: boolean; docs?: string[] } = {},
@@ -121,9 +122,8 @@ export async function renderFigures(
   const wrong: string[] = [];
   for (const doc of opts.docs ?? DOCS) {
     // Check mode writes nothing, kept figures included.
-    const { text, blocks, problems } = await rendered(doc, !opts.check && (opts.take ?? false));
+    const { before, text, blocks, problems } = await rendered(doc, !opts.check && (opts.take ?? false));
     wrong.push(...problems);
-    const before = readFileSync(join(ROOT, doc), "utf8");
     if (text !== before) {
       if (opts.check) wrong.push(`${doc}: a table is not what its JSON renders (run: npm run figures)`);
       else writeFileSync(join(ROOT, doc), text);
@@ -135,15 +135,13 @@ export async function renderFigures(
   return wrong;
 }
 
-/** Points a doc's table of `view` at another JSON (a full bench run at its own results). */
+/** Points a doc's table of `view` at another JSON (a full bench run at its own results); throws if it has none. */
 export function pointTo(doc: string, view: string, source: string): void {
   const path = join(ROOT, doc);
   const text = readFileSync(path, "utf8");
-  const next = text.replace(
-    new RegExp(`<!-- figures: ${view} \\S+ -->`),
-    `<!-- figures: ${view} ${source} -->`,
-  );
-  writeFileSync(path, next);
+  const marker = new RegExp(`<!-- figures: ${view} \\S+ -->`);
+  if (!marker.test(text)) throw new Error(`${doc}: no <!-- figures: ${view} … --> to point at ${source}`);
+  writeFileSync(path, text.replace(marker, `<!-- figures: ${view} ${source} -->`));
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
