@@ -32,12 +32,12 @@ export const GROUP_VERSIONS: Record<string, readonly string[]> = {
 export const PLACEHOLDER_RESOURCE = "governor-no-metrics-yet";
 
 /** RFC 3339 UTC, second precision: what `metav1.Time` marshals to. */
-export function rfc3339(d: Date): string {
+export function rfc3339(d: Date | number): string {
   // Every item of a selector answer carries the same sample time: format it once.
-  const ms = d.getTime();
+  const ms = typeof d === "number" ? d : d.getTime();
   if (ms !== lastFormatted.ms) {
     lastFormatted.ms = ms;
-    lastFormatted.text = d.toISOString().replace(/\.\d{3}Z$/, "Z");
+    lastFormatted.text = new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
   }
   return lastFormatted.text;
 }

@@ -12,7 +12,7 @@ import { LeaderElector, type LeaderElectionOptions } from "../controller/leader-
 import type { KubeApi } from "../k8s/client.js";
 import { InformerCache } from "../k8s/informer-cache.js";
 import { Backoff } from "../util/backoff.js";
-import { type Clock, systemClock } from "../util/clock.js";
+import { type Clock, type Timer, systemClock } from "../util/clock.js";
 import type { Runnable } from "../util/runnable.js";
 
 /** Options of {@link Manager}. */
@@ -48,7 +48,7 @@ export class Manager {
   /** Between tries of leader runnables whose start failed: 1 s, doubling to 30 s. */
   private readonly startBackoff = new Backoff({ initialMs: 1000, maxMs: 30_000 });
   /** Cancels the next try of leader runnables whose start failed. */
-  private cancelRetry?: () => void;
+  private retry?: Timer;
 
   constructor(private readonly opts: ManagerOptions) {
     this.clock = opts.clock ?? systemClock;
@@ -122,8 +122,8 @@ export class Manager {
     this.wanted = lead;
     if (!lead) {
       this.leading = false;
-      this.cancelRetry?.();
-      this.cancelRetry = undefined;
+      this.retry?.cancel();
+      this.retry = undefined;
     }
     this.transitions = this.transitions.then(async () => {
       if (lead) {
@@ -159,8 +159,8 @@ export class Manager {
     if (failed.length === 0) return;
     const delayMs = this.startBackoff.next();
     this.log.warn({ runnables: failed.map((r) => r.name), retryInMs: delayMs }, "starting again later");
-    this.cancelRetry = this.clock.after(delayMs, () => {
-      this.cancelRetry = undefined;
+    this.retry = this.clock.after(delayMs, () => {
+      this.retry = undefined;
       this.transitions = this.transitions.then(() => this.startLed(failed));
     });
   }

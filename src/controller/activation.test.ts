@@ -195,7 +195,7 @@ describe("scale to zero: reading the activation metric", () => {
   });
   const read = (over: Partial<Parameters<typeof readActivation>[0]>): ActivationReading =>
     readActivation({ key: "shop/queue", mapping: external, objectName: "worker", now: NOW, ...over });
-  const fresh = new Date(NOW.getTime() - 5_000);
+  const fresh = NOW.getTime() - 5_000;
 
   it("sums an External metric's series, as the HPA does", () => {
     const values = new Map([
@@ -203,7 +203,7 @@ describe("scale to zero: reading the activation metric", () => {
       ["b", 3],
     ]);
     expect(
-      read({ served: served({ last: { value: { kind: "objects", values }, at: fresh } }) }),
+      read({ served: served({ last: { value: { kind: "objects", values }, atMs: fresh } }) }),
     ).to.deep.equal({
       ok: true,
       value: 5,
@@ -215,7 +215,7 @@ describe("scale to zero: reading the activation metric", () => {
     const objectMapping = {
       spec: { metric: "backlog", subject: { resource: "services" }, source: { static: { value: "1" } } },
     };
-    const s = served({ last: { value: { kind: "objects", values }, at: fresh } }, "resource");
+    const s = served({ last: { value: { kind: "objects", values }, atMs: fresh } }, "resource");
     expect(read({ mapping: objectMapping, served: s })).to.deep.equal({ ok: true, value: 4 });
     expect(read({ mapping: objectMapping, served: s, objectName: "other" }).ok).to.equal(false);
   });
@@ -237,7 +237,7 @@ describe("scale to zero: reading the activation metric", () => {
       "a sample that failed, even with a good value before it",
       {
         served: served({
-          last: { value: { kind: "scalar", value: 9 }, at: fresh },
+          last: { value: { kind: "scalar", value: 9 }, atMs: fresh },
           error: "connection refused",
         }),
       },
@@ -247,7 +247,7 @@ describe("scale to zero: reading the activation metric", () => {
       "a value older than staleAfter",
       {
         served: served({
-          last: { value: { kind: "scalar", value: 9 }, at: new Date(NOW.getTime() - 121_000) },
+          last: { value: { kind: "scalar", value: 9 }, atMs: NOW.getTime() - 121_000 },
         }),
       },
       "ActivationMetricUnavailable",
@@ -256,7 +256,7 @@ describe("scale to zero: reading the activation metric", () => {
   for (const [what, over, reason] of refusals)
     it(`gives no value for ${what}`, () => {
       const r = read({
-        served: served({ last: { value: { kind: "scalar", value: 9 }, at: fresh } }),
+        served: served({ last: { value: { kind: "scalar", value: 9 }, atMs: fresh } }),
         ...over,
       });
       expect(r.ok).to.equal(false);

@@ -183,7 +183,7 @@ export function readActivation(s: ActivationSource): ActivationReading {
   const { last, error } = served.sampler.state;
   if (error) return unavailable(`the latest sample of MetricMapping ${s.key} failed: ${error}`);
   if (!last) return unavailable(`MetricMapping ${s.key} has no value yet`);
-  const age = s.now.getTime() - last.at.getTime();
+  const age = s.now.getTime() - last.atMs;
   if (age > served.staleAfterMs)
     return unavailable(
       `MetricMapping ${s.key} is stale: last sampled ${Math.round(age / 1000)}s ago (staleAfter ${Math.round(served.staleAfterMs / 1000)}s)`,

@@ -3,7 +3,7 @@
  * subject resource or "external", metric); among the mappings with the same claim the
  * oldest (by creationTimestamp, then name) is served and the others report `Conflict`.
  */
-import { parseGroupResource } from "../api/group-resource.js";
+import { type GroupResource, parseGroupResource } from "../api/group-resource.js";
 import type { KubernetesObject } from "@kubernetes/client-node";
 import type { MetricMappingSpec } from "../sources/registry.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
@@ -52,8 +52,26 @@ export async function resolveClaim(mapper: ResourceMapper, spec: MetricMappingSp
   return {
     id: `resource|${gr.resource}.${gr.group}|${spec.metric}`,
     describe: spec.subject.resource!,
-    subject: { kind: "resource", groupResource: gr },
+    subject: resourceSubject(gr),
   };
+}
+
+/** The subjects {@link resourceSubject} keeps one copy of: one per resource the cluster serves. */
+const SUBJECTS_KEPT = 1000;
+const subjects = new Map<string, ActiveMapping["subject"]>();
+
+/**
+ * The subject "objects of `gr`", one frozen copy per resource for every mapping of it (each
+ * running mapping holds its subject: two objects a mapping otherwise). Only resources the
+ * cluster serves get here, and at most {@link SUBJECTS_KEPT} are kept.
+ */
+function resourceSubject(gr: GroupResource): ActiveMapping["subject"] {
+  const key = `${gr.resource}.${gr.group}`;
+  const known = subjects.get(key);
+  if (known) return known;
+  const subject = Object.freeze({ kind: "resource" as const, groupResource: Object.freeze({ ...gr }) });
+  if (subjects.size < SUBJECTS_KEPT) subjects.set(key, subject);
+  return subject;
 }
 
 /** Who claims what: mapping key (`namespace/name`) ↔ `namespace|claim id`. */

@@ -47,8 +47,8 @@ async function aLeads() {
 /** A replica killed with SIGKILL: it neither renews nor releases, and no callback runs. */
 function kill(e: LeaderElector, leading: Set<string>, identity: string) {
   e["stopped"] = true;
-  e["cancelTick"]?.();
-  e["cancelWatchdog"]?.();
+  e["tickTimer"]?.cancel();
+  e["watchdog"]?.cancel();
   leading.delete(identity);
 }
 

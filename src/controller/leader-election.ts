@@ -10,7 +10,7 @@
  */
 import type { Logger } from "pino";
 import { KubeApiError, type KubeApi } from "../k8s/client.js";
-import { type Clock, systemClock } from "../util/clock.js";
+import { type Clock, type Timer, systemClock } from "../util/clock.js";
 
 /** Options of {@link LeaderElector}. */
 export interface LeaderElectionOptions {
@@ -65,8 +65,8 @@ export async function currentLeaseHolder(
 
 /** See the module comment. */
 export class LeaderElector {
-  private cancelTick?: () => void;
-  private cancelWatchdog?: () => void;
+  private tickTimer?: Timer;
+  private watchdog?: Timer;
   private leading = false;
   /** Local time at which the last successful renew *started*. */
   private renewStartedAt = 0;
@@ -106,8 +106,8 @@ export class LeaderElector {
   /** Stops; releases the lease if held, so another replica takes over at once. */
   async stop(): Promise<void> {
     this.stopped = true;
-    this.cancelTick?.();
-    this.cancelWatchdog?.();
+    this.tickTimer?.cancel();
+    this.watchdog?.cancel();
     if (this.leading) {
       this.setLeading(false);
       try {
@@ -137,7 +137,7 @@ export class LeaderElector {
         this.logger.warn({ err }, "leader election");
     }
     if (!this.stopped)
-      this.cancelTick = this.clock.after(this.opts.retryPeriodMs ?? 2000, () => void this.tick());
+      this.tickTimer = this.clock.after(this.opts.retryPeriodMs ?? 2000, () => void this.tick());
   }
 
   /**
@@ -226,8 +226,8 @@ export class LeaderElector {
     // attempt (still the holder) starts it again on a fresh renew.
     if (this.now() - started >= this.renewDeadlineMs) return;
     this.renewStartedAt = started;
-    this.cancelWatchdog?.();
-    this.cancelWatchdog = this.clock.after(Math.max(0, started + this.renewDeadlineMs - this.now()), () => {
+    this.watchdog?.cancel();
+    this.watchdog = this.clock.after(Math.max(0, started + this.renewDeadlineMs - this.now()), () => {
       if (this.leading && this.now() - this.renewStartedAt >= this.renewDeadlineMs) {
         this.logger.warn("could not renew the lease within the renew deadline: stepping down");
         this.setLeading(false);

@@ -107,7 +107,7 @@ class Recording {
   ring?: HistoryRing;
   constructor(private readonly then: (state: SamplerState) => void) {}
   readonly onSample = (state: SamplerState): void => {
-    if (state.last) this.ring?.record(state.last.at.getTime(), state.last.value);
+    if (state.last) this.ring?.record(state.last.atMs, state.last.value);
     this.then(state);
   };
 }
@@ -154,7 +154,7 @@ function requestFor(
   selector: LabelSelector | undefined,
   pods: PodIndex | undefined,
 ): () => Omit<SampleRequest, "signal"> {
-  if (!pods) return selector ? () => ({ namespace, selector }) : () => ({ namespace });
+  if (!pods) return selector ? () => ({ namespace, selector }) : namespaceRequest(namespace);
   return () => ({
     namespace,
     ...(selector ? { selector } : {}),
@@ -163,6 +163,23 @@ function requestFor(
       .filter((p) => !p.terminating)
       .map((p) => ({ name: p.name, ip: p.ip, labels: p.labels, hostNetwork: p.hostNetwork })),
   });
+}
+
+/** Namespaces {@link namespaceRequest} keeps a request function of. */
+const NAMESPACE_REQUESTS_KEPT = 10_000;
+const namespaceRequests = new Map<string, () => { namespace: string }>();
+
+/**
+ * The request of a sampler that needs only its namespace: one function per namespace for
+ * all its samplers (a function and its scope per sampler otherwise).
+ */
+function namespaceRequest(namespace: string): () => { namespace: string } {
+  let fn = namespaceRequests.get(namespace);
+  if (!fn) {
+    fn = () => ({ namespace });
+    if (namespaceRequests.size < NAMESPACE_REQUESTS_KEPT) namespaceRequests.set(namespace, fn);
+  }
+  return fn;
 }
 
 /** A running mapping (see {@link buildActiveMapping}). */

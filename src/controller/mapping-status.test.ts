@@ -23,9 +23,9 @@ const serving = (
   },
 });
 const sampled = (agoMs: number, value = 42): SamplerState => ({
-  last: { value: { kind: "scalar", value }, at: new Date(NOW - agoMs) },
+  last: { value: { kind: "scalar", value }, atMs: NOW - agoMs },
   failures: 0,
-  attemptedAt: new Date(NOW - agoMs),
+  attemptedAtMs: NOW - agoMs,
 });
 const ready = (s: MetricMappingStatus) => s.conditions?.find((c) => c.type === "Ready");
 const health = (s: MetricMappingStatus) => s.conditions?.find((c) => c.type === "SourceHealthy");
@@ -36,13 +36,13 @@ describe("MetricMapping status", () => {
     ["serving a fresh value", serving(sampled(5_000)), "True/Serving", "True/Sampled"],
     [
       "no value after a failed first sample",
-      serving({ failures: 1, error: "connection refused", attemptedAt: new Date(NOW) }),
+      serving({ failures: 1, error: "connection refused", attemptedAtMs: NOW }),
       "False/NoValue",
       "False/SourceError",
     ],
     [
       "stale with the source failing and no fallback",
-      serving({ ...sampled(120_000), error: "timeout", failures: 9, attemptedAt: new Date(NOW) }),
+      serving({ ...sampled(120_000), error: "timeout", failures: 9, attemptedAtMs: NOW }),
       "False/Stale",
       "False/SourceError",
     ],
@@ -149,10 +149,10 @@ describe("MetricMapping status", () => {
             ["b", 3],
           ]),
         },
-        at: new Date(NOW),
+        atMs: NOW,
       },
       failures: 0,
-      attemptedAt: new Date(NOW),
+      attemptedAtMs: NOW,
     };
     expect(computeStatus({}, 1, serving(perObject), NOW).status).to.include({ value: "avg 2", objects: 2 });
   });
@@ -167,7 +167,7 @@ describe("MetricMapping status", () => {
     const { status: first } = computeStatus({}, 1, serving(sampled(1000)), NOW);
     const anHourLater: SamplerState = {
       ...sampled(0, 7),
-      last: { value: { kind: "scalar", value: 7 }, at: new Date(NOW + 3_599_000) },
+      last: { value: { kind: "scalar", value: 7 }, atMs: NOW + 3_599_000 },
     };
     const { status: later } = computeStatus(first, 1, serving(anHourLater), NOW + 3_600_000);
     expect(ready(later)!.lastTransitionTime).to.equal(ready(first)!.lastTransitionTime);
@@ -179,7 +179,7 @@ describe("MetricMapping status", () => {
     const failing = computeStatus(
       base,
       1,
-      serving({ ...sampled(1000), error: "timeout", failures: 1, attemptedAt: new Date(NOW) }),
+      serving({ ...sampled(1000), error: "timeout", failures: 1, attemptedAtMs: NOW }),
       NOW,
     ).status;
     const budget = (ok: boolean) => () => ok;

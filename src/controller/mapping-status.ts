@@ -89,11 +89,11 @@ export function computeStatus(
           ? `avg ${formatQuantity(values.reduce((a, b) => a + b, 0) / values.length)}`
           : "no objects";
       }
-      status.lastSampleTime = state.last.at.toISOString().replace(/\.\d+Z$/, "Z");
+      status.lastSampleTime = new Date(state.last.atMs).toISOString().replace(/\.\d+Z$/, "Z");
     }
     // Staleness changes with time alone: look again when it would flip (once; a stale
     // value stays stale until a new sample, which brings the mapping back by itself).
-    const untilStale = state.last ? what.active.staleAfterMs - (now - state.last.at.getTime()) : -1;
+    const untilStale = state.last ? what.active.staleAfterMs - (now - state.last.atMs) : -1;
     if (untilStale >= 0) requeueAfterMs = Math.max(1000, untilStale + 100);
   } else if (what.ready) {
     conditions = setCondition(conditions, { type: "Ready", ...what.ready }, generation, at);
@@ -156,7 +156,7 @@ export function statusFingerprint(state: SamplerState): { health: string; value:
   }
   const throttle = state.throttled ? `${Math.round(state.throttled.waitedMs / 1000)}` : "";
   return {
-    health: `${state.attemptedAt ? 1 : 0}|${state.error ?? ""}|${state.throttled ? "T" : ""}`,
+    health: `${state.attemptedAtMs ? 1 : 0}|${state.error ?? ""}|${state.throttled ? "T" : ""}`,
     value: `${value}|${throttle}`,
   };
 }
@@ -183,7 +183,7 @@ function throttled(t: Throttle, interval: string | undefined): Omit<ConditionUpd
 }
 
 function sourceHealth(state: SamplerState): Omit<ConditionUpdate, "type"> {
-  if (!state.attemptedAt)
+  if (!state.attemptedAtMs)
     return { status: "Unknown", reason: "Sampling", message: "waiting for the first sample" };
   if (state.error)
     return {
@@ -200,7 +200,7 @@ function readiness(
   now: number,
 ): Omit<ConditionUpdate, "type"> {
   const what = m.subject.kind === "external" ? `external metric "${m.metric}"` : `metric "${m.metric}"`;
-  const age = state.last ? now - state.last.at.getTime() : Infinity;
+  const age = state.last ? now - state.last.atMs : Infinity;
   if (state.last && age <= m.staleAfterMs)
     return { status: "True", reason: "Serving", message: `serving ${what}` };
   if (m.fallback) {
@@ -211,7 +211,7 @@ function readiness(
     };
   }
   if (!state.last) {
-    return state.attemptedAt
+    return state.attemptedAtMs
       ? {
           status: "False",
           reason: "NoValue",

@@ -248,7 +248,7 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
       t = setUp({ sourcePolicy: destinationPolicy({ allow: ["127.0.0.0/8"] }) });
       for (let i = 0; i < 10; i++) t.mapping(`queue-${i}`, spec(`queue_depth_${i}`));
       await eventually(() =>
-        expect(t.provider.active(`${NS}/queue-9`)?.sampler.state.attemptedAt).to.not.equal(undefined),
+        expect(t.provider.active(`${NS}/queue-9`)?.sampler.state.attemptedAtMs).to.not.equal(undefined),
       );
       // Ten mappings, one sampler: about one query a second (±10 % jitter), not ten.
       expect(await queriesOver(3000)).to.be.within(2, 4);
@@ -260,7 +260,7 @@ describe("MetricMapping reconciler (on an in-memory apiserver)", () => {
       t.mapping("queue-slow", spec("queue_depth_slow", "2s"));
       for (const key of ["warehouse/queue", `${NS}/queue-slow`])
         await eventually(() =>
-          expect(t.provider.active(key)?.sampler.state.attemptedAt).to.not.equal(undefined),
+          expect(t.provider.active(key)?.sampler.state.attemptedAtMs).to.not.equal(undefined),
         );
       // shop's sampler each second, warehouse's each second, shop's 2 s mapping every other:
       // about 10. Shop's alone would be 4; one query per mapping, over 40. (A busy machine's

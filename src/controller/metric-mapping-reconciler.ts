@@ -77,6 +77,9 @@ interface Running {
  * What the reconciler keeps of one mapping, in one record (one Map entry, not five: each
  * entry of a Map costs about 50 bytes, and 100,000 mappings have one in each).
  */
+/** What reading a spec gives. */
+type SpecParse = ReturnType<typeof MetricMappingSpec.safeParse>;
+
 interface MappingRecord {
   /** What the last reconcile read ({@link isNewTo}); listeners hear of each new generation. */
   uid?: string;
@@ -86,7 +89,9 @@ interface MappingRecord {
   parsed?: {
     uid: string;
     generation: number;
-    result: ReturnType<typeof MetricMappingSpec.safeParse>;
+    /** The spec as read, or why it could not be (not the parse's own result object: one object less a mapping). */
+    spec?: MetricMappingSpec;
+    error?: Extract<SpecParse, { success: false }>["error"];
     hash: string;
   };
   running?: Running;
@@ -336,7 +341,7 @@ export class MetricMappingReconciler {
     // the first sample": not written, as that attempt's end queues the mapping again
     // (build()). Otherwise every start (a restart, a failover) flipped each Ready mapping to
     // Unknown and back — two status writes per mapping, 20,000 for 10,000 mappings.
-    if (!running.active.sampler.state.attemptedAt) return {};
+    if (!running.active.sampler.state.attemptedAtMs) return {};
     return this.writeStatus(obj, { spec, active: running.active });
   }
 
@@ -344,10 +349,7 @@ export class MetricMappingReconciler {
    * The mapping's spec as the schema reads it, and a hash of it: parsed once per generation,
    * not once per reconcile (a sample that changes the value reconciles too).
    */
-  private parse(
-    record: MappingRecord,
-    obj: MetricMappingObject,
-  ): ReturnType<typeof MetricMappingSpec.safeParse> & { hash: string } {
+  private parse(record: MappingRecord, obj: MetricMappingObject): SpecParse & { hash: string } {
     const uid = obj.metadata?.uid;
     const generation = obj.metadata?.generation;
     let hit = record.parsed;
@@ -356,10 +358,14 @@ export class MetricMappingReconciler {
       const hash = result.success
         ? createHash("sha256").update(JSON.stringify(result.data)).digest("base64url")
         : "";
-      hit = { uid: uid ?? "", generation: generation ?? -1, result, hash };
+      hit = result.success
+        ? { uid: uid ?? "", generation: generation ?? -1, spec: result.data, hash }
+        : { uid: uid ?? "", generation: generation ?? -1, error: result.error, hash };
       record.parsed = uid && generation !== undefined ? hit : undefined;
     }
-    return { ...hit.result, hash: hit.hash };
+    return hit.spec
+      ? { success: true, data: hit.spec, hash: hit.hash }
+      : { success: false, error: hit.error!, hash: "" };
   }
 
   /**
@@ -403,7 +409,7 @@ export class MetricMappingReconciler {
    */
   private async firstAttempt(key: string, active: ActiveMapping): Promise<void> {
     // A sampler shared with another mapping may have sampled already.
-    if (active.sampler.state.attemptedAt || (this.controller?.queue.length ?? 0) >= CONCURRENCY) return;
+    if (active.sampler.state.attemptedAtMs || (this.controller?.queue.length ?? 0) >= CONCURRENCY) return;
     this.awaitingFirst.add(key);
     let timer: NodeJS.Timeout | undefined;
     try {

@@ -48,7 +48,7 @@ function setUp() {
   const cache = new InformerCache(kube, log);
   /** A value, an error, or `"hang"`: a source that never answers. */
   const values: { queue_depth?: string | Error; rps?: Record<string, string> } = {};
-  const at = new Date(clock.now());
+  const at = clock.now();
   const askedByName: string[] = [];
   const provider: MetricsProvider = {
     listCustomMetrics: () => [],

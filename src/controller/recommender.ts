@@ -36,7 +36,7 @@ import type { MetricsProvider } from "../metrics/provider.js";
 import { LabelSelector } from "../selectors/label-selector.js";
 import { boundedText } from "../util/bounded-text.js";
 import { type Cancellation, DeadlineExceededError } from "../util/deadline.js";
-import { type Clock, systemClock } from "../util/clock.js";
+import { type Clock, type Timer, systemClock } from "../util/clock.js";
 import type { Runnable } from "../util/runnable.js";
 import type { EventRecorder } from "./events.js";
 import { type Hpa, type MappingView, planHpa } from "./hpa.js";
@@ -101,7 +101,7 @@ export class Recommender implements Runnable {
   private readonly remembered = new Map<string, Remembered>();
   private readonly clock: Clock;
   private readonly periodMs: number;
-  private cancelTimer?: () => void;
+  private timer?: Timer;
   private pass?: Promise<void>;
   private stopped = false;
   /** Scale target (`Kind/namespace/name`) → keys of the ScalableWorkloads that start from its replicas. */
@@ -145,8 +145,8 @@ export class Recommender implements Runnable {
     this.stopped = true;
     for (const unsubscribe of this.unsubscribe.splice(0)) unsubscribe();
     this.reading?.abort(new Error("the recommender stopped"));
-    this.cancelTimer?.();
-    this.cancelTimer = undefined;
+    this.timer?.cancel();
+    this.timer = undefined;
     await this.pass;
     // A new leader starts with no memory, as a restarted controller does.
     this.remembered.clear();
@@ -216,7 +216,7 @@ export class Recommender implements Runnable {
   }
 
   private schedule(ms: number): void {
-    this.cancelTimer = this.clock.after(ms, () => {
+    this.timer = this.clock.after(ms, () => {
       if (this.stopped) return;
       const started = this.clock.now();
       this.pass = this.syncAll()

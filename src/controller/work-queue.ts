@@ -5,7 +5,7 @@
  * per-key exponential backoff, and `addAfter` schedules a delayed add (earliest wins).
  */
 import { Backoff } from "../util/backoff.js";
-import { type Clock, systemClock } from "../util/clock.js";
+import { type Clock, type Timer, systemClock } from "../util/clock.js";
 
 /** What a reconcile asks for after it ran. */
 export interface ReconcileResult {
@@ -29,7 +29,7 @@ export class WorkQueue {
   private readonly queued = new Set<string>();
   private readonly processing = new Set<string>();
   private readonly dirty = new Set<string>();
-  private readonly timers = new Map<string, { at: number; cancel: () => void }>();
+  private readonly timers = new Map<string, { at: number; timer: Timer }>();
   private readonly backoffs = new Map<string, Backoff>();
   private readonly waiters: (() => void)[] = [];
   private stopped = false;
@@ -76,12 +76,12 @@ export class WorkQueue {
     const at = this.clock.now() + ms;
     const existing = this.timers.get(key);
     if (existing && existing.at <= at) return;
-    existing?.cancel();
-    const cancel = this.clock.after(ms, () => {
+    existing?.timer.cancel();
+    const timer = this.clock.after(ms, () => {
       this.timers.delete(key);
       this.add(key);
     });
-    this.timers.set(key, { at, cancel });
+    this.timers.set(key, { at, timer });
   }
 
   /** Queues `key` after its next backoff delay (for failures). */
@@ -147,7 +147,7 @@ export class WorkQueue {
     this.queue.length = 0;
     this.queued.clear();
     this.stats.depth = 0;
-    for (const { cancel } of this.timers.values()) cancel();
+    for (const { timer } of this.timers.values()) timer.cancel();
     this.timers.clear();
     for (const w of this.waiters.splice(0)) w();
   }

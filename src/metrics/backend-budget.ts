@@ -15,7 +15,7 @@
  * answers every namespace so, and each settles just under its share.
  */
 import { boundedText } from "../util/bounded-text.js";
-import { type Clock, systemClock } from "../util/clock.js";
+import { type Clock, type Timer, systemClock } from "../util/clock.js";
 
 /** Queries per second per backend unless the admin says otherwise. */
 export const DEFAULT_BACKEND_QPS = 100;
@@ -122,7 +122,7 @@ export class BackendBudget {
   private granted = 0;
   private busyAnswers = 0;
   private waitedMs = 0;
-  private cancelTimer?: () => void;
+  private timer?: Timer;
   private timerDue = 0;
 
   constructor(
@@ -216,8 +216,8 @@ export class BackendBudget {
 
   /** Stops its timer; waiting attempts are rejected. */
   close(): void {
-    this.cancelTimer?.();
-    this.cancelTimer = undefined;
+    this.timer?.cancel();
+    this.timer = undefined;
     for (const lane of this.lanes.values())
       for (const w of lane.queue.splice(0)) {
         w.done();
@@ -246,8 +246,8 @@ export class BackendBudget {
 
   /** Gives turns while tokens last, round the namespaces, skipping those paused or slowed. */
   private pump(): void {
-    this.cancelTimer?.();
-    this.cancelTimer = undefined;
+    this.timer?.cancel();
+    this.timer = undefined;
     const now = this.clock.now();
     this.shared.refill(now);
     let looked = 0;
@@ -284,11 +284,11 @@ export class BackendBudget {
       ms = Math.min(ms, lane.msToReady(now));
     }
     ms = Math.min(MAX_TIMER_MS, Math.max(1, ms, this.shared.msToToken()));
-    if (this.cancelTimer && this.timerDue <= now + ms) return;
-    this.cancelTimer?.();
+    if (this.timer && this.timerDue <= now + ms) return;
+    this.timer?.cancel();
     this.timerDue = now + ms;
-    this.cancelTimer = this.clock.after(ms, () => {
-      this.cancelTimer = undefined;
+    this.timer = this.clock.after(ms, () => {
+      this.timer = undefined;
       this.pump();
     });
   }

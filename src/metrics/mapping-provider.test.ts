@@ -98,14 +98,14 @@ describe("MappingProvider and samplers", () => {
     const { source, sampler, provider } = setup();
     now = 1_000_000;
     await sampler.sampleNow();
-    const sampledAt = sampler.state.last!.at.getTime();
+    const sampledAt = sampler.state.last!.atMs;
     now = sampledAt;
     source.fail = "connect ECONNREFUSED 10.0.0.9:9090";
     await sampler.sampleNow();
     now = sampledAt + 119_000;
     const held = await ask(provider);
     expect(held[0]!.value).to.equal("5");
-    expect(held[0]!.timestamp.getTime(), "the time the value was sampled").to.equal(sampledAt);
+    expect(held[0]!.timestamp, "the time the value was sampled").to.equal(sampledAt);
     now = sampledAt + 121_000;
     const err = await ask(provider).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(MetricUnavailableError);
@@ -115,14 +115,14 @@ describe("MappingProvider and samplers", () => {
   it("serves the explicit fallback once stale, and fresh values again when the source returns", async () => {
     const { source, sampler, provider } = setup({ fallback: { value: 10, text: "10" } });
     await sampler.sampleNow();
-    const t = sampler.state.last!.at.getTime();
+    const t = sampler.state.last!.atMs;
     source.fail = "down";
     now = t + 500_000;
     expect((await ask(provider))[0]!.value).to.equal("10");
     source.fail = undefined;
     source.value = 7;
     await sampler.sampleNow();
-    now = sampler.state.last!.at.getTime();
+    now = sampler.state.last!.atMs;
     expect((await ask(provider))[0]!.value).to.equal("7");
   });
 
@@ -137,7 +137,7 @@ describe("MappingProvider and samplers", () => {
         metricSelector: LabelSelector.everything(),
       });
     await sampler.sampleNow();
-    now = sampler.state.last!.at.getTime();
+    now = sampler.state.last!.atMs;
     // A name asked for once is not kept (a flood of unique names keeps nothing)…
     const once = await one();
     const first = await one();
@@ -146,7 +146,7 @@ describe("MappingProvider and samplers", () => {
     expect(await one(), "unchanged sample").to.equal(first);
     source.value = 6;
     await sampler.sampleNow();
-    now = sampler.state.last!.at.getTime();
+    now = sampler.state.last!.atMs;
     const next = await one();
     expect(next).to.not.equal(first);
     expect(next.value).to.equal("6");
@@ -170,7 +170,7 @@ describe("MappingProvider and samplers", () => {
     };
     const { source, sampler, provider } = setup({ fallback: { value: 10, text: "10" } }, watched);
     await sampler.sampleNow();
-    now = sampler.state.last!.at.getTime();
+    now = sampler.state.last!.atMs;
     // A selector asked for once is not kept (a flood of unique selectors keeps nothing)…
     const once = await ask(provider);
     const first = await ask(provider);
@@ -186,7 +186,7 @@ describe("MappingProvider and samplers", () => {
     expect(await ask(provider)).to.equal(afterPodChange);
     source.value = 6;
     await sampler.sampleNow();
-    now = sampler.state.last!.at.getTime();
+    now = sampler.state.last!.atMs;
     const next = await ask(provider);
     expect(next).to.not.equal(afterPodChange);
     expect(next[0]!.value).to.equal("6");
@@ -201,7 +201,7 @@ describe("MappingProvider and samplers", () => {
     const watched: SubjectLister = { ...pods, version: () => 1 };
     const { sampler, provider } = setup({}, watched, { answerCacheBytes: 0 });
     await sampler.sampleNow();
-    now = sampler.state.last!.at.getTime();
+    now = sampler.state.last!.atMs;
     const answers = [await ask(provider), await ask(provider), await ask(provider)];
     expect(new Set(answers).size).to.equal(3);
     expect(answers.map((a) => a.map((v) => v.value))).to.deep.equal([["5"], ["5"], ["5"]]);

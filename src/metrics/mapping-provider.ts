@@ -80,14 +80,14 @@ export interface SubjectLister {
 type Formatter = (value: number) => string;
 type Described = { kind: string; apiVersion: string; namespaced: boolean };
 /** What {@link MappingProvider} serves for one request: one value, or one per object name. */
-type Served = { scalar?: number; values?: ReadonlyMap<string, number>; at: Date };
+type Served = { scalar?: number; values?: ReadonlyMap<string, number>; atMs: number };
 
-type HandedOut = { m: ActiveMapping; at: Date; info: Described; raw: number; value: CustomMetricValue };
+type HandedOut = { m: ActiveMapping; atMs: number; info: Described; raw: number; value: CustomMetricValue };
 /** A selector's answer and what it was built from. */
 type Answered = {
   m: ActiveMapping;
   sampler: Sampler;
-  at: Date;
+  atMs: number;
   scalar?: number;
   values?: ReadonlyMap<string, number>;
   info: Described;
@@ -270,7 +270,7 @@ export class MappingProvider implements MetricsProvider {
     // request on): the API reuses its bytes.
     const memoKey = `${m.key}\u0000${req.name}`;
     const hit = this.handedOut.get(memoKey);
-    if (hit && hit.m === m && hit.at === sample.at && hit.info === info && hit.raw === value)
+    if (hit && hit.m === m && hit.atMs === sample.atMs && hit.info === info && hit.raw === value)
       return hit.value;
     const described: DescribedObject = {
       kind: info.kind,
@@ -278,9 +278,9 @@ export class MappingProvider implements MetricsProvider {
       ...(isNamespace ? {} : { namespace }),
       name: req.name,
     };
-    const out = this.customValue(m, described, value, sample.at);
+    const out = this.customValue(m, described, value, sample.atMs);
     if (hit || this.askedBefore.seenBefore(memoKey))
-      this.handedOut.set(memoKey, { m, at: sample.at, info, raw: value, value: out });
+      this.handedOut.set(memoKey, { m, atMs: sample.atMs, info, raw: value, value: out });
     return out;
   }
 
@@ -307,7 +307,7 @@ export class MappingProvider implements MetricsProvider {
         hit &&
         hit.m === m &&
         hit.sampler === sampler &&
-        hit.at === sample.at &&
+        hit.atMs === sample.atMs &&
         hit.scalar === sample.scalar &&
         hit.values === sample.values &&
         hit.info === info &&
@@ -350,7 +350,7 @@ export class MappingProvider implements MetricsProvider {
           m,
           { kind: info.kind, apiVersion: info.apiVersion, namespace, name: o.name },
           value,
-          sample.at,
+          sample.atMs,
         ),
       );
     }
@@ -380,7 +380,7 @@ export class MappingProvider implements MetricsProvider {
       .map((s) => ({
         metric: req.metric,
         labels: s.labels,
-        timestamp: sample.at,
+        timestamp: sample.atMs,
         ...(m.windowSeconds !== undefined ? { windowSeconds: m.windowSeconds } : {}),
         value: this.format(s.value),
       }));
@@ -408,11 +408,11 @@ export class MappingProvider implements MetricsProvider {
     return info;
   }
 
-  private customValue(m: ActiveMapping, o: DescribedObject, value: number, at: Date): CustomMetricValue {
+  private customValue(m: ActiveMapping, o: DescribedObject, value: number, atMs: number): CustomMetricValue {
     return {
       describedObject: o,
       metric: m.metric,
-      timestamp: at,
+      timestamp: atMs,
       ...(m.windowSeconds !== undefined ? { windowSeconds: m.windowSeconds } : {}),
       value: this.format(value),
     };
@@ -429,13 +429,13 @@ export class MappingProvider implements MetricsProvider {
     sampler.markRead();
     const state = sampler.state;
     const last = state.last;
-    const age = last ? this.now() - last.at.getTime() : Infinity;
+    const age = last ? this.now() - last.atMs : Infinity;
     if (last && age <= m.staleAfterMs) {
       return last.value.kind === "scalar"
-        ? { scalar: last.value.value, at: last.at }
-        : { values: last.value.values, at: last.at };
+        ? { scalar: last.value.value, atMs: last.atMs }
+        : { values: last.value.values, atMs: last.atMs };
     }
-    if (m.fallback) return { scalar: m.fallback.value, at: new Date(this.now()) };
+    if (m.fallback) return { scalar: m.fallback.value, atMs: this.now() };
     const why = state.error ? `: ${state.error}` : "";
     throw new MetricUnavailableError(
       last

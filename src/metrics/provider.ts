@@ -35,8 +35,8 @@ export interface DescribedObject {
 export interface CustomMetricValue {
   describedObject: DescribedObject;
   metric: string;
-  /** When the value was sampled (not when it was asked for). */
-  timestamp: Date;
+  /** When the value was sampled (not when it was asked for), in milliseconds since the epoch. */
+  timestamp: number;
   /** The window a rate was computed over, if it is a rate. */
   windowSeconds?: number;
   /** A Kubernetes quantity string: "42", "1500m". */
@@ -47,7 +47,8 @@ export interface CustomMetricValue {
 export interface ExternalMetricValue {
   metric: string;
   labels: Record<string, string>;
-  timestamp: Date;
+  /** As {@link CustomMetricValue.timestamp}. */
+  timestamp: number;
   windowSeconds?: number;
   value: string;
 }

@@ -41,7 +41,7 @@ describe("samples", () => {
       expect(queries).to.equal(1);
       expect(sampler.state.error).to.equal("connection refused");
       // 100 more, one after the other, within the interval: no new query.
-      now = sampler.state.attemptedAt!.getTime() + 1000;
+      now = sampler.state.attemptedAtMs! + 1000;
       for (let i = 0; i < 100; i++) await sampler.sampleIfDue(now);
       expect(queries).to.equal(1);
       // An interval later, the next reader asks again.
@@ -105,7 +105,7 @@ describe("samples", () => {
       sampler.start();
       for (let t = 0; t < 300_000; t += 50) {
         await clock.advance(50);
-        const last = sampler.state.last?.at.getTime();
+        const last = sampler.state.last?.atMs;
         if (last !== undefined) oldest = Math.max(oldest, clock.now() - last);
       }
       expect(sampler.idle(), "idle after two minutes unread").to.equal(true);
@@ -276,7 +276,7 @@ describe("samples", () => {
       const [sampler] = samplers as [Sampler];
       sampler.start();
       await clock.advance(3999);
-      expect(sampler.state.attemptedAt).to.equal(undefined); // paused 2 s after each busy answer
+      expect(sampler.state.attemptedAtMs).to.equal(undefined); // paused 2 s after each busy answer
       await clock.advance(2);
       expect(calls).to.equal(3);
       expect(sampler.state).to.deep.include({ error: undefined, failures: 0 });

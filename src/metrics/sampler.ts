@@ -19,13 +19,13 @@ import {
 } from "../sources/source.js";
 import type { BudgetTicket } from "./backend-budget.js";
 import { boundedText } from "../util/bounded-text.js";
-import { type Clock, systemClock } from "../util/clock.js";
+import { type Clock, type Timer, systemClock } from "../util/clock.js";
 
 /** The last good sample. */
 export interface GoodSample {
   value: SampleValue;
-  /** When the sample was taken. */
-  at: Date;
+  /** When the sample was taken, in milliseconds since the epoch. */
+  atMs: number;
 }
 
 /** What a sampler knows now. */
@@ -35,8 +35,8 @@ export interface SamplerState {
   error?: string;
   /** Consecutive failures. */
   failures: number;
-  /** When the latest attempt finished. */
-  attemptedAt?: Date;
+  /** When the latest attempt finished, in milliseconds since the epoch. */
+  attemptedAtMs?: number;
   /** Set while the backend's budget holds attempts back long enough to stretch the interval. */
   throttled?: Throttle;
 }
@@ -109,9 +109,16 @@ export function idleIntervalMs(intervalMs: number, staleAfterMs: number, timeout
 
 /** See the module comment. */
 export class Sampler {
-  readonly state: SamplerState = { failures: 0 };
+  // Every field from the start: one shape, its properties inside the object (each sampler has one).
+  readonly state: SamplerState = {
+    last: undefined,
+    error: undefined,
+    failures: 0,
+    attemptedAtMs: undefined,
+    throttled: undefined,
+  };
   private inFlight?: Promise<void>;
-  private cancelTimer?: () => void;
+  private timer?: Timer;
   private stopped = false;
   /** The attempt's controller while one runs (made per attempt: an idle sampler holds none). */
   private current?: AbortController;
@@ -129,7 +136,8 @@ export class Sampler {
   /** When a reader last asked; a new sampler counts as read when it starts. */
   private readAt = 0;
   private started = false;
-  private readonly listeners: ((state: SamplerState) => void)[] = [];
+  /** Replaced, never changed in place: exactly as long as it needs to be, and safe to loop over while a listener (un)listens. */
+  private listeners: readonly ((state: SamplerState) => void)[] = [];
 
   /** Samples at once, then every interval. A second call does nothing. */
   start(): void {
@@ -141,7 +149,7 @@ export class Sampler {
 
   /** Calls `fn` after every attempt from now on, until the returned function (or {@link unlisten}) is called. */
   listen(fn: (state: SamplerState) => void): () => void {
-    this.listeners.push(fn);
+    this.listeners = this.listeners.concat([fn]);
     let listening = true;
     return () => {
       if (listening) this.unlisten(fn);
@@ -152,7 +160,7 @@ export class Sampler {
   /** Stops one {@link listen} of `fn`. */
   unlisten(fn: (state: SamplerState) => void): void {
     const i = this.listeners.indexOf(fn);
-    if (i >= 0) this.listeners.splice(i, 1);
+    if (i >= 0) this.listeners = this.listeners.filter((_, j) => j !== i);
   }
 
   /** Whether no reader has asked for {@link IDLE_AFTER_MS} (and the mapping allows slowing down). */
@@ -169,7 +177,7 @@ export class Sampler {
     const wasIdle = this.idle(now);
     this.readAt = now;
     if (!wasIdle || this.stopped || this.inFlight) return;
-    const last = this.state.attemptedAt?.getTime() ?? now;
+    const last = this.state.attemptedAtMs ?? now;
     this.arm(Math.max(0, last + this.opts.intervalMs - now), false);
   }
 
@@ -188,7 +196,7 @@ export class Sampler {
    */
   sampleIfDue(now = this.clock.now()): Promise<void> {
     if (this.inFlight) return this.inFlight;
-    const last = this.state.attemptedAt?.getTime();
+    const last = this.state.attemptedAtMs;
     if (last !== undefined && now - last < this.opts.intervalMs) return Promise.resolve();
     return this.sampleNow();
   }
@@ -201,7 +209,7 @@ export class Sampler {
   /** Stops polling and aborts an in-flight query. */
   async stop(): Promise<void> {
     this.stopped = true;
-    this.cancelTimer?.();
+    this.timer?.cancel();
     this.current?.abort();
     this.opts.budget?.release();
     for (const fn of this.cleanups?.splice(0) ?? []) await fn();
@@ -239,11 +247,11 @@ export class Sampler {
    * one on the sample slot's grid, a reader's wake-up at its own moment.
    */
   private arm(ms: number, slotted: boolean): void {
-    this.cancelTimer?.();
-    this.cancelTimer = this.clock.after(
+    this.timer?.cancel();
+    this.timer = this.clock.after(
       ms,
       () => {
-        this.cancelTimer = undefined;
+        this.timer = undefined;
         void this.sampleNow().finally(() => this.schedule());
       },
       slotted ? this.slotMs : undefined,
@@ -286,7 +294,7 @@ export class Sampler {
         }
       }
       if (this.stopped) return;
-      this.state.last = { value, at: new Date(this.clock.now()) };
+      this.state.last = { value, atMs: this.clock.now() };
       this.state.error = undefined;
       this.state.failures = 0;
       this.opts.observe?.("ok", Number(process.hrtime.bigint() - started) / 1e9);
@@ -302,10 +310,9 @@ export class Sampler {
       this.current = undefined;
     }
     if (budget) this.noteThrottle(budget, waitedMs, busy > 0);
-    this.state.attemptedAt = new Date(this.clock.now());
+    this.state.attemptedAtMs = this.clock.now();
     this.opts.onSample?.(this.state);
-    // A snapshot: a listener that stops listening (or adds one) does not disturb the loop.
-    for (const fn of [...this.listeners]) fn(this.state);
+    for (const fn of this.listeners) fn(this.state);
   }
 
   /**
@@ -331,7 +338,7 @@ export class Sampler {
     const timeoutMs = this.timeoutMs;
     const { signal } = controller;
     if (signal.aborted) throw new Error("aborted");
-    const cancelTimeout = this.clock.after(timeoutMs, () =>
+    const timeout = this.clock.after(timeoutMs, () =>
       controller.abort(new DOMException(`timed out after ${timeoutMs} ms`, "TimeoutError")),
     );
     try {
@@ -339,7 +346,7 @@ export class Sampler {
         await raceAbort(this.source.sample({ ...this.opts.request(signal), signal }), signal, timeoutMs),
       );
     } finally {
-      cancelTimeout();
+      timeout.cancel();
     }
   }
 }

@@ -98,10 +98,10 @@ describe("TimerHeap (the system clock's timers)", () => {
     const h = fakeHost();
     const heap = new TimerHeap(h.host);
     const ran: number[] = [];
-    const cancels = Array.from({ length: 1000 }, (_, i) => heap.after(100 + i, () => ran.push(i)));
-    cancels.forEach((cancel, i) => i % 10 !== 0 && cancel());
-    cancels[0]!(); // twice: counted once
-    cancels[0]!();
+    const timers = Array.from({ length: 1000 }, (_, i) => heap.after(100 + i, () => ran.push(i)));
+    timers.forEach((timer, i) => i % 10 !== 0 && timer.cancel());
+    timers[0]!.cancel(); // twice: counted once
+    timers[0]!.cancel();
     expect(heap.size, "compacted").to.be.below(200);
     h.advance(5000);
     expect(ran).to.deep.equal(Array.from({ length: 99 }, (_, i) => (i + 1) * 10));

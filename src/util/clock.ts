@@ -14,20 +14,39 @@ export interface Clock {
   /** Milliseconds since the epoch, as `Date.now()`. */
   now(): number;
   /**
-   * Runs `fn` once after `ms`; the returned function cancels it. The system clock's timers
+   * Runs `fn` once after `ms`; the returned timer cancels it. The system clock's timers
    * never keep the process alive by themselves. With `slotMs`, the system clock runs it at
    * the multiple of `slotMs` of its own time nearest to `ms` from now (never before now),
    * so timers due close together run in one turn of the event loop and what each starts
    * shares that turn's wake-up; on average still after `ms` (a fake clock may ignore it).
    */
-  after(ms: number, fn: () => void, slotMs?: number): () => void;
+  after(ms: number, fn: () => void, slotMs?: number): Timer;
 }
 
-interface Entry {
-  due: number;
-  seq: number;
-  /** Unset once run or cancelled. */
-  fn?: () => void;
+/** A timer {@link Clock.after} set. */
+export interface Timer {
+  /** Stops it from running; nothing once it has run or been cancelled. */
+  cancel(): void;
+}
+
+/**
+ * A timer in a {@link TimerHeap}: also its handle, so a timer costs one object (100,000
+ * mappings keep two each; a cancel closure and its scope would double that).
+ */
+class Entry implements Timer {
+  constructor(
+    readonly due: number,
+    readonly seq: number,
+    /** Unset once run or cancelled. */
+    public fn: (() => void) | undefined,
+    private readonly heap: TimerHeap,
+  ) {}
+
+  cancel(): void {
+    if (!this.fn) return;
+    this.fn = undefined;
+    this.heap.cancelled();
+  }
 }
 
 /** What a {@link TimerHeap} runs on (Node's timers and monotonic time; replaced in its tests). */
@@ -60,7 +79,7 @@ const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 export class TimerHeap {
   private heap: Entry[] = [];
   private seq = 0;
-  private cancelled = 0;
+  private dropped = 0;
   private handle: unknown;
   private armedFor = Infinity;
   private firing = false;
@@ -72,16 +91,16 @@ export class TimerHeap {
     return this.heap.length;
   }
 
-  after(ms: number, fn: () => void, slotMs?: number): () => void {
-    const due = slottedDue(this.host.now(), ms, slotMs);
-    const entry: Entry = { due, seq: this.seq++, fn };
+  after(ms: number, fn: () => void, slotMs?: number): Timer {
+    const entry = new Entry(slottedDue(this.host.now(), ms, slotMs), this.seq++, fn, this);
     this.push(entry);
     if (entry.due < this.armedFor) this.arm();
-    return () => {
-      if (!entry.fn) return;
-      entry.fn = undefined;
-      if (++this.cancelled > 64 && this.cancelled * 2 > this.heap.length) this.compact();
-    };
+    return entry;
+  }
+
+  /** Called by an entry cancelled while in the heap. */
+  cancelled(): void {
+    if (++this.dropped > 64 && this.dropped * 2 > this.heap.length) this.compact();
   }
 
   private arm(): void {
@@ -91,7 +110,7 @@ export class TimerHeap {
     this.armedFor = Infinity;
     while (this.heap.length && !this.heap[0]!.fn) {
       this.pop();
-      this.cancelled--;
+      this.dropped--;
     }
     const top = this.heap[0];
     if (!top) return;
@@ -114,7 +133,7 @@ export class TimerHeap {
         const entry = this.pop();
         const { fn } = entry;
         if (!fn) {
-          this.cancelled--;
+          this.dropped--;
           continue;
         }
         entry.fn = undefined; // a cancel after it ran is no cancel, and lets go of fn
@@ -134,7 +153,7 @@ export class TimerHeap {
 
   private compact(): void {
     this.heap = this.heap.filter((e) => e.fn);
-    this.cancelled = 0;
+    this.dropped = 0;
     for (let i = (this.heap.length >> 1) - 1; i >= 0; i--) this.down(i);
     this.arm();
   }

@@ -4,7 +4,7 @@
  * I/O callbacks run after each one, so code that awaits between timers proceeds as it would
  * in real time.
  */
-import { type Clock, slottedDue } from "../../src/util/clock.js";
+import { type Clock, type Timer, slottedDue } from "../../src/util/clock.js";
 
 interface Pending {
   at: number;
@@ -33,15 +33,17 @@ export class FakeClock implements Clock {
     return this.t;
   }
 
-  after(ms: number, fn: () => void, slotMs?: number): () => void {
+  after(ms: number, fn: () => void, slotMs?: number): Timer {
     const p: Pending = {
       at: slottedDue(this.t, ms, this.opts.slots ? slotMs : undefined),
       seq: this.seq++,
       fn,
     };
     this.pending.push(p);
-    return () => {
-      this.pending = this.pending.filter((x) => x !== p);
+    return {
+      cancel: () => {
+        this.pending = this.pending.filter((x) => x !== p);
+      },
     };
   }
 

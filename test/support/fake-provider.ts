@@ -119,7 +119,7 @@ export class FakeProvider implements MetricsProvider {
     return matching.map((e) => ({
       metric: e.metric,
       labels: e.labels ?? {},
-      timestamp: e.timestamp ?? new Date(0),
+      timestamp: (e.timestamp ?? new Date(0)).getTime(),
       value: e.value,
     }));
   }
@@ -152,7 +152,7 @@ function toValue(o: FakeObjectMetric): CustomMetricValue {
   return {
     describedObject: o.object,
     metric: o.metric,
-    timestamp: o.timestamp ?? new Date(0),
+    timestamp: (o.timestamp ?? new Date(0)).getTime(),
     ...(o.windowSeconds !== undefined ? { windowSeconds: o.windowSeconds } : {}),
     value: o.value,
   };
