@@ -25,7 +25,11 @@ function replica(api: FakeKube, clock: FakeClock, identity: string, log: string[
   const mgr = new Manager({
     client: api,
     logger: quiet,
-    clock: { now: () => clock.now(), after: (ms, fn) => clock.after(ms, fn) },
+    clock: {
+      now: () => clock.now(),
+      after: (ms, fn) => clock.after(ms, fn),
+      afterWith: (ms, fn, arg) => clock.afterWith(ms, fn, arg),
+    },
     leaderElection: {
       namespace: "ns",
       name: "lease",
@@ -121,7 +125,11 @@ describe("Manager", () => {
       client: new FakeKube(),
       logger: quiet,
       leaderElection: false,
-      clock: { now: () => clock.now(), after: (ms, fn) => clock.after(ms, fn) },
+      clock: {
+        now: () => clock.now(),
+        after: (ms, fn) => clock.after(ms, fn),
+        afterWith: (ms, fn, arg) => clock.afterWith(ms, fn, arg),
+      },
     });
     mgr.add({
       ...r("registration", true),
@@ -153,7 +161,11 @@ describe("Manager", () => {
       client: new FakeKube(),
       logger: quiet,
       leaderElection: false,
-      clock: { now: () => clock.now(), after: (ms, fn) => clock.after(ms, fn) },
+      clock: {
+        now: () => clock.now(),
+        after: (ms, fn) => clock.after(ms, fn),
+        afterWith: (ms, fn, arg) => clock.afterWith(ms, fn, arg),
+      },
     });
     let tries = 0;
     again.add({ ...r("never", true), start: () => Promise.reject(new Error(`try ${++tries}`)) });

@@ -58,6 +58,21 @@ describe("MetricMapping claims", () => {
     expect(claims.claiming("shop", "external|rps")).to.deep.equal(["shop/b"]);
   });
 
+  it("keeps every rival of a claim as rivals come and go, down to none and back", () => {
+    const claims = new ClaimIndex();
+    claims.set("shop/a", "shop", "external|rps");
+    claims.set("shop/b", "shop", "external|rps");
+    expect(claims.set("shop/c", "shop", "external|rps")).to.have.members(["shop/a", "shop/b"]);
+    expect(claims.set("shop/b", "shop", "external|other")).to.have.members(["shop/a", "shop/c"]);
+    expect(claims.claiming("shop", "external|rps")).to.have.members(["shop/a", "shop/c"]);
+    expect(claims.set("shop/a", "shop", undefined)).to.deep.equal(["shop/c"]);
+    expect(claims.claiming("shop", "external|rps")).to.deep.equal(["shop/c"]);
+    expect(claims.set("shop/c", "shop", undefined)).to.deep.equal([]);
+    expect(claims.claiming("shop", "external|rps")).to.deep.equal([]);
+    expect(claims.set("shop/a", "shop", "external|rps"), "a claim emptied is a claim anew").to.deep.equal([]);
+    expect(claims.claiming("shop", "external|other")).to.deep.equal(["shop/b"]);
+  });
+
   it("serves the oldest claimant, by name on a tie, never one being deleted", () => {
     const a = obj("a", "2026-12-01T10:00:00Z");
     const b = obj("b", "2026-12-01T09:00:00Z");

@@ -77,7 +77,11 @@ function resourceSubject(gr: GroupResource): ActiveMapping["subject"] {
 /** Who claims what: mapping key (`namespace/name`) ↔ `namespace|claim id`. */
 export class ClaimIndex {
   private readonly claims = new Map<string, string>();
-  private readonly claimants = new Map<string, Set<string>>();
+  /**
+   * Who claims each claim: its one key, or a set while there are rivals (nearly every claim
+   * has one claimant, and a set costs about 100 bytes more).
+   */
+  private readonly claimants = new Map<string, string | Set<string>>();
 
   /**
    * Records what `key` claims (undefined: nothing) and returns the other mappings that
@@ -87,28 +91,43 @@ export class ClaimIndex {
     const next = id === undefined ? undefined : `${namespace}|${id}`;
     const previous = this.claims.get(key);
     if (previous === next) return [];
-    if (previous) {
-      const set = this.claimants.get(previous);
-      set?.delete(key);
-      if (set?.size === 0) this.claimants.delete(previous);
-    }
+    if (previous) this.remove(previous, key);
     if (next) {
       this.claims.set(key, next);
-      let set = this.claimants.get(next);
-      if (!set) this.claimants.set(next, (set = new Set()));
-      set.add(key);
+      this.add(next, key);
     } else {
       this.claims.delete(key);
     }
     const affected: string[] = [];
     for (const claim of [previous, next])
-      for (const k of (claim && this.claimants.get(claim)) || []) if (k !== key) affected.push(k);
+      if (claim) for (const k of this.claimantsOf(claim)) if (k !== key) affected.push(k);
     return affected;
   }
 
   /** The keys of the mappings claiming `id` in `namespace`. */
   claiming(namespace: string, id: string): readonly string[] {
-    return [...(this.claimants.get(`${namespace}|${id}`) ?? [])];
+    return this.claimantsOf(`${namespace}|${id}`);
+  }
+
+  private claimantsOf(claim: string): string[] {
+    const held = this.claimants.get(claim);
+    return held === undefined ? [] : typeof held === "string" ? [held] : [...held];
+  }
+
+  private add(claim: string, key: string): void {
+    const held = this.claimants.get(claim);
+    if (held === undefined) this.claimants.set(claim, key);
+    else if (typeof held !== "string") held.add(key);
+    else if (held !== key) this.claimants.set(claim, new Set([held, key]));
+  }
+
+  private remove(claim: string, key: string): void {
+    const held = this.claimants.get(claim);
+    if (held === key) this.claimants.delete(claim);
+    else if (held instanceof Set) {
+      held.delete(key);
+      if (held.size === 1) this.claimants.set(claim, held.values().next().value!);
+    }
   }
 }
 

@@ -28,7 +28,11 @@ function candidates(clock: FakeClock, api: FakeKube) {
         onStoppedLeading: () => (leading.delete(identity), log.push(`${identity}-`)),
       },
       pino({ level: "silent" }),
-      { now: () => clock.now() + skewMs, after: (ms, fn) => clock.after(ms, fn) },
+      {
+        now: () => clock.now() + skewMs,
+        after: (ms, fn) => clock.after(ms, fn),
+        afterWith: (ms, fn, arg) => clock.afterWith(ms, fn, arg),
+      },
     );
   return { leading, log, elector };
 }

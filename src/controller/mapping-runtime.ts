@@ -4,6 +4,7 @@
  * sources narrowed by the HPA's selector one sampler per selector asked for. Builds only:
  * the samplers start when the reconciler hands the mapping to the provider.
  */
+import { createHash } from "node:crypto";
 import { durationMs } from "../api/common.js";
 import type { QueryScope } from "../sources/promql-scope.js";
 import type { KubeApi } from "../k8s/client.js";
@@ -83,9 +84,13 @@ export function buildActiveMapping(
   // per-selector ones stop after 10 unused intervals instead. Mappings that would send the
   // same request on the same schedule share it (SamplerPool); not those narrowed by the
   // HPA's selector, whose per-selector samplers live with their mapping.
+  // Keyed by a digest of what makes two requests the same (a Prometheus query can be long;
+  // each mapping keeps its key).
   const sharedAs = source.perSelector
     ? undefined
-    : JSON.stringify([namespace, spec.source, isPods, spec.interval, spec.staleAfter]);
+    : createHash("sha256")
+        .update(JSON.stringify([namespace, spec.source, isPods, spec.interval, spec.staleAfter]))
+        .digest("base64url");
   // Its samples are kept for replay, in its sampler's ring, unless they depend on the HPA's
   // selector (then the mapping's own sampler's values are not what any HPA read).
   const recording = deps.history && !source.perSelector ? new Recording(onSample) : undefined;

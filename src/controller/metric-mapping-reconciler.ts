@@ -73,13 +73,13 @@ interface Running {
   active: RuntimeMapping;
 }
 
+/** What reading a spec gives. */
+type SpecParse = ReturnType<typeof MetricMappingSpec.safeParse>;
+
 /**
  * What the reconciler keeps of one mapping, in one record (one Map entry, not five: each
  * entry of a Map costs about 50 bytes, and 100,000 mappings have one in each).
  */
-/** What reading a spec gives. */
-type SpecParse = ReturnType<typeof MetricMappingSpec.safeParse>;
-
 interface MappingRecord {
   /** What the last reconcile read ({@link isNewTo}); listeners hear of each new generation. */
   uid?: string;
@@ -89,7 +89,7 @@ interface MappingRecord {
   parsed?: {
     uid: string;
     generation: number;
-    /** The spec as read, or why it could not be (not the parse's own result object: one object less a mapping). */
+    /** The spec as read, or why it could not be (not the parser's result: one object less a mapping). */
     spec?: MetricMappingSpec;
     error?: Extract<SpecParse, { success: false }>["error"];
     hash: string;

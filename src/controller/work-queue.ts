@@ -54,6 +54,12 @@ export class WorkQueue {
 
   private readonly clock: Clock;
 
+  /** What the timer of {@link addAfter} runs: one function for every key (a key waits in each requeue). */
+  private readonly due = (key: string): void => {
+    this.timers.delete(key);
+    this.add(key);
+  };
+
   /** Queues `key` now (no-op if already queued; re-queued after the current run if processing). */
   add(key: string): void {
     if (this.stopped) return;
@@ -77,11 +83,7 @@ export class WorkQueue {
     const existing = this.timers.get(key);
     if (existing && existing.at <= at) return;
     existing?.timer.cancel();
-    const timer = this.clock.after(ms, () => {
-      this.timers.delete(key);
-      this.add(key);
-    });
-    this.timers.set(key, { at, timer });
+    this.timers.set(key, { at, timer: this.clock.afterWith(ms, this.due, key) });
   }
 
   /** Queues `key` after its next backoff delay (for failures). */

@@ -105,7 +105,11 @@ describe("a backend's query budget", () => {
   it("keeps a pause within its minute when the clock steps back an hour", async () => {
     const fake = new FakeClock();
     let offset = 0;
-    const clock: Clock = { now: () => fake.now() + offset, after: (ms, fn) => fake.after(ms, fn) };
+    const clock: Clock = {
+      now: () => fake.now() + offset,
+      after: (ms, fn) => fake.after(ms, fn),
+      afterWith: (ms, fn, arg) => fake.afterWith(ms, fn, arg),
+    };
     const budget = new BackendBudget("http://prom:9090", 5, clock);
     budget.busy("team-a", 30_000);
     offset = -3_600_000;
@@ -119,7 +123,11 @@ describe("a backend's query budget", () => {
   it("sets no timer more often than a minute apart at the smallest budget, after a busy answer", async () => {
     const fake = new FakeClock();
     let timers = 0;
-    const clock: Clock = { now: () => fake.now(), after: (ms, fn) => (timers++, fake.after(ms, fn)) };
+    const clock: Clock = {
+      now: () => fake.now(),
+      after: (ms, fn) => (timers++, fake.after(ms, fn)),
+      afterWith: (ms, fn, arg) => (timers++, fake.afterWith(ms, fn, arg)),
+    };
     const budget = new BackendBudget("http://prom:9090", 0.01, clock);
     budget.busy("team-a");
     const turns: [string, number][] = [];

@@ -57,9 +57,10 @@ export interface SubjectObject {
 export interface SubjectLister {
   /**
    * Keeps the objects of `gr` in `namespace` at hand (a watch) until the returned function
-   * is called: the provider holds the subjects of every mapping it serves.
+   * is called (none: nothing to hold, as for pods): the provider holds the subjects of
+   * every mapping it serves.
    */
-  hold?(gr: GroupResource, namespace: string): () => void;
+  hold?(gr: GroupResource, namespace: string): (() => void) | undefined;
   /** Kind and apiVersion for `describedObject`, or undefined if the cluster has no such resource. */
   describe(gr: GroupResource): Promise<{ kind: string; apiVersion: string; namespaced: boolean } | undefined>;
   /** Objects in `namespace` matching `selector`. */
@@ -118,7 +119,8 @@ const externalKey = (namespace: string, metric: string) => `${namespace}|${metri
 export class MappingProvider implements MetricsProvider {
   private readonly custom = new Map<string, ActiveMapping>();
   private readonly external = new Map<string, ActiveMapping>();
-  private readonly byMappingKey = new Map<string, string>();
+  /** Each served mapping by its key (its key in `custom` or `external` is made from it again). */
+  private readonly byMappingKey = new Map<string, ActiveMapping>();
   /** What each served mapping holds of its subjects (SubjectLister.hold), by mapping key. */
   private readonly held = new Map<string, () => void>();
   private customList?: CustomMetricInfo[];
@@ -162,26 +164,23 @@ export class MappingProvider implements MetricsProvider {
   /** Serves `m` (replacing whatever it served before under its key). */
   activate(m: ActiveMapping): void {
     this.deactivate(m.key);
-    const k =
-      m.subject.kind === "external"
-        ? externalKey(m.namespace, m.metric)
-        : customKey(m.namespace, m.subject.groupResource, m.metric);
-    (m.subject.kind === "external" ? this.external : this.custom).set(k, m);
-    this.byMappingKey.set(m.key, `${m.subject.kind}:${k}`);
-    if (m.subject.kind === "resource" && this.subjects.hold)
-      this.held.set(m.key, this.subjects.hold(m.subject.groupResource, m.namespace));
+    const [map, k] = this.servedAs(m);
+    map.set(k, m);
+    this.byMappingKey.set(m.key, m);
+    const held =
+      m.subject.kind === "resource" ? this.subjects.hold?.(m.subject.groupResource, m.namespace) : undefined;
+    if (held) this.held.set(m.key, held);
     this.customList = this.externalList = undefined;
   }
 
   /** Stops serving the mapping `key` (`namespace/name`); returns what it served, if anything. */
   deactivate(key: string): ActiveMapping | undefined {
-    const where = this.byMappingKey.get(key);
-    if (!where) return undefined;
+    const activated = this.byMappingKey.get(key);
+    if (!activated) return undefined;
     this.byMappingKey.delete(key);
     this.held.get(key)?.();
     this.held.delete(key);
-    const [kind, k] = [where.slice(0, where.indexOf(":")), where.slice(where.indexOf(":") + 1)];
-    const map = kind === "external" ? this.external : this.custom;
+    const [map, k] = this.servedAs(activated);
     const m = map.get(k);
     map.delete(k);
     this.customList = this.externalList = undefined;
@@ -190,10 +189,17 @@ export class MappingProvider implements MetricsProvider {
 
   /** The active mapping of a MetricMapping key, if it is served. */
   active(key: string): ActiveMapping | undefined {
-    const where = this.byMappingKey.get(key);
-    if (!where) return undefined;
-    const k = where.slice(where.indexOf(":") + 1);
-    return where.startsWith("external:") ? this.external.get(k) : this.custom.get(k);
+    const activated = this.byMappingKey.get(key);
+    if (!activated) return undefined;
+    const [map, k] = this.servedAs(activated);
+    return map.get(k);
+  }
+
+  /** Where `m` is served: the map of its API and its key there. */
+  private servedAs(m: ActiveMapping): [Map<string, ActiveMapping>, string] {
+    return m.subject.kind === "external"
+      ? [this.external, externalKey(m.namespace, m.metric)]
+      : [this.custom, customKey(m.namespace, m.subject.groupResource, m.metric)];
   }
 
   /** Number of mappings served. */

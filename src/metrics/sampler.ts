@@ -136,7 +136,10 @@ export class Sampler {
   /** When a reader last asked; a new sampler counts as read when it starts. */
   private readAt = 0;
   private started = false;
-  /** Replaced, never changed in place: exactly as long as it needs to be, and safe to loop over while a listener (un)listens. */
+  /**
+   * Replaced, never changed in place: exactly as long as it needs to be (a pushed-to array
+   * keeps room for 17), and safe to loop over while a listener (un)listens.
+   */
   private listeners: readonly ((state: SamplerState) => void)[] = [];
 
   /** Samples at once, then every interval. A second call does nothing. */
@@ -248,14 +251,13 @@ export class Sampler {
    */
   private arm(ms: number, slotted: boolean): void {
     this.timer?.cancel();
-    this.timer = this.clock.after(
-      ms,
-      () => {
-        this.timer = undefined;
-        void this.sampleNow().finally(() => this.schedule());
-      },
-      slotted ? this.slotMs : undefined,
-    );
+    this.timer = this.clock.afterWith(ms, Sampler.due, this, slotted ? this.slotMs : undefined);
+  }
+
+  /** What the timer of {@link arm} runs: one function for every sampler. */
+  private static due(this: void, s: Sampler): void {
+    s.timer = undefined;
+    void s.sampleNow().finally(() => s.schedule());
   }
 
   /**

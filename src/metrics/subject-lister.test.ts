@@ -50,7 +50,7 @@ describe("KubeSubjectLister", () => {
     expect(lister.version(SERVICES, "shop")).to.not.equal(before);
     expect(lister.get(SERVICES, "shop", "c")).to.deep.equal({ name: "c", labels: { app: "web" } });
 
-    release();
+    release!();
     const listed = () => kube.calls.filter((c) => c.path === "/api/v1/namespaces/shop/services").length;
     expect(names(await lister.list(SERVICES, "shop", web))).to.deep.equal(["a", "c"]);
     expect(listed(), "a collection nobody holds is listed, not kept").to.equal(1);
@@ -126,7 +126,7 @@ describe("KubeSubjectLister", () => {
     const lister = new KubeSubjectLister(kube as never, mapper, noPods);
     const release = lister.hold(SERVICES, "shop");
     await eventually(() => expect(made).to.have.length(1));
-    release();
+    release!();
     expect(made[0]!.stopped).to.equal(true);
   });
 });

@@ -63,8 +63,8 @@ export class KubeSubjectLister implements SubjectLister {
     return m && { kind: m.kind, apiVersion: m.apiVersion, namespaced: m.namespaced };
   }
 
-  hold(gr: GroupResource, namespace: string): () => void {
-    if (isPods(gr)) return () => {};
+  hold(gr: GroupResource, namespace: string): (() => void) | undefined {
+    if (isPods(gr)) return undefined; // the pod index serves them
     const key = collectionKey(gr, namespace);
     let w = this.watched.get(key);
     if (!w) {

@@ -94,6 +94,19 @@ describe("TimerHeap (the system clock's timers)", () => {
     expect(h.sets, "armed for each distinct due time and each new earliest, not per timer").to.be.below(5100);
   });
 
+  it("calls one shared function with each timer's own argument, in order, and none cancelled", () => {
+    const h = fakeHost();
+    const heap = new TimerHeap(h.host);
+    const ran: string[] = [];
+    const record = (key: string) => ran.push(key);
+    heap.afterWith(30, record, "c");
+    heap.afterWith(10, record, "a");
+    heap.afterWith(20, record, "b").cancel();
+    heap.after(15, () => ran.push("plain"));
+    h.advance(100);
+    expect(ran).to.deep.equal(["a", "plain", "c"]);
+  });
+
   it("never runs a cancelled timer, and drops cancelled ones once they are most of the heap", () => {
     const h = fakeHost();
     const heap = new TimerHeap(h.host);

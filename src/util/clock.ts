@@ -21,6 +21,11 @@ export interface Clock {
    * shares that turn's wake-up; on average still after `ms` (a fake clock may ignore it).
    */
   after(ms: number, fn: () => void, slotMs?: number): Timer;
+  /**
+   * As {@link after}, calling `fn(arg)`: where one function serves every timer of its kind
+   * (a method taking its object), a timer costs no closure of its own.
+   */
+  afterWith<A>(ms: number, fn: (arg: A) => void, arg: A, slotMs?: number): Timer;
 }
 
 /** A timer {@link Clock.after} set. */
@@ -38,7 +43,8 @@ class Entry implements Timer {
     readonly due: number,
     readonly seq: number,
     /** Unset once run or cancelled. */
-    public fn: (() => void) | undefined,
+    public fn: ((arg: unknown) => void) | undefined,
+    readonly arg: unknown,
     private readonly heap: TimerHeap,
   ) {}
 
@@ -92,7 +98,12 @@ export class TimerHeap {
   }
 
   after(ms: number, fn: () => void, slotMs?: number): Timer {
-    const entry = new Entry(slottedDue(this.host.now(), ms, slotMs), this.seq++, fn, this);
+    return this.afterWith(ms, fn, undefined, slotMs);
+  }
+
+  afterWith<A>(ms: number, fn: (arg: A) => void, arg: A, slotMs?: number): Timer {
+    const run = fn as (arg: unknown) => void;
+    const entry = new Entry(slottedDue(this.host.now(), ms, slotMs), this.seq++, run, arg, this);
     this.push(entry);
     if (entry.due < this.armedFor) this.arm();
     return entry;
@@ -137,7 +148,7 @@ export class TimerHeap {
           continue;
         }
         entry.fn = undefined; // a cancel after it ran is no cancel, and lets go of fn
-        fn();
+        fn(entry.arg);
       }
     } catch (err) {
       failed = { err };
@@ -214,4 +225,5 @@ const timers = new TimerHeap();
 export const systemClock: Clock = {
   now: () => Date.now(),
   after: (ms, fn, slotMs) => timers.after(ms, fn, slotMs),
+  afterWith: (ms, fn, arg, slotMs) => timers.afterWith(ms, fn, arg, slotMs),
 };

@@ -47,6 +47,10 @@ export class FakeClock implements Clock {
     };
   }
 
+  afterWith<A>(ms: number, fn: (arg: A) => void, arg: A, slotMs?: number): Timer {
+    return this.after(ms, () => fn(arg), slotMs);
+  }
+
   /** Timers waiting to run. */
   get waiting(): number {
     return this.pending.length;
