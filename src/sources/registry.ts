@@ -15,10 +15,18 @@ import { prometheus } from "./prometheus.js";
 import { scrape } from "./scrape.js";
 import type { MetricSource } from "./source.js";
 import { SourceConfigError } from "./source.js";
+import { scheduleSource } from "./schedule.js";
 import { staticSource } from "./static.js";
 
 /** The source kinds, in CRD order. */
-export const SOURCES = { prometheus, scrape, http, kubernetes, static: staticSource } as const;
+export const SOURCES = {
+  prometheus,
+  scrape,
+  http,
+  kubernetes,
+  static: staticSource,
+  schedule: scheduleSource,
+} as const;
 export type SourceKind = keyof typeof SOURCES;
 export const SOURCE_KINDS = Object.keys(SOURCES) as [SourceKind, ...SourceKind[]];
 
