@@ -343,4 +343,81 @@ spec:
       what: "scaling resumes: 50 → 5",
     });
   });
+
+  it("a schedule with a ramp: replicas climb step by step to the entry's value, hold, and fall back to the default's", async function () {
+    // A compressed day: an entry starts every 2 minutes, ramps 2 → 8 over 40 s, holds to the
+    // minute and ends; at 2 per replica that is 1 → 2 → 3 → 4 replicas and back to 1.
+    this.timeout(420_000);
+    apply(`apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: office-hours}
+spec:
+  metric: office_hours
+  subject: {external: {}}
+  interval: 1s
+  source:
+    schedule:
+      timeZone: Europe/Berlin
+      default: "2"
+      entries: [{cron: "*/2 * * * *", duration: 1m, value: "8", rampUp: 40s}]
+---
+apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: office}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: office}}
+  template:
+    metadata: {labels: {app: office}}
+    spec: {containers: [{name: office, image: example.invalid/office}]}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: office}
+spec:
+  scaleTargetRef: {apiVersion: governor.dev/v1alpha1, kind: ScalableWorkload, name: office}
+  minReplicas: 1
+  maxReplicas: 10
+  metrics: [{type: External, external: {metric: {name: office_hours}, target: {type: AverageValue, averageValue: "2"}}}]
+  behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
+`);
+    // Follow one whole start: from replicas at the default's 1, up to 4, and back to 1.
+    const seen: number[] = [];
+    const note = async () => {
+      const r = await swReplicas("office");
+      if (seen.at(-1) !== r) seen.push(r);
+      return r;
+    };
+    // Between starts: the mapping serves the default, the HPA has read it and holds 1 replica.
+    await eventually(
+      async () => {
+        const mm = await cluster.client.get<{ status?: { value?: string } }>(
+          `/apis/governor.dev/v1alpha1/namespaces/${ns!.name}/metricmappings/office-hours`,
+        );
+        const read = (
+          (await hpa("office")) as {
+            status?: { currentMetrics?: { external?: { current?: { averageValue?: string } } }[] };
+          }
+        ).status?.currentMetrics?.[0]?.external?.current?.averageValue;
+        expect([mm.status?.value, read, await note()]).to.deep.equal(["2", "2", 1]);
+      },
+      { timeoutMs: 150_000, intervalMs: 1000, what: "the default served, read by the HPA, 1 replica" },
+    );
+    seen.length = 0;
+    seen.push(1);
+    await eventually(async () => expect(await note()).to.equal(4), {
+      timeoutMs: 180_000,
+      intervalMs: 1000,
+      what: "the entry's 8 at 2 per replica → 4",
+    });
+    expect(
+      seen.slice(0, -1).some((r) => r === 2 || r === 3),
+      `a step on the way up (replicas seen: ${seen.join(" → ")})`,
+    ).to.equal(true);
+    await eventually(async () => expect(await note()).to.equal(1), {
+      timeoutMs: 120_000,
+      intervalMs: 1000,
+      what: "the entry over → the default's 1",
+    });
+  });
 });
