@@ -68,6 +68,35 @@ describe("MappingProvider and samplers", () => {
       metricSelector: LabelSelector.everything(),
     });
 
+  it("leaves a mapping that took another's metric over serving when the other stops", async () => {
+    const { provider, sampler } = setup(); // shop/rps serves pods/rps
+    const takeover = new Sampler(new ScriptedSource(), {
+      intervalMs: 60_000,
+      request: () => ({ namespace: "shop" }),
+    });
+    const older = {
+      key: "shop/older",
+      namespace: "shop",
+      metric: "rps",
+      subject: { kind: "resource" as const, groupResource: { group: "", resource: "pods" } },
+      sampler: takeover,
+      staleAfterMs: 120_000,
+    };
+    provider.activate(older);
+    expect(provider.active("shop/rps"), "the one taken over serves nothing").to.equal(undefined);
+    expect(provider.deactivate("shop/rps")).to.equal(undefined);
+    expect(provider.active("shop/older")).to.equal(older);
+    expect(
+      provider.serves({
+        api: "custom",
+        namespace: "shop",
+        groupResource: older.subject.groupResource,
+        metric: "rps",
+      }),
+    ).to.equal(true);
+    expect(sampler).to.not.equal(takeover);
+  });
+
   it("coalesces 100 concurrent first requests into exactly one source query", async () => {
     const { source, provider } = setup();
     source.delayMs = 50;

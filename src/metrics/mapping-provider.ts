@@ -173,7 +173,10 @@ export class MappingProvider implements MetricsProvider {
     this.customList = this.externalList = undefined;
   }
 
-  /** Stops serving the mapping `key` (`namespace/name`); returns what it served, if anything. */
+  /**
+   * Stops serving the mapping `key` (`namespace/name`); returns what it served, if anything
+   * (nothing once another mapping took its metric over: that one is left serving).
+   */
   deactivate(key: string): ActiveMapping | undefined {
     const activated = this.byMappingKey.get(key);
     if (!activated) return undefined;
@@ -181,18 +184,18 @@ export class MappingProvider implements MetricsProvider {
     this.held.get(key)?.();
     this.held.delete(key);
     const [map, k] = this.servedAs(activated);
-    const m = map.get(k);
+    if (map.get(k) !== activated) return undefined;
     map.delete(k);
     this.customList = this.externalList = undefined;
-    return m;
+    return activated;
   }
 
-  /** The active mapping of a MetricMapping key, if it is served. */
+  /** The active mapping of a MetricMapping key, if it is served (not if another took its metric over). */
   active(key: string): ActiveMapping | undefined {
     const activated = this.byMappingKey.get(key);
     if (!activated) return undefined;
     const [map, k] = this.servedAs(activated);
-    return map.get(k);
+    return map.get(k) === activated ? activated : undefined;
   }
 
   /** Where `m` is served: the map of its API and its key there. */

@@ -53,6 +53,31 @@ describe("the schedule source", () => {
     expect(night.valueAt(at("2026-10-25T01:45:00Z"))).to.equal(0);
   });
 
+  it("reads daylight saving as croner does: a single time skipped in spring runs as the clock resumes, a step or list there does not; a step repeats in autumn", () => {
+    const quarter = schedule({
+      timeZone: "Europe/Berlin",
+      entries: [{ cron: "0,30 2 * * *", duration: "10m", value: "9" }],
+    });
+    expect(quarter.valueAt(at("2026-03-29T01:05:00Z")), "no 02:00 or 02:30 on the spring day").to.equal(0);
+    expect(quarter.valueAt(at("2026-03-30T00:05:00Z")), "02:00 CEST the day after").to.equal(9);
+    const steps = schedule({
+      timeZone: "Europe/Berlin",
+      entries: [{ cron: "*/15 2 * * *", duration: "5m", value: "9" }],
+    });
+    expect(steps.valueAt(at("2026-10-25T00:20:00Z")), "02:15 CEST").to.equal(0);
+    expect(steps.valueAt(at("2026-10-25T00:47:00Z")), "02:45 CEST").to.equal(9);
+    expect(steps.valueAt(at("2026-10-25T01:47:00Z")), "02:45 CET, the hour again").to.equal(9);
+  });
+
+  it("serves the largest of one entry's starts still ramping up, holding or ramping down", () => {
+    const s = schedule({
+      entries: [{ cron: "0,25,48 8 * * *", duration: "30m", value: "100", rampUp: "30m", rampDown: "1h" }],
+    });
+    // At 08:50: the 08:00 start is a third down (66.67), the 08:25 one 25 of 30 minutes up
+    // (83.33), the 08:48 one just begun (6.67).
+    expect(s.valueAt(at("2026-12-07T08:50:00Z"))).to.be.closeTo(83.33, 0.01);
+  });
+
   it("serves the largest of overlapping entries, and of one entry's overlapping starts", () => {
     const overlapping = schedule({
       entries: [
@@ -95,11 +120,24 @@ describe("the schedule source", () => {
     expect(zone).to.throw(SourceConfigError, 'timeZone "Mars/Olympus"');
     const bad = () => schedule({ entries: [{ cron: "0 25 * * *", duration: "1h", value: "1" }] });
     expect(bad).to.throw(SourceConfigError, "entries[0].cron: Invalid value for hour: 25");
+    const huge = () =>
+      schedule({ default: "-1e308", entries: [{ cron: "@daily", duration: "1h", value: "1e308" }] });
+    expect(huge).to.throw(SourceConfigError, 'default "-1e308" is not a quantity within ±2^53');
+  });
+
+  it("reads any spelling of a time zone as the zone itself", () => {
+    const spelt = schedule({
+      timeZone: "europe/BERLIN",
+      entries: [{ cron: "0 8 * * *", duration: "1h", value: "5" }],
+    });
+    expect(spelt.valueAt(at("2026-12-07T07:30:00Z"))).to.equal(5);
   });
 
   it("refuses at admission what the schema can tell: fields, bounds, a ramp longer than the entry", () => {
     const problems = (spec: unknown) =>
       ScheduleSpec.safeParse(spec).error?.issues.map((i) => i.message) ?? [];
+    for (const cron of ["0 8 * * 0L", "0 8 ? * MON", "0\t8 * * *", "0 0 8 * * *", "0 8 1W * *"])
+      expect(problems({ entries: [{ cron, duration: "1h", value: "1" }] }), cron).to.have.length(1);
     expect(problems({ entries: [{ cron: "0 8 * *", duration: "1h", value: "1" }] })[0]).to.match(
       /cron must be five fields/,
     );

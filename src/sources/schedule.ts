@@ -9,12 +9,14 @@
  *
  * The mapping serves the largest of the entries' worths (over each entry's starts, and over
  * entries), or the default when none is active. Starts come from a maintained cron library
- * (croner) in the IANA time zone, so daylight-saving changes are as the time zone database
- * says: a start in the hour skipped in spring runs when the clock resumes, one in the hour
- * repeated in autumn runs once, at its first occurrence.
+ * (croner) in the IANA time zone, with daylight-saving changes as the time zone database
+ * says and croner reads them (docs/reference.md, `schedule`).
  *
  * Cost: an entry's neighbouring starts are looked up when `t` crosses one of them, not on
- * every sample; an expression that never fires is refused when the source is built.
+ * every sample; an expression that never fires is refused when the source is built. Fields
+ * are numbers, `*`, lists, ranges and steps only: croner's `L`, `W`, `#` and `?` let a
+ * pattern match only inside an hour daylight saving skips, and croner then searches on for
+ * seconds before it gives up (the same for some patterns that never match).
  */
 import { z } from "zod";
 import { Cron } from "croner";
@@ -29,8 +31,14 @@ export const MAX_SCHEDULE_ENTRIES = 16;
 const MAX_CRON_LENGTH = 100;
 const MAX_TIME_ZONE_LENGTH = 64;
 
-/** Five fields (minute hour day-of-month month day-of-week), or a nickname such as `@daily`. */
-const CRON_SHAPE = "^(@(yearly|annually|monthly|weekly|daily|hourly)|[^ ]+( [^ ]+){4})$";
+/**
+ * Five fields (minute hour day-of-month month day-of-week) of numbers, `*`, lists, ranges
+ * and steps, one space apart, or a nickname such as `@daily`.
+ */
+const CRON_SHAPE = "^(@(yearly|annually|monthly|weekly|daily|hourly)|[0-9*,/-]+( [0-9*,/-]+){4})$";
+
+/** The largest value (or default) a schedule serves, either way: a ramp between two stays finite. */
+const MAX_MAGNITUDE = 2 ** 53;
 
 const Entry = withRules(
   z.object({
@@ -38,7 +46,7 @@ const Entry = withRules(
       {
         rule: `self.matches('${CRON_SHAPE}')`,
         message:
-          "cron must be five fields (minute hour day-of-month month day-of-week) or @hourly, @daily, …",
+          "cron must be five fields (minute hour day-of-month month day-of-week) of numbers, *, lists, ranges and steps, or @hourly, @daily, …",
         check: (self) => new RegExp(CRON_SHAPE).test(self),
       },
     ]),
@@ -99,16 +107,14 @@ class ScheduleEntry {
   constructor(spec: z.output<typeof Entry>, timeZone: string, index: number) {
     const where = `entries[${index}]`;
     try {
-      this.cron = new Cron(spec.cron, { timezone: timeZone, paused: true });
+      this.cron = new Cron(spec.cron, { timezone: timeZone, paused: true, mode: "5-part" });
     } catch (err) {
       throw new SourceConfigError(`schedule ${where}.cron: ${cronMessage(err)}`);
     }
     // A pattern no date matches (31 February) would be looked for over years on every sample.
     if (!this.cron.nextRun(new Date()) && !this.cron.previousRuns(1, new Date()).length)
       throw new SourceConfigError(`schedule ${where}.cron: "${spec.cron}" never fires`);
-    const value = parseQuantity(spec.value);
-    if (value === undefined) throw new SourceConfigError(`schedule ${where}.value is not a quantity`);
-    this.value = value;
+    this.value = boundedQuantity(spec.value, `${where}.value`);
     this.durationMs = durationMs(spec.duration);
     this.rampUpMs = spec.rampUp ? durationMs(spec.rampUp) : 0;
     this.rampDownMs = spec.rampDown ? durationMs(spec.rampDown) : 0;
@@ -117,15 +123,14 @@ class ScheduleEntry {
   /** What the entry is worth at `t` (undefined: not active), from `base` (the default). */
   worth(t: number, base: number): number | undefined {
     const activeMs = this.durationMs + this.rampDownMs;
-    // The profile rises over the ramp-up, then holds or falls: its largest value over the
-    // starts still active is at the latest start, the latest start past its ramp-up, or
-    // (for a value below the default) the oldest start still active.
+    // The worth is monotonic over the ramp-up, constant over the hold and monotonic over the
+    // ramp-down, so its largest over the starts still active is at one of four: the latest
+    // start, the oldest still ramping up, the latest past its ramp-up, the oldest active.
     const latest = this.startAtOrBefore(0, t);
     const pastRamp = this.startAtOrBefore(1, t - this.rampUpMs);
     const beforeOldest = this.startAtOrBefore(2, t - activeMs);
-    const oldest = beforeOldest.next;
     let best: number | undefined;
-    for (const f of [latest.at, pastRamp.at, oldest]) {
+    for (const f of [latest.at, pastRamp.next, pastRamp.at, beforeOldest.next]) {
       if (!Number.isFinite(f) || f > t || t - f >= activeMs) continue;
       const w = this.profile(t - f, base);
       if (best === undefined || w > best) best = w;
@@ -156,6 +161,14 @@ class ScheduleEntry {
   }
 }
 
+/** A quantity's number, refused past {@link MAX_MAGNITUDE} either way (and so never Infinity). */
+function boundedQuantity(text: string, what: string): number {
+  const v = parseQuantity(text);
+  if (v === undefined || !(Math.abs(v) <= MAX_MAGNITUDE))
+    throw new SourceConfigError(`schedule ${what} "${text}" is not a quantity within ±2^53`);
+  return v;
+}
+
 /** croner's message, without its long preamble. */
 function cronMessage(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);
@@ -173,18 +186,18 @@ export class ScheduleSource implements MetricSource {
     spec: z.output<typeof ScheduleSpec>,
     private readonly now: () => number = Date.now,
   ) {
+    let timeZone: string;
     try {
-      new Intl.DateTimeFormat("en", { timeZone: spec.timeZone });
+      // Its canonical name: croner keeps a formatter per name it is given, so every spelling
+      // of a zone (europe/BERLIN) would be one more.
+      timeZone = new Intl.DateTimeFormat("en", { timeZone: spec.timeZone }).resolvedOptions().timeZone;
     } catch {
       throw new SourceConfigError(
         `schedule timeZone "${spec.timeZone}" is not a time zone this server knows`,
       );
     }
-    const base = parseQuantity(spec.default);
-    if (base === undefined)
-      throw new SourceConfigError(`schedule default "${spec.default}" is not a quantity`);
-    this.base = base;
-    this.entries = spec.entries.map((e, i) => new ScheduleEntry(e, spec.timeZone, i));
+    this.base = boundedQuantity(spec.default, "default");
+    this.entries = spec.entries.map((e, i) => new ScheduleEntry(e, timeZone, i));
   }
 
   /** The value at `t` (ms since the epoch). */

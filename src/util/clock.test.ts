@@ -107,6 +107,19 @@ describe("TimerHeap (the system clock's timers)", () => {
     expect(ran).to.deep.equal(["a", "plain", "c"]);
   });
 
+  it("lets go of a timer's argument once it is cancelled or has run, though its entry waits in the heap", () => {
+    const h = fakeHost();
+    const heap = new TimerHeap(h.host);
+    const held = (t: unknown) => (t as { arg: unknown }).arg;
+    const cancelled = heap.afterWith(1000, () => {}, { big: "a stopped sampler" });
+    const ran = heap.afterWith(10, () => {}, { big: "another" });
+    cancelled.cancel();
+    expect(held(cancelled)).to.equal(undefined);
+    expect(heap.size, "still in the heap until it comes up").to.equal(2);
+    h.advance(20);
+    expect(held(ran)).to.equal(undefined);
+  });
+
   it("never runs a cancelled timer, and drops cancelled ones once they are most of the heap", () => {
     const h = fakeHost();
     const heap = new TimerHeap(h.host);

@@ -44,13 +44,14 @@ class Entry implements Timer {
     readonly seq: number,
     /** Unset once run or cancelled. */
     public fn: ((arg: unknown) => void) | undefined,
-    readonly arg: unknown,
+    /** Unset with `fn`: a cancelled timer waiting in the heap keeps nothing alive. */
+    public arg: unknown,
     private readonly heap: TimerHeap,
   ) {}
 
   cancel(): void {
     if (!this.fn) return;
-    this.fn = undefined;
+    this.fn = this.arg = undefined;
     this.heap.cancelled();
   }
 }
@@ -142,13 +143,13 @@ export class TimerHeap {
     try {
       while (this.heap.length && this.heap[0]!.due <= now && this.heap[0]!.seq < setBefore) {
         const entry = this.pop();
-        const { fn } = entry;
+        const { fn, arg } = entry;
         if (!fn) {
           this.dropped--;
           continue;
         }
-        entry.fn = undefined; // a cancel after it ran is no cancel, and lets go of fn
-        fn(entry.arg);
+        entry.fn = entry.arg = undefined; // a cancel after it ran is no cancel, and lets go of both
+        fn(arg);
       }
     } catch (err) {
       failed = { err };
