@@ -101,7 +101,7 @@ class ScheduleEntry {
   readonly rampUpMs: number;
   readonly rampDownMs: number;
   readonly value: number;
-  /** The last look-ups, by what they were for (the latest start, the latest past its ramp, the oldest active). */
+  /** The last look-ups, by what they were for: around `t`, around `t - rampUp`, around `t - duration - rampDown`. */
   private readonly around: (Around | undefined)[] = [undefined, undefined, undefined];
 
   constructor(spec: z.output<typeof Entry>, timeZone: string, index: number) {
