@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { expect } from "chai";
 import { parseAllDocuments } from "yaml";
 import { installCrds, kubectl, ROOT, useCluster } from "../support/cluster.js";
+import { SOURCES } from "../../src/sources/registry.js";
 
 interface Rule {
   apiGroups?: string[];
@@ -382,6 +383,6 @@ describe("config/samples (integration)", function () {
     expect(out).to.contain("scalableworkload.governor.dev/batch-consumer created (server dry run)");
     const samples = render("config/samples").filter((o) => o.kind === "MetricMapping");
     const kinds = samples.map((o) => Object.keys((o.spec as { source: object }).source)[0]).sort();
-    expect(kinds).to.deep.equal(["http", "kubernetes", "prometheus", "scrape", "static"]);
+    expect(kinds).to.deep.equal(Object.keys(SOURCES).sort());
   });
 });
