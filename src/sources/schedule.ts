@@ -22,6 +22,7 @@ import { z } from "zod";
 import { Cron } from "croner";
 import { Duration, Quantity, durationBetween, durationMs, withRules } from "../api/common.js";
 import { parseQuantity } from "../api/quantity.js";
+import { boundedText } from "../util/bounded-text.js";
 import { type MetricSource, type SampleValue, SourceConfigError } from "./source.js";
 import { defineSource } from "./kind.js";
 
@@ -165,7 +166,7 @@ class ScheduleEntry {
 function boundedQuantity(text: string, what: string): number {
   const v = parseQuantity(text);
   if (v === undefined || !(Math.abs(v) <= MAX_MAGNITUDE))
-    throw new SourceConfigError(`schedule ${what} "${text}" is not a quantity within ±2^53`);
+    throw new SourceConfigError(`schedule ${what} "${boundedText(text, 64)}" is not a quantity within ±2^53`);
   return v;
 }
 
