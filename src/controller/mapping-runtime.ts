@@ -20,6 +20,7 @@ import type { HistoryRing, MappingHistories } from "../metrics/history.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
 import { type MetricMappingSpec, buildSource, rateWindowMs } from "../sources/registry.js";
+import type { MappingReader } from "../sources/kind.js";
 import type { SecretReader } from "../sources/secrets.js";
 import type { MetricSource, SampleRequest } from "../sources/source.js";
 
@@ -49,6 +50,8 @@ export interface RuntimeDeps {
   budgets?: BackendBudgets;
   /** Where each mapping's samples are kept for replay (src/metrics/history.ts). @default none kept */
   history?: MappingHistories;
+  /** The mappings served here, for formulas' inputs (SourceContext). */
+  mappings?: MappingReader;
 }
 
 /** A mapping's runtime, and how to stop it (its sampler stops with the last mapping sharing it). */
@@ -75,7 +78,7 @@ export function buildActiveMapping(
   onSample: (state: SamplerState) => void,
 ): RuntimeMapping {
   const { namespace, spec, subject } = m;
-  const source = buildSource(spec, sourceContext(deps, namespace));
+  const source = buildSource(spec, sourceContext(deps, namespace, m.key.slice(namespace.length + 1)));
   const isPods =
     subject.kind === "resource" &&
     subject.groupResource.group === "" &&
@@ -118,9 +121,11 @@ class Recording {
 }
 
 /** What a source of `namespace` is built with. */
-function sourceContext(deps: RuntimeDeps, namespace: string) {
+function sourceContext(deps: RuntimeDeps, namespace: string, name?: string) {
   return {
     namespace,
+    name,
+    mappings: deps.mappings,
     client: deps.client,
     mapper: deps.mapper,
     secrets: deps.secrets,

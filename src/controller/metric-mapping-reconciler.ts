@@ -17,7 +17,9 @@ import { specProblems } from "../api/common.js";
 import { MetricMappingSpec, type MetricMappingObject } from "../sources/registry.js";
 import type { SharedInformer } from "../k8s/informer-cache.js";
 import type { ActiveMapping, MappingProvider } from "../metrics/mapping-provider.js";
+import type { MappingReader, ServedMapping } from "../sources/kind.js";
 import { SourceConfigError } from "../sources/source.js";
+import { boundedText } from "../util/bounded-text.js";
 import { ClaimIndex, oldest, resolveClaim } from "./claims.js";
 import { findCondition, type ConditionUpdate } from "./conditions.js";
 import { type Controller, objectKey, splitKey, startController } from "./controller.js";
@@ -123,7 +125,7 @@ const CONCURRENCY = 16;
 const FIRST_SAMPLE_WAIT_MS = 1000;
 
 /** See the module comment. */
-export class MetricMappingReconciler {
+export class MetricMappingReconciler implements MappingReader {
   private controller?: Controller<MetricMappingObject>;
   private readonly records = new Map<string, MappingRecord>();
   private readonly log: Logger;
@@ -135,7 +137,7 @@ export class MetricMappingReconciler {
   private readonly runtime: RuntimeDeps;
 
   constructor(private readonly opts: MetricMappingReconcilerOptions) {
-    this.runtime = { ...opts, samplers: opts.samplers ?? new SamplerPool() };
+    this.runtime = { ...opts, samplers: opts.samplers ?? new SamplerPool(), mappings: this };
     this.log = opts.logger.child({ controller: "metricmapping" });
     this.statusWriter = new MappingStatusWriter({ ...opts, client: opts.client, events: opts.events }, () =>
       this.resyncAll(),
@@ -194,6 +196,19 @@ export class MetricMappingReconciler {
   }
 
   private readonly problems = new Map<string, { reason: string; message: string }>();
+
+  /** A mapping this replica serves (a formula's input), or why it serves none by that name. */
+  read(namespace: string, name: string): ServedMapping | string {
+    const key = `${namespace}/${name}`;
+    const active = this.records.get(key)?.running?.active;
+    if (active) return active;
+    const obj = this.controller?.informer.get(name, namespace);
+    if (!obj) return "does not exist";
+    const ready = this.problems.get(key) ?? findCondition(obj.status?.conditions, "Ready");
+    return ready
+      ? `is not served (${ready.reason}): ${boundedText(ready.message, 300)}`
+      : "is not served yet";
+  }
 
   /** Records whether `key` has a configuration problem; a change is news for HPAs. */
   private noteProblem(
@@ -323,10 +338,11 @@ export class MetricMappingReconciler {
       } catch (err) {
         if (!(err instanceof SourceConfigError)) throw err;
         await this.retire(key);
-        return this.writeStatus(obj, {
-          spec,
-          ready: { status: "False", reason: "InvalidSource", message: err.message },
-        });
+        return this.writeStatus(
+          obj,
+          { spec, ready: { status: "False", reason: "InvalidSource", message: err.message } },
+          err.retryAfterMs,
+        );
       }
       const previous = running;
       running = { hash, active };

@@ -12,11 +12,32 @@ import type { AnswerDecoder } from "./answer-decoder.js";
 import type { DestinationPolicy } from "./destination-policy.js";
 import type { QueryScope } from "./promql-scope.js";
 import type { SecretReader } from "./secrets.js";
-import { type MetricSource, SourceConfigError } from "./source.js";
+import { type MetricSource, type SampleValue, SourceConfigError } from "./source.js";
+
+/** A MetricMapping as this replica serves it: what a formula reads of its inputs. */
+export interface ServedMapping {
+  readonly staleAfterMs: number;
+  readonly sampler: {
+    readonly state: { readonly last?: { value: SampleValue; atMs: number }; readonly error?: string };
+    readonly source: MetricSource;
+    /** Counts as a read (an idle sampler goes back to its interval). */
+    markRead(): void;
+  };
+}
+
+/** The MetricMappings this replica serves, by namespace and name (the MetricMapping reconciler). */
+export interface MappingReader {
+  /** The mapping, or why it is not served ("does not exist", its Ready condition), for a message. */
+  read(namespace: string, name: string): ServedMapping | string;
+}
 
 /** What a source may use besides its spec: the mapping's namespace and the operator's parts and settings. */
 export interface SourceContext {
   namespace: string;
+  /** The mapping's own name. */
+  name?: string;
+  /** The other mappings (a formula's inputs). */
+  mappings?: MappingReader;
   client?: KubeApi;
   mapper?: ResourceMapper;
   secrets?: SecretReader;

@@ -42,7 +42,15 @@ export interface MetricSource {
 }
 
 /** A source that failed in a way the user must fix (bad config) rather than a transient error. */
-export class SourceConfigError extends Error {}
+export class SourceConfigError extends Error {
+  constructor(
+    message: string,
+    /** Set when other objects make it wrong and may change (a formula's cycle): build again after this long. */
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
 
 /**
  * The backend said it is overloaded (HTTP 429, or 503 with Retry-After): the attempt waits

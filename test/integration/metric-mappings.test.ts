@@ -360,8 +360,8 @@ ${extra}`;
         "two sources",
         "MetricMapping",
         "{metric: x, subject: {resource: pods}, source: {static: {value: '1'}, http: {url: 'http://q/s', jsonPath: '$.a'}}}",
-        /spec.source: Invalid value: (?:"[^"]*": )?source: set exactly one of prometheus, scrape, http, kubernetes, static, schedule/,
-        /source: set exactly one of prometheus, scrape, http, kubernetes, static, schedule/,
+        /spec.source: Invalid value: (?:"[^"]*": )?source: set exactly one of prometheus, scrape, http, kubernetes, static, schedule, formula/,
+        /source: set exactly one of prometheus, scrape, http, kubernetes, static, schedule, formula/,
       ],
       [
         "no source",
@@ -600,6 +600,74 @@ ${extra}`;
         expect(parsed.error?.issues.map((i) => i.message).join("; ")).to.match(operator);
       });
     }
+  });
+
+  it("serves a formula over two mappings, follows their edits, refuses a cycle naming it, and goes stale — never 0 — when an input is deleted", async () => {
+    const formula = (name: string, metric: string, expression: string, inputs: Record<string, string>) =>
+      `apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: ${name}}
+spec:
+  metric: ${metric}
+  subject: {external: {}}
+  interval: 1s
+  staleAfter: 3s
+  source:
+    formula:
+      expression: "${expression}"
+      inputs: {${Object.entries(inputs)
+        .map(([v, m]) => `${v}: {mapping: ${m}}`)
+        .join(", ")}}
+`;
+    const fast = "interval: 1s\n  staleAfter: 3s\n";
+    apply(
+      [
+        mm("f-queue", "mm_suite_f_queue", "{external: {}}", "30", `  ${fast}`),
+        mm("f-rps", "mm_suite_f_rps", "{external: {}}", "5", `  ${fast}`),
+        formula("f-sum", "mm_suite_formula", "queue + rps * 2.0", { queue: "f-queue", rps: "f-rps" }),
+      ].join("---\n"),
+    );
+    const value = async () => {
+      const v = await get(`/apis/external.metrics.k8s.io/v1beta1/namespaces/${ns.name}/mm_suite_formula`);
+      return v.status === 200 ? (v.json.items[0].value as string) : `status ${v.status}`;
+    };
+    await eventually(async () => expect(await value()).to.equal("40"), { what: "30 + 5 × 2" });
+    apply(mm("f-rps", "mm_suite_f_rps", "{external: {}}", "10", `  ${fast}`));
+    await eventually(async () => expect(await value()).to.equal("50"), { what: "30 + 10 × 2" });
+    expect(condition(await status("f-sum"), "Ready")).to.include({ status: "True", reason: "Serving" });
+
+    // Two formulas reading each other: the one built second is refused, the first names it.
+    apply(
+      [
+        formula("f-ping", "mm_suite_ping", "pong + 1.0", { pong: "f-pong" }),
+        formula("f-pong", "mm_suite_pong", "ping + 1.0", { ping: "f-ping" }),
+      ].join("---\n"),
+    );
+    await eventually(
+      async () => {
+        const [ping, pong] = [await status("f-ping"), await status("f-pong")];
+        const refused = [ping, pong].filter((s) => condition(s, "Ready")?.reason === "InvalidSource");
+        expect(refused, "one refused").to.have.length(1);
+        expect(condition(refused[0]!, "Ready")!.message).to.match(
+          /^formula inputs form a cycle: (f-ping → f-pong → f-ping|f-pong → f-ping → f-pong)$/,
+        );
+        const other = refused[0] === ping ? pong : ping;
+        expect(condition(other, "SourceHealthy")!.message).to.match(
+          /^the last sample failed: input p[io]ng: MetricMapping f-p[io]ng is not served \(InvalidSource\): formula inputs form a cycle/,
+        );
+        // A message alone changes status at most every 10 s (the first said its input was not served yet).
+      },
+      { timeoutMs: 30_000 },
+    );
+
+    await kubectl(cluster, "delete", "mm", "-n", ns.name, "f-queue");
+    await eventually(async () => {
+      expect(condition(await status("f-sum"), "SourceHealthy")!.message).to.equal(
+        "the last sample failed: input queue: MetricMapping f-queue does not exist",
+      );
+      expect(await value(), "stale: refused, not 0").to.equal("status 503");
+      expect(condition(await status("f-sum"), "Ready")).to.include({ status: "False", reason: "Stale" });
+    });
   });
 
   it("never serves another namespace's mapping", async () => {

@@ -1,0 +1,399 @@
+/**
+ * `formula`: a value computed from other MetricMappings of the namespace by a CEL
+ * expression — `math.greatest(queue / 50.0, rps / 200.0)` over the inputs `queue` and `rps`
+ * (KEDA's `scalingModifiers`, as a mapping of its own). CEL is the expression language
+ * Kubernetes itself uses; the implementation is @marcbachmann/cel-js (parser, type checker,
+ * evaluator; no `eval`).
+ *
+ * A formula reads its inputs' last good values as this replica serves them (the same
+ * values the HPA would be given); it never makes an input sample. An input that has no
+ * value, is not served, or whose value is older than its own `staleAfter` fails the
+ * sample with a message naming the input, so the formula's own value goes stale as any
+ * source's does (never a made-up 0). Inputs that serve one value per object (pods) give
+ * one value per object: the objects every such input has, with the scalar inputs the same
+ * for each.
+ *
+ * Cost (ADR 0027): formulas are CEL's arithmetic — numbers, the inputs, arithmetic,
+ * comparisons, `&&` `||` `!`, `?:`, `double()`, `int()` and `math.*` of numbers — with no
+ * lists, maps, strings, field access or macros, so nothing loops: an evaluation does at
+ * most one step per node of the expression. The expression is at most
+ * {@link MAX_EXPRESSION_LENGTH} characters at admission, and so at most that many nodes;
+ * the build checks the nodes again ({@link MAX_FORMULA_COST}) and the type (a number). At
+ * run time a sample evaluates once per object: one over {@link MAX_SAMPLE_COST} steps in
+ * all is refused, and the steps are shared out over turns of the event loop.
+ */
+import { z } from "zod";
+import { Environment, type ASTNode } from "@marcbachmann/cel-js";
+import { ObjectName, withRules } from "../api/common.js";
+import { boundedText } from "../util/bounded-text.js";
+import { type MappingReader, defineSource, required } from "./kind.js";
+import { type MetricSource, type SampleValue, SourceConfigError } from "./source.js";
+
+/** The longest expression admitted: an upper bound of its nodes, and so of an evaluation's steps. */
+export const MAX_EXPRESSION_LENGTH = 1024;
+/** The most nodes an expression may have (each is at most one step of an evaluation). */
+export const MAX_FORMULA_COST = MAX_EXPRESSION_LENGTH;
+/** Inputs of one formula, at most. */
+export const MAX_FORMULA_INPUTS = 8;
+/** The most steps one sample may take over all its objects (about 50 ms of CPU). */
+export const MAX_SAMPLE_COST = 2_000_000;
+/** Steps evaluated in one turn of the event loop before the others get theirs (about 1 ms). */
+const STEPS_PER_TURN = 50_000;
+/** How soon a mapping refused for a cycle is built again (the other mappings may have changed). */
+const CYCLE_RETRY_MS = 30_000;
+/** Mappings a build looks through for a cycle, at most. */
+const MAX_CYCLE_SEARCH = 1000;
+
+/** An input's name: a CEL identifier that is not a reserved word or `math`. */
+const INPUT_NAME = /^[a-z_][a-zA-Z0-9_]{0,62}$/;
+const RESERVED = new Set(
+  "math true false null in as break const continue else for function if import let loop package namespace return var void while".split(
+    " ",
+  ),
+);
+
+/** `spec.source.formula`. */
+export const FormulaSpec = z
+  .object({
+    expression: z
+      .string()
+      .min(1)
+      .max(MAX_EXPRESSION_LENGTH)
+      .meta({
+        description: `A CEL expression over the inputs giving a number: arithmetic, comparisons, && || !, ?:, double(), int(), math.greatest/least/abs/ceil/floor/round/trunc/sqrt (at most ${MAX_EXPRESSION_LENGTH} characters). Inputs are doubles: write 2.0, not 2.`,
+      }),
+    inputs: withRules(
+      z.record(
+        z
+          .string()
+          .regex(INPUT_NAME, "must be a CEL identifier: a lower-case letter or _, then letters, digits or _")
+          .refine((k) => !RESERVED.has(k), "must not be a CEL reserved word or math"),
+        z.object({
+          mapping: ObjectName.meta({ description: "A MetricMapping of the same namespace." }),
+        }),
+      ),
+      [
+        {
+          rule: `self.size() >= 1 && self.size() <= ${MAX_FORMULA_INPUTS}`,
+          message: `1 to ${MAX_FORMULA_INPUTS} inputs`,
+          check: (self) => {
+            const n = Object.keys(self).length;
+            return n >= 1 && n <= MAX_FORMULA_INPUTS;
+          },
+        },
+      ],
+    ).meta({
+      description: `The expression's variables, each the value of a MetricMapping of this namespace (1 to ${MAX_FORMULA_INPUTS}).`,
+    }),
+  })
+  .meta({ description: "A value computed by a CEL expression from other MetricMappings of the namespace." });
+type Spec = z.output<typeof FormulaSpec>;
+
+/** `math`: CEL's math extension, as a constant whose methods are its functions. */
+class MathNamespace {}
+
+/** The math functions, as cel-go's math extension names them, on doubles. */
+const MATH_UNARY: Record<string, (x: number) => number> = {
+  abs: Math.abs,
+  ceil: Math.ceil,
+  floor: Math.floor,
+  // CEL rounds half away from zero; JavaScript's Math.round rounds half up.
+  round: (x) => Math.sign(x) * Math.round(Math.abs(x)),
+  trunc: Math.trunc,
+  sqrt: Math.sqrt,
+};
+const MATH_VARIADIC: Record<string, (...xs: number[]) => number> = { greatest: Math.max, least: Math.min };
+
+/** Functions a formula may call: conversions to numbers, and `math.*`. */
+const CALLS = new Set(["double", "int"]);
+const MATH_CALLS = new Set([...Object.keys(MATH_UNARY), ...Object.keys(MATH_VARIADIC)]);
+/** Node kinds a formula may hold besides literals, names and calls. */
+const OPERATORS = new Set([
+  "+",
+  "-",
+  "*",
+  "/",
+  "%",
+  "==",
+  "!=",
+  "<",
+  "<=",
+  ">",
+  ">=",
+  "&&",
+  "||",
+  "!_",
+  "-_",
+  "?:",
+]);
+
+/** The environment every formula's is cloned from: limits, and `math`. */
+const base = (() => {
+  const env = new Environment({
+    limits: {
+      maxAstNodes: MAX_FORMULA_COST,
+      maxDepth: 32,
+      maxListElements: 0,
+      maxMapEntries: 0,
+      maxCallArguments: MAX_FORMULA_INPUTS,
+    },
+  })
+    .registerType("math", { ctor: MathNamespace, fields: {} })
+    .registerConstant("math", "math", new MathNamespace());
+  for (const [name, fn] of Object.entries(MATH_UNARY))
+    env.registerFunction(`math.${name}(double): double`, (_: unknown, x: number) => fn(x));
+  for (const [name, fn] of Object.entries(MATH_VARIADIC))
+    for (let n = 2; n <= MAX_FORMULA_INPUTS; n++)
+      env.registerFunction(
+        `math.${name}(${Array(n).fill("double").join(", ")}): double`,
+        (_: unknown, ...xs: number[]) => fn(...xs),
+      );
+  return env;
+})();
+
+/** The first line of a CEL error (the rest is a drawing of where), cut short. */
+function celMessage(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return boundedText(text.split("\n")[0] ?? "", 200);
+}
+
+/** A compiled formula: evaluates with its inputs' values; how many steps one evaluation takes at most. */
+export interface CompiledFormula {
+  evaluate(values: Record<string, number>): number;
+  readonly cost: number;
+}
+
+/**
+ * Parses and checks `expression` over `inputs` (all doubles): only the constructs the
+ * module comment lists, a number as its type. Throws {@link SourceConfigError} saying what
+ * is wrong.
+ */
+export function compileFormula(expression: string, inputs: readonly string[]): CompiledFormula {
+  if (expression.length > MAX_EXPRESSION_LENGTH)
+    throw new SourceConfigError(`formula expression is longer than ${MAX_EXPRESSION_LENGTH} characters`);
+  const env = base.clone();
+  for (const name of inputs) env.registerVariable(name, "double");
+  let program: ReturnType<Environment["parse"]>;
+  try {
+    program = env.parse(expression);
+  } catch (err) {
+    throw new SourceConfigError(`formula expression: ${celMessage(err)}`);
+  }
+  const cost = allowedNodes(program.ast, new Set(inputs));
+  const checked = program.check();
+  if (!checked.valid) throw new SourceConfigError(`formula expression: ${celMessage(checked.error)}`);
+  if (checked.type !== "double" && checked.type !== "int")
+    throw new SourceConfigError(
+      `formula expression gives a ${checked.type}, not a number (write cond ? 1.0 : 0.0 for a bool)`,
+    );
+  return {
+    cost,
+    evaluate(values) {
+      let out: unknown;
+      try {
+        out = program(values);
+      } catch (err) {
+        throw new Error(`formula: ${celMessage(err)}`);
+      }
+      if (typeof out === "bigint") return Number(out);
+      if (typeof out === "number") return out;
+      throw new Error(`formula gave ${typeof out}, not a number`);
+    },
+  };
+}
+
+/** Counts `ast`'s nodes, refusing any a formula may not hold (see the module comment). */
+function allowedNodes(ast: ASTNode, inputs: ReadonlySet<string>): number {
+  let count = 0;
+  const stack: ASTNode[] = [ast];
+  while (stack.length) {
+    const node = stack.pop()!;
+    count++;
+    const { op, args } = node as { op: string; args: unknown };
+    if (op === "value") {
+      if (typeof args !== "number" && typeof args !== "bigint" && typeof args !== "boolean")
+        throw refused(`a ${args === null ? "null" : typeof args} literal`, node);
+    } else if (op === "id") {
+      if (!inputs.has(args as string) && args !== "math")
+        throw new SourceConfigError(`formula expression: ${JSON.stringify(args)} is not an input`);
+    } else if (op === "call") {
+      const [name, callArgs] = args as [string, ASTNode[]];
+      if (!CALLS.has(name)) throw refused(`the function ${name}()`, node);
+      stack.push(...callArgs);
+    } else if (op === "rcall") {
+      const [name, receiver, callArgs] = args as [string, ASTNode, ASTNode[]];
+      const onMath = (receiver as { op: string; args: unknown }).op === "id" && receiver.args === "math";
+      if (!onMath || !MATH_CALLS.has(name)) throw refused(`the method .${name}()`, node);
+      count++; // math itself
+      stack.push(...callArgs);
+    } else if (OPERATORS.has(op)) {
+      if (Array.isArray(args)) stack.push(...(args as ASTNode[]));
+      else stack.push(args as ASTNode);
+    } else {
+      throw refused(`the operator ${op}`, node);
+    }
+  }
+  return count;
+}
+
+function refused(what: string, node: ASTNode): SourceConfigError {
+  const at = (node as { pos?: number }).pos;
+  return new SourceConfigError(
+    `formula expression: ${what}${at === undefined ? "" : ` at character ${at + 1}`} is not allowed in a formula (numbers, inputs, arithmetic, comparisons, logic, ?:, double(), int(), math.*)`,
+  );
+}
+
+/** Seconds, for messages. */
+const secs = (ms: number) => `${Math.round(ms / 1000)}s`;
+
+/** See the module comment. */
+export class FormulaSource implements MetricSource {
+  readonly needsObjects = false;
+  /** Each input's variable and the MetricMapping it reads. */
+  readonly inputs: readonly (readonly [string, string])[];
+  private readonly formula: CompiledFormula;
+
+  /**
+   * @param name the mapping's own name, to refuse a cycle through it
+   * @param now the clock input ages are measured on (a test's). @default Date.now
+   */
+  constructor(
+    spec: Spec,
+    private readonly namespace: string,
+    private readonly mappings: MappingReader,
+    name?: string,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.inputs = Object.entries(spec.inputs).map(([v, i]) => [v, i.mapping] as const);
+    if (name !== undefined && this.inputs.some(([, m]) => m === name))
+      throw new SourceConfigError(`formula inputs read the mapping itself (${name})`);
+    this.formula = compileFormula(
+      spec.expression,
+      this.inputs.map(([v]) => v),
+    );
+    if (name !== undefined) this.refuseCycle(name);
+  }
+
+  /**
+   * Refuses inputs that lead back to `name` through the formulas this replica serves. A
+   * cycle could never hang a sample (a formula reads last values, it never makes its
+   * inputs sample) but its values would never be current.
+   */
+  private refuseCycle(name: string): void {
+    const from = new Map<string, string>(); // a mapping reached → the one whose input it is
+    const queue = this.inputs.map(([, m]) => m);
+    for (const m of queue) if (!from.has(m)) from.set(m, name);
+    for (let i = 0; i < queue.length && i < MAX_CYCLE_SEARCH; i++) {
+      const served = this.mappings.read(this.namespace, queue[i]!);
+      if (typeof served === "string" || !(served.sampler.source instanceof FormulaSource)) continue;
+      for (const [, next] of served.sampler.source.inputs) {
+        if (next === name) {
+          const path = [name, queue[i]!];
+          for (let at = from.get(queue[i]!)!; at !== name; at = from.get(at)!) path.splice(1, 0, at);
+          throw new SourceConfigError(
+            `formula inputs form a cycle: ${[...path, name].join(" → ")}`,
+            CYCLE_RETRY_MS,
+          );
+        }
+        if (from.has(next)) continue;
+        from.set(next, queue[i]!);
+        queue.push(next);
+      }
+    }
+  }
+
+  async sample(req: { signal?: AbortSignal }): Promise<SampleValue> {
+    const now = this.now();
+    const scalars: Record<string, number> = {};
+    const perObject: [string, ReadonlyMap<string, number>][] = [];
+    for (const [v, m] of this.inputs) {
+      const value = this.read(v, m, now);
+      if (value.kind === "scalar") scalars[v] = value.value;
+      else perObject.push([v, value.values]);
+    }
+    if (!perObject.length) return { kind: "scalar", value: this.formula.evaluate(scalars) };
+    return { kind: "objects", values: await this.perObject(scalars, perObject, req.signal) };
+  }
+
+  /** Input `v`'s current value, the MetricMapping `m`'s; throws naming it when there is none. */
+  private read(v: string, m: string, now: number): SampleValue {
+    const which = `input ${v}: MetricMapping ${m}`;
+    const served = this.mappings.read(this.namespace, m);
+    if (typeof served === "string") throw new Error(`${which} ${served}`);
+    const { sampler, staleAfterMs } = served;
+    // Read as an HPA reads it: its sampler keeps its interval while the formula runs.
+    sampler.markRead();
+    if (sampler.source.perSelector)
+      throw new Error(`${which} is sampled per HPA label selector ({{selector}}): a formula cannot read it`);
+    const { last, error } = sampler.state;
+    const why = error ? `; its source: ${error}` : "";
+    if (!last) throw new Error(boundedText(`${which} has no value yet${why}`));
+    const age = now - last.atMs;
+    if (age > staleAfterMs)
+      throw new Error(
+        boundedText(
+          `${which} is stale: its value is ${secs(age)} old, past its staleAfter of ${secs(staleAfterMs)}${why}`,
+        ),
+      );
+    return last.value;
+  }
+
+  /**
+   * One value per object every per-object input has, the scalar inputs the same for each;
+   * an object whose evaluation fails (an integer division by zero) is left out, as a
+   * source leaves out an object it has no value for.
+   */
+  private async perObject(
+    scalars: Record<string, number>,
+    inputs: [string, ReadonlyMap<string, number>][],
+    signal?: AbortSignal,
+  ): Promise<Map<string, number>> {
+    inputs.sort((a, b) => a[1].size - b[1].size);
+    const [, smallest] = inputs[0]!;
+    if (smallest.size * this.formula.cost > MAX_SAMPLE_COST)
+      throw new Error(
+        `formula over ${smallest.size} objects would take ${smallest.size * this.formula.cost} steps, more than the ${MAX_SAMPLE_COST} one sample may take`,
+      );
+    const out = new Map<string, number>();
+    const values = { ...scalars };
+    const perTurn = Math.max(1, Math.floor(STEPS_PER_TURN / this.formula.cost));
+    let firstError: Error | undefined;
+    let done = 0;
+    for (const name of smallest.keys()) {
+      if (++done % perTurn === 0) {
+        await new Promise((resolve) => setImmediate(resolve));
+        if (signal?.aborted) throw new Error("aborted");
+      }
+      let all = true;
+      for (const [v, byObject] of inputs) {
+        const x = byObject.get(name);
+        if (x === undefined) {
+          all = false;
+          break;
+        }
+        values[v] = x;
+      }
+      if (!all) continue;
+      try {
+        out.set(name, this.formula.evaluate(values));
+      } catch (err) {
+        firstError ??= err as Error;
+      }
+    }
+    if (!out.size && firstError) throw firstError;
+    return out;
+  }
+}
+
+/** The `formula` source kind. */
+export const formulaSource = defineSource({
+  kind: "formula",
+  schema: FormulaSpec,
+  build: (spec, ctx) =>
+    new FormulaSource(
+      spec,
+      ctx.namespace,
+      required(ctx.mappings, "formula", "the mappings it reads"),
+      ctx.name,
+    ),
+});
