@@ -344,6 +344,106 @@ spec:
     });
   });
 
+  it("a formula over two mappings: replicas follow the larger signal, and hold — not fall to the other signal — while one input fails", async function () {
+    this.timeout(360_000);
+    json.value = 20;
+    if (!json.port) await json.start();
+    const rps = (value: string) => `apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: rps}
+spec:
+  metric: requests_per_second
+  subject: {external: {}}
+  interval: 1s
+  source: {static: {value: "${value}"}}
+`;
+    apply(`apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: queue-depth}
+spec:
+  metric: queue_depth
+  subject: {external: {}}
+  interval: 1s
+  staleAfter: 5s
+  source: {http: {url: "${json.url}", jsonPath: "$.stats.value"}}
+---
+${rps("300")}---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: work}
+spec:
+  metric: work
+  subject: {external: {}}
+  interval: 1s
+  staleAfter: 5s
+  source:
+    formula:
+      expression: "math.greatest(queue / 10.0, rps / 100.0)"
+      inputs: {queue: {mapping: queue-depth}, rps: {mapping: rps}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: worker}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: worker}}
+  template:
+    metadata: {labels: {app: worker}}
+    spec: {containers: [{name: worker, image: example.invalid/worker}]}
+  autoscaling:
+    minReplicas: 1
+    maxReplicas: 10
+    metrics: [{mapping: work, target: {averageValue: "1"}}]
+    behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
+`);
+    await eventually(async () => expect(await swReplicas("worker")).to.equal(3), {
+      timeoutMs: 90_000,
+      intervalMs: 1000,
+      what: "max(20 / 10, 300 / 100) → 3",
+    });
+    json.value = 60;
+    await eventually(async () => expect(await swReplicas("worker")).to.equal(6), {
+      timeoutMs: 90_000,
+      intervalMs: 1000,
+      what: "the queue grows: max(60 / 10, 300 / 100) → 6",
+    });
+
+    json.stop();
+    await eventually(
+      async () => {
+        const mm = await cluster.client.get<{
+          status?: { conditions?: { type: string; status: string; reason: string; message: string }[] };
+        }>(`/apis/governor.dev/v1alpha1/namespaces/${ns!.name}/metricmappings/work`);
+        expect(mm.status?.conditions?.find((c) => c.type === "Ready")).to.include({ reason: "Stale" });
+        expect(mm.status?.conditions?.find((c) => c.type === "SourceHealthy")?.message).to.match(
+          /input queue: MetricMapping queue-depth (is stale|has no value)/,
+        );
+        expect(await condition("worker", "ScalingActive")).to.include({
+          status: "False",
+          reason: "FailedGetExternalMetric",
+        });
+      },
+      {
+        timeoutMs: 60_000,
+        intervalMs: 1000,
+        what: "the formula stale, naming its input; the HPA cannot get it",
+      },
+    );
+    for (let i = 0; i < 10; i++) {
+      expect(await swReplicas("worker"), "the HPA holds; rps alone (3) is not served").to.equal(6);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+
+    json.value = 20;
+    await json.start();
+    apply(rps("900"));
+    await eventually(async () => expect(await swReplicas("worker")).to.equal(9), {
+      timeoutMs: 90_000,
+      intervalMs: 1000,
+      what: "both back, the other signal now larger: max(20 / 10, 900 / 100) → 9",
+    });
+  });
+
   it("a schedule with a ramp: replicas climb step by step to the entry's value, hold, and fall back to the default's", async function () {
     // A compressed day: an entry starts every 2 minutes, ramps 2 → 8 over 40 s, holds to the
     // minute and ends; at 2 per replica that is 1 → 2 → 3 → 4 replicas and back to 1.
