@@ -26,6 +26,7 @@ import { z } from "zod";
 import { Environment, type ASTNode } from "@marcbachmann/cel-js";
 import { ObjectName, withRules } from "../api/common.js";
 import { boundedText } from "../util/bounded-text.js";
+import { currentValue, refuseCycle } from "./inputs.js";
 import { type MappingReader, defineSource, required } from "./kind.js";
 import { type MetricSource, type SampleValue, SourceConfigError } from "./source.js";
 
@@ -39,10 +40,6 @@ export const MAX_FORMULA_INPUTS = 8;
 export const MAX_SAMPLE_COST = 2_000_000;
 /** Steps evaluated in one turn of the event loop before the others get theirs (about 1 ms). */
 const STEPS_PER_TURN = 50_000;
-/** How soon a mapping refused for a cycle is built again (the other mappings may have changed). */
-const CYCLE_RETRY_MS = 30_000;
-/** Mappings a build looks through for a cycle, at most. */
-const MAX_CYCLE_SEARCH = 1000;
 
 /** An input's name: a CEL identifier that is not a reserved word or `math`. */
 const INPUT_NAME = /^[a-z_][a-zA-Z0-9_]{0,62}$/;
@@ -243,14 +240,12 @@ function refused(what: string, node: ASTNode): SourceConfigError {
   );
 }
 
-/** Seconds, for messages. */
-const secs = (ms: number) => `${Math.round(ms / 1000)}s`;
-
 /** See the module comment. */
 export class FormulaSource implements MetricSource {
   readonly needsObjects = false;
   /** Each input's variable and the MetricMapping it reads. */
   readonly inputs: readonly (readonly [string, string])[];
+  readonly readsMappings: readonly string[];
   private readonly formula: CompiledFormula;
 
   /**
@@ -265,41 +260,12 @@ export class FormulaSource implements MetricSource {
     private readonly now: () => number = Date.now,
   ) {
     this.inputs = Object.entries(spec.inputs).map(([v, i]) => [v, i.mapping] as const);
-    if (name !== undefined && this.inputs.some(([, m]) => m === name))
-      throw new SourceConfigError(`formula inputs read the mapping itself (${name})`);
+    this.readsMappings = [...new Set(this.inputs.map(([, m]) => m))];
     this.formula = compileFormula(
       spec.expression,
       this.inputs.map(([v]) => v),
     );
-    if (name !== undefined) this.refuseCycle(name);
-  }
-
-  /**
-   * Refuses inputs that lead back to `name` through the formulas this replica serves. A
-   * cycle could never hang a sample (a formula reads last values, it never makes its
-   * inputs sample) but its values would never be current.
-   */
-  private refuseCycle(name: string): void {
-    const from = new Map<string, string>(); // a mapping reached → the one whose input it is
-    const queue = this.inputs.map(([, m]) => m);
-    for (const m of queue) if (!from.has(m)) from.set(m, name);
-    for (let i = 0; i < queue.length && i < MAX_CYCLE_SEARCH; i++) {
-      const served = this.mappings.read(this.namespace, queue[i]!);
-      if (typeof served === "string" || !(served.sampler.source instanceof FormulaSource)) continue;
-      for (const [, next] of served.sampler.source.inputs) {
-        if (next === name) {
-          const path = [name, queue[i]!];
-          for (let at = from.get(queue[i]!)!; at !== name; at = from.get(at)!) path.splice(1, 0, at);
-          throw new SourceConfigError(
-            `formula inputs form a cycle: ${[...path, name].join(" → ")}`,
-            CYCLE_RETRY_MS,
-          );
-        }
-        if (from.has(next)) continue;
-        from.set(next, queue[i]!);
-        queue.push(next);
-      }
-    }
+    if (name !== undefined) refuseCycle(mappings, namespace, name, this.readsMappings, "formula");
   }
 
   async sample(req: { signal?: AbortSignal }): Promise<SampleValue> {
@@ -317,25 +283,7 @@ export class FormulaSource implements MetricSource {
 
   /** Input `v`'s current value, the MetricMapping `m`'s; throws naming it when there is none. */
   private read(v: string, m: string, now: number): SampleValue {
-    const which = `input ${v}: MetricMapping ${m}`;
-    const served = this.mappings.read(this.namespace, m);
-    if (typeof served === "string") throw new Error(`${which} ${served}`);
-    const { sampler, staleAfterMs } = served;
-    // Read as an HPA reads it: its sampler keeps its interval while the formula runs.
-    sampler.markRead();
-    if (sampler.source.perSelector)
-      throw new Error(`${which} is sampled per HPA label selector ({{selector}}): a formula cannot read it`);
-    const { last, error } = sampler.state;
-    const why = error ? `; its source: ${error}` : "";
-    if (!last) throw new Error(boundedText(`${which} has no value yet${why}`));
-    const age = now - last.atMs;
-    if (age > staleAfterMs)
-      throw new Error(
-        boundedText(
-          `${which} is stale: its value is ${secs(age)} old, past its staleAfter of ${secs(staleAfterMs)}${why}`,
-        ),
-      );
-    return last.value;
+    return currentValue(this.mappings, this.namespace, m, `input ${v}: MetricMapping ${m}`, now).value;
   }
 
   /**

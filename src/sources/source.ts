@@ -37,6 +37,8 @@ export interface MetricSource {
    * Unset: no budget (sources that read the apiserver or the mapping's own pods).
    */
   readonly backend?: string;
+  /** The MetricMappings of its namespace whose values it reads (a formula's, a forecast's inputs). */
+  readonly readsMappings?: readonly string[];
   /** Releases connections and watches. */
   close?(): Promise<void> | void;
 }
