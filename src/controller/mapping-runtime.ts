@@ -16,7 +16,7 @@ import { parseQuantity } from "../api/quantity.js";
 import { Sampler, type SamplerState } from "../metrics/sampler.js";
 import { type SamplerLease, SamplerPool } from "../metrics/sampler-pool.js";
 import type { BackendBudgets } from "../metrics/backend-budget.js";
-import type { HistoryRing, MappingHistories } from "../metrics/history.js";
+import type { HistoryPoints, HistoryRing, MappingHistories } from "../metrics/history.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import type { DestinationPolicy } from "../sources/destination-policy.js";
 import { type MetricMappingSpec, buildSource, rateWindowMs } from "../sources/registry.js";
@@ -54,8 +54,14 @@ export interface RuntimeDeps {
   mappings?: MappingReader;
 }
 
-/** A mapping's runtime, and how to stop it (its sampler stops with the last mapping sharing it). */
-export type RuntimeMapping = ActiveMapping & { release(): Promise<void> };
+/**
+ * A mapping's runtime, and how to stop it (its sampler stops with the last mapping sharing
+ * it); its kept samples, for a forecast that reads it.
+ */
+export type RuntimeMapping = ActiveMapping & {
+  release(): Promise<void>;
+  recorded(sinceMs: number): HistoryPoints | undefined;
+};
 
 /** One mapping to build: its key, namespace, validated spec and resolved subject. */
 export interface RuntimeSpec {
@@ -78,7 +84,7 @@ export function buildActiveMapping(
   onSample: (state: SamplerState) => void,
 ): RuntimeMapping {
   const { namespace, spec, subject } = m;
-  const source = buildSource(spec, sourceContext(deps, namespace, m.key.slice(namespace.length + 1)));
+  const source = buildSource(spec, sourceContext(deps, namespace, spec, m.key.slice(namespace.length + 1)));
   const isPods =
     subject.kind === "resource" &&
     subject.groupResource.group === "" &&
@@ -121,10 +127,11 @@ class Recording {
 }
 
 /** What a source of `namespace` is built with. */
-function sourceContext(deps: RuntimeDeps, namespace: string, name?: string) {
+function sourceContext(deps: RuntimeDeps, namespace: string, spec: MetricMappingSpec, name?: string) {
   return {
     namespace,
     name,
+    intervalMs: durationMs(spec.interval),
     mappings: deps.mappings,
     client: deps.client,
     mapper: deps.mapper,
@@ -234,6 +241,10 @@ class Running implements RuntimeMapping {
     return this.lease.sampler;
   }
 
+  recorded(sinceMs: number): HistoryPoints | undefined {
+    return this.ring?.points(sinceMs);
+  }
+
   async release(): Promise<void> {
     if (this.ring) this.deps.history?.detach(this.key, this.ring);
     try {
@@ -283,7 +294,7 @@ class Selectors {
       );
     if (!entry) {
       const { namespace, spec } = this.m;
-      const source = buildSource(spec, sourceContext(this.deps, namespace));
+      const source = buildSource(spec, sourceContext(this.deps, namespace, spec));
       entry = { sampler: samplerFor(this.deps, namespace, spec, this.isPods, source, selector), usedAt: 0 };
       this.bySelector.set(k, entry);
       entry.sampler.start();

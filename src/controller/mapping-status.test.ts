@@ -93,6 +93,37 @@ describe("MetricMapping status", () => {
     expect(status.conditions!.map((c) => c.type).sort()).to.deep.equal(["Ready", "SourceHealthy"]);
   });
 
+  it("shows what the source says beside its value as a condition (a forecast's fit), and drops it when it stops saying it", () => {
+    const note = {
+      type: "Forecast",
+      status: "True",
+      reason: "Forecasting",
+      message: "linear over 60 buckets",
+    } as const;
+    const noted: SamplerState = {
+      ...sampled(1000),
+      last: { value: { kind: "scalar", value: 42, note }, atMs: NOW - 1000 },
+    };
+    const { status: forecasting } = computeStatus({}, 1, serving(noted), NOW);
+    expect(forecasting.conditions?.find((c) => c.type === "Forecast")).to.include(note);
+    const warming = { ...note, status: "False", reason: "TooLittleHistory" } as const;
+    expect(statusFingerprint(noted).health, "a new reason is a transition").not.to.equal(
+      statusFingerprint({
+        ...noted,
+        last: { ...noted.last!, value: { kind: "scalar", value: 42, note: warming } },
+      }).health,
+    );
+    const { status } = computeStatus(forecasting, 1, serving(sampled(1000)), NOW);
+    expect(status.conditions!.map((c) => c.type).sort()).to.deep.equal(["Ready", "SourceHealthy"]);
+    const { status: refused } = computeStatus(
+      forecasting,
+      1,
+      { spec, ready: { status: "False", reason: "InvalidSource", message: "x" } },
+      NOW,
+    );
+    expect(refused.conditions!.map((c) => c.type)).to.deep.equal(["Ready"]);
+  });
+
   it("says the backend's budget stretches its interval and by how much, and stops saying it when that ends", () => {
     const throttle = {
       backend: "http://prometheus:9090",

@@ -1,6 +1,6 @@
 /**
  * A MetricMapping's status as pure functions: what it should say now (`computeStatus`:
- * conditions Ready, SourceHealthy, Throttled and ShadowsUpstream, value, objects, lastSampleTime, and when time alone
+ * conditions Ready, SourceHealthy, Throttled, Forecast and ShadowsUpstream, value, objects, lastSampleTime, and when time alone
  * will change it) and whether the leader writes it now (`statusWrite`: transitions at
  * once, value-only changes under a cadence and a write budget). The reconciler
  * (metric-mapping-reconciler.ts) reads the cache, calls these and does the write.
@@ -65,6 +65,11 @@ export function computeStatus(
           at,
         )
       : conditions.filter((c) => c.type !== "Throttled");
+    // What the source says beside its value (a forecast's fit), while that value is its last.
+    const note = state.last?.value.kind === "scalar" ? state.last.value.note : undefined;
+    conditions = note
+      ? setCondition(conditions, { ...note, message: boundedText(note.message) }, generation, at)
+      : conditions.filter((c) => c.type !== "Forecast");
     conditions = what.shadows
       ? setCondition(
           conditions,
@@ -98,7 +103,11 @@ export function computeStatus(
   } else if (what.ready) {
     conditions = setCondition(conditions, { type: "Ready", ...what.ready }, generation, at);
     conditions = conditions.filter(
-      (c) => c.type !== "SourceHealthy" && c.type !== "ShadowsUpstream" && c.type !== "Throttled",
+      (c) =>
+        c.type !== "SourceHealthy" &&
+        c.type !== "ShadowsUpstream" &&
+        c.type !== "Throttled" &&
+        c.type !== "Forecast",
     );
   }
   status.conditions = conditions;
@@ -148,16 +157,19 @@ export function statusWrite(
 export function statusFingerprint(state: SamplerState): { health: string; value: string } {
   const v = state.last?.value;
   let value = "";
-  if (v?.kind === "scalar") value = String(v.value);
-  else if (v) {
+  let note = "";
+  if (v?.kind === "scalar") {
+    value = String(v.value);
+    if (v.note) note = `${v.note.reason}|${v.note.message}`;
+  } else if (v) {
     let sum = 0;
     for (const x of v.values.values()) sum += x;
     value = `${v.values.size}:${sum}`;
   }
   const throttle = state.throttled ? `${Math.round(state.throttled.waitedMs / 1000)}` : "";
   return {
-    health: `${state.attemptedAtMs ? 1 : 0}|${state.error ?? ""}|${state.throttled ? "T" : ""}`,
-    value: `${value}|${throttle}`,
+    health: `${state.attemptedAtMs ? 1 : 0}|${state.error ?? ""}|${state.throttled ? "T" : ""}|${v?.kind === "scalar" ? (v.note?.reason ?? "") : ""}`,
+    value: `${value}|${throttle}|${note}`,
   };
 }
 

@@ -23,6 +23,8 @@ export interface ServedMapping {
     /** Counts as a read (an idle sampler goes back to its interval). */
     markRead(): void;
   };
+  /** Its kept samples (`--history-points`) taken at or after `sinceMs`, oldest first; none when it keeps none. */
+  recorded?(sinceMs: number): { atMs: number[]; sum: number[]; count: number[] } | undefined;
 }
 
 /** The MetricMappings this replica serves, by namespace and name (the MetricMapping reconciler). */
@@ -38,6 +40,8 @@ export interface SourceContext {
   name?: string;
   /** The other mappings (a formula's inputs). */
   mappings?: MappingReader;
+  /** The mapping's sampling interval, in ms. */
+  intervalMs?: number;
   client?: KubeApi;
   mapper?: ResourceMapper;
   secrets?: SecretReader;

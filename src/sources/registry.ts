@@ -8,6 +8,7 @@ import type { KubernetesObject } from "@kubernetes/client-node";
 import { z } from "zod";
 import { durationMs, exactlyOne, withRules } from "../api/common.js";
 import { type SourceRule, metricMappingKind } from "../api/metric-mapping.js";
+import { forecastSource } from "./forecast.js";
 import { formulaSource } from "./formula.js";
 import { http } from "./http.js";
 import type { SourceContext, SourceDefinition } from "./kind.js";
@@ -28,6 +29,7 @@ export const SOURCES = {
   static: staticSource,
   schedule: scheduleSource,
   formula: formulaSource,
+  forecast: forecastSource,
 } as const;
 export type SourceKind = keyof typeof SOURCES;
 export const SOURCE_KINDS = Object.keys(SOURCES) as [SourceKind, ...SourceKind[]];

@@ -21,7 +21,19 @@ export interface SampleRequest {
 
 /** One value for the whole subject, or one per object name. */
 export type SampleValue =
-  { kind: "scalar"; value: number } | { kind: "objects"; values: ReadonlyMap<string, number> };
+  | { kind: "scalar"; value: number; note?: SampleNote }
+  | { kind: "objects"; values: ReadonlyMap<string, number> };
+
+/**
+ * What a source says about a value beside it, shown as a condition of the mapping (a
+ * forecast's model and fit error, or why it serves the current value).
+ */
+export interface SampleNote {
+  type: "Forecast";
+  status: "True" | "False";
+  reason: string;
+  message: string;
+}
 
 /** A source of metric values. */
 export interface MetricSource {

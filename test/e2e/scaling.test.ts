@@ -444,6 +444,91 @@ spec:
     });
   });
 
+  it("a forecast of a pattern that repeats every minute: replicas rise before the input does, once two seasons are learnt", async function () {
+    // A compressed day: the load is 10 from second 30 to 45 of every minute, 2 otherwise;
+    // the forecast looks 15 s ahead over a 1-minute season (60 buckets of a second).
+    this.timeout(480_000);
+    const busy = (t: number) => (t % 60_000 >= 30_000 && t % 60_000 < 45_000 ? 10 : 2);
+    json.value = busy(Date.now());
+    if (!json.port) await json.start();
+    const follow = setInterval(() => (json.value = busy(Date.now())), 50);
+    try {
+      apply(`apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: load}
+spec:
+  metric: load
+  subject: {external: {}}
+  interval: 1s
+  source: {http: {url: "${json.url}", jsonPath: "$.stats.value"}}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: load-ahead}
+spec:
+  metric: load_ahead
+  subject: {external: {}}
+  interval: 1s
+  source:
+    forecast: {mapping: load, lead: 15s, season: 1m, method: holt-winters}
+---
+apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: ahead}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: ahead}}
+  template:
+    metadata: {labels: {app: ahead}}
+    spec: {containers: [{name: ahead, image: example.invalid/ahead}]}
+  autoscaling:
+    minReplicas: 1
+    maxReplicas: 10
+    metrics: [{mapping: load-ahead, target: {averageValue: "2"}}]
+    behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
+`);
+      const forecast = async () =>
+        (
+          await cluster.client.get<{
+            status?: { conditions?: { type: string; status: string; reason: string; message: string }[] };
+          }>(`/apis/governor.dev/v1alpha1/namespaces/${ns!.name}/metricmappings/load-ahead`)
+        ).status?.conditions?.find((c) => c.type === "Forecast");
+      await eventually(async () => expect(await forecast()).to.include({ reason: "TooLittleHistory" }), {
+        timeoutMs: 30_000,
+        intervalMs: 1000,
+        what: "learning: the current value served, the condition says so",
+      });
+      await eventually(
+        async () => expect(await forecast()).to.include({ status: "True", reason: "Forecasting" }),
+        {
+          timeoutMs: 180_000,
+          intervalMs: 1000,
+          what: "two seasons learnt",
+        },
+      );
+      // Each minute from here: when did the workload reach 4 replicas, against the rise at second 30?
+      const leads: number[] = [];
+      let previous = await swReplicas("ahead");
+      const until = Date.now() + 130_000;
+      while (Date.now() < until && leads.length < 2) {
+        const r = await swReplicas("ahead");
+        const second = (Date.now() % 60_000) / 1000;
+        if (previous < 4 && r >= 4 && second > 5 && second < 45) leads.push(30 - second);
+        previous = r;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      expect(leads, "a scale-up to 4 in each of two minutes").to.have.length(2);
+      for (const lead of leads)
+        expect(
+          lead,
+          `scaled up ${lead.toFixed(1)} s before the load rose (leads: ${leads.join(", ")})`,
+        ).to.be.above(3);
+      console.log(`      scaled up ${leads.map((l) => l.toFixed(1)).join(" s and ")} s before the load rose`);
+    } finally {
+      clearInterval(follow);
+    }
+  });
+
   it("a schedule with a ramp: replicas climb step by step to the entry's value, hold, and fall back to the default's", async function () {
     // A compressed day: an entry starts every 2 minutes, ramps 2 → 8 over 40 s, holds to the
     // minute and ends; at 2 per replica that is 1 → 2 → 3 → 4 replicas and back to 1.

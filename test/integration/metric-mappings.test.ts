@@ -360,8 +360,8 @@ ${extra}`;
         "two sources",
         "MetricMapping",
         "{metric: x, subject: {resource: pods}, source: {static: {value: '1'}, http: {url: 'http://q/s', jsonPath: '$.a'}}}",
-        /spec.source: Invalid value: (?:"[^"]*": )?source: set exactly one of prometheus, scrape, http, kubernetes, static, schedule, formula/,
-        /source: set exactly one of prometheus, scrape, http, kubernetes, static, schedule, formula/,
+        /spec.source: Invalid value: (?:"[^"]*": )?source: set exactly one of prometheus, scrape, http, kubernetes, static, schedule, formula, forecast/,
+        /source: set exactly one of prometheus, scrape, http, kubernetes, static, schedule, formula, forecast/,
       ],
       [
         "no source",
