@@ -21,6 +21,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import prettier from "prettier";
 import { cellDisagreements, growthTable, runTable } from "../bench/report.js";
 import type { RunResults } from "../bench/stats.js";
+import { type ForecastReplayFigures, forecastReplayTable } from "../bench/forecast-replay.js";
 import {
   type AttackFigures,
   type InClusterFigures,
@@ -32,7 +33,12 @@ import {
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** The docs that hold marked tables. */
-const DOCS = ["docs/performance.md", "docs/hostile-input.md", "docs/reliability.md"];
+const DOCS = [
+  "docs/performance.md",
+  "docs/hostile-input.md",
+  "docs/reliability.md",
+  "docs/formulas-schedules-forecasts.md",
+];
 
 /** How a table is rendered from its JSON, and what is wrong in the JSON itself. */
 interface View {
@@ -50,6 +56,7 @@ const VIEWS: Record<string, View> = {
   growth: { render: (j) => growthTable(j as RunResults) },
   attacks: { render: (j, source) => attacksTable(j as AttackFigures, source) },
   "in-cluster": { render: (j, source) => inClusterTable(j as InClusterFigures, source) },
+  "forecast-replay": { render: (j, source) => forecastReplayTable(j as ForecastReplayFigures, source) },
 };
 
 const BLOCK = /<!-- figures: (\S+) (\S+) -->\n[\s\S]*?<!-- \/figures -->/g;
