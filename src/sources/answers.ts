@@ -34,14 +34,25 @@ const MAX_OBJECT_NAME = 253;
 export type AnswerJob =
   | { kind: "json-path"; path: string }
   | { kind: "prometheus"; nameLabel?: string }
+  | { kind: "prometheus-range" }
   | { kind: "exposition"; series: string; matchLabels?: Record<string, string> };
+
+/** A series' points over time: when (ms since the epoch) and the value. */
+export interface RangePoints {
+  atMs: number[];
+  values: number[];
+}
 
 /** What each kind of job gives. */
 export interface AnswerResults {
   "json-path": number;
   prometheus: SampleValue;
+  "prometheus-range": RangePoints;
   exposition: SeriesSummary;
 }
+
+/** The most points of a range answer (Prometheus' own limit for one series of a range query). */
+export const MAX_RANGE_POINTS = 11_000;
 
 /** Decodes `text` as `job` says; throws an Error with a short, single-line message. */
 export function decodeAnswer<K extends AnswerJob["kind"]>(
@@ -54,6 +65,8 @@ export function decodeAnswer(text: string, job: AnswerJob): AnswerResults[Answer
       return pickNumber(parseJson(text, "JSON"), job.path);
     case "prometheus":
       return toSampleValue(parseJson(text, "a Prometheus answer") as PromResponse, job.nameLabel);
+    case "prometheus-range":
+      return toRangePoints(parseJson(text, "a Prometheus answer") as PromResponse);
     case "exposition":
       return selectSeries(text, job.series, job.matchLabels);
   }
@@ -156,4 +169,35 @@ export function toSampleValue(body: PromResponse, nameLabel: string | undefined)
     if (Number.isFinite(v)) values.set(name, (values.get(name) ?? 0) + v);
   }
   return { kind: "objects", values };
+}
+
+/**
+ * The one series of a Prometheus range answer (`/api/v1/query_range`, a matrix), its
+ * non-finite points left out. None, or more than one, is an error, as for an instant query
+ * without `nameLabel`.
+ */
+export function toRangePoints(body: PromResponse): RangePoints {
+  if (body?.status !== "success" || !body.data)
+    throw new Error(
+      `Prometheus: ${boundedText(String(body?.errorType ?? "error"), 40)}: ${boundedText(String(body?.error ?? "no data"), 200)}`,
+    );
+  const { resultType, result } = body.data;
+  if (resultType !== "matrix" || !Array.isArray(result))
+    throw new Error(`Prometheus returned a ${quote(String(resultType), 20)}; a range query gives a matrix`);
+  if (result.length === 0) throw new Error("the query returned no data over the range");
+  if (result.length > 1)
+    throw new Error(`the query returned ${result.length} series over the range; aggregate (e.g. sum(...))`);
+  const points = (result[0] as { values?: unknown }).values;
+  if (!Array.isArray(points)) throw new Error("Prometheus returned a series without values");
+  if (points.length > MAX_RANGE_POINTS)
+    throw new Error(`the range answer has ${points.length} points; at most ${MAX_RANGE_POINTS}`);
+  const out: RangePoints = { atMs: [], values: [] };
+  for (const p of points as [unknown, unknown][]) {
+    const at = Number(Array.isArray(p) ? p[0] : NaN) * 1000;
+    const v = Number(Array.isArray(p) ? p[1] : NaN);
+    if (!Number.isFinite(at) || !Number.isFinite(v)) continue;
+    out.atMs.push(at);
+    out.values.push(v);
+  }
+  return out;
 }

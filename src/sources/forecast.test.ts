@@ -146,6 +146,41 @@ describe("the forecast source", () => {
     expect(first.value).to.be.closeTo(50, 3);
   });
 
+  it("starts from the input source's history (a Prometheus range query) when it has one; if that fails, says so and asks again after 5 minutes", async () => {
+    const input = new Input();
+    const asked: number[][] = [];
+    let fail = true;
+    (input.sampler as { source: MetricSource }).source = {
+      needsObjects: false,
+      sample: async () => input.value,
+      history: async (fromMs, toMs, stepMs) => {
+        asked.push([fromMs, toMs, stepMs]);
+        if (fail) throw new Error("connection refused");
+        const atMs: number[] = [];
+        const values: number[] = [];
+        for (let t = fromMs; t <= toMs; t += stepMs) (atMs.push(t), values.push(daily(t)));
+        return { atMs, values };
+      },
+    };
+    const now = START + 3 * DAY + 7 * HOUR + 15 * 60_000;
+    const { run, clock } = forecastOf(input, { lead: "1h", season: "24h" }, 60_000);
+    clock.now = now;
+    const failed = await run(now, (t) => daily(t));
+    expect(failed.note).to.deep.include({ reason: "TooLittleHistory" });
+    expect(failed.note!.message).to.match(/; the input's history: connection refused$/);
+    expect(asked, "three days of whole 5-minute buckets up to the one before now's").to.deep.equal([
+      [now - 300_000 - 863 * 300_000, now - 300_000, 300_000],
+    ]);
+    fail = false;
+    const meanwhile = await run(now + 4 * 60_000, (t) => daily(t));
+    expect(meanwhile.note).to.deep.include({ reason: "TooLittleHistory" });
+    expect(asked, "not again within 5 minutes").to.have.length(1);
+    const warmed = await run(now + 6 * 60_000, (t) => daily(t));
+    expect(asked).to.have.length(2);
+    expect(warmed.note).to.deep.include({ reason: "Forecasting" });
+    expect(warmed.value, "07:21, an hour ahead: the day's rise").to.be.closeTo(50, 3);
+  });
+
   it("keeps a bounded history: a short gap bridged, a long one starting it again, an earlier time ignored", () => {
     const s = new BucketSeries(1000, 6, 2);
     for (const [t, v] of [

@@ -8,8 +8,9 @@
  *
  * History: a season is cut into {@link bucketsPerSeason} buckets (at most 288: five
  * minutes of a day), each the mean of the input's values read in it; three seasons are
- * kept (at most 864 numbers). Where the input's samples are kept (`--history-points`) the
- * forecast starts from them; otherwise from its first sample. A gap of at most a quarter
+ * kept (at most 864 numbers). It starts from the input source's history where that can
+ * say (a Prometheus range query), else from the input's kept samples (`--history-points`),
+ * else from its first sample. A gap of at most a quarter
  * season is bridged by a straight line; a longer one starts the history again. Until the
  * model has what it needs (two seasons for holt-winters, a quarter season for linear) the
  * mapping serves the current value, and its `Forecast` condition says why and how far it
@@ -24,11 +25,14 @@ import { Duration, ObjectName, durationBetween, durationMs, withRules } from "..
 import { currentValue, refuseCycle } from "./inputs.js";
 import { type MappingReader, defineSource, required } from "./kind.js";
 import type { MetricSource, SampleNote, SampleValue } from "./source.js";
+import { boundedText } from "../util/bounded-text.js";
 
 /** The most buckets a season is cut into. */
 export const MAX_BUCKETS_PER_SEASON = 288;
 /** Seasons of buckets kept. */
 const SEASONS_KEPT = 3;
+/** How often the input's source is asked for its history again while there is too little. */
+const HISTORY_RETRY_MS = 5 * 60_000;
 
 export const FORECAST_METHODS = ["holt-winters", "linear"] as const;
 
@@ -115,6 +119,22 @@ export class BucketSeries {
     this.values[this.next] = x;
     this.next = (this.next + 1) % this.capacity;
     this.size = Math.min(this.size + 1, this.capacity);
+  }
+
+  /**
+   * A series of the points (`atMs`, `values`, in time order) before this one's first bucket,
+   * then this one's buckets (the one being filled counts once, as its mean so far).
+   */
+  after(atMs: readonly number[], values: readonly number[]): BucketSeries {
+    const out = new BucketSeries(this.stepMs, this.capacity, this.maxGap);
+    const own = this.completed();
+    const first = this.current === undefined ? Infinity : this.current - own.length;
+    for (let i = 0; i < atMs.length; i++)
+      if (Math.floor(atMs[i]! / this.stepMs) < first) out.add(atMs[i]!, values[i]!);
+    own.forEach((v, j) => out.add((first + j) * this.stepMs, v));
+    if (this.current !== undefined) out.add(this.current * this.stepMs, this.sum / this.count);
+    out.restarts += this.restarts;
+    return out;
   }
 
   /** The completed buckets, oldest first. */
@@ -240,13 +260,16 @@ const q = (x: number) => String(Number((Math.round(x * 1e6) / 1e6).toPrecision(4
 export class ForecastSource implements MetricSource {
   readonly needsObjects = false;
   readonly readsMappings: readonly string[];
-  private readonly series: BucketSeries;
+  private series: BucketSeries;
   private readonly m: number;
   private readonly leadMs: number;
   private readonly method: Spec["method"];
   /** The fit of the last completed bucket it was made for. */
   private fit?: { bucket: number; fit: Fit | undefined };
   private warmed = false;
+  /** When the input's source was last asked for its history, and why it could not give it. */
+  private historyAskedAt?: number;
+  private historyError?: string;
 
   /**
    * @param intervalMs the mapping's sampling interval (a bucket is no shorter)
@@ -270,7 +293,7 @@ export class ForecastSource implements MetricSource {
     this.method = spec.method;
   }
 
-  async sample(): Promise<SampleValue> {
+  async sample(req?: { signal?: AbortSignal }): Promise<SampleValue> {
     const now = this.now();
     const mapping = this.readsMappings[0]!;
     const { value, served } = currentValue(
@@ -292,9 +315,41 @@ export class ForecastSource implements MetricSource {
         for (let i = 0; i < kept.atMs.length; i++)
           this.series.add(kept.atMs[i]!, kept.sum[i]! / kept.count[i]!);
     }
+    if (this.series.completed().length < this.need)
+      await this.askHistory(served.sampler.source, now, req?.signal);
     this.series.add(now, value.value);
     const note = this.note(now, value.value);
     return { kind: "scalar", value: note.serving, note: note.note };
+  }
+
+  /** Buckets the method needs before it forecasts. */
+  private get need(): number {
+    return this.method === "holt-winters" ? 2 * this.m : Math.max(3, Math.ceil(this.m / 4));
+  }
+
+  /**
+   * Asks the input's source for its history (a Prometheus range query) when it can give
+   * one, at most every {@link HISTORY_RETRY_MS}, and puts it before what was recorded.
+   */
+  private async askHistory(source: MetricSource, now: number, signal?: AbortSignal): Promise<void> {
+    if (!source.history) return;
+    if (this.historyAskedAt !== undefined && now - this.historyAskedAt < HISTORY_RETRY_MS) return;
+    this.historyAskedAt = now;
+    const step = this.series.stepMs;
+    // Whole buckets, up to the one before now's.
+    const to = (Math.floor(now / step) - 1) * step;
+    try {
+      const got = await source.history(
+        to - (this.series.capacity - 1) * step,
+        to,
+        step,
+        signal ?? AbortSignal.timeout(10_000),
+      );
+      this.series = this.series.after(got.atMs, got.values);
+      this.historyError = undefined;
+    } catch (err) {
+      this.historyError = boundedText(err instanceof Error ? err.message : String(err), 200);
+    }
   }
 
   /** The model's fit for the last completed bucket (fitted once per bucket). */
@@ -318,8 +373,9 @@ export class ForecastSource implements MetricSource {
     const fit = this.fitted(now);
     const step = span(this.series.stepMs);
     if (!fit || !Number.isFinite(fit.forecast)) {
-      const need = this.method === "holt-winters" ? 2 * this.m : Math.max(3, Math.ceil(this.m / 4));
+      const need = this.need;
       const have = this.series.completed().length;
+      const asked = this.historyError ? `; the input's history: ${this.historyError}` : "";
       const what = this.method === "holt-winters" ? "two seasons" : "a quarter season";
       return {
         serving: current,
@@ -327,7 +383,7 @@ export class ForecastSource implements MetricSource {
           type: "Forecast",
           status: "False",
           reason: "TooLittleHistory",
-          message: `${have} of the ${need} buckets of ${step} ${this.method} needs (${what}) recorded: serving the current value`,
+          message: `${have} of the ${need} buckets of ${step} ${this.method} needs (${what}) recorded: serving the current value${asked}`,
         },
       };
     }

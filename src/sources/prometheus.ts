@@ -12,7 +12,7 @@ import { z } from "zod";
 import { SecretKeyRef, SecretRef, SOURCE_CREDENTIAL_LABEL, durationMs, withRules } from "../api/common.js";
 import type { LabelSelector } from "../selectors/label-selector.js";
 import { sharedAnswerDecoder } from "./answer-decoder.js";
-import type { PromResponse } from "./answers.js";
+import { MAX_RANGE_POINTS, type PromResponse } from "./answers.js";
 import { HttpStatusError, getBytes } from "./http-client.js";
 import { boundedText } from "../util/bounded-text.js";
 import { DEFAULT_TENANT_HEADER, MAX_QUERY_BYTES, type QueryScope, scopeQuery } from "./promql-scope.js";
@@ -249,6 +249,44 @@ export class PrometheusSource implements MetricSource {
         selector: req.selector,
       }),
     );
+    const body = await this.get("api/v1/query", { query }, req.signal);
+    const decoder = this.ctx.decoder ?? sharedAnswerDecoder();
+    return decoder.decode(
+      body,
+      { kind: "prometheus", nameLabel: this.spec.nameLabel },
+      { tenant: this.ctx.namespace, signal: req.signal },
+    );
+  }
+
+  /**
+   * The query's values from `fromMs` to `toMs`, one every `stepMs` (a range query, bound to
+   * the namespace as every query is): for a query of one value, not one per object or per
+   * HPA selector.
+   */
+  async history(
+    fromMs: number,
+    toMs: number,
+    stepMs: number,
+    signal: AbortSignal,
+  ): Promise<{ atMs: number[]; values: number[] }> {
+    if (this.needsObjects || this.perSelector || this.spec.nameLabel)
+      throw new Error("the query gives one value per object or per HPA selector: it has no single history");
+    const points = Math.floor((toMs - fromMs) / stepMs) + 1;
+    if (!(stepMs >= 1000) || points < 1 || points > MAX_RANGE_POINTS)
+      throw new Error(`a range of ${points} points of ${stepMs} ms is not one Prometheus answers`);
+    const query = this.scoped(renderQuery(this.spec.query, { namespace: this.ctx.namespace }));
+    const seconds = (ms: number) => String(Math.floor(ms / 1000));
+    const body = await this.get(
+      "api/v1/query_range",
+      { query, start: seconds(fromMs), end: seconds(toMs), step: `${Math.round(stepMs / 1000)}s` },
+      signal,
+    );
+    const decoder = this.ctx.decoder ?? sharedAnswerDecoder();
+    return decoder.decode(body, { kind: "prometheus-range" }, { tenant: this.ctx.namespace, signal });
+  }
+
+  /** A GET of the Prometheus API at `path` with the mapping's credentials, tenant and parameters. */
+  private async get(path: string, params: Record<string, string>, signal: AbortSignal): Promise<Buffer> {
     const headers: Record<string, string> = { accept: "application/json" };
     if (this.tenant) headers[this.tenant[0]] = this.tenant[1];
     if (this.spec.bearerTokenSecret) {
@@ -269,19 +307,15 @@ export class PrometheusSource implements MetricSource {
     const ca = this.spec.caSecret
       ? await secretKey(this.ctx.secrets, this.ctx.namespace, this.spec.caSecret)
       : undefined;
-    const url = new URL(
-      "api/v1/query",
-      this.spec.address.endsWith("/") ? this.spec.address : `${this.spec.address}/`,
-    );
+    const url = new URL(path, this.spec.address.endsWith("/") ? this.spec.address : `${this.spec.address}/`);
     for (const [k, v] of Object.entries(this.spec.queryParameters ?? {})) url.searchParams.set(k, v);
-    url.searchParams.set("query", query);
+    for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
     url.searchParams.set("timeout", `${Math.max(1, Math.floor(this.timeoutMs / 1000))}s`);
-    let body: Buffer;
     try {
-      body = await getBytes(url.toString(), {
+      return await getBytes(url.toString(), {
         headers,
         tenant: this.ctx.namespace,
-        signal: req.signal,
+        signal,
         timeoutMs: this.timeoutMs,
         ca,
         policy: this.ctx.policy,
@@ -296,12 +330,6 @@ export class PrometheusSource implements MetricSource {
       }
       throw err;
     }
-    const decoder = this.ctx.decoder ?? sharedAnswerDecoder();
-    return decoder.decode(
-      body,
-      { kind: "prometheus", nameLabel: this.spec.nameLabel },
-      { tenant: this.ctx.namespace, signal: req.signal },
-    );
   }
 }
 

@@ -49,6 +49,17 @@ export interface MetricSource {
    * Unset: no budget (sources that read the apiserver or the mapping's own pods).
    */
   readonly backend?: string;
+  /**
+   * Its values over a stretch of the past, one every `stepMs`, where the source can say
+   * (a Prometheus query of one value: a range query); throws when it cannot. A forecast
+   * starts from them.
+   */
+  history?(
+    fromMs: number,
+    toMs: number,
+    stepMs: number,
+    signal: AbortSignal,
+  ): Promise<{ atMs: number[]; values: number[] }>;
   /** The MetricMappings of its namespace whose values it reads (a formula's, a forecast's inputs). */
   readonly readsMappings?: readonly string[];
   /** Releases connections and watches. */

@@ -9,7 +9,7 @@ import { FORBIDDEN_SOURCE_HEADERS } from "./http.js";
 import { MetricMappingKind, MetricMappingSpec, buildSource } from "./registry.js";
 import { FakeKube } from "../../test/support/fake-kube.js";
 import { destinationPolicy } from "./destination-policy.js";
-import { MAX_SERIES, pickNumber, toSampleValue } from "./answers.js";
+import { MAX_RANGE_POINTS, MAX_SERIES, pickNumber, toRangePoints, toSampleValue } from "./answers.js";
 import { HttpSource } from "./http.js";
 import { PrometheusSource, PrometheusSpec, renderQuery } from "./prometheus.js";
 import { type QueryScope, QueryScopeError } from "./promql-scope.js";
@@ -85,6 +85,86 @@ describe("sources", () => {
       );
       const ok = toSampleValue(series(MAX_SERIES), "pod");
       expect(ok.kind === "objects" && ok.values.size).to.equal(MAX_SERIES);
+    });
+
+    it("reads a query's history as one range query bound to the namespace, with the mapping's credentials", async () => {
+      let asked: URL | undefined;
+      let auth: string | undefined;
+      const { server, base } = await serve((url, headers) => {
+        asked = url;
+        auth = headers.authorization as string;
+        return {
+          body: JSON.stringify({
+            status: "success",
+            data: {
+              resultType: "matrix",
+              result: [
+                {
+                  metric: {},
+                  values: [
+                    [1800, "3"],
+                    [2100, "NaN"],
+                    [2400, "5.5"],
+                  ],
+                },
+              ],
+            },
+          }),
+        };
+      });
+      try {
+        const src = (nameLabel?: string) =>
+          new PrometheusSource(
+            {
+              address: base,
+              query: "sum(x)",
+              nameLabel,
+              timeout: "2s",
+              bearerTokenSecret: { name: "prom-token", key: "token" },
+            },
+            { namespace: "shop", secrets, policy: loopback },
+          );
+        const h = await src().history(1_800_000, 2_400_000, 300_000, signal());
+        expect(h, "the NaN point left out").to.deep.equal({ atMs: [1_800_000, 2_400_000], values: [3, 5.5] });
+        expect(asked?.pathname).to.equal("/api/v1/query_range");
+        expect(Object.fromEntries(asked!.searchParams)).to.deep.include({
+          query: 'sum(x{namespace="shop"})',
+          start: "1800",
+          end: "2400",
+          step: "300s",
+        });
+        expect(auth).to.equal("Bearer s3cret");
+        await src("pod")
+          .history(0, 600_000, 300_000, signal())
+          .then(
+            () => expect.fail("a history per object"),
+            (err: Error) => expect(err.message).to.match(/one value per object/),
+          );
+        await src()
+          .history(0, 300_000 * MAX_RANGE_POINTS, 300_000, signal())
+          .then(
+            () => expect.fail("too many points"),
+            (err: Error) => expect(err.message).to.match(/is not one Prometheus answers/),
+          );
+      } finally {
+        server.close();
+      }
+    });
+
+    it("reads a range answer's one series, refusing none, several or too many points", () => {
+      const matrix = (result: unknown[]) => ({
+        status: "success" as const,
+        data: { resultType: "matrix" as const, result },
+      });
+      expect(() => toRangePoints(matrix([]))).to.throw("the query returned no data over the range");
+      expect(() => toRangePoints(matrix([{ values: [] }, { values: [] }]))).to.throw(
+        /2 series over the range; aggregate/,
+      );
+      const many = Array.from({ length: MAX_RANGE_POINTS + 1 }, (_, i) => [i, "1"]);
+      expect(() => toRangePoints(matrix([{ values: many }]))).to.throw(/at most 11000/);
+      expect(() => toRangePoints({ status: "success", data: { resultType: "vector", result: [] } })).to.throw(
+        /a range query gives a matrix/,
+      );
     });
 
     it("maps a vector to objects by nameLabel, sends the bearer token, and reports Prometheus' own errors", async () => {
