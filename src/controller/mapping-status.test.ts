@@ -113,6 +113,19 @@ describe("MetricMapping status", () => {
         last: { ...noted.last!, value: { kind: "scalar", value: 42, note: warming } },
       }).health,
     );
+    const stale = computeStatus(
+      forecasting,
+      1,
+      serving({ ...noted, last: { ...noted.last!, atMs: NOW - 120_000 } }),
+      NOW,
+    );
+    expect(
+      stale.status.conditions?.find((c) => c.type === "Forecast"),
+      "the forecast of a stale value",
+    ).to.include({
+      status: "Unknown",
+      reason: "NotCurrent",
+    });
     const { status } = computeStatus(forecasting, 1, serving(sampled(1000)), NOW);
     expect(status.conditions!.map((c) => c.type).sort()).to.deep.equal(["Ready", "SourceHealthy"]);
     const { status: refused } = computeStatus(

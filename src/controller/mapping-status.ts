@@ -51,12 +51,8 @@ export function computeStatus(
   if (what.active) {
     const { state } = what.active;
     conditions = setCondition(conditions, { type: "SourceHealthy", ...sourceHealth(state) }, generation, at);
-    conditions = setCondition(
-      conditions,
-      { type: "Ready", ...readiness(what.active, state, now) },
-      generation,
-      at,
-    );
+    const ready = readiness(what.active, state, now);
+    conditions = setCondition(conditions, { type: "Ready", ...ready }, generation, at);
     conditions = state.throttled
       ? setCondition(
           conditions,
@@ -65,10 +61,23 @@ export function computeStatus(
           at,
         )
       : conditions.filter((c) => c.type !== "Throttled");
-    // What the source says beside its value (a forecast's fit), while that value is its last.
+    // What the source says beside its value (a forecast's fit), while that value is its
+    // last; what it said of a value no longer served is not current.
     const note = state.last?.value.kind === "scalar" ? state.last.value.note : undefined;
     conditions = note
-      ? setCondition(conditions, { ...note, message: boundedText(note.message) }, generation, at)
+      ? setCondition(
+          conditions,
+          ready.reason === "Serving"
+            ? { ...note, message: boundedText(note.message) }
+            : {
+                type: note.type,
+                status: "Unknown",
+                reason: "NotCurrent",
+                message: `about a value no longer served (Ready: ${ready.reason}): ${boundedText(note.message, 300)}`,
+              },
+          generation,
+          at,
+        )
       : conditions.filter((c) => c.type !== "Forecast");
     conditions = what.shadows
       ? setCondition(

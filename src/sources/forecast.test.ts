@@ -181,6 +181,63 @@ describe("the forecast source", () => {
     expect(warmed.value, "07:21, an hour ahead: the day's rise").to.be.closeTo(50, 3);
   });
 
+  it("forecasts at once when history arrives in the middle of a bucket", async () => {
+    const input = new Input();
+    let fail = true;
+    (input.sampler as { source: MetricSource }).source = {
+      needsObjects: false,
+      sample: async () => input.value,
+      history: async (fromMs, toMs, stepMs) => {
+        if (fail) throw new Error("not yet");
+        const atMs: number[] = [];
+        const values: number[] = [];
+        for (let t = fromMs; t <= toMs; t += stepMs) (atMs.push(t), values.push(daily(t)));
+        return { atMs, values };
+      },
+    };
+    // A 2-day season: buckets of 10 minutes; the retry 5 minutes later is in the same bucket.
+    const { run, clock } = forecastOf(input, { lead: "1h", season: "48h" }, 60_000);
+    const now = START + 6 * DAY + 7 * HOUR;
+    clock.now = now;
+    expect((await run(now, (t) => daily(t))).note).to.deep.include({ reason: "TooLittleHistory" });
+    fail = false;
+    const warmed = await run(now + 5 * 60_000, (t) => daily(t));
+    expect(warmed.note).to.deep.include({ reason: "Forecasting" });
+  });
+
+  it("refuses a season shorter than 4 intervals; skips what is not a number; says when values are too large to fit", async () => {
+    expect(
+      () =>
+        new ForecastSource(
+          ForecastSpec.parse({ mapping: "load", lead: "10s", season: "1m" }),
+          "shop",
+          reader({}),
+          45_000,
+          "a",
+        ),
+    ).to.throw(/season 1m is shorter than 4 of the mapping's intervals \(45s\)/);
+    // A kept sample of no objects (sum 0, count 0) is no value, not NaN in the history.
+    const input = new Input();
+    const kept = { atMs: [] as number[], sum: [] as number[], count: [] as number[] };
+    const now = START + 7 * HOUR + 15 * 60_000;
+    for (let t = now - 2 * DAY; t < now; t += 60_000) {
+      const none = t === now - DAY;
+      kept.atMs.push(t);
+      kept.sum.push(none ? 0 : daily(t));
+      kept.count.push(none ? 0 : 1);
+    }
+    input.kept = kept;
+    const { run, clock } = forecastOf(input, { lead: "1h", season: "24h" });
+    clock.now = now;
+    const first = await run(now, (t) => daily(t));
+    expect(first.note).to.deep.include({ reason: "Forecasting" });
+    const huge = new Input();
+    const { run: runHuge } = forecastOf(huge, { lead: "1h", season: "24h" });
+    const last = await runHuge(START + 2 * DAY + HOUR, (t) => (daily(t) > 20 ? 1e307 : -1e307));
+    expect(last.note).to.deep.include({ reason: "NoForecast" });
+    expect(last.value).to.equal(-1e307);
+  });
+
   it("keeps a bounded history: a short gap bridged, a long one starting it again, an earlier time ignored", () => {
     const s = new BucketSeries(1000, 6, 2);
     for (const [t, v] of [

@@ -24,7 +24,7 @@ import { z } from "zod";
 import { Duration, ObjectName, durationBetween, durationMs, withRules } from "../api/common.js";
 import { currentValue, refuseCycle } from "./inputs.js";
 import { type MappingReader, defineSource, required } from "./kind.js";
-import type { MetricSource, SampleNote, SampleValue } from "./source.js";
+import { type MetricSource, type SampleNote, type SampleValue, SourceConfigError } from "./source.js";
 import { boundedText } from "../util/bounded-text.js";
 
 /** The most buckets a season is cut into. */
@@ -93,8 +93,9 @@ export class BucketSeries {
     this.values = new Float64Array(capacity);
   }
 
-  /** Records `v` read at `t` (ms); earlier than the bucket being filled: ignored. */
+  /** Records `v` read at `t` (ms); earlier than the bucket being filled, or not finite: ignored. */
   add(t: number, v: number): void {
+    if (!Number.isFinite(v) || !Number.isFinite(t)) return;
     const k = Math.floor(t / this.stepMs);
     if (this.current === undefined || k === this.current) {
       this.current ??= k;
@@ -287,6 +288,10 @@ export class ForecastSource implements MetricSource {
     this.readsMappings = [spec.mapping];
     if (name !== undefined) refuseCycle(mappings, namespace, name, this.readsMappings, "forecast");
     const seasonMs = durationMs(spec.season);
+    if (seasonMs < 4 * intervalMs)
+      throw new SourceConfigError(
+        `forecast season ${spec.season} is shorter than 4 of the mapping's intervals (${span(intervalMs)}): a pattern needs at least 4 samples a season`,
+      );
     this.m = bucketsPerSeason(seasonMs, intervalMs);
     this.series = new BucketSeries(seasonMs / this.m, SEASONS_KEPT * this.m, Math.floor(this.m / 4));
     this.leadMs = durationMs(spec.lead);
@@ -313,7 +318,8 @@ export class ForecastSource implements MetricSource {
       const kept = served.recorded?.(now - this.series.capacity * this.series.stepMs);
       if (kept)
         for (let i = 0; i < kept.atMs.length; i++)
-          this.series.add(kept.atMs[i]!, kept.sum[i]! / kept.count[i]!);
+          if (kept.count[i]! > 0) this.series.add(kept.atMs[i]!, kept.sum[i]! / kept.count[i]!);
+      this.fit = undefined;
     }
     if (this.series.completed().length < this.need)
       await this.askHistory(served.sampler.source, now, req?.signal);
@@ -346,6 +352,7 @@ export class ForecastSource implements MetricSource {
         signal ?? AbortSignal.timeout(10_000),
       );
       this.series = this.series.after(got.atMs, got.values);
+      this.fit = undefined;
       this.historyError = undefined;
     } catch (err) {
       this.historyError = boundedText(err instanceof Error ? err.message : String(err), 200);
@@ -372,7 +379,17 @@ export class ForecastSource implements MetricSource {
   private note(now: number, current: number): { serving: number; note: SampleNote } {
     const fit = this.fitted(now);
     const step = span(this.series.stepMs);
-    if (!fit || !Number.isFinite(fit.forecast)) {
+    if (fit && !(Number.isFinite(fit.forecast) && Number.isFinite(fit.rmse)))
+      return {
+        serving: current,
+        note: {
+          type: "Forecast",
+          status: "False",
+          reason: "NoForecast",
+          message: `${this.method} gave no finite forecast over ${fit.points} buckets (values too large to fit): serving the current value`,
+        },
+      };
+    if (!fit) {
       const need = this.need;
       const have = this.series.completed().length;
       const asked = this.historyError ? `; the input's history: ${this.historyError}` : "";

@@ -74,6 +74,10 @@ describe("the formula source", () => {
     expect(value("math.ceil(a) + math.floor(a) + math.abs(-a) + math.trunc(-a)", { a: 1.5 })).to.equal(3.5);
     expect(value("math.sqrt(a)", { a: 16 })).to.equal(4);
     expect(() => value("9223372036854775807 + 1"), "int overflow").to.throw(/formula: integer overflow/);
+    expect(() => value("int(a) * 1", { a: 1e300 }), "an int beyond 64 bits").to.throw(
+      /formula: integer overflow/,
+    );
+    expect(() => value("(-9223372036854775807 - 1) / -1"), "-2^63 / -1").to.throw(/integer overflow/);
   });
 
   it("refuses at build what is not a formula of numbers, saying what and where", () => {
@@ -91,6 +95,8 @@ describe("the formula source", () => {
       ["math.max(a, a)", /the method \.max\(\)/],
       ["a in [1.0]", /maxListElements|the operator in/],
       ["uint(a)", /the function uint\(\)/],
+      ["1" + "0".repeat(1000) + " + a", /a number literal out of range/],
+      ["a + 1e400", /a number literal out of range|Invalid number/],
     ];
     for (const [expression, why] of refusals)
       expect(() => compileFormula(expression, ["a"]), expression)
@@ -201,6 +207,47 @@ describe("the formula source", () => {
     clearInterval(ticker);
     expect(value.kind === "objects" && value.values.get("p10")).to.equal(2010);
     expect(ticks, "timers ran while it evaluated").to.be.above(0);
+  });
+
+  it("many formulas over many objects at once hold the event loop for milliseconds at a time, and stop early on failing evaluations", async () => {
+    const many = (n: number, v: number) =>
+      objects(Object.fromEntries(Array.from({ length: n }, (_, i) => [`p${i}`, i + v])));
+    const big = many(20_000, 1);
+    const formulas = Array.from({ length: 10 }, () =>
+      formula(
+        { expression: "a * 2.0 + a", inputs: { a: { mapping: "m" } } },
+        new Mappings({ m: served(big) }),
+      ),
+    );
+    // Every evaluation fails (an error costs ~1,000 evaluations): stopped after a few.
+    const failing = formula(
+      { expression: "int(a) / int(b)", inputs: { a: { mapping: "m" }, b: { mapping: "zero" } } },
+      new Mappings({
+        m: served(many(20_000, 1)),
+        zero: served(objects(Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`p${i}`, 0])))),
+      }),
+    );
+    let longest = 0;
+    let last = performance.now();
+    const ticker = setInterval(() => {
+      const now = performance.now();
+      longest = Math.max(longest, now - last);
+      last = now;
+    }, 1);
+    const t0 = performance.now();
+    const results = await Promise.allSettled([...formulas.map(sample), sample(failing)]);
+    const took = performance.now() - t0;
+    clearInterval(ticker);
+    for (const r of results.slice(0, -1)) {
+      expect(r.status, String((r as PromiseRejectedResult).reason)).to.equal("fulfilled");
+      const v = (r as PromiseFulfilledResult<SampleValue>).value;
+      expect(v.kind === "objects" && v.values.get("p9")).to.equal(30);
+    }
+    const failed = results.at(-1) as PromiseRejectedResult;
+    expect((failed.reason as Error).message).to.match(
+      /^formula: division by zero \(and for 15 other objects; stopped there\)$/,
+    );
+    expect(longest, `the longest turn while ${took.toFixed(0)} ms of evaluations ran`).to.be.below(40);
   });
 
   it("refuses inputs that read the mapping itself, or lead back to it through other formulas", () => {

@@ -20,7 +20,8 @@
  * {@link MAX_EXPRESSION_LENGTH} characters at admission, and so at most that many nodes;
  * the build checks the nodes again ({@link MAX_FORMULA_COST}) and the type (a number). At
  * run time a sample evaluates once per object: one over {@link MAX_SAMPLE_COST} steps in
- * all is refused, and the steps are shared out over turns of the event loop.
+ * all is refused before it starts, one taking more than {@link MAX_SAMPLE_MS} of CPU is
+ * stopped, and all formulas together yield the event loop after {@link TURN_MS} in a turn.
  */
 import { z } from "zod";
 import { Environment, type ASTNode } from "@marcbachmann/cel-js";
@@ -34,12 +35,41 @@ import { type MetricSource, type SampleValue, SourceConfigError } from "./source
 export const MAX_EXPRESSION_LENGTH = 1024;
 /** The most nodes an expression may have (each is at most one step of an evaluation). */
 export const MAX_FORMULA_COST = MAX_EXPRESSION_LENGTH;
+/** The largest CEL int. */
+const MAX_INT64 = 2n ** 63n - 1n;
 /** Inputs of one formula, at most. */
 export const MAX_FORMULA_INPUTS = 8;
 /** The most steps one sample may take over all its objects (about 50 ms of CPU). */
 export const MAX_SAMPLE_COST = 2_000_000;
-/** Steps evaluated in one turn of the event loop before the others get theirs (about 1 ms). */
-const STEPS_PER_TURN = 50_000;
+/** Steps an evaluation costs besides its nodes (binding the inputs, the call): ~1.5 µs. */
+const EVALUATION_STEPS = 64;
+/**
+ * The most CPU one sample's evaluations may take (the process's CPU while they ran, not
+ * wall time, which other work stretches): a backstop for what the static cost misjudges.
+ */
+const MAX_SAMPLE_MS = 100;
+/** The CPU all formulas' evaluations may take in one turn of the event loop before it yields. */
+const TURN_MS = 2;
+/** Evaluations between two looks at the clock. */
+const CLOCK_EVERY = 64;
+/** Failed evaluations of one sample, without a success, after which it stops. */
+const MAX_OBJECT_ERRORS = 16;
+
+/** The CPU formulas have taken in this turn of the event loop (reset when the turn ends). */
+const turn = { spentMs: 0, resetting: false };
+/** Counts `ms` against this turn's share. */
+function charge(ms: number): void {
+  if (!turn.resetting) {
+    turn.resetting = true;
+    setImmediate(() => {
+      turn.spentMs = 0;
+      turn.resetting = false;
+    });
+  }
+  turn.spentMs += ms;
+}
+/** Waits for the next turn of the event loop, where the formulas' share starts anew. */
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 
 /** An input's name: a CEL identifier that is not a reserved word or `math`. */
 const INPUT_NAME = /^[a-z_][a-zA-Z0-9_]{0,62}$/;
@@ -192,7 +222,11 @@ export function compileFormula(expression: string, inputs: readonly string[]): C
       } catch (err) {
         throw new Error(`formula: ${celMessage(err)}`);
       }
-      if (typeof out === "bigint") return Number(out);
+      if (typeof out === "bigint") {
+        // cel-js computes ints as big integers; CEL's are 64 bits (int(1e300) is an error in cel-go).
+        if (out > MAX_INT64 || out < -MAX_INT64 - 1n) throw new Error("formula: integer overflow");
+        return Number(out);
+      }
       if (typeof out === "number") return out;
       throw new Error(`formula gave ${typeof out}, not a number`);
     },
@@ -210,6 +244,9 @@ function allowedNodes(ast: ASTNode, inputs: ReadonlySet<string>): number {
     if (op === "value") {
       if (typeof args !== "number" && typeof args !== "bigint" && typeof args !== "boolean")
         throw refused(`a ${args === null ? "null" : typeof args} literal`, node);
+      // CEL's ints are 64 bits and its doubles finite; cel-js reads longer literals as more.
+      if ((typeof args === "bigint" && (args > MAX_INT64 || args < -MAX_INT64)) || args === Infinity)
+        throw refused("a number literal out of range", node);
     } else if (op === "id") {
       if (!inputs.has(args as string) && args !== "math")
         throw new SourceConfigError(`formula expression: ${JSON.stringify(args)} is not an input`);
@@ -298,19 +335,39 @@ export class FormulaSource implements MetricSource {
   ): Promise<Map<string, number>> {
     inputs.sort((a, b) => a[1].size - b[1].size);
     const [, smallest] = inputs[0]!;
-    if (smallest.size * this.formula.cost > MAX_SAMPLE_COST)
+    const steps = smallest.size * (this.formula.cost + EVALUATION_STEPS);
+    if (steps > MAX_SAMPLE_COST)
       throw new Error(
-        `formula over ${smallest.size} objects would take ${smallest.size * this.formula.cost} steps, more than the ${MAX_SAMPLE_COST} one sample may take`,
+        `formula over ${smallest.size} objects would take ${steps} steps, more than the ${MAX_SAMPLE_COST} one sample may take`,
       );
     const out = new Map<string, number>();
     const values = { ...scalars };
-    const perTurn = Math.max(1, Math.floor(STEPS_PER_TURN / this.formula.cost));
     let firstError: Error | undefined;
+    let errors = 0;
+    let cpuMs = 0;
     let done = 0;
+    let since = performance.now();
+    let cpuSince = process.cpuUsage();
     for (const name of smallest.keys()) {
-      if (++done % perTurn === 0) {
-        await new Promise((resolve) => setImmediate(resolve));
-        if (signal?.aborted) throw new Error("aborted");
+      // Every few evaluations: the time they took, shared with the other formulas' of this
+      // turn of the event loop; past the turn's share, the others go first.
+      if (++done % CLOCK_EVERY === 0) {
+        const now = performance.now();
+        const cpu = process.cpuUsage(cpuSince);
+        cpuMs += (cpu.user + cpu.system) / 1000;
+        charge(now - since);
+        since = now;
+        cpuSince = process.cpuUsage();
+        if (cpuMs > MAX_SAMPLE_MS)
+          throw new Error(
+            `formula over ${smallest.size} objects took more than ${MAX_SAMPLE_MS} ms of CPU; it was stopped after ${done}`,
+          );
+        if (turn.spentMs > TURN_MS) {
+          await nextTurn();
+          if (signal?.aborted) throw new Error("aborted");
+          since = performance.now();
+          cpuSince = process.cpuUsage();
+        }
       }
       let all = true;
       for (const [v, byObject] of inputs) {
@@ -325,9 +382,14 @@ export class FormulaSource implements MetricSource {
       try {
         out.set(name, this.formula.evaluate(values));
       } catch (err) {
+        // An error costs a thousand times an evaluation (its message draws the expression):
+        // a few say what is wrong.
         firstError ??= err as Error;
+        if (++errors >= MAX_OBJECT_ERRORS && !out.size)
+          throw new Error(`${firstError.message} (and for ${errors - 1} other objects; stopped there)`);
       }
     }
+    charge(performance.now() - since);
     if (!out.size && firstError) throw firstError;
     return out;
   }

@@ -23,6 +23,9 @@ import {
 import { eventually } from "../support/eventually.js";
 import { freePort } from "../support/ports.js";
 import { TestPrometheus } from "../support/prometheus.js";
+import { ForecastSource, ForecastSpec } from "../../src/sources/forecast.js";
+import type { ServedMapping } from "../../src/sources/kind.js";
+import { PrometheusSource } from "../../src/sources/prometheus.js";
 
 interface Item {
   describedObject: { name: string };
@@ -288,6 +291,52 @@ spec:
         (err: KubeApiError) => err.statusCode,
       );
     expect(refused).to.be.oneOf([404, 503]);
+  });
+
+  it("a forecast of a Prometheus query starts from Prometheus' history of it, bound to the namespace like every sample", async () => {
+    const source = new PrometheusSource(
+      { address: prometheus.url, query: "sum(rate(http_requests_total[5s]))", timeout: "5s" },
+      { namespace: ns.name, secrets: { read: async () => ({}) }, policy: LOOPBACK_SOURCES },
+    );
+    const to = Math.floor(Date.now() / 1000) * 1000 - 2000;
+    const from = to - 20_000;
+    const history = await source.history(from, to, 1000, AbortSignal.timeout(5000));
+    expect(history.atMs.length, "a point a second").to.be.within(15, 21);
+    // This namespace's 20 + 40 requests/s, never the other team's 500.
+    for (const v of history.values) expect(v).to.be.within(45, 75);
+    // The same range asked of Prometheus directly, bound by hand: the same points.
+    const direct = (await (
+      await fetch(
+        `${prometheus.url}/api/v1/query_range?${new URLSearchParams({
+          query: `sum(rate(http_requests_total{namespace="${ns.name}"}[5s]))`,
+          start: String(from / 1000),
+          end: String(to / 1000),
+          step: "1s",
+        }).toString()}`,
+      )
+    ).json()) as { data: { result: { values: [number, string][] }[] } };
+    expect(history.values).to.deep.equal(direct.data.result[0]!.values.map(([, v]) => Number(v)));
+
+    // A forecast over a mapping of that query: its first sample already holds Prometheus' history.
+    const input: ServedMapping = {
+      staleAfterMs: 60_000,
+      sampler: {
+        state: { last: { value: { kind: "scalar", value: 60 }, atMs: Date.now() } },
+        source,
+        markRead: () => {},
+      },
+    };
+    const forecast = new ForecastSource(
+      ForecastSpec.parse({ mapping: "rps", lead: "10s", season: "1m" }),
+      ns.name,
+      { read: () => input },
+      1000,
+      "rps-ahead",
+    );
+    const first = await forecast.sample({ signal: AbortSignal.timeout(5000) });
+    const note = first.kind === "scalar" ? first.note : undefined;
+    const recorded = Number(/^(\d+) of the 120 buckets/.exec(note?.message ?? "")?.[1] ?? 120);
+    expect(note?.reason === "Forecasting" || recorded >= 15, note?.message).to.equal(true);
   });
 
   it("when Prometheus dies: holds the last value until staleAfter, then 503 (or the fallback), and says why", async () => {
