@@ -37,6 +37,25 @@ describe("the real HPA scales real targets on Governor's metrics (e2e)", functio
     ).spec.replicas;
   const condition = async (name: string, type: string) =>
     (await hpa(name)).status?.conditions?.find((c) => c.type === type);
+  /** Waits until the ScalableWorkload `name` has `n` replicas. */
+  const replicasReach = (name: string, n: number, what: string, timeoutMs = 90_000) =>
+    eventually(async () => expect(await swReplicas(name)).to.equal(n), { timeoutMs, intervalMs: 1000, what });
+  /** A ScalableWorkload of a placeholder pod template whose HPA Governor writes from `metrics` (YAML). */
+  const autoscaled = (name: string, metrics: string) => `apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: ${name}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: ${name}}}
+  template:
+    metadata: {labels: {app: ${name}}}
+    spec: {containers: [{name: ${name}, image: example.invalid/${name}}]}
+  autoscaling:
+    minReplicas: 1
+    maxReplicas: 10
+    metrics: ${metrics}
+    behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
+`;
 
   before(async function () {
     this.timeout(60 * 60_000);
@@ -381,32 +400,10 @@ spec:
       expression: "math.greatest(queue / 10.0, rps / 100.0)"
       inputs: {queue: {mapping: queue-depth}, rps: {mapping: rps}}
 ---
-apiVersion: governor.dev/v1alpha1
-kind: ScalableWorkload
-metadata: {name: worker}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: worker}}
-  template:
-    metadata: {labels: {app: worker}}
-    spec: {containers: [{name: worker, image: example.invalid/worker}]}
-  autoscaling:
-    minReplicas: 1
-    maxReplicas: 10
-    metrics: [{mapping: work, target: {averageValue: "1"}}]
-    behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
-`);
-    await eventually(async () => expect(await swReplicas("worker")).to.equal(3), {
-      timeoutMs: 90_000,
-      intervalMs: 1000,
-      what: "max(20 / 10, 300 / 100) → 3",
-    });
+${autoscaled("worker", '[{mapping: work, target: {averageValue: "1"}}]')}`);
+    await replicasReach("worker", 3, "max(20 / 10, 300 / 100) → 3");
     json.value = 60;
-    await eventually(async () => expect(await swReplicas("worker")).to.equal(6), {
-      timeoutMs: 90_000,
-      intervalMs: 1000,
-      what: "the queue grows: max(60 / 10, 300 / 100) → 6",
-    });
+    await replicasReach("worker", 6, "the queue grows: max(60 / 10, 300 / 100) → 6");
 
     json.stop();
     await eventually(
@@ -437,11 +434,7 @@ spec:
     json.value = 20;
     await json.start();
     apply(rps("900"));
-    await eventually(async () => expect(await swReplicas("worker")).to.equal(9), {
-      timeoutMs: 90_000,
-      intervalMs: 1000,
-      what: "both back, the other signal now larger: max(20 / 10, 900 / 100) → 9",
-    });
+    await replicasReach("worker", 9, "both back, the other signal now larger: max(20 / 10, 900 / 100) → 9");
   });
 
   it("a forecast of a pattern that repeats every minute: replicas rise before the input does, once two seasons are learnt", async function () {
@@ -472,21 +465,7 @@ spec:
   source:
     forecast: {mapping: load, lead: 15s, season: 1m, method: holt-winters}
 ---
-apiVersion: governor.dev/v1alpha1
-kind: ScalableWorkload
-metadata: {name: ahead}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: ahead}}
-  template:
-    metadata: {labels: {app: ahead}}
-    spec: {containers: [{name: ahead, image: example.invalid/ahead}]}
-  autoscaling:
-    minReplicas: 1
-    maxReplicas: 10
-    metrics: [{mapping: load-ahead, target: {averageValue: "2"}}]
-    behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
-`);
+${autoscaled("ahead", '[{mapping: load-ahead, target: {averageValue: "2"}}]')}`);
       const forecast = async () =>
         (
           await cluster.client.get<{
