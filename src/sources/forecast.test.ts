@@ -99,7 +99,7 @@ describe("the forecast source", () => {
     expect(early.value, "07:35: the 08:00 rise is within the lead").to.be.closeTo(50, 2);
     expect(early.note).to.deep.include({ status: "True", reason: "Forecasting" });
     expect(early.note!.message).to.match(
-      /^holt-winters over \d+ buckets of 5m: [\d.]+ in 30m, now 10, serving [\d.]+; fit error \(RMSE of forecasts 30m ahead\) [\d.]+, \d+% of the mean [\d.]+$/,
+      /^holt-winters over \d+ buckets of 5m: at most [\d.]+ within 30m \([\d.]+ in 30m\), now 10, serving [\d.]+; fit error \(RMSE of forecasts 30m ahead\) [\d.]+, \d+% of the mean [\d.]+$/,
     );
     // 17:00: the fall at 18:00 is more than the lead away; at 17:35 the forecast is lower but the current value wins.
     const evening = await run(START + 2 * DAY + 17 * HOUR + 35 * 60_000, (t) => daily(t));
@@ -108,6 +108,21 @@ describe("the forecast source", () => {
     expect(night.value).to.be.closeTo(10, 2);
     const notYet = await run(START + 2 * DAY + 7 * HOUR + 25 * 60_000 + DAY, (t) => daily(t));
     expect(notYet.value, "the next day, 07:25: the rise is more than the lead away").to.be.closeTo(10, 2);
+  });
+
+  it("a rise shorter than the lead is served from when it comes within the lead until it is current, never passed over", async () => {
+    // 08:00 to 08:20 each day, a burst; the lead is an hour.
+    const burst = (t: number) => {
+      const minute = ((((t - START) % DAY) + DAY) % DAY) / 60_000;
+      return minute >= 480 && minute < 500 ? 50 : 10;
+    };
+    const input = new Input();
+    const { run } = forecastOf(input, { lead: "1h", season: "24h" });
+    await run(START + 2 * DAY + 6 * HOUR + 50 * 60_000, burst);
+    for (const at of [7 * 60 + 5, 7 * 60 + 30, 7 * 60 + 55, 8 * 60 + 5]) {
+      const v = await run(START + 2 * DAY + at * 60_000, burst);
+      expect(v.value, `${Math.floor(at / 60)}:${String(at % 60).padStart(2, "0")}`).to.be.above(40);
+    }
   });
 
   it("holt-winters follows a trend over the days, and its fit error is small on a clean pattern", () => {

@@ -2,7 +2,8 @@
  * `forecast`: scale ahead of a predictable rise. It reads another MetricMapping of the
  * namespace (its value as this replica serves it, as a formula does), records it in
  * buckets, fits a model, and serves the larger of the input's current value and the
- * model's forecast `lead` ahead. `holt-winters` (additive, triple exponential smoothing)
+ * model's forecasts up to `lead` ahead (the highest of them: a rise shorter than the lead
+ * is not passed over before it comes). `holt-winters` (additive, triple exponential smoothing)
  * learns a level, a trend and a pattern that repeats every `season` (a day); `linear` fits
  * a straight line to the last season.
  *
@@ -41,7 +42,8 @@ export const ForecastSpec = withRules(
   z.object({
     mapping: ObjectName.meta({ description: "The MetricMapping of this namespace whose value is forecast." }),
     lead: withRules(Duration, [durationBetween("1s", "24h", "lead")]).meta({
-      description: "How far ahead to forecast: the mapping serves the larger of now and then.",
+      description:
+        "How far ahead to forecast: the mapping serves the largest of now and the forecasts until then.",
     }),
     season: withRules(Duration, [durationBetween("1m", "168h", "season")])
       .default("24h")
@@ -154,7 +156,10 @@ export class BucketSeries {
 
 /** A model's forecast `h` buckets after the last one, and its fit error. */
 export interface Fit {
+  /** The forecast `h` buckets after the last. */
   forecast: number;
+  /** The highest forecast of the buckets up to `h` after the last (a rise shorter than the lead is not passed over). */
+  highest: number;
   /** Root mean square of the errors of its fit (of its forecasts as far ahead for holt-winters). */
   rmse: number;
   /** The mean of the values it was fitted to (to say the error as a share of it). */
@@ -222,6 +227,9 @@ export function holtWinters(xs: readonly number[], m: number, h: number): Fit | 
   const { sse, errors, level, trend } = best!;
   return {
     forecast: level + h * trend + best!.season[(n - 1 + h) % m]!,
+    highest: Math.max(
+      ...Array.from({ length: h }, (_, i) => level + (i + 1) * trend + best!.season[(n + i) % m]!),
+    ),
     rmse: errors ? Math.sqrt(sse / errors) : 0,
     mean: mean(xs, 0, n),
     points: n,
@@ -244,7 +252,8 @@ export function linear(xs: readonly number[], window: number, need: number, h: n
   const slope = sxy / sxx;
   let sse = 0;
   for (let i = 0; i < n; i++) sse += (ys[i]! - (my + slope * (i - mx))) ** 2;
-  return { forecast: my + slope * (n - 1 + h - mx), rmse: Math.sqrt(sse / n), mean: my, points: n };
+  const at = (k: number) => my + slope * (n - 1 + k - mx);
+  return { forecast: at(h), highest: Math.max(at(1), at(h)), rmse: Math.sqrt(sse / n), mean: my, points: n };
 }
 
 /** A duration for messages: `5m`, `12.5s`. */
@@ -379,7 +388,7 @@ export class ForecastSource implements MetricSource {
   private note(now: number, current: number): { serving: number; note: SampleNote } {
     const fit = this.fitted(now);
     const step = span(this.series.stepMs);
-    if (fit && !(Number.isFinite(fit.forecast) && Number.isFinite(fit.rmse)))
+    if (fit && !(Number.isFinite(fit.highest) && Number.isFinite(fit.rmse)))
       return {
         serving: current,
         note: {
@@ -408,14 +417,14 @@ export class ForecastSource implements MetricSource {
       fit.mean !== 0
         ? `, ${Math.round((100 * fit.rmse) / Math.abs(fit.mean))}% of the mean ${q(fit.mean)}`
         : "";
-    const serving = Math.max(current, fit.forecast);
+    const serving = Math.max(current, fit.highest);
     return {
       serving,
       note: {
         type: "Forecast",
         status: "True",
         reason: "Forecasting",
-        message: `${this.method} over ${fit.points} buckets of ${step}: ${q(fit.forecast)} in ${span(this.leadMs)}, now ${q(current)}, serving ${q(serving)}; fit error (RMSE${this.method === "holt-winters" ? ` of forecasts ${span(this.leadMs)} ahead` : " of the line"}) ${q(fit.rmse)}${share}`,
+        message: `${this.method} over ${fit.points} buckets of ${step}: at most ${q(fit.highest)} within ${span(this.leadMs)} (${q(fit.forecast)} in ${span(this.leadMs)}), now ${q(current)}, serving ${q(serving)}; fit error (RMSE${this.method === "holt-winters" ? ` of forecasts ${span(this.leadMs)} ahead` : " of the line"}) ${q(fit.rmse)}${share}`,
       },
     };
   }

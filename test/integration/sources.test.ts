@@ -298,12 +298,21 @@ spec:
       { address: prometheus.url, query: "sum(rate(http_requests_total[5s]))", timeout: "5s" },
       { namespace: ns.name, secrets: { read: async () => ({}) }, policy: LOOPBACK_SOURCES },
     );
-    const to = Math.floor(Date.now() / 1000) * 1000 - 2000;
-    const from = to - 20_000;
-    const history = await source.history(from, to, 1000, AbortSignal.timeout(5000));
-    expect(history.atMs.length, "a point a second").to.be.within(15, 21);
-    // This namespace's 20 + 40 requests/s, never the other team's 500.
-    for (const v of history.values) expect(v).to.be.within(45, 75);
+    // Prometheus has scraped since the suite began: wait for 20 s of steady rates.
+    let to = 0;
+    let from = 0;
+    let history = { atMs: [] as number[], values: [] as number[] };
+    await eventually(
+      async () => {
+        to = Math.floor(Date.now() / 1000) * 1000 - 2000;
+        from = to - 20_000;
+        history = await source.history(from, to, 1000, AbortSignal.timeout(5000));
+        expect(history.atMs.length, "a point a second").to.be.within(19, 21);
+        // This namespace's 20 + 40 requests/s, never the other team's 500.
+        for (const v of history.values) expect(v).to.be.within(45, 75);
+      },
+      { timeoutMs: 60_000, intervalMs: 1000, what: "20 s of steady history" },
+    );
     // The same range asked of Prometheus directly, bound by hand: the same points.
     const direct = (await (
       await fetch(
