@@ -140,6 +140,11 @@ export class BucketSeries {
     return out;
   }
 
+  /** How many completed buckets it keeps. */
+  get length(): number {
+    return this.size;
+  }
+
   /** The completed buckets, oldest first. */
   completed(): number[] {
     const out = new Array<number>(this.size);
@@ -330,8 +335,7 @@ export class ForecastSource implements MetricSource {
           if (kept.count[i]! > 0) this.series.add(kept.atMs[i]!, kept.sum[i]! / kept.count[i]!);
       this.fit = undefined;
     }
-    if (this.series.completed().length < this.need)
-      await this.askHistory(served.sampler.source, now, req?.signal);
+    if (this.series.length < this.need) await this.askHistory(served.sampler.source, now, req?.signal);
     this.series.add(now, value.value);
     const note = this.note(now, value.value);
     return { kind: "scalar", value: note.serving, note: note.note };
@@ -400,7 +404,7 @@ export class ForecastSource implements MetricSource {
       };
     if (!fit) {
       const need = this.need;
-      const have = this.series.completed().length;
+      const have = this.series.length;
       const asked = this.historyError ? `; the input's history: ${this.historyError}` : "";
       const what = this.method === "holt-winters" ? "two seasons" : "a quarter season";
       return {
