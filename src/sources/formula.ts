@@ -26,7 +26,7 @@
 import { z } from "zod";
 import { Environment, type ASTNode } from "@marcbachmann/cel-js";
 import { ObjectName, withRules } from "../api/common.js";
-import { boundedText } from "../util/bounded-text.js";
+import { boundedText, quote } from "../util/bounded-text.js";
 import { currentValue, refuseCycle } from "./inputs.js";
 import { type MappingReader, defineSource, required } from "./kind.js";
 import { type MetricSource, type SampleValue, SourceConfigError } from "./source.js";
@@ -249,7 +249,7 @@ function allowedNodes(ast: ASTNode, inputs: ReadonlySet<string>): number {
         throw refused("a number literal out of range", node);
     } else if (op === "id") {
       if (!inputs.has(args as string) && args !== "math")
-        throw new SourceConfigError(`formula expression: ${JSON.stringify(args)} is not an input`);
+        throw new SourceConfigError(`formula expression: ${quote(String(args))} is not an input`);
     } else if (op === "call") {
       const [name, callArgs] = args as [string, ASTNode[]];
       if (!CALLS.has(name)) throw refused(`the function ${name}()`, node);
