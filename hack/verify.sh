@@ -13,6 +13,7 @@ npx prettier --check . >/dev/null || { npx prettier --list-different .; echo "ru
 echo "== figures (docs' tables from their kept raw figures)"
 npx tsx hack/figures.ts --check
 echo "== generated files"
+bash hack/otlp-schema.sh --check
 npm run --silent generate >/dev/null
 if ! git diff --exit-code --stat -- crds docs config charts; then
   echo "generated files are out of date: run 'npm run generate' and commit the result" >&2

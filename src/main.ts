@@ -12,6 +12,7 @@ import { DEFAULT_TENANT_HEADER } from "./sources/promql-scope.js";
 import { backendOf } from "./sources/kind.js";
 import { DEFAULT_BACKEND_QPS, MIN_BACKEND_QPS } from "./metrics/backend-budget.js";
 import { MAX_HISTORY_POINTS } from "./metrics/history.js";
+import { DEFAULT_OTLP_AUDIENCE, OTLP_HTTP_PORT } from "./apiserver/otlp-receiver.js";
 import { boundedText } from "./util/bounded-text.js";
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
@@ -188,6 +189,11 @@ const RunConfig = z.strictObject({
   forwardExternal: UpstreamServiceFlag.optional(),
   forwardCustomCaFile: z.string().min(1).optional(),
   forwardExternalCaFile: z.string().min(1).optional(),
+  otlpPort: z.coerce.number().int().min(0).max(65535),
+  otlpAudience: z.string().min(1).max(253),
+  otlpMaxRequestBytes: ByteSize(64 << 10, 64 << 20),
+  otlpPointsPerSecond: z.coerce.number().int().min(1).max(10_000_000),
+  otlpMaxSeriesPerNamespace: z.coerce.number().int().min(1).max(10_000_000),
 });
 type RunConfig = z.infer<typeof RunConfig>;
 
@@ -316,6 +322,18 @@ async function run(cfg: RunConfig): Promise<void> {
       },
     },
     metricsEndpoint: { port: cfg.metricsPort, host: cfg.metricsBindAddress },
+    ...(cfg.otlpPort > 0
+      ? {
+          otlp: {
+            port: cfg.otlpPort,
+            host: cfg.bindAddress,
+            audience: cfg.otlpAudience,
+            maxRequestBytes: cfg.otlpMaxRequestBytes,
+            pointsPerSecond: cfg.otlpPointsPerSecond,
+            maxSeriesPerNamespace: cfg.otlpMaxSeriesPerNamespace,
+          },
+        }
+      : {}),
     ...(cfg.tlsCertFile && cfg.tlsPrivateKeyFile
       ? { tlsFiles: { cert: cfg.tlsCertFile, key: cfg.tlsPrivateKeyFile } }
       : {}),
@@ -469,6 +487,31 @@ function program(): Command {
       "--allow-host-network-scrape",
       "let scrape sources read pods that use their node's network (the port a mapping names is then any of the node's)",
       false,
+    )
+    .option(
+      "--otlp-port <port>",
+      `port of the OTLP/HTTP metrics receiver (HTTPS with the serving certificate; ${OTLP_HTTP_PORT} is OTLP's own), for otlp sources; 0: off`,
+      "0",
+    )
+    .option(
+      "--otlp-audience <name>",
+      "the audience pushers' service-account tokens must be issued for (a projected token's audience)",
+      DEFAULT_OTLP_AUDIENCE,
+    )
+    .option(
+      "--otlp-max-request-bytes <size>",
+      "the largest OTLP export, compressed or inflated (64Ki to 64Mi); larger ones are answered 413",
+      "4Mi",
+    )
+    .option(
+      "--otlp-points-per-second <n>",
+      "data points one namespace may push per second on average (twice that at once); past it pushes are answered 429",
+      "10000",
+    )
+    .option(
+      "--otlp-max-series-per-namespace <n>",
+      "the most OTLP series one namespace keeps (of the metrics its mappings read); points of new series past it are rejected",
+      "10000",
     )
     .option(
       "--horizontal-pod-autoscaler-sync-period <duration>",

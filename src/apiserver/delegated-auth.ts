@@ -24,20 +24,31 @@ import { startInformer, type ResilientInformer } from "../k8s/informer.js";
  */
 const REVIEW_TIMEOUT_MS = 10_000;
 
-/** TokenReview through the apiserver. */
+/**
+ * TokenReview through the apiserver; with `audiences`, only tokens issued for one of them
+ * (a projected service-account token for Governor, not one for the apiserver) are valid.
+ */
 export class KubeTokenReviewer implements TokenReviewer {
-  constructor(private readonly client: KubeClient) {}
+  constructor(
+    private readonly client: KubeClient,
+    private readonly audiences?: readonly string[],
+  ) {}
 
   async review(token: string): Promise<UserInfo | undefined> {
     let res: {
       status?: {
         authenticated?: boolean;
+        audiences?: string[];
         user?: { username?: string; uid?: string; groups?: string[]; extra?: unknown };
       };
     };
     try {
       res = await this.client.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", {
-        body: { apiVersion: "authentication.k8s.io/v1", kind: "TokenReview", spec: { token } },
+        body: {
+          apiVersion: "authentication.k8s.io/v1",
+          kind: "TokenReview",
+          spec: { token, ...(this.audiences ? { audiences: this.audiences } : {}) },
+        },
         timeoutMs: REVIEW_TIMEOUT_MS,
       });
     } catch (err) {
@@ -45,6 +56,8 @@ export class KubeTokenReviewer implements TokenReviewer {
     }
     const u = res.status?.user;
     if (!res.status?.authenticated || !u?.username) return undefined;
+    // The apiserver answers with the audiences the token is for among those asked.
+    if (this.audiences && !res.status.audiences?.some((a) => this.audiences!.includes(a))) return undefined;
     return { name: u.username, uid: u.uid, groups: u.groups ?? [], extra: extraOf(u.extra) };
   }
 }

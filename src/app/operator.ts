@@ -42,6 +42,8 @@ import { type ForwardedApi, Upstream, type UpstreamService } from "../upstream/u
 import { CertificateFiles } from "./certificate-files.js";
 import { Manager } from "./manager.js";
 import { MetricsApiService, type RunningMetricsApi } from "./serve-metrics-api.js";
+import { OtlpService } from "./serve-otlp.js";
+import { OtlpStore } from "../sources/otlp-store.js";
 
 /** Options of {@link startOperator}. */
 export interface OperatorOptions {
@@ -103,6 +105,15 @@ export interface OperatorOptions {
   historyMemoryBytes?: number;
   /** Serve `/metrics` (plain HTTP) there; none when absent. */
   metricsEndpoint?: { port: number; host: string };
+  /** Receive OTLP pushes for `otlp` sources (src/app/serve-otlp.ts); off when absent. */
+  otlp?: {
+    port: number;
+    host: string;
+    audience: string;
+    maxRequestBytes?: number;
+    pointsPerSecond?: number;
+    maxSeriesPerNamespace?: number;
+  };
   /** The files `tls` was read from: served anew when they change (a mounted Secret rotated). */
   tlsFiles?: { cert: string; key: string };
 }
@@ -118,6 +129,8 @@ export interface RunningOperator {
   routers: Partial<Record<ForwardedApi, UpstreamRouter>>;
   /** Where `/metrics` listens, if it does. */
   metricsAddress?: { port: number };
+  /** Where the OTLP receiver listens, if it does. */
+  otlpAddress?: { port: number };
   isLeader(): boolean;
   stop(): Promise<void>;
 }
@@ -167,7 +180,11 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
         ),
       )
     : undefined;
+  const otlpStore = opts.otlp
+    ? new OtlpStore({ maxSeriesPerNamespace: opts.otlp.maxSeriesPerNamespace })
+    : undefined;
   const mappings = new MetricMappingReconciler({
+    ...(otlpStore ? { otlp: otlpStore } : {}),
     samplers,
     budgets,
     history,
@@ -320,6 +337,24 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
   mgr.add(metricsUpstreams);
   mgr.add(metricsUpstreams.leaderPart);
   mgr.add(api);
+  const otlp = opts.otlp
+    ? mgr.add(
+        new OtlpService({
+          client,
+          store: otlpStore!,
+          logger: log.child({ component: "otlp" }),
+          registry: mgr.registry,
+          certificate: () => certificate.current,
+          host: opts.otlp.host,
+          port: opts.otlp.port,
+          audience: opts.otlp.audience,
+          maxRequestBytes: opts.otlp.maxRequestBytes,
+          pointsPerSecond: opts.otlp.pointsPerSecond,
+          authCacheTtlMs: opts.authCacheTtlMs,
+        }),
+      )
+    : undefined;
+  if (otlp) certificate.follow((pair) => otlp.setServingCertificate(pair));
   if (registration) {
     mgr.add({
       name: "registration loop",
@@ -385,6 +420,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
     upstreams,
     routers,
     metricsAddress: endpoint?.address,
+    otlpAddress: otlp?.address,
     isLeader: () => mgr.isLeader,
     stop: () => mgr.stop(),
   };

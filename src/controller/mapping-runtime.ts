@@ -23,6 +23,7 @@ import { type MetricMappingSpec, buildSource, rateWindowMs } from "../sources/re
 import type { MappingReader } from "../sources/kind.js";
 import type { SecretReader } from "../sources/secrets.js";
 import type { MetricSource, SampleRequest } from "../sources/source.js";
+import type { OtlpStore } from "../sources/otlp-store.js";
 
 /** Samplers one MetricMapping with `{{selector}}` runs at once (one per distinct selector). */
 export const MAX_SELECTOR_SAMPLERS = 32;
@@ -52,6 +53,8 @@ export interface RuntimeDeps {
   history?: MappingHistories;
   /** The mappings served here, for formulas' inputs (SourceContext). */
   mappings?: MappingReader;
+  /** What pushers sent over OTLP, for `otlp` sources; unset when the receiver is off. */
+  otlp?: OtlpStore;
 }
 
 /**
@@ -132,6 +135,7 @@ function sourceContext(deps: RuntimeDeps, namespace: string, spec: MetricMapping
     namespace,
     name,
     intervalMs: durationMs(spec.interval),
+    staleAfterMs: durationMs(spec.staleAfter),
     mappings: deps.mappings,
     client: deps.client,
     mapper: deps.mapper,
@@ -141,6 +145,7 @@ function sourceContext(deps: RuntimeDeps, namespace: string, spec: MetricMapping
     clusterWideCounts: deps.clusterWideCounts,
     prometheusScope: deps.prometheusScope,
     hostNetworkScrape: deps.hostNetworkScrape,
+    otlp: deps.otlp,
   };
 }
 
@@ -155,7 +160,7 @@ function samplerFor(
   staleAfterMs?: number,
 ): Sampler {
   const budget = src.backend === undefined ? undefined : deps.budgets?.join(src.backend, namespace);
-  return new Sampler(src, {
+  const sampler = new Sampler(src, {
     intervalMs: durationMs(spec.interval),
     ...(staleAfterMs !== undefined ? { staleAfterMs } : {}),
     ...(budget ? { budget } : {}),
@@ -163,6 +168,9 @@ function samplerFor(
     observe: deps.observeSample,
     ...(deps.sampleSlotMs !== undefined ? { slotMs: deps.sampleSlotMs } : {}),
   });
+  // A pushed source wakes its sampler (the sampler stops listening when it stops).
+  if (src.onChange) sampler.onStop(src.onChange(sampler.wake.bind(sampler, undefined, undefined)));
+  return sampler;
 }
 
 /** What each request of a sampler says: the namespace, the selector, and the pods where the source needs them. */

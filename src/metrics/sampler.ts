@@ -94,6 +94,9 @@ export const MAX_BUSY_ANSWERS = 3;
  */
 export const SAMPLE_SLOT_MS = 100;
 
+/** The least time between two attempts a push wakes ({@link Sampler.wake}). */
+export const WAKE_GAP_MS = 100;
+
 /** How long a sampler goes without a reader before it is idle: longer than any HPA's sync period in practice. */
 export const IDLE_AFTER_MS = 120_000;
 
@@ -119,6 +122,8 @@ export class Sampler {
   };
   private inFlight?: Promise<void>;
   private timer?: Timer;
+  /** A push's wake-up ({@link wake}), while one waits. */
+  private wakeTimer?: Timer = undefined;
   private stopped = false;
   /** The attempt's controller while one runs (made per attempt: an idle sampler holds none). */
   private current?: AbortController;
@@ -204,6 +209,21 @@ export class Sampler {
     return this.sampleNow();
   }
 
+  /**
+   * New data is there (a push): samples at once, or `minGapMs` after the last attempt
+   * (however many pushes arrive, at most one attempt per gap), besides the schedule.
+   */
+  wake(minGapMs = WAKE_GAP_MS, now = this.clock.now()): void {
+    if (this.stopped || this.wakeTimer) return;
+    const since = now - (this.state.attemptedAtMs ?? -Infinity);
+    this.wakeTimer = this.clock.afterWith(Math.max(0, minGapMs - since), Sampler.woken, this);
+  }
+
+  private static woken(this: void, s: Sampler): void {
+    s.wakeTimer = undefined;
+    void s.sampleNow();
+  }
+
   /** Runs `fn` when the sampler stops (for resources that live as long as it). */
   onStop(fn: () => Promise<void> | void): void {
     (this.cleanups ??= []).push(fn);
@@ -213,6 +233,7 @@ export class Sampler {
   async stop(): Promise<void> {
     this.stopped = true;
     this.timer?.cancel();
+    this.wakeTimer?.cancel();
     this.current?.abort();
     this.opts.budget?.release();
     for (const fn of this.cleanups?.splice(0) ?? []) await fn();
@@ -296,7 +317,11 @@ export class Sampler {
         }
       }
       if (this.stopped) return;
-      this.state.last = { value, atMs: this.clock.now() };
+      const now = this.clock.now();
+      this.state.last = {
+        value,
+        atMs: value.observedAtMs === undefined ? now : Math.min(now, value.observedAtMs),
+      };
       this.state.error = undefined;
       this.state.failures = 0;
       this.opts.observe?.("ok", Number(process.hrtime.bigint() - started) / 1e9);

@@ -19,8 +19,6 @@
 import { Worker } from "node:worker_threads";
 import { type AnswerJob, type AnswerResults, decodeAnswer } from "./answers.js";
 
-const utf8 = new TextDecoder();
-
 /** Options of {@link AnswerDecoder}. */
 export interface AnswerDecoderOptions {
   /** Answers up to this many bytes are decoded on the event loop. @default 32768 (32 KiB) */
@@ -106,7 +104,7 @@ export class AnswerDecoder {
       if (this.inlineSpentMs === 0) setImmediate(() => (this.inlineSpentMs = 0));
       const started = performance.now();
       try {
-        return Promise.resolve(decodeAnswer(utf8.decode(body), job));
+        return Promise.resolve(decodeAnswer(body, job));
       } catch (err) {
         return Promise.reject(err instanceof Error ? err : new Error(String(err)));
       } finally {

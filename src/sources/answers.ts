@@ -8,6 +8,7 @@ import { JSONPath } from "jsonpath-plus";
 import { boundedText, quote } from "../util/bounded-text.js";
 import { type SeriesSummary, selectSeries } from "./exposition.js";
 import type { SampleValue } from "./source.js";
+import { type OtlpBatch, type OtlpEncoding, decodeOtlp } from "./otlp-decode.js";
 
 /** A Prometheus API answer (`/api/v1/query`). */
 export interface PromResponse {
@@ -35,7 +36,8 @@ export type AnswerJob =
   | { kind: "json-path"; path: string }
   | { kind: "prometheus"; nameLabel?: string }
   | { kind: "prometheus-range" }
-  | { kind: "exposition"; series: string; matchLabels?: Record<string, string> };
+  | { kind: "exposition"; series: string; matchLabels?: Record<string, string> }
+  | { kind: "otlp"; encoding: OtlpEncoding; metrics: string[] };
 
 /** A series' points over time: when (ms since the epoch) and the value. */
 export interface RangePoints {
@@ -49,17 +51,28 @@ export interface AnswerResults {
   prometheus: SampleValue;
   "prometheus-range": RangePoints;
   exposition: SeriesSummary;
+  otlp: OtlpBatch;
 }
 
 /** The most points of a range answer (Prometheus' own limit for one series of a range query). */
 export const MAX_RANGE_POINTS = 11_000;
 
-/** Decodes `text` as `job` says; throws an Error with a short, single-line message. */
+const utf8 = new TextDecoder();
+
+/** Decodes `body` as `job` says; throws an Error with a short, single-line message. */
 export function decodeAnswer<K extends AnswerJob["kind"]>(
-  text: string,
+  body: Uint8Array,
   job: Extract<AnswerJob, { kind: K }>,
 ): AnswerResults[K];
-export function decodeAnswer(text: string, job: AnswerJob): AnswerResults[AnswerJob["kind"]] {
+export function decodeAnswer(body: Uint8Array, job: AnswerJob): AnswerResults[AnswerJob["kind"]] {
+  if (job.kind === "otlp")
+    return decodeOtlp(
+      job.encoding === "protobuf"
+        ? { protobuf: body }
+        : { json: parseJson(utf8.decode(body), "an OTLP export") },
+      job.metrics,
+    );
+  const text = utf8.decode(body);
   switch (job.kind) {
     case "json-path":
       return pickNumber(parseJson(text, "JSON"), job.path);

@@ -10,6 +10,7 @@ import type { KubeApi } from "../k8s/client.js";
 import type { ResourceMapper } from "../k8s/resource-mapper.js";
 import type { AnswerDecoder } from "./answer-decoder.js";
 import type { DestinationPolicy } from "./destination-policy.js";
+import type { OtlpStore } from "./otlp-store.js";
 import type { QueryScope } from "./promql-scope.js";
 import type { SecretReader } from "./secrets.js";
 import { type MetricSource, type SampleValue, SourceConfigError } from "./source.js";
@@ -42,6 +43,8 @@ export interface SourceContext {
   mappings?: MappingReader;
   /** The mapping's sampling interval, in ms. */
   intervalMs?: number;
+  /** The mapping's `staleAfter`, in ms. */
+  staleAfterMs?: number;
   client?: KubeApi;
   mapper?: ResourceMapper;
   secrets?: SecretReader;
@@ -57,6 +60,8 @@ export interface SourceContext {
   prometheusScope?: QueryScope;
   /** Whether `scrape` reads pods on their node's network. @default false */
   hostNetworkScrape?: boolean;
+  /** What pushers sent over OTLP; unset when the receiver is off. */
+  otlp?: OtlpStore;
 }
 
 /** One kind of source: see the module comment. */

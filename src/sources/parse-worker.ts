@@ -7,11 +7,9 @@ import { parentPort } from "node:worker_threads";
 import { boundedText } from "../util/bounded-text.js";
 import { type AnswerJob, decodeAnswer } from "./answers.js";
 
-const utf8 = new TextDecoder();
-
 parentPort!.on("message", (m: { id: number; job: AnswerJob; body: Uint8Array }) => {
   try {
-    const result = decodeAnswer(utf8.decode(m.body), m.job as never);
+    const result = decodeAnswer(m.body, m.job as never);
     parentPort!.postMessage({ id: m.id, result });
   } catch (err) {
     parentPort!.postMessage({

@@ -58,9 +58,19 @@ describe("source kinds (src/sources/registry.ts)", () => {
     expect(two.error!.issues[0]!.message).to.match(/^source: set exactly one of prometheus, .*, gauge$/);
   });
 
-  it("the CRD offers the eight source kinds in their documented order", () => {
+  it("the CRD offers the nine source kinds in their documented order", () => {
     const schema = buildCRD(MetricMappingKind).spec.versions[0]!.schema.openAPIV3Schema as Node;
-    const order = ["prometheus", "scrape", "http", "kubernetes", "static", "schedule", "formula", "forecast"];
+    const order = [
+      "prometheus",
+      "scrape",
+      "http",
+      "kubernetes",
+      "static",
+      "schedule",
+      "formula",
+      "forecast",
+      "otlp",
+    ];
     expect(Object.keys(schema.properties!.spec!.properties!.source!.properties!)).to.deep.equal(order);
     expect(schema.properties!.status!.properties!.source!.enum).to.deep.equal(order);
   });

@@ -13,6 +13,7 @@ import { formulaSource } from "./formula.js";
 import { http } from "./http.js";
 import type { SourceContext, SourceDefinition } from "./kind.js";
 import { kubernetes } from "./kubernetes.js";
+import { otlp } from "./otlp.js";
 import { prometheus } from "./prometheus.js";
 import { scrape } from "./scrape.js";
 import type { MetricSource } from "./source.js";
@@ -30,6 +31,7 @@ export const SOURCES = {
   schedule: scheduleSource,
   formula: formulaSource,
   forecast: forecastSource,
+  otlp,
 } as const;
 export type SourceKind = keyof typeof SOURCES;
 export const SOURCE_KINDS = Object.keys(SOURCES) as [SourceKind, ...SourceKind[]];

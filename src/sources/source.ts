@@ -19,10 +19,14 @@ export interface SampleRequest {
   signal: AbortSignal;
 }
 
-/** One value for the whole subject, or one per object name. */
+/**
+ * One value for the whole subject, or one per object name. `observedAtMs`: when the data
+ * behind it was observed, where that is before the sample (pushed data); the sample then
+ * counts as taken then, for `staleAfter`.
+ */
 export type SampleValue =
-  | { kind: "scalar"; value: number; note?: SampleNote }
-  | { kind: "objects"; values: ReadonlyMap<string, number> };
+  | { kind: "scalar"; value: number; note?: SampleNote; observedAtMs?: number }
+  | { kind: "objects"; values: ReadonlyMap<string, number>; observedAtMs?: number };
 
 /**
  * What a source says about a value beside it, shown as a condition of the mapping (a
@@ -60,6 +64,11 @@ export interface MetricSource {
     stepMs: number,
     signal: AbortSignal,
   ): Promise<{ atMs: number[]; values: number[] }>;
+  /**
+   * Calls `fn` when new data is there to sample (a push), until the returned function is
+   * called: the sampler then samples within moments instead of at its next interval.
+   */
+  onChange?(fn: () => void): () => void;
   /** The MetricMappings of its namespace whose values it reads (a formula's, a forecast's inputs). */
   readonly readsMappings?: readonly string[];
   /** Releases connections and watches. */

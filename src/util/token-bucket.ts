@@ -20,6 +20,12 @@ export class TokenBucket {
     return true;
   }
 
+  /** Spends `n` tokens, going into debt if fewer are left (the debt is paid before the next {@link take}). */
+  spend(n: number): void {
+    this.has();
+    this.tokens -= n;
+  }
+
   /** Whether a token is left, spending none. */
   has(): boolean {
     const t = this.now();

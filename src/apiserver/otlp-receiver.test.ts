@@ -1,0 +1,269 @@
+import { expect } from "chai";
+import type { IncomingMessage } from "node:http";
+import { request } from "node:https";
+import { gzipSync } from "node:zlib";
+import { pino } from "pino";
+import { SdkPusher } from "../../test/support/otlp.js";
+import { createCA, issueCertificate, type KeyPair } from "../certs/certs.js";
+import { AnswerDecoder } from "../sources/answer-decoder.js";
+import { OtlpStore } from "../sources/otlp-store.js";
+import { ANONYMOUS, AuthenticationError, type Authenticator, type UserInfo } from "./authn.js";
+import { OtlpReceiver } from "./otlp-receiver.js";
+
+/** Tokens by who they belong to, as a TokenReview for Governor's audience would say. */
+class Tokens implements Authenticator {
+  reviews = 0;
+  constructor(private readonly users: Record<string, string>) {}
+  authenticate(req: IncomingMessage): Promise<UserInfo> {
+    const token = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "")?.[1];
+    if (!token) return Promise.resolve(ANONYMOUS);
+    this.reviews++;
+    const name = this.users[token];
+    if (!name) return Promise.reject(new AuthenticationError("invalid bearer token"));
+    return Promise.resolve({ name, groups: [], extra: {} });
+  }
+}
+
+interface Answer {
+  status: number;
+  headers: IncomingMessage["headers"];
+  body: Buffer;
+}
+
+describe("OTLP receiver: pushes land in the pusher's own namespace, bounded before they cost anything", function () {
+  this.timeout(20_000);
+  let ca: KeyPair;
+  let tls: KeyPair;
+  let store: OtlpStore;
+  let receiver: OtlpReceiver;
+  let decoder: AnswerDecoder;
+  let tokens: Tokens;
+  let url: string;
+  const counted: Record<string, number> = {};
+
+  before(async () => {
+    ca = await createCA("otlp-test-ca");
+    tls = await issueCertificate(ca, { commonName: "governor", dnsNames: ["localhost"], usage: "server" });
+  });
+
+  const start = async (extra: Partial<ConstructorParameters<typeof OtlpReceiver>[0]> = {}) => {
+    store = new OtlpStore();
+    decoder = new AnswerDecoder({ inlineBytes: 1024 });
+    tokens = new Tokens({
+      "team-a-token": "system:serviceaccount:team-a:pusher",
+      "team-b-token": "system:serviceaccount:team-b:pusher",
+      "person-token": "jane@example.com",
+    });
+    for (const k of Object.keys(counted)) delete counted[k];
+    receiver = new OtlpReceiver({
+      store,
+      authenticator: tokens,
+      decoder,
+      logger: pino({ level: "silent" }),
+      tls,
+      host: "127.0.0.1",
+      port: 0,
+      metrics: {
+        request: () => {},
+        points: (outcome, n) => (counted[outcome] = (counted[outcome] ?? 0) + n),
+      },
+      ...extra,
+    });
+    const { port } = await receiver.listen();
+    url = `https://localhost:${port}/v1/metrics`;
+  };
+  afterEach(async () => {
+    await receiver.close();
+    await decoder.close();
+  });
+
+  const post = (
+    body: Uint8Array | string,
+    headers: Record<string, string>,
+    method = "POST",
+    path = "/v1/metrics",
+  ) =>
+    new Promise<Answer>((resolve, reject) => {
+      const req = request(
+        new URL(path, url),
+        {
+          method,
+          ca: ca.cert,
+          agent: false,
+          headers: { "content-type": "application/x-protobuf", ...headers },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () =>
+            resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
+          );
+        },
+      );
+      req.on("error", reject);
+      req.end(body);
+    });
+
+  const pusherOf = (pod: string, depth: number) => {
+    const p = new SdkPusher({ "k8s.pod.name": pod, "k8s.namespace.name": "team-b" });
+    p.meter.createObservableGauge("queue.depth").addCallback((r) => r.observe(depth));
+    p.meter.createObservableGauge("unread.metric").addCallback((r) => r.observe(1));
+    return p;
+  };
+
+  for (const encoding of ["protobuf", "json"] as const)
+    for (const gzip of [false, true])
+      it(`takes the JavaScript SDK exporter's ${encoding}${gzip ? ", gzipped," : ""} push into its token's namespace, whatever the attributes say`, async () => {
+        await start();
+        store.select("team-a", "queue.depth");
+        store.select("team-b", "queue.depth");
+        const pusher = pusherOf("web-1", 42);
+        const error = await pusher.export({ url, token: "team-a-token", ca: ca.cert, encoding, gzip });
+        await pusher.shutdown();
+        expect(error).to.equal(undefined);
+        expect([...store.series("team-a", "queue.depth")].map((s) => s.current.value)).to.deep.equal([42]);
+        expect([...store.series("team-b", "queue.depth")]).to.deep.equal([]);
+        expect(counted).to.deep.equal({ kept: 1, dropped: 1, rejected: 0 });
+      });
+
+  it("refuses a push without a token before reading its body, and a token that is not a namespace's service account", async () => {
+    await start();
+    store.select("team-a", "queue.depth");
+    const body = await pusherOf("web-1", 1).body("protobuf");
+    const none = await post(body, {});
+    expect(none.status).to.equal(401);
+    expect(tokens.reviews).to.equal(0);
+    expect(none.body.toString()).to.contain("push with a service-account token");
+    expect((await post(body, { authorization: "Bearer forged" })).status).to.equal(401);
+    const person = await post(body, {
+      authorization: "Bearer person-token",
+      "content-type": "application/json",
+    });
+    expect(person.status).to.equal(403);
+    expect(JSON.parse(person.body.toString())).to.deep.equal({
+      code: 7,
+      message: "only a namespace's service accounts may push metrics",
+    });
+    expect(store.seriesCount("team-a")).to.equal(0);
+  });
+
+  it("answers what is not an OTLP metrics export with 404, 405, 415 or 400, before a token is reviewed where it can", async () => {
+    await start();
+    store.select("team-a", "m");
+    const auth = { authorization: "Bearer team-a-token" };
+    expect((await post("", auth, "GET")).status).to.equal(405);
+    expect((await post("", auth, "POST", "/v1/traces")).status).to.equal(404);
+    expect((await post("x", { ...auth, "content-type": "text/plain" })).status).to.equal(415);
+    expect((await post("x", { ...auth, "content-encoding": "br" })).status).to.equal(415);
+    expect(tokens.reviews).to.equal(0);
+    const garbage = await post(new Uint8Array([0xff, 0xff, 0xff, 0xff]), auth);
+    expect(garbage.status).to.equal(400);
+    expect((await post("{not json", { ...auth, "content-type": "application/json" })).status).to.equal(400);
+    expect((await post(new Uint8Array([1, 2, 3]), { ...auth, "content-encoding": "gzip" })).status).to.equal(
+      400,
+    );
+  });
+
+  it("refuses a body past the limit, and a small gzip body that would inflate past it, with 413", async () => {
+    await start({ maxRequestBytes: 64 * 1024 });
+    store.select("team-a", "m");
+    const auth = { authorization: "Bearer team-a-token" };
+    const big = await post(new Uint8Array(100 * 1024), auth);
+    expect(big.status).to.equal(413);
+    const bomb = gzipSync(new Uint8Array(50 * 1024 * 1024));
+    expect(bomb.byteLength).to.be.below(64 * 1024);
+    const inflated = await post(bomb, { ...auth, "content-encoding": "gzip" });
+    expect(inflated.status).to.equal(413);
+    expect(inflated.body.toString()).to.contain("inflates past 65536 bytes");
+  });
+
+  it("answers 429 with Retry-After to a namespace pushing more points than it may, and not to another", async () => {
+    await start({ pointsPerSecond: 5 });
+    for (const ns of ["team-a", "team-b"]) store.select(ns, "queue.depth");
+    const p = new SdkPusher({ "k8s.pod.name": "web-1" });
+    for (let i = 0; i < 20; i++)
+      p.meter.createObservableGauge("queue.depth").addCallback((r) => r.observe(i, { i }));
+    const body = await p.body("protobuf");
+    const first = await post(body, { authorization: "Bearer team-a-token" });
+    expect(first.status).to.equal(200); // 20 points: the namespace is now in debt
+    const second = await post(body, { authorization: "Bearer team-a-token" });
+    expect(second.status).to.equal(429);
+    expect(second.headers["retry-after"]).to.equal("1");
+    expect((await post(body, { authorization: "Bearer team-b-token" })).status).to.equal(200);
+  });
+
+  it("says how many points it rejected and why in partial_success, and keeps the rest", async () => {
+    await start();
+    store.select("team-a", "g");
+    const body = JSON.stringify({
+      resourceMetrics: [
+        {
+          scopeMetrics: [
+            {
+              metrics: [
+                {
+                  name: "g",
+                  gauge: {
+                    dataPoints: [
+                      { timeUnixNano: "1", asDouble: 1 },
+                      {
+                        timeUnixNano: "1",
+                        asDouble: 2,
+                        attributes: [{ key: "a", value: { stringValue: "x".repeat(2000) } }],
+                      },
+                    ],
+                  },
+                },
+              ],
+            },
+          ],
+        },
+      ],
+    });
+    const answer = await post(body, {
+      authorization: "Bearer team-a-token",
+      "content-type": "application/json",
+    });
+    expect(answer.status).to.equal(200);
+    expect(JSON.parse(answer.body.toString())).to.deep.equal({
+      partialSuccess: {
+        rejectedDataPoints: "1",
+        errorMessage: "a point of g: attribute a is longer than 1024 characters",
+      },
+    });
+    expect(store.seriesCount("team-a")).to.equal(1);
+  });
+
+  it("decodes a large export in the parse worker with the namespace as its tenant, the event loop free meanwhile", async () => {
+    await start({ maxRequestBytes: 8 * 1024 * 1024 });
+    store.select("team-a", "queue.depth");
+    // Ten pods' exports of 2,000 series each (the SDK's own cardinality limit) in one body:
+    // concatenated protobuf messages are one message with every resource in it.
+    const parts: Uint8Array[] = [];
+    for (let pod = 0; pod < 10; pod++) {
+      const p = new SdkPusher({ "k8s.pod.name": `web-${pod}` });
+      p.meter.createObservableGauge("queue.depth").addCallback((r) => {
+        for (let i = 0; i < 1999; i++) r.observe(i, { queue: `queue-${i}`, zone: "zone-a" });
+      });
+      parts.push(await p.body("protobuf"));
+    }
+    const body = Buffer.concat(parts);
+    expect(body.byteLength).to.be.above(1024 * 1024);
+    let ticks = 0;
+    let longest = 0;
+    let last = performance.now();
+    const timer = setInterval(() => {
+      const t = performance.now();
+      longest = Math.max(longest, t - last);
+      last = t;
+      ticks++;
+    }, 1);
+    const answer = await post(body, { authorization: "Bearer team-a-token" });
+    clearInterval(timer);
+    expect(answer.status).to.equal(200);
+    expect(store.seriesCount("team-a")).to.equal(10_000); // the namespace's limit
+    expect(JSON.stringify(answer.body.toString("latin1"))).to.contain("keeps as many series as it may");
+    expect(ticks).to.be.above(10);
+    expect(longest).to.be.below(100);
+  });
+});

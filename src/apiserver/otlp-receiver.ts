@@ -1,0 +1,321 @@
+/**
+ * The OTLP/HTTP metrics receiver (`POST /v1/metrics`, protobuf or JSON, gzip or not, as
+ * the OTLP specification defines), on its own HTTPS port with Governor's serving
+ * certificate. A pusher presents a Kubernetes service-account token whose audience is
+ * Governor's (`--otlp-audience`); its points land in that account's namespace only, for
+ * the `otlp` sources of that namespace (src/sources/otlp.ts). In order, each cheaper than
+ * the next, so a hostile pusher spends little:
+ *
+ * - method, path, Content-Type, Content-Encoding and Content-Length are checked first;
+ * - then the token (a TokenReview for the audience, cached; unauthenticated pushes are
+ *   refused before a byte of the body is read);
+ * - then the namespace's rate of data points (a pusher in debt is answered 429);
+ * - then the body is read up to `maxRequestBytes`, inflated up to the same, and decoded
+ *   for the metrics the namespace's mappings read, large bodies in the parse worker with
+ *   the namespace as its tenant (src/sources/answer-decoder.ts); the rest is dropped.
+ *
+ * Failures are answered with a `google.rpc.Status` in the request's encoding; points kept
+ * only in part with `partial_success`.
+ */
+import { createServer, type Server } from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { gunzip } from "node:zlib";
+import { promisify } from "node:util";
+import { BinaryWriter } from "@bufbuild/protobuf/wire";
+import type { Logger } from "pino";
+import { AuthenticationError, type Authenticator, TooManyTokenReviewsError } from "./authn.js";
+import type { AnswerDecoder } from "../sources/answer-decoder.js";
+import { type OtlpEncoding, encodeOtlpResponse } from "../sources/otlp-decode.js";
+import type { OtlpStore } from "../sources/otlp-store.js";
+import { TokenBucket } from "../util/token-bucket.js";
+import { boundedText } from "../util/bounded-text.js";
+import { GovernorError } from "../errors.js";
+
+const inflate = promisify(gunzip);
+
+/** The audience a pusher's token must be for, unless `--otlp-audience` says otherwise. */
+export const DEFAULT_OTLP_AUDIENCE = "governor";
+/** The standard OTLP/HTTP port. */
+export const OTLP_HTTP_PORT = 4318;
+
+/** Counts for /metrics. */
+export interface OtlpReceiverMetrics {
+  /** A request answered with `status` (200, 400, 401…). */
+  request(status: number): void;
+  /** Data points: kept, dropped (no mapping reads their metric), rejected (bounds, bad values). */
+  points(outcome: "kept" | "dropped" | "rejected", n: number): void;
+}
+
+/** Options of {@link OtlpReceiver}. */
+export interface OtlpReceiverOptions {
+  store: OtlpStore;
+  /** Checks bearer tokens, for the receiver's audience. */
+  authenticator: Authenticator;
+  decoder: AnswerDecoder;
+  logger: Logger;
+  tls: { cert: string; key: string };
+  host?: string;
+  /** @default OTLP_HTTP_PORT */
+  port?: number;
+  /** The largest body, compressed or inflated, in bytes. @default 4194304 (4 MiB) */
+  maxRequestBytes?: number;
+  /** Data points one namespace may push per second on average (twice that at once). @default 10000 */
+  pointsPerSecond?: number;
+  metrics?: OtlpReceiverMetrics;
+  /** @default Date.now */
+  now?: () => number;
+}
+
+/** A refusal: its HTTP status and what the pusher is told. */
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message);
+  }
+}
+
+const SERVICE_ACCOUNT = /^system:serviceaccount:([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?):[^:]+$/;
+/** Namespaces whose push rate is kept (the most recent). */
+const MAX_NAMESPACE_BUCKETS = 10_000;
+
+/** See the module comment. */
+export class OtlpReceiver {
+  private readonly server: Server;
+  private readonly maxBytes: number;
+  private readonly buckets = new Map<string, TokenBucket>();
+  private readonly now: () => number;
+
+  constructor(private readonly opts: OtlpReceiverOptions) {
+    this.maxBytes = opts.maxRequestBytes ?? 4 * 1024 * 1024;
+    this.now = opts.now ?? Date.now;
+    this.server = createServer(
+      {
+        minVersion: "TLSv1.2",
+        cert: opts.tls.cert,
+        key: opts.tls.key,
+        keepAliveTimeout: 65_000,
+        headersTimeout: 30_000,
+        requestTimeout: 60_000,
+      },
+      (req, res) => void this.onRequest(req, res),
+    );
+    this.server.on("tlsClientError", (err) =>
+      opts.logger.debug({ err: err.message }, "OTLP: TLS handshake failed"),
+    );
+  }
+
+  /** Starts listening; resolves with the bound address. */
+  async listen(): Promise<AddressInfo> {
+    const port = this.opts.port ?? OTLP_HTTP_PORT;
+    const host = this.opts.host ?? "0.0.0.0";
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) =>
+        reject(
+          new GovernorError(
+            "GOV_ERR_CONFIG",
+            `cannot receive OTLP on ${host}:${port} (${err.code ?? err.message}): choose another --otlp-port`,
+            { cause: err },
+          ),
+        );
+      this.server.once("error", onError);
+      this.server.listen(port, host, () => {
+        this.server.off("error", onError);
+        resolve();
+      });
+    });
+    return this.server.address() as AddressInfo;
+  }
+
+  /** Serves a new certificate to new connections. */
+  setServingCertificate(cert: string, key: string): void {
+    this.server.setSecureContext({ minVersion: "TLSv1.2", cert, key });
+  }
+
+  /** Stops accepting connections and closes idle ones; resolves when all are closed. */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.closeIdleConnections();
+    await closed;
+  }
+
+  private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const encoding: OtlpEncoding =
+      mediaType(req.headers["content-type"]) === "application/json" ? "json" : "protobuf";
+    let status = 200;
+    try {
+      const result = await this.receive(req, encoding);
+      const body = encodeOtlpResponse(encoding, result);
+      res.writeHead(200, { "content-type": contentTypeOf(encoding) });
+      res.end(body);
+    } catch (err) {
+      const refusal =
+        err instanceof Refusal
+          ? err
+          : err instanceof TooManyTokenReviewsError
+            ? new Refusal(429, err.message, 1)
+            : err instanceof AuthenticationError
+              ? new Refusal(401, `Unauthorized: ${err.message}`)
+              : err instanceof GovernorError
+                ? new Refusal(503, boundedText(err.message), 5)
+                : undefined;
+      if (!refusal) this.opts.logger.error({ err }, "OTLP: request failed");
+      status = refusal?.status ?? 500;
+      const message = refusal?.message ?? "internal error";
+      if (res.headersSent) return void res.destroy();
+      const headers: Record<string, string> = { "content-type": contentTypeOf(encoding) };
+      if (refusal?.retryAfterSeconds) headers["retry-after"] = String(refusal.retryAfterSeconds);
+      // What was not read is not read: a refused pusher's bytes go with the connection.
+      const unread = !req.complete;
+      if (unread) headers.connection = "close";
+      res.writeHead(status, headers);
+      res.end(rpcStatus(encoding, status, message), () => {
+        if (unread) req.destroy();
+      });
+    } finally {
+      this.opts.metrics?.request(status);
+    }
+  }
+
+  /** Checks, authenticates, reads and keeps one export; what was rejected, if anything. */
+  private async receive(
+    req: IncomingMessage,
+    encoding: OtlpEncoding,
+  ): Promise<{ points: number; message: string } | undefined> {
+    if (req.method !== "POST") throw new Refusal(405, "only POST is served");
+    const path = (req.url ?? "").split("?", 1)[0];
+    if (path !== "/v1/metrics") throw new Refusal(404, "only /v1/metrics (OTLP metrics) is served here");
+    const type = mediaType(req.headers["content-type"]);
+    if (type !== "application/x-protobuf" && type !== "application/json")
+      throw new Refusal(415, "Content-Type must be application/x-protobuf or application/json");
+    const contentEncoding = (req.headers["content-encoding"] ?? "identity").trim().toLowerCase();
+    if (contentEncoding !== "identity" && contentEncoding !== "gzip")
+      throw new Refusal(415, "Content-Encoding must be gzip or none");
+    const length = Number(req.headers["content-length"] ?? 0);
+    if (length > this.maxBytes) throw new Refusal(413, `the body is larger than ${this.maxBytes} bytes`);
+
+    if (!req.headers.authorization)
+      throw new Refusal(401, "Unauthorized: push with a service-account token (Authorization: Bearer …)");
+    const user = await this.opts.authenticator.authenticate(req);
+    const namespace = SERVICE_ACCOUNT.exec(user.name)?.[1];
+    if (!namespace) throw new Refusal(403, "only a namespace's service accounts may push metrics");
+    const bucket = this.bucket(namespace);
+    if (!bucket.has())
+      throw new Refusal(429, `namespace ${namespace} pushes more data points per second than it may`, 1);
+
+    let body = await readBody(req, this.maxBytes);
+    if (contentEncoding === "gzip") {
+      try {
+        body = await inflate(body, { maxOutputLength: this.maxBytes });
+      } catch (err) {
+        const tooLarge = (err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE";
+        throw new Refusal(
+          tooLarge ? 413 : 400,
+          tooLarge ? `the body inflates past ${this.maxBytes} bytes` : "the body is not valid gzip",
+        );
+      }
+    }
+    const metrics = this.opts.store.selected(namespace);
+    // No mapping of the namespace reads pushed metrics: nothing to decode or keep.
+    if (metrics.length === 0) return undefined;
+    let batch;
+    try {
+      batch = await this.opts.decoder.decode(
+        body,
+        { kind: "otlp", encoding, metrics },
+        { tenant: namespace },
+      );
+    } catch (err) {
+      throw new Refusal(400, boundedText((err as Error).message));
+    }
+    bucket.spend(batch.key.length);
+    const kept = this.opts.store.ingest(namespace, batch);
+    this.opts.metrics?.points("kept", kept.accepted);
+    this.opts.metrics?.points("dropped", batch.unselected);
+    this.opts.metrics?.points("rejected", batch.rejected + kept.overLimit);
+    if (batch.rejected === 0 && kept.overLimit === 0) return undefined;
+    const reasons = [
+      ...(batch.rejectedReason ? [batch.rejectedReason] : []),
+      ...(kept.overLimit > 0 ? [`namespace ${namespace} keeps as many series as it may`] : []),
+    ];
+    return { points: batch.rejected + kept.overLimit, message: boundedText(reasons.join("; ")) };
+  }
+
+  private bucket(namespace: string): TokenBucket {
+    let b = this.buckets.get(namespace);
+    if (b) {
+      this.buckets.delete(namespace); // most recent last
+    } else {
+      const rate = this.opts.pointsPerSecond ?? 10_000;
+      b = new TokenBucket(rate, 2 * rate, this.now);
+      if (this.buckets.size >= MAX_NAMESPACE_BUCKETS) this.buckets.delete(this.buckets.keys().next().value!);
+    }
+    this.buckets.set(namespace, b);
+    return b;
+  }
+}
+
+function mediaType(header: string | undefined): string {
+  return (header ?? "").split(";", 1)[0]!.trim().toLowerCase();
+}
+
+function contentTypeOf(encoding: OtlpEncoding): string {
+  return encoding === "json" ? "application/json" : "application/x-protobuf";
+}
+
+/** The body, refused past `max` bytes (whatever Content-Length said). */
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        reject(new Refusal(413, `the body is larger than ${max} bytes`));
+        req.pause();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks, size)));
+    req.on("error", reject);
+  });
+}
+
+/** HTTP status → google.rpc.Code, as OTLP/HTTP's failures carry it. */
+function rpcCode(status: number): number {
+  switch (status) {
+    case 400:
+    case 413:
+    case 415:
+      return 3; // INVALID_ARGUMENT
+    case 401:
+      return 16; // UNAUTHENTICATED
+    case 403:
+      return 7; // PERMISSION_DENIED
+    case 404:
+    case 405:
+      return 12; // UNIMPLEMENTED
+    case 429:
+      return 8; // RESOURCE_EXHAUSTED
+    case 503:
+      return 14; // UNAVAILABLE
+    default:
+      return 13; // INTERNAL
+  }
+}
+
+/** A `google.rpc.Status` (code = 1, message = 2) in the request's encoding. */
+function rpcStatus(encoding: OtlpEncoding, status: number, message: string): Uint8Array | string {
+  const code = rpcCode(status);
+  if (encoding === "json") return JSON.stringify({ code, message });
+  return new BinaryWriter()
+    .uint32((1 << 3) | 0)
+    .int32(code)
+    .uint32((2 << 3) | 2)
+    .string(message)
+    .finish();
+}

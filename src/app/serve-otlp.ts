@@ -1,0 +1,104 @@
+/**
+ * The OTLP receiver as a runnable of the manager (`governor run --otlp-port`): on every
+ * replica, with the serving certificate, checking pushers' service-account tokens for its
+ * audience (locally against the issuer's keys first, then by TokenReview), counting what it
+ * receives in `/metrics`.
+ */
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import { Counter, type Registry } from "prom-client";
+import { DelegatingAuthenticator } from "../apiserver/authn.js";
+import { KubeTokenReviewer } from "../apiserver/delegated-auth.js";
+import { OTLP_HTTP_PORT, OtlpReceiver } from "../apiserver/otlp-receiver.js";
+import { KubeServiceAccountKeySource } from "../apiserver/service-account-keys.js";
+import { ServiceAccountTokenCheck } from "../apiserver/service-account-token-check.js";
+import type { KubeClient } from "../k8s/client.js";
+import { sharedAnswerDecoder } from "../sources/answer-decoder.js";
+import type { OtlpStore } from "../sources/otlp-store.js";
+import type { Runnable } from "../util/runnable.js";
+
+/** Options of {@link OtlpService}. */
+export interface OtlpServiceOptions {
+  client: KubeClient;
+  store: OtlpStore;
+  logger: Logger;
+  registry: Registry;
+  /** The serving certificate now (a later one through {@link OtlpService.setServingCertificate}). */
+  certificate: () => { cert: string; key: string } | undefined;
+  host: string;
+  /** @default OTLP_HTTP_PORT */
+  port?: number;
+  /** The audience pushers' tokens must be for. */
+  audience: string;
+  maxRequestBytes?: number;
+  pointsPerSecond?: number;
+  /** How long a token's review is trusted. @default 10000 */
+  authCacheTtlMs?: number;
+}
+
+/** See the module comment. */
+export class OtlpService implements Runnable {
+  readonly name = "OTLP receiver";
+  private receiver?: OtlpReceiver;
+  private readonly requests: Counter<"code">;
+  private readonly points: Counter<"outcome">;
+  address?: AddressInfo;
+
+  constructor(private readonly opts: OtlpServiceOptions) {
+    this.requests = new Counter({
+      name: "governor_otlp_requests_total",
+      help: "OTLP export requests received, by HTTP status answered.",
+      labelNames: ["code"],
+      registers: [opts.registry],
+    });
+    this.points = new Counter({
+      name: "governor_otlp_data_points_total",
+      help: "OTLP data points received: kept, dropped (no mapping of the namespace reads the metric) or rejected.",
+      labelNames: ["outcome"],
+      registers: [opts.registry],
+    });
+  }
+
+  async start(): Promise<void> {
+    const opts = this.opts;
+    const tls = opts.certificate();
+    if (!tls) throw new Error("the OTLP receiver has no serving certificate");
+    const precheck = new ServiceAccountTokenCheck(new KubeServiceAccountKeySource(opts.client), {
+      logger: opts.logger,
+    });
+    void precheck.prefetch();
+    const authenticator = new DelegatingAuthenticator(new KubeTokenReviewer(opts.client, [opts.audience]), {
+      tokenCacheTtlMs: opts.authCacheTtlMs,
+      precheck,
+    });
+    this.receiver = new OtlpReceiver({
+      store: opts.store,
+      authenticator,
+      decoder: sharedAnswerDecoder(),
+      logger: opts.logger,
+      tls,
+      host: opts.host,
+      port: opts.port ?? OTLP_HTTP_PORT,
+      maxRequestBytes: opts.maxRequestBytes,
+      pointsPerSecond: opts.pointsPerSecond,
+      metrics: {
+        request: (status) => this.requests.inc({ code: String(status) }),
+        points: (outcome, n) => {
+          if (n > 0) this.points.inc({ outcome }, n);
+        },
+      },
+    });
+    this.address = await this.receiver.listen();
+    opts.logger.info({ port: this.address.port, audience: opts.audience }, "OTLP receiver listening");
+  }
+
+  /** Serves `pair` to new connections. */
+  setServingCertificate(pair: { cert: string; key: string }): void {
+    this.receiver?.setServingCertificate(pair.cert, pair.key);
+  }
+
+  async stop(): Promise<void> {
+    await this.receiver?.close();
+    this.receiver = undefined;
+  }
+}

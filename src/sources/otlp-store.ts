@@ -1,0 +1,196 @@
+/**
+ * What pushers sent over OTLP, by namespace, metric and series, for the `otlp` sources of
+ * that namespace to read: the receiver (src/apiserver/otlp-receiver.ts) writes the points of
+ * an authenticated pusher into its own namespace only; a source reads its mapping's
+ * namespace only. A namespace keeps the metrics its mappings select and nothing else
+ * ({@link OtlpStore.selected}), at most `maxSeriesPerNamespace` series, each its last two
+ * points (a rate needs two); a series nobody pushed for `retainMs` is forgotten.
+ */
+import { type OtlpBatch, type OtlpPoint, attributesOfKey } from "./otlp-decode.js";
+
+/** One reading of a series. */
+export interface OtlpReading {
+  startMs: number;
+  atMs: number;
+  value: number;
+  histogram?: OtlpPoint["histogram"];
+}
+
+/** One series: a metric with one set of attributes, from one namespace. */
+export interface OtlpSeries {
+  readonly attributes: Readonly<Record<string, string>>;
+  type: OtlpPoint["type"];
+  cumulative: boolean;
+  monotonic: boolean;
+  /** When Governor last received a point of it (its own clock), in ms. */
+  receivedAtMs: number;
+  current: OtlpReading;
+  previous?: OtlpReading;
+}
+
+/** Options of {@link OtlpStore}. */
+export interface OtlpStoreOptions {
+  /** The most series one namespace keeps. @default 10000 */
+  maxSeriesPerNamespace?: number;
+  /** How long a series nobody pushes is kept. @default 600000 (10 minutes) */
+  retainMs?: number;
+  /** @default Date.now */
+  now?: () => number;
+}
+
+/** What {@link OtlpStore.ingest} did with a batch. */
+export interface IngestResult {
+  accepted: number;
+  /** Points refused because the namespace keeps as many series as it may. */
+  overLimit: number;
+}
+
+interface NamespaceData {
+  /** Metric names its mappings read, with how many mappings read each. */
+  readonly selected: Map<string, number>;
+  /** Series by metric, then by their attributes' key. */
+  readonly series: Map<string, Map<string, OtlpSeries>>;
+  seriesCount: number;
+  /** Called when a metric gets a point. */
+  readonly listeners: Map<string, Set<() => void>>;
+}
+
+/** See the module comment. */
+export class OtlpStore {
+  private readonly namespaces = new Map<string, NamespaceData>();
+  private readonly maxSeries: number;
+  private readonly retainMs: number;
+  private readonly now: () => number;
+  private lastSweepMs = 0;
+
+  constructor(opts: OtlpStoreOptions = {}) {
+    this.maxSeries = opts.maxSeriesPerNamespace ?? 10_000;
+    this.retainMs = opts.retainMs ?? 600_000;
+    this.now = opts.now ?? Date.now;
+  }
+
+  private data(namespace: string): NamespaceData {
+    let d = this.namespaces.get(namespace);
+    if (!d) {
+      d = { selected: new Map(), series: new Map(), seriesCount: 0, listeners: new Map() };
+      this.namespaces.set(namespace, d);
+    }
+    return d;
+  }
+
+  /** `metric` is read by a mapping of `namespace` until the returned function is called. */
+  select(namespace: string, metric: string): () => void {
+    const d = this.data(namespace);
+    d.selected.set(metric, (d.selected.get(metric) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = (d.selected.get(metric) ?? 1) - 1;
+      if (n > 0) return void d.selected.set(metric, n);
+      d.selected.delete(metric);
+      d.seriesCount -= d.series.get(metric)?.size ?? 0;
+      d.series.delete(metric);
+      if (d.selected.size === 0 && d.listeners.size === 0) this.namespaces.delete(namespace);
+    };
+  }
+
+  /** The metric names mappings of `namespace` read (what a push from it is decoded for). */
+  selected(namespace: string): string[] {
+    return [...(this.namespaces.get(namespace)?.selected.keys() ?? [])];
+  }
+
+  /** Calls `fn` whenever `metric` of `namespace` gets a point, until the returned function is called. */
+  listen(namespace: string, metric: string, fn: () => void): () => void {
+    const d = this.data(namespace);
+    let set = d.listeners.get(metric);
+    if (!set) d.listeners.set(metric, (set = new Set()));
+    set.add(fn);
+    return () => {
+      set.delete(fn);
+      if (set.size === 0) d.listeners.delete(metric);
+      if (d.selected.size === 0 && d.listeners.size === 0) this.namespaces.delete(namespace);
+    };
+  }
+
+  /** Keeps a pusher's points in its namespace. */
+  ingest(namespace: string, batch: OtlpBatch): IngestResult {
+    const d = this.namespaces.get(namespace);
+    const result: IngestResult = { accepted: 0, overLimit: 0 };
+    if (!d) return result;
+    const now = this.now();
+    this.sweep(now);
+    const touched = new Set<string>();
+    const types = ["gauge", "sum", "histogram"] as const;
+    for (let i = 0; i < batch.key.length; i++) {
+      const metric = batch.metrics[batch.metric[i]!]!;
+      let byKey = d.series.get(metric);
+      if (!byKey) {
+        if (!d.selected.has(metric)) continue; // released while the body was decoded
+        d.series.set(metric, (byKey = new Map<string, OtlpSeries>()));
+      }
+      const flags = batch.flags[i]!;
+      const type = types[flags & 3]!;
+      const atMs = batch.atMs[i]!;
+      const reading: OtlpReading = {
+        startMs: batch.startMs[i]!,
+        atMs,
+        value: batch.value[i]!,
+        histogram: batch.histograms[i] ?? undefined,
+      };
+      const key = batch.key[i]!;
+      const s = byKey.get(key);
+      if (s) {
+        // An older point than the one kept (a retry arriving late) changes nothing.
+        if (atMs < s.current.atMs) continue;
+        if (atMs > s.current.atMs || s.type !== type) s.previous = s.type === type ? s.current : undefined;
+        s.current = reading;
+        s.type = type;
+        s.cumulative = (flags & 4) !== 0;
+        s.monotonic = (flags & 8) !== 0;
+        s.receivedAtMs = now;
+      } else {
+        if (d.seriesCount >= this.maxSeries) {
+          result.overLimit++;
+          continue;
+        }
+        byKey.set(key, {
+          attributes: Object.freeze(attributesOfKey(key)),
+          type,
+          cumulative: (flags & 4) !== 0,
+          monotonic: (flags & 8) !== 0,
+          receivedAtMs: now,
+          current: reading,
+        });
+        d.seriesCount++;
+      }
+      result.accepted++;
+      touched.add(metric);
+    }
+    for (const metric of touched) for (const fn of d.listeners.get(metric) ?? []) fn();
+    return result;
+  }
+
+  /** The series of `metric` pushed from `namespace`. */
+  series(namespace: string, metric: string): Iterable<OtlpSeries> {
+    return this.namespaces.get(namespace)?.series.get(metric)?.values() ?? [];
+  }
+
+  /** How many series `namespace` keeps. */
+  seriesCount(namespace: string): number {
+    return this.namespaces.get(namespace)?.seriesCount ?? 0;
+  }
+
+  /** Forgets series nobody pushed for `retainMs` (at most once a minute). */
+  private sweep(now: number): void {
+    if (now - this.lastSweepMs < 60_000) return;
+    this.lastSweepMs = now;
+    for (const d of this.namespaces.values())
+      for (const byKey of d.series.values())
+        for (const [key, s] of byKey)
+          if (now - s.receivedAtMs > this.retainMs) {
+            byKey.delete(key);
+            d.seriesCount--;
+          }
+  }
+}
