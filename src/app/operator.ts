@@ -274,6 +274,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
           serviceName: opts.registration.serviceName,
           port: opts.registration.port,
           targetPort: opts.port,
+          ...(opts.otlp ? { otlpTargetPort: opts.otlp.port } : {}),
           apis: apiList,
           takeOver: opts.registration.takeOver,
           forward: {

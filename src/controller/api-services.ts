@@ -49,6 +49,8 @@ export interface ApiServicesOptions {
   port: number;
   /** cluster mode: the container port the Service targets. @default 6443 */
   targetPort?: number;
+  /** cluster mode: the container port of the OTLP receiver, if it runs (the Service's port 4318). */
+  otlpTargetPort?: number;
   apis: readonly GovernorApi[];
   /** Take over APIServices that point at another Service. @default false */
   takeOver?: boolean;
@@ -181,7 +183,13 @@ export class ApiServices {
     const body =
       this.opts.mode === "local"
         ? buildLocalService({ namespace, name, port })
-        : buildClusterService({ namespace, name, port, targetPort: this.opts.targetPort ?? 6443 });
+        : buildClusterService({
+            namespace,
+            name,
+            port,
+            targetPort: this.opts.targetPort ?? 6443,
+            otlpTargetPort: this.opts.otlpTargetPort,
+          });
     await this.opts.client.apply(this.servicePath, body, { fieldManager: "governor" });
   }
 

@@ -70,20 +70,27 @@ function serviceHeader(opts: { namespace: string; name: string }) {
 
 /**
  * The ClusterIP Service the aggregator dials in the `cluster` registration mode: port
- * `port` → the operator pods' `targetPort` (the Deployment's pod labels select them).
+ * `port` → the operator pods' `targetPort` (the Deployment's pod labels select them); with
+ * `otlpTargetPort`, also OTLP's port 4318 → the pods' OTLP receiver, for pushers.
  */
 export function buildClusterService(opts: {
   namespace: string;
   name: string;
   port: number;
   targetPort: number;
+  otlpTargetPort?: number;
 }) {
   return {
     ...serviceHeader(opts),
     spec: {
       type: "ClusterIP",
       selector: { "app.kubernetes.io/name": "governor", "app.kubernetes.io/component": "operator" },
-      ports: [{ name: "https", port: opts.port, targetPort: opts.targetPort, protocol: "TCP" }],
+      ports: [
+        { name: "https", port: opts.port, targetPort: opts.targetPort, protocol: "TCP" },
+        ...(opts.otlpTargetPort
+          ? [{ name: "otlp-http", port: 4318, targetPort: opts.otlpTargetPort, protocol: "TCP" }]
+          : []),
+      ],
     },
   };
 }

@@ -29,7 +29,7 @@ interface Obj {
   apiVersion: string;
   kind: string;
   metadata: { name: string; namespace?: string; annotations?: Record<string, string> };
-  spec?: { template?: { spec?: { containers?: { args?: string[] }[] } } };
+  spec?: { template?: { spec?: { containers?: { args?: string[]; ports?: unknown[] }[] } } };
 }
 
 const objects = (text: string): Obj[] =>
@@ -75,7 +75,39 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
       "prometheusNamespaceLabel=kubernetes_namespace,allowUnscopedPrometheusQueries=true,allowHostNetworkScrape=true",
       "--set-json",
       'sourceBackendBudget={"qps":0,"overrides":{"http://prometheus.monitoring:9090":20}}',
+      "--set",
+      "otlp.enabled=true,otlp.audience=metrics,otlp.maxRequestBytes=8Mi",
     );
+  });
+
+  it("otlp.enabled opens OTLP's port on the pods, passes its limits, and lets the NetworkPolicy admit pushers", async () => {
+    const rendered = objects(
+      await helm(
+        "template",
+        "governor",
+        CHART,
+        "--set",
+        "otlp.enabled=true,otlp.audience=metrics,otlp.pointsPerSecond=500,otlp.maxSeriesPerNamespace=2000",
+        "--set",
+        "networkPolicy.enabled=true,networkPolicy.apiServerCIDRs={10.0.0.10/32}",
+        "--set-json",
+        'otlp.from=[{"namespaceSelector":{"matchLabels":{"otlp":"push"}}}]',
+      ),
+    );
+    const container = rendered.find((o) => o.kind === "Deployment")!.spec?.template?.spec?.containers?.[0];
+    expect(container?.args).to.include.members([
+      "--otlp-port=4318",
+      "--otlp-audience=metrics",
+      "--otlp-points-per-second=500",
+      "--otlp-max-series-per-namespace=2000",
+    ]);
+    expect(container?.ports).to.deep.include({ name: "otlp-http", containerPort: 4318 });
+    const policy = rendered.find((o) => o.kind === "NetworkPolicy") as Obj & {
+      spec: { ingress: { ports: { port: number }[]; from?: unknown[] }[] };
+    };
+    expect(policy.spec.ingress.find((r) => r.ports[0]?.port === 4318)?.from).to.deep.equal([
+      { namespaceSelector: { matchLabels: { otlp: "push" } } },
+    ]);
   });
 
   it("renders with default values exactly what kubectl apply -k config/default applies, less the Namespace", async () => {
