@@ -7,7 +7,7 @@ import { createCA, issueCertificate, type KeyPair } from "../../src/certs/certs.
 import { httpsGet } from "../support/https-get.js";
 import { applyYaml, freshNamespace, installCrds, type TestCluster, useCluster } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
-import { SdkPusher } from "../support/otlp.js";
+import { SdkPusher, startCollector } from "../support/otlp.js";
 
 describe("OTLP pushes from the JavaScript SDK drive the metrics API (integration)", function () {
   this.timeout(120_000);
@@ -197,6 +197,28 @@ spec:
     expect(wrong?.message).to.match(/401|Unauthorized/);
     const none = await push(p, undefined);
     expect(none?.message).to.match(/401|Unauthorized/);
+  });
+
+  it("takes what an OpenTelemetry Collector forwards with its otlphttp exporter, into the Collector's namespace", async () => {
+    const collector = await startCollector({ governor: otlpUrl(), ca: ca.cert, token: tokens[teamB.name]! });
+    try {
+      const app = new SdkPusher({ "k8s.pod.name": "batch-7" });
+      pushers.push(app);
+      app.meter.createObservableGauge("queue.depth").addCallback((r) => r.observe(1234));
+      expect(await app.export({ url: collector.url, ca: ca.cert, encoding: "protobuf" })).to.equal(undefined);
+      await eventually(
+        async () => {
+          const r = await get(
+            `/apis/external.metrics.k8s.io/v1beta1/namespaces/${teamB.name}/otlp_queue_depth`,
+          );
+          expect(r.status, r.text).to.equal(200);
+          expect(r.json.items[0].value).to.equal("1234");
+        },
+        { timeoutMs: 10_000, what: `the Collector's forward served\n${collector.log().slice(-2000)}` },
+      );
+    } finally {
+      await collector.stop();
+    }
   });
 
   it("goes stale, never 0, when the pusher stops", async () => {

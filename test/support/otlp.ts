@@ -1,8 +1,15 @@
 /**
- * A pusher made of the OpenTelemetry JavaScript SDK itself: a MeterProvider whose metrics
- * are collected on demand, encoded by the SDK's own OTLP serializers (what its exporters
- * send) or sent by its OTLP/HTTP exporters (protobuf or JSON) to a receiver.
+ * Pushers made of OpenTelemetry's own programs: a MeterProvider of the JavaScript SDK whose
+ * metrics are collected on demand, encoded by the SDK's own OTLP serializers (what its
+ * exporters send) or sent by its OTLP/HTTP exporters (protobuf or JSON); and the
+ * OpenTelemetry Collector (built by hack/otelcol.sh) forwarding what it receives with its
+ * `otlphttp` exporter.
  */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Meter } from "@opentelemetry/api";
 import { OTLPMetricExporter as ProtoExporter } from "@opentelemetry/exporter-metrics-otlp-proto";
 import {
@@ -18,6 +25,9 @@ import {
   MetricReader,
   type ResourceMetrics,
 } from "@opentelemetry/sdk-metrics";
+
+import { type PeerProcess, startPeer } from "./peer-process.js";
+import { freePort } from "./ports.js";
 
 class OnDemandReader extends MetricReader {
   protected async onShutdown(): Promise<void> {}
@@ -88,4 +98,84 @@ export class SdkPusher {
   async shutdown(): Promise<void> {
     await this.provider.shutdown();
   }
+}
+
+/** The Collector binary, built once (cached outside the work tree) by hack/otelcol.sh. */
+export function collectorBuild(): string {
+  return execFileSync("bash", [fileURLToPath(new URL("../../hack/otelcol.sh", import.meta.url))], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+  }).trim();
+}
+
+/**
+ * The Collector configuration the docs show (docs/opentelemetry.md): the OTLP receiver,
+ * the batch processor, and the `otlphttp` exporter to Governor with a service-account
+ * token for Governor's audience, read from `GOVERNOR_TOKEN`, and Governor's CA.
+ */
+export function collectorConfig(opts: { listen: string; governor: string; caFile: string }): string {
+  return `receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: ${opts.listen}
+processors:
+  batch:
+    timeout: 200ms
+exporters:
+  otlphttp/governor:
+    metrics_endpoint: ${opts.governor}
+    compression: gzip
+    tls:
+      ca_file: ${opts.caFile}
+    headers:
+      Authorization: "Bearer \${env:GOVERNOR_TOKEN}"
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    metrics:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [otlphttp/governor]
+`;
+}
+
+/** A running Collector forwarding to Governor; pushers send to `url`. */
+export interface RunningCollector extends PeerProcess {
+  url: string;
+}
+
+/** Starts the Collector (see {@link collectorConfig}); resolves once its receiver answers. */
+export async function startCollector(opts: {
+  governor: string;
+  ca: string;
+  token: string;
+}): Promise<RunningCollector> {
+  const dir = mkdtempSync(join(tmpdir(), "otelcol-"));
+  const port = await freePort();
+  writeFileSync(join(dir, "ca.crt"), opts.ca);
+  const config = join(dir, "config.yaml");
+  writeFileSync(
+    config,
+    collectorConfig({ listen: `127.0.0.1:${port}`, governor: opts.governor, caFile: join(dir, "ca.crt") }),
+  );
+  const url = `http://127.0.0.1:${port}/v1/metrics`;
+  const peer = await startPeer({
+    bin: collectorBuild(),
+    args: [`--config=file:${config}`],
+    env: { ...process.env, GOVERNOR_TOKEN: opts.token },
+    what: "the OpenTelemetry Collector's OTLP receiver",
+    ready: async () => {
+      // An empty export: 200 once the receiver runs.
+      const res = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "{}",
+      });
+      if (res.status !== 200) throw new Error(`answered ${res.status}`);
+    },
+  });
+  return { ...peer, url };
 }
