@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
 import { pino } from "pino";
@@ -38,6 +39,8 @@ describe("OTLP pushes from the JavaScript SDK drive the metrics API (integration
   };
   const push = async (p: SdkPusher, token: string | undefined, encoding: "protobuf" | "json" = "protobuf") =>
     p.export({ url: otlpUrl(), token, ca: ca.cert, encoding });
+  /** Team A's token in a file, as a projected volume holds it. */
+  let tokenFile: string;
   const tokenFor = async (namespace: string, audiences?: string[]) => {
     const res = await cluster.client.request<{ status: { token: string } }>(
       "POST",
@@ -105,6 +108,8 @@ spec:
       });
       tokens[ns] = await tokenFor(ns, ["governor"]);
     }
+    tokenFile = join(mkdtempSync(join(tmpdir(), "otlp-token-")), "token");
+    writeFileSync(tokenFile, tokens[teamA.name]!);
     for (const name of ["web-1", "web-2"])
       await cluster.client.create(`/api/v1/namespaces/${teamA.name}/pods`, {
         apiVersion: "v1",
@@ -150,7 +155,9 @@ spec:
     // The mapping is read once its sampler runs: the first push may come before it selects the metric.
     await eventually(
       async () => {
-        expect(await push(web1, tokens[teamA.name])).to.equal(undefined);
+        expect(await web1.export({ url: otlpUrl(), tokenFile, ca: ca.cert, encoding: "protobuf" })).to.equal(
+          undefined,
+        );
         expect(await push(web2, tokens[teamA.name], "json")).to.equal(undefined);
         expect(await podValues(teamA.name, "otlp_queue_depth")).to.deep.equal({ "web-1": "3", "web-2": "8" });
       },

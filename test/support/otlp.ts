@@ -7,6 +7,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -38,6 +39,8 @@ class OnDemandReader extends MetricReader {
 export interface ExportTarget {
   url: string;
   token?: string;
+  /** A file the token is read from at each export (a projected token, which the kubelet rotates). */
+  tokenFile?: string;
   ca: string;
   encoding: "protobuf" | "json";
   gzip?: boolean;
@@ -80,7 +83,10 @@ export class SdkPusher {
   async export(target: ExportTarget): Promise<Error | undefined> {
     const options = {
       url: target.url,
-      headers: (target.token ? { authorization: `Bearer ${target.token}` } : {}) as Record<string, string>,
+      // As docs/opentelemetry.md shows: the token file read at each export.
+      headers: target.tokenFile
+        ? async () => ({ authorization: `Bearer ${(await readFile(target.tokenFile!, "utf8")).trim()}` })
+        : ((target.token ? { authorization: `Bearer ${target.token}` } : {}) as Record<string, string>),
       httpAgentOptions: { ca: target.ca },
       compression: target.gzip ? CompressionAlgorithm.GZIP : CompressionAlgorithm.NONE,
       temporalityPreference: AggregationTemporalityPreference.CUMULATIVE,
