@@ -42,6 +42,8 @@ export interface ExportTarget {
   /** A file the token is read from at each export (a projected token, which the kubelet rotates). */
   tokenFile?: string;
   ca: string;
+  /** The name the receiver's certificate is checked for, when the URL's host is not it. */
+  servername?: string;
   encoding: "protobuf" | "json";
   gzip?: boolean;
 }
@@ -87,7 +89,7 @@ export class SdkPusher {
       headers: target.tokenFile
         ? async () => ({ authorization: `Bearer ${(await readFile(target.tokenFile!, "utf8")).trim()}` })
         : ((target.token ? { authorization: `Bearer ${target.token}` } : {}) as Record<string, string>),
-      httpAgentOptions: { ca: target.ca },
+      httpAgentOptions: { ca: target.ca, ...(target.servername ? { servername: target.servername } : {}) },
       compression: target.gzip ? CompressionAlgorithm.GZIP : CompressionAlgorithm.NONE,
       temporalityPreference: AggregationTemporalityPreference.CUMULATIVE,
       timeoutMillis: 5000,
@@ -119,7 +121,12 @@ export function collectorBuild(): string {
  * the batch processor, and the `otlphttp` exporter to Governor with a service-account
  * token for Governor's audience, read from `GOVERNOR_TOKEN`, and Governor's CA.
  */
-export function collectorConfig(opts: { listen: string; governor: string; caFile: string }): string {
+export function collectorConfig(opts: {
+  listen: string;
+  governor: string;
+  caFile: string;
+  serverName?: string;
+}): string {
   return `receivers:
   otlp:
     protocols:
@@ -133,7 +140,7 @@ exporters:
     metrics_endpoint: ${opts.governor}
     compression: gzip
     tls:
-      ca_file: ${opts.caFile}
+      ca_file: ${opts.caFile}${opts.serverName ? `\n      server_name_override: ${opts.serverName}` : ""}
     headers:
       Authorization: "Bearer \${env:GOVERNOR_TOKEN}"
 service:
@@ -158,6 +165,7 @@ export async function startCollector(opts: {
   governor: string;
   ca: string;
   token: string;
+  serverName?: string;
 }): Promise<RunningCollector> {
   const dir = mkdtempSync(join(tmpdir(), "otelcol-"));
   const port = await freePort();
@@ -165,7 +173,12 @@ export async function startCollector(opts: {
   const config = join(dir, "config.yaml");
   writeFileSync(
     config,
-    collectorConfig({ listen: `127.0.0.1:${port}`, governor: opts.governor, caFile: join(dir, "ca.crt") }),
+    collectorConfig({
+      listen: `127.0.0.1:${port}`,
+      governor: opts.governor,
+      caFile: join(dir, "ca.crt"),
+      serverName: opts.serverName,
+    }),
   );
   const url = `http://127.0.0.1:${port}/v1/metrics`;
   const peer = await startPeer({
