@@ -4,6 +4,7 @@ import { request } from "node:https";
 import { gzipSync } from "node:zlib";
 import { pino } from "pino";
 import { SdkPusher } from "../../test/support/otlp.js";
+import { eventually } from "../../test/support/eventually.js";
 import { createCA, issueCertificate, type KeyPair } from "../certs/certs.js";
 import { AnswerDecoder } from "../sources/answer-decoder.js";
 import { OtlpStore } from "../sources/otlp-store.js";
@@ -40,6 +41,7 @@ describe("OTLP receiver: pushes land in the pusher's own namespace, bounded befo
   let tokens: Tokens;
   let url: string;
   const counted: Record<string, number> = {};
+  const statuses: number[] = [];
 
   before(async () => {
     ca = await createCA("otlp-test-ca");
@@ -55,6 +57,7 @@ describe("OTLP receiver: pushes land in the pusher's own namespace, bounded befo
       "person-token": "jane@example.com",
     });
     for (const k of Object.keys(counted)) delete counted[k];
+    statuses.length = 0;
     receiver = new OtlpReceiver({
       store,
       authenticator: tokens,
@@ -64,7 +67,7 @@ describe("OTLP receiver: pushes land in the pusher's own namespace, bounded befo
       host: "127.0.0.1",
       port: 0,
       metrics: {
-        request: () => {},
+        request: (status) => statuses.push(status),
         points: (outcome, n) => (counted[outcome] = (counted[outcome] ?? 0) + n),
       },
       ...extra,
@@ -232,6 +235,73 @@ describe("OTLP receiver: pushes land in the pusher's own namespace, bounded befo
       },
     });
     expect(store.seriesCount("team-a")).to.equal(1);
+  });
+
+  /** A push whose headers and first `sent` bytes of `length` are sent, the rest never. */
+  const hold = (headers: Record<string, string>, length: number, sent: number) =>
+    new Promise<{ answer: Promise<Answer>; abort: () => void }>((resolve) => {
+      let req: ReturnType<typeof request>;
+      const answer = new Promise<Answer>((done, fail) => {
+        req = request(
+          url,
+          {
+            method: "POST",
+            ca: ca.cert,
+            agent: false,
+            headers: {
+              "content-type": "application/x-protobuf",
+              "content-length": String(length),
+              ...headers,
+            },
+          },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on("data", (c: Buffer) => chunks.push(c));
+            res.on("end", () =>
+              done({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
+            );
+          },
+        );
+        req.on("error", fail);
+        req.write(new Uint8Array(sent), () => resolve({ answer, abort: () => req.destroy() }));
+      });
+      answer.catch(() => {});
+    });
+
+  it("holds only a few pushes of a namespace and a bounded number of bytes at once, and answers the rest 429", async () => {
+    await start({ maxInFlightBytes: 300 * 1024 });
+    for (const ns of ["team-a", "team-b"]) store.select(ns, "queue.depth");
+    const a = { authorization: "Bearer team-a-token" };
+    const held = [];
+    for (let i = 0; i < 4; i++) held.push(await hold(a, 1000, 10));
+    // Once the four are being read, a fifth waits for nothing: 429.
+    const fifth = await eventually(async () => {
+      const r = await post(new Uint8Array(10), a);
+      expect(r.status).to.equal(429);
+      return r;
+    });
+    expect(fifth.body.toString()).to.contain("has 4 pushes being handled already");
+    // Team B's push of 299 KiB, with the 4,000 bytes held, would pass the 300 KiB allowed at once.
+    const big = await post(new Uint8Array(299 * 1024), { authorization: "Bearer team-b-token" });
+    expect(big.status).to.equal(429);
+    expect(big.body.toString()).to.contain("too many pushes are being handled");
+    for (const h of held) h.abort();
+    await eventually(() => expect(statuses.filter((s) => s === 499)).to.have.length(4));
+    expect(statuses).to.not.include(500);
+    // Freed: a small push of team B goes through.
+    expect(
+      (await post(await pusherOf("web-1", 1).body("protobuf"), { authorization: "Bearer team-b-token" }))
+        .status,
+    ).to.equal(200);
+  });
+
+  it("reads and drops a push no mapping of its namespace reads, decoding nothing", async () => {
+    await start();
+    const answer = await post(new Uint8Array(100 * 1024).fill(0xff), {
+      authorization: "Bearer team-a-token",
+    });
+    expect(answer.status).to.equal(200); // not decoded: the garbage is never looked at
+    expect(counted).to.deep.equal({});
   });
 
   it("decodes a large export in the parse worker with the namespace as its tenant, the event loop free meanwhile", async () => {

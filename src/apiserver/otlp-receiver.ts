@@ -62,10 +62,25 @@ export interface OtlpReceiverOptions {
   maxRequestBytes?: number;
   /** Data points one namespace may push per second on average (twice that at once). @default 10000 */
   pointsPerSecond?: number;
+  /**
+   * The most bytes all pushes being read, inflated and decoded may hold at once (each
+   * reserves its Content-Length, or the largest body, and the largest body again when
+   * gzipped). @default 67108864 (64 MiB)
+   */
+  maxInFlightBytes?: number;
+  /** The most pushes of one namespace handled at once. @default 4 */
+  maxConcurrentPerNamespace?: number;
   metrics?: OtlpReceiverMetrics;
   /** @default Date.now */
   now?: () => number;
 }
+
+/** The pusher went away before its body was read: nobody to answer. */
+class ClientGone extends Error {}
+
+/** The decoder's own limits (time, memory, queue), not the body's fault: worth a retry. */
+const DECODER_BUSY =
+  /took more than|needed more than|waiting to be decoded|parse worker|decoder is closed|aborted while/;
 
 /** A refusal: its HTTP status and what the pusher is told. */
 class Refusal extends Error {
@@ -78,6 +93,9 @@ class Refusal extends Error {
   }
 }
 
+/** The most connections the receiver holds; more are refused as they come. */
+const MAX_CONNECTIONS = 1024;
+
 const SERVICE_ACCOUNT = /^system:serviceaccount:([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?):[^:]+$/;
 /** Namespaces whose push rate is kept (the most recent). */
 const MAX_NAMESPACE_BUCKETS = 10_000;
@@ -88,21 +106,31 @@ export class OtlpReceiver {
   private readonly maxBytes: number;
   private readonly buckets = new Map<string, TokenBucket>();
   private readonly now: () => number;
+  private readonly maxInFlightBytes: number;
+  private inFlightBytes = 0;
+  /** Pushes being handled, by namespace. */
+  private readonly active = new Map<string, number>();
 
   constructor(private readonly opts: OtlpReceiverOptions) {
     this.maxBytes = opts.maxRequestBytes ?? 4 * 1024 * 1024;
     this.now = opts.now ?? Date.now;
+    this.maxInFlightBytes = opts.maxInFlightBytes ?? 64 << 20;
+    // Slow or idle connections are bounded in number and time: a handshake in 10 s, the
+    // headers in 10 s, the whole request in 30 s, checked every second.
     this.server = createServer(
       {
         minVersion: "TLSv1.2",
         cert: opts.tls.cert,
         key: opts.tls.key,
+        handshakeTimeout: 10_000,
         keepAliveTimeout: 65_000,
-        headersTimeout: 30_000,
-        requestTimeout: 60_000,
+        headersTimeout: 10_000,
+        requestTimeout: 30_000,
+        connectionsCheckingInterval: 1_000,
       },
       (req, res) => void this.onRequest(req, res),
     );
+    this.server.maxConnections = MAX_CONNECTIONS;
     this.server.on("tlsClientError", (err) =>
       opts.logger.debug({ err: err.message }, "OTLP: TLS handshake failed"),
     );
@@ -135,11 +163,16 @@ export class OtlpReceiver {
     this.server.setSecureContext({ minVersion: "TLSv1.2", cert, key });
   }
 
-  /** Stops accepting connections and closes idle ones; resolves when all are closed. */
+  /**
+   * Stops accepting connections and closes idle ones; pushes being received get 5 s to
+   * finish. Resolves when all are closed.
+   */
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
+    const late = setTimeout(() => this.server.closeAllConnections(), 5000);
     await closed;
+    clearTimeout(late);
   }
 
   private async onRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -152,6 +185,10 @@ export class OtlpReceiver {
       res.writeHead(200, { "content-type": contentTypeOf(encoding) });
       res.end(body);
     } catch (err) {
+      if (err instanceof ClientGone) {
+        status = 499;
+        return void res.destroy();
+      }
       const refusal =
         err instanceof Refusal
           ? err
@@ -205,7 +242,41 @@ export class OtlpReceiver {
     const bucket = this.bucket(namespace);
     if (!bucket.has())
       throw new Refusal(429, `namespace ${namespace} pushes more data points per second than it may`, 1);
+    const metrics = this.opts.store.selected(namespace);
+    // No mapping of the namespace reads pushed metrics: nothing to keep, so nothing is
+    // buffered, inflated or decoded.
+    if (metrics.length === 0) {
+      await drain(req);
+      return undefined;
+    }
+    const concurrent = this.active.get(namespace) ?? 0;
+    const limit = this.opts.maxConcurrentPerNamespace ?? 4;
+    if (concurrent >= limit)
+      throw new Refusal(429, `namespace ${namespace} has ${limit} pushes being handled already`, 1);
+    const reserved = (length > 0 ? length : this.maxBytes) + (contentEncoding === "gzip" ? this.maxBytes : 0);
+    if (this.inFlightBytes + reserved > this.maxInFlightBytes)
+      throw new Refusal(429, "too many pushes are being handled; try again", 1);
+    this.active.set(namespace, concurrent + 1);
+    this.inFlightBytes += reserved;
+    try {
+      return await this.keep(req, namespace, encoding, contentEncoding, metrics, bucket);
+    } finally {
+      this.inFlightBytes -= reserved;
+      const n = (this.active.get(namespace) ?? 1) - 1;
+      if (n > 0) this.active.set(namespace, n);
+      else this.active.delete(namespace);
+    }
+  }
 
+  /** Reads, inflates, decodes and keeps one push of `namespace`. */
+  private async keep(
+    req: IncomingMessage,
+    namespace: string,
+    encoding: OtlpEncoding,
+    contentEncoding: string,
+    metrics: string[],
+    bucket: TokenBucket,
+  ): Promise<{ points: number; message: string } | undefined> {
     let body = await readBody(req, this.maxBytes);
     if (contentEncoding === "gzip") {
       try {
@@ -218,20 +289,19 @@ export class OtlpReceiver {
         );
       }
     }
-    const metrics = this.opts.store.selected(namespace);
-    // No mapping of the namespace reads pushed metrics: nothing to decode or keep.
-    if (metrics.length === 0) return undefined;
     let batch;
     try {
       batch = await this.opts.decoder.decode(
         body,
-        { kind: "otlp", encoding, metrics },
+        { kind: "otlp", encoding, metrics, keep: this.opts.store.kept(namespace) },
         { tenant: namespace },
       );
     } catch (err) {
-      throw new Refusal(400, boundedText((err as Error).message));
+      const message = boundedText((err as Error).message);
+      throw DECODER_BUSY.test(message) ? new Refusal(503, message, 5) : new Refusal(400, message);
     }
-    bucket.spend(batch.key.length);
+    // Every decoded point counts, kept or not.
+    bucket.spend(batch.key.length + batch.unselected + batch.rejected);
     const kept = this.opts.store.ingest(namespace, batch);
     this.opts.metrics?.points("kept", kept.accepted);
     this.opts.metrics?.points("dropped", batch.unselected);
@@ -266,6 +336,16 @@ function contentTypeOf(encoding: OtlpEncoding): string {
   return encoding === "json" ? "application/json" : "application/x-protobuf";
 }
 
+/** Reads the body and drops it. */
+function drain(req: IncomingMessage): Promise<void> {
+  return new Promise((resolve, reject) => {
+    req.on("end", resolve);
+    req.on("aborted", () => reject(new ClientGone()));
+    req.on("error", () => reject(new ClientGone()));
+    req.resume();
+  });
+}
+
 /** The body, refused past `max` bytes (whatever Content-Length said). */
 function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -281,7 +361,8 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
       chunks.push(chunk);
     });
     req.on("end", () => resolve(Buffer.concat(chunks, size)));
-    req.on("error", reject);
+    req.on("aborted", () => reject(new ClientGone()));
+    req.on("error", () => reject(new ClientGone()));
   });
 }
 

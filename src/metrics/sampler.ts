@@ -124,6 +124,8 @@ export class Sampler {
   private timer?: Timer;
   /** A push's wake-up ({@link wake}), while one waits. */
   private wakeTimer?: Timer = undefined;
+  /** How long the last attempt took (its request, not a wait for the budget), in ms. */
+  private lastAttemptMs = 0;
   private stopped = false;
   /** The attempt's controller while one runs (made per attempt: an idle sampler holds none). */
   private current?: AbortController;
@@ -210,13 +212,16 @@ export class Sampler {
   }
 
   /**
-   * New data is there (a push): samples at once, or `minGapMs` after the last attempt
-   * (however many pushes arrive, at most one attempt per gap), besides the schedule.
+   * New data is there (a push): samples at once, or `minGapMs` after the last attempt —
+   * or ten times as long as the last attempt took, if that is longer, so pushes keep a
+   * costly sample to a tenth of the time — besides the schedule. However many pushes
+   * arrive, at most one attempt per gap.
    */
   wake(minGapMs = WAKE_GAP_MS, now = this.clock.now()): void {
     if (this.stopped || this.wakeTimer) return;
     const since = now - (this.state.attemptedAtMs ?? -Infinity);
-    this.wakeTimer = this.clock.afterWith(Math.max(0, minGapMs - since), Sampler.woken, this);
+    const gap = Math.max(minGapMs, 10 * this.lastAttemptMs);
+    this.wakeTimer = this.clock.afterWith(Math.max(0, gap - since), Sampler.woken, this);
   }
 
   private static woken(this: void, s: Sampler): void {
@@ -338,6 +343,7 @@ export class Sampler {
     }
     if (budget) this.noteThrottle(budget, waitedMs, busy > 0);
     this.state.attemptedAtMs = this.clock.now();
+    this.lastAttemptMs = Number(process.hrtime.bigint() - started) / 1e6;
     this.opts.onSample?.(this.state);
     for (const fn of this.listeners) fn(this.state);
   }
@@ -395,6 +401,7 @@ export function finiteOnly(value: SampleValue): SampleValue {
     return {
       kind: "objects",
       values: new Map([...value.values].filter(([, x]) => Number.isFinite(x))),
+      ...(value.observedAtMs !== undefined ? { observedAtMs: value.observedAtMs } : {}),
     };
   }
   return value;

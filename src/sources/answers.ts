@@ -37,7 +37,7 @@ export type AnswerJob =
   | { kind: "prometheus"; nameLabel?: string }
   | { kind: "prometheus-range" }
   | { kind: "exposition"; series: string; matchLabels?: Record<string, string> }
-  | { kind: "otlp"; encoding: OtlpEncoding; metrics: string[] };
+  | { kind: "otlp"; encoding: OtlpEncoding; metrics: string[]; keep?: string[] };
 
 /** A series' points over time: when (ms since the epoch) and the value. */
 export interface RangePoints {
@@ -71,6 +71,7 @@ export function decodeAnswer(body: Uint8Array, job: AnswerJob): AnswerResults[An
         ? { protobuf: body }
         : { json: parseJson(utf8.decode(body), "an OTLP export") },
       job.metrics,
+      job.keep,
     );
   const text = utf8.decode(body);
   switch (job.kind) {

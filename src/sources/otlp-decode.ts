@@ -18,7 +18,11 @@ import {
 } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { base64Decode } from "@bufbuild/protobuf/wire";
+import { createHash } from "node:crypto";
 import { OTLP_METRICS_DESCRIPTORS } from "./otlp-schema.js";
+
+/** The resource attribute naming the pod a series is from (OpenTelemetry's semantic conventions). */
+export const POD_NAME_ATTRIBUTE = "k8s.pod.name";
 
 /** How a body is encoded (its Content-Type). */
 export type OtlpEncoding = "protobuf" | "json";
@@ -29,6 +33,10 @@ export const MAX_ATTRIBUTE_KEY = 256;
 export const MAX_ATTRIBUTE_VALUE = 1024;
 /** The most attributes (a resource's and a point's together) a data point may have. */
 export const MAX_ATTRIBUTES = 64;
+/** The most characters a data point's attributes (keys and values, the resource's and its own) may have together. */
+export const MAX_ATTRIBUTE_CHARS = 4096;
+/** A series key longer than this is kept as its digest. */
+const MAX_PLAIN_KEY = 128;
 /** The most buckets a histogram point may have. */
 export const MAX_BUCKETS = 512;
 /** The longest metric name (OpenTelemetry's instrument names are at most 255 characters). */
@@ -64,8 +72,10 @@ export interface OtlpBatch {
   metrics: string[];
   /** Per point: its metric's index in `metrics`. */
   metric: Uint32Array;
-  /** Per point: its attributes' series key. */
+  /** Per point: its attributes' series key (their digest, when long). */
   key: string[];
+  /** Per point: the attributes mappings can match on ({@link OtlpBatchBuilder}'s `keep`), as a series key. */
+  kept: string[];
   /** Per point: its type (0 gauge, 1 sum, 2 histogram), +4 when cumulative, +8 when monotonic. */
   flags: Uint8Array;
   startMs: Float64Array;
@@ -90,7 +100,7 @@ export function pointOf(batch: OtlpBatch, i: number): OtlpPoint {
     type: TYPES[flags & 3]!,
     cumulative: (flags & 4) !== 0,
     monotonic: (flags & 8) !== 0,
-    attributes: attributesOfKey(batch.key[i]!),
+    attributes: attributesOfKey(batch.kept[i]!),
     startMs: batch.startMs[i]!,
     atMs: batch.atMs[i]!,
     value: batch.value[i]!,
@@ -98,12 +108,19 @@ export function pointOf(batch: OtlpBatch, i: number): OtlpPoint {
   };
 }
 
-/** Builds an {@link OtlpBatch} point by point. */
+/**
+ * Builds an {@link OtlpBatch} point by point: each point's series key from all its
+ * attributes, and of its attributes only those in `keep` (what the namespace's mappings
+ * match on; every one when unset), so a series holds no more than mappings read of it.
+ */
 export class OtlpBatchBuilder {
+  constructor(private readonly keep?: ReadonlySet<string>) {}
+
   private readonly metrics: string[] = [];
   private readonly metricIndex = new Map<string, number>();
   private readonly metric: number[] = [];
   private readonly key: string[] = [];
+  private readonly kept: string[] = [];
   private readonly flags: number[] = [];
   private readonly startMs: number[] = [];
   private readonly atMs: number[] = [];
@@ -120,7 +137,17 @@ export class OtlpBatchBuilder {
       this.metricIndex.set(p.metric, m);
     }
     this.metric.push(m);
-    this.key.push(seriesKey(p.attributes));
+    const key = seriesKey(p.attributes);
+    this.key.push(
+      key.length > MAX_PLAIN_KEY ? `#${createHash("sha256").update(key).digest("base64url")}` : key,
+    );
+    const keep = this.keep;
+    if (!keep) this.kept.push(key);
+    else {
+      const kept = Object.create(null) as Record<string, string>;
+      for (const k of keep) if (p.attributes[k] !== undefined) kept[k] = p.attributes[k];
+      this.kept.push(seriesKey(kept));
+    }
     this.flags.push(TYPES.indexOf(p.type) + (p.cumulative ? 4 : 0) + (p.monotonic ? 8 : 0));
     this.startMs.push(p.startMs);
     this.atMs.push(p.atMs);
@@ -139,6 +166,7 @@ export class OtlpBatchBuilder {
       metrics: this.metrics,
       metric: Uint32Array.from(this.metric),
       key: this.key,
+      kept: this.kept,
       flags: Uint8Array.from(this.flags),
       startMs: Float64Array.from(this.startMs),
       atMs: Float64Array.from(this.atMs),
@@ -247,6 +275,7 @@ const NO_RECORDED_VALUE = 1;
 export function decodeOtlp(
   body: { protobuf: Uint8Array } | { json: unknown },
   metrics: readonly string[],
+  keep?: readonly string[],
 ): OtlpBatch {
   const { request } = otlpSchemas();
   let message: Request;
@@ -263,18 +292,23 @@ export function decodeOtlp(
   } catch (err) {
     throw new Error(`not an OTLP ExportMetricsServiceRequest: ${firstLine(err)}`);
   }
-  return selectPoints(message, new Set(metrics));
+  return selectPoints(message, new Set(metrics), keep && new Set(keep));
 }
 
 function firstLine(err: unknown): string {
   return (err instanceof Error ? err.message : String(err)).split("\n", 1)[0]!.slice(0, 200);
 }
 
-function selectPoints(message: Request, selected: ReadonlySet<string>): OtlpBatch {
-  const batch = new OtlpBatchBuilder();
+function selectPoints(
+  message: Request,
+  selected: ReadonlySet<string>,
+  keep: ReadonlySet<string> | undefined,
+): OtlpBatch {
+  const batch = new OtlpBatchBuilder(keep);
   const reject = (n: number, why: string) => batch.reject(n, why);
   for (const rm of message.resourceMetrics) {
     let resource: Record<string, string> | undefined;
+    let resourceChars = 0;
     for (const sm of rm.scopeMetrics)
       for (const m of sm.metrics) {
         const points = m.data.value?.dataPoints ?? [];
@@ -300,6 +334,7 @@ function selectPoints(message: Request, selected: ReadonlySet<string>): OtlpBatc
             break;
           }
           resource = r;
+          for (const k in r) resourceChars += k.length + r[k]!.length;
         }
         const data = m.data as Extract<Metric["data"], { case: "gauge" | "sum" | "histogram" }>;
         const cumulative =
@@ -307,7 +342,7 @@ function selectPoints(message: Request, selected: ReadonlySet<string>): OtlpBatc
         const monotonic = data.case === "sum" && data.value.isMonotonic;
         for (const p of data.value.dataPoints) {
           if ((p.flags & NO_RECORDED_VALUE) !== 0) continue;
-          const attributes = attributesOf(p.attributes, { ...resource });
+          const attributes = attributesOf(p.attributes, { ...resource }, resourceChars);
           if (typeof attributes === "string") {
             reject(1, `a point of ${m.name}: ${attributes}`);
             continue;
@@ -327,8 +362,16 @@ function countPoints(rm: Request["resourceMetrics"][number]): number {
   return n;
 }
 
-/** `kvs` added to `into` as strings, or why they cannot be. Lists, maps and bytes are left out. */
-function attributesOf(kvs: KeyValue[], into: Record<string, string>): Record<string, string> | string {
+/**
+ * `kvs` added to `into` as strings, or why they cannot be. Lists, maps and bytes are left
+ * out. `chars` is what `into` holds already (a resource's attributes, under a point's).
+ */
+function attributesOf(
+  kvs: KeyValue[],
+  into: Record<string, string>,
+  chars = 0,
+): Record<string, string> | string {
+  if (kvs.length > MAX_ATTRIBUTES) return `more than ${MAX_ATTRIBUTES} attributes`;
   for (const kv of kvs) {
     if (kv.key.length > MAX_ATTRIBUTE_KEY)
       return `an attribute key is longer than ${MAX_ATTRIBUTE_KEY} characters`;
@@ -348,6 +391,8 @@ function attributesOf(kvs: KeyValue[], into: Record<string, string>): Record<str
     }
     if (s.length > MAX_ATTRIBUTE_VALUE)
       return `attribute ${kv.key.slice(0, 64)} is longer than ${MAX_ATTRIBUTE_VALUE} characters`;
+    chars += kv.key.length + s.length;
+    if (chars > MAX_ATTRIBUTE_CHARS) return `attributes of more than ${MAX_ATTRIBUTE_CHARS} characters`;
     into[kv.key] = s;
   }
   if (Object.keys(into).length > MAX_ATTRIBUTES) return `more than ${MAX_ATTRIBUTES} attributes`;
@@ -381,17 +426,20 @@ function toPoint(
     return { ...base, value };
   }
   const h = p as HistogramPoint;
-  if (h.bucketCounts.length > MAX_BUCKETS) return `more than ${MAX_BUCKETS} buckets`;
+  if (h.bucketCounts.length > MAX_BUCKETS || h.explicitBounds.length >= MAX_BUCKETS)
+    return `more than ${MAX_BUCKETS} buckets`;
+  // Bounds without counts (a histogram of count and sum only) are as good as none.
   if (h.bucketCounts.length > 0 && h.bucketCounts.length !== h.explicitBounds.length + 1)
     return "bucket counts and bounds do not match";
-  for (let i = 1; i < h.explicitBounds.length; i++)
-    if (!(h.explicitBounds[i]! > h.explicitBounds[i - 1]!)) return "bucket bounds are not increasing";
+  const bounds = h.bucketCounts.length > 0 ? h.explicitBounds : [];
+  for (let i = 1; i < bounds.length; i++)
+    if (!(bounds[i]! > bounds[i - 1]!)) return "bucket bounds are not increasing";
   const count = Number(h.count);
   if (h.sum !== undefined && !Number.isFinite(h.sum)) return "a sum that is not a finite number";
   return {
     ...base,
     value: count,
-    histogram: { count, sum: h.sum, bounds: h.explicitBounds, counts: h.bucketCounts.map(Number) },
+    histogram: { count, sum: h.sum, bounds, counts: h.bucketCounts.map(Number) },
   };
 }
 

@@ -6,7 +6,7 @@
  * ({@link OtlpStore.selected}), at most `maxSeriesPerNamespace` series, each its last two
  * points (a rate needs two); a series nobody pushed for `retainMs` is forgotten.
  */
-import { type OtlpBatch, type OtlpPoint, attributesOfKey } from "./otlp-decode.js";
+import { type OtlpBatch, type OtlpPoint, POD_NAME_ATTRIBUTE, attributesOfKey } from "./otlp-decode.js";
 
 /** One reading of a series. */
 export interface OtlpReading {
@@ -18,6 +18,9 @@ export interface OtlpReading {
 
 /** One series: a metric with one set of attributes, from one namespace. */
 export interface OtlpSeries {
+  /** Its key among its metric's series. */
+  readonly key: string;
+  /** The attributes mappings can match on (see {@link OtlpStore.kept}). */
   readonly attributes: Readonly<Record<string, string>>;
   type: OtlpPoint["type"];
   cumulative: boolean;
@@ -32,6 +35,8 @@ export interface OtlpSeries {
 export interface OtlpStoreOptions {
   /** The most series one namespace keeps. @default 10000 */
   maxSeriesPerNamespace?: number;
+  /** The most bytes (as estimated) one namespace's series may hold. @default 16777216 (16 MiB) */
+  maxBytesPerNamespace?: number;
   /** How long a series nobody pushes is kept. @default 600000 (10 minutes) */
   retainMs?: number;
   /** @default Date.now */
@@ -41,13 +46,18 @@ export interface OtlpStoreOptions {
 /** What {@link OtlpStore.ingest} did with a batch. */
 export interface IngestResult {
   accepted: number;
-  /** Points refused because the namespace keeps as many series as it may. */
+  /** Points refused because the namespace keeps as many series (or bytes) as it may. */
   overLimit: number;
 }
 
 interface NamespaceData {
   /** Metric names its mappings read, with how many mappings read each. */
   readonly selected: Map<string, number>;
+  /** Attribute keys its mappings match on, with how many mappings match on each. */
+  readonly matched: Map<string, number>;
+  /** Histogram bounds in use, by their text, shared by the series that have them. */
+  readonly bounds: Map<string, number[]>;
+  bytes: number;
   /** Series by metric, then by their attributes' key. */
   readonly series: Map<string, Map<string, OtlpSeries>>;
   seriesCount: number;
@@ -59,12 +69,14 @@ interface NamespaceData {
 export class OtlpStore {
   private readonly namespaces = new Map<string, NamespaceData>();
   private readonly maxSeries: number;
+  private readonly maxBytes: number;
   private readonly retainMs: number;
   private readonly now: () => number;
   private lastSweepMs = 0;
 
   constructor(opts: OtlpStoreOptions = {}) {
     this.maxSeries = opts.maxSeriesPerNamespace ?? 10_000;
+    this.maxBytes = opts.maxBytesPerNamespace ?? 16 << 20;
     this.retainMs = opts.retainMs ?? 600_000;
     this.now = opts.now ?? Date.now;
   }
@@ -72,23 +84,41 @@ export class OtlpStore {
   private data(namespace: string): NamespaceData {
     let d = this.namespaces.get(namespace);
     if (!d) {
-      d = { selected: new Map(), series: new Map(), seriesCount: 0, listeners: new Map() };
+      d = {
+        selected: new Map(),
+        matched: new Map(),
+        bounds: new Map(),
+        bytes: 0,
+        series: new Map(),
+        seriesCount: 0,
+        listeners: new Map(),
+      };
       this.namespaces.set(namespace, d);
     }
     return d;
   }
 
-  /** `metric` is read by a mapping of `namespace` until the returned function is called. */
-  select(namespace: string, metric: string): () => void {
+  /**
+   * `metric` is read by a mapping of `namespace`, matching on the attribute keys `matches`,
+   * until the returned function is called.
+   */
+  select(namespace: string, metric: string, matches: readonly string[] = []): () => void {
     const d = this.data(namespace);
     d.selected.set(metric, (d.selected.get(metric) ?? 0) + 1);
+    for (const k of matches) d.matched.set(k, (d.matched.get(k) ?? 0) + 1);
     let released = false;
     return () => {
       if (released) return;
       released = true;
+      for (const k of matches) {
+        const m = (d.matched.get(k) ?? 1) - 1;
+        if (m > 0) d.matched.set(k, m);
+        else d.matched.delete(k);
+      }
       const n = (d.selected.get(metric) ?? 1) - 1;
       if (n > 0) return void d.selected.set(metric, n);
       d.selected.delete(metric);
+      for (const s of d.series.get(metric)?.values() ?? []) d.bytes -= sizeOf(s);
       d.seriesCount -= d.series.get(metric)?.size ?? 0;
       d.series.delete(metric);
       if (d.selected.size === 0 && d.listeners.size === 0) this.namespaces.delete(namespace);
@@ -98,6 +128,11 @@ export class OtlpStore {
   /** The metric names mappings of `namespace` read (what a push from it is decoded for). */
   selected(namespace: string): string[] {
     return [...(this.namespaces.get(namespace)?.selected.keys() ?? [])];
+  }
+
+  /** The attribute keys a series of `namespace` keeps: those its mappings match on, and the pod's name. */
+  kept(namespace: string): string[] {
+    return [POD_NAME_ATTRIBUTE, ...(this.namespaces.get(namespace)?.matched.keys() ?? [])];
   }
 
   /** Calls `fn` whenever `metric` of `namespace` gets a point, until the returned function is called. */
@@ -136,33 +171,49 @@ export class OtlpStore {
         startMs: batch.startMs[i]!,
         atMs,
         value: batch.value[i]!,
-        histogram: batch.histograms[i] ?? undefined,
+        histogram: this.shared(d, batch.histograms[i] ?? undefined),
       };
       const key = batch.key[i]!;
       const s = byKey.get(key);
       if (s) {
         // An older point than the one kept (a retry arriving late) changes nothing.
         if (atMs < s.current.atMs) continue;
-        if (atMs > s.current.atMs || s.type !== type) s.previous = s.type === type ? s.current : undefined;
+        const before = sizeOf(s);
+        const previous =
+          atMs > s.current.atMs || s.type !== type ? (s.type === type ? s.current : undefined) : s.previous;
+        const grows =
+          readingSize(reading) +
+          (previous ? readingSize(previous) : 0) -
+          readingSize(s.current) -
+          (s.previous ? readingSize(s.previous) : 0);
+        if (grows > 0 && d.bytes + grows > this.maxBytes) {
+          result.overLimit++;
+          continue;
+        }
+        s.previous = previous;
         s.current = reading;
+        d.bytes += sizeOf(s) - before;
         s.type = type;
         s.cumulative = (flags & 4) !== 0;
         s.monotonic = (flags & 8) !== 0;
         s.receivedAtMs = now;
       } else {
-        if (d.seriesCount >= this.maxSeries) {
-          result.overLimit++;
-          continue;
-        }
-        byKey.set(key, {
-          attributes: Object.freeze(attributesOfKey(key)),
+        const series: OtlpSeries = {
+          key,
+          attributes: Object.freeze(attributesOfKey(batch.kept[i]!)),
           type,
           cumulative: (flags & 4) !== 0,
           monotonic: (flags & 8) !== 0,
           receivedAtMs: now,
           current: reading,
-        });
+        };
+        if (d.seriesCount >= this.maxSeries || d.bytes + sizeOf(series) > this.maxBytes) {
+          result.overLimit++;
+          continue;
+        }
+        byKey.set(key, series);
         d.seriesCount++;
+        d.bytes += sizeOf(series);
       }
       result.accepted++;
       touched.add(metric);
@@ -174,6 +225,21 @@ export class OtlpStore {
   /** The series of `metric` pushed from `namespace`. */
   series(namespace: string, metric: string): Iterable<OtlpSeries> {
     return this.namespaces.get(namespace)?.series.get(metric)?.values() ?? [];
+  }
+
+  /** A histogram whose bounds are those of another of the namespace's, sharing their array. */
+  private shared(d: NamespaceData, h: OtlpPoint["histogram"]): OtlpPoint["histogram"] {
+    if (!h || h.bounds.length === 0) return h;
+    const text = h.bounds.join(",");
+    const known = d.bounds.get(text);
+    if (known) return { ...h, bounds: known };
+    if (d.bounds.size < MAX_SHARED_BOUNDS) d.bounds.set(text, h.bounds);
+    return h;
+  }
+
+  /** The bytes `namespace`'s series hold, as estimated. */
+  bytes(namespace: string): number {
+    return this.namespaces.get(namespace)?.bytes ?? 0;
   }
 
   /** How many series `namespace` keeps. */
@@ -191,6 +257,22 @@ export class OtlpStore {
           if (now - s.receivedAtMs > this.retainMs) {
             byKey.delete(key);
             d.seriesCount--;
+            d.bytes -= sizeOf(s);
           }
   }
+}
+
+/** Distinct histogram bounds a namespace shares; more are kept per series. */
+const MAX_SHARED_BOUNDS = 256;
+
+/** A reading's bytes, as estimated (bounds counted in full, shared or not). */
+function readingSize(r: OtlpReading): number {
+  return 48 + (r.histogram ? 64 + 8 * (r.histogram.counts.length + r.histogram.bounds.length) : 0);
+}
+
+/** A series' bytes, as estimated: its key and attributes (two bytes a character), its readings, its objects. */
+function sizeOf(s: OtlpSeries): number {
+  let chars = s.key.length;
+  for (const k in s.attributes) chars += k.length + s.attributes[k]!.length;
+  return 160 + 2 * chars + readingSize(s.current) + (s.previous ? readingSize(s.previous) : 0);
 }

@@ -2,7 +2,7 @@ import { expect } from "chai";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { SdkPusher } from "../../test/support/otlp.js";
 import { FakeClock } from "../../test/support/fake-clock.js";
-import { Sampler } from "../metrics/sampler.js";
+import { Sampler, finiteOnly } from "../metrics/sampler.js";
 import { type OtlpBatch, OtlpBatchBuilder, type OtlpPoint, decodeOtlp, pointOf } from "./otlp-decode.js";
 import { OtlpStore } from "./otlp-store.js";
 import { OtlpSource, OtlpSpec, quantile } from "./otlp.js";
@@ -168,6 +168,26 @@ describe("otlp: what pods push over OTLP, decoded with the OpenTelemetry schema"
     const summary = decodeOtlp({ json: json([{ name: "s", summary: { dataPoints: [{}, {}] } }]) }, ["s"]);
     expect(summary).to.include({ rejected: 2 });
     expect(summary.rejectedReason).to.match(/summary, which Governor does not read/);
+    // Bounds without counts are refused past the bucket limit too (they would be kept per series).
+    const bounds = Array.from({ length: 600 }, (_, i) => i);
+    const boundsOnly = decodeOtlp(
+      { json: json([{ name: "h", histogram: { dataPoints: [{ count: "1", explicitBounds: bounds }] } }]) },
+      ["h"],
+    );
+    expect(boundsOnly.rejectedReason).to.match(/more than 512 buckets/);
+    const countOnly = decodeOtlp(
+      { json: json([{ name: "h", histogram: { dataPoints: [{ count: "1", explicitBounds: [1, 2] }] } }]) },
+      ["h"],
+    );
+    expect(pointOf(countOnly, 0).histogram?.bounds).to.deep.equal([]);
+    // Attributes are bounded in characters together, the resource's with the point's.
+    const wide = Array.from({ length: 40 }, (_, i) => ({
+      key: `key-${i}`,
+      value: { stringValue: "v".repeat(100) },
+    }));
+    expect(decodeOtlp({ json: json([gauge("g", { asDouble: 1 })], wide) }, ["g"]).rejectedReason).to.match(
+      /attributes of more than 4096 characters/,
+    );
     // A point that says it has no value is neither kept nor rejected.
     expect(decodeOtlp({ json: json([gauge("g", { flags: 1 })]) }, ["g"])).to.deep.include({
       key: [],
@@ -326,6 +346,59 @@ describe("otlp source: series of the mapping's namespace as a value", () => {
     expect(small.seriesCount("team-b")).to.equal(2);
   });
 
+  it("keeps of a series only the attributes mappings match on and the pod's name, its key a digest when long, within the namespace's bytes", async () => {
+    const mine = source({ attributes: { queue: "jobs" } });
+    const attributes: Record<string, string> = { "k8s.pod.name": "web-1", queue: "jobs" };
+    for (let i = 0; i < 30; i++) attributes[`extra-${i}`] = "x".repeat(50);
+    const b = decodeOtlp(
+      {
+        json: {
+          resourceMetrics: [
+            {
+              scopeMetrics: [
+                {
+                  metrics: [
+                    {
+                      name: "m",
+                      gauge: {
+                        dataPoints: [
+                          {
+                            timeUnixNano: "1",
+                            asDouble: 4,
+                            attributes: Object.entries(attributes).map(([key, v]) => ({
+                              key,
+                              value: { stringValue: v },
+                            })),
+                          },
+                        ],
+                      },
+                    },
+                  ],
+                },
+              ],
+            },
+          ],
+        },
+      },
+      ["m"],
+      store.kept("team-a"),
+    );
+    expect(store.ingest("team-a", b).accepted).to.equal(1);
+    const [series] = [...store.series("team-a", "m")];
+    expect({ ...series!.attributes }).to.deep.equal({ "k8s.pod.name": "web-1", queue: "jobs" });
+    expect(series!.key).to.match(/^#[A-Za-z0-9_-]{43}$/);
+    expect(await mine.sample({ namespace: "team-a", signal })).to.deep.include({ value: 4 });
+    // A namespace's series are bounded in bytes as well as in number.
+    const tight = new OtlpStore({ maxBytesPerNamespace: 2000, now: clock });
+    tight.select("team-a", "m");
+    const many = Array.from({ length: 20 }, (_, i) => i)
+      .reduce((bb, i) => bb.add(pointOf(batch("m", { i: String(i) }), 0)), new OtlpBatchBuilder())
+      .finish();
+    const kept = tight.ingest("team-a", many);
+    expect(kept.overLimit).to.be.above(0);
+    expect(tight.bytes("team-a")).to.be.at.most(2000);
+  });
+
   it("spec: a quantile goes with histogram: quantile, and only with it", () => {
     expect(OtlpSpec.safeParse({ metric: "m", histogram: "quantile" }).success).to.equal(false);
     expect(OtlpSpec.safeParse({ metric: "m", quantile: 0.5 }).success).to.equal(false);
@@ -335,6 +408,44 @@ describe("otlp source: series of the mapping's namespace as a value", () => {
 });
 
 describe("otlp: a push wakes the mapping's sampler", () => {
+  it("wakes a costly sample at most every ten times its cost, however often pushes come", async () => {
+    const clock = new FakeClock(1_000_000);
+    let attempts = 0;
+    const sampler = new Sampler(
+      {
+        needsObjects: false,
+        sample: async () => {
+          attempts++;
+          const until = performance.now() + 30; // a sample that costs 30 ms
+          while (performance.now() < until);
+          return { kind: "scalar", value: 1 };
+        },
+      },
+      { intervalMs: 60_000, request: () => ({ namespace: "team-a" }), clock, random: () => 0.5 },
+    );
+    await sampler.sampleNow();
+    const before = attempts;
+    for (let t = 0; t < 100; t++) {
+      sampler.wake();
+      await clock.advance(10); // a push every 10 ms for a second
+    }
+    await sampler.stop();
+    // One attempt per 300 ms at most (10 × 30 ms), not one per 100 ms.
+    expect(attempts - before).to.be.within(2, 4);
+  });
+
+  it("a value with non-finite objects left out keeps the time of its data", () => {
+    const value = finiteOnly({
+      kind: "objects",
+      values: new Map([
+        ["a", 1],
+        ["b", Infinity],
+      ]),
+      observedAtMs: 5,
+    });
+    expect(value).to.deep.equal({ kind: "objects", values: new Map([["a", 1]]), observedAtMs: 5 });
+  });
+
   it("samples moments after a push instead of at its next interval, at most once per gap, and dates the value by the push", async () => {
     const clock = new FakeClock(1_000_000);
     const store = new OtlpStore({ now: () => clock.now() });

@@ -11,16 +11,21 @@
  */
 import { z } from "zod";
 import { StringMap, withRules } from "../api/common.js";
-import { MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_VALUE, MAX_METRIC_NAME } from "./otlp-decode.js";
+import {
+  MAX_ATTRIBUTE_KEY,
+  MAX_ATTRIBUTE_VALUE,
+  MAX_METRIC_NAME,
+  POD_NAME_ATTRIBUTE,
+} from "./otlp-decode.js";
 import type { OtlpReading, OtlpSeries, OtlpStore } from "./otlp-store.js";
 import { type MetricSource, type SampleRequest, type SampleValue, SourceConfigError } from "./source.js";
 import { defineSource, required } from "./kind.js";
 import { quote } from "../util/bounded-text.js";
 
+/** Series an `otlp` sample reads in one turn of the event loop. */
+const YIELD_EVERY = 1000;
 /** The most attributes an `otlp` source matches. */
 const MAX_MATCH_ATTRIBUTES = 16;
-/** The resource attribute naming the pod a series is from (OpenTelemetry's semantic conventions). */
-export const POD_NAME_ATTRIBUTE = "k8s.pod.name";
 
 /** `spec.source.otlp`. */
 export const OtlpSpec = withRules(
@@ -97,7 +102,7 @@ export class OtlpSource implements MetricSource {
       now?: () => number;
     },
   ) {
-    this.release = ctx.store.select(ctx.namespace, spec.metric);
+    this.release = ctx.store.select(ctx.namespace, spec.metric, Object.keys(spec.attributes ?? {}));
     this.windowMs = ctx.windowMs;
   }
 
@@ -119,7 +124,10 @@ export class OtlpSource implements MetricSource {
     let matching = 0;
     let fresh = 0;
     let wrongType: string | undefined;
+    let seen = 0;
     for (const s of this.ctx.store.series(req.namespace, spec.metric)) {
+      // A metric of many series (histograms of many buckets) is read a slice per turn.
+      if (++seen % YIELD_EVERY === 0) await new Promise(setImmediate);
       if (!matches(s.attributes, spec.attributes)) continue;
       matching++;
       if (now - s.receivedAtMs > this.windowMs) continue;
@@ -129,7 +137,7 @@ export class OtlpSource implements MetricSource {
         wrongType ??= value;
         continue;
       }
-      if (value === undefined) continue;
+      if (value === undefined || !Number.isFinite(value)) continue;
       const group = byObject ? byObject.get(s.attributes[POD_NAME_ATTRIBUTE] ?? "") : all;
       group?.add(value, s);
     }
