@@ -39,6 +39,7 @@ import { kedaIdleRows } from "./keda-idle.js";
 import { rateLimitedRows } from "./rate-limited.js";
 import { upstreamsRows } from "./upstreams.js";
 import { sampleCpuRows } from "./sample-cpu.js";
+import { otlpRows } from "./otlp.js";
 
 const quick = process.argv.includes("--quick");
 /**
@@ -105,6 +106,7 @@ async function main() {
       await part("against KEDA: 1,000 queues", () => kedaIdleRows(b, governor));
       await part("against KEDA: a Prometheus that answers 429", () => rateLimitedRows(b));
       await part("CPU per Prometheus sample", () => sampleCpuRows(b));
+      await part("OTLP: push → servable, ingest", () => otlpRows(b));
       await part("apply → servable, coalescing", async () => {
         await applyToServableRows(b, governor);
         await coalescingRows(b, governor);

@@ -38,6 +38,7 @@ const DOCS = [
   "docs/hostile-input.md",
   "docs/reliability.md",
   "docs/formulas-schedules-forecasts.md",
+  "docs/opentelemetry.md",
 ];
 
 /** How a table is rendered from its JSON, and what is wrong in the JSON itself. */
