@@ -193,6 +193,12 @@ describe("OTLP receiver: pushes land in the pusher's own namespace, bounded befo
     expect(second.status).to.equal(429);
     expect(second.headers["retry-after"]).to.equal("1");
     expect((await post(body, { authorization: "Bearer team-b-token" })).status).to.equal(200);
+    // Team A's mappings can say why: its refusal is kept, team B has none.
+    expect(store.refusals("team-a", "queue.depth")).to.include({
+      pushes: 1,
+      reason: "namespace team-a pushes more data points per second than it may",
+    });
+    expect(store.refusals("team-b", "queue.depth")).to.equal(undefined);
   });
 
   it("says how many points it rejected and why in partial_success, and keeps the rest", async () => {
@@ -330,7 +336,7 @@ describe("OTLP receiver: pushes land in the pusher's own namespace, bounded befo
     }, 1);
     const answer = await post(body, { authorization: "Bearer team-a-token" });
     clearInterval(timer);
-    expect(answer.status).to.equal(200);
+    expect(answer.status, answer.body.toString()).to.equal(200);
     expect(store.seriesCount("team-a")).to.equal(10_000); // the namespace's limit
     expect(JSON.stringify(answer.body.toString("latin1"))).to.contain("keeps as many series as it may");
     expect(ticks).to.be.above(10);

@@ -93,6 +93,8 @@ class Refusal extends Error {
   }
 }
 
+/** Points kept in one turn of the event loop. */
+const INGEST_SLICE = 2000;
 /** The most connections the receiver holds; more are refused as they come. */
 const MAX_CONNECTIONS = 1024;
 
@@ -239,6 +241,24 @@ export class OtlpReceiver {
     const user = await this.opts.authenticator.authenticate(req);
     const namespace = SERVICE_ACCOUNT.exec(user.name)?.[1];
     if (!namespace) throw new Refusal(403, "only a namespace's service accounts may push metrics");
+    try {
+      return await this.admit(req, namespace, encoding, contentEncoding, length);
+    } catch (err) {
+      // The namespace's mappings say why its pushes were refused.
+      if (err instanceof Refusal)
+        this.opts.store.refused(namespace, undefined, { pushes: 1, points: 0, reason: err.message });
+      throw err;
+    }
+  }
+
+  /** Admits a push of `namespace` within its rate, its share and the bytes in flight, and keeps it. */
+  private async admit(
+    req: IncomingMessage,
+    namespace: string,
+    encoding: OtlpEncoding,
+    contentEncoding: string,
+    length: number,
+  ): Promise<{ points: number; message: string } | undefined> {
     const bucket = this.bucket(namespace);
     if (!bucket.has())
       throw new Refusal(429, `namespace ${namespace} pushes more data points per second than it may`, 1);
@@ -302,10 +322,23 @@ export class OtlpReceiver {
     }
     // Every decoded point counts, kept or not.
     bucket.spend(batch.key.length + batch.unselected + batch.rejected);
-    const kept = this.opts.store.ingest(namespace, batch);
+    // Kept a slice per turn of the event loop: a first push of many new series costs some.
+    const kept = { accepted: 0, overLimit: 0 };
+    for (let from = 0; from < batch.key.length; from += INGEST_SLICE) {
+      if (from > 0) await new Promise(setImmediate);
+      const r = this.opts.store.ingest(namespace, batch, from, from + INGEST_SLICE);
+      kept.accepted += r.accepted;
+      kept.overLimit += r.overLimit;
+    }
     this.opts.metrics?.points("kept", kept.accepted);
     this.opts.metrics?.points("dropped", batch.unselected);
     this.opts.metrics?.points("rejected", batch.rejected + kept.overLimit);
+    if (batch.rejected > 0)
+      this.opts.store.refused(namespace, undefined, {
+        pushes: 0,
+        points: batch.rejected,
+        reason: batch.rejectedReason ?? "malformed points",
+      });
     if (batch.rejected === 0 && kept.overLimit === 0) return undefined;
     const reasons = [
       ...(batch.rejectedReason ? [batch.rejectedReason] : []),

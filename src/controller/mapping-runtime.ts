@@ -186,7 +186,7 @@ function requestFor(
     objects: pods
       .list(namespace, selector && ((labels) => selector.matches(labels)))
       .filter((p) => !p.terminating)
-      .map((p) => ({ name: p.name, ip: p.ip, labels: p.labels, hostNetwork: p.hostNetwork })),
+      .map((p) => ({ name: p.name, uid: p.uid, ip: p.ip, labels: p.labels, hostNetwork: p.hostNetwork })),
   });
 }
 

@@ -11,6 +11,7 @@ import { formatQuantity } from "../api/quantity.js";
 import type { SamplerState, Throttle } from "../metrics/sampler.js";
 import { boundedText } from "../util/bounded-text.js";
 import { type MetricMappingSpec, type MetricMappingStatus, sourceKind } from "../sources/registry.js";
+import { NOTE_TYPES } from "../sources/source.js";
 import { sameConditions, setCondition, type ConditionUpdate } from "./conditions.js";
 
 /** What the reconciler knows about a mapping: a serving one (`active`), or why it does not serve (`ready`). */
@@ -63,7 +64,10 @@ export function computeStatus(
       : conditions.filter((c) => c.type !== "Throttled");
     // What the source says beside its value (a forecast's fit), while that value is its
     // last; what it said of a value no longer served is not current.
-    const note = state.last?.value.kind === "scalar" ? state.last.value.note : undefined;
+    const note = state.last?.value.note;
+    conditions = conditions.filter(
+      (c) => !(NOTE_TYPES as readonly string[]).includes(c.type) || c.type === note?.type,
+    );
     conditions = note
       ? setCondition(
           conditions,
@@ -78,7 +82,7 @@ export function computeStatus(
           generation,
           at,
         )
-      : conditions.filter((c) => c.type !== "Forecast");
+      : conditions;
     conditions = what.shadows
       ? setCondition(
           conditions,
@@ -167,9 +171,9 @@ export function statusFingerprint(state: SamplerState): { health: string; value:
   const v = state.last?.value;
   let value = "";
   let note = "";
+  if (v?.note) note = `${v.note.type}|${v.note.reason}|${v.note.message}`;
   if (v?.kind === "scalar") {
     value = String(v.value);
-    if (v.note) note = `${v.note.reason}|${v.note.message}`;
   } else if (v) {
     let sum = 0;
     for (const x of v.values.values()) sum += x;
@@ -177,7 +181,7 @@ export function statusFingerprint(state: SamplerState): { health: string; value:
   }
   const throttle = state.throttled ? `${Math.round(state.throttled.waitedMs / 1000)}` : "";
   return {
-    health: `${state.attemptedAtMs ? 1 : 0}|${state.error ?? ""}|${state.throttled ? "T" : ""}|${v?.kind === "scalar" ? (v.note?.reason ?? "") : ""}`,
+    health: `${state.attemptedAtMs ? 1 : 0}|${state.error ?? ""}|${state.throttled ? "T" : ""}|${v?.note?.reason ?? ""}`,
     value: `${value}|${throttle}|${note}`,
   };
 }

@@ -11,6 +11,8 @@ import type { ResilientInformer } from "./informer.js";
 export interface PodInfo {
   name: string;
   namespace: string;
+  /** The pod's uid (what OpenTelemetry's `k8s.pod.uid` names). */
+  uid?: string;
   labels: Record<string, string>;
   ip?: string;
   ready: boolean;
@@ -38,6 +40,7 @@ function toInfo(p: Pod): PodInfo {
   return {
     name: p.metadata?.name ?? "",
     namespace: p.metadata?.namespace ?? "",
+    uid: p.metadata?.uid,
     labels: p.metadata?.labels ?? {},
     ip: p.status?.podIP,
     ready: p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True") ?? false,

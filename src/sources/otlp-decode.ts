@@ -23,6 +23,8 @@ import { OTLP_METRICS_DESCRIPTORS } from "./otlp-schema.js";
 
 /** The resource attribute naming the pod a series is from (OpenTelemetry's semantic conventions). */
 export const POD_NAME_ATTRIBUTE = "k8s.pod.name";
+/** The resource attribute holding the pod's uid, where it names no pod name. */
+export const POD_UID_ATTRIBUTE = "k8s.pod.uid";
 
 /** How a body is encoded (its Content-Type). */
 export type OtlpEncoding = "protobuf" | "json";

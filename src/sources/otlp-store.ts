@@ -6,7 +6,13 @@
  * ({@link OtlpStore.selected}), at most `maxSeriesPerNamespace` series, each its last two
  * points (a rate needs two); a series nobody pushed for `retainMs` is forgotten.
  */
-import { type OtlpBatch, type OtlpPoint, POD_NAME_ATTRIBUTE, attributesOfKey } from "./otlp-decode.js";
+import {
+  type OtlpBatch,
+  type OtlpPoint,
+  POD_NAME_ATTRIBUTE,
+  POD_UID_ATTRIBUTE,
+  attributesOfKey,
+} from "./otlp-decode.js";
 
 /** One reading of a series. */
 export interface OtlpReading {
@@ -43,6 +49,17 @@ export interface OtlpStoreOptions {
   now?: () => number;
 }
 
+/** Pushes and points of a namespace refused lately, and why the last were. */
+export interface OtlpRefusals {
+  pushes: number;
+  points: number;
+  reason: string;
+  atMs: number;
+}
+
+/** How long refusals are remembered after the last one. */
+export const REFUSALS_KEPT_MS = 120_000;
+
 /** What {@link OtlpStore.ingest} did with a batch. */
 export interface IngestResult {
   accepted: number;
@@ -63,6 +80,8 @@ interface NamespaceData {
   seriesCount: number;
   /** Called when a metric gets a point. */
   readonly listeners: Map<string, Set<() => void>>;
+  /** Refusals lately, by metric ("" for the namespace's pushes as a whole). */
+  readonly refusals: Map<string, OtlpRefusals>;
 }
 
 /** See the module comment. */
@@ -92,6 +111,7 @@ export class OtlpStore {
         series: new Map(),
         seriesCount: 0,
         listeners: new Map(),
+        refusals: new Map(),
       };
       this.namespaces.set(namespace, d);
     }
@@ -130,9 +150,9 @@ export class OtlpStore {
     return [...(this.namespaces.get(namespace)?.selected.keys() ?? [])];
   }
 
-  /** The attribute keys a series of `namespace` keeps: those its mappings match on, and the pod's name. */
+  /** The attribute keys a series of `namespace` keeps: those its mappings match on, and the pod's name and uid. */
   kept(namespace: string): string[] {
-    return [POD_NAME_ATTRIBUTE, ...(this.namespaces.get(namespace)?.matched.keys() ?? [])];
+    return [POD_NAME_ATTRIBUTE, POD_UID_ATTRIBUTE, ...(this.namespaces.get(namespace)?.matched.keys() ?? [])];
   }
 
   /** Calls `fn` whenever `metric` of `namespace` gets a point, until the returned function is called. */
@@ -148,16 +168,17 @@ export class OtlpStore {
     };
   }
 
-  /** Keeps a pusher's points in its namespace. */
-  ingest(namespace: string, batch: OtlpBatch): IngestResult {
+  /** Keeps a pusher's points in its namespace: those from `from` up to `to` (all by default). */
+  ingest(namespace: string, batch: OtlpBatch, from = 0, to = batch.key.length): IngestResult {
     const d = this.namespaces.get(namespace);
     const result: IngestResult = { accepted: 0, overLimit: 0 };
     if (!d) return result;
     const now = this.now();
     this.sweep(now);
     const touched = new Set<string>();
+    const overLimitBy = new Map<string, number>();
     const types = ["gauge", "sum", "histogram"] as const;
-    for (let i = 0; i < batch.key.length; i++) {
+    for (let i = from; i < Math.min(to, batch.key.length); i++) {
       const metric = batch.metrics[batch.metric[i]!]!;
       let byKey = d.series.get(metric);
       if (!byKey) {
@@ -188,6 +209,7 @@ export class OtlpStore {
           (s.previous ? readingSize(s.previous) : 0);
         if (grows > 0 && d.bytes + grows > this.maxBytes) {
           result.overLimit++;
+          overLimitBy.set(metric, (overLimitBy.get(metric) ?? 0) + 1);
           continue;
         }
         s.previous = previous;
@@ -209,6 +231,7 @@ export class OtlpStore {
         };
         if (d.seriesCount >= this.maxSeries || d.bytes + sizeOf(series) > this.maxBytes) {
           result.overLimit++;
+          overLimitBy.set(metric, (overLimitBy.get(metric) ?? 0) + 1);
           continue;
         }
         byKey.set(key, series);
@@ -218,6 +241,12 @@ export class OtlpStore {
       result.accepted++;
       touched.add(metric);
     }
+    for (const [metric, n] of overLimitBy)
+      this.refused(namespace, metric, {
+        pushes: 0,
+        points: n,
+        reason: `the namespace keeps as many series as it may (${this.maxSeries}, ${Math.round(this.maxBytes / 1048576)} MiB)`,
+      });
     for (const metric of touched) for (const fn of d.listeners.get(metric) ?? []) fn();
     return result;
   }
@@ -225,6 +254,51 @@ export class OtlpStore {
   /** The series of `metric` pushed from `namespace`. */
   series(namespace: string, metric: string): Iterable<OtlpSeries> {
     return this.namespaces.get(namespace)?.series.get(metric)?.values() ?? [];
+  }
+
+  /**
+   * Notes that pushes of `namespace` (of `metric`, or of the namespace as a whole) were
+   * refused, for the mappings reading them to say so; namespaces no mapping reads are not
+   * kept.
+   */
+  refused(
+    namespace: string,
+    metric: string | undefined,
+    refusal: { pushes: number; points: number; reason: string },
+  ): void {
+    const d = this.namespaces.get(namespace);
+    if (!d || (metric !== undefined && !d.selected.has(metric))) return;
+    const now = this.now();
+    const key = metric ?? "";
+    const known = d.refusals.get(key);
+    const fresh = known && now - known.atMs <= REFUSALS_KEPT_MS;
+    d.refusals.set(key, {
+      pushes: (fresh ? known.pushes : 0) + refusal.pushes,
+      points: (fresh ? known.points : 0) + refusal.points,
+      reason: refusal.reason,
+      atMs: now,
+    });
+  }
+
+  /** Refusals of `metric`'s pushes in `namespace` (its own and the namespace's) in the last {@link REFUSALS_KEPT_MS}. */
+  refusals(namespace: string, metric: string): OtlpRefusals | undefined {
+    const d = this.namespaces.get(namespace);
+    if (!d) return undefined;
+    const now = this.now();
+    let out: OtlpRefusals | undefined;
+    for (const key of [metric, ""]) {
+      const r = d.refusals.get(key);
+      if (!r || now - r.atMs > REFUSALS_KEPT_MS) continue;
+      out = out
+        ? {
+            pushes: out.pushes + r.pushes,
+            points: out.points + r.points,
+            reason: r.atMs > out.atMs ? r.reason : out.reason,
+            atMs: Math.max(out.atMs, r.atMs),
+          }
+        : r;
+    }
+    return out;
   }
 
   /** A histogram whose bounds are those of another of the namespace's, sharing their array. */

@@ -214,19 +214,21 @@ describe("otlp source: series of the mapping's namespace as a value", () => {
     store.ingest("team-a", batch("m", { "k8s.pod.name": "web-1", queue: "b" }, { value: 4 }));
     store.ingest("team-a", batch("m", { "k8s.pod.name": "web-2" }, { value: 10 }));
     store.ingest("team-a", batch("m", { "k8s.pod.name": "not-mine" }, { value: 99 }));
-    const objects = [{ name: "web-1" }, { name: "web-2" }, { name: "web-3" }];
+    store.ingest("team-a", batch("m", { "k8s.pod.uid": "uid-of-web-3" }, { value: 6 }));
+    const objects = [{ name: "web-1" }, { name: "web-2" }, { name: "web-3", uid: "uid-of-web-3" }];
     const v = await perPod.sample({ namespace: "team-a", objects, signal });
     expect(v.kind === "objects" && [...v.values]).to.deep.equal([
       ["web-1", 7],
       ["web-2", 10],
+      ["web-3", 6],
     ]);
     const external = await source({ attributes: { queue: "b" } }).sample({ namespace: "team-a", signal });
     expect(external).to.deep.include({ kind: "scalar", value: 4 });
     for (const [aggregate, value] of [
-      ["avg", 29],
+      ["avg", 24.4],
       ["max", 99],
       ["min", 3],
-      ["last", 99],
+      ["last", 6],
     ] as const)
       expect(await source({ aggregate }).sample({ namespace: "team-a", signal })).to.deep.include({ value });
   });
@@ -397,6 +399,35 @@ describe("otlp source: series of the mapping's namespace as a value", () => {
     const kept = tight.ingest("team-a", many);
     expect(kept.overLimit).to.be.above(0);
     expect(tight.bytes("team-a")).to.be.at.most(2000);
+  });
+
+  it("says in its value's note (the Pushed condition) that pushes were refused, for two minutes after the last", async () => {
+    const s = source();
+    store.ingest("team-a", batch("m", {}, { value: 1 }));
+    expect(await s.sample({ namespace: "team-a", signal })).to.not.have.property("note");
+    store.refused("team-a", undefined, {
+      pushes: 1,
+      points: 0,
+      reason: "namespace team-a pushes more data points per second than it may",
+    });
+    store.refused("team-a", "m", {
+      pushes: 0,
+      points: 40,
+      reason: "the namespace keeps as many series as it may (10000, 16 MiB)",
+    });
+    store.refused("team-a", "other", { pushes: 9, points: 9, reason: "not read: never counted" });
+    expect(await s.sample({ namespace: "team-a", signal })).to.deep.include({
+      note: {
+        type: "Pushed",
+        status: "False",
+        reason: "PushesRefused",
+        message:
+          "1 push and 40 points of this namespace refused in the last 2 minutes; the last: the namespace keeps as many series as it may (10000, 16 MiB)",
+      },
+    });
+    now += 121_000;
+    store.ingest("team-a", batch("m", {}, { value: 1, atMs: 5000 }));
+    expect(await s.sample({ namespace: "team-a", signal })).to.not.have.property("note");
   });
 
   it("spec: a quantile goes with histogram: quantile, and only with it", () => {

@@ -4,7 +4,7 @@
  * series of one metric whose attributes (the resource's and the point's) match, each as a
  * number (a gauge's or sum's value, its per-second rate with `rate: true`, a histogram's
  * count, sum or a quantile estimate), and combines them: per pod by the `k8s.pod.name`
- * resource attribute when the mapping describes pods, else into one value. A series not
+ * (or `k8s.pod.uid`) resource attribute when the mapping describes pods, else into one value. A series not
  * pushed for `staleAfter` less one interval is left out, and the value's time is that of
  * the oldest point in it, so a value is never older than `staleAfter` (never a made-up 0).
  * A push wakes the mapping's sampler, so a value is servable a moment after it arrives.
@@ -16,9 +16,16 @@ import {
   MAX_ATTRIBUTE_VALUE,
   MAX_METRIC_NAME,
   POD_NAME_ATTRIBUTE,
+  POD_UID_ATTRIBUTE,
 } from "./otlp-decode.js";
-import type { OtlpReading, OtlpSeries, OtlpStore } from "./otlp-store.js";
-import { type MetricSource, type SampleRequest, type SampleValue, SourceConfigError } from "./source.js";
+import { type OtlpReading, type OtlpSeries, type OtlpStore, REFUSALS_KEPT_MS } from "./otlp-store.js";
+import {
+  type MetricSource,
+  type SampleNote,
+  type SampleRequest,
+  type SampleValue,
+  SourceConfigError,
+} from "./source.js";
 import { defineSource, required } from "./kind.js";
 import { quote } from "../util/bounded-text.js";
 
@@ -120,6 +127,9 @@ export class OtlpSource implements MetricSource {
     const byObject = req.objects
       ? new Map<string, Group>(req.objects.map((o) => [o.name, new Group()]))
       : undefined;
+    const nameOfUid =
+      req.objects &&
+      new Map(req.objects.flatMap((o): [string, string][] => (o.uid ? [[o.uid, o.name]] : [])));
     const all = new Group();
     let matching = 0;
     let fresh = 0;
@@ -138,7 +148,8 @@ export class OtlpSource implements MetricSource {
         continue;
       }
       if (value === undefined || !Number.isFinite(value)) continue;
-      const group = byObject ? byObject.get(s.attributes[POD_NAME_ATTRIBUTE] ?? "") : all;
+      const pod = s.attributes[POD_NAME_ATTRIBUTE] ?? nameOfUid?.get(s.attributes[POD_UID_ATTRIBUTE] ?? "");
+      const group = byObject ? byObject.get(pod ?? "") : all;
       group?.add(value, s);
     }
     const what = `metric ${quote(spec.metric, 80)}${spec.attributes ? " with the attributes asked for" : ""}`;
@@ -149,9 +160,10 @@ export class OtlpSource implements MetricSource {
           ? `nothing of ${what} was pushed from this namespace`
           : `nothing of ${what} was pushed in the last ${Math.round(this.windowMs / 1000)} s`,
       );
+    const note = this.refusalNote(req.namespace);
     if (!byObject) {
       if (all.count === 0) throw new Error(`${what}: waiting for a second point to make a rate`);
-      return { kind: "scalar", value: all.value(spec.aggregate), observedAtMs: all.oldestMs };
+      return { kind: "scalar", value: all.value(spec.aggregate), observedAtMs: all.oldestMs, ...note };
     }
     const values = new Map<string, number>();
     let oldestMs = Infinity;
@@ -162,9 +174,27 @@ export class OtlpSource implements MetricSource {
       }
     if (values.size === 0)
       throw new Error(
-        `no pod of this mapping pushed ${what} with a ${POD_NAME_ATTRIBUTE} resource attribute naming it${spec.rate ? " (a rate needs two points)" : ""}`,
+        `no pod of this mapping pushed ${what} with a ${POD_NAME_ATTRIBUTE} or ${POD_UID_ATTRIBUTE} resource attribute naming it${spec.rate ? " (a rate needs two points)" : ""}`,
       );
-    return { kind: "objects", values, observedAtMs: oldestMs };
+    return { kind: "objects", values, observedAtMs: oldestMs, ...note };
+  }
+
+  /** The condition `Pushed` while pushes of the metric were refused lately (none otherwise). */
+  private refusalNote(namespace: string): { note: SampleNote } | undefined {
+    const r = this.ctx.store.refusals(namespace, this.spec.metric);
+    if (!r) return undefined;
+    const what = [
+      ...(r.pushes > 0 ? [`${r.pushes} push${r.pushes === 1 ? "" : "es"}`] : []),
+      ...(r.points > 0 ? [`${r.points} point${r.points === 1 ? "" : "s"}`] : []),
+    ].join(" and ");
+    return {
+      note: {
+        type: "Pushed",
+        status: "False",
+        reason: "PushesRefused",
+        message: `${what} of this namespace refused in the last ${REFUSALS_KEPT_MS / 60_000} minutes; the last: ${r.reason}`,
+      },
+    };
   }
 }
 

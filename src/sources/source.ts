@@ -12,7 +12,13 @@ export interface SampleRequest {
   /** The mapping's namespace (bound into every query; no cross-namespace reads). */
   namespace: string;
   /** Names of the subject objects currently known (e.g. pods), when the source needs them. */
-  objects?: readonly { name: string; ip?: string; labels?: Record<string, string>; hostNetwork?: boolean }[];
+  objects?: readonly {
+    name: string;
+    uid?: string;
+    ip?: string;
+    labels?: Record<string, string>;
+    hostNetwork?: boolean;
+  }[];
   /** The HPA's label selector, for sources whose query is narrowed by it (`{{selector}}`). */
   selector?: LabelSelector;
   /** Aborted on timeout or when the mapping goes away. */
@@ -26,14 +32,17 @@ export interface SampleRequest {
  */
 export type SampleValue =
   | { kind: "scalar"; value: number; note?: SampleNote; observedAtMs?: number }
-  | { kind: "objects"; values: ReadonlyMap<string, number>; observedAtMs?: number };
+  | { kind: "objects"; values: ReadonlyMap<string, number>; note?: SampleNote; observedAtMs?: number };
+
+/** The condition types sources' notes are shown as. */
+export const NOTE_TYPES = ["Forecast", "Pushed"] as const;
 
 /**
  * What a source says about a value beside it, shown as a condition of the mapping (a
- * forecast's model and fit error, or why it serves the current value).
+ * forecast's model and fit error, or why it serves the current value; pushes refused).
  */
 export interface SampleNote {
-  type: "Forecast";
+  type: (typeof NOTE_TYPES)[number];
   status: "True" | "False";
   reason: string;
   message: string;

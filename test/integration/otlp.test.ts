@@ -228,6 +228,26 @@ spec:
     }
   });
 
+  it("says on the mapping, in its condition Pushed, that points were refused and why", async () => {
+    const p = new SdkPusher({ "k8s.pod.name": "worker-9" });
+    pushers.push(p);
+    p.meter.createObservableGauge("queue.depth").addCallback((r) => r.observe(7, { note: "x".repeat(2000) }));
+    expect(await push(p, tokens[teamB.name])).to.equal(undefined); // partial success: not an error
+    await eventually(
+      async () => {
+        const mm = await cluster.client.get<{
+          status?: { conditions?: { type: string; status: string; reason: string; message: string }[] };
+        }>(`/apis/governor.dev/v1alpha1/namespaces/${teamB.name}/metricmappings/queue`);
+        const pushed = mm.status?.conditions?.find((c) => c.type === "Pushed");
+        expect(pushed).to.include({ status: "False", reason: "PushesRefused" });
+        expect(pushed?.message).to.match(
+          /1 point of this namespace refused in the last 2 minutes; the last: a point of queue.depth: attribute note is longer than 1024 characters/,
+        );
+      },
+      { timeoutMs: 20_000, what: "the Pushed condition" },
+    );
+  });
+
   it("goes stale, never 0, when the pusher stops", async () => {
     const p = new SdkPusher({ "k8s.pod.name": "worker" });
     pushers.push(p);
