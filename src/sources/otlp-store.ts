@@ -220,6 +220,11 @@ export class OtlpStore {
         s.monotonic = (flags & 8) !== 0;
         s.receivedAtMs = now;
       } else {
+        if (d.seriesCount >= this.maxSeries) {
+          result.overLimit++;
+          overLimitBy.set(metric, (overLimitBy.get(metric) ?? 0) + 1);
+          continue;
+        }
         const series: OtlpSeries = {
           key,
           attributes: Object.freeze(attributesOfKey(batch.kept[i]!)),
@@ -229,7 +234,7 @@ export class OtlpStore {
           receivedAtMs: now,
           current: reading,
         };
-        if (d.seriesCount >= this.maxSeries || d.bytes + sizeOf(series) > this.maxBytes) {
+        if (d.bytes + sizeOf(series) > this.maxBytes) {
           result.overLimit++;
           overLimitBy.set(metric, (overLimitBy.get(metric) ?? 0) + 1);
           continue;
