@@ -10,6 +10,7 @@ import { AnswerDecoder } from "../sources/answer-decoder.js";
 import { OtlpStore } from "../sources/otlp-store.js";
 import { ANONYMOUS, AuthenticationError, type Authenticator, type UserInfo } from "./authn.js";
 import { OtlpReceiver } from "./otlp-receiver.js";
+import { type OtlpPeer, OtlpRelay } from "./otlp-relay.js";
 
 /** Tokens by who they belong to, as a TokenReview for Governor's audience would say. */
 class Tokens implements Authenticator {
@@ -341,5 +342,145 @@ describe("OTLP receiver: pushes land in the pusher's own namespace, bounded befo
     expect(JSON.stringify(answer.body.toString("latin1"))).to.contain("keeps as many series as it may");
     expect(ticks).to.be.above(10);
     expect(longest).to.be.below(100);
+  });
+});
+
+describe("OTLP between replicas: every replica keeps every push, and takes relays from Governor's own replicas only", function () {
+  this.timeout(20_000);
+  let ca: KeyPair;
+  let serving: KeyPair;
+  const closers: (() => Promise<void> | void)[] = [];
+  const silent = pino({ level: "silent" });
+
+  before(async () => {
+    ca = await createCA("otlp-test-ca");
+    serving = await issueCertificate(ca, {
+      commonName: "governor",
+      dnsNames: ["localhost"],
+      usage: "server",
+    });
+  });
+  afterEach(async () => {
+    for (const close of closers.splice(0).reverse()) await close();
+  });
+
+  /** One replica: its receiver, store, what it answered, and where its relay sends. */
+  const replica = async (tls = serving) => {
+    const store = new OtlpStore();
+    store.select("team-a", "queue.depth");
+    const decoder = new AnswerDecoder({ inlineBytes: 1024 });
+    const statuses: number[] = [];
+    const outcomes: string[] = [];
+    const peers: OtlpPeer[] = [];
+    const relay = new OtlpRelay({
+      peers: () => peers,
+      serverName: "localhost",
+      certificate: () => tls,
+      ca: () => ca.cert,
+      logger: silent,
+      outcome: (o) => outcomes.push(o),
+    });
+    const receiver = new OtlpReceiver({
+      store,
+      authenticator: new Tokens({ "team-a-token": "system:serviceaccount:team-a:pusher" }),
+      decoder,
+      logger: silent,
+      tls,
+      host: "127.0.0.1",
+      port: 0,
+      relay,
+      metrics: { request: (s) => statuses.push(s), points: () => {} },
+    });
+    const { port } = await receiver.listen();
+    closers.push(
+      () => receiver.close(),
+      () => decoder.close(),
+      () => relay.close(),
+    );
+    return { store, statuses, outcomes, peers, port, url: `https://localhost:${port}/v1/metrics` };
+  };
+  const gauge = async (depth: number) => {
+    const p = new SdkPusher({ "k8s.pod.name": "web-1" });
+    p.meter.createObservableGauge("queue.depth").addCallback((r) => r.observe(depth));
+    closers.push(() => p.shutdown());
+    return p;
+  };
+  const depths = (store: OtlpStore) => [...store.series("team-a", "queue.depth")].map((s) => s.current.value);
+
+  it("a push one replica keeps is kept by the other too, which the aggregator may ask instead; a relay is never relayed back", async () => {
+    const a = await replica();
+    const b = await replica();
+    a.peers.push({ name: "b", ip: "127.0.0.1", port: b.port });
+    b.peers.push({ name: "a", ip: "127.0.0.1", port: a.port });
+    const p = await gauge(42);
+    expect(
+      await p.export({ url: a.url, token: "team-a-token", ca: ca.cert, encoding: "protobuf", gzip: true }),
+    ).to.equal(undefined);
+    expect(depths(a.store)).to.deep.equal([42]);
+    await eventually(() => expect(depths(b.store)).to.deep.equal([42]), { what: "the relay kept by b" });
+    expect(a.outcomes).to.deep.equal(["sent"]);
+    expect(b.statuses).to.deep.equal([200]);
+    expect(a.statuses, "a got the push and no relay back").to.deep.equal([200]);
+    expect(b.outcomes).to.deep.equal([]);
+  });
+
+  it("refuses a relay from anyone without Governor's own certificate: a tenant's token, or another certificate of Governor's CA", async () => {
+    const b = await replica();
+    const body = await (await gauge(7)).body("protobuf");
+    const relayTo = (cert?: KeyPair) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request(
+          b.url,
+          {
+            method: "POST",
+            ca: ca.cert,
+            agent: false,
+            ...(cert ? { cert: cert.cert, key: cert.key } : {}),
+            headers: {
+              "content-type": "application/x-protobuf",
+              authorization: "Bearer team-a-token",
+              "x-governor-relay-namespace": "team-a",
+            },
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          },
+        );
+        req.on("error", reject);
+        req.end(body);
+      });
+    expect(await relayTo()).to.equal(403);
+    const other = await issueCertificate(ca, {
+      commonName: "governor",
+      dnsNames: ["localhost"],
+      usage: "client",
+    });
+    expect(await relayTo(other)).to.equal(403);
+    expect(b.store.seriesCount("team-a")).to.equal(0);
+    expect(await relayTo(serving)).to.equal(200); // what a replica presents
+    expect(depths(b.store)).to.deep.equal([7]);
+  });
+
+  it("sends nothing to a peer that cannot prove it is a replica (a certificate not from Governor's CA)", async () => {
+    const a = await replica();
+    const impostorCa = await createCA("someone-else");
+    const impostor = await replica(
+      await issueCertificate(impostorCa, {
+        commonName: "governor",
+        dnsNames: ["localhost"],
+        usage: "server",
+      }),
+    );
+    a.peers.push({ name: "impostor", ip: "127.0.0.1", port: impostor.port });
+    const p = await gauge(5);
+    expect(await p.export({ url: a.url, token: "team-a-token", ca: ca.cert, encoding: "json" })).to.equal(
+      undefined,
+    );
+    await eventually(() => expect(a.outcomes).to.deep.equal(["failed"]), {
+      what: "the relay refused by TLS",
+    });
+    expect(impostor.statuses).to.deep.equal([]);
+    expect(impostor.store.seriesCount("team-a")).to.equal(0);
   });
 });

@@ -18,6 +18,7 @@
  * only in part with `partial_success`.
  */
 import { createServer, type Server } from "node:https";
+import type { TLSSocket } from "node:tls";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { gunzip } from "node:zlib";
@@ -28,6 +29,7 @@ import { AuthenticationError, type Authenticator, TooManyTokenReviewsError } fro
 import type { AnswerDecoder } from "../sources/answer-decoder.js";
 import { type OtlpEncoding, encodeOtlpResponse } from "../sources/otlp-decode.js";
 import type { OtlpStore } from "../sources/otlp-store.js";
+import { RELAY_NAMESPACE_HEADER } from "./otlp-relay.js";
 import { TokenBucket } from "../util/token-bucket.js";
 import { boundedText } from "../util/bounded-text.js";
 import { GovernorError } from "../errors.js";
@@ -71,6 +73,11 @@ export interface OtlpReceiverOptions {
   /** The most pushes of one namespace handled at once. @default 4 */
   maxConcurrentPerNamespace?: number;
   metrics?: OtlpReceiverMetrics;
+  /** Shares kept pushes with the other replicas, and knows them (src/apiserver/otlp-relay.ts). */
+  relay?: {
+    isPeer(fingerprint256: string | undefined): boolean;
+    send(namespace: string, body: Buffer, headers: { contentType: string; contentEncoding: string }): void;
+  };
   /** @default Date.now */
   now?: () => number;
 }
@@ -99,6 +106,7 @@ const INGEST_SLICE = 2000;
 const MAX_CONNECTIONS = 1024;
 
 const SERVICE_ACCOUNT = /^system:serviceaccount:([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?):[^:]+$/;
+const NAMESPACE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 /** Namespaces whose push rate is kept (the most recent). */
 const MAX_NAMESPACE_BUCKETS = 10_000;
 
@@ -129,6 +137,10 @@ export class OtlpReceiver {
         headersTimeout: 10_000,
         requestTimeout: 30_000,
         connectionsCheckingInterval: 1_000,
+        // A replica relaying a push presents Governor's own certificate (otlp-relay.ts);
+        // pushers present none.
+        requestCert: true,
+        rejectUnauthorized: false,
       },
       (req, res) => void this.onRequest(req, res),
     );
@@ -236,13 +248,23 @@ export class OtlpReceiver {
     const length = Number(req.headers["content-length"] ?? 0);
     if (length > this.maxBytes) throw new Refusal(413, `the body is larger than ${this.maxBytes} bytes`);
 
+    const relayed = req.headers[RELAY_NAMESPACE_HEADER];
+    if (relayed !== undefined) {
+      // Another replica's push: its certificate is its proof, the namespace its word.
+      const fingerprint = (req.socket as TLSSocket).getPeerCertificate?.()?.fingerprint256;
+      if (!this.opts.relay?.isPeer(fingerprint))
+        throw new Refusal(403, "only Governor's own replicas may relay pushes");
+      const namespace = typeof relayed === "string" && NAMESPACE.test(relayed) ? relayed : undefined;
+      if (!namespace) throw new Refusal(400, "a relayed push names no namespace");
+      return this.admit(req, namespace, encoding, contentEncoding, length, false);
+    }
     if (!req.headers.authorization)
       throw new Refusal(401, "Unauthorized: push with a service-account token (Authorization: Bearer …)");
     const user = await this.opts.authenticator.authenticate(req);
     const namespace = SERVICE_ACCOUNT.exec(user.name)?.[1];
     if (!namespace) throw new Refusal(403, "only a namespace's service accounts may push metrics");
     try {
-      return await this.admit(req, namespace, encoding, contentEncoding, length);
+      return await this.admit(req, namespace, encoding, contentEncoding, length, true);
     } catch (err) {
       // The namespace's mappings say why its pushes were refused.
       if (err instanceof Refusal)
@@ -258,6 +280,7 @@ export class OtlpReceiver {
     encoding: OtlpEncoding,
     contentEncoding: string,
     length: number,
+    relay: boolean,
   ): Promise<{ points: number; message: string } | undefined> {
     const bucket = this.bucket(namespace);
     if (!bucket.has())
@@ -279,7 +302,7 @@ export class OtlpReceiver {
     this.active.set(namespace, concurrent + 1);
     this.inFlightBytes += reserved;
     try {
-      return await this.keep(req, namespace, encoding, contentEncoding, metrics, bucket);
+      return await this.keep(req, namespace, encoding, contentEncoding, metrics, bucket, relay);
     } finally {
       this.inFlightBytes -= reserved;
       const n = (this.active.get(namespace) ?? 1) - 1;
@@ -296,11 +319,13 @@ export class OtlpReceiver {
     contentEncoding: string,
     metrics: string[],
     bucket: TokenBucket,
+    relay: boolean,
   ): Promise<{ points: number; message: string } | undefined> {
-    let body = await readBody(req, this.maxBytes);
+    const received = await readBody(req, this.maxBytes);
+    let body = received;
     if (contentEncoding === "gzip") {
       try {
-        body = await inflate(body, { maxOutputLength: this.maxBytes });
+        body = await inflate(received, { maxOutputLength: this.maxBytes });
       } catch (err) {
         const tooLarge = (err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE";
         throw new Refusal(
@@ -322,6 +347,12 @@ export class OtlpReceiver {
     }
     // Every decoded point counts, kept or not.
     bucket.spend(batch.key.length + batch.unselected + batch.rejected);
+    // The other replicas keep it too: the aggregator may ask any of them (otlp-relay.ts).
+    if (relay && batch.key.length > 0)
+      this.opts.relay?.send(namespace, received, {
+        contentType: contentTypeOf(encoding),
+        contentEncoding,
+      });
     // Kept a slice per turn of the event loop: a first push of many new series costs some.
     const kept = { accepted: 0, overLimit: 0 };
     for (let from = 0; from < batch.key.length; from += INGEST_SLICE) {

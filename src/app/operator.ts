@@ -352,6 +352,17 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
           maxRequestBytes: opts.otlp.maxRequestBytes,
           pointsPerSecond: opts.otlp.pointsPerSecond,
           authCacheTtlMs: opts.authCacheTtlMs,
+          // Every replica keeps every push: each relays what it kept to the others.
+          ...(registration
+            ? {
+                replicas: {
+                  namespace: opts.namespace,
+                  pods,
+                  serverName: `${opts.registration.serviceName}.${opts.namespace}.svc`,
+                  ca: () => registration.caBundle,
+                },
+              }
+            : {}),
         }),
       )
     : undefined;

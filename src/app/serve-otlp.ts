@@ -5,14 +5,17 @@
  * receives in `/metrics`.
  */
 import type { AddressInfo } from "node:net";
+import { hostname } from "node:os";
 import type { Logger } from "pino";
 import { Counter, type Registry } from "prom-client";
 import { DelegatingAuthenticator } from "../apiserver/authn.js";
 import { KubeTokenReviewer } from "../apiserver/delegated-auth.js";
 import { OTLP_HTTP_PORT, OtlpReceiver } from "../apiserver/otlp-receiver.js";
+import { type OtlpPeer, OtlpRelay } from "../apiserver/otlp-relay.js";
 import { KubeServiceAccountKeySource } from "../apiserver/service-account-keys.js";
 import { ServiceAccountTokenCheck } from "../apiserver/service-account-token-check.js";
 import type { KubeClient } from "../k8s/client.js";
+import type { PodIndex } from "../k8s/pod-index.js";
 import { sharedAnswerDecoder } from "../sources/answer-decoder.js";
 import type { OtlpStore } from "../sources/otlp-store.js";
 import type { Runnable } from "../util/runnable.js";
@@ -34,13 +37,30 @@ export interface OtlpServiceOptions {
   pointsPerSecond?: number;
   /** How long a token's review is trusted. @default 10000 */
   authCacheTtlMs?: number;
+  /**
+   * Where the other replicas are found, to share pushes with (otlp-relay.ts): this pod's
+   * namespace and name, the pods there, the Service's DNS name and Governor's CA bundle.
+   */
+  replicas?: {
+    namespace: string;
+    /** @default the host name (a pod's is its name) */
+    podName?: string;
+    pods: PodIndex;
+    serverName: string;
+    ca: () => string | undefined;
+  };
 }
+
+/** The labels that make a pod a replica of the same Governor as this one. */
+const REPLICA_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"];
 
 /** See the module comment. */
 export class OtlpService implements Runnable {
   readonly name = "OTLP receiver";
   private receiver?: OtlpReceiver;
+  private relay?: OtlpRelay;
   private readonly requests: Counter<"code">;
+  private readonly relays: Counter<"outcome">;
   private readonly points: Counter<"outcome">;
   address?: AddressInfo;
 
@@ -54,6 +74,12 @@ export class OtlpService implements Runnable {
     this.points = new Counter({
       name: "governor_otlp_data_points_total",
       help: "OTLP data points received: kept, dropped (no mapping of the namespace reads the metric) or rejected.",
+      labelNames: ["outcome"],
+      registers: [opts.registry],
+    });
+    this.relays = new Counter({
+      name: "governor_otlp_relays_total",
+      help: "Pushes relayed to the other replicas: sent, failed, or dropped (too many in flight to a peer).",
       labelNames: ["outcome"],
       registers: [opts.registry],
     });
@@ -71,6 +97,18 @@ export class OtlpService implements Runnable {
       tokenCacheTtlMs: opts.authCacheTtlMs,
       precheck,
     });
+    const port = opts.port ?? OTLP_HTTP_PORT;
+    const replicas = opts.replicas;
+    this.relay = replicas
+      ? new OtlpRelay({
+          peers: () => replicaPeers(replicas.pods, replicas.namespace, replicas.podName ?? hostname(), port),
+          serverName: replicas.serverName,
+          certificate: opts.certificate,
+          ca: replicas.ca,
+          logger: opts.logger,
+          outcome: (outcome) => this.relays.inc({ outcome }),
+        })
+      : undefined;
     this.receiver = new OtlpReceiver({
       store: opts.store,
       authenticator,
@@ -78,7 +116,8 @@ export class OtlpService implements Runnable {
       logger: opts.logger,
       tls,
       host: opts.host,
-      port: opts.port ?? OTLP_HTTP_PORT,
+      port,
+      ...(this.relay ? { relay: this.relay } : {}),
       maxRequestBytes: opts.maxRequestBytes,
       pointsPerSecond: opts.pointsPerSecond,
       metrics: {
@@ -100,5 +139,22 @@ export class OtlpService implements Runnable {
   async stop(): Promise<void> {
     await this.receiver?.close();
     this.receiver = undefined;
+    this.relay?.close();
+    this.relay = undefined;
   }
+}
+
+/**
+ * The other Ready replicas of the Governor that runs as pod `self` of `namespace`: the pods
+ * there that carry its `app.kubernetes.io/name` and `app.kubernetes.io/instance` labels,
+ * reached on `port`. None when `self` is not a pod there (a process outside a cluster).
+ */
+export function replicaPeers(pods: PodIndex, namespace: string, self: string, port: number): OtlpPeer[] {
+  const own = pods.get(namespace, self);
+  const same = REPLICA_LABELS.filter((l) => own?.labels[l] !== undefined);
+  if (!own || same.length === 0) return [];
+  return pods
+    .list(namespace, (labels) => same.every((l) => labels[l] === own.labels[l]))
+    .filter((p) => p.name !== self && p.ready && !p.terminating && p.ip !== undefined)
+    .map((p) => ({ name: p.name, ip: p.ip!, port }));
 }

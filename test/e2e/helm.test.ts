@@ -80,7 +80,7 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
     );
   });
 
-  it("otlp.enabled opens OTLP's port on the pods, passes its limits, and lets the NetworkPolicy admit pushers", async () => {
+  it("otlp.enabled opens OTLP's port on the pods, passes its limits, and lets the NetworkPolicy admit pushers and the replicas relaying to each other", async () => {
     const rendered = objects(
       await helm(
         "template",
@@ -107,6 +107,12 @@ describe("the Helm chart: lint, the same objects as config/default, install, upg
     };
     expect(policy.spec.ingress.find((r) => r.ports[0]?.port === 4318)?.from).to.deep.equal([
       { namespaceSelector: { matchLabels: { otlp: "push" } } },
+      // The other replicas, relaying pushes.
+      {
+        podSelector: {
+          matchLabels: { "app.kubernetes.io/name": "governor", "app.kubernetes.io/component": "operator" },
+        },
+      },
     ]);
   });
 
