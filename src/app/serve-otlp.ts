@@ -52,7 +52,11 @@ export interface OtlpServiceOptions {
 }
 
 /** The labels that make a pod a replica of the same Governor as this one. */
-const REPLICA_LABELS = ["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"];
+const REPLICA_LABELS = [
+  "app.kubernetes.io/name",
+  "app.kubernetes.io/instance",
+  "app.kubernetes.io/component",
+];
 
 /** See the module comment. */
 export class OtlpService implements Runnable {

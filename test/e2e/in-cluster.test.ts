@@ -8,6 +8,7 @@ import {
   type TestCluster,
 } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
+import { SdkPusher } from "../support/otlp.js";
 import {
   AGENT_NODES,
   LeaderSampler,
@@ -81,6 +82,25 @@ describe("Governor installed in-cluster with kubectl apply -k config/default, tw
     buildOnce();
     // docs/install.md, "With kustomize", step 2 (the node agent maps the image to this build).
     await kubectl(cluster, "apply", "-k", join(ROOT, "config/default"));
+    // docs/opentelemetry.md, "Turn the receiver on" without Helm: the flag and the port.
+    await kubectl(
+      cluster,
+      "patch",
+      "-n",
+      SYSTEM,
+      "deployment/governor",
+      "--type=json",
+      "-p",
+      JSON.stringify([
+        { op: "add", path: "/spec/template/spec/containers/0/args/-", value: "--otlp-port=4318" },
+        {
+          op: "add",
+          path: "/spec/template/spec/containers/0/ports/-",
+          value: { name: "otlp-http", containerPort: 4318 },
+        },
+      ]),
+    );
+    await kubectl(cluster, "rollout", "status", "-n", SYSTEM, "deployment/governor", "--timeout=240s");
     app = await freshNamespace(cluster, "incluster", { podNetwork: true });
     metricPath = `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${app.name}/pods/*/http_requests`;
   });
@@ -284,6 +304,111 @@ spec:
       },
       { timeoutMs: 120_000, intervalMs: 1000, what: "ScalableWorkload worker's Deployment at 3 Ready pods" },
     );
+  });
+
+  it("an OTLP push reaches one replica through the Service, and both keep it: served whichever replica is asked", async () => {
+    const pods = await twoReady();
+    applyYaml(
+      cluster,
+      app.name,
+      `apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: pushed-backlog}
+spec:
+  metric: pushed_backlog
+  subject: {external: {}}
+  interval: 30s
+  staleAfter: 5m
+  source: {otlp: {metric: queue.depth}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: producer}
+`,
+    );
+    const { status } = await cluster.client.request<{ status: { token: string } }>(
+      "POST",
+      `/api/v1/namespaces/${app.name}/serviceaccounts/producer/token`,
+      {
+        body: {
+          apiVersion: "authentication.k8s.io/v1",
+          kind: "TokenRequest",
+          spec: { audiences: ["governor"] },
+        },
+      },
+    );
+    const ca = Buffer.from(
+      (
+        await cluster.client.get<{ spec: { caBundle: string } }>(
+          "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.external.metrics.k8s.io",
+        )
+      ).spec.caBundle,
+      "base64",
+    ).toString("utf8");
+    const clusterIP = await eventually(
+      async () => {
+        const svc = await cluster.client.get<{ spec: { clusterIP: string; ports: { port: number }[] } }>(
+          `/api/v1/namespaces/${SYSTEM}/services/governor`,
+        );
+        expect(svc.spec.ports.map((p) => p.port)).to.include(4318);
+        return svc.spec.clusterIP;
+      },
+      { timeoutMs: 30_000, what: "the Service's OTLP port" },
+    );
+    /** A replica's count of points kept, and of pushes it relayed to the other, from its /metrics. */
+    const counts = async (pod: Pod) => {
+      const text = await (await fetch(`http://${pod.status!.podIP}:8080/metrics`)).text();
+      const read = (series: string) =>
+        Number(new RegExp(`^${series.replace(/[{}]/g, "\\$&")} (\\S+)$`, "m").exec(text)?.[1] ?? 0);
+      return {
+        kept: read('governor_otlp_data_points_total{outcome="kept"}'),
+        relayed: read('governor_otlp_relays_total{outcome="sent"}'),
+      };
+    };
+    const pusher = new SdkPusher({ "service.name": "producer" });
+    pusher.meter.createObservableGauge("queue.depth").addCallback((r) => r.observe(12));
+    try {
+      // One push at a time (a new connection each, so one replica each) until a replica
+      // keeps one: before both have loaded the mapping, a push is dropped unread.
+      await eventually(
+        async () => {
+          const error = await pusher.export({
+            url: `https://${clusterIP}:4318/v1/metrics`,
+            token: status.token,
+            ca,
+            servername: `governor.${SYSTEM}.svc`,
+            encoding: "protobuf",
+          });
+          expect(error).to.equal(undefined);
+          const kept = await Promise.all(pods.map(counts));
+          expect(kept.some((c) => c.kept > 0)).to.equal(true);
+        },
+        { timeoutMs: 60_000, intervalMs: 1000, what: "a push kept by a replica" },
+      );
+    } finally {
+      await pusher.shutdown();
+    }
+    // No more pushes: the other replica holds the point only by the relay.
+    const both = await eventually(
+      async () => {
+        const c = await Promise.all(pods.map(counts));
+        expect(c.map((r) => r.kept > 0)).to.deep.equal([true, true]);
+        return c;
+      },
+      { timeoutMs: 10_000, what: "the push kept by both replicas" },
+    );
+    expect(both.reduce((n, c) => n + c.relayed, 0)).to.be.at.least(1);
+    for (let i = 0; i < 10; i++) {
+      const answer = JSON.parse(
+        await kubectl(
+          cluster,
+          "get",
+          "--raw",
+          `/apis/external.metrics.k8s.io/v1beta1/namespaces/${app.name}/pushed_backlog`,
+        ),
+      ) as { items: { value: string }[] };
+      expect(answer.items.map((m) => m.value)).to.deep.equal(["12"]);
+    }
   });
 
   it("a rolling restart under a steady 50 metric requests/s loses no request", async () => {
