@@ -311,7 +311,10 @@ describe("OTLP receiver: pushes land in the pusher's own namespace, bounded befo
     expect(counted).to.deep.equal({});
   });
 
-  it("decodes a large export in the parse worker with the namespace as its tenant, the event loop free meanwhile", async () => {
+  it("decodes a large export in the parse worker with the namespace as its tenant, the event loop free meanwhile", async function () {
+    // A stall measured in real time also sees the machine's other work: a real stall repeats
+    // on every attempt, a neighbour's rarely twice.
+    this.retries(2);
     await start({ maxRequestBytes: 8 * 1024 * 1024 });
     store.select("team-a", "queue.depth");
     // Ten pods' exports of 2,000 series each (the SDK's own cardinality limit) in one body:

@@ -209,7 +209,10 @@ describe("the formula source", () => {
     expect(ticks, "timers ran while it evaluated").to.be.above(0);
   });
 
-  it("many formulas over many objects at once hold the event loop for milliseconds at a time, and stop early on failing evaluations", async () => {
+  it("many formulas over many objects at once hold the event loop for milliseconds at a time, and stop early on failing evaluations", async function () {
+    // A stall measured in real time also sees the machine's other work: a real stall repeats
+    // on every attempt, a neighbour's rarely twice.
+    this.retries(2);
     const many = (n: number, v: number) =>
       objects(Object.fromEntries(Array.from({ length: n }, (_, i) => [`p${i}`, i + v])));
     const big = many(20_000, 1);

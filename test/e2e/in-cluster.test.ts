@@ -8,7 +8,8 @@ import {
   type TestCluster,
 } from "../support/cluster.js";
 import { eventually } from "../support/eventually.js";
-import { SdkPusher } from "../support/otlp.js";
+import { SdkPusher, collectorBuild } from "../support/otlp.js";
+import { parseQuantity } from "../../src/api/quantity.js";
 import {
   AGENT_NODES,
   LeaderSampler,
@@ -19,9 +20,12 @@ import {
   type LoadReport,
 } from "../support/in-cluster.js";
 import { spawn, spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { type FaultRow, type InClusterFigures, suitePassed, writeFigures } from "../support/figures.js";
 import { join } from "node:path";
+import { autoscaledWorkload } from "../support/workloads.js";
+import { parseAllDocuments, stringify } from "yaml";
 
 const SYSTEM = "governor-system";
 
@@ -29,6 +33,11 @@ interface Pod {
   metadata: { name: string; deletionTimestamp?: string };
   spec: { nodeName?: string };
   status?: { podIP?: string; conditions?: { type: string; status: string }[] };
+}
+
+interface Container {
+  args: string[];
+  ports: { name: string; containerPort: number }[];
 }
 
 const ready = (p: Pod) =>
@@ -45,7 +54,7 @@ function report(r: LoadReport, row: Pick<FaultRow, "fault" | "measured" | "goal"
 }
 const met = (ok: boolean) => (ok ? "met" : "**not met**");
 
-describe("Governor installed in-cluster with kubectl apply -k config/default, two replicas on the pod network (e2e)", function () {
+describe("Governor installed in-cluster from config/default (kustomize) with OTLP on, two replicas on the pod network (e2e)", function () {
   this.timeout(240_000);
   let cluster: TestCluster;
   let app: Awaited<ReturnType<typeof freshNamespace>>;
@@ -75,31 +84,45 @@ describe("Governor installed in-cluster with kubectl apply -k config/default, tw
       { timeoutMs: 120_000, intervalMs: 500, what: "two Ready Governor replicas" },
     );
 
+  /** Governor's CA, as the APIServices carry it (docs/opentelemetry.md). */
+  const governorCA = async () =>
+    Buffer.from(
+      (
+        await cluster.client.get<{ spec: { caBundle: string } }>(
+          "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.external.metrics.k8s.io",
+        )
+      ).spec.caBundle,
+      "base64",
+    ).toString("utf8");
+  /** The ClusterIP of Governor's Service, once it has the OTLP port (pods here have no DNS). */
+  const otlpClusterIP = () =>
+    eventually(
+      async () => {
+        const svc = await cluster.client.get<{ spec: { clusterIP: string; ports: { port: number }[] } }>(
+          `/api/v1/namespaces/${SYSTEM}/services/governor`,
+        );
+        expect(svc.spec.ports.map((p) => p.port)).to.include(4318);
+        return svc.spec.clusterIP;
+      },
+      { timeoutMs: 30_000, what: "the Service's OTLP port" },
+    );
+
   before(async function () {
     this.timeout(60 * 60_000);
     cluster = await useCluster();
     await requireNodeAgent(cluster);
     buildOnce();
-    // docs/install.md, "With kustomize", step 2 (the node agent maps the image to this build).
-    await kubectl(cluster, "apply", "-k", join(ROOT, "config/default"));
-    // docs/opentelemetry.md, "Turn the receiver on" without Helm: the flag and the port.
-    await kubectl(
-      cluster,
-      "patch",
-      "-n",
-      SYSTEM,
-      "deployment/governor",
-      "--type=json",
-      "-p",
-      JSON.stringify([
-        { op: "add", path: "/spec/template/spec/containers/0/args/-", value: "--otlp-port=4318" },
-        {
-          op: "add",
-          path: "/spec/template/spec/containers/0/ports/-",
-          value: { name: "otlp-http", containerPort: 4318 },
-        },
-      ]),
+    // docs/install.md, "With kustomize", step 2 (the node agent maps the image to this build),
+    // with the OTLP receiver on as docs/opentelemetry.md says without Helm: the flag and the port.
+    const objects = parseAllDocuments(await kubectl(cluster, "kustomize", join(ROOT, "config/default"))).map(
+      (d) => d.toJS() as { kind: string; spec?: { template?: { spec?: { containers?: Container[] } } } },
     );
+    const governor = objects.find((o) => o.kind === "Deployment")!.spec!.template!.spec!.containers![0]!;
+    governor.args.push("--otlp-port=4318");
+    governor.ports.push({ name: "otlp-http", containerPort: 4318 });
+    const rendered = join(mkdtempSync(join(tmpdir(), "governor-")), "governor.yaml");
+    writeFileSync(rendered, objects.map((o) => stringify(o)).join("---\n"));
+    await kubectl(cluster, "apply", "-f", rendered);
     await kubectl(cluster, "rollout", "status", "-n", SYSTEM, "deployment/governor", "--timeout=240s");
     app = await freshNamespace(cluster, "incluster", { podNetwork: true });
     metricPath = `/apis/custom.metrics.k8s.io/v1beta2/namespaces/${app.name}/pods/*/http_requests`;
@@ -337,24 +360,8 @@ metadata: {name: producer}
         },
       },
     );
-    const ca = Buffer.from(
-      (
-        await cluster.client.get<{ spec: { caBundle: string } }>(
-          "/apis/apiregistration.k8s.io/v1/apiservices/v1beta1.external.metrics.k8s.io",
-        )
-      ).spec.caBundle,
-      "base64",
-    ).toString("utf8");
-    const clusterIP = await eventually(
-      async () => {
-        const svc = await cluster.client.get<{ spec: { clusterIP: string; ports: { port: number }[] } }>(
-          `/api/v1/namespaces/${SYSTEM}/services/governor`,
-        );
-        expect(svc.spec.ports.map((p) => p.port)).to.include(4318);
-        return svc.spec.clusterIP;
-      },
-      { timeoutMs: 30_000, what: "the Service's OTLP port" },
-    );
+    const ca = await governorCA();
+    const clusterIP = await otlpClusterIP();
     /** A replica's count of points kept, and of pushes it relayed to the other, from its /metrics. */
     const counts = async (pod: Pod) => {
       const text = await (await fetch(`http://${pod.status!.podIP}:8080/metrics`)).text();
@@ -408,6 +415,262 @@ metadata: {name: producer}
         ),
       ) as { items: { value: string }[] };
       expect(answer.items.map((m) => m.value)).to.deep.equal(["12"]);
+    }
+    // Pushed values live in memory: replicas restarted by later tests hold nothing until
+    // the next push, and this mapping would stay not Ready in the namespace they check.
+    await kubectl(
+      cluster,
+      "delete",
+      "-n",
+      app.name,
+      "metricmapping/pushed-backlog",
+      "serviceaccount/producer",
+    );
+  });
+
+  it("pods push with the OpenTelemetry SDK and through the Collector, on projected tokens for Governor's audience: the HPA scales on each; another namespace's pods change nothing; a stopped pusher holds, never 0", async function () {
+    this.timeout(600_000);
+    collectorBuild(); // the governor-otelcol image
+    const ca = await governorCA();
+    // docs/opentelemetry.md; pods here have no DNS: the Service's address, its name for TLS.
+    const governor = `https://${await otlpClusterIP()}:4318/v1/metrics`;
+    const a = await freshNamespace(cluster, "otlp-a", { podNetwork: true });
+    const b = await freshNamespace(cluster, "otlp-b", { podNetwork: true });
+    /** The CA, a ServiceAccount for the pushers and a mapping of the queue gauge: each team's. */
+    const team = `apiVersion: v1
+kind: ConfigMap
+metadata: {name: governor-ca}
+data: {ca.crt: ${JSON.stringify(ca)}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: producer}
+---
+apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: queue}
+spec:
+  metric: queue_depth
+  subject: {external: {}}
+  interval: 2s
+  staleAfter: 10s
+  source: {otlp: {metric: queue.depth, attributes: {queue: jobs}}}
+`;
+    /** Governor's projected token and CA, as docs/opentelemetry.md's pod mounts them. */
+    const GOVERNOR_VOLUME = `      - name: governor
+        projected:
+          sources:
+          - serviceAccountToken: {path: token, audience: governor, expirationSeconds: 3600}
+          - configMap: {name: governor-ca, items: [{key: ca.crt, path: ca.crt}]}
+`;
+    /** A Deployment of the SDK app (tools/devcluster/otlp-app.ts) with Governor's projected token and CA. */
+    const sdkApp = (name: string, replicas: number, args: string[], resource: string) => `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ${name}}
+spec:
+  replicas: ${replicas}
+  selector: {matchLabels: {app: ${name}}}
+  template:
+    metadata: {labels: {app: ${name}}}
+    spec:
+      serviceAccountName: producer
+      containers:
+      - name: app
+        image: governor-otlp-app:dev
+        args: ${JSON.stringify(["--interval-ms", "1000", ...args])}
+        env:
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: OTEL_RESOURCE_ATTRIBUTES, value: "${resource}"}
+        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
+        volumeMounts: [{name: governor, mountPath: /var/run/governor, readOnly: true}]
+      volumes:
+${GOVERNOR_VOLUME}`;
+    const toGovernor = [
+      "--endpoint",
+      governor,
+      "--server-name",
+      `governor.${SYSTEM}.svc`,
+      "--token-file",
+      "/var/run/governor/token",
+      "--ca-file",
+      "/var/run/governor/ca.crt",
+    ];
+    const autoscaled = (name: string, mapping: string) =>
+      autoscaledWorkload(name, `[{mapping: ${mapping}, target: {averageValue: "10"}}]`);
+    const replicasOf = async (name: string) =>
+      (
+        await cluster.client.get<{ spec: { replicas: number } }>(
+          `/apis/governor.dev/v1alpha1/namespaces/${a.name}/scalableworkloads/${name}`,
+        )
+      ).spec.replicas;
+    const replicasReach = (name: string, n: number, what: string) =>
+      eventually(async () => expect(await replicasOf(name)).to.equal(n), {
+        timeoutMs: 180_000,
+        intervalMs: 1000,
+        what,
+      });
+    const external = async (ns: string, metric: string) =>
+      (
+        JSON.parse(
+          await kubectl(
+            cluster,
+            "get",
+            "--raw",
+            `/apis/external.metrics.k8s.io/v1beta1/namespaces/${ns}/${metric}`,
+          ),
+        ) as { items: { value: string }[] }
+      ).items[0]?.value;
+    try {
+      // Team A: a producer's queue gauge pushed by its SDK straight to Governor.
+      applyYaml(
+        cluster,
+        a.name,
+        `${team}---\n${autoscaled("worker", "queue")}---${sdkApp("producer", 1, [...toGovernor, "--queue", "35"], "k8s.pod.name=$(POD_NAME)")}`,
+      );
+      await replicasReach("worker", 4, "35 queued at 10 a replica: 4 replicas");
+
+      // Team B pushes the same metric from its own pod, claiming team A's namespace and pod.
+      applyYaml(
+        cluster,
+        b.name,
+        `${team}---${sdkApp("producer", 1, [...toGovernor, "--queue", "500"], `k8s.pod.name=producer,k8s.namespace.name=${a.name}`)}`,
+      );
+      await eventually(async () => expect(await external(b.name, "queue_depth")).to.equal("500"), {
+        timeoutMs: 120_000,
+        intervalMs: 1000,
+        what: "team B's push served in team B",
+      });
+      expect(await external(a.name, "queue_depth")).to.equal("35");
+      const [producer] = (
+        await cluster.client.get<{ items: Pod[] }>(`/api/v1/namespaces/${a.name}/pods`, {
+          labelSelector: "app=producer",
+        })
+      ).items;
+      const set = await fetch(`http://${producer!.status!.podIP}:8080/set?queue=65`, { method: "POST" });
+      expect(set.status).to.equal(200);
+      await replicasReach("worker", 7, "65 queued: 7 replicas (team B's 500 never counted)");
+
+      // A request counter from two pods, through a Collector in the namespace that
+      // authenticates to Governor with its own projected token (bearertokenauth).
+      applyYaml(
+        cluster,
+        a.name,
+        `apiVersion: governor.dev/v1alpha1
+kind: MetricMapping
+metadata: {name: requests}
+spec:
+  metric: requests_per_second
+  subject: {external: {}}
+  interval: 2s
+  staleAfter: 10s
+  source: {otlp: {metric: http.server.requests, rate: true}}
+---
+${autoscaled("web", "requests")}---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: collector}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: otelcol}
+data:
+  config.yaml: |
+    extensions:
+      bearertokenauth/governor: {filename: /var/run/governor/token}
+    receivers:
+      otlp:
+        protocols:
+          http: {endpoint: "0.0.0.0:4318"}
+    processors:
+      batch: {timeout: 200ms}
+    exporters:
+      otlp_http/governor:
+        metrics_endpoint: ${governor}
+        compression: gzip
+        tls: {ca_file: /var/run/governor/ca.crt, server_name_override: governor.${SYSTEM}.svc}
+        auth: {authenticator: bearertokenauth/governor}
+    service:
+      extensions: [bearertokenauth/governor]
+      telemetry: {metrics: {level: none}}
+      pipelines:
+        metrics: {receivers: [otlp], processors: [batch], exporters: [otlp_http/governor]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: collector}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: collector}}
+  template:
+    metadata: {labels: {app: collector}}
+    spec:
+      serviceAccountName: collector
+      containers:
+      - name: otelcol
+        image: governor-otelcol:dev
+        args: ["--config=/run/otelcol/config.yaml"]
+        volumeMounts:
+        - {name: governor, mountPath: /var/run/governor, readOnly: true}
+        - {name: config, mountPath: /run/otelcol, readOnly: true}
+      volumes:
+${GOVERNOR_VOLUME}      - {name: config, configMap: {name: otelcol}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: collector}
+spec:
+  selector: {app: collector}
+  ports: [{name: otlp-http, port: 4318}]
+`,
+      );
+      const collector = await eventually(
+        async () => {
+          const svc = await cluster.client.get<{ spec: { clusterIP?: string } }>(
+            `/api/v1/namespaces/${a.name}/services/collector`,
+          );
+          expect(svc.spec.clusterIP).to.be.a("string");
+          return svc.spec.clusterIP!;
+        },
+        { what: "the Collector's Service" },
+      );
+      applyYaml(
+        cluster,
+        a.name,
+        sdkApp(
+          "web-app",
+          2,
+          ["--endpoint", `http://${collector}:4318/v1/metrics`, "--rps", "25"],
+          "k8s.pod.name=$(POD_NAME)",
+        ),
+      );
+      await replicasReach("web", 5, "50 requests a second at 10 a replica: 5 replicas");
+      expect(parseQuantity((await external(a.name, "requests_per_second")) ?? "")).to.be.within(40, 60);
+
+      // The producer stops: its value goes stale; the HPA holds 7 replicas, never scaling on a 0.
+      await kubectl(cluster, "scale", "-n", a.name, "deployment/producer", "--replicas=0");
+      await eventually(
+        async () => {
+          const hpa = await cluster.client.get<{
+            status?: { conditions?: { type: string; status: string; reason: string }[] };
+          }>(`/apis/autoscaling/v2/namespaces/${a.name}/horizontalpodautoscalers/worker`);
+          expect(hpa.status?.conditions?.find((c) => c.type === "ScalingActive")).to.include({
+            status: "False",
+            reason: "FailedGetExternalMetric",
+          });
+        },
+        { timeoutMs: 90_000, intervalMs: 1000, what: "the HPA cannot read the stale metric" },
+      );
+      expect(await replicasOf("worker")).to.equal(7);
+    } catch (err) {
+      for (const ns of [a.name, b.name])
+        console.error(
+          `--- ${ns} ---\n${await kubectl(cluster, "get", "pods,mm,hpa", "-n", ns, "-o", "wide").catch((e: Error) => e.message)}`,
+        );
+      throw err;
+    } finally {
+      await a.delete();
+      await b.delete();
     }
   });
 

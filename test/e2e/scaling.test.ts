@@ -7,6 +7,7 @@ import { applyYaml, freshNamespace, kubectl, type TestCluster, useCluster } from
 import { eventually } from "../support/eventually.js";
 import { GovernorProcess } from "../support/governor-process.js";
 import { JsonEndpoint } from "../support/json-endpoint.js";
+import { autoscaledWorkload } from "../support/workloads.js";
 import { freePort } from "../support/ports.js";
 
 interface Hpa {
@@ -40,22 +41,6 @@ describe("the real HPA scales real targets on Governor's metrics (e2e)", functio
   /** Waits until the ScalableWorkload `name` has `n` replicas. */
   const replicasReach = (name: string, n: number, what: string, timeoutMs = 90_000) =>
     eventually(async () => expect(await swReplicas(name)).to.equal(n), { timeoutMs, intervalMs: 1000, what });
-  /** A ScalableWorkload of a placeholder pod template whose HPA Governor writes from `metrics` (YAML). */
-  const autoscaled = (name: string, metrics: string) => `apiVersion: governor.dev/v1alpha1
-kind: ScalableWorkload
-metadata: {name: ${name}}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: ${name}}}
-  template:
-    metadata: {labels: {app: ${name}}}
-    spec: {containers: [{name: ${name}, image: example.invalid/${name}}]}
-  autoscaling:
-    minReplicas: 1
-    maxReplicas: 10
-    metrics: ${metrics}
-    behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
-`;
 
   before(async function () {
     this.timeout(60 * 60_000);
@@ -400,7 +385,7 @@ spec:
       expression: "math.greatest(queue / 10.0, rps / 100.0)"
       inputs: {queue: {mapping: queue-depth}, rps: {mapping: rps}}
 ---
-${autoscaled("worker", '[{mapping: work, target: {averageValue: "1"}}]')}`);
+${autoscaledWorkload("worker", '[{mapping: work, target: {averageValue: "1"}}]')}`);
     await replicasReach("worker", 3, "max(20 / 10, 300 / 100) → 3");
     json.value = 60;
     await replicasReach("worker", 6, "the queue grows: max(60 / 10, 300 / 100) → 6");
@@ -465,7 +450,7 @@ spec:
   source:
     forecast: {mapping: load, lead: 20s, season: 1m, method: holt-winters}
 ---
-${autoscaled("ahead", '[{mapping: load-ahead, target: {averageValue: "2"}}]')}`);
+${autoscaledWorkload("ahead", '[{mapping: load-ahead, target: {averageValue: "2"}}]')}`);
       const forecast = async () =>
         (
           await cluster.client.get<{

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect } from "chai";
@@ -9,7 +9,11 @@ import { ROOT } from "../support/cluster.js";
 import { buildOnce } from "../support/in-cluster.js";
 
 /** Runs `argv` as a node-agent container would (root needed for its mount namespace). */
-function runContainer(layout: string, argv: string[]): Promise<{ code: number | null; output: string }> {
+function runContainer(
+  layout: string,
+  argv: string[],
+  mounts: { source: string; target: string }[] = [],
+): Promise<{ code: number | null; output: string }> {
   const args = containerArgv({
     layout,
     node: process.execPath,
@@ -19,6 +23,7 @@ function runContainer(layout: string, argv: string[]): Promise<{ code: number | 
     uid: 1000,
     gid: 1000,
     noNewPrivileges: true,
+    mounts,
     argv,
   });
   return new Promise((resolve, reject) => {
@@ -82,6 +87,39 @@ describe("the rig runs images as the Dockerfile lays them out (integration)", fu
     const all = await runContainer(resolved.layout, [NODE_PATH, "--input-type=module", "-e", importAll]);
     expect(all, all.output).to.include({ code: 0 });
     expect(all.output).to.contain("imported /app ready");
+  });
+
+  it("the governor-otlp-app image loads the OpenTelemetry SDK from /app (production dependencies and the SDK's own), and reads a volume mounted under /run", async function () {
+    this.timeout(5 * 60_000);
+    const resolved = await new ImageTable(ROOT, process.execPath, tempDir("layouts-")).resolve({
+      image: "governor-otlp-app:dev",
+    });
+    if ("reason" in resolved) throw new Error(`${resolved.reason}: ${resolved.message}`);
+    expect(resolved.argv).to.deep.equal([NODE_PATH, "/app/dist/tools/devcluster/otlp-app.js"]);
+    expect(readdirSync(join(resolved.layout, "node_modules/@opentelemetry"))).to.include.members([
+      "api",
+      "core",
+      "exporter-metrics-otlp-proto",
+      "otlp-exporter-base",
+      "otlp-transformer",
+      "resources",
+      "sdk-metrics",
+    ]);
+    const volume = tempDir("volume-");
+    chmodSync(volume, 0o755); // as the node agent makes a volume's directory
+    writeFileSync(join(volume, "token"), "a-token", { mode: 0o644 });
+    const load = `await import("/app/dist/tools/devcluster/otlp-app.js").catch((e) => console.log(e.message));
+      const { readFileSync } = await import("node:fs");
+      console.log("token", readFileSync("/run/governor/token", "utf8"));`;
+    const ran = await runContainer(
+      resolved.layout,
+      [NODE_PATH, "--input-type=module", "-e", load],
+      [{ source: volume, target: "/run/governor" }],
+    );
+    expect(ran, ran.output).to.include({ code: 0 });
+    // The app ran as far as its own check of its arguments: every import resolved.
+    expect(ran.output).to.contain("--endpoint: the OTLP/HTTP metrics URL to export to");
+    expect(ran.output).to.contain("token a-token");
   });
 
   it("a package dist/ imports that only a devDependency provides fails here as it would in the image, from a checkout in a private directory", async () => {

@@ -118,16 +118,21 @@ export function collectorBuild(): string {
 
 /**
  * The Collector configuration the docs show (docs/opentelemetry.md): the OTLP receiver,
- * the batch processor, and the `otlphttp` exporter to Governor with a service-account
- * token for Governor's audience, read from `GOVERNOR_TOKEN`, and Governor's CA.
+ * the batch processor, and the `otlphttp` exporter to Governor with Governor's CA and a
+ * service-account token for Governor's audience, read from `tokenFile` by the
+ * `bearertokenauth` extension.
  */
 export function collectorConfig(opts: {
   listen: string;
   governor: string;
   caFile: string;
+  tokenFile: string;
   serverName?: string;
 }): string {
-  return `receivers:
+  return `extensions:
+  bearertokenauth/governor:
+    filename: ${opts.tokenFile}
+receivers:
   otlp:
     protocols:
       http:
@@ -136,14 +141,15 @@ processors:
   batch:
     timeout: 200ms
 exporters:
-  otlphttp/governor:
+  otlp_http/governor:
     metrics_endpoint: ${opts.governor}
     compression: gzip
     tls:
       ca_file: ${opts.caFile}${opts.serverName ? `\n      server_name_override: ${opts.serverName}` : ""}
-    headers:
-      Authorization: "Bearer \${env:GOVERNOR_TOKEN}"
+    auth:
+      authenticator: bearertokenauth/governor
 service:
+  extensions: [bearertokenauth/governor]
   telemetry:
     metrics:
       level: none
@@ -151,7 +157,7 @@ service:
     metrics:
       receivers: [otlp]
       processors: [batch]
-      exporters: [otlphttp/governor]
+      exporters: [otlp_http/governor]
 `;
 }
 
@@ -170,6 +176,7 @@ export async function startCollector(opts: {
   const dir = mkdtempSync(join(tmpdir(), "otelcol-"));
   const port = await freePort();
   writeFileSync(join(dir, "ca.crt"), opts.ca);
+  writeFileSync(join(dir, "token"), opts.token);
   const config = join(dir, "config.yaml");
   writeFileSync(
     config,
@@ -177,6 +184,7 @@ export async function startCollector(opts: {
       listen: `127.0.0.1:${port}`,
       governor: opts.governor,
       caFile: join(dir, "ca.crt"),
+      tokenFile: join(dir, "token"),
       serverName: opts.serverName,
     }),
   );
@@ -184,7 +192,6 @@ export async function startCollector(opts: {
   const peer = await startPeer({
     bin: collectorBuild(),
     args: [`--config=file:${config}`],
-    env: { ...process.env, GOVERNOR_TOKEN: opts.token },
     what: "the OpenTelemetry Collector's OTLP receiver",
     ready: async () => {
       // An empty export: 200 once the receiver runs.

@@ -1,6 +1,7 @@
 /**
  * The workloads e2e tests scale, as YAML for `applyYaml`: a Deployment of imaginary pods
- * (the stand-in kubelet plays them where a test starts it) and an autoscaling/v2 HPA on it.
+ * (the stand-in kubelet plays them where a test starts it) and an autoscaling/v2 HPA on it,
+ * or a ScalableWorkload that writes its own HPA.
  */
 
 /** A Deployment `name` whose pods are labelled `app: name`. */
@@ -30,3 +31,23 @@ ${o.behavior ? `  behavior: ${o.behavior}\n` : ""}`;
 /** One External metric with an `averageValue` target, as `metrics` YAML. */
 export const externalAverage = (metric: string, averageValue: string) =>
   `[{type: External, external: {metric: {name: ${metric}}, target: {type: AverageValue, averageValue: "${averageValue}"}}}]`;
+
+/**
+ * A ScalableWorkload `name` of a placeholder pod template whose HPA Governor writes from
+ * `metrics` (a YAML list of `{mapping, target}`), scaling down without a stabilization window.
+ */
+export const autoscaledWorkload = (name: string, metrics: string) => `apiVersion: governor.dev/v1alpha1
+kind: ScalableWorkload
+metadata: {name: ${name}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: ${name}}}
+  template:
+    metadata: {labels: {app: ${name}}}
+    spec: {containers: [{name: ${name}, image: example.invalid/${name}}]}
+  autoscaling:
+    minReplicas: 1
+    maxReplicas: 10
+    metrics: ${metrics}
+    behavior: {scaleDown: {stabilizationWindowSeconds: 0}}
+`;

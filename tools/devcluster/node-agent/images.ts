@@ -11,7 +11,11 @@
  *   lockfile's packages not marked dev, as `npm prune --omit=dev` leaves them), `WORKDIR
  *   /app`, `ENTRYPOINT ["node", "/app/dist/main.js"]`, `CMD ["run"]`, `USER 1000:1000`;
  * - `governor-sample-app`: the sample app (sample-app.ts) compiled alone into `/app/dist`,
- *   with the same package.json and production dependencies, as uid 1000.
+ *   with the same package.json and production dependencies, as uid 1000;
+ * - `governor-otlp-app`: the OpenTelemetry app (otlp-app.ts) the same way, with the
+ *   OpenTelemetry SDK packages it imports and theirs added, as uid 1000;
+ * - `governor-otelcol`: the OpenTelemetry Collector hack/otelcol.sh builds, alone, at
+ *   `/app/otelcol` (its image's entrypoint), as uid 10001 as the Collector's images run.
  * `node` is the agent's Node.js binary, mounted at `/usr/local/bin/node` as the node image
  * has it. Any other image cannot be pulled here: its pod stays Pending with `ErrImagePull`
  * and says so.
@@ -20,7 +24,7 @@
  * of the container that first needs it, under `layoutsDir`; the newest three of each image
  * are kept.
  */
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { constants, existsSync } from "node:fs";
 import {
@@ -71,7 +75,17 @@ interface KnownImage {
   inputs(): Promise<string[]>;
   /** Writes the image's own files (not package.json/node_modules) into `app`. */
   build(app: string): Promise<void>;
+  /** The lockfile's installed paths the image holds, with package.json; none for a program of its own. */
+  packages?: (lock: Lockfile) => string[];
 }
+
+/** The packages the OpenTelemetry app imports (otlp-app.ts), besides the production ones. */
+const OTLP_APP_PACKAGES = [
+  "@opentelemetry/api",
+  "@opentelemetry/exporter-metrics-otlp-proto",
+  "@opentelemetry/resources",
+  "@opentelemetry/sdk-metrics",
+];
 
 const run = promisify(execFile);
 
@@ -88,6 +102,29 @@ export class ImageTable {
   ) {
     const dist = join(root, "dist");
     const user = { uid: 1000, gid: 1000 };
+    const tsApp = (name: string, tsconfig: string, extra: string[] = []): KnownImage => ({
+      entrypoint: [NODE_PATH, `${APP_DIR}/dist/tools/devcluster/${name}.js`],
+      cmd: [],
+      user,
+      missing: () => undefined,
+      inputs: async () =>
+        [...(await filesUnder(join(root, "src"))), ...(await filesUnder(join(root, "tools")))].filter(
+          (f) => f.endsWith(".ts") && !f.endsWith(".test.ts"),
+        ),
+      build: async (app) => {
+        const tsc = join(root, "node_modules/typescript/bin/tsc");
+        const project = join(root, "tools/devcluster", tsconfig);
+        await run(node, [tsc, "-p", project, "--outDir", join(app, "dist")], { cwd: root });
+      },
+      packages: (lock) => [...new Set([...productionPackages(lock), ...packageClosure(lock, extra)])],
+    });
+    const otelcol = () => {
+      try {
+        return execFileSync("bash", [join(root, "hack/otelcol.sh"), "--path"], { encoding: "utf8" }).trim();
+      } catch {
+        return undefined;
+      }
+    };
     this.known = new Map<string, KnownImage>([
       [
         "governor",
@@ -102,22 +139,23 @@ export class ImageTable {
             cp(dist, join(app, "dist"), { recursive: true, filter: (f) => !f.endsWith(".map") }),
         },
       ],
+      ["governor-sample-app", tsApp("sample-app", "tsconfig.sample-app.json")],
+      ["governor-otlp-app", tsApp("otlp-app", "tsconfig.otlp-app.json", OTLP_APP_PACKAGES)],
       [
-        "governor-sample-app",
+        "governor-otelcol",
         {
-          entrypoint: [NODE_PATH, `${APP_DIR}/dist/tools/devcluster/sample-app.js`],
-          cmd: [],
-          user,
-          missing: () => undefined,
-          inputs: async () =>
-            [...(await filesUnder(join(root, "src"))), ...(await filesUnder(join(root, "tools")))].filter(
-              (f) => f.endsWith(".ts") && !f.endsWith(".test.ts"),
-            ),
-          build: async (app) => {
-            const tsc = join(root, "node_modules/typescript/bin/tsc");
-            const project = join(root, "tools/devcluster/tsconfig.sample-app.json");
-            await run(node, [tsc, "-p", project, "--outDir", join(app, "dist")], { cwd: root });
+          entrypoint: [`${APP_DIR}/otelcol`],
+          cmd: ["--config=/etc/otelcol/config.yaml"],
+          user: { uid: 10001, gid: 10001 },
+          missing: () => {
+            const bin = otelcol();
+            return bin && existsSync(bin)
+              ? undefined
+              : "run bash hack/otelcol.sh (the Collector is not built)";
           },
+          inputs: async () => [otelcol()!],
+          build: (app) => cp(otelcol()!, join(app, "otelcol")),
+          packages: () => [],
         },
       ],
     ]);
@@ -210,8 +248,10 @@ export class ImageTable {
     const app = join(tmp, "app");
     await mkdir(app, { recursive: true });
     await image.build(app);
-    await cp(pkg, join(app, "package.json"));
-    for (const path of productionPackages(JSON.parse(await readFile(lock, "utf8")) as Lockfile)) {
+    const lockfile = JSON.parse(await readFile(lock, "utf8")) as Lockfile;
+    const packages = (image.packages ?? productionPackages)(lockfile);
+    if (packages.length > 0) await cp(pkg, join(app, "package.json"));
+    for (const path of packages) {
       const from = join(this.root, path);
       // An optional package of another platform is not installed: nothing to copy.
       // Its nested node_modules are packages of their own in the lockfile.
@@ -246,7 +286,16 @@ export class ImageTable {
 }
 
 interface Lockfile {
-  packages?: Record<string, { dev?: boolean; devOptional?: boolean }>;
+  packages?: Record<
+    string,
+    {
+      dev?: boolean;
+      devOptional?: boolean;
+      dependencies?: Record<string, string>;
+      optionalDependencies?: Record<string, string>;
+      peerDependencies?: Record<string, string>;
+    }
+  >;
 }
 
 /**
@@ -257,6 +306,34 @@ export function productionPackages(lock: Lockfile): string[] {
   return Object.entries(lock.packages ?? {})
     .filter(([path, p]) => path.startsWith("node_modules/") && !p.dev && !p.devOptional)
     .map(([path]) => path);
+}
+
+/**
+ * The lockfile's installed paths of the packages `roots` (by name, as the checkout's root
+ * requires them) and of everything they depend on, resolved as Node.js does: the nearest
+ * `node_modules` up from the package that needs it.
+ */
+export function packageClosure(lock: Lockfile, roots: string[]): string[] {
+  const packages = lock.packages ?? {};
+  const found = new Set<string>();
+  const resolve = (from: string, name: string): string | undefined => {
+    for (let dir = from; ;) {
+      const path = `${dir ? `${dir}/` : ""}node_modules/${name}`;
+      if (packages[path]) return path;
+      if (!dir) return undefined;
+      const up = dir.lastIndexOf("/node_modules/");
+      dir = up < 0 ? "" : dir.slice(0, up);
+    }
+  };
+  const visit = (path: string | undefined) => {
+    if (!path || found.has(path)) return;
+    found.add(path);
+    const p = packages[path]!;
+    for (const name of Object.keys({ ...p.dependencies, ...p.optionalDependencies, ...p.peerDependencies }))
+      visit(resolve(path, name));
+  };
+  for (const name of roots) visit(resolve("", name));
+  return [...found];
 }
 
 async function filesUnder(dir: string): Promise<string[]> {

@@ -1,5 +1,6 @@
 /** The parts of a Pod, and of its containers, that the node agent reads. */
 import type { Probe } from "./probes.js";
+import type { Volume } from "./volumes.js";
 
 /** A Pod as the agent reads it. */
 export interface Pod {
@@ -22,6 +23,7 @@ export interface Pod {
     securityContext?: SecurityContext;
     initContainers?: ContainerSpec[];
     containers: ContainerSpec[];
+    volumes?: Volume[];
   };
   status?: { podIP?: string; containerStatuses?: { name: string; restartCount?: number }[] };
 }
@@ -57,6 +59,7 @@ export interface ContainerSpec {
     secretRef?: { name: string; optional?: boolean };
   }[];
   ports?: { name?: string; containerPort: number }[];
+  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
   readinessProbe?: Probe;
   livenessProbe?: Probe;
   startupProbe?: Probe;

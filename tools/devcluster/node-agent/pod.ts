@@ -25,6 +25,7 @@ import type { PodNetwork } from "./network.js";
 import { containerEnvironment, expand } from "./pod-env.js";
 import type { ContainerSpec, Pod, SecurityContext } from "./pod-spec.js";
 import { type Probe, probeTiming, runProbe } from "./probes.js";
+import { PodVolumes } from "./volumes.js";
 
 export type { Pod } from "./pod-spec.js";
 
@@ -115,6 +116,8 @@ export class PodRunner {
   private lost = false;
   private startTime?: string;
   private tokenTimer?: NodeJS.Timeout;
+  private readonly volumes: PodVolumes;
+  private volumeRetry?: NodeJS.Timeout;
   private readonly transitions = new Map<string, { status: string; time: string }>();
   private dirty = false;
   private flushing?: Promise<void>;
@@ -135,6 +138,7 @@ export class PodRunner {
       container.restartCount = previous.get(c.name) ?? 0;
       return container;
     });
+    this.volumes = new PodVolumes(ctx.client, pod, this.dir, ctx.log);
     this.done = new Promise((resolve) => (this.finish = resolve));
     this.setup = this.start().catch((err: unknown) =>
       this.ctx.log("pod setup failed", { pod: this.key, err: String(err) }),
@@ -226,6 +230,19 @@ export class PodRunner {
       this.markDirty();
       return;
     }
+    // Volumes before the sandbox, as the kubelet mounts them: a missing ConfigMap keeps
+    // the pod ContainerCreating, saying why, and is looked for again every 5 s.
+    const unmounted = await this.volumes.setUp();
+    if (this.stopping) return;
+    if (unmounted) {
+      for (const c of this.containers)
+        c.state = { waiting: { reason: "ContainerCreating", message: unmounted } };
+      this.markDirty();
+      this.volumeRetry = setTimeout(() => {
+        this.setup = this.start().catch(() => undefined);
+      }, 5000);
+      return;
+    }
     this.ip = this.ctx.allocateIP(this.pod.status?.podIP);
     this.startTime = now();
     mkdirSync(join(this.dir, "serviceaccount"), { recursive: true, mode: 0o755 });
@@ -302,6 +319,12 @@ export class PodRunner {
     const logFd = openSync(join(this.dir, `${c.spec.name}.log`), "a");
     const saDir =
       this.pod.spec.automountServiceAccountToken === false ? "-" : join(this.dir, "serviceaccount");
+    const mounts = this.volumes.mountsOf(c.spec);
+    if (typeof mounts === "string") {
+      c.state = { waiting: { reason: "CreateContainerConfigError", message: mounts } };
+      this.markDirty();
+      return;
+    }
     const proc = spawn(
       "ip",
       [
@@ -317,6 +340,7 @@ export class PodRunner {
           uid,
           gid,
           noNewPrivileges: sc.allowPrivilegeEscalation === false,
+          mounts,
           argv,
         }),
       ],
@@ -471,7 +495,9 @@ export class PodRunner {
         return true;
       });
     } else if (c.started) {
+      // Ready as it starts, as the kubelet has a container without a readiness probe.
       c.ready = true;
+      this.markDirty();
     }
   }
 
@@ -554,6 +580,8 @@ export class PodRunner {
 
   private async teardown(): Promise<void> {
     clearTimeout(this.tokenTimer);
+    clearTimeout(this.volumeRetry);
+    this.volumes.remove();
     if (this.sandboxReady) await this.ctx.network.deleteSandbox(this.sandboxId);
     this.sandboxReady = false;
     if (this.ip) this.ctx.releaseIP(this.ip);
