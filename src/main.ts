@@ -331,6 +331,8 @@ async function run(cfg: RunConfig): Promise<void> {
             maxRequestBytes: cfg.otlpMaxRequestBytes,
             pointsPerSecond: cfg.otlpPointsPerSecond,
             maxSeriesPerNamespace: cfg.otlpMaxSeriesPerNamespace,
+            // This replica's pod (the downward API's POD_NAME), to find the others by.
+            ...(process.env.POD_NAME ? { podName: process.env.POD_NAME } : {}),
           },
         }
       : {}),

@@ -1,6 +1,7 @@
 import { expect } from "chai";
-import type { IncomingMessage } from "node:http";
-import { request } from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { createServer, request } from "node:https";
 import { gzipSync } from "node:zlib";
 import { pino } from "pino";
 import { SdkPusher } from "../../test/support/otlp.js";
@@ -368,7 +369,11 @@ describe("OTLP between replicas: every replica keeps every push, and takes relay
   });
 
   /** One replica: its receiver, store, what it answered, and where its relay sends. */
-  const replica = async (tls = serving) => {
+  const replica = async (
+    tls = serving,
+    bundle = () => ca.cert,
+    extra: Partial<ConstructorParameters<typeof OtlpReceiver>[0]> = {},
+  ) => {
     const store = new OtlpStore();
     store.select("team-a", "queue.depth");
     const decoder = new AnswerDecoder({ inlineBytes: 1024 });
@@ -379,9 +384,11 @@ describe("OTLP between replicas: every replica keeps every push, and takes relay
       peers: () => peers,
       serverName: "localhost",
       certificate: () => tls,
-      ca: () => ca.cert,
+      ca: bundle,
       logger: silent,
       outcome: (o) => outcomes.push(o),
+      // As serve-otlp.ts has it: said on the namespace's mappings.
+      unshared: (ns, reason) => store.refused(ns, undefined, { pushes: 1, points: 0, reason }),
     });
     const receiver = new OtlpReceiver({
       store,
@@ -393,6 +400,7 @@ describe("OTLP between replicas: every replica keeps every push, and takes relay
       port: 0,
       relay,
       metrics: { request: (s) => statuses.push(s), points: () => {} },
+      ...extra,
     });
     const { port } = await receiver.listen();
     closers.push(
@@ -427,10 +435,10 @@ describe("OTLP between replicas: every replica keeps every push, and takes relay
     expect(b.outcomes).to.deep.equal([]);
   });
 
-  it("refuses a relay from anyone without Governor's own certificate: a tenant's token, or another certificate of Governor's CA", async () => {
+  it("refuses a relay from anyone without a certificate of Governor's CA for its Service: a tenant's token, a certificate for another name or of another CA", async () => {
     const b = await replica();
     const body = await (await gauge(7)).body("protobuf");
-    const relayTo = (cert?: KeyPair) =>
+    const relayTo = (cert?: KeyPair, namespace = "team-a") =>
       new Promise<number>((resolve, reject) => {
         const req = request(
           b.url,
@@ -442,7 +450,7 @@ describe("OTLP between replicas: every replica keeps every push, and takes relay
             headers: {
               "content-type": "application/x-protobuf",
               authorization: "Bearer team-a-token",
-              "x-governor-relay-namespace": "team-a",
+              "x-governor-relay-namespace": namespace,
             },
           },
           (res) => {
@@ -454,12 +462,20 @@ describe("OTLP between replicas: every replica keeps every push, and takes relay
         req.end(body);
       });
     expect(await relayTo()).to.equal(403);
-    const other = await issueCertificate(ca, {
+    const forAnotherName = await issueCertificate(ca, {
+      commonName: "governor",
+      dnsNames: ["someone.example"],
+      usage: "server",
+    });
+    expect(await relayTo(forAnotherName)).to.equal(403);
+    const ofAnotherCa = await issueCertificate(await createCA("someone-else"), {
       commonName: "governor",
       dnsNames: ["localhost"],
-      usage: "client",
+      usage: "server",
     });
-    expect(await relayTo(other)).to.equal(403);
+    expect(await relayTo(ofAnotherCa)).to.equal(403);
+    expect(b.store.seriesCount("team-a")).to.equal(0);
+    expect(await relayTo(serving, "team-a, team-b")).to.equal(400); // a header given twice
     expect(b.store.seriesCount("team-a")).to.equal(0);
     expect(await relayTo(serving)).to.equal(200); // what a replica presents
     expect(depths(b.store)).to.deep.equal([7]);
@@ -485,5 +501,93 @@ describe("OTLP between replicas: every replica keeps every push, and takes relay
     });
     expect(impostor.statuses).to.deep.equal([]);
     expect(impostor.store.seriesCount("team-a")).to.equal(0);
+  });
+  it("keeps sharing across a CA rotation: a replica already serving the new CA's certificate is taken by one still on the old", async () => {
+    const next = await createCA("otlp-test-ca-next");
+    const bundle = () => `${ca.cert}${next.cert}`;
+    const rotated = await replica(
+      await issueCertificate(next, { commonName: "governor", dnsNames: ["localhost"], usage: "server" }),
+      bundle,
+    );
+    const old = await replica(serving, bundle);
+    rotated.peers.push({ name: "old", ip: "127.0.0.1", port: old.port });
+    old.peers.push({ name: "rotated", ip: "127.0.0.1", port: rotated.port });
+    const p = await gauge(3);
+    for (const [from, to] of [
+      [rotated, old],
+      [old, rotated],
+    ] as const) {
+      expect(
+        await p.export({ url: from.url, token: "team-a-token", ca: bundle(), encoding: "protobuf" }),
+      ).to.equal(undefined);
+      await eventually(() => expect(depths(to.store)).to.deep.equal([3]), { what: "the relay across CAs" });
+    }
+  });
+
+  it("shares a namespace's pushes only a few at a time, so one namespace flooding a slow peer does not crowd another's out", async () => {
+    // A peer that takes the connection and never answers: every relay to it stays in flight.
+    const held: ServerResponse[] = [];
+    const slow = createServer({ cert: serving.cert, key: serving.key }, (req, res) => {
+      req.resume();
+      held.push(res);
+    });
+    await new Promise<void>((resolve) => slow.listen(0, "127.0.0.1", resolve));
+    closers.push(
+      () => new Promise<void>((resolve) => slow.close(() => resolve())),
+      () => slow.closeAllConnections(),
+      () => held.forEach((r) => r.destroy()),
+    );
+    const outcomes: string[] = [];
+    const unshared: string[] = [];
+    const peer = {
+      name: "slow",
+      ip: "127.0.0.1",
+      port: (slow.address() as AddressInfo).port,
+    };
+    const relay = new OtlpRelay({
+      peers: () => [peer],
+      serverName: "localhost",
+      certificate: () => serving,
+      ca: () => ca.cert,
+      logger: silent,
+      outcome: (o) => outcomes.push(o),
+      unshared: (ns, reason) => unshared.push(`${ns}: ${reason}`),
+    });
+    closers.push(() => relay.close());
+    const body = Buffer.from("x");
+    const headers = { contentType: "application/x-protobuf", contentEncoding: "identity" };
+    for (let i = 0; i < 20; i++) relay.send("flood", body, headers);
+    relay.send("quiet", body, headers);
+    expect(relay.inFlightTo(peer, "flood")).to.equal(4);
+    expect(relay.inFlightTo(peer, "quiet")).to.equal(1);
+    expect(outcomes).to.deep.equal(Array(16).fill("dropped"));
+    expect(new Set(unshared)).to.deep.equal(
+      new Set(["flood: not shared with replica slow: too many of its pushes are being shared already"]),
+    );
+  });
+  it("a relayed push is not charged to the namespace's rate again, but meets the receiver's other bounds; a refusal is said on both replicas' mappings", async () => {
+    const a = await replica(serving, () => ca.cert, { pointsPerSecond: 1_000 });
+    const b = await replica(serving, () => ca.cert, { pointsPerSecond: 1 });
+    a.peers.push({ name: "b", ip: "127.0.0.1", port: b.port });
+    const p = await gauge(1);
+    for (let i = 0; i < 5; i++)
+      expect(
+        await p.export({ url: a.url, token: "team-a-token", ca: ca.cert, encoding: "protobuf" }),
+      ).to.equal(undefined);
+    await eventually(() => expect(b.statuses).to.deep.equal([200, 200, 200, 200, 200]), {
+      what: "five relays taken within b's own rate of 1 point a second",
+    });
+    const full = await replica(serving, () => ca.cert, { maxInFlightBytes: 1 });
+    a.peers.splice(0, 1, { name: "full", ip: "127.0.0.1", port: full.port });
+    expect(await p.export({ url: a.url, token: "team-a-token", ca: ca.cert, encoding: "protobuf" })).to.equal(
+      undefined,
+    );
+    await eventually(() => expect(a.outcomes.at(-1)).to.equal("failed"), { what: "the relay refused" });
+    expect(full.store.refusals("team-a", "queue.depth")?.reason).to.equal(
+      "a push shared by another replica: too many pushes are being handled; try again",
+    );
+    expect(a.store.refusals("team-a", "queue.depth")?.reason).to.equal(
+      "not shared with replica full: it answered 429",
+    );
   });
 });

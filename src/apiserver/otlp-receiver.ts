@@ -75,7 +75,7 @@ export interface OtlpReceiverOptions {
   metrics?: OtlpReceiverMetrics;
   /** Shares kept pushes with the other replicas, and knows them (src/apiserver/otlp-relay.ts). */
   relay?: {
-    isPeer(fingerprint256: string | undefined): boolean;
+    isPeer(certificate: Buffer | undefined): boolean;
     send(namespace: string, body: Buffer, headers: { contentType: string; contentEncoding: string }): void;
   };
   /** @default Date.now */
@@ -137,8 +137,8 @@ export class OtlpReceiver {
         headersTimeout: 10_000,
         requestTimeout: 30_000,
         connectionsCheckingInterval: 1_000,
-        // A replica relaying a push presents Governor's own certificate (otlp-relay.ts);
-        // pushers present none.
+        // A replica relaying a push presents Governor's serving certificate, checked in
+        // otlp-relay.ts; pushers present none.
         requestCert: true,
         rejectUnauthorized: false,
       },
@@ -249,41 +249,50 @@ export class OtlpReceiver {
     if (length > this.maxBytes) throw new Refusal(413, `the body is larger than ${this.maxBytes} bytes`);
 
     const relayed = req.headers[RELAY_NAMESPACE_HEADER];
+    let namespace: string | undefined;
     if (relayed !== undefined) {
       // Another replica's push: its certificate is its proof, the namespace its word.
-      const fingerprint = (req.socket as TLSSocket).getPeerCertificate?.()?.fingerprint256;
-      if (!this.opts.relay?.isPeer(fingerprint))
+      const certificate = (req.socket as TLSSocket).getPeerCertificate?.()?.raw;
+      if (!this.opts.relay?.isPeer(certificate))
         throw new Refusal(403, "only Governor's own replicas may relay pushes");
-      const namespace = typeof relayed === "string" && NAMESPACE.test(relayed) ? relayed : undefined;
+      namespace = typeof relayed === "string" && NAMESPACE.test(relayed) ? relayed : undefined;
       if (!namespace) throw new Refusal(400, "a relayed push names no namespace");
-      return this.admit(req, namespace, encoding, contentEncoding, length, false);
+    } else {
+      if (!req.headers.authorization)
+        throw new Refusal(401, "Unauthorized: push with a service-account token (Authorization: Bearer …)");
+      const user = await this.opts.authenticator.authenticate(req);
+      namespace = SERVICE_ACCOUNT.exec(user.name)?.[1];
+      if (!namespace) throw new Refusal(403, "only a namespace's service accounts may push metrics");
     }
-    if (!req.headers.authorization)
-      throw new Refusal(401, "Unauthorized: push with a service-account token (Authorization: Bearer …)");
-    const user = await this.opts.authenticator.authenticate(req);
-    const namespace = SERVICE_ACCOUNT.exec(user.name)?.[1];
-    if (!namespace) throw new Refusal(403, "only a namespace's service accounts may push metrics");
     try {
-      return await this.admit(req, namespace, encoding, contentEncoding, length, true);
+      return await this.admit(req, namespace, encoding, contentEncoding, length, relayed === undefined);
     } catch (err) {
-      // The namespace's mappings say why its pushes were refused.
+      // The namespace's mappings say why its pushes were refused (a relayed one's too).
       if (err instanceof Refusal)
-        this.opts.store.refused(namespace, undefined, { pushes: 1, points: 0, reason: err.message });
+        this.opts.store.refused(namespace, undefined, {
+          pushes: 1,
+          points: 0,
+          reason: relayed === undefined ? err.message : `a push shared by another replica: ${err.message}`,
+        });
       throw err;
     }
   }
 
-  /** Admits a push of `namespace` within its rate, its share and the bytes in flight, and keeps it. */
+  /**
+   * Admits a push of `namespace` within its rate, its share and the bytes in flight, and
+   * keeps it. A `direct` push (not relayed) is charged to the namespace's rate and relayed
+   * to the other replicas; a relayed one was charged by the replica it reached.
+   */
   private async admit(
     req: IncomingMessage,
     namespace: string,
     encoding: OtlpEncoding,
     contentEncoding: string,
     length: number,
-    relay: boolean,
+    direct: boolean,
   ): Promise<{ points: number; message: string } | undefined> {
-    const bucket = this.bucket(namespace);
-    if (!bucket.has())
+    const bucket = direct ? this.bucket(namespace) : undefined;
+    if (bucket && !bucket.has())
       throw new Refusal(429, `namespace ${namespace} pushes more data points per second than it may`, 1);
     const metrics = this.opts.store.selected(namespace);
     // No mapping of the namespace reads pushed metrics: nothing to keep, so nothing is
@@ -302,7 +311,7 @@ export class OtlpReceiver {
     this.active.set(namespace, concurrent + 1);
     this.inFlightBytes += reserved;
     try {
-      return await this.keep(req, namespace, encoding, contentEncoding, metrics, bucket, relay);
+      return await this.keep(req, namespace, encoding, contentEncoding, metrics, bucket);
     } finally {
       this.inFlightBytes -= reserved;
       const n = (this.active.get(namespace) ?? 1) - 1;
@@ -318,8 +327,8 @@ export class OtlpReceiver {
     encoding: OtlpEncoding,
     contentEncoding: string,
     metrics: string[],
-    bucket: TokenBucket,
-    relay: boolean,
+    /** The namespace's rate, for a direct push (relayed to the other replicas). */
+    bucket: TokenBucket | undefined,
   ): Promise<{ points: number; message: string } | undefined> {
     const received = await readBody(req, this.maxBytes);
     let body = received;
@@ -346,9 +355,9 @@ export class OtlpReceiver {
       throw DECODER_BUSY.test(message) ? new Refusal(503, message, 5) : new Refusal(400, message);
     }
     // Every decoded point counts, kept or not.
-    bucket.spend(batch.key.length + batch.unselected + batch.rejected);
+    bucket?.spend(batch.key.length + batch.unselected + batch.rejected);
     // The other replicas keep it too: the aggregator may ask any of them (otlp-relay.ts).
-    if (relay && batch.key.length > 0)
+    if (bucket && batch.key.length > 0)
       this.opts.relay?.send(namespace, received, {
         contentType: contentTypeOf(encoding),
         contentEncoding,

@@ -4,23 +4,31 @@
  * replica for the value: every replica must hold every push. A replica that kept a push
  * sends its body, as it came, to each other Ready replica (`POST /v1/metrics` on the peer's
  * OTLP port, the namespace in {@link RELAY_NAMESPACE_HEADER}) over mutual TLS with
- * Governor's own serving certificate: the peer is checked against Governor's CA for the
- * Service's name, and the peer takes a relay only from a client presenting a certificate
- * it serves itself, whose key only Governor's pods hold (ADR 0029).
+ * Governor's own serving certificate: each end checks the other's certificate against
+ * Governor's CA bundle for the Service's name. Only Governor issues such a certificate
+ * (each of its CAs signs one and loses its key), and only Governor's pods hold its key
+ * (ADR 0029).
  *
- * Relays are sent in the background (the pusher's answer does not wait), at most
- * {@link MAX_IN_FLIGHT_PER_PEER} to a peer at once (more are dropped and counted), each
- * within {@link RELAY_TIMEOUT_MS}; a relayed push is never relayed again.
+ * Relays are sent in the background (the pusher's answer does not wait): to a peer at most
+ * {@link MAX_IN_FLIGHT_PER_NAMESPACE} of one namespace and {@link MAX_IN_FLIGHT_PER_PEER} in
+ * all at once, holding at most {@link MAX_HELD_BYTES} of bodies; more are dropped, counted,
+ * and said on the namespace's mappings. Each has {@link RELAY_DEADLINE_MS} to be answered. A
+ * relayed push is never relayed again.
  */
 import { X509Certificate } from "node:crypto";
 import { Agent, request } from "node:https";
 import type { Logger } from "pino";
 import type { KeyPair } from "../certs/certs.js";
+import { boundedText } from "../util/bounded-text.js";
 
 /** The header that carries the namespace a relayed push was received for. */
 export const RELAY_NAMESPACE_HEADER = "x-governor-relay-namespace";
-const MAX_IN_FLIGHT_PER_PEER = 8;
-const RELAY_TIMEOUT_MS = 5000;
+const MAX_IN_FLIGHT_PER_PEER = 64;
+const MAX_IN_FLIGHT_PER_NAMESPACE = 4;
+const MAX_HELD_BYTES = 64 << 20;
+const RELAY_DEADLINE_MS = 5000;
+/** Client certificates whose check is remembered. */
+const CHECKED_KEPT = 16;
 
 /** Another replica of this Governor. */
 export interface OtlpPeer {
@@ -45,23 +53,50 @@ export interface OtlpRelayOptions {
   ca: () => string | undefined;
   logger: Logger;
   outcome?: (outcome: RelayOutcome) => void;
+  /** A push of `namespace` not shared with a peer, and why (said on the namespace's mappings). */
+  unshared?: (namespace: string, reason: string) => void;
 }
 
 /** See the module comment. */
 export class OtlpRelay {
   private agent?: { key: string; agent: Agent };
+  /** Relays in flight, by peer and by peer and namespace. */
   private readonly inFlight = new Map<string, number>();
-  /** Fingerprints of the serving certificates this replica has served: the current one and the one before. */
-  private readonly served: string[] = [];
+  private heldBytes = 0;
+  /** Client certificates checked against the CA bundle `checkedFor`, by fingerprint. */
+  private readonly checked = new Map<string, boolean>();
+  private checkedFor?: string;
   private warnedNoCa = false;
-  private lastCert?: string;
 
   constructor(private readonly opts: OtlpRelayOptions) {}
 
-  /** Whether `fingerprint256` (of a client's certificate) is one this replica serves: a peer's. */
-  isPeer(fingerprint256: string | undefined): boolean {
-    this.notice(this.opts.certificate());
-    return fingerprint256 !== undefined && this.served.includes(fingerprint256);
+  /**
+   * Whether a client's certificate (DER) is a replica's: valid now, for the Service's name,
+   * issued by a CA of Governor's bundle.
+   */
+  isPeer(der: Buffer | undefined): boolean {
+    const ca = this.opts.ca();
+    if (!der || der.length === 0 || !ca) return false;
+    if (this.checkedFor !== ca) {
+      this.checked.clear();
+      this.checkedFor = ca;
+    }
+    let leaf: X509Certificate;
+    try {
+      leaf = new X509Certificate(der);
+    } catch {
+      return false;
+    }
+    const now = Date.now();
+    if (now < Date.parse(leaf.validFrom) || now > Date.parse(leaf.validTo)) return false;
+    const known = this.checked.get(leaf.fingerprint256);
+    if (known !== undefined) return known;
+    const ok =
+      leaf.checkHost(this.opts.serverName) !== undefined &&
+      certificatesIn(ca).some((authority) => leaf.checkIssued(authority) && leaf.verify(authority.publicKey));
+    if (this.checked.size >= CHECKED_KEPT) this.checked.delete(this.checked.keys().next().value!);
+    this.checked.set(leaf.fingerprint256, ok);
+    return ok;
   }
 
   /** Sends a push `namespace` made to every peer, in the background. */
@@ -74,32 +109,48 @@ export class OtlpRelay {
       if (!this.warnedNoCa) {
         this.warnedNoCa = true;
         this.opts.logger.warn(
-          "OTLP: pushes are not shared with the other replicas: no CA to check them by (run with self-registration)",
+          "OTLP: pushes are not shared with the other replicas: no certificate or CA yet",
         );
       }
-      for (const _ of peers) this.opts.outcome?.("dropped");
+      for (const peer of peers) this.drop(namespace, peer, "no serving certificate or CA yet");
       return;
     }
-    this.notice(pair);
     const agent = this.agentFor(pair, ca);
     for (const peer of peers) {
       const at = `${peer.ip}:${peer.port}`;
+      const ours = `${at}\0${namespace}`;
       const n = this.inFlight.get(at) ?? 0;
-      if (n >= MAX_IN_FLIGHT_PER_PEER) {
-        this.opts.outcome?.("dropped");
+      const mine = this.inFlight.get(ours) ?? 0;
+      if (mine >= MAX_IN_FLIGHT_PER_NAMESPACE || n >= MAX_IN_FLIGHT_PER_PEER) {
+        this.drop(namespace, peer, "too many of its pushes are being shared already");
+        continue;
+      }
+      if (this.heldBytes + body.length > MAX_HELD_BYTES) {
+        this.drop(namespace, peer, "too many bytes of pushes are being shared already");
         continue;
       }
       this.inFlight.set(at, n + 1);
+      this.inFlight.set(ours, mine + 1);
+      this.heldBytes += body.length;
       let settled = false;
       const done = (outcome: RelayOutcome, detail?: string) => {
         if (settled) return;
         settled = true;
-        const left = (this.inFlight.get(at) ?? 1) - 1;
-        if (left > 0) this.inFlight.set(at, left);
-        else this.inFlight.delete(at);
+        clearTimeout(deadline);
+        for (const key of [at, ours]) {
+          const left = (this.inFlight.get(key) ?? 1) - 1;
+          if (left > 0) this.inFlight.set(key, left);
+          else this.inFlight.delete(key);
+        }
+        this.heldBytes -= body.length;
         this.opts.outcome?.(outcome);
-        if (outcome === "failed")
+        if (outcome === "failed") {
           this.opts.logger.debug({ peer: peer.name, detail }, "OTLP: a push was not relayed to a peer");
+          this.opts.unshared?.(
+            namespace,
+            `not shared with replica ${peer.name}: ${boundedText(detail ?? "")}`,
+          );
+        }
       };
       const req = request(
         {
@@ -109,7 +160,6 @@ export class OtlpRelay {
           method: "POST",
           path: "/v1/metrics",
           agent,
-          timeout: RELAY_TIMEOUT_MS,
           headers: {
             "content-type": headers.contentType,
             "content-encoding": headers.contentEncoding,
@@ -120,29 +170,34 @@ export class OtlpRelay {
         (res) => {
           res.resume();
           res.on("end", () =>
-            done(res.statusCode === 200 ? "sent" : "failed", `answered ${res.statusCode ?? "?"}`),
+            done(res.statusCode === 200 ? "sent" : "failed", `it answered ${res.statusCode ?? "?"}`),
           );
           res.on("error", (err) => done("failed", err.message));
         },
       );
-      req.on("timeout", () => req.destroy(new Error(`no answer within ${RELAY_TIMEOUT_MS} ms`)));
+      const deadline = setTimeout(
+        () => req.destroy(new Error(`no answer within ${RELAY_DEADLINE_MS} ms`)),
+        RELAY_DEADLINE_MS,
+      );
       req.on("error", (err) => done("failed", err.message));
       req.end(body);
     }
   }
 
+  /** Some relays in flight now: to a peer, and of a namespace to it (tests). */
+  inFlightTo(peer: OtlpPeer, namespace?: string): number {
+    const at = `${peer.ip}:${peer.port}`;
+    return this.inFlight.get(namespace === undefined ? at : `${at}\0${namespace}`) ?? 0;
+  }
+
+  private drop(namespace: string, peer: OtlpPeer, why: string): void {
+    this.opts.outcome?.("dropped");
+    this.opts.unshared?.(namespace, `not shared with replica ${peer.name}: ${why}`);
+  }
+
   close(): void {
     this.agent?.agent.destroy();
     this.agent = undefined;
-  }
-
-  private notice(pair: KeyPair | undefined): void {
-    if (!pair || pair.cert === this.lastCert) return;
-    this.lastCert = pair.cert;
-    const fingerprint = new X509Certificate(pair.cert).fingerprint256;
-    if (this.served[this.served.length - 1] === fingerprint) return;
-    this.served.push(fingerprint);
-    if (this.served.length > 2) this.served.shift();
   }
 
   /** A keep-alive agent presenting `pair` and trusting `ca`, made again when either changes. */
@@ -161,4 +216,17 @@ export class OtlpRelay {
     this.agent = { key, agent };
     return agent;
   }
+}
+
+/** The certificates of a PEM bundle (those that parse). */
+function certificatesIn(bundle: string): X509Certificate[] {
+  const out: X509Certificate[] = [];
+  for (const block of bundle.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? []) {
+    try {
+      out.push(new X509Certificate(block));
+    } catch {
+      // not a certificate: skipped
+    }
+  }
+  return out;
 }

@@ -113,6 +113,8 @@ export interface OperatorOptions {
     maxRequestBytes?: number;
     pointsPerSecond?: number;
     maxSeriesPerNamespace?: number;
+    /** This replica's pod name. @default the host name */
+    podName?: string;
   };
   /** The files `tls` was read from: served anew when they change (a mounted Secret rotated). */
   tlsFiles?: { cert: string; key: string };
@@ -357,6 +359,7 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
             ? {
                 replicas: {
                   namespace: opts.namespace,
+                  ...(opts.otlp.podName ? { podName: opts.otlp.podName } : {}),
                   pods,
                   serverName: `${opts.registration.serviceName}.${opts.namespace}.svc`,
                   ca: () => registration.caBundle,
@@ -367,6 +370,10 @@ export async function startOperator(opts: OperatorOptions): Promise<RunningOpera
       )
     : undefined;
   if (otlp) certificate.follow((pair) => otlp.setServingCertificate(pair));
+  if (otlp && !registration)
+    log.warn(
+      "OTLP: without self-registration there is no CA to check other replicas by: each replica keeps only the pushes it receives",
+    );
   if (registration) {
     mgr.add({
       name: "registration loop",

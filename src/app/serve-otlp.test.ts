@@ -14,7 +14,11 @@ describe("OTLP: which replicas a push is shared with", () => {
     hostNetwork: false,
     ...more,
   });
-  const governor = { "app.kubernetes.io/name": "governor", "app.kubernetes.io/instance": "governor" };
+  const governor = {
+    "app.kubernetes.io/name": "governor",
+    "app.kubernetes.io/instance": "governor",
+    "app.kubernetes.io/component": "operator",
+  };
   const index = (pods: PodInfo[]): PodIndex => ({
     list: (ns, where) => pods.filter((p) => p.namespace === ns && (!where || where(p.labels))),
     get: (ns, name) => pods.find((p) => p.namespace === ns && p.name === name),
@@ -28,6 +32,7 @@ describe("OTLP: which replicas a push is shared with", () => {
       pod("gov-ccc", governor, { ready: false }),
       pod("gov-dddd", governor, { terminating: true }),
       pod("other-install", { ...governor, "app.kubernetes.io/instance": "canary" }),
+      pod("webhook", { ...governor, "app.kubernetes.io/component": "webhook" }),
       pod("app", { app: "web" }),
     ]);
     expect(replicaPeers(pods, "governor-system", "gov-a", 4318)).to.deep.equal([
@@ -35,9 +40,9 @@ describe("OTLP: which replicas a push is shared with", () => {
     ]);
   });
 
-  it("none for a process that is not a pod of that namespace (run outside a cluster)", () => {
-    expect(replicaPeers(index([pod("gov-bb", governor)]), "governor-system", "laptop", 4318)).to.deep.equal(
-      [],
+  it("none, and says it does not know itself, for a process that is not a pod of that namespace (run outside a cluster)", () => {
+    expect(replicaPeers(index([pod("gov-bb", governor)]), "governor-system", "laptop", 4318)).to.equal(
+      undefined,
     );
   });
 });

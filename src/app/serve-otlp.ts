@@ -103,14 +103,28 @@ export class OtlpService implements Runnable {
     });
     const port = opts.port ?? OTLP_HTTP_PORT;
     const replicas = opts.replicas;
+    let unknownSelf = false;
     this.relay = replicas
       ? new OtlpRelay({
-          peers: () => replicaPeers(replicas.pods, replicas.namespace, replicas.podName ?? hostname(), port),
+          peers: () => {
+            const self = replicas.podName ?? hostname();
+            const peers = replicaPeers(replicas.pods, replicas.namespace, self, port);
+            if (!peers && !unknownSelf) {
+              unknownSelf = true;
+              opts.logger.warn(
+                { pod: self, namespace: replicas.namespace },
+                "OTLP: no pod of this name in Governor's namespace: pushes are not shared with other replicas (set POD_NAME from the downward API)",
+              );
+            }
+            return peers ?? [];
+          },
           serverName: replicas.serverName,
           certificate: opts.certificate,
           ca: replicas.ca,
           logger: opts.logger,
           outcome: (outcome) => this.relays.inc({ outcome }),
+          unshared: (namespace, reason) =>
+            opts.store.refused(namespace, undefined, { pushes: 1, points: 0, reason }),
         })
       : undefined;
     this.receiver = new OtlpReceiver({
@@ -150,13 +164,19 @@ export class OtlpService implements Runnable {
 
 /**
  * The other Ready replicas of the Governor that runs as pod `self` of `namespace`: the pods
- * there that carry its `app.kubernetes.io/name` and `app.kubernetes.io/instance` labels,
- * reached on `port`. None when `self` is not a pod there (a process outside a cluster).
+ * there that carry the same `app.kubernetes.io/name`, `instance` and `component` labels as
+ * it has, reached on `port`. Undefined when `self` is no pod there, or one without any of
+ * those labels (a process outside a cluster).
  */
-export function replicaPeers(pods: PodIndex, namespace: string, self: string, port: number): OtlpPeer[] {
+export function replicaPeers(
+  pods: PodIndex,
+  namespace: string,
+  self: string,
+  port: number,
+): OtlpPeer[] | undefined {
   const own = pods.get(namespace, self);
   const same = REPLICA_LABELS.filter((l) => own?.labels[l] !== undefined);
-  if (!own || same.length === 0) return [];
+  if (!own || same.length === 0) return undefined;
   return pods
     .list(namespace, (labels) => same.every((l) => labels[l] === own.labels[l]))
     .filter((p) => p.name !== self && p.ready && !p.terminating && p.ip !== undefined)
