@@ -184,7 +184,7 @@ export class OtlpRelay {
     }
   }
 
-  /** Some relays in flight now: to a peer, and of a namespace to it (tests). */
+  /** How many relays are in flight now to a peer, or of a namespace to it (for tests). */
   inFlightTo(peer: OtlpPeer, namespace?: string): number {
     const at = `${peer.ip}:${peer.port}`;
     return this.inFlight.get(namespace === undefined ? at : `${at}\0${namespace}`) ?? 0;
